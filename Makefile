@@ -1,0 +1,31 @@
+# Two commands matter: `make run` and `make test` (DESIGN.md section 2).
+# Both install missing Debian packages first, then build with CMake.
+
+DEB_PACKAGES := build-essential cmake pkg-config liblmdb-dev libmsgpack-dev libcjson-dev \
+                libevent-dev lmdb-utils python3
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+DATA ?= ./var
+
+.PHONY: all deps build test run bench clean asan
+
+all: build
+
+deps:
+	@./tools/deps.sh $(DEB_PACKAGES)
+
+build: deps
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPS_WERROR=ON >/dev/null
+	cmake --build build -j $(JOBS)
+
+asan: deps
+	cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DPS_SANITIZE=ON -DPS_WERROR=ON >/dev/null
+	cmake --build build/asan -j $(JOBS)
+
+test: asan
+	cd build/asan && ctest --output-on-failure -j $(JOBS)
+
+run: build
+	./tools/run.sh $(DATA)
+
+clean:
+	rm -rf build

@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: MIT */
+/* event: JSON bytes -> validated Segment messages (SPEC 2, 9, 18 Q16-Q18, Q30, Q32).
+ * Applies Unify's ingestion drops, stamps receivedAt/source_id/messageId once, and extracts the
+ * candidate identifiers of SPEC 5 in extraction order. No storage, no resolution. */
+#ifndef PS_EVENT_H
+#define PS_EVENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ps/mem.h"
+#include "ps/rules.h"
+#include "ps/status.h"
+
+#define PS_MESSAGE_MAX_BYTES (32 * 1024)  /* one message (SPEC 3.3) */
+#define PS_BATCH_MAX_BYTES (500 * 1024)   /* one {"batch":[...]} payload */
+#define PS_BATCH_MAX_ITEMS 2500
+#define PS_MESSAGE_ID_MAX 100             /* code points */
+#define PS_GROUP_ID_MAX 500               /* code points */
+#define PS_TRAITS_MAX 300                 /* identify/group traits: >= this is dropped */
+#define PS_PROPERTIES_MAX 300             /* track/page/screen: > this is dropped */
+#define PS_SOURCE_ID_MAX 64
+#define PS_TRAIT_KEY_MAX 400
+
+typedef enum ps_msg_type {
+    PS_MSG_NONE = 0,
+    PS_MSG_IDENTIFY,
+    PS_MSG_TRACK,
+    PS_MSG_PAGE,
+    PS_MSG_SCREEN,
+    PS_MSG_GROUP,
+    PS_MSG_ALIAS,
+} ps_msg_type;
+
+/* Why a message was dropped before resolution; each has a stable snake_case name. */
+typedef enum ps_drop {
+    PS_DROP_NONE = 0,
+    PS_DROP_INVALID_JSON,
+    PS_DROP_NOT_OBJECT,
+    PS_DROP_TOO_LARGE,
+    PS_DROP_INVALID_UTF8,
+    PS_DROP_INVALID_TYPE,
+    PS_DROP_NO_USER_ANON_ID,
+    PS_DROP_MISSING_EVENT_NAME,
+    PS_DROP_GROUP_ID_EMPTY,
+    PS_DROP_GROUP_ID_TOO_LONG,
+    PS_DROP_INVALID_MESSAGE_ID,
+    PS_DROP_MESSAGE_ID_TOO_LONG,
+    PS_DROP_TOO_MANY_TRAITS,
+    PS_DROP_TOO_MANY_PROPERTIES,
+    PS_DROP_INVALID_FIELD,
+    PS_DROP_INVALID_TIMESTAMP,
+    PS_DROP_BEFORE_1970,
+    PS_DROP_TOO_MANY_ITEMS,
+    PS_DROP_DUPLICATE,
+    PS_DROP__COUNT
+} ps_drop;
+
+const char *ps_drop_name(ps_drop d);
+const char *ps_msg_type_name(ps_msg_type t);
+
+/* Why a candidate identifier was not promoted (SPEC 7, 13 violations). */
+typedef enum ps_ident_flag {
+    PS_IDENT_OK = 0,
+    PS_IDENT_BLOCKED,      /* "ID value blocked" */
+    PS_IDENT_TOO_LONG,     /* value over PS_VALUE_MAX bytes */
+    PS_IDENT_BAD_ENCODING, /* context.externalIds encoding other than "none" (Q26) */
+} ps_ident_flag;
+
+/* One identifier: normalized type and value (SPEC 18.Q8). Strings live in the event arena. */
+typedef struct ps_ident {
+    const char *type;
+    const char *value;
+    uint32_t value_len;
+    uint8_t collection; /* ps_collection */
+    uint8_t flag;       /* ps_ident_flag */
+} ps_ident;
+
+/* One trait write: key and the value as compact JSON text; is_null means "remove". */
+typedef struct ps_trait {
+    const char *key;
+    const char *json;
+    uint32_t json_len;
+    bool is_null;
+} ps_trait;
+
+/* A validated message. Every pointer is into the arena given to ps_event_parse() or into
+ * the input bytes; valid until that arena is cleared. */
+typedef struct ps_event {
+    ps_msg_type type;
+    const char *message_id;
+    const char *source_id;
+    int64_t timestamp_ms;
+    int64_t received_ms;
+    const char *name;     /* track event, or page/screen name; NULL if none */
+    const char *group_id; /* group calls */
+    ps_ident *ids;        /* candidates in extraction order, users then accounts */
+    size_t id_count;
+    ps_trait *traits; /* identify: user traits; group: account traits */
+    size_t trait_count;
+    size_t traits_skipped; /* keys over PS_TRAIT_KEY_MAX bytes */
+    ps_slice body;         /* the message as JSON, kept for track/page/screen */
+} ps_event;
+
+typedef struct ps_accept_opts {
+    const ps_rules *rules;
+    int64_t now_ms;            /* the receivedAt stamp */
+    bool keep_received_at;     /* replays keep a logged receivedAt (D1); the HTTP API doesn't */
+    const char *source_id;     /* stamped when the message has none */
+    ps_msg_type forced_type;   /* HTTP /v1/<type>; PS_MSG_NONE reads "type" */
+    uint64_t sequence;         /* distinguishes generated messageIds within one stamp */
+} ps_accept_opts;
+
+/* Called once per message: `ev` is NULL when it was dropped for `why`. `index` is the item
+ * number inside a batch (0 for a single message). The callback may stop the parse by
+ * returning non-PS_OK; that status is returned by ps_event_parse(). */
+typedef ps_status (*ps_event_fn)(void *ud, const ps_event *ev, ps_drop why, size_t index);
+
+/* Parses one payload: a single message or {"batch":[...], "context", "integrations"}
+ * whose envelope context/integrations are merged into each item. Size bounds are checked
+ * before parsing. Returns PS_OK when the payload was readable (even if every message was
+ * dropped), or PS_EINVAL/PS_ETOOBIG when the whole payload is unreadable; then `why` tells
+ * the reason and no callback ran. */
+ps_status ps_event_parse(const uint8_t *json, size_t len, const ps_accept_opts *opts,
+                         ps_arena *arena, ps_event_fn fn, void *ud, ps_drop *why);
+
+#endif

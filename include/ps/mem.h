@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: MIT */
+/* mem: allocation that never returns NULL (out of memory is fatal), owned byte buffers and a
+ * bump arena. Sizes that come from input are checked by callers before they reach here. */
+#ifndef PS_MEM_H
+#define PS_MEM_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Like malloc/realloc/strdup, but log and abort on exhaustion. Never return NULL. */
+void *ps_xmalloc(size_t size);
+void *ps_xcalloc(size_t count, size_t size);
+void *ps_xrealloc(void *ptr, size_t size);
+char *ps_xstrdup(const char *s);
+char *ps_xstrndup(const char *s, size_t len);
+
+/* Borrowed bytes: valid as long as whatever owns them. */
+typedef struct ps_slice {
+    const uint8_t *ptr;
+    size_t len;
+} ps_slice;
+
+#define PS_SLICE_STR(s) ((ps_slice){(const uint8_t *)(s), strlen(s)})
+
+/* Owned growable bytes, always NUL-terminated past `len` once anything was appended. */
+typedef struct ps_buf {
+    uint8_t *ptr;
+    size_t len;
+    size_t cap;
+} ps_buf;
+
+void ps_buf_init(ps_buf *b);
+void ps_buf_clear(ps_buf *b); /* frees the memory; the buf may be reused after */
+void ps_buf_reset(ps_buf *b); /* len = 0, keeps the memory */
+void ps_buf_reserve(ps_buf *b, size_t extra);
+void ps_buf_append(ps_buf *b, const void *data, size_t len);
+void ps_buf_puts(ps_buf *b, const char *s);
+void ps_buf_putc(ps_buf *b, char c);
+void ps_buf_printf(ps_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void ps_buf_be64(ps_buf *b, uint64_t v);
+/* Appends `s` as a JSON string literal, quotes included. Invalid UTF-8 is never passed here. */
+void ps_buf_json_str(ps_buf *b, const char *s, size_t len);
+
+/* Bump allocator: many small allocations freed at once with ps_arena_clear(). */
+typedef struct ps_arena_chunk ps_arena_chunk;
+typedef struct ps_arena {
+    ps_arena_chunk *head;
+} ps_arena;
+
+void ps_arena_init(ps_arena *a);
+void ps_arena_clear(ps_arena *a); /* frees every allocation; the arena may be reused */
+/* Returns `size` bytes aligned for any type. Valid until ps_arena_clear(). */
+void *ps_arena_alloc(ps_arena *a, size_t size);
+/* Returns a NUL-terminated copy of `len` bytes of `s`. Valid until ps_arena_clear(). */
+char *ps_arena_strndup(ps_arena *a, const char *s, size_t len);
+
+#endif

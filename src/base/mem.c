@@ -1,0 +1,211 @@
+/* SPDX-License-Identifier: MIT */
+/* mem: fatal-on-exhaustion allocation, ps_buf and ps_arena. */
+#include "ps/mem.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static _Noreturn void oom(size_t size)
+{
+    fprintf(stderr, "level=fatal msg=\"out of memory\" bytes=%zu\n", size);
+    abort();
+}
+
+void *ps_xmalloc(size_t size)
+{
+    void *p = malloc(size ? size : 1);
+    if (p == NULL)
+        oom(size);
+    return p;
+}
+
+void *ps_xcalloc(size_t count, size_t size)
+{
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (p == NULL)
+        oom(count * size);
+    return p;
+}
+
+void *ps_xrealloc(void *ptr, size_t size)
+{
+    void *p = realloc(ptr, size ? size : 1);
+    if (p == NULL)
+        oom(size);
+    return p;
+}
+
+char *ps_xstrdup(const char *s)
+{
+    return ps_xstrndup(s, strlen(s));
+}
+
+char *ps_xstrndup(const char *s, size_t len)
+{
+    char *p = ps_xmalloc(len + 1);
+    memcpy(p, s, len);
+    p[len] = '\0';
+    return p;
+}
+
+void ps_buf_init(ps_buf *b)
+{
+    b->ptr = NULL;
+    b->len = 0;
+    b->cap = 0;
+}
+
+void ps_buf_clear(ps_buf *b)
+{
+    free(b->ptr);
+    ps_buf_init(b);
+}
+
+void ps_buf_reset(ps_buf *b)
+{
+    b->len = 0;
+    if (b->ptr)
+        b->ptr[0] = 0;
+}
+
+void ps_buf_reserve(ps_buf *b, size_t extra)
+{
+    size_t need = b->len + extra + 1;
+    if (need <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < need)
+        cap *= 2;
+    b->ptr = ps_xrealloc(b->ptr, cap);
+    b->cap = cap;
+}
+
+void ps_buf_append(ps_buf *b, const void *data, size_t len)
+{
+    ps_buf_reserve(b, len);
+    if (len)
+        memcpy(b->ptr + b->len, data, len);
+    b->len += len;
+    b->ptr[b->len] = 0;
+}
+
+void ps_buf_puts(ps_buf *b, const char *s)
+{
+    ps_buf_append(b, s, strlen(s));
+}
+
+void ps_buf_putc(ps_buf *b, char c)
+{
+    ps_buf_append(b, &c, 1);
+}
+
+void ps_buf_printf(ps_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char tmp[256];
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n < sizeof tmp) {
+        ps_buf_append(b, tmp, (size_t)n);
+        return;
+    }
+    ps_buf_reserve(b, (size_t)n);
+    va_start(ap, fmt);
+    vsnprintf((char *)b->ptr + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void ps_buf_be64(ps_buf *b, uint64_t v)
+{
+    uint8_t tmp[8];
+    for (int i = 7; i >= 0; i--) {
+        tmp[i] = (uint8_t)(v & 0xff);
+        v >>= 8;
+    }
+    ps_buf_append(b, tmp, 8);
+}
+
+void ps_buf_json_str(ps_buf *b, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    ps_buf_reserve(b, len + 2);
+    ps_buf_putc(b, '"');
+    size_t run = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        ps_buf_append(b, s + run, i - run);
+        run = i + 1;
+        char esc[7] = {'\\', 0, 0, 0, 0, 0, 0};
+        switch (c) {
+        case '"': esc[1] = '"'; ps_buf_append(b, esc, 2); break;
+        case '\\': esc[1] = '\\'; ps_buf_append(b, esc, 2); break;
+        case '\n': esc[1] = 'n'; ps_buf_append(b, esc, 2); break;
+        case '\r': esc[1] = 'r'; ps_buf_append(b, esc, 2); break;
+        case '\t': esc[1] = 't'; ps_buf_append(b, esc, 2); break;
+        default:
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            ps_buf_append(b, esc, 6);
+        }
+    }
+    ps_buf_append(b, s + run, len - run);
+    ps_buf_putc(b, '"');
+}
+
+struct ps_arena_chunk {
+    ps_arena_chunk *next;
+    size_t used;
+    size_t cap;
+    _Alignas(16) unsigned char data[];
+};
+
+void ps_arena_init(ps_arena *a)
+{
+    a->head = NULL;
+}
+
+void ps_arena_clear(ps_arena *a)
+{
+    ps_arena_chunk *c = a->head;
+    while (c) {
+        ps_arena_chunk *next = c->next;
+        free(c);
+        c = next;
+    }
+    a->head = NULL;
+}
+
+void *ps_arena_alloc(ps_arena *a, size_t size)
+{
+    size = (size + 15) & ~(size_t)15;
+    ps_arena_chunk *c = a->head;
+    if (c == NULL || c->cap - c->used < size) {
+        size_t cap = size > 16384 ? size : 16384;
+        c = ps_xmalloc(sizeof *c + cap);
+        c->used = 0;
+        c->cap = cap;
+        c->next = a->head;
+        a->head = c;
+    }
+    void *p = c->data + c->used;
+    c->used += size;
+    return p;
+}
+
+char *ps_arena_strndup(ps_arena *a, const char *s, size_t len)
+{
+    char *p = ps_arena_alloc(a, len + 1);
+    memcpy(p, s, len);
+    p[len] = 0;
+    return p;
+}

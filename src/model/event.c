@@ -1,0 +1,545 @@
+/* SPDX-License-Identifier: MIT */
+/* event: the accept side of ingestion. The cJSON tree never leaves this file: everything the
+ * rest of the system needs is copied into the caller's arena as ps_event fields. */
+#include "ps/event.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "ps/clock.h"
+#include "ps/text.h"
+
+static const char *const drop_names[PS_DROP__COUNT] = {
+    "none",          "invalid_json",        "not_object",        "too_large",
+    "invalid_utf8",  "invalid_type",        "no_user_anon_id",   "missing_event_name",
+    "group_id_empty", "group_id_too_long",  "invalid_message_id", "message_id_too_long",
+    "too_many_traits", "too_many_properties", "invalid_field",   "invalid_timestamp",
+    "before_1970",   "too_many_items",      "duplicate",
+};
+
+const char *ps_drop_name(ps_drop d)
+{
+    return (unsigned)d < PS_DROP__COUNT ? drop_names[d] : "unknown";
+}
+
+static const char *const type_names[] = {"none", "identify", "track", "page",
+                                         "screen", "group", "alias"};
+
+const char *ps_msg_type_name(ps_msg_type t)
+{
+    return (unsigned)t <= PS_MSG_ALIAS ? type_names[t] : "none";
+}
+
+static ps_msg_type type_from_name(const char *s)
+{
+    for (int i = 1; i <= PS_MSG_ALIAS; i++)
+        if (strcmp(s, type_names[i]) == 0)
+            return (ps_msg_type)i;
+    return PS_MSG_NONE;
+}
+
+typedef struct parse_ctx {
+    const ps_accept_opts *opts;
+    ps_arena *arena;
+    ps_event *ev;
+    size_t id_cap;
+} parse_ctx;
+
+static const cJSON *get(const cJSON *obj, const char *key)
+{
+    return cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
+}
+
+/* Canonical decimal text of a JSON number (SPEC 18.Q7). */
+static void number_text(double d, char out[40])
+{
+    if (d == floor(d) && fabs(d) < 9007199254740992.0)
+        snprintf(out, 40, "%lld", (long long)d);
+    else
+        snprintf(out, 40, "%.17g", d);
+}
+
+/* A string or number field as text; NULL for anything else or an empty/blank string. */
+static const char *scalar_text(const cJSON *v, char numbuf[40])
+{
+    if (cJSON_IsString(v))
+        return v->valuestring;
+    if (cJSON_IsNumber(v)) {
+        number_text(v->valuedouble, numbuf);
+        return numbuf;
+    }
+    return NULL;
+}
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+static void add_id(parse_ctx *c, ps_collection coll, const char *type, const cJSON *raw,
+                   ps_ident_flag flag)
+{
+    const ps_type_rule *rule = ps_rules_type(c->opts->rules, type);
+    if (!rule->enabled)
+        return;
+    char numbuf[40];
+    const char *text = scalar_text(raw, numbuf);
+    if (text == NULL)
+        return; /* null, bool, object, array: never identifiers (18.Q7) */
+    size_t len = strlen(text);
+    while (len && is_space(text[0])) {
+        text++;
+        len--;
+    }
+    while (len && is_space(text[len - 1]))
+        len--;
+    if (len == 0)
+        return;
+    if (flag == PS_IDENT_OK && len > PS_VALUE_MAX) {
+        flag = PS_IDENT_TOO_LONG;
+        len = PS_VALUE_MAX; /* kept truncated only for the violation record */
+    }
+    char *value = ps_arena_strndup(c->arena, text, len);
+    if (rule->lowercase)
+        ps_ascii_lower(value, len);
+    ps_event *ev = c->ev;
+    for (size_t i = 0; i < ev->id_count; i++) /* unique (collection, type, value) */
+        if (ev->ids[i].collection == coll && strcmp(ev->ids[i].type, type) == 0 &&
+            strcmp(ev->ids[i].value, value) == 0)
+            return;
+    if (flag == PS_IDENT_OK && ps_rules_blocked(c->opts->rules, type, value))
+        flag = PS_IDENT_BLOCKED;
+    if (ev->id_count == c->id_cap) {
+        size_t cap = c->id_cap ? c->id_cap * 2 : 8;
+        ps_ident *ids = ps_arena_alloc(c->arena, cap * sizeof *ids);
+        if (ev->id_count)
+            memcpy(ids, ev->ids, ev->id_count * sizeof *ids);
+        ev->ids = ids;
+        c->id_cap = cap;
+    }
+    ps_ident *id = &ev->ids[ev->id_count++];
+    id->type = rule->type[0] ? rule->type : ps_arena_strndup(c->arena, type, strlen(type));
+    id->value = value;
+    id->value_len = (uint32_t)len;
+    id->collection = (uint8_t)coll;
+    id->flag = (uint8_t)flag;
+}
+
+/* Custom key identifiers: top-level keys equal to the snake or lowerCamel form (18.Q9). */
+static void add_custom(parse_ctx *c, ps_collection coll, const cJSON *const *objs, size_t n)
+{
+    size_t count;
+    const ps_custom_key *keys = ps_rules_custom_keys(c->opts->rules, &count);
+    for (size_t k = 0; k < count; k++) {
+        if (keys[k].collection != coll)
+            continue;
+        for (size_t o = 0; o < n; o++) {
+            add_id(c, coll, keys[k].type, get(objs[o], keys[k].snake), PS_IDENT_OK);
+            if (strcmp(keys[k].snake, keys[k].camel) != 0)
+                add_id(c, coll, keys[k].type, get(objs[o], keys[k].camel), PS_IDENT_OK);
+        }
+    }
+}
+
+/* context.externalIds entries {id, type, collection, encoding}, all four required (SPEC 5.3). */
+static void add_external_ids(parse_ctx *c, const cJSON *arr, bool accounts_too)
+{
+    if (!cJSON_IsArray(arr))
+        return;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr)
+    {
+        const cJSON *id = get(it, "id"), *type = get(it, "type"), *coll = get(it, "collection"),
+                    *enc = get(it, "encoding");
+        if (!cJSON_IsString(type) || !cJSON_IsString(coll) || !cJSON_IsString(enc) || id == NULL)
+            continue;
+        char tbuf[PS_TYPE_MAX + 1];
+        const char *t = type->valuestring;
+        size_t tl = strlen(t);
+        while (tl && is_space(*t)) {
+            t++;
+            tl--;
+        }
+        while (tl && is_space(t[tl - 1]))
+            tl--;
+        if (tl == 0 || tl > PS_TYPE_MAX)
+            continue;
+        memcpy(tbuf, t, tl);
+        tbuf[tl] = 0;
+        ps_ascii_lower(tbuf, tl);
+        bool ok = true;
+        for (size_t i = 0; i < tl; i++) {
+            char ch = tbuf[i];
+            ok &= (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+                  ch == '.' || ch == '-';
+        }
+        if (!ok)
+            continue;
+        ps_collection cl;
+        if (strcmp(coll->valuestring, "users") == 0)
+            cl = PS_USERS;
+        else if (strcmp(coll->valuestring, "accounts") == 0 && accounts_too)
+            cl = PS_ACCOUNTS;
+        else
+            continue; /* accounts ids on non-group calls are ignored (18.Q27) */
+        add_id(c, cl, tbuf, id,
+               strcmp(enc->valuestring, "none") == 0 ? PS_IDENT_OK : PS_IDENT_BAD_ENCODING);
+    }
+}
+
+static void extract_ids(parse_ctx *c, const cJSON *msg)
+{
+    ps_event *ev = c->ev;
+    const cJSON *context = get(msg, "context"), *traits = get(msg, "traits"),
+                *props = get(msg, "properties"), *ctraits = get(context, "traits"),
+                *device = get(context, "device");
+    bool identify = ev->type == PS_MSG_IDENTIFY, group = ev->type == PS_MSG_GROUP;
+
+    add_id(c, PS_USERS, "user_id", get(msg, "userId"), PS_IDENT_OK);
+    if (identify)
+        add_id(c, PS_USERS, "email", get(traits, "email"), PS_IDENT_OK);
+    add_id(c, PS_USERS, "email", get(ctraits, "email"), PS_IDENT_OK);
+    if (ps_rules_options_get(c->opts->rules)->email_from_properties)
+        add_id(c, PS_USERS, "email", get(props, "email"), PS_IDENT_OK);
+    add_id(c, PS_USERS, "anonymous_id", get(msg, "anonymousId"), PS_IDENT_OK);
+
+    const cJSON *dtype = get(device, "type");
+    const char *family = NULL;
+    if (cJSON_IsString(dtype)) {
+        if (strcmp(dtype->valuestring, "ios") == 0)
+            family = "ios";
+        else if (strcmp(dtype->valuestring, "android") == 0)
+            family = "android";
+    }
+    if (family) {
+        char t[32];
+        snprintf(t, sizeof t, "%s.id", family);
+        add_id(c, PS_USERS, t, get(device, "id"), PS_IDENT_OK);
+        if (cJSON_IsTrue(get(device, "adTrackingEnabled"))) {
+            snprintf(t, sizeof t, "%s.idfa", family);
+            add_id(c, PS_USERS, t, get(device, "advertisingId"), PS_IDENT_OK);
+        }
+        snprintf(t, sizeof t, "%s.push_token", family);
+        add_id(c, PS_USERS, t, get(device, "token"), PS_IDENT_OK);
+    }
+    /* ga_client_id: context.integrations first, then the top-level integrations (18.Q10) */
+    const cJSON *ga = get(get(get(context, "integrations"), "Google Analytics"), "clientId");
+    if (scalar_text(ga, (char[40]){0}) == NULL)
+        ga = get(get(get(msg, "integrations"), "Google Analytics"), "clientId");
+    add_id(c, PS_USERS, "ga_client_id", ga, PS_IDENT_OK);
+
+    /* optional built-ins, disabled unless the settings enable them (18.Q1) */
+    const cJSON *xid = get(ctraits, "crossDomainId");
+    add_id(c, PS_USERS, "cross_domain_id", xid ? xid : get(msg, "cross_domain_id"), PS_IDENT_OK);
+    add_id(c, PS_USERS, "braze_id", get(get(context, "Braze"), "braze_id"), PS_IDENT_OK);
+
+    const cJSON *user_objs[3];
+    size_t n = 0;
+    if (identify)
+        user_objs[n++] = traits;
+    user_objs[n++] = ctraits;
+    user_objs[n++] = props;
+    add_custom(c, PS_USERS, user_objs, n);
+    add_external_ids(c, get(context, "externalIds"), group);
+
+    if (group) {
+        add_id(c, PS_ACCOUNTS, "group_id", get(msg, "groupId"), PS_IDENT_OK);
+        const cJSON *acc_objs[1] = {traits};
+        add_custom(c, PS_ACCOUNTS, acc_objs, 1);
+    }
+}
+
+static size_t object_size(const cJSON *obj)
+{
+    size_t n = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, obj) n++;
+    return n;
+}
+
+static ps_drop collect_traits(parse_ctx *c, const cJSON *traits)
+{
+    ps_event *ev = c->ev;
+    size_t n = object_size(traits);
+    if (n == 0)
+        return PS_DROP_NONE;
+    ev->traits = ps_arena_alloc(c->arena, n * sizeof *ev->traits);
+    const cJSON *it;
+    cJSON_ArrayForEach(it, traits)
+    {
+        size_t klen = strlen(it->string);
+        if (klen == 0 || klen > PS_TRAIT_KEY_MAX) {
+            ev->traits_skipped++;
+            continue;
+        }
+        ps_trait *t = &ev->traits[ev->trait_count++];
+        t->key = ps_arena_strndup(c->arena, it->string, klen);
+        t->is_null = cJSON_IsNull(it);
+        if (t->is_null) {
+            t->json = "null";
+            t->json_len = 4;
+            continue;
+        }
+        char *text = cJSON_PrintUnformatted(it);
+        if (text == NULL)
+            return PS_DROP_INVALID_FIELD;
+        size_t tl = strlen(text);
+        t->json = ps_arena_strndup(c->arena, text, tl);
+        t->json_len = (uint32_t)tl;
+        cJSON_free(text);
+    }
+    return PS_DROP_NONE;
+}
+
+static ps_drop parse_time(const cJSON *v, int64_t *out)
+{
+    if (!cJSON_IsString(v))
+        return PS_DROP_INVALID_TIMESTAMP;
+    if (ps_time_parse(v->valuestring, strlen(v->valuestring), out) != PS_OK)
+        return PS_DROP_INVALID_TIMESTAMP;
+    return PS_DROP_NONE;
+}
+
+/* timestamp, else receivedAt - (sentAt - originalTimestamp), else originalTimestamp, else
+ * receivedAt (SPEC 2.2). Present-but-invalid fields drop the message. */
+static ps_drop event_time(const cJSON *msg, int64_t received, int64_t *out)
+{
+    const cJSON *ts = get(msg, "timestamp"), *orig = get(msg, "originalTimestamp"),
+                *sent = get(msg, "sentAt");
+    ps_drop d;
+    if (ts && !cJSON_IsNull(ts))
+        return parse_time(ts, out);
+    if (orig && !cJSON_IsNull(orig)) {
+        int64_t o, s;
+        if ((d = parse_time(orig, &o)) != PS_DROP_NONE)
+            return d;
+        if (sent && !cJSON_IsNull(sent)) {
+            if ((d = parse_time(sent, &s)) != PS_DROP_NONE)
+                return d;
+            *out = received - (s - o);
+        } else {
+            *out = o;
+        }
+        return PS_DROP_NONE;
+    }
+    *out = received;
+    return PS_DROP_NONE;
+}
+
+static ps_drop check_message(parse_ctx *c, const cJSON *msg, size_t index, ps_slice body)
+{
+    const ps_accept_opts *o = c->opts;
+    ps_event *ev = c->ev;
+    if (!cJSON_IsObject(msg))
+        return PS_DROP_NOT_OBJECT;
+    if (body.len > PS_MESSAGE_MAX_BYTES)
+        return PS_DROP_TOO_LARGE;
+
+    ev->type = o->forced_type;
+    if (ev->type == PS_MSG_NONE) {
+        const cJSON *t = get(msg, "type");
+        if (!cJSON_IsString(t) || (ev->type = type_from_name(t->valuestring)) == PS_MSG_NONE)
+            return PS_DROP_INVALID_TYPE;
+    }
+    char nb[40], nb2[40];
+    const cJSON *uid = get(msg, "userId"), *aid = get(msg, "anonymousId");
+    const char *us = scalar_text(uid, nb), *as = scalar_text(aid, nb2);
+    if ((us == NULL || us[0] == 0) && (as == NULL || as[0] == 0))
+        return PS_DROP_NO_USER_ANON_ID;
+
+    const cJSON *context = get(msg, "context"), *traits = get(msg, "traits"),
+                *props = get(msg, "properties");
+    if ((context && !cJSON_IsObject(context) && !cJSON_IsNull(context)) ||
+        (traits && !cJSON_IsObject(traits) && !cJSON_IsNull(traits)) ||
+        (props && !cJSON_IsObject(props) && !cJSON_IsNull(props)))
+        return PS_DROP_INVALID_FIELD;
+
+    const cJSON *mid = get(msg, "messageId");
+    size_t cps = 0;
+    if (mid && !cJSON_IsNull(mid)) {
+        if (!cJSON_IsString(mid))
+            return PS_DROP_INVALID_MESSAGE_ID;
+        size_t ml = strlen(mid->valuestring);
+        ps_utf8_valid((const uint8_t *)mid->valuestring, ml, &cps);
+        if (cps > PS_MESSAGE_ID_MAX)
+            return PS_DROP_MESSAGE_ID_TOO_LONG;
+        if (ml)
+            ev->message_id = ps_arena_strndup(c->arena, mid->valuestring, ml);
+    }
+
+    switch (ev->type) {
+    case PS_MSG_TRACK: {
+        const cJSON *e = get(msg, "event");
+        if (!cJSON_IsString(e) || e->valuestring[0] == 0)
+            return PS_DROP_MISSING_EVENT_NAME;
+        ev->name = ps_arena_strndup(c->arena, e->valuestring, strlen(e->valuestring));
+        const cJSON *cg = get(context, "groupId");
+        if (cJSON_IsString(cg)) {
+            if (cg->valuestring[0] == 0)
+                return PS_DROP_GROUP_ID_EMPTY;
+            ps_utf8_valid((const uint8_t *)cg->valuestring, strlen(cg->valuestring), &cps);
+            if (cps > PS_GROUP_ID_MAX)
+                return PS_DROP_GROUP_ID_TOO_LONG;
+        }
+        break;
+    }
+    case PS_MSG_PAGE:
+    case PS_MSG_SCREEN: {
+        const cJSON *nm = get(msg, "name");
+        if (cJSON_IsString(nm) && nm->valuestring[0])
+            ev->name = ps_arena_strndup(c->arena, nm->valuestring, strlen(nm->valuestring));
+        break;
+    }
+    case PS_MSG_GROUP: {
+        const char *g = scalar_text(get(msg, "groupId"), nb);
+        if (g == NULL || g[0] == 0)
+            return PS_DROP_GROUP_ID_EMPTY;
+        ps_utf8_valid((const uint8_t *)g, strlen(g), &cps);
+        if (cps > PS_GROUP_ID_MAX)
+            return PS_DROP_GROUP_ID_TOO_LONG;
+        ev->group_id = ps_arena_strndup(c->arena, g, strlen(g));
+        break;
+    }
+    default:
+        break;
+    }
+    if ((ev->type == PS_MSG_IDENTIFY || ev->type == PS_MSG_GROUP) &&
+        object_size(traits) >= PS_TRAITS_MAX)
+        return PS_DROP_TOO_MANY_TRAITS;
+    if ((ev->type == PS_MSG_TRACK || ev->type == PS_MSG_PAGE || ev->type == PS_MSG_SCREEN) &&
+        object_size(props) > PS_PROPERTIES_MAX)
+        return PS_DROP_TOO_MANY_PROPERTIES;
+
+    ev->received_ms = o->now_ms;
+    ps_drop d;
+    const cJSON *rcv = get(msg, "receivedAt");
+    if (o->keep_received_at && rcv && !cJSON_IsNull(rcv))
+        if ((d = parse_time(rcv, &ev->received_ms)) != PS_DROP_NONE)
+            return d;
+    if ((d = event_time(msg, ev->received_ms, &ev->timestamp_ms)) != PS_DROP_NONE)
+        return d;
+    if (ev->timestamp_ms < 0 || ev->received_ms < 0)
+        return PS_DROP_BEFORE_1970;
+
+    ev->source_id = o->source_id ? o->source_id : "";
+    const cJSON *sid = get(msg, "source_id");
+    if (o->keep_received_at && cJSON_IsString(sid) && sid->valuestring[0] &&
+        strlen(sid->valuestring) <= PS_SOURCE_ID_MAX)
+        ev->source_id = ps_arena_strndup(c->arena, sid->valuestring, strlen(sid->valuestring));
+
+    if (ev->message_id == NULL) {
+        /* stamped once at acceptance; a replayed log carries it from then on (D1) */
+        uint8_t key[16] = "ps-message-id-k";
+        uint64_t h = ps_siphash(key, body.ptr, body.len);
+        uint64_t mix[3] = {h, (uint64_t)ev->received_ms, o->sequence * 4096 + index};
+        h = ps_siphash(key, mix, sizeof mix);
+        char idbuf[48];
+        snprintf(idbuf, sizeof idbuf, "ps-%016llx", (unsigned long long)h);
+        ev->message_id = ps_arena_strndup(c->arena, idbuf, strlen(idbuf));
+    }
+
+    extract_ids(c, msg);
+    if (ev->type == PS_MSG_IDENTIFY || ev->type == PS_MSG_GROUP)
+        if ((d = collect_traits(c, traits)) != PS_DROP_NONE)
+            return d;
+    if (ev->type == PS_MSG_TRACK || ev->type == PS_MSG_PAGE || ev->type == PS_MSG_SCREEN)
+        ev->body = body;
+    return PS_DROP_NONE;
+}
+
+static ps_status one_message(const ps_accept_opts *opts, ps_arena *arena, const cJSON *msg,
+                             ps_slice body, size_t index, ps_event_fn fn, void *ud)
+{
+    ps_event ev;
+    memset(&ev, 0, sizeof ev);
+    parse_ctx c = {opts, arena, &ev, 0};
+    ps_drop d = check_message(&c, msg, index, body);
+    return fn(ud, d == PS_DROP_NONE ? &ev : NULL, d, index);
+}
+
+/* Adds the envelope's keys that the item lacks (shallow), for context and integrations. */
+static void merge_envelope(cJSON *item, const cJSON *envelope, const char *key)
+{
+    const cJSON *src = get(envelope, key);
+    if (!cJSON_IsObject(src))
+        return;
+    cJSON *dst = cJSON_GetObjectItemCaseSensitive(item, key);
+    if (dst == NULL) {
+        cJSON_AddItemToObject(item, key, cJSON_Duplicate(src, 1));
+        return;
+    }
+    if (!cJSON_IsObject(dst))
+        return;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, src)
+    {
+        if (cJSON_GetObjectItemCaseSensitive(dst, it->string) == NULL)
+            cJSON_AddItemToObject(dst, it->string, cJSON_Duplicate(it, 1));
+    }
+}
+
+ps_status ps_event_parse(const uint8_t *json, size_t len, const ps_accept_opts *opts,
+                         ps_arena *arena, ps_event_fn fn, void *ud, ps_drop *why)
+{
+    *why = PS_DROP_NONE;
+    if (len > PS_BATCH_MAX_BYTES) {
+        *why = PS_DROP_TOO_LARGE;
+        return PS_ETOOBIG;
+    }
+    if (!ps_utf8_valid(json, len, NULL)) {
+        *why = PS_DROP_INVALID_UTF8;
+        return PS_EINVAL;
+    }
+    cJSON *root = cJSON_ParseWithLength((const char *)json, len);
+    if (root == NULL) {
+        *why = PS_DROP_INVALID_JSON;
+        return PS_EINVAL;
+    }
+    ps_status st = PS_OK;
+    cJSON *batch = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "batch") : NULL;
+    if (batch == NULL || opts->forced_type != PS_MSG_NONE) {
+        if (len > PS_MESSAGE_MAX_BYTES) {
+            *why = PS_DROP_TOO_LARGE;
+            st = PS_ETOOBIG;
+        } else if (!cJSON_IsObject(root)) {
+            *why = PS_DROP_NOT_OBJECT;
+            st = PS_EINVAL;
+        } else {
+            st = one_message(opts, arena, root, (ps_slice){json, len}, 0, fn, ud);
+        }
+        goto done;
+    }
+    if (!cJSON_IsArray(batch)) {
+        *why = PS_DROP_INVALID_FIELD;
+        st = PS_EINVAL;
+        goto done;
+    }
+    size_t count = (size_t)cJSON_GetArraySize(batch), index = 0;
+    cJSON *item;
+    cJSON_ArrayForEach(item, batch)
+    {
+        if (count > PS_BATCH_MAX_ITEMS) {
+            st = fn(ud, NULL, PS_DROP_TOO_MANY_ITEMS, index++);
+        } else if (!cJSON_IsObject(item)) {
+            st = fn(ud, NULL, PS_DROP_NOT_OBJECT, index++);
+        } else {
+            merge_envelope(item, root, "context");
+            merge_envelope(item, root, "integrations");
+            char *text = cJSON_PrintUnformatted(item);
+            PS_ASSERT(text != NULL);
+            size_t tl = strlen(text);
+            char *copy = ps_arena_strndup(arena, text, tl);
+            cJSON_free(text);
+            st = one_message(opts, arena, item, (ps_slice){(const uint8_t *)copy, tl}, index++,
+                             fn, ud);
+        }
+        if (st != PS_OK)
+            break;
+    }
+done:
+    cJSON_Delete(root);
+    return st;
+}

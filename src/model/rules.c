@@ -1,0 +1,694 @@
+/* SPDX-License-Identifier: MIT */
+/* rules: identity settings. Validation collects every error with its JSON path instead of
+ * stopping at the first, so an operator fixes a file in one pass. */
+#include "ps/rules.h"
+
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "ps/text.h"
+
+typedef struct blocked {
+    char *value;
+    bool is_regex;
+    regex_t re;
+} blocked;
+
+typedef struct type_entry {
+    ps_type_rule rule;
+    char *name;
+    blocked *blocked;
+    size_t blocked_count;
+    char **keys;
+    size_t key_count;
+} type_entry;
+
+struct ps_rules {
+    type_entry *types; /* sorted by name */
+    size_t type_count;
+    blocked *global; /* applies to every type: suggested list, presets, space-wide */
+    size_t global_count;
+    ps_custom_key *custom;
+    size_t custom_count;
+    ps_rules_options opt;
+    ps_type_rule fallback;
+    bool suggested_blocked;
+    bool junk_preset;
+    uint32_t dedup_hours, retention_days, lookback_days;
+};
+
+static const char *const freq_names[] = {"ever", "daily", "weekly", "monthly", "annually"};
+static const int64_t freq_ms[] = {0, 86400000LL, 7 * 86400000LL, 30 * 86400000LL,
+                                  365 * 86400000LL};
+
+/* SPEC 6.2: Segment's suggested blocked values, on by default (D7). */
+static const char *const suggested_exact[] = {"-1", "null", "anonymous"};
+static const char *const suggested_regex = "^[0-]*$";
+/* D7: opt-in preset of common junk ids. */
+static const char *const junk_exact[] = {
+    "undefined", "Undefined", "UNDEFINED", "none",    "None",  "NONE",  "nan",
+    "NaN",       "NAN",       "NULL",      "Null",    "nil",   "true",  "false",
+    "True",      "False",     "guest",     "Guest",   "unknown", "n/a", "N/A",
+    "not_authenticated", "[object Object]", "\"null\"", "\"undefined\"", "\"\""};
+
+/* The 11 onboarding defaults plus the two optional built-ins (SPEC 5.1, 18.Q1). */
+static const struct {
+    const char *name;
+    ps_collection collection;
+    uint32_t limit, priority;
+    bool enabled, lowercase;
+} builtin[] = {
+    {"android.id", PS_USERS, 5, 0, true, false},
+    {"android.idfa", PS_USERS, 5, 0, true, false},
+    {"android.push_token", PS_USERS, 5, 0, true, false},
+    {"anonymous_id", PS_USERS, 5, 0, true, false},
+    {"braze_id", PS_USERS, 5, 0, false, false},
+    {"cross_domain_id", PS_USERS, 5, 0, false, false},
+    {"email", PS_USERS, 5, 2, true, true},
+    {"ga_client_id", PS_USERS, 5, 0, true, false},
+    {"group_id", PS_ACCOUNTS, 5, 0, true, false},
+    {"ios.id", PS_USERS, 5, 0, true, false},
+    {"ios.idfa", PS_USERS, 5, 0, true, false},
+    {"ios.push_token", PS_USERS, 5, 0, true, false},
+    {"user_id", PS_USERS, 1, 1, true, false},
+};
+
+const char *ps_frequency_name(ps_frequency f)
+{
+    return freq_names[f];
+}
+
+static void blocked_free(blocked *b)
+{
+    free(b->value);
+    if (b->is_regex)
+        regfree(&b->re);
+}
+
+void ps_rules_free(ps_rules *r)
+{
+    if (r == NULL)
+        return;
+    for (size_t i = 0; i < r->type_count; i++) {
+        type_entry *t = &r->types[i];
+        free(t->name);
+        for (size_t k = 0; k < t->blocked_count; k++)
+            blocked_free(&t->blocked[k]);
+        free(t->blocked);
+        for (size_t k = 0; k < t->key_count; k++)
+            free(t->keys[k]);
+        free(t->keys);
+    }
+    free(r->types);
+    for (size_t k = 0; k < r->global_count; k++)
+        blocked_free(&r->global[k]);
+    free(r->global);
+    for (size_t k = 0; k < r->custom_count; k++)
+        free((char *)r->custom[k].camel);
+    free(r->custom);
+    free(r);
+}
+
+/* Compiles `pattern` as a whole-value ERE. Returns 0 or the regcomp error. */
+static int compile_whole(regex_t *re, const char *pattern)
+{
+    size_t len = strlen(pattern);
+    char *wrapped = ps_xmalloc(len + 5);
+    snprintf(wrapped, len + 5, "^(%s)$", pattern);
+    int rc = regcomp(re, wrapped, REG_EXTENDED | REG_NOSUB);
+    free(wrapped);
+    return rc;
+}
+
+static void add_blocked(blocked **list, size_t *count, const char *value, bool is_regex)
+{
+    *list = ps_xrealloc(*list, (*count + 1) * sizeof **list);
+    blocked *b = &(*list)[*count];
+    b->value = ps_xstrdup(value);
+    b->is_regex = is_regex;
+    if (is_regex) {
+        int rc = compile_whole(&b->re, value);
+        PS_ASSERT(rc == 0); /* validated before */
+    }
+    (*count)++;
+}
+
+static type_entry *find_type(const ps_rules *r, const char *name)
+{
+    size_t lo = 0, hi = r->type_count;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(r->types[mid].name, name);
+        if (c == 0)
+            return &r->types[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+static type_entry *add_type(ps_rules *r, const char *name)
+{
+    type_entry *t = find_type(r, name);
+    if (t)
+        return t;
+    r->types = ps_xrealloc(r->types, (r->type_count + 1) * sizeof *r->types);
+    size_t pos = r->type_count;
+    while (pos > 0 && strcmp(r->types[pos - 1].name, name) > 0)
+        pos--;
+    memmove(&r->types[pos + 1], &r->types[pos], (r->type_count - pos) * sizeof *r->types);
+    r->type_count++;
+    t = &r->types[pos];
+    memset(t, 0, sizeof *t);
+    t->name = ps_xstrdup(name);
+    t->rule.collection = PS_USERS;
+    t->rule.limit = 5;
+    t->rule.enabled = true;
+    /* rule.type pointers are fixed up in finish(), as the array may still move */
+    return t;
+}
+
+static ps_rules *rules_new(void)
+{
+    ps_rules *r = ps_xcalloc(1, sizeof *r);
+    r->suggested_blocked = true;
+    r->dedup_hours = 24;
+    r->retention_days = 14;
+    r->lookback_days = 14;
+    r->opt.merge_limit = 100;
+    r->opt.mapping_limit = 1000;
+    for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++) {
+        type_entry *t = add_type(r, builtin[i].name);
+        t->rule.collection = builtin[i].collection;
+        t->rule.limit = builtin[i].limit;
+        t->rule.priority = builtin[i].priority;
+        t->rule.enabled = builtin[i].enabled;
+        t->rule.lowercase = builtin[i].lowercase;
+    }
+    return r;
+}
+
+static char *camel_of(const char *snake)
+{
+    size_t len = strlen(snake);
+    char *out = ps_xmalloc(len + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (snake[i] == '_' && i + 1 < len && o > 0) {
+            char c = snake[++i];
+            out[o++] = (c >= 'a' && c <= 'z') ? (char)(c - 32) : c;
+        } else {
+            out[o++] = snake[i];
+        }
+    }
+    out[o] = 0;
+    return out;
+}
+
+static int custom_cmp(const void *a, const void *b)
+{
+    const ps_custom_key *x = a, *y = b;
+    int c = strcmp(x->type, y->type);
+    return c ? c : strcmp(x->snake, y->snake);
+}
+
+static void finish(ps_rules *r)
+{
+    if (r->suggested_blocked) {
+        for (size_t i = 0; i < sizeof suggested_exact / sizeof *suggested_exact; i++)
+            add_blocked(&r->global, &r->global_count, suggested_exact[i], false);
+        add_blocked(&r->global, &r->global_count, suggested_regex, true);
+    }
+    if (r->junk_preset)
+        for (size_t i = 0; i < sizeof junk_exact / sizeof *junk_exact; i++)
+            add_blocked(&r->global, &r->global_count, junk_exact[i], false);
+    for (size_t i = 0; i < r->type_count; i++) {
+        type_entry *t = &r->types[i];
+        t->rule.type = t->name;
+        t->rule.window_ms = freq_ms[t->rule.frequency];
+        for (size_t k = 0; k < t->key_count; k++) {
+            r->custom = ps_xrealloc(r->custom, (r->custom_count + 1) * sizeof *r->custom);
+            ps_custom_key *c = &r->custom[r->custom_count++];
+            c->type = t->name;
+            c->snake = t->keys[k];
+            c->camel = camel_of(t->keys[k]);
+            c->collection = t->rule.collection;
+        }
+    }
+    if (r->custom_count > 1)
+        qsort(r->custom, r->custom_count, sizeof *r->custom, custom_cmp);
+    r->fallback.type = "";
+    r->fallback.collection = PS_USERS;
+    r->fallback.limit = 5;
+    r->fallback.enabled = true;
+    r->opt.dedup_window_ms = (int64_t)r->dedup_hours * 3600000LL;
+    r->opt.event_retention_ms = (int64_t)r->retention_days * 86400000LL;
+    r->opt.events_lookback_ms = (int64_t)r->lookback_days * 86400000LL;
+}
+
+ps_rules *ps_rules_default(void)
+{
+    ps_rules *r = rules_new();
+    finish(r);
+    return r;
+}
+
+/* ---- validation ---- */
+
+typedef struct parse_ctx {
+    ps_diags *diags;
+    ps_rules *r;
+} parse_ctx;
+
+static void err(parse_ctx *c, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void err(parse_ctx *c, const char *path, const char *fmt, ...)
+{
+    if (c->diags == NULL)
+        return;
+    if (c->diags->count >= PS_DIAGS_MAX) {
+        c->diags->dropped++;
+        return;
+    }
+    ps_diag *d = &c->diags->items[c->diags->count++];
+    snprintf(d->path, sizeof d->path, "%s", path);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->message, sizeof d->message, fmt, ap);
+    va_end(ap);
+}
+
+static bool valid_type_name(const char *s)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > PS_TYPE_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' ||
+              ch == '-'))
+            return false;
+    }
+    return true;
+}
+
+static bool valid_key_name(const char *s)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > 128)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_'))
+            return false;
+    }
+    return true;
+}
+
+static bool get_uint(parse_ctx *c, const cJSON *v, const char *path, uint32_t lo, uint32_t hi,
+                     uint32_t *out)
+{
+    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int64_t)v->valuedouble ||
+        v->valuedouble < lo || v->valuedouble > hi) {
+        err(c, path, "must be an integer from %u to %u", lo, hi);
+        return false;
+    }
+    *out = (uint32_t)v->valuedouble;
+    return true;
+}
+
+static bool get_bool(parse_ctx *c, const cJSON *v, const char *path, bool *out)
+{
+    if (!cJSON_IsBool(v)) {
+        err(c, path, "must be true or false");
+        return false;
+    }
+    *out = cJSON_IsTrue(v);
+    return true;
+}
+
+/* Validates a blocked list; when `entry` is NULL the values are added to the global list. */
+static void parse_blocked(parse_ctx *c, const cJSON *arr, const char *path, type_entry *entry)
+{
+    if (!cJSON_IsArray(arr)) {
+        err(c, path, "must be an array of {\"value\", \"kind\"} objects");
+        return;
+    }
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr)
+    {
+        char p[128];
+        snprintf(p, sizeof p, "%s[%d]", path, i++);
+        const cJSON *val = NULL, *kind = NULL;
+        if (cJSON_IsString(it)) {
+            val = it; /* shorthand: a bare string is an exact value */
+        } else if (cJSON_IsObject(it)) {
+            const cJSON *f;
+            cJSON_ArrayForEach(f, it)
+            {
+                if (strcmp(f->string, "value") == 0)
+                    val = f;
+                else if (strcmp(f->string, "kind") == 0)
+                    kind = f;
+                else
+                    err(c, p, "unknown key \"%s\" (expected value, kind)", f->string);
+            }
+        } else {
+            err(c, p, "must be a string or a {\"value\", \"kind\"} object");
+            continue;
+        }
+        if (!cJSON_IsString(val) || val->valuestring[0] == 0 ||
+            strlen(val->valuestring) > PS_VALUE_MAX) {
+            err(c, p, "value must be a non-empty string of at most %d bytes", PS_VALUE_MAX);
+            continue;
+        }
+        bool is_regex = false;
+        if (kind) {
+            if (cJSON_IsString(kind) && strcmp(kind->valuestring, "regex") == 0)
+                is_regex = true;
+            else if (!cJSON_IsString(kind) || strcmp(kind->valuestring, "exact") != 0) {
+                err(c, p, "kind must be \"exact\" or \"regex\"");
+                continue;
+            }
+        }
+        if (is_regex) {
+            regex_t re;
+            int rc = compile_whole(&re, val->valuestring);
+            if (rc != 0) {
+                char msg[128];
+                regerror(rc, &re, msg, sizeof msg);
+                err(c, p, "invalid regular expression: %s", msg);
+                continue;
+            }
+            regfree(&re);
+        }
+        if (entry)
+            add_blocked(&entry->blocked, &entry->blocked_count, val->valuestring, is_regex);
+        else
+            add_blocked(&c->r->global, &c->r->global_count, val->valuestring, is_regex);
+    }
+}
+
+static void parse_identifier(parse_ctx *c, const cJSON *obj, const char *type_path)
+{
+    const char *name = obj->string;
+    if (!valid_type_name(name)) {
+        err(c, type_path, "identifier type must be 1-%d characters of a-z, 0-9, '_', '.', '-'",
+            PS_TYPE_MAX);
+        return;
+    }
+    if (!cJSON_IsObject(obj)) {
+        err(c, type_path, "must be an object");
+        return;
+    }
+    type_entry *t = add_type(c->r, name);
+    const cJSON *f;
+    char p[160];
+    cJSON_ArrayForEach(f, obj)
+    {
+        snprintf(p, sizeof p, "%s.%s", type_path, f->string);
+        if (strcmp(f->string, "limit") == 0) {
+            get_uint(c, f, p, 1, 1000, &t->rule.limit);
+        } else if (strcmp(f->string, "frequency") == 0) {
+            bool ok = false;
+            for (int k = 0; k < 5 && cJSON_IsString(f); k++)
+                if (strcmp(f->valuestring, freq_names[k]) == 0) {
+                    t->rule.frequency = (ps_frequency)k;
+                    ok = true;
+                }
+            if (!ok)
+                err(c, p, "must be one of ever, daily, weekly, monthly, annually");
+        } else if (strcmp(f->string, "priority") == 0) {
+            if (!cJSON_IsNull(f))
+                get_uint(c, f, p, 1, 1000, &t->rule.priority);
+            else
+                t->rule.priority = 0;
+        } else if (strcmp(f->string, "rank") == 0) {
+            /* written by `settings get` for reading; ignored on input */
+        } else if (strcmp(f->string, "enabled") == 0) {
+            get_bool(c, f, p, &t->rule.enabled);
+        } else if (strcmp(f->string, "lowercase") == 0) {
+            get_bool(c, f, p, &t->rule.lowercase);
+        } else if (strcmp(f->string, "collection") == 0) {
+            if (cJSON_IsString(f) && strcmp(f->valuestring, "users") == 0)
+                t->rule.collection = PS_USERS;
+            else if (cJSON_IsString(f) && strcmp(f->valuestring, "accounts") == 0)
+                t->rule.collection = PS_ACCOUNTS;
+            else
+                err(c, p, "must be \"users\" or \"accounts\"");
+        } else if (strcmp(f->string, "keys") == 0) {
+            if (!cJSON_IsArray(f)) {
+                err(c, p, "must be an array of snake_case trait/property keys");
+                continue;
+            }
+            const cJSON *k;
+            int i = 0;
+            cJSON_ArrayForEach(k, f)
+            {
+                char kp[180];
+                snprintf(kp, sizeof kp, "%s[%d]", p, i++);
+                if (!cJSON_IsString(k) || !valid_key_name(k->valuestring)) {
+                    err(c, kp, "must be a snake_case key (a-z, 0-9, '_'), 1-128 characters");
+                    continue;
+                }
+                t->keys = ps_xrealloc(t->keys, (t->key_count + 1) * sizeof *t->keys);
+                t->keys[t->key_count++] = ps_xstrdup(k->valuestring);
+            }
+        } else if (strcmp(f->string, "blocked") == 0) {
+            parse_blocked(c, f, p, t);
+        } else {
+            err(c, p, "unknown key (expected limit, frequency, priority, enabled, lowercase, "
+                      "collection, keys, blocked)");
+        }
+    }
+}
+
+ps_status ps_rules_parse(const char *json, size_t len, ps_rules **out, ps_diags *diags)
+{
+    ps_diags local;
+    if (diags == NULL)
+        diags = &local;
+    memset(diags, 0, sizeof *diags);
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    if (root == NULL) {
+        size_t off = 0;
+        const char *at = cJSON_GetErrorPtr();
+        if (at && at >= json && at <= json + len)
+            off = (size_t)(at - json);
+        snprintf(diags->items[0].path, sizeof diags->items[0].path, "$");
+        snprintf(diags->items[0].message, sizeof diags->items[0].message,
+                 "not valid JSON (near byte %zu)", off);
+        diags->count = 1;
+        return PS_EINVAL;
+    }
+    parse_ctx c = {diags, rules_new()};
+    if (!cJSON_IsObject(root)) {
+        err(&c, "$", "must be a JSON object");
+        goto done;
+    }
+    const cJSON *f;
+    cJSON_ArrayForEach(f, root)
+    {
+        char p[160];
+        snprintf(p, sizeof p, "$.%s", f->string);
+        if (strcmp(f->string, "version") == 0) {
+            uint32_t v;
+            get_uint(&c, f, p, 1, 1, &v);
+        } else if (strcmp(f->string, "identifiers") == 0) {
+            if (!cJSON_IsObject(f)) {
+                err(&c, p, "must be an object keyed by identifier type");
+                continue;
+            }
+            const cJSON *idf;
+            cJSON_ArrayForEach(idf, f)
+            {
+                char tp[160];
+                snprintf(tp, sizeof tp, "$.identifiers.%s", idf->string);
+                parse_identifier(&c, idf, tp);
+            }
+        } else if (strcmp(f->string, "blocked") == 0) {
+            parse_blocked(&c, f, p, NULL);
+        } else if (strcmp(f->string, "suggested_blocked") == 0) {
+            get_bool(&c, f, p, &c.r->suggested_blocked);
+        } else if (strcmp(f->string, "blocked_presets") == 0) {
+            const cJSON *it;
+            int i = 0;
+            if (!cJSON_IsArray(f)) {
+                err(&c, p, "must be an array of preset names");
+                continue;
+            }
+            cJSON_ArrayForEach(it, f)
+            {
+                char ip[180];
+                snprintf(ip, sizeof ip, "%s[%d]", p, i++);
+                if (cJSON_IsString(it) && strcmp(it->valuestring, "junk_ids") == 0)
+                    c.r->junk_preset = true;
+                else
+                    err(&c, ip, "unknown preset (known: junk_ids)");
+            }
+        } else if (strcmp(f->string, "email_from_properties") == 0) {
+            get_bool(&c, f, p, &c.r->opt.email_from_properties);
+        } else if (strcmp(f->string, "dedup_window_hours") == 0) {
+            get_uint(&c, f, p, 0, 24 * 365, &c.r->dedup_hours);
+        } else if (strcmp(f->string, "event_retention_days") == 0) {
+            get_uint(&c, f, p, 1, 36500, &c.r->retention_days);
+        } else if (strcmp(f->string, "events_lookback_days") == 0) {
+            get_uint(&c, f, p, 1, 36500, &c.r->lookback_days);
+        } else if (strcmp(f->string, "merge_limit") == 0) {
+            get_uint(&c, f, p, 0, 100000, &c.r->opt.merge_limit);
+        } else if (strcmp(f->string, "mapping_limit") == 0) {
+            get_uint(&c, f, p, 1, 1000000, &c.r->opt.mapping_limit);
+        } else {
+            err(&c, p, "unknown setting");
+        }
+    }
+done:
+    cJSON_Delete(root);
+    if (diags->count > 0) {
+        ps_rules_free(c.r);
+        return PS_EINVAL;
+    }
+    finish(c.r);
+    *out = c.r;
+    return PS_OK;
+}
+
+const ps_type_rule *ps_rules_type(const ps_rules *r, const char *type)
+{
+    type_entry *t = find_type(r, type);
+    return t ? &t->rule : &r->fallback;
+}
+
+int ps_rules_rank_cmp(const ps_rules *r, const char *a, const char *b)
+{
+    int c = strcmp(a, b);
+    if (c == 0)
+        return 0;
+    uint32_t pa = ps_rules_type(r, a)->priority, pb = ps_rules_type(r, b)->priority;
+    if (pa && pb && pa != pb)
+        return pa < pb ? -1 : 1;
+    if (pa && !pb)
+        return -1;
+    if (!pa && pb)
+        return 1;
+    return c;
+}
+
+static bool match_list(const blocked *list, size_t count, const char *value)
+{
+    for (size_t i = 0; i < count; i++) {
+        if (list[i].is_regex) {
+            if (regexec(&list[i].re, value, 0, NULL, 0) == 0)
+                return true;
+        } else if (strcmp(list[i].value, value) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool ps_rules_blocked(const ps_rules *r, const char *type, const char *value)
+{
+    if (match_list(r->global, r->global_count, value))
+        return true;
+    type_entry *t = find_type(r, type);
+    return t && match_list(t->blocked, t->blocked_count, value);
+}
+
+const ps_rules_options *ps_rules_options_get(const ps_rules *r)
+{
+    return &r->opt;
+}
+
+const ps_custom_key *ps_rules_custom_keys(const ps_rules *r, size_t *count)
+{
+    *count = r->custom_count;
+    return r->custom;
+}
+
+static void blocked_json(ps_buf *out, const blocked *list, size_t count)
+{
+    ps_buf_putc(out, '[');
+    for (size_t i = 0; i < count; i++) {
+        ps_buf_puts(out, i ? ",{\"value\":" : "{\"value\":");
+        ps_buf_json_str(out, list[i].value, strlen(list[i].value));
+        ps_buf_puts(out, list[i].is_regex ? ",\"kind\":\"regex\"}" : ",\"kind\":\"exact\"}");
+    }
+    ps_buf_putc(out, ']');
+}
+
+
+void ps_rules_to_json(const ps_rules *r, const char *const *seen, size_t seen_count, ps_buf *out)
+{
+    /* every configured type plus seen ones, ranked */
+    size_t n = 0;
+    const char **names = ps_xmalloc((r->type_count + seen_count) * sizeof *names);
+    for (size_t i = 0; i < r->type_count; i++)
+        names[n++] = r->types[i].name;
+    for (size_t i = 0; i < seen_count; i++)
+        if (find_type(r, seen[i]) == NULL) {
+            bool dup = false;
+            for (size_t k = r->type_count; k < n; k++)
+                dup |= strcmp(names[k], seen[i]) == 0;
+            if (!dup)
+                names[n++] = seen[i];
+        }
+    for (size_t i = 1; i < n; i++) /* insertion sort: a few dozen names, no global context */
+        for (size_t k = i; k > 0 && ps_rules_rank_cmp(r, names[k - 1], names[k]) > 0; k--) {
+            const char *tmp = names[k];
+            names[k] = names[k - 1];
+            names[k - 1] = tmp;
+        }
+    ps_buf_printf(out,
+                  "{\n  \"version\": 1,\n  \"suggested_blocked\": %s,\n  \"blocked_presets\": [%s],\n"
+                  "  \"email_from_properties\": %s,\n  \"dedup_window_hours\": %u,\n"
+                  "  \"event_retention_days\": %u,\n  \"events_lookback_days\": %u,\n"
+                  "  \"merge_limit\": %u,\n  \"mapping_limit\": %u,\n  \"blocked\": ",
+                  r->suggested_blocked ? "true" : "false", r->junk_preset ? "\"junk_ids\"" : "",
+                  r->opt.email_from_properties ? "true" : "false", r->dedup_hours,
+                  r->retention_days, r->lookback_days, r->opt.merge_limit, r->opt.mapping_limit);
+    /* the space-wide list without the suggested/preset entries, which are flags above */
+    size_t builtin_count = (r->suggested_blocked ? 4 : 0) +
+                           (r->junk_preset ? sizeof junk_exact / sizeof *junk_exact : 0);
+    size_t user_count = r->global_count - builtin_count;
+    blocked_json(out, r->global, user_count);
+    ps_buf_puts(out, ",\n  \"identifiers\": {");
+    for (size_t i = 0; i < n; i++) {
+        const ps_type_rule *t = ps_rules_type(r, names[i]);
+        type_entry *e = find_type(r, names[i]);
+        ps_buf_puts(out, i ? ",\n    " : "\n    ");
+        ps_buf_json_str(out, names[i], strlen(names[i]));
+        ps_buf_printf(out, ": {\"rank\": %zu, ", i + 1);
+        if (t->priority)
+            ps_buf_printf(out, "\"priority\": %u, ", t->priority);
+        ps_buf_printf(out,
+                      "\"collection\": \"%s\", \"limit\": %u, \"frequency\": \"%s\", "
+                      "\"enabled\": %s, \"lowercase\": %s",
+                      t->collection == PS_ACCOUNTS ? "accounts" : "users", t->limit,
+                      freq_names[t->frequency], t->enabled ? "true" : "false",
+                      t->lowercase ? "true" : "false");
+        if (e && e->key_count) {
+            ps_buf_puts(out, ", \"keys\": [");
+            for (size_t k = 0; k < e->key_count; k++) {
+                if (k)
+                    ps_buf_putc(out, ',');
+                ps_buf_json_str(out, e->keys[k], strlen(e->keys[k]));
+            }
+            ps_buf_putc(out, ']');
+        }
+        if (e && e->blocked_count) {
+            ps_buf_puts(out, ", \"blocked\": ");
+            blocked_json(out, e->blocked, e->blocked_count);
+        }
+        ps_buf_putc(out, '}');
+    }
+    ps_buf_puts(out, "\n  }\n}\n");
+    free(names);
+}

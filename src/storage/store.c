@@ -1,0 +1,1366 @@
+/* SPDX-License-Identifier: MIT */
+/* store: LMDB environment, transactions and every named database of a space.
+ *
+ * Keys are binary, integers big-endian so that cursor order is numeric order. Values are
+ * msgpack arrays whose first element is the record version (1). Layouts:
+ *
+ *   db          key                                   value
+ *   meta        ascii name                            raw bytes (settings JSON) / msgpack
+ *   profile     seq:u64                               [1,parent,merged_into,coll,members,
+ *                                                      mappings,created,updated,merged,segid,
+ *                                                      first_msg,last_msg,first_src,last_src,
+ *                                                      merged_by]
+ *   segid       segment_id bytes                      [1,seq]
+ *   ident       coll:u8 type 0x00 value               [1,profile,map_seq,first_seen,created,
+ *                                                      source_id,first_message_id]
+ *   pmap        profile:u64 type 0x00 value           [1,first_seen]
+ *   member      canonical:u64 member:u64              (empty)
+ *   trait       profile:u64 key                       [1,write_seq,updated,deleted,source,json]
+ *   event       seq:u64                               [1,type,profile,ts,received,msg_id,
+ *                                                      source,name,ids,body]
+ *   pevent      profile:u64 ts:u64 seq:u64            (empty)
+ *   link        from:u64 to:u64                       [1,created]
+ *   dedup       message_id bytes                      [1,received]
+ *   dedup_time  received:u64 message_id               (empty)
+ *   audit       seq:u64                               [1,kind,reason,event_type,coll,profile,
+ *                                                      canonical,ts,received,msg_id,source,
+ *                                                      type,value,count]
+ *   types       type bytes                            [1,coll]
+ */
+#include "ps/store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <lmdb.h>
+#include <msgpack.h>
+
+#include "ps/log.h"
+
+enum {
+    DB_META,
+    DB_PROFILE,
+    DB_SEGID,
+    DB_IDENT,
+    DB_PMAP,
+    DB_MEMBER,
+    DB_TRAIT,
+    DB_EVENT,
+    DB_PEVENT,
+    DB_LINK,
+    DB_DEDUP,
+    DB_DEDUP_TIME,
+    DB_AUDIT,
+    DB_TYPES,
+    DB__COUNT
+};
+
+static const char *const db_names[DB__COUNT] = {
+    "meta",  "profile", "segid", "ident", "pmap",       "member", "trait",
+    "event", "pevent",  "link",  "dedup", "dedup_time", "audit",  "types"};
+
+struct ps_store {
+    MDB_env *env;
+    MDB_dbi dbi[DB__COUNT];
+    char *name;
+};
+
+struct ps_txn {
+    ps_store *store;
+    MDB_txn *txn;
+    bool write;
+    bool counters_dirty;
+    uint64_t counters[PS_CTR__COUNT];
+    ps_buf key;
+    ps_buf val;
+    msgpack_zone zone;
+};
+
+/* ---- errors ---- */
+
+static ps_status map_rc(int rc, const char *what)
+{
+    switch (rc) {
+    case MDB_SUCCESS: return PS_OK;
+    case MDB_NOTFOUND: return PS_ENOTFOUND;
+    case MDB_MAP_FULL:
+    case MDB_TXN_FULL:
+        ps_log(PS_LOG_WARN, "msg=\"store full\" op=%s detail=\"%s\"", what, mdb_strerror(rc));
+        return PS_EFULL;
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INVALID:
+    case MDB_VERSION_MISMATCH:
+        ps_log(PS_LOG_ERROR, "msg=\"store corrupt\" op=%s detail=\"%s\"", what, mdb_strerror(rc));
+        return PS_ECORRUPT;
+    default:
+        ps_log(PS_LOG_ERROR, "msg=\"lmdb error\" op=%s detail=\"%s\"", what, mdb_strerror(rc));
+        return PS_EIO;
+    }
+}
+
+/* ---- key helpers ---- */
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (uint8_t)(v & 0xff);
+        v >>= 8;
+    }
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static MDB_val kv(const ps_buf *b)
+{
+    return (MDB_val){b->len, b->ptr};
+}
+
+static void key_reset(ps_txn *t)
+{
+    ps_buf_reset(&t->key);
+}
+
+static void key_u64(ps_txn *t, uint64_t v)
+{
+    ps_buf_be64(&t->key, v);
+}
+
+static void key_bytes(ps_txn *t, const void *p, size_t len)
+{
+    ps_buf_append(&t->key, p, len);
+}
+
+/* ---- msgpack encode ---- */
+
+static int buf_write(void *data, const char *p, size_t len)
+{
+    ps_buf_append(data, p, len);
+    return 0;
+}
+
+static msgpack_packer pk_begin(ps_txn *t, uint32_t fields)
+{
+    ps_buf_reset(&t->val);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &t->val, buf_write);
+    msgpack_pack_array(&pk, fields + 1);
+    msgpack_pack_uint8(&pk, 1);
+    return pk;
+}
+
+static void pk_str(msgpack_packer *pk, const void *s, size_t len)
+{
+    msgpack_pack_str(pk, len);
+    msgpack_pack_str_body(pk, s, len);
+}
+
+static void pk_cstr(msgpack_packer *pk, const char *s)
+{
+    pk_str(pk, s, strlen(s));
+}
+
+/* ---- msgpack decode ---- */
+
+typedef struct rec {
+    const msgpack_object *items;
+    uint32_t count;
+} rec;
+
+static ps_status decode(ps_txn *t, const MDB_val *v, uint32_t min_fields, rec *out)
+{
+    msgpack_zone_clear(&t->zone);
+    size_t off = 0;
+    msgpack_object o;
+    if (msgpack_unpack(v->mv_data, v->mv_size, &off, &t->zone, &o) != MSGPACK_UNPACK_SUCCESS ||
+        o.type != MSGPACK_OBJECT_ARRAY || o.via.array.size < min_fields + 1 ||
+        o.via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+        o.via.array.ptr[0].via.u64 != 1) {
+        ps_log(PS_LOG_ERROR, "msg=\"undecodable record\" bytes=%zu", v->mv_size);
+        return PS_ECORRUPT;
+    }
+    /* array items live in t->zone until the next decode; strings point into LMDB memory */
+    out->items = o.via.array.ptr + 1;
+    out->count = o.via.array.size - 1;
+    return PS_OK;
+}
+
+static uint64_t r_u64(const rec *r, uint32_t i)
+{
+    const msgpack_object *o = &r->items[i];
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return o->via.u64;
+    return 0;
+}
+
+static int64_t r_i64(const rec *r, uint32_t i)
+{
+    const msgpack_object *o = &r->items[i];
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return (int64_t)o->via.u64;
+    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        return o->via.i64;
+    return 0;
+}
+
+static bool r_bool(const rec *r, uint32_t i)
+{
+    return r->items[i].type == MSGPACK_OBJECT_BOOLEAN && r->items[i].via.boolean;
+}
+
+static ps_slice r_str(const rec *r, uint32_t i)
+{
+    const msgpack_object *o = &r->items[i];
+    if (o->type == MSGPACK_OBJECT_STR)
+        return (ps_slice){(const uint8_t *)o->via.str.ptr, o->via.str.size};
+    if (o->type == MSGPACK_OBJECT_BIN)
+        return (ps_slice){(const uint8_t *)o->via.bin.ptr, o->via.bin.size};
+    return (ps_slice){(const uint8_t *)"", 0};
+}
+
+static void r_cstr(const rec *r, uint32_t i, char *out, size_t cap)
+{
+    ps_slice s = r_str(r, i);
+    size_t n = s.len < cap - 1 ? s.len : cap - 1;
+    memcpy(out, s.ptr, n);
+    out[n] = 0;
+}
+
+/* ---- generic get/put ---- */
+
+static ps_status get_raw(ps_txn *t, int db, MDB_val *val)
+{
+    MDB_val k = kv(&t->key);
+    return map_rc(mdb_get(t->txn, t->store->dbi[db], &k, val), db_names[db]);
+}
+
+static ps_status put_raw(ps_txn *t, int db, const void *data, size_t len)
+{
+    PS_ASSERT(t->write);
+    MDB_val k = kv(&t->key), v = {len, (void *)data};
+    return map_rc(mdb_put(t->txn, t->store->dbi[db], &k, &v, 0), db_names[db]);
+}
+
+static ps_status put_val(ps_txn *t, int db)
+{
+    return put_raw(t, db, t->val.ptr, t->val.len);
+}
+
+static ps_status del_key(ps_txn *t, int db)
+{
+    PS_ASSERT(t->write);
+    MDB_val k = kv(&t->key);
+    return map_rc(mdb_del(t->txn, t->store->dbi[db], &k, NULL), db_names[db]);
+}
+
+/* Iterates keys starting with t->key (the prefix), from `start` when given (else the prefix).
+ * `fn` gets the key and value; returns false to stop. */
+typedef bool (*iter_fn)(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st);
+
+static ps_status iterate(ps_txn *t, int db, const void *start, size_t start_len, iter_fn fn,
+                         void *ud)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(t->txn, t->store->dbi[db], &cur);
+    if (rc)
+        return map_rc(rc, db_names[db]);
+    size_t plen = t->key.len;
+    uint8_t prefix[600];
+    PS_ASSERT(plen <= sizeof prefix);
+    memcpy(prefix, t->key.ptr ? t->key.ptr : (uint8_t *)"", plen);
+    MDB_val k = start ? (MDB_val){start_len, (void *)start} : (MDB_val){plen, prefix}, v;
+    ps_status st = PS_OK;
+    rc = k.mv_size ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)
+                   : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (rc == 0) {
+        if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)
+            break;
+        if (!fn(t, ud, &k, &v, &st))
+            break;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (rc && rc != MDB_NOTFOUND && st == PS_OK)
+        st = map_rc(rc, db_names[db]);
+    mdb_cursor_close(cur);
+    return st;
+}
+
+/* ---- environment ---- */
+
+static ps_status mkdirs(const char *dir)
+{
+    char tmp[4096];
+    size_t len = strlen(dir);
+    if (len >= sizeof tmp)
+        return PS_EINVAL;
+    memcpy(tmp, dir, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (tmp[i] == '/' || tmp[i] == 0) {
+            char c = tmp[i];
+            tmp[i] = 0;
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
+                ps_log(PS_LOG_ERROR, "msg=\"cannot create directory\" path=\"%s\" errno=%d", tmp,
+                       errno);
+                return PS_EIO;
+            }
+            tmp[i] = c;
+        }
+    }
+    return PS_OK;
+}
+
+ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **out)
+{
+    struct stat sb;
+    if (stat(dir, &sb) != 0) {
+        if (!opts->create)
+            return PS_ENOTFOUND;
+        ps_status st = mkdirs(dir);
+        if (st != PS_OK)
+            return st;
+    } else if (!S_ISDIR(sb.st_mode)) {
+        return PS_EINVAL;
+    }
+    uint64_t map_size = opts->map_size_bytes;
+    const char *env_size = getenv("PS_MAP_SIZE");
+    if (map_size == 0 && env_size && *env_size)
+        map_size = strtoull(env_size, NULL, 10);
+    if (map_size == 0)
+        map_size = 16ULL << 30;
+
+    ps_store *s = ps_xcalloc(1, sizeof *s);
+    const char *slash = strrchr(dir, '/');
+    s->name = ps_xstrdup(slash && slash[1] ? slash + 1 : dir);
+    int rc = mdb_env_create(&s->env);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(s->env, DB__COUNT + 2);
+    if (rc == 0)
+        rc = mdb_env_set_mapsize(s->env, (size_t)map_size);
+    if (rc == 0)
+        rc = mdb_env_set_maxreaders(s->env, 510);
+    if (rc == 0)
+        rc = mdb_env_open(s->env, dir, MDB_NOTLS | (opts->read_only ? MDB_RDONLY : 0), 0644);
+    if (rc) {
+        ps_status st = map_rc(rc, "open");
+        if (rc == ENOENT)
+            st = PS_ENOTFOUND;
+        mdb_env_close(s->env);
+        free(s->name);
+        free(s);
+        return st;
+    }
+    /* open (and on first use create) every named database in one write transaction */
+    MDB_txn *txn;
+    rc = mdb_txn_begin(s->env, NULL, opts->read_only ? MDB_RDONLY : 0, &txn);
+    for (int i = 0; rc == 0 && i < DB__COUNT; i++)
+        rc = mdb_dbi_open(txn, db_names[i], opts->read_only ? 0 : MDB_CREATE, &s->dbi[i]);
+    ps_status st = PS_OK;
+    if (rc == 0) {
+        MDB_val k = {6, "format"}, v;
+        int grc = mdb_get(txn, s->dbi[DB_META], &k, &v);
+        if (grc == MDB_NOTFOUND && !opts->read_only) {
+            char ver[16];
+            int n = snprintf(ver, sizeof ver, "%d", PS_STORE_FORMAT);
+            v = (MDB_val){(size_t)n, ver};
+            rc = mdb_put(txn, s->dbi[DB_META], &k, &v, 0);
+        } else if (grc == 0) {
+            char ver[16] = {0};
+            memcpy(ver, v.mv_data, v.mv_size < 15 ? v.mv_size : 15);
+            long found = strtol(ver, NULL, 10);
+            if (found > PS_STORE_FORMAT) {
+                ps_log(PS_LOG_ERROR,
+                       "msg=\"store format is newer than this binary\" found=%ld supported=%d",
+                       found, PS_STORE_FORMAT);
+                st = PS_ECORRUPT;
+            } else if (found < 1) {
+                st = PS_ECORRUPT;
+            }
+            /* older formats would be migrated here, step by step, before use */
+        } else if (grc != MDB_NOTFOUND) {
+            rc = grc;
+        }
+    }
+    if (rc == 0 && st == PS_OK)
+        rc = mdb_txn_commit(txn);
+    else
+        mdb_txn_abort(txn);
+    if (rc && st == PS_OK)
+        st = map_rc(rc, "open dbi");
+    if (st != PS_OK) {
+        mdb_env_close(s->env);
+        free(s->name);
+        free(s);
+        return st;
+    }
+    *out = s;
+    return PS_OK;
+}
+
+void ps_store_close(ps_store *s)
+{
+    if (s == NULL)
+        return;
+    mdb_env_close(s->env);
+    free(s->name);
+    free(s);
+}
+
+const char *ps_store_name(const ps_store *s)
+{
+    return s->name;
+}
+
+void ps_store_usage(ps_store *s, uint64_t *map_bytes, uint64_t *used_bytes)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    mdb_env_info(s->env, &info);
+    mdb_env_stat(s->env, &st);
+    *map_bytes = info.me_mapsize;
+    *used_bytes = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
+}
+
+/* ---- transactions ---- */
+
+static const char counters_key[] = "counters";
+
+ps_status ps_txn_begin(ps_store *s, bool write, ps_txn **out)
+{
+    ps_txn *t = ps_xcalloc(1, sizeof *t);
+    t->store = s;
+    t->write = write;
+    int rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
+    if (rc) {
+        free(t);
+        return map_rc(rc, "txn begin");
+    }
+    msgpack_zone_init(&t->zone, 2048);
+    ps_buf_init(&t->key);
+    ps_buf_init(&t->val);
+    for (int i = 0; i < PS_CTR__COUNT; i++)
+        t->counters[i] = 1;
+    key_reset(t);
+    key_bytes(t, counters_key, sizeof counters_key - 1);
+    MDB_val v;
+    ps_status st = get_raw(t, DB_META, &v);
+    if (st == PS_OK) {
+        rec r;
+        st = decode(t, &v, PS_CTR__COUNT, &r);
+        for (int i = 0; st == PS_OK && i < PS_CTR__COUNT; i++)
+            t->counters[i] = r_u64(&r, (uint32_t)i);
+    } else if (st == PS_ENOTFOUND) {
+        st = PS_OK;
+    }
+    if (st != PS_OK) {
+        ps_txn_abort(t);
+        return st;
+    }
+    *out = t;
+    return PS_OK;
+}
+
+static void txn_free(ps_txn *t)
+{
+    ps_buf_clear(&t->key);
+    ps_buf_clear(&t->val);
+    msgpack_zone_destroy(&t->zone);
+    free(t);
+}
+
+ps_status ps_txn_commit(ps_txn *t)
+{
+    ps_status st = PS_OK;
+    if (t->write && t->counters_dirty) {
+        msgpack_packer pk = pk_begin(t, PS_CTR__COUNT);
+        for (int i = 0; i < PS_CTR__COUNT; i++)
+            msgpack_pack_uint64(&pk, t->counters[i]);
+        key_reset(t);
+        key_bytes(t, counters_key, sizeof counters_key - 1);
+        st = put_val(t, DB_META);
+    }
+    if (st != PS_OK) {
+        mdb_txn_abort(t->txn);
+    } else {
+        int rc = mdb_txn_commit(t->txn);
+        st = map_rc(rc, "commit");
+    }
+    txn_free(t);
+    return st;
+}
+
+void ps_txn_abort(ps_txn *t)
+{
+    if (t == NULL)
+        return;
+    mdb_txn_abort(t->txn);
+    txn_free(t);
+}
+
+uint64_t ps_txn_next(ps_txn *t, ps_counter c)
+{
+    PS_ASSERT(t->write);
+    t->counters_dirty = true;
+    return t->counters[c]++;
+}
+
+uint64_t ps_txn_peek(ps_txn *t, ps_counter c)
+{
+    return t->counters[c];
+}
+
+/* ---- meta ---- */
+
+ps_status ps_store_meta_get(ps_txn *t, const char *key, ps_slice *out)
+{
+    key_reset(t);
+    key_bytes(t, key, strlen(key));
+    MDB_val v;
+    ps_status st = get_raw(t, DB_META, &v);
+    if (st == PS_OK)
+        *out = (ps_slice){v.mv_data, v.mv_size};
+    return st;
+}
+
+ps_status ps_store_meta_put(ps_txn *t, const char *key, ps_slice value)
+{
+    key_reset(t);
+    key_bytes(t, key, strlen(key));
+    return put_raw(t, DB_META, value.ptr, value.len);
+}
+
+/* ---- profile ---- */
+
+static ps_status decode_profile(ps_txn *t, uint64_t seq, const MDB_val *v, ps_profile *p)
+{
+    rec r;
+    ps_status st = decode(t, v, 14, &r);
+    if (st != PS_OK)
+        return st;
+    p->seq = seq;
+    p->parent = r_u64(&r, 0);
+    p->merged_into = r_u64(&r, 1);
+    p->collection = (uint8_t)r_u64(&r, 2);
+    p->member_count = (uint32_t)r_u64(&r, 3);
+    p->mapping_count = (uint32_t)r_u64(&r, 4);
+    p->created_ms = r_i64(&r, 5);
+    p->updated_ms = r_i64(&r, 6);
+    p->merged_ms = r_i64(&r, 7);
+    r_cstr(&r, 8, p->segment_id, sizeof p->segment_id);
+    r_cstr(&r, 9, p->first_message_id, sizeof p->first_message_id);
+    r_cstr(&r, 10, p->last_message_id, sizeof p->last_message_id);
+    r_cstr(&r, 11, p->first_source_id, sizeof p->first_source_id);
+    r_cstr(&r, 12, p->last_source_id, sizeof p->last_source_id);
+    r_cstr(&r, 13, p->merged_by_message_id, sizeof p->merged_by_message_id);
+    return PS_OK;
+}
+
+ps_status ps_store_profile_get(ps_txn *t, uint64_t seq, ps_profile *out)
+{
+    key_reset(t);
+    key_u64(t, seq);
+    MDB_val v;
+    ps_status st = get_raw(t, DB_PROFILE, &v);
+    return st == PS_OK ? decode_profile(t, seq, &v, out) : st;
+}
+
+ps_status ps_store_profile_put(ps_txn *t, const ps_profile *p)
+{
+    msgpack_packer pk = pk_begin(t, 14);
+    msgpack_pack_uint64(&pk, p->parent);
+    msgpack_pack_uint64(&pk, p->merged_into);
+    msgpack_pack_uint8(&pk, p->collection);
+    msgpack_pack_uint32(&pk, p->member_count);
+    msgpack_pack_uint32(&pk, p->mapping_count);
+    msgpack_pack_int64(&pk, p->created_ms);
+    msgpack_pack_int64(&pk, p->updated_ms);
+    msgpack_pack_int64(&pk, p->merged_ms);
+    pk_cstr(&pk, p->segment_id);
+    pk_cstr(&pk, p->first_message_id);
+    pk_cstr(&pk, p->last_message_id);
+    pk_cstr(&pk, p->first_source_id);
+    pk_cstr(&pk, p->last_source_id);
+    pk_cstr(&pk, p->merged_by_message_id);
+    key_reset(t);
+    key_u64(t, p->seq);
+    return put_val(t, DB_PROFILE);
+}
+
+ps_status ps_store_segid_get(ps_txn *t, const char *segment_id, uint64_t *seq)
+{
+    key_reset(t);
+    key_bytes(t, segment_id, strlen(segment_id));
+    MDB_val v;
+    ps_status st = get_raw(t, DB_SEGID, &v);
+    if (st != PS_OK)
+        return st;
+    rec r;
+    if ((st = decode(t, &v, 1, &r)) == PS_OK)
+        *seq = r_u64(&r, 0);
+    return st;
+}
+
+ps_status ps_store_segid_put(ps_txn *t, const char *segment_id, uint64_t seq)
+{
+    msgpack_packer pk = pk_begin(t, 1);
+    msgpack_pack_uint64(&pk, seq);
+    key_reset(t);
+    key_bytes(t, segment_id, strlen(segment_id));
+    MDB_val k = kv(&t->key), v = {t->val.len, t->val.ptr};
+    int rc = mdb_put(t->txn, t->store->dbi[DB_SEGID], &k, &v, MDB_NOOVERWRITE);
+    PS_ASSERT(rc != MDB_KEYEXIST); /* 160-bit ids: a collision means a bug, not bad luck */
+    return map_rc(rc, "segid");
+}
+
+typedef struct profile_iter {
+    ps_profile_fn fn;
+    void *ud;
+} profile_iter;
+
+static bool profile_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
+{
+    profile_iter *it = ud;
+    ps_profile p;
+    if (k->mv_size != 8) {
+        *st = PS_ECORRUPT;
+        return false;
+    }
+    if ((*st = decode_profile(t, get_be64(k->mv_data), v, &p)) != PS_OK)
+        return false;
+    return it->fn(it->ud, &p);
+}
+
+ps_status ps_store_profile_scan(ps_txn *t, uint64_t from_seq, ps_profile_fn fn, void *ud)
+{
+    profile_iter it = {fn, ud};
+    uint8_t start[8];
+    put_be64(start, from_seq);
+    key_reset(t);
+    return iterate(t, DB_PROFILE, start, 8, profile_visit, &it);
+}
+
+/* ---- ident ---- */
+
+static void ident_key(ps_txn *t, uint8_t coll, const char *type, const char *value, size_t vlen)
+{
+    key_reset(t);
+    key_bytes(t, &coll, 1);
+    key_bytes(t, type, strlen(type) + 1);
+    key_bytes(t, value, vlen);
+}
+
+static ps_status decode_mapping(ps_txn *t, const MDB_val *v, ps_mapping *m)
+{
+    rec r;
+    ps_status st = decode(t, v, 6, &r);
+    if (st != PS_OK)
+        return st;
+    m->profile = r_u64(&r, 0);
+    m->map_seq = r_u64(&r, 1);
+    m->first_seen_ms = r_i64(&r, 2);
+    m->created_ms = r_i64(&r, 3);
+    r_cstr(&r, 4, m->source_id, sizeof m->source_id);
+    r_cstr(&r, 5, m->first_message_id, sizeof m->first_message_id);
+    return PS_OK;
+}
+
+ps_status ps_store_ident_get(ps_txn *t, uint8_t coll, const char *type, const char *value,
+                             size_t value_len, ps_mapping *out)
+{
+    ident_key(t, coll, type, value, value_len);
+    MDB_val v;
+    ps_status st = get_raw(t, DB_IDENT, &v);
+    return st == PS_OK ? decode_mapping(t, &v, out) : st;
+}
+
+ps_status ps_store_ident_put(ps_txn *t, uint8_t coll, const char *type, const char *value,
+                             size_t value_len, const ps_mapping *m)
+{
+    msgpack_packer pk = pk_begin(t, 6);
+    msgpack_pack_uint64(&pk, m->profile);
+    msgpack_pack_uint64(&pk, m->map_seq);
+    msgpack_pack_int64(&pk, m->first_seen_ms);
+    msgpack_pack_int64(&pk, m->created_ms);
+    pk_cstr(&pk, m->source_id);
+    pk_cstr(&pk, m->first_message_id);
+    ident_key(t, coll, type, value, value_len);
+    return put_val(t, DB_IDENT);
+}
+
+typedef struct ident_iter {
+    ps_ident_fn fn;
+    void *ud;
+} ident_iter;
+
+static bool ident_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
+{
+    ident_iter *it = ud;
+    const uint8_t *p = k->mv_data;
+    const uint8_t *nul = k->mv_size > 1 ? memchr(p + 1, 0, k->mv_size - 1) : NULL;
+    if (nul == NULL) {
+        *st = PS_ECORRUPT;
+        return false;
+    }
+    char type[PS_ID_BYTES], value[PS_ID_BYTES];
+    size_t tl = (size_t)(nul - (p + 1)), vl = k->mv_size - (size_t)(nul + 1 - p);
+    if (tl >= sizeof type || vl >= sizeof value) {
+        *st = PS_ECORRUPT;
+        return false;
+    }
+    memcpy(type, p + 1, tl);
+    type[tl] = 0;
+    memcpy(value, nul + 1, vl);
+    value[vl] = 0;
+    ps_mapping m;
+    if ((*st = decode_mapping(t, v, &m)) != PS_OK)
+        return false;
+    return it->fn(it->ud, p[0], type, value, vl, &m);
+}
+
+ps_status ps_store_ident_scan(ps_txn *t, ps_ident_fn fn, void *ud)
+{
+    ident_iter it = {fn, ud};
+    key_reset(t);
+    return iterate(t, DB_IDENT, NULL, 0, ident_visit, &it);
+}
+
+/* ---- pmap ---- */
+
+static void pmap_key(ps_txn *t, uint64_t profile, const char *type, const char *value,
+                     size_t vlen)
+{
+    key_reset(t);
+    key_u64(t, profile);
+    key_bytes(t, type, strlen(type) + 1);
+    key_bytes(t, value, vlen);
+}
+
+ps_status ps_store_pmap_put(ps_txn *t, uint64_t profile, const char *type, const char *value,
+                            size_t value_len, int64_t first_seen_ms)
+{
+    msgpack_packer pk = pk_begin(t, 1);
+    msgpack_pack_int64(&pk, first_seen_ms);
+    pmap_key(t, profile, type, value, value_len);
+    return put_val(t, DB_PMAP);
+}
+
+ps_status ps_store_pmap_del(ps_txn *t, uint64_t profile, const char *type, const char *value,
+                            size_t value_len)
+{
+    pmap_key(t, profile, type, value, value_len);
+    return del_key(t, DB_PMAP);
+}
+
+typedef struct pmap_iter {
+    ps_pmap_fn fn;
+    void *ud;
+} pmap_iter;
+
+static bool pmap_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
+{
+    pmap_iter *it = ud;
+    const uint8_t *p = k->mv_data;
+    const uint8_t *nul = k->mv_size > 8 ? memchr(p + 8, 0, k->mv_size - 8) : NULL;
+    if (nul == NULL) {
+        *st = PS_ECORRUPT;
+        return false;
+    }
+    char type[PS_ID_BYTES], value[PS_ID_BYTES];
+    size_t tl = (size_t)(nul - (p + 8)), vl = k->mv_size - (size_t)(nul + 1 - p);
+    if (tl >= sizeof type || vl >= sizeof value) {
+        *st = PS_ECORRUPT;
+        return false;
+    }
+    memcpy(type, p + 8, tl);
+    type[tl] = 0;
+    memcpy(value, nul + 1, vl);
+    value[vl] = 0;
+    rec r;
+    if ((*st = decode(t, v, 1, &r)) != PS_OK)
+        return false;
+    return it->fn(it->ud, get_be64(p), type, value, vl, r_i64(&r, 0));
+}
+
+ps_status ps_store_pmap_scan(ps_txn *t, uint64_t profile, const char *type, ps_pmap_fn fn,
+                             void *ud)
+{
+    pmap_iter it = {fn, ud};
+    key_reset(t);
+    if (profile) {
+        key_u64(t, profile);
+        if (type)
+            key_bytes(t, type, strlen(type) + 1);
+    }
+    return iterate(t, DB_PMAP, NULL, 0, pmap_visit, &it);
+}
+
+/* ---- member ---- */
+
+ps_status ps_store_member_put(ps_txn *t, uint64_t canonical, uint64_t member)
+{
+    key_reset(t);
+    key_u64(t, canonical);
+    key_u64(t, member);
+    return put_raw(t, DB_MEMBER, "", 0);
+}
+
+ps_status ps_store_member_del(ps_txn *t, uint64_t canonical, uint64_t member)
+{
+    key_reset(t);
+    key_u64(t, canonical);
+    key_u64(t, member);
+    return del_key(t, DB_MEMBER);
+}
+
+typedef struct member_iter {
+    ps_member_fn fn;
+    void *ud;
+} member_iter;
+
+static bool member_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
+{
+    (void)t;
+    (void)v;
+    member_iter *it = ud;
+    if (k->mv_size != 16) {
+        *st = PS_ECORRUPT;
+        return false;
+    }
+    return it->fn(it->ud, get_be64(k->mv_data), get_be64((const uint8_t *)k->mv_data + 8));
+}
+
+ps_status ps_store_member_scan(ps_txn *t, uint64_t canonical, ps_member_fn fn, void *ud)
+{
+    member_iter it = {fn, ud};
+    key_reset(t);
+    if (canonical)
+        key_u64(t, canonical);
+    return iterate(t, DB_MEMBER, NULL, 0, member_visit, &it);
+}
+
+/* ---- trait ---- */
+
+static ps_status decode_trait(ps_txn *t, const MDB_val *v, ps_trait_rec *out)
+{
+    rec r;
+    ps_status st = decode(t, v, 5, &r);
+    if (st != PS_OK)
+        return st;
+    out->write_seq = r_u64(&r, 0);
+    out->updated_ms = r_i64(&r, 1);
+    out->deleted = r_bool(&r, 2);
+    out->source_id = r_str(&r, 3);
+    out->json = r_str(&r, 4);
+    return PS_OK;
+}
+
+ps_status ps_store_trait_get(ps_txn *t, uint64_t profile, const char *key, size_t key_len,
+                             ps_trait_rec *out)
+{
+    key_reset(t);
+    key_u64(t, profile);
+    key_bytes(t, key, key_len);
+    MDB_val v;
+    ps_status st = get_raw(t, DB_TRAIT, &v);
+    return st == PS_OK ? decode_trait(t, &v, out) : st;
+}
+
+ps_status ps_store_trait_put(ps_txn *t, uint64_t profile, const char *key, size_t key_len,
+                             const ps_trait_rec *rec_in)
+{
+    msgpack_packer pk = pk_begin(t, 5);
+    msgpack_pack_uint64(&pk, rec_in->write_seq);
+    msgpack_pack_int64(&pk, rec_in->updated_ms);
+    if (rec_in->deleted)
+        msgpack_pack_true(&pk);
+    else
+        msgpack_pack_false(&pk);
+    pk_str(&pk, rec_in->source_id.ptr, rec_in->source_id.len);
+    pk_str(&pk, rec_in->json.ptr, rec_in->json.len);
+    key_reset(t);
+    key_u64(t, profile);
+    key_bytes(t, key, key_len);
+    return put_val(t, DB_TRAIT);
+}
+
+typedef struct trait_iter {
+    ps_trait_fn fn;
+    void *ud;
+} trait_iter;
+
+static bool trait_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
+{
+    trait_iter *it = ud;
+    ps_trait_rec r;
+    if ((*st = decode_trait(t, v, &r)) != PS_OK)
+        return false;
+    char key[PS_ID_BYTES + 8];
+    size_t kl = k->mv_size - 8;
+    if (kl >= sizeof key) {
+        *st = PS_ECORRUPT;
+        return false;
+    }
+    memcpy(key, (const uint8_t *)k->mv_data + 8, kl);
+    key[kl] = 0;
+    return it->fn(it->ud, key, kl, &r);
+}
+
+ps_status ps_store_trait_scan(ps_txn *t, uint64_t profile, const char *from, size_t from_len,
+                              ps_trait_fn fn, void *ud)
+{
+    trait_iter it = {fn, ud};
+    uint8_t start[8 + PS_ID_BYTES];
+    size_t slen = 0;
+    if (from) {
+        if (from_len > PS_ID_BYTES)
+            from_len = PS_ID_BYTES;
+        put_be64(start, profile);
+        memcpy(start + 8, from, from_len);
+        slen = 8 + from_len;
+    }
+    key_reset(t);
+    key_u64(t, profile);
+    return iterate(t, DB_TRAIT, from ? start : NULL, slen, trait_visit, &it);
+}
+
+/* ---- event ---- */
+
+static ps_status decode_event(ps_txn *t, uint64_t seq, const MDB_val *v, ps_event_rec *e)
+{
+    rec r;
+    ps_status st = decode(t, v, 9, &r);
+    if (st != PS_OK)
+        return st;
+    e->seq = seq;
+    e->type = (uint8_t)r_u64(&r, 0);
+    e->profile = r_u64(&r, 1);
+    e->timestamp_ms = r_i64(&r, 2);
+    e->received_ms = r_i64(&r, 3);
+    e->message_id = r_str(&r, 4);
+    e->source_id = r_str(&r, 5);
+    e->name = r_str(&r, 6);
+    e->ids = r_str(&r, 7);
+    e->body = r_str(&r, 8);
+    return PS_OK;
+}
+
+ps_status ps_store_event_put(ps_txn *t, const ps_event_rec *e)
+{
+    msgpack_packer pk = pk_begin(t, 9);
+    msgpack_pack_uint8(&pk, e->type);
+    msgpack_pack_uint64(&pk, e->profile);
+    msgpack_pack_int64(&pk, e->timestamp_ms);
+    msgpack_pack_int64(&pk, e->received_ms);
+    pk_str(&pk, e->message_id.ptr, e->message_id.len);
+    pk_str(&pk, e->source_id.ptr, e->source_id.len);
+    pk_str(&pk, e->name.ptr, e->name.len);
+    msgpack_pack_bin(&pk, e->ids.len);
+    msgpack_pack_bin_body(&pk, e->ids.ptr, e->ids.len);
+    pk_str(&pk, e->body.ptr, e->body.len);
+    key_reset(t);
+    key_u64(t, e->seq);
+    MDB_val k = kv(&t->key), v = {t->val.len, t->val.ptr};
+    /* sequence numbers only grow: append without a page search */
+    int rc = mdb_put(t->txn, t->store->dbi[DB_EVENT], &k, &v, MDB_APPEND);
+    return map_rc(rc, "event");
+}
+
+ps_status ps_store_event_get(ps_txn *t, uint64_t seq, ps_event_rec *out)
+{
+    key_reset(t);
+    key_u64(t, seq);
+    MDB_val v;
+    ps_status st = get_raw(t, DB_EVENT, &v);
+    return st == PS_OK ? decode_event(t, seq, &v, out) : st;
+}
+
+ps_status ps_store_pevent_put(ps_txn *t, uint64_t profile, int64_t ts_ms, uint64_t seq)
+{
+    key_reset(t);
+    key_u64(t, profile);
+    key_u64(t, (uint64_t)ts_ms);
+    key_u64(t, seq);
+    return put_raw(t, DB_PEVENT, "", 0);
+}
+
+ps_status ps_store_pevent_scan_desc(ps_txn *t, uint64_t profile, int64_t before_ts,
+                                    uint64_t before_seq, ps_pevent_fn fn, void *ud)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(t->txn, t->store->dbi[DB_PEVENT], &cur);
+    if (rc)
+        return map_rc(rc, "pevent");
+    uint8_t start[24];
+    put_be64(start, profile);
+    put_be64(start + 8, (uint64_t)before_ts);
+    put_be64(start + 16, before_seq);
+    MDB_val k = {24, start}, v;
+    /* position at the first key >= start, then step back: that is the newest one below it */
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (rc == 0)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+    else if (rc == MDB_NOTFOUND)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    ps_status st = PS_OK;
+    while (rc == 0) {
+        if (k.mv_size != 24) {
+            st = PS_ECORRUPT;
+            break;
+        }
+        const uint8_t *p = k.mv_data;
+        if (get_be64(p) != profile)
+            break;
+        if (!fn(ud, profile, (int64_t)get_be64(p + 8), get_be64(p + 16)))
+            break;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+    }
+    if (rc && rc != MDB_NOTFOUND && st == PS_OK)
+        st = map_rc(rc, "pevent");
+    mdb_cursor_close(cur);
+    return st;
+}
+
+typedef struct pevent_iter {
+    ps_pevent_fn fn;
+    void *ud;
+} pevent_iter;
+
+static bool pevent_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
+{
+    (void)t;
+    (void)v;
+    pevent_iter *it = ud;
+    if (k->mv_size != 24) {
+        *st = PS_ECORRUPT;
+        return false;
+    }
+    const uint8_t *p = k->mv_data;
+    return it->fn(it->ud, get_be64(p), (int64_t)get_be64(p + 8), get_be64(p + 16));
+}
+
+ps_status ps_store_pevent_scan_all(ps_txn *t, ps_pevent_fn fn, void *ud)
+{
+    pevent_iter it = {fn, ud};
+    key_reset(t);
+    return iterate(t, DB_PEVENT, NULL, 0, pevent_visit, &it);
+}
+
+typedef struct event_iter {
+    ps_event_fn_rec fn;
+    void *ud;
+} event_iter;
+
+static bool event_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
+{
+    event_iter *it = ud;
+    ps_event_rec e;
+    if (k->mv_size != 8) {
+        *st = PS_ECORRUPT;
+        return false;
+    }
+    if ((*st = decode_event(t, get_be64(k->mv_data), v, &e)) != PS_OK)
+        return false;
+    return it->fn(it->ud, &e);
+}
+
+ps_status ps_store_event_scan(ps_txn *t, ps_event_fn_rec fn, void *ud)
+{
+    event_iter it = {fn, ud};
+    key_reset(t);
+    return iterate(t, DB_EVENT, NULL, 0, event_visit, &it);
+}
+
+ps_status ps_store_event_purge(ps_txn *t, int64_t cutoff_ms, size_t max, size_t *purged)
+{
+    *purged = 0;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(t->txn, t->store->dbi[DB_EVENT], &cur);
+    if (rc)
+        return map_rc(rc, "event purge");
+    MDB_val k, v;
+    ps_status st = PS_OK;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (rc == 0 && *purged < max) {
+        ps_event_rec e;
+        if (k.mv_size != 8 || (st = decode_event(t, get_be64(k.mv_data), &v, &e)) != PS_OK) {
+            st = PS_ECORRUPT;
+            break;
+        }
+        if (e.received_ms >= cutoff_ms)
+            break;
+        uint64_t profile = e.profile;
+        int64_t ts = e.timestamp_ms;
+        uint64_t seq = e.seq;
+        if ((rc = mdb_cursor_del(cur, 0)) != 0)
+            break;
+        key_reset(t);
+        key_u64(t, profile);
+        key_u64(t, (uint64_t)ts);
+        key_u64(t, seq);
+        st = del_key(t, DB_PEVENT);
+        if (st != PS_OK && st != PS_ENOTFOUND)
+            break;
+        st = PS_OK;
+        (*purged)++;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_GET_CURRENT);
+        if (rc == EINVAL || rc == MDB_NOTFOUND) /* deleted the last item */
+            rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    }
+    if (rc && rc != MDB_NOTFOUND && st == PS_OK)
+        st = map_rc(rc, "event purge");
+    mdb_cursor_close(cur);
+    return st;
+}
+
+/* ---- link ---- */
+
+ps_status ps_store_link_put(ps_txn *t, uint64_t from, uint64_t to, int64_t created_ms)
+{
+    msgpack_packer pk = pk_begin(t, 1);
+    msgpack_pack_int64(&pk, created_ms);
+    key_reset(t);
+    key_u64(t, from);
+    key_u64(t, to);
+    MDB_val k = kv(&t->key), v = {t->val.len, t->val.ptr};
+    int rc = mdb_put(t->txn, t->store->dbi[DB_LINK], &k, &v, MDB_NOOVERWRITE);
+    return rc == MDB_KEYEXIST ? PS_OK : map_rc(rc, "link"); /* the first link time stays */
+}
+
+typedef struct link_iter {
+    ps_link_fn fn;
+    void *ud;
+} link_iter;
+
+static bool link_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
+{
+    link_iter *it = ud;
+    rec r;
+    if (k->mv_size != 16 || (*st = decode(t, v, 1, &r)) != PS_OK) {
+        if (*st == PS_OK)
+            *st = PS_ECORRUPT;
+        return false;
+    }
+    return it->fn(it->ud, get_be64(k->mv_data), get_be64((const uint8_t *)k->mv_data + 8),
+                  r_i64(&r, 0));
+}
+
+ps_status ps_store_link_scan(ps_txn *t, uint64_t from, ps_link_fn fn, void *ud)
+{
+    link_iter it = {fn, ud};
+    key_reset(t);
+    if (from)
+        key_u64(t, from);
+    return iterate(t, DB_LINK, NULL, 0, link_visit, &it);
+}
+
+/* ---- dedup ---- */
+
+ps_status ps_store_dedup_get(ps_txn *t, const char *message_id, int64_t *received_ms)
+{
+    key_reset(t);
+    key_bytes(t, message_id, strlen(message_id));
+    MDB_val v;
+    ps_status st = get_raw(t, DB_DEDUP, &v);
+    if (st != PS_OK)
+        return st;
+    rec r;
+    if ((st = decode(t, &v, 1, &r)) == PS_OK)
+        *received_ms = r_i64(&r, 0);
+    return st;
+}
+
+ps_status ps_store_dedup_put(ps_txn *t, const char *message_id, int64_t received_ms)
+{
+    int64_t old;
+    ps_status st = ps_store_dedup_get(t, message_id, &old);
+    if (st == PS_OK) { /* re-accepted after expiry: move its time index row */
+        key_reset(t);
+        key_u64(t, (uint64_t)old);
+        key_bytes(t, message_id, strlen(message_id));
+        st = del_key(t, DB_DEDUP_TIME);
+        if (st != PS_OK && st != PS_ENOTFOUND)
+            return st;
+    } else if (st != PS_ENOTFOUND) {
+        return st;
+    }
+    msgpack_packer pk = pk_begin(t, 1);
+    msgpack_pack_int64(&pk, received_ms);
+    key_reset(t);
+    key_bytes(t, message_id, strlen(message_id));
+    if ((st = put_val(t, DB_DEDUP)) != PS_OK)
+        return st;
+    key_reset(t);
+    key_u64(t, (uint64_t)received_ms);
+    key_bytes(t, message_id, strlen(message_id));
+    return put_raw(t, DB_DEDUP_TIME, "", 0);
+}
+
+ps_status ps_store_dedup_expire(ps_txn *t, int64_t cutoff_ms, size_t max, size_t *expired)
+{
+    *expired = 0;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(t->txn, t->store->dbi[DB_DEDUP_TIME], &cur);
+    if (rc)
+        return map_rc(rc, "dedup expire");
+    MDB_val k, v;
+    ps_status st = PS_OK;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (rc == 0 && *expired < max) {
+        if (k.mv_size < 8) {
+            st = PS_ECORRUPT;
+            break;
+        }
+        if ((int64_t)get_be64(k.mv_data) >= cutoff_ms)
+            break;
+        key_reset(t);
+        key_bytes(t, (const uint8_t *)k.mv_data + 8, k.mv_size - 8);
+        if ((rc = mdb_cursor_del(cur, 0)) != 0)
+            break;
+        st = del_key(t, DB_DEDUP);
+        if (st != PS_OK && st != PS_ENOTFOUND)
+            break;
+        st = PS_OK;
+        (*expired)++;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_GET_CURRENT);
+        if (rc == EINVAL || rc == MDB_NOTFOUND)
+            rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    }
+    if (rc && rc != MDB_NOTFOUND && st == PS_OK)
+        st = map_rc(rc, "dedup expire");
+    mdb_cursor_close(cur);
+    return st;
+}
+
+/* ---- audit ---- */
+
+ps_status ps_store_audit_append(ps_txn *t, ps_audit_rec *a)
+{
+    a->seq = ps_txn_next(t, PS_CTR_AUDIT);
+    msgpack_packer pk = pk_begin(t, 13);
+    msgpack_pack_uint8(&pk, a->kind);
+    msgpack_pack_uint8(&pk, a->reason);
+    msgpack_pack_uint8(&pk, a->event_type);
+    msgpack_pack_uint8(&pk, a->collection);
+    msgpack_pack_uint64(&pk, a->profile);
+    msgpack_pack_uint64(&pk, a->canonical);
+    msgpack_pack_int64(&pk, a->timestamp_ms);
+    msgpack_pack_int64(&pk, a->received_ms);
+    pk_str(&pk, a->message_id.ptr, a->message_id.len);
+    pk_str(&pk, a->source_id.ptr, a->source_id.len);
+    pk_str(&pk, a->type.ptr, a->type.len);
+    pk_str(&pk, a->value.ptr, a->value.len);
+    msgpack_pack_uint32(&pk, a->count);
+    key_reset(t);
+    key_u64(t, a->seq);
+    MDB_val k = kv(&t->key), v = {t->val.len, t->val.ptr};
+    return map_rc(mdb_put(t->txn, t->store->dbi[DB_AUDIT], &k, &v, MDB_APPEND), "audit");
+}
+
+typedef struct audit_iter {
+    ps_audit_fn fn;
+    void *ud;
+} audit_iter;
+
+static bool audit_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
+{
+    audit_iter *it = ud;
+    rec r;
+    if (k->mv_size != 8 || (*st = decode(t, v, 13, &r)) != PS_OK) {
+        if (*st == PS_OK)
+            *st = PS_ECORRUPT;
+        return false;
+    }
+    ps_audit_rec a = {
+        .seq = get_be64(k->mv_data),
+        .kind = (uint8_t)r_u64(&r, 0),
+        .reason = (uint8_t)r_u64(&r, 1),
+        .event_type = (uint8_t)r_u64(&r, 2),
+        .collection = (uint8_t)r_u64(&r, 3),
+        .profile = r_u64(&r, 4),
+        .canonical = r_u64(&r, 5),
+        .timestamp_ms = r_i64(&r, 6),
+        .received_ms = r_i64(&r, 7),
+        .message_id = r_str(&r, 8),
+        .source_id = r_str(&r, 9),
+        .type = r_str(&r, 10),
+        .value = r_str(&r, 11),
+        .count = (uint32_t)r_u64(&r, 12),
+    };
+    return it->fn(it->ud, &a);
+}
+
+ps_status ps_store_audit_scan(ps_txn *t, uint64_t from_seq, ps_audit_fn fn, void *ud)
+{
+    audit_iter it = {fn, ud};
+    uint8_t start[8];
+    put_be64(start, from_seq);
+    key_reset(t);
+    return iterate(t, DB_AUDIT, start, 8, audit_visit, &it);
+}
+
+/* ---- types ---- */
+
+ps_status ps_store_type_seen(ps_txn *t, const char *type, uint8_t collection)
+{
+    key_reset(t);
+    key_bytes(t, type, strlen(type));
+    MDB_val v;
+    ps_status st = get_raw(t, DB_TYPES, &v);
+    if (st != PS_ENOTFOUND)
+        return st;
+    msgpack_packer pk = pk_begin(t, 1);
+    msgpack_pack_uint8(&pk, collection);
+    return put_val(t, DB_TYPES);
+}
+
+typedef struct type_iter {
+    ps_type_fn fn;
+    void *ud;
+} type_iter;
+
+static bool type_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
+{
+    type_iter *it = ud;
+    rec r;
+    char name[PS_ID_BYTES];
+    if (k->mv_size >= sizeof name || (*st = decode(t, v, 1, &r)) != PS_OK) {
+        if (*st == PS_OK)
+            *st = PS_ECORRUPT;
+        return false;
+    }
+    memcpy(name, k->mv_data, k->mv_size);
+    name[k->mv_size] = 0;
+    return it->fn(it->ud, name, (uint8_t)r_u64(&r, 0));
+}
+
+ps_status ps_store_type_scan(ps_txn *t, ps_type_fn fn, void *ud)
+{
+    type_iter it = {fn, ud};
+    key_reset(t);
+    return iterate(t, DB_TYPES, NULL, 0, type_visit, &it);
+}
+
+ps_status ps_store_counts_get(ps_txn *t, ps_store_counts *out)
+{
+    static const int dbs[] = {DB_PROFILE, DB_SEGID,  DB_IDENT, DB_PMAP,  DB_MEMBER, DB_TRAIT,
+                              DB_EVENT,   DB_PEVENT, DB_LINK,  DB_DEDUP, DB_AUDIT};
+    uint64_t *fields[] = {&out->profiles, &out->segids,  &out->idents, &out->pmaps,
+                          &out->members,  &out->traits,  &out->events, &out->pevents,
+                          &out->links,    &out->dedups,  &out->audits};
+    for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
+        MDB_stat st;
+        int rc = mdb_stat(t->txn, t->store->dbi[dbs[i]], &st);
+        if (rc)
+            return map_rc(rc, "stat");
+        *fields[i] = st.ms_entries;
+    }
+    return PS_OK;
+}
