@@ -42,6 +42,8 @@ void ps_store_usage(ps_store *s, uint64_t *map_bytes, uint64_t *used_bytes);
 ps_status ps_txn_begin(ps_store *s, bool write, ps_txn **out);
 ps_status ps_txn_commit(ps_txn *t); /* frees `t` whatever the result */
 void ps_txn_abort(ps_txn *t);       /* frees `t`; NULL is a no-op */
+/* The store a transaction belongs to. */
+ps_store *ps_txn_store(ps_txn *t);
 
 /* Monotonic counters kept in meta, loaded once per write transaction. */
 typedef enum ps_counter {

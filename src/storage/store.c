@@ -505,6 +505,11 @@ void ps_txn_abort(ps_txn *t)
     txn_free(t);
 }
 
+ps_store *ps_txn_store(ps_txn *t)
+{
+    return t->store;
+}
+
 uint64_t ps_txn_next(ps_txn *t, ps_counter c)
 {
     PS_ASSERT(t->write);

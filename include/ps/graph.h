@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: MIT */
+/* graph: the identity graph. Resolves an event's identifiers to a profile by flat matching
+ * (SPEC 7.3): create, append or merge, demoting the lowest-priority identifier while a limit
+ * would be exceeded. Profiles form a persistent union-find kept flat: a merged-away profile's
+ * parent is always the canonical profile, so find() is one read. Writes audit rows for every
+ * create, merge, mapping and violation. Runs inside the caller's write transaction. */
+#ifndef PS_GRAPH_H
+#define PS_GRAPH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ps/event.h"
+#include "ps/rules.h"
+#include "ps/status.h"
+#include "ps/store.h"
+
+/* Profiles Insights violations and errors (SPEC 13), recorded in the audit log. */
+typedef enum ps_violation {
+    PS_VIOL_NONE = 0,
+    PS_VIOL_BLOCKED,        /* ID value blocked */
+    PS_VIOL_VALUE_LIMIT,    /* Identifier value limit exceeded (window: ever) */
+    PS_VIOL_TIME_LIMIT,     /* Identifier value time limit exceeded (sliding window) */
+    PS_VIOL_MERGE_LIMIT,    /* Profile merge limit exceeded */
+    PS_VIOL_MAPPING_LIMIT,  /* Identifier mapping limit exceeded */
+    PS_VIOL_NO_IDENTIFIERS, /* error: No matching identifiers on event */
+    PS_VIOL_VALUE_TOO_LONG, /* identifier value over PS_VALUE_MAX bytes */
+    PS_VIOL_BAD_ENCODING,   /* context.externalIds encoding other than "none" */
+    PS_VIOL__COUNT
+} ps_violation;
+
+/* Stable snake_case name of a violation ("value_limit_exceeded", ...). */
+const char *ps_violation_name(ps_violation v);
+
+typedef struct ps_resolve_in {
+    ps_collection collection;
+    const ps_ident *ids; /* this collection's candidates, in extraction order */
+    size_t count;
+    uint8_t event_type; /* ps_msg_type */
+    const char *message_id;
+    const char *source_id;
+    int64_t timestamp_ms; /* limit windows are measured on this (D5) */
+    int64_t received_ms;  /* created_at / updated_at stamps */
+} ps_resolve_in;
+
+typedef struct ps_resolve_out {
+    uint64_t profile; /* canonical profile the event resolved to; 0 when unresolved */
+    bool created;
+    uint32_t merges;     /* profiles merged into `profile` by this event */
+    uint32_t mappings;   /* identifiers newly mapped */
+    uint32_t violations; /* violations recorded */
+    bool *promoted;      /* caller's array of `count`: ids now mapped to `profile` */
+} ps_resolve_out;
+
+/* Resolves one event for one collection and writes the graph changes. */
+ps_status ps_graph_resolve(ps_txn *t, const ps_rules *rules, const ps_resolve_in *in,
+                           ps_resolve_out *out);
+
+/* The canonical profile of `seq` (itself when not merged). PS_ECORRUPT on a broken chain. */
+ps_status ps_graph_find(ps_txn *t, uint64_t seq, uint64_t *canonical);
+
+/* The canonical profile holding identifier (collection, type, value). */
+ps_status ps_graph_lookup(ps_txn *t, uint8_t coll, const char *type, const char *value,
+                          size_t value_len, uint64_t *canonical);
+
+/* Deterministic segment_id (D2): "use_"/"acc_" + 27 base62 of a keyed hash of the space
+ * name and the profile sequence number. `out` holds PS_SEGMENT_ID_LEN + 1 bytes. */
+void ps_graph_segment_id(const char *space, uint8_t coll, uint64_t seq, char *out);
+
+/* Records a violation row in the audit log. */
+ps_status ps_graph_violation(ps_txn *t, const ps_resolve_in *in, ps_violation v,
+                             const ps_ident *id, uint64_t profile);
+
+#endif

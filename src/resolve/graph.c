@@ -1,0 +1,626 @@
+/* SPDX-License-Identifier: MIT */
+/* graph: flat matching with priority demotion (SPEC 7.3-7.5, 18 Q2-Q5, Q11, Q33; D4, D5).
+ *
+ * Bounds: a merge moves the absorbed profile's member rows (at most merge_limit + 1) and its
+ * identifier rows (pmap); traits, events and links stay where they were written and reads fan
+ * out over the members, so no merge copies unbounded data. */
+#include "ps/graph.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ps/text.h"
+
+static const char *const viol_names[PS_VIOL__COUNT] = {
+    "none",
+    "id_value_blocked",
+    "identifier_value_limit_exceeded",
+    "identifier_value_time_limit_exceeded",
+    "profile_merge_limit_exceeded",
+    "identifier_mapping_limit_exceeded",
+    "no_matching_identifiers",
+    "identifier_value_too_long",
+    "identifier_encoding_unsupported",
+};
+
+const char *ps_violation_name(ps_violation v)
+{
+    return (unsigned)v < PS_VIOL__COUNT ? viol_names[v] : "unknown";
+}
+
+void ps_graph_segment_id(const char *space, uint8_t coll, uint64_t seq, char *out)
+{
+    static const uint8_t key[16] = {'p', 's', '-', 's', 'e', 'g', 'm', 'e',
+                                    'n', 't', '-', 'i', 'd', '-', 'v', '1'};
+    uint8_t input[256 + 10];
+    size_t sl = strlen(space);
+    if (sl > 256)
+        sl = 256;
+    memcpy(input, space, sl);
+    input[sl] = 0;
+    input[sl + 1] = coll;
+    for (size_t i = 0; i < 8; i++)
+        input[sl + 2 + i] = (uint8_t)(seq >> (56 - 8 * i));
+    uint8_t digest[24];
+    for (uint8_t round = 0; round < 3; round++) {
+        uint8_t k[16];
+        memcpy(k, key, 16);
+        k[15] = (uint8_t)(k[15] + round);
+        uint64_t h = ps_siphash(k, input, sl + 10);
+        for (int i = 0; i < 8; i++)
+            digest[round * 8 + i] = (uint8_t)(h >> (56 - 8 * i));
+    }
+    memcpy(out, coll == PS_ACCOUNTS ? "acc_" : "use_", 4);
+    ps_base62(digest, sizeof digest, out + 4, 27);
+}
+
+ps_status ps_graph_find(ps_txn *t, uint64_t seq, uint64_t *canonical)
+{
+    ps_profile p;
+    ps_status st = ps_store_profile_get(t, seq, &p);
+    if (st == PS_ENOTFOUND)
+        return PS_ECORRUPT; /* a mapping or member names a profile that doesn't exist */
+    if (st != PS_OK)
+        return st;
+    if (p.parent == 0) {
+        *canonical = seq;
+        return PS_OK;
+    }
+    uint64_t parent = p.parent;
+    if ((st = ps_store_profile_get(t, parent, &p)) != PS_OK)
+        return st == PS_ENOTFOUND ? PS_ECORRUPT : st;
+    if (p.parent != 0)
+        return PS_ECORRUPT; /* the forest is kept flat: a parent is always canonical */
+    *canonical = parent;
+    return PS_OK;
+}
+
+ps_status ps_graph_lookup(ps_txn *t, uint8_t coll, const char *type, const char *value,
+                          size_t value_len, uint64_t *canonical)
+{
+    ps_mapping m;
+    ps_status st = ps_store_ident_get(t, coll, type, value, value_len, &m);
+    if (st != PS_OK)
+        return st;
+    return ps_graph_find(t, m.profile, canonical);
+}
+
+ps_status ps_graph_violation(ps_txn *t, const ps_resolve_in *in, ps_violation v,
+                             const ps_ident *id, uint64_t profile)
+{
+    ps_audit_rec a = {
+        .kind = PS_AUDIT_VIOLATION,
+        .reason = (uint8_t)v,
+        .event_type = in->event_type,
+        .collection = (uint8_t)in->collection,
+        .profile = profile,
+        .canonical = profile,
+        .timestamp_ms = in->timestamp_ms,
+        .received_ms = in->received_ms,
+        .message_id = PS_SLICE_STR(in->message_id),
+        .source_id = PS_SLICE_STR(in->source_id),
+        .type = id ? PS_SLICE_STR(id->type) : PS_SLICE_STR(""),
+        .value = id ? (ps_slice){(const uint8_t *)id->value, id->value_len} : PS_SLICE_STR(""),
+    };
+    return ps_store_audit_append(t, &a);
+}
+
+/* ---- per-event working state ---- */
+
+typedef struct held {
+    char *value;
+    int64_t first_seen_ms;
+} held;
+
+typedef struct type_count {
+    const char *type;
+    uint64_t profile;
+    held *values;
+    size_t count;
+} type_count;
+
+typedef struct work {
+    ps_txn *t;
+    const ps_rules *rules;
+    const ps_resolve_in *in;
+    ps_resolve_out *out;
+    uint64_t *owner; /* canonical owner per id (0 = unmapped) */
+    bool *active;    /* still on the event (not dropped or demoted) */
+    type_count *cache;
+    size_t cache_count, cache_cap;
+} work;
+
+static bool collect_held(void *ud, uint64_t profile, const char *type, const char *value,
+                         size_t value_len, int64_t first_seen_ms)
+{
+    (void)profile;
+    (void)type;
+    type_count *tc = ud;
+    if ((tc->count & (tc->count + 1)) == 0 || tc->count == 0) /* grow at 0,1,3,7,... */
+        tc->values = ps_xrealloc(tc->values, (tc->count * 2 + 2) * sizeof *tc->values);
+    tc->values[tc->count].value = ps_xstrndup(value, value_len);
+    tc->values[tc->count].first_seen_ms = first_seen_ms;
+    tc->count++;
+    return true;
+}
+
+/* The values of `type` held by canonical `profile`, read once per event. */
+static ps_status held_values(work *w, uint64_t profile, const char *type, type_count **out)
+{
+    for (size_t i = 0; i < w->cache_count; i++)
+        if (w->cache[i].profile == profile && strcmp(w->cache[i].type, type) == 0) {
+            *out = &w->cache[i];
+            return PS_OK;
+        }
+    if (w->cache_count == w->cache_cap) {
+        w->cache_cap = w->cache_cap ? w->cache_cap * 2 : 8;
+        w->cache = ps_xrealloc(w->cache, w->cache_cap * sizeof *w->cache);
+    }
+    type_count *tc = &w->cache[w->cache_count];
+    memset(tc, 0, sizeof *tc);
+    tc->type = type;
+    tc->profile = profile;
+    ps_status st = ps_store_pmap_scan(w->t, profile, type, collect_held, tc);
+    w->cache_count++;
+    *out = tc;
+    return st;
+}
+
+static void work_clear(work *w)
+{
+    for (size_t i = 0; i < w->cache_count; i++) {
+        for (size_t k = 0; k < w->cache[i].count; k++)
+            free(w->cache[i].values[k].value);
+        free(w->cache[i].values);
+    }
+    free(w->cache);
+    free(w->owner);
+    free(w->active);
+}
+
+/* Types held by any of several profiles: needed when a merge could join two value sets. */
+typedef struct type_list {
+    char **names;
+    size_t count;
+} type_list;
+
+static bool add_type_name(type_list *l, const char *type)
+{
+    for (size_t i = 0; i < l->count; i++)
+        if (strcmp(l->names[i], type) == 0)
+            return true;
+    l->names = ps_xrealloc(l->names, (l->count + 1) * sizeof *l->names);
+    l->names[l->count++] = ps_xstrdup(type);
+    return true;
+}
+
+static bool collect_type(void *ud, uint64_t profile, const char *type, const char *value,
+                         size_t value_len, int64_t first_seen_ms)
+{
+    (void)profile;
+    (void)value;
+    (void)value_len;
+    (void)first_seen_ms;
+    return add_type_name(ud, type);
+}
+
+static void type_list_clear(type_list *l)
+{
+    for (size_t i = 0; i < l->count; i++)
+        free(l->names[i]);
+    free(l->names);
+}
+
+/* Distinct canonical profiles owning active ids, ascending (oldest first, D4). */
+static size_t matched_profiles(const work *w, uint64_t *set)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < w->in->count; i++) {
+        if (!w->active[i] || w->owner[i] == 0)
+            continue;
+        size_t k = 0;
+        while (k < n && set[k] < w->owner[i])
+            k++;
+        if (k < n && set[k] == w->owner[i])
+            continue;
+        memmove(&set[k + 1], &set[k], (n - k) * sizeof *set);
+        set[k] = w->owner[i];
+        n++;
+    }
+    return n;
+}
+
+/* SPEC 7.3 "V": does joining `set` with the event's new values put `type` over its limit?
+ * Only a type whose value set grows beyond what one profile already held can violate, so
+ * profiles already over a lowered limit are grandfathered (6.4). */
+static ps_status type_violates(work *w, const uint64_t *set, size_t n, const char *type,
+                               bool *violates)
+{
+    const ps_type_rule *rule = ps_rules_type(w->rules, type);
+    int64_t t_event = w->in->timestamp_ms;
+    size_t total = 0, max_held = 0, in_window = 0;
+    for (size_t p = 0; p < n; p++) {
+        type_count *tc;
+        ps_status st = held_values(w, set[p], type, &tc);
+        if (st != PS_OK)
+            return st;
+        total += tc->count; /* a value maps to one profile only: the sets are disjoint */
+        if (tc->count > max_held)
+            max_held = tc->count;
+        for (size_t k = 0; k < tc->count; k++)
+            if (rule->window_ms == 0 || (tc->values[k].first_seen_ms > t_event - rule->window_ms &&
+                                         tc->values[k].first_seen_ms <= t_event))
+                in_window++;
+    }
+    for (size_t i = 0; i < w->in->count; i++)
+        if (w->active[i] && w->owner[i] == 0 && strcmp(w->in->ids[i].type, type) == 0) {
+            total++;
+            in_window++; /* incoming values count at the event's time */
+        }
+    *violates = total > max_held && in_window > rule->limit;
+    return PS_OK;
+}
+
+/* The violation of the first type over its limit, or PS_VIOL_NONE. */
+static ps_status find_violation(work *w, const uint64_t *set, size_t n, ps_violation *found)
+{
+    *found = PS_VIOL_NONE;
+    type_list types = {NULL, 0};
+    for (size_t i = 0; i < w->in->count; i++)
+        if (w->active[i] && (w->owner[i] == 0 || n > 1))
+            add_type_name(&types, w->in->ids[i].type);
+    ps_status st = PS_OK;
+    if (n > 1) /* joining profiles can grow a type the event doesn't even carry */
+        for (size_t p = 0; p < n && st == PS_OK; p++)
+            st = ps_store_pmap_scan(w->t, set[p], NULL, collect_type, &types);
+    for (size_t k = 0; k < types.count && st == PS_OK; k++) {
+        bool v = false;
+        st = type_violates(w, set, n, types.names[k], &v);
+        if (v) {
+            const ps_type_rule *rule = ps_rules_type(w->rules, types.names[k]);
+            *found = rule->frequency == PS_FREQ_EVER ? PS_VIOL_VALUE_LIMIT : PS_VIOL_TIME_LIMIT;
+            break;
+        }
+    }
+    type_list_clear(&types);
+    return st;
+}
+
+/* Drops the lowest-priority active identifier; ties (same type) drop the last one. */
+static size_t demote(work *w)
+{
+    size_t worst = SIZE_MAX;
+    for (size_t i = 0; i < w->in->count; i++) {
+        if (!w->active[i])
+            continue;
+        if (worst == SIZE_MAX ||
+            ps_rules_rank_cmp(w->rules, w->in->ids[i].type, w->in->ids[worst].type) >= 0)
+            worst = i;
+    }
+    w->active[worst] = false;
+    return worst;
+}
+
+static void copy_id(char *dst, size_t cap, const char *src)
+{
+    snprintf(dst, cap, "%s", src ? src : "");
+}
+
+static ps_status create_profile(work *w, ps_profile *p)
+{
+    const ps_resolve_in *in = w->in;
+    memset(p, 0, sizeof *p);
+    p->seq = ps_txn_next(w->t, PS_CTR_PROFILE);
+    p->collection = (uint8_t)in->collection;
+    p->member_count = 1;
+    p->created_ms = in->received_ms;
+    p->updated_ms = in->received_ms;
+    ps_graph_segment_id(ps_store_name(ps_txn_store(w->t)), p->collection, p->seq, p->segment_id);
+    copy_id(p->first_message_id, sizeof p->first_message_id, in->message_id);
+    copy_id(p->first_source_id, sizeof p->first_source_id, in->source_id);
+    ps_status st = ps_store_segid_put(w->t, p->segment_id, p->seq);
+    if (st == PS_OK)
+        st = ps_store_member_put(w->t, p->seq, p->seq);
+    if (st != PS_OK)
+        return st;
+    ps_audit_rec a = {
+        .kind = PS_AUDIT_CREATE,
+        .event_type = in->event_type,
+        .collection = (uint8_t)in->collection,
+        .profile = p->seq,
+        .canonical = p->seq,
+        .timestamp_ms = in->timestamp_ms,
+        .received_ms = in->received_ms,
+        .message_id = PS_SLICE_STR(in->message_id),
+        .source_id = PS_SLICE_STR(in->source_id),
+    };
+    w->out->created = true;
+    return ps_store_audit_append(w->t, &a);
+}
+
+typedef struct u64_list {
+    uint64_t *items;
+    size_t count;
+} u64_list;
+
+static bool collect_member(void *ud, uint64_t canonical, uint64_t member)
+{
+    (void)canonical;
+    u64_list *l = ud;
+    l->items = ps_xrealloc(l->items, (l->count + 1) * sizeof *l->items);
+    l->items[l->count++] = member;
+    return true;
+}
+
+typedef struct pmap_row {
+    char *type, *value;
+    size_t value_len;
+    int64_t first_seen_ms;
+} pmap_row;
+
+typedef struct pmap_list {
+    pmap_row *rows;
+    size_t count;
+} pmap_list;
+
+static bool collect_pmap(void *ud, uint64_t profile, const char *type, const char *value,
+                         size_t value_len, int64_t first_seen_ms)
+{
+    (void)profile;
+    pmap_list *l = ud;
+    l->rows = ps_xrealloc(l->rows, (l->count + 1) * sizeof *l->rows);
+    l->rows[l->count++] = (pmap_row){ps_xstrdup(type), ps_xstrndup(value, value_len), value_len,
+                                     first_seen_ms};
+    return true;
+}
+
+/* Merges canonical `q` into canonical `s` (SPEC 7.6 E3). */
+static ps_status merge_into(work *w, ps_profile *s, uint64_t q)
+{
+    const ps_resolve_in *in = w->in;
+    ps_profile qp;
+    ps_status st = ps_store_profile_get(w->t, q, &qp);
+    if (st != PS_OK)
+        return st;
+    u64_list members = {NULL, 0};
+    pmap_list maps = {NULL, 0};
+    st = ps_store_member_scan(w->t, q, collect_member, &members);
+    if (st == PS_OK)
+        st = ps_store_pmap_scan(w->t, q, NULL, collect_pmap, &maps);
+    for (size_t i = 0; st == PS_OK && i < members.count; i++) {
+        uint64_t m = members.items[i];
+        ps_profile mp;
+        if ((st = ps_store_member_del(w->t, q, m)) != PS_OK ||
+            (st = ps_store_member_put(w->t, s->seq, m)) != PS_OK)
+            break;
+        if (m == q) {
+            mp = qp;
+            mp.merged_into = s->seq;
+            mp.merged_ms = in->received_ms;
+            copy_id(mp.merged_by_message_id, sizeof mp.merged_by_message_id, in->message_id);
+            mp.member_count = 0;
+            mp.mapping_count = 0;
+        } else if ((st = ps_store_profile_get(w->t, m, &mp)) != PS_OK) {
+            break;
+        }
+        mp.parent = s->seq; /* keep the forest flat */
+        if ((st = ps_store_profile_put(w->t, &mp)) != PS_OK)
+            break;
+        ps_audit_rec a = {
+            .kind = PS_AUDIT_MERGE,
+            .event_type = in->event_type,
+            .collection = (uint8_t)in->collection,
+            .profile = m,
+            .canonical = s->seq,
+            .timestamp_ms = in->timestamp_ms,
+            .received_ms = in->received_ms,
+            .message_id = PS_SLICE_STR(in->message_id),
+            .source_id = PS_SLICE_STR(in->source_id),
+        };
+        st = ps_store_audit_append(w->t, &a);
+    }
+    for (size_t i = 0; st == PS_OK && i < maps.count; i++) {
+        pmap_row *r = &maps.rows[i];
+        if ((st = ps_store_pmap_del(w->t, q, r->type, r->value, r->value_len)) == PS_OK)
+            st = ps_store_pmap_put(w->t, s->seq, r->type, r->value, r->value_len,
+                                   r->first_seen_ms);
+    }
+    if (st == PS_OK) {
+        s->member_count += qp.member_count;
+        s->mapping_count += qp.mapping_count;
+        w->out->merges++;
+        /* the merged profile's cached value sets now belong to the survivor */
+        for (size_t i = 0; i < w->cache_count; i++)
+            if (w->cache[i].profile == q)
+                w->cache[i].profile = 0;
+    }
+    for (size_t i = 0; i < maps.count; i++) {
+        free(maps.rows[i].type);
+        free(maps.rows[i].value);
+    }
+    free(maps.rows);
+    free(members.items);
+    return st;
+}
+
+static ps_status add_mapping(work *w, ps_profile *s, size_t i)
+{
+    const ps_resolve_in *in = w->in;
+    const ps_ident *id = &in->ids[i];
+    ps_mapping m = {
+        .profile = s->seq,
+        .map_seq = ps_txn_next(w->t, PS_CTR_MAPPING),
+        .first_seen_ms = in->timestamp_ms,
+        .created_ms = in->received_ms,
+    };
+    copy_id(m.source_id, sizeof m.source_id, in->source_id);
+    copy_id(m.first_message_id, sizeof m.first_message_id, in->message_id);
+    ps_status st = ps_store_ident_put(w->t, (uint8_t)in->collection, id->type, id->value,
+                                      id->value_len, &m);
+    if (st == PS_OK)
+        st = ps_store_pmap_put(w->t, s->seq, id->type, id->value, id->value_len,
+                               in->timestamp_ms);
+    if (st == PS_OK)
+        st = ps_store_type_seen(w->t, id->type, (uint8_t)in->collection);
+    if (st != PS_OK)
+        return st;
+    s->mapping_count++;
+    w->owner[i] = s->seq;
+    w->out->mappings++;
+    ps_audit_rec a = {
+        .kind = PS_AUDIT_MAPPING,
+        .event_type = in->event_type,
+        .collection = (uint8_t)in->collection,
+        .profile = s->seq,
+        .canonical = s->seq,
+        .timestamp_ms = in->timestamp_ms,
+        .received_ms = in->received_ms,
+        .message_id = PS_SLICE_STR(in->message_id),
+        .source_id = PS_SLICE_STR(in->source_id),
+        .type = PS_SLICE_STR(id->type),
+        .value = (ps_slice){(const uint8_t *)id->value, id->value_len},
+    };
+    return ps_store_audit_append(w->t, &a);
+}
+
+static ps_status violation(work *w, ps_violation v, size_t i, uint64_t profile)
+{
+    w->out->violations++;
+    return ps_graph_violation(w->t, w->in, v, i == SIZE_MAX ? NULL : &w->in->ids[i], profile);
+}
+
+/* A brand-new profile takes the event's values up to each type's limit, in order (7.3 a). */
+static ps_status map_new_profile(work *w, ps_profile *s)
+{
+    ps_status st = PS_OK;
+    for (size_t i = 0; i < w->in->count && st == PS_OK; i++) {
+        if (!w->active[i])
+            continue;
+        const ps_type_rule *rule = ps_rules_type(w->rules, w->in->ids[i].type);
+        size_t same = 0;
+        for (size_t k = 0; k < i; k++)
+            if (w->active[k] && w->owner[k] == s->seq &&
+                strcmp(w->in->ids[k].type, w->in->ids[i].type) == 0)
+                same++;
+        if (same >= rule->limit) {
+            w->active[i] = false;
+            st = violation(w,
+                           rule->frequency == PS_FREQ_EVER ? PS_VIOL_VALUE_LIMIT
+                                                           : PS_VIOL_TIME_LIMIT,
+                           i, s->seq);
+        } else if (s->mapping_count >= ps_rules_options_get(w->rules)->mapping_limit) {
+            w->active[i] = false;
+            st = violation(w, PS_VIOL_MAPPING_LIMIT, i, s->seq);
+        } else {
+            st = add_mapping(w, s, i);
+        }
+    }
+    return st;
+}
+
+static ps_status resolve(work *w, ps_profile *s)
+{
+    const ps_resolve_in *in = w->in;
+    const ps_rules_options *opt = ps_rules_options_get(w->rules);
+    ps_status st = PS_OK;
+    size_t active_count = 0;
+    for (size_t i = 0; i < in->count && st == PS_OK; i++) {
+        const ps_ident *id = &in->ids[i];
+        if (id->flag != PS_IDENT_OK) {
+            ps_violation v = id->flag == PS_IDENT_BLOCKED     ? PS_VIOL_BLOCKED
+                             : id->flag == PS_IDENT_TOO_LONG ? PS_VIOL_VALUE_TOO_LONG
+                                                             : PS_VIOL_BAD_ENCODING;
+            st = violation(w, v, i, 0);
+            continue;
+        }
+        w->active[i] = true;
+        active_count++;
+        st = ps_graph_lookup(w->t, (uint8_t)in->collection, id->type, id->value, id->value_len,
+                             &w->owner[i]);
+        if (st == PS_ENOTFOUND) {
+            w->owner[i] = 0;
+            st = PS_OK;
+        }
+    }
+    if (st != PS_OK)
+        return st;
+    if (active_count == 0)
+        return violation(w, PS_VIOL_NO_IDENTIFIERS, SIZE_MAX, 0);
+
+    uint64_t *set = ps_xmalloc(in->count * sizeof *set);
+    for (;;) {
+        size_t n = matched_profiles(w, set);
+        if (n == 0) {
+            if ((st = create_profile(w, s)) == PS_OK)
+                st = map_new_profile(w, s);
+            break;
+        }
+        ps_violation found;
+        if ((st = find_violation(w, set, n, &found)) != PS_OK)
+            break;
+        if (found == PS_VIOL_NONE) {
+            if ((st = ps_store_profile_get(w->t, set[0], s)) != PS_OK)
+                break;
+            for (size_t p = 1; p < n && st == PS_OK; p++) {
+                ps_profile q;
+                if ((st = ps_store_profile_get(w->t, set[p], &q)) != PS_OK)
+                    break;
+                if (s->member_count - 1 + q.member_count > opt->merge_limit) {
+                    st = violation(w, PS_VIOL_MERGE_LIMIT, SIZE_MAX, s->seq);
+                    continue;
+                }
+                st = merge_into(w, s, set[p]);
+                for (size_t i = 0; i < in->count; i++)
+                    if (w->owner[i] == set[p])
+                        w->owner[i] = s->seq;
+            }
+            for (size_t i = 0; i < in->count && st == PS_OK; i++) {
+                if (!w->active[i] || w->owner[i] != 0)
+                    continue;
+                if (s->mapping_count >= opt->mapping_limit)
+                    st = violation(w, PS_VIOL_MAPPING_LIMIT, i, s->seq);
+                else
+                    st = add_mapping(w, s, i);
+            }
+            break;
+        }
+        size_t dropped = demote(w);
+        if ((st = violation(w, found, dropped, 0)) != PS_OK)
+            break;
+        /* 7.3 note (b): a single identifier either matches the one profile that holds it or
+         * creates a new one, so demotion never empties the event */
+        size_t left = 0;
+        for (size_t i = 0; i < in->count; i++)
+            left += w->active[i];
+        PS_ASSERT(left > 0);
+    }
+    free(set);
+    return st;
+}
+
+ps_status ps_graph_resolve(ps_txn *t, const ps_rules *rules, const ps_resolve_in *in,
+                           ps_resolve_out *out)
+{
+    bool *promoted = out->promoted;
+    memset(out, 0, sizeof *out);
+    out->promoted = promoted;
+    if (in->count == 0)
+        return PS_OK;
+    work w = {t, rules, in, out, ps_xcalloc(in->count, sizeof(uint64_t)),
+              ps_xcalloc(in->count, sizeof(bool)), NULL, 0, 0};
+    ps_profile s;
+    memset(&s, 0, sizeof s);
+    ps_status st = resolve(&w, &s);
+    if (st == PS_OK && s.seq != 0) {
+        s.updated_ms = in->received_ms;
+        copy_id(s.last_message_id, sizeof s.last_message_id, in->message_id);
+        copy_id(s.last_source_id, sizeof s.last_source_id, in->source_id);
+        st = ps_store_profile_put(t, &s);
+        out->profile = s.seq;
+        for (size_t i = 0; promoted && i < in->count; i++)
+            promoted[i] = w.active[i] && w.owner[i] == s.seq;
+    }
+    work_clear(&w);
+    return st;
+}
