@@ -125,4 +125,9 @@ typedef ps_status (*ps_event_fn)(void *ud, const ps_event *ev, ps_drop why, size
 ps_status ps_event_parse(const uint8_t *json, size_t len, const ps_accept_opts *opts,
                          ps_arena *arena, ps_event_fn fn, void *ud, ps_drop *why);
 
+
+
+/* Appends the compact JSON of top-level `key` of the stored message `body` to `out`, or
+ * "null" when absent or when `body` is not a JSON object. For reading stored events. */
+void ps_event_body_field(ps_slice body, const char *key, ps_buf *out);
 #endif

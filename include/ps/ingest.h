@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: MIT */
+/* ingest: the one accept/resolve path (DESIGN 3). Payloads are parsed and validated, deduped
+ * on messageId, resolved in order and written inside one write transaction per batch; a batch
+ * is acknowledged only after ps_ingest_commit() returns PS_OK (durable). Used by
+ * `profilectl ingest` and by the Tracking API. One ps_ingest per writer; not thread-safe. */
+#ifndef PS_INGEST_H
+#define PS_INGEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ps/event.h"
+#include "ps/space.h"
+#include "ps/status.h"
+
+typedef struct ps_ingest_opts {
+    const char *source_id;  /* stamped on messages without one; NULL = "profilectl" */
+    bool keep_received_at;  /* replays keep a logged receivedAt (D1) */
+    ps_msg_type forced_type; /* Tracking API /v1/<type> */
+} ps_ingest_opts;
+
+typedef struct ps_ingest_stats {
+    uint64_t payloads;      /* lines or request bodies */
+    uint64_t messages;      /* messages seen, dropped ones included */
+    uint64_t accepted;      /* passed validation and dedup */
+    uint64_t duplicates;
+    uint64_t dropped[PS_DROP__COUNT];
+    uint64_t unresolved;    /* accepted but with no usable identifier */
+    uint64_t profiles_created;
+    uint64_t merges;
+    uint64_t mappings;
+    uint64_t violations;
+    uint64_t events_stored;
+    uint64_t traits_written;
+} ps_ingest_stats;
+
+typedef struct ps_ingest ps_ingest;
+
+/* Starts an ingest session on `sp` (which must outlive it). Returns an owned session; end it
+ * with ps_ingest_end(). */
+ps_status ps_ingest_begin(ps_space *sp, const ps_ingest_opts *opts, ps_ingest **out);
+
+/* Accepts one payload (a message or {"batch":[...]}) into the open batch, opening a write
+ * transaction when none is open. `sequence` distinguishes payloads (a line number) for
+ * generated messageIds. A payload that cannot be read at all returns PS_EINVAL/PS_ETOOBIG
+ * with *why set and changes nothing; storage errors (PS_EFULL, ...) abort the open batch. */
+ps_status ps_ingest_payload(ps_ingest *in, const uint8_t *json, size_t len, uint64_t sequence,
+                            ps_drop *why);
+
+/* Messages accepted into the open batch. */
+size_t ps_ingest_pending(const ps_ingest *in);
+
+/* Commits the open batch durably. Statistics of the batch count only after this succeeds. */
+ps_status ps_ingest_commit(ps_ingest *in);
+
+/* Aborts whatever is not committed and frees the session. NULL is a no-op. */
+void ps_ingest_end(ps_ingest *in);
+
+/* Counts for everything committed so far. Borrowed: valid until ps_ingest_end(). */
+const ps_ingest_stats *ps_ingest_stats_get(const ps_ingest *in);
+
+#endif

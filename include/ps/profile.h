@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: MIT */
+/* profile: the read model. Finds the canonical profile for an identifier or segment_id and
+ * reads its identifiers, traits (later write wins across merged profiles, D3), events (newest
+ * first), links and merge history, all from one read transaction. Behind both the Profile
+ * API and `profilectl inspect`/`export`. Reads fan out over the profile's members, which the
+ * merge limit bounds. */
+#ifndef PS_PROFILE_H
+#define PS_PROFILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ps/mem.h"
+#include "ps/rules.h"
+#include "ps/status.h"
+#include "ps/store.h"
+
+/* Finds the canonical profile named by `ident`: "type:value" (type lowercased, value trimmed
+ * and normalized as at ingest) or a bare segment_id (merged-away ids resolve to their
+ * canonical profile). `collection` restricts the lookup (-1: the type's collection, or the
+ * segment_id prefix). PS_EINVAL for a malformed ident, PS_ENOTFOUND when nothing matches. */
+ps_status ps_profile_find(ps_txn *t, const ps_rules *r, int collection, const char *ident,
+                          size_t len, ps_profile *out);
+
+/* The profiles `canonical` stands for, itself included, ascending. Owned; free(). */
+ps_status ps_profile_members(ps_txn *t, uint64_t canonical, uint64_t **out, size_t *count);
+
+/* One mapped identifier with its mapping details. Borrowed for the callback's duration. */
+typedef struct ps_extid {
+    const char *type;
+    const char *value;
+    size_t value_len;
+    uint8_t collection;
+    const ps_mapping *mapping;
+} ps_extid;
+typedef bool (*ps_extid_fn)(void *ud, const ps_extid *x);
+/* Visits the profile's identifiers ordered by (type, value). */
+ps_status ps_profile_external_ids(ps_txn *t, const ps_profile *canonical, ps_extid_fn fn,
+                                  void *ud);
+
+typedef struct ps_trait_item {
+    char *key;
+    size_t key_len;
+    char *json;
+    size_t json_len;
+    char source_id[68];
+    int64_t updated_ms;
+    uint64_t write_seq;
+} ps_trait_item;
+
+typedef struct ps_trait_list {
+    ps_trait_item *items; /* live traits, byte-wise ascending by key */
+    size_t count;
+} ps_trait_list;
+
+/* Collects the live traits of a profile given its members. Owned; ps_trait_list_clear(). */
+ps_status ps_profile_traits(ps_txn *t, const uint64_t *members, size_t n, ps_trait_list *out);
+void ps_trait_list_clear(ps_trait_list *l);
+
+typedef struct ps_event_ref {
+    uint64_t seq;
+    int64_t timestamp_ms;
+} ps_event_ref;
+
+/* Up to `limit` events of the members strictly older than (before_ts, before_seq), newest
+ * first, into `out` (capacity `limit`). *count receives how many. */
+ps_status ps_profile_events(ps_txn *t, const uint64_t *members, size_t n, int64_t before_ts,
+                            uint64_t before_seq, size_t limit, ps_event_ref *out,
+                            size_t *count);
+
+/* Canonical profiles linked to the members (user <-> account), ascending, unique. Owned. */
+ps_status ps_profile_links(ps_txn *t, const uint64_t *members, size_t n, uint64_t **out,
+                           size_t *count);
+
+typedef struct ps_render_opts {
+    size_t event_limit;  /* 0: no "events" */
+    bool metadata;
+    bool links;
+    bool merges;
+} ps_render_opts;
+
+/* Appends the profile document as one JSON object: segment_id, collection, merged_ids,
+ * external_ids, traits, and as asked metadata, events, links, merges. */
+ps_status ps_profile_render(ps_txn *t, const ps_profile *canonical, const ps_render_opts *o,
+                            ps_buf *out);
+
+#endif

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT */
+/* space: a space is one LMDB environment under DATA/spaces/<name>/ holding its identity
+ * graph and its identity settings. Creates, lists and opens spaces; reads and replaces
+ * settings (new settings apply to events processed afterwards only, SPEC 6.4). */
+#ifndef PS_SPACE_H
+#define PS_SPACE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "ps/mem.h"
+#include "ps/rules.h"
+#include "ps/status.h"
+#include "ps/store.h"
+
+#define PS_SPACE_NAME_MAX 64
+
+typedef struct ps_space ps_space;
+
+/* True for 1-64 characters of A-Z a-z 0-9 '_' '-'. */
+bool ps_space_name_valid(const char *name);
+
+/* Creates space `name` with `settings` JSON (NULL for defaults). PS_ECONFLICT if it exists;
+ * PS_EINVAL with `diags` filled when the settings are invalid (nothing is created). */
+ps_status ps_space_create(const char *data_dir, const char *name, const char *settings,
+                          size_t settings_len, ps_diags *diags);
+
+/* Opens an existing space. PS_ENOTFOUND if there is none. Returns an owned space; close it
+ * with ps_space_close(). */
+ps_status ps_space_open(const char *data_dir, const char *name, bool read_only, ps_space **out);
+void ps_space_close(ps_space *sp);
+
+ps_store *ps_space_store(ps_space *sp);
+const char *ps_space_name(const ps_space *sp);
+
+/* The space's current rules, reloaded when the settings changed since the last call.
+ * Borrowed: valid until the next call or ps_space_close(). */
+ps_status ps_space_rules(ps_space *sp, ps_txn *t, const ps_rules **out);
+
+/* Replaces the settings after validating them whole. */
+ps_status ps_space_settings_set(ps_space *sp, const char *json, size_t len, ps_diags *diags);
+
+/* Appends the effective settings (configured plus auto-added types, ranked) as JSON. */
+ps_status ps_space_settings_get(ps_space *sp, ps_buf *out);
+
+/* Names of every space, sorted. Returns an owned array of owned strings; free with
+ * ps_space_list_free(). */
+ps_status ps_space_list(const char *data_dir, char ***names, size_t *count);
+void ps_space_list_free(char **names, size_t count);
+
+#endif

@@ -1,0 +1,324 @@
+/* SPDX-License-Identifier: MIT */
+/* ingest: accept -> dedup -> resolve users (and accounts on group) -> traits, links, event ->
+ * metadata, all in the batch's write transaction (SPEC 9). */
+#include "ps/ingest.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "ps/clock.h"
+#include "ps/graph.h"
+#include "ps/log.h"
+
+#define PURGE_PER_COMMIT 10000 /* bound on retention work added to one commit */
+
+struct ps_ingest {
+    ps_space *space;
+    ps_ingest_opts opts;
+    ps_txn *txn;
+    const ps_rules *rules;
+    ps_arena arena;
+    ps_ingest_stats committed, pending;
+    size_t pending_messages;
+    int64_t newest_received_ms;
+    ps_buf ids; /* scratch: promoted ids of one event */
+    ps_status failure; /* storage failure inside a callback */
+};
+
+ps_status ps_ingest_begin(ps_space *sp, const ps_ingest_opts *opts, ps_ingest **out)
+{
+    ps_ingest *in = ps_xcalloc(1, sizeof *in);
+    in->space = sp;
+    in->opts = *opts;
+    if (in->opts.source_id == NULL)
+        in->opts.source_id = "profilectl";
+    ps_arena_init(&in->arena);
+    ps_buf_init(&in->ids);
+    *out = in;
+    return PS_OK;
+}
+
+static void stats_add(ps_ingest_stats *into, const ps_ingest_stats *from)
+{
+    const uint64_t *f = (const uint64_t *)from;
+    uint64_t *t = (uint64_t *)into;
+    for (size_t i = 0; i < sizeof *from / sizeof(uint64_t); i++)
+        t[i] += f[i];
+}
+
+static void batch_abort(ps_ingest *in)
+{
+    ps_txn_abort(in->txn);
+    in->txn = NULL;
+    memset(&in->pending, 0, sizeof in->pending);
+    in->pending_messages = 0;
+}
+
+static ps_status open_batch(ps_ingest *in)
+{
+    if (in->txn)
+        return PS_OK;
+    ps_status st = ps_txn_begin(ps_space_store(in->space), true, &in->txn);
+    if (st != PS_OK)
+        return st;
+    if ((st = ps_space_rules(in->space, in->txn, &in->rules)) != PS_OK)
+        batch_abort(in);
+    return st;
+}
+
+/* Resolves the event's ids of one collection. */
+static ps_status resolve_collection(ps_ingest *in, const ps_event *ev, ps_collection coll,
+                                    uint64_t *profile, bool *promoted_out, size_t *first)
+{
+    size_t begin = ev->id_count, count = 0;
+    for (size_t i = 0; i < ev->id_count; i++)
+        if (ev->ids[i].collection == coll) {
+            if (begin == ev->id_count)
+                begin = i;
+            count++;
+        }
+    *profile = 0;
+    *first = begin;
+    if (count == 0)
+        return PS_OK;
+    /* ids of one collection are contiguous except for externalIds; gather them */
+    ps_ident *ids = ps_arena_alloc(&in->arena, count * sizeof *ids);
+    size_t n = 0;
+    for (size_t i = 0; i < ev->id_count; i++)
+        if (ev->ids[i].collection == coll)
+            ids[n++] = ev->ids[i];
+    ps_resolve_in rin = {
+        .collection = coll,
+        .ids = ids,
+        .count = n,
+        .event_type = (uint8_t)ev->type,
+        .message_id = ev->message_id,
+        .source_id = ev->source_id,
+        .timestamp_ms = ev->timestamp_ms,
+        .received_ms = ev->received_ms,
+    };
+    ps_resolve_out rout = {.promoted = promoted_out};
+    ps_status st = ps_graph_resolve(in->txn, in->rules, &rin, &rout);
+    if (st != PS_OK)
+        return st;
+    *profile = rout.profile;
+    in->pending.profiles_created += rout.created;
+    in->pending.merges += rout.merges;
+    in->pending.mappings += rout.mappings;
+    in->pending.violations += rout.violations;
+    /* the promoted flags are in gathered order: callers rebuild from `ids` */
+    if (coll == PS_USERS) {
+        ps_buf_reset(&in->ids);
+        for (size_t i = 0; i < n; i++)
+            if (promoted_out[i]) {
+                ps_buf_append(&in->ids, ids[i].type, strlen(ids[i].type) + 1);
+                ps_buf_append(&in->ids, ids[i].value, ids[i].value_len + 1);
+            }
+    }
+    return PS_OK;
+}
+
+static ps_status write_traits(ps_ingest *in, const ps_event *ev, uint64_t profile,
+                              uint64_t msg_seq, ps_collection coll)
+{
+    ps_slice source = PS_SLICE_STR(ev->source_id);
+    for (size_t i = 0; i < ev->trait_count; i++) {
+        const ps_trait *tr = &ev->traits[i];
+        ps_trait_rec rec = {
+            .write_seq = msg_seq,
+            .updated_ms = ev->received_ms,
+            .deleted = tr->is_null,
+            .source_id = source,
+            .json = {(const uint8_t *)tr->json, tr->json_len},
+        };
+        ps_status st = ps_store_trait_put(in->txn, profile, tr->key, strlen(tr->key), &rec);
+        if (st != PS_OK)
+            return st;
+    }
+    if (ev->trait_count == 0)
+        return PS_OK;
+    in->pending.traits_written += ev->trait_count;
+    ps_audit_rec a = {
+        .kind = PS_AUDIT_TRAITS,
+        .event_type = (uint8_t)ev->type,
+        .collection = (uint8_t)coll,
+        .profile = profile,
+        .canonical = profile,
+        .timestamp_ms = ev->timestamp_ms,
+        .received_ms = ev->received_ms,
+        .message_id = PS_SLICE_STR(ev->message_id),
+        .source_id = source,
+        .count = (uint32_t)ev->trait_count,
+    };
+    return ps_store_audit_append(in->txn, &a);
+}
+
+static ps_status accept_event(ps_ingest *in, const ps_event *ev)
+{
+    const ps_rules_options *opt = ps_rules_options_get(in->rules);
+    ps_status st;
+    if (opt->dedup_window_ms > 0) {
+        int64_t prev;
+        st = ps_store_dedup_get(in->txn, ev->message_id, &prev);
+        if (st == PS_OK) {
+            int64_t gap = ev->received_ms - prev;
+            if (gap < 0)
+                gap = -gap;
+            if (gap < opt->dedup_window_ms) {
+                in->pending.duplicates++;
+                return PS_OK;
+            }
+        } else if (st != PS_ENOTFOUND) {
+            return st;
+        }
+        if ((st = ps_store_dedup_put(in->txn, ev->message_id, ev->received_ms)) != PS_OK)
+            return st;
+    }
+    in->pending.accepted++;
+    in->pending_messages++;
+    if (ev->received_ms > in->newest_received_ms)
+        in->newest_received_ms = ev->received_ms;
+    uint64_t msg_seq = ps_txn_next(in->txn, PS_CTR_MESSAGE);
+
+    bool *promoted = ps_arena_alloc(&in->arena, (ev->id_count + 1) * sizeof(bool));
+    uint64_t user = 0, account = 0;
+    size_t first;
+    if ((st = resolve_collection(in, ev, PS_USERS, &user, promoted, &first)) != PS_OK)
+        return st;
+    if (ev->type == PS_MSG_GROUP &&
+        (st = resolve_collection(in, ev, PS_ACCOUNTS, &account, promoted, &first)) != PS_OK)
+        return st;
+    if (user == 0 && account == 0) {
+        in->pending.unresolved++;
+        return PS_OK;
+    }
+    if (user && account) { /* SPEC 8.4, 18.Q24: links both ways */
+        if ((st = ps_store_link_put(in->txn, user, account, ev->received_ms)) != PS_OK ||
+            (st = ps_store_link_put(in->txn, account, user, ev->received_ms)) != PS_OK)
+            return st;
+    }
+    if (ev->type == PS_MSG_IDENTIFY && user)
+        st = write_traits(in, ev, user, msg_seq, PS_USERS);
+    else if (ev->type == PS_MSG_GROUP && account)
+        st = write_traits(in, ev, account, msg_seq, PS_ACCOUNTS);
+    if (st != PS_OK)
+        return st;
+    if (ev->body.len && user) {
+        ps_event_rec rec = {
+            .seq = msg_seq,
+            .type = (uint8_t)ev->type,
+            .profile = user,
+            .timestamp_ms = ev->timestamp_ms,
+            .received_ms = ev->received_ms,
+            .message_id = PS_SLICE_STR(ev->message_id),
+            .source_id = PS_SLICE_STR(ev->source_id),
+            .name = ev->name ? PS_SLICE_STR(ev->name) : PS_SLICE_STR(""),
+            .ids = {in->ids.ptr, in->ids.len},
+            .body = ev->body,
+        };
+        if ((st = ps_store_event_put(in->txn, &rec)) != PS_OK ||
+            (st = ps_store_pevent_put(in->txn, user, ev->timestamp_ms, msg_seq)) != PS_OK)
+            return st;
+        in->pending.events_stored++;
+    }
+    return PS_OK;
+}
+
+static ps_status on_message(void *ud, const ps_event *ev, ps_drop why, size_t index)
+{
+    (void)index;
+    ps_ingest *in = ud;
+    in->pending.messages++;
+    if (ev == NULL) {
+        in->pending.dropped[why]++;
+        return PS_OK;
+    }
+    ps_status st = accept_event(in, ev);
+    if (st != PS_OK)
+        in->failure = st;
+    return st;
+}
+
+ps_status ps_ingest_payload(ps_ingest *in, const uint8_t *json, size_t len, uint64_t sequence,
+                            ps_drop *why)
+{
+    ps_status st = open_batch(in);
+    if (st != PS_OK)
+        return st;
+    ps_accept_opts ao = {
+        .rules = in->rules,
+        .now_ms = ps_clock_now_ms(),
+        .keep_received_at = in->opts.keep_received_at,
+        .source_id = in->opts.source_id,
+        .forced_type = in->opts.forced_type,
+        .sequence = sequence,
+    };
+    in->failure = PS_OK;
+    in->pending.payloads++;
+    st = ps_event_parse(json, len, &ao, &in->arena, on_message, in, why);
+    ps_arena_clear(&in->arena);
+    if (in->failure != PS_OK) {
+        /* a storage error leaves the transaction unusable: drop the whole batch */
+        ps_log(PS_LOG_ERROR, "msg=\"ingest batch aborted\" reason=\"%s\"",
+               ps_status_str(in->failure));
+        st = in->failure;
+        batch_abort(in);
+        return st;
+    }
+    if (st != PS_OK) {
+        in->pending.messages++;
+        in->pending.dropped[*why]++;
+    }
+    return st;
+}
+
+size_t ps_ingest_pending(const ps_ingest *in)
+{
+    return in->pending_messages;
+}
+
+static ps_status housekeeping(ps_ingest *in)
+{
+    const ps_rules_options *opt = ps_rules_options_get(in->rules);
+    size_t n;
+    ps_status st = ps_store_event_purge(in->txn, in->newest_received_ms - opt->event_retention_ms,
+                                        PURGE_PER_COMMIT, &n);
+    if (st == PS_OK && opt->dedup_window_ms > 0)
+        st = ps_store_dedup_expire(in->txn, in->newest_received_ms - opt->dedup_window_ms,
+                                   PURGE_PER_COMMIT, &n);
+    return st;
+}
+
+ps_status ps_ingest_commit(ps_ingest *in)
+{
+    if (in->txn == NULL)
+        return PS_OK;
+    ps_status st = housekeeping(in);
+    if (st != PS_OK) {
+        batch_abort(in);
+        return st;
+    }
+    st = ps_txn_commit(in->txn);
+    in->txn = NULL;
+    if (st == PS_OK)
+        stats_add(&in->committed, &in->pending);
+    memset(&in->pending, 0, sizeof in->pending);
+    in->pending_messages = 0;
+    return st;
+}
+
+void ps_ingest_end(ps_ingest *in)
+{
+    if (in == NULL)
+        return;
+    if (in->txn)
+        batch_abort(in);
+    ps_arena_clear(&in->arena);
+    ps_buf_clear(&in->ids);
+    free(in);
+}
+
+const ps_ingest_stats *ps_ingest_stats_get(const ps_ingest *in)
+{
+    return &in->committed;
+}

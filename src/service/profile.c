@@ -1,0 +1,532 @@
+/* SPDX-License-Identifier: MIT */
+/* profile: read model over one read transaction (see profile.h). */
+#include "ps/profile.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ps/clock.h"
+#include "ps/event.h"
+#include "ps/graph.h"
+#include "ps/text.h"
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static bool is_segment_id(const char *s, size_t len)
+{
+    if (len != PS_SEGMENT_ID_LEN || (memcmp(s, "use_", 4) != 0 && memcmp(s, "acc_", 4) != 0))
+        return false;
+    for (size_t i = 4; i < len; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')))
+            return false;
+    }
+    return true;
+}
+
+ps_status ps_profile_find(ps_txn *t, const ps_rules *r, int collection, const char *ident,
+                          size_t len, ps_profile *out)
+{
+    uint64_t canonical;
+    ps_status st;
+    const char *colon = memchr(ident, ':', len);
+    if (colon == NULL) {
+        if (!is_segment_id(ident, len))
+            return PS_EINVAL;
+        int coll = ident[0] == 'a' ? PS_ACCOUNTS : PS_USERS;
+        if (collection >= 0 && coll != collection)
+            return PS_ENOTFOUND;
+        char sid[PS_SEGMENT_ID_LEN + 1];
+        memcpy(sid, ident, len);
+        sid[len] = 0;
+        uint64_t seq;
+        if ((st = ps_store_segid_get(t, sid, &seq)) != PS_OK)
+            return st;
+        if ((st = ps_graph_find(t, seq, &canonical)) != PS_OK)
+            return st;
+        return ps_store_profile_get(t, canonical, out);
+    }
+    const char *type = ident, *value = colon + 1;
+    size_t tl = (size_t)(colon - ident), vl = len - tl - 1;
+    while (tl && is_space(*type)) {
+        type++;
+        tl--;
+    }
+    while (tl && is_space(type[tl - 1]))
+        tl--;
+    while (vl && is_space(*value)) {
+        value++;
+        vl--;
+    }
+    while (vl && is_space(value[vl - 1]))
+        vl--;
+    if (tl == 0 || tl > PS_TYPE_MAX || vl == 0 || vl > PS_VALUE_MAX)
+        return PS_EINVAL;
+    if (memchr(value, 0, vl) || memchr(type, 0, tl))
+        return PS_EINVAL;
+    char tbuf[PS_TYPE_MAX + 1], vbuf[PS_VALUE_MAX + 1];
+    memcpy(tbuf, type, tl);
+    tbuf[tl] = 0;
+    ps_ascii_lower(tbuf, tl);
+    memcpy(vbuf, value, vl);
+    vbuf[vl] = 0;
+    const ps_type_rule *rule = ps_rules_type(r, tbuf);
+    if (rule->lowercase)
+        ps_ascii_lower(vbuf, vl);
+    int coll = collection >= 0 ? collection : (int)rule->collection;
+    if ((st = ps_graph_lookup(t, (uint8_t)coll, tbuf, vbuf, vl, &canonical)) != PS_OK)
+        return st;
+    return ps_store_profile_get(t, canonical, out);
+}
+
+typedef struct u64_vec {
+    uint64_t *items;
+    size_t count;
+} u64_vec;
+
+static void vec_push(u64_vec *v, uint64_t x)
+{
+    if ((v->count & (v->count - 1)) == 0) /* grow at powers of two */
+        v->items = ps_xrealloc(v->items, (v->count ? v->count * 2 : 1) * sizeof *v->items);
+    v->items[v->count++] = x;
+}
+
+static bool push_member(void *ud, uint64_t canonical, uint64_t member)
+{
+    (void)canonical;
+    vec_push(ud, member);
+    return true;
+}
+
+ps_status ps_profile_members(ps_txn *t, uint64_t canonical, uint64_t **out, size_t *count)
+{
+    u64_vec v = {NULL, 0};
+    ps_status st = ps_store_member_scan(t, canonical, push_member, &v);
+    if (st != PS_OK) {
+        free(v.items);
+        return st;
+    }
+    *out = v.items;
+    *count = v.count;
+    return PS_OK;
+}
+
+typedef struct extid_ctx {
+    ps_txn *t;
+    uint8_t collection;
+    ps_extid_fn fn;
+    void *ud;
+    ps_status st;
+} extid_ctx;
+
+static bool visit_pmap(void *ud, uint64_t profile, const char *type, const char *value,
+                       size_t value_len, int64_t first_seen_ms)
+{
+    (void)profile;
+    (void)first_seen_ms;
+    extid_ctx *c = ud;
+    char tcopy[PS_TYPE_MAX + 1], vcopy[PS_VALUE_MAX + 1];
+    snprintf(tcopy, sizeof tcopy, "%s", type);
+    memcpy(vcopy, value, value_len);
+    vcopy[value_len] = 0;
+    ps_mapping m;
+    c->st = ps_store_ident_get(c->t, c->collection, tcopy, vcopy, value_len, &m);
+    if (c->st == PS_ENOTFOUND)
+        c->st = PS_ECORRUPT; /* every pmap row has an ident row */
+    if (c->st != PS_OK)
+        return false;
+    ps_extid x = {tcopy, vcopy, value_len, c->collection, &m};
+    return c->fn(c->ud, &x);
+}
+
+ps_status ps_profile_external_ids(ps_txn *t, const ps_profile *canonical, ps_extid_fn fn,
+                                  void *ud)
+{
+    extid_ctx c = {t, canonical->collection, fn, ud, PS_OK};
+    ps_status st = ps_store_pmap_scan(t, canonical->seq, NULL, visit_pmap, &c);
+    return st != PS_OK ? st : c.st;
+}
+
+/* ---- traits ---- */
+
+typedef struct trait_row {
+    ps_trait_item item;
+    bool deleted;
+} trait_row;
+
+typedef struct trait_acc {
+    trait_row *rows;
+    size_t count, cap;
+} trait_acc;
+
+static bool collect_trait(void *ud, const char *key, size_t key_len, const ps_trait_rec *r)
+{
+    trait_acc *a = ud;
+    if (a->count == a->cap) {
+        a->cap = a->cap ? a->cap * 2 : 16;
+        a->rows = ps_xrealloc(a->rows, a->cap * sizeof *a->rows);
+    }
+    trait_row *row = &a->rows[a->count++];
+    ps_trait_item *it = &row->item;
+    it->key = ps_xstrndup(key, key_len);
+    it->key_len = key_len;
+    it->json = ps_xstrndup((const char *)r->json.ptr, r->json.len);
+    it->json_len = r->json.len;
+    size_t sl = r->source_id.len < sizeof it->source_id - 1 ? r->source_id.len
+                                                             : sizeof it->source_id - 1;
+    memcpy(it->source_id, r->source_id.ptr, sl);
+    it->source_id[sl] = 0;
+    it->updated_ms = r->updated_ms;
+    it->write_seq = r->write_seq;
+    row->deleted = r->deleted;
+    return true;
+}
+
+static bool same_key(const ps_trait_item *a, const ps_trait_item *b)
+{
+    return a->key_len == b->key_len && memcmp(a->key, b->key, a->key_len) == 0;
+}
+
+/* By key, then newest write first (D3: the later write wins). */
+static int cmp_key_then_newest(const void *x, const void *y)
+{
+    const ps_trait_item *a = &((const trait_row *)x)->item, *b = &((const trait_row *)y)->item;
+    size_t n = a->key_len < b->key_len ? a->key_len : b->key_len;
+    int c = memcmp(a->key, b->key, n);
+    if (c)
+        return c;
+    if (a->key_len != b->key_len)
+        return a->key_len < b->key_len ? -1 : 1;
+    return a->write_seq > b->write_seq ? -1 : a->write_seq < b->write_seq ? 1 : 0;
+}
+
+ps_status ps_profile_traits(ps_txn *t, const uint64_t *members, size_t n, ps_trait_list *out)
+{
+    trait_acc a = {NULL, 0, 0};
+    ps_status st = PS_OK;
+    for (size_t i = 0; i < n && st == PS_OK; i++)
+        st = ps_store_trait_scan(t, members[i], NULL, 0, collect_trait, &a);
+    if (n > 1 && a.count > 1)
+        qsort(a.rows, a.count, sizeof *a.rows, cmp_key_then_newest);
+    /* keep the newest write per key, and only when it is not a removal */
+    out->items = ps_xmalloc((a.count ? a.count : 1) * sizeof *out->items);
+    out->count = 0;
+    for (size_t i = 0; i < a.count; i++) {
+        bool newest = i == 0 || !same_key(&a.rows[i].item, &a.rows[i - 1].item);
+        if (newest && !a.rows[i].deleted) {
+            out->items[out->count++] = a.rows[i].item;
+        } else {
+            free(a.rows[i].item.key);
+            free(a.rows[i].item.json);
+        }
+    }
+    free(a.rows);
+    if (st != PS_OK)
+        ps_trait_list_clear(out);
+    return st;
+}
+
+void ps_trait_list_clear(ps_trait_list *l)
+{
+    for (size_t i = 0; i < l->count; i++) {
+        free(l->items[i].key);
+        free(l->items[i].json);
+    }
+    free(l->items);
+    l->items = NULL;
+    l->count = 0;
+}
+
+/* ---- events ---- */
+
+typedef struct event_acc {
+    ps_event_ref *refs;
+    size_t count, cap, per_member, taken;
+} event_acc;
+
+static bool collect_event(void *ud, uint64_t profile, int64_t ts_ms, uint64_t seq)
+{
+    (void)profile;
+    event_acc *a = ud;
+    if (a->count == a->cap) {
+        a->cap = a->cap ? a->cap * 2 : 16;
+        a->refs = ps_xrealloc(a->refs, a->cap * sizeof *a->refs);
+    }
+    a->refs[a->count++] = (ps_event_ref){seq, ts_ms};
+    return ++a->taken < a->per_member;
+}
+
+static int cmp_newest(const void *x, const void *y)
+{
+    const ps_event_ref *a = x, *b = y;
+    if (a->timestamp_ms != b->timestamp_ms)
+        return a->timestamp_ms > b->timestamp_ms ? -1 : 1;
+    return a->seq > b->seq ? -1 : a->seq < b->seq ? 1 : 0;
+}
+
+ps_status ps_profile_events(ps_txn *t, const uint64_t *members, size_t n, int64_t before_ts,
+                            uint64_t before_seq, size_t limit, ps_event_ref *out,
+                            size_t *count)
+{
+    event_acc a = {NULL, 0, 0, limit, 0};
+    ps_status st = PS_OK;
+    for (size_t i = 0; i < n && st == PS_OK && limit > 0; i++) {
+        a.taken = 0;
+        st = ps_store_pevent_scan_desc(t, members[i], before_ts, before_seq, collect_event, &a);
+    }
+    if (a.count > 1)
+        qsort(a.refs, a.count, sizeof *a.refs, cmp_newest);
+    size_t k = a.count < limit ? a.count : limit;
+    if (k)
+        memcpy(out, a.refs, k * sizeof *out);
+    *count = k;
+    free(a.refs);
+    return st;
+}
+
+/* ---- links ---- */
+
+typedef struct link_acc {
+    ps_txn *t;
+    u64_vec targets;
+} link_acc;
+
+static bool collect_link(void *ud, uint64_t from, uint64_t to, int64_t created_ms)
+{
+    (void)from;
+    (void)created_ms;
+    link_acc *a = ud;
+    vec_push(&a->targets, to);
+    return true;
+}
+
+static int cmp_u64(const void *x, const void *y)
+{
+    uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+    return a < b ? -1 : a > b;
+}
+
+ps_status ps_profile_links(ps_txn *t, const uint64_t *members, size_t n, uint64_t **out,
+                           size_t *count)
+{
+    link_acc a = {t, {NULL, 0}};
+    ps_status st = PS_OK;
+    for (size_t i = 0; i < n && st == PS_OK; i++)
+        st = ps_store_link_scan(t, members[i], collect_link, &a);
+    for (size_t i = 0; i < a.targets.count && st == PS_OK; i++)
+        st = ps_graph_find(t, a.targets.items[i], &a.targets.items[i]);
+    if (st != PS_OK) {
+        free(a.targets.items);
+        return st;
+    }
+    if (a.targets.count > 1)
+        qsort(a.targets.items, a.targets.count, sizeof(uint64_t), cmp_u64);
+    size_t o = 0;
+    for (size_t i = 0; i < a.targets.count; i++)
+        if (o == 0 || a.targets.items[o - 1] != a.targets.items[i])
+            a.targets.items[o++] = a.targets.items[i];
+    *out = a.targets.items;
+    *count = o;
+    return PS_OK;
+}
+
+/* ---- rendering ---- */
+
+static void json_time(ps_buf *b, int64_t ms)
+{
+    char tb[PS_TIME_BUF];
+    ps_buf_printf(b, "\"%s\"", ps_time_format(ms, tb));
+}
+
+static void json_cstr(ps_buf *b, const char *s)
+{
+    ps_buf_json_str(b, s, strlen(s));
+}
+
+static const char *coll_name(uint8_t c)
+{
+    return c == PS_ACCOUNTS ? "accounts" : "users";
+}
+
+typedef struct render_ids {
+    ps_buf *b;
+    size_t n;
+    bool brief;
+} render_ids;
+
+static bool render_extid(void *ud, const ps_extid *x)
+{
+    render_ids *r = ud;
+    ps_buf *b = r->b;
+    ps_buf_puts(b, r->n++ ? ",{\"type\":" : "{\"type\":");
+    json_cstr(b, x->type);
+    ps_buf_puts(b, ",\"id\":");
+    ps_buf_json_str(b, x->value, x->value_len);
+    ps_buf_printf(b, ",\"collection\":\"%s\",\"encoding\":\"none\"", coll_name(x->collection));
+    if (!r->brief) {
+        ps_buf_puts(b, ",\"source_id\":");
+        json_cstr(b, x->mapping->source_id);
+        ps_buf_puts(b, ",\"created_at\":");
+        json_time(b, x->mapping->created_ms);
+        ps_buf_puts(b, ",\"first_seen\":");
+        json_time(b, x->mapping->first_seen_ms);
+        ps_buf_puts(b, ",\"first_message_id\":");
+        json_cstr(b, x->mapping->first_message_id);
+    }
+    ps_buf_putc(b, '}');
+    return true;
+}
+
+static ps_status render_events(ps_txn *t, const ps_profile *p, const uint64_t *members,
+                               size_t n, size_t limit, ps_buf *b)
+{
+    ps_event_ref *refs = ps_xmalloc(limit * sizeof *refs);
+    size_t count;
+    ps_status st = ps_profile_events(t, members, n, INT64_MAX, UINT64_MAX, limit, refs, &count);
+    ps_buf_puts(b, ",\"events\":[");
+    for (size_t i = 0; i < count && st == PS_OK; i++) {
+        ps_event_rec e;
+        if ((st = ps_store_event_get(t, refs[i].seq, &e)) != PS_OK)
+            break;
+        ps_buf_puts(b, i ? ",{\"type\":" : "{\"type\":");
+        json_cstr(b, ps_msg_type_name((ps_msg_type)e.type));
+        ps_buf_puts(b, ",\"event\":");
+        ps_buf_json_str(b, (const char *)e.name.ptr, e.name.len);
+        ps_buf_puts(b, ",\"message_id\":");
+        ps_buf_json_str(b, (const char *)e.message_id.ptr, e.message_id.len);
+        ps_buf_puts(b, ",\"source_id\":");
+        ps_buf_json_str(b, (const char *)e.source_id.ptr, e.source_id.len);
+        ps_buf_puts(b, ",\"timestamp\":");
+        json_time(b, e.timestamp_ms);
+        ps_buf_puts(b, ",\"received_at\":");
+        json_time(b, e.received_ms);
+        ps_buf_puts(b, ",\"external_ids\":[");
+        const char *p_ids = (const char *)e.ids.ptr, *end = p_ids + e.ids.len;
+        for (size_t k = 0; p_ids < end; k++) {
+            const char *type = p_ids;
+            const char *value = type + strnlen(type, (size_t)(end - type)) + 1;
+            if (value >= end)
+                break;
+            size_t vl = strnlen(value, (size_t)(end - value));
+            ps_buf_puts(b, k ? ",{\"type\":" : "{\"type\":");
+            json_cstr(b, type);
+            ps_buf_puts(b, ",\"id\":");
+            ps_buf_json_str(b, value, vl);
+            ps_buf_printf(b, ",\"collection\":\"users\",\"encoding\":\"none\"}");
+            p_ids = value + vl + 1;
+        }
+        ps_buf_puts(b, "],\"properties\":");
+        ps_event_body_field(e.body, "properties", b);
+        ps_buf_puts(b, ",\"related\":{\"users\":");
+        json_cstr(b, p->segment_id);
+        ps_buf_puts(b, "}}");
+    }
+    ps_buf_putc(b, ']');
+    free(refs);
+    return st;
+}
+
+ps_status ps_profile_render(ps_txn *t, const ps_profile *p, const ps_render_opts *o,
+                            ps_buf *b)
+{
+    uint64_t *members = NULL, *links = NULL;
+    size_t n = 0, nlinks = 0;
+    ps_trait_list traits = {NULL, 0};
+    ps_status st = ps_profile_members(t, p->seq, &members, &n);
+    if (st != PS_OK)
+        return st;
+    ps_buf_puts(b, "{\"segment_id\":");
+    json_cstr(b, p->segment_id);
+    ps_buf_printf(b, ",\"collection\":\"%s\",\"merged_ids\":[", coll_name(p->collection));
+    size_t shown = 0;
+    for (size_t i = 0; i < n && st == PS_OK; i++) {
+        if (members[i] == p->seq)
+            continue;
+        ps_profile m;
+        if ((st = ps_store_profile_get(t, members[i], &m)) != PS_OK)
+            break;
+        if (shown++)
+            ps_buf_putc(b, ',');
+        json_cstr(b, m.segment_id);
+    }
+    ps_buf_puts(b, "],\"external_ids\":[");
+    render_ids ri = {b, 0, false};
+    if (st == PS_OK)
+        st = ps_profile_external_ids(t, p, render_extid, &ri);
+    ps_buf_puts(b, "],\"traits\":{");
+    if (st == PS_OK)
+        st = ps_profile_traits(t, members, n, &traits);
+    for (size_t i = 0; i < traits.count; i++) {
+        if (i)
+            ps_buf_putc(b, ',');
+        ps_buf_json_str(b, traits.items[i].key, traits.items[i].key_len);
+        ps_buf_putc(b, ':');
+        ps_buf_append(b, traits.items[i].json, traits.items[i].json_len);
+    }
+    ps_buf_putc(b, '}');
+    if (st == PS_OK && o->metadata) {
+        ps_buf_puts(b, ",\"metadata\":{\"created_at\":");
+        json_time(b, p->created_ms);
+        ps_buf_puts(b, ",\"updated_at\":");
+        json_time(b, p->updated_ms);
+        ps_buf_puts(b, ",\"expires_at\":null,\"first_message_id\":");
+        json_cstr(b, p->first_message_id);
+        ps_buf_puts(b, ",\"first_source_id\":");
+        json_cstr(b, p->first_source_id);
+        ps_buf_puts(b, ",\"last_message_id\":");
+        json_cstr(b, p->last_message_id);
+        ps_buf_puts(b, ",\"last_source_id\":");
+        json_cstr(b, p->last_source_id);
+        ps_buf_putc(b, '}');
+    }
+    if (st == PS_OK && o->event_limit)
+        st = render_events(t, p, members, n, o->event_limit, b);
+    if (st == PS_OK && o->links) {
+        st = ps_profile_links(t, members, n, &links, &nlinks);
+        ps_buf_puts(b, ",\"links\":[");
+        for (size_t i = 0; i < nlinks && st == PS_OK; i++) {
+            ps_profile lp;
+            if ((st = ps_store_profile_get(t, links[i], &lp)) != PS_OK)
+                break;
+            ps_buf_printf(b, "%s{\"to_collection\":\"%s\",\"segment_id\":", i ? "," : "",
+                          coll_name(lp.collection));
+            json_cstr(b, lp.segment_id);
+            ps_buf_puts(b, ",\"external_ids\":[");
+            render_ids li = {b, 0, true};
+            st = ps_profile_external_ids(t, &lp, render_extid, &li);
+            ps_buf_puts(b, "]}");
+        }
+        ps_buf_putc(b, ']');
+    }
+    if (st == PS_OK && o->merges) {
+        ps_buf_puts(b, ",\"merges\":[");
+        size_t k = 0;
+        for (size_t i = 0; i < n && st == PS_OK; i++) {
+            if (members[i] == p->seq)
+                continue;
+            ps_profile m, into;
+            if ((st = ps_store_profile_get(t, members[i], &m)) != PS_OK ||
+                (st = ps_store_profile_get(t, m.merged_into, &into)) != PS_OK)
+                break;
+            ps_buf_puts(b, k++ ? ",{\"segment_id\":" : "{\"segment_id\":");
+            json_cstr(b, m.segment_id);
+            ps_buf_puts(b, ",\"merged_into\":");
+            json_cstr(b, into.segment_id);
+            ps_buf_puts(b, ",\"merged_at\":");
+            json_time(b, m.merged_ms);
+            ps_buf_puts(b, ",\"message_id\":");
+            json_cstr(b, m.merged_by_message_id);
+            ps_buf_putc(b, '}');
+        }
+        ps_buf_putc(b, ']');
+    }
+    ps_buf_putc(b, '}');
+    ps_trait_list_clear(&traits);
+    free(members);
+    free(links);
+    return st;
+}

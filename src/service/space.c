@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: MIT */
+/* space: directory layout and settings. Settings live in the space's own meta database so a
+ * change is one transaction, and a settings version lets writers notice a change cheaply. */
+#include "ps/space.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct ps_space {
+    ps_store *store;
+    char *name;
+    ps_rules *rules;
+    ps_buf rules_source; /* the settings bytes `rules` was built from */
+};
+
+bool ps_space_name_valid(const char *name)
+{
+    size_t len = strlen(name);
+    if (len == 0 || len > PS_SPACE_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+static void space_dir(const char *data_dir, const char *name, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/spaces/%s", data_dir, name);
+}
+
+ps_status ps_space_create(const char *data_dir, const char *name, const char *settings,
+                          size_t settings_len, ps_diags *diags)
+{
+    if (!ps_space_name_valid(name))
+        return PS_EINVAL;
+    ps_rules *rules = NULL;
+    if (settings) {
+        ps_status st = ps_rules_parse(settings, settings_len, &rules, diags);
+        if (st != PS_OK)
+            return st;
+        ps_rules_free(rules);
+    }
+    char dir[4096];
+    space_dir(data_dir, name, dir, sizeof dir);
+    struct stat sb;
+    if (stat(dir, &sb) == 0)
+        return PS_ECONFLICT;
+    ps_store *store;
+    ps_store_opts opts = {.create = true};
+    ps_status st = ps_store_open(dir, &opts, &store);
+    if (st != PS_OK)
+        return st;
+    ps_txn *t;
+    if ((st = ps_txn_begin(store, true, &t)) == PS_OK) {
+        const char *body = settings ? settings : "{}";
+        size_t len = settings ? settings_len : 2;
+        st = ps_store_meta_put(t, "settings", (ps_slice){(const uint8_t *)body, len});
+        if (st == PS_OK)
+            st = ps_txn_commit(t);
+        else
+            ps_txn_abort(t);
+    }
+    ps_store_close(store);
+    return st;
+}
+
+ps_status ps_space_open(const char *data_dir, const char *name, bool read_only, ps_space **out)
+{
+    if (!ps_space_name_valid(name))
+        return PS_EINVAL;
+    char dir[4096];
+    space_dir(data_dir, name, dir, sizeof dir);
+    ps_store *store;
+    ps_store_opts opts = {.read_only = read_only};
+    ps_status st = ps_store_open(dir, &opts, &store);
+    if (st != PS_OK)
+        return st;
+    ps_space *sp = ps_xcalloc(1, sizeof *sp);
+    sp->store = store;
+    sp->name = ps_xstrdup(name);
+    ps_buf_init(&sp->rules_source);
+    *out = sp;
+    return PS_OK;
+}
+
+void ps_space_close(ps_space *sp)
+{
+    if (sp == NULL)
+        return;
+    ps_store_close(sp->store);
+    ps_rules_free(sp->rules);
+    ps_buf_clear(&sp->rules_source);
+    free(sp->name);
+    free(sp);
+}
+
+ps_store *ps_space_store(ps_space *sp)
+{
+    return sp->store;
+}
+
+const char *ps_space_name(const ps_space *sp)
+{
+    return sp->name;
+}
+
+ps_status ps_space_rules(ps_space *sp, ps_txn *t, const ps_rules **out)
+{
+    ps_slice s;
+    ps_status st = ps_store_meta_get(t, "settings", &s);
+    if (st == PS_ENOTFOUND)
+        s = (ps_slice){(const uint8_t *)"{}", 2};
+    else if (st != PS_OK)
+        return st;
+    if (sp->rules && s.len == sp->rules_source.len &&
+        memcmp(s.ptr, sp->rules_source.ptr, s.len) == 0) {
+        *out = sp->rules;
+        return PS_OK;
+    }
+    ps_rules *r;
+    ps_diags d;
+    st = ps_rules_parse((const char *)s.ptr, s.len, &r, &d);
+    if (st != PS_OK)
+        return PS_ECORRUPT; /* settings are validated before they are stored */
+    ps_buf_reset(&sp->rules_source);
+    ps_buf_append(&sp->rules_source, s.ptr, s.len);
+    ps_rules_free(sp->rules);
+    sp->rules = r;
+    *out = r;
+    return PS_OK;
+}
+
+ps_status ps_space_settings_set(ps_space *sp, const char *json, size_t len, ps_diags *diags)
+{
+    ps_rules *r;
+    ps_status st = ps_rules_parse(json, len, &r, diags);
+    if (st != PS_OK)
+        return st;
+    ps_rules_free(r);
+    ps_txn *t;
+    if ((st = ps_txn_begin(sp->store, true, &t)) != PS_OK)
+        return st;
+    st = ps_store_meta_put(t, "settings", (ps_slice){(const uint8_t *)json, len});
+    if (st != PS_OK) {
+        ps_txn_abort(t);
+        return st;
+    }
+    return ps_txn_commit(t);
+}
+
+typedef struct seen_list {
+    char **names;
+    size_t count;
+} seen_list;
+
+static bool collect_seen(void *ud, const char *type, uint8_t collection)
+{
+    (void)collection;
+    seen_list *l = ud;
+    l->names = ps_xrealloc(l->names, (l->count + 1) * sizeof *l->names);
+    l->names[l->count++] = ps_xstrdup(type);
+    return true;
+}
+
+ps_status ps_space_settings_get(ps_space *sp, ps_buf *out)
+{
+    ps_txn *t;
+    ps_status st = ps_txn_begin(sp->store, false, &t);
+    if (st != PS_OK)
+        return st;
+    const ps_rules *r;
+    seen_list seen = {NULL, 0};
+    if ((st = ps_space_rules(sp, t, &r)) == PS_OK)
+        st = ps_store_type_scan(t, collect_seen, &seen);
+    if (st == PS_OK)
+        ps_rules_to_json(r, (const char *const *)seen.names, seen.count, out);
+    ps_txn_abort(t);
+    for (size_t i = 0; i < seen.count; i++)
+        free(seen.names[i]);
+    free(seen.names);
+    return st;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+ps_status ps_space_list(const char *data_dir, char ***names, size_t *count)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/spaces", data_dir);
+    *names = NULL;
+    *count = 0;
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return errno == ENOENT ? PS_OK : PS_EIO;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (!ps_space_name_valid(e->d_name))
+            continue;
+        *names = ps_xrealloc(*names, (*count + 1) * sizeof **names);
+        (*names)[(*count)++] = ps_xstrdup(e->d_name);
+    }
+    closedir(d);
+    if (*count > 1)
+        qsort(*names, *count, sizeof **names, cmp_str);
+    return PS_OK;
+}
+
+void ps_space_list_free(char **names, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        free(names[i]);
+    free(names);
+}
