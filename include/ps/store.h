@@ -107,6 +107,8 @@ ps_status ps_store_ident_scan(ps_txn *t, ps_ident_fn fn, void *ud);
 /* ---- pmap: (canonical profile, type, value) -> first_seen; a profile's identifiers ---- */
 ps_status ps_store_pmap_put(ps_txn *t, uint64_t profile, const char *type, const char *value,
                             size_t value_len, int64_t first_seen_ms);
+ps_status ps_store_pmap_get(ps_txn *t, uint64_t profile, const char *type, const char *value,
+                            size_t value_len, int64_t *first_seen_ms);
 ps_status ps_store_pmap_del(ps_txn *t, uint64_t profile, const char *type, const char *value,
                             size_t value_len);
 typedef bool (*ps_pmap_fn)(void *ud, uint64_t profile, const char *type, const char *value,

@@ -114,7 +114,7 @@ typedef struct held {
 } held;
 
 typedef struct type_count {
-    const char *type;
+    char *type; /* owned */
     uint64_t profile;
     held *values;
     size_t count;
@@ -159,7 +159,7 @@ static ps_status held_values(work *w, uint64_t profile, const char *type, type_c
     }
     type_count *tc = &w->cache[w->cache_count];
     memset(tc, 0, sizeof *tc);
-    tc->type = type;
+    tc->type = ps_xstrdup(type);
     tc->profile = profile;
     ps_status st = ps_store_pmap_scan(w->t, profile, type, collect_held, tc);
     w->cache_count++;
@@ -173,6 +173,7 @@ static void work_clear(work *w)
         for (size_t k = 0; k < w->cache[i].count; k++)
             free(w->cache[i].values[k].value);
         free(w->cache[i].values);
+        free(w->cache[i].type);
     }
     free(w->cache);
     free(w->owner);

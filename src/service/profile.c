@@ -215,9 +215,11 @@ ps_status ps_profile_traits(ps_txn *t, const uint64_t *members, size_t n, ps_tra
     /* keep the newest write per key, and only when it is not a removal */
     out->items = ps_xmalloc((a.count ? a.count : 1) * sizeof *out->items);
     out->count = 0;
+    for (size_t i = a.count; i-- > 0;) /* decide before anything is freed */
+        if (i > 0 && same_key(&a.rows[i].item, &a.rows[i - 1].item))
+            a.rows[i].deleted = true; /* an older write of the key */
     for (size_t i = 0; i < a.count; i++) {
-        bool newest = i == 0 || !same_key(&a.rows[i].item, &a.rows[i - 1].item);
-        if (newest && !a.rows[i].deleted) {
+        if (!a.rows[i].deleted) {
             out->items[out->count++] = a.rows[i].item;
         } else {
             free(a.rows[i].item.key);

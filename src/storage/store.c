@@ -757,6 +757,20 @@ ps_status ps_store_pmap_put(ps_txn *t, uint64_t profile, const char *type, const
     return put_val(t, DB_PMAP);
 }
 
+ps_status ps_store_pmap_get(ps_txn *t, uint64_t profile, const char *type, const char *value,
+                            size_t value_len, int64_t *first_seen_ms)
+{
+    pmap_key(t, profile, type, value, value_len);
+    MDB_val v;
+    ps_status st = get_raw(t, DB_PMAP, &v);
+    if (st != PS_OK)
+        return st;
+    rec r;
+    if ((st = decode(t, &v, 1, &r)) == PS_OK)
+        *first_seen_ms = r_i64(&r, 0);
+    return st;
+}
+
 ps_status ps_store_pmap_del(ps_txn *t, uint64_t profile, const char *type, const char *value,
                             size_t value_len)
 {

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: MIT */
+/* cli_int.h: what the profilectl command files share. Never included outside src/cli. */
+#ifndef PS_CLI_INT_H
+#define PS_CLI_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "ps/mem.h"
+#include "ps/rules.h"
+#include "ps/space.h"
+#include "ps/status.h"
+
+/* Exit codes (DESIGN 5.2), plus 4 for storage failures and a failed `check`. */
+enum { EXIT_OK = 0, EXIT_USAGE = 1, EXIT_NOTFOUND = 2, EXIT_INVALID = 3, EXIT_STORE = 4 };
+
+typedef struct cli {
+    const char *data_dir;
+    bool json;
+    int argc; /* positional arguments after the command words */
+    char **argv;
+} cli;
+
+/* Prints "profilectl: <message>" on stderr and returns `code`. */
+int cli_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Maps a status to an exit code (one table, STYLE B5). */
+int cli_exit_code(ps_status st);
+/* Opens a space or prints why not. Returns EXIT_OK on success. */
+int cli_open_space(const cli *c, const char *name, bool read_only, ps_space **out);
+/* Reads a whole file ("-" = stdin) up to `max` bytes. Returns EXIT_OK or prints why not. */
+int cli_read_file(const char *path, size_t max, ps_buf *out);
+/* Prints settings diagnostics, one per line: "<path>: <message>". */
+void cli_print_diags(const ps_diags *d);
+/* Takes "--name VALUE" style options out of c->argv; returns the value or NULL. */
+const char *cli_take_option(cli *c, const char *name);
+bool cli_take_flag(cli *c, const char *name);
+/* Fails with a usage error when an unknown --option remains. */
+int cli_no_more_options(const cli *c);
+
+int cmd_space(cli *c);
+int cmd_settings(cli *c);
+int cmd_ingest(cli *c);
+int cmd_inspect(cli *c);
+int cmd_export(cli *c);
+int cmd_check(cli *c);
+
+#endif

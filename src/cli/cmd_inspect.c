@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: MIT */
+/* profilectl inspect / export: print profiles through the shared read model. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli_int.h"
+#include "ps/clock.h"
+#include "ps/profile.h"
+
+static bool print_extid(void *ud, const ps_extid *x)
+{
+    (void)ud;
+    char tb[PS_TIME_BUF];
+    printf("  %s:%.*s  (first seen %s, source %s)\n", x->type, (int)x->value_len, x->value,
+           ps_time_format(x->mapping->first_seen_ms, tb), x->mapping->source_id);
+    return true;
+}
+
+static ps_status print_text(ps_txn *t, const ps_profile *p, size_t event_limit)
+{
+    char tb[PS_TIME_BUF], tb2[PS_TIME_BUF];
+    uint64_t *members;
+    size_t n;
+    ps_status st = ps_profile_members(t, p->seq, &members, &n);
+    if (st != PS_OK)
+        return st;
+    printf("segment_id  %s (%s)\n", p->segment_id,
+           p->collection == PS_ACCOUNTS ? "accounts" : "users");
+    printf("created     %s, updated %s\n", ps_time_format(p->created_ms, tb),
+           ps_time_format(p->updated_ms, tb2));
+    printf("merged ids  ");
+    for (size_t i = 0, k = 0; i < n; i++) {
+        ps_profile m;
+        if (members[i] == p->seq || ps_store_profile_get(t, members[i], &m) != PS_OK)
+            continue;
+        printf("%s%s -> %s at %s", k++ ? "\n            " : "", m.segment_id,
+               p->segment_id, ps_time_format(m.merged_ms, tb));
+    }
+    printf(n > 1 ? "\nidentities\n" : "(none)\nidentities\n");
+    if ((st = ps_profile_external_ids(t, p, print_extid, NULL)) != PS_OK)
+        goto done;
+    ps_trait_list traits;
+    if ((st = ps_profile_traits(t, members, n, &traits)) != PS_OK)
+        goto done;
+    printf("traits%s\n", traits.count ? "" : "      (none)");
+    for (size_t i = 0; i < traits.count; i++)
+        printf("  %s = %s\n", traits.items[i].key, traits.items[i].json);
+    ps_trait_list_clear(&traits);
+    ps_event_ref *refs = ps_xmalloc((event_limit ? event_limit : 1) * sizeof *refs);
+    size_t count = 0;
+    st = ps_profile_events(t, members, n, INT64_MAX, UINT64_MAX, event_limit, refs, &count);
+    printf("events%s\n", count ? " (newest first)" : "      (none)");
+    for (size_t i = 0; i < count && st == PS_OK; i++) {
+        ps_event_rec e;
+        if ((st = ps_store_event_get(t, refs[i].seq, &e)) == PS_OK)
+            printf("  %s  %.*s  %.*s\n", ps_time_format(e.timestamp_ms, tb),
+                   (int)e.message_id.len, (const char *)e.message_id.ptr, (int)e.name.len,
+                   (const char *)e.name.ptr);
+    }
+    free(refs);
+    uint64_t *links;
+    size_t nl;
+    if (st == PS_OK && (st = ps_profile_links(t, members, n, &links, &nl)) == PS_OK) {
+        printf("links%s\n", nl ? "" : "       (none)");
+        for (size_t i = 0; i < nl; i++) {
+            ps_profile lp;
+            if (ps_store_profile_get(t, links[i], &lp) == PS_OK)
+                printf("  %s\n", lp.segment_id);
+        }
+        free(links);
+    }
+done:
+    free(members);
+    return st;
+}
+
+int cmd_inspect(cli *c)
+{
+    const char *events = cli_take_option(c, "--events");
+    int rc = cli_no_more_options(c);
+    if (rc)
+        return rc;
+    if (c->argc != 2)
+        return cli_fail(EXIT_USAGE, "usage: profilectl inspect SPACE IDENT [--json] [--events N]"
+                                    "  (IDENT: type:value or segment_id)");
+    size_t event_limit = 20;
+    if (events) {
+        char *end;
+        long v = strtol(events, &end, 10);
+        if (*end || v < 0 || v > 10000)
+            return cli_fail(EXIT_USAGE, "--events must be a number from 0 to 10000");
+        event_limit = (size_t)v;
+    }
+    ps_space *sp;
+    if ((rc = cli_open_space(c, c->argv[0], true, &sp)))
+        return rc;
+    ps_txn *t = NULL;
+    const ps_rules *rules;
+    ps_profile p;
+    const char *ident = c->argv[1];
+    ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
+    if (st == PS_OK)
+        st = ps_space_rules(sp, t, &rules);
+    if (st == PS_OK)
+        st = ps_profile_find(t, rules, -1, ident, strlen(ident), &p);
+    if (st == PS_EINVAL) {
+        rc = cli_fail(EXIT_INVALID, "'%s' is neither type:value nor a segment_id", ident);
+    } else if (st == PS_ENOTFOUND) {
+        rc = cli_fail(EXIT_NOTFOUND, "no profile for %s in space %s", ident, c->argv[0]);
+    } else if (st != PS_OK) {
+        rc = cli_fail(cli_exit_code(st), "cannot read profile: %s", ps_status_str(st));
+    } else if (c->json) {
+        ps_buf out;
+        ps_buf_init(&out);
+        ps_render_opts o = {.event_limit = event_limit, .metadata = true, .links = true,
+                            .merges = true};
+        st = ps_profile_render(t, &p, &o, &out);
+        if (st == PS_OK)
+            printf("%s\n", (const char *)out.ptr);
+        else
+            rc = cli_fail(cli_exit_code(st), "cannot read profile: %s", ps_status_str(st));
+        ps_buf_clear(&out);
+    } else if ((st = print_text(t, &p, event_limit)) != PS_OK) {
+        rc = cli_fail(cli_exit_code(st), "cannot read profile: %s", ps_status_str(st));
+    }
+    ps_txn_abort(t);
+    ps_space_close(sp);
+    return rc;
+}
+
+typedef struct export_ctx {
+    ps_txn *t;
+    int collection;
+    ps_buf line;
+    ps_status st;
+    uint64_t count;
+} export_ctx;
+
+static bool export_one(void *ud, const ps_profile *p)
+{
+    export_ctx *x = ud;
+    if (p->parent != 0 || (x->collection >= 0 && p->collection != x->collection))
+        return true;
+    ps_buf_reset(&x->line);
+    ps_render_opts o = {0};
+    if ((x->st = ps_profile_render(x->t, p, &o, &x->line)) != PS_OK)
+        return false;
+    ps_buf_putc(&x->line, '\n');
+    fwrite(x->line.ptr, 1, x->line.len, stdout);
+    x->count++;
+    return true;
+}
+
+int cmd_export(cli *c)
+{
+    const char *coll = cli_take_option(c, "--collection");
+    int rc = cli_no_more_options(c);
+    if (rc)
+        return rc;
+    if (c->argc != 1)
+        return cli_fail(EXIT_USAGE, "usage: profilectl export SPACE [--collection users|accounts]");
+    int collection = -1;
+    if (coll && strcmp(coll, "users") == 0)
+        collection = PS_USERS;
+    else if (coll && strcmp(coll, "accounts") == 0)
+        collection = PS_ACCOUNTS;
+    else if (coll)
+        return cli_fail(EXIT_USAGE, "--collection must be users or accounts");
+    ps_space *sp;
+    if ((rc = cli_open_space(c, c->argv[0], true, &sp)))
+        return rc;
+    /* one read transaction: a consistent snapshot, profiles in creation (seq) order, one
+     * profile in memory at a time */
+    export_ctx x = {.collection = collection};
+    ps_buf_init(&x.line);
+    ps_status st = ps_txn_begin(ps_space_store(sp), false, &x.t);
+    if (st == PS_OK) {
+        st = ps_store_profile_scan(x.t, 1, export_one, &x);
+        if (st == PS_OK)
+            st = x.st;
+        ps_txn_abort(x.t);
+    }
+    ps_buf_clear(&x.line);
+    ps_space_close(sp);
+    if (st != PS_OK)
+        return cli_fail(cli_exit_code(st), "export failed: %s", ps_status_str(st));
+    return EXIT_OK;
+}

@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: MIT */
+/* profilectl space / settings: create and list spaces, read and replace identity settings. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli_int.h"
+
+#define SETTINGS_MAX_BYTES (1024 * 1024)
+
+int cmd_space(cli *c)
+{
+    const char *settings_path = cli_take_option(c, "--settings");
+    int rc = cli_no_more_options(c);
+    if (rc)
+        return rc;
+    if (c->argc == 1 && strcmp(c->argv[0], "list") == 0) {
+        char **names;
+        size_t count;
+        ps_status st = ps_space_list(c->data_dir, &names, &count);
+        if (st != PS_OK)
+            return cli_fail(cli_exit_code(st), "cannot list spaces: %s", ps_status_str(st));
+        if (c->json) {
+            fputs("[", stdout);
+            for (size_t i = 0; i < count; i++)
+                printf("%s\"%s\"", i ? "," : "", names[i]); /* names are [A-Za-z0-9_-] */
+            fputs("]\n", stdout);
+        } else {
+            for (size_t i = 0; i < count; i++)
+                printf("%s\n", names[i]);
+        }
+        ps_space_list_free(names, count);
+        return EXIT_OK;
+    }
+    if (c->argc != 2 || strcmp(c->argv[0], "create") != 0)
+        return cli_fail(EXIT_USAGE, "usage: profilectl space create SPACE [--settings FILE] | "
+                                    "space list");
+    const char *name = c->argv[1];
+    if (!ps_space_name_valid(name))
+        return cli_fail(EXIT_INVALID,
+                        "invalid space name '%s' (1-64 characters of A-Z a-z 0-9 _ -)", name);
+    ps_buf settings;
+    ps_buf_init(&settings);
+    if (settings_path && (rc = cli_read_file(settings_path, SETTINGS_MAX_BYTES, &settings))) {
+        ps_buf_clear(&settings);
+        return rc;
+    }
+    ps_diags d;
+    ps_status st = ps_space_create(c->data_dir, name, settings_path ? (char *)settings.ptr : NULL,
+                                   settings.len, &d);
+    ps_buf_clear(&settings);
+    if (st == PS_EINVAL) {
+        cli_print_diags(&d);
+        return cli_fail(EXIT_INVALID, "settings in %s are invalid; space not created",
+                        settings_path);
+    }
+    if (st == PS_ECONFLICT)
+        return cli_fail(EXIT_INVALID, "space '%s' already exists", name);
+    if (st != PS_OK)
+        return cli_fail(cli_exit_code(st), "cannot create space '%s': %s", name,
+                        ps_status_str(st));
+    if (c->json)
+        printf("{\"space\":\"%s\",\"created\":true}\n", name);
+    else
+        printf("created space %s\n", name);
+    return EXIT_OK;
+}
+
+int cmd_settings(cli *c)
+{
+    int rc = cli_no_more_options(c);
+    if (rc)
+        return rc;
+    const char *sub = c->argc > 0 ? c->argv[0] : "";
+    ps_buf buf;
+    ps_buf_init(&buf);
+    ps_diags d;
+    if (strcmp(sub, "check") == 0 && c->argc == 2) {
+        if ((rc = cli_read_file(c->argv[1], SETTINGS_MAX_BYTES, &buf)) == EXIT_OK) {
+            ps_rules *r;
+            ps_status st = ps_rules_parse((const char *)buf.ptr, buf.len, &r, &d);
+            if (st == PS_OK) {
+                ps_rules_free(r);
+                printf("%s: valid\n", c->argv[1]);
+            } else {
+                cli_print_diags(&d);
+                rc = cli_fail(EXIT_INVALID, "%s: %zu problem(s)", c->argv[1],
+                              d.count + d.dropped);
+            }
+        }
+        ps_buf_clear(&buf);
+        return rc;
+    }
+    if (strcmp(sub, "get") == 0 && c->argc == 2) {
+        ps_space *sp;
+        if ((rc = cli_open_space(c, c->argv[1], true, &sp)))
+            return rc;
+        ps_status st = ps_space_settings_get(sp, &buf);
+        if (st == PS_OK)
+            fwrite(buf.ptr, 1, buf.len, stdout);
+        else
+            rc = cli_fail(cli_exit_code(st), "cannot read settings: %s", ps_status_str(st));
+        ps_buf_clear(&buf);
+        ps_space_close(sp);
+        return rc;
+    }
+    if (strcmp(sub, "set") == 0 && c->argc == 3) {
+        if ((rc = cli_read_file(c->argv[2], SETTINGS_MAX_BYTES, &buf)) != EXIT_OK) {
+            ps_buf_clear(&buf);
+            return rc;
+        }
+        ps_space *sp;
+        if ((rc = cli_open_space(c, c->argv[1], false, &sp))) {
+            ps_buf_clear(&buf);
+            return rc;
+        }
+        ps_status st = ps_space_settings_set(sp, (const char *)buf.ptr, buf.len, &d);
+        if (st == PS_EINVAL) {
+            cli_print_diags(&d);
+            rc = cli_fail(EXIT_INVALID, "settings not applied");
+        } else if (st != PS_OK) {
+            rc = cli_fail(cli_exit_code(st), "cannot apply settings: %s", ps_status_str(st));
+        } else {
+            printf("settings of %s updated; they apply to events processed from now on\n",
+                   c->argv[1]);
+        }
+        ps_buf_clear(&buf);
+        ps_space_close(sp);
+        return rc;
+    }
+    return cli_fail(EXIT_USAGE,
+                    "usage: profilectl settings get SPACE | set SPACE FILE | check FILE");
+}

@@ -1,0 +1,202 @@
+/* SPDX-License-Identifier: MIT */
+/* profilectl: operator tool. Parses global flags, dispatches through the command table and
+ * maps statuses to exit codes; the work is done by services. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli_int.h"
+#include "ps/log.h"
+
+static const char usage[] =
+    "usage: profilectl [--data DIR] [--json] COMMAND ...\n"
+    "\n"
+    "  space create SPACE [--settings FILE]   create a space (default identity settings)\n"
+    "  space list                             list spaces\n"
+    "  settings get SPACE                     print the effective identity settings\n"
+    "  settings set SPACE FILE                validate and apply settings to new events\n"
+    "  settings check FILE                    validate a settings file only\n"
+    "  ingest SPACE [FILE...|-] [--source ID] [--batch N] [--verbose]\n"
+    "                                         load NDJSON Segment messages\n"
+    "  inspect SPACE IDENT [--json] [--events N]\n"
+    "                                         show a profile (IDENT: type:value or segment_id)\n"
+    "  export SPACE [--collection users|accounts]\n"
+    "                                         every canonical profile as one NDJSON line\n"
+    "  check SPACE                            verify every invariant of the identity graph\n"
+    "\n"
+    "  --data DIR   data directory (default $PROFILED_DATA, else ./var)\n"
+    "  --json       machine-readable output\n"
+    "exit codes: 0 ok, 1 usage, 2 not found, 3 invalid input, 4 storage error or failed check\n";
+
+typedef struct command {
+    const char *name;
+    int (*run)(cli *c);
+} command;
+
+static const command commands[] = {
+    {"space", cmd_space},   {"settings", cmd_settings}, {"ingest", cmd_ingest},
+    {"inspect", cmd_inspect}, {"export", cmd_export},   {"check", cmd_check},
+};
+
+int cli_fail(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("profilectl: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return code;
+}
+
+int cli_exit_code(ps_status st)
+{
+    switch (st) {
+    case PS_OK: return EXIT_OK;
+    case PS_ENOTFOUND: return EXIT_NOTFOUND;
+    case PS_EINVAL:
+    case PS_ETOOBIG:
+    case PS_ECONFLICT: return EXIT_INVALID;
+    case PS_EAUTH: return EXIT_USAGE;
+    case PS_EFULL:
+    case PS_ECORRUPT:
+    case PS_EIO: return EXIT_STORE;
+    }
+    return EXIT_STORE;
+}
+
+int cli_open_space(const cli *c, const char *name, bool read_only, ps_space **out)
+{
+    if (!ps_space_name_valid(name))
+        return cli_fail(EXIT_INVALID,
+                        "invalid space name '%s' (1-64 characters of A-Z a-z 0-9 _ -)", name);
+    ps_status st = ps_space_open(c->data_dir, name, read_only, out);
+    if (st == PS_ENOTFOUND)
+        return cli_fail(EXIT_NOTFOUND, "no space '%s' in %s (create it with: profilectl space "
+                                       "create %s)",
+                        name, c->data_dir, name);
+    if (st != PS_OK)
+        return cli_fail(cli_exit_code(st), "cannot open space '%s': %s", name,
+                        ps_status_str(st));
+    return EXIT_OK;
+}
+
+int cli_read_file(const char *path, size_t max, ps_buf *out)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (f == NULL)
+        return cli_fail(EXIT_NOTFOUND, "cannot open %s", path);
+    char chunk[65536];
+    size_t n;
+    int rc = EXIT_OK;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (out->len + n > max) {
+            rc = cli_fail(EXIT_INVALID, "%s is larger than %zu bytes", path, max);
+            break;
+        }
+        ps_buf_append(out, chunk, n);
+    }
+    if (f != stdin)
+        fclose(f);
+    return rc;
+}
+
+void cli_print_diags(const ps_diags *d)
+{
+    for (size_t i = 0; i < d->count; i++)
+        fprintf(stderr, "profilectl: %s: %s\n", d->items[i].path, d->items[i].message);
+    if (d->dropped)
+        fprintf(stderr, "profilectl: ... and %zu more problems\n", d->dropped);
+}
+
+const char *cli_take_option(cli *c, const char *name)
+{
+    for (int i = 0; i < c->argc; i++) {
+        size_t nl = strlen(name);
+        if (strncmp(c->argv[i], name, nl) != 0)
+            continue;
+        const char *value = NULL;
+        int used = 0;
+        if (c->argv[i][nl] == '=') {
+            value = c->argv[i] + nl + 1;
+            used = 1;
+        } else if (c->argv[i][nl] == 0 && i + 1 < c->argc) {
+            value = c->argv[i + 1];
+            used = 2;
+        } else {
+            continue;
+        }
+        memmove(&c->argv[i], &c->argv[i + used], (size_t)(c->argc - i - used) * sizeof *c->argv);
+        c->argc -= used;
+        return value;
+    }
+    return NULL;
+}
+
+bool cli_take_flag(cli *c, const char *name)
+{
+    for (int i = 0; i < c->argc; i++)
+        if (strcmp(c->argv[i], name) == 0) {
+            memmove(&c->argv[i], &c->argv[i + 1], (size_t)(c->argc - i - 1) * sizeof *c->argv);
+            c->argc--;
+            return true;
+        }
+    return false;
+}
+
+int cli_no_more_options(const cli *c)
+{
+    for (int i = 0; i < c->argc; i++)
+        if (c->argv[i][0] == '-' && c->argv[i][1] == '-')
+            return cli_fail(EXIT_USAGE, "unknown option %s (see profilectl --help)", c->argv[i]);
+    return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+    ps_log_init(PS_LOG_WARN);
+    const char *env = getenv("PROFILED_DATA");
+    cli c = {.data_dir = env && *env ? env : "./var"};
+    /* global options may come before or after the command */
+    char **rest = calloc((size_t)argc + 1, sizeof *rest);
+    int n = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0 ||
+            strcmp(argv[i], "help") == 0) {
+            fputs(usage, stdout);
+            free(rest);
+            return EXIT_OK;
+        }
+        if (strcmp(argv[i], "--json") == 0) {
+            c.json = true;
+        } else if (strcmp(argv[i], "--data") == 0) {
+            if (i + 1 >= argc) {
+                free(rest);
+                return cli_fail(EXIT_USAGE, "--data needs a directory");
+            }
+            c.data_dir = argv[++i];
+        } else if (strncmp(argv[i], "--data=", 7) == 0) {
+            c.data_dir = argv[i] + 7;
+        } else {
+            rest[n++] = argv[i];
+        }
+    }
+    if (n == 0) {
+        fputs(usage, stderr);
+        free(rest);
+        return EXIT_USAGE;
+    }
+    int rc = -1;
+    for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)
+        if (strcmp(rest[0], commands[k].name) == 0) {
+            c.argc = n - 1;
+            c.argv = rest + 1;
+            rc = commands[k].run(&c);
+            break;
+        }
+    if (rc < 0)
+        rc = cli_fail(EXIT_USAGE, "unknown command '%s' (see profilectl --help)", rest[0]);
+    free(rest);
+    return rc;
+}
