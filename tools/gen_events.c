@@ -67,7 +67,7 @@ int main(int argc, char **argv)
     if (people == 0)
         people = n / 20 + 1;
     rng_state = seed;
-    char ts[40], rcv[40];
+    char ts[96], rcv[96];
     for (uint64_t i = 0; i < n; i++) {
         uint64_t person = below(people);
         int64_t t = start_ms + (int64_t)(i * 50); /* 20 events/s of simulated time */

@@ -284,6 +284,16 @@ static void err(parse_ctx *c, const char *path, const char *fmt, ...)
     va_end(ap);
 }
 
+/* out = a + sep + b, truncated to fit: paths are for display, a cut one still helps. */
+static void join_path(char *out, size_t cap, const char *a, const char *sep, const char *b)
+{
+    size_t n = 0;
+    for (const char *parts[3] = {a, sep, b}, **p = parts; p < parts + 3; p++)
+        for (const char *s = *p; *s && n + 1 < cap; s++)
+            out[n++] = *s;
+    out[n] = 0;
+}
+
 static bool valid_type_name(const char *s)
 {
     size_t len = strlen(s);
@@ -413,7 +423,7 @@ static void parse_identifier(parse_ctx *c, const cJSON *obj, const char *type_pa
     char p[160];
     cJSON_ArrayForEach(f, obj)
     {
-        snprintf(p, sizeof p, "%s.%s", type_path, f->string);
+        join_path(p, sizeof p, type_path, ".", f->string);
         if (strcmp(f->string, "limit") == 0) {
             get_uint(c, f, p, 1, 1000, &t->rule.limit);
         } else if (strcmp(f->string, "frequency") == 0) {
