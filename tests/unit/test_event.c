@@ -1,0 +1,256 @@
+/* SPDX-License-Identifier: MIT */
+/* event: ingestion drops (SPEC 9.6, 18 Q16-Q18), stamping (D1) and identifier extraction
+ * from exactly the locations of SPEC 5 (Q1, Q8-Q10, Q25-Q27). */
+#include <stdio.h>
+#include <string.h>
+
+#include "check.h"
+#include "ps/event.h"
+
+typedef struct got {
+    int calls;
+    ps_drop why;
+    char ids[2048]; /* "coll/type:value[flag] " in order */
+    char message_id[128];
+    char source_id[80];
+    int64_t ts, received;
+    size_t traits;
+    char trait0[256];
+    size_t body_len;
+} got;
+
+static ps_status sink(void *ud, const ps_event *ev, ps_drop why, size_t index)
+{
+    (void)index;
+    got *g = ud;
+    g->calls++;
+    g->why = why;
+    if (ev == NULL)
+        return PS_OK;
+    g->ids[0] = 0;
+    for (size_t i = 0; i < ev->id_count; i++) {
+        char one[512];
+        snprintf(one, sizeof one, "%s%s:%s%s ", ev->ids[i].collection ? "acc/" : "",
+                 ev->ids[i].type, ev->ids[i].value,
+                 ev->ids[i].flag == PS_IDENT_BLOCKED    ? "[blocked]"
+                 : ev->ids[i].flag == PS_IDENT_TOO_LONG ? "[long]"
+                 : ev->ids[i].flag                      ? "[encoding]"
+                                                        : "");
+        strncat(g->ids, one, sizeof g->ids - strlen(g->ids) - 1);
+    }
+    snprintf(g->message_id, sizeof g->message_id, "%s", ev->message_id);
+    snprintf(g->source_id, sizeof g->source_id, "%s", ev->source_id);
+    g->ts = ev->timestamp_ms;
+    g->received = ev->received_ms;
+    g->traits = ev->trait_count;
+    if (ev->trait_count)
+        snprintf(g->trait0, sizeof g->trait0, "%s=%s%s", ev->traits[0].key, ev->traits[0].json,
+                 ev->traits[0].is_null ? "(remove)" : "");
+    g->body_len = ev->body.len;
+    return PS_OK;
+}
+
+static ps_rules *rules;
+
+static got run_opts(const char *json, bool keep, ps_msg_type forced)
+{
+    got g;
+    memset(&g, 0, sizeof g);
+    ps_arena a;
+    ps_arena_init(&a);
+    ps_accept_opts o = {.rules = rules, .now_ms = 1700000000000LL, .keep_received_at = keep,
+                        .source_id = "src", .forced_type = forced};
+    ps_drop why;
+    ps_status st = ps_event_parse((const uint8_t *)json, strlen(json), &o, &a, sink, &g, &why);
+    if (st != PS_OK) {
+        g.calls = -1;
+        g.why = why;
+    }
+    ps_arena_clear(&a);
+    return g;
+}
+
+static got run(const char *json)
+{
+    return run_opts(json, true, PS_MSG_NONE);
+}
+
+static void default_locations(void)
+{
+    rules = ps_rules_default();
+    got g = run("{\"type\":\"identify\",\"userId\":\" u1 \",\"anonymousId\":\"a1\","
+                "\"traits\":{\"email\":\" Jane@Example.COM \"},\"context\":{\"device\":{"
+                "\"id\":\"d1\",\"type\":\"ios\",\"advertisingId\":\"ad1\",\"adTrackingEnabled\":"
+                "true,\"token\":\"tok\"},\"integrations\":{\"Google Analytics\":{\"clientId\":"
+                "\"ga1\"}}}}");
+    CHECK_EQ_INT(g.why, PS_DROP_NONE);
+    CHECK_EQ_STR(g.ids, "user_id:u1 email:jane@example.com anonymous_id:a1 ios.id:d1 "
+                        "ios.idfa:ad1 ios.push_token:tok ga_client_id:ga1 ");
+    /* idfa needs adTrackingEnabled; other device types give nothing; GA from top level */
+    g = run("{\"type\":\"track\",\"event\":\"E\",\"anonymousId\":\"a1\",\"context\":{\"device\":"
+            "{\"id\":\"d1\",\"type\":\"android\",\"advertisingId\":\"ad1\"},\"traits\":{\"email\":"
+            "\"x@y.z\"}},\"integrations\":{\"Google Analytics\":{\"clientId\":\"ga2\"}},"
+            "\"properties\":{\"email\":\"p@q.r\"}}");
+    CHECK_EQ_STR(g.ids, "email:x@y.z anonymous_id:a1 android.id:d1 ga_client_id:ga2 ");
+    g = run("{\"type\":\"track\",\"event\":\"E\",\"anonymousId\":\"a1\",\"context\":{\"device\":"
+            "{\"id\":\"d1\",\"type\":\"phone\"}}}");
+    CHECK_EQ_STR(g.ids, "anonymous_id:a1 ");
+    /* traits.email counts on identify only; group traits.email is an account trait (Q15) */
+    g = run("{\"type\":\"track\",\"event\":\"E\",\"userId\":7,\"traits\":{\"email\":\"a@b\"}}");
+    CHECK_EQ_STR(g.ids, "user_id:7 ");
+    g = run("{\"type\":\"group\",\"userId\":\"u1\",\"groupId\":\"g1\",\"traits\":{\"email\":"
+            "\"team@x.com\",\"name\":\"X\"}}");
+    CHECK_EQ_STR(g.ids, "user_id:u1 acc/group_id:g1 ");
+    CHECK_EQ_INT(g.traits, 2);
+    /* alias: previousId is never an identifier (Q25) */
+    g = run("{\"type\":\"alias\",\"userId\":\"u2\",\"previousId\":\"u1\"}");
+    CHECK_EQ_STR(g.ids, "user_id:u2 ");
+end:
+    ps_rules_free(rules);
+}
+
+static void never_identifiers_and_blocked(void)
+{
+    rules = ps_rules_default();
+    got g = run("{\"type\":\"identify\",\"userId\":\"null\",\"anonymousId\":\"a\",\"traits\":{"
+                "\"email\":null}}");
+    CHECK_EQ_STR(g.ids, "user_id:null[blocked] anonymous_id:a ");
+    g = run("{\"type\":\"identify\",\"userId\":true,\"anonymousId\":\"a\",\"traits\":{"
+            "\"email\":{\"x\":1}}}");
+    CHECK_EQ_STR(g.ids, "anonymous_id:a ");
+    g = run("{\"type\":\"identify\",\"userId\":\"   \",\"anonymousId\":\"000\"}");
+    CHECK_EQ_STR(g.ids, "anonymous_id:000[blocked] ");
+end:
+    ps_rules_free(rules);
+}
+
+static void custom_and_external_ids(void)
+{
+    ps_diags d;
+    const char *s = "{\"identifiers\":{\"app_id\":{\"keys\":[\"app_id\"]},\"phone\":{"
+                    "\"keys\":[\"phone\"]}}}";
+    CHECK(ps_rules_parse(s, strlen(s), &rules, &d) == PS_OK);
+    got g = run("{\"type\":\"track\",\"event\":\"E\",\"anonymousId\":\"a\",\"properties\":{"
+                "\"appId\":\"A1\",\"app_id\":\"A2\",\"phone_number\":\"555\"},\"context\":{"
+                "\"externalIds\":[{\"id\":\"123\",\"type\":\" Phone \",\"collection\":\"users\","
+                "\"encoding\":\"none\"},{\"id\":\"9\",\"type\":\"shop_id\",\"collection\":"
+                "\"users\",\"encoding\":\"base64\"},{\"id\":\"acc9\",\"type\":\"crm_id\","
+                "\"collection\":\"accounts\",\"encoding\":\"none\"},{\"id\":\"x\",\"type\":"
+                "\"no_encoding\",\"collection\":\"users\"}]}}");
+    /* both key forms promoted (Q9), phone_number doesn't match "phone", types lowercased,
+     * bad encoding flagged (Q26), accounts ids ignored off group calls (Q27) */
+    CHECK_EQ_STR(g.ids, "anonymous_id:a app_id:A2 app_id:A1 phone:123 shop_id:9[encoding] ");
+    g = run("{\"type\":\"group\",\"userId\":\"u\",\"groupId\":\"g\",\"context\":{\"externalIds\":"
+            "[{\"id\":\"acc9\",\"type\":\"crm_id\",\"collection\":\"accounts\",\"encoding\":"
+            "\"none\"}]}}");
+    CHECK_EQ_STR(g.ids, "user_id:u acc/crm_id:acc9 acc/group_id:g ");
+end:
+    ps_rules_free(rules);
+}
+
+static void drops(void)
+{
+    rules = ps_rules_default();
+    char big[40000];
+    CHECK_EQ_INT(run("{\"type\":\"track\",\"event\":\"E\"}").why, PS_DROP_NO_USER_ANON_ID);
+    CHECK_EQ_INT(run("{\"type\":\"track\",\"userId\":\"u\"}").why, PS_DROP_MISSING_EVENT_NAME);
+    CHECK_EQ_INT(run("{\"type\":\"fly\",\"userId\":\"u\"}").why, PS_DROP_INVALID_TYPE);
+    CHECK_EQ_INT(run("{\"type\":\"group\",\"userId\":\"u\",\"groupId\":\"\"}").why,
+                 PS_DROP_GROUP_ID_EMPTY);
+    CHECK_EQ_INT(run("{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\",\"context\":{"
+                     "\"groupId\":\"\"}}")
+                     .why,
+                 PS_DROP_GROUP_ID_EMPTY);
+    CHECK_EQ_INT(run("{\"type\":\"identify\",\"userId\":\"u\",\"timestamp\":\"soon\"}").why,
+                 PS_DROP_INVALID_TIMESTAMP);
+    CHECK_EQ_INT(run("{\"type\":\"identify\",\"userId\":\"u\",\"timestamp\":\"1969-01-01\"}").why,
+                 PS_DROP_BEFORE_1970);
+    CHECK_EQ_INT(run("{\"type\":\"identify\",\"userId\":\"u\",\"traits\":[1]}").why,
+                 PS_DROP_INVALID_FIELD);
+    /* messageId: 100 code points pass, 101 don't (Q17) */
+    char mid[600];
+    int n = snprintf(mid, sizeof mid, "{\"type\":\"identify\",\"userId\":\"u\",\"messageId\":\"");
+    for (int i = 0; i < 100; i++)
+        n += snprintf(mid + n, sizeof mid - (size_t)n, "\xc3\xa9");
+    snprintf(mid + n, sizeof mid - (size_t)n, "\"}");
+    CHECK_EQ_INT(run(mid).why, PS_DROP_NONE);
+    snprintf(mid + n, sizeof mid - (size_t)n, "x\"}");
+    CHECK_EQ_INT(run(mid).why, PS_DROP_MESSAGE_ID_TOO_LONG);
+    /* traits: 299 keys pass, 300 are rejected on identify (Q16) */
+    for (int keys = 299; keys <= 300; keys++) {
+        n = snprintf(big, sizeof big, "{\"type\":\"identify\",\"userId\":\"u\",\"traits\":{");
+        for (int i = 0; i < keys; i++)
+            n += snprintf(big + n, sizeof big - (size_t)n, "%s\"k%d\":%d", i ? "," : "", i, i);
+        snprintf(big + n, sizeof big - (size_t)n, "}}");
+        CHECK_EQ_INT(run(big).why, keys == 300 ? PS_DROP_TOO_MANY_TRAITS : PS_DROP_NONE);
+    }
+    /* properties: 300 pass, 301 are dropped */
+    for (int keys = 300; keys <= 301; keys++) {
+        n = snprintf(big, sizeof big, "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\","
+                                      "\"properties\":{");
+        for (int i = 0; i < keys; i++)
+            n += snprintf(big + n, sizeof big - (size_t)n, "%s\"k%d\":%d", i ? "," : "", i, i);
+        snprintf(big + n, sizeof big - (size_t)n, "}}");
+        CHECK_EQ_INT(run(big).why, keys == 301 ? PS_DROP_TOO_MANY_PROPERTIES : PS_DROP_NONE);
+    }
+    /* whole payload unreadable */
+    got g = run("{\"type\":");
+    CHECK_EQ_INT(g.calls, -1);
+    CHECK_EQ_INT(g.why, PS_DROP_INVALID_JSON);
+    g = run("{\"type\":\"identify\",\"userId\":\"\xff\"}");
+    CHECK_EQ_INT(g.why, PS_DROP_INVALID_UTF8);
+    memset(big, ' ', sizeof big);
+    memcpy(big, "{\"type\":\"identify\",\"userId\":\"u\"", 31);
+    memcpy(big + sizeof big - 2, "}", 2);
+    g = run(big);
+    CHECK_EQ_INT(g.why, PS_DROP_TOO_LARGE);
+end:
+    ps_rules_free(rules);
+}
+
+static void stamps_and_batches(void)
+{
+    rules = ps_rules_default();
+    /* a replay keeps a logged receivedAt; the HTTP path always stamps */
+    got g = run("{\"type\":\"identify\",\"userId\":\"u\",\"receivedAt\":\"2020-01-01T00:00:00Z\"}");
+    CHECK_EQ_INT(g.received, 1577836800000LL);
+    CHECK_EQ_INT(g.ts, 1577836800000LL);
+    CHECK(strncmp(g.message_id, "ps-", 3) == 0);
+    g = run_opts("{\"type\":\"identify\",\"userId\":\"u\",\"receivedAt\":\"2020-01-01T00:00:00Z\"}",
+                 false, PS_MSG_NONE);
+    CHECK_EQ_INT(g.received, 1700000000000LL);
+    CHECK_EQ_STR(g.source_id, "src");
+    /* timestamp = receivedAt - (sentAt - originalTimestamp) */
+    g = run("{\"type\":\"identify\",\"userId\":\"u\",\"receivedAt\":\"2020-01-01T00:00:10Z\","
+            "\"sentAt\":\"2020-01-01T00:00:05Z\",\"originalTimestamp\":\"2020-01-01T00:00:03Z\"}");
+    CHECK_EQ_INT(g.ts, 1577836808000LL);
+    /* forced type (HTTP /v1/track) */
+    g = run_opts("{\"event\":\"E\",\"userId\":\"u\"}", false, PS_MSG_TRACK);
+    CHECK_EQ_INT(g.why, PS_DROP_NONE);
+    CHECK(g.body_len > 0);
+    /* a batch: envelope context merged into items, bad items dropped, good ones kept */
+    g = run("{\"batch\":[{\"type\":\"track\",\"event\":\"E\",\"anonymousId\":\"a\"},"
+            "{\"type\":\"track\",\"event\":\"E\"},7,{\"type\":\"identify\",\"userId\":\"u\","
+            "\"context\":{\"device\":{\"id\":\"own\",\"type\":\"ios\"}}}],"
+            "\"context\":{\"device\":{\"id\":\"d\",\"type\":\"android\"}}}");
+    CHECK_EQ_INT(g.calls, 4);
+    CHECK_EQ_INT(g.why, PS_DROP_NONE);
+    CHECK_EQ_STR(g.ids, "user_id:u ios.id:own ");
+    g = run("{\"batch\":[{\"type\":\"track\",\"event\":\"E\",\"anonymousId\":\"a\"}],"
+            "\"context\":{\"device\":{\"id\":\"d\",\"type\":\"android\"}}}");
+    CHECK_EQ_STR(g.ids, "anonymous_id:a android.id:d ");
+    /* trait null means remove */
+    g = run("{\"type\":\"identify\",\"userId\":\"u\",\"traits\":{\"plan\":null}}");
+    CHECK_EQ_STR(g.trait0, "plan=null(remove)");
+end:
+    ps_rules_free(rules);
+}
+
+static const test_case tests[] = {
+    {"default_locations", default_locations},
+    {"never_identifiers_and_blocked", never_identifiers_and_blocked},
+    {"custom_and_external_ids", custom_and_external_ids},
+    {"drops", drops},
+    {"stamps_and_batches", stamps_and_batches},
+};
+TEST_MAIN(tests)
