@@ -606,6 +606,8 @@ ps_status ps_graph_resolve(ps_txn *t, const ps_rules *rules, const ps_resolve_in
     bool *promoted = out->promoted;
     memset(out, 0, sizeof *out);
     out->promoted = promoted;
+    if (promoted)
+        memset(promoted, 0, in->count * sizeof *promoted);
     if (in->count == 0)
         return PS_OK;
     work w = {t, rules, in, out, ps_xcalloc(in->count, sizeof(uint64_t)),

@@ -1,0 +1,354 @@
+/* SPDX-License-Identifier: MIT */
+/* graph: SPEC 7.2 and every worked example of 7.6 as tests, plus limits over windows (7.4),
+ * grandfathering (6.4), caps (7.5), trait precedence across merges (D3) and dedup (Q32).
+ * Events go through the real ingest path. */
+#include <stdio.h>
+#include <string.h>
+
+#include "check.h"
+#include "ps/graph.h"
+#include "ps/profile.h"
+#include "tspace.h"
+
+#define RCV ",\"receivedAt\":\"2024-06-01T00:00:00Z\""
+
+static void priority_example_7_2(void)
+{
+    tspace ts;
+    tspace_open(&ts, "{\"identifiers\":{\"user_id\":{\"limit\":1,\"priority\":1},"
+                     "\"email\":{\"limit\":5,\"priority\":2},"
+                     "\"anonymous_id\":{\"limit\":5,\"priority\":3}}}");
+    tspace_ingest(&ts, "{\"type\":\"identify\",\"userId\":\"abc123\",\"traits\":{\"email\":"
+                       "\"jane@example1.com\"},\"messageId\":\"m1\"" RCV "}");
+    uint64_t p = tspace_find(&ts, "user_id:abc123");
+    CHECK(p != 0);
+    CHECK_EQ_INT(tspace_find(&ts, "email:jane@example1.com"), p);
+    tspace_ingest(&ts, "{\"type\":\"identify\",\"userId\":\"abc456\",\"traits\":{\"email\":"
+                       "\"jane@example1.com\"},\"messageId\":\"m2\"" RCV "}");
+    uint64_t q = tspace_find(&ts, "user_id:abc456");
+    CHECK(q != 0 && q != p);                                /* a new profile */
+    CHECK_EQ_INT(tspace_find(&ts, "email:jane@example1.com"), p); /* P keeps the email */
+    CHECK_EQ_INT(tspace_find(&ts, "user_id:abc123"), p);
+    CHECK_EQ_INT(tspace_audit_count(&ts, PS_AUDIT_VIOLATION, PS_VIOL_VALUE_LIMIT), 1);
+end:
+    tspace_close(&ts);
+}
+
+static void e1_anonymous_to_known(void)
+{
+    tspace ts;
+    tspace_open(&ts, NULL);
+    tspace_ingest(&ts, "{\"type\":\"page\",\"anonymousId\":\"anon_123\",\"messageId\":\"1\"" RCV
+                       "}");
+    uint64_t p = tspace_find(&ts, "anonymous_id:anon_123");
+    CHECK(p != 0);
+    tspace_ingest(&ts, "{\"type\":\"track\",\"event\":\"E\",\"anonymousId\":\"anon_123\","
+                       "\"messageId\":\"2\"" RCV "}");
+    tspace_ingest(&ts, "{\"type\":\"track\",\"event\":\"Signed Up\",\"userId\":\"use_123\","
+                       "\"anonymousId\":\"anon_123\",\"messageId\":\"3\"" RCV "}");
+    CHECK_EQ_INT(tspace_find(&ts, "user_id:use_123"), p);
+    CHECK_EQ_INT(tspace_audit_count(&ts, PS_AUDIT_CREATE, 0), 1);
+end:
+    tspace_close(&ts);
+}
+
+static void e2_cross_device(void)
+{
+    tspace ts;
+    tspace_open(&ts, NULL);
+    tspace_ingest(&ts, "{\"type\":\"track\",\"event\":\"App Opened\",\"anonymousId\":\"anon_123\","
+                       "\"context\":{\"device\":{\"id\":\"ios_abc123\",\"type\":\"ios\"}},"
+                       "\"messageId\":\"1\"" RCV "}");
+    uint64_t p = tspace_find(&ts, "ios.id:ios_abc123");
+    CHECK(p != 0);
+    CHECK_EQ_INT(tspace_find(&ts, "anonymous_id:anon_123"), p);
+    tspace_ingest(&ts, "{\"type\":\"identify\",\"userId\":\"abc123def\",\"anonymousId\":"
+                       "\"anon_123\",\"context\":{\"device\":{\"id\":\"ios_abc123\",\"type\":"
+                       "\"ios\"}},\"messageId\":\"2\"" RCV "}");
+    CHECK_EQ_INT(tspace_find(&ts, "user_id:abc123def"), p);
+    tspace_ingest(&ts, "{\"type\":\"identify\",\"userId\":\"abc123def\",\"anonymousId\":"
+                       "\"anon_456\",\"context\":{\"device\":{\"id\":\"and_1a2b3c4d\",\"type\":"
+                       "\"android\"}},\"messageId\":\"3\"" RCV "}");
+    CHECK_EQ_INT(tspace_find(&ts, "android.id:and_1a2b3c4d"), p);
+    CHECK_EQ_INT(tspace_find(&ts, "anonymous_id:anon_456"), p);
+    tspace_ingest(&ts, "{\"type\":\"identify\",\"userId\":\"abc123def\",\"anonymousId\":"
+                       "\"anon_789\",\"context\":{\"device\":{\"id\":\"and_1a2b3c4d\",\"type\":"
+                       "\"android\"}},\"messageId\":\"4\"" RCV "}");
+    CHECK_EQ_INT(tspace_find(&ts, "anonymous_id:anon_789"), p);
+    CHECK_EQ_INT(tspace_audit_count(&ts, PS_AUDIT_CREATE, 0), 1);
+end:
+    tspace_close(&ts);
+}
+
+static void e3_merge_oldest_survives(void)
+{
+    tspace ts;
+    char s1[32], s2[32], merged[32];
+    tspace_open(&ts, NULL);
+    tspace_ingest(&ts, "{\"type\":\"page\",\"anonymousId\":\"5285bc35-05ef-4d21\",\"messageId\":"
+                       "\"event_1\",\"timestamp\":\"2022-05-02T14:01:00Z\"}");
+    tspace_ingest(&ts, "{\"type\":\"identify\",\"anonymousId\":\"5285bc35-05ef-4d21\",\"traits\":"
+                       "{\"email\":\"jane.kim@segment.com\"},\"messageId\":\"event_2\","
+                       "\"timestamp\":\"2022-05-02T14:01:47Z\"}");
+    tspace_segment_id(&ts, "anonymous_id:5285bc35-05ef-4d21", s1);
+    tspace_ingest(&ts, "{\"type\":\"page\",\"anonymousId\":\"b50e18a5-1b8d-451c\",\"messageId\":"
+                       "\"event_3\",\"timestamp\":\"2022-06-22T10:47:15Z\"}");
+    tspace_segment_id(&ts, "anonymous_id:b50e18a5-1b8d-451c", s2);
+    CHECK(strcmp(s1, s2) != 0);
+    tspace_ingest(&ts, "{\"type\":\"identify\",\"anonymousId\":\"b50e18a5-1b8d-451c\",\"traits\":"
+                       "{\"email\":\"jane.kim@segment.com\"},\"messageId\":\"event_4\","
+                       "\"timestamp\":\"2022-06-22T10:48:00Z\"}");
+    tspace_segment_id(&ts, "anonymous_id:b50e18a5-1b8d-451c", merged);
+    CHECK_EQ_STR(merged, s1); /* profile_2 merged into the older profile_1 */
+    tspace_segment_id(&ts, s2, merged); /* the merged-away id resolves to the survivor */
+    CHECK_EQ_STR(merged, s1);
+    CHECK_EQ_INT(tspace_audit_count(&ts, PS_AUDIT_MERGE, 0), 1);
+    /* the merge adds no mapping rows: 3 identifiers, 3 mapping rows */
+    CHECK_EQ_INT(tspace_audit_count(&ts, PS_AUDIT_MAPPING, 0), 3);
+end:
+    tspace_close(&ts);
+}
+
+static void e4_merge_protection(void)
+{
+    tspace ts;
+    tspace_open(&ts, NULL);
+    tspace_ingest(&ts, "{\"type\":\"identify\",\"userId\":\"u1\",\"anonymousId\":\"a1\","
+                       "\"messageId\":\"1\"" RCV "}");
+    tspace_ingest(&ts, "{\"type\":\"identify\",\"userId\":\"u2\",\"anonymousId\":\"a1\","
+                       "\"messageId\":\"2\"" RCV "}");
+    uint64_t p1 = tspace_find(&ts, "user_id:u1"), p2 = tspace_find(&ts, "user_id:u2");
+    CHECK(p1 && p2 && p1 != p2);
+    CHECK_EQ_INT(tspace_find(&ts, "anonymous_id:a1"), p1);
+end:
+    tspace_close(&ts);
+}
+
+static void merge_conflict_across_two_profiles(void)
+{
+    /* an event joining two profiles that each hold a different user_id must not merge them,
+     * even though the event itself carries no user_id (Q3: union of matched profiles) */
+    tspace ts;
+    tspace_open(&ts, NULL);
+    tspace_ingest(&ts, "{\"type\":\"identify\",\"userId\":\"u1\",\"anonymousId\":\"a1\","
+                       "\"messageId\":\"1\"" RCV "}");
+    tspace_ingest(&ts, "{\"type\":\"identify\",\"userId\":\"u2\",\"traits\":{\"email\":"
+                       "\"e@x.io\"},\"messageId\":\"2\"" RCV "}");
+    tspace_ingest(&ts, "{\"type\":\"identify\",\"anonymousId\":\"a1\",\"traits\":{\"email\":"
+                       "\"e@x.io\"},\"messageId\":\"3\"" RCV "}");
+    uint64_t p1 = tspace_find(&ts, "user_id:u1"), p2 = tspace_find(&ts, "user_id:u2");
+    CHECK(p1 && p2 && p1 != p2);
+    CHECK_EQ_INT(tspace_audit_count(&ts, PS_AUDIT_MERGE, 0), 0);
+    /* anonymous_id (rank 3+) was demoted; the event resolved through email to p2 */
+    CHECK_EQ_INT(tspace_find(&ts, "anonymous_id:a1"), p1);
+end:
+    tspace_close(&ts);
+}
+
+static void weekly_window_and_grandfathering(void)
+{
+    tspace ts;
+    tspace_open(&ts, "{\"identifiers\":{\"anonymous_id\":{\"limit\":2,\"frequency\":\"weekly\"}}}");
+    const char *days[] = {"2024-01-01", "2024-01-02", "2024-01-03", "2024-01-20"};
+    char line[512];
+    for (int i = 0; i < 4; i++) {
+        snprintf(line, sizeof line,
+                 "{\"type\":\"identify\",\"userId\":\"u\",\"anonymousId\":\"a%d\",\"messageId\":"
+                 "\"m%d\",\"timestamp\":\"%sT00:00:00Z\"}",
+                 i, i, days[i]);
+        tspace_ingest(&ts, line);
+    }
+    uint64_t p = tspace_find(&ts, "user_id:u");
+    CHECK_EQ_INT(tspace_find(&ts, "anonymous_id:a0"), p);
+    CHECK_EQ_INT(tspace_find(&ts, "anonymous_id:a1"), p);
+    /* a2 would be the third value within a week: demoted, becomes its own profile? no:
+     * anonymous_id is demoted from the event, which still resolves to p by user_id */
+    CHECK_EQ_INT(tspace_find(&ts, "anonymous_id:a2"), 0);
+    /* two weeks later the window has slid: a3 is accepted */
+    CHECK_EQ_INT(tspace_find(&ts, "anonymous_id:a3"), p);
+    CHECK_EQ_INT(tspace_audit_count(&ts, PS_AUDIT_VIOLATION, PS_VIOL_TIME_LIMIT), 1);
+    /* lowering the limit later: the profile keeps its values and still matches (6.4) */
+    const char *lower = "{\"identifiers\":{\"anonymous_id\":{\"limit\":1}}}";
+    CHECK(ps_space_settings_set(ts.sp, lower, strlen(lower), NULL) == PS_OK);
+    tspace_ingest(&ts, "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\",\"anonymousId\":"
+                       "\"a0\",\"messageId\":\"m9\",\"timestamp\":\"2024-02-01T00:00:00Z\"}");
+    CHECK_EQ_INT(tspace_find(&ts, "anonymous_id:a0"), p);
+    tspace_ingest(&ts, "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\",\"anonymousId\":"
+                       "\"new\",\"messageId\":\"m10\",\"timestamp\":\"2024-02-01T00:00:00Z\"}");
+    CHECK_EQ_INT(tspace_find(&ts, "anonymous_id:new"), 0);
+end:
+    tspace_close(&ts);
+}
+
+static void new_profile_keeps_first_n(void)
+{
+    /* 7.3 note (a): a new profile takes the first `limit` values of a type in order */
+    tspace ts;
+    tspace_open(&ts, "{\"identifiers\":{\"phone\":{\"limit\":1}}}");
+    tspace_ingest(&ts, "{\"type\":\"track\",\"event\":\"E\",\"anonymousId\":\"a\",\"context\":{"
+                       "\"externalIds\":[{\"id\":\"1\",\"type\":\"phone\",\"collection\":\"users\","
+                       "\"encoding\":\"none\"},{\"id\":\"2\",\"type\":\"phone\",\"collection\":"
+                       "\"users\",\"encoding\":\"none\"}]},\"messageId\":\"m\"" RCV "}");
+    uint64_t p = tspace_find(&ts, "anonymous_id:a");
+    CHECK(p != 0);
+    CHECK_EQ_INT(tspace_find(&ts, "phone:1"), p);
+    CHECK_EQ_INT(tspace_find(&ts, "phone:2"), 0);
+end:
+    tspace_close(&ts);
+}
+
+static void blocked_values_do_not_resolve(void)
+{
+    tspace ts;
+    tspace_open(&ts, NULL);
+    /* a hard-coded QA id would otherwise merge everyone */
+    tspace_ingest(&ts, "{\"type\":\"identify\",\"userId\":\"0\",\"anonymousId\":\"a1\","
+                       "\"messageId\":\"1\"" RCV "}");
+    tspace_ingest(&ts, "{\"type\":\"identify\",\"userId\":\"0\",\"anonymousId\":\"a2\","
+                       "\"messageId\":\"2\"" RCV "}");
+    CHECK(tspace_find(&ts, "anonymous_id:a1") != tspace_find(&ts, "anonymous_id:a2"));
+    CHECK_EQ_INT(tspace_find(&ts, "user_id:0"), 0);
+    tspace_ingest(&ts, "{\"type\":\"identify\",\"userId\":\"null\",\"messageId\":\"3\"" RCV "}");
+    CHECK_EQ_INT(tspace_audit_count(&ts, PS_AUDIT_VIOLATION, PS_VIOL_NO_IDENTIFIERS), 1);
+    CHECK_EQ_INT(tspace_audit_count(&ts, PS_AUDIT_VIOLATION, PS_VIOL_BLOCKED), 3);
+    CHECK_EQ_INT(ps_ingest_stats_get(ts.in)->unresolved, 1);
+end:
+    tspace_close(&ts);
+}
+
+static void merge_and_mapping_caps(void)
+{
+    tspace ts;
+    char line[512];
+    tspace_open(&ts, "{\"merge_limit\":2,\"mapping_limit\":4}");
+    /* three anonymous profiles, then an event joining each to u: two merges allowed */
+    for (int i = 0; i < 4; i++) {
+        snprintf(line, sizeof line,
+                 "{\"type\":\"track\",\"event\":\"E\",\"anonymousId\":\"a%d\",\"messageId\":"
+                 "\"c%d\"" RCV "}",
+                 i, i);
+        tspace_ingest(&ts, line);
+    }
+    for (int i = 1; i < 4; i++) {
+        snprintf(line, sizeof line,
+                 "{\"type\":\"track\",\"event\":\"E\",\"anonymousId\":\"a0\",\"userId\":\"u\","
+                 "\"context\":{\"traits\":{\"email\":\"e%d@x\"}},\"messageId\":\"j%d\"" RCV "}",
+                 i, i);
+        tspace_ingest(&ts, line);
+        snprintf(line, sizeof line,
+                 "{\"type\":\"track\",\"event\":\"E\",\"anonymousId\":\"a%d\",\"userId\":\"u\","
+                 "\"messageId\":\"k%d\"" RCV "}",
+                 i, i);
+        tspace_ingest(&ts, line);
+    }
+    uint64_t p = tspace_find(&ts, "user_id:u");
+    CHECK_EQ_INT(tspace_find(&ts, "anonymous_id:a0"), p);
+    CHECK_EQ_INT(tspace_audit_count(&ts, PS_AUDIT_MERGE, 0), 2);
+    CHECK(tspace_audit_count(&ts, PS_AUDIT_VIOLATION, PS_VIOL_MERGE_LIMIT) >= 1);
+    CHECK(tspace_audit_count(&ts, PS_AUDIT_VIOLATION, PS_VIOL_MAPPING_LIMIT) >= 1);
+    CHECK(tspace_find(&ts, "anonymous_id:a3") != p);
+end:
+    tspace_close(&ts);
+}
+
+static ps_status render(tspace *ts, const char *ident, ps_buf *out)
+{
+    ps_txn *t;
+    const ps_rules *r;
+    ps_profile p;
+    ps_status st = ps_txn_begin(ps_space_store(ts->sp), false, &t);
+    if (st != PS_OK)
+        return st;
+    if ((st = ps_space_rules(ts->sp, t, &r)) == PS_OK &&
+        (st = ps_profile_find(t, r, -1, ident, strlen(ident), &p)) == PS_OK) {
+        ps_render_opts o = {.event_limit = 5, .links = true};
+        st = ps_profile_render(t, &p, &o, out);
+    }
+    ps_txn_abort(t);
+    return st;
+}
+
+static void traits_later_write_wins_across_merge(void)
+{
+    tspace ts;
+    ps_buf out;
+    ps_buf_init(&out);
+    tspace_open(&ts, NULL);
+    tspace_ingest(&ts, "{\"type\":\"identify\",\"anonymousId\":\"a\",\"traits\":{\"plan\":\"free\","
+                       "\"city\":\"Oslo\",\"temp\":1},\"messageId\":\"1\"" RCV "}");
+    tspace_ingest(&ts, "{\"type\":\"identify\",\"userId\":\"u\",\"traits\":{\"plan\":\"pro\"},"
+                       "\"messageId\":\"2\"" RCV "}");
+    tspace_ingest(&ts, "{\"type\":\"identify\",\"anonymousId\":\"a\",\"traits\":{\"city\":"
+                       "\"Rome\",\"temp\":null},\"messageId\":\"3\"" RCV "}");
+    /* join: the older (anonymous) profile survives; per key the later write wins */
+    tspace_ingest(&ts, "{\"type\":\"track\",\"event\":\"E\",\"anonymousId\":\"a\",\"userId\":"
+                       "\"u\",\"messageId\":\"4\"" RCV "}");
+    CHECK_EQ_INT(tspace_find(&ts, "user_id:u"), tspace_find(&ts, "anonymous_id:a"));
+    CHECK(render(&ts, "user_id:u", &out) == PS_OK);
+    CHECK(strstr((const char *)out.ptr, "\"traits\":{\"city\":\"Rome\",\"plan\":\"pro\"}") != NULL);
+    /* group calls: account traits and links both ways */
+    ps_buf_reset(&out);
+    tspace_ingest(&ts, "{\"type\":\"group\",\"userId\":\"u\",\"groupId\":\"g1\",\"traits\":{"
+                       "\"name\":\"Acme\"},\"messageId\":\"5\"" RCV "}");
+    CHECK(render(&ts, "group_id:g1", &out) == PS_OK);
+    CHECK(strstr((const char *)out.ptr, "\"collection\":\"accounts\"") != NULL);
+    CHECK(strstr((const char *)out.ptr, "\"traits\":{\"name\":\"Acme\"}") != NULL);
+    CHECK(strstr((const char *)out.ptr, "\"to_collection\":\"users\"") != NULL);
+    ps_buf_reset(&out);
+    CHECK(render(&ts, "user_id:u", &out) == PS_OK);
+    CHECK(strstr((const char *)out.ptr, "\"to_collection\":\"accounts\"") != NULL);
+    CHECK(strstr((const char *)out.ptr, "\"message_id\":\"4\"") != NULL); /* the event */
+end:
+    ps_buf_clear(&out);
+    tspace_close(&ts);
+}
+
+static void dedup_on_message_id(void)
+{
+    tspace ts;
+    tspace_open(&ts, NULL);
+    tspace_ingest(&ts, "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\",\"messageId\":\"d1\","
+                       "\"receivedAt\":\"2024-01-01T00:00:00Z\"}");
+    tspace_ingest(&ts, "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\",\"messageId\":\"d1\","
+                       "\"receivedAt\":\"2024-01-01T10:00:00Z\"}");
+    CHECK_EQ_INT(ps_ingest_stats_get(ts.in)->duplicates, 1);
+    /* outside the 24 h window the same id is accepted again */
+    tspace_ingest(&ts, "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\",\"messageId\":\"d1\","
+                       "\"receivedAt\":\"2024-01-03T00:00:00Z\"}");
+    CHECK_EQ_INT(ps_ingest_stats_get(ts.in)->duplicates, 1);
+    CHECK_EQ_INT(ps_ingest_stats_get(ts.in)->accepted, 2);
+end:
+    tspace_close(&ts);
+}
+
+static void segment_ids_are_deterministic(void)
+{
+    char a[PS_SEGMENT_ID_LEN + 1], b[PS_SEGMENT_ID_LEN + 1], c[PS_SEGMENT_ID_LEN + 1];
+    ps_graph_segment_id("space", PS_USERS, 1, a);
+    ps_graph_segment_id("space", PS_USERS, 1, b);
+    ps_graph_segment_id("space", PS_USERS, 2, c);
+    CHECK_EQ_STR(a, b);
+    CHECK(strcmp(a, c) != 0);
+    CHECK_EQ_INT(strlen(a), 31);
+    CHECK(strncmp(a, "use_", 4) == 0);
+    ps_graph_segment_id("space", PS_ACCOUNTS, 1, c);
+    CHECK(strncmp(c, "acc_", 4) == 0);
+end:;
+}
+
+static const test_case tests[] = {
+    {"priority_example_7_2", priority_example_7_2},
+    {"e1_anonymous_to_known", e1_anonymous_to_known},
+    {"e2_cross_device", e2_cross_device},
+    {"e3_merge_oldest_survives", e3_merge_oldest_survives},
+    {"e4_merge_protection", e4_merge_protection},
+    {"merge_conflict_across_two_profiles", merge_conflict_across_two_profiles},
+    {"weekly_window_and_grandfathering", weekly_window_and_grandfathering},
+    {"new_profile_keeps_first_n", new_profile_keeps_first_n},
+    {"blocked_values_do_not_resolve", blocked_values_do_not_resolve},
+    {"merge_and_mapping_caps", merge_and_mapping_caps},
+    {"traits_later_write_wins_across_merge", traits_later_write_wins_across_merge},
+    {"dedup_on_message_id", dedup_on_message_id},
+    {"segment_ids_are_deterministic", segment_ids_are_deterministic},
+};
+TEST_MAIN(tests)
