@@ -64,6 +64,12 @@ static int one_line(run *r, const char *line, size_t len, uint64_t number)
     if (skip == len)
         return EXIT_OK; /* blank line */
     r->lines++;
+    if (len - skip > PS_BATCH_MAX_BYTES) {
+        if (r->malformed++ < MALFORMED_SHOWN)
+            fprintf(stderr, "%s:%llu: skipped: line longer than %d bytes\n", r->file,
+                    (unsigned long long)number, PS_BATCH_MAX_BYTES);
+        return EXIT_OK;
+    }
     ps_drop why;
     ps_status st = ps_ingest_payload(r->in, (const uint8_t *)line + skip, len - skip, number, &why);
     if (st == PS_EINVAL || st == PS_ETOOBIG) {

@@ -1,0 +1,150 @@
+# SPDX-License-Identifier: MIT
+"""profilectl's contract: commands, outputs and exit codes (DESIGN 5.2)."""
+import json
+import os
+
+from common import Store, run_tests
+
+
+def test_usage_and_exit_codes():
+    s = Store()
+    try:
+        assert s.ctl("--help").stdout.startswith("usage: profilectl")
+        p = s.ctl("frobnicate", check=False)
+        assert p.returncode == 1 and "unknown command 'frobnicate'" in p.stderr
+        p = s.ctl("inspect", "nope", "user_id:x", check=False)
+        assert p.returncode == 2 and "no space 'nope'" in p.stderr
+        p = s.ctl("space", "create", "bad name!", check=False)
+        assert p.returncode == 3 and "invalid space name" in p.stderr
+        s.ctl("space", "create", "s1")
+        p = s.ctl("space", "create", "s1", check=False)
+        assert p.returncode == 3 and "already exists" in p.stderr
+        s.ctl("space", "create", "s0")
+        assert s.ctl("space", "list").stdout == "s0\ns1\n"
+        assert s.json("space", "list") == ["s0", "s1"]
+        p = s.ctl("inspect", "s1", "user_id:ghost", check=False)
+        assert p.returncode == 2 and "no profile for user_id:ghost" in p.stderr
+        p = s.ctl("inspect", "s1", "garbage", check=False)
+        assert p.returncode == 3
+        p = s.ctl("ingest", "s1", "--batch", "0", check=False)
+        assert p.returncode == 1 and "--batch" in p.stderr
+        p = s.ctl("ingest", "s1", "/no/such/file", check=False)
+        assert p.returncode == 2 and "cannot open /no/such/file" in p.stderr
+        p = s.ctl("export", "s1", "--collection", "people", check=False)
+        assert p.returncode == 1
+        p = s.ctl("inspect", "s1", "user_id:x", "--wat", check=False)
+        assert p.returncode == 1 and "unknown option --wat" in p.stderr
+    finally:
+        s.close()
+
+
+def test_settings_get_set_check():
+    s = Store()
+    try:
+        bad = os.path.join(s.dir, "bad.json")
+        with open(bad, "w") as f:
+            f.write('{"identifiers":{"email":{"limit":0},"phone":{"frequency":"often"}},"x":1}')
+        p = s.ctl("settings", "check", bad, check=False)
+        assert p.returncode == 3
+        for path in ("$.identifiers.email.limit", "$.identifiers.phone.frequency", "$.x"):
+            assert path in p.stderr, p.stderr
+        p = s.ctl("space", "create", "s", "--settings", bad, check=False)
+        assert p.returncode == 3 and "space not created" in p.stderr
+        assert s.ctl("space", "list").stdout == ""
+        s.ctl("space", "create", "s")
+        got = json.loads(s.ctl("settings", "get", "s").stdout)
+        ids = got["identifiers"]
+        assert ids["user_id"]["rank"] == 1 and ids["user_id"]["limit"] == 1
+        assert ids["email"]["rank"] == 2
+        assert ids["android.id"]["rank"] == 3 and ids["android.idfa"]["rank"] == 4
+        assert ids["anonymous_id"]["rank"] == 6 and ids["zz_new"]["rank"] == 14 if "zz_new" in ids else True
+        good = os.path.join(s.dir, "good.json")
+        with open(good, "w") as f:
+            f.write('{"identifiers":{"phone":{"limit":1,"keys":["phone"]}}}')
+        assert "valid" in s.ctl("settings", "check", good).stdout
+        p = s.ctl("settings", "set", "s", bad, check=False)
+        assert p.returncode == 3 and "settings not applied" in p.stderr
+        s.ctl("settings", "set", "s", good)
+        got = json.loads(s.ctl("settings", "get", "s").stdout)
+        assert got["identifiers"]["phone"]["limit"] == 1
+        # an unseen type is added with defaults once it appears, and ranked by name
+        s.ctl("ingest", "s", "-", input='{"type":"track","event":"E","anonymousId":"a",'
+              '"context":{"externalIds":[{"id":"1","type":"zz_id","collection":"users",'
+              '"encoding":"none"}]}}\n')
+        got = json.loads(s.ctl("settings", "get", "s").stdout)
+        assert got["identifiers"]["zz_id"]["limit"] == 5
+        ranks = sorted(got["identifiers"].items(), key=lambda kv: kv[1]["rank"])
+        assert ranks[-1][0] == "zz_id"
+    finally:
+        s.close()
+
+
+def test_ingest_reports_malformed_lines_and_goes_on():
+    s = Store()
+    try:
+        s.ctl("space", "create", "s")
+        lines = [
+            '{"type":"identify","userId":"u1","traits":{"plan":"pro"},"messageId":"a"}',
+            '{"type":"identify", oops',
+            '',
+            '{"type":"track","userId":"u1"}',
+            '{"batch":[{"type":"track","event":"E","userId":"u1","messageId":"b"},'
+            '{"type":"track","event":"E"}]}',
+            '{"type":"track","event":"E","userId":"u1","messageId":"a"}',
+            '[1,2]',
+            '{"type":"page","anonymousId":"x","name":"Home","messageId":"c"}',
+        ]
+        p = s.ctl("--json", "ingest", "s", "-", input="\n".join(lines) + "\n")
+        summary = json.loads(p.stdout)
+        assert "stdin:2: skipped: invalid_json" in p.stderr, p.stderr
+        assert "stdin:7: skipped: not_object" in p.stderr, p.stderr
+        assert summary["lines"] == 7 and summary["malformed_lines"] == 2
+        assert summary["accepted"] == 3 and summary["duplicates"] == 1
+        assert summary["dropped"] == {"invalid_json": 1, "not_object": 1,
+                                      "missing_event_name": 1, "no_user_anon_id": 1}
+        doc = s.json("inspect", "s", "user_id:u1")
+        assert doc["traits"] == {"plan": "pro"}
+        assert [e["message_id"] for e in doc["events"]] == ["b"]
+        assert s.ctl("check", "s").stdout.endswith("ok\n")
+    finally:
+        s.close()
+
+
+def test_oversized_line_is_skipped_not_loaded():
+    s = Store()
+    try:
+        s.ctl("space", "create", "s")
+        huge = '{"type":"track","event":"E","userId":"u","properties":{"x":"' + "y" * 600000 + '"}}'
+        good = '{"type":"track","event":"E","userId":"u2"}'
+        p = s.ctl("--json", "ingest", "s", "-", input=huge + "\n" + good + "\n")
+        assert "stdin:1: skipped: line longer than" in p.stderr, p.stderr
+        assert json.loads(p.stdout)["accepted"] == 1
+        s.json("inspect", "s", "user_id:u2")
+    finally:
+        s.close()
+
+
+def test_export_is_stable_and_complete():
+    s = Store()
+    try:
+        s.ctl("space", "create", "s")
+        s.ctl("ingest", "s", "-", input=(
+            '{"type":"identify","userId":"u1","anonymousId":"a1","traits":{"n":1}}\n'
+            '{"type":"group","userId":"u1","groupId":"g1","traits":{"name":"G"}}\n'
+            '{"type":"identify","userId":"u2"}\n'))
+        out1 = s.ctl("export", "s").stdout
+        out2 = s.ctl("export", "s").stdout
+        assert out1 == out2
+        docs = [json.loads(l) for l in out1.splitlines()]
+        assert [d["collection"] for d in docs] == ["users", "accounts", "users"]
+        assert {x["type"] + ":" + x["id"] for x in docs[0]["external_ids"]} == \
+            {"user_id:u1", "anonymous_id:a1"}
+        accounts = s.ctl("export", "s", "--collection", "accounts").stdout.splitlines()
+        assert len(accounts) == 1 and json.loads(accounts[0])["traits"] == {"name": "G"}
+    finally:
+        s.close()
+
+
+run_tests([test_usage_and_exit_codes, test_settings_get_set_check,
+           test_ingest_reports_malformed_lines_and_goes_on,
+           test_oversized_line_is_skipped_not_loaded, test_export_is_stable_and_complete])
