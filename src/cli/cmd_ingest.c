@@ -79,8 +79,9 @@ static int one_line(run *r, const char *line, size_t len, uint64_t number)
         return EXIT_OK;
     }
     if (st != PS_OK)
-        return cli_fail(cli_exit_code(st), "%s:%llu: %s; the open batch was not stored",
-                        r->file, (unsigned long long)number, ps_status_str(st));
+        return cli_fail(cli_exit_code(st), "%s:%llu: %s%s; the open batch was not stored",
+                        r->file, (unsigned long long)number, ps_status_str(st),
+                        st == PS_EFULL ? " (raise PS_MAP_SIZE)" : "");
     if (ps_ingest_pending(r->in) >= r->batch)
         return commit(r, number);
     return EXIT_OK;
