@@ -9,6 +9,17 @@ bool ps_utf8_valid(const uint8_t *s, size_t len, size_t *count)
 {
     size_t n = 0, i = 0;
     while (i < len) {
+        /* ASCII runs, 8 bytes at a time: JSON is mostly ASCII */
+        while (i + 8 <= len) {
+            uint64_t word;
+            memcpy(&word, s + i, 8);
+            if (word & 0x8080808080808080ULL)
+                break;
+            i += 8;
+            n += 8;
+        }
+        if (i >= len)
+            break;
         uint8_t c = s[i];
         if (c < 0x80) {
             i++;

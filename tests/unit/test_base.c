@@ -34,6 +34,11 @@ static void utf8(void)
     CHECK(!ps_utf8_valid((const uint8_t *)"\xed\xa0\x80", 3, NULL));    /* surrogate */
     CHECK(ps_utf8_valid((const uint8_t *)"\xf0\x9f\x98\x80", 4, &n));  /* emoji */
     CHECK_EQ_INT(n, 1);
+    /* across the 8-byte ASCII fast path */
+    CHECK(ps_utf8_valid((const uint8_t *)"abcdefgh\xc3\xa9ijklmnopq", 19, &n));
+    CHECK_EQ_INT(n, 18);
+    CHECK(!ps_utf8_valid((const uint8_t *)"abcdefghi\xffjklmnopq", 18, NULL));
+    CHECK(!ps_utf8_valid((const uint8_t *)"abcdefghijklmnop\xe2\x82", 18, NULL));
 end:;
 }
 
