@@ -1,0 +1,37 @@
+#!/bin/sh
+# Checks the layering of DESIGN 6 / STYLE B1: a file may include project headers of its own
+# layer or below only, and third-party headers stay in their home module.
+set -eu
+cd "$(dirname "$0")/.."
+rank() {
+    case "$1" in
+    base) echo 0 ;; model) echo 1 ;; storage) echo 2 ;; resolve) echo 3 ;;
+    service) echo 4 ;; http | cli) echo 5 ;; *) echo 99 ;;
+    esac
+}
+fail=0
+for f in src/*/*.c src/*/*.h; do
+    [ -e "$f" ] || continue
+    layer=$(echo "$f" | cut -d/ -f2)
+    mine=$(rank "$layer")
+    for h in $(sed -n 's/^#include "ps\/\([a-z_]*\)\.h".*/\1/p' "$f"); do
+        impl=$(ls src/*/"$h".c 2>/dev/null | head -1)
+        [ -n "$impl" ] || { echo "$f: includes ps/$h.h, which has no src/*/$h.c"; fail=1; continue; }
+        theirs=$(rank "$(echo "$impl" | cut -d/ -f2)")
+        if [ "$theirs" -gt "$mine" ]; then
+            echo "$f: $layer includes ps/$h.h from a higher layer ($impl)"
+            fail=1
+        fi
+    done
+    case "$f" in src/storage/*) ;; *)
+        grep -qE '^#include <(lmdb|msgpack)' "$f" && { echo "$f: LMDB/msgpack outside storage"; fail=1; } ;;
+    esac
+    case "$f" in src/model/*) ;; *)
+        grep -qE '^#include <cjson/' "$f" && { echo "$f: cJSON outside model"; fail=1; } ;;
+    esac
+    case "$f" in src/http/*) ;; *)
+        grep -qE '^#include <event2/' "$f" && { echo "$f: libevent outside http"; fail=1; } ;;
+    esac
+done
+[ "$fail" -eq 0 ] && echo "layers ok"
+exit "$fail"
