@@ -86,16 +86,18 @@ ps_status ps_graph_lookup(ps_txn *t, uint8_t coll, const char *type, const char 
     return ps_graph_find(t, m.profile, canonical);
 }
 
-ps_status ps_graph_violation(ps_txn *t, const ps_resolve_in *in, ps_violation v,
-                             const ps_ident *id, uint64_t profile)
+/* Appends an audit row of `kind` for the event being resolved. */
+static ps_status audit_row(ps_txn *t, const ps_resolve_in *in, ps_audit_kind kind,
+                           ps_violation reason, uint64_t profile, uint64_t canonical,
+                           const ps_ident *id)
 {
     ps_audit_rec a = {
-        .kind = PS_AUDIT_VIOLATION,
-        .reason = (uint8_t)v,
+        .kind = (uint8_t)kind,
+        .reason = (uint8_t)reason,
         .event_type = in->event_type,
         .collection = (uint8_t)in->collection,
         .profile = profile,
-        .canonical = profile,
+        .canonical = canonical,
         .timestamp_ms = in->timestamp_ms,
         .received_ms = in->received_ms,
         .message_id = PS_SLICE_STR(in->message_id),
@@ -104,6 +106,12 @@ ps_status ps_graph_violation(ps_txn *t, const ps_resolve_in *in, ps_violation v,
         .value = id ? (ps_slice){(const uint8_t *)id->value, id->value_len} : PS_SLICE_STR(""),
     };
     return ps_store_audit_append(t, &a);
+}
+
+ps_status ps_graph_violation(ps_txn *t, const ps_resolve_in *in, ps_violation v,
+                             const ps_ident *id, uint64_t profile)
+{
+    return audit_row(t, in, PS_AUDIT_VIOLATION, v, profile, profile, id);
 }
 
 /* ---- per-event working state ---- */
@@ -325,19 +333,8 @@ static ps_status create_profile(work *w, ps_profile *p)
         st = ps_store_member_put(w->t, p->seq, p->seq);
     if (st != PS_OK)
         return st;
-    ps_audit_rec a = {
-        .kind = PS_AUDIT_CREATE,
-        .event_type = in->event_type,
-        .collection = (uint8_t)in->collection,
-        .profile = p->seq,
-        .canonical = p->seq,
-        .timestamp_ms = in->timestamp_ms,
-        .received_ms = in->received_ms,
-        .message_id = PS_SLICE_STR(in->message_id),
-        .source_id = PS_SLICE_STR(in->source_id),
-    };
     w->out->created = true;
-    return ps_store_audit_append(w->t, &a);
+    return audit_row(w->t, in, PS_AUDIT_CREATE, PS_VIOL_NONE, p->seq, p->seq, NULL);
 }
 
 typedef struct u64_list {
@@ -408,18 +405,7 @@ static ps_status merge_into(work *w, ps_profile *s, uint64_t q)
         mp.parent = s->seq; /* keep the forest flat */
         if ((st = ps_store_profile_put(w->t, &mp)) != PS_OK)
             break;
-        ps_audit_rec a = {
-            .kind = PS_AUDIT_MERGE,
-            .event_type = in->event_type,
-            .collection = (uint8_t)in->collection,
-            .profile = m,
-            .canonical = s->seq,
-            .timestamp_ms = in->timestamp_ms,
-            .received_ms = in->received_ms,
-            .message_id = PS_SLICE_STR(in->message_id),
-            .source_id = PS_SLICE_STR(in->source_id),
-        };
-        st = ps_store_audit_append(w->t, &a);
+        st = audit_row(w->t, in, PS_AUDIT_MERGE, PS_VIOL_NONE, m, s->seq, NULL);
     }
     for (size_t i = 0; st == PS_OK && i < maps.count; i++) {
         pmap_row *r = &maps.rows[i];
@@ -469,20 +455,7 @@ static ps_status add_mapping(work *w, ps_profile *s, size_t i)
     s->mapping_count++;
     w->owner[i] = s->seq;
     w->out->mappings++;
-    ps_audit_rec a = {
-        .kind = PS_AUDIT_MAPPING,
-        .event_type = in->event_type,
-        .collection = (uint8_t)in->collection,
-        .profile = s->seq,
-        .canonical = s->seq,
-        .timestamp_ms = in->timestamp_ms,
-        .received_ms = in->received_ms,
-        .message_id = PS_SLICE_STR(in->message_id),
-        .source_id = PS_SLICE_STR(in->source_id),
-        .type = PS_SLICE_STR(id->type),
-        .value = (ps_slice){(const uint8_t *)id->value, id->value_len},
-    };
-    return ps_store_audit_append(w->t, &a);
+    return audit_row(w->t, in, PS_AUDIT_MAPPING, PS_VIOL_NONE, s->seq, s->seq, id);
 }
 
 static ps_status violation(work *w, ps_violation v, size_t i, uint64_t profile)
