@@ -93,6 +93,10 @@ const ps_custom_key *ps_rules_custom_keys(const ps_rules *r, size_t *count);
  * ones), each with its rank from 1 in priority order. Output parses back to equal rules. */
 void ps_rules_to_json(const ps_rules *r, const char *const *seen, size_t seen_count, ps_buf *out);
 
+/* True when `s` (`len` bytes) is a valid identifier type name: 1-PS_TYPE_MAX characters of
+ * a-z, 0-9, '_', '.', '-'. */
+bool ps_rules_type_name_valid(const char *s, size_t len);
+
 /* Returns the name of a frequency ("ever", ...). */
 const char *ps_frequency_name(ps_frequency f);
 

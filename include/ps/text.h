@@ -19,6 +19,10 @@ void ps_base62(const uint8_t *bytes, size_t len, char *out, size_t ndigits);
 /* SipHash-2-4 of `data` under the 16-byte `key`. */
 uint64_t ps_siphash(const uint8_t key[16], const void *data, size_t len);
 
+/* Narrows (*s, *len) past leading and trailing ASCII whitespace (space, \t \n \r \f \v).
+ * The one definition of "trim" for identifier types and values, at ingest and at lookup. */
+void ps_trim(const char **s, size_t *len);
+
 /* Lowercases ASCII letters of `s` in place. */
 void ps_ascii_lower(char *s, size_t len);
 

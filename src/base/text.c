@@ -138,6 +138,21 @@ uint64_t ps_siphash(const uint8_t key[16], const void *data, size_t len)
     return v0 ^ v1 ^ v2 ^ v3;
 }
 
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+void ps_trim(const char **s, size_t *len)
+{
+    while (*len && is_space(**s)) {
+        (*s)++;
+        (*len)--;
+    }
+    while (*len && is_space((*s)[*len - 1]))
+        (*len)--;
+}
+
 void ps_ascii_lower(char *s, size_t len)
 {
     for (size_t i = 0; i < len; i++)

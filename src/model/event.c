@@ -74,11 +74,6 @@ static const char *scalar_text(const cJSON *v, char numbuf[40])
     return NULL;
 }
 
-static bool is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-}
-
 static void add_id(parse_ctx *c, ps_collection coll, const char *type, const cJSON *raw,
                    ps_ident_flag flag)
 {
@@ -90,12 +85,7 @@ static void add_id(parse_ctx *c, ps_collection coll, const char *type, const cJS
     if (text == NULL)
         return; /* null, bool, object, array: never identifiers (18.Q7) */
     size_t len = strlen(text);
-    while (len && is_space(text[0])) {
-        text++;
-        len--;
-    }
-    while (len && is_space(text[len - 1]))
-        len--;
+    ps_trim(&text, &len);
     if (len == 0)
         return;
     if (flag == PS_IDENT_OK && len > PS_VALUE_MAX) {
@@ -159,24 +149,13 @@ static void add_external_ids(parse_ctx *c, const cJSON *arr, bool accounts_too)
         char tbuf[PS_TYPE_MAX + 1];
         const char *t = type->valuestring;
         size_t tl = strlen(t);
-        while (tl && is_space(*t)) {
-            t++;
-            tl--;
-        }
-        while (tl && is_space(t[tl - 1]))
-            tl--;
+        ps_trim(&t, &tl);
         if (tl == 0 || tl > PS_TYPE_MAX)
             continue;
         memcpy(tbuf, t, tl);
         tbuf[tl] = 0;
         ps_ascii_lower(tbuf, tl);
-        bool ok = true;
-        for (size_t i = 0; i < tl; i++) {
-            char ch = tbuf[i];
-            ok &= (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' ||
-                  ch == '.' || ch == '-';
-        }
-        if (!ok)
+        if (!ps_rules_type_name_valid(tbuf, tl))
             continue;
         ps_collection cl;
         if (strcmp(coll->valuestring, "users") == 0)

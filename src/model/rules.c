@@ -294,9 +294,8 @@ static void join_path(char *out, size_t cap, const char *a, const char *sep, con
     out[n] = 0;
 }
 
-static bool valid_type_name(const char *s)
+bool ps_rules_type_name_valid(const char *s, size_t len)
 {
-    size_t len = strlen(s);
     if (len == 0 || len > PS_TYPE_MAX)
         return false;
     for (size_t i = 0; i < len; i++) {
@@ -409,7 +408,7 @@ static void parse_blocked(parse_ctx *c, const cJSON *arr, const char *path, type
 static void parse_identifier(parse_ctx *c, const cJSON *obj, const char *type_path)
 {
     const char *name = obj->string;
-    if (!valid_type_name(name)) {
+    if (!ps_rules_type_name_valid(name, strlen(name))) {
         err(c, type_path, "identifier type must be 1-%d characters of a-z, 0-9, '_', '.', '-'",
             PS_TYPE_MAX);
         return;

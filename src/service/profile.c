@@ -11,11 +11,6 @@
 #include "ps/graph.h"
 #include "ps/text.h"
 
-static bool is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
 static bool is_segment_id(const char *s, size_t len)
 {
     if (len != PS_SEGMENT_ID_LEN || (memcmp(s, "use_", 4) != 0 && memcmp(s, "acc_", 4) != 0))
@@ -52,18 +47,8 @@ ps_status ps_profile_find(ps_txn *t, const ps_rules *r, int collection, const ch
     }
     const char *type = ident, *value = colon + 1;
     size_t tl = (size_t)(colon - ident), vl = len - tl - 1;
-    while (tl && is_space(*type)) {
-        type++;
-        tl--;
-    }
-    while (tl && is_space(type[tl - 1]))
-        tl--;
-    while (vl && is_space(*value)) {
-        value++;
-        vl--;
-    }
-    while (vl && is_space(value[vl - 1]))
-        vl--;
+    ps_trim(&type, &tl);
+    ps_trim(&value, &vl);
     if (tl == 0 || tl > PS_TYPE_MAX || vl == 0 || vl > PS_VALUE_MAX)
         return PS_EINVAL;
     if (memchr(value, 0, vl) || memchr(type, 0, tl))

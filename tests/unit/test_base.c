@@ -1,4 +1,6 @@
 /* SPDX-License-Identifier: MIT */
+#include <string.h>
+
 #include "check.h"
 #include "ps/clock.h"
 #include "ps/text.h"
@@ -57,9 +59,24 @@ static void base62(void)
 end:;
 }
 
+static void trim(void)
+{
+    const char *s = " \t\v a b \f\r\n";
+    size_t len = strlen(s);
+    ps_trim(&s, &len);
+    CHECK_EQ_INT(len, 3);
+    CHECK(strncmp(s, "a b", 3) == 0);
+    s = " \n ";
+    len = 3;
+    ps_trim(&s, &len);
+    CHECK_EQ_INT(len, 0);
+end:;
+}
+
 static const test_case tests[] = {
     {"time_roundtrip", time_roundtrip},
     {"utf8", utf8},
     {"base62", base62},
+    {"trim", trim},
 };
 TEST_MAIN(tests)
