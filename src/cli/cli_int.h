@@ -34,6 +34,9 @@ void cli_print_diags(const ps_diags *d);
 /* Takes "--name VALUE" style options out of c->argv; returns the value or NULL. */
 const char *cli_take_option(cli *c, const char *name);
 bool cli_take_flag(cli *c, const char *name);
+/* Takes "--name N" when present: *out = N if it is an integer in [lo, hi], else fails with a
+ * usage error naming the range. Leaves *out alone when the option is absent. */
+int cli_take_number(cli *c, const char *name, long lo, long hi, size_t *out);
 /* Fails with a usage error when an unknown --option remains. */
 int cli_no_more_options(const cli *c);
 

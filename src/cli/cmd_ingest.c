@@ -180,22 +180,14 @@ static void summary(const run *r, const ps_ingest_stats *s)
 int cmd_ingest(cli *c)
 {
     const char *source = cli_take_option(c, "--source");
-    const char *batch = cli_take_option(c, "--batch");
+    size_t batch_size = 10000;
     bool verbose = cli_take_flag(c, "--verbose");
-    int rc = cli_no_more_options(c);
-    if (rc)
+    int rc = cli_take_number(c, "--batch", 1, 1000000, &batch_size);
+    if (rc || (rc = cli_no_more_options(c)))
         return rc;
     if (c->argc < 1)
         return cli_fail(EXIT_USAGE, "usage: profilectl ingest SPACE [FILE...|-] [--source ID] "
                                     "[--batch N] [--verbose]");
-    size_t batch_size = 10000;
-    if (batch) {
-        char *end;
-        long v = strtol(batch, &end, 10);
-        if (*end || v < 1 || v > 1000000)
-            return cli_fail(EXIT_USAGE, "--batch must be a number from 1 to 1000000");
-        batch_size = (size_t)v;
-    }
     if (source && (source[0] == 0 || strlen(source) > PS_SOURCE_ID_MAX))
         return cli_fail(EXIT_USAGE, "--source must be 1-%d characters", PS_SOURCE_ID_MAX);
     ps_space *sp;

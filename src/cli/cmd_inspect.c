@@ -77,21 +77,13 @@ done:
 
 int cmd_inspect(cli *c)
 {
-    const char *events = cli_take_option(c, "--events");
-    int rc = cli_no_more_options(c);
-    if (rc)
+    size_t event_limit = 20;
+    int rc = cli_take_number(c, "--events", 0, 10000, &event_limit);
+    if (rc || (rc = cli_no_more_options(c)))
         return rc;
     if (c->argc != 2)
         return cli_fail(EXIT_USAGE, "usage: profilectl inspect SPACE IDENT [--json] [--events N]"
                                     "  (IDENT: type:value or segment_id)");
-    size_t event_limit = 20;
-    if (events) {
-        char *end;
-        long v = strtol(events, &end, 10);
-        if (*end || v < 0 || v > 10000)
-            return cli_fail(EXIT_USAGE, "--events must be a number from 0 to 10000");
-        event_limit = (size_t)v;
-    }
     ps_space *sp;
     if ((rc = cli_open_space(c, c->argv[0], true, &sp)))
         return rc;

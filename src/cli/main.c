@@ -145,6 +145,19 @@ bool cli_take_flag(cli *c, const char *name)
     return false;
 }
 
+int cli_take_number(cli *c, const char *name, long lo, long hi, size_t *out)
+{
+    const char *text = cli_take_option(c, name);
+    if (text == NULL)
+        return EXIT_OK;
+    char *end;
+    long v = strtol(text, &end, 10);
+    if (*text == 0 || *end || v < lo || v > hi)
+        return cli_fail(EXIT_USAGE, "%s must be a number from %ld to %ld", name, lo, hi);
+    *out = (size_t)v;
+    return EXIT_OK;
+}
+
 int cli_no_more_options(const cli *c)
 {
     for (int i = 0; i < c->argc; i++)
