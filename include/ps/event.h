@@ -130,4 +130,16 @@ ps_status ps_event_parse(const uint8_t *json, size_t len, const ps_accept_opts *
 /* Appends the compact JSON of top-level `key` of the stored message `body` to `out`, or
  * "null" when absent or when `body` is not a JSON object. For reading stored events. */
 void ps_event_body_field(ps_slice body, const char *key, ps_buf *out);
+
+/* Appends `,"key":<compact JSON>` to `out` for each of the `count` keys, reading `body`
+ * once; an absent key (or a body that is not an object) gives `null`. */
+void ps_event_body_members(ps_slice body, const char *const *keys, size_t count, ps_buf *out);
+
+/* Parses a Delete Profile Identifier request body (SPEC 11.1):
+ * {"delete_external_ids":[{"id":..., "type":...}]}. Exactly one entry with string `id` and
+ * `type` is accepted; `type` is copied into `type` (capacity PS_TYPE_MAX + 1) and `id` into
+ * `value` (capacity PS_VALUE_MAX + 1), both NUL-terminated. PS_EINVAL with `why` naming the
+ * problem; PS_ETOOBIG when more than one entry is listed. */
+ps_status ps_event_parse_delete_ids(const char *json, size_t len, char *type, char *value,
+                                    size_t *value_len, const char **why);
 #endif

@@ -68,6 +68,13 @@ ps_status ps_graph_lookup(ps_txn *t, uint8_t coll, const char *type, const char 
  * name and the profile sequence number. `out` holds PS_SEGMENT_ID_LEN + 1 bytes. */
 void ps_graph_segment_id(const char *space, uint8_t coll, uint64_t seq, char *out);
 
+/* Removes identifier (type, value) from canonical profile `canonical` (SPEC 11.1, Q28): its
+ * ident and pmap rows go, the mapping count drops and a REMOVED audit row is written; the
+ * profile is not split and its history stays. `in` supplies the audit row's message and
+ * source ids and times. PS_ENOTFOUND when the profile does not hold the identifier. */
+ps_status ps_graph_unmap(ps_txn *t, uint64_t canonical, const char *type, const char *value,
+                         size_t value_len, const ps_resolve_in *in);
+
 /* Records a violation row in the audit log. */
 ps_status ps_graph_violation(ps_txn *t, const ps_resolve_in *in, ps_violation v,
                              const ps_ident *id, uint64_t profile);

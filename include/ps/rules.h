@@ -55,6 +55,8 @@ typedef struct ps_rules_options {
     int64_t events_lookback_ms;  /* Profile API default events window */
     uint32_t merge_limit;        /* merges per profile (SPEC 7.5) */
     uint32_t mapping_limit;      /* identifier mappings per profile */
+    uint32_t api_rate_per_second; /* Profile API token bucket refill; 0: no limit (D8) */
+    uint32_t api_rate_burst;      /* bucket size; 0: same as the rate */
 } ps_rules_options;
 
 #define PS_DIAGS_MAX 32

@@ -51,6 +51,7 @@ typedef enum ps_counter {
     PS_CTR_MESSAGE,     /* accepted messages in processing order, from 1 */
     PS_CTR_AUDIT,       /* audit rows, from 1 */
     PS_CTR_MAPPING,     /* identifier mappings (map_ ids), from 1 */
+    PS_CTR_MERGE,       /* absorbed profiles, from 1 (stores of older builds lack it: 1) */
     PS_CTR__COUNT
 } ps_counter;
 /* Returns the next value of `c` and advances it (write transactions only). */
@@ -61,6 +62,10 @@ uint64_t ps_txn_peek(ps_txn *t, ps_counter c);
 /* ---- meta: named values (settings JSON, versions) ---- */
 ps_status ps_store_meta_get(ps_txn *t, const char *key, ps_slice *out);
 ps_status ps_store_meta_put(ps_txn *t, const char *key, ps_slice value);
+ps_status ps_store_meta_del(ps_txn *t, const char *key); /* PS_ENOTFOUND when absent */
+typedef bool (*ps_meta_fn)(void *ud, ps_slice key, ps_slice value);
+/* Visits the meta entries whose key starts with `prefix`, by key. */
+ps_status ps_store_meta_scan(ps_txn *t, const char *prefix, ps_meta_fn fn, void *ud);
 
 /* ---- profile: seq -> record ---- */
 typedef struct ps_profile {
@@ -85,6 +90,9 @@ ps_status ps_store_segid_put(ps_txn *t, const char *segment_id, uint64_t seq);
 /* Visits profiles in seq order from `from_seq`; `fn` returns false to stop. */
 typedef bool (*ps_profile_fn)(void *ud, const ps_profile *p);
 ps_status ps_store_profile_scan(ps_txn *t, uint64_t from_seq, ps_profile_fn fn, void *ud);
+/* Visits profiles with seq < `before_seq`, newest first. */
+ps_status ps_store_profile_scan_desc(ps_txn *t, uint64_t before_seq, ps_profile_fn fn,
+                                     void *ud);
 
 /* ---- ident: (collection, type, value) -> mapping ---- */
 typedef struct ps_mapping {
@@ -100,6 +108,8 @@ ps_status ps_store_ident_get(ps_txn *t, uint8_t coll, const char *type, const ch
                              size_t value_len, ps_mapping *out);
 ps_status ps_store_ident_put(ps_txn *t, uint8_t coll, const char *type, const char *value,
                              size_t value_len, const ps_mapping *m);
+ps_status ps_store_ident_del(ps_txn *t, uint8_t coll, const char *type, const char *value,
+                             size_t value_len);
 typedef bool (*ps_ident_fn)(void *ud, uint8_t coll, const char *type, const char *value,
                             size_t value_len, const ps_mapping *m);
 ps_status ps_store_ident_scan(ps_txn *t, ps_ident_fn fn, void *ud);
@@ -160,6 +170,9 @@ typedef bool (*ps_pevent_fn)(void *ud, uint64_t profile, int64_t ts_ms, uint64_t
 /* Visits the profile's events with (ts, seq) < (before_ts, before_seq), newest first. */
 ps_status ps_store_pevent_scan_desc(ps_txn *t, uint64_t profile, int64_t before_ts,
                                     uint64_t before_seq, ps_pevent_fn fn, void *ud);
+/* Visits the profile's events with (ts, seq) > (after_ts, after_seq), oldest first. */
+ps_status ps_store_pevent_scan_asc(ps_txn *t, uint64_t profile, int64_t after_ts,
+                                   uint64_t after_seq, ps_pevent_fn fn, void *ud);
 /* Every (profile, ts, seq) index row, for `check`. */
 ps_status ps_store_pevent_scan_all(ps_txn *t, ps_pevent_fn fn, void *ud);
 /* Deletes events received before `cutoff_ms`, oldest first, at most `max` of them, with their
@@ -188,6 +201,7 @@ typedef enum ps_audit_kind {
     PS_AUDIT_MAPPING = 3,   /* external_id_mapping_updates, CREATED */
     PS_AUDIT_TRAITS = 4,    /* profile_traits_updates: a message changed traits */
     PS_AUDIT_VIOLATION = 5, /* Profiles Insights violation or error */
+    PS_AUDIT_UNMAP = 6,     /* external_id_mapping_updates, REMOVED (SPEC 11.1) */
 } ps_audit_kind;
 
 typedef struct ps_audit_rec {

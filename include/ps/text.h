@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* text: UTF-8 validation, base62 and base64url, and a keyed 64-bit hash (SipHash-2-4).
+/* text: UTF-8 validation, base62, base64, percent-decoding and a keyed 64-bit hash (SipHash-2-4).
  * Pure functions over bytes; no allocation. */
 #ifndef PS_TEXT_H
 #define PS_TEXT_H
@@ -25,5 +25,23 @@ void ps_trim(const char **s, size_t *len);
 
 /* Lowercases ASCII letters of `s` in place. */
 void ps_ascii_lower(char *s, size_t len);
+
+/* Percent-decodes `s` once into `out` (capacity at least `len`; not NUL-terminated). A '+'
+ * stays a '+' in paths (SPEC Q37) and becomes a space in query strings (`plus_is_space`,
+ * form encoding). Returns false for a '%' not followed by two hex digits. *out_len
+ * receives the decoded length. */
+bool ps_pct_decode(const char *s, size_t len, bool plus_is_space, char *out, size_t *out_len);
+
+/* Base64 without padding in the URL-safe alphabet (RFC 4648 section 5). `out` must hold
+ * PS_B64URL_LEN(len) + 1 bytes; it is NUL-terminated. Returns the length written. */
+#define PS_B64URL_LEN(n) (((n) * 4 + 2) / 3)
+size_t ps_b64url_encode(const uint8_t *in, size_t len, char *out);
+
+/* Decodes base64 into `out` (capacity `cap`). `url` selects the URL-safe alphabet without
+ * padding; otherwise the standard alphabet, where '=' padding is optional but must be
+ * correct. Returns false on any character outside the alphabet, a bad length, non-zero
+ * trailing bits, or output beyond `cap`. *out_len receives the decoded length. */
+bool ps_b64_decode(const char *in, size_t len, bool url, uint8_t *out, size_t cap,
+                   size_t *out_len);
 
 #endif

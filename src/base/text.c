@@ -159,3 +159,102 @@ void ps_ascii_lower(char *s, size_t len)
         if (s[i] >= 'A' && s[i] <= 'Z')
             s[i] = (char)(s[i] + 32);
 }
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+bool ps_pct_decode(const char *s, size_t len, bool plus_is_space, char *out, size_t *out_len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] != '%') {
+            out[o++] = plus_is_space && s[i] == '+' ? ' ' : s[i];
+            continue;
+        }
+        int hi = i + 2 < len ? hex_value(s[i + 1]) : -1;
+        int lo = hi >= 0 ? hex_value(s[i + 2]) : -1;
+        if (lo < 0)
+            return false;
+        out[o++] = (char)(hi << 4 | lo);
+        i += 2;
+    }
+    *out_len = o;
+    return true;
+}
+
+static const char b64_url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+size_t ps_b64url_encode(const uint8_t *in, size_t len, char *out)
+{
+    size_t o = 0, i = 0;
+    for (; i + 3 <= len; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+        out[o++] = b64_url[v >> 18];
+        out[o++] = b64_url[(v >> 12) & 63];
+        out[o++] = b64_url[(v >> 6) & 63];
+        out[o++] = b64_url[v & 63];
+    }
+    if (i < len) {
+        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < len ? (uint32_t)in[i + 1] << 8 : 0);
+        out[o++] = b64_url[v >> 18];
+        out[o++] = b64_url[(v >> 12) & 63];
+        if (i + 1 < len)
+            out[o++] = b64_url[(v >> 6) & 63];
+    }
+    out[o] = 0;
+    return o;
+}
+
+static int b64_value(char c, bool url)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == (url ? '-' : '+'))
+        return 62;
+    if (c == (url ? '_' : '/'))
+        return 63;
+    return -1;
+}
+
+bool ps_b64_decode(const char *in, size_t len, bool url, uint8_t *out, size_t cap,
+                   size_t *out_len)
+{
+    if (!url && len % 4 == 0 && len > 0) { /* strip correct padding only */
+        size_t pad = in[len - 1] == '=' ? (in[len - 2] == '=' ? 2 : 1) : 0;
+        len -= pad;
+    }
+    if (len % 4 == 1)
+        return false;
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < len; i++) {
+        int v = b64_value(in[i], url);
+        if (v < 0)
+            return false;
+        acc = (acc << 6 | (uint32_t)v) & 0xffffff;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (o == cap)
+                return false;
+            out[o++] = (uint8_t)(acc >> bits);
+        }
+    }
+    if (bits > 0 && (acc & ((1u << bits) - 1)) != 0)
+        return false; /* non-canonical: leftover bits must be zero */
+    *out_len = o;
+    return true;
+}

@@ -532,3 +532,52 @@ void ps_event_body_field(ps_slice body, const char *key, ps_buf *out)
     cJSON_free(text);
     cJSON_Delete(root);
 }
+
+void ps_event_body_members(ps_slice body, const char *const *keys, size_t count, ps_buf *out)
+{
+    cJSON *root = cJSON_ParseWithLength((const char *)body.ptr, body.len);
+    for (size_t i = 0; i < count; i++) {
+        const cJSON *v = get(root, keys[i]);
+        char *text = v ? cJSON_PrintUnformatted(v) : NULL;
+        ps_buf_printf(out, ",\"%s\":%s", keys[i], text ? text : "null");
+        cJSON_free(text);
+    }
+    cJSON_Delete(root);
+}
+
+ps_status ps_event_parse_delete_ids(const char *json, size_t len, char *type, char *value,
+                                    size_t *value_len, const char **why)
+{
+    ps_status st = PS_EINVAL;
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    const cJSON *list = get(root, "delete_external_ids"), *item, *id, *ty;
+    if (root == NULL) {
+        *why = "the body is not valid JSON";
+    } else if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) == 0) {
+        *why = "Missing required parameters: delete_external_ids must list one identifier";
+    } else if (cJSON_GetArraySize(list) > 1) {
+        *why = "Only one external_id can be deleted at a time.";
+        st = PS_ETOOBIG;
+    } else if (!cJSON_IsString(id = get(item = cJSON_GetArrayItem(list, 0), "id")) ||
+               !cJSON_IsString(ty = get(item, "type"))) {
+        *why = "Missing required parameters: each entry needs string `id` and `type`";
+    } else {
+        const char *t = ty->valuestring, *v = id->valuestring;
+        size_t tl = strlen(t), vl = strlen(v);
+        ps_trim(&t, &tl);
+        ps_trim(&v, &vl);
+        if (tl == 0 || tl > PS_TYPE_MAX || vl == 0 || vl > PS_VALUE_MAX) {
+            *why = "the identifier's `type` or `id` is empty or too long";
+        } else {
+            memcpy(type, t, tl);
+            type[tl] = 0;
+            ps_ascii_lower(type, tl);
+            memcpy(value, v, vl);
+            value[vl] = 0;
+            *value_len = vl;
+            st = PS_OK;
+        }
+    }
+    cJSON_Delete(root);
+    return st;
+}

@@ -554,6 +554,10 @@ ps_status ps_rules_parse(const char *json, size_t len, ps_rules **out, ps_diags 
             get_uint(&c, f, p, 0, 100000, &c.r->opt.merge_limit);
         } else if (strcmp(f->string, "mapping_limit") == 0) {
             get_uint(&c, f, p, 1, 1000000, &c.r->opt.mapping_limit);
+        } else if (strcmp(f->string, "api_rate_limit_per_second") == 0) {
+            get_uint(&c, f, p, 0, 10000000, &c.r->opt.api_rate_per_second);
+        } else if (strcmp(f->string, "api_rate_limit_burst") == 0) {
+            get_uint(&c, f, p, 0, 10000000, &c.r->opt.api_rate_burst);
         } else {
             err(&c, p, "unknown setting");
         }
@@ -659,10 +663,13 @@ void ps_rules_to_json(const ps_rules *r, const char *const *seen, size_t seen_co
                   "{\n  \"version\": 1,\n  \"suggested_blocked\": %s,\n  \"blocked_presets\": [%s],\n"
                   "  \"email_from_properties\": %s,\n  \"dedup_window_hours\": %u,\n"
                   "  \"event_retention_days\": %u,\n  \"events_lookback_days\": %u,\n"
-                  "  \"merge_limit\": %u,\n  \"mapping_limit\": %u,\n  \"blocked\": ",
+                  "  \"merge_limit\": %u,\n  \"mapping_limit\": %u,\n"
+                  "  \"api_rate_limit_per_second\": %u,\n  \"api_rate_limit_burst\": %u,\n"
+                  "  \"blocked\": ",
                   r->suggested_blocked ? "true" : "false", r->junk_preset ? "\"junk_ids\"" : "",
                   r->opt.email_from_properties ? "true" : "false", r->dedup_hours,
-                  r->retention_days, r->lookback_days, r->opt.merge_limit, r->opt.mapping_limit);
+                  r->retention_days, r->lookback_days, r->opt.merge_limit, r->opt.mapping_limit,
+                  r->opt.api_rate_per_second, r->opt.api_rate_burst);
     /* the space-wide list without the suggested/preset entries, which are flags above */
     size_t builtin_count = (r->suggested_blocked ? 4 : 0) +
                            (r->junk_preset ? sizeof junk_exact / sizeof *junk_exact : 0);

@@ -108,6 +108,32 @@ static ps_status audit_row(ps_txn *t, const ps_resolve_in *in, ps_audit_kind kin
     return ps_store_audit_append(t, &a);
 }
 
+ps_status ps_graph_unmap(ps_txn *t, uint64_t canonical, const char *type, const char *value,
+                         size_t value_len, const ps_resolve_in *in)
+{
+    ps_profile p;
+    int64_t first_seen;
+    ps_status st = ps_store_profile_get(t, canonical, &p);
+    if (st == PS_OK && p.parent != 0)
+        st = PS_EINVAL; /* callers pass the canonical profile */
+    if (st == PS_OK)
+        st = ps_store_pmap_get(t, canonical, type, value, value_len, &first_seen);
+    if (st == PS_OK)
+        st = ps_store_pmap_del(t, canonical, type, value, value_len);
+    if (st == PS_OK)
+        st = ps_store_ident_del(t, p.collection, type, value, value_len);
+    if (st == PS_ENOTFOUND)
+        return PS_ECORRUPT; /* a pmap row without its ident row */
+    if (st != PS_OK)
+        return st;
+    PS_ASSERT(p.mapping_count > 0);
+    p.mapping_count--;
+    if ((st = ps_store_profile_put(t, &p)) != PS_OK)
+        return st;
+    ps_ident id = {type, value, (uint32_t)value_len, p.collection, 0};
+    return audit_row(t, in, PS_AUDIT_UNMAP, PS_VIOL_NONE, canonical, canonical, &id);
+}
+
 ps_status ps_graph_violation(ps_txn *t, const ps_resolve_in *in, ps_violation v,
                              const ps_ident *id, uint64_t profile)
 {
@@ -393,6 +419,7 @@ static ps_status merge_into(work *w, ps_profile *s, uint64_t q)
             (st = ps_store_member_put(w->t, s->seq, m)) != PS_OK)
             break;
         if (m == q) {
+            (void)ps_txn_next(w->t, PS_CTR_MERGE); /* a running total for metrics */
             mp = qp;
             mp.merged_into = s->seq;
             mp.merged_ms = in->received_ms;

@@ -16,7 +16,7 @@ typedef struct ctx {
     uint64_t counter;
     uint64_t max_seq;
     uint64_t noncanonical;
-    uint64_t audit_create, audit_merge, audit_mapping;
+    uint64_t audit_create, audit_merge, audit_mapping, audit_unmap;
 } ctx;
 
 static void problem(ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -232,6 +232,8 @@ static bool check_audit(void *ud, const ps_audit_rec *a)
         c->audit_merge++;
     else if (a->kind == PS_AUDIT_MAPPING)
         c->audit_mapping++;
+    else if (a->kind == PS_AUDIT_UNMAP)
+        c->audit_unmap++;
     else if (a->kind != PS_AUDIT_TRAITS && a->kind != PS_AUDIT_VIOLATION)
         problem(c, "audit row %llu: unknown kind %u", (unsigned long long)a->seq, a->kind);
     if (a->seq >= ps_txn_peek(c->t, PS_CTR_AUDIT))
@@ -280,9 +282,9 @@ ps_status ps_check_space(ps_space *sp, ps_check_report *report)
         if (c.audit_create != report->profiles)
             problem(&c, "audit: %llu create rows for %llu profiles",
                     (unsigned long long)c.audit_create, (unsigned long long)report->profiles);
-        if (c.audit_mapping != report->identifiers)
-            problem(&c, "audit: %llu mapping rows for %llu identifiers",
-                    (unsigned long long)c.audit_mapping,
+        if (c.audit_mapping - c.audit_unmap != report->identifiers)
+            problem(&c, "audit: %llu mapping rows less %llu removals for %llu identifiers",
+                    (unsigned long long)c.audit_mapping, (unsigned long long)c.audit_unmap,
                     (unsigned long long)report->identifiers);
         if (c.audit_merge < c.noncanonical)
             problem(&c, "audit: %llu merge rows for %llu merged-away profiles",

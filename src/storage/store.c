@@ -454,9 +454,9 @@ ps_status ps_txn_begin(ps_store *s, bool write, ps_txn **out)
     ps_status st = get_raw(t, DB_META, &v);
     if (st == PS_OK) {
         rec r;
-        st = decode(t, &v, PS_CTR__COUNT, &r);
-        for (int i = 0; st == PS_OK && i < PS_CTR__COUNT; i++)
-            t->counters[i] = r_u64(&r, (uint32_t)i);
+        st = decode(t, &v, PS_CTR_MERGE, &r); /* counters added later default to 1 */
+        for (uint32_t i = 0; st == PS_OK && i < PS_CTR__COUNT && i < r.count; i++)
+            t->counters[i] = r_u64(&r, i);
     } else if (st == PS_ENOTFOUND) {
         st = PS_OK;
     }
@@ -540,6 +540,34 @@ ps_status ps_store_meta_put(ps_txn *t, const char *key, ps_slice value)
     key_reset(t);
     key_bytes(t, key, strlen(key));
     return put_raw(t, DB_META, value.ptr, value.len);
+}
+
+ps_status ps_store_meta_del(ps_txn *t, const char *key)
+{
+    key_reset(t);
+    key_bytes(t, key, strlen(key));
+    return del_key(t, DB_META);
+}
+
+typedef struct meta_iter {
+    ps_meta_fn fn;
+    void *ud;
+} meta_iter;
+
+static bool meta_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
+{
+    (void)t;
+    (void)st;
+    meta_iter *it = ud;
+    return it->fn(it->ud, (ps_slice){k->mv_data, k->mv_size}, (ps_slice){v->mv_data, v->mv_size});
+}
+
+ps_status ps_store_meta_scan(ps_txn *t, const char *prefix, ps_meta_fn fn, void *ud)
+{
+    meta_iter it = {fn, ud};
+    key_reset(t);
+    key_bytes(t, prefix, strlen(prefix));
+    return iterate(t, DB_META, NULL, 0, meta_visit, &it);
 }
 
 /* ---- profile ---- */
@@ -652,6 +680,29 @@ ps_status ps_store_profile_scan(ps_txn *t, uint64_t from_seq, ps_profile_fn fn, 
     return iterate(t, DB_PROFILE, start, 8, profile_visit, &it);
 }
 
+ps_status ps_store_profile_scan_desc(ps_txn *t, uint64_t before_seq, ps_profile_fn fn,
+                                     void *ud)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(t->txn, t->store->dbi[DB_PROFILE], &cur);
+    if (rc)
+        return map_rc(rc, "profile");
+    uint8_t start[8];
+    put_be64(start, before_seq);
+    MDB_val k = {8, start}, v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_PREV)
+                 : rc == MDB_NOTFOUND ? mdb_cursor_get(cur, &k, &v, MDB_LAST) : rc;
+    ps_status st = PS_OK;
+    profile_iter it = {fn, ud};
+    while (rc == 0 && profile_visit(t, &it, &k, &v, &st))
+        rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+    if (rc && rc != MDB_NOTFOUND && st == PS_OK)
+        st = map_rc(rc, "profile");
+    mdb_cursor_close(cur);
+    return st;
+}
+
 /* ---- ident ---- */
 
 static void ident_key(ps_txn *t, uint8_t coll, const char *type, const char *value, size_t vlen)
@@ -698,6 +749,13 @@ ps_status ps_store_ident_put(ps_txn *t, uint8_t coll, const char *type, const ch
     pk_cstr(&pk, m->first_message_id);
     ident_key(t, coll, type, value, value_len);
     return put_val(t, DB_IDENT);
+}
+
+ps_status ps_store_ident_del(ps_txn *t, uint8_t coll, const char *type, const char *value,
+                             size_t value_len)
+{
+    ident_key(t, coll, type, value, value_len);
+    return del_key(t, DB_IDENT);
 }
 
 typedef struct ident_iter {
@@ -1040,6 +1098,46 @@ ps_status ps_store_pevent_scan_desc(ps_txn *t, uint64_t profile, int64_t before_
         if (!fn(ud, profile, (int64_t)get_be64(p + 8), get_be64(p + 16)))
             break;
         rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+    }
+    if (rc && rc != MDB_NOTFOUND && st == PS_OK)
+        st = map_rc(rc, "pevent");
+    mdb_cursor_close(cur);
+    return st;
+}
+
+ps_status ps_store_pevent_scan_asc(ps_txn *t, uint64_t profile, int64_t after_ts,
+                                   uint64_t after_seq, ps_pevent_fn fn, void *ud)
+{
+    uint8_t start[24];
+    put_be64(start, profile);
+    if (after_seq == UINT64_MAX) { /* the first key after every seq of after_ts */
+        if (after_ts == INT64_MAX)
+            return PS_OK;
+        after_ts++;
+        after_seq = 0;
+    } else {
+        after_seq++;
+    }
+    put_be64(start + 8, (uint64_t)after_ts);
+    put_be64(start + 16, after_seq);
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(t->txn, t->store->dbi[DB_PEVENT], &cur);
+    if (rc)
+        return map_rc(rc, "pevent");
+    MDB_val k = {24, start}, v;
+    ps_status st = PS_OK;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    while (rc == 0) {
+        if (k.mv_size != 24) {
+            st = PS_ECORRUPT;
+            break;
+        }
+        const uint8_t *p = k.mv_data;
+        if (get_be64(p) != profile)
+            break;
+        if (!fn(ud, profile, (int64_t)get_be64(p + 8), get_be64(p + 16)))
+            break;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
     }
     if (rc && rc != MDB_NOTFOUND && st == PS_OK)
         st = map_rc(rc, "pevent");

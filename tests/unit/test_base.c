@@ -73,7 +73,54 @@ static void trim(void)
 end:;
 }
 
+static void pct_decode(void)
+{
+    char out[64];
+    size_t n;
+    CHECK(ps_pct_decode("phone_number:%2B5555550123", 26, false, out, &n));
+    CHECK_EQ_INT(n, 24);
+    CHECK(memcmp(out, "phone_number:+5555550123", 24) == 0);
+    CHECK(ps_pct_decode("a+b%20c%3a", 10, false, out, &n)); /* '+' stays '+', lower hex works */
+    CHECK(n == 6 && memcmp(out, "a+b c:", 6) == 0);
+    CHECK(ps_pct_decode("a+b", 3, true, out, &n)); /* query strings: '+' is a space */
+    CHECK(n == 3 && memcmp(out, "a b", 3) == 0);
+    CHECK(ps_pct_decode("%2525", 5, false, out, &n)); /* decoded once: %25 -> '%', then "25" */
+    CHECK(n == 3 && memcmp(out, "%25", 3) == 0);
+    CHECK(!ps_pct_decode("bad%2", 5, false, out, &n));
+    CHECK(!ps_pct_decode("bad%zz", 6, false, out, &n));
+    CHECK(!ps_pct_decode("%", 1, false, out, &n));
+end:;
+}
+
+static void base64(void)
+{
+    char enc[64];
+    uint8_t dec[64];
+    size_t n;
+    const uint8_t raw[] = {0xfb, 0xff, 0x00, 'a', 'b'};
+    for (size_t len = 0; len <= sizeof raw; len++) { /* every tail length round-trips */
+        size_t el = ps_b64url_encode(raw, len, enc);
+        CHECK_EQ_INT(el, PS_B64URL_LEN(len));
+        CHECK(ps_b64_decode(enc, el, true, dec, sizeof dec, &n));
+        CHECK(n == len && memcmp(dec, raw, len) == 0);
+    }
+    CHECK(ps_b64url_encode(raw, 3, enc) == 4);
+    CHECK_EQ_STR(enc, "-_8A");
+    /* standard alphabet with padding, as in HTTP Basic */
+    CHECK(ps_b64_decode("dG9rOg==", 8, false, dec, sizeof dec, &n));
+    CHECK(n == 4 && memcmp(dec, "tok:", 4) == 0);
+    CHECK(ps_b64_decode("dG9rOg", 6, false, dec, sizeof dec, &n));
+    CHECK(!ps_b64_decode("dG9rOh==", 8, false, dec, sizeof dec, &n)); /* trailing bits */
+    CHECK(!ps_b64_decode("dG9r*g==", 8, false, dec, sizeof dec, &n));
+    CHECK(!ps_b64_decode("-_8A", 4, false, dec, sizeof dec, &n));   /* url chars in std */
+    CHECK(!ps_b64_decode("abcde", 5, true, dec, sizeof dec, &n));   /* impossible length */
+    CHECK(!ps_b64_decode("AAAAAAAA", 8, true, dec, 5, &n));         /* beyond capacity */
+end:;
+}
+
 static const test_case tests[] = {
+    {"pct_decode", pct_decode},
+    {"base64", base64},
     {"time_roundtrip", time_roundtrip},
     {"utf8", utf8},
     {"base62", base62},
