@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "ps/mem.h"
 #include "ps/rules.h"
@@ -33,9 +34,13 @@ void ps_space_close(ps_space *sp);
 ps_store *ps_space_store(ps_space *sp);
 const char *ps_space_name(const ps_space *sp);
 
-/* The space's current rules, reloaded when the settings changed since the last call.
- * Borrowed: valid until the next call or ps_space_close(). */
+/* The space's current rules as seen by `t`, reloaded when the settings changed. Safe to call
+ * from several threads. Borrowed: valid until ps_space_close() (replaced rules are kept). */
 ps_status ps_space_rules(ps_space *sp, ps_txn *t, const ps_rules **out);
+
+/* Takes one Profile API request from the space's token bucket (rate and burst from `r`).
+ * Returns false when over the limit, with *retry_ms the wait. Thread-safe. */
+bool ps_space_rate_take(ps_space *sp, const ps_rules *r, int64_t now_ms, int64_t *retry_ms);
 
 /* Replaces the settings after validating them whole. */
 ps_status ps_space_settings_set(ps_space *sp, const char *json, size_t len, ps_diags *diags);

@@ -4,17 +4,25 @@
 #include "ps/space.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "ps/auth.h"
+#include "ps/ratelimit.h"
+
 struct ps_space {
     ps_store *store;
     char *name;
+    pthread_mutex_t lock; /* guards the fields below: servers share a space across threads */
     ps_rules *rules;
     ps_buf rules_source; /* the settings bytes `rules` was built from */
+    ps_rules **retired;  /* replaced rules, still borrowed by other threads until close */
+    size_t retired_count;
+    ps_bucket bucket;    /* Profile API rate limit */
 };
 
 bool ps_space_name_valid(const char *name)
@@ -78,15 +86,20 @@ ps_status ps_space_open(const char *data_dir, const char *name, bool read_only, 
         return PS_EINVAL;
     char dir[4096];
     space_dir(data_dir, name, dir, sizeof dir);
-    ps_store *store;
+    ps_store *store = NULL;
     ps_store_opts opts = {.read_only = read_only};
     ps_status st = ps_store_open(dir, &opts, &store);
-    if (st != PS_OK)
+    if (st == PS_OK && !read_only)
+        st = ps_auth_secret_ensure(store); /* spaces from before cursors lack one */
+    if (st != PS_OK) {
+        ps_store_close(store);
         return st;
+    }
     ps_space *sp = ps_xcalloc(1, sizeof *sp);
     sp->store = store;
     sp->name = ps_xstrdup(name);
     ps_buf_init(&sp->rules_source);
+    pthread_mutex_init(&sp->lock, NULL);
     *out = sp;
     return PS_OK;
 }
@@ -97,6 +110,10 @@ void ps_space_close(ps_space *sp)
         return;
     ps_store_close(sp->store);
     ps_rules_free(sp->rules);
+    for (size_t i = 0; i < sp->retired_count; i++)
+        ps_rules_free(sp->retired[i]);
+    free(sp->retired);
+    pthread_mutex_destroy(&sp->lock);
     ps_buf_clear(&sp->rules_source);
     free(sp->name);
     free(sp);
@@ -120,22 +137,42 @@ ps_status ps_space_rules(ps_space *sp, ps_txn *t, const ps_rules **out)
         s = (ps_slice){(const uint8_t *)"{}", 2};
     else if (st != PS_OK)
         return st;
+    pthread_mutex_lock(&sp->lock);
     if (sp->rules && s.len == sp->rules_source.len &&
         memcmp(s.ptr, sp->rules_source.ptr, s.len) == 0) {
         *out = sp->rules;
+        pthread_mutex_unlock(&sp->lock);
         return PS_OK;
     }
     ps_rules *r;
     ps_diags d;
     st = ps_rules_parse((const char *)s.ptr, s.len, &r, &d);
-    if (st != PS_OK)
+    if (st != PS_OK) {
+        pthread_mutex_unlock(&sp->lock);
         return PS_ECORRUPT; /* settings are validated before they are stored */
+    }
     ps_buf_reset(&sp->rules_source);
     ps_buf_append(&sp->rules_source, s.ptr, s.len);
-    ps_rules_free(sp->rules);
+    if (sp->rules) {
+        sp->retired = ps_xrealloc(sp->retired, (sp->retired_count + 1) * sizeof *sp->retired);
+        sp->retired[sp->retired_count++] = sp->rules;
+    }
     sp->rules = r;
     *out = r;
+    pthread_mutex_unlock(&sp->lock);
     return PS_OK;
+}
+
+bool ps_space_rate_take(ps_space *sp, const ps_rules *r, int64_t now_ms, int64_t *retry_ms)
+{
+    const ps_rules_options *o = ps_rules_options_get(r);
+    if (o->api_rate_per_second == 0)
+        return true;
+    pthread_mutex_lock(&sp->lock);
+    bool ok = ps_bucket_take(&sp->bucket, o->api_rate_per_second, o->api_rate_burst, now_ms,
+                             retry_ms);
+    pthread_mutex_unlock(&sp->lock);
+    return ok;
 }
 
 ps_status ps_space_settings_set(ps_space *sp, const char *json, size_t len, ps_diags *diags)

@@ -3,6 +3,7 @@
 
 #include "check.h"
 #include "ps/clock.h"
+#include "ps/ratelimit.h"
 #include "ps/text.h"
 
 static void time_roundtrip(void)
@@ -118,7 +119,27 @@ static void base64(void)
 end:;
 }
 
+static void bucket(void)
+{
+    ps_bucket b = {0};
+    int64_t wait = 0;
+    CHECK(ps_bucket_take(&b, 0, 0, 0, &wait)); /* rate 0: no limit */
+    for (int i = 0; i < 5; i++)                /* starts full: a burst of 5 */
+        CHECK(ps_bucket_take(&b, 10, 5, 1000, &wait));
+    CHECK(!ps_bucket_take(&b, 10, 5, 1000, &wait));
+    CHECK(wait >= 1 && wait <= 101);
+    CHECK(!ps_bucket_take(&b, 10, 5, 1050, &wait)); /* half a token */
+    CHECK(ps_bucket_take(&b, 10, 5, 1100, &wait));  /* 100 ms at 10/s = one token */
+    CHECK(!ps_bucket_take(&b, 10, 5, 1100, &wait));
+    CHECK(!ps_bucket_take(&b, 10, 5, 900, &wait)); /* the clock stepped back: no refill */
+    for (int i = 0; i < 5; i++)                    /* a long pause refills only to burst */
+        CHECK(ps_bucket_take(&b, 10, 5, 100000, &wait));
+    CHECK(!ps_bucket_take(&b, 10, 5, 100000, &wait));
+end:;
+}
+
 static const test_case tests[] = {
+    {"bucket", bucket},
     {"pct_decode", pct_decode},
     {"base64", base64},
     {"time_roundtrip", time_roundtrip},

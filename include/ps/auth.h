@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: MIT */
+/* auth: Profile API access tokens and the space's secret for signing cursors. Tokens live in
+ * the space's meta table as SHA-256 hashes under "token/<name>" (never the token itself) and
+ * are compared in constant time; the secret lives under "secret/cursor". Every check reads
+ * inside the caller's transaction, so a token created or revoked by another process counts
+ * from the next request on. */
+#ifndef PS_AUTH_H
+#define PS_AUTH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ps/space.h"
+#include "ps/status.h"
+#include "ps/store.h"
+
+#define PS_TOKEN_NAME_MAX 64 /* bytes; same alphabet as space names */
+#define PS_TOKEN_BUF 48      /* "pat_" + 43 base64url characters + NUL */
+#define PS_SECRET_BYTES 32
+
+/* Creates an access token for the space. `name` NULL picks "token-N". Writes the token
+ * (shown once, not stored) into `token` and the name used into `name_out` (capacity
+ * PS_TOKEN_NAME_MAX + 1). PS_EINVAL for a bad name, PS_ECONFLICT when it is taken. */
+ps_status ps_auth_token_create(ps_space *sp, const char *name, int64_t now_ms,
+                               char token[PS_TOKEN_BUF], char *name_out);
+
+typedef bool (*ps_token_fn)(void *ud, const char *name, int64_t created_ms);
+/* Visits the space's tokens by name; never exposes secrets. */
+ps_status ps_auth_token_list(ps_space *sp, ps_token_fn fn, void *ud);
+
+/* Revokes token `name`. PS_ENOTFOUND when there is none. */
+ps_status ps_auth_token_revoke(ps_space *sp, const char *name);
+
+/* PS_OK when `token` is one of the space's tokens, else PS_EAUTH. The work done does not
+ * depend on which token (if any) matches. */
+ps_status ps_auth_token_check(ps_txn *t, const char *token, size_t len);
+
+/* Creates the space's cursor secret when it has none (a write transaction, only then). */
+ps_status ps_auth_secret_ensure(ps_store *s);
+/* Reads the space's cursor secret. PS_ENOTFOUND before ps_auth_secret_ensure(). */
+ps_status ps_auth_secret(ps_txn *t, uint8_t out[PS_SECRET_BYTES]);
+
+#endif

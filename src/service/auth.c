@@ -1,0 +1,198 @@
+/* SPDX-License-Identifier: MIT */
+/* auth: access tokens (hashed at rest, constant-time checks) and the cursor secret.
+ * Record layout of "token/<name>": OFFSET 0 SIZE 32 SHA-256 of the token; OFFSET 32 SIZE 8
+ * creation time in ms, big-endian. */
+#include "ps/auth.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
+#include "ps/text.h"
+
+#define TOKEN_PREFIX "token/"
+#define TOKEN_REC_BYTES (SHA256_DIGEST_LENGTH + 8)
+#define SECRET_KEY "secret/cursor"
+
+static void random_bytes(uint8_t *out, size_t len)
+{
+    int ok = RAND_bytes(out, (int)len);
+    PS_ASSERT(ok == 1); /* no entropy: nothing safe to hand out */
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+typedef struct count_ctx {
+    size_t count;
+} count_ctx;
+
+static bool count_token(void *ud, ps_slice key, ps_slice value)
+{
+    (void)key;
+    (void)value;
+    ((count_ctx *)ud)->count++;
+    return true;
+}
+
+ps_status ps_auth_token_create(ps_space *sp, const char *name, int64_t now_ms,
+                               char token[PS_TOKEN_BUF], char *name_out)
+{
+    if (name && !ps_space_name_valid(name)) /* same rule: 1-64 of [A-Za-z0-9_-] */
+        return PS_EINVAL;
+    ps_txn *t;
+    ps_status st = ps_txn_begin(ps_space_store(sp), true, &t);
+    if (st != PS_OK)
+        return st;
+    char key[sizeof TOKEN_PREFIX + PS_TOKEN_NAME_MAX + 24];
+    ps_slice existing;
+    if (name) {
+        snprintf(key, sizeof key, TOKEN_PREFIX "%s", name);
+        snprintf(name_out, PS_TOKEN_NAME_MAX + 1, "%s", name);
+        st = ps_store_meta_get(t, key, &existing);
+    } else {
+        count_ctx c = {0};
+        st = ps_store_meta_scan(t, TOKEN_PREFIX, count_token, &c);
+        for (size_t n = c.count + 1; st == PS_OK; n++) { /* first free "token-N" */
+            snprintf(name_out, PS_TOKEN_NAME_MAX + 1, "token-%zu", n);
+            snprintf(key, sizeof key, TOKEN_PREFIX "%s", name_out);
+            if ((st = ps_store_meta_get(t, key, &existing)) != PS_OK)
+                break;
+        }
+    }
+    if (st == PS_OK)
+        st = PS_ECONFLICT;
+    if (st != PS_ENOTFOUND) {
+        ps_txn_abort(t);
+        return st;
+    }
+    uint8_t secret[32], rec[TOKEN_REC_BYTES];
+    random_bytes(secret, sizeof secret);
+    memcpy(token, "pat_", 4);
+    ps_b64url_encode(secret, sizeof secret, token + 4);
+    SHA256((const unsigned char *)token, strlen(token), rec);
+    put_be64(rec + SHA256_DIGEST_LENGTH, (uint64_t)now_ms);
+    st = ps_store_meta_put(t, key, (ps_slice){rec, sizeof rec});
+    if (st == PS_OK)
+        return ps_txn_commit(t);
+    ps_txn_abort(t);
+    return st;
+}
+
+typedef struct list_ctx {
+    ps_token_fn fn;
+    void *ud;
+} list_ctx;
+
+static bool list_token(void *ud, ps_slice key, ps_slice value)
+{
+    list_ctx *c = ud;
+    char name[PS_TOKEN_NAME_MAX + 1];
+    size_t len = key.len - (sizeof TOKEN_PREFIX - 1);
+    if (len > PS_TOKEN_NAME_MAX || value.len != TOKEN_REC_BYTES)
+        return true; /* not ours: skip */
+    memcpy(name, key.ptr + sizeof TOKEN_PREFIX - 1, len);
+    name[len] = 0;
+    return c->fn(c->ud, name, (int64_t)get_be64(value.ptr + SHA256_DIGEST_LENGTH));
+}
+
+ps_status ps_auth_token_list(ps_space *sp, ps_token_fn fn, void *ud)
+{
+    ps_txn *t;
+    ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
+    if (st != PS_OK)
+        return st;
+    list_ctx c = {fn, ud};
+    st = ps_store_meta_scan(t, TOKEN_PREFIX, list_token, &c);
+    ps_txn_abort(t);
+    return st;
+}
+
+ps_status ps_auth_token_revoke(ps_space *sp, const char *name)
+{
+    if (!ps_space_name_valid(name))
+        return PS_ENOTFOUND;
+    char key[sizeof TOKEN_PREFIX + PS_TOKEN_NAME_MAX];
+    snprintf(key, sizeof key, TOKEN_PREFIX "%s", name);
+    ps_txn *t;
+    ps_status st = ps_txn_begin(ps_space_store(sp), true, &t);
+    if (st != PS_OK)
+        return st;
+    if ((st = ps_store_meta_del(t, key)) == PS_OK)
+        return ps_txn_commit(t);
+    ps_txn_abort(t);
+    return st;
+}
+
+typedef struct check_ctx {
+    uint8_t hash[SHA256_DIGEST_LENGTH];
+    int matched;
+} check_ctx;
+
+static bool check_token(void *ud, ps_slice key, ps_slice value)
+{
+    (void)key;
+    check_ctx *c = ud;
+    if (value.len == TOKEN_REC_BYTES) /* compare with every token: no early exit */
+        c->matched |= CRYPTO_memcmp(value.ptr, c->hash, SHA256_DIGEST_LENGTH) == 0;
+    return true;
+}
+
+ps_status ps_auth_token_check(ps_txn *t, const char *token, size_t len)
+{
+    check_ctx c = {{0}, 0};
+    SHA256((const unsigned char *)token, len, c.hash);
+    ps_status st = ps_store_meta_scan(t, TOKEN_PREFIX, check_token, &c);
+    if (st != PS_OK)
+        return st;
+    return c.matched ? PS_OK : PS_EAUTH;
+}
+
+ps_status ps_auth_secret(ps_txn *t, uint8_t out[PS_SECRET_BYTES])
+{
+    ps_slice v;
+    ps_status st = ps_store_meta_get(t, SECRET_KEY, &v);
+    if (st != PS_OK)
+        return st;
+    if (v.len != PS_SECRET_BYTES)
+        return PS_ECORRUPT;
+    memcpy(out, v.ptr, PS_SECRET_BYTES);
+    return PS_OK;
+}
+
+ps_status ps_auth_secret_ensure(ps_store *s)
+{
+    ps_txn *t;
+    uint8_t secret[PS_SECRET_BYTES];
+    ps_status st = ps_txn_begin(s, false, &t);
+    if (st != PS_OK)
+        return st;
+    st = ps_auth_secret(t, secret);
+    ps_txn_abort(t);
+    if (st != PS_ENOTFOUND)
+        return st;
+    if ((st = ps_txn_begin(s, true, &t)) != PS_OK)
+        return st;
+    st = ps_auth_secret(t, secret); /* another process may have won the race */
+    if (st == PS_ENOTFOUND) {
+        random_bytes(secret, sizeof secret);
+        if ((st = ps_store_meta_put(t, SECRET_KEY, (ps_slice){secret, sizeof secret})) == PS_OK)
+            return ps_txn_commit(t);
+    }
+    ps_txn_abort(t);
+    return st;
+}
