@@ -63,11 +63,42 @@ typedef struct ps_event_ref {
     int64_t timestamp_ms;
 } ps_event_ref;
 
-/* Up to `limit` events of the members strictly older than (before_ts, before_seq), newest
- * first, into `out` (capacity `limit`). *count receives how many. */
-ps_status ps_profile_events(ps_txn *t, const uint64_t *members, size_t n, int64_t before_ts,
-                            uint64_t before_seq, size_t limit, ps_event_ref *out,
-                            size_t *count);
+/* Which stored events to list. Events sort by (timestamp, seq). */
+typedef struct ps_event_query {
+    int64_t min_ts;   /* inclusive lower bound on timestamp (INT64_MIN: none) */
+    int64_t max_ts;   /* exclusive upper bound (INT64_MAX: none) */
+    bool ascending;   /* oldest first; default newest first */
+    bool has_after;   /* resume strictly after (after_ts, after_seq) in the sort order */
+    int64_t after_ts;
+    uint64_t after_seq;
+    const ps_slice *include; /* event names to keep (none: all) */
+    size_t include_count;
+    const ps_slice *exclude; /* event names to drop */
+    size_t exclude_count;
+    size_t limit;     /* capacity of `out` */
+} ps_event_query;
+
+/* The members' events matching `q`, in its order, at most q->limit of them into `out`.
+ * *count receives how many. */
+ps_status ps_profile_events(ps_txn *t, const uint64_t *members, size_t n,
+                            const ps_event_query *q, ps_event_ref *out, size_t *count);
+
+/* Appends stored event `seq` as the Profile API shows it (SPEC 10.7): external_ids, context,
+ * type, message_id, source_id, timestamp, received_at, properties, event, and related
+ * {collection: segment_id of the canonical profile `p`}. */
+ps_status ps_profile_event_json(ps_txn *t, const ps_profile *p, uint64_t seq, ps_buf *out);
+
+/* Which mapping details ps_profile_extid_json() adds to type, id, collection, encoding. */
+enum { PS_EXTID_SOURCE = 1, /* source_id, created_at */
+       PS_EXTID_FIRST = 2   /* first_message_id, first_seen */ };
+/* Appends one identifier as a JSON object. */
+void ps_profile_extid_json(ps_buf *b, const ps_extid *x, unsigned fields);
+
+/* Appends the profile metadata object of SPEC 10.8. */
+void ps_profile_metadata_json(ps_buf *b, const ps_profile *p);
+
+/* "users" or "accounts". */
+const char *ps_profile_collection_name(uint8_t collection);
 
 /* Canonical profiles linked to the members (user <-> account), ascending, unique. Owned. */
 ps_status ps_profile_links(ps_txn *t, const uint64_t *members, size_t n, uint64_t **out,

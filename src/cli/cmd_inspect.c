@@ -49,7 +49,8 @@ static ps_status print_text(ps_txn *t, const ps_profile *p, size_t event_limit)
     ps_trait_list_clear(&traits);
     ps_event_ref *refs = ps_xmalloc((event_limit ? event_limit : 1) * sizeof *refs);
     size_t count = 0;
-    st = ps_profile_events(t, members, n, INT64_MAX, UINT64_MAX, event_limit, refs, &count);
+    ps_event_query q = {.min_ts = INT64_MIN, .max_ts = INT64_MAX, .limit = event_limit};
+    st = ps_profile_events(t, members, n, &q, refs, &count);
     printf("events%s\n", count ? " (newest first)" : "      (none)");
     for (size_t i = 0; i < count && st == PS_OK; i++) {
         ps_event_rec e;

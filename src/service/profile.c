@@ -231,20 +231,44 @@ void ps_trait_list_clear(ps_trait_list *l)
 /* ---- events ---- */
 
 typedef struct event_acc {
+    ps_txn *t;
+    const ps_event_query *q;
     ps_event_ref *refs;
-    size_t count, cap, per_member, taken;
+    size_t count, cap, taken;
+    ps_status st;
 } event_acc;
+
+static bool name_in(ps_slice name, const ps_slice *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (list[i].len == name.len && memcmp(list[i].ptr, name.ptr, name.len) == 0)
+            return true;
+    return false;
+}
 
 static bool collect_event(void *ud, uint64_t profile, int64_t ts_ms, uint64_t seq)
 {
     (void)profile;
     event_acc *a = ud;
+    const ps_event_query *q = a->q;
+    if (q->ascending ? ts_ms >= q->max_ts : ts_ms < q->min_ts)
+        return false; /* past the window: the scan is ordered, so stop */
+    if (q->ascending ? ts_ms < q->min_ts : ts_ms >= q->max_ts)
+        return true;
+    if (q->include_count || q->exclude_count) {
+        ps_event_rec e;
+        if ((a->st = ps_store_event_get(a->t, seq, &e)) != PS_OK)
+            return false;
+        if ((q->include_count && !name_in(e.name, q->include, q->include_count)) ||
+            name_in(e.name, q->exclude, q->exclude_count))
+            return true;
+    }
     if (a->count == a->cap) {
         a->cap = a->cap ? a->cap * 2 : 16;
         a->refs = ps_xrealloc(a->refs, a->cap * sizeof *a->refs);
     }
     a->refs[a->count++] = (ps_event_ref){seq, ts_ms};
-    return ++a->taken < a->per_member;
+    return ++a->taken < q->limit;
 }
 
 static int cmp_newest(const void *x, const void *y)
@@ -255,22 +279,46 @@ static int cmp_newest(const void *x, const void *y)
     return a->seq > b->seq ? -1 : a->seq < b->seq ? 1 : 0;
 }
 
-ps_status ps_profile_events(ps_txn *t, const uint64_t *members, size_t n, int64_t before_ts,
-                            uint64_t before_seq, size_t limit, ps_event_ref *out,
-                            size_t *count)
+static int cmp_oldest(const void *x, const void *y)
 {
-    event_acc a = {NULL, 0, 0, limit, 0};
+    return cmp_newest(y, x);
+}
+
+ps_status ps_profile_events(ps_txn *t, const uint64_t *members, size_t n,
+                            const ps_event_query *q, ps_event_ref *out, size_t *count)
+{
+    event_acc a = {t, q, NULL, 0, 0, 0, PS_OK};
     ps_status st = PS_OK;
-    for (size_t i = 0; i < n && st == PS_OK && limit > 0; i++) {
-        a.taken = 0;
-        st = ps_store_pevent_scan_desc(t, members[i], before_ts, before_seq, collect_event, &a);
+    /* Where each scan starts. The index stores timestamps as unsigned big-endian, so a scan
+     * never starts below 0 (events before 1970 sort after all others and are not listed). */
+    int64_t from_ts;
+    uint64_t from_seq;
+    if (q->has_after) {
+        from_ts = q->after_ts;
+        from_seq = q->after_seq;
+    } else if (q->ascending) {
+        from_ts = q->min_ts > 0 ? q->min_ts - 1 : 0; /* strictly after (min_ts - 1, max) */
+        from_seq = q->min_ts > 0 ? UINT64_MAX : 0;
+    } else {
+        from_ts = q->max_ts; /* strictly before (max_ts, 0) */
+        from_seq = 0;
     }
+    /* each member's index is sorted: take up to `limit` from each, then merge */
+    for (size_t i = 0; i < n && st == PS_OK && a.st == PS_OK && q->limit > 0; i++) {
+        a.taken = 0;
+        if (q->ascending)
+            st = ps_store_pevent_scan_asc(t, members[i], from_ts, from_seq, collect_event, &a);
+        else
+            st = ps_store_pevent_scan_desc(t, members[i], from_ts, from_seq, collect_event, &a);
+    }
+    if (st == PS_OK)
+        st = a.st;
     if (a.count > 1)
-        qsort(a.refs, a.count, sizeof *a.refs, cmp_newest);
-    size_t k = a.count < limit ? a.count : limit;
+        qsort(a.refs, a.count, sizeof *a.refs, q->ascending ? cmp_oldest : cmp_newest);
+    size_t k = a.count < q->limit ? a.count : q->limit;
     if (k)
         memcpy(out, a.refs, k * sizeof *out);
-    *count = k;
+    *count = st == PS_OK ? k : 0;
     free(a.refs);
     return st;
 }
@@ -334,37 +382,105 @@ static void json_cstr(ps_buf *b, const char *s)
     ps_buf_json_str(b, s, strlen(s));
 }
 
-static const char *coll_name(uint8_t c)
+const char *ps_profile_collection_name(uint8_t c)
 {
     return c == PS_ACCOUNTS ? "accounts" : "users";
+}
+
+void ps_profile_extid_json(ps_buf *b, const ps_extid *x, unsigned fields)
+{
+    ps_buf_puts(b, "{\"type\":");
+    json_cstr(b, x->type);
+    ps_buf_puts(b, ",\"id\":");
+    ps_buf_json_str(b, x->value, x->value_len);
+    ps_buf_printf(b, ",\"collection\":\"%s\",\"encoding\":\"none\"",
+                  ps_profile_collection_name(x->collection));
+    if (fields & PS_EXTID_SOURCE) {
+        ps_buf_puts(b, ",\"source_id\":");
+        json_cstr(b, x->mapping->source_id);
+        ps_buf_puts(b, ",\"created_at\":");
+        json_time(b, x->mapping->created_ms);
+    }
+    if (fields & PS_EXTID_FIRST) {
+        ps_buf_puts(b, ",\"first_message_id\":");
+        json_cstr(b, x->mapping->first_message_id);
+        ps_buf_puts(b, ",\"first_seen\":");
+        json_time(b, x->mapping->first_seen_ms);
+    }
+    ps_buf_putc(b, '}');
+}
+
+void ps_profile_metadata_json(ps_buf *b, const ps_profile *p)
+{
+    ps_buf_puts(b, "{\"created_at\":");
+    json_time(b, p->created_ms);
+    ps_buf_puts(b, ",\"updated_at\":");
+    json_time(b, p->updated_ms);
+    ps_buf_puts(b, ",\"expires_at\":null,\"first_message_id\":");
+    json_cstr(b, p->first_message_id);
+    ps_buf_puts(b, ",\"first_source_id\":");
+    json_cstr(b, p->first_source_id);
+    ps_buf_puts(b, ",\"last_message_id\":");
+    json_cstr(b, p->last_message_id);
+    ps_buf_puts(b, ",\"last_source_id\":");
+    json_cstr(b, p->last_source_id);
+    ps_buf_putc(b, '}');
+}
+
+ps_status ps_profile_event_json(ps_txn *t, const ps_profile *p, uint64_t seq, ps_buf *b)
+{
+    ps_event_rec e;
+    ps_status st = ps_store_event_get(t, seq, &e);
+    if (st != PS_OK)
+        return st;
+    ps_buf_puts(b, "{\"external_ids\":[");
+    const char *ids = (const char *)e.ids.ptr, *end = ids + e.ids.len;
+    for (size_t k = 0; ids < end; k++) { /* "type\0value\0" pairs */
+        const char *type = ids;
+        const char *value = type + strnlen(type, (size_t)(end - type)) + 1;
+        if (value >= end)
+            break;
+        size_t vl = strnlen(value, (size_t)(end - value));
+        ps_buf_puts(b, k ? ",{\"type\":" : "{\"type\":");
+        json_cstr(b, type);
+        ps_buf_puts(b, ",\"id\":");
+        ps_buf_json_str(b, value, vl);
+        ps_buf_printf(b, ",\"collection\":\"%s\",\"encoding\":\"none\"}",
+                      ps_profile_collection_name(p->collection));
+        ids = value + vl + 1;
+    }
+    ps_buf_puts(b, "],\"type\":");
+    json_cstr(b, ps_msg_type_name((ps_msg_type)e.type));
+    ps_buf_puts(b, ",\"event\":");
+    ps_buf_json_str(b, (const char *)e.name.ptr, e.name.len);
+    ps_buf_puts(b, ",\"message_id\":");
+    ps_buf_json_str(b, (const char *)e.message_id.ptr, e.message_id.len);
+    ps_buf_puts(b, ",\"source_id\":");
+    ps_buf_json_str(b, (const char *)e.source_id.ptr, e.source_id.len);
+    ps_buf_puts(b, ",\"timestamp\":");
+    json_time(b, e.timestamp_ms);
+    ps_buf_puts(b, ",\"received_at\":");
+    json_time(b, e.received_ms);
+    static const char *const fields[] = {"context", "properties"};
+    ps_event_body_members(e.body, fields, 2, b);
+    ps_buf_printf(b, ",\"related\":{\"%s\":", ps_profile_collection_name(p->collection));
+    json_cstr(b, p->segment_id);
+    ps_buf_puts(b, "}}");
+    return PS_OK;
 }
 
 typedef struct render_ids {
     ps_buf *b;
     size_t n;
-    bool brief;
+    unsigned fields;
 } render_ids;
 
 static bool render_extid(void *ud, const ps_extid *x)
 {
     render_ids *r = ud;
-    ps_buf *b = r->b;
-    ps_buf_puts(b, r->n++ ? ",{\"type\":" : "{\"type\":");
-    json_cstr(b, x->type);
-    ps_buf_puts(b, ",\"id\":");
-    ps_buf_json_str(b, x->value, x->value_len);
-    ps_buf_printf(b, ",\"collection\":\"%s\",\"encoding\":\"none\"", coll_name(x->collection));
-    if (!r->brief) {
-        ps_buf_puts(b, ",\"source_id\":");
-        json_cstr(b, x->mapping->source_id);
-        ps_buf_puts(b, ",\"created_at\":");
-        json_time(b, x->mapping->created_ms);
-        ps_buf_puts(b, ",\"first_seen\":");
-        json_time(b, x->mapping->first_seen_ms);
-        ps_buf_puts(b, ",\"first_message_id\":");
-        json_cstr(b, x->mapping->first_message_id);
-    }
-    ps_buf_putc(b, '}');
+    if (r->n++)
+        ps_buf_putc(r->b, ',');
+    ps_profile_extid_json(r->b, x, r->fields);
     return true;
 }
 
@@ -373,44 +489,13 @@ static ps_status render_events(ps_txn *t, const ps_profile *p, const uint64_t *m
 {
     ps_event_ref *refs = ps_xmalloc(limit * sizeof *refs);
     size_t count;
-    ps_status st = ps_profile_events(t, members, n, INT64_MAX, UINT64_MAX, limit, refs, &count);
+    ps_event_query q = {.min_ts = INT64_MIN, .max_ts = INT64_MAX, .limit = limit};
+    ps_status st = ps_profile_events(t, members, n, &q, refs, &count);
     ps_buf_puts(b, ",\"events\":[");
     for (size_t i = 0; i < count && st == PS_OK; i++) {
-        ps_event_rec e;
-        if ((st = ps_store_event_get(t, refs[i].seq, &e)) != PS_OK)
-            break;
-        ps_buf_puts(b, i ? ",{\"type\":" : "{\"type\":");
-        json_cstr(b, ps_msg_type_name((ps_msg_type)e.type));
-        ps_buf_puts(b, ",\"event\":");
-        ps_buf_json_str(b, (const char *)e.name.ptr, e.name.len);
-        ps_buf_puts(b, ",\"message_id\":");
-        ps_buf_json_str(b, (const char *)e.message_id.ptr, e.message_id.len);
-        ps_buf_puts(b, ",\"source_id\":");
-        ps_buf_json_str(b, (const char *)e.source_id.ptr, e.source_id.len);
-        ps_buf_puts(b, ",\"timestamp\":");
-        json_time(b, e.timestamp_ms);
-        ps_buf_puts(b, ",\"received_at\":");
-        json_time(b, e.received_ms);
-        ps_buf_puts(b, ",\"external_ids\":[");
-        const char *p_ids = (const char *)e.ids.ptr, *end = p_ids + e.ids.len;
-        for (size_t k = 0; p_ids < end; k++) {
-            const char *type = p_ids;
-            const char *value = type + strnlen(type, (size_t)(end - type)) + 1;
-            if (value >= end)
-                break;
-            size_t vl = strnlen(value, (size_t)(end - value));
-            ps_buf_puts(b, k ? ",{\"type\":" : "{\"type\":");
-            json_cstr(b, type);
-            ps_buf_puts(b, ",\"id\":");
-            ps_buf_json_str(b, value, vl);
-            ps_buf_printf(b, ",\"collection\":\"users\",\"encoding\":\"none\"}");
-            p_ids = value + vl + 1;
-        }
-        ps_buf_puts(b, "],\"properties\":");
-        ps_event_body_field(e.body, "properties", b);
-        ps_buf_puts(b, ",\"related\":{\"users\":");
-        json_cstr(b, p->segment_id);
-        ps_buf_puts(b, "}}");
+        if (i)
+            ps_buf_putc(b, ',');
+        st = ps_profile_event_json(t, p, refs[i].seq, b);
     }
     ps_buf_putc(b, ']');
     free(refs);
@@ -428,7 +513,7 @@ ps_status ps_profile_render(ps_txn *t, const ps_profile *p, const ps_render_opts
         return st;
     ps_buf_puts(b, "{\"segment_id\":");
     json_cstr(b, p->segment_id);
-    ps_buf_printf(b, ",\"collection\":\"%s\",\"merged_ids\":[", coll_name(p->collection));
+    ps_buf_printf(b, ",\"collection\":\"%s\",\"merged_ids\":[", ps_profile_collection_name(p->collection));
     size_t shown = 0;
     for (size_t i = 0; i < n && st == PS_OK; i++) {
         if (members[i] == p->seq)
@@ -441,7 +526,7 @@ ps_status ps_profile_render(ps_txn *t, const ps_profile *p, const ps_render_opts
         json_cstr(b, m.segment_id);
     }
     ps_buf_puts(b, "],\"external_ids\":[");
-    render_ids ri = {b, 0, false};
+    render_ids ri = {b, 0, PS_EXTID_SOURCE | PS_EXTID_FIRST};
     if (st == PS_OK)
         st = ps_profile_external_ids(t, p, render_extid, &ri);
     ps_buf_puts(b, "],\"traits\":{");
@@ -456,19 +541,8 @@ ps_status ps_profile_render(ps_txn *t, const ps_profile *p, const ps_render_opts
     }
     ps_buf_putc(b, '}');
     if (st == PS_OK && o->metadata) {
-        ps_buf_puts(b, ",\"metadata\":{\"created_at\":");
-        json_time(b, p->created_ms);
-        ps_buf_puts(b, ",\"updated_at\":");
-        json_time(b, p->updated_ms);
-        ps_buf_puts(b, ",\"expires_at\":null,\"first_message_id\":");
-        json_cstr(b, p->first_message_id);
-        ps_buf_puts(b, ",\"first_source_id\":");
-        json_cstr(b, p->first_source_id);
-        ps_buf_puts(b, ",\"last_message_id\":");
-        json_cstr(b, p->last_message_id);
-        ps_buf_puts(b, ",\"last_source_id\":");
-        json_cstr(b, p->last_source_id);
-        ps_buf_putc(b, '}');
+        ps_buf_puts(b, ",\"metadata\":");
+        ps_profile_metadata_json(b, p);
     }
     if (st == PS_OK && o->event_limit)
         st = render_events(t, p, members, n, o->event_limit, b);
@@ -480,10 +554,10 @@ ps_status ps_profile_render(ps_txn *t, const ps_profile *p, const ps_render_opts
             if ((st = ps_store_profile_get(t, links[i], &lp)) != PS_OK)
                 break;
             ps_buf_printf(b, "%s{\"to_collection\":\"%s\",\"segment_id\":", i ? "," : "",
-                          coll_name(lp.collection));
+                          ps_profile_collection_name(lp.collection));
             json_cstr(b, lp.segment_id);
             ps_buf_puts(b, ",\"external_ids\":[");
-            render_ids li = {b, 0, true};
+            render_ids li = {b, 0, 0};
             st = ps_profile_external_ids(t, &lp, render_extid, &li);
             ps_buf_puts(b, "]}");
         }

@@ -336,7 +336,8 @@ static size_t event_count(tspace *ts, const char *ident)
     if (ps_space_rules(ts->sp, t, &r) == PS_OK &&
         ps_profile_find(t, r, -1, ident, strlen(ident), &p) == PS_OK &&
         ps_profile_members(t, p.seq, &members, &n) == PS_OK)
-        ps_profile_events(t, members, n, INT64_MAX, UINT64_MAX, 16, refs, &count);
+        ps_profile_events(t, members, n, &(ps_event_query){INT64_MIN, INT64_MAX, .limit = 16},
+                          refs, &count);
     free(members);
     ps_txn_abort(t);
     return count;
