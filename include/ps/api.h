@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: MIT */
+/* api: the Profile API (SPEC 10 and 11.1) as use cases, independent of HTTP. The server
+ * parses the URL and the Authorization header into a ps_api_request; this module checks the
+ * token and the rate limit, validates parameters and cursors, reads the profile through the
+ * read model in ONE read transaction (deletions: one write transaction) and returns the HTTP
+ * status and the JSON body. Every error body is {"error":{"code":…,"message":…}}. */
+#ifndef PS_API_H
+#define PS_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ps/mem.h"
+#include "ps/space.h"
+
+typedef enum ps_api_route {
+    PS_API_TRAITS = 0,
+    PS_API_EXTERNAL_IDS,
+    PS_API_EVENTS,
+    PS_API_METADATA,
+    PS_API_LINKS,
+    PS_API_PROFILES,   /* list (SPEC Q19) */
+    PS_API_DELETE_IDS, /* POST …/external_ids/delete (SPEC 11.1) */
+    PS_API__ROUTES
+} ps_api_route;
+
+/* Stable name of a route ("traits", ..., "profiles", "external_ids_delete"). */
+const char *ps_api_route_name(ps_api_route r);
+
+/* One query parameter, already percent-decoded and NUL-terminated. */
+typedef struct ps_api_param {
+    const char *name;
+    const char *value;
+    size_t value_len;
+} ps_api_param;
+
+typedef struct ps_api_request {
+    ps_api_route route;
+    const char *space_name; /* from the path */
+    const char *collection; /* from the path, validated here */
+    const char *ident;      /* decoded path identifier; unused for PS_API_PROFILES */
+    size_t ident_len;
+    const ps_api_param *params;
+    size_t param_count;
+    const char *body; /* request body (deletions) */
+    size_t body_len;
+    const char *token; /* Basic auth username; NULL when the request had none */
+    size_t token_len;
+    int64_t now_ms; /* the /events window is measured against this (D6) */
+} ps_api_request;
+
+typedef struct ps_api_reply {
+    int status;             /* HTTP status */
+    int64_t retry_after_s;  /* with 429 */
+    ps_buf body;            /* JSON; the caller initializes and clears it */
+} ps_api_reply;
+
+/* Answers `rq` for space `sp` (NULL when no such space exists: that is a 401, as for a
+ * token of another space). Never fails: every outcome is a status and a body. */
+void ps_api_serve(ps_space *sp, const ps_api_request *rq, ps_api_reply *out);
+
+/* Replaces the reply with an error envelope. The message is printf-formatted. */
+void ps_api_error(ps_api_reply *out, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+#endif
