@@ -46,5 +46,6 @@ int cmd_ingest(cli *c);
 int cmd_inspect(cli *c);
 int cmd_export(cli *c);
 int cmd_check(cli *c);
+int cmd_token(cli *c);
 
 #endif

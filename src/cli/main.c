@@ -24,6 +24,9 @@ static const char usage[] =
     "  export SPACE [--collection users|accounts]\n"
     "                                         every canonical profile as one NDJSON line\n"
     "  check SPACE                            verify every invariant of the identity graph\n"
+    "  token create SPACE [--name NAME]       new Profile API access token (printed once)\n"
+    "  token list SPACE                       token names and creation times\n"
+    "  token revoke SPACE NAME                revoke a token (running servers see it at once)\n"
     "\n"
     "  --data DIR   data directory (default $PROFILED_DATA, else ./var)\n"
     "  --json       machine-readable output\n"
@@ -37,6 +40,7 @@ typedef struct command {
 static const command commands[] = {
     {"space", cmd_space},   {"settings", cmd_settings}, {"ingest", cmd_ingest},
     {"inspect", cmd_inspect}, {"export", cmd_export},   {"check", cmd_check},
+    {"token", cmd_token},
 };
 
 int cli_fail(int code, const char *fmt, ...)

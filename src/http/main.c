@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: MIT */
+/* profiled: serves the Profile API over HTTP (DESIGN 5.1). Parses flags, opens the data
+ * directory, runs the server until SIGINT or SIGTERM, then drains and exits 0. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "http_int.h"
+#include "ps/log.h"
+
+static const char usage[] =
+    "usage: profiled [--data DIR] [--listen HOST:PORT] [--threads N] [--timeout-ms MS]\n"
+    "\n"
+    "Serves the Segment-compatible Profile API for every space under DIR.\n"
+    "\n"
+    "  --data DIR         data directory (default $PROFILED_DATA, else ./var)\n"
+    "  --listen HOST:PORT address to listen on (default 127.0.0.1:8080; port 0 picks one)\n"
+    "  --threads N        event loops sharing the listener (default: number of cores)\n"
+    "  --timeout-ms MS    limit for reading a request, writing a reply and keeping an idle\n"
+    "                     connection open (default 10000)\n"
+    "  --help             show this text\n"
+    "\n"
+    "GET /healthz answers {\"status\":\"ok\"} once ready; GET /metrics is Prometheus text.\n"
+    "Create spaces and access tokens with profilectl; they take effect without a restart.\n";
+
+static int bad_usage(const char *what, const char *arg)
+{
+    fprintf(stderr, "profiled: %s `%s`\nrun `profiled --help` for usage\n", what, arg);
+    return 1;
+}
+
+static bool parse_int(const char *s, long lo, long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return false;
+    *out = (int)v;
+    return true;
+}
+
+int main(int argc, char **argv)
+{
+    ps_log_init(PS_LOG_INFO);
+    const char *env = getenv("PROFILED_DATA");
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    http_config cfg = {
+        .data_dir = env && *env ? env : "./var",
+        .listen = "127.0.0.1:8080",
+        .threads = cores > 0 && cores < 256 ? (int)cores : 2,
+        .timeout_ms = 10000,
+        .max_header_bytes = 16 * 1024,
+        .max_body_bytes = 512 * 1024,
+    };
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(usage, stdout);
+            return 0;
+        }
+        bool takes = strcmp(a, "--data") == 0 || strcmp(a, "--listen") == 0 ||
+                     strcmp(a, "--threads") == 0 || strcmp(a, "--timeout-ms") == 0;
+        if (!takes)
+            return bad_usage("unknown option", a);
+        if (v == NULL)
+            return bad_usage("missing value for option", a);
+        i++;
+        if (strcmp(a, "--data") == 0)
+            cfg.data_dir = v;
+        else if (strcmp(a, "--listen") == 0)
+            cfg.listen = v;
+        else if (strcmp(a, "--threads") == 0 && !parse_int(v, 1, 256, &cfg.threads))
+            return bad_usage("--threads must be a number from 1 to 256, got", v);
+        else if (strcmp(a, "--timeout-ms") == 0 && !parse_int(v, 10, 3600000, &cfg.timeout_ms))
+            return bad_usage("--timeout-ms must be a number from 10 to 3600000, got", v);
+    }
+    struct stat sb;
+    if (stat(cfg.data_dir, &sb) != 0 && mkdir(cfg.data_dir, 0755) != 0) {
+        fprintf(stderr, "profiled: cannot create data directory %s: %s\n", cfg.data_dir,
+                strerror(errno));
+        return 4;
+    }
+    /* every idle keep-alive connection is a descriptor: allow as many as the system does */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    /* the main thread waits for the signals; workers never see them */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN); /* a peer that hung up is an error on write, not a kill */
+    registry *reg = registry_new(cfg.data_dir);
+    server *srv;
+    if (server_start(&cfg, reg, &srv) != 0) {
+        registry_free(reg);
+        return 4;
+    }
+    int sig = 0;
+    sigwait(&stop, &sig);
+    ps_log(PS_LOG_INFO, "msg=\"stopping\" signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    server_stop(srv);
+    registry_free(reg);
+    ps_log(PS_LOG_INFO, "msg=stopped");
+    return 0;
+}

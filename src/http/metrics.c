@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: MIT */
+/* metrics: request counters and latency histograms per route (relaxed atomics, no locks on
+ * the request path), and per-space gauges read from the store when /metrics is scraped. */
+#include "http_int.h"
+
+#include <stdlib.h>
+
+#include "ps/store.h"
+
+static const int statuses[METRIC_STATUSES] = {200, 400, 401, 404, 405, 413, 429, 500, 503, 0};
+static const double bucket_ms[METRIC_BUCKETS] = {0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+                                                 25,  50,   100, 250, 1000, 5000};
+
+static const char *route_label(int route)
+{
+    if (route < PS_API__ROUTES)
+        return ps_api_route_name((ps_api_route)route);
+    return route == ROUTE_HEALTHZ ? "healthz" : route == ROUTE_METRICS ? "metrics" : "other";
+}
+
+void metrics_record(metrics *m, int route, int status, uint64_t elapsed_us)
+{
+    int si = 0;
+    while (statuses[si] != 0 && statuses[si] != status)
+        si++; /* the 0 slot collects every other status */
+    int bi = 0;
+    while (bi < METRIC_BUCKETS && (double)elapsed_us > bucket_ms[bi] * 1000.0)
+        bi++;
+    atomic_fetch_add_explicit(&m->requests[route][si], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->latency[route][bi], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->latency_us_sum[route], elapsed_us, memory_order_relaxed);
+}
+
+typedef struct space_stats {
+    const char *name;
+    uint64_t values[6];
+} space_stats;
+
+typedef struct stats_list {
+    space_stats *items;
+    size_t count;
+} stats_list;
+
+static const char *const gauges[6][2] = {
+    {"profiled_profiles", "Canonical profiles."},
+    {"profiled_identifiers", "Identifiers mapped to profiles."},
+    {"profiled_merges", "Profiles merged into others, ever."},
+    {"profiled_events_stored", "Track, page and screen events kept for the Profile API."},
+    {"profiled_lmdb_map_bytes", "LMDB map size."},
+    {"profiled_lmdb_used_bytes", "LMDB pages in use."},
+};
+
+static void space_gauges(void *ud, ps_space *sp)
+{
+    stats_list *l = ud;
+    ps_store *s = ps_space_store(sp);
+    ps_txn *t;
+    ps_store_counts c;
+    if (ps_txn_begin(s, false, &t) != PS_OK)
+        return;
+    if (ps_store_counts_get(t, &c) == PS_OK) {
+        uint64_t merges = ps_txn_peek(t, PS_CTR_MERGE) - 1, map = 0, used = 0;
+        ps_store_usage(s, &map, &used);
+        l->items = ps_xrealloc(l->items, (l->count + 1) * sizeof *l->items);
+        l->items[l->count++] = (space_stats){
+            ps_space_name(sp), {c.profiles - merges, c.idents, merges, c.events, map, used}};
+    }
+    ps_txn_abort(t);
+}
+
+void metrics_render(metrics *m, registry *reg, ps_buf *out)
+{
+    ps_buf_puts(out, "# HELP profiled_requests_total Requests answered, by route and status.\n"
+                     "# TYPE profiled_requests_total counter\n");
+    for (int r = 0; r < ROUTE__COUNT; r++)
+        for (int si = 0; si < METRIC_STATUSES; si++) {
+            uint64_t v = atomic_load_explicit(&m->requests[r][si], memory_order_relaxed);
+            if (v == 0)
+                continue;
+            if (statuses[si])
+                ps_buf_printf(out, "profiled_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
+                              route_label(r), statuses[si], (unsigned long long)v);
+            else
+                ps_buf_printf(out,
+                              "profiled_requests_total{route=\"%s\",status=\"other\"} %llu\n",
+                              route_label(r), (unsigned long long)v);
+            if (statuses[si] == 0)
+                break;
+        }
+    ps_buf_puts(out, "# HELP profiled_request_duration_seconds Time to answer a request.\n"
+                     "# TYPE profiled_request_duration_seconds histogram\n");
+    for (int r = 0; r < ROUTE__COUNT; r++) {
+        uint64_t cum = 0;
+        for (int b = 0; b <= METRIC_BUCKETS; b++) {
+            cum += atomic_load_explicit(&m->latency[r][b], memory_order_relaxed);
+            if (b < METRIC_BUCKETS)
+                ps_buf_printf(out,
+                              "profiled_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} "
+                              "%llu\n",
+                              route_label(r), bucket_ms[b] / 1000.0, (unsigned long long)cum);
+            else
+                ps_buf_printf(out,
+                              "profiled_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} "
+                              "%llu\n",
+                              route_label(r), (unsigned long long)cum);
+        }
+        uint64_t sum = atomic_load_explicit(&m->latency_us_sum[r], memory_order_relaxed);
+        ps_buf_printf(out, "profiled_request_duration_seconds_sum{route=\"%s\"} %.6f\n",
+                      route_label(r), (double)sum / 1e6);
+        ps_buf_printf(out, "profiled_request_duration_seconds_count{route=\"%s\"} %llu\n",
+                      route_label(r), (unsigned long long)cum);
+    }
+    stats_list l = {NULL, 0};
+    registry_each(reg, space_gauges, &l);
+    for (int g = 0; g < 6; g++) {
+        ps_buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", gauges[g][0], gauges[g][1],
+                      gauges[g][0]);
+        for (size_t i = 0; i < l.count; i++)
+            ps_buf_printf(out, "%s{space=\"%s\"} %llu\n", gauges[g][0], l.items[i].name,
+                          (unsigned long long)l.items[i].values[g]);
+    }
+    free(l.items);
+}
