@@ -118,8 +118,9 @@ ps_status ps_graph_unmap(ps_txn *t, uint64_t canonical, const char *type, const 
         st = PS_EINVAL; /* callers pass the canonical profile */
     if (st == PS_OK)
         st = ps_store_pmap_get(t, canonical, type, value, value_len, &first_seen);
-    if (st == PS_OK)
-        st = ps_store_pmap_del(t, canonical, type, value, value_len);
+    if (st != PS_OK)
+        return st; /* PS_ENOTFOUND: the profile does not hold it */
+    st = ps_store_pmap_del(t, canonical, type, value, value_len);
     if (st == PS_OK)
         st = ps_store_ident_del(t, p.collection, type, value, value_len);
     if (st == PS_ENOTFOUND)

@@ -58,3 +58,59 @@ def run_tests(tests):
             failed += 1
             print("not ok %d - %s\n# %s" % (i, t.__name__, str(e).replace("\n", "\n# ")))
     raise SystemExit(1 if failed else 0)
+
+
+class Server:
+    """profiled on 127.0.0.1:0 over a Store; stop() sends SIGTERM and requires exit 0."""
+
+    def __init__(self, store, *args):
+        import select
+        import signal  # noqa: F401  (used by stop)
+        self.store = store
+        self.proc = subprocess.Popen(
+            [tool("profiled"), "--data", store.dir, "--listen", "127.0.0.1:0", *args],
+            stderr=subprocess.PIPE, text=True)
+        self.log = []
+        deadline = 30 * float(os.environ.get("PS_TEST_TIMEOUT_MULT", "1"))
+        while True:
+            ready, _, _ = select.select([self.proc.stderr], [], [], deadline)
+            if not ready:
+                raise AssertionError("profiled did not report its address")
+            line = self.proc.stderr.readline()
+            if not line:
+                raise AssertionError("profiled exited: %s" % "".join(self.log))
+            self.log.append(line)
+            if "msg=listening" in line:
+                addr = line.split("listen=")[1].split()[0]
+                self.host, port = addr.rsplit(":", 1)
+                self.port = int(port)
+                break
+
+    def request(self, method, path, token=None, body=None, headers=None, raw=False):
+        import base64
+        import http.client
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        h = dict(headers or {})
+        if token is not None:
+            h["Authorization"] = "Basic " + base64.b64encode((token + ":").encode()).decode()
+        if body is not None and not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+            h["Content-Type"] = "application/json"
+        conn.request(method, path, body=body, headers=h)
+        r = conn.getresponse()
+        data = r.read()
+        conn.close()
+        if raw:
+            return r.status, r.headers, data
+        return r.status, r.headers, json.loads(data) if data else None
+
+    def get(self, path, token=None, **kw):
+        return self.request("GET", path, token, **kw)
+
+    def stop(self):
+        import signal
+        self.proc.send_signal(signal.SIGTERM)
+        rest = self.proc.stderr.read()
+        code = self.proc.wait(timeout=60)
+        if code != 0:
+            raise AssertionError("profiled exited %d: %s%s" % (code, "".join(self.log), rest))
