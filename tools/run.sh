@@ -1,18 +1,23 @@
 #!/bin/sh
-# make run: until the Profile API server lands, ingest the bundled sample log into a
-# `default` space under DATA and print one profile, so the whole engine is visible at once.
+# make run: on first start create a `default` space under DATA, load the bundled sample log
+# and print a fresh access token once; then serve the Profile API on 127.0.0.1:8080 in the
+# foreground until Ctrl-C.
 set -eu
 DATA=${1:-./var}
+LISTEN=${LISTEN:-127.0.0.1:8080}
 CTL=./build/bin/profilectl
 SAMPLE=tests/fixtures/events/sample.ndjson
 if ! "$CTL" --data "$DATA" space list | grep -qx default; then
     "$CTL" --data "$DATA" space create default
+    "$CTL" --data "$DATA" ingest default "$SAMPLE"
 fi
-echo "== ingest $SAMPLE"
-"$CTL" --data "$DATA" ingest default "$SAMPLE"
-echo
-echo "== profilectl --data $DATA inspect default user_id:user-42"
-"$CTL" --data "$DATA" inspect default user_id:user-42
-echo
-echo "== profilectl --data $DATA check default"
-"$CTL" --data "$DATA" check default
+if [ -z "$("$CTL" --data "$DATA" token list default)" ]; then
+    TOKEN=$("$CTL" --data "$DATA" token create default --name make-run)
+    echo
+    echo "Access token for space 'default' (shown once; only its hash is stored):"
+    echo "  $TOKEN"
+    echo "Try:"
+    echo "  curl -u $TOKEN: http://$LISTEN/v1/spaces/default/collections/users/profiles/user_id:user-42/traits"
+    echo
+fi
+exec ./build/bin/profiled --data "$DATA" --listen "$LISTEN"
