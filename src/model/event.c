@@ -533,9 +533,109 @@ void ps_event_body_field(ps_slice body, const char *key, ps_buf *out)
     cJSON_Delete(root);
 }
 
+/* Skips JSON whitespace. */
+static const char *skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+static const char *skip_string(const char *p, const char *end) /* p at the opening quote */
+{
+    for (p++; p < end; p++) {
+        if (*p == '\\')
+            p++;
+        else if (*p == '"')
+            return p + 1;
+    }
+    return NULL;
+}
+
+/* Skips one JSON value of text known to be valid (stored events were validated at ingest).
+ * Returns the end of the value, or NULL if the text is not as expected. */
+static const char *skip_value(const char *p, const char *end)
+{
+    if (p >= end)
+        return NULL;
+    if (*p == '"')
+        return skip_string(p, end);
+    if (*p != '{' && *p != '[') { /* number, true, false, null */
+        while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\t' &&
+               *p != '\n' && *p != '\r')
+            p++;
+        return p;
+    }
+    int depth = 0;
+    while (p < end) {
+        if (*p == '"') {
+            if ((p = skip_string(p, end)) == NULL)
+                return NULL;
+            continue;
+        }
+        if (*p == '{' || *p == '[')
+            depth++;
+        else if ((*p == '}' || *p == ']') && --depth == 0)
+            return p + 1;
+        p++;
+    }
+    return NULL;
+}
+
+/* Finds top-level member `key` of the object in [p, end) without building a tree. Returns
+ * 1 with its raw value span, 0 when absent, -1 when the text needs the full parser (escaped
+ * keys, unexpected shape). */
+static int find_member(const char *p, const char *end, const char *key, const char **v,
+                       size_t *vlen)
+{
+    size_t kl = strlen(key);
+    p = skip_ws(p, end);
+    if (p >= end || *p != '{')
+        return -1;
+    p = skip_ws(p + 1, end);
+    while (p < end && *p == '"') {
+        const char *k = p + 1, *q = memchr(k, '"', (size_t)(end - k));
+        if (q == NULL || memchr(k, '\\', (size_t)(q - k)))
+            return -1;
+        p = skip_ws(q + 1, end);
+        if (p >= end || *p != ':')
+            return -1;
+        const char *val = skip_ws(p + 1, end), *after = skip_value(val, end);
+        if (after == NULL)
+            return -1;
+        if ((size_t)(q - k) == kl && memcmp(k, key, kl) == 0) {
+            *v = val;
+            *vlen = (size_t)(after - val);
+            return 1;
+        }
+        p = skip_ws(after, end);
+        if (p < end && *p == ',')
+            p = skip_ws(p + 1, end);
+    }
+    return p < end && *p == '}' ? 0 : -1;
+}
+
 void ps_event_body_members(ps_slice body, const char *const *keys, size_t count, ps_buf *out)
 {
-    cJSON *root = cJSON_ParseWithLength((const char *)body.ptr, body.len);
+    const char *start = (const char *)body.ptr, *end = start + body.len;
+    size_t mark = out->len;
+    for (size_t i = 0; i < count; i++) {
+        const char *v;
+        size_t vl;
+        int found = find_member(start, end, keys[i], &v, &vl);
+        if (found < 0) {
+            out->len = mark; /* rare: let cJSON read it */
+            goto slow;
+        }
+        ps_buf_printf(out, ",\"%s\":", keys[i]);
+        if (found)
+            ps_buf_append(out, v, vl);
+        else
+            ps_buf_puts(out, "null");
+    }
+    return;
+slow:;
+    cJSON *root = cJSON_ParseWithLength(start, body.len);
     for (size_t i = 0; i < count; i++) {
         const cJSON *v = get(root, keys[i]);
         char *text = v ? cJSON_PrintUnformatted(v) : NULL;

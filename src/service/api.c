@@ -241,6 +241,55 @@ static int cmp_bytes(const void *a, size_t al, const void *b, size_t bl)
 
 /* ---- /traits ---- */
 
+typedef struct trait_page {
+    ctx *c;
+    const ps_slice *incl;
+    size_t nincl, limit, shown;
+    bool verbose, has_more;
+    const uint8_t *from; /* first key of this page, inclusive */
+    size_t from_len;
+    ps_buf next; /* first key of the next page */
+} trait_page;
+
+/* Adds one live trait (keys arrive in byte order); false once the page is full. */
+static bool page_trait(trait_page *pg, const char *key, size_t key_len, ps_slice json,
+                       ps_slice source_id, int64_t updated_ms)
+{
+    if (pg->from && cmp_bytes(key, key_len, pg->from, pg->from_len) < 0)
+        return true;
+    bool wanted = pg->nincl == 0;
+    for (size_t k = 0; k < pg->nincl && !wanted; k++)
+        wanted = pg->incl[k].len == key_len && memcmp(pg->incl[k].ptr, key, key_len) == 0;
+    if (!wanted)
+        return true;
+    if (pg->shown == pg->limit) {
+        pg->has_more = true;
+        ps_buf_append(&pg->next, key, key_len);
+        return false;
+    }
+    ps_buf *b = &pg->c->out->body;
+    if (pg->shown++)
+        ps_buf_putc(b, ',');
+    ps_buf_json_str(b, key, key_len);
+    ps_buf_putc(b, ':');
+    if (pg->verbose) {
+        char tb[PS_TIME_BUF];
+        ps_buf_puts(b, "{\"value\":");
+        ps_buf_append(b, json.ptr, json.len);
+        ps_buf_puts(b, ",\"source_id\":");
+        ps_buf_json_str(b, (const char *)source_id.ptr, source_id.len);
+        ps_buf_printf(b, ",\"updated_at\":\"%s\"}", ps_time_format(updated_ms, tb));
+    } else {
+        ps_buf_append(b, json.ptr, json.len);
+    }
+    return true;
+}
+
+static bool page_trait_rec(void *ud, const char *key, size_t key_len, const ps_trait_rec *r)
+{
+    return r->deleted || page_trait(ud, key, key_len, r->json, r->source_id, r->updated_ms);
+}
+
 static bool serve_traits(ctx *c)
 {
     size_t limit, nincl;
@@ -259,48 +308,36 @@ static bool serve_traits(ctx *c)
                      ECHO(cls));
         return false;
     }
-    ps_trait_list traits = {NULL, 0};
-    ps_status st = cls ? PS_OK /* audiences and computed traits are Engage's; none here */
-                       : ps_profile_traits(c->t, c->members, c->n, &traits);
-    if (st != PS_OK)
-        return storage_error(c, st);
-    ps_buf *b = &c->out->body;
-    ps_buf_puts(b, "{\"traits\":{");
-    size_t shown = 0;
-    const ps_trait_item *next = NULL;
-    for (size_t i = 0; i < traits.count; i++) {
-        const ps_trait_item *it = &traits.items[i];
-        if (has_pos && cmp_bytes(it->key, it->key_len, pos, pos_len) < 0)
-            continue;
-        bool wanted = nincl == 0;
-        for (size_t k = 0; k < nincl && !wanted; k++)
-            wanted = incl[k].len == it->key_len && memcmp(incl[k].ptr, it->key, it->key_len) == 0;
-        if (!wanted)
-            continue;
-        if (shown == limit) {
-            next = it;
-            break;
+    trait_page pg = {c, incl, nincl, limit, 0, verbose, false, has_pos ? pos : NULL, pos_len,
+                     {NULL, 0, 0}};
+    ps_buf_init(&pg.next);
+    ps_buf_puts(&c->out->body, "{\"traits\":{");
+    ps_status st = PS_OK;
+    if (cls) {
+        /* audiences and computed traits are Engage's; this store has none */
+    } else if (c->n == 1) { /* one profile: stream its sorted rows from the page start */
+        st = ps_store_trait_scan(c->t, c->members[0], has_pos ? (const char *)pos : NULL,
+                                 pos_len, page_trait_rec, &pg);
+    } else { /* merged: newest write per key across the members (D3) */
+        ps_trait_list traits = {NULL, 0};
+        st = ps_profile_traits(c->t, c->members, c->n, &traits);
+        for (size_t i = 0; st == PS_OK && i < traits.count; i++) {
+            const ps_trait_item *it = &traits.items[i];
+            if (!page_trait(&pg, it->key, it->key_len,
+                            (ps_slice){(const uint8_t *)it->json, it->json_len},
+                            PS_SLICE_STR(it->source_id), it->updated_ms))
+                break;
         }
-        if (shown++)
-            ps_buf_putc(b, ',');
-        ps_buf_json_str(b, it->key, it->key_len);
-        ps_buf_putc(b, ':');
-        if (verbose) {
-            char tb[PS_TIME_BUF];
-            ps_buf_puts(b, "{\"value\":");
-            ps_buf_append(b, it->json, it->json_len);
-            ps_buf_puts(b, ",\"source_id\":");
-            ps_buf_json_str(b, it->source_id, strlen(it->source_id));
-            ps_buf_printf(b, ",\"updated_at\":\"%s\"}", ps_time_format(it->updated_ms, tb));
-        } else {
-            ps_buf_append(b, it->json, it->json_len);
-        }
+        ps_trait_list_clear(&traits);
     }
-    ps_buf_putc(b, '}');
-    put_cursor(c, next != NULL, c->p.seq, next ? (const uint8_t *)next->key : NULL,
-               next ? next->key_len : 0, limit);
-    ps_buf_putc(b, '}');
-    ps_trait_list_clear(&traits);
+    if (st != PS_OK) {
+        ps_buf_clear(&pg.next);
+        return storage_error(c, st);
+    }
+    ps_buf_putc(&c->out->body, '}');
+    put_cursor(c, pg.has_more, c->p.seq, pg.next.ptr, pg.next.len, limit);
+    ps_buf_putc(&c->out->body, '}');
+    ps_buf_clear(&pg.next);
     return true;
 }
 
