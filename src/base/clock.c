@@ -4,6 +4,7 @@
 #include "ps/clock.h"
 
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -127,7 +128,22 @@ char *ps_time_format(int64_t ms, char *out)
     int64_t y;
     int m, d;
     civil_from_days(days, &y, &m, &d);
-    snprintf(out, PS_TIME_BUF, "%04lld-%02d-%02dT%02d:%02d:%02d.%03dZ", (long long)y, m, d,
-             (int)(rem / 3600), (int)(rem % 3600 / 60), (int)(rem % 60), msr);
+    if (y < 0 || y > 9999) { /* rare: let printf handle signs and wide years */
+        snprintf(out, PS_TIME_BUF, "%04lld-%02d-%02dT%02d:%02d:%02d.%03dZ", (long long)y, m, d,
+                 (int)(rem / 3600), (int)(rem % 3600 / 60), (int)(rem % 60), msr);
+        return out;
+    }
+    /* the hot path of every API timestamp: fixed-width digits, no printf */
+    int parts[7] = {(int)y, m, d, (int)(rem / 3600), (int)(rem % 3600 / 60), (int)(rem % 60), msr};
+    static const char layout[] = "dddd-dd-ddTdd:dd:dd.dddZ";
+    static const int width[7] = {4, 2, 2, 2, 2, 2, 3};
+    for (int i = 0, pos = 0; i < 7; i++) {
+        while (layout[pos] != 'd')
+            out[pos] = layout[pos], pos++;
+        for (int k = width[i] - 1, v = parts[i]; k >= 0; k--, v /= 10)
+            out[pos + k] = (char)('0' + v % 10);
+        pos += width[i];
+    }
+    memcpy(out + 23, "Z", 2);
     return out;
 }

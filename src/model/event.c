@@ -627,7 +627,9 @@ void ps_event_body_members(ps_slice body, const char *const *keys, size_t count,
             out->len = mark; /* rare: let cJSON read it */
             goto slow;
         }
-        ps_buf_printf(out, ",\"%s\":", keys[i]);
+        ps_buf_puts(out, ",\"");
+        ps_buf_puts(out, keys[i]);
+        ps_buf_puts(out, "\":");
         if (found)
             ps_buf_append(out, v, vl);
         else

@@ -374,7 +374,9 @@ ps_status ps_profile_links(ps_txn *t, const uint64_t *members, size_t n, uint64_
 static void json_time(ps_buf *b, int64_t ms)
 {
     char tb[PS_TIME_BUF];
-    ps_buf_printf(b, "\"%s\"", ps_time_format(ms, tb));
+    ps_buf_putc(b, '"');
+    ps_buf_puts(b, ps_time_format(ms, tb));
+    ps_buf_putc(b, '"');
 }
 
 static void json_cstr(ps_buf *b, const char *s)
@@ -445,8 +447,9 @@ ps_status ps_profile_event_json(ps_txn *t, const ps_profile *p, uint64_t seq, ps
         json_cstr(b, type);
         ps_buf_puts(b, ",\"id\":");
         ps_buf_json_str(b, value, vl);
-        ps_buf_printf(b, ",\"collection\":\"%s\",\"encoding\":\"none\"}",
-                      ps_profile_collection_name(p->collection));
+        ps_buf_puts(b, ",\"collection\":\"");
+        ps_buf_puts(b, ps_profile_collection_name(p->collection));
+        ps_buf_puts(b, "\",\"encoding\":\"none\"}");
         ids = value + vl + 1;
     }
     ps_buf_puts(b, "],\"type\":");
@@ -463,7 +466,9 @@ ps_status ps_profile_event_json(ps_txn *t, const ps_profile *p, uint64_t seq, ps
     json_time(b, e.received_ms);
     static const char *const fields[] = {"context", "properties"};
     ps_event_body_members(e.body, fields, 2, b);
-    ps_buf_printf(b, ",\"related\":{\"%s\":", ps_profile_collection_name(p->collection));
+    ps_buf_puts(b, ",\"related\":{\"");
+    ps_buf_puts(b, ps_profile_collection_name(p->collection));
+    ps_buf_puts(b, "\":");
     json_cstr(b, p->segment_id);
     ps_buf_puts(b, "}}");
     return PS_OK;
