@@ -56,4 +56,20 @@ void *ps_arena_alloc(ps_arena *a, size_t size);
 /* Returns a NUL-terminated copy of `len` bytes of `s`. Valid until ps_arena_clear(). */
 char *ps_arena_strndup(ps_arena *a, const char *s, size_t len);
 
+/* Big-endian u64 in 8 bytes: the byte order of every key and cursor position, so that byte
+ * comparison is numeric order. */
+static inline void ps_put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+static inline uint64_t ps_get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
 #endif

@@ -219,20 +219,6 @@ static void put_cursor(ctx *c, bool has_more, uint64_t owner, const uint8_t *pos
                   has_more ? "true" : "false", next, limit);
 }
 
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--, v >>= 8)
-        p[i] = (uint8_t)v;
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
 static int cmp_bytes(const void *a, size_t al, const void *b, size_t bl)
 {
     int r = memcmp(a, b, al < bl ? al : bl);
@@ -435,8 +421,8 @@ static bool serve_events(ctx *c)
         .max_ts = has_end ? end : INT64_MAX,
         .ascending = asc,
         .has_after = has_pos,
-        .after_ts = has_pos ? (int64_t)get_be64(pos) : 0,
-        .after_seq = has_pos ? get_be64(pos + 8) : 0,
+        .after_ts = has_pos ? (int64_t)ps_get_be64(pos) : 0,
+        .after_seq = has_pos ? ps_get_be64(pos + 8) : 0,
         .include = incl,
         .include_count = nincl,
         .exclude = excl,
@@ -463,8 +449,8 @@ static bool serve_events(ctx *c)
     bool more = count > limit;
     uint8_t next[17];
     if (more) {
-        put_be64(next, (uint64_t)refs[limit - 1].timestamp_ms);
-        put_be64(next + 8, refs[limit - 1].seq);
+        ps_put_be64(next, (uint64_t)refs[limit - 1].timestamp_ms);
+        ps_put_be64(next + 8, refs[limit - 1].seq);
         next[16] = (uint8_t)asc;
     }
     put_cursor(c, more, c->p.seq, next, sizeof next, limit);
@@ -514,7 +500,7 @@ static bool serve_links(ctx *c)
         ps_api_error(c->out, 400, "invalid_request_error", "The parameter `next` is malformed.");
         return false;
     }
-    uint64_t after = has_pos ? get_be64(pos) : 0;
+    uint64_t after = has_pos ? ps_get_be64(pos) : 0;
     ps_status st = ps_profile_links(c->t, c->members, c->n, &links, &nlinks);
     ps_buf *b = &c->out->body;
     ps_buf_puts(b, "{\"data\":[");
@@ -538,7 +524,7 @@ static bool serve_links(ctx *c)
     ps_buf_putc(b, ']');
     if (i < nlinks) { /* Q24: a cursor only when there is more */
         uint8_t next[8];
-        put_be64(next, links[i - 1]);
+        ps_put_be64(next, links[i - 1]);
         put_cursor(c, true, c->p.seq, next, sizeof next, limit);
     }
     ps_buf_putc(b, '}');
@@ -587,13 +573,13 @@ static bool serve_profiles(ctx *c)
     }
     list_page pg = {c, limit, 0, 0, false};
     ps_buf_puts(&c->out->body, "{\"data\":[");
-    ps_status st = ps_store_profile_scan_desc(c->t, has_pos ? get_be64(pos) : UINT64_MAX,
+    ps_status st = ps_store_profile_scan_desc(c->t, has_pos ? ps_get_be64(pos) : UINT64_MAX,
                                               list_profile, &pg);
     if (st != PS_OK)
         return storage_error(c, st);
     ps_buf_putc(&c->out->body, ']');
     uint8_t next[8];
-    put_be64(next, pg.last);
+    ps_put_be64(next, pg.last);
     put_cursor(c, pg.has_more, c->coll, next, sizeof next, limit);
     ps_buf_putc(&c->out->body, '}');
     return true;

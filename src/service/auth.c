@@ -23,20 +23,6 @@ static void random_bytes(uint8_t *out, size_t len)
     PS_ASSERT(ok == 1); /* no entropy: nothing safe to hand out */
 }
 
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--, v >>= 8)
-        p[i] = (uint8_t)v;
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
 typedef struct count_ctx {
     size_t count;
 } count_ctx;
@@ -85,7 +71,7 @@ ps_status ps_auth_token_create(ps_space *sp, const char *name, int64_t now_ms,
     memcpy(token, "pat_", 4);
     ps_b64url_encode(secret, sizeof secret, token + 4);
     SHA256((const unsigned char *)token, strlen(token), rec);
-    put_be64(rec + SHA256_DIGEST_LENGTH, (uint64_t)now_ms);
+    ps_put_be64(rec + SHA256_DIGEST_LENGTH, (uint64_t)now_ms);
     st = ps_store_meta_put(t, key, (ps_slice){rec, sizeof rec});
     if (st == PS_OK)
         return ps_txn_commit(t);
@@ -107,7 +93,7 @@ static bool list_token(void *ud, ps_slice key, ps_slice value)
         return true; /* not ours: skip */
     memcpy(name, key.ptr + sizeof TOKEN_PREFIX - 1, len);
     name[len] = 0;
-    return c->fn(c->ud, name, (int64_t)get_be64(value.ptr + SHA256_DIGEST_LENGTH));
+    return c->fn(c->ud, name, (int64_t)ps_get_be64(value.ptr + SHA256_DIGEST_LENGTH));
 }
 
 ps_status ps_auth_token_list(ps_space *sp, ps_token_fn fn, void *ud)

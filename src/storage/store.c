@@ -104,22 +104,6 @@ static ps_status map_rc(int rc, const char *what)
 
 /* ---- key helpers ---- */
 
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--) {
-        p[i] = (uint8_t)(v & 0xff);
-        v >>= 8;
-    }
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 static MDB_val kv(const ps_buf *b)
 {
     return (MDB_val){b->len, b->ptr};
@@ -666,7 +650,7 @@ static bool profile_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *
         *st = PS_ECORRUPT;
         return false;
     }
-    if ((*st = decode_profile(t, get_be64(k->mv_data), v, &p)) != PS_OK)
+    if ((*st = decode_profile(t, ps_get_be64(k->mv_data), v, &p)) != PS_OK)
         return false;
     return it->fn(it->ud, &p);
 }
@@ -675,7 +659,7 @@ ps_status ps_store_profile_scan(ps_txn *t, uint64_t from_seq, ps_profile_fn fn, 
 {
     profile_iter it = {fn, ud};
     uint8_t start[8];
-    put_be64(start, from_seq);
+    ps_put_be64(start, from_seq);
     key_reset(t);
     return iterate(t, DB_PROFILE, start, 8, profile_visit, &it);
 }
@@ -688,7 +672,7 @@ ps_status ps_store_profile_scan_desc(ps_txn *t, uint64_t before_seq, ps_profile_
     if (rc)
         return map_rc(rc, "profile");
     uint8_t start[8];
-    put_be64(start, before_seq);
+    ps_put_be64(start, before_seq);
     MDB_val k = {8, start}, v;
     rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
     rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_PREV)
@@ -863,7 +847,7 @@ static bool pmap_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, 
     rec r;
     if ((*st = decode(t, v, 1, &r)) != PS_OK)
         return false;
-    return it->fn(it->ud, get_be64(p), type, value, vl, r_i64(&r, 0));
+    return it->fn(it->ud, ps_get_be64(p), type, value, vl, r_i64(&r, 0));
 }
 
 ps_status ps_store_pmap_scan(ps_txn *t, uint64_t profile, const char *type, ps_pmap_fn fn,
@@ -911,7 +895,7 @@ static bool member_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v
         *st = PS_ECORRUPT;
         return false;
     }
-    return it->fn(it->ud, get_be64(k->mv_data), get_be64((const uint8_t *)k->mv_data + 8));
+    return it->fn(it->ud, ps_get_be64(k->mv_data), ps_get_be64((const uint8_t *)k->mv_data + 8));
 }
 
 ps_status ps_store_member_scan(ps_txn *t, uint64_t canonical, ps_member_fn fn, void *ud)
@@ -999,7 +983,7 @@ ps_status ps_store_trait_scan(ps_txn *t, uint64_t profile, const char *from, siz
     if (from) {
         if (from_len > PS_ID_BYTES)
             from_len = PS_ID_BYTES;
-        put_be64(start, profile);
+        ps_put_be64(start, profile);
         memcpy(start + 8, from, from_len);
         slen = 8 + from_len;
     }
@@ -1076,9 +1060,9 @@ ps_status ps_store_pevent_scan_desc(ps_txn *t, uint64_t profile, int64_t before_
     if (rc)
         return map_rc(rc, "pevent");
     uint8_t start[24];
-    put_be64(start, profile);
-    put_be64(start + 8, (uint64_t)before_ts);
-    put_be64(start + 16, before_seq);
+    ps_put_be64(start, profile);
+    ps_put_be64(start + 8, (uint64_t)before_ts);
+    ps_put_be64(start + 16, before_seq);
     MDB_val k = {24, start}, v;
     /* position at the first key >= start, then step back: that is the newest one below it */
     rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
@@ -1093,9 +1077,9 @@ ps_status ps_store_pevent_scan_desc(ps_txn *t, uint64_t profile, int64_t before_
             break;
         }
         const uint8_t *p = k.mv_data;
-        if (get_be64(p) != profile)
+        if (ps_get_be64(p) != profile)
             break;
-        if (!fn(ud, profile, (int64_t)get_be64(p + 8), get_be64(p + 16)))
+        if (!fn(ud, profile, (int64_t)ps_get_be64(p + 8), ps_get_be64(p + 16)))
             break;
         rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
     }
@@ -1109,7 +1093,7 @@ ps_status ps_store_pevent_scan_asc(ps_txn *t, uint64_t profile, int64_t after_ts
                                    uint64_t after_seq, ps_pevent_fn fn, void *ud)
 {
     uint8_t start[24];
-    put_be64(start, profile);
+    ps_put_be64(start, profile);
     if (after_seq == UINT64_MAX) { /* the first key after every seq of after_ts */
         if (after_ts == INT64_MAX)
             return PS_OK;
@@ -1118,8 +1102,8 @@ ps_status ps_store_pevent_scan_asc(ps_txn *t, uint64_t profile, int64_t after_ts
     } else {
         after_seq++;
     }
-    put_be64(start + 8, (uint64_t)after_ts);
-    put_be64(start + 16, after_seq);
+    ps_put_be64(start + 8, (uint64_t)after_ts);
+    ps_put_be64(start + 16, after_seq);
     MDB_cursor *cur;
     int rc = mdb_cursor_open(t->txn, t->store->dbi[DB_PEVENT], &cur);
     if (rc)
@@ -1133,9 +1117,9 @@ ps_status ps_store_pevent_scan_asc(ps_txn *t, uint64_t profile, int64_t after_ts
             break;
         }
         const uint8_t *p = k.mv_data;
-        if (get_be64(p) != profile)
+        if (ps_get_be64(p) != profile)
             break;
-        if (!fn(ud, profile, (int64_t)get_be64(p + 8), get_be64(p + 16)))
+        if (!fn(ud, profile, (int64_t)ps_get_be64(p + 8), ps_get_be64(p + 16)))
             break;
         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
     }
@@ -1160,7 +1144,7 @@ static bool pevent_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v
         return false;
     }
     const uint8_t *p = k->mv_data;
-    return it->fn(it->ud, get_be64(p), (int64_t)get_be64(p + 8), get_be64(p + 16));
+    return it->fn(it->ud, ps_get_be64(p), (int64_t)ps_get_be64(p + 8), ps_get_be64(p + 16));
 }
 
 ps_status ps_store_pevent_scan_all(ps_txn *t, ps_pevent_fn fn, void *ud)
@@ -1183,7 +1167,7 @@ static bool event_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v,
         *st = PS_ECORRUPT;
         return false;
     }
-    if ((*st = decode_event(t, get_be64(k->mv_data), v, &e)) != PS_OK)
+    if ((*st = decode_event(t, ps_get_be64(k->mv_data), v, &e)) != PS_OK)
         return false;
     return it->fn(it->ud, &e);
 }
@@ -1207,7 +1191,7 @@ ps_status ps_store_event_purge(ps_txn *t, int64_t cutoff_ms, size_t max, size_t 
     rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
     while (rc == 0 && *purged < max) {
         ps_event_rec e;
-        if (k.mv_size != 8 || (st = decode_event(t, get_be64(k.mv_data), &v, &e)) != PS_OK) {
+        if (k.mv_size != 8 || (st = decode_event(t, ps_get_be64(k.mv_data), &v, &e)) != PS_OK) {
             st = PS_ECORRUPT;
             break;
         }
@@ -1265,7 +1249,7 @@ static bool link_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, 
             *st = PS_ECORRUPT;
         return false;
     }
-    return it->fn(it->ud, get_be64(k->mv_data), get_be64((const uint8_t *)k->mv_data + 8),
+    return it->fn(it->ud, ps_get_be64(k->mv_data), ps_get_be64((const uint8_t *)k->mv_data + 8),
                   r_i64(&r, 0));
 }
 
@@ -1335,7 +1319,7 @@ ps_status ps_store_dedup_expire(ps_txn *t, int64_t cutoff_ms, size_t max, size_t
             st = PS_ECORRUPT;
             break;
         }
-        if ((int64_t)get_be64(k.mv_data) >= cutoff_ms)
+        if ((int64_t)ps_get_be64(k.mv_data) >= cutoff_ms)
             break;
         key_reset(t);
         key_bytes(t, (const uint8_t *)k.mv_data + 8, k.mv_size - 8);
@@ -1396,7 +1380,7 @@ static bool audit_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v,
         return false;
     }
     ps_audit_rec a = {
-        .seq = get_be64(k->mv_data),
+        .seq = ps_get_be64(k->mv_data),
         .kind = (uint8_t)r_u64(&r, 0),
         .reason = (uint8_t)r_u64(&r, 1),
         .event_type = (uint8_t)r_u64(&r, 2),
@@ -1418,7 +1402,7 @@ ps_status ps_store_audit_scan(ps_txn *t, uint64_t from_seq, ps_audit_fn fn, void
 {
     audit_iter it = {fn, ud};
     uint8_t start[8];
-    put_be64(start, from_seq);
+    ps_put_be64(start, from_seq);
     key_reset(t);
     return iterate(t, DB_AUDIT, start, 8, audit_visit, &it);
 }
