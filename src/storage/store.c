@@ -1052,8 +1052,10 @@ ps_status ps_store_pevent_put(ps_txn *t, uint64_t profile, int64_t ts_ms, uint64
     return put_raw(t, DB_PEVENT, "", 0);
 }
 
-ps_status ps_store_pevent_scan_desc(ps_txn *t, uint64_t profile, int64_t before_ts,
-                                    uint64_t before_seq, ps_pevent_fn fn, void *ud)
+/* Walks one profile's pevent rows from key (profile, ts, seq): descending visits the rows
+ * strictly below it, ascending the rows at or above it. */
+static ps_status pevent_walk(ps_txn *t, uint64_t profile, int64_t ts, uint64_t seq,
+                             bool descending, ps_pevent_fn fn, void *ud)
 {
     MDB_cursor *cur;
     int rc = mdb_cursor_open(t->txn, t->store->dbi[DB_PEVENT], &cur);
@@ -1061,15 +1063,14 @@ ps_status ps_store_pevent_scan_desc(ps_txn *t, uint64_t profile, int64_t before_
         return map_rc(rc, "pevent");
     uint8_t start[24];
     ps_put_be64(start, profile);
-    ps_put_be64(start + 8, (uint64_t)before_ts);
-    ps_put_be64(start + 16, before_seq);
+    ps_put_be64(start + 8, (uint64_t)ts);
+    ps_put_be64(start + 16, seq);
     MDB_val k = {24, start}, v;
-    /* position at the first key >= start, then step back: that is the newest one below it */
-    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    if (rc == 0)
-        rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
-    else if (rc == MDB_NOTFOUND)
-        rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    MDB_cursor_op step = descending ? MDB_PREV : MDB_NEXT;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); /* the first key >= start */
+    if (descending) /* step back from it: the newest one below start */
+        rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_PREV)
+                     : rc == MDB_NOTFOUND ? mdb_cursor_get(cur, &k, &v, MDB_LAST) : rc;
     ps_status st = PS_OK;
     while (rc == 0) {
         if (k.mv_size != 24) {
@@ -1081,7 +1082,7 @@ ps_status ps_store_pevent_scan_desc(ps_txn *t, uint64_t profile, int64_t before_
             break;
         if (!fn(ud, profile, (int64_t)ps_get_be64(p + 8), ps_get_be64(p + 16)))
             break;
-        rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+        rc = mdb_cursor_get(cur, &k, &v, step);
     }
     if (rc && rc != MDB_NOTFOUND && st == PS_OK)
         st = map_rc(rc, "pevent");
@@ -1089,11 +1090,15 @@ ps_status ps_store_pevent_scan_desc(ps_txn *t, uint64_t profile, int64_t before_
     return st;
 }
 
+ps_status ps_store_pevent_scan_desc(ps_txn *t, uint64_t profile, int64_t before_ts,
+                                    uint64_t before_seq, ps_pevent_fn fn, void *ud)
+{
+    return pevent_walk(t, profile, before_ts, before_seq, true, fn, ud);
+}
+
 ps_status ps_store_pevent_scan_asc(ps_txn *t, uint64_t profile, int64_t after_ts,
                                    uint64_t after_seq, ps_pevent_fn fn, void *ud)
 {
-    uint8_t start[24];
-    ps_put_be64(start, profile);
     if (after_seq == UINT64_MAX) { /* the first key after every seq of after_ts */
         if (after_ts == INT64_MAX)
             return PS_OK;
@@ -1102,31 +1107,7 @@ ps_status ps_store_pevent_scan_asc(ps_txn *t, uint64_t profile, int64_t after_ts
     } else {
         after_seq++;
     }
-    ps_put_be64(start + 8, (uint64_t)after_ts);
-    ps_put_be64(start + 16, after_seq);
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(t->txn, t->store->dbi[DB_PEVENT], &cur);
-    if (rc)
-        return map_rc(rc, "pevent");
-    MDB_val k = {24, start}, v;
-    ps_status st = PS_OK;
-    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    while (rc == 0) {
-        if (k.mv_size != 24) {
-            st = PS_ECORRUPT;
-            break;
-        }
-        const uint8_t *p = k.mv_data;
-        if (ps_get_be64(p) != profile)
-            break;
-        if (!fn(ud, profile, (int64_t)ps_get_be64(p + 8), ps_get_be64(p + 16)))
-            break;
-        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-    }
-    if (rc && rc != MDB_NOTFOUND && st == PS_OK)
-        st = map_rc(rc, "pevent");
-    mdb_cursor_close(cur);
-    return st;
+    return pevent_walk(t, profile, after_ts, after_seq, false, fn, ud);
 }
 
 typedef struct pevent_iter {
