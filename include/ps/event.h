@@ -127,10 +127,6 @@ ps_status ps_event_parse(const uint8_t *json, size_t len, const ps_accept_opts *
 
 
 
-/* Appends the compact JSON of top-level `key` of the stored message `body` to `out`, or
- * "null" when absent or when `body` is not a JSON object. For reading stored events. */
-void ps_event_body_field(ps_slice body, const char *key, ps_buf *out);
-
 /* Appends `,"key":<compact JSON>` to `out` for each of the `count` keys, reading `body`
  * once; an absent key (or a body that is not an object) gives `null`. */
 void ps_event_body_members(ps_slice body, const char *const *keys, size_t count, ps_buf *out);

@@ -523,16 +523,6 @@ done:
     return st;
 }
 
-void ps_event_body_field(ps_slice body, const char *key, ps_buf *out)
-{
-    cJSON *root = cJSON_ParseWithLength((const char *)body.ptr, body.len);
-    const cJSON *v = get(root, key);
-    char *text = v ? cJSON_PrintUnformatted(v) : NULL;
-    ps_buf_puts(out, text ? text : "null");
-    cJSON_free(text);
-    cJSON_Delete(root);
-}
-
 /* Skips JSON whitespace. */
 static const char *skip_ws(const char *p, const char *end)
 {
