@@ -47,5 +47,6 @@ int cmd_inspect(cli *c);
 int cmd_export(cli *c);
 int cmd_check(cli *c);
 int cmd_token(cli *c);
+int cmd_source(cli *c);
 
 #endif

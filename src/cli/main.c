@@ -27,6 +27,8 @@ static const char usage[] =
     "  token create SPACE [--name NAME]       new Profile API access token (printed once)\n"
     "  token list SPACE                       token names and creation times\n"
     "  token revoke SPACE NAME                revoke a token (running servers see it at once)\n"
+    "  source create SPACE [--name NAME]      new Tracking API source; prints its write key once\n"
+    "  source list SPACE                      source ids, names and creation times\n"
     "\n"
     "  --data DIR   data directory (default $PROFILED_DATA, else ./var)\n"
     "  --json       machine-readable output\n"
@@ -40,7 +42,7 @@ typedef struct command {
 static const command commands[] = {
     {"space", cmd_space},   {"settings", cmd_settings}, {"ingest", cmd_ingest},
     {"inspect", cmd_inspect}, {"export", cmd_export},   {"check", cmd_check},
-    {"token", cmd_token},
+    {"token", cmd_token},   {"source", cmd_source},
 };
 
 int cli_fail(int code, const char *fmt, ...)

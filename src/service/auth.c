@@ -17,10 +17,15 @@
 #define TOKEN_REC_BYTES (SHA256_DIGEST_LENGTH + 8)
 #define SECRET_KEY "secret/cursor"
 
-static void random_bytes(uint8_t *out, size_t len)
+void ps_auth_random(uint8_t *out, size_t len)
 {
     int ok = RAND_bytes(out, (int)len);
     PS_ASSERT(ok == 1); /* no entropy: nothing safe to hand out */
+}
+
+void ps_auth_digest(const void *in, size_t len, uint8_t out[PS_DIGEST_BYTES])
+{
+    SHA256(in, len, out);
 }
 
 typedef struct count_ctx {
@@ -67,7 +72,7 @@ ps_status ps_auth_token_create(ps_space *sp, const char *name, int64_t now_ms,
         return st;
     }
     uint8_t secret[32], rec[TOKEN_REC_BYTES];
-    random_bytes(secret, sizeof secret);
+    ps_auth_random(secret, sizeof secret);
     memcpy(token, "pat_", 4);
     ps_b64url_encode(secret, sizeof secret, token + 4);
     SHA256((const unsigned char *)token, strlen(token), rec);
@@ -175,7 +180,7 @@ ps_status ps_auth_secret_ensure(ps_store *s)
         return st;
     st = ps_auth_secret(t, secret); /* another process may have won the race */
     if (st == PS_ENOTFOUND) {
-        random_bytes(secret, sizeof secret);
+        ps_auth_random(secret, sizeof secret);
         if ((st = ps_store_meta_put(t, SECRET_KEY, (ps_slice){secret, sizeof secret})) == PS_OK)
             return ps_txn_commit(t);
     }

@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/* source: Tracking API sources and their write keys. A write key names no space, so the
+ * mapping key -> (space, source) lives in the catalog environment DATA/meta (DESIGN 4), which
+ * every process opens beside the spaces. Keys are stored as SHA-256 hashes only; a key
+ * belongs to exactly one source of one space. A source created while a server runs counts
+ * from the server's next request (each lookup reads a fresh transaction). */
+#ifndef PS_SOURCE_H
+#define PS_SOURCE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ps/space.h"
+#include "ps/status.h"
+
+#define PS_SOURCE_NAME_MAX 64 /* same alphabet as space names */
+#define PS_SOURCE_ID_BUF 24   /* "src_" + 16 base62 characters + NUL */
+#define PS_WRITE_KEY_BUF 40   /* 32 base62 characters + NUL */
+#define PS_WRITE_KEY_MAX 256  /* longest key a lookup reads; longer ones cannot match */
+
+typedef struct ps_sources ps_sources;
+
+/* Opens the catalog DATA/meta, creating it when `create` and it is missing (PS_ENOTFOUND
+ * otherwise). Returns an owned handle; close it with ps_sources_close(). Thread-safe. */
+ps_status ps_sources_open(const char *data_dir, bool create, ps_sources **out);
+void ps_sources_close(ps_sources *s);
+
+typedef struct ps_source_info {
+    char source_id[PS_SOURCE_ID_BUF];
+    char write_key[PS_WRITE_KEY_BUF]; /* only from ps_source_create(): shown once */
+    char name[PS_SOURCE_NAME_MAX + 1];
+    char space[PS_SPACE_NAME_MAX + 1];
+    int64_t created_ms;
+} ps_source_info;
+
+/* Creates a source of `space` (which the caller has checked exists). `name` NULL picks
+ * "source-N". PS_EINVAL for a bad name, PS_ECONFLICT when the space has a source by it. */
+ps_status ps_source_create(ps_sources *s, const char *space, const char *name, int64_t now_ms,
+                           ps_source_info *out);
+
+typedef bool (*ps_source_fn)(void *ud, const ps_source_info *src);
+/* Visits the sources of `space` by source id; write_key is empty. */
+ps_status ps_source_list(ps_sources *s, const char *space, ps_source_fn fn, void *ud);
+
+/* The source a write key belongs to (space and source_id; name stays empty). PS_EAUTH when
+ * the key is unknown. */
+ps_status ps_source_find(ps_sources *s, const char *key, size_t len, ps_source_info *out);
+
+#endif
