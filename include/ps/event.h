@@ -54,6 +54,7 @@ typedef enum ps_drop {
     PS_DROP_BEFORE_1970,
     PS_DROP_TOO_MANY_ITEMS,
     PS_DROP_DUPLICATE,
+    PS_DROP_NOT_BATCH,    /* /v1/batch without a "batch" array */
     PS_DROP__COUNT
 } ps_drop;
 
@@ -110,6 +111,7 @@ typedef struct ps_accept_opts {
     const char *source_id;     /* stamped when the message has none */
     ps_msg_type forced_type;   /* HTTP /v1/<type>; PS_MSG_NONE reads "type" */
     uint64_t sequence;         /* distinguishes generated messageIds within one stamp */
+    bool require_batch;        /* the payload must be {"batch":[...]} (HTTP /v1/batch) */
 } ps_accept_opts;
 
 /* Called once per message: `ev` is NULL when it was dropped for `why`. `index` is the item

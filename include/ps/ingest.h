@@ -57,6 +57,42 @@ ps_status ps_ingest_commit(ps_ingest *in);
 /* Aborts whatever is not committed and frees the session. NULL is a no-op. */
 void ps_ingest_end(ps_ingest *in);
 
+/* ---- prepared payloads: parsed and validated on the caller's thread (an HTTP worker),
+ * resolved later by the space's one writer (DESIGN 3) ---- */
+
+typedef struct ps_prepare_opts {
+    const char *source_id;    /* stamped on every message (copied) */
+    ps_msg_type forced_type;  /* /v1/<type>; PS_MSG_NONE reads each message's "type" */
+    bool require_batch;       /* /v1/batch */
+    int64_t now_ms;           /* the receivedAt stamp (D1: stamped once, here) */
+    uint64_t sequence;        /* unique per payload in this process: generated messageIds */
+} ps_prepare_opts;
+
+typedef struct ps_prepared_drop {
+    uint32_t index; /* item in the batch; 0 for a single message */
+    ps_drop why;
+} ps_prepared_drop;
+
+typedef struct ps_prepared ps_prepared;
+
+/* Parses and validates `json` under the space's current rules. Takes ownership of `json`
+ * (a ps_xmalloc'd buffer). PS_OK with *out even when every message was dropped; PS_EINVAL or
+ * PS_ETOOBIG with *why when the payload cannot be read at all (then `json` is freed and *out
+ * is NULL). Storage errors from reading the rules pass through. */
+ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *json, size_t len,
+                            ps_prepared **out, ps_drop *why);
+size_t ps_prepared_accepted(const ps_prepared *p);
+/* The dropped messages, in batch order. Borrowed. */
+size_t ps_prepared_dropped(const ps_prepared *p, const ps_prepared_drop **list);
+/* Heap bytes the payload holds (for queue bounds). */
+size_t ps_prepared_bytes(const ps_prepared *p);
+void ps_prepared_free(ps_prepared *p); /* NULL is a no-op */
+
+/* Resolves a prepared payload's accepted messages into the open batch, in order. When the
+ * space's rules changed since it was prepared, its messages are read again under the batch's
+ * rules, so every event is resolved under one set of rules. Errors as ps_ingest_payload(). */
+ps_status ps_ingest_prepared(ps_ingest *in, const ps_prepared *p);
+
 /* Counts for everything committed so far. Borrowed: valid until ps_ingest_end(). */
 const ps_ingest_stats *ps_ingest_stats_get(const ps_ingest *in);
 

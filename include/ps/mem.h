@@ -55,6 +55,8 @@ void ps_arena_clear(ps_arena *a); /* frees every allocation; the arena may be re
 void *ps_arena_alloc(ps_arena *a, size_t size);
 /* Returns a NUL-terminated copy of `len` bytes of `s`. Valid until ps_arena_clear(). */
 char *ps_arena_strndup(ps_arena *a, const char *s, size_t len);
+/* Bytes the arena holds from the heap (for memory bounds). */
+size_t ps_arena_bytes(const ps_arena *a);
 
 /* Big-endian u64 in 8 bytes: the byte order of every key and cursor position, so that byte
  * comparison is numeric order. */

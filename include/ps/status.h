@@ -14,6 +14,8 @@ typedef enum ps_status {
     PS_EFULL = -6,     /* storage map is full */
     PS_ECORRUPT = -7,  /* stored data fails a consistency check */
     PS_EIO = -8,       /* operating system or LMDB I/O failure */
+    PS_EBUSY = -9,     /* a bounded queue is full: retry later */
+    PS_ECLOSED = -10,  /* the component is shutting down */
 } ps_status;
 
 /* Returns a static, lowercase name for `st` ("not found", ...). Never NULL. */

@@ -202,6 +202,14 @@ void *ps_arena_alloc(ps_arena *a, size_t size)
     return p;
 }
 
+size_t ps_arena_bytes(const ps_arena *a)
+{
+    size_t n = 0;
+    for (const ps_arena_chunk *c = a->head; c; c = c->next)
+        n += sizeof *c + c->cap;
+    return n;
+}
+
 char *ps_arena_strndup(ps_arena *a, const char *s, size_t len)
 {
     char *p = ps_arena_alloc(a, len + 1);

@@ -19,6 +19,8 @@ const char *ps_status_str(ps_status st)
     case PS_EFULL: return "store is full";
     case PS_ECORRUPT: return "corrupt data";
     case PS_EIO: return "i/o error";
+    case PS_EBUSY: return "busy";
+    case PS_ECLOSED: return "shutting down";
     }
     return "unknown status";
 }

@@ -67,7 +67,9 @@ int cli_exit_code(ps_status st)
     case PS_EAUTH: return EXIT_USAGE;
     case PS_EFULL:
     case PS_ECORRUPT:
-    case PS_EIO: return EXIT_STORE;
+    case PS_EIO:
+    case PS_EBUSY:
+    case PS_ECLOSED: return EXIT_STORE;
     }
     return EXIT_STORE;
 }

@@ -17,7 +17,7 @@ static const char *const drop_names[PS_DROP__COUNT] = {
     "invalid_utf8",  "invalid_type",        "no_user_anon_id",   "missing_event_name",
     "group_id_empty", "group_id_too_long",  "invalid_message_id", "message_id_too_long",
     "too_many_traits", "too_many_properties", "invalid_field",   "invalid_timestamp",
-    "before_1970",   "too_many_items",      "duplicate",
+    "before_1970",   "too_many_items",      "duplicate",          "missing_batch",
 };
 
 const char *ps_drop_name(ps_drop d)
@@ -479,6 +479,11 @@ ps_status ps_event_parse(const uint8_t *json, size_t len, const ps_accept_opts *
     }
     ps_status st = PS_OK;
     cJSON *batch = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "batch") : NULL;
+    if (batch == NULL && opts->require_batch) {
+        *why = cJSON_IsObject(root) ? PS_DROP_NOT_BATCH : PS_DROP_NOT_OBJECT;
+        st = PS_EINVAL;
+        goto done;
+    }
     if (batch == NULL || opts->forced_type != PS_MSG_NONE) {
         if (len > PS_MESSAGE_MAX_BYTES) {
             *why = PS_DROP_TOO_LARGE;

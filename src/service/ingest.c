@@ -3,6 +3,7 @@
  * metadata, all in the batch's write transaction (SPEC 9). */
 #include "ps/ingest.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -239,6 +240,31 @@ static ps_status on_message(void *ud, const ps_event *ev, ps_drop why, size_t in
     return st;
 }
 
+/* Runs the parse over `json` with the batch's rules, accepting every message that passes. */
+static ps_status ingest_parse(ps_ingest *in, const uint8_t *json, size_t len,
+                              ps_accept_opts *ao, ps_drop *why)
+{
+    ao->rules = in->rules;
+    in->failure = PS_OK;
+    ps_status st = ps_event_parse(json, len, ao, &in->arena, on_message, in, why);
+    ps_arena_clear(&in->arena);
+    if (in->failure != PS_OK)
+        return in->failure;
+    if (st != PS_OK) {
+        in->pending.messages++;
+        in->pending.dropped[*why]++;
+    }
+    return st;
+}
+
+/* A storage error leaves the transaction unusable: the whole open batch goes. */
+static ps_status batch_failed(ps_ingest *in, ps_status st)
+{
+    ps_log(PS_LOG_ERROR, "msg=\"ingest batch aborted\" reason=\"%s\"", ps_status_str(st));
+    batch_abort(in);
+    return st;
+}
+
 ps_status ps_ingest_payload(ps_ingest *in, const uint8_t *json, size_t len, uint64_t sequence,
                             ps_drop *why)
 {
@@ -246,30 +272,143 @@ ps_status ps_ingest_payload(ps_ingest *in, const uint8_t *json, size_t len, uint
     if (st != PS_OK)
         return st;
     ps_accept_opts ao = {
-        .rules = in->rules,
         .now_ms = ps_clock_now_ms(),
         .keep_received_at = in->opts.keep_received_at,
         .source_id = in->opts.source_id,
         .forced_type = in->opts.forced_type,
         .sequence = sequence,
     };
-    in->failure = PS_OK;
     in->pending.payloads++;
-    st = ps_event_parse(json, len, &ao, &in->arena, on_message, in, why);
-    ps_arena_clear(&in->arena);
-    if (in->failure != PS_OK) {
-        /* a storage error leaves the transaction unusable: drop the whole batch */
-        ps_log(PS_LOG_ERROR, "msg=\"ingest batch aborted\" reason=\"%s\"",
-               ps_status_str(in->failure));
-        st = in->failure;
-        batch_abort(in);
-        return st;
+    st = ingest_parse(in, json, len, &ao, why);
+    if (in->failure != PS_OK)
+        return batch_failed(in, st);
+    return st;
+}
+
+/* ---- prepared payloads ---- */
+
+struct ps_prepared {
+    uint8_t *json;
+    size_t len;
+    char source_id[PS_SOURCE_ID_MAX + 1];
+    ps_accept_opts opts; /* as parsed; opts.rules tells under which rules */
+    ps_arena arena;      /* the events' strings */
+    ps_event *events;
+    size_t count, cap;
+    ps_prepared_drop *drops;
+    size_t ndrops, dcap;
+};
+
+static ps_status collect_message(void *ud, const ps_event *ev, ps_drop why, size_t index)
+{
+    ps_prepared *p = ud;
+    if (ev == NULL) {
+        if (p->ndrops == p->dcap) {
+            p->dcap = p->dcap ? 2 * p->dcap : 8;
+            p->drops = ps_xrealloc(p->drops, p->dcap * sizeof *p->drops);
+        }
+        p->drops[p->ndrops++] = (ps_prepared_drop){(uint32_t)index, why};
+        return PS_OK;
+    }
+    if (p->count == p->cap) {
+        p->cap = p->cap ? 2 * p->cap : 8;
+        p->events = ps_xrealloc(p->events, p->cap * sizeof *p->events);
+    }
+    p->events[p->count++] = *ev; /* its pointers are into p->arena or p->json */
+    return PS_OK;
+}
+
+ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *json, size_t len,
+                            ps_prepared **out, ps_drop *why)
+{
+    *out = NULL;
+    *why = PS_DROP_NONE;
+    ps_txn *t;
+    const ps_rules *rules;
+    ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
+    if (st == PS_OK) {
+        st = ps_space_rules(sp, t, &rules); /* borrowed until the space closes */
+        ps_txn_abort(t);
     }
     if (st != PS_OK) {
-        in->pending.messages++;
-        in->pending.dropped[*why]++;
+        free(json);
+        return st;
     }
-    return st;
+    ps_prepared *p = ps_xcalloc(1, sizeof *p);
+    p->json = json;
+    p->len = len;
+    snprintf(p->source_id, sizeof p->source_id, "%s", o->source_id ? o->source_id : "");
+    p->opts = (ps_accept_opts){
+        .rules = rules,
+        .now_ms = o->now_ms,
+        .source_id = p->source_id,
+        .forced_type = o->forced_type,
+        .sequence = o->sequence,
+        .require_batch = o->require_batch,
+    };
+    ps_arena_init(&p->arena);
+    st = ps_event_parse(json, len, &p->opts, &p->arena, collect_message, p, why);
+    if (st != PS_OK) {
+        ps_prepared_free(p);
+        return st;
+    }
+    *out = p;
+    return PS_OK;
+}
+
+size_t ps_prepared_accepted(const ps_prepared *p)
+{
+    return p->count;
+}
+
+size_t ps_prepared_dropped(const ps_prepared *p, const ps_prepared_drop **list)
+{
+    *list = p->drops;
+    return p->ndrops;
+}
+
+size_t ps_prepared_bytes(const ps_prepared *p)
+{
+    return sizeof *p + p->len + ps_arena_bytes(&p->arena) + p->cap * sizeof *p->events +
+           p->dcap * sizeof *p->drops;
+}
+
+void ps_prepared_free(ps_prepared *p)
+{
+    if (p == NULL)
+        return;
+    ps_arena_clear(&p->arena);
+    free(p->events);
+    free(p->drops);
+    free(p->json);
+    free(p);
+}
+
+ps_status ps_ingest_prepared(ps_ingest *in, const ps_prepared *p)
+{
+    ps_status st = open_batch(in);
+    if (st != PS_OK)
+        return st;
+    in->pending.payloads++;
+    if (p->opts.rules != in->rules) { /* settings changed in between: read it again */
+        ps_accept_opts ao = p->opts;
+        ps_drop why;
+        st = ingest_parse(in, p->json, p->len, &ao, &why);
+        if (in->failure != PS_OK)
+            return batch_failed(in, st);
+        return PS_OK; /* it was readable when prepared, and reading does not depend on rules */
+    }
+    in->pending.messages += p->ndrops;
+    for (size_t i = 0; i < p->ndrops; i++)
+        in->pending.dropped[p->drops[i].why]++;
+    for (size_t i = 0; i < p->count; i++) {
+        in->pending.messages++;
+        st = accept_event(in, &p->events[i]);
+        ps_arena_clear(&in->arena);
+        if (st != PS_OK)
+            return batch_failed(in, st);
+    }
+    return PS_OK;
 }
 
 size_t ps_ingest_pending(const ps_ingest *in)
