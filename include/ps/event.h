@@ -59,6 +59,8 @@ typedef enum ps_drop {
 } ps_drop;
 
 const char *ps_drop_name(ps_drop d);
+/* One sentence for people: what was wrong with the message. */
+const char *ps_drop_message(ps_drop d);
 const char *ps_msg_type_name(ps_msg_type t);
 
 /* Why a candidate identifier was not promoted (SPEC 7, 13 violations). */
@@ -132,6 +134,11 @@ ps_status ps_event_parse(const uint8_t *json, size_t len, const ps_accept_opts *
 /* Appends `,"key":<compact JSON>` to `out` for each of the `count` keys, reading `body`
  * once; an absent key (or a body that is not an object) gives `null`. */
 void ps_event_body_members(ps_slice body, const char *const *keys, size_t count, ps_buf *out);
+
+/* Reads the top-level "writeKey" string of a Tracking API body into `out` (capacity `cap`)
+ * without parsing the whole body. False when there is none, it is not a string, or it does
+ * not fit. */
+bool ps_event_write_key(const uint8_t *json, size_t len, char *out, size_t cap);
 
 /* Parses a Delete Profile Identifier request body (SPEC 11.1):
  * {"delete_external_ids":[{"id":..., "type":...}]}. Exactly one entry with string `id` and

@@ -34,9 +34,11 @@ ps_status ps_writer_start(ps_space *sp, const ps_writer_opts *opts, ps_writer **
  * the writer is stopping; then `p` is freed and `done` is never called. */
 ps_status ps_writer_submit(ps_writer *w, ps_prepared *p, ps_writer_done done, void *ud);
 
-/* Stops taking work, resolves and commits everything queued (callbacks run), joins the
- * thread and frees the writer. NULL is a no-op. */
+/* Stops taking work (submit says PS_ECLOSED from now on), resolves and commits everything
+ * queued (callbacks run) and joins the thread. Idempotent; NULL is a no-op. */
 void ps_writer_stop(ps_writer *w);
+/* Stops the writer if needed and frees it. NULL is a no-op. */
+void ps_writer_free(ps_writer *w);
 
 typedef struct ps_writer_stats {
     uint64_t commits;

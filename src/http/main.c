@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* profiled: serves the Profile API over HTTP (DESIGN 5.1). Parses flags, opens the data
- * directory, runs the server until SIGINT or SIGTERM, then drains and exits 0. */
+/* profiled: serves the Profile API and the Tracking API over HTTP (DESIGN 5.1). Parses flags,
+ * opens the data directory and its write-key catalog, runs the server until SIGINT or SIGTERM,
+ * then commits what was accepted, answers it, and exits 0. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,19 +15,29 @@
 #include "ps/log.h"
 
 static const char usage[] =
-    "usage: profiled [--data DIR] [--listen HOST:PORT] [--threads N] [--timeout-ms MS]\n"
+    "usage: profiled [--data DIR] [--listen HOST:PORT] [--ingest-listen HOST:PORT]\n"
+    "                [--threads N] [--timeout-ms MS] [--batch-events N] [--batch-ms MS]\n"
+    "                [--queue-mb MB]\n"
     "\n"
-    "Serves the Segment-compatible Profile API for every space under DIR.\n"
+    "Serves the Segment-compatible Profile API and Tracking API for every space under DIR.\n"
     "\n"
-    "  --data DIR         data directory (default $PROFILED_DATA, else ./var)\n"
-    "  --listen HOST:PORT address to listen on (default 127.0.0.1:8080; port 0 picks one)\n"
-    "  --threads N        event loops sharing the listener (default: number of cores)\n"
-    "  --timeout-ms MS    limit for reading a request, writing a reply and keeping an idle\n"
-    "                     connection open (default 10000)\n"
-    "  --help             show this text\n"
+    "  --data DIR           data directory (default $PROFILED_DATA, else ./var)\n"
+    "  --listen HOST:PORT   address to listen on (default 127.0.0.1:8080; port 0 picks one)\n"
+    "  --ingest-listen HOST:PORT\n"
+    "                       serve the Tracking API (/v1/track, /v1/batch, ...) here instead\n"
+    "  --threads N          event loops sharing the listeners (default: number of cores)\n"
+    "  --timeout-ms MS      limit for reading a request, writing a reply and keeping an idle\n"
+    "                       connection open (default 10000)\n"
+    "  --batch-events N     group commit: at most N accepted events per commit (default 5000)\n"
+    "  --batch-ms MS        group commit: a group stays open at most MS (default 20)\n"
+    "  --queue-mb MB        events waiting for a space's writer may hold this much memory;\n"
+    "                       beyond it the Tracking API answers 503 (default 64)\n"
+    "  --help               show this text\n"
     "\n"
     "GET /healthz answers {\"status\":\"ok\"} once ready; GET /metrics is Prometheus text.\n"
-    "Create spaces and access tokens with profilectl; they take effect without a restart.\n";
+    "A Tracking API request is answered 200 only once its events are durable on disk.\n"
+    "Create spaces, access tokens and sources (write keys) with profilectl; they take effect\n"
+    "without a restart.\n";
 
 static int bad_usage(const char *what, const char *arg)
 {
@@ -56,8 +67,9 @@ int main(int argc, char **argv)
         .threads = cores > 0 && cores < 256 ? (int)cores : 2,
         .timeout_ms = 10000,
         .max_header_bytes = 16 * 1024,
-        .max_body_bytes = 512 * 1024,
+        .max_body_bytes = 1024 * 1024, /* over the 500 KB batch limit: those get a JSON 400 */
     };
+    int batch_events = 0, batch_ms = 0, queue_mb = 64;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -65,7 +77,9 @@ int main(int argc, char **argv)
             return 0;
         }
         bool takes = strcmp(a, "--data") == 0 || strcmp(a, "--listen") == 0 ||
-                     strcmp(a, "--threads") == 0 || strcmp(a, "--timeout-ms") == 0;
+                     strcmp(a, "--threads") == 0 || strcmp(a, "--timeout-ms") == 0 ||
+                     strcmp(a, "--ingest-listen") == 0 || strcmp(a, "--batch-events") == 0 ||
+                     strcmp(a, "--batch-ms") == 0 || strcmp(a, "--queue-mb") == 0;
         if (!takes)
             return bad_usage("unknown option", a);
         if (v == NULL)
@@ -75,6 +89,14 @@ int main(int argc, char **argv)
             cfg.data_dir = v;
         else if (strcmp(a, "--listen") == 0)
             cfg.listen = v;
+        else if (strcmp(a, "--ingest-listen") == 0)
+            cfg.ingest_listen = v;
+        else if (strcmp(a, "--batch-events") == 0 && !parse_int(v, 1, 1000000, &batch_events))
+            return bad_usage("--batch-events must be a number from 1 to 1000000, got", v);
+        else if (strcmp(a, "--batch-ms") == 0 && !parse_int(v, 1, 60000, &batch_ms))
+            return bad_usage("--batch-ms must be a number from 1 to 60000, got", v);
+        else if (strcmp(a, "--queue-mb") == 0 && !parse_int(v, 1, 65536, &queue_mb))
+            return bad_usage("--queue-mb must be a number from 1 to 65536, got", v);
         else if (strcmp(a, "--threads") == 0 && !parse_int(v, 1, 256, &cfg.threads))
             return bad_usage("--threads must be a number from 1 to 256, got", v);
         else if (strcmp(a, "--timeout-ms") == 0 && !parse_int(v, 10, 3600000, &cfg.timeout_ms))
@@ -99,10 +121,19 @@ int main(int argc, char **argv)
     sigaddset(&stop, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN); /* a peer that hung up is an error on write, not a kill */
-    registry *reg = registry_new(cfg.data_dir);
+    cfg.writer = (ps_writer_opts){(size_t)batch_events, batch_ms, (size_t)queue_mb << 20};
+    ps_sources *sources;
+    ps_status st = ps_sources_open(cfg.data_dir, true, &sources);
+    if (st != PS_OK) {
+        fprintf(stderr, "profiled: cannot open the write-key catalog %s/meta: %s\n",
+                cfg.data_dir, ps_status_str(st));
+        return 4;
+    }
+    registry *reg = registry_new(cfg.data_dir, sources, &cfg.writer);
     server *srv;
     if (server_start(&cfg, reg, &srv) != 0) {
         registry_free(reg);
+        ps_sources_close(sources);
         return 4;
     }
     int sig = 0;
@@ -110,6 +141,7 @@ int main(int argc, char **argv)
     ps_log(PS_LOG_INFO, "msg=\"stopping\" signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
     server_stop(srv);
     registry_free(reg);
+    ps_sources_close(sources);
     ps_log(PS_LOG_INFO, "msg=stopped");
     return 0;
 }

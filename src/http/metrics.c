@@ -15,7 +15,13 @@ static const char *route_label(int route)
 {
     if (route < PS_API__ROUTES)
         return ps_api_route_name((ps_api_route)route);
-    return route == ROUTE_HEALTHZ ? "healthz" : route == ROUTE_METRICS ? "metrics" : "other";
+    switch (route) {
+    case ROUTE_HEALTHZ: return "healthz";
+    case ROUTE_METRICS: return "metrics";
+    case ROUTE_TRACK: return "tracking_message";
+    case ROUTE_BATCH: return "tracking_batch";
+    default: return "other";
+    }
 }
 
 void metrics_record(metrics *m, int route, int status, uint64_t elapsed_us)

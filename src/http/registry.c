@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* registry: the server's open spaces. A space created by `profilectl space create` while the
- * server runs is opened by the first request that names it; spaces stay open until shutdown
- * (LMDB allows one environment handle per process, so every thread shares it). */
+/* registry: the server's open spaces and their writers. A space created by `profilectl space
+ * create` while the server runs is opened by the first request that names it; spaces stay
+ * open until shutdown (LMDB allows one environment handle per process, so every thread shares
+ * it). A space's writer thread starts with its first Tracking API request. */
 #include "http_int.h"
 
 #include <pthread.h>
@@ -10,17 +11,27 @@
 
 #include "ps/log.h"
 
+typedef struct entry {
+    ps_space *space;
+    ps_writer *writer;
+} entry;
+
 struct registry {
     char *data_dir;
+    ps_sources *sources;
+    ps_writer_opts wopts;
     pthread_rwlock_t lock;
-    ps_space **spaces;
+    entry *entries;
     size_t count;
+    bool stopping; /* no new writers */
 };
 
-registry *registry_new(const char *data_dir)
+registry *registry_new(const char *data_dir, ps_sources *sources, const ps_writer_opts *wopts)
 {
     registry *r = ps_xcalloc(1, sizeof *r);
     r->data_dir = ps_xstrdup(data_dir);
+    r->sources = sources;
+    r->wopts = *wopts;
     pthread_rwlock_init(&r->lock, NULL);
     return r;
 }
@@ -29,35 +40,45 @@ void registry_free(registry *r)
 {
     if (r == NULL)
         return;
-    for (size_t i = 0; i < r->count; i++)
-        ps_space_close(r->spaces[i]);
-    free(r->spaces);
+    for (size_t i = 0; i < r->count; i++) {
+        ps_writer_free(r->entries[i].writer);
+        ps_space_close(r->entries[i].space);
+    }
+    free(r->entries);
     pthread_rwlock_destroy(&r->lock);
     free(r->data_dir);
     free(r);
 }
 
-static ps_space *find(registry *r, const char *name)
+ps_sources *registry_sources(registry *r)
+{
+    return r->sources;
+}
+
+static entry *find(registry *r, const char *name)
 {
     for (size_t i = 0; i < r->count; i++)
-        if (strcmp(ps_space_name(r->spaces[i]), name) == 0)
-            return r->spaces[i];
+        if (strcmp(ps_space_name(r->entries[i].space), name) == 0)
+            return &r->entries[i];
     return NULL;
 }
 
 ps_space *registry_get(registry *r, const char *name)
 {
     pthread_rwlock_rdlock(&r->lock);
-    ps_space *sp = find(r, name);
+    entry *e = find(r, name);
+    ps_space *sp = e ? e->space : NULL;
     pthread_rwlock_unlock(&r->lock);
     if (sp)
         return sp;
     pthread_rwlock_wrlock(&r->lock);
-    if ((sp = find(r, name)) == NULL) {
+    if ((e = find(r, name)) != NULL) {
+        sp = e->space;
+    } else {
         ps_status st = ps_space_open(r->data_dir, name, false, &sp);
         if (st == PS_OK) {
-            r->spaces = ps_xrealloc(r->spaces, (r->count + 1) * sizeof *r->spaces);
-            r->spaces[r->count++] = sp;
+            r->entries = ps_xrealloc(r->entries, (r->count + 1) * sizeof *r->entries);
+            r->entries[r->count++] = (entry){sp, NULL};
             ps_log(PS_LOG_INFO, "msg=\"space opened\" space=%s", name);
         } else {
             sp = NULL;
@@ -70,6 +91,52 @@ ps_space *registry_get(registry *r, const char *name)
     return sp;
 }
 
+static ps_writer *writer_of(registry *r, ps_space *sp)
+{
+    for (size_t i = 0; i < r->count; i++)
+        if (r->entries[i].space == sp)
+            return r->entries[i].writer;
+    return NULL;
+}
+
+ps_writer *registry_writer(registry *r, ps_space *sp)
+{
+    pthread_rwlock_rdlock(&r->lock);
+    bool stopping = r->stopping;
+    ps_writer *w = stopping ? NULL : writer_of(r, sp);
+    pthread_rwlock_unlock(&r->lock);
+    if (w || stopping)
+        return w;
+    pthread_rwlock_wrlock(&r->lock);
+    for (size_t i = 0; !r->stopping && i < r->count; i++) {
+        entry *e = &r->entries[i];
+        if (e->space != sp)
+            continue;
+        if (e->writer == NULL) {
+            ps_status st = ps_writer_start(sp, &r->wopts, &e->writer);
+            if (st != PS_OK)
+                ps_log(PS_LOG_ERROR, "msg=\"cannot start writer\" space=%s error=%s",
+                       ps_space_name(sp), ps_status_str(st));
+        }
+        w = e->writer;
+    }
+    pthread_rwlock_unlock(&r->lock);
+    return w;
+}
+
+void registry_stop_writers(registry *r)
+{
+    pthread_rwlock_wrlock(&r->lock);
+    r->stopping = true;
+    pthread_rwlock_unlock(&r->lock);
+    /* entries only grow under the lock and writers are only set while not stopping, so
+     * this walk sees every writer there will ever be */
+    pthread_rwlock_rdlock(&r->lock);
+    for (size_t i = 0; i < r->count; i++)
+        ps_writer_stop(r->entries[i].writer);
+    pthread_rwlock_unlock(&r->lock);
+}
+
 void registry_each(registry *r, registry_fn fn, void *ud)
 {
     char **names = NULL;
@@ -80,6 +147,6 @@ void registry_each(registry *r, registry_fn fn, void *ud)
     ps_space_list_free(names, count);
     pthread_rwlock_rdlock(&r->lock);
     for (size_t i = 0; i < r->count; i++)
-        fn(ud, r->spaces[i]);
+        fn(ud, r->entries[i].space);
     pthread_rwlock_unlock(&r->lock);
 }

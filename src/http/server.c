@@ -35,28 +35,6 @@
 #define HOST_MAX 1025 /* NI_MAXHOST, which POSIX leaves out */
 #define SERV_MAX 32
 
-typedef struct worker {
-    server *srv;
-    pthread_t thread;
-    struct event_base *base;
-    struct evhttp *http;
-    struct evhttp_bound_socket *bound;
-    uint32_t id;
-    uint64_t requests;
-    ps_api_reply reply;
-    char *path, *query, *ident; /* per-request copies; each buffer_cap bytes */
-    size_t buffer_cap;
-} worker;
-
-struct server {
-    http_config cfg;
-    registry *reg;
-    metrics stats;
-    worker *workers;
-    int nworkers;
-    uint32_t boot; /* random per process: Request-Ids differ across restarts */
-};
-
 /* ---- replies ---- */
 
 static const char *reason(int status)
@@ -74,8 +52,8 @@ static const char *reason(int status)
     }
 }
 
-static void send_reply(worker *w, struct evhttp_request *req, const char *content_type,
-                       const char *rid, const char *allow)
+void send_reply(worker *w, struct evhttp_request *req, const char *content_type,
+                const char *rid, const char *allow)
 {
     ps_api_reply *rep = &w->reply;
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
@@ -83,7 +61,7 @@ static void send_reply(worker *w, struct evhttp_request *req, const char *conten
     evhttp_add_header(h, "Request-Id", rid);
     if (allow)
         evhttp_add_header(h, "Allow", allow);
-    if (rep->status == 429) {
+    if (rep->status == 429 || rep->status == 503) {
         char secs[24];
         snprintf(secs, sizeof secs, "%lld", (long long)(rep->retry_after_s ? rep->retry_after_s : 1));
         evhttp_add_header(h, "Retry-After", secs);
@@ -161,32 +139,32 @@ nul:
     return false;
 }
 
-/* Reads "Authorization: Basic base64(token:)" into `token`. Returns false when the header
- * is present but malformed; *len = 0 when there is none. */
-static bool basic_token(struct evhttp_request *req, char *token, size_t *len)
+bool basic_user(struct evhttp_request *req, bool only_basic, char *user, size_t cap,
+                size_t *len)
 {
     const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
     *len = 0;
     if (h == NULL)
         return true;
     if (strncasecmp(h, "Basic ", 6) != 0)
-        return false;
+        return !only_basic;
     const char *b64 = h + 6;
     size_t bl = strlen(b64), n;
     ps_trim(&b64, &bl);
     uint8_t raw[MAX_AUTH_BYTES];
-    if (!ps_b64_decode(b64, bl, false, raw, sizeof raw, &n))
+    if (!ps_b64_decode(b64, bl, false, raw, sizeof raw, &n) || memchr(raw, 0, n))
         return false;
     const uint8_t *colon = memchr(raw, ':', n);
-    if (colon == NULL || colon == raw || memchr(raw, 0, n))
+    size_t ul = colon ? (size_t)(colon - raw) : n;
+    if (ul == 0 || ul >= cap)
         return false;
-    *len = (size_t)(colon - raw);
-    memcpy(token, raw, *len);
-    token[*len] = 0;
+    memcpy(user, raw, ul);
+    user[ul] = 0;
+    *len = ul;
     return true;
 }
 
-static void request_id(worker *w, char out[40])
+void request_id(worker *w, char out[40])
 {
     uint64_t n = ++w->requests;
     snprintf(out, 40, "%04x-%04x-%04x-%04x", (unsigned)(w->srv->boot >> 16),
@@ -219,11 +197,20 @@ static int route_of(char **seg, int n, enum evhttp_cmd_type method, bool *method
     return -1;
 }
 
-static void handle(struct evhttp_request *req, void *arg)
+void request_done(worker *w, int route, int status, const struct timespec *t0)
 {
-    worker *w = arg;
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    int64_t us = (int64_t)(t1.tv_sec - t0->tv_sec) * 1000000 + (t1.tv_nsec - t0->tv_nsec) / 1000;
+    metrics_record(&w->srv->stats, route, status, us > 0 ? (uint64_t)us : 0);
+}
+
+/* Serves both APIs, or only the Tracking API (`ingest`: the --ingest-listen listener), or
+ * only the Profile API (the main listener when there is a separate ingest listener). */
+static void dispatch(struct evhttp_request *req, worker *w, bool ingest)
+{
     server *s = w->srv;
-    struct timespec t0, t1;
+    struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     char rid[40];
     request_id(w, rid);
@@ -239,7 +226,7 @@ static void handle(struct evhttp_request *req, void *arg)
     const char *raw_query = uri ? evhttp_uri_get_query(uri) : NULL;
     size_t path_len = raw_path ? strlen(raw_path) : 0;
     char *path = w->path, *seg[MAX_SEGMENTS];
-    int n;
+    int n = 0;
     bool method_ok;
     if (raw_path == NULL || path_len >= s->cfg.max_header_bytes ||
         (raw_query && strlen(raw_query) >= s->cfg.max_header_bytes)) {
@@ -247,6 +234,13 @@ static void handle(struct evhttp_request *req, void *arg)
         goto reply;
     }
     memcpy(path, raw_path, path_len + 1);
+    int track_type;
+    if ((ingest || s->cfg.ingest_listen == NULL) &&
+        (route = track_route(path, &track_type)) >= 0) {
+        track_handle(w, req, route, track_type, rid, &t0);
+        return; /* it replies and records, now or after the commit */
+    }
+    route = ROUTE_OTHER;
     if (strcmp(path, "/healthz") == 0 || strcmp(path, "/metrics") == 0) {
         route = path[1] == 'h' ? ROUTE_HEALTHZ : ROUTE_METRICS;
         if (method != EVHTTP_REQ_GET) {
@@ -260,7 +254,8 @@ static void handle(struct evhttp_request *req, void *arg)
         }
         goto reply;
     }
-    if ((n = split_path(path, seg)) < 0 || (route = route_of(seg, n, method, &method_ok)) < 0) {
+    if (ingest || (n = split_path(path, seg)) < 0 ||
+        (route = route_of(seg, n, method, &method_ok)) < 0) {
         route = ROUTE_OTHER;
         ps_api_error(rep, 404, "not_found", "No such route.");
         goto reply;
@@ -289,7 +284,7 @@ static void handle(struct evhttp_request *req, void *arg)
         rq.ident = ident;
     }
     char token[MAX_AUTH_BYTES];
-    if (!basic_token(req, token, &rq.token_len)) {
+    if (!basic_user(req, true, token, sizeof token, &rq.token_len)) {
         ps_api_error(rep, 401, "authentication_error",
                      "The Authorization header must be Basic base64(<token>:).");
         goto reply;
@@ -314,9 +309,17 @@ reply:
         ps_log(PS_LOG_ERROR, "msg=\"request failed\" request_id=%s status=%d route=%s", rid,
                rep->status, route < PS_API__ROUTES ? ps_api_route_name(route) : "other");
     send_reply(w, req, ctype, rid, allow);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    int64_t us = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000;
-    metrics_record(&s->stats, route, rep->status, us > 0 ? (uint64_t)us : 0);
+    request_done(w, route, rep->status, &t0);
+}
+
+static void handle(struct evhttp_request *req, void *arg)
+{
+    dispatch(req, arg, false);
+}
+
+static void handle_ingest(struct evhttp_request *req, void *arg)
+{
+    dispatch(req, arg, true);
 }
 
 /* ---- lifecycle ---- */
@@ -373,13 +376,40 @@ static int listen_socket(const char *addr, char *bound, size_t bound_cap)
     return fd;
 }
 
+/* A new evhttp on the worker's loop, with the server's limits, accepting on a dup of `fd`
+ * (each listener owns and closes its own descriptor). */
+static struct evhttp *listener(worker *w, int fd, void (*cb)(struct evhttp_request *, void *),
+                               struct evhttp_bound_socket **bound)
+{
+    const http_config *cfg = &w->srv->cfg;
+    struct timeval tv = {cfg->timeout_ms / 1000, (cfg->timeout_ms % 1000) * 1000};
+    struct evhttp *http = evhttp_new(w->base);
+    int lfd = dup(fd);
+    if (http == NULL || lfd < 0)
+        PS_ASSERT(!"cannot create a listener");
+    evhttp_set_max_headers_size(http, (ev_ssize_t)cfg->max_header_bytes);
+    evhttp_set_max_body_size(http, (ev_ssize_t)cfg->max_body_bytes);
+    evhttp_set_timeout_tv(http, &tv);
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                         EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                         EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    evhttp_set_gencb(http, cb, w);
+    *bound = evhttp_accept_socket_with_handle(http, lfd);
+    PS_ASSERT(*bound != NULL);
+    return http;
+}
+
 int server_start(const http_config *cfg, registry *reg, server **out)
 {
-    char bound[HOST_MAX + SERV_MAX + 4];
-    int fd = listen_socket(cfg->listen, bound, sizeof bound);
+    char bound[HOST_MAX + SERV_MAX + 4], ibound[HOST_MAX + SERV_MAX + 4] = "";
+    int fd = listen_socket(cfg->listen, bound, sizeof bound), ifd = -1;
     if (fd < 0)
         return -1;
-    evthread_use_pthreads();
+    if (cfg->ingest_listen && (ifd = listen_socket(cfg->ingest_listen, ibound, sizeof ibound)) < 0) {
+        close(fd);
+        return -1;
+    }
+    evthread_use_pthreads(); /* before any base: lets writer threads wake a worker */
     server *s = ps_xcalloc(1, sizeof *s);
     s->cfg = *cfg;
     s->reg = reg;
@@ -388,7 +418,6 @@ int server_start(const http_config *cfg, registry *reg, server **out)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     s->boot = (uint32_t)(ts.tv_nsec ^ (ts.tv_sec << 20) ^ getpid());
-    struct timeval tv = {cfg->timeout_ms / 1000, (cfg->timeout_ms % 1000) * 1000};
     for (int i = 0; i < s->nworkers; i++) {
         worker *w = &s->workers[i];
         w->srv = s;
@@ -399,36 +428,47 @@ int server_start(const http_config *cfg, registry *reg, server **out)
         w->query = ps_xmalloc(w->buffer_cap);
         w->ident = ps_xmalloc(w->buffer_cap);
         w->base = event_base_new();
-        w->http = w->base ? evhttp_new(w->base) : NULL;
-        int lfd = dup(fd); /* each listener owns (and closes) its own descriptor */
-        if (w->http == NULL || lfd < 0)
-            PS_ASSERT(!"cannot create an event loop");
-        evhttp_set_max_headers_size(w->http, (ev_ssize_t)cfg->max_header_bytes);
-        evhttp_set_max_body_size(w->http, (ev_ssize_t)cfg->max_body_bytes);
-        evhttp_set_timeout_tv(w->http, &tv);
-        evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                                                EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-                                                EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
-        evhttp_set_gencb(w->http, handle, w);
-        w->bound = evhttp_accept_socket_with_handle(w->http, lfd);
-        PS_ASSERT(w->bound != NULL);
+        PS_ASSERT(w->base != NULL);
+        pthread_mutex_init(&w->done_lock, NULL);
+        w->done_ev = event_new(w->base, -1, 0, track_flush, w);
+        PS_ASSERT(w->done_ev != NULL);
+        w->http = listener(w, fd, handle, &w->bound);
+        if (ifd >= 0)
+            w->ingest_http = listener(w, ifd, handle_ingest, &w->ingest_bound);
     }
     close(fd);
+    if (ifd >= 0)
+        close(ifd);
     for (int i = 0; i < s->nworkers; i++)
         pthread_create(&s->workers[i].thread, NULL, run_worker, &s->workers[i]);
-    ps_log(PS_LOG_INFO, "msg=listening listen=%s threads=%d data=\"%s\"", bound, s->nworkers,
-           cfg->data_dir);
+    if (ifd >= 0)
+        ps_log(PS_LOG_INFO, "msg=listening listen=%s ingest_listen=%s threads=%d data=\"%s\"",
+               bound, ibound, s->nworkers, cfg->data_dir);
+    else
+        ps_log(PS_LOG_INFO, "msg=listening listen=%s threads=%d data=\"%s\"", bound,
+               s->nworkers, cfg->data_dir);
     *out = s;
     return 0;
 }
 
-static void stop_worker(evutil_socket_t fd, short what, void *arg)
+static void stop_accepting(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     worker *w = arg;
-    evhttp_del_accept_socket(w->http, w->bound); /* stop accepting */
+    evhttp_del_accept_socket(w->http, w->bound);
     w->bound = NULL;
+    if (w->ingest_http) {
+        evhttp_del_accept_socket(w->ingest_http, w->ingest_bound);
+        w->ingest_bound = NULL;
+    }
+}
+
+static void stop_loop(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    worker *w = arg;
     struct timeval grace = {0, 300 * 1000}; /* replies already queued get written */
     event_base_loopexit(w->base, &grace);
 }
@@ -437,12 +477,22 @@ void server_stop(server *s)
 {
     struct timeval now = {0, 0};
     for (int i = 0; i < s->nworkers; i++)
-        event_base_once(s->workers[i].base, -1, EV_TIMEOUT, stop_worker, &s->workers[i], &now);
+        event_base_once(s->workers[i].base, -1, EV_TIMEOUT, stop_accepting, &s->workers[i],
+                        &now);
+    /* what was accepted is committed and answered before the loops end (DESIGN 5.1) */
+    registry_stop_writers(s->reg);
+    for (int i = 0; i < s->nworkers; i++)
+        event_base_once(s->workers[i].base, -1, EV_TIMEOUT, stop_loop, &s->workers[i], &now);
     for (int i = 0; i < s->nworkers; i++) {
         worker *w = &s->workers[i];
         pthread_join(w->thread, NULL);
+        track_flush(-1, 0, w); /* a commit that finished after the loop ended */
+        if (w->ingest_http)
+            evhttp_free(w->ingest_http);
         evhttp_free(w->http);
+        event_free(w->done_ev);
         event_base_free(w->base);
+        pthread_mutex_destroy(&w->done_lock);
         ps_buf_clear(&w->reply.body);
         free(w->path);
         free(w->query);

@@ -642,6 +642,57 @@ slow:;
     cJSON_Delete(root);
 }
 
+bool ps_event_write_key(const uint8_t *json, size_t len, char *out, size_t cap)
+{
+    const char *v = NULL, *start = (const char *)json;
+    size_t vl = 0;
+    int found = find_member(start, start + len, "writeKey", &v, &vl);
+    if (found < 0) { /* rare shapes: the full parser decides */
+        cJSON *root = cJSON_ParseWithLength(start, len);
+        const cJSON *k = get(root, "writeKey");
+        bool ok = cJSON_IsString(k) && strlen(k->valuestring) < cap;
+        if (ok)
+            memcpy(out, k->valuestring, strlen(k->valuestring) + 1);
+        cJSON_Delete(root);
+        return ok;
+    }
+    /* a plain string: quotes around bytes without escapes */
+    if (found == 0 || vl < 2 || v[0] != '"' || v[vl - 1] != '"' || memchr(v, '\\', vl) ||
+        vl - 2 >= cap)
+        return false;
+    memcpy(out, v + 1, vl - 2);
+    out[vl - 2] = 0;
+    return true;
+}
+
+static const char *const drop_messages[PS_DROP__COUNT] = {
+    [PS_DROP_INVALID_JSON] = "The body is not valid JSON.",
+    [PS_DROP_NOT_OBJECT] = "A message must be a JSON object.",
+    [PS_DROP_TOO_LARGE] = "The message is over 32 KB (a batch: over 500 KB).",
+    [PS_DROP_INVALID_UTF8] = "The body is not valid UTF-8.",
+    [PS_DROP_INVALID_TYPE] = "The message needs a type: identify, track, page, screen, group "
+                             "or alias.",
+    [PS_DROP_NO_USER_ANON_ID] = "The message needs a userId or an anonymousId.",
+    [PS_DROP_MISSING_EVENT_NAME] = "A track call needs a non-empty event name.",
+    [PS_DROP_GROUP_ID_EMPTY] = "groupId is empty.",
+    [PS_DROP_GROUP_ID_TOO_LONG] = "groupId is over 500 characters.",
+    [PS_DROP_INVALID_MESSAGE_ID] = "messageId must be a string.",
+    [PS_DROP_MESSAGE_ID_TOO_LONG] = "messageId is over 100 characters.",
+    [PS_DROP_TOO_MANY_TRAITS] = "The message has 300 traits or more.",
+    [PS_DROP_TOO_MANY_PROPERTIES] = "The message has more than 300 properties.",
+    [PS_DROP_INVALID_FIELD] = "context, traits and properties must be objects; batch an array.",
+    [PS_DROP_INVALID_TIMESTAMP] = "A timestamp is not ISO-8601.",
+    [PS_DROP_BEFORE_1970] = "The event is dated before 1970-01-01.",
+    [PS_DROP_TOO_MANY_ITEMS] = "The batch has more than 2500 messages.",
+    [PS_DROP_DUPLICATE] = "A message with this messageId was already accepted.",
+    [PS_DROP_NOT_BATCH] = "The body must be {\"batch\": [...]}.",
+};
+
+const char *ps_drop_message(ps_drop d)
+{
+    return (unsigned)d < PS_DROP__COUNT && drop_messages[d] ? drop_messages[d] : "Dropped.";
+}
+
 ps_status ps_event_parse_delete_ids(const char *json, size_t len, char *type, char *value,
                                     size_t *value_len, const char **why)
 {

@@ -32,7 +32,7 @@ struct ps_writer {
     pthread_mutex_t lock; /* guards everything below */
     pthread_cond_t wake;
     item *head, *tail;
-    bool stopping;
+    bool stopping, joined;
     ps_writer_stats stats;
 };
 
@@ -168,13 +168,21 @@ ps_status ps_writer_submit(ps_writer *w, ps_prepared *p, ps_writer_done done, vo
 
 void ps_writer_stop(ps_writer *w)
 {
-    if (w == NULL)
+    if (w == NULL || w->joined)
         return;
     pthread_mutex_lock(&w->lock);
     w->stopping = true;
     pthread_cond_signal(&w->wake);
     pthread_mutex_unlock(&w->lock);
     pthread_join(w->thread, NULL); /* the thread drains the queue before it returns */
+    w->joined = true;
+}
+
+void ps_writer_free(ps_writer *w)
+{
+    if (w == NULL)
+        return;
+    ps_writer_stop(w);
     ps_ingest_end(w->in);
     pthread_cond_destroy(&w->wake);
     pthread_mutex_destroy(&w->lock);
