@@ -512,6 +512,9 @@ ps_status ps_event_parse(const uint8_t *json, size_t len, const ps_accept_opts *
         } else {
             merge_envelope(item, root, "context");
             merge_envelope(item, root, "integrations");
+            const cJSON *sent = get(root, "sentAt"); /* clock-skew correction per item */
+            if (cJSON_IsString(sent) && get(item, "sentAt") == NULL)
+                cJSON_AddItemToObject(item, "sentAt", cJSON_Duplicate(sent, 0));
             char *text = cJSON_PrintUnformatted(item);
             PS_ASSERT(text != NULL);
             size_t tl = strlen(text);

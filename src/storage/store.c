@@ -342,16 +342,26 @@ ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **o
         free(s);
         return st;
     }
-    /* open (and on first use create) every named database in one write transaction */
+    /* Open every named database. A store that has them all is opened in a read transaction,
+     * so that opening never waits for another process's writer; a new (or older) store gets
+     * its databases and format in one write transaction. */
     MDB_txn *txn;
-    rc = mdb_txn_begin(s->env, NULL, opts->read_only ? MDB_RDONLY : 0, &txn);
+    bool write = false;
+    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
     for (int i = 0; rc == 0 && i < DB__COUNT; i++)
-        rc = mdb_dbi_open(txn, db_names[i], opts->read_only ? 0 : MDB_CREATE, &s->dbi[i]);
+        rc = mdb_dbi_open(txn, db_names[i], 0, &s->dbi[i]);
+    if (rc == MDB_NOTFOUND && !opts->read_only) {
+        mdb_txn_abort(txn);
+        write = true;
+        rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+        for (int i = 0; rc == 0 && i < DB__COUNT; i++)
+            rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &s->dbi[i]);
+    }
     ps_status st = PS_OK;
     if (rc == 0) {
         MDB_val k = {6, "format"}, v;
         int grc = mdb_get(txn, s->dbi[DB_META], &k, &v);
-        if (grc == MDB_NOTFOUND && !opts->read_only) {
+        if (grc == MDB_NOTFOUND && write) {
             char ver[16];
             int n = snprintf(ver, sizeof ver, "%d", PS_STORE_FORMAT);
             v = (MDB_val){(size_t)n, ver};

@@ -81,15 +81,27 @@ class Server:
                 raise AssertionError("profiled exited: %s" % "".join(self.log))
             self.log.append(line)
             if "msg=listening" in line:
-                addr = line.split("listen=")[1].split()[0]
+                addr = line.split(" listen=")[1].split()[0]
                 self.host, port = addr.rsplit(":", 1)
                 self.port = int(port)
+                self.ingest_port = self.port
+                if " ingest_listen=" in line:
+                    self.ingest_port = int(line.split(" ingest_listen=")[1].split()[0]
+                                           .rsplit(":", 1)[1])
                 break
+        import threading
+        # keep reading the log so that a chatty server never blocks on a full pipe
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
 
-    def request(self, method, path, token=None, body=None, headers=None, raw=False):
+    def _drain(self):
+        for line in self.proc.stderr:
+            self.log.append(line)
+
+    def request(self, method, path, token=None, body=None, headers=None, raw=False, port=None):
         import base64
         import http.client
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        conn = http.client.HTTPConnection(self.host, port or self.port, timeout=60)
         h = dict(headers or {})
         if token is not None:
             h["Authorization"] = "Basic " + base64.b64encode((token + ":").encode()).decode()
@@ -107,10 +119,16 @@ class Server:
     def get(self, path, token=None, **kw):
         return self.request("GET", path, token, **kw)
 
+    def track(self, route, body, write_key=None, **kw):
+        """POST to the Tracking API (on the ingest listener when there is one)."""
+        return self.request("POST", "/v1/" + route, write_key, body=body,
+                            port=self.ingest_port, **kw)
+
     def stop(self):
         import signal
         self.proc.send_signal(signal.SIGTERM)
-        rest = self.proc.stderr.read()
         code = self.proc.wait(timeout=60)
+        self._reader.join(timeout=10)
+        rest = ""
         if code != 0:
             raise AssertionError("profiled exited %d: %s%s" % (code, "".join(self.log), rest))

@@ -1,0 +1,310 @@
+# SPDX-License-Identifier: MIT
+"""Tracking API (SPEC 3, 18 Q30) against the real profiled: every route and alias, every auth
+mode, limits and bad bodies, partial batches, messageId duplicates, --ingest-listen, sources
+in profile data, and back-pressure while `profilectl ingest` holds the store's write lock."""
+import base64
+import json
+import os
+import subprocess
+import threading
+import time
+
+from common import Server, Store, run_tests, tool
+
+SPACE = "s1"
+
+
+def setup(*server_args):
+    st = Store()
+    st.ctl("space", "create", SPACE)
+    src = st.json("source", "create", SPACE, "--name", "web")
+    token = st.ctl("token", "create", SPACE).stdout.strip()
+    return st, Server(st, *server_args), src, token
+
+
+def events_of(st, ident):
+    d = st.json("inspect", SPACE, ident, "--events", "10000")
+    return d
+
+
+def message_ids(st, ident):
+    return sorted(e["message_id"] for e in events_of(st, ident)["events"])
+
+
+def expect_error(got, status, code):
+    s, h, body = got
+    assert s == status, (s, body)
+    assert body["success"] is False and body["error"]["code"] == code, body
+    assert body["error"]["message"], body
+    assert h["Request-Id"], h
+
+
+def test_every_route_and_alias():
+    st, srv, src, token = setup()
+    wk = src["write_key"]
+    try:
+        sent = 0
+        for route, body in [
+            ("identify", {"userId": "u1", "traits": {"plan": "pro", "email": "u1@x.io"}}),
+            ("i", {"userId": "u1", "traits": {"seats": 3}}),
+            ("track", {"userId": "u1", "event": "Signed Up", "properties": {"a": 1}}),
+            ("t", {"userId": "u1", "event": "Clicked"}),
+            ("page", {"userId": "u1", "name": "Home"}),
+            ("p", {"userId": "u1", "name": "Pricing"}),
+            ("screen", {"userId": "u1", "name": "Main"}),
+            ("s", {"userId": "u1", "name": "Settings"}),
+            ("group", {"userId": "u1", "groupId": "acme", "traits": {"name": "Acme"}}),
+            ("g", {"userId": "u1", "groupId": "acme", "traits": {"tier": "gold"}}),
+            ("alias", {"userId": "u1", "previousId": "old-anon"}),
+            ("a", {"userId": "u1", "previousId": "older-anon"}),
+            ("batch", {"batch": [{"type": "track", "userId": "u1", "event": "InBatch"}]}),
+            ("b", {"batch": [{"type": "page", "userId": "u1", "name": "Docs"}]}),
+        ]:
+            s, h, b = srv.track(route, body, wk)
+            assert s == 200 and b == {"success": True}, (route, s, b)
+            assert h["Content-Type"] == "application/json" and h["Request-Id"]
+            sent += 1
+        d = events_of(st, "user_id:u1")
+        assert d["traits"]["plan"] == "pro" and d["traits"]["seats"] == 3, d["traits"]
+        names = sorted(e.get("event") or e.get("name") or "" for e in d["events"])
+        assert names == sorted(["Signed Up", "Clicked", "Home", "Pricing", "Main", "Settings",
+                                "InBatch", "Docs"]), names
+        types = sorted(e["type"] for e in d["events"])
+        assert types.count("track") == 3 and types.count("page") == 3, types
+        assert types.count("screen") == 2, types
+        acc = st.json("inspect", SPACE, "group_id:acme")
+        assert acc["collection"] == "accounts" and acc["traits"]["tier"] == "gold", acc
+        assert any(l.get("to_collection") == "users" or "users" in json.dumps(l)
+                   for l in acc["links"]), acc["links"]
+        # previousId is never an identifier (SPEC 2.1): old-anon resolves to nothing
+        assert st.ctl("inspect", SPACE, "anonymous_id:old-anon", check=False).returncode == 2
+        # the source travels into identifiers, traits and metadata (Profile API)
+        base = "/v1/spaces/%s/collections/users/profiles/user_id:u1" % SPACE
+        s, _, meta = srv.get(base + "/metadata", token)
+        meta = meta.get("metadata", meta)
+        assert s == 200 and meta["last_source_id"] == src["source_id"], meta
+        s, _, ids = srv.get(base + "/external_ids?include_source=true"
+                            "&include_first_seen=true", token)
+        assert all(x["source_id"] == src["source_id"] for x in ids["data"]), ids
+        s, _, tr = srv.get(base + "/traits?include_metadata=true", token)
+        assert s == 200, tr
+        assert st.ctl("check", SPACE).returncode == 0
+    finally:
+        srv.stop()
+        st.close()
+
+
+def test_auth_modes():
+    st, srv, src, _ = setup()
+    wk = src["write_key"]
+    msg = {"userId": "auth", "event": "E"}
+    try:
+        # 1. Basic with the colon
+        assert srv.track("track", msg, wk)[0] == 200
+        # 1b. Basic without the colon (older clients)
+        h = {"Authorization": "Basic " + base64.b64encode(wk.encode()).decode()}
+        s, _, b = srv.track("track", msg, headers=h)
+        assert s == 200, b
+        # 2. writeKey in the body, no header
+        s, _, b = srv.track("track", dict(msg, writeKey=wk))
+        assert s == 200, b
+        # 3. Bearer (OAuth) plus writeKey in the body
+        s, _, b = srv.track("track", dict(msg, writeKey=wk),
+                            headers={"Authorization": "Bearer some.jwt.token"})
+        assert s == 200, b
+        # a batch names its writeKey at the top
+        s, _, b = srv.track("batch", {"writeKey": wk, "batch": [dict(msg, type="track")]})
+        assert s == 200, b
+        expect_error(srv.track("track", msg, "not-a-key"), 400, "invalid_write_key")
+        expect_error(srv.track("track", dict(msg, writeKey="nope")), 400, "invalid_write_key")
+        expect_error(srv.track("track", msg), 400, "invalid_write_key")
+        expect_error(srv.track("track", msg, headers={"Authorization": "Basic %%%"}), 400,
+                     "invalid_write_key")
+        # a key of another space's source writes into that space only
+        st.ctl("space", "create", "s2")
+        other = st.json("source", "create", "s2")
+        assert srv.track("track", {"userId": "only-s2", "event": "E"}, other["write_key"])[0] \
+            == 200
+        assert st.ctl("inspect", "s2", "user_id:only-s2", check=False).returncode == 0
+        assert st.ctl("inspect", SPACE, "user_id:only-s2", check=False).returncode == 2
+        # a source created while the server runs works at once
+        fresh = st.ctl("source", "create", SPACE).stdout.strip()
+        assert srv.track("track", msg, fresh)[0] == 200
+        assert len(message_ids(st, "user_id:auth")) == 6
+    finally:
+        srv.stop()
+        st.close()
+
+
+def test_limits_and_bad_bodies():
+    st, srv, src, _ = setup()
+    wk = src["write_key"]
+    try:
+        big = {"userId": "u", "event": "E", "properties": {"blob": "x" * (33 * 1024)}}
+        expect_error(srv.track("track", big, wk), 400, "payload_too_large")
+        # the same message fits in a batch body but is over 32 KB as an item: dropped
+        s, _, b = srv.track("batch", {"batch": [dict(big, type="track"),
+                                                {"type": "track", "userId": "u",
+                                                 "event": "Small"}]}, wk)
+        assert s == 200 and b["accepted"] == 1, b
+        assert b["dropped"] == [{"index": 0, "code": "payload_too_large",
+                                 "message": b["dropped"][0]["message"]}], b
+        huge = {"batch": [{"type": "track", "userId": "u", "event": "E",
+                           "properties": {"blob": "y" * 30000}} for _ in range(18)]}
+        expect_error(srv.track("batch", huge, wk), 400, "payload_too_large")
+        # over 2,500 items: 200, and every item rejected (SPEC 3.3)
+        many = {"batch": [{"type": "track", "userId": "many", "event": "E"}] * 2501}
+        s, _, b = srv.track("batch", many, wk)
+        assert s == 200 and b["accepted"] == 0 and len(b["dropped"]) == 2501, (s, len(b))
+        assert {d["code"] for d in b["dropped"]} == {"too_many_items"}
+        assert st.ctl("inspect", SPACE, "user_id:many", check=False).returncode == 2
+        expect_error(srv.track("track", '{"userId": "u", ', wk), 400, "invalid_json")
+        expect_error(srv.track("track", "", wk), 400, "invalid_json")
+        expect_error(srv.track("track", b'{"userId":"\xff\xfe","event":"E"}', wk), 400,
+                     "invalid_json")
+        expect_error(srv.track("track", "[1,2]", wk), 400, "not_object")
+        expect_error(srv.track("track", {"event": "E"}, wk), 400, "no_user_anon_id")
+        expect_error(srv.track("track", {"userId": "u"}, wk), 400, "missing_event_name")
+        expect_error(srv.track("group", {"userId": "u"}, wk), 400, "group_id_empty")
+        expect_error(srv.track("batch", {"userId": "u"}, wk), 400, "missing_batch")
+        expect_error(srv.track("batch", {"batch": "nope"}, wk), 400, "invalid_field")
+        expect_error(srv.track("track", {"userId": "u", "event": "E"}, wk,
+                               headers={"Content-Encoding": "gzip"}), 400,
+                     "unsupported_encoding")
+        s, h, b = srv.request("GET", "/v1/track", port=srv.ingest_port)
+        assert s == 405 and h["Allow"] == "POST" and b["success"] is False, (s, b)
+        s, _, b = srv.track("nope", {"userId": "u"}, wk)
+        assert s == 404, (s, b)
+        # receivedAt is always stamped by the server (D1), never taken from the client
+        s, _, b = srv.track("track", {"userId": "rcv", "event": "E",
+                                      "receivedAt": "2001-01-01T00:00:00Z"}, wk)
+        ev = events_of(st, "user_id:rcv")["events"][0]
+        assert not ev["received_at"].startswith("2001"), ev
+        # a message without messageId gets one
+        assert ev["message_id"], ev
+        assert st.ctl("check", SPACE).returncode == 0
+    finally:
+        srv.stop()
+        st.close()
+
+
+def test_partial_batches_and_duplicates():
+    st, srv, src, _ = setup()
+    wk = src["write_key"]
+    try:
+        batch = {"context": {"ip": "10.0.0.1"}, "batch": [
+            {"type": "track", "userId": "pb", "event": "A", "messageId": "m-1"},
+            {"type": "track", "event": "NoIdentity"},
+            {"type": "bogus", "userId": "pb"},
+            {"type": "track", "userId": "pb"},
+            "not an object",
+            {"type": "identify", "userId": "pb", "traits": {"k": "v"}, "messageId": "m-2"},
+            {"type": "track", "userId": "pb", "event": "B", "messageId": "m-3"},
+        ]}
+        s, _, b = srv.track("batch", batch, wk)
+        assert s == 200 and b["success"] is True and b["accepted"] == 3, b
+        assert [(d["index"], d["code"]) for d in b["dropped"]] == [
+            (1, "no_user_anon_id"), (2, "invalid_type"), (3, "missing_event_name"),
+            (4, "not_object")], b
+        assert message_ids(st, "user_id:pb") == ["m-1", "m-3"]
+        ev = events_of(st, "user_id:pb")["events"][0]
+        assert ev["context"]["ip"] == "10.0.0.1", ev  # envelope context merged into items
+        # the same messageIds again: 200, nothing stored twice
+        s, _, b = srv.track("batch", batch, wk)
+        assert s == 200, b
+        s, _, b = srv.track("track", {"userId": "pb", "event": "A", "messageId": "m-1"}, wk)
+        assert s == 200 and b == {"success": True}, b
+        assert message_ids(st, "user_id:pb") == ["m-1", "m-3"]
+        # duplicates inside one batch: the first wins
+        s, _, b = srv.track("batch", {"batch": [
+            {"type": "track", "userId": "dup", "event": "First", "messageId": "same"},
+            {"type": "track", "userId": "dup", "event": "Second", "messageId": "same"}]}, wk)
+        assert s == 200, b
+        evs = events_of(st, "user_id:dup")["events"]
+        assert [e["event"] for e in evs] == ["First"], evs
+        assert st.ctl("check", SPACE).returncode == 0
+    finally:
+        srv.stop()
+        st.close()
+
+
+def test_ingest_listener():
+    st, srv, src, token = setup("--ingest-listen", "127.0.0.1:0")
+    wk = src["write_key"]
+    try:
+        assert srv.ingest_port != srv.port
+        assert srv.track("track", {"userId": "il", "event": "E"}, wk)[0] == 200
+        # the Tracking API moved: the main listener does not serve it
+        s, _, _ = srv.request("POST", "/v1/track", wk, body={"userId": "il", "event": "E"})
+        assert s == 404
+        # and the ingest listener serves no Profile API
+        path = "/v1/spaces/%s/collections/users/profiles/user_id:il/traits" % SPACE
+        assert srv.get(path, token, port=srv.ingest_port)[0] == 404
+        assert srv.get(path, token)[0] == 200
+        assert srv.get("/healthz", port=srv.ingest_port)[0] == 200
+    finally:
+        srv.stop()
+        st.close()
+
+
+def test_backpressure_and_concurrent_cli_ingest():
+    """`profilectl ingest` holds the write lock (an open batch, stdin still open): the
+    server's writer waits, its 1 MiB queue fills, and further batches get 503 with
+    Retry-After. When the CLI commits, every queued request is answered 200 and stored."""
+    st, srv, src, _ = setup("--queue-mb", "1")
+    wk = src["write_key"]
+    cli = None
+    try:
+        cli = subprocess.Popen([tool("profilectl"), "--data", st.dir, "ingest", SPACE, "-",
+                                "--batch", "1000000"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        line = json.dumps({"type": "track", "userId": "cli", "event": "E",
+                           "properties": {"pad": "p" * 200}}) + "\n"
+        n_cli = (1 << 20) // len(line) + 50  # more than one read chunk: the batch opens
+        for i in range(n_cli):
+            cli.stdin.write(line.replace('"E"', '"E%d"' % i).encode())
+        cli.stdin.flush()
+        time.sleep(2.0 * float(os.environ.get("PS_TEST_TIMEOUT_MULT", "1")))
+        results = {}
+
+        def send(i):
+            body = {"batch": [{"type": "track", "userId": "bp", "event": "E",
+                               "messageId": "bp-%d-%d" % (i, k),
+                               "properties": {"pad": "q" * 2500}} for k in range(100)]}
+            results[i] = srv.track("batch", body, wk)
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        deadline = time.time() + 30
+        while time.time() < deadline and sum(1 for r in results.values() if r[0] == 503) == 0:
+            time.sleep(0.05)
+        busy = [i for i, r in results.items() if r[0] == 503]
+        assert busy, "no request was refused while the writer was blocked: %s" % results
+        for i in busy:
+            s, h, b = results[i]
+            assert h["Retry-After"] == "1" and b["error"]["code"] == "queue_full", b
+        waiting = [t for t in threads if t.is_alive()]
+        assert waiting, "every request was answered while the write lock was held"
+        cli.stdin.close()
+        assert cli.wait(timeout=120) == 0, cli.stderr.read()
+        for t in threads:
+            t.join(timeout=120)
+        ok = sorted(i for i, r in results.items() if r[0] == 200)
+        assert len(ok) + len(busy) == 8, results
+        stored = message_ids(st, "user_id:bp")
+        expect = sorted("bp-%d-%d" % (i, k) for i in ok for k in range(100))
+        assert stored == expect, (len(stored), len(expect))
+        assert len(events_of(st, "user_id:cli")["events"]) == min(n_cli, 10000)
+        assert st.ctl("check", SPACE).returncode == 0
+    finally:
+        if cli and cli.poll() is None:
+            cli.kill()
+        srv.stop()
+        st.close()
+
+
+if __name__ == "__main__":
+    run_tests([test_every_route_and_alias, test_auth_modes, test_limits_and_bad_bodies,
+               test_partial_batches_and_duplicates, test_ingest_listener,
+               test_backpressure_and_concurrent_cli_ingest])
