@@ -1,7 +1,7 @@
 #!/bin/sh
 # make run: on first start create a `default` space under DATA, load the bundled sample log
-# and print a fresh access token once; then serve the Profile API on 127.0.0.1:8080 in the
-# foreground until Ctrl-C.
+# and print a fresh access token (Profile API) and write key (Tracking API) once; then serve
+# both APIs on 127.0.0.1:8080 in the foreground until Ctrl-C.
 set -eu
 DATA=${1:-./var}
 LISTEN=${LISTEN:-127.0.0.1:8080}
@@ -16,8 +16,16 @@ if [ -z "$("$CTL" --data "$DATA" token list default)" ]; then
     echo
     echo "Access token for space 'default' (shown once; only its hash is stored):"
     echo "  $TOKEN"
-    echo "Try:"
+    echo "Read a profile:"
     echo "  curl -u $TOKEN: http://$LISTEN/v1/spaces/default/collections/users/profiles/user_id:user-42/traits"
+fi
+if [ -z "$("$CTL" --data "$DATA" source list default)" ]; then
+    KEY=$("$CTL" --data "$DATA" source create default --name make-run)
+    echo
+    echo "Write key of source 'make-run' in space 'default' (shown once; only its hash is stored):"
+    echo "  $KEY"
+    echo "Send an event (or point a Segment SDK's host at http://$LISTEN):"
+    echo "  curl -u $KEY: -H 'Content-Type: application/json' -d '{\"userId\":\"user-42\",\"event\":\"Tried It\"}' http://$LISTEN/v1/track"
     echo
 fi
 exec ./build/bin/profiled --data "$DATA" --listen "$LISTEN"
