@@ -51,11 +51,11 @@ static void basic(const char *key)
     int n = snprintf(raw, sizeof raw, "%s:", key);
     char *o = auth;
     for (int i = 0; i < n; i += 3) {
-        unsigned v = (unsigned char)raw[i] << 16;
+        unsigned v = (unsigned)(unsigned char)raw[i] << 16;
         if (i + 1 < n)
-            v |= (unsigned char)raw[i + 1] << 8;
+            v |= (unsigned)(unsigned char)raw[i + 1] << 8;
         if (i + 2 < n)
-            v |= (unsigned char)raw[i + 2];
+            v |= (unsigned)(unsigned char)raw[i + 2];
         *o++ = b64[v >> 18 & 63];
         *o++ = b64[v >> 12 & 63];
         *o++ = i + 1 < n ? b64[v >> 6 & 63] : '=';

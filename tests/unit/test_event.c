@@ -276,8 +276,42 @@ static void body_members(void)
 end:;
 }
 
+/* The Tracking API finds writeKey without a full parse; odd shapes go to cJSON, and
+ * anything that is not a plain string is no key. */
+static void write_key(void)
+{
+    static const struct {
+        const char *body, *want; /* NULL: no key */
+    } cases[] = {
+        {"{\"writeKey\":\"abc123\",\"batch\":[]}", "abc123"},
+        {"{\"batch\":[{\"writeKey\":\"inner\"}], \"writeKey\" : \"outer\"}", "outer"},
+        {"{\"batch\":[]}", NULL},
+        {"{\"writeKey\":123}", NULL},
+        {"{\"writeKey\":null}", NULL},
+        {"{\"writeKey\":\"a\\\"b\"}", NULL}, /* escapes: never one of our keys */
+        {"{\"write\\u004bey\":\"esc\"}", "esc"},    /* escaped name: the full parser */
+        {"{\"writeKey\":\"", NULL},                  /* truncated */
+        {"[\"writeKey\"]", NULL},
+        {"", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char key[16] = "unchanged";
+        bool found = ps_event_write_key((const uint8_t *)cases[i].body, strlen(cases[i].body), key,
+                                      sizeof key);
+        bool ok = cases[i].want ? found && strcmp(key, cases[i].want) == 0 : !found;
+        if (!ok)
+            fprintf(stderr, "  case %zu: found %d %s\n", i, found, key);
+        CHECK(ok);
+    }
+    char small[4];
+    CHECK(!ps_event_write_key((const uint8_t *)"{\"writeKey\":\"toolong\"}", 23, small,
+                              sizeof small));
+end:;
+}
+
 static const test_case tests[] = {
     {"body_members", body_members},
+    {"write_key", write_key},
     {"default_locations", default_locations},
     {"never_identifiers_and_blocked", never_identifiers_and_blocked},
     {"custom_and_external_ids", custom_and_external_ids},
