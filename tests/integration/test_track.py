@@ -286,6 +286,15 @@ def test_backpressure_and_concurrent_cli_ingest():
             assert h["Retry-After"] == "1" and b["error"]["code"] == "queue_full", b
         waiting = [t for t in threads if t.is_alive()]
         assert waiting, "every request was answered while the write lock was held"
+        # a client that hangs up while its request waits for the commit
+        import socket
+        raw = json.dumps({"writeKey": wk, "batch": [
+            {"type": "track", "userId": "gone", "event": "E", "messageId": "gone-1"}]})
+        sock = socket.create_connection(("127.0.0.1", srv.ingest_port))
+        sock.sendall(("POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                      "\r\nContent-Length: %d\r\n\r\n%s" % (len(raw), raw)).encode())
+        time.sleep(0.3)
+        sock.close()
         cli.stdin.close()
         assert cli.wait(timeout=120) == 0, cli.stderr.read()
         for t in threads:
@@ -296,6 +305,7 @@ def test_backpressure_and_concurrent_cli_ingest():
         expect = sorted("bp-%d-%d" % (i, k) for i in ok for k in range(100))
         assert stored == expect, (len(stored), len(expect))
         assert len(events_of(st, "user_id:cli")["events"]) == min(n_cli, 10000)
+        assert srv.get("/healthz")[0] == 200  # the hung-up request did not hurt the server
         assert st.ctl("check", SPACE).returncode == 0
     finally:
         if cli and cli.poll() is None:
