@@ -4,7 +4,13 @@
  * groups; some devices are shared and some ids are junk. Every line carries receivedAt, so
  * replays are deterministic (D1).
  *
- *   gen_events [--events N] [--seed S] [--people P] [--start-ms MS]   > log.ndjson */
+ *   gen_events [--events N] [--seed S] [--people P] [--start-ms MS] [--truth FILE]
+ *              [--realistic]                                           > log.ndjson
+ *
+ * --truth FILE writes "messageId<TAB>person" per event: the true person behind it, for
+ * resolution quality (docs/benchmarks.md). --realistic adds what benchmarks need and tests do
+ * not: screen and alias calls, a mobile app beside the web site (cross-app ids), a QA userId
+ * shared by many people, and bodies of 0.5-2 KB. Without it the output is as it always was. */
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -46,11 +52,74 @@ static const char *const events[] = {"Product Viewed", "Product Added", "Order C
                                      "Signed In", "Experiment Viewed", "Video Played"};
 static const char *const junk[] = {"null", "0", "undefined", "-1", "anonymous", "00000"};
 
+/* The --realistic variants: a mobile app (screen calls, its own anonymous ids, the same
+ * userId when logged in: cross-app), alias calls, a QA account shared by many testers, and
+ * padded bodies. Returns false to let the classic generator write this event. */
+static bool emit_realistic(uint64_t seed, uint64_t i, uint64_t person, uint64_t session,
+                           const char *anon, const char *device, const char *user,
+                           const char *ts, const char *rcv, uint64_t kind)
+{
+    char pad[1600];
+    size_t plen = 300 + below(1300); /* bodies of about 0.5-2 KB */
+    for (size_t k = 0; k < plen; k++)
+        pad[k] = (char)('a' + (i + k * 7) % 26);
+    pad[plen] = 0;
+    const char *qa = below(300) == 0 ? "\"userId\":\"qa-test-user\"," : NULL;
+    if (qa)
+        user = qa;
+    if (kind >= 90) { /* the mobile app */
+        printf("{\"type\":\"screen\",\"messageId\":\"m-%" PRIu64 "-%" PRIu64 "\",%s"
+               "\"anonymousId\":\"app-%" PRIu64 "-%" PRIu64 "\",\"name\":\"Screen %" PRIu64
+               "\",\"properties\":{\"pad\":\"%s\"},\"context\":{\"app\":{\"name\":"
+               "\"shop-ios\",\"version\":\"4.1\"}%s},\"timestamp\":\"%s\","
+               "\"receivedAt\":\"%s\"}\n",
+               seed, i, user, person, session, below(12), pad, device, ts, rcv);
+        return true;
+    }
+    if (kind >= 88 && user[0]) { /* alias: previousId must never merge */
+        printf("{\"type\":\"alias\",\"messageId\":\"m-%" PRIu64 "-%" PRIu64 "\",%s"
+               "\"previousId\":\"%s\",\"context\":{\"note\":\"%s\"},\"timestamp\":\"%s\","
+               "\"receivedAt\":\"%s\"}\n",
+               seed, i, user, anon, pad, ts, rcv);
+        return true;
+    }
+    if (kind >= 15) { /* page and track with realistic bodies */
+        printf("{\"type\":\"%s\",\"messageId\":\"m-%" PRIu64 "-%" PRIu64 "\",%s"
+               "\"anonymousId\":\"%s\",\"%s\":\"%s\",\"properties\":{\"sku\":\"SKU-%"
+               PRIu64 "\",\"price\":%" PRIu64 ",\"pad\":\"%s\"},\"context\":{\"library\":{"
+               "\"name\":\"analytics.js\",\"version\":\"5.2.0\"},\"ip\":\"198.51.100.%"
+               PRIu64 "\"%s},\"timestamp\":\"%s\",\"receivedAt\":\"%s\"}\n",
+               kind < 40 ? "page" : "track", seed, i, user, anon,
+               kind < 40 ? "name" : "event", kind < 40 ? pages[below(5)] : events[below(6)],
+               below(5000), below(500), pad, person % 250, device, ts, rcv);
+        return true;
+    }
+    (void)session;
+    return false; /* identify and group as in the classic log */
+}
+
 int main(int argc, char **argv)
 {
     uint64_t n = 10000, seed = 1, people = 0;
     int64_t start_ms = 1767225600000LL; /* 2026-01-01 */
-    for (int i = 1; i + 1 < argc; i += 2) {
+    FILE *truth = NULL;
+    bool realistic = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--realistic") == 0) {
+            realistic = true;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "gen_events: %s needs a value\n", argv[i]);
+            return 1;
+        }
+        if (strcmp(argv[i], "--truth") == 0) {
+            if ((truth = fopen(argv[++i], "w")) == NULL) {
+                perror(argv[i]);
+                return 1;
+            }
+            continue;
+        }
         if (strcmp(argv[i], "--events") == 0)
             n = strtoull(argv[i + 1], NULL, 10);
         else if (strcmp(argv[i], "--seed") == 0)
@@ -63,6 +132,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "gen_events: unknown option %s\n", argv[i]);
             return 1;
         }
+        i++;
     }
     if (people == 0)
         people = n / 20 + 1;
@@ -90,6 +160,11 @@ int main(int argc, char **argv)
         else
             user[0] = 0;
         uint64_t kind = below(100);
+        if (truth)
+            fprintf(truth, "m-%" PRIu64 "-%" PRIu64 "\t%" PRIu64 "\n", seed, i, person);
+        if (realistic && emit_realistic(seed, i, person, session, anon, device, user, ts, rcv,
+                                        kind))
+            continue;
         char props[512];
         snprintf(props, sizeof props,
                  "\"properties\":{\"sku\":\"SKU-%" PRIu64 "\",\"price\":%" PRIu64
