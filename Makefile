@@ -27,5 +27,9 @@ test: asan
 run: build
 	./tools/run.sh $(DATA)
 
+bench: build
+	@./tools/deps.sh wrk
+	python3 tools/bench.py
+
 clean:
 	rm -rf build

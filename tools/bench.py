@@ -1,0 +1,352 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""make bench: every figure of DESIGN 8 beside a ceiling measured in the same run.
+
+Knobs (environment): BENCH_SIZE events in the main corpus (default 200000), BENCH_SCALE the
+largest point of the scale curve in people (default 1000000), BENCH_SECONDS per read load
+(default 8), BENCH_KEEP=1 keeps the work directory. Prints a Markdown table on stdout and
+progress on stderr."""
+import collections
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "build", "bin")
+SIZE = int(os.environ.get("BENCH_SIZE", "200000"))
+SCALE = int(os.environ.get("BENCH_SCALE", "1000000"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
+THREADS = 2
+rows = []
+servers = []  # stopped at exit whatever happens
+
+
+def log(msg):
+    print("# " + msg, file=sys.stderr, flush=True)
+
+
+def run(*args, **kw):
+    return subprocess.run([str(a) for a in args], check=True, capture_output=True, text=True,
+                          **kw).stdout
+
+
+def ctl(data, *args):
+    return run(os.path.join(BIN, "profilectl"), "--data", data, *args)
+
+
+def row(name, value, ceiling="", ratio="", target="", note=""):
+    rows.append((name, value, ceiling, ratio, target, note))
+    log("%s: %s %s" % (name, value, note))
+
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Profiled:
+    def __init__(self, data):
+        self.port = free_port()
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen([os.path.join(BIN, "profiled"), "--data", data, "--listen",
+                                      "127.0.0.1:%d" % self.port, "--threads", str(THREADS)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        servers.append(self.proc)
+
+    def url(self, path):
+        return "http://127.0.0.1:%d%s" % (self.port, path)
+
+    def cpu_s(self):
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=120)
+        servers.remove(self.proc)
+
+
+def wait_ready(url, auth=None, deadline=30.0):
+    """Polls `url` until it answers 200; returns the seconds it took."""
+    t0 = time.monotonic()
+    req = urllib.request.Request(url)
+    if auth:
+        import base64
+        req.add_header("Authorization", "Basic " + base64.b64encode((auth + ":").encode())
+                       .decode())
+    while time.monotonic() - t0 < deadline:
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                if r.status == 200:
+                    return time.monotonic() - t0
+        except OSError:
+            time.sleep(0.001)
+    raise SystemExit("no answer from %s" % url)
+
+
+WRK_LUA = r"""
+local paths = {}
+local n = 0
+init = function(args)
+  for line in io.lines(args[1]) do n = n + 1; paths[n] = line end
+end
+request = function()
+  return wrk.format("GET", paths[math.random(1, n)], HEADERS)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %d %.1f %.1f %.1f\n", summary.requests,
+    summary.errors.status + summary.errors.connect + summary.errors.read +
+    summary.errors.write + summary.errors.timeout, summary.duration,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))
+end
+"""
+
+
+def wrk(url_base, paths, work, token=None, seconds=SECONDS, server=None):
+    """wrk -t2 -c32 over the paths (random choice per request). Returns req/s, p50/p99/p99.9
+    in ms, error count, and server CPU microseconds per request."""
+    pf = os.path.join(work, "paths.txt")
+    with open(pf, "w") as f:
+        f.write("\n".join(paths) + "\n")
+    hdr = "{}"
+    if token:
+        import base64
+        hdr = '{["Authorization"]="Basic %s"}' % base64.b64encode((token + ":").encode()).decode()
+    lua = os.path.join(work, "wrk.lua")
+    with open(lua, "w") as f:
+        f.write("HEADERS = %s\n%s" % (hdr, WRK_LUA))
+    cpu0 = server.cpu_s() if server else 0
+    out = run("wrk", "-t2", "-c32", "-d%ds" % seconds, "-s", lua, url_base, "--", pf)
+    cpu1 = server.cpu_s() if server else 0
+    m = re.search(r"RESULT (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+) ([\d.]+)", out)
+    reqs, errs, dur_us = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    rps = reqs / (dur_us / 1e6)
+    cpu_us = (cpu1 - cpu0) * 1e6 / reqs if server and reqs else 0
+    return rps, float(m.group(4)) / 1000, float(m.group(5)) / 1000, float(m.group(6)) / 1000, \
+        errs, cpu_us
+
+
+def disk_bytes(path):
+    st = os.stat(path)
+    return st.st_blocks * 512
+
+
+# ---- resolution quality ----
+
+def event_ids(msg):
+    """The identifiers of a message, as a naive reader sees them (SPEC 5 default keys)."""
+    ids = []
+    for key, typ in (("userId", "user_id"), ("anonymousId", "anonymous_id")):
+        v = msg.get(key)
+        if isinstance(v, (str, int)) and str(v) != "":
+            ids.append((typ, str(v)))
+    ctx = msg.get("context") or {}
+    dev = ctx.get("device") or {}
+    if dev.get("id") and dev.get("type") in ("ios", "android"):
+        ids.append((dev["type"] + ".id", str(dev["id"])))
+    for src in (msg.get("traits") or {}, ctx.get("traits") or {}):
+        if isinstance(src.get("email"), str):
+            ids.append(("email", src["email"].strip().lower()))
+    return ids
+
+
+PRIORITY = ["user_id", "email", "ios.id", "android.id", "anonymous_id"]
+
+
+def pair_count(counter):
+    return sum(n * (n - 1) // 2 for n in counter.values())
+
+
+def quality(pred, truth):
+    """Pairwise precision and recall of event clusters `pred` against `truth` (lists of
+    labels per event; None = unresolved, left out of both)."""
+    both = collections.Counter()
+    pc, tc = collections.Counter(), collections.Counter()
+    for p, t in zip(pred, truth):
+        if p is None:
+            continue
+        both[(p, t)] += 1
+        pc[p] += 1
+        tc[t] += 1
+    tp, pp, tpairs = pair_count(both), pair_count(pc), pair_count(tc)
+    mega = sum(1 for n in pc.values() if n > 100)
+    return (tp / pp if pp else 1.0), (tp / tpairs if tpairs else 1.0), mega, len(pc)
+
+
+def resolution(data, space, corpus, truth_file):
+    owner = {}
+    for line in ctl(data, "export", space).splitlines():
+        p = json.loads(line)
+        for x in p["external_ids"]:
+            owner[(x["type"], x["id"])] = p["segment_id"]
+    truth = {}
+    with open(truth_file) as f:
+        for line in f:
+            mid, person = line.rstrip("\n").split("\t")
+            truth[mid] = person
+    parent = {}
+
+    def find(x):
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    msgs = []
+    with open(corpus) as f:
+        for line in f:
+            m = json.loads(line)
+            if m.get("type") == "group":  # account-side; users only here
+                continue
+            ids = event_ids(m)
+            msgs.append((m["messageId"], ids))
+            for a in ids[1:]:
+                parent[find(a)] = find(ids[0])  # naive: any shared id merges
+    store_pred, naive_pred, labels = [], [], []
+    for mid, ids in msgs:
+        ranked = sorted(ids, key=lambda x: PRIORITY.index(x[0]) if x[0] in PRIORITY else 99)
+        store_pred.append(next((owner[i] for i in ranked if i in owner), None))
+        naive_pred.append(find(ids[0]) if ids else None)
+        labels.append(truth[mid])
+    return quality(store_pred, labels), quality(naive_pred, labels)
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="ps-bench-")
+    log("work directory %s, BENCH_SIZE=%d BENCH_SCALE=%d" % (work, SIZE, SCALE))
+    try:
+        bench(work)
+    finally:
+        for p in servers:
+            p.kill()
+        if os.environ.get("BENCH_KEEP") != "1":
+            shutil.rmtree(work, ignore_errors=True)
+    print("| Figure | Value | Ceiling (same run) | Ratio | Target | Notes |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(str(c) for c in r) + " |")
+
+
+def bench(work):
+    corpus, truth = os.path.join(work, "corpus.ndjson"), os.path.join(work, "truth.tsv")
+    with open(corpus, "w") as f:
+        # events of the last hours: inside the Profile API's 14-day events window
+        start = int(time.time() * 1000) - SIZE * 50 - 3600 * 1000
+        subprocess.run([os.path.join(BIN, "gen_events"), "--events", str(SIZE), "--seed", "42",
+                        "--realistic", "--truth", truth, "--start-ms", str(start)], stdout=f,
+                       check=True)
+    raw = os.path.getsize(corpus)
+    log("corpus: %d events, %.1f MB" % (SIZE, raw / 1e6))
+
+    c_parse = json.loads(run(os.path.join(BIN, "parse_bench"), corpus))["events_per_s"]
+    row("C_parse (cJSON parse+free)", "%.0f events/s" % c_parse, "", "1", "", "ceiling")
+
+    data = os.path.join(work, "batch")
+    ctl(data, "space", "create", "b")
+    t0 = time.monotonic()
+    summary = json.loads(ctl(data, "--json", "ingest", "b", corpus))
+    secs = time.monotonic() - t0
+    rate = SIZE / secs
+    row("batch ingest (`profilectl ingest`, one writer)", "%.0f events/s" % rate,
+        "%.0f" % c_parse, "%.3f" % (rate / c_parse), ">= 0.30",
+        "%d profiles created, %d merges" % (summary["profiles_created"], summary["merges"]))
+    used = disk_bytes(os.path.join(data, "spaces", "b", "data.mdb"))
+    row("disk per raw event byte", "%.2f" % (used / raw), "", "", "<= 1.4",
+        "%.1f MB store for %.1f MB of NDJSON" % (used / 1e6, raw / 1e6))
+
+    # durable HTTP ingest
+    hdata = os.path.join(work, "http")
+    ctl(hdata, "space", "create", "h")
+    key = ctl(hdata, "source", "create", "h").strip()
+    srv = Profiled(hdata)
+    wait_ready(srv.url("/healthz"))
+    out = run(os.path.join(BIN, "ingest_bench"), "--port", srv.port, "--key", key, "--file",
+              corpus, "--batch", "100", "--conns", "8")
+    srv.stop()
+    v = dict(re.findall(r"^(\S+) (\S+)", out, re.M))
+    lat = re.search(r"p50 ([\d.]+) p99 ([\d.]+) p99.9 ([\d.]+)", out)
+    rate = float(v["durable_ingest_events_per_s"])
+    row("durable HTTP ingest (`/v1/batch`, 100 events/request, 8 keep-alive connections)",
+        "%.0f events/s" % rate, "%.0f" % c_parse, "%.3f" % (rate / c_parse), ">= 0.10",
+        "ack p50 %s ms, p99 %s ms, p99.9 %s ms" % lat.groups())
+
+    # reads against the batch-ingested store
+    token = ctl(data, "token", "create", "b").strip()
+    hello_port = free_port()
+    hello = subprocess.Popen([os.path.join(BIN, "hello_evhttp"), str(hello_port), str(THREADS)],
+                             stderr=subprocess.DEVNULL)
+    wait_ready("http://127.0.0.1:%d/" % hello_port)
+    h_rps, h50, h99, h999, _, _ = wrk("http://127.0.0.1:%d" % hello_port, ["/"], work)
+    hello.terminate()
+    hello.wait()
+    row("C_hello (bare evhttp, %d threads)" % THREADS, "%.0f req/s" % h_rps, "", "1", "",
+        "p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms" % (h50, h99, h999))
+    users = sorted({m for m in re.findall(r'"userId":"(user-\d+)"',
+                                          open(corpus).read(2_000_000))})[:500]
+    srv = Profiled(data)
+    base = "/v1/spaces/b/collections/users/profiles/user_id:%s/"
+    wait_ready(srv.url(base % users[0] + "traits"), token)
+    for route, target, p99_target in (("traits", 0.80, 1), ("external_ids", 0.80, 1),
+                                      ("events?limit=50", 0.40, 5)):
+        rps, p50, p99, p999, errs, cpu = wrk(srv.url(""), [base % u + route for u in users],
+                                             work, token, server=srv)
+        row("`/%s`" % route, "%.0f req/s" % rps, "%.0f" % h_rps, "%.2f" % (rps / h_rps),
+            ">= %.2f, p99 <= %d ms" % (target, p99_target),
+            "p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, server CPU %.0f us/request%s"
+            % (p50, p99, p999, cpu, ", %d non-2xx" % errs if errs else ""))
+    srv.stop()
+
+    # scale curve: /traits at 10k, 100k, 1M people (classic, smaller bodies: ingest time)
+    first = None
+    for people in (10_000, 100_000, 1_000_000):
+        if people > SCALE:
+            break
+        sdata = os.path.join(work, "scale%d" % people)
+        ctl(sdata, "space", "create", "s")
+        log_file = os.path.join(work, "scale.ndjson")
+        with open(log_file, "w") as f:
+            subprocess.run([os.path.join(BIN, "gen_events"), "--events", str(2 * people),
+                            "--people", str(people), "--seed", "7"], stdout=f, check=True)
+        ctl(sdata, "ingest", "s", log_file, "--batch", "50000")
+        known = sorted(set(re.findall(r'"userId":"(user-\d+)"', open(log_file).read())))
+        os.unlink(log_file)
+        step = max(1, len(known) // 2000)
+        paths = ["/v1/spaces/s/collections/users/profiles/user_id:%s/traits" % u
+                 for u in known[::step]]
+        tok = ctl(sdata, "token", "create", "s").strip()
+        srv = Profiled(sdata)
+        wait_ready(srv.url(paths[0]), tok, deadline=60)
+        cold = time.monotonic() - srv.t0  # from exec to the first 200
+        rps, p50, p99, _, errs, _ = wrk(srv.url(""), paths, work, tok, server=srv)
+        srv.stop()
+        profiles = int(re.search(r"profiles \d+ \(canonical (\d+)\)",
+                                 ctl(sdata, "check", "s")).group(1))
+        first = first or rps
+        row("scale: `/traits` with %d canonical profiles" % profiles, "%.0f req/s" % rps,
+            "%.0f (smallest)" % first, "%.2f" % (rps / first), ">= 0.70 at 1M",
+            "p99 %.2f ms%s; cold start to first answer %.0f ms (target < 100 ms)"
+            % (p99, ", %d non-2xx (ids never logged in)" % errs if errs else "", cold * 1000))
+        shutil.rmtree(sdata, ignore_errors=True)
+
+    # resolution quality against the ground truth
+    (sp, sr, smega, sn), (np_, nr, nmega, nn) = resolution(data, "b", corpus, truth)
+    row("resolution, default settings", "precision %.3f, recall %.3f" % (sp, sr), "", "", "",
+        "%d profiles, %d with over 100 events" % (sn, smega))
+    row("resolution, naive (merge on any shared id)", "precision %.3f, recall %.3f"
+        % (np_, nr), "", "", "", "%d clusters, %d with over 100 events" % (nn, nmega))
+
+
+if __name__ == "__main__":
+    main()
