@@ -78,14 +78,17 @@ class Profiled:
         servers.remove(self.proc)
 
 
+def basic(token):
+    import base64
+    return "Basic " + base64.b64encode((token + ":").encode()).decode()
+
+
 def wait_ready(url, auth=None, deadline=30.0):
     """Polls `url` until it answers 200; returns the seconds it took."""
     t0 = time.monotonic()
     req = urllib.request.Request(url)
     if auth:
-        import base64
-        req.add_header("Authorization", "Basic " + base64.b64encode((auth + ":").encode())
-                       .decode())
+        req.add_header("Authorization", basic(auth))
     while time.monotonic() - t0 < deadline:
         try:
             with urllib.request.urlopen(req, timeout=5) as r:
@@ -122,8 +125,7 @@ def wrk(url_base, paths, work, token=None, seconds=SECONDS, server=None):
         f.write("\n".join(paths) + "\n")
     hdr = "{}"
     if token:
-        import base64
-        hdr = '{["Authorization"]="Basic %s"}' % base64.b64encode((token + ":").encode()).decode()
+        hdr = '{["Authorization"]="%s"}' % basic(token)
     lua = os.path.join(work, "wrk.lua")
     with open(lua, "w") as f:
         f.write("HEADERS = %s\n%s" % (hdr, WRK_LUA))

@@ -40,12 +40,4 @@ void ps_writer_stop(ps_writer *w);
 /* Stops the writer if needed and frees it. NULL is a no-op. */
 void ps_writer_free(ps_writer *w);
 
-typedef struct ps_writer_stats {
-    uint64_t commits;
-    uint64_t payloads;
-    uint64_t queued_bytes;
-    uint64_t refused; /* submissions turned away by a full queue */
-} ps_writer_stats;
-void ps_writer_stats_get(ps_writer *w, ps_writer_stats *out);
-
 #endif

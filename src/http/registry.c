@@ -91,11 +91,11 @@ ps_space *registry_get(registry *r, const char *name)
     return sp;
 }
 
-static ps_writer *writer_of(registry *r, ps_space *sp)
+static entry *entry_of(registry *r, const ps_space *sp)
 {
     for (size_t i = 0; i < r->count; i++)
         if (r->entries[i].space == sp)
-            return r->entries[i].writer;
+            return &r->entries[i];
     return NULL;
 }
 
@@ -103,15 +103,13 @@ ps_writer *registry_writer(registry *r, ps_space *sp)
 {
     pthread_rwlock_rdlock(&r->lock);
     bool stopping = r->stopping;
-    ps_writer *w = stopping ? NULL : writer_of(r, sp);
+    entry *e = stopping ? NULL : entry_of(r, sp);
+    ps_writer *w = e ? e->writer : NULL;
     pthread_rwlock_unlock(&r->lock);
     if (w || stopping)
         return w;
     pthread_rwlock_wrlock(&r->lock);
-    for (size_t i = 0; !r->stopping && i < r->count; i++) {
-        entry *e = &r->entries[i];
-        if (e->space != sp)
-            continue;
+    if (!r->stopping && (e = entry_of(r, sp)) != NULL) {
         if (e->writer == NULL) {
             ps_status st = ps_writer_start(sp, &r->wopts, &e->writer);
             if (st != PS_OK)

@@ -248,17 +248,15 @@ void track_handle(worker *w, struct evhttp_request *req, int route, int type, co
         track_error(rep, 400, drop_code(drops[0].why), ps_drop_message(drops[0].why));
         goto reply;
     }
-    pending *p = ps_xcalloc(1, sizeof *p);
-    ps_buf_init(&p->body);
-    success_body(&p->body, prep);
     if (ps_prepared_accepted(prep) == 0) { /* nothing to store: answer now */
         rep->status = 200;
         ps_buf_reset(&rep->body);
-        ps_buf_append(&rep->body, p->body.ptr, p->body.len);
-        ps_buf_clear(&p->body);
-        free(p);
+        success_body(&rep->body, prep);
         goto reply;
     }
+    pending *p = ps_xcalloc(1, sizeof *p);
+    ps_buf_init(&p->body);
+    success_body(&p->body, prep);
     p->w = w;
     p->req = req;
     p->route = route;

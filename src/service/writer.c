@@ -33,7 +33,7 @@ struct ps_writer {
     pthread_cond_t wake;
     item *head, *tail;
     bool stopping, joined;
-    ps_writer_stats stats;
+    size_t queued_bytes;
 };
 
 static int64_t mono_ms(void)
@@ -55,7 +55,7 @@ static item *take(ps_writer *w, bool wait)
         w->head = it->next;
         if (w->head == NULL)
             w->tail = NULL;
-        w->stats.queued_bytes -= it->bytes;
+        w->queued_bytes -= it->bytes;
     }
     pthread_mutex_unlock(&w->lock);
     return it;
@@ -84,10 +84,6 @@ static void one_group(ps_writer *w, item *first)
     if (st != PS_OK) /* ingest aborted the transaction: nothing of the group is stored */
         ps_log(PS_LOG_ERROR, "msg=\"group commit failed\" space=%s payloads=%zu error=\"%s\"",
                ps_space_name(w->space), payloads, ps_status_str(st));
-    pthread_mutex_lock(&w->lock);
-    w->stats.commits += st == PS_OK;
-    w->stats.payloads += payloads;
-    pthread_mutex_unlock(&w->lock);
     while (group) {
         item *next = group->next;
         ps_prepared_free(group->p);
@@ -145,10 +141,9 @@ ps_status ps_writer_submit(ps_writer *w, ps_prepared *p, ps_writer_done done, vo
     ps_status st = PS_OK;
     if (w->stopping)
         st = PS_ECLOSED;
-    else if (w->stats.queued_bytes > 0 && w->stats.queued_bytes + bytes > w->o.queue_bytes)
+    else if (w->queued_bytes > 0 && w->queued_bytes + bytes > w->o.queue_bytes)
         st = PS_EBUSY; /* one payload alone always fits, so none is refused forever */
     if (st != PS_OK) {
-        w->stats.refused += st == PS_EBUSY;
         pthread_mutex_unlock(&w->lock);
         ps_prepared_free(p);
         return st;
@@ -160,7 +155,7 @@ ps_status ps_writer_submit(ps_writer *w, ps_prepared *p, ps_writer_done done, vo
     else
         w->head = it;
     w->tail = it;
-    w->stats.queued_bytes += bytes;
+    w->queued_bytes += bytes;
     pthread_cond_signal(&w->wake);
     pthread_mutex_unlock(&w->lock);
     return PS_OK;
@@ -187,11 +182,4 @@ void ps_writer_free(ps_writer *w)
     pthread_cond_destroy(&w->wake);
     pthread_mutex_destroy(&w->lock);
     free(w);
-}
-
-void ps_writer_stats_get(ps_writer *w, ps_writer_stats *out)
-{
-    pthread_mutex_lock(&w->lock);
-    *out = w->stats;
-    pthread_mutex_unlock(&w->lock);
 }
