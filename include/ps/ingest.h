@@ -75,12 +75,20 @@ typedef struct ps_prepared_drop {
 
 typedef struct ps_prepared ps_prepared;
 
-/* Parses and validates `json` under the space's current rules. Takes ownership of `json`
- * (a ps_xmalloc'd buffer). PS_OK with *out even when every message was dropped; PS_EINVAL or
- * PS_ETOOBIG with *why when the payload cannot be read at all (then `json` is freed and *out
- * is NULL). Storage errors from reading the rules pass through. */
+/* Why ps_ingest_prepare() refused a whole payload. */
+typedef struct ps_prepare_refusal {
+    ps_drop why;      /* PS_EINVAL, PS_ETOOBIG: what is wrong with the payload */
+    int64_t retry_ms; /* PS_ELIMIT: when the space's ingest rate limit has room again */
+} ps_prepare_refusal;
+
+/* Takes one request from the space's ingest rate limit (Q31), then parses and validates
+ * `json` under the space's current rules. Takes ownership of `json` (a ps_xmalloc'd buffer).
+ * PS_OK with *out even when every message was dropped. Otherwise `json` is freed, *out is
+ * NULL, and the status says why: PS_ELIMIT (over the rate; nothing was parsed), PS_EINVAL or
+ * PS_ETOOBIG (the payload cannot be read at all), or a storage error from reading the
+ * rules; `refusal` gives the details. */
 ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *json, size_t len,
-                            ps_prepared **out, ps_drop *why);
+                            ps_prepared **out, ps_prepare_refusal *refusal);
 size_t ps_prepared_accepted(const ps_prepared *p);
 /* The dropped messages, in batch order. Borrowed. */
 size_t ps_prepared_dropped(const ps_prepared *p, const ps_prepared_drop **list);

@@ -57,6 +57,8 @@ typedef struct ps_rules_options {
     uint32_t mapping_limit;      /* identifier mappings per profile */
     uint32_t api_rate_per_second; /* Profile API token bucket refill; 0: no limit (D8) */
     uint32_t api_rate_burst;      /* bucket size; 0: same as the rate */
+    uint32_t ingest_rate_per_second; /* Tracking API requests per second (Q31); 0: no limit */
+    uint32_t ingest_rate_burst;      /* bucket size; 0: same as the rate */
 } ps_rules_options;
 
 #define PS_DIAGS_MAX 32

@@ -38,9 +38,16 @@ const char *ps_space_name(const ps_space *sp);
  * from several threads. Borrowed: valid until ps_space_close() (replaced rules are kept). */
 ps_status ps_space_rules(ps_space *sp, ps_txn *t, const ps_rules **out);
 
-/* Takes one Profile API request from the space's token bucket (rate and burst from `r`).
+/* The space's two request rate limits (D8): each has its own token bucket. */
+typedef enum ps_rate_kind {
+    PS_RATE_API,    /* Profile API: api_rate_limit_* (SPEC Q38) */
+    PS_RATE_INGEST, /* Tracking API: ingest_rate_limit_* (SPEC Q31) */
+} ps_rate_kind;
+
+/* Takes one request of `kind` from the space's token bucket (rate and burst from `r`).
  * Returns false when over the limit, with *retry_ms the wait. Thread-safe. */
-bool ps_space_rate_take(ps_space *sp, const ps_rules *r, int64_t now_ms, int64_t *retry_ms);
+bool ps_space_rate_take(ps_space *sp, const ps_rules *r, ps_rate_kind kind, int64_t now_ms,
+                        int64_t *retry_ms);
 
 /* Replaces the settings after validating them whole. */
 ps_status ps_space_settings_set(ps_space *sp, const char *json, size_t len, ps_diags *diags);

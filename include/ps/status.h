@@ -16,6 +16,7 @@ typedef enum ps_status {
     PS_EIO = -8,       /* operating system or LMDB I/O failure */
     PS_EBUSY = -9,     /* a bounded queue is full: retry later */
     PS_ECLOSED = -10,  /* the component is shutting down */
+    PS_ELIMIT = -11,   /* a rate limit refuses the request: retry later */
 } ps_status;
 
 /* Returns a static, lowercase name for `st` ("not found", ...). Never NULL. */

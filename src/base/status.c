@@ -21,6 +21,7 @@ const char *ps_status_str(ps_status st)
     case PS_EIO: return "i/o error";
     case PS_EBUSY: return "busy";
     case PS_ECLOSED: return "shutting down";
+    case PS_ELIMIT: return "rate limited";
     }
     return "unknown status";
 }

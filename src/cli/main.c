@@ -69,6 +69,7 @@ int cli_exit_code(ps_status st)
     case PS_ECORRUPT:
     case PS_EIO:
     case PS_EBUSY:
+    case PS_ELIMIT:
     case PS_ECLOSED: return EXIT_STORE;
     }
     return EXIT_STORE;

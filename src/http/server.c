@@ -62,9 +62,14 @@ void send_reply(worker *w, struct evhttp_request *req, const char *content_type,
     if (allow)
         evhttp_add_header(h, "Allow", allow);
     if (rep->status == 429 || rep->status == 503) {
+        long long wait_s = rep->retry_after_s ? rep->retry_after_s : 1;
         char secs[24];
-        snprintf(secs, sizeof secs, "%lld", (long long)(rep->retry_after_s ? rep->retry_after_s : 1));
+        snprintf(secs, sizeof secs, "%lld", wait_s);
         evhttp_add_header(h, "Retry-After", secs);
+        if (rep->status == 429) { /* Q31: the Unix time, in seconds, when a retry can pass */
+            snprintf(secs, sizeof secs, "%lld", (long long)(ps_clock_now_ms() / 1000) + wait_s);
+            evhttp_add_header(h, "X-RateLimit-Reset", secs);
+        }
     }
     evbuffer_add(evhttp_request_get_output_buffer(req), rep->body.ptr, rep->body.len);
     evhttp_send_reply(req, rep->status, reason(rep->status), NULL);

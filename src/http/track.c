@@ -232,11 +232,17 @@ void track_handle(worker *w, struct evhttp_request *req, int route, int type, co
         .now_ms = ps_clock_now_ms(),
         .sequence = atomic_fetch_add(&s->payloads, 1),
     };
-    ps_drop why;
-    st = ps_ingest_prepare(sp, &po, body, len, &prep, &why);
+    ps_prepare_refusal refusal;
+    st = ps_ingest_prepare(sp, &po, body, len, &prep, &refusal);
     body = NULL; /* taken */
+    if (st == PS_ELIMIT) {
+        track_error(rep, 429, "rate_limit_error",
+                    "Too many requests for this space; retry after the Retry-After seconds.");
+        rep->retry_after_s = (refusal.retry_ms + 999) / 1000;
+        goto reply;
+    }
     if (st == PS_EINVAL || st == PS_ETOOBIG) {
-        track_error(rep, 400, drop_code(why), ps_drop_message(why));
+        track_error(rep, 400, drop_code(refusal.why), ps_drop_message(refusal.why));
         goto reply;
     }
     if (st != PS_OK) {

@@ -558,6 +558,10 @@ ps_status ps_rules_parse(const char *json, size_t len, ps_rules **out, ps_diags 
             get_uint(&c, f, p, 0, 10000000, &c.r->opt.api_rate_per_second);
         } else if (strcmp(f->string, "api_rate_limit_burst") == 0) {
             get_uint(&c, f, p, 0, 10000000, &c.r->opt.api_rate_burst);
+        } else if (strcmp(f->string, "ingest_rate_limit_per_second") == 0) {
+            get_uint(&c, f, p, 0, 10000000, &c.r->opt.ingest_rate_per_second);
+        } else if (strcmp(f->string, "ingest_rate_limit_burst") == 0) {
+            get_uint(&c, f, p, 0, 10000000, &c.r->opt.ingest_rate_burst);
         } else {
             err(&c, p, "unknown setting");
         }
@@ -665,11 +669,13 @@ void ps_rules_to_json(const ps_rules *r, const char *const *seen, size_t seen_co
                   "  \"event_retention_days\": %u,\n  \"events_lookback_days\": %u,\n"
                   "  \"merge_limit\": %u,\n  \"mapping_limit\": %u,\n"
                   "  \"api_rate_limit_per_second\": %u,\n  \"api_rate_limit_burst\": %u,\n"
+                  "  \"ingest_rate_limit_per_second\": %u,\n  \"ingest_rate_limit_burst\": %u,\n"
                   "  \"blocked\": ",
                   r->suggested_blocked ? "true" : "false", r->junk_preset ? "\"junk_ids\"" : "",
                   r->opt.email_from_properties ? "true" : "false", r->dedup_hours,
                   r->retention_days, r->lookback_days, r->opt.merge_limit, r->opt.mapping_limit,
-                  r->opt.api_rate_per_second, r->opt.api_rate_burst);
+                  r->opt.api_rate_per_second, r->opt.api_rate_burst,
+                  r->opt.ingest_rate_per_second, r->opt.ingest_rate_burst);
     /* the space-wide list without the suggested/preset entries, which are flags above */
     size_t builtin_count = (r->suggested_blocked ? 4 : 0) +
                            (r->junk_preset ? sizeof junk_exact / sizeof *junk_exact : 0);

@@ -696,7 +696,7 @@ static bool authorize(ctx *c)
     if (st != PS_OK)
         return storage_error(c, st);
     int64_t wait_ms = 0;
-    if (!ps_space_rate_take(c->sp, c->rules, rq->now_ms, &wait_ms)) {
+    if (!ps_space_rate_take(c->sp, c->rules, PS_RATE_API, rq->now_ms, &wait_ms)) {
         c->out->retry_after_s = (wait_ms + 999) / 1000;
         ps_api_error(c->out, 429, "rate_limit_error",
                      "Too many requests hit the API too quickly.");

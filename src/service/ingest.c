@@ -319,10 +319,10 @@ static ps_status collect_message(void *ud, const ps_event *ev, ps_drop why, size
 }
 
 ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *json, size_t len,
-                            ps_prepared **out, ps_drop *why)
+                            ps_prepared **out, ps_prepare_refusal *refusal)
 {
     *out = NULL;
-    *why = PS_DROP_NONE;
+    *refusal = (ps_prepare_refusal){PS_DROP_NONE, 0};
     ps_txn *t;
     const ps_rules *rules;
     ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
@@ -330,6 +330,9 @@ ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *jso
         st = ps_space_rules(sp, t, &rules); /* borrowed until the space closes */
         ps_txn_abort(t);
     }
+    if (st == PS_OK &&
+        !ps_space_rate_take(sp, rules, PS_RATE_INGEST, o->now_ms, &refusal->retry_ms))
+        st = PS_ELIMIT;
     if (st != PS_OK) {
         free(json);
         return st;
@@ -347,7 +350,7 @@ ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *jso
         .require_batch = o->require_batch,
     };
     ps_arena_init(&p->arena);
-    st = ps_event_parse(json, len, &p->opts, &p->arena, collect_message, p, why);
+    st = ps_event_parse(json, len, &p->opts, &p->arena, collect_message, p, &refusal->why);
     if (st != PS_OK) {
         ps_prepared_free(p);
         return st;

@@ -22,7 +22,7 @@ struct ps_space {
     ps_buf rules_source; /* the settings bytes `rules` was built from */
     ps_rules **retired;  /* replaced rules, still borrowed by other threads until close */
     size_t retired_count;
-    ps_bucket bucket;    /* Profile API rate limit */
+    ps_bucket buckets[2]; /* rate limits, by ps_rate_kind */
 };
 
 bool ps_space_name_valid(const char *name)
@@ -163,14 +163,16 @@ ps_status ps_space_rules(ps_space *sp, ps_txn *t, const ps_rules **out)
     return PS_OK;
 }
 
-bool ps_space_rate_take(ps_space *sp, const ps_rules *r, int64_t now_ms, int64_t *retry_ms)
+bool ps_space_rate_take(ps_space *sp, const ps_rules *r, ps_rate_kind kind, int64_t now_ms,
+                        int64_t *retry_ms)
 {
     const ps_rules_options *o = ps_rules_options_get(r);
-    if (o->api_rate_per_second == 0)
+    uint32_t rate = kind == PS_RATE_INGEST ? o->ingest_rate_per_second : o->api_rate_per_second;
+    uint32_t burst = kind == PS_RATE_INGEST ? o->ingest_rate_burst : o->api_rate_burst;
+    if (rate == 0)
         return true;
     pthread_mutex_lock(&sp->lock);
-    bool ok = ps_bucket_take(&sp->bucket, o->api_rate_per_second, o->api_rate_burst, now_ms,
-                             retry_ms);
+    bool ok = ps_bucket_take(&sp->buckets[kind], rate, burst, now_ms, retry_ms);
     pthread_mutex_unlock(&sp->lock);
     return ok;
 }

@@ -424,6 +424,7 @@ def rate_limit():
         st, h, body = env2.get(path)
         expect_error((st, h, body), 429, "rate_limit_error")
         assert int(h["Retry-After"]) >= 1, h
+        assert 0 < int(h["X-RateLimit-Reset"]) - time.time() <= 3, h
         time.sleep(1.2)
         assert env2.get(path)[0] == 200
     finally:

@@ -247,6 +247,51 @@ def test_ingest_listener():
         st.close()
 
 
+def test_ingest_rate_limit():
+    """Q31: a token bucket per space over Tracking API requests, from the settings; over it the
+    answer is 429 with Retry-After and X-RateLimit-Reset, nothing of the request is stored, and
+    the Profile API's own bucket is untouched."""
+    st, srv, src, token = setup()
+    wk = src["write_key"]
+    try:
+        # off by default (D8): a burst of requests all pass
+        for i in range(20):
+            assert srv.track("track", {"userId": "r", "event": "E", "messageId": "free-%d" % i},
+                             wk)[0] == 200
+        path = os.path.join(st.dir, "rate.json")
+        with open(path, "w") as f:
+            json.dump({"ingest_rate_limit_per_second": 1, "ingest_rate_limit_burst": 2}, f)
+        assert st.ctl("settings", "set", SPACE, path).returncode == 0
+        shown = st.json("settings", "get", SPACE)
+        assert shown["ingest_rate_limit_per_second"] == 1, shown
+        assert shown["ingest_rate_limit_burst"] == 2, shown
+        got = [srv.track("batch", {"batch": [{"type": "track", "userId": "r", "event": "E",
+                                              "messageId": "lim-%d" % i}]}, wk)
+               for i in range(3)]
+        assert [g[0] for g in got[:2]] == [200, 200], got
+        expect_error(got[2], 429, "rate_limit_error")
+        h = got[2][1]
+        assert 1 <= int(h["Retry-After"]) <= 2, dict(h)
+        assert 0 < int(h["X-RateLimit-Reset"]) - time.time() <= 3, dict(h)
+        # reads have their own bucket (api_rate_limit_*, off here)
+        u = "/v1/spaces/%s/collections/users/profiles/user_id:r/metadata" % SPACE
+        assert srv.get(u, token)[0] == 200
+        time.sleep(int(h["Retry-After"]) + 0.2)
+        assert srv.track("track", {"userId": "r", "event": "E", "messageId": "lim-after"},
+                         wk)[0] == 200
+        ids = message_ids(st, "user_id:r")
+        assert "lim-2" not in ids and {"lim-0", "lim-1", "lim-after"} <= set(ids), ids
+        # bad values are refused by name, and nothing changes
+        with open(path, "w") as f:
+            json.dump({"ingest_rate_limit_per_second": -1}, f)
+        r = st.ctl("settings", "set", SPACE, path, check=False)
+        assert r.returncode == 3 and "ingest_rate_limit_per_second" in r.stderr, r.stderr
+        assert st.json("settings", "get", SPACE)["ingest_rate_limit_per_second"] == 1
+    finally:
+        srv.stop()
+        st.close()
+
+
 def test_backpressure_and_concurrent_cli_ingest():
     """`profilectl ingest` holds the write lock (an open batch, stdin still open): the
     server's writer waits, its 1 MiB queue fills, and further batches get 503 with
@@ -325,4 +370,4 @@ def test_backpressure_and_concurrent_cli_ingest():
 if __name__ == "__main__":
     run_tests([test_every_route_and_alias, test_auth_modes, test_limits_and_bad_bodies,
                test_partial_batches_and_duplicates, test_ingest_listener,
-               test_backpressure_and_concurrent_cli_ingest])
+               test_ingest_rate_limit, test_backpressure_and_concurrent_cli_ingest])

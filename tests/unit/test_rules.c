@@ -113,7 +113,9 @@ static void to_json_round_trip(void)
     ps_buf out;
     ps_buf_init(&out);
     ps_rules *r = parse("{\"identifiers\":{\"phone\":{\"limit\":2,\"frequency\":\"weekly\","
-                        "\"keys\":[\"phone_number\"]}},\"blocked\":[\"x\"]}",
+                        "\"keys\":[\"phone_number\"]}},\"blocked\":[\"x\"],"
+                        "\"ingest_rate_limit_per_second\":1000,\"ingest_rate_limit_burst\":50,"
+                        "\"api_rate_limit_per_second\":100}",
                         NULL), *back = NULL;
     CHECK(r != NULL);
     const char *seen[] = {"zz_custom"};
@@ -123,6 +125,10 @@ static void to_json_round_trip(void)
     CHECK_EQ_INT(ps_rules_type(back, "phone")->limit, 2);
     CHECK_EQ_INT(ps_rules_type(back, "phone")->frequency, PS_FREQ_WEEKLY);
     CHECK(ps_rules_blocked(back, "email", "x"));
+    CHECK_EQ_INT(ps_rules_options_get(back)->ingest_rate_per_second, 1000);
+    CHECK_EQ_INT(ps_rules_options_get(back)->ingest_rate_burst, 50);
+    CHECK_EQ_INT(ps_rules_options_get(back)->api_rate_per_second, 100);
+    CHECK_EQ_INT(ps_rules_options_get(back)->api_rate_burst, 0);
     CHECK(ps_rules_blocked(back, "email", "null"));
     size_t n;
     const ps_custom_key *k = ps_rules_custom_keys(back, &n);
