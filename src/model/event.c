@@ -539,13 +539,22 @@ static const char *skip_ws(const char *p, const char *end)
     return p;
 }
 
+/* Byte classes for the raw scanner: 1 ends a run inside a string ('"', '\\'); 2 matters
+ * inside a container ('"', '{', '}', '[', ']'). Everything else is skipped in a tight loop. */
+static const uint8_t in_string[256] = {['"'] = 1, ['\\'] = 1};
+static const uint8_t in_container[256] = {['"'] = 1, ['{'] = 1, ['}'] = 1, ['['] = 1,
+                                          [']'] = 1};
+
 static const char *skip_string(const char *p, const char *end) /* p at the opening quote */
 {
     for (p++; p < end; p++) {
-        if (*p == '\\')
+        while (p < end && !in_string[(uint8_t)*p])
             p++;
-        else if (*p == '"')
+        if (p >= end)
+            break;
+        if (*p == '"')
             return p + 1;
+        p++; /* the escaped byte */
     }
     return NULL;
 }
@@ -566,6 +575,10 @@ static const char *skip_value(const char *p, const char *end)
     }
     int depth = 0;
     while (p < end) {
+        while (p < end && !in_container[(uint8_t)*p])
+            p++;
+        if (p >= end)
+            break;
         if (*p == '"') {
             if ((p = skip_string(p, end)) == NULL)
                 return NULL;
@@ -573,69 +586,71 @@ static const char *skip_value(const char *p, const char *end)
         }
         if (*p == '{' || *p == '[')
             depth++;
-        else if ((*p == '}' || *p == ']') && --depth == 0)
+        else if (--depth == 0)
             return p + 1;
         p++;
     }
     return NULL;
 }
 
-/* Finds top-level member `key` of the object in [p, end) without building a tree. Returns
- * 1 with its raw value span, 0 when absent, -1 when the text needs the full parser (escaped
- * keys, unexpected shape). */
-static int find_member(const char *p, const char *end, const char *key, const char **v,
-                       size_t *vlen)
+/* Finds the top-level members `keys` of the object in [p, end) in one pass, without building
+ * a tree: vals[i] gets the raw value of keys[i], {NULL, 0} when absent. Returns false when
+ * the text needs the full parser (escaped keys, unexpected shape). */
+static bool find_members(const char *p, const char *end, const char *const *keys, size_t count,
+                         ps_slice *vals)
 {
-    size_t kl = strlen(key);
+    size_t missing = count;
+    for (size_t i = 0; i < count; i++)
+        vals[i] = (ps_slice){NULL, 0};
     p = skip_ws(p, end);
     if (p >= end || *p != '{')
-        return -1;
+        return false;
     p = skip_ws(p + 1, end);
     while (p < end && *p == '"') {
         const char *k = p + 1, *q = memchr(k, '"', (size_t)(end - k));
         if (q == NULL || memchr(k, '\\', (size_t)(q - k)))
-            return -1;
+            return false;
         p = skip_ws(q + 1, end);
         if (p >= end || *p != ':')
-            return -1;
+            return false;
         const char *val = skip_ws(p + 1, end), *after = skip_value(val, end);
         if (after == NULL)
-            return -1;
-        if ((size_t)(q - k) == kl && memcmp(k, key, kl) == 0) {
-            *v = val;
-            *vlen = (size_t)(after - val);
-            return 1;
-        }
+            return false;
+        size_t kl = (size_t)(q - k);
+        for (size_t i = 0; i < count; i++)
+            if (vals[i].ptr == NULL && strlen(keys[i]) == kl && memcmp(k, keys[i], kl) == 0) {
+                vals[i] = (ps_slice){(const uint8_t *)val, (size_t)(after - val)};
+                if (--missing == 0)
+                    return true; /* what follows is not read: the text was validated */
+                break;
+            }
         p = skip_ws(after, end);
         if (p < end && *p == ',')
             p = skip_ws(p + 1, end);
     }
-    return p < end && *p == '}' ? 0 : -1;
+    return p < end && *p == '}';
 }
+
+#define BODY_MEMBERS_MAX 8
 
 void ps_event_body_members(ps_slice body, const char *const *keys, size_t count, ps_buf *out)
 {
     const char *start = (const char *)body.ptr, *end = start + body.len;
-    size_t mark = out->len;
-    for (size_t i = 0; i < count; i++) {
-        const char *v;
-        size_t vl;
-        int found = find_member(start, end, keys[i], &v, &vl);
-        if (found < 0) {
-            out->len = mark; /* rare: let cJSON read it */
-            goto slow;
+    ps_slice vals[BODY_MEMBERS_MAX];
+    PS_ASSERT(count <= BODY_MEMBERS_MAX);
+    if (find_members(start, end, keys, count, vals)) {
+        for (size_t i = 0; i < count; i++) {
+            ps_buf_puts(out, ",\"");
+            ps_buf_puts(out, keys[i]);
+            ps_buf_puts(out, "\":");
+            if (vals[i].ptr)
+                ps_buf_append(out, vals[i].ptr, vals[i].len);
+            else
+                ps_buf_puts(out, "null");
         }
-        ps_buf_puts(out, ",\"");
-        ps_buf_puts(out, keys[i]);
-        ps_buf_puts(out, "\":");
-        if (found)
-            ps_buf_append(out, v, vl);
-        else
-            ps_buf_puts(out, "null");
+        return;
     }
-    return;
-slow:;
-    cJSON *root = cJSON_ParseWithLength(start, body.len);
+    cJSON *root = cJSON_ParseWithLength(start, body.len); /* rare: let cJSON read it */
     for (size_t i = 0; i < count; i++) {
         const cJSON *v = get(root, keys[i]);
         char *text = v ? cJSON_PrintUnformatted(v) : NULL;
@@ -647,10 +662,10 @@ slow:;
 
 bool ps_event_write_key(const uint8_t *json, size_t len, char *out, size_t cap)
 {
-    const char *v = NULL, *start = (const char *)json;
-    size_t vl = 0;
-    int found = find_member(start, start + len, "writeKey", &v, &vl);
-    if (found < 0) { /* rare shapes: the full parser decides */
+    const char *start = (const char *)json;
+    static const char *const key[] = {"writeKey"};
+    ps_slice val;
+    if (!find_members(start, start + len, key, 1, &val)) { /* rare shapes: the full parser */
         cJSON *root = cJSON_ParseWithLength(start, len);
         const cJSON *k = get(root, "writeKey");
         bool ok = cJSON_IsString(k) && strlen(k->valuestring) < cap;
@@ -660,7 +675,9 @@ bool ps_event_write_key(const uint8_t *json, size_t len, char *out, size_t cap)
         return ok;
     }
     /* a plain string: quotes around bytes without escapes */
-    if (found == 0 || vl < 2 || v[0] != '"' || v[vl - 1] != '"' || memchr(v, '\\', vl) ||
+    const char *v = (const char *)val.ptr;
+    size_t vl = val.len;
+    if (v == NULL || vl < 2 || v[0] != '"' || v[vl - 1] != '"' || memchr(v, '\\', vl) ||
         vl - 2 >= cap)
         return false;
     memcpy(out, v + 1, vl - 2);

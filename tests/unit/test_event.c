@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "check.h"
 #include "ps/event.h"
 
@@ -246,6 +248,50 @@ end:
     ps_rules_free(rules);
 }
 
+static uint64_t next_random(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return *s >> 33;
+}
+
+/* A random JSON value: nesting, arrays, numbers, and strings with quotes, backslashes,
+ * braces and control bytes, so the raw scanner meets every kind of byte. */
+static cJSON *random_value(uint64_t *s, int depth);
+
+static cJSON *random_object(uint64_t *s, int depth)
+{
+    static const char *const names[] = {"context", "properties", "type", "c", "x\"y", ""};
+    cJSON *o = cJSON_CreateObject();
+    int n = (int)(next_random(s) % 6);
+    for (int i = 0; i < n; i++)
+        cJSON_AddItemToObject(o, names[next_random(s) % 6], random_value(s, depth + 1));
+    return o;
+}
+
+static cJSON *random_value(uint64_t *s, int depth)
+{
+    static const char pieces[] = "a\"\\{}[],: \n\x01\xc3\xa9";
+    switch (depth > 4 ? next_random(s) % 3 : next_random(s) % 5) {
+    case 0: {
+        char str[16];
+        size_t n = next_random(s) % sizeof str;
+        for (size_t i = 0; i < n; i++)
+            str[i] = pieces[next_random(s) % (sizeof pieces - 3)]; /* ASCII pieces only */
+        str[n] = 0;
+        return cJSON_CreateString(str);
+    }
+    case 1: return cJSON_CreateNumber((double)(int64_t)(next_random(s) % 2000) / 8.0 - 100);
+    case 2: return next_random(s) % 2 ? cJSON_CreateNull() : cJSON_CreateTrue();
+    case 3: return random_object(s, depth);
+    default: {
+        cJSON *a = cJSON_CreateArray();
+        for (int i = (int)(next_random(s) % 4); i > 0; i--)
+            cJSON_AddItemToArray(a, random_value(s, depth + 1));
+        return a;
+    }
+    }
+}
+
 /* The raw-span reader of stored bodies must agree with cJSON, and fall back to it when the
  * text is unusual (escaped keys). */
 static void body_members(void)
@@ -261,6 +307,11 @@ static void body_members(void)
         {"{\"prop\\u0065rties\":1,\"context\":2}", ",\"context\":2,\"properties\":1"},
         {"{\"properties\":\"x,}\",\"context\":null}", ",\"context\":null,\"properties\":\"x,}\""},
         {"[1,2]", ",\"context\":null,\"properties\":null"},
+        /* the first of duplicated keys, as cJSON; nested namesakes never match */
+        {"{\"x\":{\"context\":1},\"context\":2,\"context\":3,\"properties\":[\"\\\\\"]}",
+         ",\"context\":2,\"properties\":[\"\\\\\"]"},
+        {"{\"a\":[[[{\"b\":[]}]]],\"properties\":{\"c\":\"{[\"}}",
+         ",\"context\":null,\"properties\":{\"c\":\"{[\"}"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         ps_buf b;
@@ -271,6 +322,29 @@ static void body_members(void)
         if (!same)
             fprintf(stderr, "  case %zu: %s\n", i, (const char *)b.ptr);
         ps_buf_clear(&b);
+        CHECK(same);
+    }
+    /* random documents, printed by cJSON, read both ways */
+    uint64_t seed = 42;
+    for (int round = 0; round < 300; round++) {
+        cJSON *doc = random_object(&seed, 0);
+        char *text = cJSON_PrintUnformatted(doc);
+        ps_buf raw, want;
+        ps_buf_init(&raw);
+        ps_buf_init(&want);
+        ps_event_body_members(PS_SLICE_STR(text), keys, 2, &raw);
+        for (size_t k = 0; k < 2; k++) {
+            char *v = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(doc, keys[k]));
+            ps_buf_printf(&want, ",\"%s\":%s", keys[k], v ? v : "null");
+            cJSON_free(v);
+        }
+        bool same = raw.len == want.len && memcmp(raw.ptr, want.ptr, raw.len) == 0;
+        if (!same)
+            fprintf(stderr, "  round %d: %s\n", round, text);
+        ps_buf_clear(&raw);
+        ps_buf_clear(&want);
+        cJSON_free(text);
+        cJSON_Delete(doc);
         CHECK(same);
     }
 end:;
