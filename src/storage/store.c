@@ -30,6 +30,7 @@
 #include "ps/store.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,22 +63,33 @@ static const char *const db_names[DB__COUNT] = {
     "meta",  "profile", "segid", "ident", "pmap",       "member", "trait",
     "event", "pevent",  "link",  "dedup", "dedup_time", "audit",  "types"};
 
+/* Finished read transactions are kept reset (mdb_txn_reset) and renewed for the next reader:
+ * a request then costs no allocation and no reader-slot search. MDB_NOTLS lets a renewed
+ * transaction move between threads. */
+#define READ_POOL_MAX 16
+
 struct ps_store {
     MDB_env *env;
     MDB_dbi dbi[DB__COUNT];
     char *name;
+    pthread_mutex_t pool_lock;
+    ps_txn *pool[READ_POOL_MAX];
+    size_t pooled;
 };
 
 struct ps_txn {
     ps_store *store;
     MDB_txn *txn;
     bool write;
+    bool counters_loaded; /* read lazily: most readers never ask */
     bool counters_dirty;
     uint64_t counters[PS_CTR__COUNT];
     ps_buf key;
     ps_buf val;
     msgpack_zone zone;
 };
+
+static void txn_free(ps_txn *t);
 
 /* ---- errors ---- */
 
@@ -322,6 +334,7 @@ ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **o
         map_size = 16ULL << 30;
 
     ps_store *s = ps_xcalloc(1, sizeof *s);
+    pthread_mutex_init(&s->pool_lock, NULL);
     const char *slash = strrchr(dir, '/');
     s->name = ps_xstrdup(slash && slash[1] ? slash + 1 : dir);
     int rc = mdb_env_create(&s->env);
@@ -338,6 +351,7 @@ ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **o
         if (rc == ENOENT)
             st = PS_ENOTFOUND;
         mdb_env_close(s->env);
+        pthread_mutex_destroy(&s->pool_lock);
         free(s->name);
         free(s);
         return st;
@@ -390,9 +404,7 @@ ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **o
     if (rc && st == PS_OK)
         st = map_rc(rc, "open dbi");
     if (st != PS_OK) {
-        mdb_env_close(s->env);
-        free(s->name);
-        free(s);
+        ps_store_close(s);
         return st;
     }
     *out = s;
@@ -403,6 +415,11 @@ void ps_store_close(ps_store *s)
 {
     if (s == NULL)
         return;
+    for (size_t i = 0; i < s->pooled; i++) {
+        mdb_txn_abort(s->pool[i]->txn);
+        txn_free(s->pool[i]);
+    }
+    pthread_mutex_destroy(&s->pool_lock);
     mdb_env_close(s->env);
     free(s->name);
     free(s);
@@ -427,9 +444,75 @@ void ps_store_usage(ps_store *s, uint64_t *map_bytes, uint64_t *used_bytes)
 
 static const char counters_key[] = "counters";
 
+static void txn_free(ps_txn *t)
+{
+    ps_buf_clear(&t->key);
+    ps_buf_clear(&t->val);
+    msgpack_zone_destroy(&t->zone);
+    free(t);
+}
+
+/* Reads the counters record; counters added later default to 1. */
+static ps_status load_counters(ps_txn *t)
+{
+    for (int i = 0; i < PS_CTR__COUNT; i++)
+        t->counters[i] = 1;
+    key_reset(t);
+    key_bytes(t, counters_key, sizeof counters_key - 1);
+    MDB_val v;
+    ps_status st = get_raw(t, DB_META, &v);
+    if (st == PS_OK) {
+        rec r;
+        st = decode(t, &v, PS_CTR_MERGE, &r);
+        for (uint32_t i = 0; st == PS_OK && i < PS_CTR__COUNT && i < r.count; i++)
+            t->counters[i] = r_u64(&r, i);
+    } else if (st == PS_ENOTFOUND) {
+        st = PS_OK;
+    }
+    t->counters_loaded = st == PS_OK;
+    return st;
+}
+
+/* A pooled read transaction renewed on the newest snapshot, or NULL. */
+static ps_txn *pool_take(ps_store *s)
+{
+    pthread_mutex_lock(&s->pool_lock);
+    ps_txn *t = s->pooled ? s->pool[--s->pooled] : NULL;
+    pthread_mutex_unlock(&s->pool_lock);
+    if (t && mdb_txn_renew(t->txn) != 0) {
+        mdb_txn_abort(t->txn);
+        txn_free(t);
+        t = NULL;
+    }
+    return t;
+}
+
+/* Ends a read transaction: reset into the pool when there is room. */
+static void read_end(ps_txn *t)
+{
+    ps_store *s = t->store;
+    mdb_txn_reset(t->txn);
+    msgpack_zone_clear(&t->zone);
+    t->counters_loaded = false;
+    pthread_mutex_lock(&s->pool_lock);
+    bool kept = s->pooled < READ_POOL_MAX;
+    if (kept)
+        s->pool[s->pooled++] = t;
+    pthread_mutex_unlock(&s->pool_lock);
+    if (!kept) {
+        mdb_txn_abort(t->txn);
+        txn_free(t);
+    }
+}
+
 ps_status ps_txn_begin(ps_store *s, bool write, ps_txn **out)
 {
-    ps_txn *t = ps_xcalloc(1, sizeof *t);
+    ps_txn *t = write ? NULL : pool_take(s);
+    if (t) {
+        *out = t;
+        return PS_OK;
+    }
+    t = ps_xcalloc(1, sizeof *t);
     t->store = s;
     t->write = write;
     int rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
@@ -440,34 +523,13 @@ ps_status ps_txn_begin(ps_store *s, bool write, ps_txn **out)
     msgpack_zone_init(&t->zone, 2048);
     ps_buf_init(&t->key);
     ps_buf_init(&t->val);
-    for (int i = 0; i < PS_CTR__COUNT; i++)
-        t->counters[i] = 1;
-    key_reset(t);
-    key_bytes(t, counters_key, sizeof counters_key - 1);
-    MDB_val v;
-    ps_status st = get_raw(t, DB_META, &v);
-    if (st == PS_OK) {
-        rec r;
-        st = decode(t, &v, PS_CTR_MERGE, &r); /* counters added later default to 1 */
-        for (uint32_t i = 0; st == PS_OK && i < PS_CTR__COUNT && i < r.count; i++)
-            t->counters[i] = r_u64(&r, i);
-    } else if (st == PS_ENOTFOUND) {
-        st = PS_OK;
-    }
+    ps_status st = write ? load_counters(t) : PS_OK; /* a writer's counters move at once */
     if (st != PS_OK) {
         ps_txn_abort(t);
         return st;
     }
     *out = t;
     return PS_OK;
-}
-
-static void txn_free(ps_txn *t)
-{
-    ps_buf_clear(&t->key);
-    ps_buf_clear(&t->val);
-    msgpack_zone_destroy(&t->zone);
-    free(t);
 }
 
 ps_status ps_txn_commit(ps_txn *t)
@@ -480,6 +542,10 @@ ps_status ps_txn_commit(ps_txn *t)
         key_reset(t);
         key_bytes(t, counters_key, sizeof counters_key - 1);
         st = put_val(t, DB_META);
+    }
+    if (!t->write) {
+        read_end(t);
+        return PS_OK;
     }
     if (st != PS_OK) {
         mdb_txn_abort(t->txn);
@@ -495,6 +561,10 @@ void ps_txn_abort(ps_txn *t)
 {
     if (t == NULL)
         return;
+    if (!t->write) {
+        read_end(t);
+        return;
+    }
     mdb_txn_abort(t->txn);
     txn_free(t);
 }
@@ -513,6 +583,8 @@ uint64_t ps_txn_next(ps_txn *t, ps_counter c)
 
 uint64_t ps_txn_peek(ps_txn *t, ps_counter c)
 {
+    if (!t->counters_loaded && load_counters(t) != PS_OK)
+        ps_log(PS_LOG_ERROR, "msg=\"counters record unreadable\" store=%s", t->store->name);
     return t->counters[c];
 }
 
