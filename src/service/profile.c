@@ -395,8 +395,9 @@ void ps_profile_extid_json(ps_buf *b, const ps_extid *x, unsigned fields)
     json_cstr(b, x->type);
     ps_buf_puts(b, ",\"id\":");
     ps_buf_json_str(b, x->value, x->value_len);
-    ps_buf_printf(b, ",\"collection\":\"%s\",\"encoding\":\"none\"",
-                  ps_profile_collection_name(x->collection));
+    ps_buf_puts(b, ",\"collection\":\"");
+    ps_buf_puts(b, ps_profile_collection_name(x->collection));
+    ps_buf_puts(b, "\",\"encoding\":\"none\"");
     if (fields & PS_EXTID_SOURCE) {
         ps_buf_puts(b, ",\"source_id\":");
         json_cstr(b, x->mapping->source_id);
