@@ -539,8 +539,8 @@ static const char *skip_ws(const char *p, const char *end)
     return p;
 }
 
-/* Byte classes for the raw scanner: 1 ends a run inside a string ('"', '\\'); 2 matters
- * inside a container ('"', '{', '}', '[', ']'). Everything else is skipped in a tight loop. */
+/* Bytes the raw scanner must stop at: inside a string, '"' and '\\'; inside an object or
+ * array, '"' and the brackets. Every other byte is skipped in a tight loop. */
 static const uint8_t in_string[256] = {['"'] = 1, ['\\'] = 1};
 static const uint8_t in_container[256] = {['"'] = 1, ['{'] = 1, ['}'] = 1, ['['] = 1,
                                           [']'] = 1};
