@@ -1,0 +1,471 @@
+/* SPDX-License-Identifier: MIT */
+/* json: a strict validator that runs before cJSON sees untrusted bytes, and scanners over the
+ * validated text. The validator is a single forward pass with an explicit stack, so its cost
+ * is linear in the input and its memory is fixed. */
+#include "ps/json.h"
+
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+typedef struct vstate {
+    const uint8_t *s, *p, *end;
+    unsigned flags;
+    ps_json_error error;
+} vstate;
+
+static bool fail(vstate *v, ps_json_error e)
+{
+    v->error = e;
+    return false;
+}
+
+static void skip_ws(vstate *v)
+{
+    while (v->p < v->end && (*v->p == ' ' || *v->p == '\t' || *v->p == '\n' || *v->p == '\r'))
+        v->p++;
+}
+
+static int hex4(const uint8_t *p)
+{
+    int x = 0;
+    for (int i = 0; i < 4; i++) {
+        uint8_t c = p[i];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0)
+            return -1;
+        x = x << 4 | d;
+    }
+    return x;
+}
+
+/* One UTF-8 sequence starting at a byte >= 0x80: no overlongs, no surrogates, <= U+10FFFF. */
+static bool utf8_seq(vstate *v)
+{
+    const uint8_t *p = v->p;
+    uint8_t c = *p;
+    size_t n;
+    uint32_t min, cp;
+    if (c >= 0xC2 && c <= 0xDF) {
+        n = 1, min = 0x80, cp = c & 0x1Fu;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 2, min = 0x800, cp = c & 0x0Fu;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 3, min = 0x10000, cp = c & 0x07u;
+    } else {
+        return fail(v, PS_JSON_UTF8);
+    }
+    if ((size_t)(v->end - p) <= n)
+        return fail(v, PS_JSON_UTF8);
+    for (size_t i = 1; i <= n; i++) {
+        if ((p[i] & 0xC0) != 0x80)
+            return fail(v, PS_JSON_UTF8);
+        cp = cp << 6 | (p[i] & 0x3Fu);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return fail(v, PS_JSON_UTF8);
+    v->p += n + 1;
+    return true;
+}
+
+static bool string(vstate *v) /* v->p at the opening quote */
+{
+    v->p++;
+    for (;;) {
+        const uint8_t *p = v->p;
+        while (p < v->end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
+            p++;
+        v->p = p;
+        if (p >= v->end)
+            return fail(v, PS_JSON_SYNTAX);
+        uint8_t c = *p;
+        if (c == '"') {
+            v->p++;
+            return true;
+        }
+        if (c < 0x20)
+            return fail(v, PS_JSON_CONTROL);
+        if (c >= 0x80) {
+            if (!utf8_seq(v))
+                return false;
+            continue;
+        }
+        /* a backslash */
+        if (v->end - p < 2)
+            return fail(v, PS_JSON_SYNTAX);
+        switch (p[1]) {
+        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+            v->p += 2;
+            continue;
+        case 'u':
+            break;
+        default:
+            return fail(v, PS_JSON_SYNTAX);
+        }
+        if (v->end - p < 6)
+            return fail(v, PS_JSON_SYNTAX);
+        int u = hex4(p + 2);
+        if (u < 0)
+            return fail(v, PS_JSON_SYNTAX);
+        if (u == 0 && !(v->flags & PS_JSON_ALLOW_NUL))
+            return fail(v, PS_JSON_NUL);
+        if (u >= 0xDC00 && u <= 0xDFFF)
+            return fail(v, PS_JSON_UTF8); /* a low surrogate without a high one */
+        if (u >= 0xD800 && u <= 0xDBFF) {
+            int lo = v->end - p >= 12 && p[6] == '\\' && p[7] == 'u' ? hex4(p + 8) : -1;
+            if (lo < 0xDC00 || lo > 0xDFFF)
+                return fail(v, PS_JSON_UTF8);
+            v->p += 12;
+        } else {
+            v->p += 6;
+        }
+    }
+}
+
+static bool digits(vstate *v)
+{
+    const uint8_t *start = v->p;
+    while (v->p < v->end && *v->p >= '0' && *v->p <= '9')
+        v->p++;
+    return v->p > start || fail(v, PS_JSON_SYNTAX);
+}
+
+static bool number(vstate *v)
+{
+    if (*v->p == '-')
+        v->p++;
+    if (v->p < v->end && *v->p == '0')
+        v->p++;
+    else if (!digits(v))
+        return false;
+    if (v->p < v->end && *v->p == '.') {
+        v->p++;
+        if (!digits(v))
+            return false;
+    }
+    if (v->p < v->end && (*v->p == 'e' || *v->p == 'E')) {
+        v->p++;
+        if (v->p < v->end && (*v->p == '+' || *v->p == '-'))
+            v->p++;
+        if (!digits(v))
+            return false;
+    }
+    return true;
+}
+
+static bool literal(vstate *v, const char *word)
+{
+    size_t n = strlen(word);
+    if ((size_t)(v->end - v->p) < n || memcmp(v->p, word, n) != 0)
+        return fail(v, PS_JSON_SYNTAX);
+    v->p += n;
+    return true;
+}
+
+/* A scalar at v->p (not an object or array). */
+static bool scalar(vstate *v)
+{
+    switch (*v->p) {
+    case '"': return string(v);
+    case 't': return literal(v, "true");
+    case 'f': return literal(v, "false");
+    case 'n': return literal(v, "null");
+    default:
+        if (*v->p == '-' || (*v->p >= '0' && *v->p <= '9'))
+            return number(v);
+        return fail(v, PS_JSON_SYNTAX);
+    }
+}
+
+/* The value grammar with an explicit stack of open containers ('{' or '['). */
+static bool value(vstate *v)
+{
+    uint8_t stack[PS_JSON_DEPTH_MAX];
+    size_t depth = 0;
+    for (;;) {
+        /* expect a value */
+        skip_ws(v);
+        if (v->p >= v->end)
+            return fail(v, PS_JSON_SYNTAX);
+        uint8_t c = *v->p;
+        if (c == '{' || c == '[') {
+            if (depth == PS_JSON_DEPTH_MAX)
+                return fail(v, PS_JSON_DEPTH);
+            stack[depth++] = c;
+            v->p++;
+            skip_ws(v);
+            if (v->p < v->end && *v->p == (c == '{' ? '}' : ']')) {
+                v->p++;
+                depth--;
+                goto after_value;
+            }
+            if (c == '[')
+                continue;
+            goto member_key;
+        }
+        if (!scalar(v))
+            return false;
+    after_value:
+        for (;;) {
+            if (depth == 0)
+                return true;
+            skip_ws(v);
+            if (v->p >= v->end)
+                return fail(v, PS_JSON_SYNTAX);
+            uint8_t close = stack[depth - 1] == '{' ? '}' : ']';
+            if (*v->p == close) {
+                v->p++;
+                depth--;
+                continue;
+            }
+            if (*v->p != ',')
+                return fail(v, PS_JSON_SYNTAX);
+            v->p++;
+            if (stack[depth - 1] == '[')
+                break; /* the next element */
+            skip_ws(v);
+            goto member_key;
+        }
+        continue;
+    member_key:
+        if (v->p >= v->end || *v->p != '"')
+            return fail(v, PS_JSON_SYNTAX);
+        if (!string(v))
+            return false;
+        skip_ws(v);
+        if (v->p >= v->end || *v->p != ':')
+            return fail(v, PS_JSON_SYNTAX);
+        v->p++;
+    }
+}
+
+bool ps_json_check(const uint8_t *s, size_t len, unsigned flags, ps_json_diag *diag)
+{
+    vstate v = {s, s, s + len, flags, PS_JSON_OK};
+    skip_ws(&v);
+    if (v.p == v.end) {
+        v.error = PS_JSON_EMPTY;
+    } else if (value(&v)) {
+        skip_ws(&v);
+        if (v.p != v.end)
+            v.error = PS_JSON_TRAILING;
+    }
+    if (diag) {
+        diag->error = v.error;
+        diag->offset = (size_t)(v.p - s);
+    }
+    return v.error == PS_JSON_OK;
+}
+
+struct cJSON *ps_json_parse(const uint8_t *s, size_t len, ps_json_diag *diag)
+{
+    ps_json_diag d;
+    if (!ps_json_check(s, len, 0, &d)) {
+        if (diag)
+            *diag = d;
+        return NULL;
+    }
+    cJSON *root = cJSON_ParseWithLength((const char *)s, len);
+    if (root == NULL) /* accepted here but not by cJSON: treat as a syntax error */
+        d = (ps_json_diag){PS_JSON_SYNTAX, 0};
+    if (diag)
+        *diag = d;
+    return root;
+}
+
+const char *ps_json_error_message(ps_json_error e)
+{
+    switch (e) {
+    case PS_JSON_OK: return "valid JSON";
+    case PS_JSON_EMPTY: return "the body is empty";
+    case PS_JSON_SYNTAX: return "the body is not valid JSON";
+    case PS_JSON_UTF8: return "a string is not valid UTF-8";
+    case PS_JSON_CONTROL: return "a string contains a raw control character (0x00-0x1F); "
+                                 "escape it";
+    case PS_JSON_NUL: return "a string contains \\u0000, which is not accepted";
+    case PS_JSON_TRAILING: return "there is data after the JSON value";
+    case PS_JSON_DEPTH: return "objects and arrays are nested too deeply";
+    }
+    return "invalid JSON";
+}
+
+/* ---- scanners ---- */
+
+const char *ps_json_skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* Bytes the raw scanner must stop at: inside a string, '"' and '\\'; inside an object or
+ * array, '"' and the brackets. Every other byte is skipped in a tight loop. */
+static const uint8_t in_string[256] = {['"'] = 1, ['\\'] = 1};
+static const uint8_t in_container[256] = {['"'] = 1, ['{'] = 1, ['}'] = 1, ['['] = 1,
+                                          [']'] = 1};
+
+static const char *skip_string(const char *p, const char *end) /* p at the opening quote */
+{
+    for (p++; p < end; p++) {
+        while (p < end && !in_string[(uint8_t)*p])
+            p++;
+        if (p >= end)
+            break;
+        if (*p == '"')
+            return p + 1;
+        p++; /* the escaped byte */
+    }
+    return NULL;
+}
+
+const char *ps_json_skip_value(const char *p, const char *end)
+{
+    if (p >= end)
+        return NULL;
+    if (*p == '"')
+        return skip_string(p, end);
+    if (*p != '{' && *p != '[') { /* number, true, false, null */
+        while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\t' &&
+               *p != '\n' && *p != '\r')
+            p++;
+        return p;
+    }
+    int depth = 0;
+    while (p < end) {
+        while (p < end && !in_container[(uint8_t)*p])
+            p++;
+        if (p >= end)
+            break;
+        if (*p == '"') {
+            if ((p = skip_string(p, end)) == NULL)
+                return NULL;
+            continue;
+        }
+        if (*p == '{' || *p == '[')
+            depth++;
+        else if (--depth == 0)
+            return p + 1;
+        p++;
+    }
+    return NULL;
+}
+
+void ps_json_iter_init(ps_json_iter *it, const char *p, const char *end)
+{
+    it->p = ps_json_skip_ws(p, end);
+    it->end = end;
+    it->started = false;
+}
+
+bool ps_json_iter_next(ps_json_iter *it, ps_json_member *m)
+{
+    const char *p = it->p, *end = it->end;
+    if (p == NULL || p >= end)
+        return false;
+    if (!it->started) {
+        if (*p != '{')
+            return (it->p = NULL), false;
+        it->started = true;
+        p = ps_json_skip_ws(p + 1, end);
+    } else if (*p == ',') {
+        p = ps_json_skip_ws(p + 1, end);
+    }
+    if (p >= end || *p != '"')
+        return (it->p = NULL), false;
+    const char *kend = skip_string(p, end);
+    if (kend == NULL)
+        return (it->p = NULL), false;
+    m->key = (ps_slice){(const uint8_t *)p, (size_t)(kend - p)};
+    p = ps_json_skip_ws(kend, end);
+    if (p >= end || *p != ':')
+        return (it->p = NULL), false;
+    p = ps_json_skip_ws(p + 1, end);
+    const char *vend = ps_json_skip_value(p, end);
+    if (vend == NULL)
+        return (it->p = NULL), false;
+    m->value = (ps_slice){(const uint8_t *)p, (size_t)(vend - p)};
+    it->p = ps_json_skip_ws(vend, end);
+    return true;
+}
+
+static size_t put_utf8(char *out, unsigned cp)
+{
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xC0 | cp >> 6);
+        out[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | cp >> 12);
+        out[1] = (char)(0x80 | (cp >> 6 & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | cp >> 18);
+    out[1] = (char)(0x80 | (cp >> 12 & 0x3F));
+    out[2] = (char)(0x80 | (cp >> 6 & 0x3F));
+    out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+bool ps_json_key_decode(ps_slice key, char *out, size_t cap, size_t *out_len)
+{
+    const uint8_t *p = key.ptr + 1, *end = key.ptr + key.len - 1; /* inside the quotes */
+    size_t n = 0;
+    while (p < end) {
+        char tmp[4];
+        size_t w;
+        if (*p != '\\') {
+            tmp[0] = (char)*p++;
+            w = 1;
+        } else {
+            uint8_t e = p[1];
+            p += 2;
+            switch (e) {
+            case 'b': tmp[0] = '\b', w = 1; break;
+            case 'f': tmp[0] = '\f', w = 1; break;
+            case 'n': tmp[0] = '\n', w = 1; break;
+            case 'r': tmp[0] = '\r', w = 1; break;
+            case 't': tmp[0] = '\t', w = 1; break;
+            case 'u': {
+                unsigned cp = (unsigned)hex4(p);
+                p += 4;
+                if (cp >= 0xD800 && cp <= 0xDBFF && end - p >= 6) {
+                    unsigned lo = (unsigned)hex4(p + 2);
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                    p += 6;
+                }
+                w = put_utf8(tmp, cp);
+                break;
+            }
+            default: tmp[0] = (char)e, w = 1; break;
+            }
+        }
+        if (n + w > cap)
+            return false;
+        memcpy(out + n, tmp, w);
+        n += w;
+    }
+    *out_len = n;
+    return true;
+}
+
+bool ps_json_key_is(ps_slice key, const char *name)
+{
+    size_t nl = strlen(name);
+    if (key.len < 2)
+        return false;
+    if (memchr(key.ptr, '\\', key.len) == NULL)
+        return key.len == nl + 2 && memcmp(key.ptr + 1, name, nl) == 0;
+    char buf[64];
+    size_t n;
+    return nl <= sizeof buf && ps_json_key_decode(key, buf, sizeof buf, &n) && n == nl &&
+           memcmp(buf, name, nl) == 0;
+}
