@@ -16,6 +16,9 @@
 #define PS_MESSAGE_MAX_BYTES (32 * 1024)  /* one message (SPEC 3.3) */
 #define PS_BATCH_MAX_BYTES (500 * 1024)   /* one {"batch":[...]} payload */
 #define PS_BATCH_MAX_ITEMS 2500
+/* A batch's items after its envelope (context, integrations, sentAt) is merged into each:
+ * bounds what one request can expand to in memory and on disk. */
+#define PS_BATCH_EXPANDED_MAX_BYTES (4 * 1024 * 1024)
 #define PS_MESSAGE_ID_MAX 100             /* code points */
 #define PS_GROUP_ID_MAX 500               /* code points */
 #define PS_TRAITS_MAX 300                 /* identify/group traits: >= this is dropped */
@@ -55,6 +58,10 @@ typedef enum ps_drop {
     PS_DROP_TOO_MANY_ITEMS,
     PS_DROP_DUPLICATE,
     PS_DROP_NOT_BATCH,    /* /v1/batch without a "batch" array */
+    PS_DROP_TRAILING_DATA,     /* more than whitespace after the JSON value */
+    PS_DROP_CONTROL_CHARACTER, /* a raw 0x00-0x1F byte inside a string */
+    PS_DROP_NUL_CHARACTER,     /* \u0000 inside a string */
+    PS_DROP_TOO_DEEP,          /* nested deeper than PS_JSON_DEPTH_MAX */
     PS_DROP__COUNT
 } ps_drop;
 

@@ -4,12 +4,14 @@
 #include "ps/event.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
 
 #include "ps/clock.h"
+#include "ps/json.h"
 #include "ps/text.h"
 
 static const char *const drop_names[PS_DROP__COUNT] = {
@@ -18,6 +20,7 @@ static const char *const drop_names[PS_DROP__COUNT] = {
     "group_id_empty", "group_id_too_long",  "invalid_message_id", "message_id_too_long",
     "too_many_traits", "too_many_properties", "invalid_field",   "invalid_timestamp",
     "before_1970",   "too_many_items",      "duplicate",          "missing_batch",
+    "trailing_data", "control_character",   "nul_character",      "too_deep",
 };
 
 const char *ps_drop_name(ps_drop d)
@@ -439,25 +442,264 @@ static ps_status one_message(const ps_accept_opts *opts, ps_arena *arena, const 
     return fn(ud, d == PS_DROP_NONE ? &ev : NULL, d, index);
 }
 
-/* Adds the envelope's keys that the item lacks (shallow), for context and integrations. */
-static void merge_envelope(cJSON *item, const cJSON *envelope, const char *key)
+/* ---- payloads and batches ---- */
+
+/* The drop for a JSON problem found by the strict reader. */
+static ps_drop json_drop(ps_json_error e)
 {
-    const cJSON *src = get(envelope, key);
-    if (!cJSON_IsObject(src))
-        return;
-    cJSON *dst = cJSON_GetObjectItemCaseSensitive(item, key);
-    if (dst == NULL) {
-        cJSON_AddItemToObject(item, key, cJSON_Duplicate(src, 1));
-        return;
+    switch (e) {
+    case PS_JSON_UTF8: return PS_DROP_INVALID_UTF8;
+    case PS_JSON_CONTROL: return PS_DROP_CONTROL_CHARACTER;
+    case PS_JSON_NUL: return PS_DROP_NUL_CHARACTER;
+    case PS_JSON_TRAILING: return PS_DROP_TRAILING_DATA;
+    case PS_JSON_DEPTH: return PS_DROP_TOO_DEEP;
+    default: return PS_DROP_INVALID_JSON;
     }
-    if (!cJSON_IsObject(dst))
+}
+
+/* One member of a batch envelope's context or integrations. */
+typedef struct env_member {
+    ps_json_member m;
+    ps_slice name; /* the decoded key */
+    uint32_t seen; /* the generation of the last item that has this key */
+    bool is_dup;   /* a later occurrence of a key: cJSON keeps the first, so do we */
+} env_member;
+
+/* A sort entry: the decoded key and the member's position. */
+typedef struct name_ref {
+    ps_slice name;
+    uint32_t index;
+} name_ref;
+
+/* The envelope's context or integrations object, merged shallowly into each item: the item
+ * keeps its own members and gains the envelope's members it lacks. Members are looked up by
+ * binary search over `by_name`, so an item costs O(its members x log(envelope members)) and
+ * nothing an outsider sends can make that quadratic. */
+typedef struct env_obj {
+    const char *key;
+    ps_slice raw; /* the whole object; ptr NULL when the envelope has none */
+    env_member *members;
+    name_ref *by_name; /* sorted by name */
+    size_t count;
+} env_obj;
+
+static int name_cmp(ps_slice a, ps_slice b)
+{
+    int c = memcmp(a.ptr, b.ptr, a.len < b.len ? a.len : b.len);
+    return c ? c : (a.len > b.len) - (a.len < b.len);
+}
+
+/* Decodes a validated key into `name` (arena copy only when it has escapes). */
+static ps_slice key_name(ps_arena *arena, ps_slice key)
+{
+    if (memchr(key.ptr, '\\', key.len) == NULL)
+        return (ps_slice){key.ptr + 1, key.len - 2};
+    char *out = ps_arena_alloc(arena, key.len);
+    size_t n = 0;
+    PS_ASSERT(ps_json_key_decode(key, out, key.len, &n));
+    return (ps_slice){(const uint8_t *)out, n};
+}
+
+static int name_ref_cmp(const void *a, const void *b)
+{
+    const name_ref *x = a, *y = b;
+    int c = name_cmp(x->name, y->name);
+    return c ? c : (x->index > y->index) - (x->index < y->index); /* first occurrence first */
+}
+
+static void env_init(env_obj *e, const char *key, ps_slice raw, ps_arena *arena)
+{
+    memset(e, 0, sizeof *e);
+    e->key = key;
+    if (raw.ptr == NULL || raw.ptr[0] != '{')
         return;
-    const cJSON *it;
-    cJSON_ArrayForEach(it, src)
-    {
-        if (cJSON_GetObjectItemCaseSensitive(dst, it->string) == NULL)
-            cJSON_AddItemToObject(dst, it->string, cJSON_Duplicate(it, 1));
+    e->raw = raw;
+    ps_json_iter it;
+    ps_json_member m;
+    ps_json_iter_init(&it, (const char *)raw.ptr, (const char *)raw.ptr + raw.len);
+    while (ps_json_iter_next(&it, &m))
+        e->count++;
+    if (e->count == 0)
+        return;
+    e->members = ps_arena_alloc(arena, e->count * sizeof *e->members);
+    e->by_name = ps_arena_alloc(arena, e->count * sizeof *e->by_name);
+    size_t i = 0;
+    ps_json_iter_init(&it, (const char *)raw.ptr, (const char *)raw.ptr + raw.len);
+    while (ps_json_iter_next(&it, &m)) {
+        e->members[i] = (env_member){m, key_name(arena, m.key), 0, false};
+        e->by_name[i] = (name_ref){e->members[i].name, (uint32_t)i};
+        i++;
     }
+    qsort(e->by_name, e->count, sizeof *e->by_name, name_ref_cmp);
+    for (i = 1; i < e->count; i++)
+        if (name_cmp(e->by_name[i].name, e->by_name[i - 1].name) == 0)
+            e->members[e->by_name[i].index].is_dup = true;
+}
+
+static env_member *env_find(const env_obj *e, ps_slice name)
+{
+    size_t lo = 0, hi = e->count;
+    while (lo < hi) { /* the first entry not below `name` */
+        size_t mid = lo + (hi - lo) / 2;
+        if (name_cmp(e->by_name[mid].name, name) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < e->count && name_cmp(e->by_name[lo].name, name) == 0)
+        return &e->members[e->by_name[lo].index];
+    return NULL;
+}
+
+/* An insertion into an item's text: `count` pieces before byte `at`. */
+typedef struct insertion {
+    size_t at;
+    enum { INS_MEMBER, INS_ENV_MEMBERS } kind;
+    const char *key; /* INS_MEMBER: `,"key":raw` */
+    ps_slice raw;
+    const env_obj *env; /* INS_ENV_MEMBERS: the unseen members of `env` */
+    bool comma_first;
+} insertion;
+
+typedef struct batch_ctx {
+    const ps_accept_opts *opts;
+    ps_arena *arena;
+    ps_event_fn fn;
+    void *ud;
+    env_obj env[2]; /* context, integrations */
+    ps_slice sent_at;
+    uint32_t gen;
+    size_t expanded; /* bytes of items after merging, so far */
+} batch_ctx;
+
+/* Marks the envelope members that the item object `obj` has; returns the bytes the unseen
+ * ones add (`,"key":value` each), and whether the object is empty. */
+static size_t env_unseen_bytes(batch_ctx *b, env_obj *e, ps_slice obj, bool *is_empty)
+{
+    ps_json_iter it;
+    ps_json_member m;
+    ps_json_iter_init(&it, (const char *)obj.ptr, (const char *)obj.ptr + obj.len);
+    *is_empty = true;
+    while (ps_json_iter_next(&it, &m)) {
+        *is_empty = false;
+        env_member *em = env_find(e, key_name(b->arena, m.key));
+        if (em)
+            em->seen = b->gen;
+    }
+    size_t add = 0;
+    for (size_t i = 0; i < e->count; i++)
+        if (!e->members[i].is_dup && e->members[i].seen != b->gen)
+            add += 1 + e->members[i].m.key.len + 1 + e->members[i].m.value.len;
+    return add;
+}
+
+static char *emit(char *out, const void *p, size_t n)
+{
+    memcpy(out, p, n);
+    return out + n;
+}
+
+static char *emit_insertion(char *o, const batch_ctx *b, const insertion *in)
+{
+    bool comma = in->comma_first;
+    if (in->kind == INS_MEMBER) {
+        if (comma)
+            *o++ = ',';
+        *o++ = '"';
+        o = emit(o, in->key, strlen(in->key));
+        o = emit(o, "\":", 2);
+        return emit(o, in->raw.ptr, in->raw.len);
+    }
+    const env_obj *e = in->env;
+    for (size_t i = 0; i < e->count; i++) {
+        const env_member *em = &e->members[i];
+        if (em->is_dup || em->seen == b->gen)
+            continue;
+        if (comma)
+            *o++ = ',';
+        comma = true;
+        o = emit(o, em->m.key.ptr, em->m.key.len);
+        *o++ = ':';
+        o = emit(o, em->m.value.ptr, em->m.value.len);
+    }
+    return o;
+}
+
+/* One batch item: merge the envelope (checking the merged size before building it), parse it
+ * strictly, and hand it to one_message(). */
+static ps_status batch_item(batch_ctx *b, const char *s, size_t len, size_t index)
+{
+    if (len > PS_MESSAGE_MAX_BYTES)
+        return b->fn(b->ud, NULL, PS_DROP_TOO_LARGE, index);
+    if (*s != '{')
+        return b->fn(b->ud, NULL, PS_DROP_NOT_OBJECT, index);
+    b->gen++;
+    ps_slice own[2] = {{NULL, 0}, {NULL, 0}};
+    bool has_sent = false;
+    size_t members = 0;
+    ps_json_iter it;
+    ps_json_member m;
+    ps_json_iter_init(&it, s, s + len);
+    while (ps_json_iter_next(&it, &m)) {
+        members++;
+        for (int k = 0; k < 2; k++)
+            if (own[k].ptr == NULL && ps_json_key_is(m.key, b->env[k].key))
+                own[k] = m.value;
+        has_sent = has_sent || ps_json_key_is(m.key, "sentAt");
+    }
+    insertion ins[4];
+    size_t nins = 0, total = len;
+    for (int k = 0; k < 2; k++) {
+        env_obj *e = &b->env[k];
+        if (e->raw.ptr == NULL)
+            continue;
+        if (own[k].ptr == NULL) {
+            ins[nins++] = (insertion){len - 1, INS_MEMBER, e->key, e->raw, NULL, members > 0};
+            total += (members > 0 ? 1u : 0u) + 3 + strlen(e->key) + e->raw.len;
+            members++;
+        } else if (own[k].ptr[0] == '{') {
+            bool is_empty;
+            size_t add = env_unseen_bytes(b, e, own[k], &is_empty);
+            if (add == 0)
+                continue;
+            size_t close = (size_t)((const char *)own[k].ptr - s) + own[k].len - 1;
+            ins[nins++] = (insertion){close, INS_ENV_MEMBERS, NULL, {NULL, 0}, e, !is_empty};
+            total += add - is_empty;
+        }
+    }
+    if (b->sent_at.ptr && !has_sent) { /* clock-skew correction per item */
+        ins[nins++] = (insertion){len - 1, INS_MEMBER, "sentAt", b->sent_at, NULL, members > 0};
+        total += (members > 0 ? 1u : 0u) + 3 + strlen("sentAt") + b->sent_at.len;
+    }
+    if (total > PS_MESSAGE_MAX_BYTES || total > PS_BATCH_EXPANDED_MAX_BYTES - b->expanded)
+        return b->fn(b->ud, NULL, PS_DROP_TOO_LARGE, index);
+    b->expanded += total;
+
+    char *text = ps_arena_alloc(b->arena, total + 1), *o = text;
+    size_t from = 0;
+    for (size_t i = 1; i < nins; i++) /* into text order; equal positions keep their order */
+        for (size_t j = i; j > 0 && ins[j].at < ins[j - 1].at; j--) {
+            insertion t = ins[j];
+            ins[j] = ins[j - 1];
+            ins[j - 1] = t;
+        }
+    for (size_t i = 0; i < nins; i++) {
+        o = emit(o, s + from, ins[i].at - from);
+        from = ins[i].at;
+        o = emit_insertion(o, b, &ins[i]);
+    }
+    o = emit(o, s + from, len - from);
+    PS_ASSERT((size_t)(o - text) == total);
+    *o = 0;
+
+    ps_json_diag d;
+    cJSON *item = ps_json_parse((const uint8_t *)text, total, &d);
+    if (item == NULL)
+        return b->fn(b->ud, NULL, json_drop(d.error), index);
+    ps_status st = one_message(b->opts, b->arena, item, (ps_slice){(const uint8_t *)text, total},
+                               index, b->fn, b->ud);
+    cJSON_Delete(item);
+    return st;
 }
 
 ps_status ps_event_parse(const uint8_t *json, size_t len, const ps_accept_opts *opts,
@@ -468,167 +710,108 @@ ps_status ps_event_parse(const uint8_t *json, size_t len, const ps_accept_opts *
         *why = PS_DROP_TOO_LARGE;
         return PS_ETOOBIG;
     }
-    if (!ps_utf8_valid(json, len, NULL)) {
-        *why = PS_DROP_INVALID_UTF8;
+    /* the whole payload once; \u0000 is refused per message below, so that one bad item
+     * does not cost the rest of its batch */
+    ps_json_diag d;
+    if (!ps_json_check(json, len, PS_JSON_ALLOW_NUL, &d)) {
+        *why = json_drop(d.error);
         return PS_EINVAL;
     }
-    cJSON *root = cJSON_ParseWithLength((const char *)json, len);
-    if (root == NULL) {
-        *why = PS_DROP_INVALID_JSON;
+    const char *s = (const char *)json, *end = s + len, *top = ps_json_skip_ws(s, end);
+    ps_slice batch = {NULL, 0}, context = {NULL, 0}, integrations = {NULL, 0}, sent = {NULL, 0};
+    ps_json_iter it;
+    ps_json_member m;
+    ps_json_iter_init(&it, top, end);
+    while (ps_json_iter_next(&it, &m)) { /* first occurrences, as cJSON reads them */
+        if (batch.ptr == NULL && ps_json_key_is(m.key, "batch"))
+            batch = m.value;
+        else if (context.ptr == NULL && ps_json_key_is(m.key, "context"))
+            context = m.value;
+        else if (integrations.ptr == NULL && ps_json_key_is(m.key, "integrations"))
+            integrations = m.value;
+        else if (sent.ptr == NULL && ps_json_key_is(m.key, "sentAt"))
+            sent = m.value;
+    }
+    if (batch.ptr == NULL && opts->require_batch) {
+        *why = *top == '{' ? PS_DROP_NOT_BATCH : PS_DROP_NOT_OBJECT;
         return PS_EINVAL;
     }
-    ps_status st = PS_OK;
-    cJSON *batch = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "batch") : NULL;
-    if (batch == NULL && opts->require_batch) {
-        *why = cJSON_IsObject(root) ? PS_DROP_NOT_BATCH : PS_DROP_NOT_OBJECT;
-        st = PS_EINVAL;
-        goto done;
-    }
-    if (batch == NULL || opts->forced_type != PS_MSG_NONE) {
+    if (batch.ptr == NULL || opts->forced_type != PS_MSG_NONE) {
         if (len > PS_MESSAGE_MAX_BYTES) {
             *why = PS_DROP_TOO_LARGE;
-            st = PS_ETOOBIG;
-        } else if (!cJSON_IsObject(root)) {
+            return PS_ETOOBIG;
+        }
+        if (*top != '{') {
             *why = PS_DROP_NOT_OBJECT;
-            st = PS_EINVAL;
-        } else {
-            st = one_message(opts, arena, root, (ps_slice){json, len}, 0, fn, ud);
+            return PS_EINVAL;
         }
-        goto done;
+        cJSON *root = ps_json_parse(json, len, &d);
+        if (root == NULL) {
+            *why = json_drop(d.error);
+            return PS_EINVAL;
+        }
+        ps_status st = one_message(opts, arena, root, (ps_slice){json, len}, 0, fn, ud);
+        cJSON_Delete(root);
+        return st;
     }
-    if (!cJSON_IsArray(batch)) {
+    if (batch.ptr[0] != '[') {
         *why = PS_DROP_INVALID_FIELD;
-        st = PS_EINVAL;
-        goto done;
+        return PS_EINVAL;
     }
-    size_t count = (size_t)cJSON_GetArraySize(batch), index = 0;
-    cJSON *item;
-    cJSON_ArrayForEach(item, batch)
-    {
-        if (count > PS_BATCH_MAX_ITEMS) {
-            st = fn(ud, NULL, PS_DROP_TOO_MANY_ITEMS, index++);
-        } else if (!cJSON_IsObject(item)) {
-            st = fn(ud, NULL, PS_DROP_NOT_OBJECT, index++);
-        } else {
-            merge_envelope(item, root, "context");
-            merge_envelope(item, root, "integrations");
-            const cJSON *sent = get(root, "sentAt"); /* clock-skew correction per item */
-            if (cJSON_IsString(sent) && get(item, "sentAt") == NULL)
-                cJSON_AddItemToObject(item, "sentAt", cJSON_Duplicate(sent, 0));
-            char *text = cJSON_PrintUnformatted(item);
-            PS_ASSERT(text != NULL);
-            size_t tl = strlen(text);
-            char *copy = ps_arena_strndup(arena, text, tl);
-            cJSON_free(text);
-            st = one_message(opts, arena, item, (ps_slice){(const uint8_t *)copy, tl}, index++,
-                             fn, ud);
-        }
+    const char *bend = (const char *)batch.ptr + batch.len, *p;
+    size_t count = 0;
+    for (p = ps_json_skip_ws((const char *)batch.ptr + 1, bend); p < bend && *p != ']';) {
+        p = ps_json_skip_ws(ps_json_skip_value(p, bend), bend);
+        count++;
+        if (*p == ',')
+            p = ps_json_skip_ws(p + 1, bend);
+    }
+    ps_status st = PS_OK;
+    if (count > PS_BATCH_MAX_ITEMS) { /* every item is dropped, none is read */
+        for (size_t i = 0; i < count && st == PS_OK; i++)
+            st = fn(ud, NULL, PS_DROP_TOO_MANY_ITEMS, i);
+        return st;
+    }
+    batch_ctx b = {.opts = opts, .arena = arena, .fn = fn, .ud = ud};
+    env_init(&b.env[0], "context", context, arena);
+    env_init(&b.env[1], "integrations", integrations, arena);
+    if (sent.ptr && sent.ptr[0] == '"')
+        b.sent_at = sent;
+    size_t index = 0;
+    for (p = ps_json_skip_ws((const char *)batch.ptr + 1, bend); p < bend && *p != ']';) {
+        const char *after = ps_json_skip_value(p, bend);
+        st = batch_item(&b, p, (size_t)(after - p), index++);
         if (st != PS_OK)
             break;
+        p = ps_json_skip_ws(after, bend);
+        if (*p == ',')
+            p = ps_json_skip_ws(p + 1, bend);
     }
-done:
-    cJSON_Delete(root);
     return st;
 }
 
-/* Skips JSON whitespace. */
-static const char *skip_ws(const char *p, const char *end)
-{
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-        p++;
-    return p;
-}
-
-/* Bytes the raw scanner must stop at: inside a string, '"' and '\\'; inside an object or
- * array, '"' and the brackets. Every other byte is skipped in a tight loop. */
-static const uint8_t in_string[256] = {['"'] = 1, ['\\'] = 1};
-static const uint8_t in_container[256] = {['"'] = 1, ['{'] = 1, ['}'] = 1, ['['] = 1,
-                                          [']'] = 1};
-
-static const char *skip_string(const char *p, const char *end) /* p at the opening quote */
-{
-    for (p++; p < end; p++) {
-        while (p < end && !in_string[(uint8_t)*p])
-            p++;
-        if (p >= end)
-            break;
-        if (*p == '"')
-            return p + 1;
-        p++; /* the escaped byte */
-    }
-    return NULL;
-}
-
-/* Skips one JSON value of text known to be valid (stored events were validated at ingest).
- * Returns the end of the value, or NULL if the text is not as expected. */
-static const char *skip_value(const char *p, const char *end)
-{
-    if (p >= end)
-        return NULL;
-    if (*p == '"')
-        return skip_string(p, end);
-    if (*p != '{' && *p != '[') { /* number, true, false, null */
-        while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\t' &&
-               *p != '\n' && *p != '\r')
-            p++;
-        return p;
-    }
-    int depth = 0;
-    while (p < end) {
-        while (p < end && !in_container[(uint8_t)*p])
-            p++;
-        if (p >= end)
-            break;
-        if (*p == '"') {
-            if ((p = skip_string(p, end)) == NULL)
-                return NULL;
-            continue;
-        }
-        if (*p == '{' || *p == '[')
-            depth++;
-        else if (--depth == 0)
-            return p + 1;
-        p++;
-    }
-    return NULL;
-}
-
-/* Finds the top-level members `keys` of the object in [p, end) in one pass, without building
- * a tree: vals[i] gets the raw value of keys[i], {NULL, 0} when absent. Returns false when
- * the text needs the full parser (escaped keys, unexpected shape). */
+/* Finds the top-level members `keys` of the object in [p, end) (validated text) in one pass:
+ * vals[i] gets the raw value of keys[i]'s first occurrence, {NULL, 0} when absent. False when
+ * the text is not an object. */
 static bool find_members(const char *p, const char *end, const char *const *keys, size_t count,
                          ps_slice *vals)
 {
     size_t missing = count;
     for (size_t i = 0; i < count; i++)
         vals[i] = (ps_slice){NULL, 0};
-    p = skip_ws(p, end);
-    if (p >= end || *p != '{')
+    ps_json_iter it;
+    ps_json_member m;
+    ps_json_iter_init(&it, p, end);
+    if (it.p >= end || *it.p != '{')
         return false;
-    p = skip_ws(p + 1, end);
-    while (p < end && *p == '"') {
-        const char *k = p + 1, *q = memchr(k, '"', (size_t)(end - k));
-        if (q == NULL || memchr(k, '\\', (size_t)(q - k)))
-            return false;
-        p = skip_ws(q + 1, end);
-        if (p >= end || *p != ':')
-            return false;
-        const char *val = skip_ws(p + 1, end), *after = skip_value(val, end);
-        if (after == NULL)
-            return false;
-        size_t kl = (size_t)(q - k);
+    while (missing && ps_json_iter_next(&it, &m))
         for (size_t i = 0; i < count; i++)
-            if (vals[i].ptr == NULL && strlen(keys[i]) == kl && memcmp(k, keys[i], kl) == 0) {
-                vals[i] = (ps_slice){(const uint8_t *)val, (size_t)(after - val)};
-                if (--missing == 0)
-                    return true; /* what follows is not read: the text was validated */
+            if (vals[i].ptr == NULL && ps_json_key_is(m.key, keys[i])) {
+                vals[i] = m.value;
+                missing--;
                 break;
             }
-        p = skip_ws(after, end);
-        if (p < end && *p == ',')
-            p = skip_ws(p + 1, end);
-    }
-    return p < end && *p == '}';
+    return true;
 }
 
 #define BODY_MEMBERS_MAX 8
@@ -650,7 +833,7 @@ void ps_event_body_members(ps_slice body, const char *const *keys, size_t count,
         }
         return;
     }
-    cJSON *root = cJSON_ParseWithLength(start, body.len); /* rare: let cJSON read it */
+    cJSON *root = cJSON_ParseWithLength(start, body.len); /* not an object: let cJSON try */
     for (size_t i = 0; i < count; i++) {
         const cJSON *v = get(root, keys[i]);
         char *text = v ? cJSON_PrintUnformatted(v) : NULL;
@@ -665,30 +848,22 @@ bool ps_event_write_key(const uint8_t *json, size_t len, char *out, size_t cap)
     const char *start = (const char *)json;
     static const char *const key[] = {"writeKey"};
     ps_slice val;
-    if (!find_members(start, start + len, key, 1, &val)) { /* rare shapes: the full parser */
-        cJSON *root = cJSON_ParseWithLength(start, len);
-        const cJSON *k = get(root, "writeKey");
-        bool ok = cJSON_IsString(k) && strlen(k->valuestring) < cap;
-        if (ok)
-            memcpy(out, k->valuestring, strlen(k->valuestring) + 1);
-        cJSON_Delete(root);
-        return ok;
-    }
-    /* a plain string: quotes around bytes without escapes */
-    const char *v = (const char *)val.ptr;
-    size_t vl = val.len;
-    if (v == NULL || vl < 2 || v[0] != '"' || v[vl - 1] != '"' || memchr(v, '\\', vl) ||
-        vl - 2 >= cap)
+    size_t n;
+    if (len > PS_BATCH_MAX_BYTES || !ps_json_check(json, len, PS_JSON_ALLOW_NUL, NULL) ||
+        !find_members(start, start + len, key, 1, &val) || val.ptr == NULL || val.ptr[0] != '"')
         return false;
-    memcpy(out, v + 1, vl - 2);
-    out[vl - 2] = 0;
+    /* a string value decodes like a key; a NUL would cut the key short: refuse it */
+    if (!ps_json_key_decode(val, out, cap - 1, &n) || memchr(out, 0, n))
+        return false;
+    out[n] = 0;
     return true;
 }
 
 static const char *const drop_messages[PS_DROP__COUNT] = {
     [PS_DROP_INVALID_JSON] = "The body is not valid JSON.",
     [PS_DROP_NOT_OBJECT] = "A message must be a JSON object.",
-    [PS_DROP_TOO_LARGE] = "The message is over 32 KB (a batch: over 500 KB).",
+    [PS_DROP_TOO_LARGE] = "The message is over 32 KB (a batch: over 500 KB, or over 4 MB once its "
+                          "context is merged into every item).",
     [PS_DROP_INVALID_UTF8] = "The body is not valid UTF-8.",
     [PS_DROP_INVALID_TYPE] = "The message needs a type: identify, track, page, screen, group "
                              "or alias.",
@@ -706,6 +881,11 @@ static const char *const drop_messages[PS_DROP__COUNT] = {
     [PS_DROP_TOO_MANY_ITEMS] = "The batch has more than 2500 messages.",
     [PS_DROP_DUPLICATE] = "A message with this messageId was already accepted.",
     [PS_DROP_NOT_BATCH] = "The body must be {\"batch\": [...]}.",
+    [PS_DROP_TRAILING_DATA] = "There is data after the JSON value; send one JSON object.",
+    [PS_DROP_CONTROL_CHARACTER] = "A string contains a raw control character (0x00-0x1F); "
+                                  "escape it as \\n, \\t or \\u00XX.",
+    [PS_DROP_NUL_CHARACTER] = "A string contains \\u0000 (NUL), which is not accepted.",
+    [PS_DROP_TOO_DEEP] = "Objects and arrays are nested more than 64 levels deep.",
 };
 
 const char *ps_drop_message(ps_drop d)
@@ -717,10 +897,11 @@ ps_status ps_event_parse_delete_ids(const char *json, size_t len, char *type, ch
                                     size_t *value_len, const char **why)
 {
     ps_status st = PS_EINVAL;
-    cJSON *root = cJSON_ParseWithLength(json, len);
+    ps_json_diag d;
+    cJSON *root = ps_json_parse((const uint8_t *)json, len, &d);
     const cJSON *list = get(root, "delete_external_ids"), *item, *id, *ty;
     if (root == NULL) {
-        *why = "the body is not valid JSON";
+        *why = ps_json_error_message(d.error);
     } else if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) == 0) {
         *why = "Missing required parameters: delete_external_ids must list one identifier";
     } else if (cJSON_GetArraySize(list) > 1) {

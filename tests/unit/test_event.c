@@ -362,7 +362,9 @@ static void write_key(void)
         {"{\"batch\":[]}", NULL},
         {"{\"writeKey\":123}", NULL},
         {"{\"writeKey\":null}", NULL},
-        {"{\"writeKey\":\"a\\\"b\"}", NULL}, /* escapes: never one of our keys */
+        {"{\"writeKey\":\"a\\\"b\"}", "a\"b"}, /* escapes are decoded */
+        {"{\"writeKey\":\"a\\u0000b\"}", NULL}, /* a NUL would cut the key short */
+        {"{\"writeKey\":\"k1\"}{\"writeKey\":\"k2\"}", NULL}, /* not one JSON value */
         {"{\"write\\u004bey\":\"esc\"}", "esc"},    /* escaped name: the full parser */
         {"{\"writeKey\":\"", NULL},                  /* truncated */
         {"[\"writeKey\"]", NULL},
@@ -383,6 +385,173 @@ static void write_key(void)
 end:;
 }
 
+/* Collects every callback of a parse: drops by index and accepted bodies. */
+typedef struct seen {
+    size_t calls, accepted;
+    ps_drop why[8];
+    char body[8][512];
+    char ids[8][256];
+    size_t drops[PS_DROP__COUNT];
+} seen;
+
+static ps_status collect(void *ud, const ps_event *ev, ps_drop why, size_t index)
+{
+    seen *s = ud;
+    s->calls++;
+    s->drops[why]++;
+    if (index < 8) {
+        s->why[index] = why;
+        if (ev) {
+            snprintf(s->body[index], sizeof s->body[index], "%.*s", (int)ev->body.len,
+                     (const char *)ev->body.ptr);
+            for (size_t i = 0; i < ev->id_count; i++) {
+                size_t n = strlen(s->ids[index]);
+                snprintf(s->ids[index] + n, sizeof s->ids[index] - n, "%s:%s ", ev->ids[i].type,
+                         ev->ids[i].value);
+            }
+        }
+    }
+    if (ev)
+        s->accepted++;
+    return PS_OK;
+}
+
+static ps_status parse_into(const char *json, size_t len, seen *s, ps_drop *why)
+{
+    memset(s, 0, sizeof *s);
+    ps_arena a;
+    ps_arena_init(&a);
+    ps_rules *r = ps_rules_default();
+    ps_accept_opts o = {.rules = r, .now_ms = 1700000000000LL, .source_id = "src"};
+    ps_status st = ps_event_parse((const uint8_t *)json, len, &o, &a, collect, s, why);
+    ps_arena_clear(&a);
+    ps_rules_free(r);
+    return st;
+}
+
+/* One JSON reader for every message: trailing data, raw control characters and \u0000 are
+ * refused, for single messages and batch items alike. */
+static void strict_json(void)
+{
+    seen s;
+    ps_drop why;
+    const char *two = "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u1\"}"
+                      "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u2\"}";
+    CHECK_EQ_INT(parse_into(two, strlen(two), &s, &why), PS_EINVAL);
+    CHECK_EQ_INT(why, PS_DROP_TRAILING_DATA);
+    CHECK_EQ_INT(s.calls, 0);
+    const char *ctl = "{\"type\":\"track\",\"event\":\"E\\u0001\",\"userId\":\"u\x01v\"}";
+    CHECK_EQ_INT(parse_into(ctl, strlen(ctl), &s, &why), PS_EINVAL);
+    CHECK_EQ_INT(why, PS_DROP_CONTROL_CHARACTER);
+    const char *escaped = "{\"type\":\"track\",\"event\":\"E\\u0001\",\"userId\":\"u\\tv\"}";
+    CHECK_EQ_INT(parse_into(escaped, strlen(escaped), &s, &why), PS_OK);
+    CHECK_EQ_INT(s.accepted, 1);
+    const char *nul = "{\"type\":\"identify\",\"userId\":\"victim\\u0000suffix\"}";
+    CHECK_EQ_INT(parse_into(nul, strlen(nul), &s, &why), PS_EINVAL);
+    CHECK_EQ_INT(why, PS_DROP_NUL_CHARACTER);
+    const char *nul_key = "{\"type\":\"identify\",\"userId\":\"u\",\"traits\":{\"ab\\u0000c\":1}}";
+    CHECK_EQ_INT(parse_into(nul_key, strlen(nul_key), &s, &why), PS_EINVAL);
+    CHECK_EQ_INT(why, PS_DROP_NUL_CHARACTER);
+    /* in a batch only the item with the NUL goes */
+    const char *batch = "{\"batch\":[{\"type\":\"identify\",\"userId\":\"a\\u0000b\"},"
+                        "{\"type\":\"identify\",\"userId\":\"ok\"}]}";
+    CHECK_EQ_INT(parse_into(batch, strlen(batch), &s, &why), PS_OK);
+    CHECK_EQ_INT(s.why[0], PS_DROP_NUL_CHARACTER);
+    CHECK_EQ_INT(s.why[1], PS_DROP_NONE);
+    CHECK_EQ_STR(s.ids[1], "user_id:ok ");
+    const char *tail = "{\"batch\":[{\"type\":\"identify\",\"userId\":\"u\"}]} []";
+    CHECK_EQ_INT(parse_into(tail, strlen(tail), &s, &why), PS_EINVAL);
+    CHECK_EQ_INT(why, PS_DROP_TRAILING_DATA);
+end:;
+}
+
+/* The envelope's context, integrations and sentAt go into each item (shallow: the item's own
+ * members win), in text, without re-serializing the item. */
+static void envelope_merge(void)
+{
+    seen s;
+    ps_drop why;
+    const char *batch =
+        "{\"context\":{\"a\":1,\"b\":2,\"a\":9},\"integrations\":{\"X\":true},"
+        "\"sentAt\":\"2024-01-01T00:00:00Z\",\"batch\":["
+        "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u1\"},"
+        "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u2\",\"context\":{\"b\":3,\"c\":4}},"
+        "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u3\",\"context\":{}},"
+        "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u4\",\"context\":null,"
+        "\"sentAt\":\"2024-01-01T00:00:01Z\",\"integrations\":{\"X\":false}},"
+        "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u5\",\"context\":{\"\\u0061\":0}}]}";
+    CHECK_EQ_INT(parse_into(batch, strlen(batch), &s, &why), PS_OK);
+    CHECK_EQ_INT(s.accepted, 5);
+    CHECK_EQ_STR(s.body[0], "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u1\",\"context\":"
+                            "{\"a\":1,\"b\":2,\"a\":9},\"integrations\":{\"X\":true},\"sentAt\":"
+                            "\"2024-01-01T00:00:00Z\"}");
+    CHECK_EQ_STR(s.body[1], "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u2\",\"context\":"
+                            "{\"b\":3,\"c\":4,\"a\":1},\"integrations\":{\"X\":true},\"sentAt\":"
+                            "\"2024-01-01T00:00:00Z\"}");
+    CHECK_EQ_STR(s.body[2], "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u3\",\"context\":"
+                            "{\"a\":1,\"b\":2},\"integrations\":{\"X\":true},\"sentAt\":"
+                            "\"2024-01-01T00:00:00Z\"}");
+    CHECK_EQ_STR(s.body[3], "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u4\",\"context\":"
+                            "null,\"sentAt\":\"2024-01-01T00:00:01Z\",\"integrations\":"
+                            "{\"X\":false}}");
+    CHECK_EQ_STR(s.body[4], "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u5\",\"context\":"
+                            "{\"\\u0061\":0,\"b\":2},\"integrations\":{\"X\":true},\"sentAt\":"
+                            "\"2024-01-01T00:00:00Z\"}");
+    /* identifiers come from the merged context */
+    const char *ids = "{\"context\":{\"traits\":{\"email\":\"e@x.io\"}},\"batch\":["
+                      "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u1\"}]}";
+    CHECK_EQ_INT(parse_into(ids, strlen(ids), &s, &why), PS_OK);
+    CHECK_EQ_STR(s.ids[0], "user_id:u1 email:e@x.io ");
+end:;
+}
+
+/* A large envelope cannot multiply: the merged size is known before anything is built, each
+ * item stays under 32 KB and the whole batch under PS_BATCH_EXPANDED_MAX_BYTES. */
+static void envelope_bounds(void)
+{
+    seen s;
+    ps_drop why;
+    ps_buf b;
+    ps_buf_init(&b);
+    ps_buf_puts(&b, "{\"context\":{");
+    for (int i = 0; i < 30000; i++)
+        ps_buf_printf(&b, "%s\"k%d\":1", i ? "," : "", i);
+    ps_buf_puts(&b, "},\"batch\":[");
+    for (int i = 0; i < 2500; i++)
+        ps_buf_printf(&b, "%s{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\"}", i ? "," : "");
+    ps_buf_puts(&b, "]}");
+    CHECK(b.len < PS_BATCH_MAX_BYTES);
+    CHECK_EQ_INT(parse_into((const char *)b.ptr, b.len, &s, &why), PS_OK);
+    CHECK_EQ_INT(s.calls, 2500);
+    CHECK_EQ_INT(s.drops[PS_DROP_TOO_LARGE], 2500);
+
+    /* a 30 KB context fits each item, but not 2,500 times */
+    ps_buf_reset(&b);
+    ps_buf_puts(&b, "{\"context\":{\"pad\":\"");
+    for (int i = 0; i < 30000; i++)
+        ps_buf_putc(&b, 'x');
+    ps_buf_puts(&b, "\"},\"batch\":[");
+    for (int i = 0; i < 2500; i++)
+        ps_buf_printf(&b, "%s{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\"}", i ? "," : "");
+    ps_buf_puts(&b, "]}");
+    CHECK_EQ_INT(parse_into((const char *)b.ptr, b.len, &s, &why), PS_OK);
+    CHECK_EQ_INT(s.calls, 2500);
+    CHECK(s.accepted > 100 && s.accepted < 2500);
+    CHECK(s.accepted * 30000 <= PS_BATCH_EXPANDED_MAX_BYTES);
+    CHECK_EQ_INT(s.drops[PS_DROP_TOO_LARGE], 2500 - s.accepted);
+
+    /* too many items: each dropped, none read */
+    ps_buf_reset(&b);
+    ps_buf_puts(&b, "{\"batch\":[");
+    for (int i = 0; i < 100000; i++)
+        ps_buf_puts(&b, i ? ",0" : "0");
+    ps_buf_puts(&b, "]}");
+    CHECK_EQ_INT(parse_into((const char *)b.ptr, b.len, &s, &why), PS_OK);
+    CHECK_EQ_INT(s.drops[PS_DROP_TOO_MANY_ITEMS], 100000);
+end:
+    ps_buf_clear(&b);
+}
+
 static const test_case tests[] = {
     {"body_members", body_members},
     {"write_key", write_key},
@@ -391,5 +560,8 @@ static const test_case tests[] = {
     {"custom_and_external_ids", custom_and_external_ids},
     {"drops", drops},
     {"stamps_and_batches", stamps_and_batches},
+    {"strict_json", strict_json},
+    {"envelope_merge", envelope_merge},
+    {"envelope_bounds", envelope_bounds},
 };
 TEST_MAIN(tests)
