@@ -14,6 +14,7 @@ int64_t ps_clock_now_ms(void);
 
 /* Parses an ISO-8601 / RFC 3339 time: "YYYY-MM-DD", optionally followed by
  * "Thh:mm[:ss[.frac]]" and "Z" or "+hh:mm"/"+hhmm"/"-hh:mm"; a missing zone means UTC.
+ * Seconds run 00-59 (no leap second), and the instant in UTC must fall in years 0000-9999.
  * Writes milliseconds to *out. Returns PS_EINVAL on anything else. */
 ps_status ps_time_parse(const char *s, size_t len, int64_t *out);
 

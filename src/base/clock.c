@@ -96,7 +96,7 @@ ps_status ps_time_parse(const char *s, size_t len, int64_t *out)
                     ms *= 10;
             }
         }
-        if (h > 23 || mi > 59 || sec > 60)
+        if (h > 23 || mi > 59 || sec > 59) /* no leap seconds: Unix time has none */
             return PS_EINVAL;
         if (p < len && (s[p] == 'Z' || s[p] == 'z')) {
             p++;
@@ -115,6 +115,9 @@ ps_status ps_time_parse(const char *s, size_t len, int64_t *out)
         return PS_EINVAL;
     int64_t days = days_from_civil(y, mo, d);
     int64_t secs = days * 86400 + h * 3600 + mi * 60 + sec - offset_min * 60;
+    /* an offset can carry a written year 9999 or 0000 out of the four-digit range */
+    if (secs < days_from_civil(0, 1, 1) * 86400 || secs >= days_from_civil(10000, 1, 1) * 86400)
+        return PS_EINVAL;
     *out = secs * 1000 + ms;
     return PS_OK;
 }

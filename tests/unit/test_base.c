@@ -24,6 +24,12 @@ static void time_roundtrip(void)
     CHECK(ps_time_parse("2021-13-01", 10, &ms) == PS_EINVAL);
     CHECK(ps_time_parse("yesterday", 9, &ms) == PS_EINVAL);
     CHECK(ps_time_parse("2021-01-01T10:00:00Zjunk", 24, &ms) == PS_EINVAL);
+    /* no second 60, and no instant outside years 0000-9999 once the offset is applied */
+    CHECK(ps_time_parse("2016-12-31T23:59:60Z", 20, &ms) == PS_EINVAL);
+    CHECK(ps_time_parse("9999-12-31T23:59:60-23:59", 25, &ms) == PS_EINVAL);
+    CHECK(ps_time_parse("9999-12-31T23:59:59-00:01", 25, &ms) == PS_EINVAL);
+    CHECK(ps_time_parse("9999-12-31T23:59:59.999Z", 24, &ms) == PS_OK);
+    CHECK(ps_time_parse("0000-01-01T00:00:00+00:01", 25, &ms) == PS_EINVAL);
 end:;
 }
 
