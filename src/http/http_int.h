@@ -17,20 +17,79 @@
 #include "ps/space.h"
 #include "ps/writer.h"
 
-struct evhttp_request;
 struct event;
+struct event_base;
+struct evconnlistener;
+struct bufferevent;
 
-/* Server limits; all explicit so that a slow or hostile client cannot hold a worker. */
+/* Server limits; all explicit so that a slow or hostile client cannot hold a worker or grow
+ * the memory without bound. docs/security.md lists each with its flag. */
 typedef struct http_config {
     const char *data_dir;
     const char *listen;       /* HOST:PORT; port 0 picks a free one */
     const char *ingest_listen; /* NULL: the Tracking API is served on `listen` */
+    const char *metrics_listen; /* NULL: /metrics on `listen`, without per-space series */
     int threads;              /* event loops sharing the listener */
-    int timeout_ms;           /* reading a request, writing a reply, idle keep-alive */
+    int timeout_ms;           /* a whole request (head and body) from its first byte, a reply
+                               * from when it is queued, and an idle keep-alive connection */
     size_t max_header_bytes;  /* request line and headers */
-    size_t max_body_bytes;    /* request body */
+    size_t max_body_bytes;    /* any request body, before the per-route limits */
+    int max_connections;      /* open client connections, over all workers */
+    size_t body_memory_bytes; /* request bodies being received, over all connections */
+    size_t anonymous_body_bytes; /* of which: bodies whose sender showed no credentials yet */
     ps_writer_opts writer;    /* group commit of the Tracking API */
 } http_config;
+
+/* ---- proto: HTTP/1.1 request framing (proto.c; pure, fuzzed by fuzz/fuzz_http.c) ---- */
+enum { HTTP_OTHER = 0, HTTP_GET, HTTP_HEAD, HTTP_POST, HTTP_PUT, HTTP_DELETE, HTTP_OPTIONS,
+       HTTP_PATCH };
+#define HTTP_HEADERS_MAX 64
+
+typedef struct http_header {
+    const char *name;
+    size_t name_len;
+    const char *value; /* without surrounding whitespace */
+    size_t value_len;
+} http_header;
+
+/* A parsed request head. Pointers are into the bytes given to http_parse_head(). */
+typedef struct http_head {
+    int method; /* HTTP_GET, ...; HTTP_OTHER for any other token */
+    const char *method_name;
+    size_t method_len;
+    const char *target; /* the raw request-target */
+    size_t target_len;
+    int minor_version; /* HTTP/1.0 or HTTP/1.1 */
+    http_header headers[HTTP_HEADERS_MAX];
+    size_t header_count;
+    uint64_t content_length; /* 0 when absent */
+    bool chunked;
+    bool keep_alive;
+    bool expect_continue;
+} http_head;
+
+/* Offset just past the blank line ending a head in buf[0, len), searching from `from` (a
+ * caller that already searched a prefix passes its length minus 3); 0 when there is none. */
+long http_head_end(const char *buf, size_t len, size_t from);
+/* Parses a complete head. Returns its length (blank line included), 0 when `buf` holds no
+ * complete head yet, or -1 with the status to answer (400, 417, 431, 501, 505) and a
+ * sentence for people. */
+long http_parse_head(const char *buf, size_t len, http_head *h, int *status, const char **why);
+/* The first header named `name` (case-insensitive), or NULL. */
+const char *http_head_find(const http_head *h, const char *name, size_t *len);
+
+/* A chunked body decoder; zero it to start. */
+typedef struct http_chunked {
+    int state;
+    uint64_t remaining;
+    int digits;
+    size_t line_len, trailer_bytes, trailer_line;
+    uint8_t prev;
+} http_chunked;
+/* Decodes in[0, len) into `out`, which may not grow over `limit` bytes. Returns the bytes
+ * consumed (*done once the last chunk and trailer are read) or -1 with a status and why. */
+long http_chunked_feed(http_chunked *c, const uint8_t *in, size_t len, ps_buf *out, size_t limit,
+                       bool *done, int *status, const char **why);
 
 /* ---- registry: spaces opened on first use, kept open until shutdown ---- */
 typedef struct registry registry;
@@ -42,9 +101,11 @@ ps_sources *registry_sources(registry *r);
 ps_writer *registry_writer(registry *r, ps_space *sp);
 /* Drains and stops every writer: everything queued is committed and answered. */
 void registry_stop_writers(registry *r);
-/* The open space `name`, opening it when it exists on disk; NULL when there is none. The
- * result stays valid until registry_free(). Thread-safe. */
-ps_space *registry_get(registry *r, const char *name);
+/* The open space `name`, opening it when it exists on disk. PS_ENOTFOUND when there is none;
+ * another status when opening failed for a reason that may pass (descriptors or memory
+ * exhausted, an I/O error): callers answer those with 503, never as "no such space". *out
+ * stays valid until registry_free(). Thread-safe. */
+ps_status registry_get(registry *r, const char *name, ps_space **out);
 /* Opens every space on disk (for /metrics) and visits the open ones. */
 typedef void (*registry_fn)(void *ud, ps_space *sp);
 void registry_each(registry *r, registry_fn fn, void *ud);
@@ -62,32 +123,71 @@ typedef struct metrics {
 } metrics;
 
 void metrics_record(metrics *m, int route, int status, uint64_t elapsed_us);
-/* Appends the exposition text: request counters, latency histograms and, per open space,
- * profiles, identifiers, merges and LMDB map usage. */
+/* Appends the exposition text: request counters, latency histograms and, when `reg` is not
+ * NULL, per space: profiles, identifiers, merges and LMDB map usage. */
 void metrics_render(metrics *m, registry *reg, ps_buf *out);
 
 /* ---- server ---- */
+/* The listeners: the main one (both APIs, or only the Profile API when the Tracking API has
+ * its own), the Tracking API's own, and the operators' metrics listener. */
+enum { LISTEN_MAIN, LISTEN_INGEST, LISTEN_METRICS, LISTEN__COUNT };
+
 typedef struct server server;
+typedef struct listener_ctx listener_ctx;
+typedef struct worker worker;
+typedef struct conn conn;
 
 /* A Tracking API request waiting for its group commit; owned by the worker. */
 typedef struct pending pending;
 
-typedef struct worker {
+/* The request a connection is serving (one at a time: pipelined requests wait their turn).
+ * Everything here is valid until its reply has been sent. */
+typedef struct http_req {
+    conn *conn;
+    worker *w;
+    http_head head;
+    const char *path; /* raw path and query, NUL-terminated copies */
+    const char *query; /* NULL when there is none */
+    const uint8_t *body;
+    size_t body_len;
+    int route;          /* ROUTE_* or a ps_api_route */
+    int track_type;     /* Tracking API: the forced message type */
+    int kind;           /* LISTEN_*: the listener it arrived on */
+    bool has_source;    /* the write key was checked from the Authorization header */
+    ps_source_info source;
+    struct timespec t0;
+    char rid[40];
+} http_req;
+
+/* What to do once a head is read: read a body of at most `max_body` bytes and then call the
+ * handler, or (reply_now) the reply in w->reply has been prepared and is sent at once. */
+typedef struct head_decision {
+    bool reply_now;
+    size_t max_body;
+    bool anonymous; /* the body is needed to learn who sends it (writeKey in the body) */
+} head_decision;
+
+struct worker {
     server *srv;
     pthread_t thread;
     struct event_base *base;
-    struct evhttp *http, *ingest_http; /* ingest_http only with --ingest-listen */
-    struct evhttp_bound_socket *bound, *ingest_bound;
+    listener_ctx *listeners[LISTEN__COUNT]; /* NULL for those not configured */
+    struct event *resume_ev; /* re-enables accepting after descriptors ran out */
     uint32_t id;
     uint64_t requests;
     ps_api_reply reply;
-    char *path, *query, *ident; /* per-request copies; each buffer_cap bytes */
+    char *query, *ident; /* per-request decoding buffers; each buffer_cap bytes */
     size_t buffer_cap;
+    int connections, max_connections; /* open here; this worker's share of the cap */
+    bool accept_paused;
+    conn *conns; /* every open connection, for shutdown */
+    int64_t last_accept_log_ms;
+    uint64_t accept_errors; /* since the last log line */
     /* replies of committed Tracking API requests, handed over by writer threads */
     pthread_mutex_t done_lock;
     pending *done;
     struct event *done_ev;
-} worker;
+};
 
 struct server {
     http_config cfg;
@@ -97,29 +197,56 @@ struct server {
     int nworkers;
     uint32_t boot; /* random per process: Request-Ids differ across restarts */
     atomic_uint_fast64_t payloads; /* Tracking API payload sequence (generated messageIds) */
+    atomic_size_t body_bytes, anonymous_body_bytes; /* reserved by bodies being received */
+    atomic_bool stopping;
 };
 
-/* Shared by the Profile API and Tracking API handlers (server.c). */
+/* ---- conn: connections and HTTP/1.1 exchanges on a worker's loop (conn.c) ---- */
+/* Accepts on `fd` (the listener keeps a dup) into worker `w` as listener `kind`. */
+void conn_listen(worker *w, int fd, int kind);
+/* Stops accepting and frees the worker's listeners (worker thread, or after its loop ended). */
+void conn_listen_stop(worker *w);
+/* Sends `body` with status `status` and the header lines in `headers` (each "Name: value\r\n")
+ * as the reply to `rq`; then the connection reads the next request or closes. Worker thread
+ * only. */
+void conn_reply(http_req *rq, int status, const char *headers, size_t headers_len,
+                const uint8_t *body, size_t body_len);
+/* Closes every connection of the worker (shutdown, after the loop stopped). */
+void conn_close_all(worker *w);
+
+/* ---- dispatch (server.c) ---- */
+/* Phase 1, the head is read: route the request, check what can be checked before the body,
+ * and decide how much body to take. */
+head_decision dispatch_head(http_req *rq);
+/* Phase 2, the body is read: answer now (conn_reply) or later (the Tracking API). */
+void dispatch_request(http_req *rq);
+/* Answers an exchange that failed below the routes (framing, limits, time) with the JSON
+ * error envelope of the listener's API and `Connection: close`. */
+void dispatch_error(http_req *rq, int status, const char *code, const char *message);
+
 void request_id(worker *w, char out[40]);
-/* Sends w->reply with the standard headers. */
-void send_reply(worker *w, struct evhttp_request *req, const char *content_type,
-                const char *rid, const char *allow);
+/* Sends w->reply for `rq` with the standard headers. */
+void send_reply(http_req *rq, const char *content_type, const char *allow);
 /* Records a finished request in the metrics. */
 void request_done(worker *w, int route, int status, const struct timespec *t0);
-/* Reads "Authorization: Basic base64(user:password)" into `user`: false when the header is
- * there but malformed; *len = 0 when there is none or it is not Basic and `only_basic` is
- * false. A missing ':' is tolerated (older Segment clients). */
-bool basic_user(struct evhttp_request *req, bool only_basic, char *user, size_t cap,
+/* Reads the value of an "Authorization: Basic base64(user:password)" header into `user`:
+ * false when it is malformed; *len = 0 when there is none or (only_basic false) it is not
+ * Basic. A missing ':' is tolerated (older Segment clients). */
+bool basic_user(const char *header, size_t header_len, bool only_basic, char *user, size_t cap,
                 size_t *len);
 
 /* ---- Tracking API (track.c) ---- */
 /* The Tracking API route of `path` (ROUTE_TRACK or ROUTE_BATCH) with *type set, or -1. */
 int track_route(const char *path, int *type);
+/* Phase 1 for the Tracking API: method, size and (when sent as Basic) the write key. */
+head_decision track_head(http_req *rq);
 /* Handles a Tracking API request; replies now or once its events are durable. */
-void track_handle(worker *w, struct evhttp_request *req, int route, int type,
-                  const char *rid, const struct timespec *t0);
+void track_handle(http_req *rq);
 /* Worker event: sends the replies of committed requests (runs on the worker thread). */
 void track_flush(int fd, short what, void *arg);
+/* Formats the Tracking API's error envelope into `rep`. */
+void track_error(ps_api_reply *rep, int status, const char *code, const char *message);
+
 /* Binds the listener and starts the worker threads. Logs the bound address. */
 int server_start(const http_config *cfg, registry *reg, server **out);
 /* Stops accepting, lets written replies drain, joins the workers and frees the server. */

@@ -16,8 +16,9 @@
 
 static const char usage[] =
     "usage: profiled [--data DIR] [--listen HOST:PORT] [--ingest-listen HOST:PORT]\n"
-    "                [--threads N] [--timeout-ms MS] [--batch-events N] [--batch-ms MS]\n"
-    "                [--queue-mb MB]\n"
+    "                [--metrics-listen HOST:PORT] [--threads N] [--timeout-ms MS]\n"
+    "                [--max-connections N] [--body-memory-mb MB] [--anonymous-body-mb MB]\n"
+    "                [--batch-events N] [--batch-ms MS] [--queue-mb MB]\n"
     "\n"
     "Serves the Segment-compatible Profile API and Tracking API for every space under DIR.\n"
     "\n"
@@ -25,9 +26,20 @@ static const char usage[] =
     "  --listen HOST:PORT   address to listen on (default 127.0.0.1:8080; port 0 picks one)\n"
     "  --ingest-listen HOST:PORT\n"
     "                       serve the Tracking API (/v1/track, /v1/batch, ...) here instead\n"
+    "  --metrics-listen HOST:PORT\n"
+    "                       serve /metrics with per-space series here (bind it to a private\n"
+    "                       address); /metrics on --listen then omits space names\n"
     "  --threads N          event loops sharing the listeners (default: number of cores)\n"
-    "  --timeout-ms MS      limit for reading a request, writing a reply and keeping an idle\n"
-    "                       connection open (default 10000)\n"
+    "  --timeout-ms MS      a request must arrive whole (head and body) within MS of its\n"
+    "                       first byte, a reply must be taken within MS, and an idle\n"
+    "                       connection is closed after MS (default 10000)\n"
+    "  --max-connections N  open client connections at most; beyond, new ones wait in the\n"
+    "                       kernel's queue (default 4096, lowered to fit the descriptor limit)\n"
+    "  --body-memory-mb MB  request bodies being received may hold this much memory; beyond\n"
+    "                       it a request gets 503 (default 256)\n"
+    "  --anonymous-body-mb MB\n"
+    "                       of which bodies whose sender has not shown a write key in the\n"
+    "                       Authorization header (writeKey in the body) (default 32)\n"
     "  --batch-events N     group commit: at most N accepted events per commit (default 5000)\n"
     "  --batch-ms MS        group commit: a group stays open at most MS (default 20)\n"
     "  --queue-mb MB        events waiting for a space's writer may hold this much memory;\n"
@@ -35,6 +47,7 @@ static const char usage[] =
     "  --help               show this text\n"
     "\n"
     "GET /healthz answers {\"status\":\"ok\"} once ready; GET /metrics is Prometheus text.\n"
+    "docs/security.md lists every limit and what a client gets when it is reached.\n"
     "A Tracking API request is answered 200 only once its events are durable on disk.\n"
     "Create spaces, access tokens and sources (write keys) with profilectl; they take effect\n"
     "without a restart.\n";
@@ -67,9 +80,10 @@ int main(int argc, char **argv)
         .threads = cores > 0 && cores < 256 ? (int)cores : 2,
         .timeout_ms = 10000,
         .max_header_bytes = 16 * 1024,
-        .max_body_bytes = 1024 * 1024, /* over the 500 KB batch limit: those get a JSON 400 */
+        .max_body_bytes = 1024 * 1024, /* over the 500 KB batch limit */
+        .max_connections = 4096,
     };
-    int batch_events = 0, batch_ms = 0, queue_mb = 64;
+    int batch_events = 0, batch_ms = 0, queue_mb = 64, body_mb = 256, anon_mb = 32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -79,7 +93,9 @@ int main(int argc, char **argv)
         bool takes = strcmp(a, "--data") == 0 || strcmp(a, "--listen") == 0 ||
                      strcmp(a, "--threads") == 0 || strcmp(a, "--timeout-ms") == 0 ||
                      strcmp(a, "--ingest-listen") == 0 || strcmp(a, "--batch-events") == 0 ||
-                     strcmp(a, "--batch-ms") == 0 || strcmp(a, "--queue-mb") == 0;
+                     strcmp(a, "--batch-ms") == 0 || strcmp(a, "--queue-mb") == 0 ||
+                     strcmp(a, "--metrics-listen") == 0 || strcmp(a, "--max-connections") == 0 ||
+                     strcmp(a, "--body-memory-mb") == 0 || strcmp(a, "--anonymous-body-mb") == 0;
         if (!takes)
             return bad_usage("unknown option", a);
         if (v == NULL)
@@ -91,6 +107,15 @@ int main(int argc, char **argv)
             cfg.listen = v;
         else if (strcmp(a, "--ingest-listen") == 0)
             cfg.ingest_listen = v;
+        else if (strcmp(a, "--metrics-listen") == 0)
+            cfg.metrics_listen = v;
+        else if (strcmp(a, "--max-connections") == 0 &&
+                 !parse_int(v, 1, 1000000, &cfg.max_connections))
+            return bad_usage("--max-connections must be a number from 1 to 1000000, got", v);
+        else if (strcmp(a, "--body-memory-mb") == 0 && !parse_int(v, 1, 65536, &body_mb))
+            return bad_usage("--body-memory-mb must be a number from 1 to 65536, got", v);
+        else if (strcmp(a, "--anonymous-body-mb") == 0 && !parse_int(v, 1, 65536, &anon_mb))
+            return bad_usage("--anonymous-body-mb must be a number from 1 to 65536, got", v);
         else if (strcmp(a, "--batch-events") == 0 && !parse_int(v, 1, 1000000, &batch_events))
             return bad_usage("--batch-events must be a number from 1 to 1000000, got", v);
         else if (strcmp(a, "--batch-ms") == 0 && !parse_int(v, 1, 60000, &batch_ms))
@@ -114,6 +139,20 @@ int main(int argc, char **argv)
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
+    /* keep descriptors for spaces (LMDB files), the catalog, logs and listeners: connections
+     * beyond what the limit leaves would only meet EMFILE */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        long room = (long)rl.rlim_cur - 64 - (long)rl.rlim_cur / 4;
+        if (room < 16)
+            room = 16;
+        if (cfg.max_connections > room) {
+            ps_log(PS_LOG_WARN, "msg=\"max-connections lowered to fit the descriptor limit\" "
+                   "max_connections=%ld nofile=%llu", room, (unsigned long long)rl.rlim_cur);
+            cfg.max_connections = (int)room;
+        }
+    }
+    cfg.body_memory_bytes = (size_t)body_mb << 20;
+    cfg.anonymous_body_bytes = (size_t)anon_mb << 20;
     /* the main thread waits for the signals; workers never see them */
     sigset_t stop;
     sigemptyset(&stop);

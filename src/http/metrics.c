@@ -116,6 +116,8 @@ void metrics_render(metrics *m, registry *reg, ps_buf *out)
         ps_buf_printf(out, "profiled_request_duration_seconds_count{route=\"%s\"} %llu\n",
                       route_label(r), (unsigned long long)cum);
     }
+    if (reg == NULL)
+        return; /* per-space series only where space names may be shown */
     stats_list l = {NULL, 0};
     registry_each(reg, space_gauges, &l);
     for (int g = 0; g < 6; g++) {

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ps/clock.h"
 #include "ps/log.h"
 
 typedef struct entry {
@@ -24,6 +25,8 @@ struct registry {
     entry *entries;
     size_t count;
     bool stopping; /* no new writers */
+    int64_t last_failure_log_ms;
+    uint64_t open_failures; /* since the last log line */
 };
 
 registry *registry_new(const char *data_dir, ps_sources *sources, const ps_writer_opts *wopts)
@@ -63,32 +66,42 @@ static entry *find(registry *r, const char *name)
     return NULL;
 }
 
-ps_space *registry_get(registry *r, const char *name)
+ps_status registry_get(registry *r, const char *name, ps_space **out)
 {
     pthread_rwlock_rdlock(&r->lock);
     entry *e = find(r, name);
     ps_space *sp = e ? e->space : NULL;
     pthread_rwlock_unlock(&r->lock);
-    if (sp)
-        return sp;
+    if (sp) {
+        *out = sp;
+        return PS_OK;
+    }
+    ps_status st = PS_OK;
     pthread_rwlock_wrlock(&r->lock);
     if ((e = find(r, name)) != NULL) {
         sp = e->space;
     } else {
-        ps_status st = ps_space_open(r->data_dir, name, false, &sp);
+        st = ps_space_open(r->data_dir, name, false, &sp);
         if (st == PS_OK) {
             r->entries = ps_xrealloc(r->entries, (r->count + 1) * sizeof *r->entries);
             r->entries[r->count++] = (entry){sp, NULL};
             ps_log(PS_LOG_INFO, "msg=\"space opened\" space=%s", name);
-        } else {
-            sp = NULL;
-            if (st != PS_ENOTFOUND)
-                ps_log(PS_LOG_ERROR, "msg=\"cannot open space\" space=%s error=%s", name,
-                       ps_status_str(st));
+        } else if (st != PS_ENOTFOUND) {
+            /* one line a second at most: a storm of requests must not become a storm of logs */
+            int64_t now = ps_clock_now_ms();
+            r->open_failures++;
+            if (now - r->last_failure_log_ms >= 1000) {
+                ps_log(PS_LOG_ERROR, "msg=\"cannot open space\" space=%s error=%s failures=%llu",
+                       name, ps_status_str(st), (unsigned long long)r->open_failures);
+                r->last_failure_log_ms = now;
+                r->open_failures = 0;
+            }
         }
     }
     pthread_rwlock_unlock(&r->lock);
-    return sp;
+    if (st == PS_OK)
+        *out = sp;
+    return st;
 }
 
 static entry *entry_of(registry *r, const ps_space *sp)
@@ -141,7 +154,7 @@ void registry_each(registry *r, registry_fn fn, void *ud)
     size_t count = 0;
     if (ps_space_list(r->data_dir, &names, &count) == PS_OK)
         for (size_t i = 0; i < count; i++)
-            (void)registry_get(r, names[i]);
+            (void)registry_get(r, names[i], &(ps_space *){NULL});
     ps_space_list_free(names, count);
     pthread_rwlock_rdlock(&r->lock);
     for (size_t i = 0; i < r->count; i++)

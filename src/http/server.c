@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* server: evhttp worker threads sharing one listening socket, the route table, and the reply
- * envelope. Handlers are synchronous: each request is parsed, answered from one LMDB read
- * transaction by the api service, and queued for writing before the callback returns, so a
- * worker is never held by a slow client (libevent buffers both directions). */
+/* server: worker threads (one event loop each) sharing the listening sockets, request
+ * dispatch to the two APIs, and the reply envelope. Handlers are synchronous: each request is
+ * answered from one LMDB read transaction by the api service and queued for writing before
+ * the handler returns, so a worker is never held by a slow client (conn.c buffers both
+ * directions, within bounds). The Tracking API replies once its events are durable. */
 #include "http_int.h"
 
 #include <errno.h>
@@ -18,10 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <event2/thread.h>
 
 #include "ps/clock.h"
@@ -37,42 +35,25 @@
 
 /* ---- replies ---- */
 
-static const char *reason(int status)
+void send_reply(http_req *rq, const char *content_type, const char *allow)
 {
-    switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 413: return "Payload Too Large";
-    case 429: return "Too Many Requests";
-    case 503: return "Service Unavailable";
-    default: return status >= 500 ? "Internal Server Error" : "Error";
-    }
-}
-
-void send_reply(worker *w, struct evhttp_request *req, const char *content_type,
-                const char *rid, const char *allow)
-{
+    worker *w = rq->w;
     ps_api_reply *rep = &w->reply;
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Content-Type", content_type);
-    evhttp_add_header(h, "Request-Id", rid);
+    char headers[512];
+    int n = snprintf(headers, sizeof headers, "Content-Type: %s\r\nRequest-Id: %s\r\n",
+                     content_type, rq->rid);
     if (allow)
-        evhttp_add_header(h, "Allow", allow);
+        n += snprintf(headers + n, sizeof headers - (size_t)n, "Allow: %s\r\n", allow);
     if (rep->status == 429 || rep->status == 503) {
         long long wait_s = rep->retry_after_s ? rep->retry_after_s : 1;
-        char secs[24];
-        snprintf(secs, sizeof secs, "%lld", wait_s);
-        evhttp_add_header(h, "Retry-After", secs);
-        if (rep->status == 429) { /* Q31: the Unix time, in seconds, when a retry can pass */
-            snprintf(secs, sizeof secs, "%lld", (long long)(ps_clock_now_ms() / 1000) + wait_s);
-            evhttp_add_header(h, "X-RateLimit-Reset", secs);
-        }
+        n += snprintf(headers + n, sizeof headers - (size_t)n, "Retry-After: %lld\r\n", wait_s);
+        if (rep->status == 429) /* the Unix time, in seconds, when a retry can pass */
+            n += snprintf(headers + n, sizeof headers - (size_t)n,
+                          "X-RateLimit-Reset: %lld\r\n",
+                          (long long)(ps_clock_now_ms() / 1000) + wait_s);
     }
-    evbuffer_add(evhttp_request_get_output_buffer(req), rep->body.ptr, rep->body.len);
-    evhttp_send_reply(req, rep->status, reason(rep->status), NULL);
+    PS_ASSERT(n > 0 && (size_t)n < sizeof headers);
+    conn_reply(rq, rep->status, headers, (size_t)n, rep->body.ptr, rep->body.len);
 }
 
 /* ---- request parsing ---- */
@@ -144,17 +125,15 @@ nul:
     return false;
 }
 
-bool basic_user(struct evhttp_request *req, bool only_basic, char *user, size_t cap,
-                size_t *len)
+bool basic_user(const char *h, size_t hl, bool only_basic, char *user, size_t cap, size_t *len)
 {
-    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
     *len = 0;
     if (h == NULL)
         return true;
-    if (strncasecmp(h, "Basic ", 6) != 0)
+    if (hl < 6 || strncasecmp(h, "Basic ", 6) != 0)
         return !only_basic;
     const char *b64 = h + 6;
-    size_t bl = strlen(b64), n;
+    size_t bl = hl - 6, n;
     ps_trim(&b64, &bl);
     uint8_t raw[MAX_AUTH_BYTES];
     if (!ps_b64_decode(b64, bl, false, raw, sizeof raw, &n) || memchr(raw, 0, n))
@@ -182,9 +161,9 @@ static const char *const resources[] = {"traits", "external_ids", "events", "met
 /* Routes `/v1/spaces/{space}/collections/{c}/profiles[/{ident}/{resource}[/delete]]` (and the
  * legacy `/v1/namespaces/…`). Returns the route or -1 for no route; *method_ok tells whether
  * the method fits it. */
-static int route_of(char **seg, int n, enum evhttp_cmd_type method, bool *method_ok)
+static int route_of(char **seg, int n, int method, bool *method_ok)
 {
-    *method_ok = method == EVHTTP_REQ_GET;
+    *method_ok = method == HTTP_GET;
     if (n < 6 || strcmp(seg[0], "v1") != 0 ||
         (strcmp(seg[1], "spaces") != 0 && strcmp(seg[1], "namespaces") != 0) ||
         strcmp(seg[3], "collections") != 0 || strcmp(seg[5], "profiles") != 0)
@@ -196,7 +175,7 @@ static int route_of(char **seg, int n, enum evhttp_cmd_type method, bool *method
             if (strcmp(seg[7], resources[i]) == 0)
                 return i;
     if (n == 9 && strcmp(seg[7], "external_ids") == 0 && strcmp(seg[8], "delete") == 0) {
-        *method_ok = method == EVHTTP_REQ_POST;
+        *method_ok = method == HTTP_POST;
         return PS_API_DELETE_IDS;
     }
     return -1;
@@ -210,56 +189,97 @@ void request_done(worker *w, int route, int status, const struct timespec *t0)
     metrics_record(&w->srv->stats, route, status, us > 0 ? (uint64_t)us : 0);
 }
 
-/* Serves both APIs, or only the Tracking API (`ingest`: the --ingest-listen listener), or
- * only the Profile API (the main listener when there is a separate ingest listener). */
-static void dispatch(struct evhttp_request *req, worker *w, bool ingest)
+/* True when this listener serves the Tracking API. */
+static bool serves_tracking(const http_req *rq)
 {
+    return rq->kind == LISTEN_INGEST ||
+           (rq->kind == LISTEN_MAIN && rq->w->srv->cfg.ingest_listen == NULL);
+}
+
+/* True when this listener serves the Profile API. */
+static bool serves_profiles(const http_req *rq)
+{
+    return rq->kind == LISTEN_MAIN;
+}
+
+static void reset_reply(worker *w)
+{
+    w->reply.status = 200;
+    w->reply.retry_after_s = 0;
+    ps_buf_reset(&w->reply.body);
+}
+
+head_decision dispatch_head(http_req *rq)
+{
+    reset_reply(rq->w);
+    int type;
+    if (serves_tracking(rq) && (rq->route = track_route(rq->path, &type)) >= 0) {
+        rq->track_type = type;
+        return track_head(rq);
+    }
+    rq->route = ROUTE_OTHER;
+    return (head_decision){.max_body = MAX_DELETE_BODY};
+}
+
+void dispatch_error(http_req *rq, int status, const char *code, const char *message)
+{
+    worker *w = rq->w;
+    reset_reply(w);
+    if (serves_tracking(rq) && (rq->kind == LISTEN_INGEST || rq->route == ROUTE_TRACK ||
+                                rq->route == ROUTE_BATCH))
+        track_error(&w->reply, status, code ? code : status == 503 ? "unavailable"
+                                                  : status == 408 ? "request_timeout"
+                                                                  : "invalid_request",
+                    message);
+    else
+        ps_api_error(&w->reply, status,
+                     code ? code : status == 503 ? "service_unavailable"
+                                                 : "invalid_request_error",
+                     "%s", message);
+    if (status == 503)
+        w->reply.retry_after_s = 1;
+    send_reply(rq, "application/json", NULL);
+    request_done(w, rq->route, status, &rq->t0);
+}
+
+void dispatch_request(http_req *rq)
+{
+    worker *w = rq->w;
     server *s = w->srv;
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    char rid[40];
-    request_id(w, rid);
+    if (rq->route == ROUTE_TRACK || rq->route == ROUTE_BATCH) {
+        track_handle(rq);
+        return; /* it replies and records, now or after the commit */
+    }
     ps_api_reply *rep = &w->reply;
-    rep->status = 200;
-    rep->retry_after_s = 0;
-    ps_buf_reset(&rep->body);
-    int route = ROUTE_OTHER;
+    reset_reply(w);
+    int route = ROUTE_OTHER, method = rq->head.method;
     const char *ctype = "application/json", *allow = NULL, *why = "";
-    enum evhttp_cmd_type method = evhttp_request_get_command(req);
-    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-    const char *raw_path = uri ? evhttp_uri_get_path(uri) : NULL;
-    const char *raw_query = uri ? evhttp_uri_get_query(uri) : NULL;
-    size_t path_len = raw_path ? strlen(raw_path) : 0;
-    char *path = w->path, *seg[MAX_SEGMENTS];
+    size_t path_len = strlen(rq->path);
+    char *path = (char *)rq->path, *seg[MAX_SEGMENTS];
     int n = 0;
     bool method_ok;
-    if (raw_path == NULL || path_len >= s->cfg.max_header_bytes ||
-        (raw_query && strlen(raw_query) >= s->cfg.max_header_bytes)) {
+    if (path_len >= s->cfg.max_header_bytes ||
+        (rq->query && strlen(rq->query) >= s->cfg.max_header_bytes)) {
         ps_api_error(rep, 400, "invalid_request_error", "The request URI is malformed.");
         goto reply;
     }
-    memcpy(path, raw_path, path_len + 1);
-    int track_type;
-    if ((ingest || s->cfg.ingest_listen == NULL) &&
-        (route = track_route(path, &track_type)) >= 0) {
-        track_handle(w, req, route, track_type, rid, &t0);
-        return; /* it replies and records, now or after the commit */
-    }
-    route = ROUTE_OTHER;
     if (strcmp(path, "/healthz") == 0 || strcmp(path, "/metrics") == 0) {
         route = path[1] == 'h' ? ROUTE_HEALTHZ : ROUTE_METRICS;
-        if (method != EVHTTP_REQ_GET) {
+        if (method != HTTP_GET && method != HTTP_HEAD) {
             allow = "GET";
             ps_api_error(rep, 405, "invalid_request_error", "Use GET on this route.");
         } else if (route == ROUTE_HEALTHZ) {
             ps_buf_puts(&rep->body, "{\"status\":\"ok\"}");
         } else {
+            /* per-space series name every space: only on the operators' listener, or on
+             * the main one when no metrics listener was set up (docs/security.md) */
+            bool spaces = rq->kind == LISTEN_METRICS || s->cfg.metrics_listen == NULL;
             ctype = "text/plain; version=0.0.4; charset=utf-8";
-            metrics_render(&s->stats, s->reg, &rep->body);
+            metrics_render(&s->stats, spaces ? s->reg : NULL, &rep->body);
         }
         goto reply;
     }
-    if (ingest || (n = split_path(path, seg)) < 0 ||
+    if (!serves_profiles(rq) || (n = split_path(path, seg)) < 0 ||
         (route = route_of(seg, n, method, &method_ok)) < 0) {
         route = ROUTE_OTHER;
         ps_api_error(rep, 404, "not_found", "No such route.");
@@ -271,60 +291,56 @@ static void dispatch(struct evhttp_request *req, worker *w, bool ingest)
         goto reply;
     }
     ps_api_param params[MAX_PARAMS];
-    ps_api_request rq = {.route = (ps_api_route)route, .space_name = seg[2],
-                         .collection = seg[4], .params = params};
-    if (!parse_query(raw_query, w->query, params, &rq.param_count, &why)) {
+    ps_api_request rq2 = {.route = (ps_api_route)route, .space_name = seg[2],
+                          .collection = seg[4], .params = params};
+    if (!parse_query(rq->query, w->query, params, &rq2.param_count, &why)) {
         ps_api_error(rep, 400, "invalid_request_error", "%s", why);
         goto reply;
     }
     if (n >= 8) {
         char *ident = w->ident;
         size_t il = strlen(seg[6]);
-        if (!ps_pct_decode(seg[6], il, false, ident, &rq.ident_len) ||
-            memchr(ident, 0, rq.ident_len)) {
+        if (!ps_pct_decode(seg[6], il, false, ident, &rq2.ident_len) ||
+            memchr(ident, 0, rq2.ident_len)) {
             ps_api_error(rep, 400, "invalid_request_error",
                          "The profile identifier has a malformed percent-encoding.");
             goto reply;
         }
-        rq.ident = ident;
+        rq2.ident = ident;
     }
     char token[MAX_AUTH_BYTES];
-    if (!basic_user(req, true, token, sizeof token, &rq.token_len)) {
+    size_t alen;
+    const char *auth = http_head_find(&rq->head, "Authorization", &alen);
+    if (!basic_user(auth, alen, true, token, sizeof token, &rq2.token_len)) {
         ps_api_error(rep, 401, "authentication_error",
                      "The Authorization header must be Basic base64(<token>:).");
         goto reply;
     }
-    rq.token = rq.token_len ? token : NULL;
+    rq2.token = rq2.token_len ? token : NULL;
     if (route == PS_API_DELETE_IDS) {
-        struct evbuffer *in = evhttp_request_get_input_buffer(req);
-        size_t bl = evbuffer_get_length(in);
-        if (bl > MAX_DELETE_BODY) {
-            ps_api_error(rep, 413, "payload_too_large", "The body is over %d bytes.",
-                         MAX_DELETE_BODY);
-            goto reply;
-        }
-        rq.body = bl ? (const char *)evbuffer_pullup(in, -1) : "";
-        rq.body_len = bl;
+        rq2.body = (const char *)rq->body;
+        rq2.body_len = rq->body_len;
     }
-    rq.now_ms = ps_clock_now_ms();
-    ps_space *sp = ps_space_name_valid(rq.space_name) ? registry_get(s->reg, rq.space_name) : NULL;
-    ps_api_serve(sp, &rq, rep);
+    rq2.now_ms = ps_clock_now_ms();
+    ps_space *sp = NULL;
+    ps_status st = ps_space_name_valid(rq2.space_name)
+                       ? registry_get(s->reg, rq2.space_name, &sp)
+                       : PS_ENOTFOUND;
+    if (st != PS_OK && st != PS_ENOTFOUND) { /* may pass: never a "no such space" answer */
+        ps_api_error(rep, 503, "service_unavailable",
+                     "The space cannot be opened right now (%s); retry later.",
+                     ps_status_str(st));
+        rep->retry_after_s = 1;
+        goto reply;
+    }
+    ps_api_serve(sp, &rq2, rep);
 reply:
+    rq->route = route;
     if (rep->status >= 500)
-        ps_log(PS_LOG_ERROR, "msg=\"request failed\" request_id=%s status=%d route=%s", rid,
+        ps_log(PS_LOG_ERROR, "msg=\"request failed\" request_id=%s status=%d route=%s", rq->rid,
                rep->status, route < PS_API__ROUTES ? ps_api_route_name(route) : "other");
-    send_reply(w, req, ctype, rid, allow);
-    request_done(w, route, rep->status, &t0);
-}
-
-static void handle(struct evhttp_request *req, void *arg)
-{
-    dispatch(req, arg, false);
-}
-
-static void handle_ingest(struct evhttp_request *req, void *arg)
-{
-    dispatch(req, arg, true);
+    send_reply(rq, ctype, allow);
+    request_done(w, route, rep->status, &rq->t0);
 }
 
 /* ---- lifecycle ---- */
@@ -381,38 +397,18 @@ static int listen_socket(const char *addr, char *bound, size_t bound_cap)
     return fd;
 }
 
-/* A new evhttp on the worker's loop, with the server's limits, accepting on a dup of `fd`
- * (each listener owns and closes its own descriptor). */
-static struct evhttp *listener(worker *w, int fd, void (*cb)(struct evhttp_request *, void *),
-                               struct evhttp_bound_socket **bound)
-{
-    const http_config *cfg = &w->srv->cfg;
-    struct timeval tv = {cfg->timeout_ms / 1000, (cfg->timeout_ms % 1000) * 1000};
-    struct evhttp *http = evhttp_new(w->base);
-    int lfd = dup(fd);
-    if (http == NULL || lfd < 0)
-        PS_ASSERT(!"cannot create a listener");
-    evhttp_set_max_headers_size(http, (ev_ssize_t)cfg->max_header_bytes);
-    evhttp_set_max_body_size(http, (ev_ssize_t)cfg->max_body_bytes);
-    evhttp_set_timeout_tv(http, &tv);
-    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                                         EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-                                         EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
-    evhttp_set_gencb(http, cb, w);
-    *bound = evhttp_accept_socket_with_handle(http, lfd);
-    PS_ASSERT(*bound != NULL);
-    return http;
-}
-
 int server_start(const http_config *cfg, registry *reg, server **out)
 {
-    char bound[HOST_MAX + SERV_MAX + 4], ibound[HOST_MAX + SERV_MAX + 4] = "";
-    int fd = listen_socket(cfg->listen, bound, sizeof bound), ifd = -1;
-    if (fd < 0)
-        return -1;
-    if (cfg->ingest_listen && (ifd = listen_socket(cfg->ingest_listen, ibound, sizeof ibound)) < 0) {
-        close(fd);
-        return -1;
+    const char *addrs[LISTEN__COUNT] = {cfg->listen, cfg->ingest_listen, cfg->metrics_listen};
+    char bound[LISTEN__COUNT][HOST_MAX + SERV_MAX + 4] = {"", "", ""};
+    int fds[LISTEN__COUNT] = {-1, -1, -1};
+    for (int k = 0; k < LISTEN__COUNT; k++) {
+        if (addrs[k] && (fds[k] = listen_socket(addrs[k], bound[k], sizeof bound[k])) < 0) {
+            for (int j = 0; j < k; j++)
+                if (fds[j] >= 0)
+                    close(fds[j]);
+            return -1;
+        }
     }
     evthread_use_pthreads(); /* before any base: lets writer threads wake a worker */
     server *s = ps_xcalloc(1, sizeof *s);
@@ -427,9 +423,13 @@ int server_start(const http_config *cfg, registry *reg, server **out)
         worker *w = &s->workers[i];
         w->srv = s;
         w->id = (uint32_t)i;
+        /* the cap is shared out; each worker takes at least one connection */
+        w->max_connections = cfg->max_connections / s->nworkers +
+                             (i < cfg->max_connections % s->nworkers ? 1 : 0);
+        if (w->max_connections < 1)
+            w->max_connections = 1;
         ps_buf_init(&w->reply.body);
         w->buffer_cap = cfg->max_header_bytes + 2 * MAX_PARAMS + 16;
-        w->path = ps_xmalloc(w->buffer_cap);
         w->query = ps_xmalloc(w->buffer_cap);
         w->ident = ps_xmalloc(w->buffer_cap);
         w->base = event_base_new();
@@ -437,21 +437,20 @@ int server_start(const http_config *cfg, registry *reg, server **out)
         pthread_mutex_init(&w->done_lock, NULL);
         w->done_ev = event_new(w->base, -1, 0, track_flush, w);
         PS_ASSERT(w->done_ev != NULL);
-        w->http = listener(w, fd, handle, &w->bound);
-        if (ifd >= 0)
-            w->ingest_http = listener(w, ifd, handle_ingest, &w->ingest_bound);
+        for (int k = 0; k < LISTEN__COUNT; k++)
+            if (fds[k] >= 0)
+                conn_listen(w, fds[k], k);
     }
-    close(fd);
-    if (ifd >= 0)
-        close(ifd);
+    for (int k = 0; k < LISTEN__COUNT; k++)
+        if (fds[k] >= 0)
+            close(fds[k]);
     for (int i = 0; i < s->nworkers; i++)
         pthread_create(&s->workers[i].thread, NULL, run_worker, &s->workers[i]);
-    if (ifd >= 0)
-        ps_log(PS_LOG_INFO, "msg=listening listen=%s ingest_listen=%s threads=%d data=\"%s\"",
-               bound, ibound, s->nworkers, cfg->data_dir);
-    else
-        ps_log(PS_LOG_INFO, "msg=listening listen=%s threads=%d data=\"%s\"", bound,
-               s->nworkers, cfg->data_dir);
+    ps_log(PS_LOG_INFO,
+           "msg=listening listen=%s%s%s%s%s threads=%d max_connections=%d data=\"%s\"",
+           bound[0], cfg->ingest_listen ? " ingest_listen=" : "", bound[1],
+           cfg->metrics_listen ? " metrics_listen=" : "", bound[2], s->nworkers,
+           cfg->max_connections, cfg->data_dir);
     *out = s;
     return 0;
 }
@@ -460,13 +459,7 @@ static void stop_accepting(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    worker *w = arg;
-    evhttp_del_accept_socket(w->http, w->bound);
-    w->bound = NULL;
-    if (w->ingest_http) {
-        evhttp_del_accept_socket(w->ingest_http, w->ingest_bound);
-        w->ingest_bound = NULL;
-    }
+    conn_listen_stop(arg);
 }
 
 static void stop_loop(evutil_socket_t fd, short what, void *arg)
@@ -481,10 +474,11 @@ static void stop_loop(evutil_socket_t fd, short what, void *arg)
 void server_stop(server *s)
 {
     struct timeval now = {0, 0};
+    atomic_store(&s->stopping, true); /* replies from now on close their connections */
     for (int i = 0; i < s->nworkers; i++)
         event_base_once(s->workers[i].base, -1, EV_TIMEOUT, stop_accepting, &s->workers[i],
                         &now);
-    /* what was accepted is committed and answered before the loops end (DESIGN 5.1) */
+    /* what was accepted is committed and answered before the loops end */
     registry_stop_writers(s->reg);
     for (int i = 0; i < s->nworkers; i++)
         event_base_once(s->workers[i].base, -1, EV_TIMEOUT, stop_loop, &s->workers[i], &now);
@@ -492,14 +486,12 @@ void server_stop(server *s)
         worker *w = &s->workers[i];
         pthread_join(w->thread, NULL);
         track_flush(-1, 0, w); /* a commit that finished after the loop ended */
-        if (w->ingest_http)
-            evhttp_free(w->ingest_http);
-        evhttp_free(w->http);
+        conn_listen_stop(w);
+        conn_close_all(w);
         event_free(w->done_ev);
         event_base_free(w->base);
         pthread_mutex_destroy(&w->done_lock);
         ps_buf_clear(&w->reply.body);
-        free(w->path);
         free(w->query);
         free(w->ident);
     }

@@ -12,9 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/http.h>
 
 #include "ps/clock.h"
 #include "ps/event.h"
@@ -25,12 +23,8 @@
 
 struct pending {
     pending *next;
-    worker *w;
-    struct evhttp_request *req;
-    int route;
+    http_req *rq; /* its connection stays open until the reply (conn.c) */
     ps_status status;
-    struct timespec t0;
-    char rid[40];
     ps_buf body; /* the 200 reply, rendered before the wait */
 };
 
@@ -61,8 +55,8 @@ int track_route(const char *path, int *type)
     return -1;
 }
 
-/* Q30 error envelope: {"success":false,"error":{"code":..., "message":...}}. */
-static void track_error(ps_api_reply *rep, int status, const char *code, const char *message)
+/* The error envelope: {"success":false,"error":{"code":..., "message":...}}. */
+void track_error(ps_api_reply *rep, int status, const char *code, const char *message)
 {
     rep->status = status;
     rep->retry_after_s = status == 503 ? RETRY_AFTER_S : 0;
@@ -77,7 +71,11 @@ static const char *drop_code(ps_drop why)
 {
     switch (why) {
     case PS_DROP_TOO_LARGE: return "payload_too_large";
-    case PS_DROP_INVALID_UTF8: return "invalid_json";
+    case PS_DROP_INVALID_UTF8:
+    case PS_DROP_TRAILING_DATA:
+    case PS_DROP_CONTROL_CHARACTER:
+    case PS_DROP_NUL_CHARACTER:
+    case PS_DROP_TOO_DEEP: return "invalid_json"; /* the message says which rule */
     default: return ps_drop_name(why);
     }
 }
@@ -106,7 +104,7 @@ static void success_body(ps_buf *out, const ps_prepared *p)
 static void committed(void *ud, ps_status st)
 {
     pending *p = ud;
-    worker *w = p->w;
+    worker *w = p->rq->w;
     p->status = st;
     pthread_mutex_lock(&w->done_lock);
     p->next = w->done;
@@ -139,101 +137,150 @@ void track_flush(evutil_socket_t fd, short what, void *arg)
                      "request was kept. Retry later.", ps_status_str(p->status));
             track_error(rep, 503, "unavailable", msg);
         }
-        /* a client that hung up meanwhile: libevent frees the detached request here */
-        send_reply(w, p->req, "application/json", p->rid, NULL);
-        request_done(w, p->route, rep->status, &p->t0);
+        http_req *rq = p->rq;
+        request_done(w, rq->route, rep->status, &rq->t0);
+        send_reply(rq, "application/json", NULL); /* or frees a connection that failed */
         ps_buf_clear(&p->body);
         free(p);
     }
 }
 
-/* Finds the request's write key: the Basic username, else "writeKey" in the body. */
-static bool write_key(struct evhttp_request *req, const uint8_t *body, size_t len, char *key,
-                      size_t cap, size_t *klen, bool *malformed)
+/* The body limit of a Tracking API route. */
+static size_t route_limit(const http_req *rq)
 {
-    *malformed = !basic_user(req, false, key, cap, klen);
-    if (*malformed)
-        return false;
-    if (*klen > 0)
-        return true;
-    if (!ps_event_write_key(body, len, key, cap))
-        return false;
-    *klen = strlen(key);
-    return *klen > 0;
+    return rq->route == ROUTE_BATCH ? PS_BATCH_MAX_BYTES : PS_MESSAGE_MAX_BYTES;
 }
 
-void track_handle(worker *w, struct evhttp_request *req, int route, int type, const char *rid,
-                  const struct timespec *t0)
+static head_decision reply_now(http_req *rq, const char *allow)
 {
-    server *s = w->srv;
-    ps_api_reply *rep = &w->reply;
-    bool batch = route == ROUTE_BATCH;
-    const char *enc;
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-        track_error(rep, 405, "method_not_allowed", "Use POST on the Tracking API.");
-        send_reply(w, req, "application/json", rid, "POST");
-        request_done(w, route, rep->status, t0);
-        return;
-    }
-    struct evkeyvalq *headers = evhttp_request_get_input_headers(req);
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in), limit = batch ? PS_BATCH_MAX_BYTES
-                                                        : PS_MESSAGE_MAX_BYTES;
-    uint8_t *body = NULL;
-    ps_prepared *prep = NULL;
-    if ((enc = evhttp_find_header(headers, "Content-Encoding")) != NULL &&
-        strcasecmp(enc, "identity") != 0) {
-        track_error(rep, 400, "unsupported_encoding",
-                    "Content-Encoding is not supported; send the JSON uncompressed.");
-        goto reply;
-    }
-    if (len > limit) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "The body is %zu bytes; the limit here is %zu.", len, limit);
-        track_error(rep, 400, "payload_too_large", msg);
-        goto reply;
-    }
-    if (len == 0) {
-        track_error(rep, 400, "invalid_json", "The body is empty; send a JSON object.");
-        goto reply;
-    }
-    body = ps_xmalloc(len);
-    evbuffer_remove(in, body, len);
+    worker *w = rq->w;
+    if (w->reply.status >= 500)
+        ps_log(PS_LOG_WARN, "msg=\"tracking request refused\" request_id=%s status=%d", rq->rid,
+               w->reply.status);
+    send_reply(rq, "application/json", allow);
+    request_done(w, rq->route, w->reply.status, &rq->t0);
+    return (head_decision){.reply_now = true};
+}
 
-    char key[PS_WRITE_KEY_MAX + 1];
-    size_t klen;
-    bool malformed;
-    ps_source_info src;
+/* Opens the space of rq->source; false with the reply set when it cannot. */
+static bool open_space(http_req *rq, ps_space **sp)
+{
+    ps_api_reply *rep = &rq->w->reply;
+    ps_status st = registry_get(rq->w->srv->reg, rq->source.space, sp);
+    if (st == PS_ENOTFOUND) {
+        track_error(rep, 400, "invalid_write_key", "The write key's space no longer exists.");
+        return false;
+    }
+    if (st != PS_OK) { /* descriptors, memory, I/O: it may pass, so the SDK should retry */
+        char msg[160];
+        snprintf(msg, sizeof msg, "The space cannot be opened right now (%s); retry later.",
+                 ps_status_str(st));
+        track_error(rep, 503, "unavailable", msg);
+        return false;
+    }
+    return true;
+}
+
+/* Looks up the write key and opens its space; false with the reply set when it cannot. */
+static bool find_source(http_req *rq, const char *key, size_t klen, bool malformed,
+                        ps_space **sp)
+{
+    ps_api_reply *rep = &rq->w->reply;
     ps_status st = PS_EAUTH;
-    if (write_key(req, body, len, key, sizeof key, &klen, &malformed))
-        st = ps_source_find(registry_sources(s->reg), key, klen, &src);
-    if (st == PS_EAUTH) {
+    if (!malformed && klen > 0)
+        st = ps_source_find(registry_sources(rq->w->srv->reg), key, klen, &rq->source);
+    if (st == PS_EAUTH || st == PS_ENOTFOUND) {
         track_error(rep, 400, "invalid_write_key",
                     malformed ? "The Authorization header must be Basic base64(<writeKey>:)."
                     : klen == 0 ? "A write key is required: the Basic username, or writeKey "
                                   "in the body."
                                 : "The write key is not known.");
+        return false;
+    }
+    if (st != PS_OK) {
+        track_error(rep, 503, "unavailable", "The write-key catalog cannot be read now; retry "
+                                             "later.");
+        return false;
+    }
+    return open_space(rq, sp);
+}
+
+head_decision track_head(http_req *rq)
+{
+    ps_api_reply *rep = &rq->w->reply;
+    size_t limit = route_limit(rq), len;
+    if (rq->head.method != HTTP_POST) {
+        track_error(rep, 405, "method_not_allowed", "Use POST on the Tracking API.");
+        return reply_now(rq, "POST");
+    }
+    const char *enc = http_head_find(&rq->head, "Content-Encoding", &len);
+    if (enc && !(len == 8 && strncasecmp(enc, "identity", 8) == 0)) {
+        track_error(rep, 400, "unsupported_encoding",
+                    "Content-Encoding is not supported; send the JSON uncompressed.");
+        return reply_now(rq, NULL);
+    }
+    if (!rq->head.chunked && rq->head.content_length > limit) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "The body is %llu bytes; the limit here is %zu.",
+                 (unsigned long long)rq->head.content_length, limit);
+        track_error(rep, 400, "payload_too_large", msg);
+        return reply_now(rq, NULL);
+    }
+    /* a write key in the Authorization header is checked before any body byte is read */
+    const char *auth = http_head_find(&rq->head, "Authorization", &len);
+    char key[PS_WRITE_KEY_MAX + 1];
+    size_t klen;
+    bool malformed = !basic_user(auth, len, false, key, sizeof key, &klen);
+    if (malformed || klen > 0) {
+        ps_space *sp;
+        if (!find_source(rq, key, klen, malformed, &sp))
+            return reply_now(rq, NULL);
+        rq->has_source = true;
+    }
+    return (head_decision){.max_body = limit, .anonymous = !rq->has_source};
+}
+
+void track_handle(http_req *rq)
+{
+    worker *w = rq->w;
+    server *s = w->srv;
+    ps_api_reply *rep = &w->reply;
+    bool batch = rq->route == ROUTE_BATCH;
+    size_t len = rq->body_len;
+    uint8_t *body = NULL;
+    ps_prepared *prep = NULL;
+    rep->status = 200;
+    rep->retry_after_s = 0;
+    ps_buf_reset(&rep->body);
+    if (len == 0) {
+        track_error(rep, 400, "invalid_json", "The body is empty; send a JSON object.");
         goto reply;
     }
-    ps_space *sp = st == PS_OK ? registry_get(s->reg, src.space) : NULL;
-    if (st == PS_OK && sp == NULL) {
-        track_error(rep, 400, "invalid_write_key", "The write key's space no longer exists.");
+    ps_space *sp = NULL;
+    if (!rq->has_source) {
+        char key[PS_WRITE_KEY_MAX + 1];
+        bool found = ps_event_write_key(rq->body, len, key, sizeof key);
+        if (!find_source(rq, key, found ? strlen(key) : 0, false, &sp))
+            goto reply;
+    } else if (!open_space(rq, &sp)) {
         goto reply;
     }
-    ps_writer *wr = sp ? registry_writer(s->reg, sp) : NULL;
+    ps_writer *wr = registry_writer(s->reg, sp);
     if (wr == NULL) {
         track_error(rep, 503, "unavailable", "The server cannot take events now; retry later.");
         goto reply;
     }
     ps_prepare_opts po = {
-        .source_id = src.source_id,
-        .forced_type = (ps_msg_type)type,
+        .source_id = rq->source.source_id,
+        .forced_type = (ps_msg_type)rq->track_type,
         .require_batch = batch,
         .now_ms = ps_clock_now_ms(),
         .sequence = atomic_fetch_add(&s->payloads, 1),
     };
     ps_prepare_refusal refusal;
-    st = ps_ingest_prepare(sp, &po, body, len, &prep, &refusal);
+    body = ps_xmalloc(len);
+    memcpy(body, rq->body, len);
+    ps_status st = ps_ingest_prepare(sp, &po, body, len, &prep, &refusal);
     body = NULL; /* taken */
     if (st == PS_ELIMIT) {
         track_error(rep, 429, "rate_limit_error",
@@ -250,7 +297,7 @@ void track_handle(worker *w, struct evhttp_request *req, int route, int type, co
         goto reply;
     }
     const ps_prepared_drop *drops;
-    if (!batch && ps_prepared_dropped(prep, &drops) > 0) { /* Q30: a single call says why */
+    if (!batch && ps_prepared_dropped(prep, &drops) > 0) { /* a single call says why */
         track_error(rep, 400, drop_code(drops[0].why), ps_drop_message(drops[0].why));
         goto reply;
     }
@@ -263,11 +310,7 @@ void track_handle(worker *w, struct evhttp_request *req, int route, int type, co
     pending *p = ps_xcalloc(1, sizeof *p);
     ps_buf_init(&p->body);
     success_body(&p->body, prep);
-    p->w = w;
-    p->req = req;
-    p->route = route;
-    p->t0 = *t0;
-    snprintf(p->rid, sizeof p->rid, "%s", rid);
+    p->rq = rq;
     st = ps_writer_submit(wr, prep, committed, p);
     prep = NULL; /* taken */
     if (st == PS_OK)
@@ -280,9 +323,5 @@ void track_handle(worker *w, struct evhttp_request *req, int route, int type, co
 reply:
     free(body);
     ps_prepared_free(prep);
-    if (rep->status >= 500)
-        ps_log(PS_LOG_WARN, "msg=\"tracking request refused\" request_id=%s status=%d", rid,
-               rep->status);
-    send_reply(w, req, "application/json", rid, NULL);
-    request_done(w, route, rep->status, t0);
+    reply_now(rq, NULL);
 }

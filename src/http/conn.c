@@ -1,0 +1,596 @@
+/* SPDX-License-Identifier: MIT */
+/* conn: client connections on a worker's event loop, and the HTTP/1.1 exchange on each: head,
+ * body, handler, reply, then the next request (pipelined requests wait in the input buffer,
+ * and a client that half-closes still gets every answer). Every resource an outsider can
+ * hold is bounded here: connections per worker, bytes buffered per connection (read
+ * watermarks), body bytes over the whole server (two budgets), and time (an absolute deadline
+ * for each request, each reply and each idle connection; no per-byte restart). When accept()
+ * fails for want of descriptors or memory, accepting pauses and resumes with a backoff. */
+#include "http_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "ps/clock.h"
+#include "ps/log.h"
+
+#define LINGER_MS 2000         /* reading and dropping what a refused client still sends */
+#define ACCEPT_PAUSE_MIN_MS 50 /* first pause after accept() ran out of descriptors */
+#define ACCEPT_PAUSE_MAX_MS 1000
+#define BODY_KEEP_BYTES (64 * 1024) /* a body buffer larger than this is freed after use */
+
+typedef enum cstate {
+    C_IDLE,     /* between requests: no byte of the next one yet */
+    C_HEAD,     /* reading a head */
+    C_BODY,     /* reading a body */
+    C_HANDLING, /* inside the handler */
+    C_WAIT,     /* the handler answers later (Tracking API commit) */
+    C_WRITING,  /* the reply is being written */
+    C_LINGER,   /* replied and half-closed; dropping input until the peer closes */
+} cstate;
+
+struct listener_ctx {
+    worker *w;
+    int kind; /* LISTEN_* */
+    struct evconnlistener *lev;
+};
+
+struct conn {
+    conn *prev, *next;
+    worker *w;
+    struct bufferevent *bev;
+    struct event *timer;
+    int kind;
+    cstate state;
+    bool peer_eof;    /* the client will send nothing more */
+    bool close_after; /* close once the reply is written */
+    bool dead;        /* the socket failed while a handler held the request */
+    size_t searched;  /* head bytes already searched for the blank line */
+    char *head;       /* the current request's head, NUL-terminated */
+    char *target;     /* its path and query, split and NUL-terminated */
+    http_req req;
+    ps_buf body;
+    size_t body_max;
+    size_t reserved, reserved_anonymous; /* taken from the server's body budgets */
+    http_chunked chunk;
+};
+
+static void process(conn *c);
+
+/* ---- budgets ---- */
+
+static bool take(atomic_size_t *used, size_t n, size_t cap)
+{
+    size_t cur = atomic_load(used);
+    do {
+        if (n > cap || cur > cap - n)
+            return false;
+    } while (!atomic_compare_exchange_weak(used, &cur, cur + n));
+    return true;
+}
+
+static void release_body(conn *c)
+{
+    server *s = c->w->srv;
+    atomic_fetch_sub(&s->body_bytes, c->reserved);
+    atomic_fetch_sub(&s->anonymous_body_bytes, c->reserved_anonymous);
+    c->reserved = c->reserved_anonymous = 0;
+    if (c->body.cap > BODY_KEEP_BYTES)
+        ps_buf_clear(&c->body);
+    else
+        ps_buf_reset(&c->body);
+}
+
+/* ---- timers ---- */
+
+static void arm(conn *c, int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(c->timer, &tv);
+}
+
+/* ---- lifecycle ---- */
+
+static void listeners_enable(worker *w, bool on)
+{
+    for (int i = 0; i < LISTEN__COUNT; i++)
+        if (w->listeners[i])
+            (on ? evconnlistener_enable : evconnlistener_disable)(w->listeners[i]->lev);
+}
+
+static bool may_accept(const worker *w)
+{
+    return !w->accept_paused && w->connections < w->max_connections &&
+           !atomic_load(&w->srv->stopping);
+}
+
+static void conn_free(conn *c)
+{
+    worker *w = c->w;
+    release_body(c);
+    ps_buf_clear(&c->body);
+    bufferevent_free(c->bev);
+    event_free(c->timer);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    free(c->head);
+    free(c->target);
+    free(c);
+    bool was_full = w->connections-- == w->max_connections;
+    if (was_full && may_accept(w))
+        listeners_enable(w, true);
+}
+
+void conn_close_all(worker *w)
+{
+    while (w->conns)
+        conn_free(w->conns);
+}
+
+/* Replied to a request whose body was not read: stop sending, drop what arrives for a
+ * while, so that the client reads the reply instead of a reset. */
+static void linger(conn *c)
+{
+    c->state = C_LINGER;
+    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+    bufferevent_enable(c->bev, EV_READ);
+    arm(c, LINGER_MS);
+}
+
+/* ---- replies ---- */
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 417: return "Expectation Failed";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return status >= 500 ? "Internal Server Error" : "Error";
+    }
+}
+
+void conn_reply(http_req *rq, int status, const char *headers, size_t headers_len,
+                const uint8_t *body, size_t body_len)
+{
+    conn *c = rq->conn;
+    if (c->dead) { /* the client went away while its request was handled */
+        conn_free(c);
+        return;
+    }
+    bool body_unread = c->state == C_HEAD || c->state == C_BODY;
+    if (body_unread || !rq->head.keep_alive || atomic_load(&c->w->srv->stopping))
+        c->close_after = true;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\n", rq->head.minor_version, status,
+                        reason(status));
+    evbuffer_add(out, headers, headers_len);
+    evbuffer_add_printf(out, "Content-Length: %zu\r\n", body_len);
+    if (c->close_after)
+        evbuffer_add(out, "Connection: close\r\n\r\n", 21);
+    else if (rq->head.minor_version == 0)
+        evbuffer_add(out, "Connection: keep-alive\r\n\r\n", 26);
+    else
+        evbuffer_add(out, "\r\n", 2);
+    if (rq->head.method != HTTP_HEAD)
+        evbuffer_add(out, body, body_len);
+    release_body(c);
+    c->state = C_WRITING;
+    bufferevent_disable(c->bev, EV_READ); /* the next request waits until this one is out */
+    bufferevent_enable(c->bev, EV_WRITE);
+    arm(c, c->w->srv->cfg.timeout_ms);
+}
+
+/* An exchange that failed below the routes: reply and close. */
+static void fail(conn *c, int status, const char *why)
+{
+    http_req *rq = &c->req;
+    if (rq->rid[0] == 0) {
+        request_id(c->w, rq->rid);
+        clock_gettime(CLOCK_MONOTONIC, &rq->t0);
+    }
+    c->close_after = true;
+    dispatch_error(rq, status, NULL, why);
+}
+
+/* ---- requests ---- */
+
+static void begin_request(conn *c)
+{
+    memset(&c->req, 0, sizeof c->req);
+    c->req.conn = c;
+    c->req.w = c->w;
+    c->req.kind = c->kind;
+    c->req.route = ROUTE_OTHER;
+    c->req.head.minor_version = 1; /* until a request line says otherwise */
+    memset(&c->chunk, 0, sizeof c->chunk);
+    c->searched = 0;
+}
+
+/* Splits the request-target into NUL-terminated path and query copies. */
+static bool split_target(conn *c)
+{
+    http_req *rq = &c->req;
+    const char *t = rq->head.target;
+    size_t len = rq->head.target_len;
+    /* absolute-form (a request sent as to a proxy): keep the path of the URI */
+    if (len > 8 && (strncmp(t, "http://", 7) == 0 || strncmp(t, "https://", 8) == 0)) {
+        const char *p = memchr(t + 8, '/', len - 8);
+        if (p == NULL)
+            return false;
+        len -= (size_t)(p - t);
+        t = p;
+    }
+    if (t[0] != '/')
+        return false;
+    memcpy(c->target, t, len);
+    c->target[len] = 0;
+    char *hash = strchr(c->target, '#');
+    if (hash)
+        *hash = 0;
+    char *q = strchr(c->target, '?');
+    if (q)
+        *q++ = 0;
+    rq->path = c->target;
+    rq->query = q;
+    return true;
+}
+
+/* The head is complete at [0, end) of the input: parse it and decide about the body. */
+static void start_request(conn *c, size_t end)
+{
+    server *s = c->w->srv;
+    http_req *rq = &c->req;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    evbuffer_remove(in, c->head, end);
+    c->head[end] = 0;
+    clock_gettime(CLOCK_MONOTONIC, &rq->t0);
+    request_id(c->w, rq->rid);
+    int status;
+    const char *why;
+    if (http_parse_head(c->head, end, &rq->head, &status, &why) <= 0) {
+        rq->head.minor_version = 1;
+        fail(c, status, why);
+        return;
+    }
+    if (!split_target(c)) {
+        fail(c, 400, "The request target must be a path starting with '/'.");
+        return;
+    }
+    head_decision d = dispatch_head(rq);
+    if (d.reply_now)
+        return; /* replied; a body that was announced is never read */
+    bool has_body = rq->head.chunked || rq->head.content_length > 0;
+    c->body_max = d.max_body < s->cfg.max_body_bytes ? d.max_body : s->cfg.max_body_bytes;
+    if (!has_body) {
+        c->state = C_BODY;
+        return;
+    }
+    if (!rq->head.chunked && rq->head.content_length > c->body_max) {
+        fail(c, 413, "The request body is over the limit of this route.");
+        return;
+    }
+    /* reserve the most this body can take, before a byte of it is buffered */
+    size_t need = rq->head.chunked ? c->body_max : (size_t)rq->head.content_length;
+    if (!take(&s->body_bytes, need, s->cfg.body_memory_bytes)) {
+        fail(c, 503, "The server is receiving too many request bodies; retry later.");
+        return;
+    }
+    c->reserved = need;
+    if (d.anonymous) {
+        if (!take(&s->anonymous_body_bytes, need, s->cfg.anonymous_body_bytes)) {
+            fail(c, 503, "The server is receiving too many request bodies without "
+                         "credentials; send the write key as the Basic username, or retry later.");
+            return;
+        }
+        c->reserved_anonymous = need;
+    }
+    ps_buf_reserve(&c->body, rq->head.chunked ? 0 : need);
+    if (rq->head.expect_continue && evbuffer_get_length(in) == 0)
+        bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    c->state = C_BODY;
+}
+
+/* Reads body bytes; true once the whole body is in c->body. */
+static bool read_body(conn *c)
+{
+    http_req *rq = &c->req;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t avail = evbuffer_get_length(in);
+    if (!rq->head.chunked) {
+        size_t want = (size_t)rq->head.content_length - c->body.len;
+        size_t n = avail < want ? avail : want;
+        if (n) {
+            ps_buf_reserve(&c->body, n);
+            evbuffer_remove(in, c->body.ptr + c->body.len, n);
+            c->body.len += n;
+        }
+        return c->body.len == rq->head.content_length;
+    }
+    while (avail > 0) {
+        size_t n = evbuffer_get_contiguous_space(in);
+        const uint8_t *p = evbuffer_pullup(in, (ev_ssize_t)n);
+        bool done;
+        int status;
+        const char *why;
+        long used = http_chunked_feed(&c->chunk, p, n, &c->body, c->body_max, &done, &status,
+                                      &why);
+        if (used < 0) {
+            fail(c, status, why);
+            return false;
+        }
+        evbuffer_drain(in, (size_t)used);
+        avail -= (size_t)used;
+        if (done)
+            return true;
+    }
+    return false;
+}
+
+static void process(conn *c)
+{
+    const http_config *cfg = &c->w->srv->cfg;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    for (;;) {
+        size_t avail = evbuffer_get_length(in);
+        switch (c->state) {
+        case C_IDLE:
+            if (avail == 0) {
+                if (c->peer_eof)
+                    conn_free(c);
+                return;
+            }
+            begin_request(c);
+            c->state = C_HEAD;
+            arm(c, cfg->timeout_ms); /* the whole request, from its first byte */
+            continue;
+        case C_HEAD: {
+            size_t n = avail < cfg->max_header_bytes ? avail : cfg->max_header_bytes;
+            const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+            long end = http_head_end(p, n, c->searched > 3 ? c->searched - 3 : 0);
+            if (end == 0) {
+                c->searched = n;
+                if (n >= cfg->max_header_bytes && memchr(p, '\n', n) == NULL)
+                    fail(c, 414, "The request line is over the size limit.");
+                else if (n >= cfg->max_header_bytes)
+                    fail(c, 431, "The request line and headers are over the size limit.");
+                else if (c->peer_eof)
+                    conn_free(c); /* a partial request, and nothing more will come */
+                return;
+            }
+            start_request(c, (size_t)end);
+            if (c->state != C_BODY)
+                return; /* replied */
+            continue;
+        }
+        case C_BODY:
+            if (!read_body(c)) {
+                if (c->state == C_BODY && c->peer_eof)
+                    conn_free(c);
+                else if (c->state == C_BODY) /* room for the rest of the body, no more */
+                    bufferevent_setwatermark(c->bev, EV_READ, 0,
+                                             c->body_max - c->body.len + cfg->max_header_bytes);
+                return;
+            }
+            c->req.body = c->body.ptr ? c->body.ptr : (const uint8_t *)"";
+            c->req.body_len = c->body.len;
+            c->state = C_HANDLING;
+            evtimer_del(c->timer);
+            dispatch_request(&c->req);
+            if (c->state == C_HANDLING) { /* the handler answers later */
+                c->state = C_WAIT;
+                bufferevent_disable(c->bev, EV_READ);
+            }
+            return;
+        default:
+            return;
+        }
+    }
+}
+
+/* ---- libevent callbacks ---- */
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    conn *c = arg;
+    if (c->state == C_LINGER) {
+        evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+        return;
+    }
+    process(c);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    conn *c = arg;
+    if (c->state != C_WRITING)
+        return;
+    if (c->close_after) {
+        if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 || !c->peer_eof)
+            linger(c);
+        else
+            conn_free(c);
+        return;
+    }
+    c->state = C_IDLE;
+    bufferevent_setwatermark(c->bev, EV_READ, 0, c->w->srv->cfg.max_header_bytes);
+    bufferevent_enable(c->bev, EV_READ);
+    arm(c, c->w->srv->cfg.timeout_ms); /* idle keep-alive */
+    process(c);                        /* a pipelined request may be waiting */
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    conn *c = arg;
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && (what & BEV_EVENT_READING)) {
+        c->peer_eof = true;
+        if (c->state == C_LINGER)
+            conn_free(c);
+        else if (c->state == C_IDLE || c->state == C_HEAD || c->state == C_BODY)
+            process(c); /* answer what was sent before the half-close */
+        return;
+    }
+    if (c->state == C_HANDLING || c->state == C_WAIT) {
+        c->dead = true; /* freed when the handler replies */
+        return;
+    }
+    conn_free(c);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn *c = arg;
+    switch (c->state) {
+    case C_HEAD:
+    case C_BODY:
+        fail(c, 408, "The request was not received in time.");
+        break;
+    default: /* idle, a reply the client does not read, or lingering */
+        conn_free(c);
+        break;
+    }
+}
+
+/* ---- accepting ---- */
+
+static void resume_accept(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    worker *w = arg;
+    w->accept_paused = false;
+    if (may_accept(w))
+        listeners_enable(w, true);
+}
+
+static void on_accept_error(struct evconnlistener *lev, void *arg)
+{
+    (void)lev;
+    listener_ctx *lc = arg;
+    worker *w = lc->w;
+    int err = errno;
+    static const int pause_ms[] = {ACCEPT_PAUSE_MIN_MS, 200, 500, ACCEPT_PAUSE_MAX_MS};
+    int64_t now = ps_clock_now_ms();
+    w->accept_errors++;
+    /* one line per second at most, however fast the errors come */
+    if (now - w->last_accept_log_ms >= 1000) {
+        ps_log(PS_LOG_WARN, "msg=\"accept failed, pausing new connections\" error=\"%s\" "
+               "errors=%llu open=%d",
+               strerror(err), (unsigned long long)w->accept_errors, w->connections);
+        w->last_accept_log_ms = now;
+        w->accept_errors = 0;
+    }
+    w->accept_paused = true;
+    listeners_enable(w, false);
+    size_t step = w->accept_errors < 4 ? (size_t)w->accept_errors : 3;
+    struct timeval tv = {0, pause_ms[step] * 1000};
+    if (pause_ms[step] >= 1000)
+        tv = (struct timeval){pause_ms[step] / 1000, 0};
+    evtimer_add(w->resume_ev, &tv);
+}
+
+static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+                      int socklen, void *arg)
+{
+    (void)lev;
+    (void)sa;
+    (void)socklen;
+    listener_ctx *lc = arg;
+    worker *w = lc->w;
+    const http_config *cfg = &w->srv->cfg;
+    if (w->connections >= w->max_connections || atomic_load(&w->srv->stopping)) {
+        evutil_closesocket(fd);
+        listeners_enable(w, false);
+        return;
+    }
+    conn *c = ps_xcalloc(1, sizeof *c);
+    c->w = w;
+    c->kind = lc->kind;
+    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->timer = evtimer_new(w->base, on_timer, c);
+    if (c->bev == NULL || c->timer == NULL) {
+        if (c->bev)
+            bufferevent_free(c->bev);
+        else
+            evutil_closesocket(fd);
+        if (c->timer)
+            event_free(c->timer);
+        free(c);
+        return;
+    }
+    c->head = ps_xmalloc(cfg->max_header_bytes + 1);
+    c->target = ps_xmalloc(cfg->max_header_bytes + 1);
+    ps_buf_init(&c->body);
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    if (++w->connections >= w->max_connections)
+        listeners_enable(w, false);
+    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, cfg->max_header_bytes);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    c->state = C_IDLE;
+    arm(c, cfg->timeout_ms);
+}
+
+void conn_listen(worker *w, int fd, int kind)
+{
+    int lfd = dup(fd);
+    PS_ASSERT(lfd >= 0);
+    evutil_make_socket_nonblocking(lfd);
+    evutil_make_socket_closeonexec(lfd);
+    listener_ctx *lc = ps_xcalloc(1, sizeof *lc);
+    lc->w = w;
+    lc->kind = kind;
+    lc->lev = evconnlistener_new(w->base, on_accept, lc, LEV_OPT_CLOSE_ON_FREE, -1, lfd);
+    PS_ASSERT(lc->lev != NULL);
+    evconnlistener_set_error_cb(lc->lev, on_accept_error);
+    if (w->resume_ev == NULL)
+        w->resume_ev = evtimer_new(w->base, resume_accept, w);
+    w->listeners[kind] = lc;
+}
+
+void conn_listen_stop(worker *w)
+{
+    for (int i = 0; i < LISTEN__COUNT; i++)
+        if (w->listeners[i]) {
+            evconnlistener_free(w->listeners[i]->lev);
+            free(w->listeners[i]);
+            w->listeners[i] = NULL;
+        }
+    if (w->resume_ev) {
+        event_free(w->resume_ev);
+        w->resume_ev = NULL;
+    }
+}
