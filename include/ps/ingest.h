@@ -90,8 +90,12 @@ typedef struct ps_prepare_refusal {
 ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *json, size_t len,
                             ps_prepared **out, ps_prepare_refusal *refusal);
 size_t ps_prepared_accepted(const ps_prepared *p);
-/* The dropped messages, in batch order. Borrowed. */
+/* The dropped messages, in batch order: the first PS_PREPARED_DROPS_LISTED of them.
+ * Borrowed. */
+#define PS_PREPARED_DROPS_LISTED 100
 size_t ps_prepared_dropped(const ps_prepared *p, const ps_prepared_drop **list);
+/* How many messages were dropped in all. */
+size_t ps_prepared_dropped_total(const ps_prepared *p);
 /* Heap bytes the payload holds (for queue bounds). */
 size_t ps_prepared_bytes(const ps_prepared *p);
 void ps_prepared_free(ps_prepared *p); /* NULL is a no-op */

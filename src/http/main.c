@@ -28,7 +28,7 @@ static const char usage[] =
     "                       serve the Tracking API (/v1/track, /v1/batch, ...) here instead\n"
     "  --metrics-listen HOST:PORT\n"
     "                       serve /metrics with per-space series here (bind it to a private\n"
-    "                       address); /metrics on --listen then omits space names\n"
+    "                       address); /metrics on --listen never names spaces\n"
     "  --threads N          event loops sharing the listeners (default: number of cores)\n"
     "  --timeout-ms MS      a request must arrive whole (head and body) within MS of its\n"
     "                       first byte, a reply must be taken within MS, and an idle\n"

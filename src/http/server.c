@@ -271,9 +271,9 @@ void dispatch_request(http_req *rq)
         } else if (route == ROUTE_HEALTHZ) {
             ps_buf_puts(&rep->body, "{\"status\":\"ok\"}");
         } else {
-            /* per-space series name every space: only on the operators' listener, or on
-             * the main one when no metrics listener was set up (docs/security.md) */
-            bool spaces = rq->kind == LISTEN_METRICS || s->cfg.metrics_listen == NULL;
+            /* per-space series name every space: only on the operators' listener
+             * (--metrics-listen), never where anyone can ask (docs/security.md) */
+            bool spaces = rq->kind == LISTEN_METRICS;
             ctype = "text/plain; version=0.0.4; charset=utf-8";
             metrics_render(&s->stats, spaces ? s->reg : NULL, &rep->body);
         }

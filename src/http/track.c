@@ -80,14 +80,16 @@ static const char *drop_code(ps_drop why)
     }
 }
 
-/* 200 body: {"success":true}, plus the dropped items of a batch when there are any. */
+/* 200 body: {"success":true}, plus the dropped items of a batch when there are any: their
+ * count and the first PS_PREPARED_DROPS_LISTED, so the reply stays small whatever was sent. */
 static void success_body(ps_buf *out, const ps_prepared *p)
 {
     const ps_prepared_drop *drops;
     size_t n = ps_prepared_dropped(p, &drops);
     ps_buf_puts(out, "{\"success\":true");
     if (n > 0) {
-        ps_buf_printf(out, ",\"accepted\":%zu,\"dropped\":[", ps_prepared_accepted(p));
+        ps_buf_printf(out, ",\"accepted\":%zu,\"dropped_count\":%zu,\"dropped\":[",
+                      ps_prepared_accepted(p), ps_prepared_dropped_total(p));
         for (size_t i = 0; i < n; i++) {
             const char *msg = ps_drop_message(drops[i].why);
             ps_buf_printf(out, "%s{\"index\":%u,\"code\":\"%s\",\"message\":", i ? "," : "",

@@ -297,12 +297,15 @@ struct ps_prepared {
     size_t count, cap;
     ps_prepared_drop *drops;
     size_t ndrops, dcap;
+    size_t dropped_total;
 };
 
 static ps_status collect_message(void *ud, const ps_event *ev, ps_drop why, size_t index)
 {
     ps_prepared *p = ud;
     if (ev == NULL) {
+        if (p->dropped_total++ >= PS_PREPARED_DROPS_LISTED)
+            return PS_OK; /* counted, not listed: a reply lists a bounded number */
         if (p->ndrops == p->dcap) {
             p->dcap = p->dcap ? 2 * p->dcap : 8;
             p->drops = ps_xrealloc(p->drops, p->dcap * sizeof *p->drops);
@@ -362,6 +365,11 @@ ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *jso
 size_t ps_prepared_accepted(const ps_prepared *p)
 {
     return p->count;
+}
+
+size_t ps_prepared_dropped_total(const ps_prepared *p)
+{
+    return p->dropped_total;
 }
 
 size_t ps_prepared_dropped(const ps_prepared *p, const ps_prepared_drop **list)

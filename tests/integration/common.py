@@ -88,6 +88,10 @@ class Server:
                 if " ingest_listen=" in line:
                     self.ingest_port = int(line.split(" ingest_listen=")[1].split()[0]
                                            .rsplit(":", 1)[1])
+                self.metrics_port = None
+                if " metrics_listen=" in line:
+                    self.metrics_port = int(line.split(" metrics_listen=")[1].split()[0]
+                                            .rsplit(":", 1)[1])
                 break
         import threading
         # keep reading the log so that a chatty server never blocks on a full pipe

@@ -74,7 +74,8 @@ class Env:
         self.store.ctl("ingest", "s1", "-", input=ndjson(corpus()))
         self.token = self.store.ctl("token", "create", "s1").stdout.strip()
         self.token2 = self.store.ctl("token", "create", "s2", "--name", "other").stdout.strip()
-        self.srv = Server(self.store, "--threads", "2", *server_args)
+        self.srv = Server(self.store, "--threads", "2", "--metrics-listen", "127.0.0.1:0",
+                          *server_args)
 
     def get(self, path, token="default", **kw):
         return self.srv.get(path, self.token if token == "default" else token, **kw)
@@ -134,7 +135,11 @@ def health_and_metrics():
     st, h, body = e.srv.get("/healthz")
     assert st == 200 and body == {"status": "ok"} and h.get("Request-Id")
     e.get(U + "user_id:user-1/traits")
+    # the public listener never names spaces; the operators' --metrics-listen does
     st, h, data = e.srv.get("/metrics", raw=True)
+    assert st == 200 and 'space="' not in data.decode(), data
+    assert e.srv.get(U + "user_id:user-1/traits", e.token, port=e.srv.metrics_port)[0] == 404
+    st, h, data = e.srv.get("/metrics", raw=True, port=e.srv.metrics_port)
     text = data.decode()
     assert st == 200 and h["Content-Type"].startswith("text/plain"), h
     assert 'profiled_requests_total{route="traits",status="200"}' in text, text
