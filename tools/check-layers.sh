@@ -29,6 +29,9 @@ for f in src/*/*.c src/*/*.h; do
     case "$f" in src/model/*) ;; *)
         grep -qE '^#include <cjson/' "$f" && { echo "$f: cJSON outside model"; fail=1; } ;;
     esac
+    case "$f" in src/model/rules.c) ;; *)
+        grep -qE '^#include <pcre2' "$f" && { echo "$f: PCRE2 outside rules"; fail=1; } ;;
+    esac
     case "$f" in src/service/auth.c | src/service/cursor.c) ;; *)
         grep -qE '^#include <openssl/' "$f" && { echo "$f: OpenSSL outside auth/cursor"; fail=1; } ;;
     esac

@@ -18,8 +18,10 @@
 
 /* Finds the canonical profile named by `ident`: "type:value" (type lowercased, value trimmed
  * and normalized as at ingest) or a bare segment_id (merged-away ids resolve to their
- * canonical profile). `collection` restricts the lookup (-1: the type's collection, or the
- * segment_id prefix). PS_EINVAL for a malformed ident, PS_ENOTFOUND when nothing matches. */
+ * canonical profile). `collection` restricts the lookup (-1: the configured type's collection;
+ * for a type the settings do not name, the collection it was first seen in, then the other
+ * one; for a segment_id, its prefix). PS_EINVAL for a malformed ident, PS_ENOTFOUND when
+ * nothing matches. */
 ps_status ps_profile_find(ps_txn *t, const ps_rules *r, int collection, const char *ident,
                           size_t len, ps_profile *out);
 

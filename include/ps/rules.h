@@ -15,6 +15,26 @@
 #define PS_TYPE_MAX 64   /* bytes in an identifier type name */
 #define PS_VALUE_MAX 400 /* bytes in an identifier value (keeps LMDB keys under 511) */
 
+/* Blocked-value regexes are PCRE2 patterns matched against the whole UTF-8 value. Every process
+ * that opens a space compiles them and ingest runs them on every identifier, so settings
+ * validation bounds what one pattern may cost, in counts rather than time: a value gets the
+ * same answer on every machine (for one PCRE2 version). */
+#define PS_REGEX_PATTERN_MAX 256         /* bytes of pattern text */
+#define PS_REGEX_NEST_MAX 32             /* nested parentheses */
+#define PS_REGEX_REPEAT_MAX PS_VALUE_MAX /* largest count in {n,m}: no value is longer */
+#define PS_REGEX_CODE_MAX 32768          /* bytes of compiled pattern (PCRE2_INFO_SIZE) */
+/* Per value and pattern: backtracking steps, nested backtracking frames (about three per value
+ * byte for a pattern like ((a)|b)*, so 4000 admits any such pattern on a PS_VALUE_MAX value),
+ * and KiB of frame memory. A match that reaches one of them counts as no match, so the value is
+ * not blocked by that pattern. Backtracking runs away while the engine exhausts the ways a
+ * value could match, which is almost always because it does not; a value that matches is found
+ * on the first path that works. Blocked values are junk like "0000" that match at once, and
+ * counting an undecided value as blocked would drop real identifiers, say every long push
+ * token, from resolution because of one careless pattern. */
+#define PS_REGEX_MATCH_LIMIT 100000
+#define PS_REGEX_DEPTH_LIMIT 4000
+#define PS_REGEX_HEAP_KIB 1024
+
 typedef enum ps_collection { PS_USERS = 0, PS_ACCOUNTS = 1 } ps_collection;
 
 typedef enum ps_frequency {
@@ -78,14 +98,24 @@ ps_status ps_rules_parse(const char *json, size_t len, ps_rules **out, ps_diags 
 void ps_rules_free(ps_rules *r);
 
 /* The rule for `type`: the configured one, or the auto-added default (limit 5, ever,
- * unranked, users) for an unseen type. Borrowed: valid while `r` lives. */
+ * unranked) for a type the settings do not name. The rules know nothing of stored data, so the
+ * default says users; the collection an auto-added type really belongs to is the one the
+ * space's `types` table saw it in (see ps_rules_type_configured). Borrowed: valid while `r`
+ * lives. */
 const ps_type_rule *ps_rules_type(const ps_rules *r, const char *type);
+
+/* True when the settings (or the built-in defaults) name `type`; false for an auto-added type,
+ * whose collection callers take from where it was seen. */
+bool ps_rules_type_configured(const ps_rules *r, const char *type);
 
 /* Priority order: <0 when `a` ranks higher (demoted later) than `b`, 0 when same type.
  * Explicit priorities first (ties by name), then the rest by byte-wise name (SPEC 6.3). */
 int ps_rules_rank_cmp(const ps_rules *r, const char *a, const char *b);
 
-/* True when `value` is blocked for `type` (exact match or whole-value ERE match). */
+/* True when `value` is blocked for `type`: it equals an exact blocked value, or a blocked regex
+ * matches all of it (PCRE2, UTF-8, anchored at both ends by compile options, '.' matching a
+ * newline). A regex that reaches a PS_REGEX_* match limit, or a value that is not valid UTF-8,
+ * does not block. */
 bool ps_rules_blocked(const ps_rules *r, const char *type, const char *value);
 
 const ps_rules_options *ps_rules_options_get(const ps_rules *r);
@@ -93,8 +123,19 @@ const ps_rules_options *ps_rules_options_get(const ps_rules *r);
 /* Custom key identifiers, sorted by type. Borrowed: valid while `r` lives. */
 const ps_custom_key *ps_rules_custom_keys(const ps_rules *r, size_t *count);
 
+/* A type recorded in a space's `types` table, with the collection it was first seen in. */
+typedef struct ps_seen_type {
+    const char *type;
+    ps_collection collection;
+} ps_seen_type;
+
 /* Appends the effective settings as JSON: every configured type plus `seen` types (auto-added
- * ones), each with its rank from 1 in priority order. Output parses back to equal rules. */
+ * ones, shown in the collection they were seen in), each with its rank from 1 in priority
+ * order. Output parses back to equal rules. */
+void ps_rules_to_json_seen(const ps_rules *r, const ps_seen_type *seen, size_t seen_count,
+                           ps_buf *out);
+
+/* ps_rules_to_json_seen() for callers that know seen type names only: each is shown in users. */
 void ps_rules_to_json(const ps_rules *r, const char *const *seen, size_t seen_count, ps_buf *out);
 
 /* True when `s` (`len` bytes) is a valid identifier type name: 1-PS_TYPE_MAX characters of

@@ -220,8 +220,11 @@ ps_status ps_store_audit_append(ps_txn *t, ps_audit_rec *rec); /* assigns rec->s
 typedef bool (*ps_audit_fn)(void *ud, const ps_audit_rec *r);
 ps_status ps_store_audit_scan(ps_txn *t, uint64_t from_seq, ps_audit_fn fn, void *ud);
 
-/* ---- types: identifier types seen in this space (for settings display) ---- */
+/* ---- types: identifier types seen in this space, each with the collection it was first seen
+ * in (for settings display and for finding an identifier of a type the settings do not name) */
 ps_status ps_store_type_seen(ps_txn *t, const char *type, uint8_t collection);
+/* PS_ENOTFOUND when `type` was never seen. */
+ps_status ps_store_type_get(ps_txn *t, const char *type, uint8_t *collection);
 typedef bool (*ps_type_fn)(void *ud, const char *type, uint8_t collection);
 ps_status ps_store_type_scan(ps_txn *t, ps_type_fn fn, void *ud);
 

@@ -3,19 +3,20 @@
  * stopping at the first, so an operator fixes a file in one pass. */
 #include "ps/rules.h"
 
-#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 
 #include "ps/text.h"
 
 typedef struct blocked {
     char *value;
     bool is_regex;
-    regex_t re;
+    pcre2_code *re; /* NULL for an exact value */
 } blocked;
 
 typedef struct type_entry {
@@ -39,6 +40,11 @@ struct ps_rules {
     bool suggested_blocked;
     bool junk_preset;
     uint32_t dedup_hours, retention_days, lookback_days;
+    /* PCRE2 contexts. Matching only reads `gen` and `match`, so threads may share them; the
+     * compile context is needed while the rules are built and freed by finish(). */
+    pcre2_general_context *gen;
+    pcre2_compile_context *compile;
+    pcre2_match_context *match;
 };
 
 static const char *const freq_names[] = {"ever", "daily", "weekly", "monthly", "annually"};
@@ -85,8 +91,7 @@ const char *ps_frequency_name(ps_frequency f)
 static void blocked_free(blocked *b)
 {
     free(b->value);
-    if (b->is_regex)
-        regfree(&b->re);
+    pcre2_code_free(b->re);
 }
 
 void ps_rules_free(ps_rules *r)
@@ -110,30 +115,168 @@ void ps_rules_free(ps_rules *r)
     for (size_t k = 0; k < r->custom_count; k++)
         free((char *)r->custom[k].camel);
     free(r->custom);
+    pcre2_compile_context_free(r->compile);
+    pcre2_match_context_free(r->match);
+    pcre2_general_context_free(r->gen);
     free(r);
 }
 
-/* Compiles `pattern` as a whole-value ERE. Returns 0 or the regcomp error. */
-static int compile_whole(regex_t *re, const char *pattern)
+/* PCRE2 allocates through these, so running out of memory aborts as everywhere else in the
+ * project instead of turning into a failed match: an answer never depends on the memory left. */
+static void *re_alloc(PCRE2_SIZE size, void *ud)
 {
-    size_t len = strlen(pattern);
-    char *wrapped = ps_xmalloc(len + 5);
-    snprintf(wrapped, len + 5, "^(%s)$", pattern);
-    int rc = regcomp(re, wrapped, REG_EXTENDED | REG_NOSUB);
-    free(wrapped);
-    return rc;
+    (void)ud;
+    return ps_xmalloc(size);
 }
 
-static void add_blocked(blocked **list, size_t *count, const char *value, bool is_regex)
+static void re_free(void *p, void *ud)
+{
+    (void)ud;
+    free(p);
+}
+
+/* Reads decimal digits, saturating: the caller only compares the count with a small bound. */
+static unsigned long read_count(const char **s)
+{
+    unsigned long n = 0;
+    for (; **s >= '0' && **s <= '9'; (*s)++)
+        if (n < 100000000UL)
+            n = n * 10 + (unsigned long)(**s - '0');
+    return n;
+}
+
+/* The largest count in the pattern's counted repeats ({n}, {n,}, {n,m}, {,m}), or 0. PCRE2
+ * compiles a counted repeat of one character or class into a few bytes whatever the count, so
+ * the compiled-size bound does not catch x{1,32767}; this check refuses counts that cannot mean
+ * anything for values of at most PS_VALUE_MAX bytes. It skips text that PCRE2 reads as literal
+ * or as an escape's argument (\Q...\E, \x{...} and the like, character classes, (?#...)
+ * comments) and counts any other {digits} group, so a literal brace group can be refused too.
+ * It bounds meaning, not cost: the compile and match limits bound cost on their own. */
+static unsigned long largest_repeat(const char *p)
+{
+    unsigned long most = 0;
+    bool in_class = false;
+    while (*p) {
+        if (p[0] == '\\' && p[1] == 'Q') {
+            const char *e = strstr(p + 2, "\\E");
+            if (e == NULL)
+                break;
+            p = e + 2;
+        } else if (p[0] == '\\') {
+            bool braced = p[1] != 0 && strchr("xopPgk", p[1]) != NULL && p[2] == '{';
+            if (braced || (p[1] == 'N' && strncmp(p + 2, "{U+", 3) == 0)) {
+                const char *e = strchr(p + 2, '}');
+                if (e == NULL)
+                    break;
+                p = e + 1;
+            } else if (p[1] == 'c' && p[2] != 0) {
+                p += 3; /* \cX: the next character is the escape's argument */
+            } else {
+                p += p[1] ? 2 : 1;
+            }
+        } else if (in_class) {
+            const char *q = p + 2;
+            if (p[0] == '[' && p[1] == ':') { /* a POSIX class such as [:alpha:] */
+                if (*q == '^')
+                    q++;
+                while ((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z'))
+                    q++;
+            }
+            if (p[0] == '[' && p[1] == ':' && q[0] == ':' && q[1] == ']') {
+                p = q + 2;
+            } else {
+                in_class = *p != ']';
+                p++;
+            }
+        } else if (*p == '[') {
+            in_class = true;
+            p++;
+            if (*p == '^')
+                p++;
+            if (*p == ']') /* first in a class, ']' is literal */
+                p++;
+        } else if (strncmp(p, "(?#", 3) == 0) {
+            const char *e = strchr(p, ')');
+            if (e == NULL)
+                break;
+            p = e + 1;
+        } else if (*p == '{') {
+            const char *s = p + 1;
+            unsigned long lo = read_count(&s), hi = 0;
+            bool digits = s > p + 1;
+            if (*s == ',') {
+                const char *from = ++s;
+                hi = read_count(&s);
+                digits |= s > from;
+            }
+            if (digits && *s == '}') {
+                most = lo > most ? lo : most;
+                most = hi > most ? hi : most;
+            }
+            p++;
+        } else {
+            p++;
+        }
+    }
+    return most;
+}
+
+/* Compiles a blocked-value regex, or returns NULL with the reason in `why`. The pattern must
+ * match the whole value: PCRE2_ANCHORED and PCRE2_ENDANCHORED say so outside the pattern text,
+ * where no pattern can close them off (wrapping the text as "^(...)$" let "x)|(.*" escape).
+ * DOTALL and DOLLAR_ENDONLY keep '.' and '$' as in POSIX ERE: '.' matches a newline and '$'
+ * only the end of the value. Values are UTF-8; \C could split a character, so it is refused. */
+static pcre2_code *compile_blocked(const ps_rules *r, const char *pattern, char *why, size_t cap)
+{
+    size_t len = strlen(pattern);
+    if (len > PS_REGEX_PATTERN_MAX) {
+        snprintf(why, cap, "regex is too long: %zu bytes over %d", len, PS_REGEX_PATTERN_MAX);
+        return NULL;
+    }
+    unsigned long repeat = largest_repeat(pattern);
+    if (repeat > PS_REGEX_REPEAT_MAX) {
+        snprintf(why, cap, "regex is too complex: repeat count %lu over %d (the longest value)",
+                 repeat, PS_REGEX_REPEAT_MAX);
+        return NULL;
+    }
+    int code;
+    PCRE2_SIZE offset;
+    pcre2_code *re =
+        pcre2_compile((PCRE2_SPTR)pattern, len,
+                      PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_UTF | PCRE2_NEVER_BACKSLASH_C |
+                          PCRE2_DOTALL | PCRE2_DOLLAR_ENDONLY,
+                      &code, &offset, r->compile);
+    if (re == NULL) {
+        PCRE2_UCHAR msg[160];
+        if (pcre2_get_error_message(code, msg, sizeof msg) < 0)
+            snprintf((char *)msg, sizeof msg, "error %d", code);
+        bool cost = code == PCRE2_ERROR_PATTERN_TOO_LARGE ||
+                    code == PCRE2_ERROR_PARENTHESES_NEST_TOO_DEEP ||
+                    code == PCRE2_ERROR_PATTERN_TOO_COMPLICATED;
+        snprintf(why, cap, "%s at byte %zu: %s",
+                 cost ? "regex is too complex" : "invalid regular expression", (size_t)offset,
+                 (const char *)msg);
+        return NULL;
+    }
+    size_t size = 0;
+    pcre2_pattern_info(re, PCRE2_INFO_SIZE, &size);
+    if (size > PS_REGEX_CODE_MAX) {
+        pcre2_code_free(re);
+        snprintf(why, cap, "regex is too complex: compiled size %zu bytes over %d", size,
+                 PS_REGEX_CODE_MAX);
+        return NULL;
+    }
+    return re;
+}
+
+/* Takes ownership of `re` (NULL for an exact value). */
+static void add_blocked(blocked **list, size_t *count, const char *value, pcre2_code *re)
 {
     *list = ps_xrealloc(*list, (*count + 1) * sizeof **list);
     blocked *b = &(*list)[*count];
     b->value = ps_xstrdup(value);
-    b->is_regex = is_regex;
-    if (is_regex) {
-        int rc = compile_whole(&b->re, value);
-        PS_ASSERT(rc == 0); /* validated before */
-    }
+    b->is_regex = re != NULL;
+    b->re = re;
     (*count)++;
 }
 
@@ -177,6 +320,15 @@ static type_entry *add_type(ps_rules *r, const char *name)
 static ps_rules *rules_new(void)
 {
     ps_rules *r = ps_xcalloc(1, sizeof *r);
+    r->gen = pcre2_general_context_create(re_alloc, re_free, NULL);
+    r->compile = pcre2_compile_context_create(r->gen);
+    r->match = pcre2_match_context_create(r->gen);
+    PS_ASSERT(r->gen && r->compile && r->match); /* allocated with ps_xmalloc */
+    pcre2_set_max_pattern_length(r->compile, PS_REGEX_PATTERN_MAX);
+    pcre2_set_parens_nest_limit(r->compile, PS_REGEX_NEST_MAX);
+    pcre2_set_match_limit(r->match, PS_REGEX_MATCH_LIMIT);
+    pcre2_set_depth_limit(r->match, PS_REGEX_DEPTH_LIMIT);
+    pcre2_set_heap_limit(r->match, PS_REGEX_HEAP_KIB);
     r->suggested_blocked = true;
     r->dedup_hours = 24;
     r->retention_days = 14;
@@ -222,12 +374,17 @@ static void finish(ps_rules *r)
 {
     if (r->suggested_blocked) {
         for (size_t i = 0; i < sizeof suggested_exact / sizeof *suggested_exact; i++)
-            add_blocked(&r->global, &r->global_count, suggested_exact[i], false);
-        add_blocked(&r->global, &r->global_count, suggested_regex, true);
+            add_blocked(&r->global, &r->global_count, suggested_exact[i], NULL);
+        char why[256];
+        pcre2_code *re = compile_blocked(r, suggested_regex, why, sizeof why);
+        PS_ASSERT(re != NULL);
+        add_blocked(&r->global, &r->global_count, suggested_regex, re);
     }
+    pcre2_compile_context_free(r->compile);
+    r->compile = NULL;
     if (r->junk_preset)
         for (size_t i = 0; i < sizeof junk_exact / sizeof *junk_exact; i++)
-            add_blocked(&r->global, &r->global_count, junk_exact[i], false);
+            add_blocked(&r->global, &r->global_count, junk_exact[i], NULL);
     for (size_t i = 0; i < r->type_count; i++) {
         type_entry *t = &r->types[i];
         t->rule.type = t->name;
@@ -323,12 +480,14 @@ static bool valid_key_name(const char *s)
 static bool get_uint(parse_ctx *c, const cJSON *v, const char *path, uint32_t lo, uint32_t hi,
                      uint32_t *out)
 {
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int64_t)v->valuedouble ||
-        v->valuedouble < lo || v->valuedouble > hi) {
+    /* The range test comes first and is written so NaN fails it: converting a double outside
+     * the target type's range (1e400 parses as infinity) is undefined behaviour. */
+    double d = cJSON_IsNumber(v) ? v->valuedouble : -1.0;
+    if (!cJSON_IsNumber(v) || !(d >= (double)lo && d <= (double)hi) || (double)(uint32_t)d != d) {
         err(c, path, "must be an integer from %u to %u", lo, hi);
         return false;
     }
-    *out = (uint32_t)v->valuedouble;
+    *out = (uint32_t)d;
     return true;
 }
 
@@ -387,21 +546,19 @@ static void parse_blocked(parse_ctx *c, const cJSON *arr, const char *path, type
                 continue;
             }
         }
+        pcre2_code *re = NULL;
         if (is_regex) {
-            regex_t re;
-            int rc = compile_whole(&re, val->valuestring);
-            if (rc != 0) {
-                char msg[128];
-                regerror(rc, &re, msg, sizeof msg);
-                err(c, p, "invalid regular expression: %s", msg);
+            char why[200];
+            re = compile_blocked(c->r, val->valuestring, why, sizeof why);
+            if (re == NULL) {
+                err(c, p, "%s", why);
                 continue;
             }
-            regfree(&re);
         }
         if (entry)
-            add_blocked(&entry->blocked, &entry->blocked_count, val->valuestring, is_regex);
+            add_blocked(&entry->blocked, &entry->blocked_count, val->valuestring, re);
         else
-            add_blocked(&c->r->global, &c->r->global_count, val->valuestring, is_regex);
+            add_blocked(&c->r->global, &c->r->global_count, val->valuestring, re);
     }
 }
 
@@ -583,6 +740,11 @@ const ps_type_rule *ps_rules_type(const ps_rules *r, const char *type)
     return t ? &t->rule : &r->fallback;
 }
 
+bool ps_rules_type_configured(const ps_rules *r, const char *type)
+{
+    return find_type(r, type) != NULL;
+}
+
 int ps_rules_rank_cmp(const ps_rules *r, const char *a, const char *b)
 {
     int c = strcmp(a, b);
@@ -598,11 +760,20 @@ int ps_rules_rank_cmp(const ps_rules *r, const char *a, const char *b)
     return c;
 }
 
-static bool match_list(const blocked *list, size_t count, const char *value)
+/* One value against one blocked list. Match data is per call, made on the first regex, because
+ * a pcre2_match_data cannot be shared by threads while the rules are. Only a match blocks: no
+ * match, a match or depth or heap limit reached, or a value that is not valid UTF-8 all leave
+ * the value unblocked by that regex (see PS_REGEX_MATCH_LIMIT in rules.h for why). */
+static bool match_list(const ps_rules *r, const blocked *list, size_t count, const char *value,
+                       size_t len, pcre2_match_data **md)
 {
     for (size_t i = 0; i < count; i++) {
         if (list[i].is_regex) {
-            if (regexec(&list[i].re, value, 0, NULL, 0) == 0)
+            if (*md == NULL)
+                *md = pcre2_match_data_create(1, r->gen);
+            PS_ASSERT(*md != NULL); /* allocated with ps_xmalloc */
+            /* 0 is a match too: it says one pair of offsets was too few to hold the groups */
+            if (pcre2_match(list[i].re, (PCRE2_SPTR)value, len, 0, 0, *md, r->match) >= 0)
                 return true;
         } else if (strcmp(list[i].value, value) == 0) {
             return true;
@@ -613,10 +784,14 @@ static bool match_list(const blocked *list, size_t count, const char *value)
 
 bool ps_rules_blocked(const ps_rules *r, const char *type, const char *value)
 {
-    if (match_list(r->global, r->global_count, value))
-        return true;
-    type_entry *t = find_type(r, type);
-    return t && match_list(t->blocked, t->blocked_count, value);
+    size_t len = strlen(value);
+    pcre2_match_data *md = NULL;
+    bool hit = match_list(r, r->global, r->global_count, value, len, &md);
+    type_entry *t = hit ? NULL : find_type(r, type);
+    if (t)
+        hit = match_list(r, t->blocked, t->blocked_count, value, len, &md);
+    pcre2_match_data_free(md);
+    return hit;
 }
 
 const ps_rules_options *ps_rules_options_get(const ps_rules *r)
@@ -641,8 +816,17 @@ static void blocked_json(ps_buf *out, const blocked *list, size_t count)
     ps_buf_putc(out, ']');
 }
 
+/* The collection an auto-added type was first seen in, as ps_rules_to_json shows it. */
+static ps_collection seen_collection(const ps_seen_type *seen, size_t seen_count, const char *name)
+{
+    for (size_t i = 0; i < seen_count; i++)
+        if (strcmp(seen[i].type, name) == 0)
+            return seen[i].collection;
+    return PS_USERS;
+}
 
-void ps_rules_to_json(const ps_rules *r, const char *const *seen, size_t seen_count, ps_buf *out)
+void ps_rules_to_json_seen(const ps_rules *r, const ps_seen_type *seen, size_t seen_count,
+                           ps_buf *out)
 {
     /* every configured type plus seen ones, ranked */
     size_t n = 0;
@@ -650,12 +834,12 @@ void ps_rules_to_json(const ps_rules *r, const char *const *seen, size_t seen_co
     for (size_t i = 0; i < r->type_count; i++)
         names[n++] = r->types[i].name;
     for (size_t i = 0; i < seen_count; i++)
-        if (find_type(r, seen[i]) == NULL) {
+        if (find_type(r, seen[i].type) == NULL) {
             bool dup = false;
             for (size_t k = r->type_count; k < n; k++)
-                dup |= strcmp(names[k], seen[i]) == 0;
+                dup |= strcmp(names[k], seen[i].type) == 0;
             if (!dup)
-                names[n++] = seen[i];
+                names[n++] = seen[i].type;
         }
     for (size_t i = 1; i < n; i++) /* insertion sort: a few dozen names, no global context */
         for (size_t k = i; k > 0 && ps_rules_rank_cmp(r, names[k - 1], names[k]) > 0; k--) {
@@ -685,6 +869,8 @@ void ps_rules_to_json(const ps_rules *r, const char *const *seen, size_t seen_co
     for (size_t i = 0; i < n; i++) {
         const ps_type_rule *t = ps_rules_type(r, names[i]);
         type_entry *e = find_type(r, names[i]);
+        /* an auto-added type belongs to the collection it was seen in, not the fallback's */
+        ps_collection coll = e ? t->collection : seen_collection(seen, seen_count, names[i]);
         ps_buf_puts(out, i ? ",\n    " : "\n    ");
         ps_buf_json_str(out, names[i], strlen(names[i]));
         ps_buf_printf(out, ": {\"rank\": %zu, ", i + 1);
@@ -693,7 +879,7 @@ void ps_rules_to_json(const ps_rules *r, const char *const *seen, size_t seen_co
         ps_buf_printf(out,
                       "\"collection\": \"%s\", \"limit\": %u, \"frequency\": \"%s\", "
                       "\"enabled\": %s, \"lowercase\": %s",
-                      t->collection == PS_ACCOUNTS ? "accounts" : "users", t->limit,
+                      coll == PS_ACCOUNTS ? "accounts" : "users", t->limit,
                       freq_names[t->frequency], t->enabled ? "true" : "false",
                       t->lowercase ? "true" : "false");
         if (e && e->key_count) {
@@ -713,4 +899,13 @@ void ps_rules_to_json(const ps_rules *r, const char *const *seen, size_t seen_co
     }
     ps_buf_puts(out, "\n  }\n}\n");
     free(names);
+}
+
+void ps_rules_to_json(const ps_rules *r, const char *const *seen, size_t seen_count, ps_buf *out)
+{
+    ps_seen_type *types = ps_xmalloc(seen_count * sizeof *types);
+    for (size_t i = 0; i < seen_count; i++)
+        types[i] = (ps_seen_type){seen[i], PS_USERS};
+    ps_rules_to_json_seen(r, types, seen_count, out);
+    free(types);
 }

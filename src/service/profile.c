@@ -62,8 +62,24 @@ ps_status ps_profile_find(ps_txn *t, const ps_rules *r, int collection, const ch
     const ps_type_rule *rule = ps_rules_type(r, tbuf);
     if (rule->lowercase)
         ps_ascii_lower(vbuf, vl);
-    int coll = collection >= 0 ? collection : (int)rule->collection;
-    if ((st = ps_graph_lookup(t, (uint8_t)coll, tbuf, vbuf, vl, &canonical)) != PS_OK)
+    if (collection >= 0 || ps_rules_type_configured(r, tbuf)) {
+        int coll = collection >= 0 ? collection : (int)rule->collection;
+        if ((st = ps_graph_lookup(t, (uint8_t)coll, tbuf, vbuf, vl, &canonical)) != PS_OK)
+            return st;
+        return ps_store_profile_get(t, canonical, out);
+    }
+    /* A type the settings do not name has no collection of its own: a group call's
+     * externalIds can put it in accounts. Look first where the space first saw it, then in
+     * the other collection, as the `types` table keeps only the first. */
+    uint8_t first = PS_USERS;
+    if ((st = ps_store_type_get(t, tbuf, &first)) != PS_OK && st != PS_ENOTFOUND)
+        return st;
+    first = first == PS_ACCOUNTS ? PS_ACCOUNTS : PS_USERS;
+    st = ps_graph_lookup(t, first, tbuf, vbuf, vl, &canonical);
+    if (st == PS_ENOTFOUND)
+        st = ps_graph_lookup(t, first == PS_USERS ? PS_ACCOUNTS : PS_USERS, tbuf, vbuf, vl,
+                             &canonical);
+    if (st != PS_OK)
         return st;
     return ps_store_profile_get(t, canonical, out);
 }

@@ -196,16 +196,16 @@ ps_status ps_space_settings_set(ps_space *sp, const char *json, size_t len, ps_d
 }
 
 typedef struct seen_list {
-    char **names;
+    ps_seen_type *items;
     size_t count;
 } seen_list;
 
 static bool collect_seen(void *ud, const char *type, uint8_t collection)
 {
-    (void)collection;
     seen_list *l = ud;
-    l->names = ps_xrealloc(l->names, (l->count + 1) * sizeof *l->names);
-    l->names[l->count++] = ps_xstrdup(type);
+    l->items = ps_xrealloc(l->items, (l->count + 1) * sizeof *l->items);
+    l->items[l->count].type = ps_xstrdup(type);
+    l->items[l->count++].collection = collection == PS_ACCOUNTS ? PS_ACCOUNTS : PS_USERS;
     return true;
 }
 
@@ -220,11 +220,11 @@ ps_status ps_space_settings_get(ps_space *sp, ps_buf *out)
     if ((st = ps_space_rules(sp, t, &r)) == PS_OK)
         st = ps_store_type_scan(t, collect_seen, &seen);
     if (st == PS_OK)
-        ps_rules_to_json(r, (const char *const *)seen.names, seen.count, out);
+        ps_rules_to_json_seen(r, seen.items, seen.count, out);
     ps_txn_abort(t);
     for (size_t i = 0; i < seen.count; i++)
-        free(seen.names[i]);
-    free(seen.names);
+        free((char *)seen.items[i].type);
+    free(seen.items);
     return st;
 }
 

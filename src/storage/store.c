@@ -1485,6 +1485,18 @@ ps_status ps_store_type_seen(ps_txn *t, const char *type, uint8_t collection)
     return put_val(t, DB_TYPES);
 }
 
+ps_status ps_store_type_get(ps_txn *t, const char *type, uint8_t *collection)
+{
+    key_reset(t);
+    key_bytes(t, type, strlen(type));
+    MDB_val v;
+    rec r;
+    ps_status st = get_raw(t, DB_TYPES, &v);
+    if (st == PS_OK && (st = decode(t, &v, 1, &r)) == PS_OK)
+        *collection = (uint8_t)r_u64(&r, 0);
+    return st;
+}
+
 typedef struct type_iter {
     ps_type_fn fn;
     void *ud;

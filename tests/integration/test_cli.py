@@ -145,6 +145,69 @@ def test_export_is_stable_and_complete():
         s.close()
 
 
+def test_unconfigured_type_seen_in_accounts():
+    # a type the settings do not name, first seen in a group call's accounts externalIds,
+    # belongs to accounts: in `settings get` and when `inspect` looks it up
+    s = Store()
+    try:
+        s.ctl("space", "create", "s")
+        s.ctl("ingest", "s", "-", input=(
+            '{"type":"group","userId":"u1","groupId":"g1","context":{"externalIds":'
+            '[{"id":"X1","type":"acct_id","collection":"accounts","encoding":"none"}]}}\n'))
+        doc = s.json("inspect", "s", "acct_id:X1")
+        assert doc["collection"] == "accounts", doc
+        assert {x["type"] + ":" + x["id"] for x in doc["external_ids"]} == \
+            {"acct_id:X1", "group_id:g1"}
+        assert s.json("inspect", "s", "group_id:g1")["segment_id"] == doc["segment_id"]
+        got = json.loads(s.ctl("settings", "get", "s").stdout)
+        assert got["identifiers"]["acct_id"]["collection"] == "accounts", got["identifiers"]
+        # the same type later in users is still found: the other collection is tried next
+        s.ctl("ingest", "s", "-", input=(
+            '{"type":"identify","userId":"u2","context":{"externalIds":'
+            '[{"id":"X2","type":"acct_id","collection":"users","encoding":"none"}]}}\n'))
+        doc2 = s.json("inspect", "s", "acct_id:X2")
+        assert doc2["collection"] == "users", doc2
+        assert s.json("inspect", "s", "user_id:u2")["segment_id"] == doc2["segment_id"]
+        p = s.ctl("inspect", "s", "acct_id:X3", check=False)
+        assert p.returncode == 2 and "no profile for acct_id:X3" in p.stderr
+        got = json.loads(s.ctl("settings", "get", "s").stdout)
+        assert got["identifiers"]["acct_id"]["collection"] == "accounts"
+    finally:
+        s.close()
+
+
+def test_blocked_regex_limits():
+    s = Store()
+    try:
+        cases = {
+            # the old "^(...)$" wrapper could be closed from inside the pattern
+            "x)|(.*": "invalid regular expression",
+            "((a{1,100}){1,100}){1,100}": "regex is too complex",
+            "x{1,32767}": "repeat count 32767 over 400",
+        }
+        for pattern, why in cases.items():
+            path = os.path.join(s.dir, "bad.json")
+            with open(path, "w") as f:
+                json.dump({"identifiers": {"user_id": {"blocked": [
+                    {"value": pattern, "kind": "regex"}]}}}, f)
+            p = s.ctl("settings", "check", path, check=False)
+            assert p.returncode == 3, (pattern, p.stderr)
+            assert "$.identifiers.user_id.blocked[0]" in p.stderr and why in p.stderr, p.stderr
+        good = os.path.join(s.dir, "good.json")
+        with open(good, "w") as f:
+            json.dump({"blocked": [{"value": "qa-[0-9]+|test", "kind": "regex"}]}, f)
+        s.ctl("space", "create", "s", "--settings", good)
+        s.ctl("ingest", "s", "-", input=(
+            '{"type":"identify","userId":"qa-17","anonymousId":"a1"}\n'
+            '{"type":"identify","userId":"xqa-17","anonymousId":"a2"}\n'))
+        p = s.ctl("inspect", "s", "user_id:qa-17", check=False)
+        assert p.returncode == 2, p.stdout
+        s.json("inspect", "s", "user_id:xqa-17")
+    finally:
+        s.close()
+
+
 run_tests([test_usage_and_exit_codes, test_settings_get_set_check,
            test_ingest_reports_malformed_lines_and_goes_on,
-           test_oversized_line_is_skipped_not_loaded, test_export_is_stable_and_complete])
+           test_oversized_line_is_skipped_not_loaded, test_export_is_stable_and_complete,
+           test_unconfigured_type_seen_in_accounts, test_blocked_regex_limits])
