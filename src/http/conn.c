@@ -373,10 +373,13 @@ static void process(conn *c)
         case C_HEAD: {
             size_t n = avail < cfg->max_header_bytes ? avail : cfg->max_header_bytes;
             const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
-            long end = http_head_end(p, n, c->searched > 3 ? c->searched - 3 : 0);
+            size_t from = c->searched > 3 ? c->searched - 3 : 0;
+            long end = http_head_end(p, n, from);
             if (end == 0) {
                 c->searched = n;
-                if (n >= cfg->max_header_bytes && memchr(p, '\n', n) == NULL)
+                if (http_bare_lf(p, n, from))
+                    fail(c, 400, "Header lines must end with CRLF.");
+                else if (n >= cfg->max_header_bytes && memchr(p, '\n', n) == NULL)
                     fail(c, 414, "The request line is over the size limit.");
                 else if (n >= cfg->max_header_bytes)
                     fail(c, 431, "The request line and headers are over the size limit.");

@@ -71,6 +71,9 @@ typedef struct http_head {
 /* Offset just past the blank line ending a head in buf[0, len), searching from `from` (a
  * caller that already searched a prefix passes its length minus 3); 0 when there is none. */
 long http_head_end(const char *buf, size_t len, size_t from);
+/* True when buf[from, len) has a line feed without its carriage return: such a head is never
+ * complete here, so it is refused at once rather than at the deadline. */
+bool http_bare_lf(const char *buf, size_t len, size_t from);
 /* Parses a complete head. Returns its length (blank line included), 0 when `buf` holds no
  * complete head yet, or -1 with the status to answer (400, 417, 431, 501, 505) and a
  * sentence for people. */

@@ -68,6 +68,14 @@ long http_head_end(const char *buf, size_t len, size_t from)
     return 0;
 }
 
+bool http_bare_lf(const char *buf, size_t len, size_t from)
+{
+    for (const char *p = buf + from; (p = memchr(p, '\n', len - (size_t)(p - buf))) != NULL; p++)
+        if (p == buf || p[-1] != '\r')
+            return true;
+    return false;
+}
+
 /* Framing from the headers: Content-Length, Transfer-Encoding, Connection, Expect. */
 static long framing(http_head *h, int *status, const char **why)
 {

@@ -1,0 +1,387 @@
+# SPDX-License-Identifier: MIT
+"""Regression tests for what an attack on the server found (docs/security.md): envelope
+amplification, descriptor exhaustion, slow and silent clients, body memory before credentials,
+transient open failures, strict JSON (trailing data, control characters, \\u0000), reply
+amplification, request smuggling headers, pipelining with a half-close, and out-of-range
+timestamps. Each test drives the real binaries over raw sockets where framing matters."""
+import base64
+import json
+import os
+import resource
+import select
+import socket
+import subprocess
+import threading
+import time
+
+from common import Server, Store, run_tests
+
+SPACE = "s1"
+
+
+def setup(*server_args, preexec=None):
+    st = Store()
+    st.ctl("space", "create", SPACE)
+    src = st.json("source", "create", SPACE, "--name", "web")
+    token = st.ctl("token", "create", SPACE).stdout.strip()
+    srv = Server(st, "--threads", "2", *server_args) if preexec is None else \
+        LimitedServer(st, preexec, "--threads", "2", *server_args)
+    return st, srv, src["write_key"], token
+
+
+class LimitedServer(Server):
+    """Server started with a resource limit applied in the child."""
+
+    def __init__(self, store, preexec, *args):
+        real = subprocess.Popen
+
+        def popen(*a, **kw):
+            kw["preexec_fn"] = preexec
+            return real(*a, **kw)
+        subprocess.Popen = popen
+        try:
+            super().__init__(store, *args)
+        finally:
+            subprocess.Popen = real
+
+
+def basic(key):
+    return "Basic " + base64.b64encode((key + ":").encode()).decode()
+
+
+def raw(port, data, shut=False, timeout=10):
+    """Sends bytes on a fresh connection and reads until the server closes (or timeout)."""
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(timeout)
+    s.sendall(data)
+    if shut:
+        s.shutdown(socket.SHUT_WR)
+    out = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except socket.timeout:
+        pass
+    s.close()
+    return out
+
+
+def responses(data):
+    """Splits raw HTTP/1.1 responses (Content-Length framed) into (status, headers, body)."""
+    out = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {l.split(":", 1)[0].lower(): l.split(":", 1)[1].strip() for l in lines[1:]}
+        n = int(headers.get("content-length", "0"))
+        out.append((status, headers, rest[:n]))
+        data = rest[n:]
+    return out
+
+
+def post(path, body, key=None, extra=""):
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body)
+    if isinstance(body, str):
+        body = body.encode()
+    auth = "Authorization: %s\r\n" % basic(key) if key else ""
+    return ("POST %s HTTP/1.1\r\nHost: x\r\n%s%sContent-Length: %d\r\n\r\n"
+            % (path, auth, extra, len(body))).encode() + body
+
+
+def proc_stat(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick  # utime + stime, seconds
+
+
+def peak_rss_mb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0
+
+
+def stored(st, ident):
+    p = st.ctl("--json", "inspect", SPACE, ident, "--events", "1000", check=False)
+    return json.loads(p.stdout) if p.returncode == 0 else None
+
+
+# ---- tests ----
+
+def envelope_amplification():
+    st, srv, wk, _ = setup()
+    try:
+        ctx = ",".join('"k%d":1' % i for i in range(30000))
+        items = ",".join('{"type":"track","userId":"amp","event":"E"}' for _ in range(2500))
+        body = '{"context":{%s},"batch":[%s]}' % (ctx, items)
+        assert len(body) < 500 * 1024
+        before = peak_rss_mb(srv.proc.pid)
+        results = []
+
+        def send():
+            results.append(srv.track("batch", body, wk))
+        threads = [threading.Thread(target=send) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for s, _, b in results:
+            assert s == 200 and b["accepted"] == 0 and b["dropped_count"] == 2500, (s, b)
+            assert {d["code"] for d in b["dropped"]} == {"payload_too_large"}, b["dropped"][:2]
+        grew = peak_rss_mb(srv.proc.pid) - before
+        assert grew < 200, "peak RSS grew %d MB" % grew  # was about 1 GB before the fix
+        assert stored(st, "user_id:amp") is None
+        # the same envelope through profilectl ingest: dropped, bounded
+        p = st.ctl("--json", "ingest", SPACE, "-", input=body + "\n")
+        summary = json.loads(p.stdout)
+        assert summary["accepted"] == 0 and summary["dropped"]["too_large"] == 2500, summary
+    finally:
+        srv.stop()
+        st.close()
+
+
+def reply_amplification():
+    st, srv, wk, _ = setup()
+    try:
+        body = '{"batch":[' + ",".join(["0"] * 255990) + "]}"
+        s, h, b = srv.track("batch", body, wk, raw=True)
+        assert s == 200 and len(b) < 20000, (s, len(b))
+        b = json.loads(b)
+        assert b["dropped_count"] == 255990 and len(b["dropped"]) == 100, b["dropped_count"]
+    finally:
+        srv.stop()
+        st.close()
+
+
+def strict_json():
+    st, srv, wk, token = setup()
+    try:
+        port = srv.ingest_port
+        two = '{"userId":"t1","event":"A"}{"userId":"t2","event":"B"}'
+        s, _, b = srv.track("track", two, wk)
+        assert s == 400 and b["error"]["code"] == "invalid_json", b
+        assert "after the JSON value" in b["error"]["message"], b
+        assert stored(st, "user_id:t1") is None
+        ctl = '{"userId":"c1","event":"A","properties":{"x":"a\x01b"}}'
+        s, _, b = srv.track("track", ctl, wk)
+        assert s == 400 and "control character" in b["error"]["message"], b
+        s, _, b = srv.track("identify", '{"userId":"victim\\u0000suffix"}', wk)
+        assert s == 400 and "\\u0000" in b["error"]["message"], b
+        s, _, b = srv.track("identify", '{"userId":"k1","traits":{"ab\\u0000c":1}}', wk)
+        assert s == 400, b
+        # in a batch only the bad item is dropped
+        s, _, b = srv.track("batch", '{"batch":[{"type":"identify","userId":"v\\u0000x"},'
+                                     '{"type":"identify","userId":"good"}]}', wk)
+        assert s == 200 and b["accepted"] == 1 and b["dropped"][0]["index"] == 0, b
+        assert stored(st, "user_id:good") is not None and stored(st, "user_id:v") is None
+        # escaped control characters are fine, and every reply stays valid JSON
+        s, _, b = srv.track("track", '{"userId":"e1","event":"A","properties":'
+                                     '{"x":"a\\u0001b\\n"}}', wk)
+        assert s == 200, b
+        s, _, ev = srv.get("/v1/spaces/s1/collections/users/profiles/user_id:e1/events", token)
+        assert s == 200 and ev["data"][0]["properties"]["x"] == "a\x01b\n", ev
+        # profilectl ingest: a line holding two objects is malformed, not half-stored
+        p = st.ctl("--json", "ingest", SPACE, "-",
+                   input='{"type":"track","userId":"cli1","event":"A"}'
+                         '{"type":"track","userId":"cli2","event":"B"}\n')
+        summary = json.loads(p.stdout)
+        assert summary["malformed_lines"] == 1 and summary["accepted"] == 0, summary
+        assert stored(st, "user_id:cli1") is None
+        # the delete body: \u0000 is refused, the identifier stays
+        srv.track("identify", {"userId": "del", "traits": {"email": "del1@x.com"}}, wk)
+        path = "/v1/spaces/s1/collections/users/profiles/user_id:del/external_ids/delete"
+        s, _, b = srv.request("POST", path, token, body='{"delete_external_ids":[{"id":'
+                              '"del1@x.com\\u0000zz","type":"email"}]}')
+        assert s == 400, b
+        ids = [x["id"] for x in stored(st, "user_id:del")["external_ids"]]
+        assert "del1@x.com" in ids, ids
+        del port
+    finally:
+        srv.stop()
+        st.close()
+
+
+def timestamps():
+    st, srv, wk, _ = setup()
+    try:
+        for ts in ("9999-12-31T23:59:60-23:59", "2016-12-31T23:59:60Z",
+                   "9999-12-31T23:59:59-00:01"):
+            s, _, b = srv.track("track", {"userId": "ts", "event": "E", "timestamp": ts}, wk)
+            assert s == 400 and b["error"]["code"] == "invalid_timestamp", (ts, b)
+        s, _, b = srv.track("track", {"userId": "ts", "event": "E",
+                                      "timestamp": "9999-12-31T23:59:59.999Z"}, wk)
+        assert s == 200, b
+    finally:
+        srv.stop()
+        st.close()
+
+
+def framing_and_smuggling():
+    st, srv, wk, _ = setup()
+    try:
+        port = srv.ingest_port
+        msg = b'{"userId":"cl","event":"E"}'
+        two_lengths = ("POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n"
+                       "Content-Length: %d\r\nContent-Length: 3\r\n\r\n"
+                       % (basic(wk), len(msg))).encode() + msg
+        r = responses(raw(port, two_lengths))
+        assert r[0][0] == 400 and b"Content-Length" in r[0][2], r
+        same = ("POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n"
+                "Content-Length: %d\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                % (basic(wk), len(msg), len(msg))).encode() + msg
+        assert responses(raw(port, same))[0][0] == 200
+        both = ("POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n"
+                "Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n"
+                % (basic(wk), len(msg))).encode() + msg
+        assert responses(raw(port, both))[0][0] == 400
+        bare_lf = b"GET /healthz HTTP/1.1\nHost: x\n\n"
+        assert responses(raw(port, bare_lf))[0][0] == 400
+        # chunked bodies are read, and sizes are checked as they arrive
+        chunked = ("POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n"
+                   "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" % basic(wk)).encode()
+        chunked += b"5\r\n" + msg[:5] + b"\r\n" + (b"%x\r\n" % (len(msg) - 5)) + msg[5:] + \
+            b"\r\n0\r\n\r\n"
+        assert responses(raw(port, chunked))[0][0] == 200
+        assert stored(st, "user_id:cl") is not None
+    finally:
+        srv.stop()
+        st.close()
+
+
+def pipelining_and_half_close():
+    st, srv, wk, _ = setup()
+    try:
+        data = b"".join(post("/v1/track", {"userId": "pipe%d" % i, "event": "E"}, wk)
+                        for i in range(3))
+        data += b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        r = responses(raw(srv.ingest_port, data, shut=True))
+        assert [x[0] for x in r] == [200, 200, 200, 200], r
+        for i in range(3):
+            assert stored(st, "user_id:pipe%d" % i) is not None, i
+    finally:
+        srv.stop()
+        st.close()
+
+
+def slow_and_silent_clients():
+    st, srv, wk, _ = setup("--timeout-ms", "2000", "--anonymous-body-mb", "1")
+    try:
+        port = srv.ingest_port
+        # a trickle (a byte every 0.4 s) is cut off by the request's absolute deadline
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+        t0, got = time.time(), None
+        while time.time() - t0 < 20:
+            if select.select([s], [], [], 0.4)[0]:
+                got = s.recv(4096)
+                break
+            try:
+                s.sendall(b"a")
+            except OSError:
+                got = b""
+                break
+        assert got is not None and time.time() - t0 < 10, time.time() - t0
+        assert got == b"" or got.startswith(b"HTTP/1.1 408"), got
+        s.close()
+        # an unknown write key is refused before its body is sent
+        head = ("POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n"
+                "Content-Length: 400000\r\n\r\n" % basic("bogus")).encode()
+        r = responses(raw(port, head))
+        assert r[0][0] == 400 and b"invalid_write_key" in r[0][2], r
+        # Expect: 100-continue with a good key: told to go on
+        s = socket.create_connection(("127.0.0.1", port))
+        s.settimeout(5)
+        body = b'{"userId":"cont","event":"E"}'
+        s.sendall(("POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n"
+                   "Expect: 100-continue\r\nContent-Length: %d\r\n\r\n"
+                   % (basic(wk), len(body))).encode())
+        assert s.recv(4096).startswith(b"HTTP/1.1 100 Continue"), "no 100 Continue"
+        s.sendall(body)
+        assert s.recv(4096).startswith(b"HTTP/1.1 200"), "no 200 after the body"
+        s.close()
+        # bodies without credentials share a small budget: the third 400 KB one waits its turn
+        held = []
+        for i in range(2):
+            c = socket.create_connection(("127.0.0.1", port))
+            c.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Length: 400000\r\n\r\n"
+                      + b"{" * 10)
+            held.append(c)
+        time.sleep(0.3)
+        r = responses(raw(port, b"POST /v1/batch HTTP/1.1\r\nHost: x\r\n"
+                                b"Content-Length: 400000\r\n\r\n"))
+        assert r[0][0] == 503 and "retry-after" in r[0][1], r
+        for c in held:
+            c.close()
+        # the server is fine afterwards
+        assert srv.track("track", {"userId": "after", "event": "E"}, wk)[0] == 200
+    finally:
+        srv.stop()
+        st.close()
+
+
+def descriptor_exhaustion():
+    def low_nofile():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
+    st, srv, wk, _ = setup("--timeout-ms", "3000", preexec=low_nofile)
+    try:
+        pid = srv.proc.pid
+        cpu0, lines0 = proc_stat(pid), len(srv.log)
+        flood = []
+        for _ in range(150):
+            try:
+                flood.append(socket.create_connection(("127.0.0.1", srv.port), timeout=2))
+            except OSError:
+                break
+        time.sleep(3)
+        cpu = proc_stat(pid) - cpu0
+        lines = len(srv.log) - lines0
+        assert cpu < 1.0, "the server spent %.2f s of CPU on a descriptor flood" % cpu
+        assert lines < 20, "".join(srv.log[lines0:])
+        for c in flood:
+            c.close()
+        time.sleep(0.5)
+        deadline = time.time() + 15
+        while True:  # accepting resumes once descriptors are free
+            try:
+                if srv.track("track", {"userId": "fd", "event": "E"}, wk)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.time() < deadline, "the server did not recover"
+            time.sleep(0.2)
+    finally:
+        srv.stop()
+        st.close()
+
+
+def unopenable_space_is_503():
+    st, srv, wk, token = setup()
+    try:
+        # a space whose files cannot be opened: retry later, never "no such key"
+        mdb = os.path.join(st.dir, "spaces", SPACE, "data.mdb")
+        assert os.path.exists(mdb), os.listdir(os.path.dirname(mdb))
+        os.rename(mdb, mdb + ".away")
+        os.mkdir(mdb)
+        s, h, b = srv.track("track", {"userId": "u", "event": "E"}, wk)
+        assert s == 503 and h["Retry-After"], (s, b)
+        s, h, b = srv.get("/v1/spaces/s1/collections/users/profiles/user_id:u/traits", token)
+        assert s == 503 and h["Retry-After"], (s, b)
+        os.rmdir(mdb)
+        os.rename(mdb + ".away", mdb)
+        assert srv.track("track", {"userId": "u", "event": "E"}, wk)[0] == 200
+    finally:
+        srv.stop()
+        st.close()
+
+
+if __name__ == "__main__":
+    run_tests([envelope_amplification, reply_amplification, strict_json, timestamps,
+               framing_and_smuggling, pipelining_and_half_close, slow_and_silent_clients,
+               descriptor_exhaustion, unopenable_space_is_503])
