@@ -74,8 +74,8 @@ static int one_line(run *r, const char *line, size_t len, uint64_t number)
     ps_status st = ps_ingest_payload(r->in, (const uint8_t *)line + skip, len - skip, number, &why);
     if (st == PS_EINVAL || st == PS_ETOOBIG) {
         if (r->malformed++ < MALFORMED_SHOWN)
-            fprintf(stderr, "%s:%llu: skipped: %s\n", r->file, (unsigned long long)number,
-                    ps_drop_name(why));
+            fprintf(stderr, "%s:%llu: skipped: %s: %s\n", r->file, (unsigned long long)number,
+                    ps_drop_name(why), ps_drop_message(why));
         return EXIT_OK;
     }
     if (st != PS_OK)

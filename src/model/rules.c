@@ -11,6 +11,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "ps/json.h"
 #include "ps/text.h"
 
 typedef struct blocked {
@@ -642,15 +643,12 @@ ps_status ps_rules_parse(const char *json, size_t len, ps_rules **out, ps_diags 
     if (diags == NULL)
         diags = &local;
     memset(diags, 0, sizeof *diags);
-    cJSON *root = cJSON_ParseWithLength(json, len);
+    ps_json_diag jd; /* the one strict reader: no trailing data, no \u0000 in keys */
+    cJSON *root = ps_json_parse((const uint8_t *)json, len, &jd);
     if (root == NULL) {
-        size_t off = 0;
-        const char *at = cJSON_GetErrorPtr();
-        if (at && at >= json && at <= json + len)
-            off = (size_t)(at - json);
         snprintf(diags->items[0].path, sizeof diags->items[0].path, "$");
         snprintf(diags->items[0].message, sizeof diags->items[0].message,
-                 "not valid JSON (near byte %zu)", off);
+                 "not valid JSON: %s (at byte %zu)", ps_json_error_message(jd.error), jd.offset);
         diags->count = 1;
         return PS_EINVAL;
     }
