@@ -55,7 +55,7 @@ struct conn {
     bool close_after; /* close once the reply is written */
     bool dead;        /* the socket failed while a handler held the request */
     size_t searched;  /* head bytes already searched for the blank line */
-    char *head;       /* the current request's head, NUL-terminated */
+    char *head;       /* the current request's head, NUL-terminated; NULL between requests */
     char *target;     /* its path and query, split and NUL-terminated */
     http_req req;
     ps_buf body;
@@ -223,6 +223,9 @@ static void fail(conn *c, int status, const char *why)
 
 static void begin_request(conn *c)
 {
+    free(c->head); /* the previous request's: replied and written */
+    free(c->target);
+    c->head = c->target = NULL;
     memset(&c->req, 0, sizeof c->req);
     c->req.conn = c;
     c->req.w = c->w;
@@ -268,6 +271,9 @@ static void start_request(conn *c, size_t end)
     server *s = c->w->srv;
     http_req *rq = &c->req;
     struct evbuffer *in = bufferevent_get_input(c->bev);
+    /* copies sized to this request: an idle connection holds no head buffers */
+    c->head = ps_xmalloc(end + 1);
+    c->target = ps_xmalloc(end + 1);
     evbuffer_remove(in, c->head, end);
     c->head[end] = 0;
     clock_gettime(CLOCK_MONOTONIC, &rq->t0);
@@ -551,8 +557,6 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
         free(c);
         return;
     }
-    c->head = ps_xmalloc(cfg->max_header_bytes + 1);
-    c->target = ps_xmalloc(cfg->max_header_bytes + 1);
     ps_buf_init(&c->body);
     c->next = w->conns;
     if (w->conns)
