@@ -124,8 +124,12 @@ ps_status ps_time_parse(const char *s, size_t len, int64_t *out)
 
 char *ps_time_format(int64_t ms, char *out)
 {
-    int64_t secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
-    int msr = (int)(ms - secs * 1000);
+    int64_t secs = ms / 1000; /* floor division without overflow near INT64_MIN */
+    int msr = (int)(ms % 1000);
+    if (msr < 0) {
+        msr += 1000;
+        secs--;
+    }
     int64_t days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400;
     int64_t rem = secs - days * 86400;
     int64_t y;

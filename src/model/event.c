@@ -93,7 +93,12 @@ static void add_id(parse_ctx *c, ps_collection coll, const char *type, const cJS
         return;
     if (flag == PS_IDENT_OK && len > PS_VALUE_MAX) {
         flag = PS_IDENT_TOO_LONG;
-        len = PS_VALUE_MAX; /* kept truncated only for the violation record */
+        /* kept truncated only for the violation record: cut at a character boundary, and
+         * trimmed again, so that the record is valid UTF-8 like every other value */
+        len = PS_VALUE_MAX;
+        while (len > 0 && ((uint8_t)text[len] & 0xC0) == 0x80)
+            len--;
+        ps_trim(&text, &len);
     }
     char *value = ps_arena_strndup(c->arena, text, len);
     if (rule->lowercase)

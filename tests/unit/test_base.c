@@ -30,6 +30,10 @@ static void time_roundtrip(void)
     CHECK(ps_time_parse("9999-12-31T23:59:59-00:01", 25, &ms) == PS_EINVAL);
     CHECK(ps_time_parse("9999-12-31T23:59:59.999Z", 24, &ms) == PS_OK);
     CHECK(ps_time_parse("0000-01-01T00:00:00+00:01", 25, &ms) == PS_EINVAL);
+    /* any int64 formats without overflow (a stored value is not always a parsed one) */
+    ps_time_format(INT64_MIN, tb);
+    ps_time_format(INT64_MAX, tb);
+    CHECK_EQ_STR(ps_time_format(-1, tb), "1969-12-31T23:59:59.999Z");
 end:;
 }
 

@@ -390,7 +390,7 @@ typedef struct seen {
     size_t calls, accepted;
     ps_drop why[8];
     char body[8][512];
-    char ids[8][256];
+    char ids[8][1024];
     size_t drops[PS_DROP__COUNT];
 } seen;
 
@@ -552,6 +552,26 @@ end:
     ps_buf_clear(&b);
 }
 
+/* An identifier over 400 bytes is kept, cut, for its violation record: cut at a character
+ * boundary and trimmed, like every other value. */
+static void long_identifier_cut(void)
+{
+    seen s;
+    ps_drop why;
+    char json[1024], value[512];
+    memset(value, 'a', 399);
+    strcpy(value + 399, "\xc3\xa9z"); /* an e-acute across byte 400 */
+    snprintf(json, sizeof json, "{\"type\":\"identify\",\"userId\":\"%s\"}", value);
+    CHECK_EQ_INT(parse_into(json, strlen(json), &s, &why), PS_OK);
+    CHECK_EQ_INT(strlen(s.ids[0]), strlen("user_id:") + 399 + 1);
+    memset(value, 'a', 399);
+    strcpy(value + 399, " zz"); /* a blank at byte 399, the last one kept */
+    snprintf(json, sizeof json, "{\"type\":\"identify\",\"userId\":\"%s\"}", value);
+    CHECK_EQ_INT(parse_into(json, strlen(json), &s, &why), PS_OK);
+    CHECK_EQ_INT(strlen(s.ids[0]), strlen("user_id:") + 399 + 1);
+end:;
+}
+
 static const test_case tests[] = {
     {"body_members", body_members},
     {"write_key", write_key},
@@ -563,5 +583,6 @@ static const test_case tests[] = {
     {"strict_json", strict_json},
     {"envelope_merge", envelope_merge},
     {"envelope_bounds", envelope_bounds},
+    {"long_identifier_cut", long_identifier_cut},
 };
 TEST_MAIN(tests)
