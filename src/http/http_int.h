@@ -217,6 +217,20 @@ void conn_reply(http_req *rq, int status, const char *headers, size_t headers_le
 /* Closes every connection of the worker (shutdown, after the loop stopped). */
 void conn_close_all(worker *w);
 
+/* ---- route: request decoding without I/O (route.c; fuzzed by fuzz/fuzz_http.c) ---- */
+#define MAX_PARAMS 32
+#define MAX_SEGMENTS 10
+#define MAX_DELETE_BODY (32 * 1024)
+#define MAX_AUTH_BYTES 1024
+/* Decodes a Profile API request: the route of `path` (split in place), the method, the query
+ * parameters (into `params`, their text in `query_store`), the percent-decoded identifier
+ * (into `ident_store`; both stores hold at least strlen(path or query) + 2 * MAX_PARAMS + 16
+ * bytes) and the Basic token (into `token`, MAX_AUTH_BYTES). Returns 0 with `out` filled, or
+ * the status to answer (400, 401, 404, 405) with *why, and *allow for 405. */
+int route_profile(char *path, const char *query, int method, const char *auth, size_t auth_len,
+                  char *query_store, char *ident_store, ps_api_param *params, char *token,
+                  ps_api_request *out, const char **allow, const char **why);
+
 /* ---- dispatch (server.c) ---- */
 /* Phase 1, the head is read: route the request, check what can be checked before the body,
  * and decide how much body to take. */
@@ -232,7 +246,8 @@ void request_id(worker *w, char out[40]);
 void send_reply(http_req *rq, const char *content_type, const char *allow);
 /* Records a finished request in the metrics. */
 void request_done(worker *w, int route, int status, const struct timespec *t0);
-/* Reads the value of an "Authorization: Basic base64(user:password)" header into `user`:
+/* Reads the value of an "Authorization: Basic base64(user:password)" header (route.c) into
+ * `user`:
  * false when it is malformed; *len = 0 when there is none or (only_basic false) it is not
  * Basic. A missing ':' is tolerated (older Segment clients). */
 bool basic_user(const char *header, size_t header_len, bool only_basic, char *user, size_t cap,

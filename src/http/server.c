@@ -26,10 +26,6 @@
 #include "ps/log.h"
 #include "ps/text.h"
 
-#define MAX_PARAMS 32
-#define MAX_SEGMENTS 10
-#define MAX_DELETE_BODY (32 * 1024)
-#define MAX_AUTH_BYTES 1024
 #define HOST_MAX 1025 /* NI_MAXHOST, which POSIX leaves out */
 #define SERV_MAX 32
 
@@ -58,127 +54,12 @@ void send_reply(http_req *rq, const char *content_type, const char *allow)
 
 /* ---- request parsing ---- */
 
-/* Splits the raw path into segments (not decoded). Returns the count, or -1 when there are
- * too many or an empty one (a doubled or trailing slash). */
-static int split_path(char *path, char **seg)
-{
-    if (path[0] != '/')
-        return -1;
-    char *p = path + 1;
-    if (*p == 0)
-        return 0;
-    for (int n = 0;;) {
-        char *slash = strchr(p, '/');
-        if (n == MAX_SEGMENTS || slash == p || (slash == NULL && *p == 0))
-            return -1;
-        seg[n++] = p;
-        if (slash == NULL)
-            return n;
-        *slash = 0;
-        p = slash + 1;
-    }
-}
-
-/* Decodes the query string into params; names and values are copied into `store`. */
-static bool parse_query(const char *q, char *store, ps_api_param *params, size_t *count,
-                        const char **why)
-{
-    *count = 0;
-    if (q == NULL)
-        return true;
-    size_t o = 0;
-    while (*q) {
-        const char *amp = strchr(q, '&');
-        size_t len = amp ? (size_t)(amp - q) : strlen(q);
-        if (len > 0) {
-            if (*count == MAX_PARAMS) {
-                *why = "The query string has too many parameters.";
-                return false;
-            }
-            const char *eq = memchr(q, '=', len);
-            size_t nl = eq ? (size_t)(eq - q) : len, dl;
-            ps_api_param *p = &params[(*count)++];
-            p->name = store + o;
-            if (!ps_pct_decode(q, nl, true, store + o, &dl))
-                goto bad;
-            if (memchr(store + o, 0, dl))
-                goto nul;
-            o += dl;
-            store[o++] = 0;
-            p->value = store + o;
-            p->value_len = 0;
-            if (eq && !ps_pct_decode(eq + 1, len - nl - 1, true, store + o, &p->value_len))
-                goto bad;
-            if (memchr(store + o, 0, p->value_len))
-                goto nul;
-            o += p->value_len;
-            store[o++] = 0;
-        }
-        q += len + (amp ? 1 : 0);
-    }
-    return true;
-bad:
-    *why = "The query string has a malformed percent-encoding.";
-    return false;
-nul:
-    *why = "The query string contains a NUL byte.";
-    return false;
-}
-
-bool basic_user(const char *h, size_t hl, bool only_basic, char *user, size_t cap, size_t *len)
-{
-    *len = 0;
-    if (h == NULL)
-        return true;
-    if (hl < 6 || strncasecmp(h, "Basic ", 6) != 0)
-        return !only_basic;
-    const char *b64 = h + 6;
-    size_t bl = hl - 6, n;
-    ps_trim(&b64, &bl);
-    uint8_t raw[MAX_AUTH_BYTES];
-    if (!ps_b64_decode(b64, bl, false, raw, sizeof raw, &n) || memchr(raw, 0, n))
-        return false;
-    const uint8_t *colon = memchr(raw, ':', n);
-    size_t ul = colon ? (size_t)(colon - raw) : n;
-    if (ul == 0 || ul >= cap)
-        return false;
-    memcpy(user, raw, ul);
-    user[ul] = 0;
-    *len = ul;
-    return true;
-}
-
 void request_id(worker *w, char out[40])
 {
     uint64_t n = ++w->requests;
     snprintf(out, 40, "%04x-%04x-%04x-%04x", (unsigned)(w->srv->boot >> 16),
              (unsigned)((w->srv->boot & 0xffff) ^ (w->id << 12)), (unsigned)(n >> 16 & 0xffff),
              (unsigned)(n & 0xffff));
-}
-
-static const char *const resources[] = {"traits", "external_ids", "events", "metadata", "links"};
-
-/* Routes `/v1/spaces/{space}/collections/{c}/profiles[/{ident}/{resource}[/delete]]` (and the
- * legacy `/v1/namespaces/…`). Returns the route or -1 for no route; *method_ok tells whether
- * the method fits it. */
-static int route_of(char **seg, int n, int method, bool *method_ok)
-{
-    *method_ok = method == HTTP_GET;
-    if (n < 6 || strcmp(seg[0], "v1") != 0 ||
-        (strcmp(seg[1], "spaces") != 0 && strcmp(seg[1], "namespaces") != 0) ||
-        strcmp(seg[3], "collections") != 0 || strcmp(seg[5], "profiles") != 0)
-        return -1;
-    if (n == 6)
-        return PS_API_PROFILES;
-    if (n == 8)
-        for (int i = 0; i < (int)(sizeof resources / sizeof *resources); i++)
-            if (strcmp(seg[7], resources[i]) == 0)
-                return i;
-    if (n == 9 && strcmp(seg[7], "external_ids") == 0 && strcmp(seg[8], "delete") == 0) {
-        *method_ok = method == HTTP_POST;
-        return PS_API_DELETE_IDS;
-    }
-    return -1;
 }
 
 void request_done(worker *w, int route, int status, const struct timespec *t0)
@@ -255,9 +136,7 @@ void dispatch_request(http_req *rq)
     int route = ROUTE_OTHER, method = rq->head.method;
     const char *ctype = "application/json", *allow = NULL, *why = "";
     size_t path_len = strlen(rq->path);
-    char *path = (char *)rq->path, *seg[MAX_SEGMENTS];
-    int n = 0;
-    bool method_ok;
+    char *path = (char *)rq->path;
     if (path_len >= s->cfg.max_header_bytes ||
         (rq->query && strlen(rq->query) >= s->cfg.max_header_bytes)) {
         ps_api_error(rep, 400, "invalid_request_error", "The request URI is malformed.");
@@ -279,44 +158,25 @@ void dispatch_request(http_req *rq)
         }
         goto reply;
     }
-    if (!serves_profiles(rq) || (n = split_path(path, seg)) < 0 ||
-        (route = route_of(seg, n, method, &method_ok)) < 0) {
-        route = ROUTE_OTHER;
-        ps_api_error(rep, 404, "not_found", "No such route.");
-        goto reply;
-    }
-    if (!method_ok) {
-        allow = route == PS_API_DELETE_IDS ? "POST" : "GET";
-        ps_api_error(rep, 405, "invalid_request_error", "Use %s on this route.", allow);
-        goto reply;
-    }
     ps_api_param params[MAX_PARAMS];
-    ps_api_request rq2 = {.route = (ps_api_route)route, .space_name = seg[2],
-                          .collection = seg[4], .params = params};
-    if (!parse_query(rq->query, w->query, params, &rq2.param_count, &why)) {
-        ps_api_error(rep, 400, "invalid_request_error", "%s", why);
-        goto reply;
-    }
-    if (n >= 8) {
-        char *ident = w->ident;
-        size_t il = strlen(seg[6]);
-        if (!ps_pct_decode(seg[6], il, false, ident, &rq2.ident_len) ||
-            memchr(ident, 0, rq2.ident_len)) {
-            ps_api_error(rep, 400, "invalid_request_error",
-                         "The profile identifier has a malformed percent-encoding.");
-            goto reply;
-        }
-        rq2.ident = ident;
-    }
+    ps_api_request rq2;
     char token[MAX_AUTH_BYTES];
-    size_t alen;
+    size_t alen = 0;
     const char *auth = http_head_find(&rq->head, "Authorization", &alen);
-    if (!basic_user(auth, alen, true, token, sizeof token, &rq2.token_len)) {
-        ps_api_error(rep, 401, "authentication_error",
-                     "The Authorization header must be Basic base64(<token>:).");
+    int status = serves_profiles(rq)
+                     ? route_profile(path, rq->query, method, auth, alen, w->query, w->ident,
+                                     params, token, &rq2, &allow, &why)
+                     : 404;
+    if (status != 0) {
+        route = status == 404 ? ROUTE_OTHER : (int)rq2.route;
+        ps_api_error(rep, status,
+                     status == 404   ? "not_found"
+                     : status == 401 ? "authentication_error"
+                                     : "invalid_request_error",
+                     "%s", status == 404 && why[0] == 0 ? "No such route." : why);
         goto reply;
     }
-    rq2.token = rq2.token_len ? token : NULL;
+    route = (int)rq2.route;
     if (route == PS_API_DELETE_IDS) {
         rq2.body = (const char *)rq->body;
         rq2.body_len = rq->body_len;

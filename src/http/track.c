@@ -28,33 +28,6 @@ struct pending {
     ps_buf body; /* the 200 reply, rendered before the wait */
 };
 
-static const struct {
-    const char *name;
-    ps_msg_type type;
-} routes[] = {
-    {"identify", PS_MSG_IDENTIFY}, {"i", PS_MSG_IDENTIFY}, {"track", PS_MSG_TRACK},
-    {"t", PS_MSG_TRACK},           {"page", PS_MSG_PAGE},  {"p", PS_MSG_PAGE},
-    {"screen", PS_MSG_SCREEN},     {"s", PS_MSG_SCREEN},   {"group", PS_MSG_GROUP},
-    {"g", PS_MSG_GROUP},           {"alias", PS_MSG_ALIAS}, {"a", PS_MSG_ALIAS},
-    {"batch", PS_MSG_NONE},        {"b", PS_MSG_NONE},     {"import", PS_MSG_NONE},
-};
-
-int track_route(const char *path, int *type)
-{
-    if (strncmp(path, "/v1/", 4) != 0)
-        return -1;
-    const char *name = path + 4;
-    size_t len = strlen(name);
-    if (len > 0 && name[len - 1] == '/') /* some clients add a trailing slash */
-        len--;
-    for (size_t i = 0; i < sizeof routes / sizeof *routes; i++)
-        if (strlen(routes[i].name) == len && memcmp(routes[i].name, name, len) == 0) {
-            *type = (int)routes[i].type;
-            return routes[i].type == PS_MSG_NONE ? ROUTE_BATCH : ROUTE_TRACK;
-        }
-    return -1;
-}
-
 /* The error envelope: {"success":false,"error":{"code":..., "message":...}}. */
 void track_error(ps_api_reply *rep, int status, const char *code, const char *message)
 {

@@ -1,0 +1,195 @@
+/* SPDX-License-Identifier: MIT */
+/* route: what a request's path, query and Authorization header say, decoded without I/O so
+ * that it can be fuzzed (fuzz/fuzz_http.c): Profile API routes with their percent-decoded
+ * identifier, query parameters and token, Tracking API routes, and Basic credentials. */
+#include "http_int.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "ps/event.h"
+#include "ps/text.h"
+
+/* Splits the raw path into segments (not decoded). Returns the count, or -1 when there are
+ * too many or an empty one (a doubled or trailing slash). */
+static int split_path(char *path, char **seg)
+{
+    if (path[0] != '/')
+        return -1;
+    char *p = path + 1;
+    if (*p == 0)
+        return 0;
+    for (int n = 0;;) {
+        char *slash = strchr(p, '/');
+        if (n == MAX_SEGMENTS || slash == p || (slash == NULL && *p == 0))
+            return -1;
+        seg[n++] = p;
+        if (slash == NULL)
+            return n;
+        *slash = 0;
+        p = slash + 1;
+    }
+}
+
+/* Decodes the query string into params; names and values are copied into `store`. */
+static bool parse_query(const char *q, char *store, ps_api_param *params, size_t *count,
+                        const char **why)
+{
+    *count = 0;
+    if (q == NULL)
+        return true;
+    size_t o = 0;
+    while (*q) {
+        const char *amp = strchr(q, '&');
+        size_t len = amp ? (size_t)(amp - q) : strlen(q);
+        if (len > 0) {
+            if (*count == MAX_PARAMS) {
+                *why = "The query string has too many parameters.";
+                return false;
+            }
+            const char *eq = memchr(q, '=', len);
+            size_t nl = eq ? (size_t)(eq - q) : len, dl;
+            ps_api_param *p = &params[(*count)++];
+            p->name = store + o;
+            if (!ps_pct_decode(q, nl, true, store + o, &dl))
+                goto bad;
+            if (memchr(store + o, 0, dl))
+                goto nul;
+            o += dl;
+            store[o++] = 0;
+            p->value = store + o;
+            p->value_len = 0;
+            if (eq && !ps_pct_decode(eq + 1, len - nl - 1, true, store + o, &p->value_len))
+                goto bad;
+            if (memchr(store + o, 0, p->value_len))
+                goto nul;
+            o += p->value_len;
+            store[o++] = 0;
+        }
+        q += len + (amp ? 1 : 0);
+    }
+    return true;
+bad:
+    *why = "The query string has a malformed percent-encoding.";
+    return false;
+nul:
+    *why = "The query string contains a NUL byte.";
+    return false;
+}
+
+bool basic_user(const char *h, size_t hl, bool only_basic, char *user, size_t cap, size_t *len)
+{
+    *len = 0;
+    if (h == NULL)
+        return true;
+    if (hl < 6 || strncasecmp(h, "Basic ", 6) != 0)
+        return !only_basic;
+    const char *b64 = h + 6;
+    size_t bl = hl - 6, n;
+    ps_trim(&b64, &bl);
+    uint8_t raw[MAX_AUTH_BYTES];
+    if (!ps_b64_decode(b64, bl, false, raw, sizeof raw, &n) || memchr(raw, 0, n))
+        return false;
+    const uint8_t *colon = memchr(raw, ':', n);
+    size_t ul = colon ? (size_t)(colon - raw) : n;
+    if (ul == 0 || ul >= cap)
+        return false;
+    memcpy(user, raw, ul);
+    user[ul] = 0;
+    *len = ul;
+    return true;
+}
+
+static const char *const resources[] = {"traits", "external_ids", "events", "metadata", "links"};
+
+/* Routes `/v1/spaces/{space}/collections/{c}/profiles[/{ident}/{resource}[/delete]]` (and the
+ * legacy `/v1/namespaces/…`). Returns the route or -1 for no route; *method_ok tells whether
+ * the method fits it. */
+static int route_of(char **seg, int n, int method, bool *method_ok)
+{
+    *method_ok = method == HTTP_GET;
+    if (n < 6 || strcmp(seg[0], "v1") != 0 ||
+        (strcmp(seg[1], "spaces") != 0 && strcmp(seg[1], "namespaces") != 0) ||
+        strcmp(seg[3], "collections") != 0 || strcmp(seg[5], "profiles") != 0)
+        return -1;
+    if (n == 6)
+        return PS_API_PROFILES;
+    if (n == 8)
+        for (int i = 0; i < (int)(sizeof resources / sizeof *resources); i++)
+            if (strcmp(seg[7], resources[i]) == 0)
+                return i;
+    if (n == 9 && strcmp(seg[7], "external_ids") == 0 && strcmp(seg[8], "delete") == 0) {
+        *method_ok = method == HTTP_POST;
+        return PS_API_DELETE_IDS;
+    }
+    return -1;
+}
+
+int route_profile(char *path, const char *query, int method, const char *auth, size_t auth_len,
+                  char *query_store, char *ident_store, ps_api_param *params, char *token,
+                  ps_api_request *out, const char **allow, const char **why)
+{
+    char *seg[MAX_SEGMENTS];
+    int n;
+    bool method_ok;
+    memset(out, 0, sizeof *out);
+    *why = "";
+    int route = (n = split_path(path, seg)) < 0 ? -1 : route_of(seg, n, method, &method_ok);
+    if (route < 0) {
+        *why = "No such route.";
+        return 404;
+    }
+    out->route = (ps_api_route)route;
+    if (!method_ok) {
+        *allow = route == PS_API_DELETE_IDS ? "POST" : "GET";
+        *why = route == PS_API_DELETE_IDS ? "Use POST on this route." : "Use GET on this route.";
+        return 405;
+    }
+    out->space_name = seg[2];
+    out->collection = seg[4];
+    out->params = params;
+    if (!parse_query(query, query_store, params, &out->param_count, why))
+        return 400;
+    if (n >= 8) {
+        if (!ps_pct_decode(seg[6], strlen(seg[6]), false, ident_store, &out->ident_len) ||
+            memchr(ident_store, 0, out->ident_len)) {
+            *why = "The profile identifier has a malformed percent-encoding.";
+            return 400;
+        }
+        out->ident = ident_store;
+    }
+    if (!basic_user(auth, auth_len, true, token, MAX_AUTH_BYTES, &out->token_len)) {
+        *why = "The Authorization header must be Basic base64(<token>:).";
+        return 401;
+    }
+    out->token = out->token_len ? token : NULL;
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    ps_msg_type type;
+} routes[] = {
+    {"identify", PS_MSG_IDENTIFY}, {"i", PS_MSG_IDENTIFY}, {"track", PS_MSG_TRACK},
+    {"t", PS_MSG_TRACK},           {"page", PS_MSG_PAGE},  {"p", PS_MSG_PAGE},
+    {"screen", PS_MSG_SCREEN},     {"s", PS_MSG_SCREEN},   {"group", PS_MSG_GROUP},
+    {"g", PS_MSG_GROUP},           {"alias", PS_MSG_ALIAS}, {"a", PS_MSG_ALIAS},
+    {"batch", PS_MSG_NONE},        {"b", PS_MSG_NONE},     {"import", PS_MSG_NONE},
+};
+
+int track_route(const char *path, int *type)
+{
+    if (strncmp(path, "/v1/", 4) != 0)
+        return -1;
+    const char *name = path + 4;
+    size_t len = strlen(name);
+    if (len > 0 && name[len - 1] == '/') /* some clients add a trailing slash */
+        len--;
+    for (size_t i = 0; i < sizeof routes / sizeof *routes; i++)
+        if (strlen(routes[i].name) == len && memcmp(routes[i].name, name, len) == 0) {
+            *type = (int)routes[i].type;
+            return routes[i].type == PS_MSG_NONE ? ROUTE_BATCH : ROUTE_TRACK;
+        }
+    return -1;
+}
