@@ -6,7 +6,7 @@ DEB_PACKAGES := build-essential cmake pkg-config liblmdb-dev libmsgpack-dev libc
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 DATA ?= ./var
 
-.PHONY: all deps build test run bench clean asan
+.PHONY: all deps build test run bench clean asan fuzz
 
 all: build
 
@@ -30,6 +30,10 @@ run: build
 bench: build
 	@./tools/deps.sh wrk
 	python3 tools/bench.py
+
+# libFuzzer with clang in build/fuzz: FUZZ_SECONDS per target (60), FUZZ_TARGETS (all).
+fuzz: deps
+	./tools/fuzz.sh
 
 clean:
 	rm -rf build

@@ -188,8 +188,7 @@ void conn_reply(http_req *rq, int status, const char *headers, size_t headers_le
     if (body_unread || !rq->head.keep_alive || atomic_load(&c->w->srv->stopping))
         c->close_after = true;
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\n", rq->head.minor_version, status,
-                        reason(status));
+    evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\n", rq->head.minor_version, status, reason(status));
     evbuffer_add(out, headers, headers_len);
     evbuffer_add_printf(out, "Content-Length: %zu\r\n", body_len);
     if (c->close_after)
@@ -311,8 +310,9 @@ static void start_request(conn *c, size_t end)
     c->reserved = need;
     if (d.anonymous) {
         if (!take(&s->anonymous_body_bytes, need, s->cfg.anonymous_body_bytes)) {
-            fail(c, 503, "The server is receiving too many request bodies without "
-                         "credentials; send the write key as the Basic username, or retry later.");
+            fail(c, 503,
+                 "The server is receiving too many request bodies without "
+                 "credentials; send the write key as the Basic username, or retry later.");
             return;
         }
         c->reserved_anonymous = need;
@@ -345,8 +345,7 @@ static bool read_body(conn *c)
         bool done;
         int status;
         const char *why;
-        long used = http_chunked_feed(&c->chunk, p, n, &c->body, c->body_max, &done, &status,
-                                      &why);
+        long used = http_chunked_feed(&c->chunk, p, n, &c->body, c->body_max, &done, &status, &why);
         if (used < 0) {
             fail(c, status, why);
             return false;
@@ -417,8 +416,7 @@ static void process(conn *c)
                 bufferevent_disable(c->bev, EV_READ);
             }
             return;
-        default:
-            return;
+        default: return;
         }
     }
 }
@@ -481,12 +479,8 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     conn *c = arg;
     switch (c->state) {
     case C_HEAD:
-    case C_BODY:
-        fail(c, 408, "The request was not received in time.");
-        break;
-    default: /* idle, a reply the client does not read, or lingering */
-        conn_free(c);
-        break;
+    case C_BODY: fail(c, 408, "The request was not received in time."); break;
+    default: /* idle, a reply the client does not read, or lingering */ conn_free(c); break;
     }
 }
 
@@ -513,7 +507,8 @@ static void on_accept_error(struct evconnlistener *lev, void *arg)
     w->accept_errors++;
     /* one line per second at most, however fast the errors come */
     if (now - w->last_accept_log_ms >= 1000) {
-        ps_log(PS_LOG_WARN, "msg=\"accept failed, pausing new connections\" error=\"%s\" "
+        ps_log(PS_LOG_WARN,
+               "msg=\"accept failed, pausing new connections\" error=\"%s\" "
                "errors=%llu open=%d",
                strerror(err), (unsigned long long)w->accept_errors, w->connections);
         w->last_accept_log_ms = now;

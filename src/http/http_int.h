@@ -26,23 +26,31 @@ struct bufferevent;
  * the memory without bound. docs/security.md lists each with its flag. */
 typedef struct http_config {
     const char *data_dir;
-    const char *listen;       /* HOST:PORT; port 0 picks a free one */
-    const char *ingest_listen; /* NULL: the Tracking API is served on `listen` */
-    const char *metrics_listen; /* NULL: /metrics on `listen`, without per-space series */
-    int threads;              /* event loops sharing the listener */
-    int timeout_ms;           /* a whole request (head and body) from its first byte, a reply
-                               * from when it is queued, and an idle keep-alive connection */
-    size_t max_header_bytes;  /* request line and headers */
-    size_t max_body_bytes;    /* any request body, before the per-route limits */
-    int max_connections;      /* open client connections, over all workers */
-    size_t body_memory_bytes; /* request bodies being received, over all connections */
+    const char *listen;          /* HOST:PORT; port 0 picks a free one */
+    const char *ingest_listen;   /* NULL: the Tracking API is served on `listen` */
+    const char *metrics_listen;  /* NULL: /metrics on `listen`, without per-space series */
+    int threads;                 /* event loops sharing the listener */
+    int timeout_ms;              /* a whole request (head and body) from its first byte, a reply
+                                  * from when it is queued, and an idle keep-alive connection */
+    size_t max_header_bytes;     /* request line and headers */
+    size_t max_body_bytes;       /* any request body, before the per-route limits */
+    int max_connections;         /* open client connections, over all workers */
+    size_t body_memory_bytes;    /* request bodies being received, over all connections */
     size_t anonymous_body_bytes; /* of which: bodies whose sender showed no credentials yet */
-    ps_writer_opts writer;    /* group commit of the Tracking API */
+    ps_writer_opts writer;       /* group commit of the Tracking API */
 } http_config;
 
 /* ---- proto: HTTP/1.1 request framing (proto.c; pure, fuzzed by fuzz/fuzz_http.c) ---- */
-enum { HTTP_OTHER = 0, HTTP_GET, HTTP_HEAD, HTTP_POST, HTTP_PUT, HTTP_DELETE, HTTP_OPTIONS,
-       HTTP_PATCH };
+enum {
+    HTTP_OTHER = 0,
+    HTTP_GET,
+    HTTP_HEAD,
+    HTTP_POST,
+    HTTP_PUT,
+    HTTP_DELETE,
+    HTTP_OPTIONS,
+    HTTP_PATCH
+};
 #define HTTP_HEADERS_MAX 64
 
 typedef struct http_header {
@@ -114,8 +122,14 @@ typedef void (*registry_fn)(void *ud, ps_space *sp);
 void registry_each(registry *r, registry_fn fn, void *ud);
 
 /* ---- metrics: lock-free counters, rendered in Prometheus text format ---- */
-enum { ROUTE_HEALTHZ = PS_API__ROUTES, ROUTE_METRICS, ROUTE_TRACK, ROUTE_BATCH, ROUTE_OTHER,
-       ROUTE__COUNT };
+enum {
+    ROUTE_HEALTHZ = PS_API__ROUTES,
+    ROUTE_METRICS,
+    ROUTE_TRACK,
+    ROUTE_BATCH,
+    ROUTE_OTHER,
+    ROUTE__COUNT
+};
 #define METRIC_BUCKETS 13 /* latency upper bounds, see metrics.c */
 #define METRIC_STATUSES 12
 
@@ -149,14 +163,14 @@ typedef struct http_req {
     conn *conn;
     worker *w;
     http_head head;
-    const char *path; /* raw path and query, NUL-terminated copies */
+    const char *path;  /* raw path and query, NUL-terminated copies */
     const char *query; /* NULL when there is none */
     const uint8_t *body;
     size_t body_len;
-    int route;          /* ROUTE_* or a ps_api_route */
-    int track_type;     /* Tracking API: the forced message type */
-    int kind;           /* LISTEN_*: the listener it arrived on */
-    bool has_source;    /* the write key was checked from the Authorization header */
+    int route;       /* ROUTE_* or a ps_api_route */
+    int track_type;  /* Tracking API: the forced message type */
+    int kind;        /* LISTEN_*: the listener it arrived on */
+    bool has_source; /* the write key was checked from the Authorization header */
     ps_source_info source;
     struct timespec t0;
     char rid[40];
@@ -175,7 +189,7 @@ struct worker {
     pthread_t thread;
     struct event_base *base;
     listener_ctx *listeners[LISTEN__COUNT]; /* NULL for those not configured */
-    struct event *resume_ev; /* re-enables accepting after descriptors ran out */
+    struct event *resume_ev;                /* re-enables accepting after descriptors ran out */
     uint32_t id;
     uint64_t requests;
     ps_api_reply reply;
@@ -198,7 +212,7 @@ struct server {
     metrics stats;
     worker *workers;
     int nworkers;
-    uint32_t boot; /* random per process: Request-Ids differ across restarts */
+    uint32_t boot;                 /* random per process: Request-Ids differ across restarts */
     atomic_uint_fast64_t payloads; /* Tracking API payload sequence (generated messageIds) */
     atomic_size_t body_bytes, anonymous_body_bytes; /* reserved by bodies being received */
     atomic_bool stopping;

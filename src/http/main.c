@@ -146,8 +146,10 @@ int main(int argc, char **argv)
         if (room < 16)
             room = 16;
         if (cfg.max_connections > room) {
-            ps_log(PS_LOG_WARN, "msg=\"max-connections lowered to fit the descriptor limit\" "
-                   "max_connections=%ld nofile=%llu", room, (unsigned long long)rl.rlim_cur);
+            ps_log(PS_LOG_WARN,
+                   "msg=\"max-connections lowered to fit the descriptor limit\" "
+                   "max_connections=%ld nofile=%llu",
+                   room, (unsigned long long)rl.rlim_cur);
             cfg.max_connections = (int)room;
         }
     }
@@ -164,8 +166,8 @@ int main(int argc, char **argv)
     ps_sources *sources;
     ps_status st = ps_sources_open(cfg.data_dir, true, &sources);
     if (st != PS_OK) {
-        fprintf(stderr, "profiled: cannot open the write-key catalog %s/meta: %s\n",
-                cfg.data_dir, ps_status_str(st));
+        fprintf(stderr, "profiled: cannot open the write-key catalog %s/meta: %s\n", cfg.data_dir,
+                ps_status_str(st));
         return 4;
     }
     registry *reg = registry_new(cfg.data_dir, sources, &cfg.writer);

@@ -8,7 +8,7 @@
 #include "ps/store.h"
 
 static const int statuses[METRIC_STATUSES] = {200, 400, 401, 404, 405, 413, 429, 500, 503, 0};
-static const double bucket_ms[METRIC_BUCKETS] = {0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+static const double bucket_ms[METRIC_BUCKETS] = {0.1, 0.25, 0.5, 1,   2.5,  5,   10,
                                                  25,  50,   100, 250, 1000, 5000};
 
 static const char *route_label(int route)
@@ -87,8 +87,7 @@ void metrics_render(metrics *m, registry *reg, ps_buf *out)
                 ps_buf_printf(out, "profiled_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
                               route_label(r), statuses[si], (unsigned long long)v);
             else
-                ps_buf_printf(out,
-                              "profiled_requests_total{route=\"%s\",status=\"other\"} %llu\n",
+                ps_buf_printf(out, "profiled_requests_total{route=\"%s\",status=\"other\"} %llu\n",
                               route_label(r), (unsigned long long)v);
             if (statuses[si] == 0)
                 break;

@@ -12,9 +12,8 @@ static const struct {
     const char *name;
     int method;
 } methods[] = {
-    {"GET", HTTP_GET},       {"HEAD", HTTP_HEAD},       {"POST", HTTP_POST},
-    {"PUT", HTTP_PUT},       {"DELETE", HTTP_DELETE},   {"OPTIONS", HTTP_OPTIONS},
-    {"PATCH", HTTP_PATCH},
+    {"GET", HTTP_GET},       {"HEAD", HTTP_HEAD},       {"POST", HTTP_POST},   {"PUT", HTTP_PUT},
+    {"DELETE", HTTP_DELETE}, {"OPTIONS", HTTP_OPTIONS}, {"PATCH", HTTP_PATCH},
 };
 
 /* token characters of RFC 9110 section 5.6.2 */
@@ -93,8 +92,9 @@ static long framing(http_head *h, int *status, const char **why)
                 v = v * 10 + (uint64_t)(x->value[k] - '0');
             }
             if (has_length && v != h->content_length)
-                return fail(status, why, 400, "The request has two different Content-Length "
-                                              "headers.");
+                return fail(status, why, 400,
+                            "The request has two different Content-Length "
+                            "headers.");
             has_length = true;
             h->content_length = v;
         } else if (name_is(x, "Transfer-Encoding")) {
@@ -113,8 +113,9 @@ static long framing(http_head *h, int *status, const char **why)
         }
     }
     if (has_te && has_length)
-        return fail(status, why, 400, "The request has both Content-Length and "
-                                      "Transfer-Encoding.");
+        return fail(status, why, 400,
+                    "The request has both Content-Length and "
+                    "Transfer-Encoding.");
     if (has_te && h->minor_version == 0)
         return fail(status, why, 400, "HTTP/1.0 has no chunked Transfer-Encoding.");
     h->chunked = has_te;

@@ -171,11 +171,11 @@ static const struct {
     const char *name;
     ps_msg_type type;
 } routes[] = {
-    {"identify", PS_MSG_IDENTIFY}, {"i", PS_MSG_IDENTIFY}, {"track", PS_MSG_TRACK},
-    {"t", PS_MSG_TRACK},           {"page", PS_MSG_PAGE},  {"p", PS_MSG_PAGE},
-    {"screen", PS_MSG_SCREEN},     {"s", PS_MSG_SCREEN},   {"group", PS_MSG_GROUP},
+    {"identify", PS_MSG_IDENTIFY}, {"i", PS_MSG_IDENTIFY},  {"track", PS_MSG_TRACK},
+    {"t", PS_MSG_TRACK},           {"page", PS_MSG_PAGE},   {"p", PS_MSG_PAGE},
+    {"screen", PS_MSG_SCREEN},     {"s", PS_MSG_SCREEN},    {"group", PS_MSG_GROUP},
     {"g", PS_MSG_GROUP},           {"alias", PS_MSG_ALIAS}, {"a", PS_MSG_ALIAS},
-    {"batch", PS_MSG_NONE},        {"b", PS_MSG_NONE},     {"import", PS_MSG_NONE},
+    {"batch", PS_MSG_NONE},        {"b", PS_MSG_NONE},      {"import", PS_MSG_NONE},
 };
 
 int track_route(const char *path, int *type)

@@ -44,8 +44,7 @@ void send_reply(http_req *rq, const char *content_type, const char *allow)
         long long wait_s = rep->retry_after_s ? rep->retry_after_s : 1;
         n += snprintf(headers + n, sizeof headers - (size_t)n, "Retry-After: %lld\r\n", wait_s);
         if (rep->status == 429) /* the Unix time, in seconds, when a retry can pass */
-            n += snprintf(headers + n, sizeof headers - (size_t)n,
-                          "X-RateLimit-Reset: %lld\r\n",
+            n += snprintf(headers + n, sizeof headers - (size_t)n, "X-RateLimit-Reset: %lld\r\n",
                           (long long)(ps_clock_now_ms() / 1000) + wait_s);
     }
     PS_ASSERT(n > 0 && (size_t)n < sizeof headers);
@@ -106,16 +105,19 @@ void dispatch_error(http_req *rq, int status, const char *code, const char *mess
 {
     worker *w = rq->w;
     reset_reply(w);
-    if (serves_tracking(rq) && (rq->kind == LISTEN_INGEST || rq->route == ROUTE_TRACK ||
-                                rq->route == ROUTE_BATCH))
-        track_error(&w->reply, status, code ? code : status == 503 ? "unavailable"
-                                                  : status == 408 ? "request_timeout"
-                                                                  : "invalid_request",
+    if (serves_tracking(rq) &&
+        (rq->kind == LISTEN_INGEST || rq->route == ROUTE_TRACK || rq->route == ROUTE_BATCH))
+        track_error(&w->reply, status,
+                    code            ? code
+                    : status == 503 ? "unavailable"
+                    : status == 408 ? "request_timeout"
+                                    : "invalid_request",
                     message);
     else
         ps_api_error(&w->reply, status,
-                     code ? code : status == 503 ? "service_unavailable"
-                                                 : "invalid_request_error",
+                     code            ? code
+                     : status == 503 ? "service_unavailable"
+                                     : "invalid_request_error",
                      "%s", message);
     if (status == 503)
         w->reply.retry_after_s = 1;
@@ -163,10 +165,9 @@ void dispatch_request(http_req *rq)
     char token[MAX_AUTH_BYTES];
     size_t alen = 0;
     const char *auth = http_head_find(&rq->head, "Authorization", &alen);
-    int status = serves_profiles(rq)
-                     ? route_profile(path, rq->query, method, auth, alen, w->query, w->ident,
-                                     params, token, &rq2, &allow, &why)
-                     : 404;
+    int status = serves_profiles(rq) ? route_profile(path, rq->query, method, auth, alen, w->query,
+                                                     w->ident, params, token, &rq2, &allow, &why)
+                                     : 404;
     if (status != 0) {
         route = status == 404 ? ROUTE_OTHER : (int)rq2.route;
         ps_api_error(rep, status,
@@ -183,13 +184,11 @@ void dispatch_request(http_req *rq)
     }
     rq2.now_ms = ps_clock_now_ms();
     ps_space *sp = NULL;
-    ps_status st = ps_space_name_valid(rq2.space_name)
-                       ? registry_get(s->reg, rq2.space_name, &sp)
-                       : PS_ENOTFOUND;
+    ps_status st = ps_space_name_valid(rq2.space_name) ? registry_get(s->reg, rq2.space_name, &sp)
+                                                       : PS_ENOTFOUND;
     if (st != PS_OK && st != PS_ENOTFOUND) { /* may pass: never a "no such space" answer */
         ps_api_error(rep, 503, "service_unavailable",
-                     "The space cannot be opened right now (%s); retry later.",
-                     ps_status_str(st));
+                     "The space cannot be opened right now (%s); retry later.", ps_status_str(st));
         rep->retry_after_s = 1;
         goto reply;
     }
@@ -198,7 +197,7 @@ reply:
     rq->route = route;
     if (rep->status >= 500)
         ps_log(PS_LOG_ERROR, "msg=\"request failed\" request_id=%s status=%d route=%s", rq->rid,
-               rep->status, route < PS_API__ROUTES ? ps_api_route_name(route) : "other");
+               rep->status, route < PS_API__ROUTES ? ps_api_route_name((ps_api_route)route) : "other");
     send_reply(rq, ctype, allow);
     request_done(w, route, rep->status, &rq->t0);
 }
@@ -227,8 +226,10 @@ static int listen_socket(const char *addr, char *bound, size_t bound_cap)
         h[strlen(h) - 1] = 0;
         h++;
     }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV}, *res;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
+                    *res;
     int rc = getaddrinfo(*h ? h : NULL, colon + 1, &hints, &res);
     if (rc != 0) {
         ps_log(PS_LOG_ERROR, "msg=\"cannot resolve listen address\" listen=\"%s\" error=\"%s\"",
@@ -284,8 +285,8 @@ int server_start(const http_config *cfg, registry *reg, server **out)
         w->srv = s;
         w->id = (uint32_t)i;
         /* the cap is shared out; each worker takes at least one connection */
-        w->max_connections = cfg->max_connections / s->nworkers +
-                             (i < cfg->max_connections % s->nworkers ? 1 : 0);
+        w->max_connections =
+            cfg->max_connections / s->nworkers + (i < cfg->max_connections % s->nworkers ? 1 : 0);
         if (w->max_connections < 1)
             w->max_connections = 1;
         ps_buf_init(&w->reply.body);
@@ -306,8 +307,7 @@ int server_start(const http_config *cfg, registry *reg, server **out)
             close(fds[k]);
     for (int i = 0; i < s->nworkers; i++)
         pthread_create(&s->workers[i].thread, NULL, run_worker, &s->workers[i]);
-    ps_log(PS_LOG_INFO,
-           "msg=listening listen=%s%s%s%s%s threads=%d max_connections=%d data=\"%s\"",
+    ps_log(PS_LOG_INFO, "msg=listening listen=%s%s%s%s%s threads=%d max_connections=%d data=\"%s\"",
            bound[0], cfg->ingest_listen ? " ingest_listen=" : "", bound[1],
            cfg->metrics_listen ? " metrics_listen=" : "", bound[2], s->nworkers,
            cfg->max_connections, cfg->data_dir);
@@ -336,8 +336,7 @@ void server_stop(server *s)
     struct timeval now = {0, 0};
     atomic_store(&s->stopping, true); /* replies from now on close their connections */
     for (int i = 0; i < s->nworkers; i++)
-        event_base_once(s->workers[i].base, -1, EV_TIMEOUT, stop_accepting, &s->workers[i],
-                        &now);
+        event_base_once(s->workers[i].base, -1, EV_TIMEOUT, stop_accepting, &s->workers[i], &now);
     /* what was accepted is committed and answered before the loops end */
     registry_stop_writers(s->reg);
     for (int i = 0; i < s->nworkers; i++)

@@ -108,8 +108,10 @@ void track_flush(evutil_socket_t fd, short what, void *arg)
             ps_buf_append(&rep->body, p->body.ptr, p->body.len);
         } else {
             char msg[160];
-            snprintf(msg, sizeof msg, "The events could not be stored (%s); nothing of this "
-                     "request was kept. Retry later.", ps_status_str(p->status));
+            snprintf(msg, sizeof msg,
+                     "The events could not be stored (%s); nothing of this "
+                     "request was kept. Retry later.",
+                     ps_status_str(p->status));
             track_error(rep, 503, "unavailable", msg);
         }
         http_req *rq = p->rq;
@@ -157,8 +159,7 @@ static bool open_space(http_req *rq, ps_space **sp)
 }
 
 /* Looks up the write key and opens its space; false with the reply set when it cannot. */
-static bool find_source(http_req *rq, const char *key, size_t klen, bool malformed,
-                        ps_space **sp)
+static bool find_source(http_req *rq, const char *key, size_t klen, bool malformed, ps_space **sp)
 {
     ps_api_reply *rep = &rq->w->reply;
     ps_status st = PS_EAUTH;
@@ -166,15 +167,16 @@ static bool find_source(http_req *rq, const char *key, size_t klen, bool malform
         st = ps_source_find(registry_sources(rq->w->srv->reg), key, klen, &rq->source);
     if (st == PS_EAUTH || st == PS_ENOTFOUND) {
         track_error(rep, 400, "invalid_write_key",
-                    malformed ? "The Authorization header must be Basic base64(<writeKey>:)."
+                    malformed   ? "The Authorization header must be Basic base64(<writeKey>:)."
                     : klen == 0 ? "A write key is required: the Basic username, or writeKey "
                                   "in the body."
                                 : "The write key is not known.");
         return false;
     }
     if (st != PS_OK) {
-        track_error(rep, 503, "unavailable", "The write-key catalog cannot be read now; retry "
-                                             "later.");
+        track_error(rep, 503, "unavailable",
+                    "The write-key catalog cannot be read now; retry "
+                    "later.");
         return false;
     }
     return open_space(rq, sp);

@@ -97,13 +97,16 @@ static bool string(vstate *v) /* v->p at the opening quote */
         if (v->end - p < 2)
             return fail(v, PS_JSON_SYNTAX);
         switch (p[1]) {
-        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
-            v->p += 2;
-            continue;
-        case 'u':
-            break;
-        default:
-            return fail(v, PS_JSON_SYNTAX);
+        case '"':
+        case '\\':
+        case '/':
+        case 'b':
+        case 'f':
+        case 'n':
+        case 'r':
+        case 't': v->p += 2; continue;
+        case 'u': break;
+        default: return fail(v, PS_JSON_SYNTAX);
         }
         if (v->end - p < 6)
             return fail(v, PS_JSON_SYNTAX);
@@ -283,8 +286,9 @@ const char *ps_json_error_message(ps_json_error e)
     case PS_JSON_EMPTY: return "the body is empty";
     case PS_JSON_SYNTAX: return "the body is not valid JSON";
     case PS_JSON_UTF8: return "a string is not valid UTF-8";
-    case PS_JSON_CONTROL: return "a string contains a raw control character (0x00-0x1F); "
-                                 "escape it";
+    case PS_JSON_CONTROL:
+        return "a string contains a raw control character (0x00-0x1F); "
+               "escape it";
     case PS_JSON_NUL: return "a string contains \\u0000, which is not accepted";
     case PS_JSON_TRAILING: return "there is data after the JSON value";
     case PS_JSON_DEPTH: return "objects and arrays are nested too deeply";
@@ -304,19 +308,19 @@ const char *ps_json_skip_ws(const char *p, const char *end)
 /* Bytes the raw scanner must stop at: inside a string, '"' and '\\'; inside an object or
  * array, '"' and the brackets. Every other byte is skipped in a tight loop. */
 static const uint8_t in_string[256] = {['"'] = 1, ['\\'] = 1};
-static const uint8_t in_container[256] = {['"'] = 1, ['{'] = 1, ['}'] = 1, ['['] = 1,
-                                          [']'] = 1};
+static const uint8_t in_container[256] = {['"'] = 1, ['{'] = 1, ['}'] = 1, ['['] = 1, [']'] = 1};
 
 static const char *skip_string(const char *p, const char *end) /* p at the opening quote */
 {
-    for (p++; p < end; p++) {
+    p++;
+    while (p < end) {
         while (p < end && !in_string[(uint8_t)*p])
             p++;
         if (p >= end)
             break;
         if (*p == '"')
             return p + 1;
-        p++; /* the escaped byte */
+        p += 2; /* a backslash and the byte it escapes */
     }
     return NULL;
 }

@@ -872,8 +872,10 @@ void ps_rules_to_json_seen(const ps_rules *r, const ps_seen_type *seen, size_t s
         ps_buf_puts(out, i ? ",\n    " : "\n    ");
         ps_buf_json_str(out, names[i], strlen(names[i]));
         ps_buf_printf(out, ": {\"rank\": %zu, ", i + 1);
-        if (t->priority)
+        if (t->priority) /* null, not absent: a built-in type's default rank is not 0 */
             ps_buf_printf(out, "\"priority\": %u, ", t->priority);
+        else
+            ps_buf_puts(out, "\"priority\": null, ");
         ps_buf_printf(out,
                       "\"collection\": \"%s\", \"limit\": %u, \"frequency\": \"%s\", "
                       "\"enabled\": %s, \"lowercase\": %s",

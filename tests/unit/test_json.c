@@ -129,8 +129,8 @@ static void parse_and_scan(void)
     CHECK(ps_json_key_decode((ps_slice){(const uint8_t *)"\"\\u00e9\\ud83d\\ude00\"", 20}, out,
                              sizeof out, &n));
     CHECK(n == 6 && memcmp(out, "\xc3\xa9\xf0\x9f\x98\x80", 6) == 0);
-    CHECK(!ps_json_key_decode((ps_slice){(const uint8_t *)"\"123456789\"", 11}, out, sizeof out,
-                              &n));
+    CHECK(
+        !ps_json_key_decode((ps_slice){(const uint8_t *)"\"123456789\"", 11}, out, sizeof out, &n));
 end:;
 }
 

@@ -96,9 +96,12 @@ static void validation_names_every_path(void)
                         &d);
     CHECK(r == NULL);
     CHECK_EQ_INT(d.count, 7);
-    const char *want[] = {"$.identifiers.user_id.limit", "$.identifiers.user_id.frequency",
-                          "$.identifiers.Bad Type", "$.identifiers.phone.keys[0]",
-                          "$.identifiers.phone.blocked[0]", "$.dedup_window_hours",
+    const char *want[] = {"$.identifiers.user_id.limit",
+                          "$.identifiers.user_id.frequency",
+                          "$.identifiers.Bad Type",
+                          "$.identifiers.phone.keys[0]",
+                          "$.identifiers.phone.blocked[0]",
+                          "$.dedup_window_hours",
                           "$.surprise"};
     for (size_t i = 0; i < 7; i++)
         CHECK_EQ_STR(d.items[i].path, want[i]);
@@ -123,7 +126,8 @@ static void to_json_round_trip(void)
                         "\"keys\":[\"phone_number\"]}},\"blocked\":[\"x\"],"
                         "\"ingest_rate_limit_per_second\":1000,\"ingest_rate_limit_burst\":50,"
                         "\"api_rate_limit_per_second\":100}",
-                        NULL), *back = NULL;
+                        NULL),
+             *back = NULL;
     CHECK(r != NULL);
     const char *seen[] = {"zz_custom"};
     ps_rules_to_json(r, seen, 1, &out);
@@ -357,8 +361,10 @@ static void seen_types_keep_their_collection(void)
     const ps_seen_type seen[] = {{"acct_id", PS_ACCOUNTS}, {"zz_id", PS_USERS}};
     ps_rules_to_json_seen(r, seen, 2, &out);
     CHECK(strstr((const char *)out.ptr,
-                 "\"acct_id\": {\"rank\": 3, \"collection\": \"accounts\"") != NULL);
-    CHECK(strstr((const char *)out.ptr, "\"zz_id\": {\"rank\": 15, \"collection\": \"users\"") !=
+                 "\"acct_id\": {\"rank\": 3, \"priority\": null, \"collection\": \"accounts\"") !=
+          NULL);
+    CHECK(strstr((const char *)out.ptr,
+                 "\"zz_id\": {\"rank\": 15, \"priority\": null, \"collection\": \"users\"") !=
           NULL);
     back = parse((const char *)out.ptr, NULL);
     CHECK(back != NULL);
@@ -369,12 +375,36 @@ end:
     ps_rules_free(back);
 }
 
+/* A built-in type set to "priority": null keeps that through settings get and set (found by
+ * fuzz_settings: the key used to be left out, and parsing brought the default rank back). */
+static void priority_null_round_trip(void)
+{
+    ps_buf out, again;
+    ps_buf_init(&out);
+    ps_buf_init(&again);
+    ps_rules *r = parse("{\"identifiers\":{\"user_id\":{\"priority\":null}}}", NULL), *back = NULL;
+    CHECK(r != NULL);
+    CHECK_EQ_INT(ps_rules_type(r, "user_id")->priority, 0);
+    ps_rules_to_json(r, NULL, 0, &out);
+    back = parse((const char *)out.ptr, NULL);
+    CHECK(back != NULL);
+    CHECK_EQ_INT(ps_rules_type(back, "user_id")->priority, 0);
+    ps_rules_to_json(back, NULL, 0, &again);
+    CHECK(out.len == again.len && memcmp(out.ptr, again.ptr, out.len) == 0);
+end:
+    ps_rules_free(r);
+    ps_rules_free(back);
+    ps_buf_clear(&out);
+    ps_buf_clear(&again);
+}
+
 static const test_case tests[] = {
     {"defaults", defaults},
     {"ranking", ranking},
     {"blocked", blocked},
     {"validation_names_every_path", validation_names_every_path},
     {"to_json_round_trip", to_json_round_trip},
+    {"priority_null_round_trip", priority_null_round_trip},
     {"regex_cannot_escape_whole_value", regex_cannot_escape_whole_value},
     {"suggested_regex_still_works", suggested_regex_still_works},
     {"regex_compile_cost_is_bounded", regex_compile_cost_is_bounded},
