@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* profiled: serves the Profile API and the Tracking API over HTTP (DESIGN 5.1). Parses flags,
+/* profiled: serves the Profile API and the Tracking API over HTTP (docs/http-api.md). Parses flags,
  * opens the data directory and its write-key catalog, runs the server until SIGINT or SIGTERM,
  * then commits what was accepted, answers it, and exits 0. */
 #include <errno.h>

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* track: the Segment Tracking API (SPEC 3, 18 Q30). On the worker thread a request is
+/* track: the Segment Tracking API (docs/http-api.md). On the worker thread a request is
  * bounded, authenticated by its write key, parsed and validated (ps_ingest_prepare); the
  * accepted messages then go to the space's writer, and the reply waits until the commit
  * holding them is durable. The writer hands finished requests back through the worker's
@@ -39,7 +39,7 @@ void track_error(ps_api_reply *rep, int status, const char *code, const char *me
     ps_buf_puts(&rep->body, "}}");
 }
 
-/* The Q30 code of a drop: Segment's names where it has them, ours otherwise. */
+/* The error code of a drop: Segment's names where it has them, ours otherwise. */
 static const char *drop_code(ps_drop why)
 {
     switch (why) {
