@@ -4,8 +4,8 @@
 #include "ps/event.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
@@ -15,12 +15,30 @@
 #include "ps/text.h"
 
 static const char *const drop_names[PS_DROP__COUNT] = {
-    "none",          "invalid_json",        "not_object",        "too_large",
-    "invalid_utf8",  "invalid_type",        "no_user_anon_id",   "missing_event_name",
-    "group_id_empty", "group_id_too_long",  "invalid_message_id", "message_id_too_long",
-    "too_many_traits", "too_many_properties", "invalid_field",   "invalid_timestamp",
-    "before_1970",   "too_many_items",      "duplicate",          "missing_batch",
-    "trailing_data", "control_character",   "nul_character",      "too_deep",
+    "none",
+    "invalid_json",
+    "not_object",
+    "too_large",
+    "invalid_utf8",
+    "invalid_type",
+    "no_user_anon_id",
+    "missing_event_name",
+    "group_id_empty",
+    "group_id_too_long",
+    "invalid_message_id",
+    "message_id_too_long",
+    "too_many_traits",
+    "too_many_properties",
+    "invalid_field",
+    "invalid_timestamp",
+    "before_1970",
+    "too_many_items",
+    "duplicate",
+    "missing_batch",
+    "trailing_data",
+    "control_character",
+    "nul_character",
+    "too_deep",
 };
 
 const char *ps_drop_name(ps_drop d)
@@ -28,8 +46,8 @@ const char *ps_drop_name(ps_drop d)
     return (unsigned)d < PS_DROP__COUNT ? drop_names[d] : "unknown";
 }
 
-static const char *const type_names[] = {"none", "identify", "track", "page",
-                                         "screen", "group", "alias"};
+static const char *const type_names[] = {"none",   "identify", "track", "page",
+                                         "screen", "group",    "alias"};
 
 const char *ps_msg_type_name(ps_msg_type t)
 {
@@ -390,8 +408,7 @@ static ps_drop check_message(parse_ctx *c, const cJSON *msg, size_t index, ps_sl
         ev->group_id = ps_arena_strndup(c->arena, g, strlen(g));
         break;
     }
-    default:
-        break;
+    default: break;
     }
     if ((ev->type == PS_MSG_IDENTIFY || ev->type == PS_MSG_GROUP) &&
         object_size(traits) >= PS_TRAITS_MAX)
@@ -479,13 +496,17 @@ typedef struct name_ref {
 /* The envelope's context or integrations object, merged shallowly into each item: the item
  * keeps its own members and gains the envelope's members it lacks. Members are looked up by
  * binary search over `by_name`, so an item costs O(its members x log(envelope members)) and
- * nothing an outsider sends can make that quadratic. */
+ * nothing an outsider sends can make that quadratic
+ * (tests/unit/test_event.c envelope_bounds). */
 typedef struct env_obj {
     const char *key;
     ps_slice raw; /* the whole object; ptr NULL when the envelope has none */
     env_member *members;
     name_ref *by_name; /* sorted by name */
     size_t count;
+    uint32_t *uniq; /* members that are not later duplicates, in text order */
+    size_t uniq_count;
+    size_t bytes; /* `,"key":value` of every member in uniq */
 } env_obj;
 
 static int name_cmp(ps_slice a, ps_slice b)
@@ -539,6 +560,12 @@ static void env_init(env_obj *e, const char *key, ps_slice raw, ps_arena *arena)
     for (i = 1; i < e->count; i++)
         if (name_cmp(e->by_name[i].name, e->by_name[i - 1].name) == 0)
             e->members[e->by_name[i].index].is_dup = true;
+    e->uniq = ps_arena_alloc(arena, e->count * sizeof *e->uniq);
+    for (i = 0; i < e->count; i++)
+        if (!e->members[i].is_dup) {
+            e->uniq[e->uniq_count++] = (uint32_t)i;
+            e->bytes += 1 + e->members[i].m.key.len + 1 + e->members[i].m.value.len;
+        }
 }
 
 static env_member *env_find(const env_obj *e, ps_slice name)
@@ -585,17 +612,16 @@ static size_t env_unseen_bytes(batch_ctx *b, env_obj *e, ps_slice obj, bool *is_
     ps_json_member m;
     ps_json_iter_init(&it, (const char *)obj.ptr, (const char *)obj.ptr + obj.len);
     *is_empty = true;
+    size_t seen = 0; /* O(item members x log(envelope members)): never a walk of the envelope */
     while (ps_json_iter_next(&it, &m)) {
         *is_empty = false;
         env_member *em = env_find(e, key_name(b->arena, m.key));
-        if (em)
+        if (em && em->seen != b->gen) {
             em->seen = b->gen;
+            seen += 1 + em->m.key.len + 1 + em->m.value.len;
+        }
     }
-    size_t add = 0;
-    for (size_t i = 0; i < e->count; i++)
-        if (!e->members[i].is_dup && e->members[i].seen != b->gen)
-            add += 1 + e->members[i].m.key.len + 1 + e->members[i].m.value.len;
-    return add;
+    return e->bytes - seen;
 }
 
 static char *emit(char *out, const void *p, size_t n)
@@ -615,10 +641,12 @@ static char *emit_insertion(char *o, const batch_ctx *b, const insertion *in)
         o = emit(o, "\":", 2);
         return emit(o, in->raw.ptr, in->raw.len);
     }
+    /* walks the envelope only for an item that fits in 32 KB after merging: the item then
+     * holds all but 32 KB of the envelope, so the envelope is small */
     const env_obj *e = in->env;
-    for (size_t i = 0; i < e->count; i++) {
-        const env_member *em = &e->members[i];
-        if (em->is_dup || em->seen == b->gen)
+    for (size_t i = 0; i < e->uniq_count; i++) {
+        const env_member *em = &e->members[e->uniq[i]];
+        if (em->seen == b->gen)
             continue;
         if (comma)
             *o++ = ',';

@@ -60,8 +60,11 @@ static got run_opts(const char *json, bool keep, ps_msg_type forced)
     memset(&g, 0, sizeof g);
     ps_arena a;
     ps_arena_init(&a);
-    ps_accept_opts o = {.rules = rules, .now_ms = 1700000000000LL, .keep_received_at = keep,
-                        .source_id = "src", .forced_type = forced};
+    ps_accept_opts o = {.rules = rules,
+                        .now_ms = 1700000000000LL,
+                        .keep_received_at = keep,
+                        .source_id = "src",
+                        .forced_type = forced};
     ps_drop why;
     ps_status st = ps_event_parse((const uint8_t *)json, strlen(json), &o, &a, sink, &g, &why);
     if (st != PS_OK) {
@@ -188,8 +191,9 @@ static void drops(void)
     }
     /* properties: 300 pass, 301 are dropped */
     for (int keys = 300; keys <= 301; keys++) {
-        n = snprintf(big, sizeof big, "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\","
-                                      "\"properties\":{");
+        n = snprintf(big, sizeof big,
+                     "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\","
+                     "\"properties\":{");
         for (int i = 0; i < keys; i++)
             n += snprintf(big + n, sizeof big - (size_t)n, "%s\"k%d\":%d", i ? "," : "", i, i);
         snprintf(big + n, sizeof big - (size_t)n, "}}");
@@ -362,18 +366,18 @@ static void write_key(void)
         {"{\"batch\":[]}", NULL},
         {"{\"writeKey\":123}", NULL},
         {"{\"writeKey\":null}", NULL},
-        {"{\"writeKey\":\"a\\\"b\"}", "a\"b"}, /* escapes are decoded */
-        {"{\"writeKey\":\"a\\u0000b\"}", NULL}, /* a NUL would cut the key short */
+        {"{\"writeKey\":\"a\\\"b\"}", "a\"b"},                /* escapes are decoded */
+        {"{\"writeKey\":\"a\\u0000b\"}", NULL},               /* a NUL would cut the key short */
         {"{\"writeKey\":\"k1\"}{\"writeKey\":\"k2\"}", NULL}, /* not one JSON value */
-        {"{\"write\\u004bey\":\"esc\"}", "esc"},    /* escaped name: the full parser */
-        {"{\"writeKey\":\"", NULL},                  /* truncated */
+        {"{\"write\\u004bey\":\"esc\"}", "esc"},              /* escaped name: the full parser */
+        {"{\"writeKey\":\"", NULL},                           /* truncated */
         {"[\"writeKey\"]", NULL},
         {"", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char key[16] = "unchanged";
         bool found = ps_event_write_key((const uint8_t *)cases[i].body, strlen(cases[i].body), key,
-                                      sizeof key);
+                                        sizeof key);
         bool ok = cases[i].want ? found && strcmp(key, cases[i].want) == 0 : !found;
         if (!ok)
             fprintf(stderr, "  case %zu: found %d %s\n", i, found, key);
@@ -539,6 +543,21 @@ static void envelope_bounds(void)
     CHECK(s.accepted > 100 && s.accepted < 2500);
     CHECK(s.accepted * 30000 <= PS_BATCH_EXPANDED_MAX_BYTES);
     CHECK_EQ_INT(s.drops[PS_DROP_TOO_LARGE], 2500 - s.accepted);
+
+    /* many duplicate envelope keys and items with their own context: work stays linear */
+    ps_buf_reset(&b);
+    ps_buf_puts(&b, "{\"context\":{");
+    for (int i = 0; i < 55000; i++)
+        ps_buf_puts(&b, i ? ",\"a\":0" : "\"a\":0");
+    ps_buf_puts(&b, "},\"batch\":[");
+    for (int i = 0; i < 2500; i++)
+        ps_buf_printf(&b, "%s{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\",\"context\":{}}",
+                      i ? "," : "");
+    ps_buf_puts(&b, "]}");
+    CHECK(b.len < PS_BATCH_MAX_BYTES);
+    CHECK_EQ_INT(parse_into((const char *)b.ptr, b.len, &s, &why), PS_OK);
+    CHECK_EQ_INT(s.accepted, 2500);
+    CHECK(strstr(s.body[0], "\"context\":{\"a\":0}") != NULL);
 
     /* too many items: each dropped, none read */
     ps_buf_reset(&b);
