@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -26,7 +27,7 @@
 #define LINGER_MS 2000         /* reading and dropping what a refused client still sends */
 #define ACCEPT_PAUSE_MIN_MS 50 /* first pause after accept() ran out of descriptors */
 #define ACCEPT_PAUSE_MAX_MS 1000
-#define BODY_KEEP_BYTES (64 * 1024) /* a body buffer larger than this is freed after use */
+#define BODY_KEEP_BYTES 4096 /* a body buffer larger than this is freed after use */
 
 typedef enum cstate {
     C_IDLE,     /* between requests: no byte of the next one yet */
@@ -184,7 +185,8 @@ void conn_reply(http_req *rq, int status, const char *headers, size_t headers_le
         conn_free(c);
         return;
     }
-    bool body_unread = c->state == C_HEAD || c->state == C_BODY;
+    bool announced = rq->head.chunked || rq->head.content_length > 0;
+    bool body_unread = c->state == C_BODY || (c->state == C_HEAD && announced);
     if (body_unread || !rq->head.keep_alive || atomic_load(&c->w->srv->stopping))
         c->close_after = true;
     struct evbuffer *out = bufferevent_get_output(c->bev);
@@ -242,10 +244,19 @@ static bool split_target(conn *c)
     const char *t = rq->head.target;
     size_t len = rq->head.target_len;
     /* absolute-form (a request sent as to a proxy): keep the path of the URI */
-    if (len > 8 && (strncmp(t, "http://", 7) == 0 || strncmp(t, "https://", 8) == 0)) {
-        const char *p = memchr(t + 8, '/', len - 8);
-        if (p == NULL)
-            return false;
+    size_t scheme = len > 7 && strncasecmp(t, "http://", 7) == 0    ? 7
+                    : len > 8 && strncasecmp(t, "https://", 8) == 0 ? 8
+                                                                    : 0;
+    if (scheme) {
+        const char *p = memchr(t + scheme, '/', len - scheme);
+        if (p == t + scheme)
+            return false; /* no authority */
+        if (p == NULL) {  /* http://host is the root */
+            memcpy(c->target, "/", 2);
+            rq->path = c->target;
+            rq->query = NULL;
+            return true;
+        }
         len -= (size_t)(p - t);
         t = p;
     }
@@ -298,7 +309,9 @@ static void start_request(conn *c, size_t end)
         return;
     }
     if (!rq->head.chunked && rq->head.content_length > c->body_max) {
-        fail(c, 413, "The request body is over the limit of this route.");
+        fail(c, 413,
+             c->body_max ? "The request body is over the limit of this route."
+                         : "This route takes no request body.");
         return;
     }
     /* reserve the most this body can take, before a byte of it is buffered */
@@ -317,7 +330,10 @@ static void start_request(conn *c, size_t end)
         }
         c->reserved_anonymous = need;
     }
-    ps_buf_reserve(&c->body, rq->head.chunked ? 0 : need);
+    if (!rq->head.chunked) { /* exactly the declared size: what was reserved is what is held */
+        c->body.ptr = ps_xrealloc(c->body.ptr, need + 1);
+        c->body.cap = need + 1;
+    }
     if (rq->head.expect_continue && evbuffer_get_length(in) == 0)
         bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     c->state = C_BODY;
@@ -366,6 +382,13 @@ static void process(conn *c)
         size_t avail = evbuffer_get_length(in);
         switch (c->state) {
         case C_IDLE:
+            while (avail >= 2) { /* an empty line before a request is ignored (RFC 9112) */
+                const char *p = (const char *)evbuffer_pullup(in, 2);
+                if (p[0] != '\r' || p[1] != '\n')
+                    break;
+                evbuffer_drain(in, 2);
+                avail -= 2;
+            }
             if (avail == 0) {
                 if (c->peer_eof)
                     conn_free(c);
@@ -402,8 +425,10 @@ static void process(conn *c)
                 if (c->state == C_BODY && c->peer_eof)
                     conn_free(c);
                 else if (c->state == C_BODY) /* room for the rest of the body, no more */
-                    bufferevent_setwatermark(c->bev, EV_READ, 0,
-                                             c->body_max - c->body.len + cfg->max_header_bytes);
+                    bufferevent_setwatermark(
+                        c->bev, EV_READ, 0,
+                        (c->req.head.chunked ? c->body_max : (size_t)c->req.head.content_length) -
+                            c->body.len + cfg->max_header_bytes);
                 return;
             }
             c->req.body = c->body.ptr ? c->body.ptr : (const uint8_t *)"";
@@ -413,6 +438,7 @@ static void process(conn *c)
             dispatch_request(&c->req);
             if (c->state == C_HANDLING) { /* the handler answers later */
                 c->state = C_WAIT;
+                release_body(c); /* the handler kept its own copy */
                 bufferevent_disable(c->bev, EV_READ);
             }
             return;
@@ -447,6 +473,9 @@ static void on_write(struct bufferevent *bev, void *arg)
         return;
     }
     c->state = C_IDLE;
+    free(c->head); /* an idle connection holds no request buffers */
+    free(c->target);
+    c->head = c->target = NULL;
     bufferevent_setwatermark(c->bev, EV_READ, 0, c->w->srv->cfg.max_header_bytes);
     bufferevent_enable(c->bev, EV_READ);
     arm(c, c->w->srv->cfg.timeout_ms); /* idle keep-alive */
@@ -516,7 +545,9 @@ static void on_accept_error(struct evconnlistener *lev, void *arg)
     }
     w->accept_paused = true;
     listeners_enable(w, false);
-    size_t step = w->accept_errors < 4 ? (size_t)w->accept_errors : 3;
+    size_t step = (size_t)w->accept_backoff; /* grows while accept() keeps failing */
+    if (w->accept_backoff < 3)
+        w->accept_backoff++;
     struct timeval tv = {0, pause_ms[step] * 1000};
     if (pause_ms[step] >= 1000)
         tv = (struct timeval){pause_ms[step] / 1000, 0};
@@ -537,6 +568,8 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
         listeners_enable(w, false);
         return;
     }
+    w->accept_backoff = 0; /* accept() works again */
+    evutil_make_socket_closeonexec(fd);
     conn *c = ps_xcalloc(1, sizeof *c);
     c->w = w;
     c->kind = lc->kind;

@@ -200,6 +200,7 @@ struct worker {
     conn *conns; /* every open connection, for shutdown */
     int64_t last_accept_log_ms;
     uint64_t accept_errors; /* since the last log line */
+    int accept_backoff;     /* index of the next pause; 0 after a successful accept */
     /* replies of committed Tracking API requests, handed over by writer threads */
     pthread_mutex_t done_lock;
     pending *done;

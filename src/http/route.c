@@ -108,7 +108,7 @@ static const char *const resources[] = {"traits", "external_ids", "events", "met
  * the method fits it. */
 static int route_of(char **seg, int n, int method, bool *method_ok)
 {
-    *method_ok = method == HTTP_GET;
+    *method_ok = method == HTTP_GET || method == HTTP_HEAD; /* HEAD: the same, bodiless */
     if (n < 6 || strcmp(seg[0], "v1") != 0 ||
         (strcmp(seg[1], "spaces") != 0 && strcmp(seg[1], "namespaces") != 0) ||
         strcmp(seg[3], "collections") != 0 || strcmp(seg[5], "profiles") != 0)

@@ -98,7 +98,21 @@ head_decision dispatch_head(http_req *rq)
         return track_head(rq);
     }
     rq->route = ROUTE_OTHER;
-    return (head_decision){.max_body = MAX_DELETE_BODY};
+    /* only the identifier deletion takes a body; its token is checked after the body, so
+     * the body counts as anonymous. Everything else is answered without reading one. */
+    static const char suffix[] = "/external_ids/delete";
+    size_t pl = strlen(rq->path), sl = sizeof suffix - 1;
+    if (rq->head.method == HTTP_POST && serves_profiles(rq) && pl > sl &&
+        strcmp(rq->path + pl - sl, suffix) == 0)
+        return (head_decision){.max_body = MAX_DELETE_BODY, .anonymous = true};
+    if (rq->head.chunked || rq->head.content_length > 0) {
+        /* a body where none is read: answer as if it were empty, then close (conn.c) */
+        rq->body = (const uint8_t *)"";
+        rq->body_len = 0;
+        dispatch_request(rq);
+        return (head_decision){.reply_now = true};
+    }
+    return (head_decision){.max_body = 0};
 }
 
 void dispatch_error(http_req *rq, int status, const char *code, const char *message)
@@ -197,7 +211,8 @@ reply:
     rq->route = route;
     if (rep->status >= 500)
         ps_log(PS_LOG_ERROR, "msg=\"request failed\" request_id=%s status=%d route=%s", rq->rid,
-               rep->status, route < PS_API__ROUTES ? ps_api_route_name((ps_api_route)route) : "other");
+               rep->status,
+               route < PS_API__ROUTES ? ps_api_route_name((ps_api_route)route) : "other");
     send_reply(rq, ctype, allow);
     request_done(w, route, rep->status, &rq->t0);
 }

@@ -224,7 +224,7 @@ def timestamps():
 
 
 def framing_and_smuggling():
-    st, srv, wk, _ = setup()
+    st, srv, wk, token = setup()
     try:
         port = srv.ingest_port
         msg = b'{"userId":"cl","event":"E"}'
@@ -250,6 +250,23 @@ def framing_and_smuggling():
             b"\r\n0\r\n\r\n"
         assert responses(raw(port, chunked))[0][0] == 200
         assert stored(st, "user_id:cl") is not None
+        # a route that takes no body answers without reading one, and closes
+        r = responses(raw(srv.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                                    b"Content-Length: 30000\r\n\r\n"))
+        assert r[0][0] == 200 and r[0][1]["connection"] == "close", r
+        r = responses(raw(srv.port, b"POST /nowhere HTTP/1.1\r\nHost: x\r\n"
+                                    b"Content-Length: 30000\r\n\r\n"))
+        assert r[0][0] == 404 and r[0][1]["connection"] == "close", r
+        # an empty line before a request is ignored; absolute-form targets are read as paths;
+        # HEAD is answered like GET, without the body
+        r = responses(raw(srv.port, b"\r\nGET HTTP://x:1/healthz HTTP/1.1\r\nHost: x\r\n"
+                                    b"Connection: close\r\n\r\n"))
+        assert r[0][0] == 200 and r[0][2] == b'{"status":"ok"}', r
+        head = raw(srv.port, ("HEAD /v1/spaces/s1/collections/users/profiles/user_id:cl/traits"
+                              " HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\nConnection: close"
+                              "\r\n\r\n" % basic(token)).encode())
+        assert head.startswith(b"HTTP/1.1 200") and head.endswith(b"\r\n\r\n"), head
+        assert int(responses(head + b"")[0][1]["content-length"]) > 0
     finally:
         srv.stop()
         st.close()
