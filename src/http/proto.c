@@ -201,7 +201,17 @@ const char *http_head_find(const http_head *h, const char *name, size_t *len)
 
 /* ---- chunked bodies ---- */
 
-enum { CH_SIZE, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF, CH_TRAILER, CH_DONE };
+enum {
+    CH_SIZE,
+    CH_SIZE_WS,
+    CH_EXT,
+    CH_SIZE_LF,
+    CH_DATA,
+    CH_DATA_CR,
+    CH_DATA_LF,
+    CH_TRAILER,
+    CH_DONE
+};
 
 #define CHUNK_LINE_MAX 256 /* a size line with its extensions */
 #define TRAILER_MAX 4096   /* trailer fields are read and dropped */
@@ -220,13 +230,17 @@ long http_chunked_feed(http_chunked *c, const uint8_t *in, size_t len, ps_buf *o
                     : b >= 'A' && b <= 'F' ? b - 'A' + 10
                                            : -1;
             if (d >= 0) {
-                if (c->digits++ == 8) /* over 4 GiB: no body here is that large */
+                if (++c->line_len > CHUNK_LINE_MAX)
+                    return fail(status, why, 400, "A chunk line is too long.");
+                if ((c->remaining || d) && c->digits++ == 8) /* over 4 GiB: never a body here */
                     return fail(status, why, 413, "A chunk is too large.");
                 c->remaining = c->remaining << 4 | (uint64_t)d;
-            } else if (c->digits == 0) {
+            } else if (c->line_len == 0) {
                 return fail(status, why, 400, "A chunk size is malformed.");
-            } else if (b == ';' || b == ' ' || b == '\t') {
+            } else if (b == ';') {
                 c->state = CH_EXT;
+            } else if (b == ' ' || b == '\t') {
+                c->state = CH_SIZE_WS;
             } else if (b == '\r') {
                 c->state = CH_SIZE_LF;
             } else {
@@ -235,6 +249,17 @@ long http_chunked_feed(http_chunked *c, const uint8_t *in, size_t len, ps_buf *o
             i++;
             break;
         }
+        case CH_SIZE_WS: /* only blanks, then an extension or the end of the line */
+            if (++c->line_len > CHUNK_LINE_MAX)
+                return fail(status, why, 400, "A chunk line is too long.");
+            if (b == ';')
+                c->state = CH_EXT;
+            else if (b == '\r')
+                c->state = CH_SIZE_LF;
+            else if (b != ' ' && b != '\t')
+                return fail(status, why, 400, "A chunk size is malformed.");
+            i++;
+            break;
         case CH_EXT: /* chunk extensions are ignored, within a bound */
             if (++c->line_len > CHUNK_LINE_MAX)
                 return fail(status, why, 400, "A chunk line is too long.");
@@ -290,6 +315,8 @@ long http_chunked_feed(http_chunked *c, const uint8_t *in, size_t len, ps_buf *o
                 if (c->trailer_line == 0)
                     c->state = CH_DONE;
                 c->trailer_line = 0;
+            } else if (c->prev == '\r') {
+                return fail(status, why, 400, "A trailer line has a bare CR.");
             } else if (b != '\r') {
                 c->trailer_line++;
             }
