@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""make bench: every figure of DESIGN 8 beside a ceiling measured in the same run.
+"""make bench: every figure of docs/benchmarks.md beside a ceiling measured in the same run.
 
 Knobs (environment): BENCH_SIZE events in the main corpus (default 200000), BENCH_SCALE the
 largest point of the scale curve in people (default 1000000), BENCH_SECONDS per read load
@@ -148,7 +148,7 @@ def disk_bytes(path):
 # ---- resolution quality ----
 
 def event_ids(msg):
-    """The identifiers of a message, as a naive reader sees them (SPEC 5 default keys)."""
+    """The identifiers of a message, as a naive reader sees them (the default keys)."""
     ids = []
     for key, typ in (("userId", "user_id"), ("anonymousId", "anonymous_id")):
         v = msg.get(key)

@@ -1,6 +1,6 @@
 #!/bin/sh
-# Checks the layering of DESIGN 6 / STYLE B1: a file may include project headers of its own
-# layer or below only, and third-party headers stay in their home module.
+# Checks the layering of docs/architecture.md (Layers): a file may include project headers of
+# its own layer or below only, and third-party headers stay in their home module.
 set -eu
 cd "$(dirname "$0")/.."
 rank() {

@@ -2,7 +2,7 @@
 /* gen_events: deterministic synthetic Segment event log (NDJSON) for tests and benchmarks.
  * People have devices and anonymous sessions, log in (linking them), change email, join
  * groups; some devices are shared and some ids are junk. Every line carries receivedAt, so
- * replays are deterministic (D1).
+ * replays are deterministic (docs/architecture.md, Determinism).
  *
  *   gen_events [--events N] [--seed S] [--people P] [--start-ms MS] [--truth FILE]
  *              [--realistic]                                           > log.ndjson

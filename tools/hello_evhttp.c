@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* hello_evhttp: the C_hello ceiling of DESIGN 8. A bare libevent evhttp server answering
+/* hello_evhttp: the C_hello ceiling (docs/benchmarks.md). A bare libevent evhttp server answering
  * every request with a small JSON body, with the same thread model as profiled (N event
  * loops on one listening socket, TCP_NODELAY), so that benchmark ratios compare like with
  * like. Usage: hello_evhttp PORT [THREADS]. Runs until killed. */

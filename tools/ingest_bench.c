@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* ingest_bench: durable HTTP ingest of DESIGN 8. Loads an NDJSON corpus, groups it into
+/* ingest_bench: durable HTTP ingest (docs/benchmarks.md). Loads an NDJSON corpus, groups it into
  * {"batch":[...]} bodies of N events, and posts them to /v1/batch over C keep-alive
  * connections (one thread each) until every body is sent. Every 200 means the events are
  * durable. Prints events/s, acknowledgement latency percentiles and, as the ceiling measured

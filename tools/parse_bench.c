@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* parse_bench: the C_parse ceiling of DESIGN 8: cJSON parse + delete of every line of an
+/* parse_bench: the C_parse ceiling (docs/benchmarks.md): cJSON parse + delete of every line of an
  * NDJSON file, timed after the file is in memory. Prints events/s. */
 #include <stdio.h>
 #include <stdlib.h>

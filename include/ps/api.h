@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* api: the Profile API (SPEC 10 and 11.1) as use cases, independent of HTTP. The server
+/* api: the Profile API (docs/http-api.md) as use cases, independent of HTTP. The server
  * parses the URL and the Authorization header into a ps_api_request; this module checks the
  * token and the rate limit, validates parameters and cursors, reads the profile through the
  * read model in ONE read transaction (deletions: one write transaction) and returns the HTTP
@@ -19,8 +19,8 @@ typedef enum ps_api_route {
     PS_API_EVENTS,
     PS_API_METADATA,
     PS_API_LINKS,
-    PS_API_PROFILES,   /* list (SPEC Q19) */
-    PS_API_DELETE_IDS, /* POST …/external_ids/delete (SPEC 11.1) */
+    PS_API_PROFILES,   /* list */
+    PS_API_DELETE_IDS, /* POST …/external_ids/delete */
     PS_API__ROUTES
 } ps_api_route;
 
@@ -46,7 +46,7 @@ typedef struct ps_api_request {
     size_t body_len;
     const char *token; /* Basic auth username; NULL when the request had none */
     size_t token_len;
-    int64_t now_ms; /* the /events window is measured against this (D6) */
+    int64_t now_ms; /* the /events window is measured against this */
 } ps_api_request;
 
 typedef struct ps_api_reply {

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* event: JSON bytes -> validated Segment messages (SPEC 2, 9, 18 Q16-Q18, Q30, Q32).
+/* event: JSON bytes -> validated Segment messages (limits in docs/security.md).
  * Applies Unify's ingestion drops, stamps receivedAt/source_id/messageId once, and extracts the
- * candidate identifiers of SPEC 5 in extraction order. No storage, no resolution. */
+ * candidate identifiers in extraction order. No storage, no resolution. */
 #ifndef PS_EVENT_H
 #define PS_EVENT_H
 
@@ -13,7 +13,7 @@
 #include "ps/rules.h"
 #include "ps/status.h"
 
-#define PS_MESSAGE_MAX_BYTES (32 * 1024)  /* one message (SPEC 3.3) */
+#define PS_MESSAGE_MAX_BYTES (32 * 1024)  /* one message */
 #define PS_BATCH_MAX_BYTES (500 * 1024)   /* one {"batch":[...]} payload */
 #define PS_BATCH_MAX_ITEMS 2500
 /* A batch's items after its envelope (context, integrations, sentAt) is merged into each:
@@ -70,15 +70,15 @@ const char *ps_drop_name(ps_drop d);
 const char *ps_drop_message(ps_drop d);
 const char *ps_msg_type_name(ps_msg_type t);
 
-/* Why a candidate identifier was not promoted (SPEC 7, 13 violations). */
+/* Why a candidate identifier was not promoted (each is recorded as a violation). */
 typedef enum ps_ident_flag {
     PS_IDENT_OK = 0,
     PS_IDENT_BLOCKED,      /* "ID value blocked" */
     PS_IDENT_TOO_LONG,     /* value over PS_VALUE_MAX bytes */
-    PS_IDENT_BAD_ENCODING, /* context.externalIds encoding other than "none" (Q26) */
+    PS_IDENT_BAD_ENCODING, /* context.externalIds encoding other than "none" */
 } ps_ident_flag;
 
-/* One identifier: normalized type and value (SPEC 18.Q8). Strings live in the event arena. */
+/* One identifier: normalized type and value. Strings live in the event arena. */
 typedef struct ps_ident {
     const char *type;
     const char *value;
@@ -116,7 +116,7 @@ typedef struct ps_event {
 typedef struct ps_accept_opts {
     const ps_rules *rules;
     int64_t now_ms;            /* the receivedAt stamp */
-    bool keep_received_at;     /* replays keep a logged receivedAt (D1); the HTTP API doesn't */
+    bool keep_received_at;     /* replays keep a logged receivedAt; the HTTP API doesn't */
     const char *source_id;     /* stamped when the message has none */
     ps_msg_type forced_type;   /* HTTP /v1/<type>; PS_MSG_NONE reads "type" */
     uint64_t sequence;         /* distinguishes generated messageIds within one stamp */
@@ -147,7 +147,7 @@ void ps_event_body_members(ps_slice body, const char *const *keys, size_t count,
  * not fit. */
 bool ps_event_write_key(const uint8_t *json, size_t len, char *out, size_t cap);
 
-/* Parses a Delete Profile Identifier request body (SPEC 11.1):
+/* Parses a Delete Profile Identifier request body:
  * {"delete_external_ids":[{"id":..., "type":...}]}. Exactly one entry with string `id` and
  * `type` is accepted; `type` is copied into `type` (capacity PS_TYPE_MAX + 1) and `id` into
  * `value` (capacity PS_VALUE_MAX + 1), both NUL-terminated. PS_EINVAL with `why` naming the

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* graph: the identity graph. Resolves an event's identifiers to a profile by flat matching
- * (SPEC 7.3): create, append or merge, demoting the lowest-priority identifier while a limit
- * would be exceeded. Profiles form a persistent union-find kept flat: a merged-away profile's
- * parent is always the canonical profile, so find() is one read. Writes audit rows for every
- * create, merge, mapping and violation. Runs inside the caller's write transaction. */
+ * (docs/architecture.md, Resolution): create, append or merge, demoting the lowest-priority
+ * identifier while a limit would be exceeded. Profiles form a persistent union-find kept flat:
+ * a merged-away profile's parent is always the canonical profile, so find() is one read.
+ * Writes audit rows for every create, merge, mapping and violation. Runs inside the caller's
+ * write transaction. */
 #ifndef PS_GRAPH_H
 #define PS_GRAPH_H
 
@@ -16,7 +17,7 @@
 #include "ps/status.h"
 #include "ps/store.h"
 
-/* Profiles Insights violations and errors (SPEC 13), recorded in the audit log. */
+/* Profiles Insights violations and errors, recorded in the audit log. */
 typedef enum ps_violation {
     PS_VIOL_NONE = 0,
     PS_VIOL_BLOCKED,        /* ID value blocked */
@@ -40,7 +41,7 @@ typedef struct ps_resolve_in {
     uint8_t event_type; /* ps_msg_type */
     const char *message_id;
     const char *source_id;
-    int64_t timestamp_ms; /* limit windows are measured on this (D5) */
+    int64_t timestamp_ms; /* limit windows are measured on this */
     int64_t received_ms;  /* created_at / updated_at stamps */
 } ps_resolve_in;
 
@@ -64,11 +65,11 @@ ps_status ps_graph_find(ps_txn *t, uint64_t seq, uint64_t *canonical);
 ps_status ps_graph_lookup(ps_txn *t, uint8_t coll, const char *type, const char *value,
                           size_t value_len, uint64_t *canonical);
 
-/* Deterministic segment_id (D2): "use_"/"acc_" + 27 base62 of a keyed hash of the space
+/* Deterministic segment_id: "use_"/"acc_" + 27 base62 of a keyed hash of the space
  * name and the profile sequence number. `out` holds PS_SEGMENT_ID_LEN + 1 bytes. */
 void ps_graph_segment_id(const char *space, uint8_t coll, uint64_t seq, char *out);
 
-/* Removes identifier (type, value) from canonical profile `canonical` (SPEC 11.1, Q28): its
+/* Removes identifier (type, value) from canonical profile `canonical`: its
  * ident and pmap rows go, the mapping count drops and a REMOVED audit row is written; the
  * profile is not split and its history stays. `in` supplies the audit row's message and
  * source ids and times. PS_ENOTFOUND when the profile does not hold the identifier. */

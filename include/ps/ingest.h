@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* ingest: the one accept/resolve path (DESIGN 3). Payloads are parsed and validated, deduped
- * on messageId, resolved in order and written inside one write transaction per batch; a batch
- * is acknowledged only after ps_ingest_commit() returns PS_OK (durable). Used by
- * `profilectl ingest` and by the Tracking API. One ps_ingest per writer; not thread-safe. */
+/* ingest: the one accept/resolve path (docs/architecture.md, Data flow). Payloads are parsed
+ * and validated, deduped on messageId, resolved in order and written inside one write
+ * transaction per batch; a batch is acknowledged only after ps_ingest_commit() returns PS_OK
+ * (durable). Used by `profilectl ingest` and by the Tracking API. One ps_ingest per writer;
+ * not thread-safe. */
 #ifndef PS_INGEST_H
 #define PS_INGEST_H
 
@@ -16,7 +17,7 @@
 
 typedef struct ps_ingest_opts {
     const char *source_id;  /* stamped on messages without one; NULL = "profilectl" */
-    bool keep_received_at;  /* replays keep a logged receivedAt (D1) */
+    bool keep_received_at;  /* replays keep a logged receivedAt */
     ps_msg_type forced_type; /* Tracking API /v1/<type> */
 } ps_ingest_opts;
 
@@ -58,13 +59,13 @@ ps_status ps_ingest_commit(ps_ingest *in);
 void ps_ingest_end(ps_ingest *in);
 
 /* ---- prepared payloads: parsed and validated on the caller's thread (an HTTP worker),
- * resolved later by the space's one writer (DESIGN 3) ---- */
+ * resolved later by the space's one writer ---- */
 
 typedef struct ps_prepare_opts {
     const char *source_id;    /* stamped on every message (copied) */
     ps_msg_type forced_type;  /* /v1/<type>; PS_MSG_NONE reads each message's "type" */
     bool require_batch;       /* /v1/batch */
-    int64_t now_ms;           /* the receivedAt stamp (D1: stamped once, here) */
+    int64_t now_ms;           /* the receivedAt stamp (stamped once, here) */
     uint64_t sequence;        /* unique per payload in this process: generated messageIds */
 } ps_prepare_opts;
 
@@ -81,7 +82,7 @@ typedef struct ps_prepare_refusal {
     int64_t retry_ms; /* PS_ELIMIT: when the space's ingest rate limit has room again */
 } ps_prepare_refusal;
 
-/* Takes one request from the space's ingest rate limit (Q31), then parses and validates
+/* Takes one request from the space's ingest rate limit, then parses and validates
  * `json` under the space's current rules. Takes ownership of `json` (a ps_xmalloc'd buffer).
  * PS_OK with *out even when every message was dropped. Otherwise `json` is freed, *out is
  * NULL, and the status says why: PS_ELIMIT (over the rate; nothing was parsed), PS_EINVAL or

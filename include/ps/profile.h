@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* profile: the read model. Finds the canonical profile for an identifier or segment_id and
- * reads its identifiers, traits (later write wins across merged profiles, D3), events (newest
+ * reads its identifiers, traits (later write wins across merged profiles), events (newest
  * first), links and merge history, all from one read transaction. Behind both the Profile
  * API and `profilectl inspect`/`export`. Reads fan out over the profile's members, which the
  * merge limit bounds. */
@@ -85,7 +85,7 @@ typedef struct ps_event_query {
 ps_status ps_profile_events(ps_txn *t, const uint64_t *members, size_t n,
                             const ps_event_query *q, ps_event_ref *out, size_t *count);
 
-/* Appends stored event `seq` as the Profile API shows it (SPEC 10.7): external_ids, context,
+/* Appends stored event `seq` as the Profile API shows it: external_ids, context,
  * type, message_id, source_id, timestamp, received_at, properties, event, and related
  * {collection: segment_id of the canonical profile `p`}. */
 ps_status ps_profile_event_json(ps_txn *t, const ps_profile *p, uint64_t seq, ps_buf *out);
@@ -96,7 +96,7 @@ enum { PS_EXTID_SOURCE = 1, /* source_id, created_at */
 /* Appends one identifier as a JSON object. */
 void ps_profile_extid_json(ps_buf *b, const ps_extid *x, unsigned fields);
 
-/* Appends the profile metadata object of SPEC 10.8. */
+/* Appends the profile metadata object that GET {ident}/metadata returns. */
 void ps_profile_metadata_json(ps_buf *b, const ps_profile *p);
 
 /* "users" or "accounts". */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* rules: a space's identity settings (SPEC 6, DESIGN 5.5) loaded from JSON, validated whole,
- * with Segment's defaults filled in. Pure: no I/O. Immutable once built, so one ps_rules may be
- * shared by threads. */
+/* rules: a space's identity settings (schema/identity-settings.schema.json) loaded from JSON,
+ * validated whole, with Segment's defaults filled in. Pure: no I/O. Immutable once built, so
+ * one ps_rules may be shared by threads. */
 #ifndef PS_RULES_H
 #define PS_RULES_H
 
@@ -57,7 +57,7 @@ typedef struct ps_type_rule {
     bool lowercase;      /* lowercase values (email) */
 } ps_type_rule;
 
-/* A custom identifier read from trait/property keys (SPEC 5.2, 18.Q9). */
+/* A custom identifier read from trait/property keys. */
 typedef struct ps_custom_key {
     const char *type;
     const char *snake; /* configured key, e.g. app_id */
@@ -73,11 +73,11 @@ typedef struct ps_rules_options {
     int64_t dedup_window_ms;     /* messageId dedup window on receivedAt; 0 disables */
     int64_t event_retention_ms;  /* events older than this (receivedAt) are purged */
     int64_t events_lookback_ms;  /* Profile API default events window */
-    uint32_t merge_limit;        /* merges per profile (SPEC 7.5) */
+    uint32_t merge_limit;        /* merges per profile */
     uint32_t mapping_limit;      /* identifier mappings per profile */
-    uint32_t api_rate_per_second; /* Profile API token bucket refill; 0: no limit (D8) */
+    uint32_t api_rate_per_second; /* Profile API token bucket refill; 0: no limit */
     uint32_t api_rate_burst;      /* bucket size; 0: same as the rate */
-    uint32_t ingest_rate_per_second; /* Tracking API requests per second (Q31); 0: no limit */
+    uint32_t ingest_rate_per_second; /* Tracking API requests per second; 0: no limit */
     uint32_t ingest_rate_burst;      /* bucket size; 0: same as the rate */
 } ps_rules_options;
 
@@ -88,7 +88,7 @@ typedef struct ps_diags {
     size_t dropped; /* errors beyond PS_DIAGS_MAX */
 } ps_diags;
 
-/* Returns owned rules with every default (SPEC 16); free with ps_rules_free(). */
+/* Returns owned rules with every default; free with ps_rules_free(). */
 ps_rules *ps_rules_default(void);
 
 /* Parses and validates a settings document. On success *out receives owned rules. On
@@ -109,7 +109,7 @@ const ps_type_rule *ps_rules_type(const ps_rules *r, const char *type);
 bool ps_rules_type_configured(const ps_rules *r, const char *type);
 
 /* Priority order: <0 when `a` ranks higher (demoted later) than `b`, 0 when same type.
- * Explicit priorities first (ties by name), then the rest by byte-wise name (SPEC 6.3). */
+ * Explicit priorities first (ties by name), then the rest by byte-wise name. */
 int ps_rules_rank_cmp(const ps_rules *r, const char *a, const char *b);
 
 /* True when `value` is blocked for `type`: it equals an exact blocked value, or a blocked regex

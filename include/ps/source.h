@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* source: Tracking API sources and their write keys. A write key names no space, so the
- * mapping key -> (space, source) lives in the catalog environment DATA/meta (DESIGN 4), which
- * every process opens beside the spaces. Keys are stored as SHA-256 hashes only; a key
- * belongs to exactly one source of one space. A source created while a server runs counts
- * from the server's next request (each lookup reads a fresh transaction). */
+ * mapping key -> (space, source) lives in the catalog environment DATA/meta
+ * (docs/storage-format.md), which every process opens beside the spaces. Keys are stored as
+ * SHA-256 hashes only; a key belongs to exactly one source of one space. A source created
+ * while a server runs counts from the server's next request (each lookup reads a fresh
+ * transaction). */
 #ifndef PS_SOURCE_H
 #define PS_SOURCE_H
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* space: a space is one LMDB environment under DATA/spaces/<name>/ holding its identity
  * graph and its identity settings. Creates, lists and opens spaces; reads and replaces
- * settings (new settings apply to events processed afterwards only, SPEC 6.4). */
+ * settings (new settings apply to events processed afterwards only). */
 #ifndef PS_SPACE_H
 #define PS_SPACE_H
 
@@ -38,10 +38,10 @@ const char *ps_space_name(const ps_space *sp);
  * from several threads. Borrowed: valid until ps_space_close() (replaced rules are kept). */
 ps_status ps_space_rules(ps_space *sp, ps_txn *t, const ps_rules **out);
 
-/* The space's two request rate limits (D8): each has its own token bucket. */
+/* The space's two request rate limits (docs/http-api.md): each has its own token bucket. */
 typedef enum ps_rate_kind {
-    PS_RATE_API,    /* Profile API: api_rate_limit_* (SPEC Q38) */
-    PS_RATE_INGEST, /* Tracking API: ingest_rate_limit_* (SPEC Q31) */
+    PS_RATE_API,    /* Profile API: api_rate_limit_* */
+    PS_RATE_INGEST, /* Tracking API: ingest_rate_limit_* */
 } ps_rate_kind;
 
 /* Takes one request of `kind` from the space's token bucket (rate and burst from `r`).

@@ -137,7 +137,7 @@ ps_status ps_store_member_scan(ps_txn *t, uint64_t canonical, ps_member_fn fn, v
 
 /* ---- trait: (profile, key) -> record; written under the canonical profile of the time ---- */
 typedef struct ps_trait_rec {
-    uint64_t write_seq; /* message seq of the write: later wins (D3) */
+    uint64_t write_seq; /* message seq of the write: later wins */
     int64_t updated_ms;
     bool deleted;       /* a tombstone hides older values in merged profiles */
     ps_slice source_id;
@@ -194,14 +194,14 @@ ps_status ps_store_dedup_put(ps_txn *t, const char *message_id, int64_t received
 /* Forgets ids received before `cutoff_ms`, at most `max`. */
 ps_status ps_store_dedup_expire(ps_txn *t, int64_t cutoff_ms, size_t max, size_t *expired);
 
-/* ---- audit: append-only change log (SPEC 12.1 shapes), violations included ---- */
+/* ---- audit: append-only change log (docs/storage-format.md), violations included ---- */
 typedef enum ps_audit_kind {
     PS_AUDIT_CREATE = 1,    /* id_graph_updates: segment_id == canonical */
     PS_AUDIT_MERGE = 2,     /* id_graph_updates: segment_id -> canonical */
     PS_AUDIT_MAPPING = 3,   /* external_id_mapping_updates, CREATED */
     PS_AUDIT_TRAITS = 4,    /* profile_traits_updates: a message changed traits */
     PS_AUDIT_VIOLATION = 5, /* Profiles Insights violation or error */
-    PS_AUDIT_UNMAP = 6,     /* external_id_mapping_updates, REMOVED (SPEC 11.1) */
+    PS_AUDIT_UNMAP = 6,     /* external_id_mapping_updates, REMOVED */
 } ps_audit_kind;
 
 typedef struct ps_audit_rec {

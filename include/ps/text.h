@@ -27,7 +27,7 @@ void ps_trim(const char **s, size_t *len);
 void ps_ascii_lower(char *s, size_t len);
 
 /* Percent-decodes `s` once into `out` (capacity at least `len`; not NUL-terminated). A '+'
- * stays a '+' in paths (SPEC Q37) and becomes a space in query strings (`plus_is_space`,
+ * stays a '+' in paths and becomes a space in query strings (`plus_is_space`,
  * form encoding). Returns false for a '%' not followed by two hex digits. *out_len
  * receives the decoded length. */
 bool ps_pct_decode(const char *s, size_t len, bool plus_is_space, char *out, size_t *out_len);

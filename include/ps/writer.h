@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* writer: the one writer thread of a space (DESIGN 3). Callers (HTTP workers) submit prepared
+/* writer: the one writer thread of a space. Callers (HTTP workers) submit prepared
  * payloads; the writer resolves them in submission order through the ingest path and commits
  * them in groups: a group closes when the queue is empty, when it holds `batch_events`
  * accepted messages, or when it has been open `batch_ms`. Each submission's callback runs, on

@@ -11,7 +11,7 @@
 #include "ps/space.h"
 #include "ps/status.h"
 
-/* Exit codes (DESIGN 5.2), plus 4 for storage failures and a failed `check`. */
+/* Exit codes (docs/profilectl.md), plus 4 for storage failures and a failed `check`. */
 enum { EXIT_OK = 0, EXIT_USAGE = 1, EXIT_NOTFOUND = 2, EXIT_INVALID = 3, EXIT_STORE = 4 };
 
 typedef struct cli {
@@ -23,7 +23,7 @@ typedef struct cli {
 
 /* Prints "profilectl: <message>" on stderr and returns `code`. */
 int cli_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Maps a status to an exit code (one table, STYLE B5). */
+/* Maps a status to an exit code (the one table of them). */
 int cli_exit_code(ps_status st);
 /* Opens a space or prints why not. Returns EXIT_OK on success. */
 int cli_open_space(const cli *c, const char *name, bool read_only, ps_space **out);

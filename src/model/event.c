@@ -74,7 +74,7 @@ static const cJSON *get(const cJSON *obj, const char *key)
     return cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
 }
 
-/* Canonical decimal text of a JSON number (SPEC 18.Q7). */
+/* Canonical decimal text of a JSON number: a number used as an identifier becomes this text. */
 static void number_text(double d, char out[40])
 {
     if (d == floor(d) && fabs(d) < 9007199254740992.0)
@@ -104,7 +104,7 @@ static void add_id(parse_ctx *c, ps_collection coll, const char *type, const cJS
     char numbuf[40];
     const char *text = scalar_text(raw, numbuf);
     if (text == NULL)
-        return; /* null, bool, object, array: never identifiers (18.Q7) */
+        return; /* null, bool, object, array: never identifiers */
     size_t len = strlen(text);
     ps_trim(&text, &len);
     if (len == 0)
@@ -144,7 +144,7 @@ static void add_id(parse_ctx *c, ps_collection coll, const char *type, const cJS
     id->flag = (uint8_t)flag;
 }
 
-/* Custom key identifiers: top-level keys equal to the snake or lowerCamel form (18.Q9). */
+/* Custom key identifiers: top-level keys equal to the snake or lowerCamel form. */
 static void add_custom(parse_ctx *c, ps_collection coll, const cJSON *const *objs, size_t n)
 {
     size_t count;
@@ -160,7 +160,7 @@ static void add_custom(parse_ctx *c, ps_collection coll, const cJSON *const *obj
     }
 }
 
-/* context.externalIds entries {id, type, collection, encoding}, all four required (SPEC 5.3). */
+/* context.externalIds entries {id, type, collection, encoding}, all four required. */
 static void add_external_ids(parse_ctx *c, const cJSON *arr, bool accounts_too)
 {
     if (!cJSON_IsArray(arr))
@@ -189,7 +189,7 @@ static void add_external_ids(parse_ctx *c, const cJSON *arr, bool accounts_too)
         else if (strcmp(coll->valuestring, "accounts") == 0 && accounts_too)
             cl = PS_ACCOUNTS;
         else
-            continue; /* accounts ids on non-group calls are ignored (18.Q27) */
+            continue; /* accounts ids on non-group calls are ignored */
         add_id(c, cl, tbuf, id,
                strcmp(enc->valuestring, "none") == 0 ? PS_IDENT_OK : PS_IDENT_BAD_ENCODING);
     }
@@ -230,13 +230,13 @@ static void extract_ids(parse_ctx *c, const cJSON *msg)
         snprintf(t, sizeof t, "%s.push_token", family);
         add_id(c, PS_USERS, t, get(device, "token"), PS_IDENT_OK);
     }
-    /* ga_client_id: context.integrations first, then the top-level integrations (18.Q10) */
+    /* ga_client_id: context.integrations first, then the top-level integrations */
     const cJSON *ga = get(get(get(context, "integrations"), "Google Analytics"), "clientId");
     if (scalar_text(ga, (char[40]){0}) == NULL)
         ga = get(get(get(msg, "integrations"), "Google Analytics"), "clientId");
     add_id(c, PS_USERS, "ga_client_id", ga, PS_IDENT_OK);
 
-    /* optional built-ins, disabled unless the settings enable them (18.Q1) */
+    /* optional built-ins, disabled unless the settings enable them */
     const cJSON *xid = get(ctraits, "crossDomainId");
     add_id(c, PS_USERS, "cross_domain_id", xid ? xid : get(msg, "cross_domain_id"), PS_IDENT_OK);
     add_id(c, PS_USERS, "braze_id", get(get(context, "Braze"), "braze_id"), PS_IDENT_OK);
@@ -309,7 +309,7 @@ static ps_drop parse_time(const cJSON *v, int64_t *out)
 }
 
 /* timestamp, else receivedAt - (sentAt - originalTimestamp), else originalTimestamp, else
- * receivedAt (SPEC 2.2). Present-but-invalid fields drop the message. */
+ * receivedAt. Present-but-invalid fields drop the message. */
 static ps_drop event_time(const cJSON *msg, int64_t received, int64_t *out)
 {
     const cJSON *ts = get(msg, "timestamp"), *orig = get(msg, "originalTimestamp"),
@@ -435,7 +435,8 @@ static ps_drop check_message(parse_ctx *c, const cJSON *msg, size_t index, ps_sl
         ev->source_id = ps_arena_strndup(c->arena, sid->valuestring, strlen(sid->valuestring));
 
     if (ev->message_id == NULL) {
-        /* stamped once at acceptance; a replayed log carries it from then on (D1) */
+        /* stamped once at acceptance; a replayed log carries it from then on, so replays are
+         * deterministic (docs/architecture.md, Determinism) */
         uint8_t key[16] = "ps-message-id-k";
         uint64_t h = ps_siphash(key, body.ptr, body.len);
         uint64_t mix[3] = {h, (uint64_t)ev->received_ms, o->sequence * 4096 + index};

@@ -52,17 +52,17 @@ static const char *const freq_names[] = {"ever", "daily", "weekly", "monthly", "
 static const int64_t freq_ms[] = {0, 86400000LL, 7 * 86400000LL, 30 * 86400000LL,
                                   365 * 86400000LL};
 
-/* SPEC 6.2: Segment's suggested blocked values, on by default (D7). */
+/* Segment's suggested blocked values, on by default. */
 static const char *const suggested_exact[] = {"-1", "null", "anonymous"};
 static const char *const suggested_regex = "^[0-]*$";
-/* D7: opt-in preset of common junk ids. */
+/* Opt-in preset of common junk ids. */
 static const char *const junk_exact[] = {
     "undefined", "Undefined", "UNDEFINED", "none",    "None",  "NONE",  "nan",
     "NaN",       "NAN",       "NULL",      "Null",    "nil",   "true",  "false",
     "True",      "False",     "guest",     "Guest",   "unknown", "n/a", "N/A",
     "not_authenticated", "[object Object]", "\"null\"", "\"undefined\"", "\"\""};
 
-/* The 11 onboarding defaults plus the two optional built-ins (SPEC 5.1, 18.Q1). */
+/* The 11 onboarding defaults plus the two optional built-ins. */
 static const struct {
     const char *name;
     ps_collection collection;

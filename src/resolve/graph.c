@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* graph: flat matching with priority demotion (SPEC 7.3-7.5, 18 Q2-Q5, Q11, Q33; D4, D5).
+/* graph: flat matching with priority demotion (docs/architecture.md, Resolution).
  *
  * Bounds: a merge moves the absorbed profile's member rows (at most merge_limit + 1) and its
  * identifier rows (pmap); traits, events and links stay where they were written and reads fan
@@ -248,7 +248,7 @@ static void type_list_clear(type_list *l)
     free(l->names);
 }
 
-/* Distinct canonical profiles owning active ids, ascending (oldest first, D4). */
+/* Distinct canonical profiles owning active ids, ascending (oldest first: it survives a merge). */
 static size_t matched_profiles(const work *w, uint64_t *set)
 {
     size_t n = 0;
@@ -267,9 +267,10 @@ static size_t matched_profiles(const work *w, uint64_t *set)
     return n;
 }
 
-/* SPEC 7.3 "V": does joining `set` with the event's new values put `type` over its limit?
- * Only a type whose value set grows beyond what one profile already held can violate, so
- * profiles already over a lowered limit are grandfathered (6.4). */
+/* The violation test of resolution step 3 (docs/architecture.md, Resolution): does joining
+ * `set` with the event's new values put `type` over its limit? Only a type whose value set
+ * grows beyond what one profile already held can violate, so profiles already over a lowered
+ * limit are grandfathered. */
 static ps_status type_violates(work *w, const uint64_t *set, size_t n, const char *type,
                                bool *violates)
 {
@@ -400,7 +401,7 @@ static bool collect_pmap(void *ud, uint64_t profile, const char *type, const cha
     return true;
 }
 
-/* Merges canonical `q` into canonical `s` (SPEC 7.6 E3). */
+/* Merges canonical `q` into canonical `s`. */
 static ps_status merge_into(work *w, ps_profile *s, uint64_t q)
 {
     const ps_resolve_in *in = w->in;
@@ -492,7 +493,7 @@ static ps_status violation(work *w, ps_violation v, size_t i, uint64_t profile)
     return ps_graph_violation(w->t, w->in, v, i == SIZE_MAX ? NULL : &w->in->ids[i], profile);
 }
 
-/* A brand-new profile takes the event's values up to each type's limit, in order (7.3 a). */
+/* A brand-new profile takes the event's values up to each type's limit, in order. */
 static ps_status map_new_profile(work *w, ps_profile *s)
 {
     ps_status st = PS_OK;
@@ -590,7 +591,7 @@ static ps_status resolve(work *w, ps_profile *s)
         size_t dropped = demote(w);
         if ((st = violation(w, found, dropped, 0)) != PS_OK)
             break;
-        /* 7.3 note (b): a single identifier either matches the one profile that holds it or
+        /* a single identifier either matches the one profile that holds it or
          * creates a new one, so demotion never empties the event */
         size_t left = 0;
         for (size_t i = 0; i < in->count; i++)

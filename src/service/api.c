@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* api: Profile API use cases over the read model (see api.h). Parameter rules follow SPEC
- * 10.5-10.11 and Q19-Q24: limits out of range are 400 validation_error, non-numbers 400
+/* api: Profile API use cases over the read model (see api.h). Parameter rules are those of
+ * docs/http-api.md: limits out of range are 400 validation_error, non-numbers 400
  * invalid_request_error, and cursors are signed positions bound to the list and profile. */
 #include "ps/api.h"
 
@@ -304,7 +304,7 @@ static bool serve_traits(ctx *c)
     } else if (c->n == 1) { /* one profile: stream its sorted rows from the page start */
         st = ps_store_trait_scan(c->t, c->members[0], has_pos ? (const char *)pos : NULL,
                                  pos_len, page_trait_rec, &pg);
-    } else { /* merged: newest write per key across the members (D3) */
+    } else { /* merged: newest write per key across the members (the later write wins) */
         ps_trait_list traits = {NULL, 0};
         st = ps_profile_traits(c->t, c->members, c->n, &traits);
         for (size_t i = 0; st == PS_OK && i < traits.count; i++) {
@@ -414,8 +414,8 @@ static bool serve_events(ctx *c)
                      "The parameter `next` was issued for the other sort order.");
         return false;
     }
-    /* the window: [now - lookback, ...) on event timestamp (D6), narrowed by start/end,
-     * which are exclusive (Q22) */
+    /* the window: [now - lookback, ...) on event timestamp, narrowed by start/end, which are
+     * exclusive */
     ps_event_query q = {
         .min_ts = c->rq->now_ms - ps_rules_options_get(c->rules)->events_lookback_ms,
         .max_ts = has_end ? end : INT64_MAX,
@@ -522,7 +522,7 @@ static bool serve_links(ctx *c)
         return storage_error(c, st);
     }
     ps_buf_putc(b, ']');
-    if (i < nlinks) { /* Q24: a cursor only when there is more */
+    if (i < nlinks) { /* a cursor only when there is more */
         uint8_t next[8];
         ps_put_be64(next, links[i - 1]);
         put_cursor(c, true, c->p.seq, next, sizeof next, limit);
@@ -585,7 +585,7 @@ static bool serve_profiles(ctx *c)
     return true;
 }
 
-/* ---- POST …/external_ids/delete (SPEC 11.1) ---- */
+/* ---- POST …/external_ids/delete ---- */
 
 static bool serve_delete(ctx *c)
 {

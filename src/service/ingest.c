@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* ingest: accept -> dedup -> resolve users (and accounts on group) -> traits, links, event ->
- * metadata, all in the batch's write transaction (SPEC 9). */
+ * metadata, all in the batch's write transaction (docs/architecture.md, Data flow). */
 #include "ps/ingest.h"
 
 #include <stdio.h>
@@ -193,7 +193,7 @@ static ps_status accept_event(ps_ingest *in, const ps_event *ev)
         in->pending.unresolved++;
         return PS_OK;
     }
-    if (user && account) { /* SPEC 8.4, 18.Q24: links both ways */
+    if (user && account) { /* a group call links the user and the account both ways */
         if ((st = ps_store_link_put(in->txn, user, account, ev->received_ms)) != PS_OK ||
             (st = ps_store_link_put(in->txn, account, user, ev->received_ms)) != PS_OK)
             return st;

@@ -192,7 +192,7 @@ static bool same_key(const ps_trait_item *a, const ps_trait_item *b)
     return a->key_len == b->key_len && memcmp(a->key, b->key, a->key_len) == 0;
 }
 
-/* By key, then newest write first (D3: the later write wins). */
+/* By key, then newest write first (the later write wins). */
 static int cmp_key_then_newest(const void *x, const void *y)
 {
     const ps_trait_item *a = &((const trait_row *)x)->item, *b = &((const trait_row *)y)->item;

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""profilectl's contract: commands, outputs and exit codes (DESIGN 5.2)."""
+"""profilectl's contract: commands, outputs and exit codes (docs/profilectl.md)."""
 import json
 import os
 

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
-"""Crash safety (DESIGN 7): kill -9 during a large ingest, reopen, `check` passes and every
-batch reported as committed is present. Repeated at several moments."""
+"""Crash safety (docs/architecture.md): kill -9 during a large ingest, reopen, `check` passes
+and every batch reported as committed is present. Repeated at several moments."""
 import json
 import os
 import random

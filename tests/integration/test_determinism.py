@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
-"""Determinism (SPEC D1): the same log into two empty stores, and in different batch sizes,
-gives identical profiles for every identifier."""
+"""Determinism (docs/architecture.md): the same log into two empty stores, and in different
+batch sizes, gives identical profiles for every identifier."""
 import json
 import os
 

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 """Profile API against the real profiled: every route and parameter, errors, cursors, auth,
-rate limits, slow clients and reads during an ingest (SPEC 10, 11.1; DESIGN 5.1, 5.3)."""
+rate limits, slow clients and reads during an ingest (docs/http-api.md)."""
 import base64
 import datetime
 import json

@@ -88,7 +88,7 @@ def check_profile(st, tag):
                      ("track", "Order Completed")], kinds
     ids = {(x["type"], x["id"]) for x in d["external_ids"]}
     assert ("email", tag + "@sdk.example") in ids, ids
-    assert ("anonymous_id", "anon-" + tag) not in ids, ids  # alias never merges (SPEC 2.1)
+    assert ("anonymous_id", "anon-" + tag) not in ids, ids  # alias never merges
     acc = st.json("inspect", SPACE, "group_id:acct-" + tag)
     assert acc["traits"]["name"] == "Acme", acc
     assert st.ctl("inspect", SPACE, "anonymous_id:anon-only-" + tag).returncode == 0

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Tracking API (SPEC 3, 18 Q30) against the real profiled: every route and alias, every auth
+"""Tracking API (docs/http-api.md) against the real profiled: every route and alias, every auth
 mode, limits and bad bodies, partial batches, messageId duplicates, --ingest-listen, sources
 in profile data, and back-pressure while `profilectl ingest` holds the store's write lock."""
 import base64
@@ -76,7 +76,7 @@ def test_every_route_and_alias():
         assert acc["collection"] == "accounts" and acc["traits"]["tier"] == "gold", acc
         assert any(l.get("to_collection") == "users" or "users" in json.dumps(l)
                    for l in acc["links"]), acc["links"]
-        # previousId is never an identifier (SPEC 2.1): old-anon resolves to nothing
+        # previousId is never an identifier: old-anon resolves to nothing
         assert st.ctl("inspect", SPACE, "anonymous_id:old-anon", check=False).returncode == 2
         # the source travels into identifiers, traits and metadata (Profile API)
         base = "/v1/spaces/%s/collections/users/profiles/user_id:u1" % SPACE
@@ -152,7 +152,7 @@ def test_limits_and_bad_bodies():
         huge = {"batch": [{"type": "track", "userId": "u", "event": "E",
                            "properties": {"blob": "y" * 30000}} for _ in range(18)]}
         expect_error(srv.track("batch", huge, wk), 400, "payload_too_large")
-        # over 2,500 items: 200, and every item rejected (SPEC 3.3)
+        # over 2,500 items: 200, and every item rejected
         many = {"batch": [{"type": "track", "userId": "many", "event": "E"}] * 2501}
         s, _, b = srv.track("batch", many, wk)
         assert s == 200 and b["accepted"] == 0 and b["dropped_count"] == 2501, (s, len(b))
@@ -176,7 +176,7 @@ def test_limits_and_bad_bodies():
         assert s == 405 and h["Allow"] == "POST" and b["success"] is False, (s, b)
         s, _, b = srv.track("nope", {"userId": "u"}, wk)
         assert s == 404, (s, b)
-        # receivedAt is always stamped by the server (D1), never taken from the client
+        # receivedAt is always stamped by the server, never taken from the client
         s, _, b = srv.track("track", {"userId": "rcv", "event": "E",
                                       "receivedAt": "2001-01-01T00:00:00Z"}, wk)
         ev = events_of(st, "user_id:rcv")["events"][0]
@@ -249,13 +249,13 @@ def test_ingest_listener():
 
 
 def test_ingest_rate_limit():
-    """Q31: a token bucket per space over Tracking API requests, from the settings; over it the
+    """A token bucket per space over Tracking API requests, from the settings; over it the
     answer is 429 with Retry-After and X-RateLimit-Reset, nothing of the request is stored, and
     the Profile API's own bucket is untouched."""
     st, srv, src, token = setup()
     wk = src["write_key"]
     try:
-        # off by default (D8): a burst of requests all pass
+        # off by default: a burst of requests all pass
         for i in range(20):
             assert srv.track("track", {"userId": "r", "event": "E", "messageId": "free-%d" % i},
                              wk)[0] == 200

@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: MIT
-"""Crash safety of the Tracking API (DESIGN 3, 7): clients stream batches over keep-alive
-connections and record every 200; profiled is killed with SIGKILL at a random moment; after
-each kill `profilectl check` passes and every acknowledged messageId is in the store. Several
-rounds run against the same store, so each restart also recovers from the previous kill."""
+"""Crash safety of the Tracking API (docs/architecture.md): clients stream batches over
+keep-alive connections and record every 200; profiled is killed with SIGKILL at a random
+moment; after each kill `profilectl check` passes and every acknowledged messageId is in the
+store. Several rounds run against the same store, so each restart also recovers from the
+previous kill."""
 import base64
 import http.client
 import json

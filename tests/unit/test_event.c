@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* event: ingestion drops (SPEC 9.6, 18 Q16-Q18), stamping (D1) and identifier extraction
- * from exactly the locations of SPEC 5 (Q1, Q8-Q10, Q25-Q27). */
+/* event: ingestion drops, stamping (receivedAt, messageId) and identifier extraction from
+ * exactly the documented locations. */
 #include <stdio.h>
 #include <string.h>
 
@@ -100,14 +100,14 @@ static void default_locations(void)
     g = run("{\"type\":\"track\",\"event\":\"E\",\"anonymousId\":\"a1\",\"context\":{\"device\":"
             "{\"id\":\"d1\",\"type\":\"phone\"}}}");
     CHECK_EQ_STR(g.ids, "anonymous_id:a1 ");
-    /* traits.email counts on identify only; group traits.email is an account trait (Q15) */
+    /* traits.email counts on identify only; group traits.email is an account trait */
     g = run("{\"type\":\"track\",\"event\":\"E\",\"userId\":7,\"traits\":{\"email\":\"a@b\"}}");
     CHECK_EQ_STR(g.ids, "user_id:7 ");
     g = run("{\"type\":\"group\",\"userId\":\"u1\",\"groupId\":\"g1\",\"traits\":{\"email\":"
             "\"team@x.com\",\"name\":\"X\"}}");
     CHECK_EQ_STR(g.ids, "user_id:u1 acc/group_id:g1 ");
     CHECK_EQ_INT(g.traits, 2);
-    /* alias: previousId is never an identifier (Q25) */
+    /* alias: previousId is never an identifier */
     g = run("{\"type\":\"alias\",\"userId\":\"u2\",\"previousId\":\"u1\"}");
     CHECK_EQ_STR(g.ids, "user_id:u2 ");
 end:
@@ -142,8 +142,8 @@ static void custom_and_external_ids(void)
                 "\"users\",\"encoding\":\"base64\"},{\"id\":\"acc9\",\"type\":\"crm_id\","
                 "\"collection\":\"accounts\",\"encoding\":\"none\"},{\"id\":\"x\",\"type\":"
                 "\"no_encoding\",\"collection\":\"users\"}]}}");
-    /* both key forms promoted (Q9), phone_number doesn't match "phone", types lowercased,
-     * bad encoding flagged (Q26), accounts ids ignored off group calls (Q27) */
+    /* both key forms promoted, phone_number doesn't match "phone", types lowercased,
+     * bad encoding flagged, accounts ids ignored off group calls */
     CHECK_EQ_STR(g.ids, "anonymous_id:a app_id:A2 app_id:A1 phone:123 shop_id:9[encoding] ");
     g = run("{\"type\":\"group\",\"userId\":\"u\",\"groupId\":\"g\",\"context\":{\"externalIds\":"
             "[{\"id\":\"acc9\",\"type\":\"crm_id\",\"collection\":\"accounts\",\"encoding\":"
@@ -172,7 +172,7 @@ static void drops(void)
                  PS_DROP_BEFORE_1970);
     CHECK_EQ_INT(run("{\"type\":\"identify\",\"userId\":\"u\",\"traits\":[1]}").why,
                  PS_DROP_INVALID_FIELD);
-    /* messageId: 100 code points pass, 101 don't (Q17) */
+    /* messageId: 100 code points pass, 101 don't */
     char mid[600];
     int n = snprintf(mid, sizeof mid, "{\"type\":\"identify\",\"userId\":\"u\",\"messageId\":\"");
     for (int i = 0; i < 100; i++)
@@ -181,7 +181,7 @@ static void drops(void)
     CHECK_EQ_INT(run(mid).why, PS_DROP_NONE);
     snprintf(mid + n, sizeof mid - (size_t)n, "x\"}");
     CHECK_EQ_INT(run(mid).why, PS_DROP_MESSAGE_ID_TOO_LONG);
-    /* traits: 299 keys pass, 300 are rejected on identify (Q16) */
+    /* traits: 299 keys pass, 300 are rejected on identify */
     for (int keys = 299; keys <= 300; keys++) {
         n = snprintf(big, sizeof big, "{\"type\":\"identify\",\"userId\":\"u\",\"traits\":{");
         for (int i = 0; i < keys; i++)

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* graph: SPEC 7.2 and every worked example of 7.6 as tests, plus limits over windows (7.4),
- * grandfathering (6.4), caps (7.5), trait precedence across merges (D3) and dedup (Q32).
- * Events go through the real ingest path. */
+/* graph: the priority example and the worked resolution examples as tests, plus limits over
+ * windows, grandfathering, caps, trait precedence across merges (the later write wins) and
+ * messageId dedup. Events go through the real ingest path. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,7 +129,8 @@ end:
 static void merge_conflict_across_two_profiles(void)
 {
     /* an event joining two profiles that each hold a different user_id must not merge them,
-     * even though the event itself carries no user_id (Q3: union of matched profiles) */
+     * even though the event itself carries no user_id (a limit counts the union of the
+     * matched profiles' values) */
     tspace ts;
     tspace_open(&ts, NULL);
     tspace_ingest(&ts, "{\"type\":\"identify\",\"userId\":\"u1\",\"anonymousId\":\"a1\","
@@ -169,7 +170,7 @@ static void weekly_window_and_grandfathering(void)
     /* two weeks later the window has slid: a3 is accepted */
     CHECK_EQ_INT(tspace_find(&ts, "anonymous_id:a3"), p);
     CHECK_EQ_INT(tspace_audit_count(&ts, PS_AUDIT_VIOLATION, PS_VIOL_TIME_LIMIT), 1);
-    /* lowering the limit later: the profile keeps its values and still matches (6.4) */
+    /* lowering the limit later: the profile keeps its values and still matches */
     const char *lower = "{\"identifiers\":{\"anonymous_id\":{\"limit\":1}}}";
     CHECK(ps_space_settings_set(ts.sp, lower, strlen(lower), NULL) == PS_OK);
     tspace_ingest(&ts, "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\",\"anonymousId\":"
@@ -184,7 +185,7 @@ end:
 
 static void new_profile_keeps_first_n(void)
 {
-    /* 7.3 note (a): a new profile takes the first `limit` values of a type in order */
+    /* a new profile takes the first `limit` values of a type in order */
     tspace ts;
     tspace_open(&ts, "{\"identifiers\":{\"phone\":{\"limit\":1}}}");
     tspace_ingest(&ts, "{\"type\":\"track\",\"event\":\"E\",\"anonymousId\":\"a\",\"context\":{"

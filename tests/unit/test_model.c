@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Model test: thousands of random event sequences (few ids, many collisions, junk values,
  * limits and sliding windows) are resolved by the engine and by a tiny reference
- * implementation of SPEC 7.3 over plain arrays; the partitions of identifiers into profiles
- * must agree, and so must the number of merges. Sequences are namespaced into one store. */
+ * implementation of the resolution loop (docs/architecture.md) over plain arrays; the
+ * partitions of identifiers into profiles must agree, and so must the number of merges.
+ * Sequences are namespaced into one store. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,7 +71,7 @@ static bool blocked(const char *v)
     return strcmp(v, "null") == 0 || strcmp(v, "0") == 0;
 }
 
-/* SPEC 7.3 over arrays. ev[i] is the value of type i or NULL. */
+/* The resolution loop over arrays. ev[i] is the value of type i or NULL. */
 static void ref_resolve(ref *r, const char *ev[NTYPES], int64_t t)
 {
     bool active[NTYPES];

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* rules: defaults (SPEC 16), ranking (6.3), blocked values (6.2, D7), validation (5.5). */
+/* rules: defaults, ranking, blocked values (suggested and presets), validation. */
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
