@@ -2,7 +2,7 @@
 # Both install missing Debian packages first, then build with CMake.
 
 DEB_PACKAGES := build-essential cmake pkg-config liblmdb-dev libmsgpack-dev libcjson-dev \
-                libevent-dev libssl-dev libpcre2-dev lmdb-utils python3 curl
+                libevent-dev libssl-dev libpcre2-dev zlib1g-dev lmdb-utils python3 curl
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 DATA ?= ./var
 

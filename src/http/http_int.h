@@ -169,6 +169,7 @@ typedef struct http_req {
     size_t body_len;
     int route;       /* ROUTE_* or a ps_api_route */
     int track_type;  /* Tracking API: the forced message type */
+    int coding;      /* CODING_*: the body's Content-Encoding (Tracking API) */
     int kind;        /* LISTEN_*: the listener it arrived on */
     bool has_source; /* the write key was checked from the Authorization header */
     ps_source_info source;
@@ -245,6 +246,16 @@ void conn_close_all(worker *w);
 int route_profile(char *path, const char *query, int method, const char *auth, size_t auth_len,
                   char *query_store, char *ident_store, ps_api_param *params, char *token,
                   ps_api_request *out, const char **allow, const char **why);
+
+/* ---- inflate: compressed request bodies (inflate.c; the only user of zlib) ---- */
+enum { CODING_IDENTITY = 0, CODING_GZIP, CODING_DEFLATE };
+/* The coding named by a Content-Encoding value (NULL: identity), or -1 when unsupported. */
+int body_coding(const char *value, size_t len);
+/* Decompresses `in` into an owned buffer (*out, free with free()) of at most `limit` bytes.
+ * Returns 0, 413 when the output would exceed `limit` (after at most limit + 1 bytes of
+ * output), 400 for a corrupt stream, or 503; *why says which. */
+int body_inflate(int coding, const uint8_t *in, size_t len, size_t limit, uint8_t **out,
+                 size_t *out_len, const char **why);
 
 /* ---- dispatch (server.c) ---- */
 /* Phase 1, the head is read: route the request, check what can be checked before the body,

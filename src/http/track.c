@@ -191,9 +191,9 @@ head_decision track_head(http_req *rq)
         return reply_now(rq, "POST");
     }
     const char *enc = http_head_find(&rq->head, "Content-Encoding", &len);
-    if (enc && !(len == 8 && strncasecmp(enc, "identity", 8) == 0)) {
+    if ((rq->coding = body_coding(enc, len)) < 0) {
         track_error(rep, 400, "unsupported_encoding",
-                    "Content-Encoding is not supported; send the JSON uncompressed.");
+                    "Content-Encoding must be gzip, deflate or identity.");
         return reply_now(rq, NULL);
     }
     if (!rq->head.chunked && rq->head.content_length > limit) {
@@ -233,10 +233,25 @@ void track_handle(http_req *rq)
         track_error(rep, 400, "invalid_json", "The body is empty; send a JSON object.");
         goto reply;
     }
+    if (rq->coding != CODING_IDENTITY) { /* the size limits apply to the inflated bytes */
+        const char *why;
+        int status = body_inflate(rq->coding, rq->body, len, route_limit(rq), &body, &len, &why);
+        if (status != 0) {
+            track_error(rep, status,
+                        status == 413   ? "payload_too_large"
+                        : status == 400 ? "invalid_encoding"
+                                        : "unavailable",
+                        why);
+            goto reply;
+        }
+    } else {
+        body = ps_xmalloc(len);
+        memcpy(body, rq->body, len);
+    }
     ps_space *sp = NULL;
     if (!rq->has_source) {
         char key[PS_WRITE_KEY_MAX + 1];
-        bool found = ps_event_write_key(rq->body, len, key, sizeof key);
+        bool found = ps_event_write_key(body, len, key, sizeof key);
         if (!find_source(rq, key, found ? strlen(key) : 0, false, &sp))
             goto reply;
     } else if (!open_space(rq, &sp)) {
@@ -255,8 +270,6 @@ void track_handle(http_req *rq)
         .sequence = atomic_fetch_add(&s->payloads, 1),
     };
     ps_prepare_refusal refusal;
-    body = ps_xmalloc(len);
-    memcpy(body, rq->body, len);
     ps_status st = ps_ingest_prepare(sp, &po, body, len, &prep, &refusal);
     body = NULL; /* taken */
     if (st == PS_ELIMIT) {

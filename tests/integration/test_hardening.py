@@ -5,6 +5,7 @@ transient open failures, strict JSON (trailing data, control characters, \\u0000
 amplification, request smuggling headers, pipelining with a half-close, and out-of-range
 timestamps. Each test drives the real binaries over raw sockets where framing matters."""
 import base64
+import gzip
 import json
 import os
 import resource
@@ -12,6 +13,7 @@ import select
 import socket
 import subprocess
 import threading
+import zlib
 import time
 
 from common import Server, Store, run_tests
@@ -398,7 +400,48 @@ def unopenable_space_is_503():
         st.close()
 
 
+def compressed_bodies():
+    st, srv, wk, _ = setup()
+    try:
+        msg = json.dumps({"batch": [{"type": "track", "userId": "gz", "event": "E%d" % i}
+                                    for i in range(50)]}).encode()
+        h = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        s, _, b = srv.track("batch", gzip.compress(msg), wk, headers=h)
+        assert s == 200 and b == {"success": True}, b
+        s, _, b = srv.track("track", zlib.compress(b'{"userId":"df","event":"E"}'), wk,
+                            headers={"Content-Encoding": "deflate"})
+        assert s == 200, b
+        raw_deflate = zlib.compressobj(wbits=-15)
+        data = raw_deflate.compress(b'{"userId":"df2","event":"E"}') + raw_deflate.flush()
+        s, _, b = srv.track("track", data, wk, headers={"Content-Encoding": "deflate"})
+        assert s == 200, b
+        # writeKey inside a gzipped body (no Authorization header)
+        s, _, b = srv.track("track", gzip.compress(json.dumps(
+            {"userId": "gzk", "event": "E", "writeKey": wk}).encode()), headers=h)
+        assert s == 200, b
+        assert len(stored(st, "user_id:gz")["events"]) == 50
+        assert stored(st, "user_id:gzk") is not None
+        # a bomb: 100 MB of zeros in about 100 KB stops at the route limit, 413
+        bomb = gzip.compress(b"0" * (100 << 20), 9)
+        assert len(bomb) < 500 * 1024
+        before = peak_rss_mb(srv.proc.pid)
+        s, _, b = srv.track("batch", bomb, wk, headers=h)
+        assert s == 413 and b["error"]["code"] == "payload_too_large", (s, b)
+        assert peak_rss_mb(srv.proc.pid) - before < 100
+        # 1 GB of zeros (about 1 MB gzipped) is refused by its size before it is read
+        big = gzip.compress(b"\0" * (1 << 30), 1)
+        s, _, b = srv.track("batch", big, wk, headers=h)
+        assert s == 400 and b["error"]["code"] == "payload_too_large", (s, b)
+        s, _, b = srv.track("track", b"not gzip", wk, headers=h)
+        assert s == 400 and b["error"]["code"] == "invalid_encoding", b
+        s, _, b = srv.track("track", b"{}", wk, headers={"Content-Encoding": "br"})
+        assert s == 400 and b["error"]["code"] == "unsupported_encoding", b
+    finally:
+        srv.stop()
+        st.close()
+
+
 if __name__ == "__main__":
     run_tests([envelope_amplification, reply_amplification, strict_json, timestamps,
                framing_and_smuggling, pipelining_and_half_close, slow_and_silent_clients,
-               descriptor_exhaustion, unopenable_space_is_503])
+               descriptor_exhaustion, unopenable_space_is_503, compressed_bodies])
