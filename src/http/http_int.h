@@ -29,6 +29,7 @@ typedef struct http_config {
     const char *listen;          /* HOST:PORT; port 0 picks a free one */
     const char *ingest_listen;   /* NULL: the Tracking API is served on `listen` */
     const char *metrics_listen;  /* NULL: /metrics on `listen`, without per-space series */
+    const char *public_url;      /* how browsers reach the Tracking API; NULL: from Host */
     int threads;                 /* event loops sharing the listener */
     int timeout_ms;              /* a whole request (head and body) from its first byte, a reply
                                   * from when it is queued, and an idle keep-alive connection */
@@ -127,6 +128,7 @@ enum {
     ROUTE_METRICS,
     ROUTE_TRACK,
     ROUTE_BATCH,
+    ROUTE_SETTINGS, /* GET /v1/projects/{writeKey}/settings (analytics.js) */
     ROUTE_OTHER,
     ROUTE__COUNT
 };
@@ -172,6 +174,8 @@ typedef struct http_req {
     int coding;      /* CODING_*: the body's Content-Encoding (Tracking API) */
     int kind;        /* LISTEN_*: the listener it arrived on */
     bool has_source; /* the write key was checked from the Authorization header */
+    bool cors;       /* a browser-facing route: replies carry Access-Control-Allow-Origin */
+    bool preflight;  /* an OPTIONS preflight: the reply carries the CORS permissions */
     ps_source_info source;
     struct timespec t0;
     char rid[40];
@@ -282,6 +286,11 @@ bool basic_user(const char *header, size_t header_len, bool only_basic, char *us
 /* ---- Tracking API (track.c) ---- */
 /* The Tracking API route of `path` (ROUTE_TRACK or ROUTE_BATCH) with *type set, or -1. */
 int track_route(const char *path, int *type);
+/* True when `path` is /v1/projects/{writeKey}/settings; the key (percent-decoded, at most
+ * `cap` - 1 bytes) goes to `key`. */
+bool track_settings_route(const char *path, char *key, size_t cap);
+/* Answers GET /v1/projects/{writeKey}/settings: the settings document analytics.js loads. */
+void track_settings(http_req *rq);
 /* Phase 1 for the Tracking API: method, size and (when sent as Basic) the write key. */
 head_decision track_head(http_req *rq);
 /* Handles a Tracking API request; replies now or once its events are durable. */

@@ -16,7 +16,8 @@
 
 static const char usage[] =
     "usage: profiled [--data DIR] [--listen HOST:PORT] [--ingest-listen HOST:PORT]\n"
-    "                [--metrics-listen HOST:PORT] [--threads N] [--timeout-ms MS]\n"
+    "                [--metrics-listen HOST:PORT] [--public-url URL] [--threads N]\n"
+    "                [--timeout-ms MS]\n"
     "                [--max-connections N] [--body-memory-mb MB] [--anonymous-body-mb MB]\n"
     "                [--batch-events N] [--batch-ms MS] [--queue-mb MB]\n"
     "\n"
@@ -29,6 +30,8 @@ static const char usage[] =
     "  --metrics-listen HOST:PORT\n"
     "                       serve /metrics with per-space series here (bind it to a private\n"
     "                       address); /metrics on --listen never names spaces\n"
+    "  --public-url URL     where browsers reach the Tracking API, for the settings document\n"
+    "                       analytics.js loads (default: the request's Host, over http)\n"
     "  --threads N          event loops sharing the listeners (default: number of cores)\n"
     "  --timeout-ms MS      a request must arrive whole (head and body) within MS of its\n"
     "                       first byte, a reply must be taken within MS, and an idle\n"
@@ -94,8 +97,9 @@ int main(int argc, char **argv)
                      strcmp(a, "--threads") == 0 || strcmp(a, "--timeout-ms") == 0 ||
                      strcmp(a, "--ingest-listen") == 0 || strcmp(a, "--batch-events") == 0 ||
                      strcmp(a, "--batch-ms") == 0 || strcmp(a, "--queue-mb") == 0 ||
-                     strcmp(a, "--metrics-listen") == 0 || strcmp(a, "--max-connections") == 0 ||
-                     strcmp(a, "--body-memory-mb") == 0 || strcmp(a, "--anonymous-body-mb") == 0;
+                     strcmp(a, "--metrics-listen") == 0 || strcmp(a, "--public-url") == 0 ||
+                     strcmp(a, "--max-connections") == 0 || strcmp(a, "--body-memory-mb") == 0 ||
+                     strcmp(a, "--anonymous-body-mb") == 0;
         if (!takes)
             return bad_usage("unknown option", a);
         if (v == NULL)
@@ -109,6 +113,8 @@ int main(int argc, char **argv)
             cfg.ingest_listen = v;
         else if (strcmp(a, "--metrics-listen") == 0)
             cfg.metrics_listen = v;
+        else if (strcmp(a, "--public-url") == 0)
+            cfg.public_url = v;
         else if (strcmp(a, "--max-connections") == 0 &&
                  !parse_int(v, 1, 1000000, &cfg.max_connections))
             return bad_usage("--max-connections must be a number from 1 to 1000000, got", v);

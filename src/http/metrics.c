@@ -20,6 +20,7 @@ static const char *route_label(int route)
     case ROUTE_METRICS: return "metrics";
     case ROUTE_TRACK: return "tracking_message";
     case ROUTE_BATCH: return "tracking_batch";
+    case ROUTE_SETTINGS: return "tracking_settings";
     default: return "other";
     }
 }

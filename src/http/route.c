@@ -126,6 +126,21 @@ static int route_of(char **seg, int n, int method, bool *method_ok)
     return -1;
 }
 
+bool track_settings_route(const char *path, char *key, size_t cap)
+{
+    static const char prefix[] = "/v1/projects/", suffix[] = "/settings";
+    size_t pl = sizeof prefix - 1, sl = sizeof suffix - 1, len = strlen(path), kl;
+    if (len <= pl + sl || strncmp(path, prefix, pl) != 0 || strcmp(path + len - sl, suffix) != 0)
+        return false;
+    const char *k = path + pl;
+    size_t raw = len - pl - sl;
+    if (memchr(k, '/', raw) || raw >= cap || !ps_pct_decode(k, raw, false, key, &kl) || kl == 0 ||
+        memchr(key, 0, kl))
+        return false;
+    key[kl] = 0;
+    return true;
+}
+
 int route_profile(char *path, const char *query, int method, const char *auth, size_t auth_len,
                   char *query_store, char *ident_store, ps_api_param *params, char *token,
                   ps_api_request *out, const char **allow, const char **why)

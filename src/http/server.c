@@ -35,7 +35,7 @@ void send_reply(http_req *rq, const char *content_type, const char *allow)
 {
     worker *w = rq->w;
     ps_api_reply *rep = &w->reply;
-    char headers[512];
+    char headers[1024];
     int n = snprintf(headers, sizeof headers, "Content-Type: %s\r\nRequest-Id: %s\r\n",
                      content_type, rq->rid);
     if (allow)
@@ -47,6 +47,15 @@ void send_reply(http_req *rq, const char *content_type, const char *allow)
             n += snprintf(headers + n, sizeof headers - (size_t)n, "X-RateLimit-Reset: %lld\r\n",
                           (long long)(ps_clock_now_ms() / 1000) + wait_s);
     }
+    if (rq->cors) /* any origin: write keys are public, and no cookie is ever read */
+        n +=
+            snprintf(headers + n, sizeof headers - (size_t)n, "Access-Control-Allow-Origin: *\r\n");
+    if (rq->preflight)
+        n += snprintf(headers + n, sizeof headers - (size_t)n,
+                      "Access-Control-Allow-Methods: %s\r\n"
+                      "Access-Control-Allow-Headers: Content-Type, Authorization, "
+                      "Content-Encoding\r\nAccess-Control-Max-Age: 86400\r\n",
+                      rq->route == ROUTE_SETTINGS ? "GET, OPTIONS" : "POST, OPTIONS");
     PS_ASSERT(n > 0 && (size_t)n < sizeof headers);
     conn_reply(rq, rep->status, headers, (size_t)n, rep->body.ptr, rep->body.len);
 }
@@ -96,6 +105,16 @@ head_decision dispatch_head(http_req *rq)
     if (serves_tracking(rq) && (rq->route = track_route(rq->path, &type)) >= 0) {
         rq->track_type = type;
         return track_head(rq);
+    }
+    char key[PS_WRITE_KEY_MAX + 1];
+    if (serves_tracking(rq) && track_settings_route(rq->path, key, sizeof key)) {
+        rq->route = ROUTE_SETTINGS;
+        rq->cors = true; /* analytics.js loads it from the web page's origin */
+        rq->preflight = rq->head.method == HTTP_OPTIONS;
+        rq->body = (const uint8_t *)"";
+        rq->body_len = 0;
+        track_settings(rq);
+        return (head_decision){.reply_now = true};
     }
     rq->route = ROUTE_OTHER;
     /* only the identifier deletion takes a body; its token is checked after the body, so

@@ -186,6 +186,13 @@ head_decision track_head(http_req *rq)
 {
     ps_api_reply *rep = &rq->w->reply;
     size_t limit = route_limit(rq), len;
+    rq->cors = true;                       /* browsers post from the web site's origin */
+    if (rq->head.method == HTTP_OPTIONS) { /* a CORS preflight */
+        rq->preflight = true;
+        rep->status = 204;
+        ps_buf_reset(&rep->body);
+        return reply_now(rq, "POST, OPTIONS");
+    }
     if (rq->head.method != HTTP_POST) {
         track_error(rep, 405, "method_not_allowed", "Use POST on the Tracking API.");
         return reply_now(rq, "POST");
@@ -313,5 +320,85 @@ void track_handle(http_req *rq)
 reply:
     free(body);
     ps_prepared_free(prep);
+    reply_now(rq, NULL);
+}
+
+/* The host browsers should post to: --public-url, else this request's Host header. */
+static bool public_host(const http_req *rq, char *host, size_t cap, const char **protocol)
+{
+    const char *url = rq->w->srv->cfg.public_url;
+    size_t len;
+    const char *h;
+    *protocol = "http";
+    if (url) {
+        const char *sep = strstr(url, "://");
+        if (sep && (size_t)(sep - url) == 5 && strncmp(url, "https", 5) == 0)
+            *protocol = "https";
+        h = sep ? sep + 3 : url;
+        len = strlen(h);
+        while (len > 0 && h[len - 1] == '/')
+            len--;
+    } else if ((h = http_head_find(&rq->head, "Host", &len)) == NULL) {
+        return false;
+    }
+    if (len == 0 || len + 4 > cap)
+        return false;
+    for (size_t i = 0; i < len; i++) /* host[:port][/path] characters only */
+        if (!((h[i] >= 'a' && h[i] <= 'z') || (h[i] >= 'A' && h[i] <= 'Z') ||
+              (h[i] >= '0' && h[i] <= '9') || strchr(".-:[]/_~", h[i])))
+            return false;
+    memcpy(host, h, len);
+    memcpy(host + len, "/v1", 4);
+    return true;
+}
+
+void track_settings(http_req *rq)
+{
+    worker *w = rq->w;
+    ps_api_reply *rep = &w->reply;
+    char key[PS_WRITE_KEY_MAX + 1], host[300];
+    const char *protocol;
+    rep->status = 200;
+    rep->retry_after_s = 0;
+    ps_buf_reset(&rep->body);
+    if (rq->preflight) {
+        rep->status = 204;
+        reply_now(rq, "GET, OPTIONS");
+        return;
+    }
+    if (rq->head.method != HTTP_GET && rq->head.method != HTTP_HEAD) {
+        track_error(rep, 405, "method_not_allowed", "Use GET on this route.");
+        reply_now(rq, "GET, OPTIONS");
+        return;
+    }
+    PS_ASSERT(track_settings_route(rq->path, key, sizeof key));
+    ps_status st = ps_source_find(registry_sources(w->srv->reg), key, strlen(key), &rq->source);
+    if (st == PS_EAUTH || st == PS_ENOTFOUND) {
+        track_error(rep, 404, "not_found", "No source has this write key.");
+    } else if (st != PS_OK) {
+        track_error(rep, 503, "unavailable", "The write-key catalog cannot be read now.");
+    } else if (!public_host(rq, host, sizeof host, &protocol)) {
+        track_error(rep, 400, "invalid_request",
+                    "The Host header is missing or malformed; start profiled with --public-url.");
+    } else {
+        /* what analytics.js reads: its Segment.io destination pointed here, every call
+         * enabled, nothing loaded from elsewhere, no metrics sent anywhere */
+        ps_buf *b = &rep->body;
+        ps_buf_puts(b, "{\"integrations\":{\"Segment.io\":{\"apiKey\":");
+        ps_buf_json_str(b, key, strlen(key));
+        ps_buf_puts(b, ",\"apiHost\":");
+        ps_buf_json_str(b, host, strlen(host));
+        ps_buf_printf(b,
+                      ",\"protocol\":\"%s\",\"unbundledIntegrations\":[],"
+                      "\"addBundledMetadata\":true,\"maybeBundledConfigIds\":{}}},"
+                      "\"plan\":{\"track\":{\"__default\":{\"enabled\":true,"
+                      "\"integrations\":{}}},\"identify\":{\"__default\":{\"enabled\":true}},"
+                      "\"group\":{\"__default\":{\"enabled\":true}}},"
+                      "\"edgeFunction\":{},\"analyticsNextEnabled\":true,"
+                      "\"middlewareSettings\":{},\"enabledMiddleware\":{},"
+                      "\"metrics\":{\"sampleRate\":0},\"legacyVideoPluginsEnabled\":false,"
+                      "\"remotePlugins\":[]}",
+                      protocol);
+    }
     reply_now(rq, NULL);
 }

@@ -441,7 +441,46 @@ def compressed_bodies():
         st.close()
 
 
+def browsers_cors_and_settings():
+    st, srv, wk, _ = setup()
+    try:
+        port = srv.ingest_port
+        # a preflight from a web page's origin, then the call with the key in a text/plain body
+        r = responses(raw(port, b"OPTIONS /v1/t HTTP/1.1\r\nHost: x\r\nOrigin: https://shop.example"
+                                b"\r\nAccess-Control-Request-Method: POST\r\n"
+                                b"Connection: close\r\n\r\n"))
+        assert r[0][0] == 204 and r[0][1]["access-control-allow-origin"] == "*", r
+        assert "POST" in r[0][1]["access-control-allow-methods"], r
+        body = json.dumps({"userId": "web", "event": "Viewed", "writeKey": wk})
+        s, h, b = srv.track("t", body, headers={"Content-Type": "text/plain",
+                                                "Origin": "https://shop.example"})
+        assert s == 200 and h["Access-Control-Allow-Origin"] == "*", (s, h, b)
+        s, h, b = srv.track("t", {"event": "x"}, "bogus", headers={"Origin": "https://a.b"})
+        assert s == 400 and h["Access-Control-Allow-Origin"] == "*", h
+        # the settings document analytics.js loads from its cdnURL
+        s, h, doc = srv.get("/v1/projects/%s/settings" % wk, headers={"Host": "track.local:9"},
+                            port=port)
+        assert s == 200 and h["Access-Control-Allow-Origin"] == "*", (s, doc)
+        seg = doc["integrations"]["Segment.io"]
+        assert seg["apiKey"] == wk and seg["apiHost"] == "track.local:9/v1", seg
+        assert seg["protocol"] == "http" and doc["metrics"]["sampleRate"] == 0, doc
+        s, _, b = srv.get("/v1/projects/nope/settings", port=port)
+        assert s == 404, b
+    finally:
+        srv.stop()
+        st.close()
+    st, srv, wk, _ = setup("--public-url", "https://events.example.com/")
+    try:
+        s, _, doc = srv.get("/v1/projects/%s/settings" % wk)
+        seg = doc["integrations"]["Segment.io"]
+        assert seg["apiHost"] == "events.example.com/v1" and seg["protocol"] == "https", seg
+    finally:
+        srv.stop()
+        st.close()
+
+
 if __name__ == "__main__":
     run_tests([envelope_amplification, reply_amplification, strict_json, timestamps,
                framing_and_smuggling, pipelining_and_half_close, slow_and_silent_clients,
-               descriptor_exhaustion, unopenable_space_is_503, compressed_bodies])
+               descriptor_exhaustion, unopenable_space_is_503, compressed_bodies,
+               browsers_cors_and_settings])
