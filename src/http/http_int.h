@@ -272,6 +272,8 @@ void dispatch_request(http_req *rq);
 void dispatch_error(http_req *rq, int status, const char *code, const char *message);
 
 void request_id(worker *w, char out[40]);
+/* Empties w->reply (status 200, no Retry-After, no body) for the next answer. */
+void reply_reset(worker *w);
 /* Sends w->reply for `rq` with the standard headers. */
 void send_reply(http_req *rq, const char *content_type, const char *allow);
 /* Records a finished request in the metrics. */
@@ -289,8 +291,9 @@ int track_route(const char *path, int *type);
 /* True when `path` is /v1/projects/{writeKey}/settings; the key (percent-decoded, at most
  * `cap` - 1 bytes) goes to `key`. */
 bool track_settings_route(const char *path, char *key, size_t cap);
-/* Answers GET /v1/projects/{writeKey}/settings: the settings document analytics.js loads. */
-void track_settings(http_req *rq);
+/* Answers GET /v1/projects/{writeKey}/settings for `key` (from track_settings_route()): the
+ * settings document analytics.js loads. */
+void track_settings(http_req *rq, const char *key);
 /* Phase 1 for the Tracking API: method, size and (when sent as Basic) the write key. */
 head_decision track_head(http_req *rq);
 /* Handles a Tracking API request; replies now or once its events are durable. */

@@ -91,7 +91,7 @@ static bool serves_profiles(const http_req *rq)
     return rq->kind == LISTEN_MAIN;
 }
 
-static void reset_reply(worker *w)
+void reply_reset(worker *w)
 {
     w->reply.status = 200;
     w->reply.retry_after_s = 0;
@@ -100,7 +100,7 @@ static void reset_reply(worker *w)
 
 head_decision dispatch_head(http_req *rq)
 {
-    reset_reply(rq->w);
+    reply_reset(rq->w);
     int type;
     if (serves_tracking(rq) && (rq->route = track_route(rq->path, &type)) >= 0) {
         rq->track_type = type;
@@ -113,7 +113,7 @@ head_decision dispatch_head(http_req *rq)
         rq->preflight = rq->head.method == HTTP_OPTIONS;
         rq->body = (const uint8_t *)"";
         rq->body_len = 0;
-        track_settings(rq);
+        track_settings(rq, key);
         return (head_decision){.reply_now = true};
     }
     rq->route = ROUTE_OTHER;
@@ -137,7 +137,7 @@ head_decision dispatch_head(http_req *rq)
 void dispatch_error(http_req *rq, int status, const char *code, const char *message)
 {
     worker *w = rq->w;
-    reset_reply(w);
+    reply_reset(w);
     if (serves_tracking(rq) &&
         (rq->kind == LISTEN_INGEST || rq->route == ROUTE_TRACK || rq->route == ROUTE_BATCH))
         track_error(&w->reply, status,
@@ -167,7 +167,7 @@ void dispatch_request(http_req *rq)
         return; /* it replies and records, now or after the commit */
     }
     ps_api_reply *rep = &w->reply;
-    reset_reply(w);
+    reply_reset(w);
     int route = ROUTE_OTHER, method = rq->head.method;
     const char *ctype = "application/json", *allow = NULL, *why = "";
     size_t path_len = strlen(rq->path);

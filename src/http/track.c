@@ -102,9 +102,7 @@ void track_flush(evutil_socket_t fd, short what, void *arg)
         list = p->next;
         ps_api_reply *rep = &w->reply;
         if (p->status == PS_OK) {
-            rep->status = 200;
-            rep->retry_after_s = 0;
-            ps_buf_reset(&rep->body);
+            reply_reset(w);
             ps_buf_append(&rep->body, p->body.ptr, p->body.len);
         } else {
             char msg[160];
@@ -233,9 +231,7 @@ void track_handle(http_req *rq)
     size_t len = rq->body_len;
     uint8_t *body = NULL;
     ps_prepared *prep = NULL;
-    rep->status = 200;
-    rep->retry_after_s = 0;
-    ps_buf_reset(&rep->body);
+    reply_reset(w);
     if (len == 0) {
         track_error(rep, 400, "invalid_json", "The body is empty; send a JSON object.");
         goto reply;
@@ -299,8 +295,7 @@ void track_handle(http_req *rq)
         goto reply;
     }
     if (ps_prepared_accepted(prep) == 0) { /* nothing to store: answer now */
-        rep->status = 200;
-        ps_buf_reset(&rep->body);
+        reply_reset(w);
         success_body(&rep->body, prep);
         goto reply;
     }
@@ -352,15 +347,13 @@ static bool public_host(const http_req *rq, char *host, size_t cap, const char *
     return true;
 }
 
-void track_settings(http_req *rq)
+void track_settings(http_req *rq, const char *key)
 {
     worker *w = rq->w;
     ps_api_reply *rep = &w->reply;
-    char key[PS_WRITE_KEY_MAX + 1], host[300];
+    char host[300];
     const char *protocol;
-    rep->status = 200;
-    rep->retry_after_s = 0;
-    ps_buf_reset(&rep->body);
+    reply_reset(w);
     if (rq->preflight) {
         rep->status = 204;
         reply_now(rq, "GET, OPTIONS");
@@ -371,7 +364,6 @@ void track_settings(http_req *rq)
         reply_now(rq, "GET, OPTIONS");
         return;
     }
-    PS_ASSERT(track_settings_route(rq->path, key, sizeof key));
     ps_status st = ps_source_find(registry_sources(w->srv->reg), key, strlen(key), &rq->source);
     if (st == PS_EAUTH || st == PS_ENOTFOUND) {
         track_error(rep, 404, "not_found", "No source has this write key.");

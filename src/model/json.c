@@ -22,8 +22,7 @@ static bool fail(vstate *v, ps_json_error e)
 
 static void skip_ws(vstate *v)
 {
-    while (v->p < v->end && (*v->p == ' ' || *v->p == '\t' || *v->p == '\n' || *v->p == '\r'))
-        v->p++;
+    v->p = (const uint8_t *)ps_json_skip_ws((const char *)v->p, (const char *)v->end);
 }
 
 static int hex4(const uint8_t *p)
