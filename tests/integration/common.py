@@ -41,6 +41,42 @@ class Store:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def skip(why):
+    """Ends a TAP test file as skipped, with the reason."""
+    print("1..0 # SKIP %s" % why)
+    raise SystemExit(0)
+
+
+SDK_DIR = os.environ.get("PS_SDK_DIR") or os.path.join(tempfile.gettempdir(), "ps-sdk-tests")
+
+
+def sdk_install(module):
+    """Installs the real client SDKs pinned in tests/sdk/package.json into SDK_DIR (once) and
+    returns SDK_DIR; skips the test, with the reason, when node/npm are missing or the npm
+    registry cannot be reached. `module` is the package the caller needs, e.g.
+    "@segment/analytics-node"."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        skip("node and npm are not installed, so the real-SDK test cannot run")
+    os.makedirs(SDK_DIR, exist_ok=True)
+    pinned = os.path.join(SOURCE, "tests", "sdk", "package.json")
+    target = os.path.join(SDK_DIR, "package.json")
+    with open(pinned) as f:
+        want = f.read()
+    have = open(target).read() if os.path.exists(target) else None
+    if have != want or not os.path.isdir(os.path.join(SDK_DIR, "node_modules", module)):
+        with open(target, "w") as f:
+            f.write(want)
+        try:
+            p = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent"],
+                               cwd=SDK_DIR, capture_output=True, text=True, timeout=300)
+        except subprocess.TimeoutExpired:
+            skip("npm install timed out (is the npm registry reachable?)")
+        if p.returncode != 0 or not os.path.isdir(os.path.join(SDK_DIR, "node_modules", module)):
+            skip("npm install failed (is the npm registry reachable?): %s"
+                 % (p.stderr.strip().splitlines() or ["?"])[-1])
+    return SDK_DIR
+
+
 def generate(path, events, seed=1):
     with open(path, "w") as f:
         subprocess.run([tool("gen_events"), "--events", str(events), "--seed", str(seed)],

@@ -1,21 +1,19 @@
 # SPDX-License-Identifier: MIT
-"""The real `@segment/analytics-node` SDK (from npm), pointed at profiled with `host` and
+"""The real `@segment/analytics-node` SDK (pinned in tests/sdk/package.json), pointed at profiled with `host` and
 nothing else changed: identify, track, page, screen, group and alias arrive, batched by the
 SDK; and the SDK's retries carry its events over a server that was not up yet. Skipped, with
 the reason, when node/npm are missing or the npm registry cannot be reached."""
 import json
 import os
-import shutil
 import socket
 import subprocess
-import tempfile
 import time
 
-from common import Server, Store, tool
+from common import SDK_DIR, Server, Store, sdk_install, tool
 
 SPACE = "sdk"
 MULT = float(os.environ.get("PS_TEST_TIMEOUT_MULT", "1"))
-CACHE = os.environ.get("PS_SDK_DIR") or os.path.join(tempfile.gettempdir(), "ps-analytics-node")
+CACHE = SDK_DIR
 
 SCRIPT = r"""
 const { Analytics } = require('@segment/analytics-node');
@@ -38,27 +36,8 @@ analytics.closeAndFlush({ timeout: 60000 }).then(() => {
 """
 
 
-def skip(why):
-    print("1..0 # SKIP %s" % why)
-    raise SystemExit(0)
-
-
 def install():
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        skip("node and npm are not installed, so the real-SDK test cannot run")
-    mod = os.path.join(CACHE, "node_modules", "@segment", "analytics-node")
-    if not os.path.isdir(mod):
-        os.makedirs(CACHE, exist_ok=True)
-        try:
-            p = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent",
-                                "@segment/analytics-node@3"], cwd=CACHE, capture_output=True,
-                               text=True, timeout=300)
-        except subprocess.TimeoutExpired:
-            skip("npm install @segment/analytics-node timed out (is the npm registry "
-                 "reachable?)")
-        if p.returncode != 0 or not os.path.isdir(mod):
-            skip("npm install @segment/analytics-node failed (is the npm registry "
-                 "reachable?): %s" % (p.stderr.strip().splitlines() or ["?"])[-1])
+    sdk_install("@segment/analytics-node")
     with open(os.path.join(CACHE, "client.js"), "w") as f:
         f.write(SCRIPT)
 

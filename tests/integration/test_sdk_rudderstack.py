@@ -5,15 +5,13 @@ else changed: identify, track, page and group arrive. Skipped, with the reason, 
 are missing or the npm registry cannot be reached."""
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 
-from common import SOURCE, Server, Store
+from common import SDK_DIR, Server, Store, sdk_install
 
 SPACE = "rs"
 MULT = float(os.environ.get("PS_TEST_TIMEOUT_MULT", "1"))
-CACHE = os.path.join(tempfile.gettempdir(), "ps-sdk-tests")
+CACHE = SDK_DIR
 
 SCRIPT = r"""
 const Analytics = require('@rudderstack/rudder-sdk-node');
@@ -27,26 +25,8 @@ client.flush((err) => { console.log(JSON.stringify({ err: err ? String(err) : nu
 """
 
 
-def skip(why):
-    print("1..0 # SKIP %s" % why)
-    raise SystemExit(0)
-
-
 def install():
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        skip("node and npm are not installed, so the real-SDK test cannot run")
-    os.makedirs(CACHE, exist_ok=True)
-    shutil.copy(os.path.join(SOURCE, "tests", "sdk", "package.json"), CACHE)
-    mod = os.path.join(CACHE, "node_modules", "@rudderstack", "rudder-sdk-node")
-    if not os.path.isdir(mod):
-        try:
-            p = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent"],
-                               cwd=CACHE, capture_output=True, text=True, timeout=300)
-        except subprocess.TimeoutExpired:
-            skip("npm install timed out (is the npm registry reachable?)")
-        if p.returncode != 0 or not os.path.isdir(mod):
-            skip("npm install failed (is the npm registry reachable?): %s"
-                 % (p.stderr.strip().splitlines() or ["?"])[-1])
+    sdk_install("@rudderstack/rudder-sdk-node")
     with open(os.path.join(CACHE, "rudderstack.js"), "w") as f:
         f.write(SCRIPT)
 
