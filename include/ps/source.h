@@ -19,6 +19,8 @@
 #define PS_SOURCE_ID_BUF 24   /* "src_" + 16 base62 characters + NUL */
 #define PS_WRITE_KEY_BUF 40   /* 32 base62 characters + NUL */
 #define PS_WRITE_KEY_MAX 256  /* longest key a lookup reads; longer ones cannot match */
+#define PS_ORIGINS_MAX 16     /* web origins one source may list */
+#define PS_ORIGIN_MAX 253     /* longest origin, "https://" and port included */
 
 typedef struct ps_sources ps_sources;
 
@@ -33,6 +35,9 @@ typedef struct ps_source_info {
     char name[PS_SOURCE_NAME_MAX + 1];
     char space[PS_SPACE_NAME_MAX + 1];
     int64_t created_ms;
+    /* The web origins this source takes events from, one per line (sorted, lower case);
+     * empty: any origin. Filled by ps_source_list() and ps_source_find(). */
+    char origins[PS_ORIGINS_MAX * (PS_ORIGIN_MAX + 1)];
 } ps_source_info;
 
 /* Creates a source of `space` (which the caller has checked exists). `name` NULL picks
@@ -47,5 +52,23 @@ ps_status ps_source_list(ps_sources *s, const char *space, ps_source_fn fn, void
 /* The source a write key belongs to (space and source_id; name stays empty). PS_EAUTH when
  * the key is unknown. */
 ps_status ps_source_find(ps_sources *s, const char *key, size_t len, ps_source_info *out);
+
+/* Replaces the allow list of web origins of the source of `space` named or identified by
+ * `source` (n == 0 clears it: any origin). Each origin is checked and normalized with
+ * ps_origin_normalize() first. PS_EINVAL names no origin; `*bad` is set to the index of the
+ * first invalid one (or n when there are too many). PS_ENOTFOUND: no such source. */
+ps_status ps_source_set_origins(ps_sources *s, const char *space, const char *source,
+                                const char *const *origins, size_t n, size_t *bad);
+
+/* Checks a web origin as a browser sends it in the Origin header, "scheme://host[:port]"
+ * with scheme http or https and no path, and writes its lower-case form to `out`
+ * (PS_ORIGIN_MAX + 1 bytes). A host may start with "*." to stand for every subdomain of
+ * the rest. False when `in` is not such an origin. */
+bool ps_origin_normalize(const char *in, size_t len, char *out);
+
+/* True when a request with Origin header `origin` (len bytes; NULL: none, as from a server)
+ * may use `src`: no allow list, no Origin header, or an origin the list names or matches
+ * through a "*." entry. */
+bool ps_source_origin_allowed(const ps_source_info *src, const char *origin, size_t len);
 
 #endif

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* profilectl source create|list: Tracking API sources of a space. The write key is printed
- * once, alone, on stdout; the catalog keeps only its hash. */
+/* profilectl source create|list|origins: Tracking API sources of a space. The write key is
+ * printed once, alone, on stdout; the catalog keeps only its hash. */
 #include <stdio.h>
 #include <string.h>
 
@@ -16,28 +16,66 @@ typedef struct list_ctx {
 static bool print_source(void *ud, const ps_source_info *src)
 {
     list_ctx *l = ud;
-    char tb[PS_TIME_BUF];
+    char tb[PS_TIME_BUF], origins[sizeof src->origins];
     ps_time_format(src->created_ms, tb);
-    if (l->json) /* ids and names are [A-Za-z0-9_-] */
-        printf("%s{\"source_id\":\"%s\",\"name\":\"%s\",\"created_at\":\"%s\"}",
+    if (l->json) { /* ids and names are [A-Za-z0-9_-]; origins are checked hosts */
+        printf("%s{\"source_id\":\"%s\",\"name\":\"%s\",\"created_at\":\"%s\","
+               "\"origins\":[",
                l->n ? "," : "", src->source_id, src->name, tb);
-    else
-        printf("%-22s %-24s %s\n", src->source_id, src->name, tb);
+        for (const char *p = src->origins; *p;) {
+            size_t len = strcspn(p, "\n");
+            printf("%s\"%.*s\"", p == src->origins ? "" : ",", (int)len, p);
+            p += len + (p[len] != 0);
+        }
+        fputs("]}", stdout);
+    } else {
+        snprintf(origins, sizeof origins, "%s", src->origins[0] ? src->origins : "any origin");
+        for (char *p = origins; (p = strchr(p, '\n'));)
+            *p = ' ';
+        printf("%-22s %-24s %s  %s\n", src->source_id, src->name, tb, origins);
+    }
     l->n++;
     return true;
+}
+
+/* profilectl source origins SPACE SOURCE (ORIGIN... | --any) */
+static int set_origins(cli *c, ps_sources *cat, bool any)
+{
+    size_t n = (size_t)c->argc - 3, bad;
+    if (n > PS_ORIGINS_MAX)
+        return cli_fail(EXIT_INVALID, "at most %d origins per source", PS_ORIGINS_MAX);
+    ps_status st = ps_source_set_origins(cat, c->argv[1], c->argv[2],
+                                         (const char *const *)c->argv + 3, n, &bad);
+    if (st == PS_EINVAL && bad < n)
+        return cli_fail(EXIT_INVALID,
+                        "invalid origin '%s': want scheme://host[:port] with scheme http or "
+                        "https and no path, e.g. https://shop.example or https://*.shop.example",
+                        c->argv[3 + bad]);
+    if (st == PS_ENOTFOUND)
+        return cli_fail(EXIT_NOTFOUND, "space %s has no source named or identified '%s'",
+                        c->argv[1], c->argv[2]);
+    if (st != PS_OK)
+        return cli_fail(cli_exit_code(st), "cannot set the origins: %s", ps_status_str(st));
+    if (!c->json)
+        printf(any ? "source %s: any origin\n" : "source %s: %zu origin(s)\n", c->argv[2], n);
+    return EXIT_OK;
 }
 
 int cmd_source(cli *c)
 {
     const char *name = cli_take_option(c, "--name");
+    bool any = cli_take_flag(c, "--any");
     int rc = cli_no_more_options(c);
     if (rc)
         return rc;
     const char *verb = c->argc > 0 ? c->argv[0] : "";
-    bool create = strcmp(verb, "create") == 0, list = strcmp(verb, "list") == 0;
-    if (!((create && c->argc == 2) || (list && c->argc == 2 && !name)))
+    bool create = strcmp(verb, "create") == 0, list = strcmp(verb, "list") == 0,
+         origins = strcmp(verb, "origins") == 0;
+    if (!((create && c->argc == 2 && !any) || (list && c->argc == 2 && !name && !any) ||
+          (origins && !name && ((any && c->argc == 3) || (!any && c->argc > 3)))))
         return cli_fail(EXIT_USAGE, "usage: profilectl source create SPACE [--name NAME] | "
-                                    "source list SPACE");
+                                    "source list SPACE | "
+                                    "source origins SPACE SOURCE (ORIGIN... | --any)");
     if (name && !ps_space_name_valid(name))
         return cli_fail(EXIT_INVALID,
                         "invalid source name '%s' (1-64 characters of A-Z a-z 0-9 _ -)", name);
@@ -47,15 +85,19 @@ int cmd_source(cli *c)
     ps_space_close(sp);
     ps_sources *cat;
     ps_status st = ps_sources_open(c->data_dir, create, &cat);
+    if (st == PS_ENOTFOUND && origins)
+        return cli_fail(EXIT_NOTFOUND, "space %s has no sources yet", c->argv[1]);
     if (st == PS_ENOTFOUND) { /* no catalog yet: no sources */
         if (c->json)
             puts("[]");
         return EXIT_OK;
     }
     if (st != PS_OK)
-        return cli_fail(cli_exit_code(st), "cannot open the catalog in %s/meta: %s",
-                        c->data_dir, ps_status_str(st));
-    if (create) {
+        return cli_fail(cli_exit_code(st), "cannot open the catalog in %s/meta: %s", c->data_dir,
+                        ps_status_str(st));
+    if (origins) {
+        rc = set_origins(c, cat, any);
+    } else if (create) {
         ps_source_info src;
         st = ps_source_create(cat, c->argv[1], name, ps_clock_now_ms(), &src);
         if (st == PS_ECONFLICT)
@@ -64,8 +106,8 @@ int cmd_source(cli *c)
         else if (st != PS_OK)
             rc = cli_fail(cli_exit_code(st), "cannot create a source: %s", ps_status_str(st));
         else if (c->json)
-            printf("{\"source_id\":\"%s\",\"write_key\":\"%s\",\"name\":\"%s\"}\n",
-                   src.source_id, src.write_key, src.name);
+            printf("{\"source_id\":\"%s\",\"write_key\":\"%s\",\"name\":\"%s\"}\n", src.source_id,
+                   src.write_key, src.name);
         else
             printf("%s\n", src.write_key);
     } else {

@@ -169,13 +169,14 @@ typedef struct http_req {
     const char *query; /* NULL when there is none */
     const uint8_t *body;
     size_t body_len;
-    int route;       /* ROUTE_* or a ps_api_route */
-    int track_type;  /* Tracking API: the forced message type */
-    int coding;      /* CODING_*: the body's Content-Encoding (Tracking API) */
-    int kind;        /* LISTEN_*: the listener it arrived on */
-    bool has_source; /* the write key was checked from the Authorization header */
-    bool cors;       /* a browser-facing route: replies carry Access-Control-Allow-Origin */
-    bool preflight;  /* an OPTIONS preflight: the reply carries the CORS permissions */
+    int route;        /* ROUTE_* or a ps_api_route */
+    int track_type;   /* Tracking API: the forced message type */
+    int coding;       /* CODING_*: the body's Content-Encoding (Tracking API) */
+    int kind;         /* LISTEN_*: the listener it arrived on */
+    bool has_source;  /* the write key was checked from the Authorization header */
+    bool cors;        /* a browser-facing route: replies carry Access-Control-Allow-Origin */
+    bool preflight;   /* an OPTIONS preflight: the reply carries the CORS permissions */
+    bool echo_origin; /* the source lists origins and this one is on it: name it, not "*" */
     ps_source_info source;
     struct timespec t0;
     char rid[40];

@@ -47,7 +47,12 @@ void send_reply(http_req *rq, const char *content_type, const char *allow)
             n += snprintf(headers + n, sizeof headers - (size_t)n, "X-RateLimit-Reset: %lld\r\n",
                           (long long)(ps_clock_now_ms() / 1000) + wait_s);
     }
-    if (rq->cors) /* any origin: write keys are public, and no cookie is ever read */
+    size_t ol;
+    const char *origin = rq->echo_origin ? http_head_find(&rq->head, "Origin", &ol) : NULL;
+    if (origin) /* checked against the source's allow list (track.c) */
+        n += snprintf(headers + n, sizeof headers - (size_t)n,
+                      "Access-Control-Allow-Origin: %.*s\r\nVary: Origin\r\n", (int)ol, origin);
+    else if (rq->cors) /* any origin: write keys are public, and no cookie is ever read */
         n +=
             snprintf(headers + n, sizeof headers - (size_t)n, "Access-Control-Allow-Origin: *\r\n");
     if (rq->preflight)
@@ -144,6 +149,7 @@ void dispatch_error(http_req *rq, int status, const char *code, const char *mess
                     code            ? code
                     : status == 503 ? "unavailable"
                     : status == 408 ? "request_timeout"
+                    : status == 413 ? "payload_too_large"
                                     : "invalid_request",
                     message);
     else

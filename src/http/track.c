@@ -156,6 +156,22 @@ static bool open_space(http_req *rq, ps_space **sp)
     return true;
 }
 
+/* Checks the request's Origin header against rq->source's allow list; false with a 403 set
+ * when the source does not take events from that web page. */
+static bool origin_allowed(http_req *rq)
+{
+    size_t len;
+    const char *origin = http_head_find(&rq->head, "Origin", &len);
+    if (ps_source_origin_allowed(&rq->source, origin, len)) {
+        rq->echo_origin = origin != NULL && rq->source.origins[0] != 0;
+        return true;
+    }
+    track_error(&rq->w->reply, 403, "origin_not_allowed",
+                "This source does not take events from web pages at this Origin; its allow "
+                "list is set with profilectl source origins.");
+    return false;
+}
+
 /* Looks up the write key and opens its space; false with the reply set when it cannot. */
 static bool find_source(http_req *rq, const char *key, size_t klen, bool malformed, ps_space **sp)
 {
@@ -177,6 +193,8 @@ static bool find_source(http_req *rq, const char *key, size_t klen, bool malform
                     "later.");
         return false;
     }
+    if (!origin_allowed(rq))
+        return false;
     return open_space(rq, sp);
 }
 
@@ -205,7 +223,9 @@ head_decision track_head(http_req *rq)
         char msg[96];
         snprintf(msg, sizeof msg, "The body is %llu bytes; the limit here is %zu.",
                  (unsigned long long)rq->head.content_length, limit);
-        track_error(rep, 400, "payload_too_large", msg);
+        /* Segment answers an oversized body 400; a compressed one that is already over the
+         * limit before inflating gets the 413 an inflated one over it gets */
+        track_error(rep, rq->coding == CODING_IDENTITY ? 400 : 413, "payload_too_large", msg);
         return reply_now(rq, NULL);
     }
     /* a write key in the Authorization header is checked before any body byte is read */
@@ -369,6 +389,8 @@ void track_settings(http_req *rq, const char *key)
         track_error(rep, 404, "not_found", "No source has this write key.");
     } else if (st != PS_OK) {
         track_error(rep, 503, "unavailable", "The write-key catalog cannot be read now.");
+    } else if (!origin_allowed(rq)) {
+        /* the 403 is set */
     } else if (!public_host(rq, host, sizeof host, &protocol)) {
         track_error(rep, 400, "invalid_request",
                     "The Host header is missing or malformed; start profiled with --public-url.");

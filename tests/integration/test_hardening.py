@@ -18,6 +18,8 @@ import time
 
 from common import Server, Store, run_tests
 
+MULT = float(os.environ.get("PS_TEST_TIMEOUT_MULT", "1"))
+
 SPACE = "s1"
 
 
@@ -428,10 +430,26 @@ def compressed_bodies():
         s, _, b = srv.track("batch", bomb, wk, headers=h)
         assert s == 413 and b["error"]["code"] == "payload_too_large", (s, b)
         assert peak_rss_mb(srv.proc.pid) - before < 100
-        # 1 GB of zeros (about 1 MB gzipped) is refused by its size before it is read
+        # 1 GB of zeros (about 1 MB gzipped) is refused by its size before it is read, and
+        # chunked, without a length, once the limit is passed
         big = gzip.compress(b"\0" * (1 << 30), 1)
+        t0 = time.monotonic()
         s, _, b = srv.track("batch", big, wk, headers=h)
-        assert s == 400 and b["error"]["code"] == "payload_too_large", (s, b)
+        assert s == 413 and b["error"]["code"] == "payload_too_large", (s, b)
+        auth = base64.b64encode((wk + ":").encode())
+        req = (b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
+               b"Authorization: Basic " + auth + b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for i in range(0, 640 * 1024, 65536):
+            req += b"%x\r\n" % 65536 + big[i:i + 65536] + b"\r\n"
+        r = responses(raw(srv.ingest_port, req))
+        assert r[0][0] == 413 and json.loads(r[0][2])["error"]["code"] == "payload_too_large", r
+        # a deflate stream of the same zeros (raw zlib, 1 GB in about 1 MB)
+        z = zlib.compressobj(1)
+        bomb = z.compress(b"\0" * (1 << 30)) + z.flush()
+        s, _, b = srv.track("batch", bomb[:400 * 1024], wk, headers={"Content-Encoding": "deflate"})
+        assert s == 413 and b["error"]["code"] == "payload_too_large", (s, b)
+        assert time.monotonic() - t0 < 60 * MULT
+        assert peak_rss_mb(srv.proc.pid) - before < 100
         s, _, b = srv.track("track", b"not gzip", wk, headers=h)
         assert s == 400 and b["error"]["code"] == "invalid_encoding", b
         s, _, b = srv.track("track", b"{}", wk, headers={"Content-Encoding": "br"})
@@ -466,6 +484,37 @@ def browsers_cors_and_settings():
         assert seg["protocol"] == "http" and doc["metrics"]["sampleRate"] == 0, doc
         s, _, b = srv.get("/v1/projects/nope/settings", port=port)
         assert s == 404, b
+        # a per-source allow list: the listed origins (and subdomains of a "*." entry) are
+        # named back, others get 403 and nothing is stored; servers send no Origin
+        st.ctl("source", "origins", SPACE, "web", "https://Shop.example",
+               "https://*.shop.example")
+        for origin in ("https://shop.example", "https://www.shop.example"):
+            s, h, b = srv.track("t", {"userId": "ok-" + origin, "event": "Viewed",
+                                      "writeKey": wk}, headers={"Origin": origin})
+            assert s == 200 and h["Access-Control-Allow-Origin"] == origin, (s, h, b)
+            assert h["Vary"] == "Origin", h
+        s, h, b = srv.track("t", {"userId": "evil", "event": "Viewed"}, wk,
+                            headers={"Origin": "https://evil.example"})
+        assert s == 403 and b["error"]["code"] == "origin_not_allowed", (s, b)
+        s, h, b = srv.track("t", {"userId": "evil2", "event": "Viewed", "writeKey": wk},
+                            headers={"Origin": "http://shop.example"})
+        assert s == 403, (s, b)
+        s, _, b = srv.track("t", {"userId": "server", "event": "Viewed"}, wk)
+        assert s == 200, b
+        s, h, _ = srv.get("/v1/projects/%s/settings" % wk, port=port,
+                          headers={"Origin": "https://evil.example"})
+        assert s == 403, s
+        s, h, _ = srv.get("/v1/projects/%s/settings" % wk, port=port,
+                          headers={"Origin": "https://shop.example"})
+        assert s == 200 and h["Access-Control-Allow-Origin"] == "https://shop.example", h
+        assert st.ctl("inspect", SPACE, "user_id:server").returncode == 0
+        assert st.ctl("inspect", SPACE, "user_id:ok-https://shop.example").returncode == 0
+        for who in ("evil", "evil2"):
+            assert st.ctl("inspect", SPACE, "user_id:" + who, check=False).returncode == 2
+        st.ctl("source", "origins", SPACE, "web", "--any")
+        s, h, b = srv.track("t", {"userId": "evil", "event": "Viewed"}, wk,
+                            headers={"Origin": "https://evil.example"})
+        assert s == 200 and h["Access-Control-Allow-Origin"] == "*", (s, h, b)
     finally:
         srv.stop()
         st.close()
