@@ -1,8 +1,11 @@
-# Two commands matter: `make run` and `make test` (DESIGN.md section 2).
+# Two commands matter: `make run` and `make test` (README.md).
 # Both install missing Debian packages first, then build with CMake.
 
 DEB_PACKAGES := build-essential cmake pkg-config liblmdb-dev libmsgpack-dev libcjson-dev \
                 libevent-dev libssl-dev libpcre2-dev zlib1g-dev lmdb-utils python3 curl
+# What only the tests need: Debian's Chromium for analytics.js, and Node.js with npm for the
+# pinned SDKs in tests/sdk/package.json (only when no node is installed already).
+TEST_PACKAGES := chromium
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 DATA ?= ./var
 
@@ -22,6 +25,8 @@ asan: deps
 	cmake --build build/asan -j $(JOBS)
 
 test: asan
+	@./tools/deps.sh $(TEST_PACKAGES)
+	@command -v node >/dev/null && command -v npm >/dev/null || ./tools/deps.sh nodejs npm
 	cd build/asan && ctest --output-on-failure -j $(JOBS)
 
 run: build

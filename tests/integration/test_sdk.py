@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: MIT
-"""The real `@segment/analytics-node` SDK (pinned in tests/sdk/package.json), pointed at profiled with `host` and
-nothing else changed: identify, track, page, screen, group and alias arrive, batched by the
-SDK; and the SDK's retries carry its events over a server that was not up yet. Skipped, with
+"""The real `@segment/analytics-node` SDK and the classic `analytics-node` 6 (both pinned in
+tests/sdk/package.json), pointed at profiled with `host` and nothing else changed: identify,
+track, page, screen, group and alias arrive, batched by the SDK; and the SDK's retries carry
+its events over a server that was not up yet. Skipped, with
 the reason, when node/npm are missing or the npm registry cannot be reached."""
 import json
 import os
@@ -36,14 +37,39 @@ analytics.closeAndFlush({ timeout: 60000 }).then(() => {
 """
 
 
+# the classic SDK: a constructor taking the key, callbacks instead of promises
+CLASSIC = r"""
+const Analytics = require('analytics-node');
+const [host, writeKey, tag] = process.argv.slice(2);
+const analytics = new Analytics(writeKey, { host, flushAt: 4, flushInterval: 200 });
+const errors = [];
+const done = (err) => { if (err) errors.push(String(err.message || err)); };
+const u = 'sdk-user-' + tag;
+analytics.identify({ userId: u, traits: { plan: 'pro', email: tag + '@sdk.example' } }, done);
+analytics.track({ userId: u, event: 'Order Completed', properties: { total: 42 } }, done);
+analytics.page({ userId: u, name: 'Pricing', properties: { path: '/pricing' } }, done);
+analytics.screen({ userId: u, name: 'Home' }, done);
+analytics.group({ userId: u, groupId: 'acct-' + tag, traits: { name: 'Acme' } }, done);
+analytics.alias({ userId: u, previousId: 'anon-' + tag }, done);
+analytics.track({ anonymousId: 'anon-only-' + tag, event: 'Viewed' }, done);
+analytics.flush((err) => {
+  done(err);
+  console.log(JSON.stringify({ errors }));
+});
+"""
+
+
 def install():
     sdk_install("@segment/analytics-node")
+    sdk_install("analytics-node")
     with open(os.path.join(CACHE, "client.js"), "w") as f:
         f.write(SCRIPT)
+    with open(os.path.join(CACHE, "classic.js"), "w") as f:
+        f.write(CLASSIC)
 
 
-def run_client(port, key, tag, wait=True):
-    proc = subprocess.Popen(["node", os.path.join(CACHE, "client.js"),
+def run_client(port, key, tag, wait=True, script="client.js"):
+    proc = subprocess.Popen(["node", os.path.join(CACHE, script),
                              "http://127.0.0.1:%d" % port, key, tag], cwd=CACHE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if not wait:
@@ -83,7 +109,7 @@ def free_port():
 
 def main():
     install()
-    print("1..2")
+    print("1..3")
     st = Store()
     try:
         st.ctl("space", "create", SPACE)
@@ -110,6 +136,14 @@ def main():
         check_profile(st, "b")
         assert st.ctl("check", SPACE).returncode == 0
         print("ok 2 - analytics-node: retries deliver over a server that starts late")
+
+        srv = Server(st)
+        try:
+            run_client(srv.port, key, "c", script="classic.js")
+            check_profile(st, "c")
+        finally:
+            srv.stop()
+        print("ok 3 - classic analytics-node 6: every call type, batched, arrives unchanged")
     except AssertionError as e:
         print("not ok - %s" % str(e).replace("\n", "\n# "))
         raise SystemExit(1)
