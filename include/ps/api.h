@@ -46,13 +46,14 @@ typedef struct ps_api_request {
     size_t body_len;
     const char *token; /* Basic auth username; NULL when the request had none */
     size_t token_len;
-    int64_t now_ms; /* the /events window is measured against this */
+    int64_t now_ms;       /* the /events window is measured against this */
+    const char *base_url; /* "scheme://host[/path]" for absolute cursor URLs; NULL: relative */
 } ps_api_request;
 
 typedef struct ps_api_reply {
-    int status;             /* HTTP status */
-    int64_t retry_after_s;  /* with 429 */
-    ps_buf body;            /* JSON; the caller initializes and clears it */
+    int status;            /* HTTP status */
+    int64_t retry_after_s; /* with 429 */
+    ps_buf body;           /* JSON; the caller initializes and clears it */
 } ps_api_reply;
 
 /* Answers `rq` for space `sp` (NULL when no such space exists: that is a 401, as for a

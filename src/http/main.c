@@ -30,8 +30,10 @@ static const char usage[] =
     "  --metrics-listen HOST:PORT\n"
     "                       serve /metrics with per-space series here (bind it to a private\n"
     "                       address); /metrics on --listen never names spaces\n"
-    "  --public-url URL     where browsers reach the Tracking API, for the settings document\n"
-    "                       analytics.js loads (default: the request's Host, over http)\n"
+    "  --public-url URL     where clients reach this server (http(s)://host[:port][/path]):\n"
+    "                       the settings document analytics.js loads points there, and\n"
+    "                       Profile API cursor URLs are absolute under it (default: the\n"
+    "                       request's Host for the former, relative URLs for the latter)\n"
     "  --threads N          event loops sharing the listeners (default: number of cores)\n"
     "  --timeout-ms MS      a request must arrive whole (head and body) within MS of its\n"
     "                       first byte, a reply must be taken within MS, and an idle\n"
@@ -61,6 +63,24 @@ static int bad_usage(const char *what, const char *arg)
     return 1;
 }
 
+/* --public-url: http(s)://host[:port][/path]; copied to `out` without trailing slashes. */
+static bool public_url_ok(const char *v, char out[201])
+{
+    size_t skip = strncmp(v, "https://", 8) == 0 ? 8 : strncmp(v, "http://", 7) == 0 ? 7 : 0;
+    size_t len = strlen(v);
+    while (len > skip && v[len - 1] == '/')
+        len--;
+    if (skip == 0 || len == skip || len > 200 || v[skip] == '/')
+        return false;
+    for (size_t i = skip; i < len; i++)
+        if (!((v[i] >= 'a' && v[i] <= 'z') || (v[i] >= 'A' && v[i] <= 'Z') ||
+              (v[i] >= '0' && v[i] <= '9') || strchr(".-:[]/_~", v[i])))
+            return false;
+    memcpy(out, v, len);
+    out[len] = 0;
+    return true;
+}
+
 static bool parse_int(const char *s, long lo, long hi, int *out)
 {
     char *end;
@@ -87,6 +107,7 @@ int main(int argc, char **argv)
         .max_connections = 4096,
     };
     int batch_events = 0, batch_ms = 0, queue_mb = 64, body_mb = 256, anon_mb = 32;
+    static char public_url[201];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -113,8 +134,10 @@ int main(int argc, char **argv)
             cfg.ingest_listen = v;
         else if (strcmp(a, "--metrics-listen") == 0)
             cfg.metrics_listen = v;
+        else if (strcmp(a, "--public-url") == 0 && !public_url_ok(v, public_url))
+            return bad_usage("--public-url must be http(s)://host[:port][/path], got", v);
         else if (strcmp(a, "--public-url") == 0)
-            cfg.public_url = v;
+            cfg.public_url = public_url;
         else if (strcmp(a, "--max-connections") == 0 &&
                  !parse_int(v, 1, 1000000, &cfg.max_connections))
             return bad_usage("--max-connections must be a number from 1 to 1000000, got", v);

@@ -101,6 +101,24 @@ bool basic_user(const char *h, size_t hl, bool only_basic, char *user, size_t ca
     return true;
 }
 
+/* The Profile API's token: the Basic username (the colon may be left out), or a Bearer
+ * token, which some clients send instead. */
+static bool access_token(const char *h, size_t hl, char *token, size_t cap, size_t *len)
+{
+    if (h == NULL || hl < 7 || strncasecmp(h, "Bearer ", 7) != 0)
+        return basic_user(h, hl, true, token, cap, len);
+    const char *v = h + 7;
+    size_t vl = hl - 7;
+    ps_trim(&v, &vl);
+    *len = 0;
+    if (vl == 0 || vl >= cap || memchr(v, ' ', vl))
+        return false;
+    memcpy(token, v, vl);
+    token[vl] = 0;
+    *len = vl;
+    return true;
+}
+
 static const char *const resources[] = {"traits", "external_ids", "events", "metadata", "links"};
 
 /* Routes `/v1/spaces/{space}/collections/{c}/profiles[/{ident}/{resource}[/delete]]` (and the
@@ -152,7 +170,10 @@ int route_profile(char *path, const char *query, int method, const char *auth, s
     *why = "";
     int route = (n = split_path(path, seg)) < 0 ? -1 : route_of(seg, n, method, &method_ok);
     if (route < 0) {
-        *why = "No such route.";
+        *why = n == 7 && strcmp(seg[5], "profiles") == 0
+                   ? "No such route: name what to read after the profile, /traits, "
+                     "/external_ids, /events, /metadata or /links."
+                   : "No such route.";
         return 404;
     }
     out->route = (ps_api_route)route;
@@ -174,8 +195,8 @@ int route_profile(char *path, const char *query, int method, const char *auth, s
         }
         out->ident = ident_store;
     }
-    if (!basic_user(auth, auth_len, true, token, MAX_AUTH_BYTES, &out->token_len)) {
-        *why = "The Authorization header must be Basic base64(<token>:).";
+    if (!access_token(auth, auth_len, token, MAX_AUTH_BYTES, &out->token_len)) {
+        *why = "The Authorization header must be Basic base64(<token>:) or Bearer <token>.";
         return 401;
     }
     out->token = out->token_len ? token : NULL;

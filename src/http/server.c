@@ -222,6 +222,7 @@ void dispatch_request(http_req *rq)
         rq2.body_len = rq->body_len;
     }
     rq2.now_ms = ps_clock_now_ms();
+    rq2.base_url = s->cfg.public_url; /* checked at start: no character JSON escapes */
     ps_space *sp = NULL;
     ps_status st = ps_space_name_valid(rq2.space_name) ? registry_get(s->reg, rq2.space_name, &sp)
                                                        : PS_ENOTFOUND;

@@ -154,19 +154,22 @@ static bool get_time(ctx *c, const char *name, bool *has, int64_t *ms)
     return false;
 }
 
-/* Reads `next` (absent or empty: the first page). The cursor must be this list's and name
- * the same canonical profile (or one merged into it since). */
+/* Reads `next`, or `cursor` as some clients name it (absent, empty or "0": the first page).
+ * The cursor must be this list's and name the same canonical profile (or one merged into it
+ * since). */
 static bool get_cursor(ctx *c, uint64_t owner, uint8_t *pos, size_t *pos_len, bool *has)
 {
     const ps_api_param *p = param(c, "next");
     *has = false;
-    if (p == NULL || p->value_len == 0)
+    if (p == NULL)
+        p = param(c, "cursor");
+    if (p == NULL || p->value_len == 0 || (p->value_len == 1 && p->value[0] == '0'))
         return true;
     uint64_t named, canonical = 0;
     if (ps_cursor_decode(c->secret, (uint8_t)c->rq->route, p->value, p->value_len, &named, pos,
                          pos_len) != PS_OK) {
         ps_api_error(c->out, 400, "invalid_request_error",
-                     "The parameter `next` is not a cursor issued for this list.");
+                     "The parameter `%s` is not a cursor issued for this list.", p->name);
         return false;
     }
     bool same = c->rq->route == PS_API_PROFILES
@@ -174,7 +177,7 @@ static bool get_cursor(ctx *c, uint64_t owner, uint8_t *pos, size_t *pos_len, bo
                     : ps_graph_find(c->t, named, &canonical) == PS_OK && canonical == owner;
     if (!same) {
         ps_api_error(c->out, 400, "invalid_request_error",
-                     "The parameter `next` is a cursor of another profile or collection.");
+                     "The parameter `%s` is a cursor of another profile or collection.", p->name);
         return false;
     }
     *has = true;
@@ -195,7 +198,8 @@ static bool storage_error(ctx *c, ps_status st)
 static void put_url(ctx *c)
 {
     ps_buf *b = &c->out->body;
-    ps_buf_printf(b, "\"/v1/spaces/%s/collections/%s/profiles", c->rq->space_name,
+    ps_buf_printf(b, "\"%s/v1/spaces/%s/collections/%s/profiles",
+                  c->rq->base_url ? c->rq->base_url : "", c->rq->space_name,
                   ps_profile_collection_name(c->coll));
     if (c->rq->route != PS_API_PROFILES)
         ps_buf_printf(b, "/%s/%s", c->p.segment_id, route_names[c->rq->route]);
@@ -203,8 +207,8 @@ static void put_url(ctx *c)
 }
 
 /* Appends ,"cursor":{…}. `pos` is where the next page starts (ignored without has_more). */
-static void put_cursor(ctx *c, bool has_more, uint64_t owner, const uint8_t *pos,
-                       size_t pos_len, size_t limit)
+static void put_cursor(ctx *c, bool has_more, uint64_t owner, const uint8_t *pos, size_t pos_len,
+                       size_t limit)
 {
     ps_buf *b = &c->out->body;
     char next[PS_CURSOR_MAX + 1] = "";
@@ -215,8 +219,8 @@ static void put_cursor(ctx *c, bool has_more, uint64_t owner, const uint8_t *pos
     }
     ps_buf_puts(b, ",\"cursor\":{\"url\":");
     put_url(c);
-    ps_buf_printf(b, ",\"has_more\":%s,\"next\":\"%s\",\"limit\":%zu}",
-                  has_more ? "true" : "false", next, limit);
+    ps_buf_printf(b, ",\"has_more\":%s,\"next\":\"%s\",\"limit\":%zu}", has_more ? "true" : "false",
+                  next, limit);
 }
 
 static int cmp_bytes(const void *a, size_t al, const void *b, size_t bl)
@@ -285,8 +289,7 @@ static bool serve_traits(ctx *c)
     size_t pos_len = 0;
     const ps_api_param *cls = param(c, "class");
     if (!get_limit(c, 10, 200, &limit) || !get_bool(c, "verbose", &verbose) ||
-        !get_list(c, "include", incl, &nincl) ||
-        !get_cursor(c, c->p.seq, pos, &pos_len, &has_pos))
+        !get_list(c, "include", incl, &nincl) || !get_cursor(c, c->p.seq, pos, &pos_len, &has_pos))
         return false;
     if (cls && strcmp(cls->value, "audience") != 0 && strcmp(cls->value, "computed_trait") != 0) {
         ps_api_error(c->out, 400, "validation_error",
@@ -294,16 +297,16 @@ static bool serve_traits(ctx *c)
                      ECHO(cls));
         return false;
     }
-    trait_page pg = {c, incl, nincl, limit, 0, verbose, false, has_pos ? pos : NULL, pos_len,
-                     {NULL, 0, 0}};
+    trait_page pg = {c,       incl,        nincl, limit, 0, verbose, false, has_pos ? pos : NULL,
+                     pos_len, {NULL, 0, 0}};
     ps_buf_init(&pg.next);
     ps_buf_puts(&c->out->body, "{\"traits\":{");
     ps_status st = PS_OK;
     if (cls) {
         /* audiences and computed traits are Engage's; this store has none */
     } else if (c->n == 1) { /* one profile: stream its sorted rows from the page start */
-        st = ps_store_trait_scan(c->t, c->members[0], has_pos ? (const char *)pos : NULL,
-                                 pos_len, page_trait_rec, &pg);
+        st = ps_store_trait_scan(c->t, c->members[0], has_pos ? (const char *)pos : NULL, pos_len,
+                                 page_trait_rec, &pg);
     } else { /* merged: newest write per key across the members (the later write wins) */
         ps_trait_list traits = {NULL, 0};
         st = ps_profile_traits(c->t, c->members, c->n, &traits);
@@ -399,8 +402,7 @@ static bool serve_events(ctx *c)
     uint8_t pos[PS_CURSOR_POS_MAX];
     if (!get_limit(c, 10, 100, &limit) || !get_time(c, "start", &has_start, &start) ||
         !get_time(c, "end", &has_end, &end) || !get_list(c, "include", incl, &nincl) ||
-        !get_list(c, "exclude", excl, &nexcl) ||
-        !get_cursor(c, c->p.seq, pos, &pos_len, &has_pos))
+        !get_list(c, "exclude", excl, &nexcl) || !get_cursor(c, c->p.seq, pos, &pos_len, &has_pos))
         return false;
     const ps_api_param *sort = param(c, "sort");
     bool asc = sort && strcmp(sort->value, "asc") == 0;
@@ -657,8 +659,8 @@ static bool serve_delete(ctx *c)
     }
     if (st != PS_OK)
         return storage_error(c, st);
-    ps_log(PS_LOG_INFO, "msg=\"identifier removed\" space=%s segment_id=%s type=%s",
-           rq->space_name, p.segment_id, type);
+    ps_log(PS_LOG_INFO, "msg=\"identifier removed\" space=%s segment_id=%s type=%s", rq->space_name,
+           p.segment_id, type);
     c->out->status = 200;
     ps_buf_puts(&c->out->body,
                 "{\"code\":\"success\",\"message\":\"External identifier has been deleted.\"}");
@@ -698,8 +700,7 @@ static bool authorize(ctx *c)
     int64_t wait_ms = 0;
     if (!ps_space_rate_take(c->sp, c->rules, PS_RATE_API, rq->now_ms, &wait_ms)) {
         c->out->retry_after_s = (wait_ms + 999) / 1000;
-        ps_api_error(c->out, 429, "rate_limit_error",
-                     "Too many requests hit the API too quickly.");
+        ps_api_error(c->out, 429, "rate_limit_error", "Too many requests hit the API too quickly.");
         return false;
     }
     return true;
@@ -745,17 +746,12 @@ void ps_api_serve(ps_space *sp, const ps_api_request *rq, ps_api_reply *out)
         for (size_t k = i + 1; k < rq->param_count; k++)
             if (strcmp(rq->params[i].name, rq->params[k].name) == 0) {
                 ps_api_error(out, 400, "invalid_request_error",
-                             "The parameter `%.60s` is given more than once.",
-                             rq->params[i].name);
+                             "The parameter `%.60s` is given more than once.", rq->params[i].name);
                 goto done;
             }
     switch (rq->route) {
-    case PS_API_PROFILES:
-        serve_profiles(&c);
-        break;
-    case PS_API_DELETE_IDS:
-        serve_delete(&c);
-        break;
+    case PS_API_PROFILES: serve_profiles(&c); break;
+    case PS_API_DELETE_IDS: serve_delete(&c); break;
     case PS_API_TRAITS:
     case PS_API_EXTERNAL_IDS:
     case PS_API_EVENTS:
@@ -775,9 +771,7 @@ void ps_api_serve(ps_space *sp, const ps_api_request *rq, ps_api_reply *out)
             serve_links(&c);
         break;
     case PS_API__ROUTES:
-    default:
-        ps_api_error(out, 404, "not_found", "No such route.");
-        break;
+    default: ps_api_error(out, 404, "not_found", "No such route."); break;
     }
 done:
     ps_txn_abort(c.t);

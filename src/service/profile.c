@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "ps/clock.h"
 #include "ps/event.h"
@@ -49,6 +50,8 @@ ps_status ps_profile_find(ps_txn *t, const ps_rules *r, int collection, const ch
     size_t tl = (size_t)(colon - ident), vl = len - tl - 1;
     ps_trim(&type, &tl);
     ps_trim(&value, &vl);
+    if (tl == 10 && strncasecmp(type, "segment_id", 10) == 0 && is_segment_id(value, vl))
+        return ps_profile_find(t, r, collection, value, vl, out); /* "segment_id:use_…" */
     if (tl == 0 || tl > PS_TYPE_MAX || vl == 0 || vl > PS_VALUE_MAX)
         return PS_EINVAL;
     if (memchr(value, 0, vl) || memchr(type, 0, tl))
@@ -144,8 +147,7 @@ static bool visit_pmap(void *ud, uint64_t profile, const char *type, const char 
     return c->fn(c->ud, &x);
 }
 
-ps_status ps_profile_external_ids(ps_txn *t, const ps_profile *canonical, ps_extid_fn fn,
-                                  void *ud)
+ps_status ps_profile_external_ids(ps_txn *t, const ps_profile *canonical, ps_extid_fn fn, void *ud)
 {
     extid_ctx c = {t, canonical->collection, fn, ud, PS_OK};
     ps_status st = ps_store_pmap_scan(t, canonical->seq, NULL, visit_pmap, &c);
@@ -177,8 +179,8 @@ static bool collect_trait(void *ud, const char *key, size_t key_len, const ps_tr
     it->key_len = key_len;
     it->json = ps_xstrndup((const char *)r->json.ptr, r->json.len);
     it->json_len = r->json.len;
-    size_t sl = r->source_id.len < sizeof it->source_id - 1 ? r->source_id.len
-                                                             : sizeof it->source_id - 1;
+    size_t sl =
+        r->source_id.len < sizeof it->source_id - 1 ? r->source_id.len : sizeof it->source_id - 1;
     memcpy(it->source_id, r->source_id.ptr, sl);
     it->source_id[sl] = 0;
     it->updated_ms = r->updated_ms;
@@ -300,8 +302,8 @@ static int cmp_oldest(const void *x, const void *y)
     return cmp_newest(y, x);
 }
 
-ps_status ps_profile_events(ps_txn *t, const uint64_t *members, size_t n,
-                            const ps_event_query *q, ps_event_ref *out, size_t *count)
+ps_status ps_profile_events(ps_txn *t, const uint64_t *members, size_t n, const ps_event_query *q,
+                            ps_event_ref *out, size_t *count)
 {
     event_acc a = {t, q, NULL, 0, 0, 0, PS_OK};
     ps_status st = PS_OK;
@@ -506,8 +508,8 @@ static bool render_extid(void *ud, const ps_extid *x)
     return true;
 }
 
-static ps_status render_events(ps_txn *t, const ps_profile *p, const uint64_t *members,
-                               size_t n, size_t limit, ps_buf *b)
+static ps_status render_events(ps_txn *t, const ps_profile *p, const uint64_t *members, size_t n,
+                               size_t limit, ps_buf *b)
 {
     ps_event_ref *refs = ps_xmalloc(limit * sizeof *refs);
     size_t count;
@@ -524,8 +526,7 @@ static ps_status render_events(ps_txn *t, const ps_profile *p, const uint64_t *m
     return st;
 }
 
-ps_status ps_profile_render(ps_txn *t, const ps_profile *p, const ps_render_opts *o,
-                            ps_buf *b)
+ps_status ps_profile_render(ps_txn *t, const ps_profile *p, const ps_render_opts *o, ps_buf *b)
 {
     uint64_t *members = NULL, *links = NULL;
     size_t n = 0, nlinks = 0;
@@ -535,7 +536,8 @@ ps_status ps_profile_render(ps_txn *t, const ps_profile *p, const ps_render_opts
         return st;
     ps_buf_puts(b, "{\"segment_id\":");
     json_cstr(b, p->segment_id);
-    ps_buf_printf(b, ",\"collection\":\"%s\",\"merged_ids\":[", ps_profile_collection_name(p->collection));
+    ps_buf_printf(b, ",\"collection\":\"%s\",\"merged_ids\":[",
+                  ps_profile_collection_name(p->collection));
     size_t shown = 0;
     for (size_t i = 0; i < n && st == PS_OK; i++) {
         if (members[i] == p->seq)
