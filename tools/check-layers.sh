@@ -24,7 +24,7 @@ for f in src/*/*.c src/*/*.h; do
         fi
     done
     case "$f" in src/storage/*) ;; *)
-        grep -qE '^#include <(lmdb|msgpack)' "$f" && { echo "$f: LMDB/msgpack outside storage"; fail=1; } ;;
+        grep -qE '^#include <(lmdb|msgpack|zstd)' "$f" && { echo "$f: LMDB/msgpack/zstd outside storage"; fail=1; } ;;
     esac
     case "$f" in src/model/*) ;; *)
         grep -qE '^#include <cjson/' "$f" && { echo "$f: cJSON outside model"; fail=1; } ;;

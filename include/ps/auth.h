@@ -17,7 +17,7 @@
 #define PS_TOKEN_NAME_MAX 64 /* bytes; same alphabet as space names */
 #define PS_TOKEN_BUF 48      /* "pat_" + 43 base64url characters + NUL */
 #define PS_SECRET_BYTES 32
-#define PS_DIGEST_BYTES 32   /* SHA-256 */
+#define PS_DIGEST_BYTES 32 /* SHA-256 */
 
 /* Fills `out` from the system's CSPRNG (aborts when it has no entropy). */
 void ps_auth_random(uint8_t *out, size_t len);

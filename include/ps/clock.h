@@ -18,7 +18,8 @@ int64_t ps_clock_now_ms(void);
  * Writes milliseconds to *out. Returns PS_EINVAL on anything else. */
 ps_status ps_time_parse(const char *s, size_t len, int64_t *out);
 
-/* Formats `ms` as "YYYY-MM-DDThh:mm:ss.mmmZ" into `out` (at least PS_TIME_BUF bytes). Returns `out`. */
+/* Formats `ms` as "YYYY-MM-DDThh:mm:ss.mmmZ" into `out` (at least PS_TIME_BUF bytes). Returns
+ * `out`. */
 char *ps_time_format(int64_t ms, char *out);
 
 #define PS_TIME_BUF 64

@@ -13,16 +13,16 @@
 #include "ps/rules.h"
 #include "ps/status.h"
 
-#define PS_MESSAGE_MAX_BYTES (32 * 1024)  /* one message */
-#define PS_BATCH_MAX_BYTES (500 * 1024)   /* one {"batch":[...]} payload */
+#define PS_MESSAGE_MAX_BYTES (32 * 1024) /* one message */
+#define PS_BATCH_MAX_BYTES (500 * 1024)  /* one {"batch":[...]} payload */
 #define PS_BATCH_MAX_ITEMS 2500
 /* A batch's items after its envelope (context, integrations, sentAt) is merged into each:
  * bounds what one request can expand to in memory and on disk. */
 #define PS_BATCH_EXPANDED_MAX_BYTES (4 * 1024 * 1024)
-#define PS_MESSAGE_ID_MAX 100             /* code points */
-#define PS_GROUP_ID_MAX 500               /* code points */
-#define PS_TRAITS_MAX 300                 /* identify/group traits: >= this is dropped */
-#define PS_PROPERTIES_MAX 300             /* track/page/screen: > this is dropped */
+#define PS_MESSAGE_ID_MAX 100 /* code points */
+#define PS_GROUP_ID_MAX 500   /* code points */
+#define PS_TRAITS_MAX 300     /* identify/group traits: >= this is dropped */
+#define PS_PROPERTIES_MAX 300 /* track/page/screen: > this is dropped */
 #define PS_SOURCE_ID_MAX 64
 #define PS_TRAIT_KEY_MAX 400
 
@@ -57,7 +57,7 @@ typedef enum ps_drop {
     PS_DROP_BEFORE_1970,
     PS_DROP_TOO_MANY_ITEMS,
     PS_DROP_DUPLICATE,
-    PS_DROP_NOT_BATCH,    /* /v1/batch without a "batch" array */
+    PS_DROP_NOT_BATCH,         /* /v1/batch without a "batch" array */
     PS_DROP_TRAILING_DATA,     /* more than whitespace after the JSON value */
     PS_DROP_CONTROL_CHARACTER, /* a raw 0x00-0x1F byte inside a string */
     PS_DROP_NUL_CHARACTER,     /* \u0000 inside a string */
@@ -111,16 +111,17 @@ typedef struct ps_event {
     size_t trait_count;
     size_t traits_skipped; /* keys over PS_TRAIT_KEY_MAX bytes */
     ps_slice body;         /* the message as JSON, kept for track/page/screen */
+    ps_slice message;      /* the message as JSON, every type (what the log keeps) */
 } ps_event;
 
 typedef struct ps_accept_opts {
     const ps_rules *rules;
-    int64_t now_ms;            /* the receivedAt stamp */
-    bool keep_received_at;     /* replays keep a logged receivedAt; the HTTP API doesn't */
-    const char *source_id;     /* stamped when the message has none */
-    ps_msg_type forced_type;   /* HTTP /v1/<type>; PS_MSG_NONE reads "type" */
-    uint64_t sequence;         /* distinguishes generated messageIds within one stamp */
-    bool require_batch;        /* the payload must be {"batch":[...]} (HTTP /v1/batch) */
+    int64_t now_ms;          /* the receivedAt stamp */
+    bool keep_received_at;   /* replays keep a logged receivedAt; the HTTP API doesn't */
+    const char *source_id;   /* stamped when the message has none */
+    ps_msg_type forced_type; /* HTTP /v1/<type>; PS_MSG_NONE reads "type" */
+    uint64_t sequence;       /* distinguishes generated messageIds within one stamp */
+    bool require_batch;      /* the payload must be {"batch":[...]} (HTTP /v1/batch) */
 } ps_accept_opts;
 
 /* Called once per message: `ev` is NULL when it was dropped for `why`. `index` is the item
@@ -136,7 +137,12 @@ typedef ps_status (*ps_event_fn)(void *ud, const ps_event *ev, ps_drop why, size
 ps_status ps_event_parse(const uint8_t *json, size_t len, const ps_accept_opts *opts,
                          ps_arena *arena, ps_event_fn fn, void *ud, ps_drop *why);
 
-
+/* Appends the message as the accepted-message log keeps it to `out`: one JSON object whose
+ * first members are "type", "messageId", "receivedAt" and "source_id" (the stamps given),
+ * followed by every member of `message` (a validated JSON object) except those four and
+ * "writeKey", in their order. Parsed again with keep_received_at, it gives the same event. */
+void ps_event_log_json(ps_msg_type type, const char *message_id, int64_t received_ms,
+                       const char *source_id, ps_slice message, ps_buf *out);
 
 /* Appends `,"key":<compact JSON>` to `out` for each of the `count` keys, reading `body`
  * once; an absent key (or a body that is not an object) gives `null`. */

@@ -77,7 +77,7 @@ ps_status ps_graph_unmap(ps_txn *t, uint64_t canonical, const char *type, const 
                          size_t value_len, const ps_resolve_in *in);
 
 /* Records a violation row in the audit log. */
-ps_status ps_graph_violation(ps_txn *t, const ps_resolve_in *in, ps_violation v,
-                             const ps_ident *id, uint64_t profile);
+ps_status ps_graph_violation(ps_txn *t, const ps_resolve_in *in, ps_violation v, const ps_ident *id,
+                             uint64_t profile);
 
 #endif

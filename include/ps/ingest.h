@@ -16,18 +16,18 @@
 #include "ps/status.h"
 
 typedef struct ps_ingest_opts {
-    const char *source_id;  /* stamped on messages without one; NULL = "profilectl" */
-    bool keep_received_at;  /* replays keep a logged receivedAt */
+    const char *source_id;   /* stamped on messages without one; NULL = "profilectl" */
+    bool keep_received_at;   /* replays keep a logged receivedAt */
     ps_msg_type forced_type; /* Tracking API /v1/<type> */
 } ps_ingest_opts;
 
 typedef struct ps_ingest_stats {
-    uint64_t payloads;      /* lines or request bodies */
-    uint64_t messages;      /* messages seen, dropped ones included */
-    uint64_t accepted;      /* passed validation and dedup */
+    uint64_t payloads; /* lines or request bodies */
+    uint64_t messages; /* messages seen, dropped ones included */
+    uint64_t accepted; /* passed validation and dedup */
     uint64_t duplicates;
     uint64_t dropped[PS_DROP__COUNT];
-    uint64_t unresolved;    /* accepted but with no usable identifier */
+    uint64_t unresolved; /* accepted but with no usable identifier */
     uint64_t profiles_created;
     uint64_t merges;
     uint64_t mappings;
@@ -62,11 +62,11 @@ void ps_ingest_end(ps_ingest *in);
  * resolved later by the space's one writer ---- */
 
 typedef struct ps_prepare_opts {
-    const char *source_id;    /* stamped on every message (copied) */
-    ps_msg_type forced_type;  /* /v1/<type>; PS_MSG_NONE reads each message's "type" */
-    bool require_batch;       /* /v1/batch */
-    int64_t now_ms;           /* the receivedAt stamp (stamped once, here) */
-    uint64_t sequence;        /* unique per payload in this process: generated messageIds */
+    const char *source_id;   /* stamped on every message (copied) */
+    ps_msg_type forced_type; /* /v1/<type>; PS_MSG_NONE reads each message's "type" */
+    bool require_batch;      /* /v1/batch */
+    int64_t now_ms;          /* the receivedAt stamp (stamped once, here) */
+    uint64_t sequence;       /* unique per payload in this process: generated messageIds */
 } ps_prepare_opts;
 
 typedef struct ps_prepared_drop {

@@ -38,8 +38,7 @@ typedef struct ps_extid {
 } ps_extid;
 typedef bool (*ps_extid_fn)(void *ud, const ps_extid *x);
 /* Visits the profile's identifiers ordered by (type, value). */
-ps_status ps_profile_external_ids(ps_txn *t, const ps_profile *canonical, ps_extid_fn fn,
-                                  void *ud);
+ps_status ps_profile_external_ids(ps_txn *t, const ps_profile *canonical, ps_extid_fn fn, void *ud);
 
 typedef struct ps_trait_item {
     char *key;
@@ -67,23 +66,23 @@ typedef struct ps_event_ref {
 
 /* Which stored events to list. Events sort by (timestamp, seq). */
 typedef struct ps_event_query {
-    int64_t min_ts;   /* inclusive lower bound on timestamp (INT64_MIN: none) */
-    int64_t max_ts;   /* exclusive upper bound (INT64_MAX: none) */
-    bool ascending;   /* oldest first; default newest first */
-    bool has_after;   /* resume strictly after (after_ts, after_seq) in the sort order */
+    int64_t min_ts; /* inclusive lower bound on timestamp (INT64_MIN: none) */
+    int64_t max_ts; /* exclusive upper bound (INT64_MAX: none) */
+    bool ascending; /* oldest first; default newest first */
+    bool has_after; /* resume strictly after (after_ts, after_seq) in the sort order */
     int64_t after_ts;
     uint64_t after_seq;
     const ps_slice *include; /* event names to keep (none: all) */
     size_t include_count;
     const ps_slice *exclude; /* event names to drop */
     size_t exclude_count;
-    size_t limit;     /* capacity of `out` */
+    size_t limit; /* capacity of `out` */
 } ps_event_query;
 
 /* The members' events matching `q`, in its order, at most q->limit of them into `out`.
  * *count receives how many. */
-ps_status ps_profile_events(ps_txn *t, const uint64_t *members, size_t n,
-                            const ps_event_query *q, ps_event_ref *out, size_t *count);
+ps_status ps_profile_events(ps_txn *t, const uint64_t *members, size_t n, const ps_event_query *q,
+                            ps_event_ref *out, size_t *count);
 
 /* Appends stored event `seq` as the Profile API shows it: external_ids, context,
  * type, message_id, source_id, timestamp, received_at, properties, event, and related
@@ -91,8 +90,10 @@ ps_status ps_profile_events(ps_txn *t, const uint64_t *members, size_t n,
 ps_status ps_profile_event_json(ps_txn *t, const ps_profile *p, uint64_t seq, ps_buf *out);
 
 /* Which mapping details ps_profile_extid_json() adds to type, id, collection, encoding. */
-enum { PS_EXTID_SOURCE = 1, /* source_id, created_at */
-       PS_EXTID_FIRST = 2   /* first_message_id, first_seen */ };
+enum {
+    PS_EXTID_SOURCE = 1, /* source_id, created_at */
+    PS_EXTID_FIRST = 2   /* first_message_id, first_seen */
+};
 /* Appends one identifier as a JSON object. */
 void ps_profile_extid_json(ps_buf *b, const ps_extid *x, unsigned fields);
 
@@ -107,7 +108,7 @@ ps_status ps_profile_links(ps_txn *t, const uint64_t *members, size_t n, uint64_
                            size_t *count);
 
 typedef struct ps_render_opts {
-    size_t event_limit;  /* 0: no "events" */
+    size_t event_limit; /* 0: no "events" */
     bool metadata;
     bool links;
     bool merges;

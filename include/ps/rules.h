@@ -49,12 +49,12 @@ typedef enum ps_frequency {
 typedef struct ps_type_rule {
     const char *type;
     ps_collection collection;
-    uint32_t limit;      /* values allowed per profile within the window */
+    uint32_t limit; /* values allowed per profile within the window */
     ps_frequency frequency;
-    int64_t window_ms;   /* 0 means ever */
-    uint32_t priority;   /* explicit rank, or 0 when ranked alphabetically after the explicit */
+    int64_t window_ms; /* 0 means ever */
+    uint32_t priority; /* explicit rank, or 0 when ranked alphabetically after the explicit */
     bool enabled;
-    bool lowercase;      /* lowercase values (email) */
+    bool lowercase; /* lowercase values (email) */
 } ps_type_rule;
 
 /* A custom identifier read from trait/property keys. */
@@ -70,13 +70,13 @@ typedef struct ps_rules ps_rules;
 /* Space-wide options. */
 typedef struct ps_rules_options {
     bool email_from_properties;
-    int64_t dedup_window_ms;     /* messageId dedup window on receivedAt; 0 disables */
-    int64_t event_retention_ms;  /* events older than this (receivedAt) are purged */
-    int64_t events_lookback_ms;  /* Profile API default events window */
-    uint32_t merge_limit;        /* merges per profile */
-    uint32_t mapping_limit;      /* identifier mappings per profile */
-    uint32_t api_rate_per_second; /* Profile API token bucket refill; 0: no limit */
-    uint32_t api_rate_burst;      /* bucket size; 0: same as the rate */
+    int64_t dedup_window_ms;         /* messageId dedup window on receivedAt; 0 disables */
+    int64_t event_retention_ms;      /* events older than this (receivedAt) are purged */
+    int64_t events_lookback_ms;      /* Profile API default events window */
+    uint32_t merge_limit;            /* merges per profile */
+    uint32_t mapping_limit;          /* identifier mappings per profile */
+    uint32_t api_rate_per_second;    /* Profile API token bucket refill; 0: no limit */
+    uint32_t api_rate_burst;         /* bucket size; 0: same as the rate */
     uint32_t ingest_rate_per_second; /* Tracking API requests per second; 0: no limit */
     uint32_t ingest_rate_burst;      /* bucket size; 0: same as the rate */
 } ps_rules_options;

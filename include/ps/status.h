@@ -17,6 +17,7 @@ typedef enum ps_status {
     PS_EBUSY = -9,     /* a bounded queue is full: retry later */
     PS_ECLOSED = -10,  /* the component is shutting down */
     PS_ELIMIT = -11,   /* a rate limit refuses the request: retry later */
+    PS_EFORMAT = -12,  /* the store is in an older format: `profilectl migrate` upgrades it */
 } ps_status;
 
 /* Returns a static, lowercase name for `st` ("not found", ...). Never NULL. */

@@ -15,9 +15,9 @@
 #include "ps/mem.h"
 #include "ps/status.h"
 
-#define PS_STORE_FORMAT 1            /* on-disk format version written in meta */
-#define PS_ID_BYTES 404              /* a message id (100 code points) or identifier value */
-#define PS_SEGMENT_ID_LEN 31         /* "use_" + 27 base62 */
+#define PS_STORE_FORMAT 2    /* on-disk format version written in meta */
+#define PS_ID_BYTES 404      /* a message id (100 code points) or identifier value */
+#define PS_SEGMENT_ID_LEN 31 /* "use_" + 27 base62 */
 
 typedef struct ps_store ps_store;
 typedef struct ps_txn ps_txn;
@@ -25,13 +25,18 @@ typedef struct ps_txn ps_txn;
 typedef struct ps_store_opts {
     uint64_t map_size_bytes; /* 0: PS_MAP_SIZE from the environment, else 16 GiB */
     bool read_only;
-    bool create;             /* create the directory and environment when missing */
+    bool create;     /* create the directory and environment when missing */
+    bool any_format; /* open an older format too (for ps_store_migrate() only) */
 } ps_store_opts;
 
-/* Opens the environment in directory `dir`. Refuses a newer format (PS_ECORRUPT) and writes
- * the current one into a new store. Returns an owned store; close with ps_store_close(). */
+/* Opens the environment in directory `dir`. Refuses a newer format (PS_ECORRUPT) and an older
+ * one that holds data (PS_EFORMAT, unless opts->any_format); an older store without profiles
+ * or events (the catalog, a new space) is marked current on open. Writes the current format
+ * into a new store. Returns an owned store; close it with ps_store_close(). */
 ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **out);
 void ps_store_close(ps_store *s);
+/* The store's format as found at open (PS_STORE_FORMAT unless opened with any_format). */
+int ps_store_format(const ps_store *s);
 /* The space name the store was opened for (last path component). Borrowed. */
 const char *ps_store_name(const ps_store *s);
 /* Map size in bytes and bytes in use, for metrics and errors. */
@@ -91,8 +96,7 @@ ps_status ps_store_segid_put(ps_txn *t, const char *segment_id, uint64_t seq);
 typedef bool (*ps_profile_fn)(void *ud, const ps_profile *p);
 ps_status ps_store_profile_scan(ps_txn *t, uint64_t from_seq, ps_profile_fn fn, void *ud);
 /* Visits profiles with seq < `before_seq`, newest first. */
-ps_status ps_store_profile_scan_desc(ps_txn *t, uint64_t before_seq, ps_profile_fn fn,
-                                     void *ud);
+ps_status ps_store_profile_scan_desc(ps_txn *t, uint64_t before_seq, ps_profile_fn fn, void *ud);
 
 /* ---- ident: (collection, type, value) -> mapping ---- */
 typedef struct ps_mapping {
@@ -139,9 +143,9 @@ ps_status ps_store_member_scan(ps_txn *t, uint64_t canonical, ps_member_fn fn, v
 typedef struct ps_trait_rec {
     uint64_t write_seq; /* message seq of the write: later wins */
     int64_t updated_ms;
-    bool deleted;       /* a tombstone hides older values in merged profiles */
+    bool deleted; /* a tombstone hides older values in merged profiles */
     ps_slice source_id;
-    ps_slice json;      /* the value as JSON text */
+    ps_slice json; /* the value as JSON text */
 } ps_trait_rec;
 ps_status ps_store_trait_get(ps_txn *t, uint64_t profile, const char *key, size_t key_len,
                              ps_trait_rec *out);
@@ -152,15 +156,38 @@ typedef bool (*ps_trait_fn)(void *ud, const char *key, size_t key_len, const ps_
 ps_status ps_store_trait_scan(ps_txn *t, uint64_t profile, const char *from, size_t from_len,
                               ps_trait_fn fn, void *ud);
 
-/* ---- event: message seq -> stored track/page/screen event ---- */
+/* ---- log: message seq -> the accepted message; the source of truth, append-only ---- */
+typedef struct ps_log_rec {
+    uint64_t seq;
+    uint8_t type; /* ps_msg_type */
+    int64_t received_ms, timestamp_ms;
+    ps_slice message_id, source_id;
+    ps_slice json; /* the message as ps_event_log_json() wrote it (stamps included) */
+} ps_log_rec;
+/* Appends `r` (seq above every logged one). The JSON is stored compressed. */
+ps_status ps_store_log_append(ps_txn *t, const ps_log_rec *r);
+/* Reads message `seq`. out->json is valid until the next log read in `t`. */
+ps_status ps_store_log_get(ps_txn *t, uint64_t seq, ps_log_rec *out);
+/* Reads only the stamps of message `seq` (no decompression); out->json stays empty. */
+ps_status ps_store_log_head(ps_txn *t, uint64_t seq, ps_log_rec *out);
+typedef bool (*ps_log_fn)(void *ud, const ps_log_rec *r);
+/* Visits messages from `from_seq` in order, decompressed when `with_json`. */
+ps_status ps_store_log_scan(ps_txn *t, uint64_t from_seq, bool with_json, ps_log_fn fn, void *ud);
+/* Messages logged, and whether the log lacks messages that shaped the state (a store migrated
+ * from format 1, which kept only recent track/page/screen events). */
+ps_status ps_store_log_info(ps_txn *t, uint64_t *count, bool *incomplete);
+
+/* ---- event: message seq -> what resolution made of a track/page/screen message ---- */
 typedef struct ps_event_rec {
     uint64_t seq;
     uint8_t type;     /* ps_msg_type */
     uint64_t profile; /* profile resolved to at the time */
-    int64_t timestamp_ms, received_ms;
-    ps_slice message_id, source_id, name;
-    ps_slice ids;     /* promoted identifiers: "type\0value\0" repeated */
-    ps_slice body;    /* the message JSON */
+    int64_t timestamp_ms;
+    ps_slice name;
+    ps_slice ids; /* promoted identifiers: "type\0value\0" repeated */
+    /* format 1 only (ps_store_migrate()): the message itself was kept with the event */
+    int64_t received_ms;
+    ps_slice message_id, source_id, body;
 } ps_event_rec;
 ps_status ps_store_event_put(ps_txn *t, const ps_event_rec *e);
 ps_status ps_store_event_get(ps_txn *t, uint64_t seq, ps_event_rec *out);
@@ -175,9 +202,6 @@ ps_status ps_store_pevent_scan_asc(ps_txn *t, uint64_t profile, int64_t after_ts
                                    uint64_t after_seq, ps_pevent_fn fn, void *ud);
 /* Every (profile, ts, seq) index row, for `check`. */
 ps_status ps_store_pevent_scan_all(ps_txn *t, ps_pevent_fn fn, void *ud);
-/* Deletes events received before `cutoff_ms`, oldest first, at most `max` of them, with their
- * index rows. *purged receives the number deleted. */
-ps_status ps_store_event_purge(ps_txn *t, int64_t cutoff_ms, size_t max, size_t *purged);
 typedef bool (*ps_event_fn_rec)(void *ud, const ps_event_rec *e);
 ps_status ps_store_event_scan(ps_txn *t, ps_event_fn_rec fn, void *ud);
 
@@ -228,10 +252,20 @@ ps_status ps_store_type_get(ps_txn *t, const char *type, uint8_t *collection);
 typedef bool (*ps_type_fn)(void *ud, const char *type, uint8_t collection);
 ps_status ps_store_type_scan(ps_txn *t, ps_type_fn fn, void *ud);
 
+/* ---- migration ---- */
+/* Writes the log line of a format-1 event (old->received_ms, message_id, source_id and body
+ * are set) into `json`. */
+typedef ps_status (*ps_migrate_fn)(void *ud, const ps_event_rec *old, ps_buf *json);
+/* Upgrades a store opened with any_format to the current format in one write transaction
+ * (a crash leaves the old store or the new one): format 1's kept events become the log, which
+ * is marked incomplete. *messages receives the number logged. PS_OK and 0 when the store is
+ * current already. */
+ps_status ps_store_migrate(ps_store *s, ps_migrate_fn render, void *ud, uint64_t *messages);
+
 /* Entry counts of every named database, for `check` and metrics. */
 typedef struct ps_store_counts {
     uint64_t profiles, segids, idents, pmaps, members, traits, events, pevents, links, dedups,
-        audits;
+        audits, logs;
 } ps_store_counts;
 ps_status ps_store_counts_get(ps_txn *t, ps_store_counts *out);
 

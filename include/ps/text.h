@@ -34,14 +34,13 @@ bool ps_pct_decode(const char *s, size_t len, bool plus_is_space, char *out, siz
 
 /* Base64 without padding in the URL-safe alphabet (RFC 4648 section 5). `out` must hold
  * PS_B64URL_LEN(len) + 1 bytes; it is NUL-terminated. Returns the length written. */
-#define PS_B64URL_LEN(n) (((n) * 4 + 2) / 3)
+#define PS_B64URL_LEN(n) (((n)*4 + 2) / 3)
 size_t ps_b64url_encode(const uint8_t *in, size_t len, char *out);
 
 /* Decodes base64 into `out` (capacity `cap`). `url` selects the URL-safe alphabet without
  * padding; otherwise the standard alphabet, where '=' padding is optional but must be
  * correct. Returns false on any character outside the alphabet, a bad length, non-zero
  * trailing bits, or output beyond `cap`. *out_len receives the decoded length. */
-bool ps_b64_decode(const char *in, size_t len, bool url, uint8_t *out, size_t cap,
-                   size_t *out_len);
+bool ps_b64_decode(const char *in, size_t len, bool url, uint8_t *out, size_t cap, size_t *out_len);
 
 #endif

@@ -22,6 +22,7 @@ const char *ps_status_str(ps_status st)
     case PS_EBUSY: return "busy";
     case PS_ECLOSED: return "shutting down";
     case PS_ELIMIT: return "rate limited";
+    case PS_EFORMAT: return "older store format";
     }
     return "unknown status";
 }

@@ -48,5 +48,7 @@ int cmd_export(cli *c);
 int cmd_check(cli *c);
 int cmd_token(cli *c);
 int cmd_source(cli *c);
+int cmd_log(cli *c);
+int cmd_migrate(cli *c);
 
 #endif

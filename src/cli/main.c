@@ -24,6 +24,9 @@ static const char usage[] =
     "  export SPACE [--collection users|accounts]\n"
     "                                         every canonical profile as one NDJSON line\n"
     "  check SPACE                            verify every invariant of the identity graph\n"
+    "  log SPACE [--since TIME] [--until TIME]\n"
+    "                                         the accepted messages as NDJSON (replayable)\n"
+    "  migrate SPACE                          upgrade a space to the current storage format\n"
     "  token create SPACE [--name NAME]       new Profile API access token (printed once)\n"
     "  token list SPACE                       token names and creation times\n"
     "  token revoke SPACE NAME                revoke a token (running servers see it at once)\n"
@@ -44,7 +47,8 @@ typedef struct command {
 static const command commands[] = {
     {"space", cmd_space},   {"settings", cmd_settings}, {"ingest", cmd_ingest},
     {"inspect", cmd_inspect}, {"export", cmd_export},   {"check", cmd_check},
-    {"token", cmd_token},   {"source", cmd_source},
+    {"token", cmd_token},   {"source", cmd_source},     {"log", cmd_log},
+    {"migrate", cmd_migrate},
 };
 
 int cli_fail(int code, const char *fmt, ...)
@@ -72,6 +76,7 @@ int cli_exit_code(ps_status st)
     case PS_EIO:
     case PS_EBUSY:
     case PS_ELIMIT:
+    case PS_EFORMAT:
     case PS_ECLOSED: return EXIT_STORE;
     }
     return EXIT_STORE;
@@ -87,6 +92,10 @@ int cli_open_space(const cli *c, const char *name, bool read_only, ps_space **ou
         return cli_fail(EXIT_NOTFOUND, "no space '%s' in %s (create it with: profilectl space "
                                        "create %s)",
                         name, c->data_dir, name);
+    if (st == PS_EFORMAT)
+        return cli_fail(EXIT_STORE,
+                        "space '%s' is in storage format 1; upgrade it with: profilectl migrate %s",
+                        name, name);
     if (st != PS_OK)
         return cli_fail(cli_exit_code(st), "cannot open space '%s': %s", name,
                         ps_status_str(st));

@@ -452,6 +452,7 @@ static ps_drop check_message(parse_ctx *c, const cJSON *msg, size_t index, ps_sl
             return d;
     if (ev->type == PS_MSG_TRACK || ev->type == PS_MSG_PAGE || ev->type == PS_MSG_SCREEN)
         ev->body = body;
+    ev->message = body;
     return PS_DROP_NONE;
 }
 
@@ -849,6 +850,38 @@ static bool find_members(const char *p, const char *end, const char *const *keys
 }
 
 #define BODY_MEMBERS_MAX 8
+
+void ps_event_log_json(ps_msg_type type, const char *message_id, int64_t received_ms,
+                       const char *source_id, ps_slice message, ps_buf *out)
+{
+    static const char *const stamped[] = {"type", "messageId", "receivedAt", "source_id",
+                                          "writeKey"};
+    char tb[PS_TIME_BUF];
+    ps_buf_puts(out, "{\"type\":\"");
+    ps_buf_puts(out, ps_msg_type_name(type));
+    ps_buf_puts(out, "\",\"messageId\":");
+    ps_buf_json_str(out, message_id, strlen(message_id));
+    ps_buf_puts(out, ",\"receivedAt\":\"");
+    ps_buf_puts(out, ps_time_format(received_ms, tb));
+    ps_buf_puts(out, "\",\"source_id\":");
+    ps_buf_json_str(out, source_id, strlen(source_id));
+    ps_json_iter it;
+    ps_json_member m;
+    const char *start = (const char *)message.ptr;
+    ps_json_iter_init(&it, start, start + message.len);
+    while (ps_json_iter_next(&it, &m)) {
+        bool skip = false;
+        for (size_t i = 0; i < sizeof stamped / sizeof *stamped && !skip; i++)
+            skip = ps_json_key_is(m.key, stamped[i]);
+        if (skip)
+            continue;
+        ps_buf_putc(out, ',');
+        ps_buf_append(out, m.key.ptr, m.key.len);
+        ps_buf_putc(out, ':');
+        ps_buf_append(out, m.value.ptr, m.value.len);
+    }
+    ps_buf_putc(out, '}');
+}
 
 void ps_event_body_members(ps_slice body, const char *const *keys, size_t count, ps_buf *out)
 {

@@ -60,8 +60,8 @@ static bool check_profile(void *ud, const ps_profile *p)
     char expect[PS_SEGMENT_ID_LEN + 1];
     ps_graph_segment_id(c->space, p->collection, p->seq, expect);
     if (strcmp(expect, p->segment_id) != 0)
-        problem(c, "profile %llu: segment_id %s is not the derived %s",
-                (unsigned long long)p->seq, p->segment_id, expect);
+        problem(c, "profile %llu: segment_id %s is not the derived %s", (unsigned long long)p->seq,
+                p->segment_id, expect);
     uint64_t seq;
     ps_status st = ps_store_segid_get(c->t, p->segment_id, &seq);
     if (st != PS_OK || seq != p->seq)
@@ -91,8 +91,7 @@ static bool check_profile(void *ud, const ps_profile *p)
     ps_profile parent;
     st = ps_store_profile_get(c->t, p->parent, &parent);
     if (st != PS_OK) {
-        problem(c, "profile %s: parent %llu missing", p->segment_id,
-                (unsigned long long)p->parent);
+        problem(c, "profile %s: parent %llu missing", p->segment_id, (unsigned long long)p->parent);
         return true;
     }
     if (parent.parent != 0)
@@ -101,8 +100,7 @@ static bool check_profile(void *ud, const ps_profile *p)
     if (p->merged_into == 0)
         problem(c, "profile %s: merged but has no merge record", p->segment_id);
     if (p->member_count != 0 || p->mapping_count != 0)
-        problem(c, "profile %s: merged away but still counts members or mappings",
-                p->segment_id);
+        problem(c, "profile %s: merged away but still counts members or mappings", p->segment_id);
     return true;
 }
 
@@ -111,8 +109,8 @@ static bool check_member(void *ud, uint64_t canonical, uint64_t member)
     ctx *c = ud;
     ps_profile m;
     if (ps_store_profile_get(c->t, member, &m) != PS_OK) {
-        problem(c, "member row (%llu, %llu): member profile missing",
-                (unsigned long long)canonical, (unsigned long long)member);
+        problem(c, "member row (%llu, %llu): member profile missing", (unsigned long long)canonical,
+                (unsigned long long)member);
         return true;
     }
     uint64_t expect = m.parent ? m.parent : m.seq;
@@ -156,8 +154,8 @@ static bool check_pmap(void *ud, uint64_t profile, const char *type, const char 
     c->counter++;
     ps_profile p;
     if (ps_store_profile_get(c->t, profile, &p) != PS_OK || p.parent != 0) {
-        problem(c, "identifier %s:%.*s: listed on non-canonical profile %llu", type,
-                (int)value_len, value, (unsigned long long)profile);
+        problem(c, "identifier %s:%.*s: listed on non-canonical profile %llu", type, (int)value_len,
+                value, (unsigned long long)profile);
         return true;
     }
     ps_mapping m;
@@ -191,6 +189,10 @@ static bool check_event(void *ud, const ps_event_rec *e)
                 (unsigned long long)e->profile);
     if (e->seq >= ps_txn_peek(c->t, PS_CTR_MESSAGE))
         problem(c, "event %llu: beyond the message counter", (unsigned long long)e->seq);
+    ps_log_rec m;
+    if (ps_store_log_head(c->t, e->seq, &m) != PS_OK || m.type != e->type ||
+        m.timestamp_ms != e->timestamp_ms)
+        problem(c, "event %llu: no matching message in the log", (unsigned long long)e->seq);
     return true;
 }
 
@@ -254,8 +256,7 @@ ps_status ps_check_space(ps_space *sp, ps_check_report *report)
         st = c.st;
     if (st == PS_OK && c.max_seq >= ps_txn_peek(t, PS_CTR_PROFILE))
         problem(&c, "profile counter %llu is not above the largest profile %llu",
-                (unsigned long long)ps_txn_peek(t, PS_CTR_PROFILE),
-                (unsigned long long)c.max_seq);
+                (unsigned long long)ps_txn_peek(t, PS_CTR_PROFILE), (unsigned long long)c.max_seq);
     if (st == PS_OK)
         st = ps_store_member_scan(t, 0, check_member, &c);
     if (st == PS_OK)

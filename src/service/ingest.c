@@ -22,7 +22,8 @@ struct ps_ingest {
     ps_ingest_stats committed, pending;
     size_t pending_messages;
     int64_t newest_received_ms;
-    ps_buf ids; /* scratch: promoted ids of one event */
+    ps_buf ids;        /* scratch: promoted ids of one event */
+    ps_buf line;       /* scratch: one message as the log keeps it */
     ps_status failure; /* storage failure inside a callback */
 };
 
@@ -35,6 +36,7 @@ ps_status ps_ingest_begin(ps_space *sp, const ps_ingest_opts *opts, ps_ingest **
         in->opts.source_id = "profilectl";
     ps_arena_init(&in->arena);
     ps_buf_init(&in->ids);
+    ps_buf_init(&in->line);
     *out = in;
     return PS_OK;
 }
@@ -119,8 +121,8 @@ static ps_status resolve_collection(ps_ingest *in, const ps_event *ev, ps_collec
     return PS_OK;
 }
 
-static ps_status write_traits(ps_ingest *in, const ps_event *ev, uint64_t profile,
-                              uint64_t msg_seq, ps_collection coll)
+static ps_status write_traits(ps_ingest *in, const ps_event *ev, uint64_t profile, uint64_t msg_seq,
+                              ps_collection coll)
 {
     ps_slice source = PS_SLICE_STR(ev->source_id);
     for (size_t i = 0; i < ev->trait_count; i++) {
@@ -180,6 +182,19 @@ static ps_status accept_event(ps_ingest *in, const ps_event *ev)
     if (ev->received_ms > in->newest_received_ms)
         in->newest_received_ms = ev->received_ms;
     uint64_t msg_seq = ps_txn_next(in->txn, PS_CTR_MESSAGE);
+    /* the log first: everything below is derived from it (docs/storage-format.md) */
+    ps_buf_reset(&in->line);
+    ps_event_log_json(ev->type, ev->message_id, ev->received_ms, ev->source_id, ev->message,
+                      &in->line);
+    ps_log_rec lr = {msg_seq,
+                     (uint8_t)ev->type,
+                     ev->received_ms,
+                     ev->timestamp_ms,
+                     PS_SLICE_STR(ev->message_id),
+                     PS_SLICE_STR(ev->source_id),
+                     {in->line.ptr, in->line.len}};
+    if ((st = ps_store_log_append(in->txn, &lr)) != PS_OK)
+        return st;
 
     bool *promoted = ps_arena_alloc(&in->arena, (ev->id_count + 1) * sizeof(bool));
     uint64_t user = 0, account = 0;
@@ -210,12 +225,8 @@ static ps_status accept_event(ps_ingest *in, const ps_event *ev)
             .type = (uint8_t)ev->type,
             .profile = user,
             .timestamp_ms = ev->timestamp_ms,
-            .received_ms = ev->received_ms,
-            .message_id = PS_SLICE_STR(ev->message_id),
-            .source_id = PS_SLICE_STR(ev->source_id),
             .name = ev->name ? PS_SLICE_STR(ev->name) : PS_SLICE_STR(""),
             .ids = {in->ids.ptr, in->ids.len},
-            .body = ev->body,
         };
         if ((st = ps_store_event_put(in->txn, &rec)) != PS_OK ||
             (st = ps_store_pevent_put(in->txn, user, ev->timestamp_ms, msg_seq)) != PS_OK)
@@ -241,8 +252,8 @@ static ps_status on_message(void *ud, const ps_event *ev, ps_drop why, size_t in
 }
 
 /* Runs the parse over `json` with the batch's rules, accepting every message that passes. */
-static ps_status ingest_parse(ps_ingest *in, const uint8_t *json, size_t len,
-                              ps_accept_opts *ao, ps_drop *why)
+static ps_status ingest_parse(ps_ingest *in, const uint8_t *json, size_t len, ps_accept_opts *ao,
+                              ps_drop *why)
 {
     ao->rules = in->rules;
     in->failure = PS_OK;
@@ -427,16 +438,15 @@ size_t ps_ingest_pending(const ps_ingest *in)
     return in->pending_messages;
 }
 
+/* The log and the events derived from it are kept; only the dedup index expires. */
 static ps_status housekeeping(ps_ingest *in)
 {
     const ps_rules_options *opt = ps_rules_options_get(in->rules);
     size_t n;
-    ps_status st = ps_store_event_purge(in->txn, in->newest_received_ms - opt->event_retention_ms,
-                                        PURGE_PER_COMMIT, &n);
-    if (st == PS_OK && opt->dedup_window_ms > 0)
-        st = ps_store_dedup_expire(in->txn, in->newest_received_ms - opt->dedup_window_ms,
-                                   PURGE_PER_COMMIT, &n);
-    return st;
+    if (opt->dedup_window_ms <= 0)
+        return PS_OK;
+    return ps_store_dedup_expire(in->txn, in->newest_received_ms - opt->dedup_window_ms,
+                                 PURGE_PER_COMMIT, &n);
 }
 
 ps_status ps_ingest_commit(ps_ingest *in)
@@ -465,6 +475,7 @@ void ps_ingest_end(ps_ingest *in)
         batch_abort(in);
     ps_arena_clear(&in->arena);
     ps_buf_clear(&in->ids);
+    ps_buf_clear(&in->line);
     free(in);
 }
 

@@ -451,9 +451,12 @@ void ps_profile_metadata_json(ps_buf *b, const ps_profile *p)
 ps_status ps_profile_event_json(ps_txn *t, const ps_profile *p, uint64_t seq, ps_buf *b)
 {
     ps_event_rec e;
+    ps_log_rec m;
     ps_status st = ps_store_event_get(t, seq, &e);
+    if (st == PS_OK) /* the stamps and the body come from the log */
+        st = ps_store_log_get(t, seq, &m);
     if (st != PS_OK)
-        return st;
+        return st == PS_ENOTFOUND ? PS_ECORRUPT : st;
     ps_buf_puts(b, "{\"external_ids\":[");
     const char *ids = (const char *)e.ids.ptr, *end = ids + e.ids.len;
     for (size_t k = 0; ids < end; k++) { /* "type\0value\0" pairs */
@@ -476,15 +479,15 @@ ps_status ps_profile_event_json(ps_txn *t, const ps_profile *p, uint64_t seq, ps
     ps_buf_puts(b, ",\"event\":");
     ps_buf_json_str(b, (const char *)e.name.ptr, e.name.len);
     ps_buf_puts(b, ",\"message_id\":");
-    ps_buf_json_str(b, (const char *)e.message_id.ptr, e.message_id.len);
+    ps_buf_json_str(b, (const char *)m.message_id.ptr, m.message_id.len);
     ps_buf_puts(b, ",\"source_id\":");
-    ps_buf_json_str(b, (const char *)e.source_id.ptr, e.source_id.len);
+    ps_buf_json_str(b, (const char *)m.source_id.ptr, m.source_id.len);
     ps_buf_puts(b, ",\"timestamp\":");
     json_time(b, e.timestamp_ms);
     ps_buf_puts(b, ",\"received_at\":");
-    json_time(b, e.received_ms);
+    json_time(b, m.received_ms);
     static const char *const fields[] = {"context", "properties"};
-    ps_event_body_members(e.body, fields, 2, b);
+    ps_event_body_members(m.json, fields, 2, b);
     ps_buf_puts(b, ",\"related\":{\"");
     ps_buf_puts(b, ps_profile_collection_name(p->collection));
     ps_buf_puts(b, "\":");

@@ -16,8 +16,10 @@
  *   pmap        profile:u64 type 0x00 value           [1,first_seen]
  *   member      canonical:u64 member:u64              (empty)
  *   trait       profile:u64 key                       [1,write_seq,updated,deleted,source,json]
- *   event       seq:u64                               [1,type,profile,ts,received,msg_id,
- *                                                      source,name,ids,body]
+ *   log         seq:u64                               binary head + zstd frame (log_encode)
+ *   event       seq:u64                               [1,type,profile,ts,name,ids]
+ *                                                      (format 1: [1,type,profile,ts,received,
+ *                                                      msg_id,source,name,ids,body])
  *   pevent      profile:u64 ts:u64 seq:u64            (empty)
  *   link        from:u64 to:u64                       [1,created]
  *   dedup       message_id bytes                      [1,received]
@@ -38,6 +40,7 @@
 
 #include <lmdb.h>
 #include <msgpack.h>
+#include <zstd.h>
 
 #include "ps/log.h"
 
@@ -56,12 +59,13 @@ enum {
     DB_DEDUP_TIME,
     DB_AUDIT,
     DB_TYPES,
+    DB_LOG,
     DB__COUNT
 };
 
-static const char *const db_names[DB__COUNT] = {
-    "meta",  "profile", "segid", "ident", "pmap",       "member", "trait",
-    "event", "pevent",  "link",  "dedup", "dedup_time", "audit",  "types"};
+static const char *const db_names[DB__COUNT] = {"meta",   "profile",    "segid", "ident",  "pmap",
+                                                "member", "trait",      "event", "pevent", "link",
+                                                "dedup",  "dedup_time", "audit", "types",  "log"};
 
 /* Finished read transactions are kept reset (mdb_txn_reset) and renewed for the next reader:
  * a request then costs no allocation and no reader-slot search. MDB_NOTLS lets a renewed
@@ -72,6 +76,8 @@ struct ps_store {
     MDB_env *env;
     MDB_dbi dbi[DB__COUNT];
     char *name;
+    int format;      /* as found at open */
+    ZSTD_CCtx *cctx; /* used inside write transactions only: one at a time per environment */
     pthread_mutex_t pool_lock;
     ps_txn *pool[READ_POOL_MAX];
     size_t pooled;
@@ -86,6 +92,8 @@ struct ps_txn {
     uint64_t counters[PS_CTR__COUNT];
     ps_buf key;
     ps_buf val;
+    ps_buf plain; /* a decompressed log message */
+    ZSTD_DCtx *dctx;
     msgpack_zone zone;
 };
 
@@ -314,6 +322,14 @@ static ps_status mkdirs(const char *dir)
     return PS_OK;
 }
 
+static int put_format(MDB_txn *txn, MDB_dbi meta, int format)
+{
+    char ver[16];
+    int n = snprintf(ver, sizeof ver, "%d", format);
+    MDB_val k = {6, "format"}, v = {(size_t)n, ver};
+    return mdb_put(txn, meta, &k, &v, 0);
+}
+
 ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **out)
 {
     struct stat sb;
@@ -359,7 +375,7 @@ ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **o
     /* Open every named database. A store that has them all is opened in a read transaction,
      * so that opening never waits for another process's writer; a new (or older) store gets
      * its databases and format in one write transaction. */
-    MDB_txn *txn;
+    MDB_txn *txn = NULL;
     bool write = false;
     rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
     for (int i = 0; rc == 0 && i < DB__COUNT; i++)
@@ -370,20 +386,24 @@ ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **o
         rc = mdb_txn_begin(s->env, NULL, 0, &txn);
         for (int i = 0; rc == 0 && i < DB__COUNT; i++)
             rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &s->dbi[i]);
+    } else if (rc == MDB_NOTFOUND) { /* read-only: an older store, without the log table */
+        rc = 0;
+        mdb_txn_abort(txn);
+        txn = NULL;
+        s->format = 1;
     }
-    ps_status st = PS_OK;
-    if (rc == 0) {
+    ps_status st = txn == NULL && rc == 0 ? PS_EFORMAT : PS_OK;
+    if (rc == 0 && txn) {
         MDB_val k = {6, "format"}, v;
         int grc = mdb_get(txn, s->dbi[DB_META], &k, &v);
         if (grc == MDB_NOTFOUND && write) {
-            char ver[16];
-            int n = snprintf(ver, sizeof ver, "%d", PS_STORE_FORMAT);
-            v = (MDB_val){(size_t)n, ver};
-            rc = mdb_put(txn, s->dbi[DB_META], &k, &v, 0);
+            s->format = PS_STORE_FORMAT;
+            rc = put_format(txn, s->dbi[DB_META], PS_STORE_FORMAT);
         } else if (grc == 0) {
             char ver[16] = {0};
             memcpy(ver, v.mv_data, v.mv_size < 15 ? v.mv_size : 15);
             long found = strtol(ver, NULL, 10);
+            s->format = (int)found;
             if (found > PS_STORE_FORMAT) {
                 ps_log(PS_LOG_ERROR,
                        "msg=\"store format is newer than this binary\" found=%ld supported=%d",
@@ -391,15 +411,34 @@ ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **o
                 st = PS_ECORRUPT;
             } else if (found < 1) {
                 st = PS_ECORRUPT;
+            } else if (found < PS_STORE_FORMAT) {
+                /* a store without profiles and events has nothing to migrate */
+                MDB_stat ps, es;
+                bool empty = mdb_stat(txn, s->dbi[DB_PROFILE], &ps) == 0 && ps.ms_entries == 0 &&
+                             mdb_stat(txn, s->dbi[DB_EVENT], &es) == 0 && es.ms_entries == 0;
+                if (empty && write) {
+                    s->format = PS_STORE_FORMAT;
+                    rc = put_format(txn, s->dbi[DB_META], PS_STORE_FORMAT);
+                } else if (empty && !opts->read_only) { /* mark it in a write transaction */
+                    mdb_txn_abort(txn);
+                    txn = NULL;
+                    write = true;
+                    rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+                    if (rc == 0) {
+                        s->format = PS_STORE_FORMAT;
+                        rc = put_format(txn, s->dbi[DB_META], PS_STORE_FORMAT);
+                    }
+                } else if (!empty && !opts->any_format) {
+                    st = PS_EFORMAT;
+                }
             }
-            /* older formats would be migrated here, step by step, before use */
         } else if (grc != MDB_NOTFOUND) {
             rc = grc;
         }
     }
-    if (rc == 0 && st == PS_OK)
+    if (txn && rc == 0 && st == PS_OK)
         rc = mdb_txn_commit(txn);
-    else
+    else if (txn)
         mdb_txn_abort(txn);
     if (rc && st == PS_OK)
         st = map_rc(rc, "open dbi");
@@ -421,8 +460,14 @@ void ps_store_close(ps_store *s)
     }
     pthread_mutex_destroy(&s->pool_lock);
     mdb_env_close(s->env);
+    ZSTD_freeCCtx(s->cctx);
     free(s->name);
     free(s);
+}
+
+int ps_store_format(const ps_store *s)
+{
+    return s->format;
 }
 
 const char *ps_store_name(const ps_store *s)
@@ -448,6 +493,8 @@ static void txn_free(ps_txn *t)
 {
     ps_buf_clear(&t->key);
     ps_buf_clear(&t->val);
+    ps_buf_clear(&t->plain);
+    ZSTD_freeDCtx(t->dctx);
     msgpack_zone_destroy(&t->zone);
     free(t);
 }
@@ -746,8 +793,7 @@ ps_status ps_store_profile_scan(ps_txn *t, uint64_t from_seq, ps_profile_fn fn, 
     return iterate(t, DB_PROFILE, start, 8, profile_visit, &it);
 }
 
-ps_status ps_store_profile_scan_desc(ps_txn *t, uint64_t before_seq, ps_profile_fn fn,
-                                     void *ud)
+ps_status ps_store_profile_scan_desc(ps_txn *t, uint64_t before_seq, ps_profile_fn fn, void *ud)
 {
     MDB_cursor *cur;
     int rc = mdb_cursor_open(t->txn, t->store->dbi[DB_PROFILE], &cur);
@@ -757,8 +803,9 @@ ps_status ps_store_profile_scan_desc(ps_txn *t, uint64_t before_seq, ps_profile_
     ps_put_be64(start, before_seq);
     MDB_val k = {8, start}, v;
     rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_PREV)
-                 : rc == MDB_NOTFOUND ? mdb_cursor_get(cur, &k, &v, MDB_LAST) : rc;
+    rc = rc == 0              ? mdb_cursor_get(cur, &k, &v, MDB_PREV)
+         : rc == MDB_NOTFOUND ? mdb_cursor_get(cur, &k, &v, MDB_LAST)
+                              : rc;
     ps_status st = PS_OK;
     profile_iter it = {fn, ud};
     while (rc == 0 && profile_visit(t, &it, &k, &v, &st))
@@ -863,8 +910,7 @@ ps_status ps_store_ident_scan(ps_txn *t, ps_ident_fn fn, void *ud)
 
 /* ---- pmap ---- */
 
-static void pmap_key(ps_txn *t, uint64_t profile, const char *type, const char *value,
-                     size_t vlen)
+static void pmap_key(ps_txn *t, uint64_t profile, const char *type, const char *value, size_t vlen)
 {
     key_reset(t);
     key_u64(t, profile);
@@ -932,8 +978,7 @@ static bool pmap_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, 
     return it->fn(it->ud, ps_get_be64(p), type, value, vl, r_i64(&r, 0));
 }
 
-ps_status ps_store_pmap_scan(ps_txn *t, uint64_t profile, const char *type, ps_pmap_fn fn,
-                             void *ud)
+ps_status ps_store_pmap_scan(ps_txn *t, uint64_t profile, const char *type, ps_pmap_fn fn, void *ud)
 {
     pmap_iter it = {fn, ud};
     key_reset(t);
@@ -1074,40 +1119,205 @@ ps_status ps_store_trait_scan(ps_txn *t, uint64_t profile, const char *from, siz
     return iterate(t, DB_TRAIT, from ? start : NULL, slen, trait_visit, &it);
 }
 
+/* ---- log ---- */
+
+/* A log value: a 24-byte head, the message id and source id, then the message JSON as one
+ * zstd frame (codec 1) or as is (codec 0, for a message that does not shrink).
+ *   0 u8 version (1)   1 u8 type   2 u8 codec   3 u8 zero
+ *   4 u16 message id length   6 u16 source id length   8 i64 received   16 i64 timestamp */
+#define LOG_HEAD 24
+#define LOG_ZSTD_LEVEL 3
+#define LOG_PLAIN_MAX (1u << 20) /* a message is at most 32 KB; anything larger is damage */
+
+ps_status ps_store_log_append(ps_txn *t, const ps_log_rec *r)
+{
+    PS_ASSERT(t->write && r->message_id.len <= 0xffff && r->source_id.len <= 0xffff);
+    ps_store *s = t->store;
+    if (s->cctx == NULL)
+        s->cctx = ZSTD_createCCtx();
+    size_t bound = ZSTD_compressBound(r->json.len);
+    ps_buf *b = &t->val;
+    ps_buf_reset(b);
+    ps_buf_reserve(b, LOG_HEAD + r->message_id.len + r->source_id.len + bound);
+    uint8_t *h = b->ptr;
+    h[0] = 1;
+    h[1] = r->type;
+    h[3] = 0;
+    h[4] = (uint8_t)(r->message_id.len >> 8);
+    h[5] = (uint8_t)r->message_id.len;
+    h[6] = (uint8_t)(r->source_id.len >> 8);
+    h[7] = (uint8_t)r->source_id.len;
+    ps_put_be64(h + 8, (uint64_t)r->received_ms);
+    ps_put_be64(h + 16, (uint64_t)r->timestamp_ms);
+    size_t off = LOG_HEAD;
+    memcpy(h + off, r->message_id.ptr, r->message_id.len);
+    off += r->message_id.len;
+    memcpy(h + off, r->source_id.ptr, r->source_id.len);
+    off += r->source_id.len;
+    size_t n = s->cctx ? ZSTD_compressCCtx(s->cctx, h + off, bound, r->json.ptr, r->json.len,
+                                           LOG_ZSTD_LEVEL)
+                       : 0;
+    if (s->cctx == NULL || ZSTD_isError(n) || n >= r->json.len) {
+        h[2] = 0;
+        memcpy(h + off, r->json.ptr, r->json.len);
+        n = r->json.len;
+    } else {
+        h[2] = 1;
+    }
+    b->len = off + n;
+    key_reset(t);
+    key_u64(t, r->seq);
+    MDB_val k = kv(&t->key), v = {b->len, b->ptr};
+    /* sequence numbers only grow: append without a page search */
+    return map_rc(mdb_put(t->txn, s->dbi[DB_LOG], &k, &v, MDB_APPEND), "log");
+}
+
+/* Decodes a log value; the JSON only when `with_json` (into t->plain). */
+static ps_status log_decode(ps_txn *t, uint64_t seq, const MDB_val *v, bool with_json,
+                            ps_log_rec *out)
+{
+    const uint8_t *h = v->mv_data;
+    if (v->mv_size < LOG_HEAD || h[0] != 1 || h[2] > 1)
+        return PS_ECORRUPT;
+    size_t il = (size_t)h[4] << 8 | h[5], sl = (size_t)h[6] << 8 | h[7];
+    if (LOG_HEAD + il + sl > v->mv_size)
+        return PS_ECORRUPT;
+    out->seq = seq;
+    out->type = h[1];
+    out->received_ms = (int64_t)ps_get_be64(h + 8);
+    out->timestamp_ms = (int64_t)ps_get_be64(h + 16);
+    out->message_id = (ps_slice){h + LOG_HEAD, il};
+    out->source_id = (ps_slice){h + LOG_HEAD + il, sl};
+    out->json = (ps_slice){(const uint8_t *)"", 0};
+    if (!with_json)
+        return PS_OK;
+    const uint8_t *z = h + LOG_HEAD + il + sl;
+    size_t zl = v->mv_size - LOG_HEAD - il - sl;
+    if (h[2] == 0) {
+        out->json = (ps_slice){z, zl};
+        return PS_OK;
+    }
+    unsigned long long plain = ZSTD_getFrameContentSize(z, zl);
+    if (plain == ZSTD_CONTENTSIZE_ERROR || plain == ZSTD_CONTENTSIZE_UNKNOWN ||
+        plain > LOG_PLAIN_MAX)
+        return PS_ECORRUPT;
+    if (t->dctx == NULL && (t->dctx = ZSTD_createDCtx()) == NULL)
+        return PS_EIO;
+    ps_buf_reset(&t->plain);
+    ps_buf_reserve(&t->plain, (size_t)plain + 1);
+    size_t n = ZSTD_decompressDCtx(t->dctx, t->plain.ptr, (size_t)plain, z, zl);
+    if (ZSTD_isError(n) || n != plain)
+        return PS_ECORRUPT;
+    t->plain.len = n;
+    t->plain.ptr[n] = 0;
+    out->json = (ps_slice){t->plain.ptr, n};
+    return PS_OK;
+}
+
+static ps_status log_read(ps_txn *t, uint64_t seq, bool with_json, ps_log_rec *out)
+{
+    key_reset(t);
+    key_u64(t, seq);
+    MDB_val v;
+    ps_status st = get_raw(t, DB_LOG, &v);
+    return st == PS_OK ? log_decode(t, seq, &v, with_json, out) : st;
+}
+
+ps_status ps_store_log_get(ps_txn *t, uint64_t seq, ps_log_rec *out)
+{
+    return log_read(t, seq, true, out);
+}
+
+ps_status ps_store_log_head(ps_txn *t, uint64_t seq, ps_log_rec *out)
+{
+    return log_read(t, seq, false, out);
+}
+
+typedef struct log_iter {
+    ps_log_fn fn;
+    void *ud;
+    bool with_json;
+} log_iter;
+
+static bool log_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
+{
+    log_iter *it = ud;
+    ps_log_rec r;
+    if (k->mv_size != 8 ||
+        (*st = log_decode(t, ps_get_be64(k->mv_data), v, it->with_json, &r)) != PS_OK) {
+        if (*st == PS_OK)
+            *st = PS_ECORRUPT;
+        return false;
+    }
+    return it->fn(it->ud, &r);
+}
+
+ps_status ps_store_log_scan(ps_txn *t, uint64_t from_seq, bool with_json, ps_log_fn fn, void *ud)
+{
+    log_iter it = {fn, ud, with_json};
+    uint8_t start[8];
+    ps_put_be64(start, from_seq);
+    key_reset(t);
+    return iterate(t, DB_LOG, start, sizeof start, log_visit, &it);
+}
+
+static const char log_incomplete_key[] = "log/incomplete";
+
+ps_status ps_store_log_info(ps_txn *t, uint64_t *count, bool *incomplete)
+{
+    MDB_stat ms;
+    int rc = mdb_stat(t->txn, t->store->dbi[DB_LOG], &ms);
+    if (rc)
+        return map_rc(rc, "log stat");
+    *count = ms.ms_entries;
+    ps_slice v;
+    ps_status st = ps_store_meta_get(t, log_incomplete_key, &v);
+    *incomplete = st == PS_OK;
+    return st == PS_ENOTFOUND ? PS_OK : st;
+}
+
 /* ---- event ---- */
 
+/* Format 2 rows have 5 fields; format 1 rows (ps_store_migrate()) 9. */
 static ps_status decode_event(ps_txn *t, uint64_t seq, const MDB_val *v, ps_event_rec *e)
 {
     rec r;
-    ps_status st = decode(t, v, 9, &r);
+    ps_status st = decode(t, v, 5, &r);
     if (st != PS_OK)
         return st;
+    memset(e, 0, sizeof *e);
     e->seq = seq;
     e->type = (uint8_t)r_u64(&r, 0);
     e->profile = r_u64(&r, 1);
     e->timestamp_ms = r_i64(&r, 2);
-    e->received_ms = r_i64(&r, 3);
-    e->message_id = r_str(&r, 4);
-    e->source_id = r_str(&r, 5);
-    e->name = r_str(&r, 6);
-    e->ids = r_str(&r, 7);
-    e->body = r_str(&r, 8);
+    if (r.count >= 9) {
+        e->received_ms = r_i64(&r, 3);
+        e->message_id = r_str(&r, 4);
+        e->source_id = r_str(&r, 5);
+        e->name = r_str(&r, 6);
+        e->ids = r_str(&r, 7);
+        e->body = r_str(&r, 8);
+    } else {
+        e->name = r_str(&r, 3);
+        e->ids = r_str(&r, 4);
+    }
     return PS_OK;
+}
+
+static void encode_event(ps_txn *t, const ps_event_rec *e)
+{
+    msgpack_packer pk = pk_begin(t, 5);
+    msgpack_pack_uint8(&pk, e->type);
+    msgpack_pack_uint64(&pk, e->profile);
+    msgpack_pack_int64(&pk, e->timestamp_ms);
+    pk_str(&pk, e->name.ptr, e->name.len);
+    msgpack_pack_bin(&pk, e->ids.len);
+    msgpack_pack_bin_body(&pk, e->ids.ptr, e->ids.len);
 }
 
 ps_status ps_store_event_put(ps_txn *t, const ps_event_rec *e)
 {
-    msgpack_packer pk = pk_begin(t, 9);
-    msgpack_pack_uint8(&pk, e->type);
-    msgpack_pack_uint64(&pk, e->profile);
-    msgpack_pack_int64(&pk, e->timestamp_ms);
-    msgpack_pack_int64(&pk, e->received_ms);
-    pk_str(&pk, e->message_id.ptr, e->message_id.len);
-    pk_str(&pk, e->source_id.ptr, e->source_id.len);
-    pk_str(&pk, e->name.ptr, e->name.len);
-    msgpack_pack_bin(&pk, e->ids.len);
-    msgpack_pack_bin_body(&pk, e->ids.ptr, e->ids.len);
-    pk_str(&pk, e->body.ptr, e->body.len);
+    encode_event(t, e);
     key_reset(t);
     key_u64(t, e->seq);
     MDB_val k = kv(&t->key), v = {t->val.len, t->val.ptr};
@@ -1136,8 +1346,8 @@ ps_status ps_store_pevent_put(ps_txn *t, uint64_t profile, int64_t ts_ms, uint64
 
 /* Walks one profile's pevent rows from key (profile, ts, seq): descending visits the rows
  * strictly below it, ascending the rows at or above it. */
-static ps_status pevent_walk(ps_txn *t, uint64_t profile, int64_t ts, uint64_t seq,
-                             bool descending, ps_pevent_fn fn, void *ud)
+static ps_status pevent_walk(ps_txn *t, uint64_t profile, int64_t ts, uint64_t seq, bool descending,
+                             ps_pevent_fn fn, void *ud)
 {
     MDB_cursor *cur;
     int rc = mdb_cursor_open(t->txn, t->store->dbi[DB_PEVENT], &cur);
@@ -1151,8 +1361,9 @@ static ps_status pevent_walk(ps_txn *t, uint64_t profile, int64_t ts, uint64_t s
     MDB_cursor_op step = descending ? MDB_PREV : MDB_NEXT;
     rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); /* the first key >= start */
     if (descending) /* step back from it: the newest one below start */
-        rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_PREV)
-                     : rc == MDB_NOTFOUND ? mdb_cursor_get(cur, &k, &v, MDB_LAST) : rc;
+        rc = rc == 0              ? mdb_cursor_get(cur, &k, &v, MDB_PREV)
+             : rc == MDB_NOTFOUND ? mdb_cursor_get(cur, &k, &v, MDB_LAST)
+                                  : rc;
     ps_status st = PS_OK;
     while (rc == 0) {
         if (k.mv_size != 24) {
@@ -1240,48 +1451,6 @@ ps_status ps_store_event_scan(ps_txn *t, ps_event_fn_rec fn, void *ud)
     event_iter it = {fn, ud};
     key_reset(t);
     return iterate(t, DB_EVENT, NULL, 0, event_visit, &it);
-}
-
-ps_status ps_store_event_purge(ps_txn *t, int64_t cutoff_ms, size_t max, size_t *purged)
-{
-    *purged = 0;
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(t->txn, t->store->dbi[DB_EVENT], &cur);
-    if (rc)
-        return map_rc(rc, "event purge");
-    MDB_val k, v;
-    ps_status st = PS_OK;
-    rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-    while (rc == 0 && *purged < max) {
-        ps_event_rec e;
-        if (k.mv_size != 8 || (st = decode_event(t, ps_get_be64(k.mv_data), &v, &e)) != PS_OK) {
-            st = PS_ECORRUPT;
-            break;
-        }
-        if (e.received_ms >= cutoff_ms)
-            break;
-        uint64_t profile = e.profile;
-        int64_t ts = e.timestamp_ms;
-        uint64_t seq = e.seq;
-        if ((rc = mdb_cursor_del(cur, 0)) != 0)
-            break;
-        key_reset(t);
-        key_u64(t, profile);
-        key_u64(t, (uint64_t)ts);
-        key_u64(t, seq);
-        st = del_key(t, DB_PEVENT);
-        if (st != PS_OK && st != PS_ENOTFOUND)
-            break;
-        st = PS_OK;
-        (*purged)++;
-        rc = mdb_cursor_get(cur, &k, &v, MDB_GET_CURRENT);
-        if (rc == EINVAL || rc == MDB_NOTFOUND) /* deleted the last item */
-            rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-    }
-    if (rc && rc != MDB_NOTFOUND && st == PS_OK)
-        st = map_rc(rc, "event purge");
-    mdb_cursor_close(cur);
-    return st;
 }
 
 /* ---- link ---- */
@@ -1527,10 +1696,10 @@ ps_status ps_store_type_scan(ps_txn *t, ps_type_fn fn, void *ud)
 ps_status ps_store_counts_get(ps_txn *t, ps_store_counts *out)
 {
     static const int dbs[] = {DB_PROFILE, DB_SEGID,  DB_IDENT, DB_PMAP,  DB_MEMBER, DB_TRAIT,
-                              DB_EVENT,   DB_PEVENT, DB_LINK,  DB_DEDUP, DB_AUDIT};
-    uint64_t *fields[] = {&out->profiles, &out->segids,  &out->idents, &out->pmaps,
-                          &out->members,  &out->traits,  &out->events, &out->pevents,
-                          &out->links,    &out->dedups,  &out->audits};
+                              DB_EVENT,   DB_PEVENT, DB_LINK,  DB_DEDUP, DB_AUDIT,  DB_LOG};
+    uint64_t *fields[] = {&out->profiles, &out->segids, &out->idents, &out->pmaps,
+                          &out->members,  &out->traits, &out->events, &out->pevents,
+                          &out->links,    &out->dedups, &out->audits, &out->logs};
     for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
         MDB_stat st;
         int rc = mdb_stat(t->txn, t->store->dbi[dbs[i]], &st);
@@ -1539,4 +1708,91 @@ ps_status ps_store_counts_get(ps_txn *t, ps_store_counts *out)
         *fields[i] = st.ms_entries;
     }
     return PS_OK;
+}
+
+/* ---- migration ---- */
+
+/* Format 1 -> 2: each kept event becomes a log message (rendered by `render`) and its row is
+ * rewritten in the format-2 layout, through a scratch table, all in one transaction. */
+ps_status ps_store_migrate(ps_store *s, ps_migrate_fn render, void *ud, uint64_t *messages)
+{
+    *messages = 0;
+    if (s->format == PS_STORE_FORMAT)
+        return PS_OK;
+    PS_ASSERT(s->format == 1);
+    ps_txn *t;
+    ps_status st = ps_txn_begin(s, true, &t);
+    if (st != PS_OK)
+        return st;
+    MDB_dbi scratch;
+    MDB_cursor *cur = NULL;
+    int rc = mdb_dbi_open(t->txn, "migrate", MDB_CREATE, &scratch);
+    if (rc == 0)
+        rc = mdb_drop(t->txn, scratch, 0); /* left by nothing: a crash aborts the txn */
+    if (rc == 0)
+        rc = mdb_cursor_open(t->txn, s->dbi[DB_EVENT], &cur);
+    MDB_val k, v;
+    ps_buf json;
+    ps_buf_init(&json);
+    if (rc == 0)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (rc == 0 && st == PS_OK) {
+        ps_event_rec e;
+        if (k.mv_size != 8 || (st = decode_event(t, ps_get_be64(k.mv_data), &v, &e)) != PS_OK) {
+            st = PS_ECORRUPT;
+            break;
+        }
+        ps_buf_reset(&json);
+        if (e.body.len == 0 || (st = render(ud, &e, &json)) != PS_OK) {
+            st = st == PS_OK ? PS_ECORRUPT : st;
+            break;
+        }
+        ps_log_rec lr = {e.seq,        e.type,      e.received_ms,       e.timestamp_ms,
+                         e.message_id, e.source_id, {json.ptr, json.len}};
+        if ((st = ps_store_log_append(t, &lr)) != PS_OK)
+            break;
+        encode_event(t, &e);
+        MDB_val nv = {t->val.len, t->val.ptr};
+        if ((rc = mdb_put(t->txn, scratch, &k, &nv, MDB_APPEND)) != 0)
+            break;
+        (*messages)++;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (cur)
+        mdb_cursor_close(cur);
+    cur = NULL;
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    /* the rewritten rows replace the old ones */
+    if (rc == 0 && st == PS_OK)
+        rc = mdb_drop(t->txn, s->dbi[DB_EVENT], 0);
+    if (rc == 0 && st == PS_OK)
+        rc = mdb_cursor_open(t->txn, scratch, &cur);
+    if (rc == 0 && st == PS_OK)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (rc == 0 && st == PS_OK) {
+        if ((rc = mdb_put(t->txn, s->dbi[DB_EVENT], &k, &v, MDB_APPEND)) != 0)
+            break;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (cur)
+        mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    if (rc == 0 && st == PS_OK)
+        rc = mdb_drop(t->txn, scratch, 1);
+    if (rc == 0 && st == PS_OK)
+        rc = put_format(t->txn, s->dbi[DB_META], PS_STORE_FORMAT);
+    if (rc == 0 && st == PS_OK)
+        st = ps_store_meta_put(t, log_incomplete_key, PS_SLICE_STR("format 1 kept only events"));
+    ps_buf_clear(&json);
+    if (rc && st == PS_OK)
+        st = map_rc(rc, "migrate");
+    if (st != PS_OK) {
+        ps_txn_abort(t);
+        return st;
+    }
+    if ((st = ps_txn_commit(t)) == PS_OK)
+        s->format = PS_STORE_FORMAT;
+    return st;
 }

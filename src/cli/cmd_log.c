@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: MIT */
+/* profilectl log: the accepted-message log as NDJSON; profilectl migrate: storage upgrades. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli_int.h"
+#include "ps/clock.h"
+#include "ps/history.h"
+
+typedef struct out_ctx {
+    FILE *f;
+    uint64_t lines;
+    bool failed;
+} out_ctx;
+
+static bool put_line(void *ud, ps_slice line)
+{
+    out_ctx *o = ud;
+    if (fwrite(line.ptr, 1, line.len, o->f) != line.len || fputc('\n', o->f) == EOF) {
+        o->failed = true;
+        return false;
+    }
+    o->lines++;
+    return true;
+}
+
+/* Reads --since/--until: an ISO-8601 time, as in messages. */
+static int take_time(cli *c, const char *name, int64_t *out)
+{
+    const char *v = cli_take_option(c, name);
+    if (v == NULL)
+        return EXIT_OK;
+    if (ps_time_parse(v, strlen(v), out) != PS_OK)
+        return cli_fail(EXIT_USAGE,
+                        "%s must be an ISO-8601 time such as 2026-03-01 or "
+                        "2026-03-01T12:00:00Z, got '%s'",
+                        name, v);
+    return EXIT_OK;
+}
+
+int cmd_log(cli *c)
+{
+    int64_t since = INT64_MIN, until = INT64_MAX;
+    int rc = take_time(c, "--since", &since);
+    if (rc == EXIT_OK)
+        rc = take_time(c, "--until", &until);
+    if (rc == EXIT_OK)
+        rc = cli_no_more_options(c);
+    if (rc)
+        return rc;
+    if (c->argc != 1)
+        return cli_fail(EXIT_USAGE, "usage: profilectl log SPACE [--since TIME] [--until TIME]");
+    ps_space *sp;
+    if ((rc = cli_open_space(c, c->argv[0], true, &sp)))
+        return rc;
+    ps_history_info info;
+    ps_status st = ps_history_info_get(sp, &info);
+    if (st == PS_OK && info.incomplete)
+        fprintf(stderr,
+                "profilectl: note: the log of space %s begins at its migration from "
+                "storage format 1, which kept only recent track, page and screen "
+                "events\n",
+                c->argv[0]);
+    out_ctx o = {stdout, 0, false};
+    if (st == PS_OK)
+        st = ps_history_scan(sp, since, until, put_line, &o);
+    ps_space_close(sp);
+    if (fflush(stdout) != 0 || o.failed)
+        return cli_fail(EXIT_STORE, "cannot write the log to standard output");
+    if (st != PS_OK)
+        return cli_fail(cli_exit_code(st), "cannot read the log: %s", ps_status_str(st));
+    return EXIT_OK;
+}
+
+int cmd_migrate(cli *c)
+{
+    int rc = cli_no_more_options(c);
+    if (rc)
+        return rc;
+    if (c->argc != 1)
+        return cli_fail(EXIT_USAGE, "usage: profilectl migrate SPACE");
+    const char *name = c->argv[0];
+    if (!ps_space_name_valid(name))
+        return cli_fail(EXIT_INVALID,
+                        "invalid space name '%s' (1-64 characters of A-Z a-z 0-9 _ -)", name);
+    int from;
+    uint64_t messages;
+    ps_status st = ps_history_migrate(c->data_dir, name, &from, &messages);
+    if (st == PS_ENOTFOUND)
+        return cli_fail(EXIT_NOTFOUND, "no space '%s' in %s", name, c->data_dir);
+    if (st != PS_OK)
+        return cli_fail(cli_exit_code(st), "cannot migrate space '%s': %s", name,
+                        ps_status_str(st));
+    if (c->json)
+        printf("{\"space\":\"%s\",\"from_format\":%d,\"format\":%d,\"messages_logged\":%llu}\n",
+               name, from, PS_STORE_FORMAT, (unsigned long long)messages);
+    else if (from == PS_STORE_FORMAT)
+        printf("space %s is already in storage format %d\n", name, PS_STORE_FORMAT);
+    else
+        printf("space %s: storage format %d -> %d, %llu kept events now in the log (it lacks "
+               "the messages format %d did not keep)\n",
+               name, from, PS_STORE_FORMAT, (unsigned long long)messages, from);
+    return EXIT_OK;
+}

@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: MIT */
+/* history: reading the accepted-message log, and the format-1 upgrade that creates one. */
+#include "ps/history.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "ps/event.h"
+#include "ps/store.h"
+
+typedef struct scan_ctx {
+    int64_t since_ms, until_ms;
+    ps_history_fn fn;
+    void *ud;
+} scan_ctx;
+
+static bool visit(void *ud, const ps_log_rec *r)
+{
+    scan_ctx *c = ud;
+    if (r->received_ms < c->since_ms || r->received_ms >= c->until_ms)
+        return true;
+    return c->fn(c->ud, r->json);
+}
+
+ps_status ps_history_scan(ps_space *sp, int64_t since_ms, int64_t until_ms, ps_history_fn fn,
+                          void *ud)
+{
+    ps_txn *t;
+    ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
+    if (st != PS_OK)
+        return st;
+    scan_ctx c = {since_ms, until_ms, fn, ud};
+    st = ps_store_log_scan(t, 1, true, visit, &c);
+    ps_txn_abort(t);
+    return st;
+}
+
+ps_status ps_history_info_get(ps_space *sp, ps_history_info *out)
+{
+    ps_txn *t;
+    ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
+    if (st != PS_OK)
+        return st;
+    st = ps_store_log_info(t, &out->messages, &out->incomplete);
+    ps_txn_abort(t);
+    return st;
+}
+
+/* A format-1 event row as a log line: its stamps, then its body. */
+static ps_status render_old(void *ud, const ps_event_rec *old, ps_buf *json)
+{
+    (void)ud;
+    char mid[PS_ID_BYTES + 1], src[PS_ID_BYTES + 1];
+    if (old->message_id.len > PS_ID_BYTES || old->source_id.len > PS_ID_BYTES ||
+        old->type < PS_MSG_IDENTIFY || old->type > PS_MSG_ALIAS)
+        return PS_ECORRUPT;
+    memcpy(mid, old->message_id.ptr, old->message_id.len);
+    mid[old->message_id.len] = 0;
+    memcpy(src, old->source_id.ptr, old->source_id.len);
+    src[old->source_id.len] = 0;
+    ps_event_log_json((ps_msg_type)old->type, mid, old->received_ms, src, old->body, json);
+    return PS_OK;
+}
+
+ps_status ps_history_migrate(const char *data_dir, const char *name, int *from_format,
+                             uint64_t *messages)
+{
+    *from_format = 0;
+    *messages = 0;
+    if (!ps_space_name_valid(name))
+        return PS_EINVAL;
+    char dir[4096];
+    int n = snprintf(dir, sizeof dir, "%s/spaces/%s", data_dir, name);
+    if (n < 0 || (size_t)n >= sizeof dir)
+        return PS_EINVAL;
+    ps_store *store;
+    ps_store_opts opts = {.any_format = true};
+    ps_status st = ps_store_open(dir, &opts, &store);
+    if (st != PS_OK)
+        return st;
+    *from_format = ps_store_format(store);
+    st = ps_store_migrate(store, render_old, NULL, messages);
+    ps_store_close(store);
+    return st;
+}
