@@ -67,6 +67,8 @@ typedef struct ps_prepare_opts {
     bool require_batch;      /* /v1/batch */
     int64_t now_ms;          /* the receivedAt stamp (stamped once, here) */
     uint64_t sequence;       /* unique per payload in this process: generated messageIds */
+    bool keep_received_at;   /* replays keep a logged receivedAt and source (the CLI) */
+    bool unlimited;          /* not subject to the space's ingest rate limit (the CLI) */
 } ps_prepare_opts;
 
 typedef struct ps_prepared_drop {
@@ -82,11 +84,12 @@ typedef struct ps_prepare_refusal {
     int64_t retry_ms; /* PS_ELIMIT: when the space's ingest rate limit has room again */
 } ps_prepare_refusal;
 
-/* Takes one request from the space's ingest rate limit, then parses and validates
- * `json` under the space's current rules. Takes ownership of `json` (a ps_xmalloc'd buffer).
- * PS_OK with *out even when every message was dropped. Otherwise `json` is freed, *out is
- * NULL, and the status says why: PS_ELIMIT (over the rate; nothing was parsed), PS_EINVAL or
- * PS_ETOOBIG (the payload cannot be read at all), or a storage error from reading the
+/* Takes one request from the space's ingest rate limit (unless o->unlimited), then parses and
+ * validates `json` under the space's current rules, and encodes each accepted message for the
+ * log (compression included), so that the writer only stores it. Takes ownership of `json` (a
+ * ps_xmalloc'd buffer). PS_OK with *out even when every message was dropped. Otherwise `json` is
+ * freed, *out is NULL, and the status says why: PS_ELIMIT (over the rate; nothing was parsed),
+ * PS_EINVAL or PS_ETOOBIG (the payload cannot be read at all), or a storage error from reading the
  * rules; `refusal` gives the details. */
 ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *json, size_t len,
                             ps_prepared **out, ps_prepare_refusal *refusal);
@@ -105,6 +108,10 @@ void ps_prepared_free(ps_prepared *p); /* NULL is a no-op */
  * space's rules changed since it was prepared, its messages are read again under the batch's
  * rules, so every event is resolved under one set of rules. Errors as ps_ingest_payload(). */
 ps_status ps_ingest_prepared(ps_ingest *in, const ps_prepared *p);
+
+/* Counts a payload that ps_ingest_prepare() refused as unreadable (`why`) into the open
+ * batch's statistics, as ps_ingest_payload() counts one. */
+void ps_ingest_unreadable(ps_ingest *in, ps_drop why);
 
 /* Counts for everything committed so far. Borrowed: valid until ps_ingest_end(). */
 const ps_ingest_stats *ps_ingest_stats_get(const ps_ingest *in);

@@ -166,6 +166,11 @@ typedef struct ps_log_rec {
 } ps_log_rec;
 /* Appends `r` (seq above every logged one). The JSON is stored compressed. */
 ps_status ps_store_log_append(ps_txn *t, const ps_log_rec *r);
+/* The same in two steps, so that the costly one runs off the writer thread: appends the log
+ * value of `r` (its seq is not part of it) to `out` (thread-safe, no transaction), then
+ * ps_store_log_put() stores such a value as message `seq`. */
+void ps_store_log_encode(const ps_log_rec *r, ps_buf *out);
+ps_status ps_store_log_put(ps_txn *t, uint64_t seq, ps_slice encoded);
 /* Reads message `seq`. out->json is valid until the next log read in `t`. */
 ps_status ps_store_log_get(ps_txn *t, uint64_t seq, ps_log_rec *out);
 /* Reads only the stamps of message `seq` (no decompression); out->json stays empty. */

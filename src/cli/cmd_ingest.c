@@ -1,8 +1,13 @@
 /* SPDX-License-Identifier: MIT */
-/* profilectl ingest: streams NDJSON files through the accept/resolve path. Lines are read
- * with a bounded buffer (an over-long line is reported and skipped, never loaded whole);
- * a malformed line is reported with its number and the rest goes on. Each batch commits
- * durably; --verbose reports every commit, which is what "committed" means. */
+/* profilectl ingest: streams NDJSON files through the accept/resolve path on two threads. A
+ * reader thread reads lines with a bounded buffer (an over-long line is reported and
+ * skipped, never loaded whole), parses and validates each one and encodes its messages for
+ * the log (ps_ingest_prepare); the main thread resolves them in line order and commits
+ * (ps_ingest_prepared), so parsing overlaps resolution. A malformed line is reported with its
+ * number and the rest goes on. Each batch commits durably; --verbose reports every commit,
+ * which is what "committed" means. */
+#include <malloc.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,15 +23,234 @@
 #define LINE_MAX_BYTES (PS_BATCH_MAX_BYTES + 2)
 #define MALFORMED_SHOWN 20
 
+/* What the reader hands the writer, in line order: lines in chunks, so that the threads
+ * meet once per chunk rather than once per line. */
+typedef enum { IT_PAYLOAD, IT_SKIP } entry_kind;
+
+typedef struct entry {
+    entry_kind kind;
+    uint64_t line;
+    ps_prepared *prep; /* IT_PAYLOAD */
+    ps_drop why;       /* IT_SKIP: unreadable (PS_DROP_NONE: over-long) */
+} entry;
+
+#define CHUNK_LINES 256
+#define CHUNK_BYTES (4u << 20)
+
+typedef struct chunk {
+    struct chunk *next; /* on the done list */
+    entry e[CHUNK_LINES];
+    size_t count, bytes;
+    bool end;      /* the reader's last chunk */
+    int rc;        /* with `end`: the reader's result (EXIT_OK at the end of the file) */
+    uint64_t line; /* with `end`: the last line read */
+} chunk;
+
+#define QUEUE_CHUNKS 16
+
+typedef struct queue {
+    pthread_mutex_t lock;
+    pthread_cond_t more, room;
+    chunk *items[QUEUE_CHUNKS];
+    size_t head, count;
+    bool stop;   /* the writer gave up: the reader ends */
+    chunk *done; /* taken chunks, for the reader to free: memory goes back to the thread
+                  * that allocated it, so the two threads never contend in malloc */
+} queue;
+
 typedef struct run {
     cli *c;
+    ps_space *sp;
     ps_ingest *in;
+    const char *source;
     size_t batch;
     bool verbose, progress;
     uint64_t lines, malformed;
     int64_t started_ms, last_progress_ms;
     const char *file;
+    FILE *f;
+    queue q;
+    chunk *filling; /* the reader's */
 } run;
+
+static void chunk_free(chunk *ch)
+{
+    if (ch == NULL)
+        return;
+    for (size_t i = 0; i < ch->count; i++)
+        ps_prepared_free(ch->e[i].prep);
+    free(ch);
+}
+
+/* Frees the chunks on a done list. */
+static void free_list(chunk *ch)
+{
+    while (ch) {
+        chunk *next = ch->next;
+        chunk_free(ch);
+        ch = next;
+    }
+}
+
+/* Waits for room, then queues `ch`; frees what the writer is done with. False (and `ch`
+ * freed) when the writer has stopped. */
+static bool push(queue *q, chunk *ch)
+{
+    pthread_mutex_lock(&q->lock);
+    while (!q->stop && q->count == QUEUE_CHUNKS)
+        pthread_cond_wait(&q->room, &q->lock);
+    bool ok = !q->stop;
+    if (ok) {
+        q->items[(q->head + q->count) % QUEUE_CHUNKS] = ch;
+        q->count++;
+        pthread_cond_signal(&q->more);
+    }
+    chunk *done = q->done;
+    q->done = NULL;
+    pthread_mutex_unlock(&q->lock);
+    free_list(done);
+    if (!ok)
+        chunk_free(ch);
+    return ok;
+}
+
+/* The writer hands a chunk it has taken back to the reader. */
+static void give_back(queue *q, chunk *ch)
+{
+    pthread_mutex_lock(&q->lock);
+    ch->next = q->done;
+    q->done = ch;
+    pthread_mutex_unlock(&q->lock);
+}
+
+static chunk *pop(queue *q)
+{
+    pthread_mutex_lock(&q->lock);
+    while (q->count == 0)
+        pthread_cond_wait(&q->more, &q->lock);
+    chunk *ch = q->items[q->head];
+    q->head = (q->head + 1) % QUEUE_CHUNKS;
+    q->count--;
+    pthread_cond_signal(&q->room);
+    pthread_mutex_unlock(&q->lock);
+    return ch;
+}
+
+/* The writer gives up: the reader stops at its next push, and what is queued is freed. */
+static void stop_reader(queue *q)
+{
+    pthread_mutex_lock(&q->lock);
+    q->stop = true;
+    while (q->count) {
+        chunk_free(q->items[q->head]);
+        q->head = (q->head + 1) % QUEUE_CHUNKS;
+        q->count--;
+    }
+    pthread_cond_broadcast(&q->room);
+    pthread_mutex_unlock(&q->lock);
+}
+
+/* Adds an entry to the reader's chunk, handing the chunk over when it is full. */
+static bool add(run *r, entry e, size_t bytes)
+{
+    chunk *ch = r->filling;
+    ch->e[ch->count++] = e;
+    ch->bytes += bytes;
+    if (ch->count < CHUNK_LINES && ch->bytes < CHUNK_BYTES)
+        return true;
+    r->filling = ps_xcalloc(1, sizeof *r->filling);
+    return push(&r->q, ch);
+}
+
+/* ---- the reader thread ---- */
+
+static bool read_line(run *r, const char *line, size_t len, uint64_t number)
+{
+    while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
+        len--;
+    size_t skip = 0;
+    while (skip < len && (line[skip] == ' ' || line[skip] == '\t'))
+        skip++;
+    if (skip == len)
+        return true; /* blank line */
+    if (len - skip > PS_BATCH_MAX_BYTES)
+        return add(r, (entry){IT_SKIP, number, NULL, PS_DROP_NONE}, 0);
+    uint8_t *json = ps_xmalloc(len - skip);
+    memcpy(json, line + skip, len - skip);
+    ps_prepare_opts po = {
+        .source_id = r->source ? r->source : "profilectl",
+        .now_ms = ps_clock_now_ms(),
+        .sequence = number,
+        .keep_received_at = true,
+        .unlimited = true,
+    };
+    ps_prepared *prep;
+    ps_prepare_refusal refusal;
+    ps_status st = ps_ingest_prepare(r->sp, &po, json, len - skip, &prep, &refusal);
+    if (st == PS_EINVAL || st == PS_ETOOBIG)
+        return add(r, (entry){IT_SKIP, number, NULL, refusal.why}, 0);
+    if (st != PS_OK) {
+        r->filling->rc = cli_fail(cli_exit_code(st), "%s:%llu: %s", r->file,
+                                  (unsigned long long)number, ps_status_str(st));
+        return false;
+    }
+    return add(r, (entry){IT_PAYLOAD, number, prep, PS_DROP_NONE}, ps_prepared_bytes(prep));
+}
+
+static void *reader(void *arg)
+{
+    run *r = arg;
+    char *buf = ps_xmalloc(READ_CHUNK + LINE_MAX_BYTES);
+    size_t have = 0;
+    uint64_t number = 0;
+    bool discarding = false; /* inside an over-long line */
+    bool going = true;
+    for (;;) {
+        size_t n = fread(buf + have, 1, READ_CHUNK, r->f);
+        have += n;
+        size_t start = 0;
+        for (; going;) {
+            char *nl = memchr(buf + start, '\n', have - start);
+            if (nl == NULL)
+                break;
+            size_t len = (size_t)(nl - (buf + start));
+            number++;
+            if (discarding)
+                discarding = false;
+            else
+                going = read_line(r, buf + start, len, number);
+            start += len + 1;
+        }
+        if (!going)
+            break;
+        memmove(buf, buf + start, have - start);
+        have -= start;
+        if (have > LINE_MAX_BYTES) { /* bound memory: report and drop the rest of the line */
+            if (!discarding && !add(r, (entry){IT_SKIP, number + 1, NULL, PS_DROP_NONE}, 0))
+                break;
+            discarding = true;
+            have = 0;
+        }
+        if (n == 0)
+            break;
+    }
+    if (going && have > 0 && !discarding)
+        going = read_line(r, buf, have, ++number);
+    free(buf);
+    /* the last chunk says how reading ended; after a stop nobody reads it */
+    chunk *last = r->filling;
+    r->filling = NULL;
+    last->end = true;
+    last->line = number;
+    if (going && ferror(r->f))
+        last->rc = cli_fail(EXIT_STORE, "%s: read error", r->file);
+    else if (!going && last->rc == EXIT_OK)
+        last->rc = EXIT_STORE; /* stopped by the writer, which reports why */
+    push(&r->q, last);
+    return NULL;
+}
+
+/* ---- the writer (main thread) ---- */
 
 static int commit(run *r, uint64_t line)
 {
@@ -38,8 +262,7 @@ static int commit(run *r, uint64_t line)
                         st == PS_EFULL ? " (raise PS_MAP_SIZE)" : "");
     if (r->verbose)
         fprintf(stderr, "committed file=%s line=%llu accepted=%llu\n", r->file,
-                (unsigned long long)line,
-                (unsigned long long)ps_ingest_stats_get(r->in)->accepted);
+                (unsigned long long)line, (unsigned long long)ps_ingest_stats_get(r->in)->accepted);
     return EXIT_OK;
 }
 
@@ -54,87 +277,74 @@ static void progress(run *r)
             secs > 0 ? (double)r->lines / secs : 0.0);
 }
 
-static int one_line(run *r, const char *line, size_t len, uint64_t number)
+static int take(run *r, const entry *it)
 {
-    while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
-        len--;
-    size_t skip = 0;
-    while (skip < len && (line[skip] == ' ' || line[skip] == '\t'))
-        skip++;
-    if (skip == len)
-        return EXIT_OK; /* blank line */
     r->lines++;
-    if (len - skip > PS_BATCH_MAX_BYTES) {
-        if (r->malformed++ < MALFORMED_SHOWN)
-            fprintf(stderr, "%s:%llu: skipped: line longer than %d bytes\n", r->file,
-                    (unsigned long long)number, PS_BATCH_MAX_BYTES);
+    if (it->kind == IT_SKIP) {
+        if (it->why != PS_DROP_NONE)
+            ps_ingest_unreadable(r->in, it->why);
+        if (r->malformed++ < MALFORMED_SHOWN) {
+            if (it->why == PS_DROP_NONE)
+                fprintf(stderr, "%s:%llu: skipped: line longer than %d bytes\n", r->file,
+                        (unsigned long long)it->line, PS_BATCH_MAX_BYTES);
+            else
+                fprintf(stderr, "%s:%llu: skipped: %s: %s\n", r->file, (unsigned long long)it->line,
+                        ps_drop_name(it->why), ps_drop_message(it->why));
+        }
         return EXIT_OK;
     }
-    ps_drop why;
-    ps_status st = ps_ingest_payload(r->in, (const uint8_t *)line + skip, len - skip, number, &why);
-    if (st == PS_EINVAL || st == PS_ETOOBIG) {
-        if (r->malformed++ < MALFORMED_SHOWN)
-            fprintf(stderr, "%s:%llu: skipped: %s: %s\n", r->file, (unsigned long long)number,
-                    ps_drop_name(why), ps_drop_message(why));
-        return EXIT_OK;
-    }
+    ps_status st = ps_ingest_prepared(r->in, it->prep);
     if (st != PS_OK)
-        return cli_fail(cli_exit_code(st), "%s:%llu: %s%s; the open batch was not stored",
-                        r->file, (unsigned long long)number, ps_status_str(st),
+        return cli_fail(cli_exit_code(st), "%s:%llu: %s%s; the open batch was not stored", r->file,
+                        (unsigned long long)it->line, ps_status_str(st),
                         st == PS_EFULL ? " (raise PS_MAP_SIZE)" : "");
     if (ps_ingest_pending(r->in) >= r->batch)
-        return commit(r, number);
+        return commit(r, it->line);
     return EXIT_OK;
 }
 
 static int ingest_stream(run *r, FILE *f)
 {
-    char *buf = ps_xmalloc(READ_CHUNK + LINE_MAX_BYTES);
-    size_t have = 0;
-    uint64_t number = 0;
-    bool discarding = false; /* inside an over-long line */
-    int rc = EXIT_OK;
-    for (;;) {
-        size_t n = fread(buf + have, 1, READ_CHUNK, f);
-        have += n;
-        size_t start = 0;
-        for (;;) {
-            char *nl = memchr(buf + start, '\n', have - start);
-            if (nl == NULL)
-                break;
-            size_t len = (size_t)(nl - (buf + start));
-            number++;
-            if (discarding) {
-                discarding = false;
-            } else if ((rc = one_line(r, buf + start, len, number)) != EXIT_OK) {
-                goto done;
-            }
-            start += len + 1;
-        }
-        memmove(buf, buf + start, have - start);
-        have -= start;
-        if (have > LINE_MAX_BYTES) { /* bound memory: report and drop the rest of the line */
-            if (!discarding) {
-                r->lines++;
-                if (r->malformed++ < MALFORMED_SHOWN)
-                    fprintf(stderr, "%s:%llu: skipped: line longer than %d bytes\n", r->file,
-                            (unsigned long long)number + 1, PS_BATCH_MAX_BYTES);
-            }
-            discarding = true;
-            have = 0;
-        }
-        progress(r);
-        if (n == 0)
-            break;
+    r->f = f;
+    r->q.head = r->q.count = 0;
+    r->q.stop = false;
+    r->q.done = NULL;
+    r->filling = ps_xcalloc(1, sizeof *r->filling);
+    pthread_t th;
+    if (pthread_create(&th, NULL, reader, r) != 0) {
+        free(r->filling);
+        return cli_fail(EXIT_STORE, "cannot start the reader thread");
     }
-    if (have > 0 && !discarding)
-        rc = one_line(r, buf, have, ++number);
-    if (ferror(f))
-        rc = cli_fail(EXIT_STORE, "%s: read error", r->file);
-done:
-    free(buf);
+    int rc = EXIT_OK;
+    uint64_t last = 0;
+    for (bool end = false; !end && rc == EXIT_OK;) {
+        chunk *ch = pop(&r->q);
+        for (size_t i = 0; i < ch->count && rc == EXIT_OK; i++) {
+            last = ch->e[i].line;
+            rc = take(r, &ch->e[i]);
+        }
+        end = ch->end;
+        if (end && rc == EXIT_OK) {
+            rc = ch->rc;
+            last = ch->line > last ? ch->line : last;
+        }
+        if (end)
+            chunk_free(ch); /* the reader has ended */
+        else
+            give_back(&r->q, ch);
+        progress(r);
+    }
+    if (rc != EXIT_OK)
+        stop_reader(&r->q);
+    pthread_join(th, NULL);
+    free_list(r->q.done); /* what the reader did not free before it ended */
+    r->q.done = NULL;
+    if (r->filling) { /* the reader stopped before handing over its last chunk */
+        chunk_free(r->filling);
+        r->filling = NULL;
+    }
     if (rc == EXIT_OK)
-        rc = commit(r, number);
+        rc = commit(r, last);
     return rc;
 }
 
@@ -197,11 +407,20 @@ int cmd_ingest(cli *c)
     ps_ingest *in;
     ps_ingest_begin(sp, &opts, &in);
     run r = {.c = c,
+             .sp = sp,
+             .source = source,
              .in = in,
              .batch = batch_size,
              .verbose = verbose,
              .progress = isatty(2) && !verbose,
              .started_ms = ps_clock_now_ms()};
+    /* payloads are allocated by the reader and freed by the writer: keep the freed memory
+     * for reuse instead of returning it to the kernel and faulting it in again */
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
+    mallopt(M_MMAP_THRESHOLD, 4 << 20);
+    pthread_mutex_init(&r.q.lock, NULL);
+    pthread_cond_init(&r.q.more, NULL);
+    pthread_cond_init(&r.q.room, NULL);
     int nfiles = c->argc - 1;
     for (int i = 0; i <= nfiles && rc == EXIT_OK; i++) {
         if (nfiles > 0 && i == 0)
@@ -222,5 +441,8 @@ int cmd_ingest(cli *c)
     summary(&r, ps_ingest_stats_get(in));
     ps_ingest_end(in);
     ps_space_close(sp);
+    pthread_mutex_destroy(&r.q.lock);
+    pthread_cond_destroy(&r.q.more);
+    pthread_cond_destroy(&r.q.room);
     return rc;
 }

@@ -23,7 +23,8 @@ struct ps_ingest {
     size_t pending_messages;
     int64_t newest_received_ms;
     ps_buf ids;        /* scratch: promoted ids of one event */
-    ps_buf line;       /* scratch: one message as the log keeps it */
+    ps_buf line;       /* scratch: one encoded log value */
+    ps_buf scratch;    /* scratch: one message as the log keeps it */
     ps_status failure; /* storage failure inside a callback */
 };
 
@@ -37,6 +38,7 @@ ps_status ps_ingest_begin(ps_space *sp, const ps_ingest_opts *opts, ps_ingest **
     ps_arena_init(&in->arena);
     ps_buf_init(&in->ids);
     ps_buf_init(&in->line);
+    ps_buf_init(&in->scratch);
     *out = in;
     return PS_OK;
 }
@@ -121,6 +123,21 @@ static ps_status resolve_collection(ps_ingest *in, const ps_event *ev, ps_collec
     return PS_OK;
 }
 
+/* Appends the log value of `ev` to `out`; `json` is scratch space. */
+static void log_encode(const ps_event *ev, ps_buf *out, ps_buf *json)
+{
+    ps_buf_reset(json);
+    ps_event_log_json(ev->type, ev->message_id, ev->received_ms, ev->source_id, ev->message, json);
+    ps_log_rec lr = {0,
+                     (uint8_t)ev->type,
+                     ev->received_ms,
+                     ev->timestamp_ms,
+                     PS_SLICE_STR(ev->message_id),
+                     PS_SLICE_STR(ev->source_id),
+                     {json->ptr, json->len}};
+    ps_store_log_encode(&lr, out);
+}
+
 static ps_status write_traits(ps_ingest *in, const ps_event *ev, uint64_t profile, uint64_t msg_seq,
                               ps_collection coll)
 {
@@ -156,7 +173,9 @@ static ps_status write_traits(ps_ingest *in, const ps_event *ev, uint64_t profil
     return ps_store_audit_append(in->txn, &a);
 }
 
-static ps_status accept_event(ps_ingest *in, const ps_event *ev)
+/* Accepts one validated message: dedup, the log, then what is derived from it. `logged` is
+ * its log value when it was encoded already (prepared payloads), else NULL. */
+static ps_status accept_event(ps_ingest *in, const ps_event *ev, const ps_slice *logged)
 {
     const ps_rules_options *opt = ps_rules_options_get(in->rules);
     ps_status st;
@@ -183,17 +202,14 @@ static ps_status accept_event(ps_ingest *in, const ps_event *ev)
         in->newest_received_ms = ev->received_ms;
     uint64_t msg_seq = ps_txn_next(in->txn, PS_CTR_MESSAGE);
     /* the log first: everything below is derived from it (docs/storage-format.md) */
-    ps_buf_reset(&in->line);
-    ps_event_log_json(ev->type, ev->message_id, ev->received_ms, ev->source_id, ev->message,
-                      &in->line);
-    ps_log_rec lr = {msg_seq,
-                     (uint8_t)ev->type,
-                     ev->received_ms,
-                     ev->timestamp_ms,
-                     PS_SLICE_STR(ev->message_id),
-                     PS_SLICE_STR(ev->source_id),
-                     {in->line.ptr, in->line.len}};
-    if ((st = ps_store_log_append(in->txn, &lr)) != PS_OK)
+    if (logged) {
+        st = ps_store_log_put(in->txn, msg_seq, *logged);
+    } else {
+        ps_buf_reset(&in->line);
+        log_encode(ev, &in->line, &in->scratch);
+        st = ps_store_log_put(in->txn, msg_seq, (ps_slice){in->line.ptr, in->line.len});
+    }
+    if (st != PS_OK)
         return st;
 
     bool *promoted = ps_arena_alloc(&in->arena, (ev->id_count + 1) * sizeof(bool));
@@ -245,7 +261,7 @@ static ps_status on_message(void *ud, const ps_event *ev, ps_drop why, size_t in
         in->pending.dropped[why]++;
         return PS_OK;
     }
-    ps_status st = accept_event(in, ev);
+    ps_status st = accept_event(in, ev, NULL);
     if (st != PS_OK)
         in->failure = st;
     return st;
@@ -309,12 +325,16 @@ struct ps_prepared {
     ps_prepared_drop *drops;
     size_t ndrops, dcap;
     size_t dropped_total;
+    uint64_t dropped_by[PS_DROP__COUNT]; /* every drop, listed or not, by reason */
+    ps_buf logs;                         /* the events' log values, back to back */
+    size_t *log_end;                     /* where each event's value ends in `logs` */
 };
 
 static ps_status collect_message(void *ud, const ps_event *ev, ps_drop why, size_t index)
 {
     ps_prepared *p = ud;
     if (ev == NULL) {
+        p->dropped_by[why]++;
         if (p->dropped_total++ >= PS_PREPARED_DROPS_LISTED)
             return PS_OK; /* counted, not listed: a reply lists a bounded number */
         if (p->ndrops == p->dcap) {
@@ -344,7 +364,7 @@ ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *jso
         st = ps_space_rules(sp, t, &rules); /* borrowed until the space closes */
         ps_txn_abort(t);
     }
-    if (st == PS_OK &&
+    if (st == PS_OK && !o->unlimited &&
         !ps_space_rate_take(sp, rules, PS_RATE_INGEST, o->now_ms, &refusal->retry_ms))
         st = PS_ELIMIT;
     if (st != PS_OK) {
@@ -362,12 +382,24 @@ ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *jso
         .forced_type = o->forced_type,
         .sequence = o->sequence,
         .require_batch = o->require_batch,
+        .keep_received_at = o->keep_received_at,
     };
     ps_arena_init(&p->arena);
     st = ps_event_parse(json, len, &p->opts, &p->arena, collect_message, p, &refusal->why);
     if (st != PS_OK) {
         ps_prepared_free(p);
         return st;
+    }
+    /* the costly part of storing a message, done here rather than on the writer */
+    if (p->count) {
+        ps_buf scratch;
+        ps_buf_init(&scratch);
+        p->log_end = ps_xmalloc(p->count * sizeof *p->log_end);
+        for (size_t i = 0; i < p->count; i++) {
+            log_encode(&p->events[i], &p->logs, &scratch);
+            p->log_end[i] = p->logs.len;
+        }
+        ps_buf_clear(&scratch);
     }
     *out = p;
     return PS_OK;
@@ -392,7 +424,7 @@ size_t ps_prepared_dropped(const ps_prepared *p, const ps_prepared_drop **list)
 size_t ps_prepared_bytes(const ps_prepared *p)
 {
     return sizeof *p + p->len + ps_arena_bytes(&p->arena) + p->cap * sizeof *p->events +
-           p->dcap * sizeof *p->drops;
+           p->dcap * sizeof *p->drops + p->logs.cap + p->count * sizeof *p->log_end;
 }
 
 void ps_prepared_free(ps_prepared *p)
@@ -403,6 +435,8 @@ void ps_prepared_free(ps_prepared *p)
     free(p->events);
     free(p->drops);
     free(p->json);
+    ps_buf_clear(&p->logs);
+    free(p->log_end);
     free(p);
 }
 
@@ -420,17 +454,26 @@ ps_status ps_ingest_prepared(ps_ingest *in, const ps_prepared *p)
             return batch_failed(in, st);
         return PS_OK; /* it was readable when prepared, and reading does not depend on rules */
     }
-    in->pending.messages += p->ndrops;
-    for (size_t i = 0; i < p->ndrops; i++)
-        in->pending.dropped[p->drops[i].why]++;
+    in->pending.messages += p->dropped_total;
+    for (size_t i = 0; i < PS_DROP__COUNT; i++)
+        in->pending.dropped[i] += p->dropped_by[i];
     for (size_t i = 0; i < p->count; i++) {
         in->pending.messages++;
-        st = accept_event(in, &p->events[i]);
+        size_t from = i ? p->log_end[i - 1] : 0;
+        ps_slice logged = {p->logs.ptr + from, p->log_end[i] - from};
+        st = accept_event(in, &p->events[i], &logged);
         ps_arena_clear(&in->arena);
         if (st != PS_OK)
             return batch_failed(in, st);
     }
     return PS_OK;
+}
+
+void ps_ingest_unreadable(ps_ingest *in, ps_drop why)
+{
+    in->pending.payloads++;
+    in->pending.messages++;
+    in->pending.dropped[why]++;
 }
 
 size_t ps_ingest_pending(const ps_ingest *in)
@@ -476,6 +519,7 @@ void ps_ingest_end(ps_ingest *in)
     ps_arena_clear(&in->arena);
     ps_buf_clear(&in->ids);
     ps_buf_clear(&in->line);
+    ps_buf_clear(&in->scratch);
     free(in);
 }
 

@@ -76,8 +76,7 @@ struct ps_store {
     MDB_env *env;
     MDB_dbi dbi[DB__COUNT];
     char *name;
-    int format;      /* as found at open */
-    ZSTD_CCtx *cctx; /* used inside write transactions only: one at a time per environment */
+    int format; /* as found at open */
     pthread_mutex_t pool_lock;
     ps_txn *pool[READ_POOL_MAX];
     size_t pooled;
@@ -460,7 +459,6 @@ void ps_store_close(ps_store *s)
     }
     pthread_mutex_destroy(&s->pool_lock);
     mdb_env_close(s->env);
-    ZSTD_freeCCtx(s->cctx);
     free(s->name);
     free(s);
 }
@@ -1126,20 +1124,40 @@ ps_status ps_store_trait_scan(ps_txn *t, uint64_t profile, const char *from, siz
  *   0 u8 version (1)   1 u8 type   2 u8 codec   3 u8 zero
  *   4 u16 message id length   6 u16 source id length   8 i64 received   16 i64 timestamp */
 #define LOG_HEAD 24
-#define LOG_ZSTD_LEVEL 3
+#define LOG_ZSTD_LEVEL 1
 #define LOG_PLAIN_MAX (1u << 20) /* a message is at most 32 KB; anything larger is damage */
 
-ps_status ps_store_log_append(ps_txn *t, const ps_log_rec *r)
+/* One compression context per thread that encodes (HTTP workers, the CLI's reader, the
+ * writer), freed when the thread ends. */
+static pthread_key_t cctx_key;
+static pthread_once_t cctx_once = PTHREAD_ONCE_INIT;
+
+static void cctx_free(void *p)
 {
-    PS_ASSERT(t->write && r->message_id.len <= 0xffff && r->source_id.len <= 0xffff);
-    ps_store *s = t->store;
-    if (s->cctx == NULL)
-        s->cctx = ZSTD_createCCtx();
-    size_t bound = ZSTD_compressBound(r->json.len);
-    ps_buf *b = &t->val;
-    ps_buf_reset(b);
+    ZSTD_freeCCtx(p);
+}
+
+static void cctx_key_make(void)
+{
+    PS_ASSERT(pthread_key_create(&cctx_key, cctx_free) == 0);
+}
+
+static ZSTD_CCtx *thread_cctx(void)
+{
+    pthread_once(&cctx_once, cctx_key_make);
+    ZSTD_CCtx *c = pthread_getspecific(cctx_key);
+    if (c == NULL && (c = ZSTD_createCCtx()) != NULL)
+        pthread_setspecific(cctx_key, c);
+    return c;
+}
+
+void ps_store_log_encode(const ps_log_rec *r, ps_buf *b)
+{
+    PS_ASSERT(r->message_id.len <= 0xffff && r->source_id.len <= 0xffff);
+    ZSTD_CCtx *cctx = thread_cctx();
+    size_t bound = ZSTD_compressBound(r->json.len), start = b->len;
     ps_buf_reserve(b, LOG_HEAD + r->message_id.len + r->source_id.len + bound);
-    uint8_t *h = b->ptr;
+    uint8_t *h = b->ptr + start;
     h[0] = 1;
     h[1] = r->type;
     h[3] = 0;
@@ -1154,22 +1172,34 @@ ps_status ps_store_log_append(ps_txn *t, const ps_log_rec *r)
     off += r->message_id.len;
     memcpy(h + off, r->source_id.ptr, r->source_id.len);
     off += r->source_id.len;
-    size_t n = s->cctx ? ZSTD_compressCCtx(s->cctx, h + off, bound, r->json.ptr, r->json.len,
-                                           LOG_ZSTD_LEVEL)
-                       : 0;
-    if (s->cctx == NULL || ZSTD_isError(n) || n >= r->json.len) {
-        h[2] = 0;
+    size_t n =
+        cctx ? ZSTD_compressCCtx(cctx, h + off, bound, r->json.ptr, r->json.len, LOG_ZSTD_LEVEL)
+             : 0;
+    if (cctx == NULL || ZSTD_isError(n) || n >= r->json.len) {
+        h[2] = 0; /* kept as is: it does not shrink */
         memcpy(h + off, r->json.ptr, r->json.len);
         n = r->json.len;
     } else {
         h[2] = 1;
     }
-    b->len = off + n;
+    b->len = start + off + n;
+}
+
+ps_status ps_store_log_put(ps_txn *t, uint64_t seq, ps_slice encoded)
+{
+    PS_ASSERT(t->write);
     key_reset(t);
-    key_u64(t, r->seq);
-    MDB_val k = kv(&t->key), v = {b->len, b->ptr};
+    key_u64(t, seq);
+    MDB_val k = kv(&t->key), v = {encoded.len, (void *)encoded.ptr};
     /* sequence numbers only grow: append without a page search */
-    return map_rc(mdb_put(t->txn, s->dbi[DB_LOG], &k, &v, MDB_APPEND), "log");
+    return map_rc(mdb_put(t->txn, t->store->dbi[DB_LOG], &k, &v, MDB_APPEND), "log");
+}
+
+ps_status ps_store_log_append(ps_txn *t, const ps_log_rec *r)
+{
+    ps_buf_reset(&t->val);
+    ps_store_log_encode(r, &t->val);
+    return ps_store_log_put(t, r->seq, (ps_slice){t->val.ptr, t->val.len});
 }
 
 /* Decodes a log value; the JSON only when `with_json` (into t->plain). */
