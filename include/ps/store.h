@@ -162,14 +162,15 @@ typedef struct ps_log_rec {
     uint8_t type; /* ps_msg_type */
     int64_t received_ms, timestamp_ms;
     ps_slice message_id, source_id;
-    ps_slice json; /* the message as ps_event_log_json() wrote it (stamps included) */
+    ps_slice json; /* the message as it arrived (a batch item with its envelope merged);
+                    * ps_event_log_json() adds the stamps to it */
 } ps_log_rec;
 /* Appends `r` (seq above every logged one). The JSON is stored compressed. */
 ps_status ps_store_log_append(ps_txn *t, const ps_log_rec *r);
 /* The same in two steps, so that the costly one runs off the writer thread: appends the log
  * value of `r` (its seq is not part of it) to `out` (thread-safe, no transaction), then
  * ps_store_log_put() stores such a value as message `seq`. */
-void ps_store_log_encode(const ps_log_rec *r, ps_buf *out);
+void ps_store_log_encode(ps_store *s, const ps_log_rec *r, ps_buf *out);
 ps_status ps_store_log_put(ps_txn *t, uint64_t seq, ps_slice encoded);
 /* Reads message `seq`. out->json is valid until the next log read in `t`. */
 ps_status ps_store_log_get(ps_txn *t, uint64_t seq, ps_log_rec *out);
@@ -258,14 +259,11 @@ typedef bool (*ps_type_fn)(void *ud, const char *type, uint8_t collection);
 ps_status ps_store_type_scan(ps_txn *t, ps_type_fn fn, void *ud);
 
 /* ---- migration ---- */
-/* Writes the log line of a format-1 event (old->received_ms, message_id, source_id and body
- * are set) into `json`. */
-typedef ps_status (*ps_migrate_fn)(void *ud, const ps_event_rec *old, ps_buf *json);
 /* Upgrades a store opened with any_format to the current format in one write transaction
  * (a crash leaves the old store or the new one): format 1's kept events become the log, which
  * is marked incomplete. *messages receives the number logged. PS_OK and 0 when the store is
  * current already. */
-ps_status ps_store_migrate(ps_store *s, ps_migrate_fn render, void *ud, uint64_t *messages);
+ps_status ps_store_migrate(ps_store *s, uint64_t *messages);
 
 /* Entry counts of every named database, for `check` and metrics. */
 typedef struct ps_store_counts {

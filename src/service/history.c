@@ -12,14 +12,29 @@ typedef struct scan_ctx {
     int64_t since_ms, until_ms;
     ps_history_fn fn;
     void *ud;
+    ps_buf line;
+    ps_status st;
 } scan_ctx;
 
+/* The log keeps the stamps beside the message; a line carries them inside it. */
 static bool visit(void *ud, const ps_log_rec *r)
 {
     scan_ctx *c = ud;
     if (r->received_ms < c->since_ms || r->received_ms >= c->until_ms)
         return true;
-    return c->fn(c->ud, r->json);
+    char mid[PS_ID_BYTES + 1], src[PS_ID_BYTES + 1];
+    if (r->message_id.len > PS_ID_BYTES || r->source_id.len > PS_ID_BYTES ||
+        r->type < PS_MSG_IDENTIFY || r->type > PS_MSG_ALIAS) {
+        c->st = PS_ECORRUPT;
+        return false;
+    }
+    memcpy(mid, r->message_id.ptr, r->message_id.len);
+    mid[r->message_id.len] = 0;
+    memcpy(src, r->source_id.ptr, r->source_id.len);
+    src[r->source_id.len] = 0;
+    ps_buf_reset(&c->line);
+    ps_event_log_json((ps_msg_type)r->type, mid, r->received_ms, src, r->json, &c->line);
+    return c->fn(c->ud, (ps_slice){c->line.ptr, c->line.len});
 }
 
 ps_status ps_history_scan(ps_space *sp, int64_t since_ms, int64_t until_ms, ps_history_fn fn,
@@ -29,10 +44,11 @@ ps_status ps_history_scan(ps_space *sp, int64_t since_ms, int64_t until_ms, ps_h
     ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
     if (st != PS_OK)
         return st;
-    scan_ctx c = {since_ms, until_ms, fn, ud};
+    scan_ctx c = {since_ms, until_ms, fn, ud, {0}, PS_OK};
     st = ps_store_log_scan(t, 1, true, visit, &c);
     ps_txn_abort(t);
-    return st;
+    ps_buf_clear(&c.line);
+    return st != PS_OK ? st : c.st;
 }
 
 ps_status ps_history_info_get(ps_space *sp, ps_history_info *out)
@@ -44,22 +60,6 @@ ps_status ps_history_info_get(ps_space *sp, ps_history_info *out)
     st = ps_store_log_info(t, &out->messages, &out->incomplete);
     ps_txn_abort(t);
     return st;
-}
-
-/* A format-1 event row as a log line: its stamps, then its body. */
-static ps_status render_old(void *ud, const ps_event_rec *old, ps_buf *json)
-{
-    (void)ud;
-    char mid[PS_ID_BYTES + 1], src[PS_ID_BYTES + 1];
-    if (old->message_id.len > PS_ID_BYTES || old->source_id.len > PS_ID_BYTES ||
-        old->type < PS_MSG_IDENTIFY || old->type > PS_MSG_ALIAS)
-        return PS_ECORRUPT;
-    memcpy(mid, old->message_id.ptr, old->message_id.len);
-    mid[old->message_id.len] = 0;
-    memcpy(src, old->source_id.ptr, old->source_id.len);
-    src[old->source_id.len] = 0;
-    ps_event_log_json((ps_msg_type)old->type, mid, old->received_ms, src, old->body, json);
-    return PS_OK;
 }
 
 ps_status ps_history_migrate(const char *data_dir, const char *name, int *from_format,
@@ -79,7 +79,7 @@ ps_status ps_history_migrate(const char *data_dir, const char *name, int *from_f
     if (st != PS_OK)
         return st;
     *from_format = ps_store_format(store);
-    st = ps_store_migrate(store, render_old, NULL, messages);
+    st = ps_store_migrate(store, messages);
     ps_store_close(store);
     return st;
 }

@@ -24,7 +24,6 @@ struct ps_ingest {
     int64_t newest_received_ms;
     ps_buf ids;        /* scratch: promoted ids of one event */
     ps_buf line;       /* scratch: one encoded log value */
-    ps_buf scratch;    /* scratch: one message as the log keeps it */
     ps_status failure; /* storage failure inside a callback */
 };
 
@@ -38,7 +37,6 @@ ps_status ps_ingest_begin(ps_space *sp, const ps_ingest_opts *opts, ps_ingest **
     ps_arena_init(&in->arena);
     ps_buf_init(&in->ids);
     ps_buf_init(&in->line);
-    ps_buf_init(&in->scratch);
     *out = in;
     return PS_OK;
 }
@@ -123,19 +121,17 @@ static ps_status resolve_collection(ps_ingest *in, const ps_event *ev, ps_collec
     return PS_OK;
 }
 
-/* Appends the log value of `ev` to `out`; `json` is scratch space. */
-static void log_encode(const ps_event *ev, ps_buf *out, ps_buf *json)
+/* Appends the log value of `ev` to `out`: its stamps and the message as it arrived. */
+static void log_encode(ps_space *sp, const ps_event *ev, ps_buf *out)
 {
-    ps_buf_reset(json);
-    ps_event_log_json(ev->type, ev->message_id, ev->received_ms, ev->source_id, ev->message, json);
     ps_log_rec lr = {0,
                      (uint8_t)ev->type,
                      ev->received_ms,
                      ev->timestamp_ms,
                      PS_SLICE_STR(ev->message_id),
                      PS_SLICE_STR(ev->source_id),
-                     {json->ptr, json->len}};
-    ps_store_log_encode(&lr, out);
+                     ev->message};
+    ps_store_log_encode(ps_space_store(sp), &lr, out);
 }
 
 static ps_status write_traits(ps_ingest *in, const ps_event *ev, uint64_t profile, uint64_t msg_seq,
@@ -206,7 +202,7 @@ static ps_status accept_event(ps_ingest *in, const ps_event *ev, const ps_slice 
         st = ps_store_log_put(in->txn, msg_seq, *logged);
     } else {
         ps_buf_reset(&in->line);
-        log_encode(ev, &in->line, &in->scratch);
+        log_encode(in->space, ev, &in->line);
         st = ps_store_log_put(in->txn, msg_seq, (ps_slice){in->line.ptr, in->line.len});
     }
     if (st != PS_OK)
@@ -392,14 +388,11 @@ ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *jso
     }
     /* the costly part of storing a message, done here rather than on the writer */
     if (p->count) {
-        ps_buf scratch;
-        ps_buf_init(&scratch);
         p->log_end = ps_xmalloc(p->count * sizeof *p->log_end);
         for (size_t i = 0; i < p->count; i++) {
-            log_encode(&p->events[i], &p->logs, &scratch);
+            log_encode(sp, &p->events[i], &p->logs);
             p->log_end[i] = p->logs.len;
         }
-        ps_buf_clear(&scratch);
     }
     *out = p;
     return PS_OK;
@@ -519,7 +512,6 @@ void ps_ingest_end(ps_ingest *in)
     ps_arena_clear(&in->arena);
     ps_buf_clear(&in->ids);
     ps_buf_clear(&in->line);
-    ps_buf_clear(&in->scratch);
     free(in);
 }
 

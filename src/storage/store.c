@@ -33,6 +33,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,7 @@
 
 #include <lmdb.h>
 #include <msgpack.h>
+#include <zdict.h>
 #include <zstd.h>
 
 #include "ps/log.h"
@@ -77,6 +79,12 @@ struct ps_store {
     MDB_dbi dbi[DB__COUNT];
     char *name;
     int format; /* as found at open */
+    /* log compression dictionaries (docs/storage-format.md): the one new messages use, and
+     * every one a logged message may name, loaded on first use; never freed before close */
+    pthread_mutex_t dict_lock;
+    _Atomic(ZSTD_CDict *) cdict;
+    _Atomic(uint8_t) cdict_id;
+    _Atomic(ZSTD_DDict *) ddict[256];
     pthread_mutex_t pool_lock;
     ps_txn *pool[READ_POOL_MAX];
     size_t pooled;
@@ -88,6 +96,7 @@ struct ps_txn {
     bool write;
     bool counters_loaded; /* read lazily: most readers never ask */
     bool counters_dirty;
+    bool logged; /* a write transaction that appended to the log */
     uint64_t counters[PS_CTR__COUNT];
     ps_buf key;
     ps_buf val;
@@ -97,6 +106,8 @@ struct ps_txn {
 };
 
 static void txn_free(ps_txn *t);
+static ps_status dict_prepare(ps_txn *t, uint8_t **dict, size_t *dict_len);
+static void dict_install(ps_store *s, const uint8_t *dict, size_t len);
 
 /* ---- errors ---- */
 
@@ -350,6 +361,7 @@ ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **o
 
     ps_store *s = ps_xcalloc(1, sizeof *s);
     pthread_mutex_init(&s->pool_lock, NULL);
+    pthread_mutex_init(&s->dict_lock, NULL);
     const char *slash = strrchr(dir, '/');
     s->name = ps_xstrdup(slash && slash[1] ? slash + 1 : dir);
     int rc = mdb_env_create(&s->env);
@@ -367,6 +379,7 @@ ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **o
             st = PS_ENOTFOUND;
         mdb_env_close(s->env);
         pthread_mutex_destroy(&s->pool_lock);
+        pthread_mutex_destroy(&s->dict_lock);
         free(s->name);
         free(s);
         return st;
@@ -458,6 +471,10 @@ void ps_store_close(ps_store *s)
         txn_free(s->pool[i]);
     }
     pthread_mutex_destroy(&s->pool_lock);
+    pthread_mutex_destroy(&s->dict_lock);
+    ZSTD_freeCDict(s->cdict);
+    for (int i = 0; i < 256; i++)
+        ZSTD_freeDDict(s->ddict[i]);
     mdb_env_close(s->env);
     free(s->name);
     free(s);
@@ -580,7 +597,11 @@ ps_status ps_txn_begin(ps_store *s, bool write, ps_txn **out)
 ps_status ps_txn_commit(ps_txn *t)
 {
     ps_status st = PS_OK;
-    if (t->write && t->counters_dirty) {
+    uint8_t *dict = NULL;
+    size_t dict_len = 0;
+    if (t->write && t->logged && atomic_load(&t->store->cdict) == NULL)
+        st = dict_prepare(t, &dict, &dict_len);
+    if (st == PS_OK && t->write && t->counters_dirty) {
         msgpack_packer pk = pk_begin(t, PS_CTR__COUNT);
         for (int i = 0; i < PS_CTR__COUNT; i++)
             msgpack_pack_uint64(&pk, t->counters[i]);
@@ -592,6 +613,7 @@ ps_status ps_txn_commit(ps_txn *t)
         read_end(t);
         return PS_OK;
     }
+    ps_store *s = t->store;
     if (st != PS_OK) {
         mdb_txn_abort(t->txn);
     } else {
@@ -599,6 +621,9 @@ ps_status ps_txn_commit(ps_txn *t)
         st = map_rc(rc, "commit");
     }
     txn_free(t);
+    if (st == PS_OK && dict)
+        dict_install(s, dict, dict_len);
+    free(dict);
     return st;
 }
 
@@ -1120,12 +1145,24 @@ ps_status ps_store_trait_scan(ps_txn *t, uint64_t profile, const char *from, siz
 /* ---- log ---- */
 
 /* A log value: a 24-byte head, the message id and source id, then the message JSON as one
- * zstd frame (codec 1) or as is (codec 0, for a message that does not shrink).
- *   0 u8 version (1)   1 u8 type   2 u8 codec   3 u8 zero
+ * zstd frame (codec 1), one zstd frame made with the space's dictionary number h[3] (codec 2),
+ * or as is (codec 0, for a message that does not shrink).
+ *   0 u8 version (1)   1 u8 type   2 u8 codec   3 u8 dictionary number (codec 2) or 0
  *   4 u16 message id length   6 u16 source id length   8 i64 received   16 i64 timestamp */
 #define LOG_HEAD 24
 #define LOG_ZSTD_LEVEL 1
 #define LOG_PLAIN_MAX (1u << 20) /* a message is at most 32 KB; anything larger is damage */
+/* Messages are small and alike: a dictionary trained on the first ones makes them several
+ * times smaller and faster to compress (docs/decisions/0005-log-compression.md). */
+#define LOG_DICT_AFTER 2000u            /* messages logged before the dictionary is trained */
+#define LOG_DICT_BYTES (64u << 10)      /* its size */
+#define LOG_DICT_SAMPLE_MAX (16u << 20) /* bytes of messages it is trained on, at most */
+#define LOG_DICT_ID 1u                  /* the one dictionary so far */
+
+static void dict_key(unsigned id, char out[32])
+{
+    snprintf(out, 32, "log/dict/%u", id);
+}
 
 /* One compression context per thread that encodes (HTTP workers, the CLI's reader, the
  * writer), freed when the thread ends. */
@@ -1151,10 +1188,12 @@ static ZSTD_CCtx *thread_cctx(void)
     return c;
 }
 
-void ps_store_log_encode(const ps_log_rec *r, ps_buf *b)
+void ps_store_log_encode(ps_store *s, const ps_log_rec *r, ps_buf *b)
 {
     PS_ASSERT(r->message_id.len <= 0xffff && r->source_id.len <= 0xffff);
     ZSTD_CCtx *cctx = thread_cctx();
+    ZSTD_CDict *cdict = atomic_load(&s->cdict);
+    uint8_t dict_id = cdict ? atomic_load(&s->cdict_id) : 0;
     size_t bound = ZSTD_compressBound(r->json.len), start = b->len;
     ps_buf_reserve(b, LOG_HEAD + r->message_id.len + r->source_id.len + bound);
     uint8_t *h = b->ptr + start;
@@ -1172,15 +1211,25 @@ void ps_store_log_encode(const ps_log_rec *r, ps_buf *b)
     off += r->message_id.len;
     memcpy(h + off, r->source_id.ptr, r->source_id.len);
     off += r->source_id.len;
-    size_t n =
-        cctx ? ZSTD_compressCCtx(cctx, h + off, bound, r->json.ptr, r->json.len, LOG_ZSTD_LEVEL)
-             : 0;
+    size_t n = 0;
+    if (cctx && cdict) { /* the content size is kept, the dictionary's own id is not */
+        ZSTD_CCtx_reset(cctx, ZSTD_reset_session_only);
+        ZSTD_CCtx_refCDict(cctx, cdict);
+        ZSTD_CCtx_setParameter(cctx, ZSTD_c_dictIDFlag, 0);
+        n = ZSTD_compress2(cctx, h + off, bound, r->json.ptr, r->json.len);
+        h[2] = 2;
+        h[3] = dict_id;
+    } else if (cctx) {
+        ZSTD_CCtx_reset(cctx, ZSTD_reset_session_only);
+        ZSTD_CCtx_refCDict(cctx, NULL);
+        n = ZSTD_compressCCtx(cctx, h + off, bound, r->json.ptr, r->json.len, LOG_ZSTD_LEVEL);
+        h[2] = 1;
+    }
     if (cctx == NULL || ZSTD_isError(n) || n >= r->json.len) {
         h[2] = 0; /* kept as is: it does not shrink */
+        h[3] = 0;
         memcpy(h + off, r->json.ptr, r->json.len);
         n = r->json.len;
-    } else {
-        h[2] = 1;
     }
     b->len = start + off + n;
 }
@@ -1188,6 +1237,7 @@ void ps_store_log_encode(const ps_log_rec *r, ps_buf *b)
 ps_status ps_store_log_put(ps_txn *t, uint64_t seq, ps_slice encoded)
 {
     PS_ASSERT(t->write);
+    t->logged = true;
     key_reset(t);
     key_u64(t, seq);
     MDB_val k = kv(&t->key), v = {encoded.len, (void *)encoded.ptr};
@@ -1198,8 +1248,28 @@ ps_status ps_store_log_put(ps_txn *t, uint64_t seq, ps_slice encoded)
 ps_status ps_store_log_append(ps_txn *t, const ps_log_rec *r)
 {
     ps_buf_reset(&t->val);
-    ps_store_log_encode(r, &t->val);
+    ps_store_log_encode(t->store, r, &t->val);
     return ps_store_log_put(t, r->seq, (ps_slice){t->val.ptr, t->val.len});
+}
+
+/* The decompression dictionary number `id`, loaded from meta on first use. */
+static ZSTD_DDict *ddict_get(ps_txn *t, unsigned id)
+{
+    ps_store *s = t->store;
+    ZSTD_DDict *d = atomic_load(&s->ddict[id]);
+    if (d)
+        return d;
+    char key[32];
+    dict_key(id, key);
+    ps_slice v;
+    if (ps_store_meta_get(t, key, &v) != PS_OK)
+        return NULL;
+    pthread_mutex_lock(&s->dict_lock);
+    d = atomic_load(&s->ddict[id]);
+    if (d == NULL && (d = ZSTD_createDDict(v.ptr, v.len)) != NULL)
+        atomic_store(&s->ddict[id], d);
+    pthread_mutex_unlock(&s->dict_lock);
+    return d;
 }
 
 /* Decodes a log value; the JSON only when `with_json` (into t->plain). */
@@ -1207,7 +1277,7 @@ static ps_status log_decode(ps_txn *t, uint64_t seq, const MDB_val *v, bool with
                             ps_log_rec *out)
 {
     const uint8_t *h = v->mv_data;
-    if (v->mv_size < LOG_HEAD || h[0] != 1 || h[2] > 1)
+    if (v->mv_size < LOG_HEAD || h[0] != 1 || h[2] > 2)
         return PS_ECORRUPT;
     size_t il = (size_t)h[4] << 8 | h[5], sl = (size_t)h[6] << 8 | h[7];
     if (LOG_HEAD + il + sl > v->mv_size)
@@ -1233,15 +1303,102 @@ static ps_status log_decode(ps_txn *t, uint64_t seq, const MDB_val *v, bool with
         return PS_ECORRUPT;
     if (t->dctx == NULL && (t->dctx = ZSTD_createDCtx()) == NULL)
         return PS_EIO;
+    ZSTD_DDict *dict = NULL;
+    if (h[2] == 2 && (dict = ddict_get(t, h[3])) == NULL)
+        return PS_ECORRUPT; /* names a dictionary the store does not have */
     ps_buf_reset(&t->plain);
     ps_buf_reserve(&t->plain, (size_t)plain + 1);
-    size_t n = ZSTD_decompressDCtx(t->dctx, t->plain.ptr, (size_t)plain, z, zl);
+    size_t n = dict ? ZSTD_decompress_usingDDict(t->dctx, t->plain.ptr, (size_t)plain, z, zl, dict)
+                    : ZSTD_decompressDCtx(t->dctx, t->plain.ptr, (size_t)plain, z, zl);
     if (ZSTD_isError(n) || n != plain)
         return PS_ECORRUPT;
     t->plain.len = n;
     t->plain.ptr[n] = 0;
     out->json = (ps_slice){t->plain.ptr, n};
     return PS_OK;
+}
+
+typedef struct sample_ctx {
+    ps_buf bytes;
+    size_t sizes[LOG_DICT_AFTER];
+    unsigned count;
+} sample_ctx;
+
+static bool take_sample(void *ud, const ps_log_rec *r)
+{
+    sample_ctx *c = ud;
+    if (c->bytes.len + r->json.len > LOG_DICT_SAMPLE_MAX)
+        return false;
+    ps_buf_append(&c->bytes, r->json.ptr, r->json.len);
+    c->sizes[c->count++] = r->json.len;
+    return c->count < LOG_DICT_AFTER;
+}
+
+/* Before a write transaction that logged messages commits, while the store has no dictionary
+ * in memory: the dictionary another process stored, or, once the log holds LOG_DICT_AFTER
+ * messages, one trained on the first of them and stored. Its bytes (a copy) go to `*dict`
+ * to be installed after the commit. A training that fails leaves a note so that it is tried
+ * again only when the log has doubled. */
+static ps_status dict_prepare(ps_txn *t, uint8_t **dict, size_t *dict_len)
+{
+    char key[32];
+    dict_key(LOG_DICT_ID, key);
+    ps_slice v;
+    ps_status st = ps_store_meta_get(t, key, &v);
+    if (st == PS_OK) {
+        *dict = ps_xmalloc(v.len);
+        memcpy(*dict, v.ptr, v.len);
+        *dict_len = v.len;
+        return PS_OK;
+    }
+    if (st != PS_ENOTFOUND)
+        return st;
+    MDB_stat ms;
+    int rc = mdb_stat(t->txn, t->store->dbi[DB_LOG], &ms);
+    if (rc)
+        return map_rc(rc, "log stat");
+    uint64_t retry_at = LOG_DICT_AFTER;
+    if (ps_store_meta_get(t, "log/dict-failed", &v) == PS_OK && v.len == 8)
+        retry_at = 2 * ps_get_be64(v.ptr);
+    if (ms.ms_entries < retry_at)
+        return PS_OK;
+    sample_ctx *c = ps_xcalloc(1, sizeof *c);
+    st = ps_store_log_scan(t, 1, true, take_sample, c);
+    uint8_t *out = ps_xmalloc(LOG_DICT_BYTES);
+    size_t n = st == PS_OK
+                   ? ZDICT_trainFromBuffer(out, LOG_DICT_BYTES, c->bytes.ptr, c->sizes, c->count)
+                   : 0;
+    if (st == PS_OK && ZDICT_isError(n)) { /* too few or too uniform samples: later */
+        uint8_t at[8];
+        ps_put_be64(at, ms.ms_entries);
+        st = ps_store_meta_put(t, "log/dict-failed", (ps_slice){at, 8});
+        n = 0;
+    } else if (st == PS_OK) {
+        st = ps_store_meta_put(t, key, (ps_slice){out, n});
+    }
+    ps_buf_clear(&c->bytes);
+    free(c);
+    if (st == PS_OK && n > 0) {
+        *dict = out;
+        *dict_len = n;
+    } else {
+        free(out);
+    }
+    return st;
+}
+
+/* Makes committed dictionary bytes the one new messages are compressed with. */
+static void dict_install(ps_store *s, const uint8_t *dict, size_t len)
+{
+    pthread_mutex_lock(&s->dict_lock);
+    if (atomic_load(&s->cdict) == NULL) {
+        ZSTD_CDict *cd = ZSTD_createCDict(dict, len, LOG_ZSTD_LEVEL);
+        if (cd) {
+            atomic_store(&s->cdict_id, (uint8_t)LOG_DICT_ID);
+            atomic_store(&s->cdict, cd);
+        }
+    }
+    pthread_mutex_unlock(&s->dict_lock);
 }
 
 static ps_status log_read(ps_txn *t, uint64_t seq, bool with_json, ps_log_rec *out)
@@ -1742,9 +1899,9 @@ ps_status ps_store_counts_get(ps_txn *t, ps_store_counts *out)
 
 /* ---- migration ---- */
 
-/* Format 1 -> 2: each kept event becomes a log message (rendered by `render`) and its row is
+/* Format 1 -> 2: each kept event becomes a log message (its stamps and body) and its row is
  * rewritten in the format-2 layout, through a scratch table, all in one transaction. */
-ps_status ps_store_migrate(ps_store *s, ps_migrate_fn render, void *ud, uint64_t *messages)
+ps_status ps_store_migrate(ps_store *s, uint64_t *messages)
 {
     *messages = 0;
     if (s->format == PS_STORE_FORMAT)
@@ -1762,8 +1919,6 @@ ps_status ps_store_migrate(ps_store *s, ps_migrate_fn render, void *ud, uint64_t
     if (rc == 0)
         rc = mdb_cursor_open(t->txn, s->dbi[DB_EVENT], &cur);
     MDB_val k, v;
-    ps_buf json;
-    ps_buf_init(&json);
     if (rc == 0)
         rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
     while (rc == 0 && st == PS_OK) {
@@ -1772,13 +1927,12 @@ ps_status ps_store_migrate(ps_store *s, ps_migrate_fn render, void *ud, uint64_t
             st = PS_ECORRUPT;
             break;
         }
-        ps_buf_reset(&json);
-        if (e.body.len == 0 || (st = render(ud, &e, &json)) != PS_OK) {
-            st = st == PS_OK ? PS_ECORRUPT : st;
+        if (e.body.len == 0 || e.message_id.len > 0xffff || e.source_id.len > 0xffff) {
+            st = PS_ECORRUPT;
             break;
         }
-        ps_log_rec lr = {e.seq,        e.type,      e.received_ms,       e.timestamp_ms,
-                         e.message_id, e.source_id, {json.ptr, json.len}};
+        ps_log_rec lr = {e.seq,        e.type,      e.received_ms, e.timestamp_ms,
+                         e.message_id, e.source_id, e.body};
         if ((st = ps_store_log_append(t, &lr)) != PS_OK)
             break;
         encode_event(t, &e);
@@ -1815,7 +1969,6 @@ ps_status ps_store_migrate(ps_store *s, ps_migrate_fn render, void *ud, uint64_t
         rc = put_format(t->txn, s->dbi[DB_META], PS_STORE_FORMAT);
     if (rc == 0 && st == PS_OK)
         st = ps_store_meta_put(t, log_incomplete_key, PS_SLICE_STR("format 1 kept only events"));
-    ps_buf_clear(&json);
     if (rc && st == PS_OK)
         st = map_rc(rc, "migrate");
     if (st != PS_OK) {
