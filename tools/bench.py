@@ -10,6 +10,7 @@ import collections
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -257,16 +258,22 @@ def bench(work):
 
     data = os.path.join(work, "batch")
     ctl(data, "space", "create", "b")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_oublock
     t0 = time.monotonic()
     summary = json.loads(ctl(data, "--json", "ingest", "b", corpus))
     secs = time.monotonic() - t0
+    # blocks the kernel wrote to storage for the ingest (512-byte units, /proc/PID/io
+    # write_bytes of the finished child)
+    written = (resource.getrusage(resource.RUSAGE_CHILDREN).ru_oublock - before) * 512
     rate = SIZE / secs
-    row("batch ingest (`profilectl ingest`, one writer)", "%.0f events/s" % rate,
+    row("batch ingest (`profilectl ingest`, parse and resolve threads)", "%.0f events/s" % rate,
         "%.0f" % c_parse, "%.3f" % (rate / c_parse), ">= 0.30",
         "%d profiles created, %d merges" % (summary["profiles_created"], summary["merges"]))
+    row("bytes written to storage per ingested event", "%.0f" % (written / SIZE), "", "", "",
+        "%.1f MB written for %.1f MB of NDJSON" % (written / 1e6, raw / 1e6))
     used = disk_bytes(os.path.join(data, "spaces", "b", "data.mdb"))
-    row("disk per raw event byte", "%.2f" % (used / raw), "", "", "<= 1.4",
-        "%.1f MB store for %.1f MB of NDJSON" % (used / 1e6, raw / 1e6))
+    row("disk per raw event byte (every message kept in the log)", "%.2f" % (used / raw), "", "",
+        "<= 1.0", "%.1f MB store for %.1f MB of NDJSON" % (used / 1e6, raw / 1e6))
 
     # durable HTTP ingest
     hdata = os.path.join(work, "http")
@@ -281,7 +288,7 @@ def bench(work):
     lat = re.search(r"p50 ([\d.]+) p99 ([\d.]+) p99.9 ([\d.]+)", out)
     rate = float(v["durable_ingest_events_per_s"])
     row("durable HTTP ingest (`/v1/batch`, 100 events/request, 8 keep-alive connections)",
-        "%.0f events/s" % rate, "%.0f" % c_parse, "%.3f" % (rate / c_parse), ">= 0.10",
+        "%.0f events/s" % rate, "%.0f" % c_parse, "%.3f" % (rate / c_parse), ">= 0.12, p99 <= 25 ms",
         "ack p50 %s ms, p99 %s ms, p99.9 %s ms" % lat.groups())
 
     # reads against the batch-ingested store

@@ -113,6 +113,12 @@ ps_status ps_ingest_prepared(ps_ingest *in, const ps_prepared *p);
  * batch's statistics, as ps_ingest_payload() counts one. */
 void ps_ingest_unreadable(ps_ingest *in, ps_drop why);
 
+/* Derives every table but the log again from the log, in order, under the space's current
+ * settings, in one write transaction: readers keep the old state until it commits, and a
+ * crash leaves the old state. On a store whose log lacks messages (migrated from format 1)
+ * it refuses with PS_ECONFLICT unless `force`. `stats` receives the counts of the replay. */
+ps_status ps_ingest_rebuild(ps_space *sp, bool force, ps_ingest_stats *stats);
+
 /* Counts for everything committed so far. Borrowed: valid until ps_ingest_end(). */
 const ps_ingest_stats *ps_ingest_stats_get(const ps_ingest *in);
 

@@ -258,6 +258,10 @@ ps_status ps_store_type_get(ps_txn *t, const char *type, uint8_t *collection);
 typedef bool (*ps_type_fn)(void *ud, const char *type, uint8_t collection);
 ps_status ps_store_type_scan(ps_txn *t, ps_type_fn fn, void *ud);
 
+/* Empties every derived table (all but meta and the log) and restarts their counters; the
+ * message counter, settings, tokens and the log stay. For a rebuild from the log. */
+ps_status ps_store_clear_derived(ps_txn *t);
+
 /* ---- migration ---- */
 /* Upgrades a store opened with any_format to the current format in one write transaction
  * (a crash leaves the old store or the new one): format 1's kept events become the log, which

@@ -50,5 +50,6 @@ int cmd_token(cli *c);
 int cmd_source(cli *c);
 int cmd_log(cli *c);
 int cmd_migrate(cli *c);
+int cmd_rebuild(cli *c);
 
 #endif

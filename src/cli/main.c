@@ -26,6 +26,8 @@ static const char usage[] =
     "  check SPACE                            verify every invariant of the identity graph\n"
     "  log SPACE [--since TIME] [--until TIME]\n"
     "                                         the accepted messages as NDJSON (replayable)\n"
+    "  rebuild SPACE [--force]                derive every table again from the log, under the\n"
+    "                                         current settings, in one transaction\n"
     "  migrate SPACE                          upgrade a space to the current storage format\n"
     "  token create SPACE [--name NAME]       new Profile API access token (printed once)\n"
     "  token list SPACE                       token names and creation times\n"
@@ -45,10 +47,10 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
-    {"space", cmd_space},   {"settings", cmd_settings}, {"ingest", cmd_ingest},
-    {"inspect", cmd_inspect}, {"export", cmd_export},   {"check", cmd_check},
-    {"token", cmd_token},   {"source", cmd_source},     {"log", cmd_log},
-    {"migrate", cmd_migrate},
+    {"space", cmd_space},     {"settings", cmd_settings}, {"ingest", cmd_ingest},
+    {"inspect", cmd_inspect}, {"export", cmd_export},     {"check", cmd_check},
+    {"token", cmd_token},     {"source", cmd_source},     {"log", cmd_log},
+    {"migrate", cmd_migrate}, {"rebuild", cmd_rebuild},
 };
 
 int cli_fail(int code, const char *fmt, ...)
@@ -89,16 +91,16 @@ int cli_open_space(const cli *c, const char *name, bool read_only, ps_space **ou
                         "invalid space name '%s' (1-64 characters of A-Z a-z 0-9 _ -)", name);
     ps_status st = ps_space_open(c->data_dir, name, read_only, out);
     if (st == PS_ENOTFOUND)
-        return cli_fail(EXIT_NOTFOUND, "no space '%s' in %s (create it with: profilectl space "
-                                       "create %s)",
+        return cli_fail(EXIT_NOTFOUND,
+                        "no space '%s' in %s (create it with: profilectl space "
+                        "create %s)",
                         name, c->data_dir, name);
     if (st == PS_EFORMAT)
         return cli_fail(EXIT_STORE,
                         "space '%s' is in storage format 1; upgrade it with: profilectl migrate %s",
                         name, name);
     if (st != PS_OK)
-        return cli_fail(cli_exit_code(st), "cannot open space '%s': %s", name,
-                        ps_status_str(st));
+        return cli_fail(cli_exit_code(st), "cannot open space '%s': %s", name, ps_status_str(st));
     return EXIT_OK;
 }
 

@@ -22,9 +22,10 @@ struct ps_ingest {
     ps_ingest_stats committed, pending;
     size_t pending_messages;
     int64_t newest_received_ms;
-    ps_buf ids;        /* scratch: promoted ids of one event */
-    ps_buf line;       /* scratch: one encoded log value */
-    ps_status failure; /* storage failure inside a callback */
+    ps_buf ids;          /* scratch: promoted ids of one event */
+    ps_buf line;         /* scratch: one encoded log value */
+    uint64_t replay_seq; /* rebuilding: the logged message being derived again, else 0 */
+    ps_status failure;   /* storage failure inside a callback */
 };
 
 ps_status ps_ingest_begin(ps_space *sp, const ps_ingest_opts *opts, ps_ingest **out)
@@ -196,17 +197,19 @@ static ps_status accept_event(ps_ingest *in, const ps_event *ev, const ps_slice 
     in->pending_messages++;
     if (ev->received_ms > in->newest_received_ms)
         in->newest_received_ms = ev->received_ms;
-    uint64_t msg_seq = ps_txn_next(in->txn, PS_CTR_MESSAGE);
-    /* the log first: everything below is derived from it (docs/storage-format.md) */
-    if (logged) {
-        st = ps_store_log_put(in->txn, msg_seq, *logged);
-    } else {
-        ps_buf_reset(&in->line);
-        log_encode(in->space, ev, &in->line);
-        st = ps_store_log_put(in->txn, msg_seq, (ps_slice){in->line.ptr, in->line.len});
+    uint64_t msg_seq = in->replay_seq;
+    if (msg_seq == 0) { /* the log first: everything below is derived from it */
+        msg_seq = ps_txn_next(in->txn, PS_CTR_MESSAGE);
+        if (logged) {
+            st = ps_store_log_put(in->txn, msg_seq, *logged);
+        } else {
+            ps_buf_reset(&in->line);
+            log_encode(in->space, ev, &in->line);
+            st = ps_store_log_put(in->txn, msg_seq, (ps_slice){in->line.ptr, in->line.len});
+        }
+        if (st != PS_OK)
+            return st;
     }
-    if (st != PS_OK)
-        return st;
 
     bool *promoted = ps_arena_alloc(&in->arena, (ev->id_count + 1) * sizeof(bool));
     uint64_t user = 0, account = 0;
@@ -518,4 +521,75 @@ void ps_ingest_end(ps_ingest *in)
 const ps_ingest_stats *ps_ingest_stats_get(const ps_ingest *in)
 {
     return &in->committed;
+}
+
+/* ---- rebuild ---- */
+
+typedef struct replay_ctx {
+    ps_ingest *in;
+    ps_buf line;
+    ps_status st;
+} replay_ctx;
+
+/* Derives one logged message again: its line (stamps and message) through the same parse and
+ * accept path as at first, under the message's own sequence number. */
+static bool replay_one(void *ud, const ps_log_rec *r)
+{
+    replay_ctx *c = ud;
+    ps_ingest *in = c->in;
+    char mid[PS_ID_BYTES + 1], src[PS_ID_BYTES + 1];
+    if (r->message_id.len > PS_ID_BYTES || r->source_id.len > PS_ID_BYTES ||
+        r->type < PS_MSG_IDENTIFY || r->type > PS_MSG_ALIAS) {
+        c->st = PS_ECORRUPT;
+        return false;
+    }
+    memcpy(mid, r->message_id.ptr, r->message_id.len);
+    mid[r->message_id.len] = 0;
+    memcpy(src, r->source_id.ptr, r->source_id.len);
+    src[r->source_id.len] = 0;
+    ps_buf_reset(&c->line);
+    ps_event_log_json((ps_msg_type)r->type, mid, r->received_ms, src, r->json, &c->line);
+    ps_accept_opts ao = {
+        .now_ms = r->received_ms, .keep_received_at = true, .source_id = "", .sequence = r->seq};
+    ps_drop why;
+    in->replay_seq = r->seq;
+    in->pending.payloads++;
+    ps_status st = ingest_parse(in, c->line.ptr, c->line.len, &ao, &why);
+    in->replay_seq = 0;
+    if (in->failure != PS_OK) {
+        c->st = in->failure;
+        return false;
+    }
+    (void)st; /* a message the current rules cannot read stays in the log, deriving nothing */
+    return true;
+}
+
+ps_status ps_ingest_rebuild(ps_space *sp, bool force, ps_ingest_stats *stats)
+{
+    memset(stats, 0, sizeof *stats);
+    ps_ingest *in;
+    ps_ingest_opts opts = {.keep_received_at = true};
+    ps_status st = ps_ingest_begin(sp, &opts, &in);
+    if (st == PS_OK)
+        st = open_batch(in);
+    uint64_t count = 0;
+    bool incomplete = false;
+    if (st == PS_OK)
+        st = ps_store_log_info(in->txn, &count, &incomplete);
+    if (st == PS_OK && incomplete && !force)
+        st = PS_ECONFLICT;
+    if (st == PS_OK)
+        st = ps_store_clear_derived(in->txn);
+    replay_ctx c = {in, {0}, PS_OK};
+    if (st == PS_OK)
+        st = ps_store_log_scan(in->txn, 1, true, replay_one, &c);
+    if (st == PS_OK)
+        st = c.st;
+    ps_buf_clear(&c.line);
+    if (st == PS_OK)
+        st = ps_ingest_commit(in); /* readers see the old state until this returns */
+    if (st == PS_OK)
+        *stats = in->committed;
+    ps_ingest_end(in);
+    return st;
 }

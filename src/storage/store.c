@@ -1897,6 +1897,25 @@ ps_status ps_store_counts_get(ps_txn *t, ps_store_counts *out)
     return PS_OK;
 }
 
+/* ---- rebuild ---- */
+
+ps_status ps_store_clear_derived(ps_txn *t)
+{
+    PS_ASSERT(t->write);
+    for (int db = 0; db < DB__COUNT; db++) {
+        if (db == DB_META || db == DB_LOG)
+            continue;
+        int rc = mdb_drop(t->txn, t->store->dbi[db], 0);
+        if (rc)
+            return map_rc(rc, db_names[db]);
+    }
+    for (int c = 0; c < PS_CTR__COUNT; c++)
+        if (c != PS_CTR_MESSAGE)
+            t->counters[c] = 1;
+    t->counters_dirty = true;
+    return PS_OK;
+}
+
 /* ---- migration ---- */
 
 /* Format 1 -> 2: each kept event becomes a log message (its stamps and body) and its row is
