@@ -96,7 +96,9 @@ struct ps_txn {
     bool write;
     bool counters_loaded; /* read lazily: most readers never ask */
     bool counters_dirty;
-    bool logged; /* a write transaction that appended to the log */
+    bool logged;            /* a write transaction that appended to the log */
+    char seen_types[8][65]; /* identifier types known to be in `types` (a few per space) */
+    unsigned seen_count;
     uint64_t counters[PS_CTR__COUNT];
     ps_buf key;
     ps_buf val;
@@ -1699,33 +1701,57 @@ ps_status ps_store_dedup_get(ps_txn *t, const char *message_id, int64_t *receive
 
 ps_status ps_store_dedup_put(ps_txn *t, const char *message_id, int64_t received_ms)
 {
-    int64_t old;
-    ps_status st = ps_store_dedup_get(t, message_id, &old);
-    if (st == PS_OK) { /* re-accepted after expiry: move its time index row */
-        key_reset(t);
-        key_u64(t, (uint64_t)old);
-        key_bytes(t, message_id, strlen(message_id));
-        st = del_key(t, DB_DEDUP_TIME);
-        if (st != PS_OK && st != PS_ENOTFOUND)
-            return st;
-    } else if (st != PS_ENOTFOUND) {
-        return st;
-    }
     msgpack_packer pk = pk_begin(t, 1);
     msgpack_pack_int64(&pk, received_ms);
     key_reset(t);
     key_bytes(t, message_id, strlen(message_id));
-    if ((st = put_val(t, DB_DEDUP)) != PS_OK)
-        return st;
-    key_reset(t);
-    key_u64(t, (uint64_t)received_ms);
-    key_bytes(t, message_id, strlen(message_id));
-    return put_raw(t, DB_DEDUP_TIME, "", 0);
+    return put_val(t, DB_DEDUP);
 }
 
-ps_status ps_store_dedup_expire(ps_txn *t, int64_t cutoff_ms, size_t max, size_t *expired)
+/* Expiry walks the log, which is in acceptance order, from where the last walk stopped
+ * (meta "dedup/expired", a message sequence number): each message received before the cutoff
+ * has its dedup row removed, unless the row is a later acceptance of the same id. A message
+ * whose receivedAt is out of order can hold the walk back; a row that outlives its window
+ * never changes a decision, because lookups compare the times. */
+static const char dedup_expired_key[] = "dedup/expired";
+
+typedef struct expire_ctx {
+    ps_txn *t;
+    int64_t cutoff_ms;
+    size_t max, done;
+    uint64_t last; /* the last message walked past */
+    ps_status st;
+} expire_ctx;
+
+static bool expire_one(void *ud, const ps_log_rec *r)
 {
-    *expired = 0;
+    expire_ctx *c = ud;
+    if (r->received_ms >= c->cutoff_ms || c->done >= c->max)
+        return false;
+    char id[PS_ID_BYTES + 1];
+    size_t n = r->message_id.len < PS_ID_BYTES ? r->message_id.len : PS_ID_BYTES;
+    memcpy(id, r->message_id.ptr, n);
+    id[n] = 0;
+    int64_t known;
+    ps_status st = ps_store_dedup_get(c->t, id, &known);
+    if (st == PS_OK && known == r->received_ms) {
+        key_reset(c->t);
+        key_bytes(c->t, id, n);
+        st = del_key(c->t, DB_DEDUP);
+    }
+    if (st != PS_OK && st != PS_ENOTFOUND) {
+        c->st = st;
+        return false;
+    }
+    c->done++;
+    c->last = r->seq;
+    return true;
+}
+
+/* Stores from format 1 indexed dedup rows by time in `dedup_time`; those rows still expire
+ * through it (new rows are not added there). */
+static ps_status expire_legacy(ps_txn *t, int64_t cutoff_ms, size_t max, size_t *expired)
+{
     MDB_cursor *cur;
     int rc = mdb_cursor_open(t->txn, t->store->dbi[DB_DEDUP_TIME], &cur);
     if (rc)
@@ -1756,6 +1782,40 @@ ps_status ps_store_dedup_expire(ps_txn *t, int64_t cutoff_ms, size_t max, size_t
     if (rc && rc != MDB_NOTFOUND && st == PS_OK)
         st = map_rc(rc, "dedup expire");
     mdb_cursor_close(cur);
+    return st;
+}
+
+ps_status ps_store_dedup_expire(ps_txn *t, int64_t cutoff_ms, size_t max, size_t *expired)
+{
+    *expired = 0;
+    MDB_stat ms;
+    int rc = mdb_stat(t->txn, t->store->dbi[DB_DEDUP_TIME], &ms);
+    if (rc)
+        return map_rc(rc, "dedup expire");
+    if (ms.ms_entries > 0) {
+        ps_status lst = expire_legacy(t, cutoff_ms, max, expired);
+        if (lst != PS_OK || *expired >= max)
+            return lst;
+        max -= *expired;
+    }
+    size_t before = *expired;
+    ps_slice v;
+    uint64_t from = 0;
+    ps_status st = ps_store_meta_get(t, dedup_expired_key, &v);
+    if (st == PS_OK && v.len == 8)
+        from = ps_get_be64(v.ptr);
+    else if (st != PS_OK && st != PS_ENOTFOUND)
+        return st;
+    expire_ctx c = {t, cutoff_ms, max, 0, from, PS_OK};
+    st = ps_store_log_scan(t, from + 1, false, expire_one, &c);
+    if (st == PS_OK)
+        st = c.st;
+    if (st == PS_OK && c.last != from) {
+        uint8_t at[8];
+        ps_put_be64(at, c.last);
+        st = ps_store_meta_put(t, dedup_expired_key, (ps_slice){at, 8});
+    }
+    *expired = before + c.done;
     return st;
 }
 
@@ -1830,15 +1890,21 @@ ps_status ps_store_audit_scan(ps_txn *t, uint64_t from_seq, ps_audit_fn fn, void
 
 ps_status ps_store_type_seen(ps_txn *t, const char *type, uint8_t collection)
 {
+    for (unsigned i = 0; i < t->seen_count; i++)
+        if (strcmp(t->seen_types[i], type) == 0)
+            return PS_OK;
     key_reset(t);
     key_bytes(t, type, strlen(type));
     MDB_val v;
     ps_status st = get_raw(t, DB_TYPES, &v);
-    if (st != PS_ENOTFOUND)
-        return st;
-    msgpack_packer pk = pk_begin(t, 1);
-    msgpack_pack_uint8(&pk, collection);
-    return put_val(t, DB_TYPES);
+    if (st == PS_ENOTFOUND) {
+        msgpack_packer pk = pk_begin(t, 1);
+        msgpack_pack_uint8(&pk, collection);
+        st = put_val(t, DB_TYPES);
+    }
+    if (st == PS_OK && t->seen_count < 8 && strlen(type) < sizeof t->seen_types[0])
+        strcpy(t->seen_types[t->seen_count++], type);
+    return st;
 }
 
 ps_status ps_store_type_get(ps_txn *t, const char *type, uint8_t *collection)
@@ -1913,7 +1979,8 @@ ps_status ps_store_clear_derived(ps_txn *t)
         if (c != PS_CTR_MESSAGE)
             t->counters[c] = 1;
     t->counters_dirty = true;
-    return PS_OK;
+    ps_status st = ps_store_meta_del(t, dedup_expired_key);
+    return st == PS_ENOTFOUND ? PS_OK : st;
 }
 
 /* ---- migration ---- */

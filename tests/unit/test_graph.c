@@ -324,6 +324,52 @@ end:
     tspace_close(&ts);
 }
 
+static uint64_t dedup_rows(tspace *ts)
+{
+    ps_txn *t;
+    ps_store_counts n = {0};
+    if (ps_txn_begin(ps_space_store(ts->sp), false, &t) != PS_OK)
+        return 999;
+    ps_store_counts_get(t, &n);
+    ps_txn_abort(t);
+    return n.dedups;
+}
+
+static void dedup_rows_expire_through_the_log(void)
+{
+    tspace ts;
+    tspace_open(&ts, NULL);
+    static const char *const lines[] = {
+        "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\",\"messageId\":\"d1\","
+        "\"receivedAt\":\"2024-01-01T00:00:00Z\"}",
+        "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\",\"messageId\":\"d2\","
+        "\"receivedAt\":\"2024-01-01T01:00:00Z\"}",
+        "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\",\"messageId\":\"d3\","
+        "\"receivedAt\":\"2024-01-05T00:00:00Z\"}",
+        /* d1 again, outside the window: accepted, its row rewritten */
+        "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\",\"messageId\":\"d1\","
+        "\"receivedAt\":\"2024-01-05T06:00:00Z\"}",
+        "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\",\"messageId\":\"d4\","
+        "\"receivedAt\":\"2024-01-05T12:00:00Z\"}",
+    };
+    for (size_t i = 0; i < 3; i++)
+        tspace_ingest(&ts, lines[i]);
+    CHECK_EQ_INT(dedup_rows(&ts), 1); /* d1 and d2 are more than 24 h older than d3 */
+    tspace_ingest(&ts, lines[3]);
+    tspace_ingest(&ts, lines[4]);
+    CHECK_EQ_INT(ps_ingest_stats_get(ts.in)->duplicates, 0);
+    CHECK_EQ_INT(dedup_rows(&ts), 3); /* d3, d1 (again) and d4 */
+    /* within the window of the second d1, it is a duplicate */
+    tspace_ingest(&ts, "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\","
+                       "\"messageId\":\"d1\",\"receivedAt\":\"2024-01-05T20:00:00Z\"}");
+    CHECK_EQ_INT(ps_ingest_stats_get(ts.in)->duplicates, 1);
+    tspace_ingest(&ts, "{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\","
+                       "\"messageId\":\"d5\",\"receivedAt\":\"2024-01-09T00:00:00Z\"}");
+    CHECK_EQ_INT(dedup_rows(&ts), 1);
+end:
+    tspace_close(&ts);
+}
+
 static size_t event_count(tspace *ts, const char *ident)
 {
     ps_txn *t;
@@ -393,6 +439,7 @@ static const test_case tests[] = {
     {"merge_and_mapping_caps", merge_and_mapping_caps},
     {"traits_later_write_wins_across_merge", traits_later_write_wins_across_merge},
     {"dedup_on_message_id", dedup_on_message_id},
+    {"dedup_rows_expire_through_the_log", dedup_rows_expire_through_the_log},
     {"log_keeps_old_events", log_keeps_old_events},
     {"segment_ids_are_deterministic", segment_ids_are_deterministic},
 };
