@@ -4,8 +4,9 @@
 
 Knobs (environment): BENCH_SIZE events in the main corpus (default 200000), BENCH_SCALE the
 largest point of the scale curve in people (default 1000000), BENCH_SECONDS per read load
-(default 8), BENCH_KEEP=1 keeps the work directory. Prints a Markdown table on stdout and
-progress on stderr."""
+(default 8), BENCH_KEEP=1 keeps the work directory, BENCH_BIN the directory of the binaries
+to measure (default build/bin; a build of an older commit gives the "before" column of
+docs/benchmarks.md). Prints a Markdown table on stdout and progress on stderr."""
 import collections
 import json
 import os
@@ -20,7 +21,7 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "build", "bin")
+BIN = os.environ.get("BENCH_BIN") or os.path.join(ROOT, "build", "bin")
 SIZE = int(os.environ.get("BENCH_SIZE", "200000"))
 SCALE = int(os.environ.get("BENCH_SCALE", "1000000"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
@@ -260,7 +261,18 @@ def bench(work):
     ctl(data, "space", "create", "b")
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_oublock
     t0 = time.monotonic()
-    summary = json.loads(ctl(data, "--json", "ingest", "b", corpus))
+    # --verbose reports each commit as it happens: the rate of the first and the last tenth
+    p = subprocess.Popen([os.path.join(BIN, "profilectl"), "--data", data, "--json", "ingest",
+                          "b", corpus, "--verbose"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    commits = [(0, t0)]
+    for line in p.stderr:
+        m = re.search(r"committed file=\S+ line=(\d+)", line)
+        if m:
+            commits.append((int(m.group(1)), time.monotonic()))
+    summary = json.loads(p.stdout.read())
+    if p.wait() != 0:
+        raise SystemExit("profilectl ingest failed")
     secs = time.monotonic() - t0
     # blocks the kernel wrote to storage for the ingest (512-byte units, /proc/PID/io
     # write_bytes of the finished child)
@@ -271,6 +283,16 @@ def bench(work):
         "%d profiles created, %d merges" % (summary["profiles_created"], summary["merges"]))
     row("bytes written to storage per ingested event", "%.0f" % (written / SIZE), "", "", "",
         "%.1f MB written for %.1f MB of NDJSON" % (written / 1e6, raw / 1e6))
+    def tenth_rate(lo, hi):
+        inside = [(n, t) for n, t in commits if lo <= n <= hi]
+        if len(inside) < 2 or inside[-1][1] <= inside[0][1]:
+            return 0.0
+        return (inside[-1][0] - inside[0][0]) / (inside[-1][1] - inside[0][1])
+    first, last = tenth_rate(0, SIZE * 0.2), tenth_rate(SIZE * 0.8, SIZE)
+    if first > 0 and last > 0:
+        row("ingest rate, last fifth / first fifth of the corpus", "%.2f" % (last / first), "",
+            "", ">= 0.9", "%.0f then %.0f events/s (from the commits --verbose reports)"
+            % (first, last))
     used = disk_bytes(os.path.join(data, "spaces", "b", "data.mdb"))
     row("disk per raw event byte (every message kept in the log)", "%.2f" % (used / raw), "", "",
         "<= 1.0", "%.1f MB store for %.1f MB of NDJSON" % (used / 1e6, raw / 1e6))
