@@ -99,6 +99,7 @@ struct ps_txn {
     bool logged;            /* a write transaction that appended to the log */
     char seen_types[8][65]; /* identifier types known to be in `types` (a few per space) */
     unsigned seen_count;
+    struct pcache *pc; /* write transactions: profile records read or written */
     uint64_t counters[PS_CTR__COUNT];
     ps_buf key;
     ps_buf val;
@@ -110,6 +111,7 @@ struct ps_txn {
 static void txn_free(ps_txn *t);
 static ps_status dict_prepare(ps_txn *t, uint8_t **dict, size_t *dict_len);
 static void dict_install(ps_store *s, const uint8_t *dict, size_t len);
+static ps_status pc_flush(ps_txn *t, bool drop);
 
 /* ---- errors ---- */
 
@@ -506,8 +508,11 @@ void ps_store_usage(ps_store *s, uint64_t *map_bytes, uint64_t *used_bytes)
 
 static const char counters_key[] = "counters";
 
+static void pc_drop(ps_txn *t);
+
 static void txn_free(ps_txn *t)
 {
+    pc_drop(t);
     ps_buf_clear(&t->key);
     ps_buf_clear(&t->val);
     ps_buf_clear(&t->plain);
@@ -601,7 +606,9 @@ ps_status ps_txn_commit(ps_txn *t)
     ps_status st = PS_OK;
     uint8_t *dict = NULL;
     size_t dict_len = 0;
-    if (t->write && t->logged && atomic_load(&t->store->cdict) == NULL)
+    if (t->write)
+        st = pc_flush(t, true);
+    if (st == PS_OK && t->write && t->logged && atomic_load(&t->store->cdict) == NULL)
         st = dict_prepare(t, &dict, &dict_len);
     if (st == PS_OK && t->write && t->counters_dirty) {
         msgpack_packer pk = pk_begin(t, PS_CTR__COUNT);
@@ -734,16 +741,91 @@ static ps_status decode_profile(ps_txn *t, uint64_t seq, const MDB_val *v, ps_pr
     return PS_OK;
 }
 
-ps_status ps_store_profile_get(ps_txn *t, uint64_t seq, ps_profile *out)
+/* A write transaction keeps the profile records it reads and writes in memory (an event
+ * reads its profiles several times and updates one), decoded, and writes each changed record
+ * once, in sequence order, before it commits or scans profiles. */
+#define PCACHE_MAX 32768 /* records; past it the changed ones are written and all dropped */
+#define PCACHE_BLOCK 256 /* records are allocated this many at a time, never moved */
+
+typedef struct pcache_slot {
+    uint64_t seq;
+    uint32_t rec; /* index of the record; slots with seq 0 are free (sequences start at 1) */
+    bool dirty;
+} pcache_slot;
+
+typedef struct pcache {
+    pcache_slot *slots;
+    size_t cap, count;
+    ps_profile *blocks[PCACHE_MAX / PCACHE_BLOCK];
+} pcache;
+
+static ps_profile *pc_rec(pcache *c, uint32_t i)
 {
-    key_reset(t);
-    key_u64(t, seq);
-    MDB_val v;
-    ps_status st = get_raw(t, DB_PROFILE, &v);
-    return st == PS_OK ? decode_profile(t, seq, &v, out) : st;
+    return &c->blocks[i / PCACHE_BLOCK][i % PCACHE_BLOCK];
 }
 
-ps_status ps_store_profile_put(ps_txn *t, const ps_profile *p)
+static size_t pc_hash(uint64_t seq, size_t cap)
+{
+    return (size_t)((seq * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
+}
+
+static void pc_drop(ps_txn *t)
+{
+    pcache *c = t->pc;
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < PCACHE_MAX / PCACHE_BLOCK && c->blocks[i]; i++)
+        free(c->blocks[i]);
+    free(c->slots);
+    free(c);
+    t->pc = NULL;
+}
+
+/* The slot of `seq`, or (insert) a new one with a record for it; NULL when absent and not
+ * inserting. Never called to insert with PCACHE_MAX records in. */
+static pcache_slot *pc_slot(ps_txn *t, uint64_t seq, bool insert)
+{
+    pcache *c = t->pc;
+    if (c == NULL) {
+        if (!insert)
+            return NULL;
+        c = t->pc = ps_xcalloc(1, sizeof *c);
+        c->cap = 1024;
+        c->slots = ps_xcalloc(c->cap, sizeof *c->slots);
+    }
+    if (insert && (c->count + 1) * 2 > c->cap) { /* grow: rehash the small slots */
+        pcache_slot *old = c->slots;
+        size_t oc = c->cap;
+        c->cap *= 2;
+        c->slots = ps_xcalloc(c->cap, sizeof *c->slots);
+        for (size_t i = 0; i < oc; i++) {
+            if (old[i].seq == 0)
+                continue;
+            size_t j = pc_hash(old[i].seq, c->cap);
+            while (c->slots[j].seq)
+                j = (j + 1) & (c->cap - 1);
+            c->slots[j] = old[i];
+        }
+        free(old);
+    }
+    for (size_t i = pc_hash(seq, c->cap);; i = (i + 1) & (c->cap - 1)) {
+        if (c->slots[i].seq == seq)
+            return &c->slots[i];
+        if (c->slots[i].seq == 0) {
+            if (!insert)
+                return NULL;
+            PS_ASSERT(c->count < PCACHE_MAX);
+            uint32_t r = (uint32_t)c->count++;
+            if (c->blocks[r / PCACHE_BLOCK] == NULL)
+                c->blocks[r / PCACHE_BLOCK] = ps_xmalloc(PCACHE_BLOCK * sizeof(ps_profile));
+            c->slots[i] = (pcache_slot){seq, r, false};
+            pc_rec(c, r)->seq = seq;
+            return &c->slots[i];
+        }
+    }
+}
+
+static ps_status profile_write(ps_txn *t, const ps_profile *p)
 {
     msgpack_packer pk = pk_begin(t, 14);
     msgpack_pack_uint64(&pk, p->parent);
@@ -763,6 +845,69 @@ ps_status ps_store_profile_put(ps_txn *t, const ps_profile *p)
     key_reset(t);
     key_u64(t, p->seq);
     return put_val(t, DB_PROFILE);
+}
+
+static int cmp_slot_seq(const void *a, const void *b)
+{
+    uint64_t x = (*(pcache_slot *const *)a)->seq, y = (*(pcache_slot *const *)b)->seq;
+    return (x > y) - (x < y);
+}
+
+/* Writes the changed records, in sequence order; `drop` empties the cache too. */
+static ps_status pc_flush(ps_txn *t, bool drop)
+{
+    pcache *c = t->pc;
+    if (c == NULL)
+        return PS_OK;
+    pcache_slot **dirty = ps_xmalloc((c->count + 1) * sizeof *dirty);
+    size_t n = 0;
+    for (size_t i = 0; i < c->cap; i++)
+        if (c->slots[i].seq && c->slots[i].dirty)
+            dirty[n++] = &c->slots[i];
+    qsort(dirty, n, sizeof *dirty, cmp_slot_seq);
+    ps_status st = PS_OK;
+    for (size_t i = 0; i < n && st == PS_OK; i++) {
+        st = profile_write(t, pc_rec(c, dirty[i]->rec));
+        dirty[i]->dirty = false;
+    }
+    free(dirty);
+    if (drop || st != PS_OK)
+        pc_drop(t);
+    return st;
+}
+
+ps_status ps_store_profile_get(ps_txn *t, uint64_t seq, ps_profile *out)
+{
+    pcache_slot *slot = t->write && seq ? pc_slot(t, seq, false) : NULL;
+    if (slot) {
+        *out = *pc_rec(t->pc, slot->rec);
+        return PS_OK;
+    }
+    key_reset(t);
+    key_u64(t, seq);
+    MDB_val v;
+    ps_status st = get_raw(t, DB_PROFILE, &v);
+    if (st == PS_OK)
+        st = decode_profile(t, seq, &v, out);
+    if (st == PS_OK && t->write && seq && (t->pc == NULL || t->pc->count < PCACHE_MAX)) {
+        pcache_slot *in = pc_slot(t, seq, true);
+        *pc_rec(t->pc, in->rec) = *out;
+    }
+    return st;
+}
+
+ps_status ps_store_profile_put(ps_txn *t, const ps_profile *p)
+{
+    PS_ASSERT(t->write && p->seq);
+    if (t->pc && t->pc->count >= PCACHE_MAX) {
+        ps_status st = pc_flush(t, true);
+        if (st != PS_OK)
+            return st;
+    }
+    pcache_slot *slot = pc_slot(t, p->seq, true);
+    *pc_rec(t->pc, slot->rec) = *p;
+    slot->dirty = true;
+    return PS_OK;
 }
 
 ps_status ps_store_segid_get(ps_txn *t, const char *segment_id, uint64_t *seq)
@@ -811,6 +956,9 @@ static bool profile_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *
 
 ps_status ps_store_profile_scan(ps_txn *t, uint64_t from_seq, ps_profile_fn fn, void *ud)
 {
+    ps_status fst = t->write ? pc_flush(t, false) : PS_OK;
+    if (fst != PS_OK)
+        return fst;
     profile_iter it = {fn, ud};
     uint8_t start[8];
     ps_put_be64(start, from_seq);
@@ -1948,6 +2096,9 @@ ps_status ps_store_type_scan(ps_txn *t, ps_type_fn fn, void *ud)
 
 ps_status ps_store_counts_get(ps_txn *t, ps_store_counts *out)
 {
+    ps_status fst = t->write ? pc_flush(t, false) : PS_OK;
+    if (fst != PS_OK)
+        return fst;
     static const int dbs[] = {DB_PROFILE, DB_SEGID,  DB_IDENT, DB_PMAP,  DB_MEMBER, DB_TRAIT,
                               DB_EVENT,   DB_PEVENT, DB_LINK,  DB_DEDUP, DB_AUDIT,  DB_LOG};
     uint64_t *fields[] = {&out->profiles, &out->segids, &out->idents, &out->pmaps,
@@ -1968,6 +2119,7 @@ ps_status ps_store_counts_get(ps_txn *t, ps_store_counts *out)
 ps_status ps_store_clear_derived(ps_txn *t)
 {
     PS_ASSERT(t->write);
+    pc_drop(t); /* the records are about to go */
     for (int db = 0; db < DB__COUNT; db++) {
         if (db == DB_META || db == DB_LOG)
             continue;
