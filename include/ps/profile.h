@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ps/graphdb.h"
 #include "ps/mem.h"
 #include "ps/rules.h"
 #include "ps/status.h"

@@ -6,7 +6,9 @@
 
 #include "cli_int.h"
 #include "ps/clock.h"
+#include "ps/graphdb.h"
 #include "ps/profile.h"
+#include "ps/records.h"
 
 static bool print_extid(void *ud, const ps_extid *x)
 {

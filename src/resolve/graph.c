@@ -5,6 +5,8 @@
  * identifier rows (pmap); traits, events and links stay where they were written and reads fan
  * out over the members, so no merge copies unbounded data. */
 #include "ps/graph.h"
+#include "ps/graphdb.h"
+#include "ps/records.h"
 
 #include <stdio.h>
 #include <stdlib.h>

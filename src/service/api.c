@@ -3,6 +3,8 @@
  * docs/http-api.md: limits out of range are 400 validation_error, non-numbers 400
  * invalid_request_error, and cursors are signed positions bound to the list and profile. */
 #include "ps/api.h"
+#include "ps/graphdb.h"
+#include "ps/records.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* check: the graph invariant checker behind `profilectl check`. */
 #include "ps/check.h"
+#include "ps/graphdb.h"
+#include "ps/msglog.h"
+#include "ps/records.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* history: reading the accepted-message log, and the format-1 upgrade that creates one. */
 #include "ps/history.h"
+#include "ps/msglog.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -2,6 +2,8 @@
 /* ingest: accept -> dedup -> resolve users (and accounts on group) -> traits, links, event ->
  * metadata, all in the batch's write transaction (docs/architecture.md, Data flow). */
 #include "ps/ingest.h"
+#include "ps/msglog.h"
+#include "ps/records.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* profile: read model over one read transaction (see profile.h). */
+#include "ps/graphdb.h"
+#include "ps/msglog.h"
 #include "ps/profile.h"
+#include "ps/records.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* space: directory layout and settings. Settings live in the space's own meta database so a
  * change is one transaction, and a settings version lets writers notice a change cheaply. */
+#include "ps/graphdb.h"
 #include "ps/space.h"
 
 #include <dirent.h>

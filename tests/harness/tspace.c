@@ -6,7 +6,9 @@
 #include <string.h>
 
 #include "check.h"
+#include "ps/graphdb.h"
 #include "ps/profile.h"
+#include "ps/records.h"
 
 void tspace_open(tspace *ts, const char *settings)
 {

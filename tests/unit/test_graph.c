@@ -9,7 +9,9 @@
 
 #include "check.h"
 #include "ps/graph.h"
+#include "ps/graphdb.h"
 #include "ps/profile.h"
+#include "ps/records.h"
 #include "tspace.h"
 
 #define RCV ",\"receivedAt\":\"2024-06-01T00:00:00Z\""

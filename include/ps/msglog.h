@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: MIT */
+/* msglog: the accepted-message log, the source of truth every other table is derived from
+ * (docs/storage-format.md), messageId dedup, and the upgrade of format-1 stores. */
+#ifndef PS_MSGLOG_H
+#define PS_MSGLOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ps/mem.h"
+#include "ps/status.h"
+#include "ps/store.h"
+
+/* ---- log: message seq -> the accepted message; the source of truth, append-only ---- */
+typedef struct ps_log_rec {
+    uint64_t seq;
+    uint8_t type; /* ps_msg_type */
+    int64_t received_ms, timestamp_ms;
+    ps_slice message_id, source_id;
+    ps_slice json; /* the message as it arrived (a batch item with its envelope merged);
+                    * ps_event_log_json() adds the stamps to it */
+} ps_log_rec;
+/* Appends `r` (seq above every logged one). The JSON is stored compressed. */
+ps_status ps_store_log_append(ps_txn *t, const ps_log_rec *r);
+/* The same in two steps, so that the costly one runs off the writer thread: appends the log
+ * value of `r` (its seq is not part of it) to `out` (thread-safe, no transaction), then
+ * ps_store_log_put() stores such a value as message `seq`. */
+void ps_store_log_encode(ps_store *s, const ps_log_rec *r, ps_buf *out);
+ps_status ps_store_log_put(ps_txn *t, uint64_t seq, ps_slice encoded);
+/* Reads message `seq`. out->json is valid until the next log read in `t`. */
+ps_status ps_store_log_get(ps_txn *t, uint64_t seq, ps_log_rec *out);
+/* Reads only the stamps of message `seq` (no decompression); out->json stays empty. */
+ps_status ps_store_log_head(ps_txn *t, uint64_t seq, ps_log_rec *out);
+typedef bool (*ps_log_fn)(void *ud, const ps_log_rec *r);
+/* Visits messages from `from_seq` in order, decompressed when `with_json`. */
+ps_status ps_store_log_scan(ps_txn *t, uint64_t from_seq, bool with_json, ps_log_fn fn, void *ud);
+/* Messages logged, and whether the log lacks messages that shaped the state (a store migrated
+ * from format 1, which kept only recent track/page/screen events). */
+ps_status ps_store_log_info(ps_txn *t, uint64_t *count, bool *incomplete);
+
+/* ---- dedup: messageId -> receivedAt, with a time index for expiry ---- */
+/* PS_OK with *received_ms when known, PS_ENOTFOUND otherwise. */
+ps_status ps_store_dedup_get(ps_txn *t, const char *message_id, int64_t *received_ms);
+ps_status ps_store_dedup_put(ps_txn *t, const char *message_id, int64_t received_ms);
+/* Forgets ids received before `cutoff_ms`, at most `max`. */
+ps_status ps_store_dedup_expire(ps_txn *t, int64_t cutoff_ms, size_t max, size_t *expired);
+
+/* ---- migration ---- */
+/* Upgrades a store opened with any_format to the current format in one write transaction
+ * (a crash leaves the old store or the new one): format 1's kept events become the log, which
+ * is marked incomplete. *messages receives the number logged. PS_OK and 0 when the store is
+ * current already. */
+ps_status ps_store_migrate(ps_store *s, uint64_t *messages);
+
+#endif

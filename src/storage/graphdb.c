@@ -1,0 +1,556 @@
+/* SPDX-License-Identifier: MIT */
+/* graphdb: the identity graph's tables: profiles (with a write transaction's record cache),
+ * segment ids, identifiers, profile identifiers, members and identifier types. */
+#include "store_int.h"
+
+/* ---- profile ---- */
+
+static ps_status decode_profile(ps_txn *t, uint64_t seq, const MDB_val *v, ps_profile *p)
+{
+    rec r;
+    ps_status st = decode(t, v, 14, &r);
+    if (st != PS_OK)
+        return st;
+    p->seq = seq;
+    p->parent = r_u64(&r, 0);
+    p->merged_into = r_u64(&r, 1);
+    p->collection = (uint8_t)r_u64(&r, 2);
+    p->member_count = (uint32_t)r_u64(&r, 3);
+    p->mapping_count = (uint32_t)r_u64(&r, 4);
+    p->created_ms = r_i64(&r, 5);
+    p->updated_ms = r_i64(&r, 6);
+    p->merged_ms = r_i64(&r, 7);
+    r_cstr(&r, 8, p->segment_id, sizeof p->segment_id);
+    r_cstr(&r, 9, p->first_message_id, sizeof p->first_message_id);
+    r_cstr(&r, 10, p->last_message_id, sizeof p->last_message_id);
+    r_cstr(&r, 11, p->first_source_id, sizeof p->first_source_id);
+    r_cstr(&r, 12, p->last_source_id, sizeof p->last_source_id);
+    r_cstr(&r, 13, p->merged_by_message_id, sizeof p->merged_by_message_id);
+    return PS_OK;
+}
+
+/* A write transaction keeps the profile records it reads and writes in memory (an event
+ * reads its profiles several times and updates one), decoded, and writes each changed record
+ * once, in sequence order, before it commits or scans profiles. */
+#define PCACHE_MAX 32768 /* records; past it the changed ones are written and all dropped */
+#define PCACHE_BLOCK 256 /* records are allocated this many at a time, never moved */
+
+typedef struct pcache_slot {
+    uint64_t seq;
+    uint32_t rec; /* index of the record; slots with seq 0 are free (sequences start at 1) */
+    bool dirty;
+} pcache_slot;
+
+typedef struct pcache {
+    pcache_slot *slots;
+    size_t cap, count;
+    ps_profile *blocks[PCACHE_MAX / PCACHE_BLOCK];
+} pcache;
+
+static ps_profile *pc_rec(pcache *c, uint32_t i)
+{
+    return &c->blocks[i / PCACHE_BLOCK][i % PCACHE_BLOCK];
+}
+
+static size_t pc_hash(uint64_t seq, size_t cap)
+{
+    return (size_t)((seq * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
+}
+
+void st_profiles_drop(ps_txn *t)
+{
+    pcache *c = t->pc;
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < PCACHE_MAX / PCACHE_BLOCK && c->blocks[i]; i++)
+        free(c->blocks[i]);
+    free(c->slots);
+    free(c);
+    t->pc = NULL;
+}
+
+/* The slot of `seq`, or (insert) a new one with a record for it; NULL when absent and not
+ * inserting. Never called to insert with PCACHE_MAX records in. */
+static pcache_slot *pc_slot(ps_txn *t, uint64_t seq, bool insert)
+{
+    pcache *c = t->pc;
+    if (c == NULL) {
+        if (!insert)
+            return NULL;
+        c = t->pc = ps_xcalloc(1, sizeof *c);
+        c->cap = 1024;
+        c->slots = ps_xcalloc(c->cap, sizeof *c->slots);
+    }
+    if (insert && (c->count + 1) * 2 > c->cap) { /* grow: rehash the small slots */
+        pcache_slot *old = c->slots;
+        size_t oc = c->cap;
+        c->cap *= 2;
+        c->slots = ps_xcalloc(c->cap, sizeof *c->slots);
+        for (size_t i = 0; i < oc; i++) {
+            if (old[i].seq == 0)
+                continue;
+            size_t j = pc_hash(old[i].seq, c->cap);
+            while (c->slots[j].seq)
+                j = (j + 1) & (c->cap - 1);
+            c->slots[j] = old[i];
+        }
+        free(old);
+    }
+    for (size_t i = pc_hash(seq, c->cap);; i = (i + 1) & (c->cap - 1)) {
+        if (c->slots[i].seq == seq)
+            return &c->slots[i];
+        if (c->slots[i].seq == 0) {
+            if (!insert)
+                return NULL;
+            PS_ASSERT(c->count < PCACHE_MAX);
+            uint32_t r = (uint32_t)c->count++;
+            if (c->blocks[r / PCACHE_BLOCK] == NULL)
+                c->blocks[r / PCACHE_BLOCK] = ps_xmalloc(PCACHE_BLOCK * sizeof(ps_profile));
+            c->slots[i] = (pcache_slot){seq, r, false};
+            pc_rec(c, r)->seq = seq;
+            return &c->slots[i];
+        }
+    }
+}
+
+static ps_status profile_write(ps_txn *t, const ps_profile *p)
+{
+    msgpack_packer pk = pk_begin(t, 14);
+    msgpack_pack_uint64(&pk, p->parent);
+    msgpack_pack_uint64(&pk, p->merged_into);
+    msgpack_pack_uint8(&pk, p->collection);
+    msgpack_pack_uint32(&pk, p->member_count);
+    msgpack_pack_uint32(&pk, p->mapping_count);
+    msgpack_pack_int64(&pk, p->created_ms);
+    msgpack_pack_int64(&pk, p->updated_ms);
+    msgpack_pack_int64(&pk, p->merged_ms);
+    pk_cstr(&pk, p->segment_id);
+    pk_cstr(&pk, p->first_message_id);
+    pk_cstr(&pk, p->last_message_id);
+    pk_cstr(&pk, p->first_source_id);
+    pk_cstr(&pk, p->last_source_id);
+    pk_cstr(&pk, p->merged_by_message_id);
+    key_reset(t);
+    key_u64(t, p->seq);
+    return put_val(t, DB_PROFILE);
+}
+
+static int cmp_slot_seq(const void *a, const void *b)
+{
+    uint64_t x = (*(pcache_slot *const *)a)->seq, y = (*(pcache_slot *const *)b)->seq;
+    return (x > y) - (x < y);
+}
+
+/* Writes the changed records, in sequence order; `drop` empties the cache too. */
+ps_status st_profiles_flush(ps_txn *t, bool drop)
+{
+    pcache *c = t->pc;
+    if (c == NULL)
+        return PS_OK;
+    pcache_slot **dirty = ps_xmalloc((c->count + 1) * sizeof *dirty);
+    size_t n = 0;
+    for (size_t i = 0; i < c->cap; i++)
+        if (c->slots[i].seq && c->slots[i].dirty)
+            dirty[n++] = &c->slots[i];
+    qsort(dirty, n, sizeof *dirty, cmp_slot_seq);
+    ps_status st = PS_OK;
+    for (size_t i = 0; i < n && st == PS_OK; i++) {
+        st = profile_write(t, pc_rec(c, dirty[i]->rec));
+        dirty[i]->dirty = false;
+    }
+    free(dirty);
+    if (drop || st != PS_OK)
+        st_profiles_drop(t);
+    return st;
+}
+
+ps_status ps_store_profile_get(ps_txn *t, uint64_t seq, ps_profile *out)
+{
+    pcache_slot *slot = t->write && seq ? pc_slot(t, seq, false) : NULL;
+    if (slot) {
+        *out = *pc_rec(t->pc, slot->rec);
+        return PS_OK;
+    }
+    key_reset(t);
+    key_u64(t, seq);
+    MDB_val v;
+    ps_status st = get_raw(t, DB_PROFILE, &v);
+    if (st == PS_OK)
+        st = decode_profile(t, seq, &v, out);
+    if (st == PS_OK && t->write && seq && (t->pc == NULL || t->pc->count < PCACHE_MAX)) {
+        pcache_slot *in = pc_slot(t, seq, true);
+        *pc_rec(t->pc, in->rec) = *out;
+    }
+    return st;
+}
+
+ps_status ps_store_profile_put(ps_txn *t, const ps_profile *p)
+{
+    PS_ASSERT(t->write && p->seq);
+    if (t->pc && t->pc->count >= PCACHE_MAX) {
+        ps_status st = st_profiles_flush(t, true);
+        if (st != PS_OK)
+            return st;
+    }
+    pcache_slot *slot = pc_slot(t, p->seq, true);
+    *pc_rec(t->pc, slot->rec) = *p;
+    slot->dirty = true;
+    return PS_OK;
+}
+
+ps_status ps_store_segid_get(ps_txn *t, const char *segment_id, uint64_t *seq)
+{
+    key_reset(t);
+    key_bytes(t, segment_id, strlen(segment_id));
+    MDB_val v;
+    ps_status st = get_raw(t, DB_SEGID, &v);
+    if (st != PS_OK)
+        return st;
+    rec r;
+    if ((st = decode(t, &v, 1, &r)) == PS_OK)
+        *seq = r_u64(&r, 0);
+    return st;
+}
+
+ps_status ps_store_segid_put(ps_txn *t, const char *segment_id, uint64_t seq)
+{
+    msgpack_packer pk = pk_begin(t, 1);
+    msgpack_pack_uint64(&pk, seq);
+    key_reset(t);
+    key_bytes(t, segment_id, strlen(segment_id));
+    MDB_val k = kv(&t->key), v = {t->val.len, t->val.ptr};
+    int rc = mdb_put(t->txn, t->store->dbi[DB_SEGID], &k, &v, MDB_NOOVERWRITE);
+    PS_ASSERT(rc != MDB_KEYEXIST); /* 160-bit ids: a collision means a bug, not bad luck */
+    return map_rc(rc, "segid");
+}
+
+typedef struct profile_iter {
+    ps_profile_fn fn;
+    void *ud;
+} profile_iter;
+
+static bool profile_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
+{
+    profile_iter *it = ud;
+    ps_profile p;
+    if (k->mv_size != 8) {
+        *st = PS_ECORRUPT;
+        return false;
+    }
+    if ((*st = decode_profile(t, ps_get_be64(k->mv_data), v, &p)) != PS_OK)
+        return false;
+    return it->fn(it->ud, &p);
+}
+
+ps_status ps_store_profile_scan(ps_txn *t, uint64_t from_seq, ps_profile_fn fn, void *ud)
+{
+    ps_status fst = t->write ? st_profiles_flush(t, false) : PS_OK;
+    if (fst != PS_OK)
+        return fst;
+    profile_iter it = {fn, ud};
+    uint8_t start[8];
+    ps_put_be64(start, from_seq);
+    key_reset(t);
+    return iterate(t, DB_PROFILE, start, 8, profile_visit, &it);
+}
+
+ps_status ps_store_profile_scan_desc(ps_txn *t, uint64_t before_seq, ps_profile_fn fn, void *ud)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(t->txn, t->store->dbi[DB_PROFILE], &cur);
+    if (rc)
+        return map_rc(rc, "profile");
+    uint8_t start[8];
+    ps_put_be64(start, before_seq);
+    MDB_val k = {8, start}, v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    rc = rc == 0              ? mdb_cursor_get(cur, &k, &v, MDB_PREV)
+         : rc == MDB_NOTFOUND ? mdb_cursor_get(cur, &k, &v, MDB_LAST)
+                              : rc;
+    ps_status st = PS_OK;
+    profile_iter it = {fn, ud};
+    while (rc == 0 && profile_visit(t, &it, &k, &v, &st))
+        rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+    if (rc && rc != MDB_NOTFOUND && st == PS_OK)
+        st = map_rc(rc, "profile");
+    mdb_cursor_close(cur);
+    return st;
+}
+
+/* ---- ident ---- */
+
+static void ident_key(ps_txn *t, uint8_t coll, const char *type, const char *value, size_t vlen)
+{
+    key_reset(t);
+    key_bytes(t, &coll, 1);
+    key_bytes(t, type, strlen(type) + 1);
+    key_bytes(t, value, vlen);
+}
+
+static ps_status decode_mapping(ps_txn *t, const MDB_val *v, ps_mapping *m)
+{
+    rec r;
+    ps_status st = decode(t, v, 6, &r);
+    if (st != PS_OK)
+        return st;
+    m->profile = r_u64(&r, 0);
+    m->map_seq = r_u64(&r, 1);
+    m->first_seen_ms = r_i64(&r, 2);
+    m->created_ms = r_i64(&r, 3);
+    r_cstr(&r, 4, m->source_id, sizeof m->source_id);
+    r_cstr(&r, 5, m->first_message_id, sizeof m->first_message_id);
+    return PS_OK;
+}
+
+ps_status ps_store_ident_get(ps_txn *t, uint8_t coll, const char *type, const char *value,
+                             size_t value_len, ps_mapping *out)
+{
+    ident_key(t, coll, type, value, value_len);
+    MDB_val v;
+    ps_status st = get_raw(t, DB_IDENT, &v);
+    return st == PS_OK ? decode_mapping(t, &v, out) : st;
+}
+
+ps_status ps_store_ident_put(ps_txn *t, uint8_t coll, const char *type, const char *value,
+                             size_t value_len, const ps_mapping *m)
+{
+    msgpack_packer pk = pk_begin(t, 6);
+    msgpack_pack_uint64(&pk, m->profile);
+    msgpack_pack_uint64(&pk, m->map_seq);
+    msgpack_pack_int64(&pk, m->first_seen_ms);
+    msgpack_pack_int64(&pk, m->created_ms);
+    pk_cstr(&pk, m->source_id);
+    pk_cstr(&pk, m->first_message_id);
+    ident_key(t, coll, type, value, value_len);
+    return put_val(t, DB_IDENT);
+}
+
+ps_status ps_store_ident_del(ps_txn *t, uint8_t coll, const char *type, const char *value,
+                             size_t value_len)
+{
+    ident_key(t, coll, type, value, value_len);
+    return del_key(t, DB_IDENT);
+}
+
+typedef struct ident_iter {
+    ps_ident_fn fn;
+    void *ud;
+} ident_iter;
+
+static bool ident_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
+{
+    ident_iter *it = ud;
+    const uint8_t *p = k->mv_data;
+    const uint8_t *nul = k->mv_size > 1 ? memchr(p + 1, 0, k->mv_size - 1) : NULL;
+    if (nul == NULL) {
+        *st = PS_ECORRUPT;
+        return false;
+    }
+    char type[PS_ID_BYTES], value[PS_ID_BYTES];
+    size_t tl = (size_t)(nul - (p + 1)), vl = k->mv_size - (size_t)(nul + 1 - p);
+    if (tl >= sizeof type || vl >= sizeof value) {
+        *st = PS_ECORRUPT;
+        return false;
+    }
+    memcpy(type, p + 1, tl);
+    type[tl] = 0;
+    memcpy(value, nul + 1, vl);
+    value[vl] = 0;
+    ps_mapping m;
+    if ((*st = decode_mapping(t, v, &m)) != PS_OK)
+        return false;
+    return it->fn(it->ud, p[0], type, value, vl, &m);
+}
+
+ps_status ps_store_ident_scan(ps_txn *t, ps_ident_fn fn, void *ud)
+{
+    ident_iter it = {fn, ud};
+    key_reset(t);
+    return iterate(t, DB_IDENT, NULL, 0, ident_visit, &it);
+}
+
+/* ---- pmap ---- */
+
+static void pmap_key(ps_txn *t, uint64_t profile, const char *type, const char *value, size_t vlen)
+{
+    key_reset(t);
+    key_u64(t, profile);
+    key_bytes(t, type, strlen(type) + 1);
+    key_bytes(t, value, vlen);
+}
+
+ps_status ps_store_pmap_put(ps_txn *t, uint64_t profile, const char *type, const char *value,
+                            size_t value_len, int64_t first_seen_ms)
+{
+    msgpack_packer pk = pk_begin(t, 1);
+    msgpack_pack_int64(&pk, first_seen_ms);
+    pmap_key(t, profile, type, value, value_len);
+    return put_val(t, DB_PMAP);
+}
+
+ps_status ps_store_pmap_get(ps_txn *t, uint64_t profile, const char *type, const char *value,
+                            size_t value_len, int64_t *first_seen_ms)
+{
+    pmap_key(t, profile, type, value, value_len);
+    MDB_val v;
+    ps_status st = get_raw(t, DB_PMAP, &v);
+    if (st != PS_OK)
+        return st;
+    rec r;
+    if ((st = decode(t, &v, 1, &r)) == PS_OK)
+        *first_seen_ms = r_i64(&r, 0);
+    return st;
+}
+
+ps_status ps_store_pmap_del(ps_txn *t, uint64_t profile, const char *type, const char *value,
+                            size_t value_len)
+{
+    pmap_key(t, profile, type, value, value_len);
+    return del_key(t, DB_PMAP);
+}
+
+typedef struct pmap_iter {
+    ps_pmap_fn fn;
+    void *ud;
+} pmap_iter;
+
+static bool pmap_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
+{
+    pmap_iter *it = ud;
+    const uint8_t *p = k->mv_data;
+    const uint8_t *nul = k->mv_size > 8 ? memchr(p + 8, 0, k->mv_size - 8) : NULL;
+    if (nul == NULL) {
+        *st = PS_ECORRUPT;
+        return false;
+    }
+    char type[PS_ID_BYTES], value[PS_ID_BYTES];
+    size_t tl = (size_t)(nul - (p + 8)), vl = k->mv_size - (size_t)(nul + 1 - p);
+    if (tl >= sizeof type || vl >= sizeof value) {
+        *st = PS_ECORRUPT;
+        return false;
+    }
+    memcpy(type, p + 8, tl);
+    type[tl] = 0;
+    memcpy(value, nul + 1, vl);
+    value[vl] = 0;
+    rec r;
+    if ((*st = decode(t, v, 1, &r)) != PS_OK)
+        return false;
+    return it->fn(it->ud, ps_get_be64(p), type, value, vl, r_i64(&r, 0));
+}
+
+ps_status ps_store_pmap_scan(ps_txn *t, uint64_t profile, const char *type, ps_pmap_fn fn, void *ud)
+{
+    pmap_iter it = {fn, ud};
+    key_reset(t);
+    if (profile) {
+        key_u64(t, profile);
+        if (type)
+            key_bytes(t, type, strlen(type) + 1);
+    }
+    return iterate(t, DB_PMAP, NULL, 0, pmap_visit, &it);
+}
+
+/* ---- member ---- */
+
+ps_status ps_store_member_put(ps_txn *t, uint64_t canonical, uint64_t member)
+{
+    key_reset(t);
+    key_u64(t, canonical);
+    key_u64(t, member);
+    return put_raw(t, DB_MEMBER, "", 0);
+}
+
+ps_status ps_store_member_del(ps_txn *t, uint64_t canonical, uint64_t member)
+{
+    key_reset(t);
+    key_u64(t, canonical);
+    key_u64(t, member);
+    return del_key(t, DB_MEMBER);
+}
+
+typedef struct member_iter {
+    ps_member_fn fn;
+    void *ud;
+} member_iter;
+
+static bool member_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
+{
+    (void)t;
+    (void)v;
+    member_iter *it = ud;
+    if (k->mv_size != 16) {
+        *st = PS_ECORRUPT;
+        return false;
+    }
+    return it->fn(it->ud, ps_get_be64(k->mv_data), ps_get_be64((const uint8_t *)k->mv_data + 8));
+}
+
+ps_status ps_store_member_scan(ps_txn *t, uint64_t canonical, ps_member_fn fn, void *ud)
+{
+    member_iter it = {fn, ud};
+    key_reset(t);
+    if (canonical)
+        key_u64(t, canonical);
+    return iterate(t, DB_MEMBER, NULL, 0, member_visit, &it);
+}
+
+/* ---- types ---- */
+
+ps_status ps_store_type_seen(ps_txn *t, const char *type, uint8_t collection)
+{
+    for (unsigned i = 0; i < t->seen_count; i++)
+        if (strcmp(t->seen_types[i], type) == 0)
+            return PS_OK;
+    key_reset(t);
+    key_bytes(t, type, strlen(type));
+    MDB_val v;
+    ps_status st = get_raw(t, DB_TYPES, &v);
+    if (st == PS_ENOTFOUND) {
+        msgpack_packer pk = pk_begin(t, 1);
+        msgpack_pack_uint8(&pk, collection);
+        st = put_val(t, DB_TYPES);
+    }
+    if (st == PS_OK && t->seen_count < 8 && strlen(type) < sizeof t->seen_types[0])
+        strcpy(t->seen_types[t->seen_count++], type);
+    return st;
+}
+
+ps_status ps_store_type_get(ps_txn *t, const char *type, uint8_t *collection)
+{
+    key_reset(t);
+    key_bytes(t, type, strlen(type));
+    MDB_val v;
+    rec r;
+    ps_status st = get_raw(t, DB_TYPES, &v);
+    if (st == PS_OK && (st = decode(t, &v, 1, &r)) == PS_OK)
+        *collection = (uint8_t)r_u64(&r, 0);
+    return st;
+}
+
+typedef struct type_iter {
+    ps_type_fn fn;
+    void *ud;
+} type_iter;
+
+static bool type_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
+{
+    type_iter *it = ud;
+    rec r;
+    char name[PS_ID_BYTES];
+    if (k->mv_size >= sizeof name || (*st = decode(t, v, 1, &r)) != PS_OK) {
+        if (*st == PS_OK)
+            *st = PS_ECORRUPT;
+        return false;
+    }
+    memcpy(name, k->mv_data, k->mv_size);
+    name[k->mv_size] = 0;
+    return it->fn(it->ud, name, (uint8_t)r_u64(&r, 0));
+}
+
+ps_status ps_store_type_scan(ps_txn *t, ps_type_fn fn, void *ud)
+{
+    type_iter it = {fn, ud};
+    key_reset(t);
+    return iterate(t, DB_TYPES, NULL, 0, type_visit, &it);
+}

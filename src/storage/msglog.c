@@ -1,0 +1,543 @@
+/* SPDX-License-Identifier: MIT */
+/* msglog: the accepted-message log (the source of truth), its compression dictionaries,
+ * messageId dedup (which expires by walking the log), and the upgrade from format 1. */
+#include "store_int.h"
+
+/* ---- log ---- */
+
+/* A log value: a 24-byte head, the message id and source id, then the message JSON as one
+ * zstd frame (codec 1), one zstd frame made with the space's dictionary number h[3] (codec 2),
+ * or as is (codec 0, for a message that does not shrink).
+ *   0 u8 version (1)   1 u8 type   2 u8 codec   3 u8 dictionary number (codec 2) or 0
+ *   4 u16 message id length   6 u16 source id length   8 i64 received   16 i64 timestamp */
+#define LOG_HEAD 24
+#define LOG_ZSTD_LEVEL 1
+#define LOG_PLAIN_MAX (1u << 20) /* a message is at most 32 KB; anything larger is damage */
+/* Messages are small and alike: a dictionary trained on the first ones makes them several
+ * times smaller and faster to compress (docs/decisions/0005-log-compression.md). */
+#define LOG_DICT_AFTER 2000u            /* messages logged before the dictionary is trained */
+#define LOG_DICT_BYTES (64u << 10)      /* its size */
+#define LOG_DICT_SAMPLE_MAX (16u << 20) /* bytes of messages it is trained on, at most */
+#define LOG_DICT_ID 1u                  /* the one dictionary so far */
+
+static void dict_key(unsigned id, char out[32])
+{
+    snprintf(out, 32, "log/dict/%u", id);
+}
+
+/* One compression context per thread that encodes (HTTP workers, the CLI's reader, the
+ * writer), freed when the thread ends. */
+static pthread_key_t cctx_key;
+static pthread_once_t cctx_once = PTHREAD_ONCE_INIT;
+
+static void cctx_free(void *p)
+{
+    ZSTD_freeCCtx(p);
+}
+
+static void cctx_key_make(void)
+{
+    PS_ASSERT(pthread_key_create(&cctx_key, cctx_free) == 0);
+}
+
+static ZSTD_CCtx *thread_cctx(void)
+{
+    pthread_once(&cctx_once, cctx_key_make);
+    ZSTD_CCtx *c = pthread_getspecific(cctx_key);
+    if (c == NULL && (c = ZSTD_createCCtx()) != NULL)
+        pthread_setspecific(cctx_key, c);
+    return c;
+}
+
+void ps_store_log_encode(ps_store *s, const ps_log_rec *r, ps_buf *b)
+{
+    PS_ASSERT(r->message_id.len <= 0xffff && r->source_id.len <= 0xffff);
+    ZSTD_CCtx *cctx = thread_cctx();
+    ZSTD_CDict *cdict = atomic_load(&s->cdict);
+    uint8_t dict_id = cdict ? atomic_load(&s->cdict_id) : 0;
+    size_t bound = ZSTD_compressBound(r->json.len), start = b->len;
+    ps_buf_reserve(b, LOG_HEAD + r->message_id.len + r->source_id.len + bound);
+    uint8_t *h = b->ptr + start;
+    h[0] = 1;
+    h[1] = r->type;
+    h[3] = 0;
+    h[4] = (uint8_t)(r->message_id.len >> 8);
+    h[5] = (uint8_t)r->message_id.len;
+    h[6] = (uint8_t)(r->source_id.len >> 8);
+    h[7] = (uint8_t)r->source_id.len;
+    ps_put_be64(h + 8, (uint64_t)r->received_ms);
+    ps_put_be64(h + 16, (uint64_t)r->timestamp_ms);
+    size_t off = LOG_HEAD;
+    memcpy(h + off, r->message_id.ptr, r->message_id.len);
+    off += r->message_id.len;
+    memcpy(h + off, r->source_id.ptr, r->source_id.len);
+    off += r->source_id.len;
+    size_t n = 0;
+    if (cctx && cdict) { /* the content size is kept, the dictionary's own id is not */
+        ZSTD_CCtx_reset(cctx, ZSTD_reset_session_only);
+        ZSTD_CCtx_refCDict(cctx, cdict);
+        ZSTD_CCtx_setParameter(cctx, ZSTD_c_dictIDFlag, 0);
+        n = ZSTD_compress2(cctx, h + off, bound, r->json.ptr, r->json.len);
+        h[2] = 2;
+        h[3] = dict_id;
+    } else if (cctx) {
+        ZSTD_CCtx_reset(cctx, ZSTD_reset_session_only);
+        ZSTD_CCtx_refCDict(cctx, NULL);
+        n = ZSTD_compressCCtx(cctx, h + off, bound, r->json.ptr, r->json.len, LOG_ZSTD_LEVEL);
+        h[2] = 1;
+    }
+    if (cctx == NULL || ZSTD_isError(n) || n >= r->json.len) {
+        h[2] = 0; /* kept as is: it does not shrink */
+        h[3] = 0;
+        memcpy(h + off, r->json.ptr, r->json.len);
+        n = r->json.len;
+    }
+    b->len = start + off + n;
+}
+
+ps_status ps_store_log_put(ps_txn *t, uint64_t seq, ps_slice encoded)
+{
+    PS_ASSERT(t->write);
+    t->logged = true;
+    key_reset(t);
+    key_u64(t, seq);
+    MDB_val k = kv(&t->key), v = {encoded.len, (void *)encoded.ptr};
+    /* sequence numbers only grow: append without a page search */
+    return map_rc(mdb_put(t->txn, t->store->dbi[DB_LOG], &k, &v, MDB_APPEND), "log");
+}
+
+ps_status ps_store_log_append(ps_txn *t, const ps_log_rec *r)
+{
+    ps_buf_reset(&t->val);
+    ps_store_log_encode(t->store, r, &t->val);
+    return ps_store_log_put(t, r->seq, (ps_slice){t->val.ptr, t->val.len});
+}
+
+/* The decompression dictionary number `id`, loaded from meta on first use. */
+static ZSTD_DDict *ddict_get(ps_txn *t, unsigned id)
+{
+    ps_store *s = t->store;
+    ZSTD_DDict *d = atomic_load(&s->ddict[id]);
+    if (d)
+        return d;
+    char key[32];
+    dict_key(id, key);
+    ps_slice v;
+    if (ps_store_meta_get(t, key, &v) != PS_OK)
+        return NULL;
+    pthread_mutex_lock(&s->dict_lock);
+    d = atomic_load(&s->ddict[id]);
+    if (d == NULL && (d = ZSTD_createDDict(v.ptr, v.len)) != NULL)
+        atomic_store(&s->ddict[id], d);
+    pthread_mutex_unlock(&s->dict_lock);
+    return d;
+}
+
+/* Decodes a log value; the JSON only when `with_json` (into t->plain). */
+static ps_status log_decode(ps_txn *t, uint64_t seq, const MDB_val *v, bool with_json,
+                            ps_log_rec *out)
+{
+    const uint8_t *h = v->mv_data;
+    if (v->mv_size < LOG_HEAD || h[0] != 1 || h[2] > 2)
+        return PS_ECORRUPT;
+    size_t il = (size_t)h[4] << 8 | h[5], sl = (size_t)h[6] << 8 | h[7];
+    if (LOG_HEAD + il + sl > v->mv_size)
+        return PS_ECORRUPT;
+    out->seq = seq;
+    out->type = h[1];
+    out->received_ms = (int64_t)ps_get_be64(h + 8);
+    out->timestamp_ms = (int64_t)ps_get_be64(h + 16);
+    out->message_id = (ps_slice){h + LOG_HEAD, il};
+    out->source_id = (ps_slice){h + LOG_HEAD + il, sl};
+    out->json = (ps_slice){(const uint8_t *)"", 0};
+    if (!with_json)
+        return PS_OK;
+    const uint8_t *z = h + LOG_HEAD + il + sl;
+    size_t zl = v->mv_size - LOG_HEAD - il - sl;
+    if (h[2] == 0) {
+        out->json = (ps_slice){z, zl};
+        return PS_OK;
+    }
+    unsigned long long plain = ZSTD_getFrameContentSize(z, zl);
+    if (plain == ZSTD_CONTENTSIZE_ERROR || plain == ZSTD_CONTENTSIZE_UNKNOWN ||
+        plain > LOG_PLAIN_MAX)
+        return PS_ECORRUPT;
+    if (t->dctx == NULL && (t->dctx = ZSTD_createDCtx()) == NULL)
+        return PS_EIO;
+    ZSTD_DDict *dict = NULL;
+    if (h[2] == 2 && (dict = ddict_get(t, h[3])) == NULL)
+        return PS_ECORRUPT; /* names a dictionary the store does not have */
+    ps_buf_reset(&t->plain);
+    ps_buf_reserve(&t->plain, (size_t)plain + 1);
+    size_t n = dict ? ZSTD_decompress_usingDDict(t->dctx, t->plain.ptr, (size_t)plain, z, zl, dict)
+                    : ZSTD_decompressDCtx(t->dctx, t->plain.ptr, (size_t)plain, z, zl);
+    if (ZSTD_isError(n) || n != plain)
+        return PS_ECORRUPT;
+    t->plain.len = n;
+    t->plain.ptr[n] = 0;
+    out->json = (ps_slice){t->plain.ptr, n};
+    return PS_OK;
+}
+
+typedef struct sample_ctx {
+    ps_buf bytes;
+    size_t sizes[LOG_DICT_AFTER];
+    unsigned count;
+} sample_ctx;
+
+static bool take_sample(void *ud, const ps_log_rec *r)
+{
+    sample_ctx *c = ud;
+    if (c->bytes.len + r->json.len > LOG_DICT_SAMPLE_MAX)
+        return false;
+    ps_buf_append(&c->bytes, r->json.ptr, r->json.len);
+    c->sizes[c->count++] = r->json.len;
+    return c->count < LOG_DICT_AFTER;
+}
+
+/* Before a write transaction that logged messages commits, while the store has no dictionary
+ * in memory: the dictionary another process stored, or, once the log holds LOG_DICT_AFTER
+ * messages, one trained on the first of them and stored. Its bytes (a copy) go to `*dict`
+ * to be installed after the commit. A training that fails leaves a note so that it is tried
+ * again only when the log has doubled. */
+ps_status st_log_dict_prepare(ps_txn *t, uint8_t **dict, size_t *dict_len)
+{
+    char key[32];
+    dict_key(LOG_DICT_ID, key);
+    ps_slice v;
+    ps_status st = ps_store_meta_get(t, key, &v);
+    if (st == PS_OK) {
+        *dict = ps_xmalloc(v.len);
+        memcpy(*dict, v.ptr, v.len);
+        *dict_len = v.len;
+        return PS_OK;
+    }
+    if (st != PS_ENOTFOUND)
+        return st;
+    MDB_stat ms;
+    int rc = mdb_stat(t->txn, t->store->dbi[DB_LOG], &ms);
+    if (rc)
+        return map_rc(rc, "log stat");
+    uint64_t retry_at = LOG_DICT_AFTER;
+    if (ps_store_meta_get(t, "log/dict-failed", &v) == PS_OK && v.len == 8)
+        retry_at = 2 * ps_get_be64(v.ptr);
+    if (ms.ms_entries < retry_at)
+        return PS_OK;
+    sample_ctx *c = ps_xcalloc(1, sizeof *c);
+    st = ps_store_log_scan(t, 1, true, take_sample, c);
+    uint8_t *out = ps_xmalloc(LOG_DICT_BYTES);
+    size_t n = st == PS_OK
+                   ? ZDICT_trainFromBuffer(out, LOG_DICT_BYTES, c->bytes.ptr, c->sizes, c->count)
+                   : 0;
+    if (st == PS_OK && ZDICT_isError(n)) { /* too few or too uniform samples: later */
+        uint8_t at[8];
+        ps_put_be64(at, ms.ms_entries);
+        st = ps_store_meta_put(t, "log/dict-failed", (ps_slice){at, 8});
+        n = 0;
+    } else if (st == PS_OK) {
+        st = ps_store_meta_put(t, key, (ps_slice){out, n});
+    }
+    ps_buf_clear(&c->bytes);
+    free(c);
+    if (st == PS_OK && n > 0) {
+        *dict = out;
+        *dict_len = n;
+    } else {
+        free(out);
+    }
+    return st;
+}
+
+/* Makes committed dictionary bytes the one new messages are compressed with. */
+void st_log_dict_install(ps_store *s, const uint8_t *dict, size_t len)
+{
+    pthread_mutex_lock(&s->dict_lock);
+    if (atomic_load(&s->cdict) == NULL) {
+        ZSTD_CDict *cd = ZSTD_createCDict(dict, len, LOG_ZSTD_LEVEL);
+        if (cd) {
+            atomic_store(&s->cdict_id, (uint8_t)LOG_DICT_ID);
+            atomic_store(&s->cdict, cd);
+        }
+    }
+    pthread_mutex_unlock(&s->dict_lock);
+}
+
+static ps_status log_read(ps_txn *t, uint64_t seq, bool with_json, ps_log_rec *out)
+{
+    key_reset(t);
+    key_u64(t, seq);
+    MDB_val v;
+    ps_status st = get_raw(t, DB_LOG, &v);
+    return st == PS_OK ? log_decode(t, seq, &v, with_json, out) : st;
+}
+
+ps_status ps_store_log_get(ps_txn *t, uint64_t seq, ps_log_rec *out)
+{
+    return log_read(t, seq, true, out);
+}
+
+ps_status ps_store_log_head(ps_txn *t, uint64_t seq, ps_log_rec *out)
+{
+    return log_read(t, seq, false, out);
+}
+
+typedef struct log_iter {
+    ps_log_fn fn;
+    void *ud;
+    bool with_json;
+} log_iter;
+
+static bool log_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
+{
+    log_iter *it = ud;
+    ps_log_rec r;
+    if (k->mv_size != 8 ||
+        (*st = log_decode(t, ps_get_be64(k->mv_data), v, it->with_json, &r)) != PS_OK) {
+        if (*st == PS_OK)
+            *st = PS_ECORRUPT;
+        return false;
+    }
+    return it->fn(it->ud, &r);
+}
+
+ps_status ps_store_log_scan(ps_txn *t, uint64_t from_seq, bool with_json, ps_log_fn fn, void *ud)
+{
+    log_iter it = {fn, ud, with_json};
+    uint8_t start[8];
+    ps_put_be64(start, from_seq);
+    key_reset(t);
+    return iterate(t, DB_LOG, start, sizeof start, log_visit, &it);
+}
+
+static const char log_incomplete_key[] = "log/incomplete";
+
+ps_status ps_store_log_info(ps_txn *t, uint64_t *count, bool *incomplete)
+{
+    MDB_stat ms;
+    int rc = mdb_stat(t->txn, t->store->dbi[DB_LOG], &ms);
+    if (rc)
+        return map_rc(rc, "log stat");
+    *count = ms.ms_entries;
+    ps_slice v;
+    ps_status st = ps_store_meta_get(t, log_incomplete_key, &v);
+    *incomplete = st == PS_OK;
+    return st == PS_ENOTFOUND ? PS_OK : st;
+}
+
+/* ---- dedup ---- */
+
+ps_status ps_store_dedup_get(ps_txn *t, const char *message_id, int64_t *received_ms)
+{
+    key_reset(t);
+    key_bytes(t, message_id, strlen(message_id));
+    MDB_val v;
+    ps_status st = get_raw(t, DB_DEDUP, &v);
+    if (st != PS_OK)
+        return st;
+    rec r;
+    if ((st = decode(t, &v, 1, &r)) == PS_OK)
+        *received_ms = r_i64(&r, 0);
+    return st;
+}
+
+ps_status ps_store_dedup_put(ps_txn *t, const char *message_id, int64_t received_ms)
+{
+    msgpack_packer pk = pk_begin(t, 1);
+    msgpack_pack_int64(&pk, received_ms);
+    key_reset(t);
+    key_bytes(t, message_id, strlen(message_id));
+    return put_val(t, DB_DEDUP);
+}
+
+/* Expiry walks the log, which is in acceptance order, from where the last walk stopped
+ * (meta "dedup/expired", a message sequence number): each message received before the cutoff
+ * has its dedup row removed, unless the row is a later acceptance of the same id. A message
+ * whose receivedAt is out of order can hold the walk back; a row that outlives its window
+ * never changes a decision, because lookups compare the times. */
+
+typedef struct expire_ctx {
+    ps_txn *t;
+    int64_t cutoff_ms;
+    size_t max, done;
+    uint64_t last; /* the last message walked past */
+    ps_status st;
+} expire_ctx;
+
+static bool expire_one(void *ud, const ps_log_rec *r)
+{
+    expire_ctx *c = ud;
+    if (r->received_ms >= c->cutoff_ms || c->done >= c->max)
+        return false;
+    char id[PS_ID_BYTES + 1];
+    size_t n = r->message_id.len < PS_ID_BYTES ? r->message_id.len : PS_ID_BYTES;
+    memcpy(id, r->message_id.ptr, n);
+    id[n] = 0;
+    int64_t known;
+    ps_status st = ps_store_dedup_get(c->t, id, &known);
+    if (st == PS_OK && known == r->received_ms) {
+        key_reset(c->t);
+        key_bytes(c->t, id, n);
+        st = del_key(c->t, DB_DEDUP);
+    }
+    if (st != PS_OK && st != PS_ENOTFOUND) {
+        c->st = st;
+        return false;
+    }
+    c->done++;
+    c->last = r->seq;
+    return true;
+}
+
+/* Stores from format 1 indexed dedup rows by time in `dedup_time`; those rows still expire
+ * through it (new rows are not added there). */
+static ps_status expire_legacy(ps_txn *t, int64_t cutoff_ms, size_t max, size_t *expired)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(t->txn, t->store->dbi[DB_DEDUP_TIME], &cur);
+    if (rc)
+        return map_rc(rc, "dedup expire");
+    MDB_val k, v;
+    ps_status st = PS_OK;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (rc == 0 && *expired < max) {
+        if (k.mv_size < 8) {
+            st = PS_ECORRUPT;
+            break;
+        }
+        if ((int64_t)ps_get_be64(k.mv_data) >= cutoff_ms)
+            break;
+        key_reset(t);
+        key_bytes(t, (const uint8_t *)k.mv_data + 8, k.mv_size - 8);
+        if ((rc = mdb_cursor_del(cur, 0)) != 0)
+            break;
+        st = del_key(t, DB_DEDUP);
+        if (st != PS_OK && st != PS_ENOTFOUND)
+            break;
+        st = PS_OK;
+        (*expired)++;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_GET_CURRENT);
+        if (rc == EINVAL || rc == MDB_NOTFOUND)
+            rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    }
+    if (rc && rc != MDB_NOTFOUND && st == PS_OK)
+        st = map_rc(rc, "dedup expire");
+    mdb_cursor_close(cur);
+    return st;
+}
+
+ps_status ps_store_dedup_expire(ps_txn *t, int64_t cutoff_ms, size_t max, size_t *expired)
+{
+    *expired = 0;
+    MDB_stat ms;
+    int rc = mdb_stat(t->txn, t->store->dbi[DB_DEDUP_TIME], &ms);
+    if (rc)
+        return map_rc(rc, "dedup expire");
+    if (ms.ms_entries > 0) {
+        ps_status lst = expire_legacy(t, cutoff_ms, max, expired);
+        if (lst != PS_OK || *expired >= max)
+            return lst;
+        max -= *expired;
+    }
+    size_t before = *expired;
+    ps_slice v;
+    uint64_t from = 0;
+    ps_status st = ps_store_meta_get(t, ST_DEDUP_EXPIRED_KEY, &v);
+    if (st == PS_OK && v.len == 8)
+        from = ps_get_be64(v.ptr);
+    else if (st != PS_OK && st != PS_ENOTFOUND)
+        return st;
+    expire_ctx c = {t, cutoff_ms, max, 0, from, PS_OK};
+    st = ps_store_log_scan(t, from + 1, false, expire_one, &c);
+    if (st == PS_OK)
+        st = c.st;
+    if (st == PS_OK && c.last != from) {
+        uint8_t at[8];
+        ps_put_be64(at, c.last);
+        st = ps_store_meta_put(t, ST_DEDUP_EXPIRED_KEY, (ps_slice){at, 8});
+    }
+    *expired = before + c.done;
+    return st;
+}
+
+/* ---- migration ---- */
+
+/* Format 1 -> 2: each kept event becomes a log message (its stamps and body) and its row is
+ * rewritten in the format-2 layout, through a scratch table, all in one transaction. */
+ps_status ps_store_migrate(ps_store *s, uint64_t *messages)
+{
+    *messages = 0;
+    if (s->format == PS_STORE_FORMAT)
+        return PS_OK;
+    PS_ASSERT(s->format == 1);
+    ps_txn *t;
+    ps_status st = ps_txn_begin(s, true, &t);
+    if (st != PS_OK)
+        return st;
+    MDB_dbi scratch;
+    MDB_cursor *cur = NULL;
+    int rc = mdb_dbi_open(t->txn, "migrate", MDB_CREATE, &scratch);
+    if (rc == 0)
+        rc = mdb_drop(t->txn, scratch, 0); /* left by nothing: a crash aborts the txn */
+    if (rc == 0)
+        rc = mdb_cursor_open(t->txn, s->dbi[DB_EVENT], &cur);
+    MDB_val k, v;
+    if (rc == 0)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (rc == 0 && st == PS_OK) {
+        ps_event_rec e;
+        if (k.mv_size != 8 || (st = st_event_decode(t, ps_get_be64(k.mv_data), &v, &e)) != PS_OK) {
+            st = PS_ECORRUPT;
+            break;
+        }
+        if (e.body.len == 0 || e.message_id.len > 0xffff || e.source_id.len > 0xffff) {
+            st = PS_ECORRUPT;
+            break;
+        }
+        ps_log_rec lr = {e.seq,        e.type,      e.received_ms, e.timestamp_ms,
+                         e.message_id, e.source_id, e.body};
+        if ((st = ps_store_log_append(t, &lr)) != PS_OK)
+            break;
+        st_event_encode(t, &e);
+        MDB_val nv = {t->val.len, t->val.ptr};
+        if ((rc = mdb_put(t->txn, scratch, &k, &nv, MDB_APPEND)) != 0)
+            break;
+        (*messages)++;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (cur)
+        mdb_cursor_close(cur);
+    cur = NULL;
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    /* the rewritten rows replace the old ones */
+    if (rc == 0 && st == PS_OK)
+        rc = mdb_drop(t->txn, s->dbi[DB_EVENT], 0);
+    if (rc == 0 && st == PS_OK)
+        rc = mdb_cursor_open(t->txn, scratch, &cur);
+    if (rc == 0 && st == PS_OK)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (rc == 0 && st == PS_OK) {
+        if ((rc = mdb_put(t->txn, s->dbi[DB_EVENT], &k, &v, MDB_APPEND)) != 0)
+            break;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (cur)
+        mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    if (rc == 0 && st == PS_OK)
+        rc = mdb_drop(t->txn, scratch, 1);
+    if (rc == 0 && st == PS_OK)
+        rc = put_format(t->txn, s->dbi[DB_META], PS_STORE_FORMAT);
+    if (rc == 0 && st == PS_OK)
+        st = ps_store_meta_put(t, log_incomplete_key, PS_SLICE_STR("format 1 kept only events"));
+    if (rc && st == PS_OK)
+        st = map_rc(rc, "migrate");
+    if (st != PS_OK) {
+        ps_txn_abort(t);
+        return st;
+    }
+    if ((st = ps_txn_commit(t)) == PS_OK)
+        s->format = PS_STORE_FORMAT;
+    return st;
+}

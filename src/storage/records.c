@@ -1,0 +1,374 @@
+/* SPDX-License-Identifier: MIT */
+/* records: what profiles hold besides identifiers: traits, the events derived from the log
+ * with their per-profile index, account links and the audit rows. */
+#include "store_int.h"
+
+/* ---- trait ---- */
+
+static ps_status decode_trait(ps_txn *t, const MDB_val *v, ps_trait_rec *out)
+{
+    rec r;
+    ps_status st = decode(t, v, 5, &r);
+    if (st != PS_OK)
+        return st;
+    out->write_seq = r_u64(&r, 0);
+    out->updated_ms = r_i64(&r, 1);
+    out->deleted = r_bool(&r, 2);
+    out->source_id = r_str(&r, 3);
+    out->json = r_str(&r, 4);
+    return PS_OK;
+}
+
+ps_status ps_store_trait_get(ps_txn *t, uint64_t profile, const char *key, size_t key_len,
+                             ps_trait_rec *out)
+{
+    key_reset(t);
+    key_u64(t, profile);
+    key_bytes(t, key, key_len);
+    MDB_val v;
+    ps_status st = get_raw(t, DB_TRAIT, &v);
+    return st == PS_OK ? decode_trait(t, &v, out) : st;
+}
+
+ps_status ps_store_trait_put(ps_txn *t, uint64_t profile, const char *key, size_t key_len,
+                             const ps_trait_rec *rec_in)
+{
+    msgpack_packer pk = pk_begin(t, 5);
+    msgpack_pack_uint64(&pk, rec_in->write_seq);
+    msgpack_pack_int64(&pk, rec_in->updated_ms);
+    if (rec_in->deleted)
+        msgpack_pack_true(&pk);
+    else
+        msgpack_pack_false(&pk);
+    pk_str(&pk, rec_in->source_id.ptr, rec_in->source_id.len);
+    pk_str(&pk, rec_in->json.ptr, rec_in->json.len);
+    key_reset(t);
+    key_u64(t, profile);
+    key_bytes(t, key, key_len);
+    return put_val(t, DB_TRAIT);
+}
+
+typedef struct trait_iter {
+    ps_trait_fn fn;
+    void *ud;
+} trait_iter;
+
+static bool trait_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
+{
+    trait_iter *it = ud;
+    ps_trait_rec r;
+    if ((*st = decode_trait(t, v, &r)) != PS_OK)
+        return false;
+    char key[PS_ID_BYTES + 8];
+    size_t kl = k->mv_size - 8;
+    if (kl >= sizeof key) {
+        *st = PS_ECORRUPT;
+        return false;
+    }
+    memcpy(key, (const uint8_t *)k->mv_data + 8, kl);
+    key[kl] = 0;
+    return it->fn(it->ud, key, kl, &r);
+}
+
+ps_status ps_store_trait_scan(ps_txn *t, uint64_t profile, const char *from, size_t from_len,
+                              ps_trait_fn fn, void *ud)
+{
+    trait_iter it = {fn, ud};
+    uint8_t start[8 + PS_ID_BYTES];
+    size_t slen = 0;
+    if (from) {
+        if (from_len > PS_ID_BYTES)
+            from_len = PS_ID_BYTES;
+        ps_put_be64(start, profile);
+        memcpy(start + 8, from, from_len);
+        slen = 8 + from_len;
+    }
+    key_reset(t);
+    key_u64(t, profile);
+    return iterate(t, DB_TRAIT, from ? start : NULL, slen, trait_visit, &it);
+}
+
+/* ---- event ---- */
+
+/* Format 2 rows have 5 fields; format 1 rows (ps_store_migrate()) 9. */
+ps_status st_event_decode(ps_txn *t, uint64_t seq, const MDB_val *v, ps_event_rec *e)
+{
+    rec r;
+    ps_status st = decode(t, v, 5, &r);
+    if (st != PS_OK)
+        return st;
+    memset(e, 0, sizeof *e);
+    e->seq = seq;
+    e->type = (uint8_t)r_u64(&r, 0);
+    e->profile = r_u64(&r, 1);
+    e->timestamp_ms = r_i64(&r, 2);
+    if (r.count >= 9) {
+        e->received_ms = r_i64(&r, 3);
+        e->message_id = r_str(&r, 4);
+        e->source_id = r_str(&r, 5);
+        e->name = r_str(&r, 6);
+        e->ids = r_str(&r, 7);
+        e->body = r_str(&r, 8);
+    } else {
+        e->name = r_str(&r, 3);
+        e->ids = r_str(&r, 4);
+    }
+    return PS_OK;
+}
+
+void st_event_encode(ps_txn *t, const ps_event_rec *e)
+{
+    msgpack_packer pk = pk_begin(t, 5);
+    msgpack_pack_uint8(&pk, e->type);
+    msgpack_pack_uint64(&pk, e->profile);
+    msgpack_pack_int64(&pk, e->timestamp_ms);
+    pk_str(&pk, e->name.ptr, e->name.len);
+    msgpack_pack_bin(&pk, e->ids.len);
+    msgpack_pack_bin_body(&pk, e->ids.ptr, e->ids.len);
+}
+
+ps_status ps_store_event_put(ps_txn *t, const ps_event_rec *e)
+{
+    st_event_encode(t, e);
+    key_reset(t);
+    key_u64(t, e->seq);
+    MDB_val k = kv(&t->key), v = {t->val.len, t->val.ptr};
+    /* sequence numbers only grow: append without a page search */
+    int rc = mdb_put(t->txn, t->store->dbi[DB_EVENT], &k, &v, MDB_APPEND);
+    return map_rc(rc, "event");
+}
+
+ps_status ps_store_event_get(ps_txn *t, uint64_t seq, ps_event_rec *out)
+{
+    key_reset(t);
+    key_u64(t, seq);
+    MDB_val v;
+    ps_status st = get_raw(t, DB_EVENT, &v);
+    return st == PS_OK ? st_event_decode(t, seq, &v, out) : st;
+}
+
+ps_status ps_store_pevent_put(ps_txn *t, uint64_t profile, int64_t ts_ms, uint64_t seq)
+{
+    key_reset(t);
+    key_u64(t, profile);
+    key_u64(t, (uint64_t)ts_ms);
+    key_u64(t, seq);
+    return put_raw(t, DB_PEVENT, "", 0);
+}
+
+/* Walks one profile's pevent rows from key (profile, ts, seq): descending visits the rows
+ * strictly below it, ascending the rows at or above it. */
+static ps_status pevent_walk(ps_txn *t, uint64_t profile, int64_t ts, uint64_t seq, bool descending,
+                             ps_pevent_fn fn, void *ud)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(t->txn, t->store->dbi[DB_PEVENT], &cur);
+    if (rc)
+        return map_rc(rc, "pevent");
+    uint8_t start[24];
+    ps_put_be64(start, profile);
+    ps_put_be64(start + 8, (uint64_t)ts);
+    ps_put_be64(start + 16, seq);
+    MDB_val k = {24, start}, v;
+    MDB_cursor_op step = descending ? MDB_PREV : MDB_NEXT;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); /* the first key >= start */
+    if (descending) /* step back from it: the newest one below start */
+        rc = rc == 0              ? mdb_cursor_get(cur, &k, &v, MDB_PREV)
+             : rc == MDB_NOTFOUND ? mdb_cursor_get(cur, &k, &v, MDB_LAST)
+                                  : rc;
+    ps_status st = PS_OK;
+    while (rc == 0) {
+        if (k.mv_size != 24) {
+            st = PS_ECORRUPT;
+            break;
+        }
+        const uint8_t *p = k.mv_data;
+        if (ps_get_be64(p) != profile)
+            break;
+        if (!fn(ud, profile, (int64_t)ps_get_be64(p + 8), ps_get_be64(p + 16)))
+            break;
+        rc = mdb_cursor_get(cur, &k, &v, step);
+    }
+    if (rc && rc != MDB_NOTFOUND && st == PS_OK)
+        st = map_rc(rc, "pevent");
+    mdb_cursor_close(cur);
+    return st;
+}
+
+ps_status ps_store_pevent_scan_desc(ps_txn *t, uint64_t profile, int64_t before_ts,
+                                    uint64_t before_seq, ps_pevent_fn fn, void *ud)
+{
+    return pevent_walk(t, profile, before_ts, before_seq, true, fn, ud);
+}
+
+ps_status ps_store_pevent_scan_asc(ps_txn *t, uint64_t profile, int64_t after_ts,
+                                   uint64_t after_seq, ps_pevent_fn fn, void *ud)
+{
+    if (after_seq == UINT64_MAX) { /* the first key after every seq of after_ts */
+        if (after_ts == INT64_MAX)
+            return PS_OK;
+        after_ts++;
+        after_seq = 0;
+    } else {
+        after_seq++;
+    }
+    return pevent_walk(t, profile, after_ts, after_seq, false, fn, ud);
+}
+
+typedef struct pevent_iter {
+    ps_pevent_fn fn;
+    void *ud;
+} pevent_iter;
+
+static bool pevent_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
+{
+    (void)t;
+    (void)v;
+    pevent_iter *it = ud;
+    if (k->mv_size != 24) {
+        *st = PS_ECORRUPT;
+        return false;
+    }
+    const uint8_t *p = k->mv_data;
+    return it->fn(it->ud, ps_get_be64(p), (int64_t)ps_get_be64(p + 8), ps_get_be64(p + 16));
+}
+
+ps_status ps_store_pevent_scan_all(ps_txn *t, ps_pevent_fn fn, void *ud)
+{
+    pevent_iter it = {fn, ud};
+    key_reset(t);
+    return iterate(t, DB_PEVENT, NULL, 0, pevent_visit, &it);
+}
+
+typedef struct event_iter {
+    ps_event_fn_rec fn;
+    void *ud;
+} event_iter;
+
+static bool event_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
+{
+    event_iter *it = ud;
+    ps_event_rec e;
+    if (k->mv_size != 8) {
+        *st = PS_ECORRUPT;
+        return false;
+    }
+    if ((*st = st_event_decode(t, ps_get_be64(k->mv_data), v, &e)) != PS_OK)
+        return false;
+    return it->fn(it->ud, &e);
+}
+
+ps_status ps_store_event_scan(ps_txn *t, ps_event_fn_rec fn, void *ud)
+{
+    event_iter it = {fn, ud};
+    key_reset(t);
+    return iterate(t, DB_EVENT, NULL, 0, event_visit, &it);
+}
+
+/* ---- link ---- */
+
+ps_status ps_store_link_put(ps_txn *t, uint64_t from, uint64_t to, int64_t created_ms)
+{
+    msgpack_packer pk = pk_begin(t, 1);
+    msgpack_pack_int64(&pk, created_ms);
+    key_reset(t);
+    key_u64(t, from);
+    key_u64(t, to);
+    MDB_val k = kv(&t->key), v = {t->val.len, t->val.ptr};
+    int rc = mdb_put(t->txn, t->store->dbi[DB_LINK], &k, &v, MDB_NOOVERWRITE);
+    return rc == MDB_KEYEXIST ? PS_OK : map_rc(rc, "link"); /* the first link time stays */
+}
+
+typedef struct link_iter {
+    ps_link_fn fn;
+    void *ud;
+} link_iter;
+
+static bool link_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
+{
+    link_iter *it = ud;
+    rec r;
+    if (k->mv_size != 16 || (*st = decode(t, v, 1, &r)) != PS_OK) {
+        if (*st == PS_OK)
+            *st = PS_ECORRUPT;
+        return false;
+    }
+    return it->fn(it->ud, ps_get_be64(k->mv_data), ps_get_be64((const uint8_t *)k->mv_data + 8),
+                  r_i64(&r, 0));
+}
+
+ps_status ps_store_link_scan(ps_txn *t, uint64_t from, ps_link_fn fn, void *ud)
+{
+    link_iter it = {fn, ud};
+    key_reset(t);
+    if (from)
+        key_u64(t, from);
+    return iterate(t, DB_LINK, NULL, 0, link_visit, &it);
+}
+
+/* ---- audit ---- */
+
+ps_status ps_store_audit_append(ps_txn *t, ps_audit_rec *a)
+{
+    a->seq = ps_txn_next(t, PS_CTR_AUDIT);
+    msgpack_packer pk = pk_begin(t, 13);
+    msgpack_pack_uint8(&pk, a->kind);
+    msgpack_pack_uint8(&pk, a->reason);
+    msgpack_pack_uint8(&pk, a->event_type);
+    msgpack_pack_uint8(&pk, a->collection);
+    msgpack_pack_uint64(&pk, a->profile);
+    msgpack_pack_uint64(&pk, a->canonical);
+    msgpack_pack_int64(&pk, a->timestamp_ms);
+    msgpack_pack_int64(&pk, a->received_ms);
+    pk_str(&pk, a->message_id.ptr, a->message_id.len);
+    pk_str(&pk, a->source_id.ptr, a->source_id.len);
+    pk_str(&pk, a->type.ptr, a->type.len);
+    pk_str(&pk, a->value.ptr, a->value.len);
+    msgpack_pack_uint32(&pk, a->count);
+    key_reset(t);
+    key_u64(t, a->seq);
+    MDB_val k = kv(&t->key), v = {t->val.len, t->val.ptr};
+    return map_rc(mdb_put(t->txn, t->store->dbi[DB_AUDIT], &k, &v, MDB_APPEND), "audit");
+}
+
+typedef struct audit_iter {
+    ps_audit_fn fn;
+    void *ud;
+} audit_iter;
+
+static bool audit_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
+{
+    audit_iter *it = ud;
+    rec r;
+    if (k->mv_size != 8 || (*st = decode(t, v, 13, &r)) != PS_OK) {
+        if (*st == PS_OK)
+            *st = PS_ECORRUPT;
+        return false;
+    }
+    ps_audit_rec a = {
+        .seq = ps_get_be64(k->mv_data),
+        .kind = (uint8_t)r_u64(&r, 0),
+        .reason = (uint8_t)r_u64(&r, 1),
+        .event_type = (uint8_t)r_u64(&r, 2),
+        .collection = (uint8_t)r_u64(&r, 3),
+        .profile = r_u64(&r, 4),
+        .canonical = r_u64(&r, 5),
+        .timestamp_ms = r_i64(&r, 6),
+        .received_ms = r_i64(&r, 7),
+        .message_id = r_str(&r, 8),
+        .source_id = r_str(&r, 9),
+        .type = r_str(&r, 10),
+        .value = r_str(&r, 11),
+        .count = (uint32_t)r_u64(&r, 12),
+    };
+    return it->fn(it->ud, &a);
+}
+
+ps_status ps_store_audit_scan(ps_txn *t, uint64_t from_seq, ps_audit_fn fn, void *ud)
+{
+    audit_iter it = {fn, ud};
+    uint8_t start[8];
+    ps_put_be64(start, from_seq);
+    key_reset(t);
+    return iterate(t, DB_AUDIT, start, 8, audit_visit, &it);
+}

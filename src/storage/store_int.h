@@ -1,0 +1,313 @@
+/* SPDX-License-Identifier: MIT */
+/* store_int.h: what the storage modules (store.c, graphdb.c, records.c, msglog.c) share and
+ * nobody else sees: the environment and transaction structs, the named databases, and the
+ * key, msgpack and cursor helpers. Never included outside src/storage. */
+#ifndef PS_STORE_INT_H
+#define PS_STORE_INT_H
+
+#include "ps/graphdb.h"
+#include "ps/msglog.h"
+#include "ps/records.h"
+#include "ps/store.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <lmdb.h>
+#include <msgpack.h>
+#include <zdict.h>
+#include <zstd.h>
+
+#include "ps/log.h"
+
+enum {
+    DB_META,
+    DB_PROFILE,
+    DB_SEGID,
+    DB_IDENT,
+    DB_PMAP,
+    DB_MEMBER,
+    DB_TRAIT,
+    DB_EVENT,
+    DB_PEVENT,
+    DB_LINK,
+    DB_DEDUP,
+    DB_DEDUP_TIME,
+    DB_AUDIT,
+    DB_TYPES,
+    DB_LOG,
+    DB__COUNT
+};
+
+static const char *const db_names[DB__COUNT] = {"meta",   "profile",    "segid", "ident",  "pmap",
+                                                "member", "trait",      "event", "pevent", "link",
+                                                "dedup",  "dedup_time", "audit", "types",  "log"};
+
+/* Finished read transactions are kept reset (mdb_txn_reset) and renewed for the next reader:
+ * a request then costs no allocation and no reader-slot search. MDB_NOTLS lets a renewed
+ * transaction move between threads. */
+#define READ_POOL_MAX 16
+
+struct ps_store {
+    MDB_env *env;
+    MDB_dbi dbi[DB__COUNT];
+    char *name;
+    int format; /* as found at open */
+    /* log compression dictionaries (docs/storage-format.md): the one new messages use, and
+     * every one a logged message may name, loaded on first use; never freed before close */
+    pthread_mutex_t dict_lock;
+    _Atomic(ZSTD_CDict *) cdict;
+    _Atomic(uint8_t) cdict_id;
+    _Atomic(ZSTD_DDict *) ddict[256];
+    pthread_mutex_t pool_lock;
+    ps_txn *pool[READ_POOL_MAX];
+    size_t pooled;
+};
+
+struct ps_txn {
+    ps_store *store;
+    MDB_txn *txn;
+    bool write;
+    bool counters_loaded; /* read lazily: most readers never ask */
+    bool counters_dirty;
+    bool logged;            /* a write transaction that appended to the log */
+    char seen_types[8][65]; /* identifier types known to be in `types` (a few per space) */
+    unsigned seen_count;
+    struct pcache *pc; /* write transactions: profile records read or written */
+    uint64_t counters[PS_CTR__COUNT];
+    ps_buf key;
+    ps_buf val;
+    ps_buf plain; /* a decompressed log message */
+    ZSTD_DCtx *dctx;
+    msgpack_zone zone;
+};
+
+/* ---- errors ---- */
+
+static inline ps_status map_rc(int rc, const char *what)
+{
+    switch (rc) {
+    case MDB_SUCCESS: return PS_OK;
+    case MDB_NOTFOUND: return PS_ENOTFOUND;
+    case MDB_MAP_FULL:
+    case MDB_TXN_FULL:
+        ps_log(PS_LOG_WARN, "msg=\"store full\" op=%s detail=\"%s\"", what, mdb_strerror(rc));
+        return PS_EFULL;
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INVALID:
+    case MDB_VERSION_MISMATCH:
+        ps_log(PS_LOG_ERROR, "msg=\"store corrupt\" op=%s detail=\"%s\"", what, mdb_strerror(rc));
+        return PS_ECORRUPT;
+    default:
+        ps_log(PS_LOG_ERROR, "msg=\"lmdb error\" op=%s detail=\"%s\"", what, mdb_strerror(rc));
+        return PS_EIO;
+    }
+}
+
+/* ---- key helpers ---- */
+
+static inline MDB_val kv(const ps_buf *b)
+{
+    return (MDB_val){b->len, b->ptr};
+}
+
+static inline void key_reset(ps_txn *t)
+{
+    ps_buf_reset(&t->key);
+}
+
+static inline void key_u64(ps_txn *t, uint64_t v)
+{
+    ps_buf_be64(&t->key, v);
+}
+
+static inline void key_bytes(ps_txn *t, const void *p, size_t len)
+{
+    ps_buf_append(&t->key, p, len);
+}
+
+/* ---- msgpack encode ---- */
+
+static inline int buf_write(void *data, const char *p, size_t len)
+{
+    ps_buf_append(data, p, len);
+    return 0;
+}
+
+static inline msgpack_packer pk_begin(ps_txn *t, uint32_t fields)
+{
+    ps_buf_reset(&t->val);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &t->val, buf_write);
+    msgpack_pack_array(&pk, fields + 1);
+    msgpack_pack_uint8(&pk, 1);
+    return pk;
+}
+
+static inline void pk_str(msgpack_packer *pk, const void *s, size_t len)
+{
+    msgpack_pack_str(pk, len);
+    msgpack_pack_str_body(pk, s, len);
+}
+
+static inline void pk_cstr(msgpack_packer *pk, const char *s)
+{
+    pk_str(pk, s, strlen(s));
+}
+
+/* ---- msgpack decode ---- */
+
+typedef struct rec {
+    const msgpack_object *items;
+    uint32_t count;
+} rec;
+
+static inline ps_status decode(ps_txn *t, const MDB_val *v, uint32_t min_fields, rec *out)
+{
+    msgpack_zone_clear(&t->zone);
+    size_t off = 0;
+    msgpack_object o;
+    if (msgpack_unpack(v->mv_data, v->mv_size, &off, &t->zone, &o) != MSGPACK_UNPACK_SUCCESS ||
+        o.type != MSGPACK_OBJECT_ARRAY || o.via.array.size < min_fields + 1 ||
+        o.via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+        o.via.array.ptr[0].via.u64 != 1) {
+        ps_log(PS_LOG_ERROR, "msg=\"undecodable record\" bytes=%zu", v->mv_size);
+        return PS_ECORRUPT;
+    }
+    /* array items live in t->zone until the next decode; strings point into LMDB memory */
+    out->items = o.via.array.ptr + 1;
+    out->count = o.via.array.size - 1;
+    return PS_OK;
+}
+
+static inline uint64_t r_u64(const rec *r, uint32_t i)
+{
+    const msgpack_object *o = &r->items[i];
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return o->via.u64;
+    return 0;
+}
+
+static inline int64_t r_i64(const rec *r, uint32_t i)
+{
+    const msgpack_object *o = &r->items[i];
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return (int64_t)o->via.u64;
+    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        return o->via.i64;
+    return 0;
+}
+
+static inline bool r_bool(const rec *r, uint32_t i)
+{
+    return r->items[i].type == MSGPACK_OBJECT_BOOLEAN && r->items[i].via.boolean;
+}
+
+static inline ps_slice r_str(const rec *r, uint32_t i)
+{
+    const msgpack_object *o = &r->items[i];
+    if (o->type == MSGPACK_OBJECT_STR)
+        return (ps_slice){(const uint8_t *)o->via.str.ptr, o->via.str.size};
+    if (o->type == MSGPACK_OBJECT_BIN)
+        return (ps_slice){(const uint8_t *)o->via.bin.ptr, o->via.bin.size};
+    return (ps_slice){(const uint8_t *)"", 0};
+}
+
+static inline void r_cstr(const rec *r, uint32_t i, char *out, size_t cap)
+{
+    ps_slice s = r_str(r, i);
+    size_t n = s.len < cap - 1 ? s.len : cap - 1;
+    memcpy(out, s.ptr, n);
+    out[n] = 0;
+}
+
+/* ---- generic get/put ---- */
+
+static inline ps_status get_raw(ps_txn *t, int db, MDB_val *val)
+{
+    MDB_val k = kv(&t->key);
+    return map_rc(mdb_get(t->txn, t->store->dbi[db], &k, val), db_names[db]);
+}
+
+static inline ps_status put_raw(ps_txn *t, int db, const void *data, size_t len)
+{
+    PS_ASSERT(t->write);
+    MDB_val k = kv(&t->key), v = {len, (void *)data};
+    return map_rc(mdb_put(t->txn, t->store->dbi[db], &k, &v, 0), db_names[db]);
+}
+
+static inline ps_status put_val(ps_txn *t, int db)
+{
+    return put_raw(t, db, t->val.ptr, t->val.len);
+}
+
+static inline ps_status del_key(ps_txn *t, int db)
+{
+    PS_ASSERT(t->write);
+    MDB_val k = kv(&t->key);
+    return map_rc(mdb_del(t->txn, t->store->dbi[db], &k, NULL), db_names[db]);
+}
+
+/* Iterates keys starting with t->key (the prefix), from `start` when given (else the prefix).
+ * `fn` gets the key and value; returns false to stop. */
+typedef bool (*iter_fn)(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st);
+
+static inline ps_status iterate(ps_txn *t, int db, const void *start, size_t start_len, iter_fn fn,
+                                void *ud)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(t->txn, t->store->dbi[db], &cur);
+    if (rc)
+        return map_rc(rc, db_names[db]);
+    size_t plen = t->key.len;
+    uint8_t prefix[600];
+    PS_ASSERT(plen <= sizeof prefix);
+    memcpy(prefix, t->key.ptr ? t->key.ptr : (uint8_t *)"", plen);
+    MDB_val k = start ? (MDB_val){start_len, (void *)start} : (MDB_val){plen, prefix}, v;
+    ps_status st = PS_OK;
+    rc = k.mv_size ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)
+                   : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (rc == 0) {
+        if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)
+            break;
+        if (!fn(t, ud, &k, &v, &st))
+            break;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (rc && rc != MDB_NOTFOUND && st == PS_OK)
+        st = map_rc(rc, db_names[db]);
+    mdb_cursor_close(cur);
+    return st;
+}
+
+static inline int put_format(MDB_txn *txn, MDB_dbi meta, int format)
+{
+    char ver[16];
+    int n = snprintf(ver, sizeof ver, "%d", format);
+    MDB_val k = {6, "format"}, v = {(size_t)n, ver};
+    return mdb_put(txn, meta, &k, &v, 0);
+}
+
+/* ---- hooks between the storage modules ---- */
+
+/* graphdb.c: the write transaction's cache of profile records (written back by flush). */
+ps_status st_profiles_flush(ps_txn *t, bool drop);
+void st_profiles_drop(ps_txn *t);
+/* msglog.c: the log's compression dictionary, found or trained before a commit that logged
+ * messages (its bytes in *dict, to install after the commit succeeds). */
+ps_status st_log_dict_prepare(ps_txn *t, uint8_t **dict, size_t *dict_len);
+void st_log_dict_install(ps_store *s, const uint8_t *dict, size_t len);
+/* records.c: event rows, both layouts (format 1 is read by the migration). */
+ps_status st_event_decode(ps_txn *t, uint64_t seq, const MDB_val *v, ps_event_rec *e);
+void st_event_encode(ps_txn *t, const ps_event_rec *e);
+
+/* meta key of the dedup expiry walk (msglog.c), reset by a rebuild (store.c) */
+#define ST_DEDUP_EXPIRED_KEY "dedup/expired"
+
+#endif
