@@ -390,7 +390,7 @@ static void summary(const run *r, const ps_ingest_stats *s)
 int cmd_ingest(cli *c)
 {
     const char *source = cli_take_option(c, "--source");
-    size_t batch_size = 10000;
+    size_t batch_size = 50000; /* large commits: each rewrites the pages it touches once */
     bool verbose = cli_take_flag(c, "--verbose");
     int rc = cli_take_number(c, "--batch", 1, 1000000, &batch_size);
     if (rc || (rc = cli_no_more_options(c)))
