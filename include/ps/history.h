@@ -9,8 +9,13 @@
 #include <stdint.h>
 
 #include "ps/mem.h"
+#include "ps/msglog.h"
 #include "ps/space.h"
 #include "ps/status.h"
+
+/* Writes logged message `r` (decompressed) as its log line into `out`: the stamps, then the
+ * message (ps_event_log_json). PS_ECORRUPT when its stamps cannot be. */
+ps_status ps_history_line(const ps_log_rec *r, ps_buf *out);
 
 /* Called with each logged message, in log order, as one line of JSON (no newline). The
  * callback returns false to stop. */

@@ -5,13 +5,13 @@
  * identifier rows (pmap); traits, events and links stay where they were written and reads fan
  * out over the members, so no merge copies unbounded data. */
 #include "ps/graph.h"
-#include "ps/graphdb.h"
-#include "ps/records.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ps/graphdb.h"
+#include "ps/records.h"
 #include "ps/text.h"
 
 static const char *const viol_names[PS_VIOL__COUNT] = {
@@ -137,8 +137,8 @@ ps_status ps_graph_unmap(ps_txn *t, uint64_t canonical, const char *type, const 
     return audit_row(t, in, PS_AUDIT_UNMAP, PS_VIOL_NONE, canonical, canonical, &id);
 }
 
-ps_status ps_graph_violation(ps_txn *t, const ps_resolve_in *in, ps_violation v,
-                             const ps_ident *id, uint64_t profile)
+ps_status ps_graph_violation(ps_txn *t, const ps_resolve_in *in, ps_violation v, const ps_ident *id,
+                             uint64_t profile)
 {
     return audit_row(t, in, PS_AUDIT_VIOLATION, v, profile, profile, id);
 }
@@ -398,8 +398,8 @@ static bool collect_pmap(void *ud, uint64_t profile, const char *type, const cha
     (void)profile;
     pmap_list *l = ud;
     l->rows = ps_xrealloc(l->rows, (l->count + 1) * sizeof *l->rows);
-    l->rows[l->count++] = (pmap_row){ps_xstrdup(type), ps_xstrndup(value, value_len), value_len,
-                                     first_seen_ms};
+    l->rows[l->count++] =
+        (pmap_row){ps_xstrdup(type), ps_xstrndup(value, value_len), value_len, first_seen_ms};
     return true;
 }
 
@@ -441,8 +441,7 @@ static ps_status merge_into(work *w, ps_profile *s, uint64_t q)
     for (size_t i = 0; st == PS_OK && i < maps.count; i++) {
         pmap_row *r = &maps.rows[i];
         if ((st = ps_store_pmap_del(w->t, q, r->type, r->value, r->value_len)) == PS_OK)
-            st = ps_store_pmap_put(w->t, s->seq, r->type, r->value, r->value_len,
-                                   r->first_seen_ms);
+            st = ps_store_pmap_put(w->t, s->seq, r->type, r->value, r->value_len, r->first_seen_ms);
     }
     if (st == PS_OK) {
         s->member_count += qp.member_count;
@@ -474,11 +473,10 @@ static ps_status add_mapping(work *w, ps_profile *s, size_t i)
     };
     copy_id(m.source_id, sizeof m.source_id, in->source_id);
     copy_id(m.first_message_id, sizeof m.first_message_id, in->message_id);
-    ps_status st = ps_store_ident_put(w->t, (uint8_t)in->collection, id->type, id->value,
-                                      id->value_len, &m);
+    ps_status st =
+        ps_store_ident_put(w->t, (uint8_t)in->collection, id->type, id->value, id->value_len, &m);
     if (st == PS_OK)
-        st = ps_store_pmap_put(w->t, s->seq, id->type, id->value, id->value_len,
-                               in->timestamp_ms);
+        st = ps_store_pmap_put(w->t, s->seq, id->type, id->value, id->value_len, in->timestamp_ms);
     if (st == PS_OK)
         st = ps_store_type_seen(w->t, id->type, (uint8_t)in->collection);
     if (st != PS_OK)
@@ -510,10 +508,9 @@ static ps_status map_new_profile(work *w, ps_profile *s)
                 same++;
         if (same >= rule->limit) {
             w->active[i] = false;
-            st = violation(w,
-                           rule->frequency == PS_FREQ_EVER ? PS_VIOL_VALUE_LIMIT
-                                                           : PS_VIOL_TIME_LIMIT,
-                           i, s->seq);
+            st = violation(
+                w, rule->frequency == PS_FREQ_EVER ? PS_VIOL_VALUE_LIMIT : PS_VIOL_TIME_LIMIT, i,
+                s->seq);
         } else if (s->mapping_count >= ps_rules_options_get(w->rules)->mapping_limit) {
             w->active[i] = false;
             st = violation(w, PS_VIOL_MAPPING_LIMIT, i, s->seq);
@@ -533,7 +530,7 @@ static ps_status resolve(work *w, ps_profile *s)
     for (size_t i = 0; i < in->count && st == PS_OK; i++) {
         const ps_ident *id = &in->ids[i];
         if (id->flag != PS_IDENT_OK) {
-            ps_violation v = id->flag == PS_IDENT_BLOCKED     ? PS_VIOL_BLOCKED
+            ps_violation v = id->flag == PS_IDENT_BLOCKED    ? PS_VIOL_BLOCKED
                              : id->flag == PS_IDENT_TOO_LONG ? PS_VIOL_VALUE_TOO_LONG
                                                              : PS_VIOL_BAD_ENCODING;
             st = violation(w, v, i, 0);
@@ -614,8 +611,15 @@ ps_status ps_graph_resolve(ps_txn *t, const ps_rules *rules, const ps_resolve_in
         memset(promoted, 0, in->count * sizeof *promoted);
     if (in->count == 0)
         return PS_OK;
-    work w = {t, rules, in, out, ps_xcalloc(in->count, sizeof(uint64_t)),
-              ps_xcalloc(in->count, sizeof(bool)), NULL, 0, 0};
+    work w = {t,
+              rules,
+              in,
+              out,
+              ps_xcalloc(in->count, sizeof(uint64_t)),
+              ps_xcalloc(in->count, sizeof(bool)),
+              NULL,
+              0,
+              0};
     ps_profile s;
     memset(&s, 0, sizeof s);
     ps_status st = resolve(&w, &s);

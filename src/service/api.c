@@ -3,8 +3,6 @@
  * docs/http-api.md: limits out of range are 400 validation_error, non-numbers 400
  * invalid_request_error, and cursors are signed positions bound to the list and profile. */
 #include "ps/api.h"
-#include "ps/graphdb.h"
-#include "ps/records.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -16,8 +14,10 @@
 #include "ps/cursor.h"
 #include "ps/event.h"
 #include "ps/graph.h"
+#include "ps/graphdb.h"
 #include "ps/log.h"
 #include "ps/profile.h"
+#include "ps/records.h"
 #include "ps/text.h"
 
 #define LIST_MAX 200 /* names in include/exclude */

@@ -1,15 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /* check: the graph invariant checker behind `profilectl check`. */
 #include "ps/check.h"
-#include "ps/graphdb.h"
-#include "ps/msglog.h"
-#include "ps/records.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "ps/graph.h"
+#include "ps/graphdb.h"
+#include "ps/msglog.h"
+#include "ps/records.h"
 
 typedef struct ctx {
     ps_txn *t;

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* history: reading the accepted-message log, and the format-1 upgrade that creates one. */
 #include "ps/history.h"
-#include "ps/msglog.h"
 
 #include <stdio.h>
 #include <string.h>
 
 #include "ps/event.h"
+#include "ps/msglog.h"
 #include "ps/store.h"
 
 typedef struct scan_ctx {
@@ -18,23 +18,28 @@ typedef struct scan_ctx {
 } scan_ctx;
 
 /* The log keeps the stamps beside the message; a line carries them inside it. */
+ps_status ps_history_line(const ps_log_rec *r, ps_buf *out)
+{
+    char mid[PS_ID_BYTES + 1], src[PS_ID_BYTES + 1];
+    if (r->message_id.len > PS_ID_BYTES || r->source_id.len > PS_ID_BYTES ||
+        r->type < PS_MSG_IDENTIFY || r->type > PS_MSG_ALIAS)
+        return PS_ECORRUPT;
+    memcpy(mid, r->message_id.ptr, r->message_id.len);
+    mid[r->message_id.len] = 0;
+    memcpy(src, r->source_id.ptr, r->source_id.len);
+    src[r->source_id.len] = 0;
+    ps_buf_reset(out);
+    ps_event_log_json((ps_msg_type)r->type, mid, r->received_ms, src, r->json, out);
+    return PS_OK;
+}
+
 static bool visit(void *ud, const ps_log_rec *r)
 {
     scan_ctx *c = ud;
     if (r->received_ms < c->since_ms || r->received_ms >= c->until_ms)
         return true;
-    char mid[PS_ID_BYTES + 1], src[PS_ID_BYTES + 1];
-    if (r->message_id.len > PS_ID_BYTES || r->source_id.len > PS_ID_BYTES ||
-        r->type < PS_MSG_IDENTIFY || r->type > PS_MSG_ALIAS) {
-        c->st = PS_ECORRUPT;
+    if ((c->st = ps_history_line(r, &c->line)) != PS_OK)
         return false;
-    }
-    memcpy(mid, r->message_id.ptr, r->message_id.len);
-    mid[r->message_id.len] = 0;
-    memcpy(src, r->source_id.ptr, r->source_id.len);
-    src[r->source_id.len] = 0;
-    ps_buf_reset(&c->line);
-    ps_event_log_json((ps_msg_type)r->type, mid, r->received_ms, src, r->json, &c->line);
     return c->fn(c->ud, (ps_slice){c->line.ptr, c->line.len});
 }
 

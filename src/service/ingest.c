@@ -2,8 +2,6 @@
 /* ingest: accept -> dedup -> resolve users (and accounts on group) -> traits, links, event ->
  * metadata, all in the batch's write transaction (docs/architecture.md, Data flow). */
 #include "ps/ingest.h"
-#include "ps/msglog.h"
-#include "ps/records.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +9,10 @@
 
 #include "ps/clock.h"
 #include "ps/graph.h"
+#include "ps/history.h"
 #include "ps/log.h"
+#include "ps/msglog.h"
+#include "ps/records.h"
 
 #define PURGE_PER_COMMIT 10000 /* bound on retention work added to one commit */
 
@@ -539,18 +540,8 @@ static bool replay_one(void *ud, const ps_log_rec *r)
 {
     replay_ctx *c = ud;
     ps_ingest *in = c->in;
-    char mid[PS_ID_BYTES + 1], src[PS_ID_BYTES + 1];
-    if (r->message_id.len > PS_ID_BYTES || r->source_id.len > PS_ID_BYTES ||
-        r->type < PS_MSG_IDENTIFY || r->type > PS_MSG_ALIAS) {
-        c->st = PS_ECORRUPT;
+    if ((c->st = ps_history_line(r, &c->line)) != PS_OK)
         return false;
-    }
-    memcpy(mid, r->message_id.ptr, r->message_id.len);
-    mid[r->message_id.len] = 0;
-    memcpy(src, r->source_id.ptr, r->source_id.len);
-    src[r->source_id.len] = 0;
-    ps_buf_reset(&c->line);
-    ps_event_log_json((ps_msg_type)r->type, mid, r->received_ms, src, r->json, &c->line);
     ps_accept_opts ao = {
         .now_ms = r->received_ms, .keep_received_at = true, .source_id = "", .sequence = r->seq};
     ps_drop why;

@@ -1,9 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* profile: read model over one read transaction (see profile.h). */
-#include "ps/graphdb.h"
-#include "ps/msglog.h"
 #include "ps/profile.h"
-#include "ps/records.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +10,9 @@
 #include "ps/clock.h"
 #include "ps/event.h"
 #include "ps/graph.h"
+#include "ps/graphdb.h"
+#include "ps/msglog.h"
+#include "ps/records.h"
 #include "ps/text.h"
 
 static bool is_segment_id(const char *s, size_t len)

@@ -1,18 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /* space: directory layout and settings. Settings live in the space's own meta database so a
  * change is one transaction, and a settings version lets writers notice a change cheaply. */
-#include "ps/graphdb.h"
 #include "ps/space.h"
 
 #include <dirent.h>
-#include <pthread.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "ps/auth.h"
+#include "ps/graphdb.h"
 #include "ps/ratelimit.h"
 
 struct ps_space {
