@@ -91,8 +91,15 @@ ps_status registry_get(registry *r, const char *name, ps_space **out)
             int64_t now = ps_clock_now_ms();
             r->open_failures++;
             if (now - r->last_failure_log_ms >= 1000) {
-                ps_log(PS_LOG_ERROR, "msg=\"cannot open space\" space=%s error=%s failures=%llu",
-                       name, ps_status_str(st), (unsigned long long)r->open_failures);
+                if (st == PS_EFORMAT)
+                    ps_log(PS_LOG_ERROR,
+                           "msg=\"space is in storage format 1: run profilectl migrate %s\" "
+                           "space=%s failures=%llu",
+                           name, name, (unsigned long long)r->open_failures);
+                else
+                    ps_log(PS_LOG_ERROR,
+                           "msg=\"cannot open space\" space=%s error=%s failures=%llu", name,
+                           ps_status_str(st), (unsigned long long)r->open_failures);
                 r->last_failure_log_ms = now;
                 r->open_failures = 0;
             }

@@ -211,6 +211,15 @@ def migrate_format1():
             p = st.ctl(*args, input="", check=False)
             assert p.returncode == 4 and "profilectl migrate legacy" in p.stderr, (args, p.stderr)
             assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+        # the server answers 503 for it and logs what to run
+        srv = Server(st)
+        try:
+            s, _, body = srv.get("/v1/spaces/legacy/collections/users/profiles/user_id:user-13"
+                                 "/traits", secrets["token"])
+            assert s == 503, (s, body)
+        finally:
+            srv.stop()
+        assert any("profilectl migrate legacy" in line for line in srv.log), srv.log[-3:]
         out = json.loads(st.ctl("--json", "migrate", "legacy").stdout)
         assert out == {"space": "legacy", "from_format": 1, "format": 2,
                        "messages_logged": 256}, out
