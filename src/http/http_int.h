@@ -169,14 +169,15 @@ typedef struct http_req {
     const char *query; /* NULL when there is none */
     const uint8_t *body;
     size_t body_len;
-    int route;        /* ROUTE_* or a ps_api_route */
-    int track_type;   /* Tracking API: the forced message type */
-    int coding;       /* CODING_*: the body's Content-Encoding (Tracking API) */
-    int kind;         /* LISTEN_*: the listener it arrived on */
-    bool has_source;  /* the write key was checked from the Authorization header */
-    bool cors;        /* a browser-facing route: replies carry Access-Control-Allow-Origin */
-    bool preflight;   /* an OPTIONS preflight: the reply carries the CORS permissions */
-    bool echo_origin; /* the source lists origins and this one is on it: name it, not "*" */
+    int route;       /* ROUTE_* or a ps_api_route */
+    int track_type;  /* Tracking API: the forced message type */
+    int coding;      /* CODING_*: the body's Content-Encoding (Tracking API) */
+    int kind;        /* LISTEN_*: the listener it arrived on */
+    bool has_source; /* the write key was checked from the Authorization header */
+    bool cors;       /* a browser-facing route: replies carry Access-Control-Allow-Origin */
+    bool preflight;  /* an OPTIONS preflight: the reply carries the CORS permissions */
+    const char *allowed_origin; /* the source lists origins and this Origin header is on it: */
+    size_t allowed_origin_len;  /* replies name it rather than "*" (NULL: not so) */
     ps_source_info source;
     struct timespec t0;
     char rid[40];
@@ -292,6 +293,9 @@ int track_route(const char *path, int *type);
 /* True when `path` is /v1/projects/{writeKey}/settings; the key (percent-decoded, at most
  * `cap` - 1 bytes) goes to `key`. */
 bool track_settings_route(const char *path, char *key, size_t cap);
+/* True when s[0..len) is made of the characters of host[:port][/path] (letters, digits and
+ * ".-:[]/_~"): what a Host header or --public-url may put into a settings document. */
+bool url_host_chars_ok(const char *s, size_t len);
 /* Answers GET /v1/projects/{writeKey}/settings for `key` (from track_settings_route()): the
  * settings document analytics.js loads. */
 void track_settings(http_req *rq, const char *key);

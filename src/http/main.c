@@ -70,12 +70,9 @@ static bool public_url_ok(const char *v, char out[201])
     size_t len = strlen(v);
     while (len > skip && v[len - 1] == '/')
         len--;
-    if (skip == 0 || len == skip || len > 200 || v[skip] == '/')
+    if (skip == 0 || len == skip || len > 200 || v[skip] == '/' ||
+        !url_host_chars_ok(v + skip, len - skip))
         return false;
-    for (size_t i = skip; i < len; i++)
-        if (!((v[i] >= 'a' && v[i] <= 'z') || (v[i] >= 'A' && v[i] <= 'Z') ||
-              (v[i] >= '0' && v[i] <= '9') || strchr(".-:[]/_~", v[i])))
-            return false;
     memcpy(out, v, len);
     out[len] = 0;
     return true;

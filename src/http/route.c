@@ -144,6 +144,15 @@ static int route_of(char **seg, int n, int method, bool *method_ok)
     return -1;
 }
 
+bool url_host_chars_ok(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || strchr(".-:[]/_~", s[i])))
+            return false;
+    return true;
+}
+
 bool track_settings_route(const char *path, char *key, size_t cap)
 {
     static const char prefix[] = "/v1/projects/", suffix[] = "/settings";

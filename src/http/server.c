@@ -47,11 +47,10 @@ void send_reply(http_req *rq, const char *content_type, const char *allow)
             n += snprintf(headers + n, sizeof headers - (size_t)n, "X-RateLimit-Reset: %lld\r\n",
                           (long long)(ps_clock_now_ms() / 1000) + wait_s);
     }
-    size_t ol;
-    const char *origin = rq->echo_origin ? http_head_find(&rq->head, "Origin", &ol) : NULL;
-    if (origin) /* checked against the source's allow list (track.c) */
+    if (rq->allowed_origin) /* checked against the source's allow list (track.c) */
         n += snprintf(headers + n, sizeof headers - (size_t)n,
-                      "Access-Control-Allow-Origin: %.*s\r\nVary: Origin\r\n", (int)ol, origin);
+                      "Access-Control-Allow-Origin: %.*s\r\nVary: Origin\r\n",
+                      (int)rq->allowed_origin_len, rq->allowed_origin);
     else if (rq->cors) /* any origin: write keys are public, and no cookie is ever read */
         n +=
             snprintf(headers + n, sizeof headers - (size_t)n, "Access-Control-Allow-Origin: *\r\n");

@@ -163,7 +163,10 @@ static bool origin_allowed(http_req *rq)
     size_t len;
     const char *origin = http_head_find(&rq->head, "Origin", &len);
     if (ps_source_origin_allowed(&rq->source, origin, len)) {
-        rq->echo_origin = origin != NULL && rq->source.origins[0] != 0;
+        if (origin != NULL && rq->source.origins[0] != 0) {
+            rq->allowed_origin = origin;
+            rq->allowed_origin_len = len;
+        }
         return true;
     }
     track_error(&rq->w->reply, 403, "origin_not_allowed",
@@ -338,7 +341,8 @@ reply:
     reply_now(rq, NULL);
 }
 
-/* The host browsers should post to: --public-url, else this request's Host header. */
+/* The host browsers should post to: --public-url (checked and without trailing slashes from
+ * the start, main.c), else this request's Host header. */
 static bool public_host(const http_req *rq, char *host, size_t cap, const char **protocol)
 {
     const char *url = rq->w->srv->cfg.public_url;
@@ -346,22 +350,16 @@ static bool public_host(const http_req *rq, char *host, size_t cap, const char *
     const char *h;
     *protocol = "http";
     if (url) {
-        const char *sep = strstr(url, "://");
-        if (sep && (size_t)(sep - url) == 5 && strncmp(url, "https", 5) == 0)
+        if (strncmp(url, "https://", 8) == 0)
             *protocol = "https";
-        h = sep ? sep + 3 : url;
+        h = strstr(url, "://") + 3;
         len = strlen(h);
-        while (len > 0 && h[len - 1] == '/')
-            len--;
-    } else if ((h = http_head_find(&rq->head, "Host", &len)) == NULL) {
+    } else if ((h = http_head_find(&rq->head, "Host", &len)) == NULL ||
+               !url_host_chars_ok(h, len)) {
         return false;
     }
     if (len == 0 || len + 4 > cap)
         return false;
-    for (size_t i = 0; i < len; i++) /* host[:port][/path] characters only */
-        if (!((h[i] >= 'a' && h[i] <= 'z') || (h[i] >= 'A' && h[i] <= 'Z') ||
-              (h[i] >= '0' && h[i] <= '9') || strchr(".-:[]/_~", h[i])))
-            return false;
     memcpy(host, h, len);
     memcpy(host + len, "/v1", 4);
     return true;
