@@ -141,8 +141,8 @@ ps_status ps_event_parse(const uint8_t *json, size_t len, const ps_accept_opts *
  * first members are "type", "messageId", "receivedAt" and "source_id" (the stamps given),
  * followed by every member of `message` (a validated JSON object) except those four and
  * "writeKey", in their order. Parsed again with keep_received_at, it gives the same event. */
-void ps_event_log_json(ps_msg_type type, const char *message_id, int64_t received_ms,
-                       const char *source_id, ps_slice message, ps_buf *out);
+void ps_event_log_json(ps_msg_type type, ps_slice message_id, int64_t received_ms,
+                       ps_slice source_id, ps_slice message, ps_buf *out);
 
 /* Appends `,"key":<compact JSON>` to `out` for each of the `count` keys, reading `body`
  * once; an absent key (or a body that is not an object) gives `null`. */

@@ -851,8 +851,8 @@ static bool find_members(const char *p, const char *end, const char *const *keys
 
 #define BODY_MEMBERS_MAX 8
 
-void ps_event_log_json(ps_msg_type type, const char *message_id, int64_t received_ms,
-                       const char *source_id, ps_slice message, ps_buf *out)
+void ps_event_log_json(ps_msg_type type, ps_slice message_id, int64_t received_ms,
+                       ps_slice source_id, ps_slice message, ps_buf *out)
 {
     static const char *const stamped[] = {"type", "messageId", "receivedAt", "source_id",
                                           "writeKey"};
@@ -860,11 +860,11 @@ void ps_event_log_json(ps_msg_type type, const char *message_id, int64_t receive
     ps_buf_puts(out, "{\"type\":\"");
     ps_buf_puts(out, ps_msg_type_name(type));
     ps_buf_puts(out, "\",\"messageId\":");
-    ps_buf_json_str(out, message_id, strlen(message_id));
+    ps_buf_json_str(out, (const char *)message_id.ptr, message_id.len);
     ps_buf_puts(out, ",\"receivedAt\":\"");
     ps_buf_puts(out, ps_time_format(received_ms, tb));
     ps_buf_puts(out, "\",\"source_id\":");
-    ps_buf_json_str(out, source_id, strlen(source_id));
+    ps_buf_json_str(out, (const char *)source_id.ptr, source_id.len);
     ps_json_iter it;
     ps_json_member m;
     const char *start = (const char *)message.ptr;

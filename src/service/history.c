@@ -20,16 +20,12 @@ typedef struct scan_ctx {
 /* The log keeps the stamps beside the message; a line carries them inside it. */
 ps_status ps_history_line(const ps_log_rec *r, ps_buf *out)
 {
-    char mid[PS_ID_BYTES + 1], src[PS_ID_BYTES + 1];
     if (r->message_id.len > PS_ID_BYTES || r->source_id.len > PS_ID_BYTES ||
         r->type < PS_MSG_IDENTIFY || r->type > PS_MSG_ALIAS)
         return PS_ECORRUPT;
-    memcpy(mid, r->message_id.ptr, r->message_id.len);
-    mid[r->message_id.len] = 0;
-    memcpy(src, r->source_id.ptr, r->source_id.len);
-    src[r->source_id.len] = 0;
     ps_buf_reset(out);
-    ps_event_log_json((ps_msg_type)r->type, mid, r->received_ms, src, r->json, out);
+    ps_event_log_json((ps_msg_type)r->type, r->message_id, r->received_ms, r->source_id, r->json,
+                      out);
     return PS_OK;
 }
 

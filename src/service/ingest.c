@@ -14,7 +14,7 @@
 #include "ps/msglog.h"
 #include "ps/records.h"
 
-#define PURGE_PER_COMMIT 10000 /* bound on retention work added to one commit */
+#define PURGE_PER_COMMIT 10000 /* bound on dedup expiry work added to one commit */
 
 struct ps_ingest {
     ps_space *space;
@@ -203,14 +203,13 @@ static ps_status accept_event(ps_ingest *in, const ps_event *ev, const ps_slice 
     uint64_t msg_seq = in->replay_seq;
     if (msg_seq == 0) { /* the log first: everything below is derived from it */
         msg_seq = ps_txn_next(in->txn, PS_CTR_MESSAGE);
-        if (logged) {
-            st = ps_store_log_put(in->txn, msg_seq, *logged);
-        } else {
+        ps_slice value = logged ? *logged : (ps_slice){NULL, 0};
+        if (logged == NULL) {
             ps_buf_reset(&in->line);
             log_encode(in->space, ev, &in->line);
-            st = ps_store_log_put(in->txn, msg_seq, (ps_slice){in->line.ptr, in->line.len});
+            value = (ps_slice){in->line.ptr, in->line.len};
         }
-        if (st != PS_OK)
+        if ((st = ps_store_log_put(in->txn, msg_seq, value)) != PS_OK)
             return st;
     }
 
