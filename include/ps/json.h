@@ -44,6 +44,15 @@ bool ps_json_check(const uint8_t *s, size_t len, unsigned flags, ps_json_diag *d
  * free with cJSON_Delete(). NULL when the text is refused; `diag` (may be NULL) says why. */
 struct cJSON *ps_json_parse(const uint8_t *s, size_t len, ps_json_diag *diag);
 
+/* Like ps_json_parse, but the tree is built in memory of the calling thread (one allocation
+ * per 16 KB instead of one per node and string) and is released with ps_json_scratch_free(),
+ * never cJSON_Delete(). One such tree per thread at a time. `checked_nul`: the caller ran
+ * ps_json_check on the same bytes with PS_JSON_ALLOW_NUL and it passed, so validation only
+ * has to look for \u0000. */
+struct cJSON *ps_json_parse_scratch(const uint8_t *s, size_t len, bool checked_nul,
+                                    ps_json_diag *diag);
+void ps_json_scratch_free(struct cJSON *root);
+
 /* One sentence naming the problem, for error replies. */
 const char *ps_json_error_message(ps_json_error e);
 

@@ -40,9 +40,10 @@ ps_status ps_store_log_scan(ps_txn *t, uint64_t from_seq, bool with_json, ps_log
 ps_status ps_store_log_info(ps_txn *t, uint64_t *count, bool *incomplete);
 
 /* ---- dedup: messageId -> receivedAt, with a time index for expiry ---- */
-/* PS_OK with *received_ms when known, PS_ENOTFOUND otherwise. */
-ps_status ps_store_dedup_get(ps_txn *t, const char *message_id, int64_t *received_ms);
-ps_status ps_store_dedup_put(ps_txn *t, const char *message_id, int64_t received_ms);
+/* Claims `message_id` at `received_ms`: a duplicate when a row holds a time less than
+ * `window_ms` away (nothing is written), else the row is written with this time. */
+ps_status ps_store_dedup_claim(ps_txn *t, const char *message_id, int64_t received_ms,
+                               int64_t window_ms, bool *duplicate);
 /* Forgets ids received before `cutoff_ms`, at most `max`. */
 ps_status ps_store_dedup_expire(ps_txn *t, int64_t cutoff_ms, size_t max, size_t *expired);
 

@@ -728,12 +728,12 @@ static ps_status batch_item(batch_ctx *b, const char *s, size_t len, size_t inde
     *o = 0;
 
     ps_json_diag d;
-    cJSON *item = ps_json_parse((const uint8_t *)text, total, &d);
+    cJSON *item = ps_json_parse_scratch((const uint8_t *)text, total, false, &d);
     if (item == NULL)
         return b->fn(b->ud, NULL, json_drop(d.error), index);
     ps_status st = one_message(b->opts, b->arena, item, (ps_slice){(const uint8_t *)text, total},
                                index, b->fn, b->ud);
-    cJSON_Delete(item);
+    ps_json_scratch_free(item);
     return st;
 }
 
@@ -780,13 +780,13 @@ ps_status ps_event_parse(const uint8_t *json, size_t len, const ps_accept_opts *
             *why = PS_DROP_NOT_OBJECT;
             return PS_EINVAL;
         }
-        cJSON *root = ps_json_parse(json, len, &d);
+        cJSON *root = ps_json_parse_scratch(json, len, true, &d); /* checked above */
         if (root == NULL) {
             *why = json_drop(d.error);
             return PS_EINVAL;
         }
         ps_status st = one_message(opts, arena, root, (ps_slice){json, len}, 0, fn, ud);
-        cJSON_Delete(root);
+        ps_json_scratch_free(root);
         return st;
     }
     if (batch.ptr[0] != '[') {

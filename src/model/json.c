@@ -4,9 +4,13 @@
  * is linear in the input and its memory is fixed. */
 #include "ps/json.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
+
+#include "ps/mem.h"
+#include "ps/status.h"
 
 typedef struct vstate {
     const uint8_t *s, *p, *end;
@@ -276,6 +280,73 @@ struct cJSON *ps_json_parse(const uint8_t *s, size_t len, ps_json_diag *diag)
     if (diag)
         *diag = d;
     return root;
+}
+
+/* cJSON allocates through these hooks: from the thread's scratch arena while
+ * ps_json_parse_scratch is parsing, else from malloc. Frees of scratch memory are ignored
+ * (a failed parse frees its partial tree); the arena is released whole. */
+static _Thread_local ps_arena scratch;
+static _Thread_local bool scratch_parsing, scratch_held;
+
+static void *hook_malloc(size_t n)
+{
+    return scratch_parsing ? ps_arena_alloc(&scratch, n) : malloc(n);
+}
+
+static void hook_free(void *p)
+{
+    if (!scratch_parsing)
+        free(p);
+}
+
+/* Installed before main, while there is one thread. */
+__attribute__((constructor)) static void install_hooks(void)
+{
+    cJSON_Hooks h = {hook_malloc, hook_free};
+    cJSON_InitHooks(&h);
+}
+
+static bool has_nul_escape(const uint8_t *s, size_t len)
+{
+    const uint8_t *end = s + len;
+    for (const uint8_t *p = s; (p = memchr(p, '\\', (size_t)(end - p))) != NULL; p++)
+        if (end - p >= 6 && memcmp(p + 1, "u0000", 5) == 0)
+            return true;
+    return false;
+}
+
+struct cJSON *ps_json_parse_scratch(const uint8_t *s, size_t len, bool checked_nul,
+                                    ps_json_diag *diag)
+{
+    PS_ASSERT(!scratch_held);
+    ps_json_diag d = {PS_JSON_OK, 0};
+    /* text that passed with \u0000 allowed passes without when it has no "\u0000" */
+    bool valid = checked_nul && !has_nul_escape(s, len);
+    if (!valid && !ps_json_check(s, len, 0, &d)) {
+        if (diag)
+            *diag = d;
+        return NULL;
+    }
+    scratch_parsing = true;
+    cJSON *root = cJSON_ParseWithLength((const char *)s, len);
+    scratch_parsing = false;
+    scratch_held = root != NULL;
+    if (root == NULL) {
+        ps_arena_clear(&scratch);
+        d = (ps_json_diag){PS_JSON_SYNTAX, 0};
+    }
+    if (diag)
+        *diag = d;
+    return root;
+}
+
+void ps_json_scratch_free(struct cJSON *root)
+{
+    if (root == NULL)
+        return;
+    PS_ASSERT(scratch_held);
+    scratch_held = false;
+    ps_arena_clear(&scratch);
 }
 
 const char *ps_json_error_message(ps_json_error e)

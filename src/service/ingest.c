@@ -180,21 +180,15 @@ static ps_status accept_event(ps_ingest *in, const ps_event *ev, const ps_slice 
     const ps_rules_options *opt = ps_rules_options_get(in->rules);
     ps_status st;
     if (opt->dedup_window_ms > 0) {
-        int64_t prev;
-        st = ps_store_dedup_get(in->txn, ev->message_id, &prev);
-        if (st == PS_OK) {
-            int64_t gap = ev->received_ms - prev;
-            if (gap < 0)
-                gap = -gap;
-            if (gap < opt->dedup_window_ms) {
-                in->pending.duplicates++;
-                return PS_OK;
-            }
-        } else if (st != PS_ENOTFOUND) {
+        bool duplicate;
+        st = ps_store_dedup_claim(in->txn, ev->message_id, ev->received_ms, opt->dedup_window_ms,
+                                  &duplicate);
+        if (st != PS_OK)
             return st;
+        if (duplicate) {
+            in->pending.duplicates++;
+            return PS_OK;
         }
-        if ((st = ps_store_dedup_put(in->txn, ev->message_id, ev->received_ms)) != PS_OK)
-            return st;
     }
     in->pending.accepted++;
     in->pending_messages++;

@@ -279,6 +279,162 @@ ps_status ps_store_profile_scan_desc(ps_txn *t, uint64_t before_seq, ps_profile_
 
 /* ---- ident ---- */
 
+/* Resolution looks most identifiers up again and again (a device id on each of its events),
+ * so write transactions keep the rows they read or write in a hash table keyed like the
+ * table: the row's bytes, written through on put and delete. It lives as long as the store
+ * and is trusted only by a write transaction that directly follows this process's last
+ * commit. Past ICACHE_MAX_BYTES it starts empty again. */
+#define ICACHE_MAX_BYTES (64u << 20)
+
+typedef struct icache_ent {
+    uint32_t klen, vlen, vcap;
+    _Alignas(8) unsigned char bytes[]; /* the key, then room for vcap value bytes */
+} icache_ent;
+
+static icache_ent icache_tomb; /* a deleted slot: probing goes on past it */
+
+/* The hash sits in the slot, so that probing past other keys reads no entry. */
+typedef struct icache_slot {
+    uint64_t hash;
+    icache_ent *e; /* NULL: empty */
+} icache_slot;
+
+typedef struct icache {
+    icache_slot *slots;
+    size_t cap, used; /* used: live entries and tombstones */
+    size_t bytes;     /* allocated to entries */
+    size_t last_txn;  /* this process's last commit, 0 when not known */
+    ps_arena arena;
+} icache;
+
+void st_icache_clear(ps_store *s)
+{
+    icache *c = s->icache;
+    if (c == NULL)
+        return;
+    ps_arena_clear(&c->arena);
+    free(c->slots);
+    memset(c, 0, sizeof *c);
+}
+
+void st_icache_begin(ps_txn *t)
+{
+    icache *c = t->store->icache;
+    if (c == NULL)
+        c = t->store->icache = ps_xcalloc(1, sizeof *c);
+    if (c->last_txn == 0 || c->last_txn + 1 != mdb_txn_id(t->txn))
+        st_icache_clear(t->store);
+}
+
+void st_icache_committed(ps_store *s, size_t id)
+{
+    if (s->icache)
+        s->icache->last_txn = id;
+}
+
+static uint64_t ic_hash(const unsigned char *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull ^ n;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 0x100000001b3ull;
+    return h ^ (h >> 29);
+}
+
+/* The slot holding the key, else the slot where it would go (a tombstone or an empty one). */
+static size_t ic_probe(const icache *c, const unsigned char *key, size_t klen, uint64_t h)
+{
+    size_t free_at = SIZE_MAX;
+    for (size_t i = h & (c->cap - 1);; i = (i + 1) & (c->cap - 1)) {
+        const icache_slot *sl = &c->slots[i];
+        if (sl->e == NULL)
+            return free_at != SIZE_MAX ? free_at : i;
+        if (sl->e == &icache_tomb) {
+            if (free_at == SIZE_MAX)
+                free_at = i;
+        } else if (sl->hash == h && sl->e->klen == klen && memcmp(sl->e->bytes, key, klen) == 0) {
+            return i;
+        }
+    }
+}
+
+static bool ic_live(const icache_ent *e)
+{
+    return e != NULL && e != &icache_tomb;
+}
+
+/* The cached row of the key in t->key, or NULL. */
+static icache_ent *ic_get(ps_txn *t)
+{
+    icache *c = t->store->icache;
+    if (!t->write || c == NULL || c->cap == 0)
+        return NULL;
+    const unsigned char *key = t->key.ptr;
+    uint64_t h = ic_hash(key, t->key.len);
+    icache_ent *e = c->slots[ic_probe(c, key, t->key.len, h)].e;
+    return ic_live(e) ? e : NULL;
+}
+
+static void ic_grow(icache *c)
+{
+    size_t oc = c->cap;
+    icache_slot *old = c->slots;
+    c->cap = oc ? oc * 2 : 4096;
+    c->slots = ps_xcalloc(c->cap, sizeof *c->slots);
+    c->used = 0;
+    for (size_t i = 0; i < oc; i++) {
+        if (!ic_live(old[i].e))
+            continue;
+        size_t j = old[i].hash & (c->cap - 1);
+        while (c->slots[j].e)
+            j = (j + 1) & (c->cap - 1);
+        c->slots[j] = old[i];
+        c->used++;
+    }
+    free(old);
+}
+
+/* Records the row of the key in t->key: its value, or (value NULL) that it is gone. */
+static void ic_set(ps_txn *t, const void *value, size_t vlen)
+{
+    icache *c = t->store->icache;
+    if (!t->write || c == NULL)
+        return;
+    if (value && c->bytes > ICACHE_MAX_BYTES) {
+        size_t last = c->last_txn;
+        st_icache_clear(t->store);
+        c->last_txn = last;
+    }
+    if ((c->used + 1) * 2 > c->cap) {
+        if (value == NULL && c->cap == 0)
+            return;
+        ic_grow(c);
+    }
+    const unsigned char *key = t->key.ptr;
+    size_t klen = t->key.len;
+    uint64_t h = ic_hash(key, klen);
+    size_t i = ic_probe(c, key, klen, h);
+    icache_ent *e = c->slots[i].e;
+    if (value == NULL) {
+        if (ic_live(e))
+            c->slots[i].e = &icache_tomb;
+        return;
+    }
+    if (!ic_live(e) || e->vcap < vlen) {
+        size_t need = sizeof *e + klen + vlen;
+        icache_ent *n = ps_arena_alloc(&c->arena, need);
+        c->bytes += need;
+        n->klen = (uint32_t)klen;
+        n->vcap = (uint32_t)vlen;
+        memcpy(n->bytes, key, klen);
+        if (e == NULL)
+            c->used++;
+        c->slots[i] = (icache_slot){h, n};
+        e = n;
+    }
+    e->vlen = (uint32_t)vlen;
+    memcpy(e->bytes + e->klen, value, vlen);
+}
+
 static void ident_key(ps_txn *t, uint8_t coll, const char *type, const char *value, size_t vlen)
 {
     key_reset(t);
@@ -306,8 +462,11 @@ ps_status ps_store_ident_get(ps_txn *t, uint8_t coll, const char *type, const ch
                              size_t value_len, ps_mapping *out)
 {
     ident_key(t, coll, type, value, value_len);
-    MDB_val v;
-    ps_status st = get_raw(t, DB_IDENT, &v);
+    icache_ent *e = ic_get(t);
+    MDB_val v = e ? (MDB_val){e->vlen, e->bytes + e->klen} : (MDB_val){0, NULL};
+    ps_status st = e ? PS_OK : get_raw(t, DB_IDENT, &v);
+    if (st == PS_OK && e == NULL)
+        ic_set(t, v.mv_data, v.mv_size);
     return st == PS_OK ? decode_mapping(t, &v, out) : st;
 }
 
@@ -322,14 +481,20 @@ ps_status ps_store_ident_put(ps_txn *t, uint8_t coll, const char *type, const ch
     pk_cstr(&pk, m->source_id);
     pk_cstr(&pk, m->first_message_id);
     ident_key(t, coll, type, value, value_len);
-    return put_val(t, DB_IDENT);
+    ps_status st = put_val(t, DB_IDENT);
+    if (st == PS_OK)
+        ic_set(t, t->val.ptr, t->val.len);
+    return st;
 }
 
 ps_status ps_store_ident_del(ps_txn *t, uint8_t coll, const char *type, const char *value,
                              size_t value_len)
 {
     ident_key(t, coll, type, value, value_len);
-    return del_key(t, DB_IDENT);
+    ps_status st = del_key(t, DB_IDENT);
+    if (st == PS_OK || st == PS_ENOTFOUND)
+        ic_set(t, NULL, 0);
+    return st;
 }
 
 typedef struct ident_iter {

@@ -190,6 +190,8 @@ void ps_store_close(ps_store *s)
     }
     pthread_mutex_destroy(&s->pool_lock);
     pthread_mutex_destroy(&s->dict_lock);
+    st_icache_clear(s);
+    free(s->icache);
     ZSTD_freeCDict(s->cdict);
     for (int i = 0; i < 256; i++)
         ZSTD_freeDDict(s->ddict[i]);
@@ -305,6 +307,8 @@ ps_status ps_txn_begin(ps_store *s, bool write, ps_txn **out)
     ps_buf_init(&t->key);
     ps_buf_init(&t->val);
     ps_status st = write ? load_counters(t) : PS_OK; /* a writer's counters move at once */
+    if (write)
+        st_icache_begin(t);
     if (st != PS_OK) {
         ps_txn_abort(t);
         return st;
@@ -335,12 +339,17 @@ ps_status ps_txn_commit(ps_txn *t)
         return PS_OK;
     }
     ps_store *s = t->store;
+    size_t id = mdb_txn_id(t->txn);
     if (st != PS_OK) {
         mdb_txn_abort(t->txn);
     } else {
         int rc = mdb_txn_commit(t->txn);
         st = map_rc(rc, "commit");
     }
+    if (st == PS_OK)
+        st_icache_committed(s, id);
+    else
+        st_icache_clear(s);
     txn_free(t);
     if (st == PS_OK && dict)
         st_log_dict_install(s, dict, dict_len);
@@ -357,6 +366,7 @@ void ps_txn_abort(ps_txn *t)
         return;
     }
     mdb_txn_abort(t->txn);
+    st_icache_clear(t->store);
     txn_free(t);
 }
 
@@ -455,6 +465,7 @@ ps_status ps_store_clear_derived(ps_txn *t)
 {
     PS_ASSERT(t->write);
     st_profiles_drop(t); /* the records are about to go */
+    st_icache_clear(t->store);
     for (int db = 0; db < DB__COUNT; db++) {
         if (db == DB_META || db == DB_LOG)
             continue;

@@ -20,6 +20,7 @@
 
 #include <lmdb.h>
 #include <msgpack.h>
+#define ZDICT_STATIC_LINKING_ONLY /* fastCover training with fixed parameters */
 #include <zdict.h>
 #include <zstd.h>
 
@@ -67,6 +68,9 @@ struct ps_store {
     pthread_mutex_t pool_lock;
     ps_txn *pool[READ_POOL_MAX];
     size_t pooled;
+    /* identifier rows as this process's write transactions last saw them (graphdb.c); used
+     * only inside a write transaction, so LMDB's writer lock is its lock */
+    struct icache *icache;
 };
 
 struct ps_txn {
@@ -223,7 +227,8 @@ static inline void r_cstr(const rec *r, uint32_t i, char *out, size_t cap)
 {
     ps_slice s = r_str(r, i);
     size_t n = s.len < cap - 1 ? s.len : cap - 1;
-    memcpy(out, s.ptr, n);
+    if (n) /* an empty string may come with no pointer */
+        memcpy(out, s.ptr, n);
     out[n] = 0;
 }
 
@@ -299,6 +304,12 @@ static inline int put_format(MDB_txn *txn, MDB_dbi meta, int format)
 /* graphdb.c: the write transaction's cache of profile records (written back by flush). */
 ps_status st_profiles_flush(ps_txn *t, bool drop);
 void st_profiles_drop(ps_txn *t);
+/* graphdb.c: identifier rows as this process's write transactions last saw them. A write
+ * transaction that does not follow this process's last commit (another process wrote, or
+ * ours aborted) starts with an empty cache. */
+void st_icache_begin(ps_txn *t);                  /* a write transaction began */
+void st_icache_committed(ps_store *s, size_t id); /* it committed as transaction `id` */
+void st_icache_clear(ps_store *s);                /* forget every row (abort, rebuild, close) */
 /* msglog.c: the log's compression dictionary, found or trained before a commit that logged
  * messages (its bytes in *dict, to install after the commit succeeds). */
 ps_status st_log_dict_prepare(ps_txn *t, uint8_t **dict, size_t *dict_len);

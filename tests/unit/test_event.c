@@ -456,6 +456,10 @@ static void strict_json(void)
     const char *nul_key = "{\"type\":\"identify\",\"userId\":\"u\",\"traits\":{\"ab\\u0000c\":1}}";
     CHECK_EQ_INT(parse_into(nul_key, strlen(nul_key), &s, &why), PS_EINVAL);
     CHECK_EQ_INT(why, PS_DROP_NUL_CHARACTER);
+    /* an escaped backslash before "u0000" is no NUL */
+    const char *not_nul = "{\"type\":\"identify\",\"userId\":\"a\\\\u0000b\"}";
+    CHECK_EQ_INT(parse_into(not_nul, strlen(not_nul), &s, &why), PS_OK);
+    CHECK_EQ_STR(s.ids[0], "user_id:a\\u0000b ");
     /* in a batch only the item with the NUL goes */
     const char *batch = "{\"batch\":[{\"type\":\"identify\",\"userId\":\"a\\u0000b\"},"
                         "{\"type\":\"identify\",\"userId\":\"ok\"}]}";

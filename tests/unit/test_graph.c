@@ -12,6 +12,7 @@
 #include "ps/graphdb.h"
 #include "ps/profile.h"
 #include "ps/records.h"
+#include "ps/space.h"
 #include "tspace.h"
 
 #define RCV ",\"receivedAt\":\"2024-06-01T00:00:00Z\""
@@ -428,7 +429,48 @@ static void segment_ids_are_deterministic(void)
 end:;
 }
 
+/* The write path's identifier cache (storage) must never answer with a row that an aborted
+ * transaction wrote or that a delete removed. */
+static void identifier_cache_follows_commits_and_aborts(void)
+{
+    tspace ts;
+    tspace_open(&ts, NULL);
+    ps_store *s = ps_space_store(ts.sp);
+    ps_txn *t = NULL;
+    ps_mapping m = {.profile = 7}, got;
+    CHECK_EQ_INT(ps_txn_begin(s, true, &t), PS_OK);
+    CHECK_EQ_INT(ps_store_ident_put(t, 0, "email", "a@x", 3, &m), PS_OK);
+    CHECK_EQ_INT(ps_store_ident_get(t, 0, "email", "a@x", 3, &got), PS_OK);
+    CHECK_EQ_INT(got.profile, 7);
+    ps_txn_abort(t);
+    CHECK_EQ_INT(ps_txn_begin(s, true, &t), PS_OK);
+    CHECK_EQ_INT(ps_store_ident_get(t, 0, "email", "a@x", 3, &got), PS_ENOTFOUND);
+    CHECK_EQ_INT(ps_store_ident_put(t, 0, "email", "b@x", 3, &m), PS_OK);
+    CHECK_EQ_INT(ps_txn_commit(t), PS_OK);
+    CHECK_EQ_INT(ps_txn_begin(s, true, &t), PS_OK);
+    CHECK_EQ_INT(ps_store_ident_get(t, 0, "email", "b@x", 3, &got), PS_OK);
+    CHECK_EQ_INT(got.profile, 7);
+    m.profile = 9; /* replaced in place, then deleted */
+    CHECK_EQ_INT(ps_store_ident_put(t, 0, "email", "b@x", 3, &m), PS_OK);
+    CHECK_EQ_INT(ps_store_ident_get(t, 0, "email", "b@x", 3, &got), PS_OK);
+    CHECK_EQ_INT(got.profile, 9);
+    CHECK_EQ_INT(ps_store_ident_del(t, 0, "email", "b@x", 3), PS_OK);
+    CHECK_EQ_INT(ps_store_ident_get(t, 0, "email", "b@x", 3, &got), PS_ENOTFOUND);
+    CHECK_EQ_INT(ps_txn_commit(t), PS_OK);
+    t = NULL;
+    /* a read transaction sees the committed state */
+    CHECK_EQ_INT(ps_txn_begin(s, false, &t), PS_OK);
+    CHECK_EQ_INT(ps_store_ident_get(t, 0, "email", "b@x", 3, &got), PS_ENOTFOUND);
+    ps_txn_abort(t);
+    t = NULL;
+end:
+    if (t)
+        ps_txn_abort(t);
+    tspace_close(&ts);
+}
+
 static const test_case tests[] = {
+    {"identifier_cache_follows_commits_and_aborts", identifier_cache_follows_commits_and_aborts},
     {"priority_example_7_2", priority_example_7_2},
     {"e1_anonymous_to_known", e1_anonymous_to_known},
     {"e2_cross_device", e2_cross_device},
