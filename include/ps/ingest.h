@@ -104,6 +104,10 @@ size_t ps_prepared_dropped_total(const ps_prepared *p);
 size_t ps_prepared_bytes(const ps_prepared *p);
 void ps_prepared_free(ps_prepared *p); /* NULL is a no-op */
 
+/* The log value of accepted message `i` (< ps_prepared_accepted()): what the journal keeps
+ * of it. Borrowed. */
+ps_slice ps_prepared_log_value(const ps_prepared *p, size_t i);
+
 /* Resolves a prepared payload's accepted messages into the open batch, in order. When the
  * space's rules changed since it was prepared, its messages are read again under the batch's
  * rules, so every event is resolved under one set of rules. Errors as ps_ingest_payload(). */
@@ -118,6 +122,18 @@ void ps_ingest_unreadable(ps_ingest *in, ps_drop why);
  * crash leaves the old state. On a store whose log lacks messages (migrated from format 1)
  * it refuses with PS_ECONFLICT unless `force`. `stats` receives the counts of the replay. */
 ps_status ps_ingest_rebuild(ps_space *sp, bool force, ps_ingest_stats *stats);
+
+/* ---- the server's journal (ps/journal.h): how far the store has taken it ---- */
+
+/* The journal position the store has applied (0 when it never took a journal). */
+ps_status ps_ingest_journal_applied(ps_space *sp, uint64_t *pos);
+/* Records in the open batch that the journal is applied up to `pos`: it commits with the
+ * batch. */
+ps_status ps_ingest_journal_mark(ps_ingest *in, uint64_t pos);
+/* Accepts one journal record (a log value, as ps_prepared_log_value() gave it) into the open
+ * batch as a new message, through the same path as a rebuild reads the log. A record that
+ * does not decode is counted as dropped. Errors as ps_ingest_payload(). */
+ps_status ps_ingest_logged(ps_ingest *in, ps_slice value);
 
 /* Counts for everything committed so far. Borrowed: valid until ps_ingest_end(). */
 const ps_ingest_stats *ps_ingest_stats_get(const ps_ingest *in);

@@ -33,6 +33,7 @@ void ps_space_close(ps_space *sp);
 
 ps_store *ps_space_store(ps_space *sp);
 const char *ps_space_name(const ps_space *sp);
+const char *ps_space_dir(const ps_space *sp); /* DATA/spaces/<name> */
 
 /* The space's current rules as seen by `t`, reloaded when the settings changed. Safe to call
  * from several threads. Borrowed: valid until ps_space_close() (replaced rules are kept). */

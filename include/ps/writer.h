@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
-/* writer: the one writer thread of a space. Callers (HTTP workers) submit prepared
- * payloads; the writer resolves them in submission order through the ingest path and commits
- * them in groups: a group closes when the queue is empty, when it holds `batch_events`
- * accepted messages, or when it has been open `batch_ms`. Each submission's callback runs, on
- * the writer thread, only after the commit holding its events returned: PS_OK means durable.
- * The queue is bounded in bytes; a full queue refuses new work (PS_EBUSY) instead of growing. */
+/* writer: a space's writer threads in the server. Callers (HTTP workers) submit prepared
+ * payloads; a journal thread appends their messages to the space's journal (ps/journal.h) in
+ * groups and syncs each group once: a group closes when the queue is empty or holds
+ * `batch_events` accepted messages. Each submission's callback runs, on that thread, after
+ * the sync: PS_OK means durable. An apply thread then resolves the payloads, in the same
+ * order, into the store through the ingest path, in transactions of up to `batch_ms`, each of
+ * which records how far the journal is applied. Both queues are bounded in bytes; a full
+ * queue refuses new work (PS_EBUSY) instead of growing. */
 #ifndef PS_WRITER_H
 #define PS_WRITER_H
 
@@ -16,12 +18,12 @@
 #include "ps/status.h"
 
 typedef struct ps_writer_opts {
-    size_t batch_events; /* accepted messages per commit at most (0: 5000) */
-    int batch_ms;        /* a group stays open this long at most (0: 20) */
+    size_t batch_events; /* accepted messages per journal group at most (0: 5000) */
+    int batch_ms;        /* an apply transaction stays open this long at most (0: 200) */
     size_t queue_bytes;  /* memory queued payloads may hold (0: 64 MiB) */
 } ps_writer_opts;
 
-/* Outcome of one submission: PS_OK once committed durably; else what failed (then none of
+/* Outcome of one submission: PS_OK once journaled durably; else what failed (then none of
  * the submission's events are stored). */
 typedef void (*ps_writer_done)(void *ud, ps_status st);
 
@@ -34,8 +36,22 @@ ps_status ps_writer_start(ps_space *sp, const ps_writer_opts *opts, ps_writer **
  * the writer is stopping; then `p` is freed and `done` is never called. */
 ps_status ps_writer_submit(ps_writer *w, ps_prepared *p, ps_writer_done done, void *ud);
 
-/* Stops taking work (submit says PS_ECLOSED from now on), resolves and commits everything
- * queued (callbacks run) and joins the thread. Idempotent; NULL is a no-op. */
+/* Waits until the store holds everything acknowledged when it was called (at most
+ * `timeout_ms`), so that a read sees the writes that came before it. The apply thread
+ * commits at once while a reader waits. False on timeout. NULL (no writer) is true. */
+bool ps_writer_await(ps_writer *w, int timeout_ms);
+
+/* For a process that opens the space without its writer (profilectl): when the journal of a
+ * stopped server holds messages the store lacks, applies them and removes the journal; when a
+ * running server holds the journal, waits (up to 10 s) until its store has what the journal
+ * holds now. The space must be open for writing when a journal may be present. */
+ps_status ps_writer_recover(ps_space *sp);
+/* Whether the space has a server journal (then ps_writer_recover has something to do). */
+bool ps_writer_journal_present(ps_space *sp);
+
+/* Stops taking work (submit says PS_ECLOSED from now on), journals everything queued
+ * (callbacks run), applies it, removes the journal's files and joins the threads. Idempotent; NULL
+ * is a no-op. */
 void ps_writer_stop(ps_writer *w);
 /* Stops the writer if needed and frees it. NULL is a no-op. */
 void ps_writer_free(ps_writer *w);

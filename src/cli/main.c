@@ -7,7 +7,9 @@
 #include <string.h>
 
 #include "cli_int.h"
+
 #include "ps/log.h"
+#include "ps/writer.h"
 
 static const char usage[] =
     "usage: profilectl [--data DIR] [--json] COMMAND ...\n"
@@ -101,6 +103,30 @@ int cli_open_space(const cli *c, const char *name, bool read_only, ps_space **ou
                         name, name);
     if (st != PS_OK)
         return cli_fail(cli_exit_code(st), "cannot open space '%s': %s", name, ps_status_str(st));
+    /* a server's journal: take what a stopped one left, or wait for a running one to apply
+     * what it acknowledged (ps/writer.h), so that this command sees every acknowledged write */
+    if (ps_writer_journal_present(*out)) {
+        ps_space *rw = *out;
+        if (read_only) { /* recovery writes: reopen for it, then as asked */
+            ps_space_close(*out);
+            *out = NULL;
+            st = ps_space_open(c->data_dir, name, false, &rw);
+        }
+        if (st == PS_OK)
+            st = ps_writer_recover(rw);
+        if (read_only && rw) {
+            ps_space_close(rw);
+            ps_status ost = ps_space_open(c->data_dir, name, true, out);
+            if (st == PS_OK)
+                st = ost;
+        }
+        if (st != PS_OK) {
+            ps_space_close(*out);
+            *out = NULL;
+            return cli_fail(cli_exit_code(st), "cannot apply the server journal of space '%s': %s",
+                            name, ps_status_str(st));
+        }
+    }
     return EXIT_OK;
 }
 
@@ -190,6 +216,7 @@ int cli_no_more_options(const cli *c)
 
 int main(int argc, char **argv)
 {
+    ps_mem_keep_freed();
     ps_log_init(PS_LOG_WARN);
     const char *env = getenv("PROFILED_DATA");
     cli c = {.data_dir = env && *env ? env : "./var"};

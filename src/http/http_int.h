@@ -111,6 +111,10 @@ void registry_free(registry *r);
 ps_sources *registry_sources(registry *r);
 /* The writer of an open space, started on first use. NULL once writers are stopping. */
 ps_writer *registry_writer(registry *r, ps_space *sp);
+/* The space's writer when it runs, else NULL (starts none). */
+ps_writer *registry_writer_running(registry *r, ps_space *sp);
+/* How long a Profile API read waits for the store to take acknowledged writes. */
+#define READ_AWAIT_MS 2000
 /* Drains and stops every writer: everything queued is committed and answered. */
 void registry_stop_writers(registry *r);
 /* The open space `name`, opening it when it exists on disk. PS_ENOTFOUND when there is none;

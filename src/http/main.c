@@ -45,8 +45,9 @@ static const char usage[] =
     "  --anonymous-body-mb MB\n"
     "                       of which bodies whose sender has not shown a write key in the\n"
     "                       Authorization header (writeKey in the body) (default 32)\n"
-    "  --batch-events N     group commit: at most N accepted events per commit (default 5000)\n"
-    "  --batch-ms MS        group commit: a group stays open at most MS (default 20)\n"
+    "  --batch-events N     journal group: at most N accepted events per sync (default 5000)\n"
+    "  --batch-ms MS        the store takes journaled events in transactions of at most MS\n"
+    "                       (default 200)\n"
     "  --queue-mb MB        events waiting for a space's writer may hold this much memory;\n"
     "                       beyond it the Tracking API answers 503 (default 64)\n"
     "  --help               show this text\n"
@@ -91,6 +92,7 @@ static bool parse_int(const char *s, long lo, long hi, int *out)
 
 int main(int argc, char **argv)
 {
+    ps_mem_keep_freed();
     ps_log_init(PS_LOG_INFO);
     const char *env = getenv("PROFILED_DATA");
     long cores = sysconf(_SC_NPROCESSORS_ONLN);

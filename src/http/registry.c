@@ -119,6 +119,15 @@ static entry *entry_of(registry *r, const ps_space *sp)
     return NULL;
 }
 
+ps_writer *registry_writer_running(registry *r, ps_space *sp)
+{
+    pthread_rwlock_rdlock(&r->lock);
+    entry *e = entry_of(r, sp);
+    ps_writer *w = e ? e->writer : NULL;
+    pthread_rwlock_unlock(&r->lock);
+    return w;
+}
+
 ps_writer *registry_writer(registry *r, ps_space *sp)
 {
     pthread_rwlock_rdlock(&r->lock);

@@ -231,6 +231,11 @@ void dispatch_request(http_req *rq)
         rep->retry_after_s = 1;
         goto reply;
     }
+    /* a read sees every write acknowledged before it: the store may still be taking the
+     * journal's latest groups (docs/architecture.md, Tracking API write path) */
+    if (sp && !ps_writer_await(registry_writer_running(s->reg, sp), READ_AWAIT_MS))
+        ps_log(PS_LOG_WARN, "msg=\"read served before the store caught up\" space=%s",
+               rq2.space_name);
     ps_api_serve(sp, &rq2, rep);
 reply:
     rq->route = route;

@@ -25,10 +25,12 @@ struct ps_ingest {
     ps_ingest_stats committed, pending;
     size_t pending_messages;
     int64_t newest_received_ms;
-    ps_buf ids;          /* scratch: promoted ids of one event */
-    ps_buf line;         /* scratch: one encoded log value */
-    uint64_t replay_seq; /* rebuilding: the logged message being derived again, else 0 */
-    ps_status failure;   /* storage failure inside a callback */
+    ps_buf ids;            /* scratch: promoted ids of one event */
+    ps_buf line;           /* scratch: one encoded log value */
+    uint64_t replay_seq;   /* rebuilding: the logged message being derived again, else 0 */
+    ps_slice replay_value; /* recovering the journal: the log value of the message, else empty */
+    ps_buf replay_line;    /* recovering the journal: its line */
+    ps_status failure;     /* storage failure inside a callback */
 };
 
 ps_status ps_ingest_begin(ps_space *sp, const ps_ingest_opts *opts, ps_ingest **out)
@@ -41,6 +43,7 @@ ps_status ps_ingest_begin(ps_space *sp, const ps_ingest_opts *opts, ps_ingest **
     ps_arena_init(&in->arena);
     ps_buf_init(&in->ids);
     ps_buf_init(&in->line);
+    ps_buf_init(&in->replay_line);
     *out = in;
     return PS_OK;
 }
@@ -197,6 +200,8 @@ static ps_status accept_event(ps_ingest *in, const ps_event *ev, const ps_slice 
     uint64_t msg_seq = in->replay_seq;
     if (msg_seq == 0) { /* the log first: everything below is derived from it */
         msg_seq = ps_txn_next(in->txn, PS_CTR_MESSAGE);
+        if (logged == NULL && in->replay_value.ptr)
+            logged = &in->replay_value; /* from the journal: stored as it was journaled */
         ps_slice value = logged ? *logged : (ps_slice){NULL, 0};
         if (logged == NULL) {
             ps_buf_reset(&in->line);
@@ -461,6 +466,12 @@ ps_status ps_ingest_prepared(ps_ingest *in, const ps_prepared *p)
     return PS_OK;
 }
 
+ps_slice ps_prepared_log_value(const ps_prepared *p, size_t i)
+{
+    size_t from = i ? p->log_end[i - 1] : 0;
+    return (ps_slice){p->logs.ptr + from, p->log_end[i] - from};
+}
+
 void ps_ingest_unreadable(ps_ingest *in, ps_drop why)
 {
     in->pending.payloads++;
@@ -511,6 +522,7 @@ void ps_ingest_end(ps_ingest *in)
     ps_arena_clear(&in->arena);
     ps_buf_clear(&in->ids);
     ps_buf_clear(&in->line);
+    ps_buf_clear(&in->replay_line);
     free(in);
 }
 
@@ -548,6 +560,66 @@ static bool replay_one(void *ud, const ps_log_rec *r)
     }
     (void)st; /* a message the current rules cannot read stays in the log, deriving nothing */
     return true;
+}
+
+/* ---- the journal ---- */
+
+#define JOURNAL_APPLIED_KEY "journal/applied"
+
+ps_status ps_ingest_journal_applied(ps_space *sp, uint64_t *pos)
+{
+    *pos = 0;
+    ps_txn *t;
+    ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
+    if (st != PS_OK)
+        return st;
+    ps_slice v;
+    st = ps_store_meta_get(t, JOURNAL_APPLIED_KEY, &v);
+    if (st == PS_OK && v.len == 8)
+        *pos = ps_get_be64(v.ptr);
+    else if (st == PS_OK)
+        st = PS_ECORRUPT;
+    ps_txn_abort(t);
+    return st == PS_ENOTFOUND ? PS_OK : st;
+}
+
+ps_status ps_ingest_journal_mark(ps_ingest *in, uint64_t pos)
+{
+    ps_status st = open_batch(in);
+    uint8_t v[8];
+    ps_put_be64(v, pos);
+    if (st == PS_OK &&
+        (st = ps_store_meta_put(in->txn, JOURNAL_APPLIED_KEY, (ps_slice){v, 8})) != PS_OK)
+        return batch_failed(in, st);
+    return st;
+}
+
+ps_status ps_ingest_logged(ps_ingest *in, ps_slice value)
+{
+    ps_status st = open_batch(in);
+    if (st != PS_OK)
+        return st;
+    in->pending.payloads++;
+    ps_log_rec r;
+    st = ps_store_log_decode(in->txn, value, &r);
+    if (st == PS_OK)
+        st = ps_history_line(&r, &in->replay_line);
+    if (st != PS_OK) { /* checksummed, yet unreadable: keep going without it */
+        ps_log(PS_LOG_ERROR, "msg=\"journal record does not decode\" bytes=%zu", value.len);
+        ps_ingest_unreadable(in, PS_DROP_INVALID_JSON);
+        in->pending.payloads--;
+        return PS_OK;
+    }
+    ps_accept_opts ao = {
+        .now_ms = r.received_ms, .keep_received_at = true, .source_id = "", .sequence = 0};
+    ps_drop why;
+    in->replay_value = value;
+    st = ingest_parse(in, in->replay_line.ptr, in->replay_line.len, &ao, &why);
+    in->replay_value = (ps_slice){NULL, 0};
+    ps_buf_reset(&in->replay_line);
+    if (in->failure != PS_OK)
+        return batch_failed(in, in->failure);
+    return PS_OK; /* a message the rules cannot read any more derives nothing, as in a rebuild */
 }
 
 ps_status ps_ingest_rebuild(ps_space *sp, bool force, ps_ingest_stats *stats)

@@ -18,6 +18,7 @@
 struct ps_space {
     ps_store *store;
     char *name;
+    char *dir;            /* the store's directory */
     pthread_mutex_t lock; /* guards the fields below: servers share a space across threads */
     ps_rules *rules;
     ps_buf rules_source; /* the settings bytes `rules` was built from */
@@ -99,6 +100,7 @@ ps_status ps_space_open(const char *data_dir, const char *name, bool read_only, 
     ps_space *sp = ps_xcalloc(1, sizeof *sp);
     sp->store = store;
     sp->name = ps_xstrdup(name);
+    sp->dir = ps_xstrdup(dir);
     ps_buf_init(&sp->rules_source);
     pthread_mutex_init(&sp->lock, NULL);
     *out = sp;
@@ -117,12 +119,18 @@ void ps_space_close(ps_space *sp)
     pthread_mutex_destroy(&sp->lock);
     ps_buf_clear(&sp->rules_source);
     free(sp->name);
+    free(sp->dir);
     free(sp);
 }
 
 ps_store *ps_space_store(ps_space *sp)
 {
     return sp->store;
+}
+
+const char *ps_space_dir(const ps_space *sp)
+{
+    return sp->dir;
 }
 
 const char *ps_space_name(const ps_space *sp)

@@ -1,39 +1,73 @@
 /* SPDX-License-Identifier: MIT */
-/* writer: a FIFO of prepared payloads drained by one thread into group commits. While a
- * commit is being made durable, new submissions queue up; the next group takes them all (up
- * to the bounds), so one fsync covers many requests under load and a lone request is never
- * kept waiting for company. */
+/* writer: a space's two writer threads (docs/architecture.md, Tracking API write path).
+ *
+ * The journal thread takes every queued payload (up to the bounds), appends each accepted
+ * message's log value to the space's journal, syncs once, and acknowledges the group: a
+ * sequential write of about 200 bytes a message, so an acknowledgement waits for little.
+ *
+ * The apply thread takes acknowledged payloads in the same order and resolves them into the
+ * store through the ingest path, in larger transactions, each of which also records how far
+ * the journal is applied. A transaction commits when nothing more waits, after at most
+ * batch_ms (DEFAULT_APPLY_MS) or APPLY_MAX_EVENTS, and at once when a reader waits for it
+ * (ps_writer_await). A commit that fails is tried again: what was acknowledged stays in the
+ * journal until the store has it.
+ *
+ * At start the store first takes what the journal holds past its mark (a crash left it
+ * there); at a clean stop everything is applied and the journal's files are removed. */
+#define _DEFAULT_SOURCE /* syscall */
 #include "ps/writer.h"
 
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "ps/journal.h"
 #include "ps/log.h"
 
 #define DEFAULT_BATCH_EVENTS 5000
-#define DEFAULT_BATCH_MS 20
 #define DEFAULT_QUEUE_BYTES (64u << 20)
+#define APPLY_MAX_EVENTS 50000
+#define DEFAULT_APPLY_MS 200
+#define PACE_MAX_MS 20 /* the longest pause of a journal group short of the bound */
+#define APPLY_NICE 10
+#define APPLY_MIN_MS 20      /* an idle apply thread commits this soon after its first payload */
+#define APPLY_RETRY_MS 1000  /* after a failed commit */
+#define RECOVER_EVENTS 50000 /* journal records per commit when recovering */
+#define DRAIN_WAIT_MS 10000  /* another process's server: how long to wait for it to apply */
 
 typedef struct item {
     struct item *next;
     ps_prepared *p;
     size_t bytes;
+    uint64_t end; /* the journal position after its last message */
     ps_writer_done done;
     void *ud;
 } item;
 
+typedef struct queue {
+    item *head, *tail;
+    size_t bytes;
+} queue;
+
 struct ps_writer {
     ps_space *space;
     ps_writer_opts o;
-    ps_ingest *in; /* used by the writer thread only */
-    pthread_t thread;
+    ps_journal *journal;
+    ps_ingest *in; /* the apply thread's */
+    pthread_t jthread, athread;
     pthread_mutex_t lock; /* guards everything below */
-    pthread_cond_t wake;
-    item *head, *tail;
-    bool stopping, joined;
-    size_t queued_bytes;
+    pthread_cond_t jwake, awake, room, progress;
+    queue submitted; /* waiting for the journal */
+    queue applying;  /* journaled and acknowledged, waiting for the store */
+    size_t backlog;  /* bytes of payloads journaled and not yet resolved */
+    bool stopping, journal_done, joined;
+    uint64_t acked, applied; /* journal positions */
+    unsigned waiting_readers;
+    bool apply_failed; /* stopped with payloads the store could not take (still journaled) */
 };
 
 static int64_t mono_ms(void)
@@ -43,66 +77,347 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Takes the oldest queued item, waiting for one when `wait`; NULL when there is none (or,
- * waiting, when the writer stops with an empty queue). */
-static item *take(ps_writer *w, bool wait)
+static void deadline_in(struct timespec *ts, int64_t ms)
 {
-    pthread_mutex_lock(&w->lock);
-    while (wait && w->head == NULL && !w->stopping)
-        pthread_cond_wait(&w->wake, &w->lock);
-    item *it = w->head;
-    if (it) {
-        w->head = it->next;
-        if (w->head == NULL)
-            w->tail = NULL;
-        w->queued_bytes -= it->bytes;
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000;
+    if (ts->tv_nsec >= 1000000000) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000;
     }
-    pthread_mutex_unlock(&w->lock);
+}
+
+static void push(queue *q, item *it)
+{
+    it->next = NULL;
+    if (q->tail)
+        q->tail->next = it;
+    else
+        q->head = it;
+    q->tail = it;
+    q->bytes += it->bytes;
+}
+
+static item *pop(queue *q)
+{
+    item *it = q->head;
+    if (it) {
+        q->head = it->next;
+        if (q->head == NULL)
+            q->tail = NULL;
+        q->bytes -= it->bytes;
+        it->next = NULL;
+    }
     return it;
 }
 
-/* Resolves one group: items in order into one write transaction, then one commit. */
-static void one_group(ps_writer *w, item *first)
+/* ---- the journal thread ---- */
+
+/* Appends one group and syncs it; every callback runs with the outcome. */
+static void journal_group(ps_writer *w, item *group)
 {
-    item *group = first, *last = first;
-    size_t events = ps_prepared_accepted(first->p), payloads = 1;
-    int64_t started = mono_ms();
-    ps_status st = ps_ingest_prepared(w->in, first->p);
-    while (st == PS_OK && events < w->o.batch_events && mono_ms() - started < w->o.batch_ms) {
-        item *it = take(w, false);
-        if (it == NULL)
-            break; /* nothing waits: make the group durable now */
-        last->next = it;
-        last = it;
-        it->next = NULL;
-        events += ps_prepared_accepted(it->p);
-        payloads++;
-        st = ps_ingest_prepared(w->in, it->p);
+    ps_status st = PS_OK;
+    uint64_t end = w->acked;
+    for (item *it = group; it && st == PS_OK; it = it->next) {
+        size_t n = ps_prepared_accepted(it->p);
+        for (size_t i = 0; i < n && st == PS_OK; i++)
+            st = ps_journal_append(w->journal, ps_prepared_log_value(it->p, i), &end);
+        it->end = end;
     }
     if (st == PS_OK)
-        st = ps_ingest_commit(w->in);
-    if (st != PS_OK) /* ingest aborted the transaction: nothing of the group is stored */
-        ps_log(PS_LOG_ERROR, "msg=\"group commit failed\" space=%s payloads=%zu error=\"%s\"",
-               ps_space_name(w->space), payloads, ps_status_str(st));
+        st = ps_journal_sync(w->journal);
+    else
+        ps_journal_discard(w->journal);
+    if (st != PS_OK)
+        ps_log(PS_LOG_ERROR, "msg=\"journal append failed\" space=%s error=\"%s\"",
+               ps_space_name(w->space), ps_status_str(st));
+    pthread_mutex_lock(&w->lock);
+    if (st == PS_OK)
+        w->acked = end;
+    pthread_mutex_unlock(&w->lock);
     while (group) {
         item *next = group->next;
-        ps_prepared_free(group->p);
         group->done(group->ud, st);
-        free(group);
+        if (st == PS_OK) {
+            pthread_mutex_lock(&w->lock);
+            push(&w->applying, group);
+            w->backlog += group->bytes;
+            pthread_cond_signal(&w->awake);
+            pthread_mutex_unlock(&w->lock);
+        } else {
+            ps_prepared_free(group->p);
+            free(group);
+        }
         group = next;
     }
 }
 
-static void *run(void *arg)
+static void *journal_run(void *arg)
 {
     ps_writer *w = arg;
-    item *it;
-    while ((it = take(w, true)) != NULL) {
-        it->next = NULL;
-        one_group(w, it);
+    for (;;) {
+        pthread_mutex_lock(&w->lock);
+        while (w->submitted.head == NULL && !w->stopping)
+            pthread_cond_wait(&w->jwake, &w->lock);
+        /* the apply thread's backlog is bounded too. Past a quarter of the bound each group
+         * waits a little, more as it grows, so that when clients send faster than the store
+         * takes, acknowledgements slow down evenly instead of stopping whenever the store
+         * commits; at the bound they wait for room (requests queue meanwhile, and are
+         * refused once their queue is full). */
+        size_t soft = w->o.queue_bytes / 4;
+        if (w->backlog > soft && !w->stopping) {
+            int64_t pause =
+                (int64_t)((w->backlog - soft) * PACE_MAX_MS / (w->o.queue_bytes - soft + 1));
+            struct timespec ts;
+            deadline_in(&ts, pause < PACE_MAX_MS ? pause : PACE_MAX_MS);
+            while (!w->stopping && pthread_cond_timedwait(&w->room, &w->lock, &ts) == 0)
+                ;
+        }
+        while (w->backlog > w->o.queue_bytes && !w->stopping)
+            pthread_cond_wait(&w->room, &w->lock);
+        item *group = NULL, *last = NULL;
+        size_t events = 0;
+        item *it;
+        while (events < w->o.batch_events && (it = pop(&w->submitted)) != NULL) {
+            events += ps_prepared_accepted(it->p);
+            if (last)
+                last->next = it;
+            else
+                group = it;
+            last = it;
+        }
+        bool done = group == NULL && w->stopping;
+        pthread_mutex_unlock(&w->lock);
+        if (done)
+            break;
+        if (group)
+            journal_group(w, group);
+    }
+    pthread_mutex_lock(&w->lock);
+    w->journal_done = true;
+    pthread_cond_signal(&w->awake);
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+/* ---- the apply thread ---- */
+
+/* Resolves `list` into one transaction with the journal mark; PS_OK once committed. */
+static ps_status apply_list(ps_writer *w, item *list)
+{
+    ps_status st = PS_OK;
+    uint64_t end = 0;
+    for (item *it = list; it && st == PS_OK; it = it->next) {
+        st = ps_ingest_prepared(w->in, it->p);
+        end = it->end;
+    }
+    if (st == PS_OK)
+        st = ps_ingest_journal_mark(w->in, end);
+    if (st == PS_OK)
+        st = ps_ingest_commit(w->in);
+    return st;
+}
+
+/* Takes payloads one at a time and resolves each at once, so that room for the journal thread
+ * comes back steadily, until nothing waits (past the minimum age) or a bound is reached.
+ * Returns them in order, with the outcome of resolving them. */
+static item *apply_some(ps_writer *w, ps_status *st)
+{
+    item *list = NULL, *last = NULL;
+    size_t events = 0;
+    int64_t started = mono_ms();
+    *st = PS_OK;
+    pthread_mutex_lock(&w->lock);
+    for (;;) {
+        item *it = pop(&w->applying);
+        if (it == NULL) {
+            int64_t age = mono_ms() - started;
+            if (w->waiting_readers || w->journal_done || age >= APPLY_MIN_MS)
+                break;
+            struct timespec ts;
+            deadline_in(&ts, APPLY_MIN_MS - age);
+            pthread_cond_timedwait(&w->awake, &w->lock, &ts);
+            continue;
+        }
+        pthread_mutex_unlock(&w->lock);
+        if (last)
+            last->next = it;
+        else
+            list = it;
+        last = it;
+        events += ps_prepared_accepted(it->p);
+        *st = ps_ingest_prepared(w->in, it->p);
+        pthread_mutex_lock(&w->lock);
+        w->backlog -= it->bytes;
+        pthread_cond_signal(&w->room);
+        if (*st != PS_OK || events >= APPLY_MAX_EVENTS || mono_ms() - started >= w->o.batch_ms)
+            break;
+    }
+    pthread_mutex_unlock(&w->lock);
+    return list;
+}
+
+static void *apply_run(void *arg)
+{
+    ps_writer *w = arg;
+    /* acknowledgements first: the store catches up on the CPU time they leave (Linux gives
+     * each thread its own nice value) */
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), APPLY_NICE) != 0)
+        ps_log(PS_LOG_DEBUG, "msg=\"cannot lower the apply thread's priority\"");
+    uint64_t released = 0;
+    for (;;) {
+        pthread_mutex_lock(&w->lock);
+        while (w->applying.head == NULL && !w->journal_done)
+            pthread_cond_wait(&w->awake, &w->lock);
+        bool drained = w->applying.head == NULL; /* and stopped */
+        pthread_mutex_unlock(&w->lock);
+        if (drained)
+            break;
+        ps_status st;
+        item *list = apply_some(w, &st), *last = list;
+        while (last->next)
+            last = last->next;
+        if (st == PS_OK && (st = ps_ingest_journal_mark(w->in, last->end)) == PS_OK)
+            st = ps_ingest_commit(w->in);
+        bool gave_up = false;
+        while (st != PS_OK && !gave_up) { /* the whole transaction again, after a pause */
+            pthread_mutex_lock(&w->lock);
+            gave_up = w->journal_done; /* stopping: the next start takes them from the journal */
+            pthread_mutex_unlock(&w->lock);
+            ps_log(PS_LOG_ERROR,
+                   "msg=\"applying journaled events failed; %s\" space=%s error=\"%s\"",
+                   gave_up ? "they stay in the journal" : "retrying", ps_space_name(w->space),
+                   ps_status_str(st));
+            if (gave_up)
+                break;
+            struct timespec d = {APPLY_RETRY_MS / 1000, (APPLY_RETRY_MS % 1000) * 1000000L};
+            nanosleep(&d, NULL);
+            st = apply_list(w, list);
+        }
+        pthread_mutex_lock(&w->lock);
+        if (st == PS_OK)
+            w->applied = last->end;
+        w->apply_failed = w->apply_failed || gave_up;
+        pthread_cond_broadcast(&w->progress);
+        pthread_mutex_unlock(&w->lock);
+        while (list) {
+            item *next = list->next;
+            ps_prepared_free(list->p);
+            free(list);
+            list = next;
+        }
+        if (w->applied - released >= PS_JOURNAL_SEGMENT) {
+            ps_journal_release(w->journal, w->applied, false);
+            released = w->applied;
+        }
     }
     return NULL;
 }
+
+/* ---- recovery ---- */
+
+typedef struct recover_ctx {
+    ps_ingest *in;
+    size_t pending;
+    uint64_t end;
+    ps_status st;
+} recover_ctx;
+
+static bool recover_one(void *ud, uint64_t end, ps_slice rec)
+{
+    recover_ctx *c = ud;
+    if ((c->st = ps_ingest_logged(c->in, rec)) != PS_OK)
+        return false;
+    c->end = end;
+    if (++c->pending < RECOVER_EVENTS)
+        return true;
+    c->pending = 0;
+    if ((c->st = ps_ingest_journal_mark(c->in, end)) == PS_OK)
+        c->st = ps_ingest_commit(c->in);
+    return c->st == PS_OK;
+}
+
+/* Applies what the journal holds past the store's mark; *applied gets the new mark. */
+static ps_status recover(ps_space *sp, uint64_t *applied)
+{
+    ps_status st = ps_ingest_journal_applied(sp, applied);
+    if (st != PS_OK)
+        return st;
+    ps_ingest_opts io = {.keep_received_at = true};
+    recover_ctx c = {NULL, 0, *applied, PS_OK};
+    if ((st = ps_ingest_begin(sp, &io, &c.in)) != PS_OK)
+        return st;
+    uint64_t last;
+    st = ps_journal_scan(ps_space_dir(sp), *applied, recover_one, &c, &last);
+    if (st == PS_OK)
+        st = c.st;
+    if (st == PS_OK && c.end != *applied && (st = ps_ingest_journal_mark(c.in, c.end)) == PS_OK)
+        st = ps_ingest_commit(c.in);
+    if (st == PS_OK && c.end != *applied) {
+        const ps_ingest_stats *s = ps_ingest_stats_get(c.in);
+        ps_log(PS_LOG_INFO, "msg=\"journal recovered\" space=%s accepted=%llu", ps_space_name(sp),
+               (unsigned long long)s->accepted);
+        *applied = c.end;
+    }
+    ps_ingest_end(c.in);
+    return st;
+}
+
+typedef struct end_ctx {
+    uint64_t end;
+} end_ctx;
+
+static bool note_end(void *ud, uint64_t end, ps_slice rec)
+{
+    (void)rec;
+    ((end_ctx *)ud)->end = end;
+    return true;
+}
+
+bool ps_writer_journal_present(ps_space *sp)
+{
+    return ps_journal_present(ps_space_dir(sp));
+}
+
+ps_status ps_writer_recover(ps_space *sp)
+{
+    const char *dir = ps_space_dir(sp);
+    if (!ps_journal_present(dir))
+        return PS_OK;
+    ps_journal *j;
+    ps_status st = ps_journal_open(dir, &j);
+    if (st == PS_OK) { /* nobody appends: take what is there and remove it */
+        uint64_t applied;
+        st = recover(sp, &applied);
+        if (st == PS_OK)
+            ps_journal_release(j, applied, true);
+        ps_journal_close(j);
+        return st;
+    }
+    if (st != PS_EBUSY)
+        return st;
+    /* a running server appends: wait until its store has what the journal holds now */
+    uint64_t applied;
+    if ((st = ps_ingest_journal_applied(sp, &applied)) != PS_OK)
+        return st;
+    end_ctx e = {applied};
+    uint64_t last;
+    if ((st = ps_journal_scan(dir, applied, note_end, &e, &last)) != PS_OK)
+        return st;
+    for (int64_t start = mono_ms(); applied < e.end && mono_ms() - start < DRAIN_WAIT_MS;) {
+        struct timespec d = {0, 5 * 1000000L};
+        nanosleep(&d, NULL);
+        if ((st = ps_ingest_journal_applied(sp, &applied)) != PS_OK)
+            return st;
+    }
+    if (applied < e.end)
+        ps_log(PS_LOG_WARN, "msg=\"the server has not applied its journal yet\" space=%s",
+               ps_space_name(sp));
+    return PS_OK;
+}
+
+/* ---- the writer ---- */
 
 ps_status ps_writer_start(ps_space *sp, const ps_writer_opts *opts, ps_writer **out)
 {
@@ -111,21 +426,51 @@ ps_status ps_writer_start(ps_space *sp, const ps_writer_opts *opts, ps_writer **
     w->o = *opts;
     if (w->o.batch_events == 0)
         w->o.batch_events = DEFAULT_BATCH_EVENTS;
-    if (w->o.batch_ms <= 0)
-        w->o.batch_ms = DEFAULT_BATCH_MS;
     if (w->o.queue_bytes == 0)
         w->o.queue_bytes = DEFAULT_QUEUE_BYTES;
+    if (w->o.batch_ms <= 0)
+        w->o.batch_ms = DEFAULT_APPLY_MS;
+    ps_status st = ps_journal_open(ps_space_dir(sp), &w->journal);
+    uint64_t applied = 0;
+    if (st == PS_EBUSY)
+        ps_log(PS_LOG_ERROR, "msg=\"another process writes this space's journal\" space=%s",
+               ps_space_name(sp));
+    if (st == PS_OK)
+        st = recover(sp, &applied);
+    if (st == PS_OK) {
+        ps_journal_release(w->journal, applied, true); /* all of it is in the store now */
+        st = ps_journal_start(w->journal, applied);
+    }
     ps_ingest_opts io = {.keep_received_at = false};
-    ps_status st = ps_ingest_begin(sp, &io, &w->in);
+    if (st == PS_OK)
+        st = ps_ingest_begin(sp, &io, &w->in);
     if (st != PS_OK) {
+        ps_journal_close(w->journal);
         free(w);
         return st;
     }
+    w->acked = w->applied = applied;
     pthread_mutex_init(&w->lock, NULL);
-    pthread_cond_init(&w->wake, NULL);
-    if (pthread_create(&w->thread, NULL, run, w) != 0) {
+    pthread_cond_init(&w->jwake, NULL);
+    pthread_cond_init(&w->awake, NULL);
+    pthread_cond_init(&w->room, NULL);
+    pthread_cond_init(&w->progress, NULL);
+    bool japp = pthread_create(&w->athread, NULL, apply_run, w) == 0;
+    bool jj = japp && pthread_create(&w->jthread, NULL, journal_run, w) == 0;
+    if (!jj) {
+        if (japp) { /* let the apply thread see an empty, finished journal */
+            pthread_mutex_lock(&w->lock);
+            w->journal_done = true;
+            pthread_cond_signal(&w->awake);
+            pthread_mutex_unlock(&w->lock);
+            pthread_join(w->athread, NULL);
+        }
         ps_ingest_end(w->in);
-        pthread_cond_destroy(&w->wake);
+        ps_journal_close(w->journal);
+        pthread_cond_destroy(&w->progress);
+        pthread_cond_destroy(&w->room);
+        pthread_cond_destroy(&w->awake);
+        pthread_cond_destroy(&w->jwake);
         pthread_mutex_destroy(&w->lock);
         free(w);
         return PS_EIO;
@@ -141,7 +486,7 @@ ps_status ps_writer_submit(ps_writer *w, ps_prepared *p, ps_writer_done done, vo
     ps_status st = PS_OK;
     if (w->stopping)
         st = PS_ECLOSED;
-    else if (w->queued_bytes > 0 && w->queued_bytes + bytes > w->o.queue_bytes)
+    else if (w->submitted.bytes > 0 && w->submitted.bytes + bytes > w->o.queue_bytes)
         st = PS_EBUSY; /* one payload alone always fits, so none is refused forever */
     if (st != PS_OK) {
         pthread_mutex_unlock(&w->lock);
@@ -149,16 +494,32 @@ ps_status ps_writer_submit(ps_writer *w, ps_prepared *p, ps_writer_done done, vo
         return st;
     }
     item *it = ps_xmalloc(sizeof *it);
-    *it = (item){NULL, p, bytes, done, ud};
-    if (w->tail)
-        w->tail->next = it;
-    else
-        w->head = it;
-    w->tail = it;
-    w->queued_bytes += bytes;
-    pthread_cond_signal(&w->wake);
+    *it = (item){NULL, p, bytes, 0, done, ud};
+    push(&w->submitted, it);
+    pthread_cond_signal(&w->jwake);
     pthread_mutex_unlock(&w->lock);
     return PS_OK;
+}
+
+bool ps_writer_await(ps_writer *w, int timeout_ms)
+{
+    if (w == NULL)
+        return true;
+    pthread_mutex_lock(&w->lock);
+    uint64_t target = w->acked;
+    if (w->applied < target) {
+        struct timespec ts;
+        deadline_in(&ts, timeout_ms);
+        w->waiting_readers++;
+        pthread_cond_signal(&w->awake);
+        while (w->applied < target)
+            if (pthread_cond_timedwait(&w->progress, &w->lock, &ts) != 0)
+                break;
+        w->waiting_readers--;
+    }
+    bool ok = w->applied >= target;
+    pthread_mutex_unlock(&w->lock);
+    return ok;
 }
 
 void ps_writer_stop(ps_writer *w)
@@ -167,9 +528,12 @@ void ps_writer_stop(ps_writer *w)
         return;
     pthread_mutex_lock(&w->lock);
     w->stopping = true;
-    pthread_cond_signal(&w->wake);
+    pthread_cond_signal(&w->jwake);
     pthread_mutex_unlock(&w->lock);
-    pthread_join(w->thread, NULL); /* the thread drains the queue before it returns */
+    pthread_join(w->jthread, NULL); /* it journals the queue before it returns */
+    pthread_join(w->athread, NULL); /* and this one applies it */
+    if (!w->apply_failed)
+        ps_journal_release(w->journal, w->applied, true);
     w->joined = true;
 }
 
@@ -179,7 +543,11 @@ void ps_writer_free(ps_writer *w)
         return;
     ps_writer_stop(w);
     ps_ingest_end(w->in);
-    pthread_cond_destroy(&w->wake);
+    ps_journal_close(w->journal);
+    pthread_cond_destroy(&w->progress);
+    pthread_cond_destroy(&w->room);
+    pthread_cond_destroy(&w->awake);
+    pthread_cond_destroy(&w->jwake);
     pthread_mutex_destroy(&w->lock);
     free(w);
 }

@@ -275,6 +275,12 @@ static ps_status log_read(ps_txn *t, uint64_t seq, bool with_json, ps_log_rec *o
     return st == PS_OK ? log_decode(t, seq, &v, with_json, out) : st;
 }
 
+ps_status ps_store_log_decode(ps_txn *t, ps_slice value, ps_log_rec *out)
+{
+    MDB_val v = {value.len, (void *)value.ptr};
+    return log_decode(t, 0, &v, true, out);
+}
+
 ps_status ps_store_log_get(ps_txn *t, uint64_t seq, ps_log_rec *out)
 {
     return log_read(t, seq, true, out);
