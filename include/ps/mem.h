@@ -44,6 +44,11 @@ void ps_buf_be64(ps_buf *b, uint64_t v);
 void ps_buf_json_str(ps_buf *b, const char *s, size_t len);
 
 /* Bump allocator: many small allocations freed at once with ps_arena_clear(). */
+/* Process setting for the long-running programs: freed memory, large buffers included, is
+ * kept for reuse instead of being handed back to the kernel and faulted in again (a page
+ * fault is the dearest part of a fresh buffer on virtual machines). Call first in main(). */
+void ps_mem_keep_freed(void);
+
 typedef struct ps_arena_chunk ps_arena_chunk;
 typedef struct ps_arena {
     ps_arena_chunk *head;

@@ -2,6 +2,7 @@
 /* mem: fatal-on-exhaustion allocation, ps_buf and ps_arena. */
 #include "ps/mem.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,11 +145,26 @@ void ps_buf_json_str(ps_buf *b, const char *s, size_t len)
         run = i + 1;
         char esc[7] = {'\\', 0, 0, 0, 0, 0, 0};
         switch (c) {
-        case '"': esc[1] = '"'; ps_buf_append(b, esc, 2); break;
-        case '\\': esc[1] = '\\'; ps_buf_append(b, esc, 2); break;
-        case '\n': esc[1] = 'n'; ps_buf_append(b, esc, 2); break;
-        case '\r': esc[1] = 'r'; ps_buf_append(b, esc, 2); break;
-        case '\t': esc[1] = 't'; ps_buf_append(b, esc, 2); break;
+        case '"':
+            esc[1] = '"';
+            ps_buf_append(b, esc, 2);
+            break;
+        case '\\':
+            esc[1] = '\\';
+            ps_buf_append(b, esc, 2);
+            break;
+        case '\n':
+            esc[1] = 'n';
+            ps_buf_append(b, esc, 2);
+            break;
+        case '\r':
+            esc[1] = 'r';
+            ps_buf_append(b, esc, 2);
+            break;
+        case '\t':
+            esc[1] = 't';
+            ps_buf_append(b, esc, 2);
+            break;
         default:
             esc[1] = 'u';
             esc[2] = '0';
@@ -216,4 +232,12 @@ char *ps_arena_strndup(ps_arena *a, const char *s, size_t len)
     memcpy(p, s, len);
     p[len] = 0;
     return p;
+}
+
+void ps_mem_keep_freed(void)
+{
+    /* buffers up to 32 MiB (glibc's largest threshold) come from the heap, and the heap is
+     * trimmed only past 512 MiB free: what a request or a batch frees serves the next one */
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
 }
