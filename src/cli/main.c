@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* profilectl: operator tool. Parses global flags, dispatches through the command table and
  * maps statuses to exit codes; the work is done by services. */
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -217,6 +218,7 @@ int cli_no_more_options(const cli *c)
 int main(int argc, char **argv)
 {
     ps_mem_keep_freed();
+    signal(SIGXFSZ, SIG_IGN); /* a file size limit is a failed write, not a kill */
     ps_log_init(PS_LOG_WARN);
     const char *env = getenv("PROFILED_DATA");
     cli c = {.data_dir = env && *env ? env : "./var"};

@@ -190,6 +190,7 @@ int main(int argc, char **argv)
     sigaddset(&stop, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN); /* a peer that hung up is an error on write, not a kill */
+    signal(SIGXFSZ, SIG_IGN); /* a file size limit is a failed write, not a kill */
     cfg.writer = (ps_writer_opts){(size_t)batch_events, batch_ms, (size_t)queue_mb << 20};
     ps_sources *sources;
     ps_status st = ps_sources_open(cfg.data_dir, true, &sources);

@@ -99,13 +99,13 @@ def run_tests(tests):
 class Server:
     """profiled on 127.0.0.1:0 over a Store; stop() sends SIGTERM and requires exit 0."""
 
-    def __init__(self, store, *args):
+    def __init__(self, store, *args, preexec_fn=None):
         import select
         import signal  # noqa: F401  (used by stop)
         self.store = store
         self.proc = subprocess.Popen(
             [tool("profiled"), "--data", store.dir, "--listen", "127.0.0.1:0", *args],
-            stderr=subprocess.PIPE, text=True)
+            stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
         self.log = []
         deadline = 30 * float(os.environ.get("PS_TEST_TIMEOUT_MULT", "1"))
         while True:

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import time
 
-from common import Store, generate, run_tests, tool
+from common import TIMEOUT, Server, Store, generate, run_tests, tool
 
 EVENTS = int(os.environ.get("PS_CRASH_EVENTS", "60000"))
 
@@ -93,4 +93,66 @@ def test_store_full_aborts_batch_cleanly():
         s.close()
 
 
-run_tests([test_kill_during_ingest, test_store_full_aborts_batch_cleanly])
+def limit_file_size(max_bytes):
+    """preexec_fn: files may not grow past max_bytes, as on a full disk (writes fail)."""
+    import resource
+
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+    return apply
+
+
+def test_disk_full_aborts_batch_cleanly():
+    """The data file cannot grow (RLIMIT_FSIZE stands in for a full disk): ingest stops with a
+    clear error and a nonzero exit, the store passes check, and ingest completes once there
+    is room."""
+    s = Store()
+    try:
+        log = os.path.join(s.dir, "log.ndjson")
+        generate(log, 20000, seed=3)
+        s.ctl("space", "create", "s")
+        p = subprocess.run([tool("profilectl"), "--data", s.dir, "ingest", "s", log, "--batch",
+                            "500", "--verbose"], capture_output=True, text=True,
+                           preexec_fn=limit_file_size(3 << 20), timeout=TIMEOUT)
+        assert p.returncode != 0 and p.returncode != -25, (p.returncode, p.stderr)  # not SIGXFSZ
+        assert "this batch was not stored" in p.stderr, p.stderr
+        assert s.ctl("check", "s").stdout.endswith("ok\n")
+        s.ctl("ingest", "s", log)
+        assert s.ctl("check", "s").stdout.endswith("ok\n")
+    finally:
+        s.close()
+
+
+def test_disk_full_on_the_journal_is_a_503():
+    """profiled cannot allocate a journal segment (files may not grow past 8 MiB): Tracking API
+    requests get 503 and nothing is acknowledged, the server stays up, and after a restart
+    with room the same requests are stored."""
+    import base64
+    s = Store()
+    srv = None
+    try:
+        s.ctl("space", "create", "s")
+        key = s.ctl("source", "create", "s").stdout.strip()
+        srv = Server(s, preexec_fn=limit_file_size(8 << 20))
+        body = {"batch": [{"type": "track", "userId": "full", "event": "E",
+                           "messageId": "full-%d" % i} for i in range(10)]}
+        status, _, reply = srv.track("batch", body, key)
+        assert status == 503, (status, reply)
+        assert srv.get("/healthz")[0] == 200
+        srv.stop()
+        srv = Server(s)
+        status, _, reply = srv.track("batch", body, key)
+        assert status == 200, (status, reply)
+        srv.stop()
+        srv = None
+        out = s.json("inspect", "s", "user_id:full", "--events", "100")
+        assert len(out["events"]) == 10, out
+        assert s.ctl("check", "s").stdout.endswith("ok\n")
+    finally:
+        if srv:
+            srv.stop()
+        s.close()
+
+
+run_tests([test_kill_during_ingest, test_store_full_aborts_batch_cleanly,
+           test_disk_full_aborts_batch_cleanly, test_disk_full_on_the_journal_is_a_503])
