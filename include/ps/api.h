@@ -7,6 +7,7 @@
 #ifndef PS_API_H
 #define PS_API_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,11 +22,16 @@ typedef enum ps_api_route {
     PS_API_LINKS,
     PS_API_PROFILES,   /* list */
     PS_API_DELETE_IDS, /* POST …/external_ids/delete */
+    PS_API_REG_CREATE, /* POST /v1/spaces/{space}/regulations */
+    PS_API_REG_LIST,   /* GET /v1/spaces/{space}/regulations */
+    PS_API_REG_GET,    /* GET /v1/spaces/{space}/regulations/{id} (the id in `ident`) */
     PS_API__ROUTES
 } ps_api_route;
 
 /* Stable name of a route ("traits", ..., "profiles", "external_ids_delete"). */
 const char *ps_api_route_name(ps_api_route r);
+/* Whether the route changes the space (then it needs an admin token). */
+bool ps_api_route_changes(ps_api_route r);
 
 /* One query parameter, already percent-decoded and NUL-terminated. */
 typedef struct ps_api_param {
@@ -37,7 +43,7 @@ typedef struct ps_api_param {
 typedef struct ps_api_request {
     ps_api_route route;
     const char *space_name; /* from the path */
-    const char *collection; /* from the path, validated here */
+    const char *collection; /* from the path, validated here; NULL on regulation routes */
     const char *ident;      /* decoded path identifier; unused for PS_API_PROFILES */
     size_t ident_len;
     const ps_api_param *params;

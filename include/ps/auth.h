@@ -7,6 +7,7 @@
 #ifndef PS_AUTH_H
 #define PS_AUTH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,22 +25,30 @@ void ps_auth_random(uint8_t *out, size_t len);
 /* SHA-256 of `in`: how credentials are kept at rest. */
 void ps_auth_digest(const void *in, size_t len, uint8_t out[PS_DIGEST_BYTES]);
 
+/* What a token may do: an admin token may also change the space (regulations, the
+ * identifier delete route); a read token may only read. Tokens made before roles existed are
+ * admin tokens. */
+typedef enum ps_token_role { PS_ROLE_ADMIN = 0, PS_ROLE_READ = 1 } ps_token_role;
+const char *ps_token_role_name(ps_token_role r);
+/* Parses "read" or "admin"; false otherwise. */
+bool ps_token_role_parse(const char *s, ps_token_role *out);
+
 /* Creates an access token for the space. `name` NULL picks "token-N". Writes the token
  * (shown once, not stored) into `token` and the name used into `name_out` (capacity
  * PS_TOKEN_NAME_MAX + 1). PS_EINVAL for a bad name, PS_ECONFLICT when it is taken. */
-ps_status ps_auth_token_create(ps_space *sp, const char *name, int64_t now_ms,
+ps_status ps_auth_token_create(ps_space *sp, const char *name, ps_token_role role, int64_t now_ms,
                                char token[PS_TOKEN_BUF], char *name_out);
 
-typedef bool (*ps_token_fn)(void *ud, const char *name, int64_t created_ms);
+typedef bool (*ps_token_fn)(void *ud, const char *name, ps_token_role role, int64_t created_ms);
 /* Visits the space's tokens by name; never exposes secrets. */
 ps_status ps_auth_token_list(ps_space *sp, ps_token_fn fn, void *ud);
 
 /* Revokes token `name`. PS_ENOTFOUND when there is none. */
 ps_status ps_auth_token_revoke(ps_space *sp, const char *name);
 
-/* PS_OK when `token` is one of the space's tokens, else PS_EAUTH. The work done does not
- * depend on which token (if any) matches. */
-ps_status ps_auth_token_check(ps_txn *t, const char *token, size_t len);
+/* PS_OK with the token's role when `token` is one of the space's tokens, else PS_EAUTH. The
+ * work done does not depend on which token (if any) matches. */
+ps_status ps_auth_token_check(ps_txn *t, const char *token, size_t len, ps_token_role *role);
 
 /* Creates the space's cursor secret when it has none (a write transaction, only then). */
 ps_status ps_auth_secret_ensure(ps_store *s);

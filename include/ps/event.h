@@ -62,6 +62,7 @@ typedef enum ps_drop {
     PS_DROP_CONTROL_CHARACTER, /* a raw 0x00-0x1F byte inside a string */
     PS_DROP_NUL_CHARACTER,     /* \u0000 inside a string */
     PS_DROP_TOO_DEEP,          /* nested deeper than PS_JSON_DEPTH_MAX */
+    PS_DROP_SUPPRESSED,        /* its userId is suppressed by a regulation */
     PS_DROP__COUNT
 } ps_drop;
 
@@ -160,4 +161,28 @@ bool ps_event_write_key(const uint8_t *json, size_t len, char *out, size_t cap);
  * problem; PS_ETOOBIG when more than one entry is listed. */
 ps_status ps_event_parse_delete_ids(const char *json, size_t len, char *type, char *value,
                                     size_t *value_len, const char **why);
+/* A regulation request (Segment's Public API shape): {"regulationType": T, "subjectType":
+ * "USER_ID", "subjectIds": [1..PS_REG_SUBJECTS_MAX strings]}. */
+#define PS_REG_SUBJECTS_MAX 5000
+typedef enum ps_reg_type {
+    PS_REG_DELETE = 0,           /* DELETE_INTERNAL (DELETE_ONLY is the same here) */
+    PS_REG_SUPPRESS_WITH_DELETE, /* SUPPRESS_WITH_DELETE_INTERNAL (and SUPPRESS_WITH_DELETE) */
+    PS_REG_SUPPRESS,             /* SUPPRESS_ONLY */
+    PS_REG_UNSUPPRESS,           /* UNSUPPRESS */
+    PS_REG__COUNT
+} ps_reg_type;
+const char *ps_reg_type_name(ps_reg_type t); /* the canonical name */
+bool ps_reg_type_parse(const char *s, ps_reg_type *out);
+
+typedef struct ps_reg_request {
+    ps_reg_type type;
+    char **subjects; /* trimmed userIds, each 1..PS_VALUE_MAX bytes, no NUL */
+    size_t count;
+} ps_reg_request;
+/* Parses a regulation body. PS_EINVAL with `why` naming the problem. Free with
+ * ps_reg_request_clear(). */
+ps_status ps_event_parse_regulation(const char *json, size_t len, ps_reg_request *out,
+                                    const char **why);
+void ps_reg_request_clear(ps_reg_request *r);
+
 #endif

@@ -51,5 +51,6 @@ int cmd_source(cli *c);
 int cmd_log(cli *c);
 int cmd_migrate(cli *c);
 int cmd_rebuild(cli *c);
+int cmd_regulation(cli *c);
 
 #endif

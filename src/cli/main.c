@@ -32,13 +32,21 @@ static const char usage[] =
     "  rebuild SPACE [--force]                derive every table again from the log, under the\n"
     "                                         current settings, in one transaction\n"
     "  migrate SPACE                          upgrade a space to the current storage format\n"
-    "  token create SPACE [--name NAME]       new Profile API access token (printed once)\n"
-    "  token list SPACE                       token names and creation times\n"
+    "  token create SPACE [--name NAME] [--role read|admin]\n"
+    "                                         new Profile API access token (printed once); a\n"
+    "                                         read token may only read (default: admin)\n"
+    "  token list SPACE                       token names, roles and creation times\n"
     "  token revoke SPACE NAME                revoke a token (running servers see it at once)\n"
     "  source create SPACE [--name NAME]      new Tracking API source; prints its write key once\n"
     "  source list SPACE                      source ids, names, creation times, origins\n"
     "  source origins SPACE SOURCE ORIGIN...  web origins the source takes events from\n"
     "  source origins SPACE SOURCE --any      (SOURCE: name or id) any origin, the default\n"
+    "  regulation create SPACE TYPE USER_ID...\n"
+    "                                         suppress or unsuppress userIds (TYPE: "
+    "SUPPRESS_ONLY,\n"
+    "                                         UNSUPPRESS, DELETE_INTERNAL, ...); prints its id\n"
+    "  regulation list SPACE                  regulations, newest first (JSON)\n"
+    "  regulation show SPACE ID               one regulation (JSON)\n"
     "\n"
     "  --data DIR   data directory (default $PROFILED_DATA, else ./var)\n"
     "  --json       machine-readable output\n"
@@ -53,7 +61,7 @@ static const command commands[] = {
     {"space", cmd_space},     {"settings", cmd_settings}, {"ingest", cmd_ingest},
     {"inspect", cmd_inspect}, {"export", cmd_export},     {"check", cmd_check},
     {"token", cmd_token},     {"source", cmd_source},     {"log", cmd_log},
-    {"migrate", cmd_migrate}, {"rebuild", cmd_rebuild},
+    {"migrate", cmd_migrate}, {"rebuild", cmd_rebuild},   {"regulation", cmd_regulation},
 };
 
 int cli_fail(int code, const char *fmt, ...)

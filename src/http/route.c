@@ -127,6 +127,13 @@ static const char *const resources[] = {"traits", "external_ids", "events", "met
 static int route_of(char **seg, int n, int method, bool *method_ok)
 {
     *method_ok = method == HTTP_GET || method == HTTP_HEAD; /* HEAD: the same, bodiless */
+    if ((n == 4 || n == 5) && strcmp(seg[0], "v1") == 0 && strcmp(seg[1], "spaces") == 0 &&
+        strcmp(seg[3], "regulations") == 0) {
+        if (n == 5)
+            return PS_API_REG_GET;
+        *method_ok = *method_ok || method == HTTP_POST;
+        return method == HTTP_POST ? PS_API_REG_CREATE : PS_API_REG_LIST;
+    }
     if (n < 6 || strcmp(seg[0], "v1") != 0 ||
         (strcmp(seg[1], "spaces") != 0 && strcmp(seg[1], "namespaces") != 0) ||
         strcmp(seg[3], "collections") != 0 || strcmp(seg[5], "profiles") != 0)
@@ -187,16 +194,29 @@ int route_profile(char *path, const char *query, int method, const char *auth, s
     }
     out->route = (ps_api_route)route;
     if (!method_ok) {
-        *allow = route == PS_API_DELETE_IDS ? "POST" : "GET";
-        *why = route == PS_API_DELETE_IDS ? "Use POST on this route." : "Use GET on this route.";
+        *allow = route == PS_API_DELETE_IDS ? "POST"
+                 : route == PS_API_REG_LIST ? "GET, POST"
+                                            : "GET";
+        *why = route == PS_API_DELETE_IDS ? "Use POST on this route."
+               : route == PS_API_REG_LIST ? "Use GET or POST on this route."
+                                          : "Use GET on this route.";
         return 405;
     }
+    bool reg = route >= PS_API_REG_CREATE;
     out->space_name = seg[2];
-    out->collection = seg[4];
+    out->collection = reg ? NULL : seg[4];
     out->params = params;
     if (!parse_query(query, query_store, params, &out->param_count, why))
         return 400;
-    if (n >= 8) {
+    if (route == PS_API_REG_GET) {
+        size_t len = strlen(seg[4]);
+        if (len > 64) /* ids are "reg_" and 16 hex digits: a longer one is simply unknown */
+            len = 0;
+        memcpy(ident_store, seg[4], len);
+        ident_store[len] = 0;
+        out->ident = ident_store;
+        out->ident_len = len;
+    } else if (n >= 8) {
         if (!ps_pct_decode(seg[6], strlen(seg[6]), false, ident_store, &out->ident_len) ||
             memchr(ident_store, 0, out->ident_len)) {
             *why = "The profile identifier has a malformed percent-encoding.";

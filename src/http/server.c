@@ -123,11 +123,14 @@ head_decision dispatch_head(http_req *rq)
     rq->route = ROUTE_OTHER;
     /* only the identifier deletion takes a body; its token is checked after the body, so
      * the body counts as anonymous. Everything else is answered without reading one. */
-    static const char suffix[] = "/external_ids/delete";
-    size_t pl = strlen(rq->path), sl = sizeof suffix - 1;
+    static const char suffix[] = "/external_ids/delete", reg_suffix[] = "/regulations";
+    size_t pl = strlen(rq->path), sl = sizeof suffix - 1, rl = sizeof reg_suffix - 1;
     if (rq->head.method == HTTP_POST && serves_profiles(rq) && pl > sl &&
         strcmp(rq->path + pl - sl, suffix) == 0)
         return (head_decision){.max_body = MAX_DELETE_BODY, .anonymous = true};
+    if (rq->head.method == HTTP_POST && serves_profiles(rq) && pl > rl &&
+        strcmp(rq->path + pl - rl, reg_suffix) == 0)
+        return (head_decision){.max_body = MAX_REGULATION_BODY, .anonymous = true};
     if (rq->head.chunked || rq->head.content_length > 0) {
         /* a body where none is read: answer as if it were empty, then close (conn.c) */
         rq->body = (const uint8_t *)"";
@@ -216,7 +219,7 @@ void dispatch_request(http_req *rq)
         goto reply;
     }
     route = (int)rq2.route;
-    if (route == PS_API_DELETE_IDS) {
+    if (route == PS_API_DELETE_IDS || route == PS_API_REG_CREATE) {
         rq2.body = (const char *)rq->body;
         rq2.body_len = rq->body_len;
     }

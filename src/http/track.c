@@ -313,7 +313,9 @@ void track_handle(http_req *rq)
         goto reply;
     }
     const ps_prepared_drop *drops;
-    if (!batch && ps_prepared_dropped(prep, &drops) > 0) { /* a single call says why */
+    if (!batch && ps_prepared_dropped(prep, &drops) > 0 &&
+        drops[0].why != PS_DROP_SUPPRESSED) { /* a single call says why; a suppressed userId
+                                               * is dropped quietly, as Segment does */
         track_error(rep, 400, drop_code(drops[0].why), ps_drop_message(drops[0].why));
         goto reply;
     }

@@ -39,6 +39,7 @@ static const char *const drop_names[PS_DROP__COUNT] = {
     "control_character",
     "nul_character",
     "too_deep",
+    "suppressed",
 };
 
 const char *ps_drop_name(ps_drop d)
@@ -947,6 +948,7 @@ static const char *const drop_messages[PS_DROP__COUNT] = {
                                   "escape it as \\n, \\t or \\u00XX.",
     [PS_DROP_NUL_CHARACTER] = "A string contains \\u0000 (NUL), which is not accepted.",
     [PS_DROP_TOO_DEEP] = "Objects and arrays are nested more than 64 levels deep.",
+    [PS_DROP_SUPPRESSED] = "The userId is suppressed (a regulation): its messages are not kept.",
 };
 
 const char *ps_drop_message(ps_drop d)
@@ -988,6 +990,87 @@ ps_status ps_event_parse_delete_ids(const char *json, size_t len, char *type, ch
             st = PS_OK;
         }
     }
+    cJSON_Delete(root);
+    return st;
+}
+
+/* ---- regulations ---- */
+
+static const char *const reg_names[PS_REG__COUNT] = {
+    "DELETE_INTERNAL", "SUPPRESS_WITH_DELETE_INTERNAL", "SUPPRESS_ONLY", "UNSUPPRESS"};
+
+const char *ps_reg_type_name(ps_reg_type t)
+{
+    return (unsigned)t < PS_REG__COUNT ? reg_names[t] : "UNKNOWN";
+}
+
+bool ps_reg_type_parse(const char *s, ps_reg_type *out)
+{
+    for (int i = 0; i < PS_REG__COUNT; i++)
+        if (strcmp(s, reg_names[i]) == 0) {
+            *out = (ps_reg_type)i;
+            return true;
+        }
+    if (strcmp(s, "DELETE_ONLY") == 0) /* no destinations here: the same as _INTERNAL */
+        *out = PS_REG_DELETE;
+    else if (strcmp(s, "SUPPRESS_WITH_DELETE") == 0)
+        *out = PS_REG_SUPPRESS_WITH_DELETE;
+    else
+        return false;
+    return true;
+}
+
+void ps_reg_request_clear(ps_reg_request *r)
+{
+    for (size_t i = 0; i < r->count; i++)
+        free(r->subjects[i]);
+    free(r->subjects);
+    r->subjects = NULL;
+    r->count = 0;
+}
+
+ps_status ps_event_parse_regulation(const char *json, size_t len, ps_reg_request *out,
+                                    const char **why)
+{
+    memset(out, 0, sizeof *out);
+    ps_json_diag d;
+    cJSON *root = ps_json_parse((const uint8_t *)json, len, &d);
+    const cJSON *type = get(root, "regulationType"), *subject = get(root, "subjectType"),
+                *ids = get(root, "subjectIds");
+    ps_status st = PS_EINVAL;
+    if (root == NULL)
+        *why = ps_json_error_message(d.error);
+    else if (!cJSON_IsObject(root))
+        *why = "The body must be a JSON object.";
+    else if (!cJSON_IsString(type) || !ps_reg_type_parse(type->valuestring, &out->type))
+        *why = "regulationType must be one of DELETE_INTERNAL, DELETE_ONLY, "
+               "SUPPRESS_WITH_DELETE_INTERNAL, SUPPRESS_WITH_DELETE, SUPPRESS_ONLY, UNSUPPRESS.";
+    else if (!cJSON_IsString(subject) || strcmp(subject->valuestring, "USER_ID") != 0)
+        *why = "subjectType must be USER_ID.";
+    else if (!cJSON_IsArray(ids) || cJSON_GetArraySize(ids) < 1 ||
+             cJSON_GetArraySize(ids) > PS_REG_SUBJECTS_MAX)
+        *why = "subjectIds must be an array of 1 to 5000 userIds.";
+    else
+        st = PS_OK;
+    if (st == PS_OK) {
+        out->subjects = ps_xcalloc((size_t)cJSON_GetArraySize(ids), sizeof *out->subjects);
+        const cJSON *it;
+        cJSON_ArrayForEach(it, ids)
+        {
+            const char *v = cJSON_IsString(it) ? it->valuestring : NULL;
+            size_t vl = v ? strlen(v) : 0;
+            if (v)
+                ps_trim(&v, &vl);
+            if (v == NULL || vl == 0 || vl > PS_VALUE_MAX) {
+                *why = "Each subjectId must be a non-empty string of at most 400 bytes.";
+                st = PS_EINVAL;
+                break;
+            }
+            out->subjects[out->count++] = ps_xstrndup(v, vl);
+        }
+    }
+    if (st != PS_OK)
+        ps_reg_request_clear(out);
     cJSON_Delete(root);
     return st;
 }

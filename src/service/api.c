@@ -18,17 +18,32 @@
 #include "ps/log.h"
 #include "ps/profile.h"
 #include "ps/records.h"
+#include "ps/regulation.h"
 #include "ps/text.h"
 
 #define LIST_MAX 200 /* names in include/exclude */
 
 static const char *const route_names[PS_API__ROUTES] = {
-    "traits", "external_ids", "events", "metadata", "links", "profiles", "external_ids_delete",
+    "traits",
+    "external_ids",
+    "events",
+    "metadata",
+    "links",
+    "profiles",
+    "external_ids_delete",
+    "regulations_create",
+    "regulations_list",
+    "regulation",
 };
 
 const char *ps_api_route_name(ps_api_route r)
 {
     return (unsigned)r < PS_API__ROUTES ? route_names[r] : "unknown";
+}
+
+bool ps_api_route_changes(ps_api_route r)
+{
+    return r == PS_API_DELETE_IDS || r == PS_API_REG_CREATE;
 }
 
 void ps_api_error(ps_api_reply *out, int status, const char *code, const char *fmt, ...)
@@ -59,6 +74,7 @@ typedef struct ctx {
     ps_profile p;
     uint64_t *members;
     size_t n;
+    ps_token_role role;
 } ctx;
 
 /* ---- parameters ---- */
@@ -669,6 +685,94 @@ static bool serve_delete(ctx *c)
     return true;
 }
 
+/* ---- regulations ---- */
+
+#define REG_PAGE_DEFAULT 10
+#define REG_PAGE_MAX 50
+
+static void serve_regulations(ctx *c)
+{
+    const ps_api_request *rq = c->rq;
+    ps_api_reply *out = c->out;
+    ps_status st;
+    if (rq->route == PS_API_REG_CREATE) {
+        ps_reg_request reg;
+        const char *why = "";
+        if (ps_event_parse_regulation(rq->body ? rq->body : "", rq->body_len, &reg, &why) !=
+            PS_OK) {
+            ps_api_error(out, 400, "bad_request", "%s", why);
+            return;
+        }
+        char id[PS_REG_ID_BUF];
+        st = ps_regulation_apply(c->sp, &reg, rq->now_ms, id);
+        ps_reg_request_clear(&reg);
+        if (st != PS_OK) {
+            storage_error(c, st);
+            return;
+        }
+        ps_buf_printf(&out->body, "{\"data\":{\"regulateId\":\"%s\"}}", id);
+        return;
+    }
+    if (rq->route == PS_API_REG_GET) {
+        ps_buf_puts(&out->body, "{\"data\":{\"regulation\":");
+        st = ps_regulation_get(c->sp, rq->ident, &out->body);
+        if (st == PS_ENOTFOUND) {
+            ps_api_error(out, 404, "not_found", "No regulation with this id in the space.");
+            return;
+        }
+        if (st != PS_OK) {
+            storage_error(c, st);
+            return;
+        }
+        ps_buf_puts(&out->body, "}}");
+        return;
+    }
+    /* the list: newest first; `cursor` continues where the last page stopped */
+    size_t limit = REG_PAGE_DEFAULT;
+    uint64_t before = 0;
+    const ps_api_param *lp = param(c, "limit"), *cp = param(c, "cursor");
+    if (lp) {
+        char *end;
+        unsigned long v = strtoul(lp->value, &end, 10);
+        if (*end || v < 1 || v > REG_PAGE_MAX) {
+            ps_api_error(out, 400, "validation_error",
+                         "The parameter `limit` must be a number from 1 to %d.", REG_PAGE_MAX);
+            return;
+        }
+        limit = v;
+    }
+    if (cp && cp->value[0]) {
+        char *end;
+        unsigned long long v = strtoull(cp->value, &end, 10);
+        if (*end || v == 0) {
+            ps_api_error(out, 400, "invalid_request_error",
+                         "The parameter `cursor` is not a cursor this API returned.");
+            return;
+        }
+        before = v;
+    }
+    uint64_t next;
+    size_t count;
+    ps_buf_puts(&out->body, "{\"data\":{\"regulations\":[");
+    st = ps_regulation_list(c->sp, before, limit, &out->body, &next, &count);
+    if (st != PS_OK) {
+        storage_error(c, st);
+        return;
+    }
+    ps_buf_puts(&out->body, "],\"pagination\":{\"current\":");
+    if (before)
+        ps_buf_printf(&out->body, "\"%llu\"", (unsigned long long)before);
+    else
+        ps_buf_puts(&out->body, "\"\"");
+    ps_buf_puts(&out->body, ",\"next\":");
+    if (next)
+        ps_buf_printf(&out->body, "\"%llu\"", (unsigned long long)next);
+    else
+        ps_buf_puts(&out->body, "null");
+    ps_buf_puts(&out->body, "}}}");
+    (void)count;
+}
+
 /* ---- entry ---- */
 
 static bool authorize(ctx *c)
@@ -687,10 +791,16 @@ static bool authorize(ctx *c)
     }
     ps_status st = ps_txn_begin(ps_space_store(c->sp), false, &c->t);
     if (st == PS_OK)
-        st = ps_auth_token_check(c->t, rq->token, rq->token_len);
+        st = ps_auth_token_check(c->t, rq->token, rq->token_len, &c->role);
     if (st == PS_EAUTH) {
         ps_api_error(c->out, 401, "authentication_error",
                      "The access token is not valid for this space.");
+        return false;
+    }
+    if (st == PS_OK && c->role != PS_ROLE_ADMIN && ps_api_route_changes(rq->route)) {
+        ps_api_error(c->out, 403, "forbidden",
+                     "This access token may only read; changing the space needs an admin token "
+                     "(profilectl token create SPACE --role admin).");
         return false;
     }
     if (st == PS_OK)
@@ -735,6 +845,12 @@ void ps_api_serve(ps_space *sp, const ps_api_request *rq, ps_api_reply *out)
     ps_buf_reset(&out->body);
     if (!authorize(&c))
         goto done;
+    if (rq->route >= PS_API_REG_CREATE && rq->route < PS_API__ROUTES) {
+        ps_txn_abort(c.t); /* regulations run their own transactions */
+        c.t = NULL;
+        serve_regulations(&c);
+        goto done;
+    }
     if (strcmp(rq->collection, "users") == 0) {
         c.coll = PS_USERS;
     } else if (strcmp(rq->collection, "accounts") == 0) {

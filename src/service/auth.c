@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* auth: access tokens (hashed at rest, constant-time checks) and the cursor secret.
  * Record layout of "token/<name>": OFFSET 0 SIZE 32 SHA-256 of the token; OFFSET 32 SIZE 8
- * creation time in ms, big-endian. */
+ * creation time in ms, big-endian; OFFSET 40 SIZE 1 role (ps_token_role). A 40-byte record
+ * (made before roles) is an admin token. */
 #include "ps/auth.h"
 
 #include <stdio.h>
@@ -14,7 +15,8 @@
 #include "ps/text.h"
 
 #define TOKEN_PREFIX "token/"
-#define TOKEN_REC_BYTES (SHA256_DIGEST_LENGTH + 8)
+#define TOKEN_REC_OLD (SHA256_DIGEST_LENGTH + 8)
+#define TOKEN_REC_BYTES (TOKEN_REC_OLD + 1)
 #define SECRET_KEY "secret/cursor"
 
 void ps_auth_random(uint8_t *out, size_t len)
@@ -26,6 +28,33 @@ void ps_auth_random(uint8_t *out, size_t len)
 void ps_auth_digest(const void *in, size_t len, uint8_t out[PS_DIGEST_BYTES])
 {
     SHA256(in, len, out);
+}
+
+const char *ps_token_role_name(ps_token_role r)
+{
+    return r == PS_ROLE_READ ? "read" : "admin";
+}
+
+bool ps_token_role_parse(const char *s, ps_token_role *out)
+{
+    if (strcmp(s, "read") == 0)
+        *out = PS_ROLE_READ;
+    else if (strcmp(s, "admin") == 0)
+        *out = PS_ROLE_ADMIN;
+    else
+        return false;
+    return true;
+}
+
+static bool token_rec_ok(ps_slice v)
+{
+    return v.len == TOKEN_REC_OLD ||
+           (v.len == TOKEN_REC_BYTES && v.ptr[TOKEN_REC_OLD] <= (uint8_t)PS_ROLE_READ);
+}
+
+static ps_token_role token_rec_role(ps_slice v)
+{
+    return v.len == TOKEN_REC_BYTES ? (ps_token_role)v.ptr[TOKEN_REC_OLD] : PS_ROLE_ADMIN;
 }
 
 typedef struct count_ctx {
@@ -40,7 +69,7 @@ static bool count_token(void *ud, ps_slice key, ps_slice value)
     return true;
 }
 
-ps_status ps_auth_token_create(ps_space *sp, const char *name, int64_t now_ms,
+ps_status ps_auth_token_create(ps_space *sp, const char *name, ps_token_role role, int64_t now_ms,
                                char token[PS_TOKEN_BUF], char *name_out)
 {
     if (name && !ps_space_name_valid(name)) /* same rule: 1-64 of [A-Za-z0-9_-] */
@@ -77,6 +106,7 @@ ps_status ps_auth_token_create(ps_space *sp, const char *name, int64_t now_ms,
     ps_b64url_encode(secret, sizeof secret, token + 4);
     SHA256((const unsigned char *)token, strlen(token), rec);
     ps_put_be64(rec + SHA256_DIGEST_LENGTH, (uint64_t)now_ms);
+    rec[TOKEN_REC_OLD] = (uint8_t)role;
     st = ps_store_meta_put(t, key, (ps_slice){rec, sizeof rec});
     if (st == PS_OK)
         return ps_txn_commit(t);
@@ -94,11 +124,12 @@ static bool list_token(void *ud, ps_slice key, ps_slice value)
     list_ctx *c = ud;
     char name[PS_TOKEN_NAME_MAX + 1];
     size_t len = key.len - (sizeof TOKEN_PREFIX - 1);
-    if (len > PS_TOKEN_NAME_MAX || value.len != TOKEN_REC_BYTES)
+    if (len > PS_TOKEN_NAME_MAX || !token_rec_ok(value))
         return true; /* not ours: skip */
     memcpy(name, key.ptr + sizeof TOKEN_PREFIX - 1, len);
     name[len] = 0;
-    return c->fn(c->ud, name, (int64_t)ps_get_be64(value.ptr + SHA256_DIGEST_LENGTH));
+    return c->fn(c->ud, name, token_rec_role(value),
+                 (int64_t)ps_get_be64(value.ptr + SHA256_DIGEST_LENGTH));
 }
 
 ps_status ps_auth_token_list(ps_space *sp, ps_token_fn fn, void *ud)
@@ -132,24 +163,29 @@ ps_status ps_auth_token_revoke(ps_space *sp, const char *name)
 typedef struct check_ctx {
     uint8_t hash[SHA256_DIGEST_LENGTH];
     int matched;
+    unsigned role; /* of the matching token: OR-ed in without a branch on the match */
 } check_ctx;
 
 static bool check_token(void *ud, ps_slice key, ps_slice value)
 {
     (void)key;
     check_ctx *c = ud;
-    if (value.len == TOKEN_REC_BYTES) /* compare with every token: no early exit */
-        c->matched |= CRYPTO_memcmp(value.ptr, c->hash, SHA256_DIGEST_LENGTH) == 0;
+    if (token_rec_ok(value)) { /* compare with every token: no early exit */
+        int same = CRYPTO_memcmp(value.ptr, c->hash, SHA256_DIGEST_LENGTH) == 0;
+        c->matched |= same;
+        c->role |= (unsigned)token_rec_role(value) & (0u - (unsigned)same);
+    }
     return true;
 }
 
-ps_status ps_auth_token_check(ps_txn *t, const char *token, size_t len)
+ps_status ps_auth_token_check(ps_txn *t, const char *token, size_t len, ps_token_role *role)
 {
-    check_ctx c = {{0}, 0};
+    check_ctx c = {{0}, 0, 0};
     SHA256((const unsigned char *)token, len, c.hash);
     ps_status st = ps_store_meta_scan(t, TOKEN_PREFIX, check_token, &c);
     if (st != PS_OK)
         return st;
+    *role = c.role ? PS_ROLE_READ : PS_ROLE_ADMIN;
     return c.matched ? PS_OK : PS_EAUTH;
 }
 

@@ -13,6 +13,7 @@
 #include "ps/log.h"
 #include "ps/msglog.h"
 #include "ps/records.h"
+#include "ps/regulation.h"
 
 #define PURGE_PER_COMMIT 10000 /* bound on dedup expiry work added to one commit */
 
@@ -46,6 +47,15 @@ ps_status ps_ingest_begin(ps_space *sp, const ps_ingest_opts *opts, ps_ingest **
     ps_buf_init(&in->replay_line);
     *out = in;
     return PS_OK;
+}
+
+/* The event's userId, when it has one. */
+static const ps_ident *user_id_of(const ps_event *ev)
+{
+    for (size_t i = 0; i < ev->id_count; i++)
+        if (ev->ids[i].collection == PS_USERS && strcmp(ev->ids[i].type, "user_id") == 0)
+            return &ev->ids[i];
+    return NULL;
 }
 
 static void stats_add(ps_ingest_stats *into, const ps_ingest_stats *from)
@@ -257,6 +267,15 @@ static ps_status on_message(void *ud, const ps_event *ev, ps_drop why, size_t in
     (void)index;
     ps_ingest *in = ud;
     in->pending.messages++;
+    /* a new message (not one the log or the journal holds already) from a suppressed userId
+     * is refused here too: payloads read without ps_ingest_prepare, or read again */
+    const ps_ident *uid =
+        ev && in->replay_seq == 0 && in->replay_value.ptr == NULL ? user_id_of(ev) : NULL;
+    if (uid && ps_regulation_any_suppressed(in->txn) &&
+        ps_regulation_suppressed(in->txn, uid->value, uid->value_len)) {
+        ev = NULL;
+        why = PS_DROP_SUPPRESSED;
+    }
     if (ev == NULL) {
         in->pending.dropped[why]++;
         return PS_OK;
@@ -328,11 +347,17 @@ struct ps_prepared {
     uint64_t dropped_by[PS_DROP__COUNT]; /* every drop, listed or not, by reason */
     ps_buf logs;                         /* the events' log values, back to back */
     size_t *log_end;                     /* where each event's value ends in `logs` */
+    ps_txn *suppress_txn;                /* while parsing, when the space suppresses some userIds */
 };
 
 static ps_status collect_message(void *ud, const ps_event *ev, ps_drop why, size_t index)
 {
     ps_prepared *p = ud;
+    const ps_ident *uid = ev && p->suppress_txn ? user_id_of(ev) : NULL;
+    if (uid && ps_regulation_suppressed(p->suppress_txn, uid->value, uid->value_len)) {
+        ev = NULL; /* refused at the door: never logged (docs/privacy.md) */
+        why = PS_DROP_SUPPRESSED;
+    }
     if (ev == NULL) {
         p->dropped_by[why]++;
         if (p->dropped_total++ >= PS_PREPARED_DROPS_LISTED)
@@ -357,17 +382,16 @@ ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *jso
 {
     *out = NULL;
     *refusal = (ps_prepare_refusal){PS_DROP_NONE, 0};
-    ps_txn *t;
+    ps_txn *t = NULL;
     const ps_rules *rules;
     ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
-    if (st == PS_OK) {
+    if (st == PS_OK)
         st = ps_space_rules(sp, t, &rules); /* borrowed until the space closes */
-        ps_txn_abort(t);
-    }
     if (st == PS_OK && !o->unlimited &&
         !ps_space_rate_take(sp, rules, PS_RATE_INGEST, o->now_ms, &refusal->retry_ms))
         st = PS_ELIMIT;
     if (st != PS_OK) {
+        ps_txn_abort(t);
         free(json);
         return st;
     }
@@ -385,7 +409,16 @@ ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *jso
         .keep_received_at = o->keep_received_at,
     };
     ps_arena_init(&p->arena);
+    /* the read transaction stays open through the parse only when there is a list to check */
+    if (ps_regulation_any_suppressed(t))
+        p->suppress_txn = t;
+    else
+        ps_txn_abort(t);
     st = ps_event_parse(json, len, &p->opts, &p->arena, collect_message, p, &refusal->why);
+    if (p->suppress_txn) {
+        ps_txn_abort(p->suppress_txn);
+        p->suppress_txn = NULL;
+    }
     if (st != PS_OK) {
         ps_prepared_free(p);
         return st;

@@ -420,6 +420,26 @@ def delete_identifier():
     assert st == 413, data
 
 
+def token_roles():
+    """A read token reads; changing the space needs an admin token (403 forbidden). Tokens
+    are admin unless created with --role read; `token list` shows the role."""
+    e = env()
+    read = e.store.ctl("token", "create", "s1", "--name", "reader", "--role", "read").stdout.strip()
+    admin = e.store.json("token", "create", "s1", "--name", "boss", "--role", "admin")
+    assert admin["role"] == "admin", admin
+    bad = e.store.ctl("token", "create", "s1", "--role", "owner", check=False)
+    assert bad.returncode != 0 and "read or admin" in bad.stderr, bad.stderr
+    roles = {t["name"]: t["role"] for t in e.store.json("token", "list", "s1")}
+    assert roles["reader"] == "read" and roles["boss"] == "admin", roles
+    assert roles[[n for n in roles if n not in ("reader", "boss")][0]] == "admin", roles
+    st, _, body = e.get(U + "user_id:user-1/traits", read)
+    assert st == 200, body
+    p = U + "user_id:user-1/external_ids/delete"
+    body = {"delete_external_ids": [{"id": "nobody@example.com", "type": "email"}]}
+    expect_error(e.srv.request("POST", p, read, body=body), 403, "forbidden")
+    expect_error(e.srv.request("POST", p, admin["token"], body=body), 404, "eid_not_found")
+
+
 def rate_limit():
     env2 = Env(settings={"api_rate_limit_per_second": 1, "api_rate_limit_burst": 2})
     try:
@@ -522,5 +542,6 @@ def finish():
 
 run_tests([health_and_metrics, routes_and_methods, authentication, traits,
            cursors_are_checked, external_ids, events, metadata_and_links,
-           identifiers_and_merges, list_profiles, delete_identifier, rate_limit, bad_clients,
+           identifiers_and_merges, list_profiles, delete_identifier, token_roles, rate_limit,
+           bad_clients,
            reads_during_ingest, finish])

@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+/* regulation: privacy regulations of a space (docs/privacy.md), shaped like Segment's Public
+ * API: suppress or unsuppress userIds, and (next) delete what the space holds of them. Each
+ * regulation is kept as its JSON answer in the space's meta table, under a sequence number.
+ * A suppressed userId is refused at every door (ps_ingest_prepare: the Tracking API and
+ * `profilectl ingest`); suppressions live in meta as SHA-256 digests of the userId, so they
+ * survive restarts and rebuilds. */
+#ifndef PS_REGULATION_H
+#define PS_REGULATION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ps/event.h"
+#include "ps/mem.h"
+#include "ps/space.h"
+#include "ps/status.h"
+
+#define PS_REG_ID_BUF 24 /* "reg_" + 16 hex digits + NUL */
+
+/* Carries out `rq` in one write transaction and records it as FINISHED; *id gets its id.
+ */
+ps_status ps_regulation_apply(ps_space *sp, const ps_reg_request *rq, int64_t now_ms,
+                              char id[PS_REG_ID_BUF]);
+
+/* Appends the JSON object of regulation `id` to `out`. PS_ENOTFOUND when there is none. */
+ps_status ps_regulation_get(ps_space *sp, const char *id, ps_buf *out);
+
+/* Appends the JSON objects (comma-separated) of at most `limit` regulations, newest first,
+ * starting below sequence `before` (0: from the newest). *next gets the sequence to continue
+ * below, 0 when there are no more. */
+ps_status ps_regulation_list(ps_space *sp, uint64_t before, size_t limit, ps_buf *out,
+                             uint64_t *next, size_t *count);
+
+/* Whether any userId is suppressed, and whether this one is (in `t`'s snapshot). */
+bool ps_regulation_any_suppressed(ps_txn *t);
+bool ps_regulation_suppressed(ps_txn *t, const char *user_id, size_t len);
+
+#endif

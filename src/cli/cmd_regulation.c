@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: MIT */
+/* profilectl regulation create|list|show: privacy regulations of a space (docs/privacy.md),
+ * the same operations as the Profile API's regulation routes. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli_int.h"
+#include "ps/clock.h"
+#include "ps/regulation.h"
+
+static int create(cli *c)
+{
+    ps_reg_request rq = {0};
+    if (!ps_reg_type_parse(c->argv[2], &rq.type))
+        return cli_fail(EXIT_INVALID,
+                        "unknown regulation type '%s' (DELETE_INTERNAL, DELETE_ONLY, "
+                        "SUPPRESS_WITH_DELETE_INTERNAL, SUPPRESS_WITH_DELETE, SUPPRESS_ONLY, "
+                        "UNSUPPRESS)",
+                        c->argv[2]);
+    size_t n = (size_t)c->argc - 3;
+    if (n > PS_REG_SUBJECTS_MAX)
+        return cli_fail(EXIT_INVALID, "at most %d userIds per regulation, got %zu",
+                        PS_REG_SUBJECTS_MAX, n);
+    for (size_t i = 0; i < n; i++) {
+        const char *v = c->argv[3 + i];
+        size_t len = strlen(v);
+        if (len == 0 || len > PS_VALUE_MAX)
+            return cli_fail(EXIT_INVALID, "userId %zu is empty or over %d bytes", i + 1,
+                            PS_VALUE_MAX);
+    }
+    rq.subjects = c->argv + 3;
+    rq.count = n;
+    ps_space *sp;
+    int rc = cli_open_space(c, c->argv[1], false, &sp);
+    if (rc)
+        return rc;
+    char id[PS_REG_ID_BUF];
+    ps_status st = ps_regulation_apply(sp, &rq, ps_clock_now_ms(), id);
+    ps_space_close(sp);
+    if (st != PS_OK)
+        return cli_fail(cli_exit_code(st), "the regulation was not applied: %s", ps_status_str(st));
+    if (c->json)
+        printf("{\"regulateId\":\"%s\"}\n", id);
+    else
+        printf("%s\n", id);
+    return EXIT_OK;
+}
+
+static int show_or_list(cli *c, bool show)
+{
+    ps_space *sp;
+    int rc = cli_open_space(c, c->argv[1], true, &sp);
+    if (rc)
+        return rc;
+    ps_buf out;
+    ps_buf_init(&out);
+    ps_status st;
+    if (show) {
+        st = ps_regulation_get(sp, c->argv[2], &out);
+    } else {
+        uint64_t next;
+        size_t count;
+        ps_buf_putc(&out, '[');
+        st = ps_regulation_list(sp, 0, SIZE_MAX, &out, &next, &count);
+        ps_buf_putc(&out, ']');
+    }
+    ps_space_close(sp);
+    if (st == PS_ENOTFOUND)
+        rc = cli_fail(EXIT_NOTFOUND, "space %s has no regulation '%s'", c->argv[1], c->argv[2]);
+    else if (st != PS_OK)
+        rc = cli_fail(cli_exit_code(st), "cannot read regulations: %s", ps_status_str(st));
+    else
+        printf("%.*s\n", (int)out.len, (const char *)out.ptr);
+    ps_buf_clear(&out);
+    return rc;
+}
+
+int cmd_regulation(cli *c)
+{
+    int rc = cli_no_more_options(c);
+    if (rc)
+        return rc;
+    const char *verb = c->argc > 0 ? c->argv[0] : "";
+    if (strcmp(verb, "create") == 0 && c->argc >= 4)
+        return create(c);
+    if (strcmp(verb, "list") == 0 && c->argc == 2)
+        return show_or_list(c, false);
+    if (strcmp(verb, "show") == 0 && c->argc == 3)
+        return show_or_list(c, true);
+    return cli_fail(EXIT_USAGE, "usage: profilectl regulation create SPACE TYPE USER_ID... | "
+                                "regulation list SPACE | regulation show SPACE ID");
+}

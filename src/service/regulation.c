@@ -1,0 +1,231 @@
+/* SPDX-License-Identifier: MIT */
+/* regulation: the regulations of a space and the suppression list (see ps/regulation.h).
+ * meta "regulation/<16 hex digits>": the regulation's JSON answer; "regulation/next": the next
+ * sequence (8 bytes, big-endian); "suppress/<64 hex digits>": SHA-256 of a suppressed userId ->
+ * when (8 bytes, big-endian ms). */
+#include "ps/regulation.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ps/auth.h"
+#include "ps/clock.h"
+#include "ps/log.h"
+#include "ps/text.h"
+
+#define REG_PREFIX "regulation/"
+#define REG_NEXT_KEY "regulation/next"
+#define SUPPRESS_PREFIX "suppress/"
+
+static void suppress_key(const char *user_id, size_t len, char out[80])
+{
+    uint8_t d[PS_DIGEST_BYTES];
+    ps_auth_digest(user_id, len, d);
+    memcpy(out, SUPPRESS_PREFIX, sizeof SUPPRESS_PREFIX - 1);
+    char *o = out + sizeof SUPPRESS_PREFIX - 1;
+    for (size_t i = 0; i < sizeof d; i++)
+        o += snprintf(o, 3, "%02x", d[i]);
+}
+
+static bool any_key(void *ud, ps_slice key, ps_slice value)
+{
+    (void)key;
+    (void)value;
+    *(bool *)ud = true;
+    return false;
+}
+
+bool ps_regulation_any_suppressed(ps_txn *t)
+{
+    bool any = false;
+    (void)ps_store_meta_scan(t, SUPPRESS_PREFIX, any_key, &any);
+    return any;
+}
+
+bool ps_regulation_suppressed(ps_txn *t, const char *user_id, size_t len)
+{
+    char key[80];
+    suppress_key(user_id, len, key);
+    ps_slice v;
+    return ps_store_meta_get(t, key, &v) == PS_OK;
+}
+
+static void reg_key(uint64_t seq, char out[40])
+{
+    snprintf(out, 40, REG_PREFIX "%016llx", (unsigned long long)seq);
+}
+
+/* The regulation's JSON answer (Segment's field names). */
+static void reg_json(ps_buf *out, const char *id, const ps_reg_request *rq, const char *status,
+                     int64_t created_ms, int64_t finished_ms)
+{
+    char tb[PS_TIME_BUF];
+    ps_buf_printf(out,
+                  "{\"id\":\"%s\",\"regulationType\":\"%s\",\"subjectType\":\"USER_ID\","
+                  "\"subjectIds\":[",
+                  id, ps_reg_type_name(rq->type));
+    for (size_t i = 0; i < rq->count; i++) {
+        if (i)
+            ps_buf_putc(out, ',');
+        ps_buf_json_str(out, rq->subjects[i], strlen(rq->subjects[i]));
+    }
+    ps_time_format(created_ms, tb);
+    ps_buf_printf(out, "],\"status\":\"%s\",\"createdAt\":\"%s\",\"finishedAt\":", status, tb);
+    if (finished_ms) {
+        ps_time_format(finished_ms, tb);
+        ps_buf_printf(out, "\"%s\"}", tb);
+    } else {
+        ps_buf_puts(out, "null}");
+    }
+}
+
+static ps_status suppress(ps_txn *t, const ps_reg_request *rq, bool on, int64_t now_ms)
+{
+    ps_status st = PS_OK;
+    for (size_t i = 0; i < rq->count && st == PS_OK; i++) {
+        char key[80];
+        suppress_key(rq->subjects[i], strlen(rq->subjects[i]), key);
+        if (on) {
+            uint8_t v[8];
+            ps_put_be64(v, (uint64_t)now_ms);
+            st = ps_store_meta_put(t, key, (ps_slice){v, 8});
+        } else if ((st = ps_store_meta_del(t, key)) == PS_ENOTFOUND) {
+            st = PS_OK; /* was not suppressed: nothing to lift */
+        }
+    }
+    return st;
+}
+
+ps_status ps_regulation_apply(ps_space *sp, const ps_reg_request *rq, int64_t now_ms,
+                              char id[PS_REG_ID_BUF])
+{
+    if (rq->type == PS_REG_DELETE || rq->type == PS_REG_SUPPRESS_WITH_DELETE)
+        return PS_EINVAL; /* deletion: next step */
+    ps_txn *t;
+    ps_status st = ps_txn_begin(ps_space_store(sp), true, &t);
+    if (st != PS_OK)
+        return st;
+    uint64_t seq = 1;
+    ps_slice v;
+    if ((st = ps_store_meta_get(t, REG_NEXT_KEY, &v)) == PS_OK && v.len == 8)
+        seq = ps_get_be64(v.ptr);
+    else if (st == PS_OK)
+        st = PS_ECORRUPT;
+    else if (st == PS_ENOTFOUND)
+        st = PS_OK;
+    if (st == PS_OK)
+        st = suppress(t, rq, rq->type == PS_REG_SUPPRESS, now_ms);
+    char key[40];
+    ps_buf rec;
+    ps_buf_init(&rec);
+    snprintf(id, PS_REG_ID_BUF, "reg_%016llx", (unsigned long long)seq);
+    if (st == PS_OK) {
+        reg_json(&rec, id, rq, "FINISHED", now_ms, now_ms);
+        reg_key(seq, key);
+        st = ps_store_meta_put(t, key, (ps_slice){rec.ptr, rec.len});
+    }
+    uint8_t nx[8];
+    ps_put_be64(nx, seq + 1);
+    if (st == PS_OK)
+        st = ps_store_meta_put(t, REG_NEXT_KEY, (ps_slice){nx, 8});
+    ps_buf_clear(&rec);
+    if (st == PS_OK)
+        st = ps_txn_commit(t);
+    else
+        ps_txn_abort(t);
+    if (st == PS_OK)
+        ps_log(PS_LOG_INFO, "msg=\"regulation applied\" space=%s id=%s type=%s subjects=%zu",
+               ps_space_name(sp), id, ps_reg_type_name(rq->type), rq->count);
+    return st;
+}
+
+/* "reg_" + 16 lowercase hex digits -> its sequence; 0 when it is not such an id. */
+static uint64_t id_seq(const char *id)
+{
+    if (strncmp(id, "reg_", 4) != 0 || strlen(id) != 20)
+        return 0;
+    uint64_t seq = 0;
+    for (const char *p = id + 4; *p; p++) {
+        int d = *p >= '0' && *p <= '9' ? *p - '0' : *p >= 'a' && *p <= 'f' ? *p - 'a' + 10 : -1;
+        if (d < 0)
+            return 0;
+        seq = seq << 4 | (uint64_t)d;
+    }
+    return seq;
+}
+
+ps_status ps_regulation_get(ps_space *sp, const char *id, ps_buf *out)
+{
+    uint64_t seq = id_seq(id);
+    if (seq == 0)
+        return PS_ENOTFOUND;
+    ps_txn *t;
+    ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
+    if (st != PS_OK)
+        return st;
+    char key[40];
+    reg_key(seq, key);
+    ps_slice v;
+    if ((st = ps_store_meta_get(t, key, &v)) == PS_OK)
+        ps_buf_append(out, v.ptr, v.len);
+    ps_txn_abort(t);
+    return st;
+}
+
+typedef struct seq_list {
+    uint64_t *seqs;
+    size_t count, cap;
+} seq_list;
+
+static bool collect_seq(void *ud, ps_slice key, ps_slice value)
+{
+    (void)value;
+    seq_list *l = ud;
+    size_t pl = sizeof REG_PREFIX - 1;
+    if (key.len != pl + 16)
+        return true; /* "regulation/next" */
+    char id[PS_REG_ID_BUF];
+    snprintf(id, sizeof id, "reg_%.16s", (const char *)key.ptr + pl);
+    uint64_t seq = id_seq(id);
+    if (seq == 0)
+        return true;
+    if (l->count == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 64;
+        l->seqs = ps_xrealloc(l->seqs, l->cap * sizeof *l->seqs);
+    }
+    l->seqs[l->count++] = seq;
+    return true;
+}
+
+ps_status ps_regulation_list(ps_space *sp, uint64_t before, size_t limit, ps_buf *out,
+                             uint64_t *next, size_t *count)
+{
+    *next = 0;
+    *count = 0;
+    ps_txn *t;
+    ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
+    if (st != PS_OK)
+        return st;
+    seq_list l = {NULL, 0, 0};
+    st = ps_store_meta_scan(t, REG_PREFIX, collect_seq, &l); /* ascending */
+    for (size_t i = l.count; st == PS_OK && i-- > 0;) {
+        if (before && l.seqs[i] >= before)
+            continue;
+        if (*count == limit) {
+            *next = l.seqs[i] + 1; /* continue with this one */
+            break;
+        }
+        char key[40];
+        reg_key(l.seqs[i], key);
+        ps_slice v;
+        if ((st = ps_store_meta_get(t, key, &v)) != PS_OK)
+            break;
+        if ((*count)++)
+            ps_buf_putc(out, ',');
+        ps_buf_append(out, v.ptr, v.len);
+    }
+    free(l.seqs);
+    ps_txn_abort(t);
+    return st;
+}

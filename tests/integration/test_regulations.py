@@ -1,0 +1,131 @@
+# SPDX-License-Identifier: MIT
+"""Regulations (docs/privacy.md): the Public API-shaped routes and `profilectl regulation`,
+suppression at both doors (the Tracking API and `profilectl ingest`), across a restart and a
+rebuild, and the admin token they need."""
+import json
+
+from common import Server, Store, run_tests
+
+SPACE = "s"
+REG = "/v1/spaces/%s/regulations" % SPACE
+
+
+def ndjson(msgs):
+    return "".join(json.dumps(m) + "\n" for m in msgs)
+
+
+def user_events(st, user):
+    p = st.ctl("--json", "inspect", SPACE, "user_id:" + user, "--events", "100", check=False)
+    if p.returncode == 2:
+        return None
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def test_routes_cli_and_suppression():
+    st = Store()
+    srv = None
+    try:
+        st.ctl("space", "create", SPACE)
+        key = st.ctl("source", "create", SPACE).stdout.strip()
+        admin = st.ctl("token", "create", SPACE).stdout.strip()
+        read = st.ctl("token", "create", SPACE, "--role", "read").stdout.strip()
+        srv = Server(st)
+
+        def post(body, token=admin):
+            return srv.request("POST", REG, token, body=body)
+
+        # bad bodies: 400 naming the problem; a read token: 403
+        for body, words in (({"regulationType": "NOPE", "subjectType": "USER_ID",
+                              "subjectIds": ["a"]}, "regulationType"),
+                            ({"regulationType": "SUPPRESS_ONLY", "subjectType": "EMAIL",
+                              "subjectIds": ["a"]}, "subjectType"),
+                            ({"regulationType": "SUPPRESS_ONLY", "subjectType": "USER_ID",
+                              "subjectIds": []}, "subjectIds"),
+                            ({"regulationType": "SUPPRESS_ONLY", "subjectType": "USER_ID",
+                              "subjectIds": ["x"] * 5001}, "subjectIds"),
+                            ({"regulationType": "SUPPRESS_ONLY", "subjectType": "USER_ID",
+                              "subjectIds": [7]}, "subjectId"),
+                            ("{not json", "JSON")):
+            s, _, b = post(body)
+            assert s == 400 and b["error"]["code"] == "bad_request", (s, b)
+            assert words in b["error"]["message"], b
+        s, _, b = post({"regulationType": "SUPPRESS_ONLY", "subjectType": "USER_ID",
+                        "subjectIds": ["sup-1"]}, token=read)
+        assert s == 403 and b["error"]["code"] == "forbidden", (s, b)
+        s, _, b = srv.request("POST", REG, None, body={})
+        assert s == 401, (s, b)
+
+        # suppress over HTTP; the Tracking API drops the user's messages quietly
+        s, _, b = post({"regulationType": "SUPPRESS_ONLY", "subjectType": "USER_ID",
+                        "subjectIds": ["sup-1", "sup-2"]})
+        assert s == 200, b
+        rid = b["data"]["regulateId"]
+        assert rid.startswith("reg_"), b
+        s, _, b = srv.get(REG + "/" + rid, read)
+        assert s == 200, b
+        reg = b["data"]["regulation"]
+        assert reg["id"] == rid and reg["regulationType"] == "SUPPRESS_ONLY", reg
+        assert reg["subjectIds"] == ["sup-1", "sup-2"] and reg["status"] == "FINISHED", reg
+        assert reg["createdAt"] and reg["finishedAt"], reg
+        s, _, b = srv.get(REG + "/reg_ffffffffffffffff", read)
+        assert s == 404, b
+        s, _, b = srv.track("track", {"userId": "sup-1", "event": "E", "messageId": "t1"}, key)
+        assert s == 200 and b["success"] is True, b
+        assert b.get("dropped", [{}])[0].get("code") == "suppressed", b
+        s, _, b = srv.track("batch", {"batch": [
+            {"type": "identify", "userId": "sup-2", "traits": {"email": "s2@example.com"},
+             "messageId": "t2"},
+            {"type": "identify", "userId": "free-1", "traits": {"email": "f1@example.com"},
+             "messageId": "t3"}]}, key)
+        assert s == 200 and b["accepted"] == 1, b
+        assert [d["code"] for d in b["dropped"]] == ["suppressed"] and \
+            b["dropped"][0]["index"] == 0, b
+        srv.stop()
+        srv = None
+        assert user_events(st, "sup-1") is None and user_events(st, "sup-2") is None
+        assert user_events(st, "free-1") is not None
+
+        # the CLI door, and the CLI's regulation commands
+        out = st.ctl("--json", "ingest", SPACE, "-", input=ndjson([
+            {"type": "track", "userId": "sup-1", "event": "E", "messageId": "c1"},
+            {"type": "track", "userId": "free-2", "event": "E", "messageId": "c2"}]))
+        summary = json.loads(out.stdout)
+        assert summary["accepted"] == 1 and summary["dropped"] == {"suppressed": 1}, summary
+        rid2 = st.ctl("regulation", "create", SPACE, "UNSUPPRESS", "sup-2").stdout.strip()
+        listed = json.loads(st.ctl("regulation", "list", SPACE).stdout)
+        assert [r["id"] for r in listed] == [rid2, rid], listed  # newest first
+        shown = json.loads(st.ctl("regulation", "show", SPACE, rid2).stdout)
+        assert shown["regulationType"] == "UNSUPPRESS", shown
+        bad = st.ctl("regulation", "create", SPACE, "BOGUS", "x", check=False)
+        assert bad.returncode == 3 and "unknown regulation type" in bad.stderr, bad.stderr
+        bad = st.ctl("regulation", "show", SPACE, "reg_nope", check=False)
+        assert bad.returncode == 2, bad.stderr
+
+        # suppression survives a rebuild and a restart; the lifted one lets messages in
+        st.ctl("rebuild", SPACE)
+        srv = Server(st)
+        s, _, b = srv.track("batch", {"batch": [
+            {"type": "track", "userId": "sup-1", "event": "E", "messageId": "r1"},
+            {"type": "track", "userId": "sup-2", "event": "E", "messageId": "r2"}]}, key)
+        assert s == 200 and b["accepted"] == 1, b
+        s, _, b = srv.get(REG + "?limit=1", admin)
+        assert s == 200 and len(b["data"]["regulations"]) == 1, b
+        nxt = b["data"]["pagination"]["next"]
+        assert nxt, b
+        s, _, b = srv.get(REG + "?limit=1&cursor=" + nxt, admin)
+        assert [r["id"] for r in b["data"]["regulations"]] == [rid], b
+        assert b["data"]["pagination"]["next"] is None, b
+        srv.stop()
+        srv = None
+        assert user_events(st, "sup-1") is None
+        assert len(user_events(st, "sup-2")["events"]) == 1
+        assert st.ctl("check", SPACE).stdout.endswith("ok\n")
+    finally:
+        if srv:
+            srv.stop()
+        st.close()
+
+
+if __name__ == "__main__":
+    run_tests([test_routes_cli_and_suppression])
