@@ -88,4 +88,10 @@ ps_status ps_store_type_get(ps_txn *t, const char *type, uint8_t *collection);
 typedef bool (*ps_type_fn)(void *ud, const char *type, uint8_t collection);
 ps_status ps_store_type_scan(ps_txn *t, ps_type_fn fn, void *ud);
 
+/* ---- erasure (ps_graph_erase) ---- */
+/* Removes the profile record and its segment_id. */
+ps_status ps_store_profile_del(ps_txn *t, uint64_t seq);
+ps_status ps_store_pmap_del_all(ps_txn *t, uint64_t profile);
+ps_status ps_store_member_del_all(ps_txn *t, uint64_t canonical);
+
 #endif

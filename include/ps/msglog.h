@@ -28,6 +28,8 @@ ps_status ps_store_log_append(ps_txn *t, const ps_log_rec *r);
  * ps_store_log_put() stores such a value as message `seq`. */
 void ps_store_log_encode(ps_store *s, const ps_log_rec *r, ps_buf *out);
 ps_status ps_store_log_put(ps_txn *t, uint64_t seq, ps_slice encoded);
+/* Removes message `seq` from the log (erasure; absent is fine). */
+ps_status ps_store_log_del(ps_txn *t, uint64_t seq);
 /* Decodes a value ps_store_log_encode() made (seq 0). out->json is valid until the next
  * log read in `t`. */
 ps_status ps_store_log_decode(ps_txn *t, ps_slice value, ps_log_rec *out);

@@ -71,6 +71,7 @@ typedef enum ps_audit_kind {
     PS_AUDIT_TRAITS = 4,    /* profile_traits_updates: a message changed traits */
     PS_AUDIT_VIOLATION = 5, /* Profiles Insights violation or error */
     PS_AUDIT_UNMAP = 6,     /* external_id_mapping_updates, REMOVED */
+    PS_AUDIT_ERASED = 7,    /* a regulation erased the profile (no identifier values) */
 } ps_audit_kind;
 
 typedef struct ps_audit_rec {
@@ -88,5 +89,23 @@ typedef struct ps_audit_rec {
 ps_status ps_store_audit_append(ps_txn *t, ps_audit_rec *rec); /* assigns rec->seq */
 typedef bool (*ps_audit_fn)(void *ud, const ps_audit_rec *r);
 ps_status ps_store_audit_scan(ps_txn *t, uint64_t from_seq, ps_audit_fn fn, void *ud);
+/* Blanks the identifier type and value of every audit row `match` picks (erasure: the row
+ * stays, without what it named). */
+typedef bool (*ps_audit_match_fn)(void *ud, const ps_audit_rec *r);
+ps_status ps_store_audit_scrub(ps_txn *t, ps_audit_match_fn match, void *ud, size_t *scrubbed);
+
+/* ---- pmsg: (profile, message seq) of accepted messages that have no event row (identify,
+ * group, alias), so that erasure finds them in the log ---- */
+typedef bool (*ps_seq_fn)(void *ud, uint64_t seq);
+ps_status ps_store_pmsg_put(ps_txn *t, uint64_t profile, uint64_t seq);
+ps_status ps_store_pmsg_scan(ps_txn *t, uint64_t profile, ps_seq_fn fn, void *ud);
+
+/* ---- erasure: a profile's rows go (ps_graph_erase) ---- */
+ps_status ps_store_event_del(ps_txn *t, uint64_t seq);
+ps_status ps_store_trait_del_all(ps_txn *t, uint64_t profile);
+ps_status ps_store_pevent_del_all(ps_txn *t, uint64_t profile);
+ps_status ps_store_pmsg_del_all(ps_txn *t, uint64_t profile);
+ps_status ps_store_link_del(ps_txn *t, uint64_t from, uint64_t to);
+ps_status ps_store_link_del_all(ps_txn *t, uint64_t from);
 
 #endif

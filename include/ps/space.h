@@ -61,4 +61,9 @@ ps_status ps_space_settings_get(ps_space *sp, ps_buf *out);
 ps_status ps_space_list(const char *data_dir, char ***names, size_t *count);
 void ps_space_list_free(char **names, size_t count);
 
+/* Rewrites the space's store into fresh pages and swaps it in (ps_store_compact): after a
+ * deletion, no byte of what was erased stays in its file. PS_EBUSY while another process
+ * (a server) has the space open. Sizes: allocated bytes of the data file. */
+ps_status ps_space_compact(ps_space *sp, uint64_t *bytes_before, uint64_t *bytes_after);
+
 #endif

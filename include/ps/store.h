@@ -85,4 +85,13 @@ typedef struct ps_store_counts {
 } ps_store_counts;
 ps_status ps_store_counts_get(ps_txn *t, ps_store_counts *out);
 
+/* Rewrites the store into fresh pages (records copied in key order into a new file) and
+ * swaps the new file in with one rename; closes *s and reopens it. Erased records leave no
+ * bytes behind, not even in the free space of live pages. Only when no other process has the
+ * store open (ps_store_other_processes). Sizes: allocated bytes of data.mdb. */
+ps_status ps_store_compact(ps_store **s, const char *dir, uint64_t *bytes_before,
+                           uint64_t *bytes_after);
+/* How many other processes have reader slots in the store (stale slots are cleared first). */
+int ps_store_other_processes(ps_store *s);
+
 #endif

@@ -52,5 +52,6 @@ int cmd_log(cli *c);
 int cmd_migrate(cli *c);
 int cmd_rebuild(cli *c);
 int cmd_regulation(cli *c);
+int cmd_compact(cli *c);
 
 #endif

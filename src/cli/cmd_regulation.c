@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* profilectl regulation create|list|show: privacy regulations of a space (docs/privacy.md),
- * the same operations as the Profile API's regulation routes. */
+ * the same operations as the Profile API's regulation routes; and compact, which rewrites a
+ * space's file so that erased records leave no bytes behind. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,4 +91,34 @@ int cmd_regulation(cli *c)
         return show_or_list(c, true);
     return cli_fail(EXIT_USAGE, "usage: profilectl regulation create SPACE TYPE USER_ID... | "
                                 "regulation list SPACE | regulation show SPACE ID");
+}
+
+int cmd_compact(cli *c)
+{
+    int rc = cli_no_more_options(c);
+    if (rc)
+        return rc;
+    if (c->argc != 1)
+        return cli_fail(EXIT_USAGE, "usage: profilectl compact SPACE");
+    ps_space *sp;
+    if ((rc = cli_open_space(c, c->argv[0], false, &sp)))
+        return rc;
+    uint64_t before = 0, after = 0;
+    ps_status st = ps_space_compact(sp, &before, &after);
+    ps_space_close(sp);
+    if (st == PS_EBUSY)
+        return cli_fail(EXIT_STORE,
+                        "space %s is open in another process (a running profiled?); stop it "
+                        "and run compact again",
+                        c->argv[0]);
+    if (st != PS_OK)
+        return cli_fail(cli_exit_code(st), "compact failed: %s; the store is as it was",
+                        ps_status_str(st));
+    if (c->json)
+        printf("{\"bytes_before\":%llu,\"bytes_after\":%llu}\n", (unsigned long long)before,
+               (unsigned long long)after);
+    else
+        printf("compacted %s: %.1f MB -> %.1f MB\n", c->argv[0], (double)before / 1e6,
+               (double)after / 1e6);
+    return EXIT_OK;
 }

@@ -46,6 +46,8 @@ static const char usage[] =
     "SUPPRESS_ONLY,\n"
     "                                         UNSUPPRESS, DELETE_INTERNAL, ...); prints its id\n"
     "  regulation list SPACE                  regulations, newest first (JSON)\n"
+    "  compact SPACE                          rewrite the space's file: after a deletion, no\n"
+    "                                         byte of what was erased remains (server stopped)\n"
     "  regulation show SPACE ID               one regulation (JSON)\n"
     "\n"
     "  --data DIR   data directory (default $PROFILED_DATA, else ./var)\n"
@@ -62,6 +64,7 @@ static const command commands[] = {
     {"inspect", cmd_inspect}, {"export", cmd_export},     {"check", cmd_check},
     {"token", cmd_token},     {"source", cmd_source},     {"log", cmd_log},
     {"migrate", cmd_migrate}, {"rebuild", cmd_rebuild},   {"regulation", cmd_regulation},
+    {"compact", cmd_compact},
 };
 
 int cli_fail(int code, const char *fmt, ...)

@@ -19,7 +19,7 @@ typedef struct ctx {
     uint64_t counter;
     uint64_t max_seq;
     uint64_t noncanonical;
-    uint64_t audit_create, audit_merge, audit_mapping, audit_unmap;
+    uint64_t audit_create, audit_merge, audit_mapping, audit_unmap, audit_erased;
 } ctx;
 
 static void problem(ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -239,6 +239,8 @@ static bool check_audit(void *ud, const ps_audit_rec *a)
         c->audit_mapping++;
     else if (a->kind == PS_AUDIT_UNMAP)
         c->audit_unmap++;
+    else if (a->kind == PS_AUDIT_ERASED)
+        c->audit_erased++;
     else if (a->kind != PS_AUDIT_TRAITS && a->kind != PS_AUDIT_VIOLATION)
         problem(c, "audit row %llu: unknown kind %u", (unsigned long long)a->seq, a->kind);
     if (a->seq >= ps_txn_peek(c->t, PS_CTR_AUDIT))
@@ -283,9 +285,10 @@ ps_status ps_check_space(ps_space *sp, ps_check_report *report)
     if (st == PS_OK)
         st = ps_store_audit_scan(t, 1, check_audit, &c);
     if (st == PS_OK) {
-        if (c.audit_create != report->profiles)
-            problem(&c, "audit: %llu create rows for %llu profiles",
-                    (unsigned long long)c.audit_create, (unsigned long long)report->profiles);
+        if (c.audit_create - c.audit_erased != report->profiles)
+            problem(&c, "audit: %llu create rows less %llu erasures for %llu profiles",
+                    (unsigned long long)c.audit_create, (unsigned long long)c.audit_erased,
+                    (unsigned long long)report->profiles);
         if (c.audit_mapping - c.audit_unmap != report->identifiers)
             problem(&c, "audit: %llu mapping rows less %llu removals for %llu identifiers",
                     (unsigned long long)c.audit_mapping, (unsigned long long)c.audit_unmap,

@@ -258,6 +258,10 @@ static ps_status accept_event(ps_ingest *in, const ps_event *ev, const ps_slice 
             (st = ps_store_pevent_put(in->txn, user, ev->timestamp_ms, msg_seq)) != PS_OK)
             return st;
         in->pending.events_stored++;
+    } else { /* no event row points at the message: this index does, for erasure */
+        if ((user && (st = ps_store_pmsg_put(in->txn, user, msg_seq)) != PS_OK) ||
+            (account && (st = ps_store_pmsg_put(in->txn, account, msg_seq)) != PS_OK))
+            return st;
     }
     return PS_OK;
 }

@@ -11,7 +11,11 @@
 
 #include "ps/auth.h"
 #include "ps/clock.h"
+#include "ps/graph.h"
+#include "ps/graphdb.h"
 #include "ps/log.h"
+#include "ps/msglog.h"
+#include "ps/records.h"
 #include "ps/text.h"
 
 #define REG_PREFIX "regulation/"
@@ -65,10 +69,22 @@ static void reg_json(ps_buf *out, const char *id, const ps_reg_request *rq, cons
                   "{\"id\":\"%s\",\"regulationType\":\"%s\",\"subjectType\":\"USER_ID\","
                   "\"subjectIds\":[",
                   id, ps_reg_type_name(rq->type));
+    /* a deletion keeps its subjects only as digests: the record of an erasure must not hold
+     * what it erased (docs/privacy.md) */
+    bool digests = rq->type == PS_REG_DELETE || rq->type == PS_REG_SUPPRESS_WITH_DELETE;
     for (size_t i = 0; i < rq->count; i++) {
         if (i)
             ps_buf_putc(out, ',');
-        ps_buf_json_str(out, rq->subjects[i], strlen(rq->subjects[i]));
+        if (digests) {
+            uint8_t d[PS_DIGEST_BYTES];
+            ps_auth_digest(rq->subjects[i], strlen(rq->subjects[i]), d);
+            ps_buf_puts(out, "\"sha256:");
+            for (size_t k = 0; k < sizeof d; k++)
+                ps_buf_printf(out, "%02x", d[k]);
+            ps_buf_putc(out, '"');
+        } else {
+            ps_buf_json_str(out, rq->subjects[i], strlen(rq->subjects[i]));
+        }
     }
     ps_time_format(created_ms, tb);
     ps_buf_printf(out, "],\"status\":\"%s\",\"createdAt\":\"%s\",\"finishedAt\":", status, tb);
@@ -97,11 +113,199 @@ static ps_status suppress(ps_txn *t, const ps_reg_request *rq, bool on, int64_t 
     return st;
 }
 
+/* ---- erasure ---- */
+
+typedef struct u64_list {
+    uint64_t *v;
+    size_t n, cap;
+} u64_list;
+
+static void u64_add(u64_list *l, uint64_t x)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 16;
+        l->v = ps_xrealloc(l->v, l->cap * sizeof *l->v);
+    }
+    l->v[l->n++] = x;
+}
+
+static bool u64_has(const u64_list *l, uint64_t x)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (l->v[i] == x)
+            return true;
+    return false;
+}
+
+typedef struct ident_item {
+    char *type, *value;
+    size_t value_len;
+    uint64_t profile;
+} ident_item;
+
+typedef struct erase_ctx {
+    ps_txn *t;
+    u64_list profiles; /* the canonical and every member */
+    u64_list seqs;     /* their messages */
+    u64_list peers;    /* linked profiles */
+    ident_item *ids;   /* their identifiers */
+    size_t nids, idcap;
+    size_t audit_rows;
+} erase_ctx;
+
+static bool add_member(void *ud, uint64_t canonical, uint64_t member)
+{
+    (void)canonical;
+    u64_add(&((erase_ctx *)ud)->profiles, member);
+    return true;
+}
+
+static bool add_ident(void *ud, uint64_t profile, const char *type, const char *value,
+                      size_t value_len, int64_t first_seen_ms)
+{
+    (void)first_seen_ms;
+    erase_ctx *c = ud;
+    if (c->nids == c->idcap) {
+        c->idcap = c->idcap ? c->idcap * 2 : 16;
+        c->ids = ps_xrealloc(c->ids, c->idcap * sizeof *c->ids);
+    }
+    c->ids[c->nids++] =
+        (ident_item){ps_xstrdup(type), ps_xstrndup(value, value_len), value_len, profile};
+    return true;
+}
+
+static bool add_event_seq(void *ud, uint64_t profile, int64_t ts_ms, uint64_t seq)
+{
+    (void)profile;
+    (void)ts_ms;
+    u64_add(&((erase_ctx *)ud)->seqs, seq);
+    return true;
+}
+
+static bool add_seq(void *ud, uint64_t seq)
+{
+    u64_add(&((erase_ctx *)ud)->seqs, seq);
+    return true;
+}
+
+static bool add_peer(void *ud, uint64_t from, uint64_t to, int64_t created_ms)
+{
+    (void)from;
+    (void)created_ms;
+    u64_add(&((erase_ctx *)ud)->peers, to);
+    return true;
+}
+
+/* An audit row names the subject: one of its profiles, or one of its identifier values. */
+static bool audit_names_subject(void *ud, const ps_audit_rec *r)
+{
+    erase_ctx *c = ud;
+    if ((r->profile && u64_has(&c->profiles, r->profile)) ||
+        (r->canonical && u64_has(&c->profiles, r->canonical)))
+        return true;
+    for (size_t i = 0; i < c->nids; i++)
+        if (r->value.len == c->ids[i].value_len &&
+            memcmp(r->value.ptr, c->ids[i].value, r->value.len) == 0)
+            return true;
+    return false;
+}
+
+static void erase_clear(erase_ctx *c)
+{
+    free(c->profiles.v);
+    free(c->seqs.v);
+    free(c->peers.v);
+    for (size_t i = 0; i < c->nids; i++) {
+        free(c->ids[i].type);
+        free(c->ids[i].value);
+    }
+    free(c->ids);
+}
+
+/* Erases the user profile that `user_id` resolves to, with every profile merged into it:
+ * identifiers (free again afterwards), traits, events and their messages in the log, the
+ * messages without events (the pmsg index), links on both sides, the profile records and
+ * their segment_ids; audit rows keep what happened but lose the identifier values. One
+ * PII-free audit row per erased profile records the erasure. *erased: profiles erased. */
+static ps_status erase_subject(ps_txn *t, const char *user_id, int64_t now_ms, size_t *erased)
+{
+    uint64_t canonical;
+    ps_status st = ps_graph_lookup(t, PS_USERS, "user_id", user_id, strlen(user_id), &canonical);
+    if (st == PS_ENOTFOUND)
+        return PS_OK; /* nothing held about them */
+    if (st != PS_OK)
+        return st;
+    erase_ctx c = {.t = t};
+    st = ps_store_member_scan(t, canonical, add_member, &c);
+    if (st == PS_OK && !u64_has(&c.profiles, canonical))
+        u64_add(&c.profiles, canonical);
+    for (size_t i = 0; i < c.profiles.n && st == PS_OK; i++) {
+        uint64_t m = c.profiles.v[i];
+        if ((st = ps_store_pmap_scan(t, m, NULL, add_ident, &c)) == PS_OK &&
+            (st = ps_store_pevent_scan_asc(t, m, 0, 0, add_event_seq, &c)) == PS_OK &&
+            (st = ps_store_pmsg_scan(t, m, add_seq, &c)) == PS_OK)
+            st = ps_store_link_scan(t, m, add_peer, &c);
+    }
+    ps_profile p = {0};
+    if (st == PS_OK)
+        st = ps_store_profile_get(t, canonical, &p);
+    for (size_t i = 0; i < c.nids && st == PS_OK; i++) {
+        st = ps_store_ident_del(t, p.collection, c.ids[i].type, c.ids[i].value, c.ids[i].value_len);
+        if (st == PS_ENOTFOUND)
+            st = PS_OK;
+    }
+    for (size_t i = 0; i < c.seqs.n && st == PS_OK; i++)
+        if ((st = ps_store_event_del(t, c.seqs.v[i])) == PS_OK)
+            st = ps_store_log_del(t, c.seqs.v[i]);
+    for (size_t i = 0; i < c.profiles.n && st == PS_OK; i++) {
+        uint64_t m = c.profiles.v[i];
+        for (size_t k = 0; k < c.peers.n && st == PS_OK; k++)
+            st = ps_store_link_del(t, c.peers.v[k], m);
+        if (st == PS_OK)
+            st = ps_store_link_del_all(t, m);
+        if (st == PS_OK)
+            st = ps_store_trait_del_all(t, m);
+        if (st == PS_OK)
+            st = ps_store_pevent_del_all(t, m);
+        if (st == PS_OK)
+            st = ps_store_pmsg_del_all(t, m);
+        if (st == PS_OK)
+            st = ps_store_pmap_del_all(t, m);
+        if (st == PS_OK)
+            st = ps_store_profile_del(t, m);
+    }
+    if (st == PS_OK)
+        st = ps_store_member_del_all(t, canonical);
+    if (st == PS_OK)
+        st = ps_store_audit_scrub(t, audit_names_subject, &c, &c.audit_rows);
+    for (size_t i = 0; i < c.nids && st == PS_OK; i++) { /* REMOVED mappings, without values */
+        ps_audit_rec a = {.kind = PS_AUDIT_UNMAP,
+                          .collection = p.collection,
+                          .profile = c.ids[i].profile,
+                          .canonical = canonical,
+                          .timestamp_ms = now_ms,
+                          .received_ms = now_ms,
+                          .type = {(const uint8_t *)c.ids[i].type, strlen(c.ids[i].type)}};
+        st = ps_store_audit_append(t, &a);
+    }
+    for (size_t i = 0; i < c.profiles.n && st == PS_OK; i++) {
+        ps_audit_rec a = {.kind = PS_AUDIT_ERASED,
+                          .collection = p.collection,
+                          .profile = c.profiles.v[i],
+                          .canonical = canonical,
+                          .timestamp_ms = now_ms,
+                          .received_ms = now_ms};
+        st = ps_store_audit_append(t, &a);
+    }
+    if (st == PS_OK)
+        *erased += c.profiles.n;
+    erase_clear(&c);
+    return st;
+}
+
 ps_status ps_regulation_apply(ps_space *sp, const ps_reg_request *rq, int64_t now_ms,
                               char id[PS_REG_ID_BUF])
 {
-    if (rq->type == PS_REG_DELETE || rq->type == PS_REG_SUPPRESS_WITH_DELETE)
-        return PS_EINVAL; /* deletion: next step */
     ps_txn *t;
     ps_status st = ps_txn_begin(ps_space_store(sp), true, &t);
     if (st != PS_OK)
@@ -114,8 +318,12 @@ ps_status ps_regulation_apply(ps_space *sp, const ps_reg_request *rq, int64_t no
         st = PS_ECORRUPT;
     else if (st == PS_ENOTFOUND)
         st = PS_OK;
-    if (st == PS_OK)
-        st = suppress(t, rq, rq->type == PS_REG_SUPPRESS, now_ms);
+    bool deletes = rq->type == PS_REG_DELETE || rq->type == PS_REG_SUPPRESS_WITH_DELETE;
+    size_t erased = 0;
+    for (size_t i = 0; deletes && i < rq->count && st == PS_OK; i++)
+        st = erase_subject(t, rq->subjects[i], now_ms, &erased);
+    if (st == PS_OK && rq->type != PS_REG_DELETE)
+        st = suppress(t, rq, rq->type != PS_REG_UNSUPPRESS, now_ms);
     char key[40];
     ps_buf rec;
     ps_buf_init(&rec);
@@ -135,8 +343,10 @@ ps_status ps_regulation_apply(ps_space *sp, const ps_reg_request *rq, int64_t no
     else
         ps_txn_abort(t);
     if (st == PS_OK)
-        ps_log(PS_LOG_INFO, "msg=\"regulation applied\" space=%s id=%s type=%s subjects=%zu",
-               ps_space_name(sp), id, ps_reg_type_name(rq->type), rq->count);
+        ps_log(PS_LOG_INFO,
+               "msg=\"regulation applied\" space=%s id=%s type=%s subjects=%zu "
+               "profiles_erased=%zu",
+               ps_space_name(sp), id, ps_reg_type_name(rq->type), rq->count, erased);
     return st;
 }
 

@@ -13,6 +13,7 @@
 
 #include "ps/auth.h"
 #include "ps/graphdb.h"
+#include "ps/journal.h"
 #include "ps/ratelimit.h"
 
 struct ps_space {
@@ -269,4 +270,18 @@ void ps_space_list_free(char **names, size_t count)
     for (size_t i = 0; i < count; i++)
         free(names[i]);
     free(names);
+}
+
+ps_status ps_space_compact(ps_space *sp, uint64_t *bytes_before, uint64_t *bytes_after)
+{
+    ps_journal *j;
+    ps_status st = ps_journal_open(sp->dir, &j); /* held by a running server's writer */
+    if (st != PS_OK)
+        return st;
+    if (ps_store_other_processes(sp->store) > 0)
+        st = PS_EBUSY;
+    else
+        st = ps_store_compact(&sp->store, sp->dir, bytes_before, bytes_after);
+    ps_journal_close(j);
+    return st;
 }

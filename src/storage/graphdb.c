@@ -719,3 +719,41 @@ ps_status ps_store_type_scan(ps_txn *t, ps_type_fn fn, void *ud)
     key_reset(t);
     return iterate(t, DB_TYPES, NULL, 0, type_visit, &it);
 }
+
+/* ---- erasure ---- */
+
+ps_status ps_store_profile_del(ps_txn *t, uint64_t seq)
+{
+    PS_ASSERT(t->write);
+    ps_profile p;
+    ps_status st = ps_store_profile_get(t, seq, &p);
+    if (st != PS_OK)
+        return st;
+    /* the record cache writes its changes first and starts empty: nothing there can bring
+     * the record back */
+    if ((st = st_profiles_flush(t, true)) != PS_OK)
+        return st;
+    key_reset(t);
+    key_bytes(t, p.segment_id, strlen(p.segment_id));
+    st = del_key(t, DB_SEGID);
+    if (st == PS_OK || st == PS_ENOTFOUND) {
+        key_reset(t);
+        key_u64(t, seq);
+        st = del_key(t, DB_PROFILE);
+    }
+    return st;
+}
+
+ps_status ps_store_pmap_del_all(ps_txn *t, uint64_t profile)
+{
+    key_reset(t);
+    key_u64(t, profile);
+    return del_prefix(t, DB_PMAP);
+}
+
+ps_status ps_store_member_del_all(ps_txn *t, uint64_t canonical)
+{
+    key_reset(t);
+    key_u64(t, canonical);
+    return del_prefix(t, DB_MEMBER);
+}

@@ -275,6 +275,14 @@ static ps_status log_read(ps_txn *t, uint64_t seq, bool with_json, ps_log_rec *o
     return st == PS_OK ? log_decode(t, seq, &v, with_json, out) : st;
 }
 
+ps_status ps_store_log_del(ps_txn *t, uint64_t seq)
+{
+    key_reset(t);
+    key_u64(t, seq);
+    ps_status st = del_key(t, DB_LOG);
+    return st == PS_ENOTFOUND ? PS_OK : st;
+}
+
 ps_status ps_store_log_decode(ps_txn *t, ps_slice value, ps_log_rec *out)
 {
     MDB_val v = {value.len, (void *)value.ptr};

@@ -308,9 +308,8 @@ ps_status ps_store_link_scan(ps_txn *t, uint64_t from, ps_link_fn fn, void *ud)
 
 /* ---- audit ---- */
 
-ps_status ps_store_audit_append(ps_txn *t, ps_audit_rec *a)
+static void audit_pack(ps_txn *t, const ps_audit_rec *a)
 {
-    a->seq = ps_txn_next(t, PS_CTR_AUDIT);
     msgpack_packer pk = pk_begin(t, 13);
     msgpack_pack_uint8(&pk, a->kind);
     msgpack_pack_uint8(&pk, a->reason);
@@ -327,6 +326,12 @@ ps_status ps_store_audit_append(ps_txn *t, ps_audit_rec *a)
     msgpack_pack_uint32(&pk, a->count);
     key_reset(t);
     key_u64(t, a->seq);
+}
+
+ps_status ps_store_audit_append(ps_txn *t, ps_audit_rec *a)
+{
+    a->seq = ps_txn_next(t, PS_CTR_AUDIT);
+    audit_pack(t, a);
     MDB_val k = kv(&t->key), v = {t->val.len, t->val.ptr};
     return map_rc(mdb_put(t->txn, t->store->dbi[DB_AUDIT], &k, &v, MDB_APPEND), "audit");
 }
@@ -371,4 +376,130 @@ ps_status ps_store_audit_scan(ps_txn *t, uint64_t from_seq, ps_audit_fn fn, void
     ps_put_be64(start, from_seq);
     key_reset(t);
     return iterate(t, DB_AUDIT, start, 8, audit_visit, &it);
+}
+
+typedef struct scrub_ctx {
+    ps_audit_match_fn match;
+    void *ud;
+    uint64_t *seqs;
+    size_t count, cap;
+} scrub_ctx;
+
+static bool scrub_pick(void *ud, const ps_audit_rec *r)
+{
+    scrub_ctx *c = ud;
+    if ((r->type.len || r->value.len) && c->match(c->ud, r)) {
+        if (c->count == c->cap) {
+            c->cap = c->cap ? c->cap * 2 : 64;
+            c->seqs = ps_xrealloc(c->seqs, c->cap * sizeof *c->seqs);
+        }
+        c->seqs[c->count++] = r->seq;
+    }
+    return true;
+}
+
+static bool scrub_one(void *ud, const ps_audit_rec *r)
+{
+    *(ps_audit_rec *)ud = *r;
+    return false;
+}
+
+ps_status ps_store_audit_scrub(ps_txn *t, ps_audit_match_fn match, void *ud, size_t *scrubbed)
+{
+    scrub_ctx c = {match, ud, NULL, 0, 0};
+    ps_status st = ps_store_audit_scan(t, 1, scrub_pick, &c);
+    for (size_t i = 0; i < c.count && st == PS_OK; i++) {
+        ps_audit_rec a;
+        if ((st = ps_store_audit_scan(t, c.seqs[i], scrub_one, &a)) != PS_OK)
+            break;
+        a.type = (ps_slice){NULL, 0};
+        a.value = (ps_slice){NULL, 0};
+        audit_pack(t, &a);
+        st = put_val(t, DB_AUDIT);
+    }
+    free(c.seqs);
+    *scrubbed = c.count;
+    return st;
+}
+
+/* ---- erasure ---- */
+
+ps_status ps_store_event_del(ps_txn *t, uint64_t seq)
+{
+    key_reset(t);
+    key_u64(t, seq);
+    ps_status st = del_key(t, DB_EVENT);
+    return st == PS_ENOTFOUND ? PS_OK : st;
+}
+
+ps_status ps_store_trait_del_all(ps_txn *t, uint64_t profile)
+{
+    key_reset(t);
+    key_u64(t, profile);
+    return del_prefix(t, DB_TRAIT);
+}
+
+ps_status ps_store_pevent_del_all(ps_txn *t, uint64_t profile)
+{
+    key_reset(t);
+    key_u64(t, profile);
+    return del_prefix(t, DB_PEVENT);
+}
+
+ps_status ps_store_link_del(ps_txn *t, uint64_t from, uint64_t to)
+{
+    key_reset(t);
+    key_u64(t, from);
+    key_u64(t, to);
+    ps_status st = del_key(t, DB_LINK);
+    return st == PS_ENOTFOUND ? PS_OK : st;
+}
+
+ps_status ps_store_link_del_all(ps_txn *t, uint64_t from)
+{
+    key_reset(t);
+    key_u64(t, from);
+    return del_prefix(t, DB_LINK);
+}
+
+/* ---- pmsg: (profile, message seq) for messages without an event row ---- */
+
+ps_status ps_store_pmsg_put(ps_txn *t, uint64_t profile, uint64_t seq)
+{
+    key_reset(t);
+    key_u64(t, profile);
+    key_u64(t, seq);
+    return put_raw(t, DB_PMSG, "", 0);
+}
+
+typedef struct pmsg_iter {
+    ps_seq_fn fn;
+    void *ud;
+} pmsg_iter;
+
+static bool pmsg_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
+{
+    (void)t;
+    (void)v;
+    pmsg_iter *it = ud;
+    if (k->mv_size != 16) {
+        *st = PS_ECORRUPT;
+        return false;
+    }
+    return it->fn(it->ud, ps_get_be64((const uint8_t *)k->mv_data + 8));
+}
+
+ps_status ps_store_pmsg_scan(ps_txn *t, uint64_t profile, ps_seq_fn fn, void *ud)
+{
+    pmsg_iter it = {fn, ud};
+    key_reset(t);
+    key_u64(t, profile);
+    return iterate(t, DB_PMSG, NULL, 0, pmsg_visit, &it);
+}
+
+ps_status ps_store_pmsg_del_all(ps_txn *t, uint64_t profile)
+{
+    key_reset(t);
+    key_u64(t, profile);
+    return del_prefix(t, DB_PMSG);
 }

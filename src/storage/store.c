@@ -32,6 +32,9 @@
  */
 #include "store_int.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 static void txn_free(ps_txn *t);
 
 /* ---- environment ---- */
@@ -479,4 +482,113 @@ ps_status ps_store_clear_derived(ps_txn *t)
     t->counters_dirty = true;
     ps_status st = ps_store_meta_del(t, ST_DEDUP_EXPIRED_KEY);
     return st == PS_ENOTFOUND ? PS_OK : st;
+}
+
+/* ---- compaction ---- */
+
+static int count_other(const char *msg, void *ctx)
+{
+    /* a line: "    pid     thread     txnid", after a header line */
+    long pid = 0;
+    if (sscanf(msg, "%ld", &pid) == 1 && pid > 0 && pid != (long)getpid())
+        (*(int *)ctx)++;
+    return 0;
+}
+
+int ps_store_other_processes(ps_store *s)
+{
+    int dead = 0, others = 0;
+    mdb_reader_check(s->env, &dead); /* slots of processes that died */
+    mdb_reader_list(s->env, count_other, &others);
+    return others;
+}
+
+/* Copies every record of every table of `s` into a new environment in `tmp_dir` (created),
+ * building its pages afresh: a page copy (mdb_env_copy2) would carry the bytes of deleted
+ * records that LMDB leaves in a page's free gap. */
+static ps_status copy_fresh(ps_store *s, const char *tmp_dir, uint64_t *records)
+{
+    *records = 0;
+    if (mkdir(tmp_dir, 0755) != 0 && errno != EEXIST)
+        return PS_EIO;
+    MDB_env *env;
+    MDB_envinfo info;
+    mdb_env_info(s->env, &info);
+    int rc = mdb_env_create(&env);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(env, DB__COUNT + 2);
+    if (rc == 0)
+        rc = mdb_env_set_mapsize(env, info.me_mapsize);
+    if (rc == 0)
+        rc = mdb_env_open(env, tmp_dir, MDB_NOSYNC, 0644); /* synced once, at the end */
+    MDB_txn *rt = NULL, *wt = NULL;
+    if (rc == 0)
+        rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &rt);
+    if (rc == 0)
+        rc = mdb_txn_begin(env, NULL, 0, &wt);
+    for (int db = 0; rc == 0 && db < DB__COUNT; db++) {
+        MDB_dbi to;
+        MDB_cursor *cur;
+        if ((rc = mdb_dbi_open(wt, db_names[db], MDB_CREATE, &to)) != 0 ||
+            (rc = mdb_cursor_open(rt, s->dbi[db], &cur)) != 0)
+            break;
+        MDB_val k, v;
+        int grc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+        while (grc == 0 && rc == 0) {
+            rc = mdb_put(wt, to, &k, &v, MDB_APPEND); /* in key order: pages fill up */
+            (*records)++;
+            grc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        }
+        if (rc == 0 && grc != MDB_NOTFOUND)
+            rc = grc;
+        mdb_cursor_close(cur);
+    }
+    if (rt)
+        mdb_txn_abort(rt);
+    if (rc == 0)
+        rc = mdb_txn_commit(wt);
+    else if (wt)
+        mdb_txn_abort(wt);
+    if (rc == 0)
+        rc = mdb_env_sync(env, 1);
+    if (env)
+        mdb_env_close(env);
+    return map_rc(rc, "compact");
+}
+
+ps_status ps_store_compact(ps_store **sp, const char *dir, uint64_t *bytes_before,
+                           uint64_t *bytes_after)
+{
+    ps_store *s = *sp;
+    char tmp[4096], path[4200], data[4096];
+    if (strlen(dir) > 3000)
+        return PS_EINVAL;
+    snprintf(tmp, sizeof tmp, "%s/compact.tmp", dir);
+    snprintf(path, sizeof path, "%s/data.mdb", tmp);
+    snprintf(data, sizeof data, "%s/data.mdb", dir);
+    struct stat sb;
+    *bytes_before = stat(data, &sb) == 0 ? (uint64_t)sb.st_blocks * 512 : 0;
+    uint64_t records;
+    ps_status st = copy_fresh(s, tmp, &records);
+    if (st != PS_OK)
+        return st;
+    ps_store_close(s); /* nothing may use the old file past this point */
+    *sp = NULL;
+    /* the swap is one rename: a crash leaves the old file or the new one, whole */
+    char lock[4096], tmplock[4200];
+    snprintf(lock, sizeof lock, "%s/lock.mdb", dir);
+    snprintf(tmplock, sizeof tmplock, "%s/lock.mdb", tmp);
+    int fd;
+    if (rename(path, data) != 0)
+        return PS_EIO;
+    unlink(tmplock);
+    rmdir(tmp);
+    if ((fd = open(dir, O_RDONLY | O_DIRECTORY)) >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+    unlink(lock); /* recreated by the next opener, for the new file */
+    *bytes_after = stat(data, &sb) == 0 ? (uint64_t)sb.st_blocks * 512 : 0;
+    ps_store_opts o = {0};
+    return ps_store_open(dir, &o, sp);
 }

@@ -42,12 +42,13 @@ enum {
     DB_AUDIT,
     DB_TYPES,
     DB_LOG,
+    DB_PMSG,
     DB__COUNT
 };
 
-static const char *const db_names[DB__COUNT] = {"meta",   "profile",    "segid", "ident",  "pmap",
-                                                "member", "trait",      "event", "pevent", "link",
-                                                "dedup",  "dedup_time", "audit", "types",  "log"};
+static const char *const db_names[DB__COUNT] = {
+    "meta",   "profile", "segid", "ident",      "pmap",  "member", "trait", "event",
+    "pevent", "link",    "dedup", "dedup_time", "audit", "types",  "log",   "pmsg"};
 
 /* Finished read transactions are kept reset (mdb_txn_reset) and renewed for the next reader:
  * a request then costs no allocation and no reader-slot search. MDB_NOTLS lets a renewed
@@ -289,6 +290,29 @@ static inline ps_status iterate(ps_txn *t, int db, const void *start, size_t sta
         st = map_rc(rc, db_names[db]);
     mdb_cursor_close(cur);
     return st;
+}
+
+/* Deletes every key of `db` that starts with t->key (the prefix). */
+static inline ps_status del_prefix(ps_txn *t, int db)
+{
+    PS_ASSERT(t->write);
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(t->txn, t->store->dbi[db], &cur);
+    if (rc)
+        return map_rc(rc, db_names[db]);
+    size_t plen = t->key.len;
+    uint8_t prefix[600];
+    PS_ASSERT(plen > 0 && plen <= sizeof prefix);
+    memcpy(prefix, t->key.ptr, plen);
+    MDB_val k = {plen, prefix}, v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    while (rc == 0 && k.mv_size >= plen && memcmp(k.mv_data, prefix, plen) == 0) {
+        if ((rc = mdb_cursor_del(cur, 0)) != 0)
+            break;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_GET_CURRENT); /* the next one, after a delete */
+    }
+    mdb_cursor_close(cur);
+    return rc == 0 || rc == MDB_NOTFOUND || rc == EINVAL ? PS_OK : map_rc(rc, db_names[db]);
 }
 
 static inline int put_format(MDB_txn *txn, MDB_dbi meta, int format)

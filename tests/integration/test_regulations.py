@@ -127,5 +127,94 @@ def test_routes_cli_and_suppression():
         st.close()
 
 
+def test_deletion_and_physical_erasure():
+    """DELETE_INTERNAL over HTTP erases the subject's canonical profile with its merged
+    members: identifiers (free again), traits, events and their messages, links on both
+    sides; others stay. After `profilectl compact` no byte of the subject's email remains in
+    the space's files. SUPPRESS_WITH_DELETE_INTERNAL erases and suppresses."""
+    import glob
+    import os
+    st = Store()
+    srv = None
+    try:
+        st.ctl("space", "create", SPACE)
+        admin = st.ctl("token", "create", SPACE).stdout.strip()
+        email = "Erase.Me-4711@Example.com"
+        msgs = [
+            {"type": "page", "anonymousId": "anon-del", "name": "Home", "messageId": "d1"},
+            {"type": "identify", "userId": "del-1", "anonymousId": "anon-del",
+             "traits": {"email": email, "name": "Secret Name 4711"}, "messageId": "d2"},
+            {"type": "track", "userId": "del-1", "event": "Bought",
+             "properties": {"note": "secret-body-4711"}, "messageId": "d3"},
+            {"type": "group", "userId": "del-1", "groupId": "acct-1",
+             "traits": {"plan": "pro"}, "messageId": "d4"},
+            {"type": "identify", "userId": "keep-1", "traits": {"email": "keep@example.com"},
+             "messageId": "k1"},
+            {"type": "group", "userId": "keep-1", "groupId": "acct-1", "messageId": "k2"},
+            {"type": "identify", "userId": "both-1", "traits": {"email": "both@example.com"},
+             "messageId": "b1"},
+        ]
+        st.ctl("ingest", SPACE, "-", input=ndjson(msgs))
+        seg = user_events(st, "del-1")["segment_id"]
+        srv = Server(st)
+        base = "/v1/spaces/%s/collections/users/profiles/" % SPACE
+        s, _, b = srv.request("POST", REG, admin, body={
+            "regulationType": "DELETE_INTERNAL", "subjectType": "USER_ID",
+            "subjectIds": ["del-1", "nobody-at-all"]})
+        assert s == 200, b
+        s, _, b = srv.get(REG + "/" + b["data"]["regulateId"], admin)
+        reg = b["data"]["regulation"]
+        assert reg["status"] == "FINISHED", reg
+        assert all(x.startswith("sha256:") for x in reg["subjectIds"]), reg  # no userIds kept
+        for ident in ("user_id:del-1", "anonymous_id:anon-del", "email:" + email.lower(), seg):
+            s, _, b = srv.get(base + ident + "/traits", admin)
+            assert s == 404, (ident, s, b)
+        s, _, b = srv.get(base + "user_id:keep-1/traits", admin)
+        assert s == 200 and b["traits"]["email"] == "keep@example.com", b
+        acct = "/v1/spaces/%s/collections/accounts/profiles/group_id:acct-1/links" % SPACE
+        s, _, b = srv.get(acct, admin)
+        assert s == 200, b
+        assert [x["external_ids"][0]["id"] for x in b["data"]] == ["keep-1"] or \
+            len(b["data"]) == 1, b  # only keep-1's link is left
+        srv.stop()
+        srv = None
+        assert st.ctl("check", SPACE).stdout.endswith("ok\n")
+        log = st.ctl("log", SPACE).stdout
+        assert "del-1" not in log and "anon-del" not in log and "secret" not in log, log
+        assert "keep-1" in log, log
+        # identifiers are free again: a new event starts a new profile
+        st.ctl("ingest", SPACE, "-", input=ndjson([
+            {"type": "identify", "userId": "del-1", "traits": {"email": email},
+             "messageId": "n1"}]))
+        again = user_events(st, "del-1")
+        assert again and again["segment_id"] != seg, again
+        # erase that one too, with suppression; then compact: no byte of the email stays
+        st.ctl("regulation", "create", SPACE, "SUPPRESS_WITH_DELETE_INTERNAL", "del-1")
+        out = st.ctl("--json", "ingest", SPACE, "-", input=ndjson([
+            {"type": "track", "userId": "del-1", "event": "E", "messageId": "n2"}]))
+        assert json.loads(out.stdout)["dropped"] == {"suppressed": 1}, out.stdout
+        st.ctl("compact", SPACE)
+        assert st.ctl("check", SPACE).stdout.endswith("ok\n")
+        needles = [email.encode(), email.lower().encode(), b"secret-body-4711",
+                   b"Secret Name 4711", b"anon-del"]
+        files = glob.glob(os.path.join(st.dir, "spaces", SPACE, "*"))
+        for path in files:
+            if os.path.isfile(path):
+                data = open(path, "rb").read()
+                for n in needles:
+                    assert n not in data, (path, n)
+        assert b"keep@example.com" in open(os.path.join(st.dir, "spaces", SPACE, "data.mdb"),
+                                           "rb").read()
+        # compact refuses while a server has the space open
+        srv = Server(st)
+        srv.get("/v1/spaces/%s/collections/users/profiles/user_id:keep-1/traits" % SPACE, admin)
+        busy = st.ctl("compact", SPACE, check=False)
+        assert busy.returncode != 0 and "another process" in busy.stderr, busy.stderr
+    finally:
+        if srv:
+            srv.stop()
+        st.close()
+
+
 if __name__ == "__main__":
-    run_tests([test_routes_cli_and_suppression])
+    run_tests([test_routes_cli_and_suppression, test_deletion_and_physical_erasure])
