@@ -216,5 +216,88 @@ def test_deletion_and_physical_erasure():
         st.close()
 
 
+def big_profile_messages():
+    """A userId whose profile absorbed 100 others, with 1,000+ identifiers in all."""
+    msgs = []
+    for i in range(101):
+        ext = [{"id": "dev-%d-%d" % (i, k), "type": "device_tag", "collection": "users",
+                "encoding": "none"} for k in range(10)]
+        msgs.append({"type": "identify", "anonymousId": "big-anon-%d" % i,
+                     "traits": {"email": "big-%d@example.com" % i},
+                     "context": {"externalIds": ext}, "messageId": "b-%d" % i})
+    for i in range(101):
+        msgs.append({"type": "identify", "userId": "big", "anonymousId": "big-anon-%d" % i,
+                     "messageId": "m-%d" % i})
+        msgs.append({"type": "track", "userId": "big", "event": "E", "properties": {"i": i},
+                     "messageId": "t-%d" % i})
+    return msgs
+
+
+BIG_SETTINGS = {"identifiers": {"anonymous_id": {"limit": 1000}, "email": {"limit": 1000},
+                                "device_tag": {"limit": 1000, "priority": 9}},
+                "merge_limit": 1000, "mapping_limit": 100000}
+
+
+def test_big_profile_and_kill_during_deletion():
+    """A profile with about 100 merges and 1,200 identifiers is erased in one transaction
+    (the time is printed). A deletion killed with SIGKILL at a random moment either happened
+    or did not: `check` passes and the profile is whole or gone."""
+    import os
+    import random
+    import shutil
+    import signal
+    import subprocess
+    import time
+    from common import generate, tool
+    st = Store()
+    try:
+        path = os.path.join(st.dir, "settings.json")
+        with open(path, "w") as f:
+            json.dump(BIG_SETTINGS, f)
+        st.ctl("space", "create", SPACE, "--settings", path)
+        filler = os.path.join(st.dir, "filler.ndjson")
+        generate(filler, 20000, seed=5)  # other people: the audit scan has rows to read
+        st.ctl("ingest", SPACE, filler)
+        st.ctl("ingest", SPACE, "-", input=ndjson(big_profile_messages()))
+        whole = user_events(st, "big")
+        assert len(whole["merged_ids"]) >= 99 and len(whole["external_ids"]) >= 1000, \
+            (len(whole["merged_ids"]), len(whole["external_ids"]))
+        base = os.path.join(st.dir, "spaces", SPACE)
+        snapshot = os.path.join(st.dir, "snapshot")
+        shutil.copytree(base, snapshot)
+        rng = random.Random(13)
+        outcomes = set()
+        for rnd in range(4):
+            shutil.rmtree(base)
+            shutil.copytree(snapshot, base)
+            p = subprocess.Popen([tool("profilectl"), "--data", st.dir, "regulation", "create",
+                                  SPACE, "DELETE_INTERNAL", "big"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)
+            time.sleep(rng.uniform(0.0, 0.15))
+            p.send_signal(signal.SIGKILL)
+            p.wait(timeout=60)
+            assert st.ctl("check", SPACE).stdout.endswith("ok\n"), rnd
+            now = user_events(st, "big")
+            if now is None:
+                outcomes.add("gone")
+                assert user_events(st, "keep") is None  # nothing else was asked
+            else:
+                outcomes.add("whole")
+                assert len(now["external_ids"]) == len(whole["external_ids"]), rnd
+        print("# kill outcomes:", sorted(outcomes))
+        shutil.rmtree(base)
+        shutil.copytree(snapshot, base)
+        t0 = time.monotonic()
+        st.ctl("regulation", "create", SPACE, "DELETE_INTERNAL", "big")
+        print("# erased a profile with %d merged profiles and %d identifiers in %.3f s "
+              "(a profilectl process, 20k other events in the space)"
+              % (len(whole["merged_ids"]), len(whole["external_ids"]), time.monotonic() - t0))
+        assert user_events(st, "big") is None
+        assert st.ctl("check", SPACE).stdout.endswith("ok\n")
+    finally:
+        st.close()
+
+
 if __name__ == "__main__":
-    run_tests([test_routes_cli_and_suppression, test_deletion_and_physical_erasure])
+    run_tests([test_routes_cli_and_suppression, test_deletion_and_physical_erasure,
+               test_big_profile_and_kill_during_deletion])
