@@ -117,11 +117,23 @@ ps_status ps_ingest_prepared(ps_ingest *in, const ps_prepared *p);
  * batch's statistics, as ps_ingest_payload() counts one. */
 void ps_ingest_unreadable(ps_ingest *in, ps_drop why);
 
-/* Derives every table but the log again from the log, in order, under the space's current
- * settings, in one write transaction: readers keep the old state until it commits, and a
- * crash leaves the old state. On a store whose log lacks messages (migrated from format 1)
- * it refuses with PS_ECONFLICT unless `force`. `stats` receives the counts of the replay. */
-ps_status ps_ingest_rebuild(ps_space *sp, bool force, ps_ingest_stats *stats);
+/* Derives every table but the log again from the log, in order, in one write transaction:
+ * readers keep the old state until it commits, and a crash leaves the old state. Under
+ * `settings` (validated whole first: PS_EINVAL with `diags`), which the same transaction
+ * stores, else under the space's current settings. On a store whose log lacks messages
+ * (migrated from format 1) it refuses with PS_ECONFLICT unless `force`. With `diff`, the
+ * difference between the graph before and after (ps/diff.h) is appended there as JSON;
+ * `dry_run` then aborts, so nothing changes. `stats` receives the counts of the replay. */
+typedef struct ps_rebuild_opts {
+    bool force;
+    bool dry_run;
+    const char *settings; /* NULL: the current settings */
+    size_t settings_len;
+    ps_buf *diff;      /* NULL: no diff */
+    size_t diff_first; /* splits, joins and identifiers listed in the diff */
+} ps_rebuild_opts;
+ps_status ps_ingest_rebuild(ps_space *sp, const ps_rebuild_opts *o, ps_ingest_stats *stats,
+                            ps_diags *diags);
 
 /* ---- the server's journal (ps/journal.h): how far the store has taken it ---- */
 

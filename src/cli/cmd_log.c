@@ -105,44 +105,86 @@ int cmd_migrate(cli *c)
     return EXIT_OK;
 }
 
+#define REBUILD_SETTINGS_MAX (1024 * 1024)
+#define DIFF_FIRST 10 /* splits, joins and identifiers listed by a dry run */
+
 int cmd_rebuild(cli *c)
 {
-    bool force = cli_take_flag(c, "--force");
+    bool force = cli_take_flag(c, "--force"), dry_run = cli_take_flag(c, "--dry-run");
+    const char *settings_path = cli_take_option(c, "--settings");
     int rc = cli_no_more_options(c);
     if (rc)
         return rc;
     if (c->argc != 1)
-        return cli_fail(EXIT_USAGE, "usage: profilectl rebuild SPACE [--force]");
-    ps_space *sp;
-    if ((rc = cli_open_space(c, c->argv[0], false, &sp)))
+        return cli_fail(EXIT_USAGE, "usage: profilectl rebuild SPACE [--settings FILE] "
+                                    "[--dry-run] [--force]");
+    ps_buf settings, diff;
+    ps_buf_init(&settings);
+    ps_buf_init(&diff);
+    if (settings_path &&
+        (rc = cli_read_file(settings_path, REBUILD_SETTINGS_MAX, &settings)) != EXIT_OK) {
+        ps_buf_clear(&settings);
         return rc;
+    }
+    ps_space *sp;
+    if ((rc = cli_open_space(c, c->argv[0], false, &sp))) {
+        ps_buf_clear(&settings);
+        return rc;
+    }
     int64_t t0 = ps_clock_now_ms();
     ps_ingest_stats s;
-    ps_status st = ps_ingest_rebuild(sp, force, &s);
+    ps_diags d;
+    ps_rebuild_opts o = {.force = force,
+                         .dry_run = dry_run,
+                         .settings = settings_path ? (const char *)settings.ptr : NULL,
+                         .settings_len = settings.len,
+                         .diff = dry_run ? &diff : NULL,
+                         .diff_first = DIFF_FIRST};
+    ps_status st = ps_ingest_rebuild(sp, &o, &s, &d);
     ps_space_close(sp);
-    if (st == PS_ECONFLICT)
-        return cli_fail(EXIT_INVALID,
-                        "the log of space %s is incomplete (it was migrated from storage format "
-                        "1, which kept only recent track, page and screen events): a rebuild "
-                        "would lose what the missing messages made; --force rebuilds anyway",
-                        c->argv[0]);
-    if (st != PS_OK)
-        return cli_fail(cli_exit_code(st), "rebuild failed, nothing changed: %s%s",
-                        ps_status_str(st), st == PS_EFULL ? " (raise PS_MAP_SIZE)" : "");
+    ps_buf_clear(&settings);
+    if (st == PS_EINVAL && settings_path) {
+        cli_print_diags(&d);
+        rc = cli_fail(EXIT_INVALID, "settings in %s are invalid; nothing changed", settings_path);
+    } else if (st == PS_ECONFLICT) {
+        rc = cli_fail(EXIT_INVALID,
+                      "the log of space %s is incomplete (it was migrated from storage format "
+                      "1, which kept only recent track, page and screen events): a rebuild "
+                      "would lose what the missing messages made; --force rebuilds anyway",
+                      c->argv[0]);
+    } else if (st != PS_OK) {
+        rc = cli_fail(cli_exit_code(st), "rebuild failed, nothing changed: %s%s", ps_status_str(st),
+                      st == PS_EFULL ? " (raise PS_MAP_SIZE)" : "");
+    }
+    if (rc) {
+        ps_buf_clear(&diff);
+        return rc;
+    }
     double secs = (double)(ps_clock_now_ms() - t0) / 1000.0;
-    if (c->json)
-        printf("{\"messages\":%llu,\"accepted\":%llu,\"duplicates\":%llu,"
+    if (dry_run) { /* the diff is the answer: JSON in both modes */
+        printf("{\"applied\":false,\"messages\":%llu,\"seconds\":%.3f,\"diff\":%.*s}\n",
+               (unsigned long long)s.messages, secs, (int)diff.len, (const char *)diff.ptr);
+        if (!c->json)
+            fprintf(stderr,
+                    "dry run: nothing changed; without --dry-run the rebuild applies "
+                    "%s\n",
+                    settings_path ? settings_path : "the current settings");
+    } else if (c->json) {
+        printf("{\"applied\":true,\"messages\":%llu,\"accepted\":%llu,\"duplicates\":%llu,"
                "\"profiles_created\":%llu,\"merges\":%llu,\"mappings\":%llu,"
                "\"events_stored\":%llu,\"seconds\":%.3f}\n",
                (unsigned long long)s.messages, (unsigned long long)s.accepted,
                (unsigned long long)s.duplicates, (unsigned long long)s.profiles_created,
                (unsigned long long)s.merges, (unsigned long long)s.mappings,
                (unsigned long long)s.events_stored, secs);
-    else
-        printf("rebuilt space %s from %llu logged messages: %llu profiles, %llu merges, %llu "
+    } else {
+        printf("rebuilt space %s from %llu logged messages%s%s: %llu profiles, %llu merges, %llu "
                "identifiers, %llu events, %.2f s\n",
-               c->argv[0], (unsigned long long)s.messages, (unsigned long long)s.profiles_created,
+               c->argv[0], (unsigned long long)s.messages, settings_path ? " under " : "",
+               settings_path ? settings_path : "", (unsigned long long)s.profiles_created,
                (unsigned long long)s.merges, (unsigned long long)s.mappings,
                (unsigned long long)s.events_stored, secs);
+    }
+    ps_buf_clear(&diff);
     return EXIT_OK;
 }

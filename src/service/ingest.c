@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ps/clock.h"
+#include "ps/diff.h"
 #include "ps/graph.h"
 #include "ps/history.h"
 #include "ps/log.h"
@@ -659,9 +660,17 @@ ps_status ps_ingest_logged(ps_ingest *in, ps_slice value)
     return PS_OK; /* a message the rules cannot read any more derives nothing, as in a rebuild */
 }
 
-ps_status ps_ingest_rebuild(ps_space *sp, bool force, ps_ingest_stats *stats)
+ps_status ps_ingest_rebuild(ps_space *sp, const ps_rebuild_opts *o, ps_ingest_stats *stats,
+                            ps_diags *diags)
 {
     memset(stats, 0, sizeof *stats);
+    if (o->settings) { /* the whole file is checked before anything is touched */
+        ps_rules *r;
+        ps_status st = ps_rules_parse(o->settings, o->settings_len, &r, diags);
+        if (st != PS_OK)
+            return st;
+        ps_rules_free(r);
+    }
     ps_ingest *in;
     ps_ingest_opts opts = {.keep_received_at = true};
     ps_status st = ps_ingest_begin(sp, &opts, &in);
@@ -671,8 +680,16 @@ ps_status ps_ingest_rebuild(ps_space *sp, bool force, ps_ingest_stats *stats)
     bool incomplete = false;
     if (st == PS_OK)
         st = ps_store_log_info(in->txn, &count, &incomplete);
-    if (st == PS_OK && incomplete && !force)
+    if (st == PS_OK && incomplete && !o->force)
         st = PS_ECONFLICT;
+    ps_snapshot *before = NULL, *after = NULL;
+    if (st == PS_OK && o->diff)
+        st = ps_snapshot_take(in->txn, &before);
+    if (st == PS_OK && o->settings &&
+        (st = ps_store_meta_put(in->txn, "settings",
+                                (ps_slice){(const uint8_t *)o->settings, o->settings_len})) ==
+            PS_OK)
+        st = ps_space_rules(sp, in->txn, &in->rules); /* the replay runs under them */
     if (st == PS_OK)
         st = ps_store_clear_derived(in->txn);
     replay_ctx c = {in, {0}, PS_OK};
@@ -681,10 +698,23 @@ ps_status ps_ingest_rebuild(ps_space *sp, bool force, ps_ingest_stats *stats)
     if (st == PS_OK)
         st = c.st;
     ps_buf_clear(&c.line);
-    if (st == PS_OK)
-        st = ps_ingest_commit(in); /* readers see the old state until this returns */
-    if (st == PS_OK)
+    if (st == PS_OK && o->diff)
+        st = ps_snapshot_take(in->txn, &after);
+    if (st == PS_OK && o->diff) {
+        ps_diff_counts dc;
+        ps_snapshot_diff(before, after, o->diff_first, o->diff, &dc);
+    }
+    ps_snapshot_free(before);
+    ps_snapshot_free(after);
+    if (st == PS_OK && o->dry_run) {
+        stats_add(&in->committed, &in->pending); /* what the rebuild would have done */
         *stats = in->committed;
+        batch_abort(in); /* nothing changes */
+    } else if (st == PS_OK) {
+        st = ps_ingest_commit(in); /* readers see the old state until this returns */
+        if (st == PS_OK)
+            *stats = in->committed;
+    }
     ps_ingest_end(in);
     return st;
 }
