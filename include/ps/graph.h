@@ -28,6 +28,7 @@ typedef enum ps_violation {
     PS_VIOL_NO_IDENTIFIERS, /* error: No matching identifiers on event */
     PS_VIOL_VALUE_TOO_LONG, /* identifier value over PS_VALUE_MAX bytes */
     PS_VIOL_BAD_ENCODING,   /* context.externalIds encoding other than "none" */
+    PS_VIOL_KEPT_APART,     /* an operator unmerged the two profiles with --keep-apart */
     PS_VIOL__COUNT
 } ps_violation;
 
@@ -79,5 +80,26 @@ ps_status ps_graph_unmap(ps_txn *t, uint64_t canonical, const char *type, const 
 /* Records a violation row in the audit log. */
 ps_status ps_graph_violation(ps_txn *t, const ps_resolve_in *in, ps_violation v, const ps_ident *id,
                              uint64_t profile);
+
+/* ---- unmerge (docs/privacy.md, Unmerge) ---- */
+
+typedef struct ps_unmerge_plan {
+    uint64_t profile;   /* the merged-away profile that becomes canonical again */
+    uint64_t canonical; /* the profile it leaves */
+    uint64_t *group;    /* it and the profiles merged in only through it */
+    size_t group_count;
+    char **identifiers; /* "type:value" of the identifiers that move with it */
+    size_t identifier_count;
+} ps_unmerge_plan;
+
+/* Plans (and with `apply`, carries out) making merged-away profile `seq` canonical again with
+ * what belonged to it: the identifiers first observed on it or on a profile merged in only
+ * through it, and those profiles; traits, events and links stay with the profiles they were
+ * written to, so they follow. Unmerge audit rows record it. `keep_apart`: a later event that
+ * would merge the two again is resolved as over a limit (PS_VIOL_KEPT_APART). PS_EINVAL when
+ * `seq` is canonical (nothing to undo). Free the plan with ps_unmerge_plan_clear(). */
+ps_status ps_graph_unmerge(ps_txn *t, uint64_t seq, bool apply, bool keep_apart,
+                           ps_unmerge_plan *plan);
+void ps_unmerge_plan_clear(ps_unmerge_plan *plan);
 
 #endif

@@ -72,6 +72,7 @@ typedef enum ps_audit_kind {
     PS_AUDIT_VIOLATION = 5, /* Profiles Insights violation or error */
     PS_AUDIT_UNMAP = 6,     /* external_id_mapping_updates, REMOVED */
     PS_AUDIT_ERASED = 7,    /* a regulation erased the profile (no identifier values) */
+    PS_AUDIT_UNMERGE = 8,   /* id_graph_updates: an operator made segment_id canonical again */
 } ps_audit_kind;
 
 typedef struct ps_audit_rec {

@@ -53,5 +53,6 @@ int cmd_migrate(cli *c);
 int cmd_rebuild(cli *c);
 int cmd_regulation(cli *c);
 int cmd_compact(cli *c);
+int cmd_unmerge(cli *c);
 
 #endif

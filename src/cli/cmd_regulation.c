@@ -9,6 +9,7 @@
 #include "cli_int.h"
 #include "ps/clock.h"
 #include "ps/regulation.h"
+#include "ps/unmerge.h"
 
 static int create(cli *c)
 {
@@ -121,4 +122,40 @@ int cmd_compact(cli *c)
         printf("compacted %s: %.1f MB -> %.1f MB\n", c->argv[0], (double)before / 1e6,
                (double)after / 1e6);
     return EXIT_OK;
+}
+
+int cmd_unmerge(cli *c)
+{
+    bool dry_run = cli_take_flag(c, "--dry-run"), keep_apart = cli_take_flag(c, "--keep-apart");
+    int rc = cli_no_more_options(c);
+    if (rc)
+        return rc;
+    if (c->argc != 2)
+        return cli_fail(EXIT_USAGE,
+                        "usage: profilectl unmerge SPACE SEGMENT_ID [--dry-run] [--keep-apart]");
+    ps_space *sp;
+    if ((rc = cli_open_space(c, c->argv[0], false, &sp)))
+        return rc;
+    ps_buf out;
+    ps_buf_init(&out);
+    const char *why;
+    ps_status st = ps_space_unmerge(sp, c->argv[1], dry_run, keep_apart, &out, &why);
+    ps_space_close(sp);
+    if (st == PS_ENOTFOUND)
+        rc = cli_fail(EXIT_NOTFOUND, "no profile %s in space %s", c->argv[1], c->argv[0]);
+    else if (st == PS_EINVAL)
+        rc = cli_fail(EXIT_INVALID, "cannot unmerge %s: %s", c->argv[1], why);
+    else if (st != PS_OK)
+        rc = cli_fail(cli_exit_code(st), "unmerge failed, nothing changed: %s", ps_status_str(st));
+    else
+        printf("%.*s\n", (int)out.len, (const char *)out.ptr);
+    ps_buf_clear(&out);
+    if (rc == EXIT_OK && !c->json)
+        fprintf(stderr, "%s\n",
+                dry_run      ? "dry run: nothing changed"
+                : keep_apart ? "kept apart: an event that would merge the two again is resolved "
+                               "as over a limit (a profiles_kept_apart violation)"
+                             : "note: an event that carries identifiers of both profiles will "
+                               "merge them again (--keep-apart prevents that)");
+    return rc;
 }

@@ -48,6 +48,9 @@ static const char usage[] =
     "SUPPRESS_ONLY,\n"
     "                                         UNSUPPRESS, DELETE_INTERNAL, ...); prints its id\n"
     "  regulation list SPACE                  regulations, newest first (JSON)\n"
+    "  unmerge SPACE SEGMENT_ID [--dry-run] [--keep-apart]\n"
+    "                                         make a merged-away profile canonical again with\n"
+    "                                         what belonged to it (JSON of what moves)\n"
     "  compact SPACE                          rewrite the space's file: after a deletion, no\n"
     "                                         byte of what was erased remains (server stopped)\n"
     "  regulation show SPACE ID               one regulation (JSON)\n"
@@ -66,7 +69,7 @@ static const command commands[] = {
     {"inspect", cmd_inspect}, {"export", cmd_export},     {"check", cmd_check},
     {"token", cmd_token},     {"source", cmd_source},     {"log", cmd_log},
     {"migrate", cmd_migrate}, {"rebuild", cmd_rebuild},   {"regulation", cmd_regulation},
-    {"compact", cmd_compact},
+    {"compact", cmd_compact}, {"unmerge", cmd_unmerge},
 };
 
 int cli_fail(int code, const char *fmt, ...)

@@ -24,6 +24,7 @@ static const char *const viol_names[PS_VIOL__COUNT] = {
     "no_matching_identifiers",
     "identifier_value_too_long",
     "identifier_encoding_unsupported",
+    "profiles_kept_apart",
 };
 
 const char *ps_violation_name(ps_violation v)
@@ -521,6 +522,49 @@ static ps_status map_new_profile(work *w, ps_profile *s)
     return st;
 }
 
+/* ---- kept apart: meta "apart/<a>-<b>" (16 hex digits each, a < b) ---- */
+
+#define APART_PREFIX "apart/"
+
+typedef struct apart_ctx {
+    ps_txn *t;
+    uint64_t a, b; /* canonical profiles about to merge */
+    bool found;
+    ps_status st;
+} apart_ctx;
+
+static bool apart_visit(void *ud, ps_slice key, ps_slice value)
+{
+    (void)value;
+    apart_ctx *c = ud;
+    unsigned long long x, y;
+    char k[64];
+    size_t n = key.len < sizeof k - 1 ? key.len : sizeof k - 1;
+    memcpy(k, key.ptr, n);
+    k[n] = 0;
+    if (sscanf(k, APART_PREFIX "%16llx-%16llx", &x, &y) != 2)
+        return true;
+    uint64_t cx, cy;
+    if ((c->st = ps_graph_find(c->t, x, &cx)) != PS_OK ||
+        (c->st = ps_graph_find(c->t, y, &cy)) != PS_OK) {
+        if (c->st != PS_ECORRUPT)
+            return false;
+        c->st = PS_OK; /* one of them is gone (erased): nothing to keep apart */
+        return true;
+    }
+    c->found = (cx == c->a && cy == c->b) || (cx == c->b && cy == c->a);
+    return !c->found;
+}
+
+/* Whether an operator asked to keep the profiles of canonicals `a` and `b` apart. */
+static ps_status kept_apart(ps_txn *t, uint64_t a, uint64_t b, bool *apart)
+{
+    apart_ctx c = {t, a, b, false, PS_OK};
+    ps_status st = ps_store_meta_scan(t, APART_PREFIX, apart_visit, &c);
+    *apart = c.found;
+    return st != PS_OK ? st : c.st;
+}
+
 static ps_status resolve(work *w, ps_profile *s)
 {
     const ps_resolve_in *in = w->in;
@@ -570,6 +614,13 @@ static ps_status resolve(work *w, ps_profile *s)
                     break;
                 if (s->member_count - 1 + q.member_count > opt->merge_limit) {
                     st = violation(w, PS_VIOL_MERGE_LIMIT, SIZE_MAX, s->seq);
+                    continue;
+                }
+                bool apart = false;
+                if ((st = kept_apart(w->t, s->seq, set[p], &apart)) != PS_OK)
+                    break;
+                if (apart) {
+                    st = violation(w, PS_VIOL_KEPT_APART, SIZE_MAX, s->seq);
                     continue;
                 }
                 st = merge_into(w, s, set[p]);
@@ -633,5 +684,171 @@ ps_status ps_graph_resolve(ps_txn *t, const ps_rules *rules, const ps_resolve_in
             promoted[i] = w.active[i] && w.owner[i] == s.seq;
     }
     work_clear(&w);
+    return st;
+}
+
+/* ---- unmerge ---- */
+
+typedef struct grp_ctx {
+    ps_txn *t;
+    uint64_t *seqs, *into; /* members of the canonical and what each was merged into */
+    size_t count, cap;
+    ps_status st;
+} grp_ctx;
+
+static bool grp_member(void *ud, uint64_t canonical, uint64_t member)
+{
+    (void)canonical;
+    grp_ctx *c = ud;
+    ps_profile p;
+    if ((c->st = ps_store_profile_get(c->t, member, &p)) != PS_OK)
+        return false;
+    if (c->count == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 16;
+        c->seqs = ps_xrealloc(c->seqs, c->cap * sizeof *c->seqs);
+        c->into = ps_xrealloc(c->into, c->cap * sizeof *c->into);
+    }
+    c->seqs[c->count] = member;
+    c->into[c->count++] = p.merged_into;
+    return true;
+}
+
+static bool in_list(const uint64_t *v, size_t n, uint64_t x)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i] == x)
+            return true;
+    return false;
+}
+
+typedef struct move_ctx {
+    ps_txn *t;
+    const ps_unmerge_plan *plan;
+    pmap_list rows;
+    ps_status st;
+} move_ctx;
+
+/* The canonical's identifiers whose mapping names a profile of the group move with it. */
+static bool pick_moving(void *ud, uint64_t profile, const char *type, const char *value,
+                        size_t value_len, int64_t first_seen_ms)
+{
+    (void)profile;
+    move_ctx *c = ud;
+    ps_profile cp;
+    ps_mapping m;
+    if ((c->st = ps_store_profile_get(c->t, c->plan->canonical, &cp)) != PS_OK ||
+        (c->st = ps_store_ident_get(c->t, cp.collection, type, value, value_len, &m)) != PS_OK)
+        return false;
+    if (!in_list(c->plan->group, c->plan->group_count, m.profile))
+        return true;
+    c->rows.rows = ps_xrealloc(c->rows.rows, (c->rows.count + 1) * sizeof *c->rows.rows);
+    c->rows.rows[c->rows.count++] =
+        (pmap_row){ps_xstrdup(type), ps_xstrndup(value, value_len), value_len, first_seen_ms};
+    return true;
+}
+
+void ps_unmerge_plan_clear(ps_unmerge_plan *plan)
+{
+    free(plan->group);
+    for (size_t i = 0; i < plan->identifier_count; i++)
+        free(plan->identifiers[i]);
+    free(plan->identifiers);
+    memset(plan, 0, sizeof *plan);
+}
+
+ps_status ps_graph_unmerge(ps_txn *t, uint64_t seq, bool apply, bool keep_apart,
+                           ps_unmerge_plan *plan)
+{
+    memset(plan, 0, sizeof *plan);
+    ps_profile q;
+    ps_status st = ps_store_profile_get(t, seq, &q);
+    if (st != PS_OK)
+        return st;
+    if (q.parent == 0)
+        return PS_EINVAL; /* canonical: not merged into anything */
+    plan->profile = seq;
+    plan->canonical = q.parent;
+    /* the group: `seq` and every member whose chain of merges leads to it */
+    grp_ctx g = {t, NULL, NULL, 0, 0, PS_OK};
+    st = ps_store_member_scan(t, plan->canonical, grp_member, &g);
+    if (st == PS_OK)
+        st = g.st;
+    plan->group = ps_xmalloc((g.count + 1) * sizeof *plan->group);
+    plan->group[plan->group_count++] = seq;
+    for (bool grew = true; st == PS_OK && grew;) {
+        grew = false;
+        for (size_t i = 0; i < g.count; i++)
+            if (!in_list(plan->group, plan->group_count, g.seqs[i]) &&
+                in_list(plan->group, plan->group_count, g.into[i])) {
+                plan->group[plan->group_count++] = g.seqs[i];
+                grew = true;
+            }
+    }
+    free(g.seqs);
+    free(g.into);
+    move_ctx mc = {t, plan, {NULL, 0}, PS_OK};
+    if (st == PS_OK)
+        st = ps_store_pmap_scan(t, plan->canonical, NULL, pick_moving, &mc);
+    if (st == PS_OK)
+        st = mc.st;
+    plan->identifiers = ps_xmalloc((mc.rows.count + 1) * sizeof *plan->identifiers);
+    for (size_t i = 0; i < mc.rows.count; i++) {
+        size_t n = strlen(mc.rows.rows[i].type) + mc.rows.rows[i].value_len + 2;
+        char *text = ps_xmalloc(n);
+        snprintf(text, n, "%s:%.*s", mc.rows.rows[i].type, (int)mc.rows.rows[i].value_len,
+                 mc.rows.rows[i].value);
+        plan->identifiers[plan->identifier_count++] = text;
+    }
+    if (st == PS_OK && apply) {
+        ps_profile c;
+        st = ps_store_profile_get(t, plan->canonical, &c);
+        for (size_t i = 0; st == PS_OK && i < mc.rows.count; i++) {
+            pmap_row *r = &mc.rows.rows[i];
+            if ((st = ps_store_pmap_del(t, plan->canonical, r->type, r->value, r->value_len)) ==
+                PS_OK)
+                st = ps_store_pmap_put(t, seq, r->type, r->value, r->value_len, r->first_seen_ms);
+        }
+        ps_resolve_in in = {.collection = c.collection, .message_id = "", .source_id = ""};
+        for (size_t i = 0; st == PS_OK && i < plan->group_count; i++) {
+            uint64_t m = plan->group[i];
+            ps_profile mp;
+            if ((st = ps_store_member_del(t, plan->canonical, m)) != PS_OK ||
+                (st = ps_store_member_put(t, seq, m)) != PS_OK ||
+                (st = ps_store_profile_get(t, m, &mp)) != PS_OK)
+                break;
+            if (m == seq) {
+                mp.parent = 0;
+                mp.merged_into = 0;
+                mp.merged_ms = 0;
+                mp.merged_by_message_id[0] = 0;
+                mp.member_count = (uint32_t)plan->group_count;
+                mp.mapping_count = (uint32_t)mc.rows.count;
+            } else {
+                mp.parent = seq;
+            }
+            if ((st = ps_store_profile_put(t, &mp)) == PS_OK)
+                st = audit_row(t, &in, PS_AUDIT_UNMERGE, PS_VIOL_NONE, m, seq, NULL);
+        }
+        if (st == PS_OK) {
+            c.member_count -= (uint32_t)plan->group_count;
+            c.mapping_count -= (uint32_t)mc.rows.count;
+            st = ps_store_profile_put(t, &c);
+        }
+        if (st == PS_OK && keep_apart) {
+            char key[64];
+            uint64_t a = seq < plan->canonical ? seq : plan->canonical,
+                     b = seq < plan->canonical ? plan->canonical : seq;
+            snprintf(key, sizeof key, APART_PREFIX "%016llx-%016llx", (unsigned long long)a,
+                     (unsigned long long)b);
+            st = ps_store_meta_put(t, key, PS_SLICE_STR("1"));
+        }
+    }
+    for (size_t i = 0; i < mc.rows.count; i++) {
+        free(mc.rows.rows[i].type);
+        free(mc.rows.rows[i].value);
+    }
+    free(mc.rows.rows);
+    if (st != PS_OK)
+        ps_unmerge_plan_clear(plan);
     return st;
 }

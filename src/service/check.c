@@ -241,7 +241,8 @@ static bool check_audit(void *ud, const ps_audit_rec *a)
         c->audit_unmap++;
     else if (a->kind == PS_AUDIT_ERASED)
         c->audit_erased++;
-    else if (a->kind != PS_AUDIT_TRAITS && a->kind != PS_AUDIT_VIOLATION)
+    else if (a->kind != PS_AUDIT_TRAITS && a->kind != PS_AUDIT_VIOLATION &&
+             a->kind != PS_AUDIT_UNMERGE)
         problem(c, "audit row %llu: unknown kind %u", (unsigned long long)a->seq, a->kind);
     if (a->seq >= ps_txn_peek(c->t, PS_CTR_AUDIT))
         problem(c, "audit row %llu: beyond the audit counter", (unsigned long long)a->seq);
