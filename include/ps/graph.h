@@ -44,6 +44,7 @@ typedef struct ps_resolve_in {
     const char *source_id;
     int64_t timestamp_ms; /* limit windows are measured on this */
     int64_t received_ms;  /* created_at / updated_at stamps */
+    uint64_t message_seq; /* the message's place in the log (0: none): new segment_ids */
 } ps_resolve_in;
 
 typedef struct ps_resolve_out {
@@ -67,8 +68,14 @@ ps_status ps_graph_lookup(ps_txn *t, uint8_t coll, const char *type, const char 
                           size_t value_len, uint64_t *canonical);
 
 /* Deterministic segment_id: "use_"/"acc_" + 27 base62 of a keyed hash of the space
- * name and the profile sequence number. `out` holds PS_SEGMENT_ID_LEN + 1 bytes. */
+ * name and the profile sequence number. `out` holds PS_SEGMENT_ID_LEN + 1 bytes. Spaces made
+ * since meta "segment_ids" exists (docs/storage-format.md) hash the sequence number of the
+ * message that created the profile instead (`by_message`), so that a profile whose creating
+ * message is unchanged keeps its segment_id across a rebuild under other settings. */
 void ps_graph_segment_id(const char *space, uint8_t coll, uint64_t seq, char *out);
+void ps_graph_segment_id_of(const char *space, uint8_t coll, uint64_t seq, bool by_message,
+                            char *out);
+#define PS_SEGMENT_IDS_KEY "segment_ids" /* meta: "message" for message-based segment_ids */
 
 /* Removes identifier (type, value) from canonical profile `canonical`: its
  * ident and pmap rows go, the mapping count drops and a REMOVED audit row is written; the

@@ -26,6 +26,7 @@ typedef struct ps_profile {
     char first_message_id[PS_ID_BYTES], last_message_id[PS_ID_BYTES];
     char first_source_id[68], last_source_id[68];
     char merged_by_message_id[PS_ID_BYTES];
+    uint64_t created_by; /* the log sequence of the message that created it; 0: not recorded */
 } ps_profile;
 
 ps_status ps_store_profile_get(ps_txn *t, uint64_t seq, ps_profile *out);

@@ -34,8 +34,17 @@ const char *ps_violation_name(ps_violation v)
 
 void ps_graph_segment_id(const char *space, uint8_t coll, uint64_t seq, char *out)
 {
-    static const uint8_t key[16] = {'p', 's', '-', 's', 'e', 'g', 'm', 'e',
-                                    'n', 't', '-', 'i', 'd', '-', 'v', '1'};
+    ps_graph_segment_id_of(space, coll, seq, false, out);
+}
+
+void ps_graph_segment_id_of(const char *space, uint8_t coll, uint64_t seq, bool by_message,
+                            char *out)
+{
+    static const uint8_t v1[16] = {'p', 's', '-', 's', 'e', 'g', 'm', 'e',
+                                   'n', 't', '-', 'i', 'd', '-', 'v', '1'},
+                         v2[16] = {'p', 's', '-', 's', 'e', 'g', 'i', 'd',
+                                   '-', 'm', 'e', 's', 's', 'a', 'g', 'e'};
+    const uint8_t *key = by_message ? v2 : v1;
     uint8_t input[256 + 10];
     size_t sl = strlen(space);
     if (sl > 256)
@@ -356,7 +365,13 @@ static ps_status create_profile(work *w, ps_profile *p)
     p->member_count = 1;
     p->created_ms = in->received_ms;
     p->updated_ms = in->received_ms;
-    ps_graph_segment_id(ps_store_name(ps_txn_store(w->t)), p->collection, p->seq, p->segment_id);
+    ps_slice scheme;
+    bool by_message = w->in->message_seq != 0 &&
+                      ps_store_meta_get(w->t, PS_SEGMENT_IDS_KEY, &scheme) == PS_OK &&
+                      scheme.len == 7 && memcmp(scheme.ptr, "message", 7) == 0;
+    p->created_by = w->in->message_seq;
+    ps_graph_segment_id_of(ps_store_name(ps_txn_store(w->t)), p->collection,
+                           by_message ? w->in->message_seq : p->seq, by_message, p->segment_id);
     copy_id(p->first_message_id, sizeof p->first_message_id, in->message_id);
     copy_id(p->first_source_id, sizeof p->first_source_id, in->source_id);
     ps_status st = ps_store_segid_put(w->t, p->segment_id, p->seq);

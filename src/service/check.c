@@ -14,6 +14,7 @@
 typedef struct ctx {
     ps_txn *t;
     const char *space;
+    bool by_message; /* segment_ids named after the creating message (meta "segment_ids") */
     ps_check_report *r;
     ps_status st;
     uint64_t counter;
@@ -61,7 +62,10 @@ static bool check_profile(void *ud, const ps_profile *p)
     if (p->seq > c->max_seq)
         c->max_seq = p->seq;
     char expect[PS_SEGMENT_ID_LEN + 1];
-    ps_graph_segment_id(c->space, p->collection, p->seq, expect);
+    if (c->by_message) /* named after the message that created it */
+        ps_graph_segment_id_of(c->space, p->collection, p->created_by, true, expect);
+    else
+        ps_graph_segment_id(c->space, p->collection, p->seq, expect);
     if (strcmp(expect, p->segment_id) != 0)
         problem(c, "profile %llu: segment_id %s is not the derived %s", (unsigned long long)p->seq,
                 p->segment_id, expect);
@@ -257,6 +261,9 @@ ps_status ps_check_space(ps_space *sp, ps_check_report *report)
     if (st != PS_OK)
         return st;
     ctx c = {.t = t, .space = ps_space_name(sp), .r = report};
+    ps_slice scheme;
+    c.by_message = ps_store_meta_get(t, PS_SEGMENT_IDS_KEY, &scheme) == PS_OK && scheme.len == 7 &&
+                   memcmp(scheme.ptr, "message", 7) == 0;
     st = ps_store_profile_scan(t, 1, check_profile, &c);
     if (st == PS_OK)
         st = c.st;

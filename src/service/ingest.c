@@ -30,6 +30,7 @@ struct ps_ingest {
     ps_buf ids;            /* scratch: promoted ids of one event */
     ps_buf line;           /* scratch: one encoded log value */
     uint64_t replay_seq;   /* rebuilding: the logged message being derived again, else 0 */
+    uint64_t message_seq;  /* the message being accepted (new profiles are named after it) */
     ps_slice replay_value; /* recovering the journal: the log value of the message, else empty */
     ps_buf replay_line;    /* recovering the journal: its line */
     ps_status failure;     /* storage failure inside a callback */
@@ -117,6 +118,7 @@ static ps_status resolve_collection(ps_ingest *in, const ps_event *ev, ps_collec
         .source_id = ev->source_id,
         .timestamp_ms = ev->timestamp_ms,
         .received_ms = ev->received_ms,
+        .message_seq = in->message_seq,
     };
     ps_resolve_out rout = {.promoted = promoted_out};
     ps_status st = ps_graph_resolve(in->txn, in->rules, &rin, &rout);
@@ -223,6 +225,7 @@ static ps_status accept_event(ps_ingest *in, const ps_event *ev, const ps_slice 
             return st;
     }
 
+    in->message_seq = msg_seq;
     bool *promoted = ps_arena_alloc(&in->arena, (ev->id_count + 1) * sizeof(bool));
     uint64_t user = 0, account = 0;
     size_t first;

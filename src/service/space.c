@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "ps/auth.h"
+#include "ps/graph.h"
 #include "ps/graphdb.h"
 #include "ps/journal.h"
 #include "ps/ratelimit.h"
@@ -74,6 +75,8 @@ ps_status ps_space_create(const char *data_dir, const char *name, const char *se
         const char *body = settings ? settings : "{}";
         size_t len = settings ? settings_len : 2;
         st = ps_store_meta_put(t, "settings", (ps_slice){(const uint8_t *)body, len});
+        if (st == PS_OK) /* new spaces name profiles after their creating message */
+            st = ps_store_meta_put(t, PS_SEGMENT_IDS_KEY, PS_SLICE_STR("message"));
         if (st == PS_OK)
             st = ps_txn_commit(t);
         else

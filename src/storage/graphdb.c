@@ -26,6 +26,7 @@ static ps_status decode_profile(ps_txn *t, uint64_t seq, const MDB_val *v, ps_pr
     r_cstr(&r, 11, p->first_source_id, sizeof p->first_source_id);
     r_cstr(&r, 12, p->last_source_id, sizeof p->last_source_id);
     r_cstr(&r, 13, p->merged_by_message_id, sizeof p->merged_by_message_id);
+    p->created_by = r.count > 14 ? r_u64(&r, 14) : 0; /* records before it have 14 fields */
     return PS_OK;
 }
 
@@ -115,7 +116,7 @@ static pcache_slot *pc_slot(ps_txn *t, uint64_t seq, bool insert)
 
 static ps_status profile_write(ps_txn *t, const ps_profile *p)
 {
-    msgpack_packer pk = pk_begin(t, 14);
+    msgpack_packer pk = pk_begin(t, 15);
     msgpack_pack_uint64(&pk, p->parent);
     msgpack_pack_uint64(&pk, p->merged_into);
     msgpack_pack_uint8(&pk, p->collection);
@@ -130,6 +131,7 @@ static ps_status profile_write(ps_txn *t, const ps_profile *p)
     pk_cstr(&pk, p->first_source_id);
     pk_cstr(&pk, p->last_source_id);
     pk_cstr(&pk, p->merged_by_message_id);
+    msgpack_pack_uint64(&pk, p->created_by);
     key_reset(t);
     key_u64(t, p->seq);
     return put_val(t, DB_PROFILE);

@@ -63,6 +63,15 @@ def test_dry_run_and_apply():
             "limit"] == 1
         after = export(st)
         assert after != before
+        # a profile whose creating message still creates one keeps its segment_id: only the
+        # profiles that split or joined get new ones
+        ids_before = {json.loads(x)["segment_id"] for x in before.splitlines()}
+        ids_after = {json.loads(x)["segment_id"] for x in after.splitlines()}
+        kept = len(ids_before & ids_after)
+        print("# segment_ids kept across the rebuild: %d of %d (%d splits)"
+              % (kept, len(ids_before), d["split_count"]))
+        assert kept >= len(ids_before) - 2 * d["split_count"] - d["join_count"], \
+            (kept, len(ids_before), d["split_count"])
         # the same log ingested into an empty space under FILE gives the same export
         logged = os.path.join(st.dir, "logged.ndjson")
         with open(logged, "w") as f:
