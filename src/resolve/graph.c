@@ -747,7 +747,6 @@ typedef struct move_ctx {
 static bool pick_moving(void *ud, uint64_t profile, const char *type, const char *value,
                         size_t value_len, int64_t first_seen_ms)
 {
-    (void)profile;
     move_ctx *c = ud;
     ps_profile cp;
     ps_mapping m;
@@ -756,10 +755,7 @@ static bool pick_moving(void *ud, uint64_t profile, const char *type, const char
         return false;
     if (!in_list(c->plan->group, c->plan->group_count, m.profile))
         return true;
-    c->rows.rows = ps_xrealloc(c->rows.rows, (c->rows.count + 1) * sizeof *c->rows.rows);
-    c->rows.rows[c->rows.count++] =
-        (pmap_row){ps_xstrdup(type), ps_xstrndup(value, value_len), value_len, first_seen_ms};
-    return true;
+    return collect_pmap(&c->rows, profile, type, value, value_len, first_seen_ms);
 }
 
 void ps_unmerge_plan_clear(ps_unmerge_plan *plan)

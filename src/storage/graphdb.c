@@ -748,14 +748,10 @@ ps_status ps_store_profile_del(ps_txn *t, uint64_t seq)
 
 ps_status ps_store_pmap_del_all(ps_txn *t, uint64_t profile)
 {
-    key_reset(t);
-    key_u64(t, profile);
-    return del_prefix(t, DB_PMAP);
+    return del_rows_of(t, DB_PMAP, profile);
 }
 
 ps_status ps_store_member_del_all(ps_txn *t, uint64_t canonical)
 {
-    key_reset(t);
-    key_u64(t, canonical);
-    return del_prefix(t, DB_MEMBER);
+    return del_rows_of(t, DB_MEMBER, canonical);
 }

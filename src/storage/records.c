@@ -434,16 +434,12 @@ ps_status ps_store_event_del(ps_txn *t, uint64_t seq)
 
 ps_status ps_store_trait_del_all(ps_txn *t, uint64_t profile)
 {
-    key_reset(t);
-    key_u64(t, profile);
-    return del_prefix(t, DB_TRAIT);
+    return del_rows_of(t, DB_TRAIT, profile);
 }
 
 ps_status ps_store_pevent_del_all(ps_txn *t, uint64_t profile)
 {
-    key_reset(t);
-    key_u64(t, profile);
-    return del_prefix(t, DB_PEVENT);
+    return del_rows_of(t, DB_PEVENT, profile);
 }
 
 ps_status ps_store_link_del(ps_txn *t, uint64_t from, uint64_t to)
@@ -457,9 +453,7 @@ ps_status ps_store_link_del(ps_txn *t, uint64_t from, uint64_t to)
 
 ps_status ps_store_link_del_all(ps_txn *t, uint64_t from)
 {
-    key_reset(t);
-    key_u64(t, from);
-    return del_prefix(t, DB_LINK);
+    return del_rows_of(t, DB_LINK, from);
 }
 
 /* ---- pmsg: (profile, message seq) for messages without an event row ---- */
@@ -499,7 +493,5 @@ ps_status ps_store_pmsg_scan(ps_txn *t, uint64_t profile, ps_seq_fn fn, void *ud
 
 ps_status ps_store_pmsg_del_all(ps_txn *t, uint64_t profile)
 {
-    key_reset(t);
-    key_u64(t, profile);
-    return del_prefix(t, DB_PMSG);
+    return del_rows_of(t, DB_PMSG, profile);
 }

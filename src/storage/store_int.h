@@ -315,6 +315,14 @@ static inline ps_status del_prefix(ps_txn *t, int db)
     return rc == 0 || rc == MDB_NOTFOUND || rc == EINVAL ? PS_OK : map_rc(rc, db_names[db]);
 }
 
+/* Deletes every key of `db` that starts with the 8-byte big-endian `id` (a profile's rows). */
+static inline ps_status del_rows_of(ps_txn *t, int db, uint64_t id)
+{
+    key_reset(t);
+    key_u64(t, id);
+    return del_prefix(t, db);
+}
+
 static inline int put_format(MDB_txn *txn, MDB_dbi meta, int format)
 {
     char ver[16];
