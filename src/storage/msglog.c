@@ -195,6 +195,61 @@ static bool take_sample(void *ud, const ps_log_rec *r)
     return c->count < LOG_DICT_AFTER;
 }
 
+/* Trains a dictionary on the first LOG_DICT_AFTER messages of the log `t` sees: its bytes
+ * in *out (free them), *n 0 when the samples are too few or too uniform. */
+static ps_status train(ps_txn *t, uint8_t **out, size_t *n)
+{
+    sample_ctx *c = ps_xcalloc(1, sizeof *c);
+    ps_status st = ps_store_log_scan(t, 1, true, take_sample, c);
+    *out = ps_xmalloc(LOG_DICT_BYTES);
+    /* fastCover with fixed parameters: about a quarter of the default training's time (which
+     * searches for them, on the writer's thread), for a log about 7% larger */
+    ZDICT_fastCover_params_t fp = {.k = 200, .d = 8, .f = 20, .accel = 1};
+    fp.zParams.compressionLevel = LOG_ZSTD_LEVEL;
+    *n = st == PS_OK ? ZDICT_trainFromBuffer_fastCover(*out, LOG_DICT_BYTES, c->bytes.ptr, c->sizes,
+                                                       c->count, fp)
+                     : 0;
+    if (ZDICT_isError(*n))
+        *n = 0;
+    ps_buf_clear(&c->bytes);
+    free(c);
+    return st;
+}
+
+ps_status st_log_dict_retrain(ps_txn *t, uint8_t **dict, size_t *dict_len)
+{
+    *dict = NULL;
+    *dict_len = 0;
+    uint8_t *out;
+    size_t n;
+    ps_status st = train(t, &out, &n);
+    if (st == PS_OK && n > 0) {
+        *dict = out;
+        *dict_len = n;
+        /* new messages (this store's encoder) use it from now on */
+        ZSTD_CDict *cd = ZSTD_createCDict(out, n, LOG_ZSTD_LEVEL);
+        ZSTD_freeCDict(atomic_exchange(&t->store->cdict, cd));
+        atomic_store(&t->store->cdict_id, (uint8_t)LOG_DICT_ID);
+    } else {
+        free(out);
+        ZSTD_freeCDict(atomic_exchange(&t->store->cdict, NULL));
+    }
+    return st;
+}
+
+ps_status st_log_recode(ps_txn *t, const MDB_val *k, const MDB_val *v, ps_buf *out)
+{
+    ps_log_rec r;
+    if (k->mv_size != 8)
+        return PS_ECORRUPT;
+    ps_status st = log_decode(t, ps_get_be64(k->mv_data), v, true, &r);
+    if (st == PS_OK) {
+        ps_buf_reset(out);
+        ps_store_log_encode(t->store, &r, out);
+    }
+    return st;
+}
+
 /* Before a write transaction that logged messages commits, while the store has no dictionary
  * in memory: the dictionary another process stored, or, once the log holds LOG_DICT_AFTER
  * messages, one trained on the first of them and stored. Its bytes (a copy) go to `*dict`
@@ -223,17 +278,10 @@ ps_status st_log_dict_prepare(ps_txn *t, uint8_t **dict, size_t *dict_len)
         retry_at = 2 * ps_get_be64(v.ptr);
     if (ms.ms_entries < retry_at)
         return PS_OK;
-    sample_ctx *c = ps_xcalloc(1, sizeof *c);
-    st = ps_store_log_scan(t, 1, true, take_sample, c);
-    uint8_t *out = ps_xmalloc(LOG_DICT_BYTES);
-    /* fastCover with fixed parameters: about a quarter of the default training's time (which
-     * searches for them, on the writer's thread), for a log about 7% larger */
-    ZDICT_fastCover_params_t fp = {.k = 200, .d = 8, .f = 20, .accel = 1};
-    fp.zParams.compressionLevel = LOG_ZSTD_LEVEL;
-    size_t n = st == PS_OK ? ZDICT_trainFromBuffer_fastCover(out, LOG_DICT_BYTES, c->bytes.ptr,
-                                                             c->sizes, c->count, fp)
-                           : 0;
-    if (st == PS_OK && ZDICT_isError(n)) { /* too few or too uniform samples: later */
+    uint8_t *out;
+    size_t n;
+    st = train(t, &out, &n);
+    if (st == PS_OK && n == 0) { /* too few or too uniform samples: later */
         uint8_t at[8];
         ps_put_be64(at, ms.ms_entries);
         st = ps_store_meta_put(t, "log/dict-failed", (ps_slice){at, 8});
@@ -241,8 +289,6 @@ ps_status st_log_dict_prepare(ps_txn *t, uint8_t **dict, size_t *dict_len)
     } else if (st == PS_OK) {
         st = ps_store_meta_put(t, key, (ps_slice){out, n});
     }
-    ps_buf_clear(&c->bytes);
-    free(c);
     if (st == PS_OK && n > 0) {
         *dict = out;
         *dict_len = n;

@@ -511,7 +511,7 @@ static ps_status copy_fresh(ps_store *s, const char *tmp_dir, uint64_t *records)
     *records = 0;
     if (mkdir(tmp_dir, 0755) != 0 && errno != EEXIST)
         return PS_EIO;
-    MDB_env *env;
+    MDB_env *env = NULL;
     MDB_envinfo info;
     mdb_env_info(s->env, &info);
     int rc = mdb_env_create(&env);
@@ -521,39 +521,65 @@ static ps_status copy_fresh(ps_store *s, const char *tmp_dir, uint64_t *records)
         rc = mdb_env_set_mapsize(env, info.me_mapsize);
     if (rc == 0)
         rc = mdb_env_open(env, tmp_dir, MDB_NOSYNC, 0644); /* synced once, at the end */
-    MDB_txn *rt = NULL, *wt = NULL;
-    if (rc == 0)
-        rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &rt);
-    if (rc == 0)
-        rc = mdb_txn_begin(env, NULL, 0, &wt);
-    for (int db = 0; rc == 0 && db < DB__COUNT; db++) {
+    ps_txn *t = NULL;
+    MDB_txn *wt = NULL;
+    ps_status st = rc ? map_rc(rc, "compact") : ps_txn_begin(s, false, &t);
+    if (st == PS_OK && (rc = mdb_txn_begin(env, NULL, 0, &wt)) != 0)
+        st = map_rc(rc, "compact");
+    /* The log's dictionary was trained on the first messages, which an erasure may have
+     * removed: train it again on what the log holds now and compress every message with it. */
+    char dict_name[32];
+    snprintf(dict_name, sizeof dict_name, "log/dict/1");
+    ps_slice old_dict;
+    bool recode = st == PS_OK && ps_store_meta_get(t, dict_name, &old_dict) == PS_OK;
+    uint8_t *dict = NULL;
+    size_t dict_len = 0;
+    if (recode)
+        st = st_log_dict_retrain(t, &dict, &dict_len);
+    ps_buf val;
+    ps_buf_init(&val);
+    for (int db = 0; st == PS_OK && db < DB__COUNT; db++) {
         MDB_dbi to;
         MDB_cursor *cur;
         if ((rc = mdb_dbi_open(wt, db_names[db], MDB_CREATE, &to)) != 0 ||
-            (rc = mdb_cursor_open(rt, s->dbi[db], &cur)) != 0)
+            (rc = mdb_cursor_open(t->txn, s->dbi[db], &cur)) != 0) {
+            st = map_rc(rc, "compact");
             break;
+        }
         MDB_val k, v;
         int grc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-        while (grc == 0 && rc == 0) {
-            rc = mdb_put(wt, to, &k, &v, MDB_APPEND); /* in key order: pages fill up */
-            (*records)++;
+        while (grc == 0 && st == PS_OK) {
+            MDB_val out = v;
+            bool is_dict = db == DB_META && k.mv_size == strlen(dict_name) &&
+                           memcmp(k.mv_data, dict_name, k.mv_size) == 0;
+            if (is_dict)
+                out = (MDB_val){dict_len, dict};
+            else if (db == DB_LOG && recode && (st = st_log_recode(t, &k, &v, &val)) == PS_OK)
+                out = (MDB_val){val.len, val.ptr};
+            if (st == PS_OK && !(is_dict && dict == NULL)) { /* in key order: pages fill up */
+                if ((rc = mdb_put(wt, to, &k, &out, MDB_APPEND)) != 0)
+                    st = map_rc(rc, "compact");
+                (*records)++;
+            }
             grc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
         }
-        if (rc == 0 && grc != MDB_NOTFOUND)
-            rc = grc;
+        if (st == PS_OK && grc != MDB_NOTFOUND)
+            st = map_rc(grc, "compact");
         mdb_cursor_close(cur);
     }
-    if (rt)
-        mdb_txn_abort(rt);
-    if (rc == 0)
-        rc = mdb_txn_commit(wt);
-    else if (wt)
+    ps_buf_clear(&val);
+    free(dict);
+    if (t)
+        ps_txn_abort(t);
+    if (st == PS_OK && (rc = mdb_txn_commit(wt)) != 0)
+        st = map_rc(rc, "compact");
+    else if (st != PS_OK && wt)
         mdb_txn_abort(wt);
-    if (rc == 0)
-        rc = mdb_env_sync(env, 1);
+    if (st == PS_OK && (rc = mdb_env_sync(env, 1)) != 0)
+        st = map_rc(rc, "compact");
     if (env)
         mdb_env_close(env);
-    return map_rc(rc, "compact");
+    return st;
 }
 
 ps_status ps_store_compact(ps_store **sp, const char *dir, uint64_t *bytes_before,

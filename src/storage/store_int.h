@@ -346,6 +346,11 @@ void st_icache_clear(ps_store *s);                /* forget every row (abort, re
  * messages (its bytes in *dict, to install after the commit succeeds). */
 ps_status st_log_dict_prepare(ps_txn *t, uint8_t **dict, size_t *dict_len);
 void st_log_dict_install(ps_store *s, const uint8_t *dict, size_t len);
+/* msglog.c, for compaction: a dictionary trained afresh on the log `t` sees, which the store
+ * then encodes with (*dict NULL, and no dictionary, when training fails); and one logged value
+ * decoded and encoded again with the store's current dictionary. */
+ps_status st_log_dict_retrain(ps_txn *t, uint8_t **dict, size_t *dict_len);
+ps_status st_log_recode(ps_txn *t, const MDB_val *k, const MDB_val *v, ps_buf *out);
 /* records.c: event rows, both layouts (format 1 is read by the migration). */
 ps_status st_event_decode(ps_txn *t, uint64_t seq, const MDB_val *v, ps_event_rec *e);
 void st_event_encode(ps_txn *t, const ps_event_rec *e);

@@ -298,6 +298,47 @@ def test_big_profile_and_kill_during_deletion():
         st.close()
 
 
+def test_compact_retrains_the_log_dictionary():
+    """The log's compression dictionary is trained on the first 2,000 messages: when the
+    subject's messages were among them, compact trains it again on what is left and
+    compresses every message with it, so no fragment stays in the dictionary."""
+    import glob
+    import os
+    st = Store()
+    try:
+        st.ctl("space", "create", SPACE)
+        secret = "Dictionary-Secret-Person-8841@example.com"
+        msgs = []
+        for i in range(2600):
+            if i % 50 == 0:  # the subject, all through the training sample
+                msgs.append({"type": "identify", "userId": "dict-subject",
+                             "traits": {"email": secret, "note": "dict-secret-note-%d" % i},
+                             "messageId": "s-%d" % i})
+            else:
+                msgs.append({"type": "track", "userId": "other-%d" % (i % 97), "event": "E",
+                             "properties": {"n": i, "text": "ordinary words %d" % (i % 13)},
+                             "messageId": "o-%d" % i})
+        st.ctl("ingest", SPACE, "-", input=ndjson(msgs))
+        lines_before = len(st.ctl("log", SPACE).stdout.splitlines())
+        st.ctl("regulation", "create", SPACE, "DELETE_INTERNAL", "dict-subject")
+        st.ctl("compact", SPACE)
+        assert st.ctl("check", SPACE).stdout.endswith("ok\n")
+        log = st.ctl("log", SPACE).stdout  # every message still decodes
+        assert len(log.splitlines()) == lines_before - 52, (len(log.splitlines()), lines_before)
+        assert "dict-secret" not in log and secret not in log
+        for path in glob.glob(os.path.join(st.dir, "spaces", SPACE, "*")):
+            if os.path.isfile(path):
+                data = open(path, "rb").read()
+                for needle in (secret.encode(), secret.lower().encode(), b"dict-secret-note"):
+                    assert needle not in data, (path, needle)
+        st.ctl("ingest", SPACE, "-", input=ndjson([
+            {"type": "track", "userId": "other-1", "event": "After", "messageId": "after-1"}]))
+        assert "after-1" in st.ctl("log", SPACE).stdout
+    finally:
+        st.close()
+
+
 if __name__ == "__main__":
     run_tests([test_routes_cli_and_suppression, test_deletion_and_physical_erasure,
-               test_big_profile_and_kill_during_deletion])
+               test_big_profile_and_kill_during_deletion,
+               test_compact_retrains_the_log_dictionary])
