@@ -36,7 +36,7 @@ typedef struct ps_source_info {
     char space[PS_SPACE_NAME_MAX + 1];
     int64_t created_ms;
     /* The web origins this source takes events from, one per line (sorted, lower case);
-     * empty: any origin. Filled by ps_source_list() and ps_source_find(). */
+     * empty: any origin. Filled by ps_source_list() and ps_source_find(with_origins). */
     char origins[PS_ORIGINS_MAX * (PS_ORIGIN_MAX + 1)];
 } ps_source_info;
 
@@ -49,9 +49,11 @@ typedef bool (*ps_source_fn)(void *ud, const ps_source_info *src);
 /* Visits the sources of `space` by source id; write_key is empty. */
 ps_status ps_source_list(ps_sources *s, const char *space, ps_source_fn fn, void *ud);
 
-/* The source a write key belongs to (space and source_id; name stays empty). PS_EAUTH when
- * the key is unknown. */
-ps_status ps_source_find(ps_sources *s, const char *key, size_t len, ps_source_info *out);
+/* The source a write key belongs to (space and source_id; name stays empty), with its web
+ * origins only when `with_origins` (a request without an Origin header needs none: one
+ * catalog read less). PS_EAUTH when the key is unknown. */
+ps_status ps_source_find(ps_sources *s, const char *key, size_t len, bool with_origins,
+                         ps_source_info *out);
 
 /* Replaces the allow list of web origins of the source of `space` named or identified by
  * `source` (n == 0 clears it: any origin). Each origin is checked and normalized with

@@ -181,7 +181,9 @@ static bool find_source(http_req *rq, const char *key, size_t klen, bool malform
     ps_api_reply *rep = &rq->w->reply;
     ps_status st = PS_EAUTH;
     if (!malformed && klen > 0)
-        st = ps_source_find(registry_sources(rq->w->srv->reg), key, klen, &rq->source);
+        st = ps_source_find(registry_sources(rq->w->srv->reg), key, klen,
+                            http_head_find(&rq->head, "Origin", &(size_t){0}) != NULL,
+                            &rq->source);
     if (st == PS_EAUTH || st == PS_ENOTFOUND) {
         track_error(rep, 400, "invalid_write_key",
                     malformed   ? "The Authorization header must be Basic base64(<writeKey>:)."
@@ -384,7 +386,9 @@ void track_settings(http_req *rq, const char *key)
         reply_now(rq, "GET, OPTIONS");
         return;
     }
-    ps_status st = ps_source_find(registry_sources(w->srv->reg), key, strlen(key), &rq->source);
+    ps_status st = ps_source_find(registry_sources(w->srv->reg), key, strlen(key),
+                                  http_head_find(&rq->head, "Origin", &(size_t){0}) != NULL,
+                                  &rq->source);
     if (st == PS_EAUTH || st == PS_ENOTFOUND) {
         track_error(rep, 404, "not_found", "No source has this write key.");
     } else if (st != PS_OK) {

@@ -9,6 +9,7 @@
  * The first two are written in one transaction, so a key never points at a missing source. */
 #include "ps/source.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,7 +215,8 @@ ps_status ps_source_list(ps_sources *s, const char *space, ps_source_fn fn, void
     return st;
 }
 
-ps_status ps_source_find(ps_sources *s, const char *key, size_t len, ps_source_info *out)
+ps_status ps_source_find(ps_sources *s, const char *key, size_t len, bool with_origins,
+                         ps_source_info *out)
 {
     if (len == 0 || len > PS_WRITE_KEY_MAX)
         return PS_EAUTH;
@@ -227,7 +229,7 @@ ps_status ps_source_find(ps_sources *s, const char *key, size_t len, ps_source_i
     if (st != PS_OK)
         return st;
     ps_slice v;
-    memset(out, 0, sizeof *out);
+    memset(out, 0, offsetof(ps_source_info, origins) + 1); /* origins: an empty list */
     if ((st = ps_store_meta_get(t, wkey, &v)) == PS_OK) {
         const uint8_t *nul = memchr(v.ptr, 0, v.len);
         size_t sl = nul ? (size_t)(nul - v.ptr) : 0, il = nul ? v.len - sl - 1 : 0;
@@ -236,7 +238,7 @@ ps_status ps_source_find(ps_sources *s, const char *key, size_t len, ps_source_i
         } else {
             memcpy(out->space, v.ptr, sl);
             memcpy(out->source_id, nul + 1, il);
-            st = origins_load(t, out->space, out->source_id, out);
+            st = with_origins ? origins_load(t, out->space, out->source_id, out) : PS_OK;
         }
     } else if (st == PS_ENOTFOUND) {
         st = PS_EAUTH;

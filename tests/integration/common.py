@@ -111,7 +111,9 @@ class Server:
         while True:
             ready, _, _ = select.select([self.proc.stderr], [], [], deadline)
             if not ready:
-                raise AssertionError("profiled did not report its address")
+                self.proc.kill()  # never leave a server behind a failed start
+                self.proc.wait()
+                raise AssertionError("profiled did not report its address in %d s" % deadline)
             line = self.proc.stderr.readline()
             if not line:
                 raise AssertionError("profiled exited: %s" % "".join(self.log))

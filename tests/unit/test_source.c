@@ -59,7 +59,7 @@ static void test_origin_allow_list(void)
     size_t bad = 0;
     CHECK(ps_sources_open(dir, true, &cat) == PS_OK);
     CHECK(ps_source_create(cat, "s1", "web", 1, &src) == PS_OK);
-    CHECK(ps_source_find(cat, src.write_key, strlen(src.write_key), &found) == PS_OK);
+    CHECK(ps_source_find(cat, src.write_key, strlen(src.write_key), true, &found) == PS_OK);
     CHECK_EQ_STR(found.origins, "");
     CHECK(allowed(&found, "https://anything.example")); /* no list: any origin */
     CHECK(allowed(&found, NULL));
@@ -67,7 +67,7 @@ static void test_origin_allow_list(void)
     const char *list[] = {"https://Shop.example", "https://*.shop.example:8443",
                           "https://shop.example", "http://localhost:3000"};
     CHECK(ps_source_set_origins(cat, "s1", "web", list, 4, &bad) == PS_OK);
-    CHECK(ps_source_find(cat, src.write_key, strlen(src.write_key), &found) == PS_OK);
+    CHECK(ps_source_find(cat, src.write_key, strlen(src.write_key), true, &found) == PS_OK);
     /* sorted, lower case, the duplicate once */
     CHECK_EQ_STR(found.origins,
                  "http://localhost:3000\nhttps://*.shop.example:8443\nhttps://shop.example");
@@ -91,9 +91,13 @@ static void test_origin_allow_list(void)
     const char *worse[] = {"https://ok.example", "https://bad.example/path"};
     CHECK(ps_source_set_origins(cat, "s1", src.source_id, worse, 2, &bad) == PS_EINVAL);
     CHECK_EQ_INT(bad, 1);
-    CHECK(ps_source_find(cat, src.write_key, strlen(src.write_key), &found) == PS_OK);
+    CHECK(ps_source_find(cat, src.write_key, strlen(src.write_key), true, &found) == PS_OK);
     CHECK(allowed(&found, "https://shop.example"));
     CHECK(!allowed(&found, "https://ok.example"));
+    /* a request without Origin reads no list: the source and space are found all the same */
+    CHECK(ps_source_find(cat, src.write_key, strlen(src.write_key), false, &found) == PS_OK);
+    CHECK_EQ_STR(found.space, "s1");
+    CHECK_EQ_STR(found.origins, "");
     CHECK(ps_source_set_origins(cat, "s1", "nope", list, 1, &bad) == PS_ENOTFOUND);
     CHECK(ps_source_set_origins(cat, "s2", "web", list, 1, &bad) == PS_ENOTFOUND);
     const char *many[PS_ORIGINS_MAX + 1];
@@ -105,7 +109,7 @@ static void test_origin_allow_list(void)
 
     /* cleared: any origin again */
     CHECK(ps_source_set_origins(cat, "s1", src.source_id, NULL, 0, &bad) == PS_OK);
-    CHECK(ps_source_find(cat, src.write_key, strlen(src.write_key), &found) == PS_OK);
+    CHECK(ps_source_find(cat, src.write_key, strlen(src.write_key), true, &found) == PS_OK);
     CHECK(allowed(&found, "https://elsewhere.example"));
 end:
     ps_sources_close(cat);
