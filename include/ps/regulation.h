@@ -19,8 +19,19 @@
 
 #define PS_REG_ID_BUF 24 /* "reg_" + 16 hex digits + NUL */
 
-/* Carries out `rq` in one write transaction and records it as FINISHED; *id gets its id.
- */
+/* Records `rq` as INITIALIZED, waiting to run; *id gets its id. Regulations run in the order
+ * they were created, each in one write transaction, when ps_regulation_run_pending() is
+ * called: in the server by the space's apply thread, after every event acknowledged before
+ * the regulation (ps_writer_regulations), so that it applies at one point of the ordered
+ * stream. */
+ps_status ps_regulation_create(ps_space *sp, const ps_reg_request *rq, int64_t now_ms,
+                               char id[PS_REG_ID_BUF]);
+/* Whether regulations wait to run. */
+bool ps_regulation_any_pending(ps_space *sp);
+/* Runs every waiting regulation, oldest first, and marks each FINISHED; *ran counts them. */
+ps_status ps_regulation_run_pending(ps_space *sp, int64_t now_ms, size_t *ran);
+/* Both at once, for a process without a writer (profilectl): the regulation has run when this
+ * returns PS_OK. */
 ps_status ps_regulation_apply(ps_space *sp, const ps_reg_request *rq, int64_t now_ms,
                               char id[PS_REG_ID_BUF]);
 

@@ -36,17 +36,24 @@ ps_status ps_writer_start(ps_space *sp, const ps_writer_opts *opts, ps_writer **
  * the writer is stopping; then `p` is freed and `done` is never called. */
 ps_status ps_writer_submit(ps_writer *w, ps_prepared *p, ps_writer_done done, void *ud);
 
-/* Waits until the store holds everything acknowledged when it was called (at most
- * `timeout_ms`), so that a read sees the writes that came before it. The apply thread
+/* Asks the apply thread to run the space's waiting regulations (ps_regulation_create) once
+ * every payload submitted before this call is in the store. */
+void ps_writer_regulations(ps_writer *w);
+
+/* Waits until the store holds everything acknowledged when it was called, and every
+ * regulation asked for has run (at most `timeout_ms`), so that a read sees the writes that
+ * came before it. The apply thread
  * commits at once while a reader waits. False on timeout. NULL (no writer) is true. */
 bool ps_writer_await(ps_writer *w, int timeout_ms);
 
 /* For a process that opens the space without its writer (profilectl): when the journal of a
- * stopped server holds messages the store lacks, applies them and removes the journal; when a
+ * stopped server holds messages the store lacks, applies them and removes the journal, then
+ * runs the regulations that wait; when a
  * running server holds the journal, waits (up to 10 s) until its store has what the journal
  * holds now. The space must be open for writing when a journal may be present. */
 ps_status ps_writer_recover(ps_space *sp);
-/* Whether the space has a server journal (then ps_writer_recover has something to do). */
+/* Whether the space has a server journal or regulations waiting to run (then
+ * ps_writer_recover has something to do). */
 bool ps_writer_journal_present(ps_space *sp);
 
 /* Stops taking work (submit says PS_ECLOSED from now on), journals everything queued

@@ -24,6 +24,7 @@
 
 #include "ps/clock.h"
 #include "ps/log.h"
+#include "ps/regulation.h"
 #include "ps/text.h"
 
 #define HOST_MAX 1025 /* NI_MAXHOST, which POSIX leaves out */
@@ -240,6 +241,15 @@ void dispatch_request(http_req *rq)
         ps_log(PS_LOG_WARN, "msg=\"read served before the store caught up\" space=%s",
                rq2.space_name);
     ps_api_serve(sp, &rq2, rep);
+    if (sp && rq2.route == PS_API_REG_CREATE && rep->status == 200) {
+        /* the space's writer runs it after the events acknowledged before it */
+        ps_writer *wr = registry_writer(s->reg, sp);
+        size_t ran;
+        if (wr)
+            ps_writer_regulations(wr);
+        else if (ps_regulation_run_pending(sp, ps_clock_now_ms(), &ran) != PS_OK)
+            ps_log(PS_LOG_ERROR, "msg=\"regulation could not run\" space=%s", rq2.space_name);
+    }
 reply:
     rq->route = route;
     if (rep->status >= 500)

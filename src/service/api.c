@@ -704,7 +704,7 @@ static void serve_regulations(ctx *c)
             return;
         }
         char id[PS_REG_ID_BUF];
-        st = ps_regulation_apply(c->sp, &reg, rq->now_ms, id);
+        st = ps_regulation_create(c->sp, &reg, rq->now_ms, id); /* the writer runs it */
         ps_reg_request_clear(&reg);
         if (st != PS_OK) {
             storage_error(c, st);

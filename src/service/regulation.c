@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* regulation: the regulations of a space and the suppression list (see ps/regulation.h).
  * meta "regulation/<16 hex digits>": the regulation's JSON answer; "regulation/next": the next
- * sequence (8 bytes, big-endian); "suppress/<64 hex digits>": SHA-256 of a suppressed userId ->
- * when (8 bytes, big-endian ms). */
+ * sequence (8 bytes, big-endian); "regpending/<16 hex digits>": a regulation not run yet;
+ * "suppress/<64 hex digits>": SHA-256 of a suppressed userId -> when (8 bytes, big-endian). */
 #include "ps/regulation.h"
 
 #include <stdio.h>
@@ -303,8 +303,73 @@ static ps_status erase_subject(ps_txn *t, const char *user_id, int64_t now_ms, s
     return st;
 }
 
-ps_status ps_regulation_apply(ps_space *sp, const ps_reg_request *rq, int64_t now_ms,
-                              char id[PS_REG_ID_BUF])
+/* Carries out `rq` inside `t`: erasures first, then the suppression list. */
+static ps_status execute(ps_txn *t, const ps_reg_request *rq, int64_t now_ms, size_t *erased)
+{
+    ps_status st = PS_OK;
+    bool deletes = rq->type == PS_REG_DELETE || rq->type == PS_REG_SUPPRESS_WITH_DELETE;
+    for (size_t i = 0; deletes && i < rq->count && st == PS_OK; i++)
+        st = erase_subject(t, rq->subjects[i], now_ms, erased);
+    if (st == PS_OK && rq->type != PS_REG_DELETE)
+        st = suppress(t, rq, rq->type != PS_REG_UNSUPPRESS, now_ms);
+    return st;
+}
+
+static ps_status put_record(ps_txn *t, uint64_t seq, const ps_reg_request *rq, const char *status,
+                            int64_t created_ms, int64_t finished_ms)
+{
+    char id[PS_REG_ID_BUF], key[40];
+    snprintf(id, sizeof id, "reg_%016llx", (unsigned long long)seq);
+    reg_key(seq, key);
+    ps_buf rec;
+    ps_buf_init(&rec);
+    reg_json(&rec, id, rq, status, created_ms, finished_ms);
+    ps_status st = ps_store_meta_put(t, key, (ps_slice){rec.ptr, rec.len});
+    ps_buf_clear(&rec);
+    return st;
+}
+
+/* A regulation waiting for the space's writer: meta "regpending/<16 hex seq>" ->
+ * [type u8][created_ms u64][per subject: length u16, bytes]. It holds the userIds until the
+ * regulation has run. */
+#define PENDING_PREFIX "regpending/"
+
+static void pending_encode(const ps_reg_request *rq, int64_t created_ms, ps_buf *out)
+{
+    uint8_t head[9];
+    head[0] = (uint8_t)rq->type;
+    ps_put_be64(head + 1, (uint64_t)created_ms);
+    ps_buf_append(out, head, sizeof head);
+    for (size_t i = 0; i < rq->count; i++) {
+        size_t n = strlen(rq->subjects[i]);
+        uint8_t len[2] = {(uint8_t)(n >> 8), (uint8_t)n};
+        ps_buf_append(out, len, 2);
+        ps_buf_append(out, rq->subjects[i], n);
+    }
+}
+
+static ps_status pending_decode(ps_slice v, ps_reg_request *rq, int64_t *created_ms)
+{
+    memset(rq, 0, sizeof *rq);
+    if (v.len < 9 || v.ptr[0] >= PS_REG__COUNT)
+        return PS_ECORRUPT;
+    rq->type = (ps_reg_type)v.ptr[0];
+    *created_ms = (int64_t)ps_get_be64(v.ptr + 1);
+    rq->subjects = ps_xcalloc(PS_REG_SUBJECTS_MAX, sizeof *rq->subjects);
+    for (size_t off = 9; off < v.len;) {
+        size_t n = off + 2 <= v.len ? (size_t)v.ptr[off] << 8 | v.ptr[off + 1] : SIZE_MAX;
+        if (n == SIZE_MAX || off + 2 + n > v.len || rq->count == PS_REG_SUBJECTS_MAX) {
+            ps_reg_request_clear(rq);
+            return PS_ECORRUPT;
+        }
+        rq->subjects[rq->count++] = ps_xstrndup((const char *)v.ptr + off + 2, n);
+        off += 2 + n;
+    }
+    return PS_OK;
+}
+
+ps_status ps_regulation_create(ps_space *sp, const ps_reg_request *rq, int64_t now_ms,
+                               char id[PS_REG_ID_BUF])
 {
     ps_txn *t;
     ps_status st = ps_txn_begin(ps_space_store(sp), true, &t);
@@ -318,36 +383,122 @@ ps_status ps_regulation_apply(ps_space *sp, const ps_reg_request *rq, int64_t no
         st = PS_ECORRUPT;
     else if (st == PS_ENOTFOUND)
         st = PS_OK;
-    bool deletes = rq->type == PS_REG_DELETE || rq->type == PS_REG_SUPPRESS_WITH_DELETE;
-    size_t erased = 0;
-    for (size_t i = 0; deletes && i < rq->count && st == PS_OK; i++)
-        st = erase_subject(t, rq->subjects[i], now_ms, &erased);
-    if (st == PS_OK && rq->type != PS_REG_DELETE)
-        st = suppress(t, rq, rq->type != PS_REG_UNSUPPRESS, now_ms);
-    char key[40];
-    ps_buf rec;
-    ps_buf_init(&rec);
     snprintf(id, PS_REG_ID_BUF, "reg_%016llx", (unsigned long long)seq);
-    if (st == PS_OK) {
-        reg_json(&rec, id, rq, "FINISHED", now_ms, now_ms);
-        reg_key(seq, key);
-        st = ps_store_meta_put(t, key, (ps_slice){rec.ptr, rec.len});
-    }
+    if (st == PS_OK)
+        st = put_record(t, seq, rq, "INITIALIZED", now_ms, 0);
+    char key[48];
+    snprintf(key, sizeof key, PENDING_PREFIX "%016llx", (unsigned long long)seq);
+    ps_buf pending;
+    ps_buf_init(&pending);
+    pending_encode(rq, now_ms, &pending);
+    if (st == PS_OK)
+        st = ps_store_meta_put(t, key, (ps_slice){pending.ptr, pending.len});
+    ps_buf_clear(&pending);
     uint8_t nx[8];
     ps_put_be64(nx, seq + 1);
     if (st == PS_OK)
         st = ps_store_meta_put(t, REG_NEXT_KEY, (ps_slice){nx, 8});
-    ps_buf_clear(&rec);
     if (st == PS_OK)
-        st = ps_txn_commit(t);
-    else
-        ps_txn_abort(t);
-    if (st == PS_OK)
-        ps_log(PS_LOG_INFO,
-               "msg=\"regulation applied\" space=%s id=%s type=%s subjects=%zu "
-               "profiles_erased=%zu",
-               ps_space_name(sp), id, ps_reg_type_name(rq->type), rq->count, erased);
+        return ps_txn_commit(t);
+    ps_txn_abort(t);
     return st;
+}
+
+typedef struct first_key {
+    char key[48];
+    bool found;
+} first_key;
+
+static bool take_first(void *ud, ps_slice key, ps_slice value)
+{
+    (void)value;
+    first_key *f = ud;
+    if (key.len < sizeof f->key) {
+        memcpy(f->key, key.ptr, key.len);
+        f->key[key.len] = 0;
+        f->found = true;
+    }
+    return false;
+}
+
+ps_status ps_regulation_run_pending(ps_space *sp, int64_t now_ms, size_t *ran)
+{
+    *ran = 0;
+    for (;;) { /* one transaction per regulation, oldest first */
+        ps_txn *t;
+        ps_status st = ps_txn_begin(ps_space_store(sp), true, &t);
+        if (st != PS_OK)
+            return st;
+        first_key f = {{0}, false};
+        st = ps_store_meta_scan(t, PENDING_PREFIX, take_first, &f);
+        if (st != PS_OK || !f.found) {
+            ps_txn_abort(t);
+            return st;
+        }
+        ps_slice v;
+        ps_reg_request rq;
+        int64_t created_ms = 0;
+        size_t erased = 0;
+        uint64_t seq = strtoull(f.key + sizeof PENDING_PREFIX - 1, NULL, 16);
+        if ((st = ps_store_meta_get(t, f.key, &v)) == PS_OK &&
+            (st = pending_decode(v, &rq, &created_ms)) == PS_OK) {
+            st = execute(t, &rq, now_ms, &erased);
+            if (st == PS_OK)
+                st = put_record(t, seq, &rq, "FINISHED", created_ms, now_ms);
+            if (st == PS_OK)
+                st = ps_store_meta_del(t, f.key);
+            if (st == PS_OK)
+                ps_log(PS_LOG_INFO,
+                       "msg=\"regulation applied\" space=%s id=reg_%016llx type=%s "
+                       "subjects=%zu profiles_erased=%zu",
+                       ps_space_name(sp), (unsigned long long)seq, ps_reg_type_name(rq.type),
+                       rq.count, erased);
+            ps_reg_request_clear(&rq);
+        }
+        if (st == PS_OK) {
+            st = ps_txn_commit(t);
+        } else { /* it cannot run: record that, so that it does not block the ones after it */
+            ps_txn_abort(t);
+            ps_log(PS_LOG_ERROR, "msg=\"regulation failed\" space=%s id=reg_%016llx error=%s",
+                   ps_space_name(sp), (unsigned long long)seq, ps_status_str(st));
+            if (st != PS_ECORRUPT)
+                return st; /* storage trouble: the next run tries again */
+            if ((st = ps_txn_begin(ps_space_store(sp), true, &t)) != PS_OK)
+                return st;
+            ps_reg_request none = {.type = PS_REG_DELETE};
+            if ((st = ps_store_meta_del(t, f.key)) == PS_OK)
+                st = put_record(t, seq, &none, "FAILED", now_ms, now_ms);
+            if (st == PS_OK)
+                st = ps_txn_commit(t);
+            else
+                ps_txn_abort(t);
+            if (st != PS_OK)
+                return st;
+            continue;
+        }
+        if (st != PS_OK)
+            return st;
+        (*ran)++;
+    }
+}
+
+bool ps_regulation_any_pending(ps_space *sp)
+{
+    ps_txn *t;
+    if (ps_txn_begin(ps_space_store(sp), false, &t) != PS_OK)
+        return false;
+    first_key f = {{0}, false};
+    (void)ps_store_meta_scan(t, PENDING_PREFIX, take_first, &f);
+    ps_txn_abort(t);
+    return f.found;
+}
+
+ps_status ps_regulation_apply(ps_space *sp, const ps_reg_request *rq, int64_t now_ms,
+                              char id[PS_REG_ID_BUF])
+{
+    size_t ran;
+    ps_status st = ps_regulation_create(sp, rq, now_ms, id);
+    return st == PS_OK ? ps_regulation_run_pending(sp, now_ms, &ran) : st;
 }
 
 /* "reg_" + 16 lowercase hex digits -> its sequence; 0 when it is not such an id. */

@@ -25,8 +25,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ps/clock.h"
 #include "ps/journal.h"
 #include "ps/log.h"
+#include "ps/regulation.h"
 
 #define DEFAULT_BATCH_EVENTS 5000
 #define DEFAULT_QUEUE_BYTES (64u << 20)
@@ -41,9 +43,10 @@
 
 typedef struct item {
     struct item *next;
-    ps_prepared *p;
+    ps_prepared *p; /* NULL: a marker: run the space's waiting regulations here */
     size_t bytes;
-    uint64_t end; /* the journal position after its last message */
+    uint64_t end;    /* the journal position after its last message */
+    uint64_t ticket; /* a marker's number (regulations asked for up to it) */
     ps_writer_done done;
     void *ud;
 } item;
@@ -65,7 +68,8 @@ struct ps_writer {
     queue applying;  /* journaled and acknowledged, waiting for the store */
     size_t backlog;  /* bytes of payloads journaled and not yet resolved */
     bool stopping, journal_done, joined;
-    uint64_t acked, applied; /* journal positions */
+    uint64_t acked, applied;      /* journal positions */
+    uint64_t reg_asked, reg_done; /* regulation markers submitted, and run */
     unsigned waiting_readers;
     bool apply_failed; /* stopped with payloads the store could not take (still journaled) */
 };
@@ -120,7 +124,7 @@ static void journal_group(ps_writer *w, item *group)
     ps_status st = PS_OK;
     uint64_t end = w->acked;
     for (item *it = group; it && st == PS_OK; it = it->next) {
-        size_t n = ps_prepared_accepted(it->p);
+        size_t n = it->p ? ps_prepared_accepted(it->p) : 0;
         for (size_t i = 0; i < n && st == PS_OK; i++)
             st = ps_journal_append(w->journal, ps_prepared_log_value(it->p, i), &end);
         it->end = end;
@@ -138,8 +142,9 @@ static void journal_group(ps_writer *w, item *group)
     pthread_mutex_unlock(&w->lock);
     while (group) {
         item *next = group->next;
-        group->done(group->ud, st);
-        if (st == PS_OK) {
+        if (group->done)
+            group->done(group->ud, st);
+        if (st == PS_OK || group->p == NULL) { /* a marker goes on whatever happened */
             pthread_mutex_lock(&w->lock);
             push(&w->applying, group);
             w->backlog += group->bytes;
@@ -180,7 +185,7 @@ static void *journal_run(void *arg)
         size_t events = 0;
         item *it;
         while (events < w->o.batch_events && (it = pop(&w->submitted)) != NULL) {
-            events += ps_prepared_accepted(it->p);
+            events += it->p ? ps_prepared_accepted(it->p) : 0;
             if (last)
                 last->next = it;
             else
@@ -209,7 +214,8 @@ static ps_status apply_list(ps_writer *w, item *list)
     ps_status st = PS_OK;
     uint64_t end = 0;
     for (item *it = list; it && st == PS_OK; it = it->next) {
-        st = ps_ingest_prepared(w->in, it->p);
+        if (it->p)
+            st = ps_ingest_prepared(w->in, it->p);
         end = it->end;
     }
     if (st == PS_OK)
@@ -246,6 +252,10 @@ static item *apply_some(ps_writer *w, ps_status *st)
         else
             list = it;
         last = it;
+        if (it->p == NULL) { /* regulations run after what came before them is committed */
+            pthread_mutex_lock(&w->lock);
+            break;
+        }
         events += ps_prepared_accepted(it->p);
         *st = ps_ingest_prepared(w->in, it->p);
         pthread_mutex_lock(&w->lock);
@@ -295,9 +305,18 @@ static void *apply_run(void *arg)
             nanosleep(&d, NULL);
             st = apply_list(w, list);
         }
+        if (st == PS_OK && last->p == NULL) {
+            size_t ran;
+            ps_status rs = ps_regulation_run_pending(w->space, ps_clock_now_ms(), &ran);
+            if (rs != PS_OK) /* they stay waiting: the next marker or start runs them */
+                ps_log(PS_LOG_ERROR, "msg=\"regulations could not run\" space=%s error=%s",
+                       ps_space_name(w->space), ps_status_str(rs));
+        }
         pthread_mutex_lock(&w->lock);
         if (st == PS_OK)
             w->applied = last->end;
+        if (st == PS_OK && last->p == NULL)
+            w->reg_done = last->ticket;
         w->apply_failed = w->apply_failed || gave_up;
         pthread_cond_broadcast(&w->progress);
         pthread_mutex_unlock(&w->lock);
@@ -377,21 +396,24 @@ static bool note_end(void *ud, uint64_t end, ps_slice rec)
 
 bool ps_writer_journal_present(ps_space *sp)
 {
-    return ps_journal_present(ps_space_dir(sp));
+    return ps_journal_present(ps_space_dir(sp)) || ps_regulation_any_pending(sp);
 }
 
 ps_status ps_writer_recover(ps_space *sp)
 {
     const char *dir = ps_space_dir(sp);
-    if (!ps_journal_present(dir))
+    if (!ps_writer_journal_present(sp))
         return PS_OK;
     ps_journal *j;
     ps_status st = ps_journal_open(dir, &j);
     if (st == PS_OK) { /* nobody appends: take what is there and remove it */
         uint64_t applied;
+        size_t ran;
         st = recover(sp, &applied);
         if (st == PS_OK)
             ps_journal_release(j, applied, true);
+        if (st == PS_OK)
+            st = ps_regulation_run_pending(sp, ps_clock_now_ms(), &ran);
         ps_journal_close(j);
         return st;
     }
@@ -410,6 +432,11 @@ ps_status ps_writer_recover(ps_space *sp)
         nanosleep(&d, NULL);
         if ((st = ps_ingest_journal_applied(sp, &applied)) != PS_OK)
             return st;
+    }
+    for (int64_t start = mono_ms();
+         ps_regulation_any_pending(sp) && mono_ms() - start < DRAIN_WAIT_MS;) {
+        struct timespec d = {0, 5 * 1000000L};
+        nanosleep(&d, NULL); /* and until it has run the regulations it accepted */
     }
     if (applied < e.end)
         ps_log(PS_LOG_WARN, "msg=\"the server has not applied its journal yet\" space=%s",
@@ -441,6 +468,9 @@ ps_status ps_writer_start(ps_space *sp, const ps_writer_opts *opts, ps_writer **
         ps_journal_release(w->journal, applied, true); /* all of it is in the store now */
         st = ps_journal_start(w->journal, applied);
     }
+    size_t ran;
+    if (st == PS_OK) /* regulations a stopped server accepted but did not run */
+        st = ps_regulation_run_pending(sp, ps_clock_now_ms(), &ran);
     ps_ingest_opts io = {.keep_received_at = false};
     if (st == PS_OK)
         st = ps_ingest_begin(sp, &io, &w->in);
@@ -479,6 +509,21 @@ ps_status ps_writer_start(ps_space *sp, const ps_writer_opts *opts, ps_writer **
     return PS_OK;
 }
 
+void ps_writer_regulations(ps_writer *w)
+{
+    item *it = ps_xcalloc(1, sizeof *it); /* no payload: a marker */
+    pthread_mutex_lock(&w->lock);
+    if (w->stopping) { /* the next start runs them */
+        pthread_mutex_unlock(&w->lock);
+        free(it);
+        return;
+    }
+    it->ticket = ++w->reg_asked;
+    push(&w->submitted, it);
+    pthread_cond_signal(&w->jwake);
+    pthread_mutex_unlock(&w->lock);
+}
+
 ps_status ps_writer_submit(ps_writer *w, ps_prepared *p, ps_writer_done done, void *ud)
 {
     size_t bytes = ps_prepared_bytes(p);
@@ -494,7 +539,7 @@ ps_status ps_writer_submit(ps_writer *w, ps_prepared *p, ps_writer_done done, vo
         return st;
     }
     item *it = ps_xmalloc(sizeof *it);
-    *it = (item){NULL, p, bytes, 0, done, ud};
+    *it = (item){.p = p, .bytes = bytes, .done = done, .ud = ud};
     push(&w->submitted, it);
     pthread_cond_signal(&w->jwake);
     pthread_mutex_unlock(&w->lock);
@@ -506,18 +551,18 @@ bool ps_writer_await(ps_writer *w, int timeout_ms)
     if (w == NULL)
         return true;
     pthread_mutex_lock(&w->lock);
-    uint64_t target = w->acked;
-    if (w->applied < target) {
+    uint64_t target = w->acked, regs = w->reg_asked;
+    if (w->applied < target || w->reg_done < regs) {
         struct timespec ts;
         deadline_in(&ts, timeout_ms);
         w->waiting_readers++;
         pthread_cond_signal(&w->awake);
-        while (w->applied < target)
+        while (w->applied < target || w->reg_done < regs)
             if (pthread_cond_timedwait(&w->progress, &w->lock, &ts) != 0)
                 break;
         w->waiting_readers--;
     }
-    bool ok = w->applied >= target;
+    bool ok = w->applied >= target && w->reg_done >= regs;
     pthread_mutex_unlock(&w->lock);
     return ok;
 }

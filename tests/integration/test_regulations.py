@@ -338,7 +338,51 @@ def test_compact_retrains_the_log_dictionary():
         st.close()
 
 
+def test_regulation_order_and_crash():
+    """A regulation runs in the space's ordered stream: events acknowledged before it are
+    erased with the rest. One that was accepted when the server died (SIGKILL right after
+    the 200) still runs: the next process to open the space runs what is waiting."""
+    import signal
+    st = Store()
+    srv = None
+    try:
+        st.ctl("space", "create", SPACE)
+        key = st.ctl("source", "create", SPACE).stdout.strip()
+        admin = st.ctl("token", "create", SPACE).stdout.strip()
+        for rnd in range(3):
+            srv = Server(st)
+            uid = "ordered-%d" % rnd
+            s, _, b = srv.track("batch", {"batch": [
+                {"type": "identify", "userId": uid, "traits": {"email": "%s@example.com" % uid},
+                 "messageId": "%s-a" % uid},
+                {"type": "track", "userId": uid, "event": "E", "messageId": "%s-b" % uid}]}, key)
+            assert s == 200, b
+            s, _, b = srv.request("POST", REG, admin, body={
+                "regulationType": "DELETE_INTERNAL", "subjectType": "USER_ID",
+                "subjectIds": [uid]})
+            assert s == 200, b
+            if rnd < 2:  # SIGKILL at once: the regulation may not have run yet
+                srv.proc.send_signal(signal.SIGKILL)
+                srv.proc.wait(timeout=30)
+                srv = None
+            else:
+                s, _, b = srv.get("/v1/spaces/%s/collections/users/profiles/user_id:%s/traits"
+                                  % (SPACE, uid), admin)
+                assert s == 404, b
+                srv.stop()
+                srv = None
+            assert user_events(st, uid) is None, rnd  # opening the space ran what waited
+            listed = json.loads(st.ctl("regulation", "list", SPACE).stdout)
+            assert listed[0]["status"] == "FINISHED", listed[0]
+            assert uid not in st.ctl("log", SPACE).stdout
+            assert st.ctl("check", SPACE).stdout.endswith("ok\n")
+    finally:
+        if srv:
+            srv.stop()
+        st.close()
+
+
 if __name__ == "__main__":
     run_tests([test_routes_cli_and_suppression, test_deletion_and_physical_erasure,
                test_big_profile_and_kill_during_deletion,
-               test_compact_retrains_the_log_dictionary])
+               test_compact_retrains_the_log_dictionary, test_regulation_order_and_crash])
