@@ -57,9 +57,10 @@ typedef struct ps_api_request {
 } ps_api_request;
 
 typedef struct ps_api_reply {
-    int status;            /* HTTP status */
-    int64_t retry_after_s; /* with 429 */
-    ps_buf body;           /* JSON; the caller initializes and clears it */
+    int status;              /* HTTP status */
+    int64_t retry_after_s;   /* with 429 */
+    uint64_t regulation_seq; /* a regulation created (PS_API_REG_CREATE): its sequence */
+    ps_buf body;             /* JSON; the caller initializes and clears it */
 } ps_api_reply;
 
 /* Answers `rq` for space `sp` (NULL when no such space exists: that is a 401, as for a

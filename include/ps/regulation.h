@@ -25,11 +25,12 @@
  * the regulation (ps_writer_regulations), so that it applies at one point of the ordered
  * stream. */
 ps_status ps_regulation_create(ps_space *sp, const ps_reg_request *rq, int64_t now_ms,
-                               char id[PS_REG_ID_BUF]);
+                               char id[PS_REG_ID_BUF], uint64_t *seq);
 /* Whether regulations wait to run. */
 bool ps_regulation_any_pending(ps_space *sp);
-/* Runs every waiting regulation, oldest first, and marks each FINISHED; *ran counts them. */
-ps_status ps_regulation_run_pending(ps_space *sp, int64_t now_ms, size_t *ran);
+/* Runs the waiting regulations up to sequence `up_to` (UINT64_MAX: all), oldest first, and
+ * marks each FINISHED; *ran counts them. A later one waits for its own turn. */
+ps_status ps_regulation_run_pending(ps_space *sp, int64_t now_ms, uint64_t up_to, size_t *ran);
 /* Both at once, for a process without a writer (profilectl): the regulation has run when this
  * returns PS_OK. */
 ps_status ps_regulation_apply(ps_space *sp, const ps_reg_request *rq, int64_t now_ms,

@@ -36,9 +36,9 @@ ps_status ps_writer_start(ps_space *sp, const ps_writer_opts *opts, ps_writer **
  * the writer is stopping; then `p` is freed and `done` is never called. */
 ps_status ps_writer_submit(ps_writer *w, ps_prepared *p, ps_writer_done done, void *ud);
 
-/* Asks the apply thread to run the space's waiting regulations (ps_regulation_create) once
- * every payload submitted before this call is in the store. */
-void ps_writer_regulations(ps_writer *w);
+/* Asks the apply thread to run the space's waiting regulations up to sequence `up_to`
+ * (ps_regulation_create) once every payload submitted before this call is in the store. */
+void ps_writer_regulations(ps_writer *w, uint64_t up_to);
 
 /* Waits until the store holds everything acknowledged when it was called, and every
  * regulation asked for has run (at most `timeout_ms`), so that a read sees the writes that

@@ -246,8 +246,9 @@ void dispatch_request(http_req *rq)
         ps_writer *wr = registry_writer(s->reg, sp);
         size_t ran;
         if (wr)
-            ps_writer_regulations(wr);
-        else if (ps_regulation_run_pending(sp, ps_clock_now_ms(), &ran) != PS_OK)
+            ps_writer_regulations(wr, rep->regulation_seq);
+        else if (ps_regulation_run_pending(sp, ps_clock_now_ms(), rep->regulation_seq, &ran) !=
+                 PS_OK)
             ps_log(PS_LOG_ERROR, "msg=\"regulation could not run\" space=%s", rq2.space_name);
     }
 reply:

@@ -704,7 +704,7 @@ static void serve_regulations(ctx *c)
             return;
         }
         char id[PS_REG_ID_BUF];
-        st = ps_regulation_create(c->sp, &reg, rq->now_ms, id); /* the writer runs it */
+        st = ps_regulation_create(c->sp, &reg, rq->now_ms, id, &out->regulation_seq);
         ps_reg_request_clear(&reg);
         if (st != PS_OK) {
             storage_error(c, st);
@@ -842,6 +842,7 @@ void ps_api_serve(ps_space *sp, const ps_api_request *rq, ps_api_reply *out)
     ctx c = {.sp = sp, .rq = rq, .out = out};
     out->status = 200;
     out->retry_after_s = 0;
+    out->regulation_seq = 0;
     ps_buf_reset(&out->body);
     if (!authorize(&c))
         goto done;

@@ -369,7 +369,7 @@ static ps_status pending_decode(ps_slice v, ps_reg_request *rq, int64_t *created
 }
 
 ps_status ps_regulation_create(ps_space *sp, const ps_reg_request *rq, int64_t now_ms,
-                               char id[PS_REG_ID_BUF])
+                               char id[PS_REG_ID_BUF], uint64_t *seq_out)
 {
     ps_txn *t;
     ps_status st = ps_txn_begin(ps_space_store(sp), true, &t);
@@ -384,6 +384,7 @@ ps_status ps_regulation_create(ps_space *sp, const ps_reg_request *rq, int64_t n
     else if (st == PS_ENOTFOUND)
         st = PS_OK;
     snprintf(id, PS_REG_ID_BUF, "reg_%016llx", (unsigned long long)seq);
+    *seq_out = seq;
     if (st == PS_OK)
         st = put_record(t, seq, rq, "INITIALIZED", now_ms, 0);
     char key[48];
@@ -421,10 +422,12 @@ static bool take_first(void *ud, ps_slice key, ps_slice value)
     return false;
 }
 
-ps_status ps_regulation_run_pending(ps_space *sp, int64_t now_ms, size_t *ran)
+ps_status ps_regulation_run_pending(ps_space *sp, int64_t now_ms, uint64_t up_to, size_t *ran)
 {
     *ran = 0;
     for (;;) { /* one transaction per regulation, oldest first */
+        if (!ps_regulation_any_pending(sp))
+            return PS_OK; /* a read: no waiting for another writer when there is nothing */
         ps_txn *t;
         ps_status st = ps_txn_begin(ps_space_store(sp), true, &t);
         if (st != PS_OK)
@@ -440,6 +443,10 @@ ps_status ps_regulation_run_pending(ps_space *sp, int64_t now_ms, size_t *ran)
         int64_t created_ms = 0;
         size_t erased = 0;
         uint64_t seq = strtoull(f.key + sizeof PENDING_PREFIX - 1, NULL, 16);
+        if (seq > up_to) { /* a later one: its own turn in the stream comes */
+            ps_txn_abort(t);
+            return PS_OK;
+        }
         if ((st = ps_store_meta_get(t, f.key, &v)) == PS_OK &&
             (st = pending_decode(v, &rq, &created_ms)) == PS_OK) {
             st = execute(t, &rq, now_ms, &erased);
@@ -497,8 +504,9 @@ ps_status ps_regulation_apply(ps_space *sp, const ps_reg_request *rq, int64_t no
                               char id[PS_REG_ID_BUF])
 {
     size_t ran;
-    ps_status st = ps_regulation_create(sp, rq, now_ms, id);
-    return st == PS_OK ? ps_regulation_run_pending(sp, now_ms, &ran) : st;
+    uint64_t seq;
+    ps_status st = ps_regulation_create(sp, rq, now_ms, id, &seq);
+    return st == PS_OK ? ps_regulation_run_pending(sp, now_ms, seq, &ran) : st;
 }
 
 /* "reg_" + 16 lowercase hex digits -> its sequence; 0 when it is not such an id. */

@@ -45,8 +45,9 @@ typedef struct item {
     struct item *next;
     ps_prepared *p; /* NULL: a marker: run the space's waiting regulations here */
     size_t bytes;
-    uint64_t end;    /* the journal position after its last message */
-    uint64_t ticket; /* a marker's number (regulations asked for up to it) */
+    uint64_t end;     /* the journal position after its last message */
+    uint64_t ticket;  /* a marker's number (markers asked for up to it) */
+    uint64_t reg_seq; /* a marker: run the regulations up to this sequence */
     ps_writer_done done;
     void *ud;
 } item;
@@ -136,10 +137,14 @@ static void journal_group(ps_writer *w, item *group)
     if (st != PS_OK)
         ps_log(PS_LOG_ERROR, "msg=\"journal append failed\" space=%s error=\"%s\"",
                ps_space_name(w->space), ps_status_str(st));
+    uint64_t before = w->acked; /* only this thread changes it */
     pthread_mutex_lock(&w->lock);
     if (st == PS_OK)
         w->acked = end;
     pthread_mutex_unlock(&w->lock);
+    if (st != PS_OK) /* a failed group made nothing durable: its markers stand where it began */
+        for (item *it = group; it; it = it->next)
+            it->end = before;
     while (group) {
         item *next = group->next;
         if (group->done)
@@ -207,6 +212,16 @@ static void *journal_run(void *arg)
 }
 
 /* ---- the apply thread ---- */
+
+static void free_items(item *list)
+{
+    while (list) {
+        item *next = list->next;
+        ps_prepared_free(list->p);
+        free(list);
+        list = next;
+    }
+}
 
 /* Resolves `list` into one transaction with the journal mark; PS_OK once committed. */
 static ps_status apply_list(ps_writer *w, item *list)
@@ -281,13 +296,25 @@ static void *apply_run(void *arg)
         while (w->applying.head == NULL && !w->journal_done)
             pthread_cond_wait(&w->awake, &w->lock);
         bool drained = w->applying.head == NULL; /* and stopped */
+        item *rest = NULL;
+        if (!drained && w->apply_failed) { /* gave up while stopping: nothing past the failure
+                                            * is committed; the journal keeps it all */
+            rest = w->applying.head;
+            w->applying = (queue){NULL, NULL, 0};
+        }
         pthread_mutex_unlock(&w->lock);
         if (drained)
             break;
+        if (rest) {
+            free_items(rest);
+            continue;
+        }
         ps_status st;
         item *list = apply_some(w, &st), *last = list;
         while (last->next)
             last = last->next;
+        if (last->end < w->applied) /* the mark never goes back */
+            last->end = w->applied;
         if (st == PS_OK && (st = ps_ingest_journal_mark(w->in, last->end)) == PS_OK)
             st = ps_ingest_commit(w->in);
         bool gave_up = false;
@@ -307,7 +334,8 @@ static void *apply_run(void *arg)
         }
         if (st == PS_OK && last->p == NULL) {
             size_t ran;
-            ps_status rs = ps_regulation_run_pending(w->space, ps_clock_now_ms(), &ran);
+            ps_status rs =
+                ps_regulation_run_pending(w->space, ps_clock_now_ms(), last->reg_seq, &ran);
             if (rs != PS_OK) /* they stay waiting: the next marker or start runs them */
                 ps_log(PS_LOG_ERROR, "msg=\"regulations could not run\" space=%s error=%s",
                        ps_space_name(w->space), ps_status_str(rs));
@@ -320,12 +348,7 @@ static void *apply_run(void *arg)
         w->apply_failed = w->apply_failed || gave_up;
         pthread_cond_broadcast(&w->progress);
         pthread_mutex_unlock(&w->lock);
-        while (list) {
-            item *next = list->next;
-            ps_prepared_free(list->p);
-            free(list);
-            list = next;
-        }
+        free_items(list);
         if (w->applied - released >= PS_JOURNAL_SEGMENT) {
             ps_journal_release(w->journal, w->applied, false);
             released = w->applied;
@@ -413,7 +436,7 @@ ps_status ps_writer_recover(ps_space *sp)
         if (st == PS_OK)
             ps_journal_release(j, applied, true);
         if (st == PS_OK)
-            st = ps_regulation_run_pending(sp, ps_clock_now_ms(), &ran);
+            st = ps_regulation_run_pending(sp, ps_clock_now_ms(), UINT64_MAX, &ran);
         ps_journal_close(j);
         return st;
     }
@@ -470,7 +493,7 @@ ps_status ps_writer_start(ps_space *sp, const ps_writer_opts *opts, ps_writer **
     }
     size_t ran;
     if (st == PS_OK) /* regulations a stopped server accepted but did not run */
-        st = ps_regulation_run_pending(sp, ps_clock_now_ms(), &ran);
+        st = ps_regulation_run_pending(sp, ps_clock_now_ms(), UINT64_MAX, &ran);
     ps_ingest_opts io = {.keep_received_at = false};
     if (st == PS_OK)
         st = ps_ingest_begin(sp, &io, &w->in);
@@ -509,7 +532,7 @@ ps_status ps_writer_start(ps_space *sp, const ps_writer_opts *opts, ps_writer **
     return PS_OK;
 }
 
-void ps_writer_regulations(ps_writer *w)
+void ps_writer_regulations(ps_writer *w, uint64_t up_to)
 {
     item *it = ps_xcalloc(1, sizeof *it); /* no payload: a marker */
     pthread_mutex_lock(&w->lock);
@@ -519,6 +542,7 @@ void ps_writer_regulations(ps_writer *w)
         return;
     }
     it->ticket = ++w->reg_asked;
+    it->reg_seq = up_to;
     push(&w->submitted, it);
     pthread_cond_signal(&w->jwake);
     pthread_mutex_unlock(&w->lock);

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,12 +29,14 @@
 struct ps_journal {
     char *dir;
     int lock_fd;
-    int fd;              /* the segment appends go to, or -1 */
-    uint64_t seg_start;  /* its position */
-    uint64_t seg_used;   /* bytes written to it */
-    ps_buf pending;      /* records appended since the last sync */
-    uint64_t next_start; /* where the next segment starts */
-    bool broken;         /* a sync failed: nothing is appended any more */
+    pthread_mutex_t lock; /* guards fd and seg_start against ps_journal_release's reads */
+    int fd;               /* the segment appends go to, or -1 */
+    int prev_fd;          /* the segment a group began in, written and not yet synced, or -1 */
+    uint64_t seg_start;   /* its position */
+    uint64_t seg_used;    /* bytes written to it */
+    ps_buf pending;       /* records appended since the last sync */
+    uint64_t next_start;  /* where the next segment starts */
+    bool broken;          /* a sync failed: nothing is appended any more */
 };
 
 static void path_of(const char *dir, uint64_t start, char *out, size_t cap)
@@ -100,6 +103,8 @@ ps_status ps_journal_open(const char *dir, ps_journal **out)
     j->dir = ps_xstrdup(dir);
     j->lock_fd = fd;
     j->fd = -1;
+    j->prev_fd = -1;
+    pthread_mutex_init(&j->lock, NULL);
     ps_buf_init(&j->pending);
     *out = j;
     return PS_OK;
@@ -111,6 +116,9 @@ void ps_journal_close(ps_journal *j)
         return;
     if (j->fd >= 0)
         close(j->fd);
+    if (j->prev_fd >= 0)
+        close(j->prev_fd);
+    pthread_mutex_destroy(&j->lock);
     close(j->lock_fd); /* releases the flock */
     ps_buf_clear(&j->pending);
     free(j->dir);
@@ -225,10 +233,12 @@ static ps_status new_segment(ps_journal *j)
                strerror(rc));
         return rc == ENOSPC ? PS_EFULL : PS_EIO;
     }
-    if (j->fd >= 0)
-        close(j->fd);
+    pthread_mutex_lock(&j->lock);
+    if (j->fd >= 0) /* written, synced with the rest of the group (ps_journal_sync) */
+        j->prev_fd = j->fd;
     j->fd = fd;
     j->seg_start = j->next_start;
+    pthread_mutex_unlock(&j->lock);
     j->seg_used = 0;
     j->next_start += PS_JOURNAL_SEGMENT;
     return PS_OK;
@@ -249,20 +259,28 @@ static ps_status write_all(int fd, const uint8_t *p, size_t len, uint64_t off)
     return PS_OK;
 }
 
-/* Writes the pending records to the current segment and syncs it. */
-static ps_status flush(ps_journal *j)
+/* Writes the pending records to the current segment (and, with `sync`, makes the group
+ * durable: the segment it began in too). Any failure stops the journal: what reached the disk
+ * is unknown, and a later group must not be written over it. */
+static ps_status flush(ps_journal *j, bool sync)
 {
-    if (j->pending.len == 0)
-        return PS_OK;
-    ps_status st = write_all(j->fd, j->pending.ptr, j->pending.len, j->seg_used);
-    if (st == PS_OK && fdatasync(j->fd) != 0) {
-        ps_log(PS_LOG_ERROR, "msg=\"journal sync failed\" error=\"%s\"", strerror(errno));
-        j->broken = true; /* what reached the disk is unknown: stop appending */
-        st = PS_EIO;
-    }
+    ps_status st =
+        j->pending.len ? write_all(j->fd, j->pending.ptr, j->pending.len, j->seg_used) : PS_OK;
     if (st == PS_OK)
         j->seg_used += j->pending.len;
     ps_buf_reset(&j->pending);
+    if (st == PS_OK && sync && j->prev_fd >= 0) {
+        if (fdatasync(j->prev_fd) != 0)
+            st = PS_EIO;
+        close(j->prev_fd);
+        j->prev_fd = -1;
+    }
+    if (st == PS_OK && sync && fdatasync(j->fd) != 0)
+        st = PS_EIO;
+    if (st != PS_OK) {
+        ps_log(PS_LOG_ERROR, "msg=\"journal write failed\" error=\"%s\"", strerror(errno));
+        j->broken = true;
+    }
     return st;
 }
 
@@ -274,8 +292,9 @@ ps_status ps_journal_append(ps_journal *j, ps_slice rec, uint64_t *end)
         return PS_ETOOBIG;
     size_t need = HEAD + rec.len;
     if (j->fd < 0 || j->seg_used + j->pending.len + need > PS_JOURNAL_SEGMENT) {
-        /* the group so far goes to the current segment; the rest to a new one */
-        ps_status st = j->fd >= 0 ? flush(j) : PS_OK;
+        /* the group so far goes to the current segment, written now and synced with the
+         * rest at ps_journal_sync; the rest goes to a new one */
+        ps_status st = j->fd >= 0 ? flush(j, false) : PS_OK;
         if (st == PS_OK)
             st = new_segment(j);
         if (st != PS_OK)
@@ -296,7 +315,9 @@ ps_status ps_journal_sync(ps_journal *j)
         ps_buf_reset(&j->pending);
         return PS_EIO;
     }
-    return flush(j);
+    if (j->fd < 0)
+        return PS_OK; /* nothing appended yet */
+    return flush(j, true);
 }
 
 void ps_journal_discard(ps_journal *j)
@@ -308,8 +329,12 @@ void ps_journal_release(ps_journal *j, uint64_t applied, bool all)
 {
     uint64_t *segs;
     size_t n = list_segments(j->dir, &segs);
+    pthread_mutex_lock(&j->lock);
+    bool open = j->fd >= 0;
+    uint64_t seg_start = j->seg_start;
+    pthread_mutex_unlock(&j->lock);
     for (size_t i = 0; i < n; i++) {
-        bool current = j->fd >= 0 && segs[i] == j->seg_start;
+        bool current = open && segs[i] >= seg_start; /* appends may be going there */
         /* wholly applied when the next segment starts at or before `applied` */
         bool done = all || (i + 1 < n && segs[i + 1] <= applied);
         if (!done || (current && !all))

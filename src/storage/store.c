@@ -342,17 +342,18 @@ ps_status ps_txn_commit(ps_txn *t)
         return PS_OK;
     }
     ps_store *s = t->store;
-    size_t id = mdb_txn_id(t->txn);
+    /* the identifier cache is kept under LMDB's writer lock, so its bookkeeping happens
+     * before the commit or abort releases it: trusted from the next transaction id when the
+     * commit succeeds (a failed one leaves the next transaction this id, which the cache
+     * then distrusts) */
     if (st != PS_OK) {
+        st_icache_clear(s);
         mdb_txn_abort(t->txn);
     } else {
+        st_icache_committed(s, mdb_txn_id(t->txn));
         int rc = mdb_txn_commit(t->txn);
         st = map_rc(rc, "commit");
     }
-    if (st == PS_OK)
-        st_icache_committed(s, id);
-    else
-        st_icache_clear(s);
     txn_free(t);
     if (st == PS_OK && dict)
         st_log_dict_install(s, dict, dict_len);
@@ -368,8 +369,8 @@ void ps_txn_abort(ps_txn *t)
         read_end(t);
         return;
     }
+    st_icache_clear(t->store); /* still under the writer lock: the next writer reuses the id */
     mdb_txn_abort(t->txn);
-    st_icache_clear(t->store);
     txn_free(t);
 }
 
@@ -511,6 +512,11 @@ static ps_status copy_fresh(ps_store *s, const char *tmp_dir, uint64_t *records)
     *records = 0;
     if (mkdir(tmp_dir, 0755) != 0 && errno != EEXIST)
         return PS_EIO;
+    char left[4200]; /* a copy an earlier compaction left behind (it crashed before its rename) */
+    snprintf(left, sizeof left, "%s/data.mdb", tmp_dir);
+    unlink(left);
+    snprintf(left, sizeof left, "%s/lock.mdb", tmp_dir);
+    unlink(left);
     MDB_env *env = NULL;
     MDB_envinfo info;
     mdb_env_info(s->env, &info);
@@ -569,6 +575,8 @@ static ps_status copy_fresh(ps_store *s, const char *tmp_dir, uint64_t *records)
     }
     ps_buf_clear(&val);
     free(dict);
+    if (recode && st != PS_OK) /* the stored dictionary stays: encode with it again */
+        ZSTD_freeCDict(atomic_exchange(&s->cdict, NULL));
     if (t)
         ps_txn_abort(t);
     if (st == PS_OK && (rc = mdb_txn_commit(wt)) != 0)
