@@ -85,5 +85,34 @@ def test_dry_run_and_apply():
         fresh.close()
 
 
+def test_looser_settings_join_profiles():
+    """Raising the limits lets profiles that the limits kept apart join: a dry run lists the
+    joins with the segment_ids they come from, and fewer profiles after."""
+    import subprocess
+    from common import tool
+    st = Store()
+    try:
+        st.ctl("space", "create", SPACE)
+        log = os.path.join(st.dir, "real.ndjson")
+        with open(log, "w") as f:
+            subprocess.run([tool("gen_events"), "--events", "5000", "--seed", "42",
+                            "--realistic"], stdout=f, check=True)
+        st.ctl("ingest", SPACE, log)
+        settings = json.loads(st.ctl("settings", "get", SPACE).stdout)
+        for rule in settings["identifiers"].values():
+            if "limit" in rule:
+                rule["limit"] = min(1000, rule["limit"] * 10)
+        loose = os.path.join(st.dir, "loose.json")
+        with open(loose, "w") as f:
+            json.dump(settings, f)
+        d = json.loads(st.ctl("rebuild", SPACE, "--settings", loose, "--dry-run").stdout)["diff"]
+        assert d["join_count"] > 0 and d["profiles_after"] < d["profiles_before"], d
+        join = d["joins"][0]
+        assert len(join["from"]) >= 2 and join["segment_id"] in join["from"], join
+        assert d["identifiers_moved"] >= join["identifier_count"], d
+    finally:
+        st.close()
+
+
 if __name__ == "__main__":
-    run_tests([test_dry_run_and_apply])
+    run_tests([test_dry_run_and_apply, test_looser_settings_join_profiles])
