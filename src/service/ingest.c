@@ -576,31 +576,38 @@ const ps_ingest_stats *ps_ingest_stats_get(const ps_ingest *in)
 
 typedef struct replay_ctx {
     ps_ingest *in;
-    ps_buf line;
     ps_status st;
 } replay_ctx;
 
-/* Derives one logged message again: its line (stamps and message) through the same parse and
- * accept path as at first, under the message's own sequence number. */
-static bool replay_one(void *ud, const ps_log_rec *r)
+/* Runs a logged message through the same parse and accept path as at first: its line (the
+ * stamps and the message) under the message's own stamps. How it is stored is the caller's:
+ * under its own sequence number (in->replay_seq, a rebuild) or as a new message with the
+ * journaled bytes (in->replay_value). A message the current rules cannot read derives
+ * nothing. Returns a storage failure, or (*unreadable set) why the record has no line. */
+static ps_status accept_logged(ps_ingest *in, const ps_log_rec *r, bool *unreadable)
 {
-    replay_ctx *c = ud;
-    ps_ingest *in = c->in;
-    if ((c->st = ps_history_line(r, &c->line)) != PS_OK)
-        return false;
+    ps_status st = ps_history_line(r, &in->replay_line);
+    *unreadable = st != PS_OK;
+    if (st != PS_OK)
+        return st;
     ps_accept_opts ao = {
         .now_ms = r->received_ms, .keep_received_at = true, .source_id = "", .sequence = r->seq};
     ps_drop why;
-    in->replay_seq = r->seq;
     in->pending.payloads++;
-    ps_status st = ingest_parse(in, c->line.ptr, c->line.len, &ao, &why);
-    in->replay_seq = 0;
-    if (in->failure != PS_OK) {
-        c->st = in->failure;
-        return false;
-    }
-    (void)st; /* a message the current rules cannot read stays in the log, deriving nothing */
-    return true;
+    (void)ingest_parse(in, in->replay_line.ptr, in->replay_line.len, &ao, &why);
+    ps_buf_reset(&in->replay_line);
+    return in->failure;
+}
+
+/* Derives one logged message again, under its own sequence number. */
+static bool replay_one(void *ud, const ps_log_rec *r)
+{
+    replay_ctx *c = ud;
+    bool unreadable;
+    c->in->replay_seq = r->seq;
+    c->st = accept_logged(c->in, r, &unreadable);
+    c->in->replay_seq = 0;
+    return c->st == PS_OK;
 }
 
 /* ---- the journal ---- */
@@ -640,27 +647,19 @@ ps_status ps_ingest_logged(ps_ingest *in, ps_slice value)
     ps_status st = open_batch(in);
     if (st != PS_OK)
         return st;
-    in->pending.payloads++;
     ps_log_rec r;
-    st = ps_store_log_decode(in->txn, value, &r);
-    if (st == PS_OK)
-        st = ps_history_line(&r, &in->replay_line);
-    if (st != PS_OK) { /* checksummed, yet unreadable: keep going without it */
+    bool unreadable = ps_store_log_decode(in->txn, value, &r) != PS_OK;
+    if (!unreadable) {
+        in->replay_value = value;
+        st = accept_logged(in, &r, &unreadable);
+        in->replay_value = (ps_slice){NULL, 0};
+    }
+    if (unreadable) { /* checksummed, yet unreadable: keep going without it */
         ps_log(PS_LOG_ERROR, "msg=\"journal record does not decode\" bytes=%zu", value.len);
         ps_ingest_unreadable(in, PS_DROP_INVALID_JSON);
-        in->pending.payloads--;
         return PS_OK;
     }
-    ps_accept_opts ao = {
-        .now_ms = r.received_ms, .keep_received_at = true, .source_id = "", .sequence = 0};
-    ps_drop why;
-    in->replay_value = value;
-    st = ingest_parse(in, in->replay_line.ptr, in->replay_line.len, &ao, &why);
-    in->replay_value = (ps_slice){NULL, 0};
-    ps_buf_reset(&in->replay_line);
-    if (in->failure != PS_OK)
-        return batch_failed(in, in->failure);
-    return PS_OK; /* a message the rules cannot read any more derives nothing, as in a rebuild */
+    return st != PS_OK ? batch_failed(in, st) : PS_OK;
 }
 
 ps_status ps_ingest_rebuild(ps_space *sp, const ps_rebuild_opts *o, ps_ingest_stats *stats,
@@ -695,12 +694,11 @@ ps_status ps_ingest_rebuild(ps_space *sp, const ps_rebuild_opts *o, ps_ingest_st
         st = ps_space_rules(sp, in->txn, &in->rules); /* the replay runs under them */
     if (st == PS_OK)
         st = ps_store_clear_derived(in->txn);
-    replay_ctx c = {in, {0}, PS_OK};
+    replay_ctx c = {in, PS_OK};
     if (st == PS_OK)
         st = ps_store_log_scan(in->txn, 1, true, replay_one, &c);
     if (st == PS_OK)
         st = c.st;
-    ps_buf_clear(&c.line);
     if (st == PS_OK && o->diff)
         st = ps_snapshot_take(in->txn, &after);
     if (st == PS_OK && o->diff) {
