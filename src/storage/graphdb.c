@@ -3,6 +3,8 @@
  * segment ids, identifiers, profile identifiers, members and identifier types. */
 #include "store_int.h"
 
+#include "ps/text.h"
+
 /* ---- profile ---- */
 
 static ps_status decode_profile(ps_txn *t, uint64_t seq, const MDB_val *v, ps_profile *p)
@@ -336,10 +338,9 @@ void st_icache_committed(ps_store *s, size_t id)
 
 static uint64_t ic_hash(const unsigned char *p, size_t n)
 {
-    uint64_t h = 0xcbf29ce484222325ull ^ n;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 0x100000001b3ull;
-    return h ^ (h >> 29);
+    static const uint8_t key[16] = {'p', 's', '-', 'i', 'd', 'e', 'n', 't',
+                                    '-', 'c', 'a', 'c', 'h', 'e', '-', '1'};
+    return ps_siphash(key, p, n);
 }
 
 /* The slot holding the key, else the slot where it would go (a tombstone or an empty one). */
@@ -499,6 +500,26 @@ ps_status ps_store_ident_del(ps_txn *t, uint8_t coll, const char *type, const ch
     return st;
 }
 
+/* The type and value of an ident or pmap key: `skip` bytes (collection, or profile), the
+ * type, NUL, the value. Both come out NUL-terminated; false when the key is not so shaped. */
+static bool split_type_value(const MDB_val *k, size_t skip, char type[PS_ID_BYTES],
+                             char value[PS_ID_BYTES], size_t *value_len)
+{
+    const uint8_t *p = k->mv_data;
+    const uint8_t *nul = k->mv_size > skip ? memchr(p + skip, 0, k->mv_size - skip) : NULL;
+    if (nul == NULL)
+        return false;
+    size_t tl = (size_t)(nul - (p + skip)), vl = k->mv_size - (size_t)(nul + 1 - p);
+    if (tl >= PS_ID_BYTES || vl >= PS_ID_BYTES)
+        return false;
+    memcpy(type, p + skip, tl);
+    type[tl] = 0;
+    memcpy(value, nul + 1, vl);
+    value[vl] = 0;
+    *value_len = vl;
+    return true;
+}
+
 typedef struct ident_iter {
     ps_ident_fn fn;
     void *ud;
@@ -508,21 +529,12 @@ static bool ident_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v,
 {
     ident_iter *it = ud;
     const uint8_t *p = k->mv_data;
-    const uint8_t *nul = k->mv_size > 1 ? memchr(p + 1, 0, k->mv_size - 1) : NULL;
-    if (nul == NULL) {
-        *st = PS_ECORRUPT;
-        return false;
-    }
     char type[PS_ID_BYTES], value[PS_ID_BYTES];
-    size_t tl = (size_t)(nul - (p + 1)), vl = k->mv_size - (size_t)(nul + 1 - p);
-    if (tl >= sizeof type || vl >= sizeof value) {
+    size_t vl;
+    if (!split_type_value(k, 1, type, value, &vl)) {
         *st = PS_ECORRUPT;
         return false;
     }
-    memcpy(type, p + 1, tl);
-    type[tl] = 0;
-    memcpy(value, nul + 1, vl);
-    value[vl] = 0;
     ps_mapping m;
     if ((*st = decode_mapping(t, v, &m)) != PS_OK)
         return false;
@@ -585,21 +597,12 @@ static bool pmap_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, 
 {
     pmap_iter *it = ud;
     const uint8_t *p = k->mv_data;
-    const uint8_t *nul = k->mv_size > 8 ? memchr(p + 8, 0, k->mv_size - 8) : NULL;
-    if (nul == NULL) {
-        *st = PS_ECORRUPT;
-        return false;
-    }
     char type[PS_ID_BYTES], value[PS_ID_BYTES];
-    size_t tl = (size_t)(nul - (p + 8)), vl = k->mv_size - (size_t)(nul + 1 - p);
-    if (tl >= sizeof type || vl >= sizeof value) {
+    size_t vl;
+    if (!split_type_value(k, 8, type, value, &vl)) {
         *st = PS_ECORRUPT;
         return false;
     }
-    memcpy(type, p + 8, tl);
-    type[tl] = 0;
-    memcpy(value, nul + 1, vl);
-    value[vl] = 0;
     rec r;
     if ((*st = decode(t, v, 1, &r)) != PS_OK)
         return false;
