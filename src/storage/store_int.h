@@ -264,23 +264,40 @@ static inline ps_status del_key(ps_txn *t, int db)
  * `fn` gets the key and value; returns false to stop. */
 typedef bool (*iter_fn)(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st);
 
+/* A cursor on `db` and a copy of the prefix in t->key (callers reuse t->key meanwhile). */
+typedef struct prefix_cursor {
+    MDB_cursor *cur;
+    uint8_t prefix[600];
+    size_t len;
+} prefix_cursor;
+
+static inline int prefix_open(ps_txn *t, int db, prefix_cursor *pc)
+{
+    pc->len = t->key.len;
+    PS_ASSERT(pc->len <= sizeof pc->prefix);
+    memcpy(pc->prefix, t->key.ptr ? t->key.ptr : (uint8_t *)"", pc->len);
+    return mdb_cursor_open(t->txn, t->store->dbi[db], &pc->cur);
+}
+
+static inline bool prefix_has(const prefix_cursor *pc, const MDB_val *k)
+{
+    return k->mv_size >= pc->len && memcmp(k->mv_data, pc->prefix, pc->len) == 0;
+}
+
 static inline ps_status iterate(ps_txn *t, int db, const void *start, size_t start_len, iter_fn fn,
                                 void *ud)
 {
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(t->txn, t->store->dbi[db], &cur);
+    prefix_cursor pc;
+    int rc = prefix_open(t, db, &pc);
     if (rc)
         return map_rc(rc, db_names[db]);
-    size_t plen = t->key.len;
-    uint8_t prefix[600];
-    PS_ASSERT(plen <= sizeof prefix);
-    memcpy(prefix, t->key.ptr ? t->key.ptr : (uint8_t *)"", plen);
-    MDB_val k = start ? (MDB_val){start_len, (void *)start} : (MDB_val){plen, prefix}, v;
+    MDB_cursor *cur = pc.cur;
+    MDB_val k = start ? (MDB_val){start_len, (void *)start} : (MDB_val){pc.len, pc.prefix}, v;
     ps_status st = PS_OK;
     rc = k.mv_size ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)
                    : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
     while (rc == 0) {
-        if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)
+        if (!prefix_has(&pc, &k))
             break;
         if (!fn(t, ud, &k, &v, &st))
             break;
@@ -295,18 +312,15 @@ static inline ps_status iterate(ps_txn *t, int db, const void *start, size_t sta
 /* Deletes every key of `db` that starts with t->key (the prefix). */
 static inline ps_status del_prefix(ps_txn *t, int db)
 {
-    PS_ASSERT(t->write);
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(t->txn, t->store->dbi[db], &cur);
+    PS_ASSERT(t->write && t->key.len > 0);
+    prefix_cursor pc;
+    int rc = prefix_open(t, db, &pc);
     if (rc)
         return map_rc(rc, db_names[db]);
-    size_t plen = t->key.len;
-    uint8_t prefix[600];
-    PS_ASSERT(plen > 0 && plen <= sizeof prefix);
-    memcpy(prefix, t->key.ptr, plen);
-    MDB_val k = {plen, prefix}, v;
+    MDB_cursor *cur = pc.cur;
+    MDB_val k = {pc.len, pc.prefix}, v;
     rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    while (rc == 0 && k.mv_size >= plen && memcmp(k.mv_data, prefix, plen) == 0) {
+    while (rc == 0 && prefix_has(&pc, &k)) {
         if ((rc = mdb_cursor_del(cur, 0)) != 0)
             break;
         rc = mdb_cursor_get(cur, &k, &v, MDB_GET_CURRENT); /* the next one, after a delete */
