@@ -22,14 +22,21 @@
 #define REG_NEXT_KEY "regulation/next"
 #define SUPPRESS_PREFIX "suppress/"
 
-static void suppress_key(const char *user_id, size_t len, char out[80])
+/* The SHA-256 of a userId in lowercase hex (64 digits and a NUL): how suppressions and the
+ * subjects of a finished deletion are kept. */
+static void subject_digest(const char *user_id, size_t len, char out[2 * PS_DIGEST_BYTES + 1])
 {
     uint8_t d[PS_DIGEST_BYTES];
     ps_auth_digest(user_id, len, d);
-    memcpy(out, SUPPRESS_PREFIX, sizeof SUPPRESS_PREFIX - 1);
-    char *o = out + sizeof SUPPRESS_PREFIX - 1;
     for (size_t i = 0; i < sizeof d; i++)
-        o += snprintf(o, 3, "%02x", d[i]);
+        snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+static void suppress_key(const char *user_id, size_t len, char out[80])
+{
+    char hex[2 * PS_DIGEST_BYTES + 1];
+    subject_digest(user_id, len, hex);
+    snprintf(out, 80, SUPPRESS_PREFIX "%s", hex);
 }
 
 static bool any_key(void *ud, ps_slice key, ps_slice value)
@@ -76,12 +83,9 @@ static void reg_json(ps_buf *out, const char *id, const ps_reg_request *rq, cons
         if (i)
             ps_buf_putc(out, ',');
         if (digests) {
-            uint8_t d[PS_DIGEST_BYTES];
-            ps_auth_digest(rq->subjects[i], strlen(rq->subjects[i]), d);
-            ps_buf_puts(out, "\"sha256:");
-            for (size_t k = 0; k < sizeof d; k++)
-                ps_buf_printf(out, "%02x", d[k]);
-            ps_buf_putc(out, '"');
+            char hex[2 * PS_DIGEST_BYTES + 1];
+            subject_digest(rq->subjects[i], strlen(rq->subjects[i]), hex);
+            ps_buf_printf(out, "\"sha256:%s\"", hex);
         } else {
             ps_buf_json_str(out, rq->subjects[i], strlen(rq->subjects[i]));
         }
