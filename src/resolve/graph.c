@@ -739,6 +739,7 @@ static bool in_list(const uint64_t *v, size_t n, uint64_t x)
 typedef struct move_ctx {
     ps_txn *t;
     const ps_unmerge_plan *plan;
+    uint8_t collection; /* of the canonical, as of every profile merged into it */
     pmap_list rows;
     ps_status st;
 } move_ctx;
@@ -748,10 +749,8 @@ static bool pick_moving(void *ud, uint64_t profile, const char *type, const char
                         size_t value_len, int64_t first_seen_ms)
 {
     move_ctx *c = ud;
-    ps_profile cp;
     ps_mapping m;
-    if ((c->st = ps_store_profile_get(c->t, c->plan->canonical, &cp)) != PS_OK ||
-        (c->st = ps_store_ident_get(c->t, cp.collection, type, value, value_len, &m)) != PS_OK)
+    if ((c->st = ps_store_ident_get(c->t, c->collection, type, value, value_len, &m)) != PS_OK)
         return false;
     if (!in_list(c->plan->group, c->plan->group_count, m.profile))
         return true;
@@ -797,7 +796,7 @@ ps_status ps_graph_unmerge(ps_txn *t, uint64_t seq, bool apply, bool keep_apart,
     }
     free(g.seqs);
     free(g.into);
-    move_ctx mc = {t, plan, {NULL, 0}, PS_OK};
+    move_ctx mc = {t, plan, q.collection, {NULL, 0}, PS_OK};
     if (st == PS_OK)
         st = ps_store_pmap_scan(t, plan->canonical, NULL, pick_moving, &mc);
     if (st == PS_OK)
