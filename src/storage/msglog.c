@@ -216,6 +216,11 @@ static ps_status train(ps_txn *t, uint8_t **out, size_t *n)
     return st;
 }
 
+void st_log_dict_key(char out[32])
+{
+    dict_key(LOG_DICT_ID, out);
+}
+
 ps_status st_log_dict_retrain(ps_txn *t, uint8_t **dict, size_t *dict_len)
 {
     *dict = NULL;

@@ -535,7 +535,7 @@ static ps_status copy_fresh(ps_store *s, const char *tmp_dir, uint64_t *records)
     /* The log's dictionary was trained on the first messages, which an erasure may have
      * removed: train it again on what the log holds now and compress every message with it. */
     char dict_name[32];
-    snprintf(dict_name, sizeof dict_name, "log/dict/1");
+    st_log_dict_key(dict_name);
     ps_slice old_dict;
     bool recode = st == PS_OK && ps_store_meta_get(t, dict_name, &old_dict) == PS_OK;
     uint8_t *dict = NULL;

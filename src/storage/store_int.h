@@ -364,6 +364,7 @@ void st_log_dict_install(ps_store *s, const uint8_t *dict, size_t len);
  * then encodes with (*dict NULL, and no dictionary, when training fails); and one logged value
  * decoded and encoded again with the store's current dictionary. */
 ps_status st_log_dict_retrain(ps_txn *t, uint8_t **dict, size_t *dict_len);
+void st_log_dict_key(char out[32]); /* the meta key of the dictionary new messages use */
 ps_status st_log_recode(ps_txn *t, const MDB_val *k, const MDB_val *v, ps_buf *out);
 /* records.c: event rows, both layouts (format 1 is read by the migration). */
 ps_status st_event_decode(ps_txn *t, uint64_t seq, const MDB_val *v, ps_event_rec *e);
