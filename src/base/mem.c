@@ -3,6 +3,7 @@
 #include "ps/mem.h"
 
 #include <malloc.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,6 +186,48 @@ struct ps_arena_chunk {
     _Alignas(16) unsigned char data[];
 };
 
+/* Chunks of the standard size are kept per thread for the next arena: an arena per message
+ * would otherwise take one from malloc and give it back every time, at a cost that grows
+ * with fragmentation. The cache holds at most ARENA_KEEP chunks (ARENA_CHUNK bytes each). */
+#define ARENA_CHUNK 16384
+#define ARENA_KEEP 64
+
+typedef struct arena_cache {
+    ps_arena_chunk *head;
+    size_t count;
+} arena_cache;
+
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+static void cache_free(void *p)
+{
+    arena_cache *ac = p;
+    while (ac->head) {
+        ps_arena_chunk *next = ac->head->next;
+        free(ac->head);
+        ac->head = next;
+    }
+    free(ac);
+}
+
+static void cache_key_make(void)
+{
+    if (pthread_key_create(&cache_key, cache_free) != 0)
+        abort();
+}
+
+static arena_cache *thread_cache(void)
+{
+    pthread_once(&cache_once, cache_key_make);
+    arena_cache *ac = pthread_getspecific(cache_key);
+    if (ac == NULL) {
+        ac = ps_xcalloc(1, sizeof *ac);
+        pthread_setspecific(cache_key, ac);
+    }
+    return ac;
+}
+
 void ps_arena_init(ps_arena *a)
 {
     a->head = NULL;
@@ -192,10 +235,17 @@ void ps_arena_init(ps_arena *a)
 
 void ps_arena_clear(ps_arena *a)
 {
+    arena_cache *ac = a->head ? thread_cache() : NULL;
     ps_arena_chunk *c = a->head;
     while (c) {
         ps_arena_chunk *next = c->next;
-        free(c);
+        if (c->cap == ARENA_CHUNK && ac->count < ARENA_KEEP) {
+            c->next = ac->head;
+            ac->head = c;
+            ac->count++;
+        } else {
+            free(c);
+        }
         c = next;
     }
     a->head = NULL;
@@ -206,10 +256,17 @@ void *ps_arena_alloc(ps_arena *a, size_t size)
     size = (size + 15) & ~(size_t)15;
     ps_arena_chunk *c = a->head;
     if (c == NULL || c->cap - c->used < size) {
-        size_t cap = size > 16384 ? size : 16384;
-        c = ps_xmalloc(sizeof *c + cap);
+        arena_cache *ac = size <= ARENA_CHUNK ? thread_cache() : NULL;
+        if (ac && ac->head) {
+            c = ac->head;
+            ac->head = c->next;
+            ac->count--;
+        } else {
+            size_t cap = size > ARENA_CHUNK ? size : ARENA_CHUNK;
+            c = ps_xmalloc(sizeof *c + cap);
+            c->cap = cap;
+        }
         c->used = 0;
-        c->cap = cap;
         c->next = a->head;
         a->head = c;
     }

@@ -62,21 +62,34 @@ bool ps_utf8_valid(const uint8_t *s, size_t len, size_t *count)
 
 void ps_base62(const uint8_t *bytes, size_t len, char *out, size_t ndigits)
 {
-    static const char alphabet[] =
-        "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    uint8_t num[64];
-    if (len > sizeof num)
-        len = sizeof num;
-    memcpy(num, bytes, len);
-    for (size_t d = ndigits; d > 0; d--) {
-        /* divide the big-endian number by 62, keeping the remainder */
-        unsigned rem = 0;
-        for (size_t i = 0; i < len; i++) {
-            unsigned cur = rem * 256 + num[i];
-            num[i] = (uint8_t)(cur / 62);
-            rem = cur % 62;
+    static const char alphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    enum { CHUNK = 5 };                      /* digits per long division */
+    const uint64_t chunk_div = 916132832ull; /* 62^5, below 2^32 */
+    if (len > 64)
+        len = 64;
+    /* the big-endian number as 32-bit limbs, most significant first */
+    uint32_t limb[16];
+    size_t nl = (len + 3) / 4, lead = len - (nl - 1) * 4;
+    for (size_t i = 0, at = 0; i < nl; i++) {
+        size_t take = i == 0 ? lead : 4;
+        uint32_t v = 0;
+        for (size_t k = 0; k < take; k++)
+            v = v << 8 | bytes[at++];
+        limb[i] = v;
+    }
+    size_t d = ndigits;
+    while (d > 0) {
+        /* divide by 62^5; the remainder gives the next five digits, lowest first */
+        uint64_t rem = 0;
+        for (size_t i = 0; i < nl; i++) {
+            uint64_t cur = rem << 32 | limb[i];
+            limb[i] = (uint32_t)(cur / chunk_div);
+            rem = cur % chunk_div;
         }
-        out[d - 1] = alphabet[rem];
+        for (int k = 0; k < CHUNK && d > 0; k++) {
+            out[--d] = alphabet[rem % 62];
+            rem /= 62;
+        }
     }
     out[ndigits] = 0;
 }
@@ -228,8 +241,7 @@ static int b64_value(char c, bool url)
     return -1;
 }
 
-bool ps_b64_decode(const char *in, size_t len, bool url, uint8_t *out, size_t cap,
-                   size_t *out_len)
+bool ps_b64_decode(const char *in, size_t len, bool url, uint8_t *out, size_t cap, size_t *out_len)
 {
     if (!url && len % 4 == 0 && len > 0) { /* strip correct padding only */
         size_t pad = in[len - 1] == '=' ? (in[len - 2] == '=' ? 2 : 1) : 0;

@@ -3,6 +3,7 @@
  * stopping at the first, so an operator fixes a file in one pass. */
 #include "ps/rules.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -758,20 +759,45 @@ int ps_rules_rank_cmp(const ps_rules *r, const char *a, const char *b)
     return c;
 }
 
-/* One value against one blocked list. Match data is per call, made on the first regex, because
- * a pcre2_match_data cannot be shared by threads while the rules are. Only a match blocks: no
- * match, a match or depth or heap limit reached, or a value that is not valid UTF-8 all leave
- * the value unblocked by that regex (see PS_REGEX_MATCH_LIMIT in rules.h for why). */
+/* Match data is per thread, because a pcre2_match_data cannot be shared by threads while the
+ * rules are; it keeps the frames pcre2_match allocated, so a match allocates nothing once the
+ * thread has matched. */
+static pthread_key_t md_key;
+static pthread_once_t md_once = PTHREAD_ONCE_INIT;
+
+static void md_free(void *md)
+{
+    pcre2_match_data_free(md);
+}
+
+static void md_key_make(void)
+{
+    PS_ASSERT(pthread_key_create(&md_key, md_free) == 0);
+}
+
+static pcre2_match_data *thread_match_data(void)
+{
+    pthread_once(&md_once, md_key_make);
+    pcre2_match_data *md = pthread_getspecific(md_key);
+    if (md == NULL) {
+        md = pcre2_match_data_create(1, NULL);
+        PS_ASSERT(md != NULL);
+        pthread_setspecific(md_key, md);
+    }
+    return md;
+}
+
+/* One value against one blocked list. Only a match blocks: no match, a match or depth or heap
+ * limit reached, or a value that is not valid UTF-8 all leave the value unblocked by that
+ * regex (see PS_REGEX_MATCH_LIMIT in rules.h for why). */
 static bool match_list(const ps_rules *r, const blocked *list, size_t count, const char *value,
-                       size_t len, pcre2_match_data **md)
+                       size_t len)
 {
     for (size_t i = 0; i < count; i++) {
         if (list[i].is_regex) {
-            if (*md == NULL)
-                *md = pcre2_match_data_create(1, r->gen);
-            PS_ASSERT(*md != NULL); /* allocated with ps_xmalloc */
             /* 0 is a match too: it says one pair of offsets was too few to hold the groups */
-            if (pcre2_match(list[i].re, (PCRE2_SPTR)value, len, 0, 0, *md, r->match) >= 0)
+            if (pcre2_match(list[i].re, (PCRE2_SPTR)value, len, 0, 0, thread_match_data(),
+                            r->match) >= 0)
                 return true;
         } else if (strcmp(list[i].value, value) == 0) {
             return true;
@@ -783,12 +809,10 @@ static bool match_list(const ps_rules *r, const blocked *list, size_t count, con
 bool ps_rules_blocked(const ps_rules *r, const char *type, const char *value)
 {
     size_t len = strlen(value);
-    pcre2_match_data *md = NULL;
-    bool hit = match_list(r, r->global, r->global_count, value, len, &md);
+    bool hit = match_list(r, r->global, r->global_count, value, len);
     type_entry *t = hit ? NULL : find_type(r, type);
     if (t)
-        hit = match_list(r, t->blocked, t->blocked_count, value, len, &md);
-    pcre2_match_data_free(md);
+        hit = match_list(r, t->blocked, t->blocked_count, value, len);
     return hit;
 }
 

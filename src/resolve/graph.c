@@ -353,7 +353,9 @@ static size_t demote(work *w)
 
 static void copy_id(char *dst, size_t cap, const char *src)
 {
-    snprintf(dst, cap, "%s", src ? src : "");
+    size_t n = src ? strnlen(src, cap - 1) : 0;
+    memcpy(dst, src ? src : "", n);
+    dst[n] = 0;
 }
 
 static ps_status create_profile(work *w, ps_profile *p)

@@ -139,9 +139,19 @@ static inline void key_bytes(ps_txn *t, const void *p, size_t len)
 
 /* ---- msgpack encode ---- */
 
+/* msgpack calls this once per token, most of them a few bytes: those are copied here
+ * without a call when the buffer has room (ps_buf keeps a NUL after its bytes). */
 static inline int buf_write(void *data, const char *p, size_t len)
 {
-    ps_buf_append(data, p, len);
+    ps_buf *b = data;
+    if (len <= 16 && b->len + len < b->cap) {
+        for (size_t i = 0; i < len; i++)
+            b->ptr[b->len + i] = (uint8_t)p[i];
+        b->len += len;
+        b->ptr[b->len] = 0;
+        return 0;
+    }
+    ps_buf_append(b, p, len);
     return 0;
 }
 
