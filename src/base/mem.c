@@ -186,11 +186,13 @@ struct ps_arena_chunk {
     _Alignas(16) unsigned char data[];
 };
 
-/* Chunks of the standard size are kept per thread for the next arena: an arena per message
- * would otherwise take one from malloc and give it back every time, at a cost that grows
- * with fragmentation. The cache holds at most ARENA_KEEP chunks (ARENA_CHUNK bytes each). */
-#define ARENA_CHUNK 16384
-#define ARENA_KEEP 64
+/* An arena's first chunk is small, since most arenas hold one message; each further chunk
+ * doubles, up to ARENA_CHUNK_MAX. First chunks are kept per thread for the next arena (at most
+ * ARENA_KEEP of them): an arena per message would otherwise take one from malloc and give it
+ * back every time, at a cost that grows with fragmentation. */
+#define ARENA_FIRST 4096
+#define ARENA_CHUNK_MAX (256 * 1024)
+#define ARENA_KEEP 256
 
 typedef struct arena_cache {
     ps_arena_chunk *head;
@@ -239,7 +241,7 @@ void ps_arena_clear(ps_arena *a)
     ps_arena_chunk *c = a->head;
     while (c) {
         ps_arena_chunk *next = c->next;
-        if (c->cap == ARENA_CHUNK && ac->count < ARENA_KEEP) {
+        if (c->cap == ARENA_FIRST && ac->count < ARENA_KEEP) {
             c->next = ac->head;
             ac->head = c;
             ac->count++;
@@ -256,13 +258,18 @@ void *ps_arena_alloc(ps_arena *a, size_t size)
     size = (size + 15) & ~(size_t)15;
     ps_arena_chunk *c = a->head;
     if (c == NULL || c->cap - c->used < size) {
-        arena_cache *ac = size <= ARENA_CHUNK ? thread_cache() : NULL;
+        arena_cache *ac = c == NULL && size <= ARENA_FIRST ? thread_cache() : NULL;
         if (ac && ac->head) {
             c = ac->head;
             ac->head = c->next;
             ac->count--;
         } else {
-            size_t cap = size > ARENA_CHUNK ? size : ARENA_CHUNK;
+            size_t prev = c ? c->cap : 0;
+            size_t cap = prev == 0                     ? ARENA_FIRST
+                         : prev >= ARENA_CHUNK_MAX / 2 ? ARENA_CHUNK_MAX
+                                                       : 2 * prev;
+            if (cap < size)
+                cap = size;
             c = ps_xmalloc(sizeof *c + cap);
             c->cap = cap;
         }
