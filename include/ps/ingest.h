@@ -52,6 +52,11 @@ ps_status ps_ingest_payload(ps_ingest *in, const uint8_t *json, size_t len, uint
 /* Messages accepted into the open batch. */
 size_t ps_ingest_pending(const ps_ingest *in);
 
+/* True when the space has no log dictionary yet and the open batch holds enough messages to
+ * train one: a bulk loader that commits now (once) has the rest of its messages compressed
+ * with it, about three times smaller and three times cheaper to compress. */
+bool ps_ingest_dict_due(const ps_ingest *in);
+
 /* Commits the open batch durably. Statistics of the batch count only after this succeeds. */
 ps_status ps_ingest_commit(ps_ingest *in);
 

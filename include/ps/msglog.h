@@ -28,6 +28,11 @@ ps_status ps_store_log_append(ps_txn *t, const ps_log_rec *r);
  * ps_store_log_put() stores such a value as message `seq`. */
 void ps_store_log_encode(ps_store *s, const ps_log_rec *r, ps_buf *out);
 ps_status ps_store_log_put(ps_txn *t, uint64_t seq, ps_slice encoded);
+/* Messages the log holds before its compression dictionary is trained (at a commit). */
+#define PS_LOG_DICT_AFTER 2000u
+/* True once new messages are compressed with the log's dictionary (loaded on open, or
+ * installed by the commit that trained it). */
+bool ps_store_log_dict_ready(ps_store *s);
 /* Removes message `seq` from the log (erasure; absent is fine). */
 ps_status ps_store_log_del(ps_txn *t, uint64_t seq);
 /* Decodes a value ps_store_log_encode() made (seq 0). out->json is valid until the next

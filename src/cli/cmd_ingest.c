@@ -65,6 +65,7 @@ typedef struct run {
     const char *source;
     size_t batch;
     bool verbose, progress;
+    bool dict_tried; /* committed early so that the log's dictionary is trained */
     uint64_t lines, malformed;
     int64_t started_ms, last_progress_ms;
     const char *file;
@@ -300,6 +301,10 @@ static int take(run *r, const entry *it)
                         st == PS_EFULL ? " (raise PS_MAP_SIZE)" : "");
     if (ps_ingest_pending(r->in) >= r->batch)
         return commit(r, it->line);
+    if (!r->dict_tried && ps_ingest_dict_due(r->in)) {
+        r->dict_tried = true; /* once: a space whose messages are too uniform trains none */
+        return commit(r, it->line);
+    }
     return EXIT_OK;
 }
 

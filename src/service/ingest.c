@@ -525,6 +525,12 @@ size_t ps_ingest_pending(const ps_ingest *in)
     return in->pending_messages;
 }
 
+bool ps_ingest_dict_due(const ps_ingest *in)
+{
+    return in->pending_messages >= PS_LOG_DICT_AFTER &&
+           !ps_store_log_dict_ready(ps_space_store(in->space));
+}
+
 /* The log and the events derived from it are kept; only the dedup index expires. */
 static ps_status housekeeping(ps_ingest *in)
 {

@@ -15,7 +15,6 @@
 #define LOG_PLAIN_MAX (1u << 20) /* a message is at most 32 KB; anything larger is damage */
 /* Messages are small and alike: a dictionary trained on the first ones makes them several
  * times smaller and faster to compress (docs/decisions/0005-log-compression.md). */
-#define LOG_DICT_AFTER 2000u            /* messages logged before the dictionary is trained */
 #define LOG_DICT_BYTES (64u << 10)      /* its size */
 #define LOG_DICT_SAMPLE_MAX (16u << 20) /* bytes of messages it is trained on, at most */
 #define LOG_DICT_ID 1u                  /* the one dictionary so far */
@@ -181,7 +180,7 @@ static ps_status log_decode(ps_txn *t, uint64_t seq, const MDB_val *v, bool with
 
 typedef struct sample_ctx {
     ps_buf bytes;
-    size_t sizes[LOG_DICT_AFTER];
+    size_t sizes[PS_LOG_DICT_AFTER];
     unsigned count;
 } sample_ctx;
 
@@ -192,10 +191,10 @@ static bool take_sample(void *ud, const ps_log_rec *r)
         return false;
     ps_buf_append(&c->bytes, r->json.ptr, r->json.len);
     c->sizes[c->count++] = r->json.len;
-    return c->count < LOG_DICT_AFTER;
+    return c->count < PS_LOG_DICT_AFTER;
 }
 
-/* Trains a dictionary on the first LOG_DICT_AFTER messages of the log `t` sees: its bytes
+/* Trains a dictionary on the first PS_LOG_DICT_AFTER messages of the log `t` sees: its bytes
  * in *out (free them), *n 0 when the samples are too few or too uniform. */
 static ps_status train(ps_txn *t, uint8_t **out, size_t *n)
 {
@@ -256,7 +255,7 @@ ps_status st_log_recode(ps_txn *t, const MDB_val *k, const MDB_val *v, ps_buf *o
 }
 
 /* Before a write transaction that logged messages commits, while the store has no dictionary
- * in memory: the dictionary another process stored, or, once the log holds LOG_DICT_AFTER
+ * in memory: the dictionary another process stored, or, once the log holds PS_LOG_DICT_AFTER
  * messages, one trained on the first of them and stored. Its bytes (a copy) go to `*dict`
  * to be installed after the commit. A training that fails leaves a note so that it is tried
  * again only when the log has doubled. */
@@ -278,7 +277,7 @@ ps_status st_log_dict_prepare(ps_txn *t, uint8_t **dict, size_t *dict_len)
     int rc = mdb_stat(t->txn, t->store->dbi[DB_LOG], &ms);
     if (rc)
         return map_rc(rc, "log stat");
-    uint64_t retry_at = LOG_DICT_AFTER;
+    uint64_t retry_at = PS_LOG_DICT_AFTER;
     if (ps_store_meta_get(t, "log/dict-failed", &v) == PS_OK && v.len == 8)
         retry_at = 2 * ps_get_be64(v.ptr);
     if (ms.ms_entries < retry_at)
@@ -301,6 +300,11 @@ ps_status st_log_dict_prepare(ps_txn *t, uint8_t **dict, size_t *dict_len)
         free(out);
     }
     return st;
+}
+
+bool ps_store_log_dict_ready(ps_store *s)
+{
+    return atomic_load(&s->cdict) != NULL;
 }
 
 /* Makes committed dictionary bytes the one new messages are compressed with. */

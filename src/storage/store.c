@@ -169,6 +169,14 @@ ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **o
             rc = grc;
         }
     }
+    if (txn && rc == 0 && st == PS_OK && s->format == PS_STORE_FORMAT) {
+        /* the log's dictionary, when there is one, compresses new messages from the first */
+        char key[32];
+        st_log_dict_key(key);
+        MDB_val k = {strlen(key), key}, v;
+        if (mdb_get(txn, s->dbi[DB_META], &k, &v) == 0)
+            st_log_dict_install(s, v.mv_data, v.mv_size);
+    }
     if (txn && rc == 0 && st == PS_OK)
         rc = mdb_txn_commit(txn);
     else if (txn)
