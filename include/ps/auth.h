@@ -25,6 +25,10 @@ void ps_auth_random(uint8_t *out, size_t len);
 /* SHA-256 of `in`: how credentials are kept at rest. */
 void ps_auth_digest(const void *in, size_t len, uint8_t out[PS_DIGEST_BYTES]);
 
+/* Hex SHA-1 of the concatenation of `a` and `b`: the change feed's external_id_hash, as
+ * Profiles Sync computes it (an identifier's key in a warehouse, not a credential). */
+void ps_auth_sha1_hex(ps_slice a, ps_slice b, char out[41]);
+
 /* What a token may do: an admin token may also change the space (regulations, the
  * identifier delete route); a read token may only read. Tokens made before roles existed are
  * admin tokens. */

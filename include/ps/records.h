@@ -85,7 +85,9 @@ typedef struct ps_audit_rec {
     uint64_t canonical; /* canonical at the time (merges: the survivor) */
     int64_t timestamp_ms, received_ms;
     ps_slice message_id, source_id, type, value;
-    uint32_t count; /* traits: keys changed */
+    uint32_t count;       /* traits: keys changed */
+    uint64_t message_seq; /* the triggering message in the log (0: none, or rows made before
+                           * this field: the change feed reads traits from it) */
 } ps_audit_rec;
 ps_status ps_store_audit_append(ps_txn *t, ps_audit_rec *rec); /* assigns rec->seq */
 typedef bool (*ps_audit_fn)(void *ud, const ps_audit_rec *r);

@@ -54,6 +54,9 @@ static const char usage[] =
     "  compact SPACE                          rewrite the space's file: after a deletion, no\n"
     "                                         byte of what was erased remains (server stopped)\n"
     "  regulation show SPACE ID               one regulation (JSON)\n"
+    "  changes SPACE [--after SEQ] [--limit N] [--table T] [--format ndjson|csv] [--follow]\n"
+    "                                         the identity graph's decisions as Profiles Sync\n"
+    "                                         rows, in seq order; --follow waits for more\n"
     "\n"
     "  --data DIR   data directory (default $PROFILED_DATA, else ./var)\n"
     "  --json       machine-readable output\n"
@@ -69,7 +72,7 @@ static const command commands[] = {
     {"inspect", cmd_inspect}, {"export", cmd_export},     {"check", cmd_check},
     {"token", cmd_token},     {"source", cmd_source},     {"log", cmd_log},
     {"migrate", cmd_migrate}, {"rebuild", cmd_rebuild},   {"regulation", cmd_regulation},
-    {"compact", cmd_compact}, {"unmerge", cmd_unmerge},
+    {"compact", cmd_compact}, {"unmerge", cmd_unmerge},   {"changes", cmd_changes},
 };
 
 int cli_fail(int code, const char *fmt, ...)

@@ -116,6 +116,7 @@ static ps_status audit_row(ps_txn *t, const ps_resolve_in *in, ps_audit_kind kin
         .source_id = PS_SLICE_STR(in->source_id),
         .type = id ? PS_SLICE_STR(id->type) : PS_SLICE_STR(""),
         .value = id ? (ps_slice){(const uint8_t *)id->value, id->value_len} : PS_SLICE_STR(""),
+        .message_seq = in->message_seq,
     };
     return ps_store_audit_append(t, &a);
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
@@ -28,6 +29,24 @@ void ps_auth_random(uint8_t *out, size_t len)
 void ps_auth_digest(const void *in, size_t len, uint8_t out[PS_DIGEST_BYTES])
 {
     SHA256(in, len, out);
+}
+
+void ps_auth_sha1_hex(ps_slice a, ps_slice b, char out[41])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint8_t md[EVP_MAX_MD_SIZE];
+    unsigned n = 0;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    int ok = c && EVP_DigestInit_ex(c, EVP_sha1(), NULL) == 1 &&
+             EVP_DigestUpdate(c, a.ptr, a.len) == 1 && EVP_DigestUpdate(c, b.ptr, b.len) == 1 &&
+             EVP_DigestFinal_ex(c, md, &n) == 1 && n == 20;
+    EVP_MD_CTX_free(c);
+    PS_ASSERT(ok); /* only memory exhaustion fails here */
+    for (int i = 0; i < 20; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[40] = 0;
 }
 
 const char *ps_token_role_name(ps_token_role r)

@@ -185,6 +185,7 @@ static ps_status write_traits(ps_ingest *in, const ps_event *ev, uint64_t profil
         .message_id = PS_SLICE_STR(ev->message_id),
         .source_id = source,
         .count = (uint32_t)ev->trait_count,
+        .message_seq = msg_seq,
     };
     return ps_store_audit_append(in->txn, &a);
 }

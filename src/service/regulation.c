@@ -282,14 +282,21 @@ static ps_status erase_subject(ps_txn *t, const char *user_id, int64_t now_ms, s
         st = ps_store_member_del_all(t, canonical);
     if (st == PS_OK)
         st = ps_store_audit_scrub(t, audit_names_subject, &c, &c.audit_rows);
-    for (size_t i = 0; i < c.nids && st == PS_OK; i++) { /* REMOVED mappings, without values */
+    for (size_t i = 0; i < c.nids && st == PS_OK; i++) {
+        /* REMOVED mappings: not the value, but the key a warehouse deletes it by (the change
+         * feed's external_id_hash, docs/changes.md) */
+        ps_slice type = PS_SLICE_STR(c.ids[i].type);
+        char key[5 + 41] = "sha1:";
+        ps_auth_sha1_hex(type, (ps_slice){(const uint8_t *)c.ids[i].value, c.ids[i].value_len},
+                         key + 5);
         ps_audit_rec a = {.kind = PS_AUDIT_UNMAP,
+                          .value = {(const uint8_t *)key, 45},
                           .collection = p.collection,
                           .profile = c.ids[i].profile,
                           .canonical = canonical,
                           .timestamp_ms = now_ms,
                           .received_ms = now_ms,
-                          .type = {(const uint8_t *)c.ids[i].type, strlen(c.ids[i].type)}};
+                          .type = type};
         st = ps_store_audit_append(t, &a);
     }
     for (size_t i = 0; i < c.profiles.n && st == PS_OK; i++) {

@@ -310,7 +310,7 @@ ps_status ps_store_link_scan(ps_txn *t, uint64_t from, ps_link_fn fn, void *ud)
 
 static void audit_pack(ps_txn *t, const ps_audit_rec *a)
 {
-    msgpack_packer pk = pk_begin(t, 13);
+    msgpack_packer pk = pk_begin(t, 14);
     msgpack_pack_uint8(&pk, a->kind);
     msgpack_pack_uint8(&pk, a->reason);
     msgpack_pack_uint8(&pk, a->event_type);
@@ -324,6 +324,7 @@ static void audit_pack(ps_txn *t, const ps_audit_rec *a)
     pk_str(&pk, a->type.ptr, a->type.len);
     pk_str(&pk, a->value.ptr, a->value.len);
     msgpack_pack_uint32(&pk, a->count);
+    msgpack_pack_uint64(&pk, a->message_seq);
     key_reset(t);
     key_u64(t, a->seq);
 }
@@ -365,6 +366,7 @@ static bool audit_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v,
         .type = r_str(&r, 10),
         .value = r_str(&r, 11),
         .count = (uint32_t)r_u64(&r, 12),
+        .message_seq = r.count > 13 ? r_u64(&r, 13) : 0, /* rows before it have 13 fields */
     };
     return it->fn(it->ud, &a);
 }
