@@ -1,0 +1,232 @@
+# SPDX-License-Identifier: MIT
+"""The change feed (docs/changes.md): `profilectl changes` loaded into SQLite with
+schema/profiles-sync.sql agrees with the Profile API on every profile (canonical segment_id of
+every segment_id, identifiers, traits); a load interrupted and resumed with --after loses and
+duplicates nothing; a deleted identifier shows REMOVED; --follow sees rows that commit while
+it runs."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+import urllib.parse
+
+from common import SOURCE, Server, Store, run_tests, tool
+
+SPACE = "s"
+TABLES = ["id_graph_updates", "external_id_mapping_updates", "profile_traits_updates",
+          "violations"]
+
+
+def realistic(st, path, events, seed, start_ms=None):
+    args = [tool("gen_events"), "--events", str(events), "--seed", str(seed), "--realistic"]
+    if start_ms:
+        args += ["--start-ms", str(start_ms)]
+    with open(path, "w") as f:
+        subprocess.run(args, stdout=f, check=True, timeout=120)
+
+
+def warehouse():
+    db = sqlite3.connect(":memory:")
+    with open(os.path.join(SOURCE, "schema", "profiles-sync.sql")) as f:
+        db.executescript(f.read())
+    return db
+
+
+def columns(db, table):
+    return [r[1] for r in db.execute("PRAGMA table_info(%s)" % table)]
+
+
+def load(db, lines):
+    """Inserts NDJSON feed rows; the primary key on seq refuses a duplicate."""
+    n = 0
+    for line in lines:
+        row = json.loads(line)
+        table = row.pop("table")
+        if table == "profile_traits_updates":
+            row["value"] = json.dumps(row["value"])  # the JSON text, as the CSV carries it
+        cols = columns(db, table)
+        assert set(row) == set(cols), (table, sorted(row), sorted(cols))
+        db.execute("INSERT INTO %s (%s) VALUES (%s)" % (table, ",".join(cols),
+                                                       ",".join("?" * len(cols))),
+                   [row[c] for c in cols])
+        n += 1
+    return n
+
+
+def max_seq(db):
+    return max(db.execute("SELECT COALESCE(MAX(seq), 0) FROM %s" % t).fetchone()[0]
+               for t in TABLES)
+
+
+def api_all(srv, token, path, key):
+    """Every item of a paginated Profile API list."""
+    items, nxt = [], None
+    while True:
+        q = path + ("&next=" + urllib.parse.quote(nxt) if nxt else "")
+        status, _, body = srv.get(q, token)
+        assert status == 200, (q, status, body)
+        part = body[key]
+        if isinstance(part, dict):
+            items.extend(part.items())
+        else:
+            items.extend(part)
+        if not body["cursor"]["has_more"]:
+            return items
+        nxt = body["cursor"]["next"]
+
+
+def test_warehouse_agrees_and_resumes():
+    st = Store()
+    try:
+        st.ctl("space", "create", SPACE)
+        log = os.path.join(st.dir, "log.ndjson")
+        realistic(st, log, 4000, seed=11, start_ms=int(time.time() * 1000) - 4 * 3600 * 1000)
+        st.ctl("ingest", SPACE, log)
+        # an identifier deleted through the Profile API shows REMOVED
+        token = st.ctl("token", "create", SPACE).stdout.strip()
+        srv = Server(st)
+        try:
+            some = json.loads(st.ctl("export", SPACE).stdout.splitlines()[0])
+            exp = [json.loads(x) for x in st.ctl("export", SPACE).stdout.splitlines()]
+            victim = None
+            for p in exp:
+                types = {x["type"] for x in p["external_ids"]}
+                if "user_id" in types and "anonymous_id" in types:
+                    uid = next(x["id"] for x in p["external_ids"] if x["type"] == "user_id")
+                    anon = next(x["id"] for x in p["external_ids"] if x["type"] == "anonymous_id")
+                    victim = (uid, anon)
+                    break
+            assert victim, "the generated log has a profile with a userId and an anonymousId"
+            base = "/v1/spaces/%s/collections/users/profiles/" % SPACE
+            status, _, body = srv.request(
+                "POST", base + "user_id:%s/external_ids/delete" % urllib.parse.quote(victim[0]),
+                token, body={"delete_external_ids": [{"id": victim[1], "type": "anonymous_id"}]})
+            assert status == 200, body
+
+            # the whole feed in one go, and the same feed in interrupted pieces
+            full = st.ctl("changes", SPACE).stdout.splitlines()
+            db = warehouse()
+            assert load(db, full) == len(full)
+            seqs = [json.loads(x)["seq"] for x in full]
+            assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), "seq strictly increases"
+            pieces = warehouse()
+            rounds = 0
+            while True:
+                got = st.ctl("changes", SPACE, "--after", str(max_seq(pieces)), "--limit",
+                             "700").stdout.splitlines()
+                rounds += 1
+                if not got:
+                    break
+                load(pieces, got)  # a duplicate row would break the primary key
+            assert rounds > 3
+            for t in TABLES:
+                a = db.execute("SELECT * FROM %s ORDER BY seq" % t).fetchall()
+                b = pieces.execute("SELECT * FROM %s ORDER BY seq" % t).fetchall()
+                assert a == b, t
+
+            removed = db.execute(
+                "SELECT segment_id FROM external_id_mapping_updates WHERE __operation='REMOVED'"
+                " AND external_id_type='anonymous_id' AND external_id_value=?",
+                (victim[1],)).fetchall()
+            assert len(removed) == 1, removed
+            assert not db.execute("SELECT 1 FROM external_id_mapping WHERE external_id_type="
+                                  "'anonymous_id' AND external_id_value=?",
+                                  (victim[1],)).fetchall()
+
+            # every profile: the warehouse and the Profile API agree
+            exp = [json.loads(x) for x in st.ctl("export", SPACE).stdout.splitlines()]
+            assert len(exp) > 100
+            graph = dict(db.execute("SELECT segment_id, canonical_segment_id FROM id_graph"))
+            canon_of = {}
+            for p in exp:
+                canon_of[p["segment_id"]] = p["segment_id"]
+                for m in p["merged_ids"]:
+                    canon_of[m] = p["segment_id"]
+            assert graph == canon_of
+            held = {}
+            for c, t, v in db.execute("SELECT canonical_segment_id, external_id_type, "
+                                      "external_id_value FROM external_id_mapping"):
+                held.setdefault(c, set()).add((t, v))
+            traits = {}
+            for c, n, v in db.execute("SELECT canonical_segment_id, name, value "
+                                      "FROM profile_traits"):
+                traits.setdefault(c, {})[n] = json.loads(v)
+            checked_api = 0
+            for i, p in enumerate(exp):
+                ids = {(x["type"], x["id"]) for x in p["external_ids"]}
+                assert held.get(p["segment_id"], set()) == ids, p["segment_id"]
+                assert traits.get(p["segment_id"], {}) == p["traits"], p["segment_id"]
+                if i % 20 == 0 and p["collection"] == "users":  # the HTTP read model too
+                    seg = p["segment_id"]
+                    api_ids = api_all(srv, token, base + seg + "/external_ids?limit=100", "data")
+                    assert {(x["type"], x["id"]) for x in api_ids} == ids, seg
+                    api_traits = dict(api_all(srv, token, base + seg + "/traits?limit=200",
+                                              "traits"))
+                    assert api_traits == p["traits"], seg
+                    checked_api += 1
+            assert checked_api > 5
+            assert some
+            # violations name a reason and the message
+            v = db.execute("SELECT reason, triggering_event_id FROM violations").fetchall()
+            assert v and all(r and m for r, m in v)
+        finally:
+            srv.stop()
+    finally:
+        st.close()
+
+
+def test_formats_and_errors():
+    st = Store()
+    try:
+        st.ctl("space", "create", SPACE)
+        st.ctl("ingest", SPACE, "-", input="".join(json.dumps(m) + "\n" for m in [
+            {"type": "identify", "userId": "u1", "traits": {"note": "a,\"b\"\nc"},
+             "messageId": "m1"},
+            {"type": "identify", "userId": "u1", "anonymousId": "a1", "messageId": "m2"},
+        ]))
+        csv = st.ctl("changes", SPACE, "--table", "profile_traits_updates", "--format",
+                     "csv").stdout
+        assert csv.startswith("seq,segment_id,name,value,"), csv
+        assert '"""a,\\""b\\""\\nc"""' in csv, csv  # JSON text, then CSV quoting
+        one = st.ctl("changes", SPACE, "--table", "id_graph_updates").stdout.splitlines()
+        assert len(one) == 1 and "table" not in json.loads(one[0])
+        for bad in (["--table", "nope"], ["--format", "xml"], ["--format", "csv"],
+                    ["--after", "-1"], ["--after", "x"], ["--limit", "0"]):
+            r = st.ctl("changes", SPACE, *bad, check=False)
+            assert r.returncode == 1 and r.stderr.startswith("profilectl: "), (bad, r.stderr)
+        r = st.ctl("changes", "nosuch", check=False)
+        assert r.returncode == 2, r.stderr
+    finally:
+        st.close()
+
+
+def test_follow_sees_concurrent_ingest():
+    st = Store()
+    try:
+        st.ctl("space", "create", SPACE)
+        st.ctl("ingest", SPACE, "-", input=json.dumps(
+            {"type": "identify", "userId": "first", "messageId": "f1"}) + "\n")
+        p = subprocess.Popen([tool("profilectl"), "--data", st.dir, "changes", SPACE,
+                              "--follow", "--table", "external_id_mapping_updates"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            first = json.loads(p.stdout.readline())
+            assert first["external_id_value"] == "first"
+            for i in range(3):
+                st.ctl("ingest", SPACE, "-", input=json.dumps(
+                    {"type": "identify", "userId": "later-%d" % i, "messageId": "l%d" % i})
+                    + "\n")
+            seen = [json.loads(p.stdout.readline())["external_id_value"] for _ in range(3)]
+            assert seen == ["later-0", "later-1", "later-2"], seen
+        finally:
+            p.send_signal(signal.SIGINT)
+            assert p.wait(timeout=30) == 0, p.stderr.read()
+    finally:
+        st.close()
+
+
+if __name__ == "__main__":
+    run_tests([test_warehouse_agrees_and_resumes, test_formats_and_errors,
+               test_follow_sees_concurrent_ingest])
