@@ -25,6 +25,7 @@ typedef enum ps_api_route {
     PS_API_REG_CREATE, /* POST /v1/spaces/{space}/regulations */
     PS_API_REG_LIST,   /* GET /v1/spaces/{space}/regulations */
     PS_API_REG_GET,    /* GET /v1/spaces/{space}/regulations/{id} (the id in `ident`) */
+    PS_API_CHANGES,    /* GET /v1/spaces/{space}/changes (docs/changes.md) */
     PS_API__ROUTES
 } ps_api_route;
 
@@ -54,12 +55,16 @@ typedef struct ps_api_request {
     size_t token_len;
     int64_t now_ms;       /* the /events window is measured against this */
     const char *base_url; /* "scheme://host[/path]" for absolute cursor URLs; NULL: relative */
+    bool recheck;         /* the transport asks again for a waiting request: not rate-limited */
 } ps_api_request;
 
 typedef struct ps_api_reply {
     int status;              /* HTTP status */
     int64_t retry_after_s;   /* with 429 */
     uint64_t regulation_seq; /* a regulation created (PS_API_REG_CREATE): its sequence */
+    int64_t wait_ms;         /* PS_API_CHANGES found nothing new and the client will wait this
+                              * long: the transport may ask again (recheck) until then, and
+                              * send this reply when time is up */
     ps_buf body;             /* JSON; the caller initializes and clears it */
 } ps_api_reply;
 

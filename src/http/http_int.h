@@ -185,6 +185,7 @@ typedef struct http_req {
     ps_source_info source;
     struct timespec t0;
     char rid[40];
+    int64_t wait_until_ms; /* a change-feed long poll: answer by then (0: not waiting) */
 } http_req;
 
 /* What to do once a head is read: read a body of at most `max_body` bytes and then call the
@@ -204,7 +205,7 @@ struct worker {
     uint32_t id;
     uint64_t requests;
     ps_api_reply reply;
-    char *query, *ident; /* per-request decoding buffers; each buffer_cap bytes */
+    char *query, *ident, *path; /* per-request decoding buffers; each buffer_cap bytes */
     size_t buffer_cap;
     int connections, max_connections; /* open here; this worker's share of the cap */
     bool accept_paused;
@@ -215,6 +216,7 @@ struct worker {
     /* replies of committed Tracking API requests, handed over by writer threads */
     pthread_mutex_t done_lock;
     pending *done;
+    struct parked *parked; /* change-feed long polls waiting for new rows */
     struct event *done_ev;
 };
 

@@ -134,6 +134,9 @@ static int route_of(char **seg, int n, int method, bool *method_ok)
         *method_ok = *method_ok || method == HTTP_POST;
         return method == HTTP_POST ? PS_API_REG_CREATE : PS_API_REG_LIST;
     }
+    if (n == 4 && strcmp(seg[0], "v1") == 0 && strcmp(seg[1], "spaces") == 0 &&
+        strcmp(seg[3], "changes") == 0)
+        return PS_API_CHANGES;
     if (n < 6 || strcmp(seg[0], "v1") != 0 ||
         (strcmp(seg[1], "spaces") != 0 && strcmp(seg[1], "namespaces") != 0) ||
         strcmp(seg[3], "collections") != 0 || strcmp(seg[5], "profiles") != 0)

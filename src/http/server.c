@@ -167,6 +167,75 @@ void dispatch_error(http_req *rq, int status, const char *code, const char *mess
     request_done(w, rq->route, status, &rq->t0);
 }
 
+/* ---- change-feed long polls: the request waits on its worker's loop, without holding it,
+ * and is asked again every PARK_POLL_MS until rows come or its time is up ---- */
+
+#define PARK_POLL_MS 250
+
+typedef struct parked {
+    struct parked *next, *prev;
+    struct event *ev;
+    http_req *rq;
+} parked;
+
+static void unpark(worker *w, parked *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        w->parked = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    event_free(p->ev);
+    free(p);
+}
+
+static void park_fire(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    parked *p = arg;
+    http_req *rq = p->rq;
+    unpark(rq->w, p);
+    dispatch_request(rq); /* answers, or parks again */
+}
+
+/* Keeps `rq` for a later answer; false when it must be answered now (its time is up, or the
+ * server is stopping). */
+static bool park(http_req *rq, int64_t wait_ms)
+{
+    worker *w = rq->w;
+    int64_t now = ps_clock_now_ms();
+    if (rq->wait_until_ms == 0)
+        rq->wait_until_ms = now + wait_ms;
+    if (now >= rq->wait_until_ms || atomic_load(&w->srv->stopping))
+        return false;
+    parked *p = ps_xcalloc(1, sizeof *p);
+    p->rq = rq;
+    p->ev = evtimer_new(w->base, park_fire, p);
+    int64_t left = rq->wait_until_ms - now, step = left < PARK_POLL_MS ? left : PARK_POLL_MS;
+    struct timeval tv = {(time_t)(step / 1000), (suseconds_t)(step % 1000) * 1000};
+    if (p->ev == NULL || evtimer_add(p->ev, &tv) != 0) {
+        if (p->ev)
+            event_free(p->ev);
+        free(p);
+        return false;
+    }
+    p->next = w->parked;
+    if (w->parked)
+        w->parked->prev = p;
+    w->parked = p;
+    return true;
+}
+
+/* Stopping: every waiting poll is answered now (park_fire sees the server stopping), with
+ * what it has. Worker thread. */
+static void park_flush(worker *w)
+{
+    for (parked *p = w->parked; p; p = p->next)
+        event_active(p->ev, EV_TIMEOUT, 0);
+}
+
 void dispatch_request(http_req *rq)
 {
     worker *w = rq->w;
@@ -180,12 +249,13 @@ void dispatch_request(http_req *rq)
     int route = ROUTE_OTHER, method = rq->head.method;
     const char *ctype = "application/json", *allow = NULL, *why = "";
     size_t path_len = strlen(rq->path);
-    char *path = (char *)rq->path;
     if (path_len >= s->cfg.max_header_bytes ||
         (rq->query && strlen(rq->query) >= s->cfg.max_header_bytes)) {
         ps_api_error(rep, 400, "invalid_request_error", "The request URI is malformed.");
         goto reply;
     }
+    /* routing splits the path in place: a copy, so that a waiting request is routed again */
+    char *path = memcpy(w->path, rq->path, path_len + 1);
     if (strcmp(path, "/healthz") == 0 || strcmp(path, "/metrics") == 0) {
         route = path[1] == 'h' ? ROUTE_HEALTHZ : ROUTE_METRICS;
         if (method != HTTP_GET && method != HTTP_HEAD) {
@@ -240,7 +310,10 @@ void dispatch_request(http_req *rq)
     if (sp && !ps_writer_await(registry_writer_running(s->reg, sp), READ_AWAIT_MS))
         ps_log(PS_LOG_WARN, "msg=\"read served before the store caught up\" space=%s",
                rq2.space_name);
+    rq2.recheck = rq->wait_until_ms != 0;
     ps_api_serve(sp, &rq2, rep);
+    if (rep->wait_ms > 0 && park(rq, rep->wait_ms))
+        return; /* asked again later (park_fire) */
     if (sp && rq2.route == PS_API_REG_CREATE && rep->status == 200) {
         /* the space's writer runs it after the events acknowledged before it */
         ps_writer *wr = registry_writer(s->reg, sp);
@@ -352,6 +425,7 @@ int server_start(const http_config *cfg, registry *reg, server **out)
         w->buffer_cap = cfg->max_header_bytes + 2 * MAX_PARAMS + 16;
         w->query = ps_xmalloc(w->buffer_cap);
         w->ident = ps_xmalloc(w->buffer_cap);
+        w->path = ps_xmalloc(w->buffer_cap);
         w->base = event_base_new();
         PS_ASSERT(w->base != NULL);
         pthread_mutex_init(&w->done_lock, NULL);
@@ -379,6 +453,7 @@ static void stop_accepting(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     conn_listen_stop(arg);
+    park_flush(arg);
 }
 
 static void stop_loop(evutil_socket_t fd, short what, void *arg)
@@ -404,6 +479,8 @@ void server_stop(server *s)
         worker *w = &s->workers[i];
         pthread_join(w->thread, NULL);
         track_flush(-1, 0, w); /* a commit that finished after the loop ended */
+        while (w->parked)      /* polls the loop ended before answering: closed below */
+            unpark(w, w->parked);
         conn_listen_stop(w);
         conn_close_all(w);
         event_free(w->done_ev);
@@ -411,6 +488,7 @@ void server_stop(server *s)
         pthread_mutex_destroy(&w->done_lock);
         ps_buf_clear(&w->reply.body);
         free(w->query);
+        free(w->path);
         free(w->ident);
     }
     free(s->workers);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ps/auth.h"
+#include "ps/changes.h"
 #include "ps/clock.h"
 #include "ps/cursor.h"
 #include "ps/event.h"
@@ -34,6 +35,7 @@ static const char *const route_names[PS_API__ROUTES] = {
     "regulations_create",
     "regulations_list",
     "regulation",
+    "changes",
 };
 
 const char *ps_api_route_name(ps_api_route r)
@@ -773,6 +775,95 @@ static void serve_regulations(ctx *c)
     (void)count;
 }
 
+/* False (and a 400) when a query parameter is given twice. */
+static bool params_once(ctx *c)
+{
+    const ps_api_request *rq = c->rq;
+    for (size_t i = 0; i < rq->param_count; i++)
+        for (size_t k = i + 1; k < rq->param_count; k++)
+            if (strcmp(rq->params[i].name, rq->params[k].name) == 0) {
+                ps_api_error(c->out, 400, "invalid_request_error",
+                             "The parameter `%.60s` is given more than once.", rq->params[i].name);
+                return false;
+            }
+    return true;
+}
+
+/* ---- the change feed ---- */
+
+#define CHANGES_PAGE_DEFAULT 100
+#define CHANGES_PAGE_MAX 1000
+#define CHANGES_WAIT_MAX_S 30
+
+typedef struct changes_page {
+    ps_buf *body;
+    size_t rows;
+} changes_page;
+
+static bool page_change(void *ud, const ps_change_row *r)
+{
+    changes_page *pg = ud;
+    if (pg->rows++)
+        ps_buf_putc(pg->body, ',');
+    ps_changes_row_json(r, true, pg->body);
+    return true;
+}
+
+/* A whole number of at most `digits` digits; false (and a 400) otherwise. */
+static bool get_whole(ctx *c, const char *name, int digits, uint64_t max, uint64_t *out)
+{
+    const ps_api_param *p = param(c, name);
+    *out = 0;
+    if (p == NULL)
+        return true;
+    bool ok = p->value_len > 0 && p->value_len <= (size_t)digits;
+    for (size_t i = 0; ok && i < p->value_len; i++) {
+        ok = p->value[i] >= '0' && p->value[i] <= '9';
+        *out = *out * 10 + (uint64_t)(p->value[i] - '0');
+    }
+    if (!ok || *out > max) {
+        ps_api_error(c->out, 400, "validation_error",
+                     "The parameter `%s` must be a whole number from 0 to %llu, got `%.*s`.", name,
+                     (unsigned long long)max, ECHO(p));
+        return false;
+    }
+    return true;
+}
+
+static void serve_changes(ctx *c)
+{
+    ps_api_reply *out = c->out;
+    size_t limit;
+    uint64_t after, wait_s;
+    unsigned tables = PS_CH_ALL;
+    const ps_api_param *tp = param(c, "table");
+    if (!get_limit(c, CHANGES_PAGE_DEFAULT, CHANGES_PAGE_MAX, &limit) ||
+        !get_whole(c, "after", 19, INT64_MAX, &after) ||
+        !get_whole(c, "wait", 2, CHANGES_WAIT_MAX_S, &wait_s))
+        return;
+    if (tp && !ps_changes_table_parse(tp->value, &tables)) {
+        ps_api_error(out, 400, "validation_error",
+                     "The parameter `table` must be id_graph_updates, "
+                     "external_id_mapping_updates, profile_traits_updates or violations, got "
+                     "`%.*s`.",
+                     ECHO(tp));
+        return;
+    }
+    ps_txn_abort(c->t); /* the scan reads from its own snapshot, the newest */
+    c->t = NULL;
+    changes_page pg = {&out->body, 0};
+    uint64_t next;
+    ps_buf_puts(&out->body, "{\"data\":[");
+    ps_status st = ps_changes_scan(c->sp, after, limit, tables, page_change, &pg, &next);
+    if (st != PS_OK) {
+        storage_error(c, st);
+        return;
+    }
+    ps_buf_printf(&out->body, "],\"next\":%llu}", (unsigned long long)next);
+    if (pg.rows == 0 && wait_s > 0)
+        out->wait_ms = (int64_t)wait_s * 1000;
+}
+
 /* ---- entry ---- */
 
 static bool authorize(ctx *c)
@@ -810,7 +901,7 @@ static bool authorize(ctx *c)
     if (st != PS_OK)
         return storage_error(c, st);
     int64_t wait_ms = 0;
-    if (!ps_space_rate_take(c->sp, c->rules, PS_RATE_API, rq->now_ms, &wait_ms)) {
+    if (!rq->recheck && !ps_space_rate_take(c->sp, c->rules, PS_RATE_API, rq->now_ms, &wait_ms)) {
         c->out->retry_after_s = (wait_ms + 999) / 1000;
         ps_api_error(c->out, 429, "rate_limit_error", "Too many requests hit the API too quickly.");
         return false;
@@ -843,9 +934,15 @@ void ps_api_serve(ps_space *sp, const ps_api_request *rq, ps_api_reply *out)
     out->status = 200;
     out->retry_after_s = 0;
     out->regulation_seq = 0;
+    out->wait_ms = 0;
     ps_buf_reset(&out->body);
     if (!authorize(&c))
         goto done;
+    if (rq->route == PS_API_CHANGES) {
+        if (params_once(&c))
+            serve_changes(&c);
+        goto done;
+    }
     if (rq->route >= PS_API_REG_CREATE && rq->route < PS_API__ROUTES) {
         ps_txn_abort(c.t); /* regulations run their own transactions */
         c.t = NULL;
@@ -861,13 +958,8 @@ void ps_api_serve(ps_space *sp, const ps_api_request *rq, ps_api_reply *out)
                      "The parameter `collection` must be users or accounts.");
         goto done;
     }
-    for (size_t i = 0; i < rq->param_count; i++)
-        for (size_t k = i + 1; k < rq->param_count; k++)
-            if (strcmp(rq->params[i].name, rq->params[k].name) == 0) {
-                ps_api_error(out, 400, "invalid_request_error",
-                             "The parameter `%.60s` is given more than once.", rq->params[i].name);
-                goto done;
-            }
+    if (!params_once(&c))
+        goto done;
     switch (rq->route) {
     case PS_API_PROFILES: serve_profiles(&c); break;
     case PS_API_DELETE_IDS: serve_delete(&c); break;

@@ -227,6 +227,71 @@ def test_follow_sees_concurrent_ingest():
         st.close()
 
 
+def test_http_route_and_long_poll():
+    import threading
+    st = Store()
+    try:
+        st.ctl("space", "create", SPACE)
+        reader = st.ctl("token", "create", SPACE, "--role", "read").stdout.strip()
+        key = st.ctl("source", "create", SPACE).stdout.strip().splitlines()[-1]
+        srv = Server(st)
+        try:
+            path = "/v1/spaces/%s/changes" % SPACE
+            status, _, body = srv.get(path, None)
+            assert status == 401, body
+            for q, code in (("?wait=31", "validation_error"), ("?limit=0", "validation_error"),
+                            ("?after=-1", "validation_error"), ("?table=x", "validation_error"),
+                            ("?after=1&after=2", "invalid_request_error")):
+                status, _, body = srv.get(path + q, reader)
+                assert status == 400 and body["error"]["code"] == code, (q, body)
+            status, _, body = srv.get(path, reader)  # a read token may read the feed
+            assert status == 200 and body == {"data": [], "next": 0}, body
+
+            # nothing new: the answer comes when the wait is over, empty
+            t0 = time.monotonic()
+            status, _, body = srv.get(path + "?wait=1", reader)
+            waited = time.monotonic() - t0
+            assert status == 200 and body["data"] == [] and waited >= 0.9, (body, waited)
+
+            # a row committed during the wait ends it early
+            def send():
+                time.sleep(0.7)
+                srv.track("identify", {"userId": "polled", "traits": {"k": "v"},
+                                       "messageId": "p1"}, key)
+            sender = threading.Thread(target=send)
+            sender.start()
+            t0 = time.monotonic()
+            status, _, body = srv.get(path + "?wait=20&table=external_id_mapping_updates",
+                                      reader)
+            waited = time.monotonic() - t0
+            sender.join()
+            assert status == 200 and waited < 10, (status, waited)
+            assert [r["external_id_value"] for r in body["data"]] == ["polled"], body
+            assert body["next"] > body["data"][-1]["seq"], body  # read past the other tables
+            status, _, body = srv.get(path, reader)
+            assert [r["table"] for r in body["data"]] == [
+                "id_graph_updates", "external_id_mapping_updates", "profile_traits_updates"], body
+            assert body["data"][-1]["value"] == "v" and body["next"] == body["data"][-1]["seq"]
+
+            # a stopping server answers a waiting poll at once
+            result = {}
+
+            def poll():
+                result["r"] = srv.get(path + "?wait=30&after=%d" % body["next"], reader)
+            poller = threading.Thread(target=poll)
+            poller.start()
+            time.sleep(0.5)
+            t0 = time.monotonic()
+            srv.stop()
+            poller.join(timeout=20)
+            assert time.monotonic() - t0 < 10 and result["r"][0] == 200, result
+        finally:
+            if srv.proc.poll() is None:
+                srv.stop()
+    finally:
+        st.close()
+
+
 if __name__ == "__main__":
     run_tests([test_warehouse_agrees_and_resumes, test_formats_and_errors,
-               test_follow_sees_concurrent_ingest])
+               test_follow_sees_concurrent_ingest, test_http_route_and_long_poll])
