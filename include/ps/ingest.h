@@ -105,6 +105,8 @@ size_t ps_prepared_accepted(const ps_prepared *p);
 size_t ps_prepared_dropped(const ps_prepared *p, const ps_prepared_drop **list);
 /* How many messages were dropped in all. */
 size_t ps_prepared_dropped_total(const ps_prepared *p);
+/* Messages of the payload dropped for `why` (every one, listed or not). */
+uint64_t ps_prepared_dropped_by(const ps_prepared *p, ps_drop why);
 /* Heap bytes the payload holds (for queue bounds). */
 size_t ps_prepared_bytes(const ps_prepared *p);
 void ps_prepared_free(ps_prepared *p); /* NULL is a no-op */

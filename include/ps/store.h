@@ -53,13 +53,16 @@ void ps_txn_abort(ps_txn *t);       /* frees `t`; NULL is a no-op */
 ps_store *ps_txn_store(ps_txn *t);
 
 /* Monotonic counters kept in meta, loaded once per write transaction. */
+#define PS_CTR_VIOLATION_SLOTS 16
 typedef enum ps_counter {
     PS_CTR_PROFILE = 0, /* profile sequence numbers, from 1 */
     PS_CTR_MESSAGE,     /* accepted messages in processing order, from 1 */
     PS_CTR_AUDIT,       /* audit rows, from 1 */
     PS_CTR_MAPPING,     /* identifier mappings (map_ ids), from 1 */
     PS_CTR_MERGE,       /* absorbed profiles, from 1 (stores of older builds lack it: 1) */
-    PS_CTR__COUNT
+    PS_CTR_VIOLATION,   /* violations recorded, one counter per reason from here on (the
+                         * resolver's ps_violation; older stores lack them: 1) */
+    PS_CTR__COUNT = PS_CTR_VIOLATION + PS_CTR_VIOLATION_SLOTS
 } ps_counter;
 /* Returns the next value of `c` and advances it (write transactions only). */
 uint64_t ps_txn_next(ps_txn *t, ps_counter c);

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "ps/api.h"
+#include "ps/event.h"
 #include "ps/source.h"
 #include "ps/space.h"
 #include "ps/writer.h"
@@ -143,9 +144,12 @@ typedef struct metrics {
     atomic_uint_fast64_t requests[ROUTE__COUNT][METRIC_STATUSES];
     atomic_uint_fast64_t latency[ROUTE__COUNT][METRIC_BUCKETS + 1];
     atomic_uint_fast64_t latency_us_sum[ROUTE__COUNT];
+    atomic_uint_fast64_t dropped[PS_DROP__COUNT]; /* Tracking API messages refused, by reason */
 } metrics;
 
 void metrics_record(metrics *m, int route, int status, uint64_t elapsed_us);
+/* Counts `n` Tracking API messages dropped for `why`. */
+void metrics_dropped(metrics *m, ps_drop why, uint64_t n);
 /* Appends the exposition text: request counters, latency histograms and, when `reg` is not
  * NULL, per space: profiles, identifiers, merges and LMDB map usage. */
 void metrics_render(metrics *m, registry *reg, ps_buf *out);

@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 
+#include "ps/graph.h"
 #include "ps/store.h"
 
 static const int statuses[METRIC_STATUSES] = {200, 400, 401, 404, 405, 413, 429, 500, 503, 0};
@@ -38,9 +39,16 @@ void metrics_record(metrics *m, int route, int status, uint64_t elapsed_us)
     atomic_fetch_add_explicit(&m->latency_us_sum[route], elapsed_us, memory_order_relaxed);
 }
 
+void metrics_dropped(metrics *m, ps_drop why, uint64_t n)
+{
+    if (n && (unsigned)why < PS_DROP__COUNT)
+        atomic_fetch_add_explicit(&m->dropped[why], n, memory_order_relaxed);
+}
+
 typedef struct space_stats {
     const char *name;
     uint64_t values[6];
+    uint64_t violations[PS_VIOL__COUNT];
 } space_stats;
 
 typedef struct stats_list {
@@ -69,8 +77,11 @@ static void space_gauges(void *ud, ps_space *sp)
         uint64_t merges = ps_txn_peek(t, PS_CTR_MERGE) - 1, map = 0, used = 0;
         ps_store_usage(s, &map, &used);
         l->items = ps_xrealloc(l->items, (l->count + 1) * sizeof *l->items);
-        l->items[l->count++] = (space_stats){
-            ps_space_name(sp), {c.profiles - merges, c.idents, merges, c.events, map, used}};
+        space_stats *ss = &l->items[l->count++];
+        *ss = (space_stats){
+            ps_space_name(sp), {c.profiles - merges, c.idents, merges, c.events, map, used}, {0}};
+        for (int v = 1; v < PS_VIOL__COUNT; v++)
+            ss->violations[v] = ps_txn_peek(t, (ps_counter)(PS_CTR_VIOLATION + v)) - 1;
     }
     ps_txn_abort(t);
 }
@@ -116,6 +127,15 @@ void metrics_render(metrics *m, registry *reg, ps_buf *out)
         ps_buf_printf(out, "profiled_request_duration_seconds_count{route=\"%s\"} %llu\n",
                       route_label(r), (unsigned long long)cum);
     }
+    ps_buf_puts(out, "# HELP profiled_dropped_messages_total Tracking API messages refused "
+                     "before resolution, by reason.\n"
+                     "# TYPE profiled_dropped_messages_total counter\n");
+    for (int d = 1; d < PS_DROP__COUNT; d++) {
+        uint64_t v = atomic_load_explicit(&m->dropped[d], memory_order_relaxed);
+        if (v)
+            ps_buf_printf(out, "profiled_dropped_messages_total{reason=\"%s\"} %llu\n",
+                          ps_drop_name((ps_drop)d), (unsigned long long)v);
+    }
     if (reg == NULL)
         return; /* per-space series only where space names may be shown */
     stats_list l = {NULL, 0};
@@ -127,5 +147,13 @@ void metrics_render(metrics *m, registry *reg, ps_buf *out)
             ps_buf_printf(out, "%s{space=\"%s\"} %llu\n", gauges[g][0], l.items[i].name,
                           (unsigned long long)l.items[i].values[g]);
     }
+    ps_buf_puts(out, "# HELP profiled_violations_total Identifiers events could not use, and "
+                     "events with none, by reason (stored with the space; a rebuild restarts "
+                     "them).\n# TYPE profiled_violations_total counter\n");
+    for (size_t i = 0; i < l.count; i++)
+        for (int v = 1; v < PS_VIOL__COUNT; v++)
+            ps_buf_printf(out, "profiled_violations_total{space=\"%s\",reason=\"%s\"} %llu\n",
+                          l.items[i].name, ps_violation_name((ps_violation)v),
+                          (unsigned long long)l.items[i].violations[v]);
     free(l.items);
 }

@@ -182,8 +182,7 @@ static bool find_source(http_req *rq, const char *key, size_t klen, bool malform
     ps_status st = PS_EAUTH;
     if (!malformed && klen > 0)
         st = ps_source_find(registry_sources(rq->w->srv->reg), key, klen,
-                            http_head_find(&rq->head, "Origin", &(size_t){0}) != NULL,
-                            &rq->source);
+                            http_head_find(&rq->head, "Origin", &(size_t){0}) != NULL, &rq->source);
     if (st == PS_EAUTH || st == PS_ENOTFOUND) {
         track_error(rep, 400, "invalid_write_key",
                     malformed   ? "The Authorization header must be Basic base64(<writeKey>:)."
@@ -307,6 +306,7 @@ void track_handle(http_req *rq)
         goto reply;
     }
     if (st == PS_EINVAL || st == PS_ETOOBIG) {
+        metrics_dropped(&s->stats, refusal.why, 1);
         track_error(rep, 400, drop_code(refusal.why), ps_drop_message(refusal.why));
         goto reply;
     }
@@ -314,6 +314,8 @@ void track_handle(http_req *rq)
         track_error(rep, 503, "unavailable", "The space cannot be read now; retry later.");
         goto reply;
     }
+    for (int d = 1; d < PS_DROP__COUNT && ps_prepared_dropped_total(prep); d++)
+        metrics_dropped(&s->stats, (ps_drop)d, ps_prepared_dropped_by(prep, (ps_drop)d));
     const ps_prepared_drop *drops;
     if (!batch && ps_prepared_dropped(prep, &drops) > 0 &&
         drops[0].why != PS_DROP_SUPPRESSED) { /* a single call says why; a suppressed userId
@@ -386,9 +388,9 @@ void track_settings(http_req *rq, const char *key)
         reply_now(rq, "GET, OPTIONS");
         return;
     }
-    ps_status st = ps_source_find(registry_sources(w->srv->reg), key, strlen(key),
-                                  http_head_find(&rq->head, "Origin", &(size_t){0}) != NULL,
-                                  &rq->source);
+    ps_status st =
+        ps_source_find(registry_sources(w->srv->reg), key, strlen(key),
+                       http_head_find(&rq->head, "Origin", &(size_t){0}) != NULL, &rq->source);
     if (st == PS_EAUTH || st == PS_ENOTFOUND) {
         track_error(rep, 404, "not_found", "No source has this write key.");
     } else if (st != PS_OK) {

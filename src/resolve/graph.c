@@ -148,9 +148,12 @@ ps_status ps_graph_unmap(ps_txn *t, uint64_t canonical, const char *type, const 
     return audit_row(t, in, PS_AUDIT_UNMAP, PS_VIOL_NONE, canonical, canonical, &id);
 }
 
+_Static_assert(PS_VIOL__COUNT <= PS_CTR_VIOLATION_SLOTS, "a counter per violation reason");
+
 ps_status ps_graph_violation(ps_txn *t, const ps_resolve_in *in, ps_violation v, const ps_ident *id,
                              uint64_t profile)
 {
+    ps_txn_next(t, (ps_counter)(PS_CTR_VIOLATION + v)); /* /metrics counts them by reason */
     return audit_row(t, in, PS_AUDIT_VIOLATION, v, profile, profile, id);
 }
 

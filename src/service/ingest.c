@@ -454,6 +454,11 @@ size_t ps_prepared_dropped_total(const ps_prepared *p)
     return p->dropped_total;
 }
 
+uint64_t ps_prepared_dropped_by(const ps_prepared *p, ps_drop why)
+{
+    return (unsigned)why < PS_DROP__COUNT ? p->dropped_by[why] : 0;
+}
+
 size_t ps_prepared_dropped(const ps_prepared *p, const ps_prepared_drop **list)
 {
     *list = p->drops;

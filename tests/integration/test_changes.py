@@ -234,7 +234,7 @@ def test_http_route_and_long_poll():
         st.ctl("space", "create", SPACE)
         reader = st.ctl("token", "create", SPACE, "--role", "read").stdout.strip()
         key = st.ctl("source", "create", SPACE).stdout.strip().splitlines()[-1]
-        srv = Server(st)
+        srv = Server(st, "--metrics-listen", "127.0.0.1:0")
         try:
             path = "/v1/spaces/%s/changes" % SPACE
             status, _, body = srv.get(path, None)
@@ -272,6 +272,23 @@ def test_http_route_and_long_poll():
             assert [r["table"] for r in body["data"]] == [
                 "id_graph_updates", "external_id_mapping_updates", "profile_traits_updates"], body
             assert body["data"][-1]["value"] == "v" and body["next"] == body["data"][-1]["seq"]
+
+            # /metrics: refused messages by reason, and the space's violations by reason
+            status, _, body2 = srv.track("batch", {"batch": [
+                {"type": "track", "event": "no id", "messageId": "x1"},
+                {"type": "identify", "userId": "null", "anonymousId": "anon-m",
+                 "messageId": "x2"}]}, key)
+            assert status == 200 and body2["dropped_count"] == 1, body2
+            srv.get(path, reader)  # a Profile API read waits until acknowledged events apply
+            status, _, text = srv.get("/metrics", raw=True)
+            assert 'profiled_dropped_messages_total{reason="no_user_anon_id"} 1' in \
+                text.decode(), text
+            status, _, text = srv.get("/metrics", raw=True, port=srv.metrics_port)
+            text = text.decode()
+            assert ('profiled_violations_total{space="%s",reason="id_value_blocked"} 1' % SPACE
+                    in text), text
+            assert ('profiled_violations_total{space="%s",reason="profile_merge_limit_exceeded"} 0'
+                    % SPACE in text), text
 
             # a stopping server answers a waiting poll at once
             result = {}
