@@ -154,19 +154,19 @@ def test_warehouse_agrees_and_resumes():
                                       "FROM profile_traits"):
                 traits.setdefault(c, {})[n] = json.loads(v)
             checked_api = 0
-            for i, p in enumerate(exp):
+            for p in exp:
                 ids = {(x["type"], x["id"]) for x in p["external_ids"]}
                 assert held.get(p["segment_id"], set()) == ids, p["segment_id"]
                 assert traits.get(p["segment_id"], {}) == p["traits"], p["segment_id"]
-                if i % 20 == 0 and p["collection"] == "users":  # the HTTP read model too
-                    seg = p["segment_id"]
-                    api_ids = api_all(srv, token, base + seg + "/external_ids?limit=100", "data")
-                    assert {(x["type"], x["id"]) for x in api_ids} == ids, seg
-                    api_traits = dict(api_all(srv, token, base + seg + "/traits?limit=200",
-                                              "traits"))
-                    assert api_traits == p["traits"], seg
-                    checked_api += 1
-            assert checked_api > 5
+                # and the Profile API itself
+                seg = p["segment_id"]
+                where = "/v1/spaces/%s/collections/%s/profiles/%s" % (SPACE, p["collection"], seg)
+                api_ids = api_all(srv, token, where + "/external_ids?limit=100", "data")
+                assert {(x["type"], x["id"]) for x in api_ids} == ids, seg
+                api_traits = dict(api_all(srv, token, where + "/traits?limit=200", "traits"))
+                assert api_traits == traits.get(seg, {}), seg
+                checked_api += 1
+            assert checked_api == len(exp)
             assert some
             # violations name a reason and the message
             v = db.execute("SELECT reason, triggering_event_id FROM violations").fetchall()
