@@ -20,18 +20,23 @@ typedef enum ps_api_route {
     PS_API_EVENTS,
     PS_API_METADATA,
     PS_API_LINKS,
-    PS_API_PROFILES,   /* list */
-    PS_API_DELETE_IDS, /* POST …/external_ids/delete */
-    PS_API_REG_CREATE, /* POST /v1/spaces/{space}/regulations */
-    PS_API_REG_LIST,   /* GET /v1/spaces/{space}/regulations */
-    PS_API_REG_GET,    /* GET /v1/spaces/{space}/regulations/{id} (the id in `ident`) */
-    PS_API_CHANGES,    /* GET /v1/spaces/{space}/changes (docs/changes.md) */
+    PS_API_PROFILES,      /* list */
+    PS_API_DELETE_IDS,    /* POST …/external_ids/delete */
+    PS_API_REG_CREATE,    /* POST /v1/spaces/{space}/regulations */
+    PS_API_REG_LIST,      /* GET /v1/spaces/{space}/regulations */
+    PS_API_REG_GET,       /* GET /v1/spaces/{space}/regulations/{id} (the id in `ident`) */
+    PS_API_CHANGES,       /* GET /v1/spaces/{space}/changes (docs/changes.md) */
+    PS_API_FILTER_LIST,   /* GET /v1/spaces/{space}/filters (docs/filters.md) */
+    PS_API_FILTER_CREATE, /* POST /v1/spaces/{space}/filters */
+    PS_API_FILTER_UPDATE, /* PATCH /v1/spaces/{space}/filters/{name} (the name in `ident`) */
+    PS_API_FILTER_DELETE, /* DELETE /v1/spaces/{space}/filters/{name} */
     PS_API__ROUTES
 } ps_api_route;
 
 /* Stable name of a route ("traits", ..., "profiles", "external_ids_delete"). */
 const char *ps_api_route_name(ps_api_route r);
-/* Whether the route changes the space (then it needs an admin token). */
+/* Whether the route needs an admin token: it changes the space, or (filters) shows how the
+ * space is set up. */
 bool ps_api_route_changes(ps_api_route r);
 
 /* One query parameter, already percent-decoded and NUL-terminated. */

@@ -63,6 +63,7 @@ typedef enum ps_drop {
     PS_DROP_NUL_CHARACTER,     /* \u0000 inside a string */
     PS_DROP_TOO_DEEP,          /* nested deeper than PS_JSON_DEPTH_MAX */
     PS_DROP_SUPPRESSED,        /* its userId is suppressed by a regulation */
+    PS_DROP_FILTERED,          /* it matched one of the space's event filters */
     PS_DROP__COUNT
 } ps_drop;
 
@@ -123,6 +124,11 @@ typedef struct ps_accept_opts {
     ps_msg_type forced_type; /* HTTP /v1/<type>; PS_MSG_NONE reads "type" */
     uint64_t sequence;       /* distinguishes generated messageIds within one stamp */
     bool require_batch;      /* the payload must be {"batch":[...]} (HTTP /v1/batch) */
+    const struct ps_filter_set *filters; /* the space's event filters (NULL: none): a message
+                                          * matching one is dropped as PS_DROP_FILTERED */
+    uint32_t *filter_hits; /* with filters: the drops counted per filter, by its index */
+    int *last_filter;      /* with filters: set to the index of the filter that dropped the
+                            * message the callback is called for */
 } ps_accept_opts;
 
 /* Called once per message: `ev` is NULL when it was dropped for `why`. `index` is the item

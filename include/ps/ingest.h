@@ -79,6 +79,8 @@ typedef struct ps_prepare_opts {
 typedef struct ps_prepared_drop {
     uint32_t index; /* item in the batch; 0 for a single message */
     ps_drop why;
+    const char *filter; /* PS_DROP_FILTERED: the filter's name (valid while the space is
+                         * open), else NULL */
 } ps_prepared_drop;
 
 typedef struct ps_prepared ps_prepared;

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ps/filters.h"
 #include "ps/mem.h"
 #include "ps/rules.h"
 #include "ps/status.h"
@@ -38,6 +39,15 @@ const char *ps_space_dir(const ps_space *sp); /* DATA/spaces/<name> */
 /* The space's current rules as seen by `t`, reloaded when the settings changed. Safe to call
  * from several threads. Borrowed: valid until ps_space_close() (replaced rules are kept). */
 ps_status ps_space_rules(ps_space *sp, ps_txn *t, const ps_rules **out);
+
+/* The space's event filters as of `t` (meta PS_FILTERS_KEY), compiled once per version and
+ * borrowed until the space closes. */
+#define PS_FILTERS_KEY "filters"
+ps_status ps_space_filters(ps_space *sp, ps_txn *t, const ps_filter_set **out);
+/* Adds the drops of one payload (`hits`, by filter index of `set`) to the space's counts. */
+void ps_space_filter_hits_add(ps_space *sp, const ps_filter_set *set, const uint32_t *hits);
+/* The current filters' names and their drops since the space opened; returns how many. */
+size_t ps_space_filter_hits(ps_space *sp, char names[][PS_FILTER_NAME_MAX + 1], uint64_t *hits);
 
 /* The space's two request rate limits (docs/http-api.md): each has its own token bucket. */
 typedef enum ps_rate_kind {

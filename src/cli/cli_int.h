@@ -50,6 +50,7 @@ int cmd_token(cli *c);
 int cmd_source(cli *c);
 int cmd_log(cli *c);
 int cmd_changes(cli *c);
+int cmd_filter(cli *c);
 int cmd_migrate(cli *c);
 int cmd_rebuild(cli *c);
 int cmd_regulation(cli *c);

@@ -356,6 +356,10 @@ static int ingest_stream(run *r, FILE *f)
 static void summary(const run *r, const ps_ingest_stats *s)
 {
     double secs = (double)(ps_clock_now_ms() - r->started_ms) / 1000.0;
+    /* the drops of each event filter (docs/filters.md) since this command opened the space */
+    char names[PS_FILTERS_MAX][PS_FILTER_NAME_MAX + 1];
+    uint64_t hits[PS_FILTERS_MAX];
+    size_t nf = ps_space_filter_hits(r->sp, names, hits);
     if (r->progress)
         fputc('\n', stderr);
     if (r->c->json) {
@@ -374,6 +378,10 @@ static void summary(const run *r, const ps_ingest_stats *s)
             if (s->dropped[i])
                 printf("%s\"%s\":%llu", k++ ? "," : "", ps_drop_name((ps_drop)i),
                        (unsigned long long)s->dropped[i]);
+        printf("},\"filtered\":{");
+        for (size_t i = 0, k2 = 0; i < nf; i++)
+            if (hits[i])
+                printf("%s\"%s\":%llu", k2++ ? "," : "", names[i], (unsigned long long)hits[i]);
         printf("}}\n");
         return;
     }
@@ -389,6 +397,9 @@ static void summary(const run *r, const ps_ingest_stats *s)
         if (s->dropped[i])
             printf("dropped %s: %llu\n", ps_drop_name((ps_drop)i),
                    (unsigned long long)s->dropped[i]);
+    for (size_t i = 0; i < nf; i++)
+        if (hits[i])
+            printf("filtered by %s: %llu\n", names[i], (unsigned long long)hits[i]);
     printf("%.2f s, %.0f messages/s\n", secs, secs > 0 ? (double)s->messages / secs : 0.0);
 }
 

@@ -54,6 +54,12 @@ static const char usage[] =
     "  compact SPACE                          rewrite the space's file: after a deletion, no\n"
     "                                         byte of what was erased remains (server stopped)\n"
     "  regulation show SPACE ID               one regulation (JSON)\n"
+    "  filter create SPACE NAME 'FQL' [--disabled]\n"
+    "                                         drop messages matching the FQL query before\n"
+    "                                         resolution, at both doors (docs/filters.md)\n"
+    "  filter list SPACE                      the space's filters (JSON)\n"
+    "  filter enable|disable|delete SPACE NAME\n"
+    "                                         change one filter\n"
     "  changes SPACE [--after SEQ] [--limit N] [--table T] [--format ndjson|csv] [--follow]\n"
     "                                         the identity graph's decisions as Profiles Sync\n"
     "                                         rows, in seq order; --follow waits for more\n"
@@ -73,6 +79,7 @@ static const command commands[] = {
     {"token", cmd_token},     {"source", cmd_source},     {"log", cmd_log},
     {"migrate", cmd_migrate}, {"rebuild", cmd_rebuild},   {"regulation", cmd_regulation},
     {"compact", cmd_compact}, {"unmerge", cmd_unmerge},   {"changes", cmd_changes},
+    {"filter", cmd_filter},
 };
 
 int cli_fail(int code, const char *fmt, ...)

@@ -254,6 +254,7 @@ void conn_close_all(worker *w);
 #define MAX_SEGMENTS 10
 #define MAX_DELETE_BODY (32 * 1024)
 #define MAX_REGULATION_BODY (4 * 1024 * 1024) /* 5000 userIds of up to 400 bytes, escaped */
+#define MAX_FILTER_BODY (16 * 1024)           /* a name and a query of up to 4 KiB, escaped */
 #define MAX_AUTH_BYTES 1024
 /* Decodes a Profile API request: the route of `path` (split in place), the method, the query
  * parameters (into `params`, their text in `query_store`), the percent-decoded identifier

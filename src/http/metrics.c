@@ -4,6 +4,7 @@
 #include "http_int.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "ps/graph.h"
 #include "ps/store.h"
@@ -49,6 +50,9 @@ typedef struct space_stats {
     const char *name;
     uint64_t values[6];
     uint64_t violations[PS_VIOL__COUNT];
+    char filters[PS_FILTERS_MAX][PS_FILTER_NAME_MAX + 1];
+    uint64_t filtered[PS_FILTERS_MAX];
+    size_t nfilters;
 } space_stats;
 
 typedef struct stats_list {
@@ -78,10 +82,13 @@ static void space_gauges(void *ud, ps_space *sp)
         ps_store_usage(s, &map, &used);
         l->items = ps_xrealloc(l->items, (l->count + 1) * sizeof *l->items);
         space_stats *ss = &l->items[l->count++];
-        *ss = (space_stats){
-            ps_space_name(sp), {c.profiles - merges, c.idents, merges, c.events, map, used}, {0}};
+        memset(ss, 0, sizeof *ss);
+        ss->name = ps_space_name(sp);
+        uint64_t values[6] = {c.profiles - merges, c.idents, merges, c.events, map, used};
+        memcpy(ss->values, values, sizeof values);
         for (int v = 1; v < PS_VIOL__COUNT; v++)
             ss->violations[v] = ps_txn_peek(t, (ps_counter)(PS_CTR_VIOLATION + v)) - 1;
+        ss->nfilters = ps_space_filter_hits(sp, ss->filters, ss->filtered);
     }
     ps_txn_abort(t);
 }
@@ -155,5 +162,13 @@ void metrics_render(metrics *m, registry *reg, ps_buf *out)
             ps_buf_printf(out, "profiled_violations_total{space=\"%s\",reason=\"%s\"} %llu\n",
                           l.items[i].name, ps_violation_name((ps_violation)v),
                           (unsigned long long)l.items[i].violations[v]);
+    ps_buf_puts(out, "# HELP profiled_filtered_messages_total Messages an event filter dropped "
+                     "since the server opened the space, by filter.\n"
+                     "# TYPE profiled_filtered_messages_total counter\n");
+    for (size_t i = 0; i < l.count; i++)
+        for (size_t f = 0; f < l.items[i].nfilters; f++)
+            ps_buf_printf(
+                out, "profiled_filtered_messages_total{space=\"%s\",filter=\"%s\"} %llu\n",
+                l.items[i].name, l.items[i].filters[f], (unsigned long long)l.items[i].filtered[f]);
     free(l.items);
 }

@@ -137,6 +137,15 @@ static int route_of(char **seg, int n, int method, bool *method_ok)
     if (n == 4 && strcmp(seg[0], "v1") == 0 && strcmp(seg[1], "spaces") == 0 &&
         strcmp(seg[3], "changes") == 0)
         return PS_API_CHANGES;
+    if ((n == 4 || n == 5) && strcmp(seg[0], "v1") == 0 && strcmp(seg[1], "spaces") == 0 &&
+        strcmp(seg[3], "filters") == 0) {
+        if (n == 4) {
+            *method_ok = *method_ok || method == HTTP_POST;
+            return method == HTTP_POST ? PS_API_FILTER_CREATE : PS_API_FILTER_LIST;
+        }
+        *method_ok = method == HTTP_PATCH || method == HTTP_DELETE;
+        return method == HTTP_DELETE ? PS_API_FILTER_DELETE : PS_API_FILTER_UPDATE;
+    }
     if (n < 6 || strcmp(seg[0], "v1") != 0 ||
         (strcmp(seg[1], "spaces") != 0 && strcmp(seg[1], "namespaces") != 0) ||
         strcmp(seg[3], "collections") != 0 || strcmp(seg[5], "profiles") != 0)
@@ -197,21 +206,25 @@ int route_profile(char *path, const char *query, int method, const char *auth, s
     }
     out->route = (ps_api_route)route;
     if (!method_ok) {
+        bool one_filter = route == PS_API_FILTER_UPDATE || route == PS_API_FILTER_DELETE;
+        bool list = route == PS_API_REG_LIST || route == PS_API_FILTER_LIST;
         *allow = route == PS_API_DELETE_IDS ? "POST"
-                 : route == PS_API_REG_LIST ? "GET, POST"
+                 : list                     ? "GET, POST"
+                 : one_filter               ? "PATCH, DELETE"
                                             : "GET";
         *why = route == PS_API_DELETE_IDS ? "Use POST on this route."
-               : route == PS_API_REG_LIST ? "Use GET or POST on this route."
+               : list                     ? "Use GET or POST on this route."
+               : one_filter               ? "Use PATCH or DELETE on this route."
                                           : "Use GET on this route.";
         return 405;
     }
-    bool reg = route >= PS_API_REG_CREATE;
+    bool reg = route >= PS_API_REG_CREATE; /* and every later route: no collection */
     out->space_name = seg[2];
     out->collection = reg ? NULL : seg[4];
     out->params = params;
     if (!parse_query(query, query_store, params, &out->param_count, why))
         return 400;
-    if (route == PS_API_REG_GET) {
+    if (route == PS_API_REG_GET || route == PS_API_FILTER_UPDATE || route == PS_API_FILTER_DELETE) {
         size_t len = strlen(seg[4]);
         if (len > 64) /* ids are "reg_" and 16 hex digits: a longer one is simply unknown */
             len = 0;

@@ -132,6 +132,11 @@ head_decision dispatch_head(http_req *rq)
     if (rq->head.method == HTTP_POST && serves_profiles(rq) && pl > rl &&
         strcmp(rq->path + pl - rl, reg_suffix) == 0)
         return (head_decision){.max_body = MAX_REGULATION_BODY, .anonymous = true};
+    static const char filters[] = "/filters";
+    const char *f = strstr(rq->path, filters);
+    if ((rq->head.method == HTTP_POST || rq->head.method == HTTP_PATCH) && serves_profiles(rq) &&
+        f && (f[sizeof filters - 1] == 0 || f[sizeof filters - 1] == '/'))
+        return (head_decision){.max_body = MAX_FILTER_BODY, .anonymous = true};
     if (rq->head.chunked || rq->head.content_length > 0) {
         /* a body where none is read: answer as if it were empty, then close (conn.c) */
         rq->body = (const uint8_t *)"";
@@ -290,7 +295,8 @@ void dispatch_request(http_req *rq)
         goto reply;
     }
     route = (int)rq2.route;
-    if (route == PS_API_DELETE_IDS || route == PS_API_REG_CREATE) {
+    if (route == PS_API_DELETE_IDS || route == PS_API_REG_CREATE || route == PS_API_FILTER_CREATE ||
+        route == PS_API_FILTER_UPDATE) {
         rq2.body = (const char *)rq->body;
         rq2.body_len = rq->body_len;
     }

@@ -64,10 +64,20 @@ static void success_body(ps_buf *out, const ps_prepared *p)
         ps_buf_printf(out, ",\"accepted\":%zu,\"dropped_count\":%zu,\"dropped\":[",
                       ps_prepared_accepted(p), ps_prepared_dropped_total(p));
         for (size_t i = 0; i < n; i++) {
+            char named[160];
             const char *msg = ps_drop_message(drops[i].why);
+            if (drops[i].filter) {
+                snprintf(named, sizeof named, "The message matched the space's event filter '%s'.",
+                         drops[i].filter);
+                msg = named;
+            }
             ps_buf_printf(out, "%s{\"index\":%u,\"code\":\"%s\",\"message\":", i ? "," : "",
                           (unsigned)drops[i].index, drop_code(drops[i].why));
             ps_buf_json_str(out, msg, strlen(msg));
+            if (drops[i].filter) {
+                ps_buf_puts(out, ",\"filter\":");
+                ps_buf_json_str(out, drops[i].filter, strlen(drops[i].filter));
+            }
             ps_buf_puts(out, "}");
         }
         ps_buf_puts(out, "]");
@@ -317,9 +327,10 @@ void track_handle(http_req *rq)
     for (int d = 1; d < PS_DROP__COUNT && ps_prepared_dropped_total(prep); d++)
         metrics_dropped(&s->stats, (ps_drop)d, ps_prepared_dropped_by(prep, (ps_drop)d));
     const ps_prepared_drop *drops;
-    if (!batch && ps_prepared_dropped(prep, &drops) > 0 &&
-        drops[0].why != PS_DROP_SUPPRESSED) { /* a single call says why; a suppressed userId
-                                               * is dropped quietly, as Segment does */
+    if (!batch && ps_prepared_dropped(prep, &drops) > 0 && drops[0].why != PS_DROP_SUPPRESSED &&
+        drops[0].why != PS_DROP_FILTERED) { /* a single call says why; a suppressed userId or
+                                             * a filtered message is dropped quietly (200), as
+                                             * Segment does */
         track_error(rep, 400, drop_code(drops[0].why), ps_drop_message(drops[0].why));
         goto reply;
     }

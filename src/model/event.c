@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 
 #include "ps/clock.h"
+#include "ps/filters.h"
 #include "ps/json.h"
 #include "ps/text.h"
 
@@ -40,6 +41,7 @@ static const char *const drop_names[PS_DROP__COUNT] = {
     "nul_character",
     "too_deep",
     "suppressed",
+    "filtered",
 };
 
 const char *ps_drop_name(ps_drop d)
@@ -464,6 +466,16 @@ static ps_status one_message(const ps_accept_opts *opts, ps_arena *arena, const 
     memset(&ev, 0, sizeof ev);
     parse_ctx c = {opts, arena, &ev, 0};
     ps_drop d = check_message(&c, msg, index, body);
+    if (d == PS_DROP_NONE && opts->filters) { /* valid: the space's filters see it whole */
+        int hit = ps_filters_match(opts->filters, msg);
+        if (hit >= 0) {
+            d = PS_DROP_FILTERED;
+            if (opts->filter_hits)
+                opts->filter_hits[hit]++;
+            if (opts->last_filter)
+                *opts->last_filter = hit;
+        }
+    }
     return fn(ud, d == PS_DROP_NONE ? &ev : NULL, d, index);
 }
 
@@ -949,6 +961,7 @@ static const char *const drop_messages[PS_DROP__COUNT] = {
     [PS_DROP_NUL_CHARACTER] = "A string contains \\u0000 (NUL), which is not accepted.",
     [PS_DROP_TOO_DEEP] = "Objects and arrays are nested more than 64 levels deep.",
     [PS_DROP_SUPPRESSED] = "The userId is suppressed (a regulation): its messages are not kept.",
+    [PS_DROP_FILTERED] = "The message matched one of the space's event filters.",
 };
 
 const char *ps_drop_message(ps_drop d)

@@ -14,6 +14,7 @@
 #include "ps/clock.h"
 #include "ps/cursor.h"
 #include "ps/event.h"
+#include "ps/eventfilter.h"
 #include "ps/graph.h"
 #include "ps/graphdb.h"
 #include "ps/log.h"
@@ -36,6 +37,10 @@ static const char *const route_names[PS_API__ROUTES] = {
     "regulations_list",
     "regulation",
     "changes",
+    "filters_list",
+    "filters_create",
+    "filter_update",
+    "filter_delete",
 };
 
 const char *ps_api_route_name(ps_api_route r)
@@ -45,7 +50,8 @@ const char *ps_api_route_name(ps_api_route r)
 
 bool ps_api_route_changes(ps_api_route r)
 {
-    return r == PS_API_DELETE_IDS || r == PS_API_REG_CREATE;
+    return r == PS_API_DELETE_IDS || r == PS_API_REG_CREATE ||
+           (r >= PS_API_FILTER_LIST && r <= PS_API_FILTER_DELETE);
 }
 
 void ps_api_error(ps_api_reply *out, int status, const char *code, const char *fmt, ...)
@@ -864,6 +870,59 @@ static void serve_changes(ctx *c)
         out->wait_ms = (int64_t)wait_s * 1000;
 }
 
+/* ---- event filters ---- */
+
+static void serve_filters(ctx *c)
+{
+    const ps_api_request *rq = c->rq;
+    ps_api_reply *out = c->out;
+    char err[400] = "";
+    ps_status st = PS_OK;
+    if (rq->route != PS_API_FILTER_LIST && rq->route != PS_API_FILTER_DELETE) {
+        ps_filter_request fr;
+        const char *why;
+        if (ps_filters_parse_request(rq->body ? rq->body : "", rq->body_len, &fr, &why) != PS_OK) {
+            ps_api_error(out, 400, "bad_request", "%s", why);
+            return;
+        }
+        if (rq->route == PS_API_FILTER_CREATE && (!fr.has_name || fr.fql == NULL))
+            ps_api_error(out, 400, "bad_request",
+                         "A filter needs `name` and `if` (its FQL query); `enabled` is optional "
+                         "(default true).");
+        else if (rq->route == PS_API_FILTER_UPDATE && fr.fql)
+            ps_api_error(out, 400, "bad_request",
+                         "A filter's query is not changed in place: delete the filter and create "
+                         "it again. PATCH takes `name` (a rename) and `enabled`.");
+        else if (rq->route == PS_API_FILTER_CREATE)
+            st = ps_eventfilter_create(c->sp, fr.name, fr.fql, fr.enabled != 0, rq->now_ms, err,
+                                       sizeof err);
+        else
+            st = ps_eventfilter_update(c->sp, rq->ident, fr.has_name ? fr.name : NULL, fr.enabled,
+                                       err, sizeof err);
+        ps_filter_request_clear(&fr);
+        if (out->status != 200)
+            return;
+    } else if (rq->route == PS_API_FILTER_DELETE) {
+        st = ps_eventfilter_delete(c->sp, rq->ident, err, sizeof err);
+    }
+    if (st == PS_EINVAL)
+        ps_api_error(out, 400, "bad_request", "%s", err);
+    else if (st == PS_ECONFLICT)
+        ps_api_error(out, 409, "conflict", "%s", err);
+    else if (st == PS_ENOTFOUND)
+        ps_api_error(out, 404, "not_found", "%s", err);
+    else if (st != PS_OK)
+        storage_error(c, st);
+    if (st != PS_OK)
+        return;
+    ps_buf_puts(&out->body, "{\"data\":{\"filters\":");
+    if ((st = ps_eventfilter_list(c->sp, &out->body)) != PS_OK) {
+        storage_error(c, st);
+        return;
+    }
+    ps_buf_puts(&out->body, "}}");
+}
+
 /* ---- entry ---- */
 
 static bool authorize(ctx *c)
@@ -938,6 +997,12 @@ void ps_api_serve(ps_space *sp, const ps_api_request *rq, ps_api_reply *out)
     ps_buf_reset(&out->body);
     if (!authorize(&c))
         goto done;
+    if (rq->route >= PS_API_FILTER_LIST && rq->route <= PS_API_FILTER_DELETE) {
+        ps_txn_abort(c.t); /* changes run their own transactions */
+        c.t = NULL;
+        serve_filters(&c);
+        goto done;
+    }
     if (rq->route == PS_API_CHANGES) {
         if (params_once(&c))
             serve_changes(&c);

@@ -357,6 +357,9 @@ struct ps_prepared {
     ps_buf logs;                         /* the events' log values, back to back */
     size_t *log_end;                     /* where each event's value ends in `logs` */
     ps_txn *suppress_txn;                /* while parsing, when the space suppresses some userIds */
+    const ps_filter_set *filters;        /* the space's filters the payload was checked with */
+    uint32_t filter_hits[PS_FILTERS_MAX];
+    int last_filter;
 };
 
 static ps_status collect_message(void *ud, const ps_event *ev, ps_drop why, size_t index)
@@ -375,7 +378,11 @@ static ps_status collect_message(void *ud, const ps_event *ev, ps_drop why, size
             p->dcap = p->dcap ? 2 * p->dcap : 8;
             p->drops = ps_xrealloc(p->drops, p->dcap * sizeof *p->drops);
         }
-        p->drops[p->ndrops++] = (ps_prepared_drop){(uint32_t)index, why};
+        p->drops[p->ndrops++] =
+            (ps_prepared_drop){(uint32_t)index, why,
+                               why == PS_DROP_FILTERED && p->last_filter >= 0
+                                   ? ps_filters_get(p->filters, (size_t)p->last_filter).name
+                                   : NULL};
         return PS_OK;
     }
     if (p->count == p->cap) {
@@ -394,8 +401,11 @@ ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *jso
     ps_txn *t = NULL;
     const ps_rules *rules;
     ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
+    const ps_filter_set *filters = NULL;
     if (st == PS_OK)
         st = ps_space_rules(sp, t, &rules); /* borrowed until the space closes */
+    if (st == PS_OK)
+        st = ps_space_filters(sp, t, &filters); /* likewise */
     if (st == PS_OK && !o->unlimited &&
         !ps_space_rate_take(sp, rules, PS_RATE_INGEST, o->now_ms, &refusal->retry_ms))
         st = PS_ELIMIT;
@@ -416,7 +426,12 @@ ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *jso
         .sequence = o->sequence,
         .require_batch = o->require_batch,
         .keep_received_at = o->keep_received_at,
+        .filters = ps_filters_count(filters) ? filters : NULL,
+        .filter_hits = p->filter_hits,
+        .last_filter = &p->last_filter,
     };
+    p->filters = filters;
+    p->last_filter = -1;
     ps_arena_init(&p->arena);
     /* the read transaction stays open through the parse only when there is a list to check */
     if (ps_regulation_any_suppressed(t))
@@ -428,6 +443,8 @@ ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *jso
         ps_txn_abort(p->suppress_txn);
         p->suppress_txn = NULL;
     }
+    if (p->dropped_by[PS_DROP_FILTERED])
+        ps_space_filter_hits_add(sp, filters, p->filter_hits);
     if (st != PS_OK) {
         ps_prepared_free(p);
         return st;

@@ -26,7 +26,13 @@ struct ps_space {
     ps_buf rules_source; /* the settings bytes `rules` was built from */
     ps_rules **retired;  /* replaced rules, still borrowed by other threads until close */
     size_t retired_count;
-    ps_bucket buckets[2]; /* rate limits, by ps_rate_kind */
+    ps_filter_set *filters;      /* compiled from filters_source */
+    ps_buf filters_source;       /* meta "filters" as `filters` was built from */
+    ps_filter_set **old_filters; /* replaced sets, still borrowed until close */
+    size_t old_filters_count;
+    uint64_t filter_hits[PS_FILTERS_MAX]; /* messages dropped by each filter of `filters` since
+                                           * the space opened (a changed set starts at 0) */
+    ps_bucket buckets[2];                 /* rate limits, by ps_rate_kind */
 };
 
 bool ps_space_name_valid(const char *name)
@@ -106,6 +112,7 @@ ps_status ps_space_open(const char *data_dir, const char *name, bool read_only, 
     sp->name = ps_xstrdup(name);
     sp->dir = ps_xstrdup(dir);
     ps_buf_init(&sp->rules_source);
+    ps_buf_init(&sp->filters_source);
     pthread_mutex_init(&sp->lock, NULL);
     *out = sp;
     return PS_OK;
@@ -122,6 +129,11 @@ void ps_space_close(ps_space *sp)
     free(sp->retired);
     pthread_mutex_destroy(&sp->lock);
     ps_buf_clear(&sp->rules_source);
+    ps_filters_free(sp->filters);
+    for (size_t i = 0; i < sp->old_filters_count; i++)
+        ps_filters_free(sp->old_filters[i]);
+    free(sp->old_filters);
+    ps_buf_clear(&sp->filters_source);
     free(sp->name);
     free(sp->dir);
     free(sp);
@@ -174,6 +186,63 @@ ps_status ps_space_rules(ps_space *sp, ps_txn *t, const ps_rules **out)
     *out = r;
     pthread_mutex_unlock(&sp->lock);
     return PS_OK;
+}
+
+ps_status ps_space_filters(ps_space *sp, ps_txn *t, const ps_filter_set **out)
+{
+    ps_slice s;
+    ps_status st = ps_store_meta_get(t, PS_FILTERS_KEY, &s);
+    if (st == PS_ENOTFOUND)
+        s = (ps_slice){(const uint8_t *)"", 0};
+    else if (st != PS_OK)
+        return st;
+    pthread_mutex_lock(&sp->lock);
+    if (sp->filters && s.len == sp->filters_source.len &&
+        (s.len == 0 || memcmp(s.ptr, sp->filters_source.ptr, s.len) == 0)) {
+        *out = sp->filters;
+        pthread_mutex_unlock(&sp->lock);
+        return PS_OK;
+    }
+    ps_filter_set *f;
+    char err[300];
+    st = ps_filters_parse((const char *)s.ptr, s.len, &f, err, sizeof err);
+    if (st != PS_OK) {
+        pthread_mutex_unlock(&sp->lock);
+        return PS_ECORRUPT; /* filters are checked before they are stored */
+    }
+    ps_buf_reset(&sp->filters_source);
+    ps_buf_append(&sp->filters_source, s.ptr, s.len);
+    if (sp->filters) {
+        sp->old_filters =
+            ps_xrealloc(sp->old_filters, (sp->old_filters_count + 1) * sizeof *sp->old_filters);
+        sp->old_filters[sp->old_filters_count++] = sp->filters;
+    }
+    sp->filters = f;
+    memset(sp->filter_hits, 0, sizeof sp->filter_hits);
+    *out = f;
+    pthread_mutex_unlock(&sp->lock);
+    return PS_OK;
+}
+
+void ps_space_filter_hits_add(ps_space *sp, const ps_filter_set *set, const uint32_t *hits)
+{
+    pthread_mutex_lock(&sp->lock);
+    if (set == sp->filters) /* counts of a replaced set are dropped */
+        for (size_t i = 0; i < ps_filters_count(set); i++)
+            sp->filter_hits[i] += hits[i];
+    pthread_mutex_unlock(&sp->lock);
+}
+
+size_t ps_space_filter_hits(ps_space *sp, char names[][PS_FILTER_NAME_MAX + 1], uint64_t *hits)
+{
+    pthread_mutex_lock(&sp->lock);
+    size_t n = ps_filters_count(sp->filters);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(names[i], PS_FILTER_NAME_MAX + 1, "%s", ps_filters_get(sp->filters, i).name);
+        hits[i] = sp->filter_hits[i];
+    }
+    pthread_mutex_unlock(&sp->lock);
+    return n;
 }
 
 bool ps_space_rate_take(ps_space *sp, const ps_rules *r, ps_rate_kind kind, int64_t now_ms,
