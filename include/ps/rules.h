@@ -104,6 +104,10 @@ void ps_rules_free(ps_rules *r);
  * lives. */
 const ps_type_rule *ps_rules_type(const ps_rules *r, const char *type);
 
+/* The configured types (settings and built-in defaults), sorted by name: *count of them.
+ * Borrowed: valid while `r` lives. */
+const ps_type_rule *ps_rules_type_at(const ps_rules *r, size_t i, size_t *count);
+
 /* True when the settings (or the built-in defaults) name `type`; false for an auto-added type,
  * whose collection callers take from where it was seen. */
 bool ps_rules_type_configured(const ps_rules *r, const char *type);

@@ -51,6 +51,8 @@ int cmd_source(cli *c);
 int cmd_log(cli *c);
 int cmd_changes(cli *c);
 int cmd_filter(cli *c);
+int cmd_import(cli *c);
+int cmd_import_template(cli *c);
 int cmd_migrate(cli *c);
 int cmd_rebuild(cli *c);
 int cmd_regulation(cli *c);

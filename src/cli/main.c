@@ -57,6 +57,10 @@ static const char usage[] =
     "  filter create SPACE NAME 'FQL' [--disabled]\n"
     "                                         drop messages matching the FQL query before\n"
     "                                         resolution, at both doors (docs/filters.md)\n"
+    "  import SPACE FILE.csv [--dry-run] [--source ID] [--batch N]\n"
+    "                                         create or update profiles from a CSV file, a\n"
+    "                                         row per profile (docs/import.md)\n"
+    "  import-template SPACE                  the CSV header of the space's identifier types\n"
     "  filter list SPACE                      the space's filters (JSON)\n"
     "  filter enable|disable|delete SPACE NAME\n"
     "                                         change one filter\n"
@@ -79,7 +83,7 @@ static const command commands[] = {
     {"token", cmd_token},     {"source", cmd_source},     {"log", cmd_log},
     {"migrate", cmd_migrate}, {"rebuild", cmd_rebuild},   {"regulation", cmd_regulation},
     {"compact", cmd_compact}, {"unmerge", cmd_unmerge},   {"changes", cmd_changes},
-    {"filter", cmd_filter},
+    {"filter", cmd_filter},   {"import", cmd_import},     {"import-template", cmd_import_template},
 };
 
 int cli_fail(int code, const char *fmt, ...)

@@ -739,6 +739,12 @@ const ps_type_rule *ps_rules_type(const ps_rules *r, const char *type)
     return t ? &t->rule : &r->fallback;
 }
 
+const ps_type_rule *ps_rules_type_at(const ps_rules *r, size_t i, size_t *count)
+{
+    *count = r->type_count;
+    return i < r->type_count ? &r->types[i].rule : NULL;
+}
+
 bool ps_rules_type_configured(const ps_rules *r, const char *type)
 {
     return find_type(r, type) != NULL;
