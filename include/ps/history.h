@@ -28,7 +28,9 @@ ps_status ps_history_scan(ps_space *sp, int64_t since_ms, int64_t until_ms, ps_h
 
 typedef struct ps_history_info {
     uint64_t messages;
-    bool incomplete; /* migrated from format 1: messages that shaped the state are missing */
+    bool incomplete; /* messages that shaped the state are missing (migrated from format 1, or
+                      * trimmed) */
+    char why[128];   /* with incomplete: the reason, a clause ("it was migrated ...") */
 } ps_history_info;
 ps_status ps_history_info_get(ps_space *sp, ps_history_info *out);
 

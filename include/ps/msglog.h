@@ -48,6 +48,13 @@ ps_status ps_store_log_scan(ps_txn *t, uint64_t from_seq, bool with_json, ps_log
 /* Messages logged, and whether the log lacks messages that shaped the state (a store migrated
  * from format 1, which kept only recent track/page/screen events). */
 ps_status ps_store_log_info(ps_txn *t, uint64_t *count, bool *incomplete);
+/* Meta key present when the log lacks messages that shaped the state; its value says why. */
+#define PS_LOG_INCOMPLETE_KEY "log/incomplete"
+/* Log trimming (the space's log_retention_days): removes, in log order from where the last
+ * call stopped (meta "log/trimmed"), at most `max` messages received before `cutoff_ms`, with
+ * the event rows made from them, and marks the log incomplete (a rebuild then needs --force).
+ * Stops at the first message received at or after the cutoff. */
+ps_status ps_store_log_trim(ps_txn *t, int64_t cutoff_ms, size_t max, size_t *trimmed);
 
 /* ---- dedup: messageId -> receivedAt, with a time index for expiry ---- */
 /* Claims `message_id` at `received_ms`: a duplicate when a row holds a time less than

@@ -105,6 +105,7 @@ ps_status ps_store_pmsg_scan(ps_txn *t, uint64_t profile, ps_seq_fn fn, void *ud
 
 /* ---- erasure: a profile's rows go (ps_graph_erase) ---- */
 ps_status ps_store_event_del(ps_txn *t, uint64_t seq);
+ps_status ps_store_pevent_del(ps_txn *t, uint64_t profile, int64_t ts_ms, uint64_t seq);
 ps_status ps_store_trait_del_all(ps_txn *t, uint64_t profile);
 ps_status ps_store_pevent_del_all(ps_txn *t, uint64_t profile);
 ps_status ps_store_pmsg_del_all(ps_txn *t, uint64_t profile);

@@ -73,6 +73,7 @@ typedef struct ps_rules_options {
     int64_t dedup_window_ms;         /* messageId dedup window on receivedAt; 0 disables */
     int64_t event_retention_ms;      /* events older than this (receivedAt) are purged */
     int64_t events_lookback_ms;      /* Profile API default events window */
+    int64_t log_retention_ms;        /* messages received longer ago are trimmed (0: kept) */
     uint32_t merge_limit;            /* merges per profile */
     uint32_t mapping_limit;          /* identifier mappings per profile */
     uint32_t api_rate_per_second;    /* Profile API token bucket refill; 0: no limit */

@@ -58,11 +58,8 @@ int cmd_log(cli *c)
     ps_history_info info;
     ps_status st = ps_history_info_get(sp, &info);
     if (st == PS_OK && info.incomplete)
-        fprintf(stderr,
-                "profilectl: note: the log of space %s begins at its migration from "
-                "storage format 1, which kept only recent track, page and screen "
-                "events\n",
-                c->argv[0]);
+        fprintf(stderr, "profilectl: note: the log of space %s is incomplete: %s\n", c->argv[0],
+                info.why);
     out_ctx o = {stdout, 0, false};
     if (st == PS_OK)
         st = ps_history_scan(sp, since, until, put_line, &o);
@@ -141,6 +138,9 @@ int cmd_rebuild(cli *c)
                          .diff = dry_run ? &diff : NULL,
                          .diff_first = DIFF_FIRST};
     ps_status st = ps_ingest_rebuild(sp, &o, &s, &d);
+    ps_history_info info = {0};
+    if (st == PS_ECONFLICT)
+        ps_history_info_get(sp, &info);
     ps_space_close(sp);
     ps_buf_clear(&settings);
     if (st == PS_EINVAL && settings_path) {
@@ -148,10 +148,9 @@ int cmd_rebuild(cli *c)
         rc = cli_fail(EXIT_INVALID, "settings in %s are invalid; nothing changed", settings_path);
     } else if (st == PS_ECONFLICT) {
         rc = cli_fail(EXIT_INVALID,
-                      "the log of space %s is incomplete (it was migrated from storage format "
-                      "1, which kept only recent track, page and screen events): a rebuild "
-                      "would lose what the missing messages made; --force rebuilds anyway",
-                      c->argv[0]);
+                      "the log of space %s is incomplete (%s): a rebuild would lose what the "
+                      "missing messages made; --force rebuilds anyway",
+                      c->argv[0], info.why);
     } else if (st != PS_OK) {
         rc = cli_fail(cli_exit_code(st), "rebuild failed, nothing changed: %s%s", ps_status_str(st),
                       st == PS_EFULL ? " (raise PS_MAP_SIZE)" : "");

@@ -41,7 +41,7 @@ struct ps_rules {
     ps_type_rule fallback;
     bool suggested_blocked;
     bool junk_preset;
-    uint32_t dedup_hours, retention_days, lookback_days;
+    uint32_t dedup_hours, retention_days, lookback_days, log_days;
     /* PCRE2 contexts. Matching only reads `gen` and `match`, so threads may share them; the
      * compile context is needed while the rules are built and freed by finish(). */
     pcre2_general_context *gen;
@@ -409,6 +409,7 @@ static void finish(ps_rules *r)
     r->opt.dedup_window_ms = (int64_t)r->dedup_hours * 3600000LL;
     r->opt.event_retention_ms = (int64_t)r->retention_days * 86400000LL;
     r->opt.events_lookback_ms = (int64_t)r->lookback_days * 86400000LL;
+    r->opt.log_retention_ms = (int64_t)r->log_days * 86400000LL;
 }
 
 ps_rules *ps_rules_default(void)
@@ -706,6 +707,8 @@ ps_status ps_rules_parse(const char *json, size_t len, ps_rules **out, ps_diags 
             get_uint(&c, f, p, 1, 36500, &c.r->retention_days);
         } else if (strcmp(f->string, "events_lookback_days") == 0) {
             get_uint(&c, f, p, 1, 36500, &c.r->lookback_days);
+        } else if (strcmp(f->string, "log_retention_days") == 0) {
+            get_uint(&c, f, p, 0, 36500, &c.r->log_days);
         } else if (strcmp(f->string, "merge_limit") == 0) {
             get_uint(&c, f, p, 0, 100000, &c.r->opt.merge_limit);
         } else if (strcmp(f->string, "mapping_limit") == 0) {
@@ -722,6 +725,14 @@ ps_status ps_rules_parse(const char *json, size_t len, ps_rules **out, ps_diags 
             err(&c, p, "unknown setting");
         }
     }
+    if (diags->count == 0 && c.r->log_days != 0 && c.r->log_days < c.r->lookback_days)
+        err(&c, "$.log_retention_days",
+            "must be 0 (keep the log) or at least events_lookback_days: the Profile API's "
+            "events are read from the log");
+    if (diags->count == 0 && c.r->log_days != 0 && (uint64_t)c.r->log_days * 24 < c.r->dedup_hours)
+        err(&c, "$.log_retention_days",
+            "must be 0 (keep the log) or cover dedup_window_hours: duplicates are found "
+            "through the log");
 done:
     cJSON_Delete(root);
     if (diags->count > 0) {
@@ -879,13 +890,15 @@ void ps_rules_to_json_seen(const ps_rules *r, const ps_seen_type *seen, size_t s
                   "{\n  \"version\": 1,\n  \"suggested_blocked\": %s,\n  \"blocked_presets\": [%s],\n"
                   "  \"email_from_properties\": %s,\n  \"dedup_window_hours\": %u,\n"
                   "  \"event_retention_days\": %u,\n  \"events_lookback_days\": %u,\n"
+                  "  \"log_retention_days\": %u,\n"
                   "  \"merge_limit\": %u,\n  \"mapping_limit\": %u,\n"
                   "  \"api_rate_limit_per_second\": %u,\n  \"api_rate_limit_burst\": %u,\n"
                   "  \"ingest_rate_limit_per_second\": %u,\n  \"ingest_rate_limit_burst\": %u,\n"
                   "  \"blocked\": ",
                   r->suggested_blocked ? "true" : "false", r->junk_preset ? "\"junk_ids\"" : "",
                   r->opt.email_from_properties ? "true" : "false", r->dedup_hours,
-                  r->retention_days, r->lookback_days, r->opt.merge_limit, r->opt.mapping_limit,
+                  r->retention_days, r->lookback_days, r->log_days, r->opt.merge_limit,
+                  r->opt.mapping_limit,
                   r->opt.api_rate_per_second, r->opt.api_rate_burst,
                   r->opt.ingest_rate_per_second, r->opt.ingest_rate_burst);
     /* the space-wide list without the suggested/preset entries, which are flags above */

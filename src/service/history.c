@@ -60,6 +60,11 @@ ps_status ps_history_info_get(ps_space *sp, ps_history_info *out)
     if (st != PS_OK)
         return st;
     st = ps_store_log_info(t, &out->messages, &out->incomplete);
+    out->why[0] = 0;
+    ps_slice why;
+    if (st == PS_OK && out->incomplete &&
+        ps_store_meta_get(t, PS_LOG_INCOMPLETE_KEY, &why) == PS_OK)
+        snprintf(out->why, sizeof out->why, "%.*s", (int)why.len, (const char *)why.ptr);
     ps_txn_abort(t);
     return st;
 }

@@ -554,15 +554,21 @@ bool ps_ingest_dict_due(const ps_ingest *in)
            !ps_store_log_dict_ready(ps_space_store(in->space));
 }
 
-/* The log and the events derived from it are kept; only the dedup index expires. */
+/* The dedup index expires; the log (and the events read from it) is kept, unless the settings
+ * give it a retention: then messages received that long before the newest one go. Both are
+ * measured in receivedAt, so a replay trims as the original did. */
 static ps_status housekeeping(ps_ingest *in)
 {
     const ps_rules_options *opt = ps_rules_options_get(in->rules);
     size_t n;
-    if (opt->dedup_window_ms <= 0)
-        return PS_OK;
-    return ps_store_dedup_expire(in->txn, in->newest_received_ms - opt->dedup_window_ms,
-                                 PURGE_PER_COMMIT, &n);
+    ps_status st = PS_OK;
+    if (opt->dedup_window_ms > 0)
+        st = ps_store_dedup_expire(in->txn, in->newest_received_ms - opt->dedup_window_ms,
+                                   PURGE_PER_COMMIT, &n);
+    if (st == PS_OK && opt->log_retention_ms > 0 && in->replay_seq == 0)
+        st = ps_store_log_trim(in->txn, in->newest_received_ms - opt->log_retention_ms,
+                               PURGE_PER_COMMIT, &n);
+    return st;
 }
 
 ps_status ps_ingest_commit(ps_ingest *in)

@@ -382,7 +382,7 @@ ps_status ps_store_log_scan(ps_txn *t, uint64_t from_seq, bool with_json, ps_log
     return iterate(t, DB_LOG, start, sizeof start, log_visit, &it);
 }
 
-static const char log_incomplete_key[] = "log/incomplete";
+static const char log_incomplete_key[] = PS_LOG_INCOMPLETE_KEY;
 
 ps_status ps_store_log_info(ps_txn *t, uint64_t *count, bool *incomplete)
 {
@@ -395,6 +395,63 @@ ps_status ps_store_log_info(ps_txn *t, uint64_t *count, bool *incomplete)
     ps_status st = ps_store_meta_get(t, log_incomplete_key, &v);
     *incomplete = st == PS_OK;
     return st == PS_ENOTFOUND ? PS_OK : st;
+}
+
+typedef struct trim_ctx {
+    int64_t cutoff_ms;
+    size_t max;
+    uint64_t *seqs;
+    size_t count;
+} trim_ctx;
+
+static bool trim_pick(void *ud, const ps_log_rec *r)
+{
+    trim_ctx *c = ud;
+    if (r->received_ms >= c->cutoff_ms || c->count >= c->max)
+        return false;
+    c->seqs[c->count++] = r->seq;
+    return true;
+}
+
+ps_status ps_store_log_trim(ps_txn *t, int64_t cutoff_ms, size_t max, size_t *trimmed)
+{
+    *trimmed = 0;
+    static const char mark_key[] = "log/trimmed";
+    ps_slice v;
+    uint64_t from = 1;
+    ps_status st = ps_store_meta_get(t, mark_key, &v);
+    if (st == PS_OK && v.len == 8)
+        from = ps_get_be64(v.ptr) + 1;
+    else if (st != PS_OK && st != PS_ENOTFOUND)
+        return st;
+    trim_ctx c = {cutoff_ms, max, ps_xmalloc((max ? max : 1) * sizeof(uint64_t)), 0};
+    st = ps_store_log_scan(t, from, false, trim_pick, &c); /* picked first: no delete under
+                                                            * the walk's cursor */
+    for (size_t i = 0; i < c.count && st == PS_OK; i++) {
+        ps_event_rec e;
+        ps_status es = ps_store_event_get(t, c.seqs[i], &e);
+        if (es == PS_OK) { /* a track, page or screen: its event goes with it */
+            st = ps_store_pevent_del(t, e.profile, e.timestamp_ms, c.seqs[i]);
+            if (st == PS_OK)
+                st = ps_store_event_del(t, c.seqs[i]);
+        } else if (es != PS_ENOTFOUND) {
+            st = es;
+        }
+        if (st == PS_OK)
+            st = ps_store_log_del(t, c.seqs[i]);
+    }
+    if (st == PS_OK && c.count) {
+        uint8_t at[8];
+        ps_put_be64(at, c.seqs[c.count - 1]);
+        st = ps_store_meta_put(t, mark_key, (ps_slice){at, 8});
+        if (st == PS_OK)
+            st = ps_store_meta_put(t, log_incomplete_key,
+                                   PS_SLICE_STR("messages older than log_retention_days were "
+                                                "trimmed"));
+        *trimmed = c.count;
+    }
+    free(c.seqs);
+    return st;
 }
 
 /* ---- dedup ---- */
@@ -621,7 +678,10 @@ ps_status ps_store_migrate(ps_store *s, uint64_t *messages)
     if (rc == 0 && st == PS_OK)
         rc = put_format(t->txn, s->dbi[DB_META], PS_STORE_FORMAT);
     if (rc == 0 && st == PS_OK)
-        st = ps_store_meta_put(t, log_incomplete_key, PS_SLICE_STR("format 1 kept only events"));
+        st = ps_store_meta_put(
+            t, log_incomplete_key,
+            PS_SLICE_STR("it was migrated from storage format 1, which kept only recent "
+                         "track, page and screen events"));
     if (rc && st == PS_OK)
         st = map_rc(rc, "migrate");
     if (st != PS_OK) {

@@ -434,6 +434,16 @@ ps_status ps_store_event_del(ps_txn *t, uint64_t seq)
     return st == PS_ENOTFOUND ? PS_OK : st;
 }
 
+ps_status ps_store_pevent_del(ps_txn *t, uint64_t profile, int64_t ts_ms, uint64_t seq)
+{
+    key_reset(t);
+    key_u64(t, profile);
+    key_u64(t, (uint64_t)ts_ms);
+    key_u64(t, seq);
+    ps_status st = del_key(t, DB_PEVENT);
+    return st == PS_ENOTFOUND ? PS_OK : st;
+}
+
 ps_status ps_store_trait_del_all(ps_txn *t, uint64_t profile)
 {
     return del_rows_of(t, DB_TRAIT, profile);

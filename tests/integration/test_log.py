@@ -276,8 +276,51 @@ def migrate_survives_kill():
             st.close()
 
 
+def log_retention_trims():
+    """log_retention_days: messages received that long before the newest one leave the log,
+    with the events read from them; what they made stays; the log is marked incomplete."""
+    st = Store()
+    try:
+        path = os.path.join(st.dir, "settings.json")
+        for bad in ({"log_retention_days": 3}, {"log_retention_days": 20,
+                                                "dedup_window_hours": 24 * 30}):
+            with open(path, "w") as f:
+                json.dump(bad, f)
+            r = st.ctl("space", "create", "x", "--settings", path, check=False)
+            assert r.returncode == 3 and "log_retention_days" in r.stderr, r.stderr
+        with open(path, "w") as f:
+            json.dump({"log_retention_days": 14}, f)
+        st.ctl("space", "create", "t", "--settings", path)
+        now = int(time.time())
+        old = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 30 * 86400))
+        new = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        msgs = [
+            {"type": "track", "event": "Old", "userId": "u1", "receivedAt": old,
+             "timestamp": old, "messageId": "o1"},
+            {"type": "identify", "userId": "u1", "traits": {"plan": "pro"}, "receivedAt": old,
+             "messageId": "o2"},
+            {"type": "track", "event": "New", "userId": "u1", "receivedAt": new,
+             "messageId": "n1"},
+        ]
+        st.ctl("ingest", "t", "-", input="".join(json.dumps(m) + "\n" for m in msgs))
+        log = st.ctl("log", "t")
+        assert [json.loads(x)["messageId"] for x in log.stdout.splitlines()] == ["n1"], log.stdout
+        assert "older than log_retention_days were trimmed" in log.stderr, log.stderr
+        p = json.loads(st.ctl("--json", "inspect", "t", "user_id:u1").stdout)
+        assert p["traits"] == {"plan": "pro"}, p
+        assert st.ctl("check", "t").stdout.endswith("ok\n")
+        r = st.ctl("rebuild", "t", check=False)
+        assert r.returncode == 3 and "trimmed" in r.stderr and "--force" in r.stderr, r.stderr
+        # the default keeps everything
+        st.ctl("space", "create", "k")
+        st.ctl("ingest", "k", "-", input="".join(json.dumps(m) + "\n" for m in msgs))
+        assert len(st.ctl("log", "k").stdout.splitlines()) == 3
+    finally:
+        st.close()
+
+
 if __name__ == "__main__":
     tempfile.tempdir = None
     run_tests([log_round_trip, http_messages_replay, log_window_and_errors, rebuild_is_identical,
                rebuild_under_new_settings, rebuild_survives_kill, migrate_format1,
-               migrate_survives_kill])
+               migrate_survives_kill, log_retention_trims])
