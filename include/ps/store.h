@@ -51,6 +51,8 @@ ps_status ps_txn_commit(ps_txn *t); /* frees `t` whatever the result */
 void ps_txn_abort(ps_txn *t);       /* frees `t`; NULL is a no-op */
 /* The store a transaction belongs to. */
 ps_store *ps_txn_store(ps_txn *t);
+/* The snapshot a transaction reads: later commits give larger numbers. */
+uint64_t ps_txn_snapshot(ps_txn *t);
 
 /* Monotonic counters kept in meta, loaded once per write transaction. */
 #define PS_CTR_VIOLATION_SLOTS 16

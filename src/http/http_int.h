@@ -190,6 +190,8 @@ typedef struct http_req {
     struct timespec t0;
     char rid[40];
     int64_t wait_until_ms; /* a change-feed long poll: answer by then (0: not waiting) */
+    bool answer_now;       /* answered while its head is read (a body no route reads): the
+                            * connection is not waiting for it, so it is never parked */
 } http_req;
 
 /* What to do once a head is read: read a body of at most `max_body` bytes and then call the

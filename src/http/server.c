@@ -141,6 +141,7 @@ head_decision dispatch_head(http_req *rq)
         /* a body where none is read: answer as if it were empty, then close (conn.c) */
         rq->body = (const uint8_t *)"";
         rq->body_len = 0;
+        rq->answer_now = true;
         dispatch_request(rq);
         return (head_decision){.reply_now = true};
     }
@@ -213,7 +214,7 @@ static bool park(http_req *rq, int64_t wait_ms)
     int64_t now = ps_clock_now_ms();
     if (rq->wait_until_ms == 0)
         rq->wait_until_ms = now + wait_ms;
-    if (now >= rq->wait_until_ms || atomic_load(&w->srv->stopping))
+    if (now >= rq->wait_until_ms || atomic_load(&w->srv->stopping) || rq->answer_now)
         return false;
     parked *p = ps_xcalloc(1, sizeof *p);
     p->rq = rq;
@@ -313,7 +314,8 @@ void dispatch_request(http_req *rq)
     }
     /* a read sees every write acknowledged before it: the store may still be taking the
      * journal's latest groups (docs/architecture.md, Tracking API write path) */
-    if (sp && !ps_writer_await(registry_writer_running(s->reg, sp), READ_AWAIT_MS))
+    if (sp && rq->wait_until_ms == 0 &&
+        !ps_writer_await(registry_writer_running(s->reg, sp), READ_AWAIT_MS))
         ps_log(PS_LOG_WARN, "msg=\"read served before the store caught up\" space=%s",
                rq2.space_name);
     rq2.recheck = rq->wait_until_ms != 0;

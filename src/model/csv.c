@@ -61,6 +61,7 @@ struct ps_csv {
     size_t nfields, cap;
     bool any;     /* the record has begun */
     bool stopped; /* the callback said stop */
+    int bom;      /* bytes of a leading UTF-8 byte order mark seen (3: past the start) */
 };
 
 ps_csv *ps_csv_new(void)
@@ -119,8 +120,22 @@ static bool put(ps_csv *c, uint8_t b)
 
 ps_csv_error ps_csv_feed(ps_csv *c, const uint8_t *p, size_t len, ps_csv_fn fn, void *ud)
 {
+    static const uint8_t mark[3] = {0xEF, 0xBB, 0xBF};
     for (size_t i = 0; i < len && !c->stopped; i++) {
         uint8_t b = p[i];
+        if (c->bom < 3) { /* a spreadsheet's "CSV UTF-8" starts with a byte order mark */
+            if (b == mark[c->bom]) {
+                c->bom++;
+                continue;
+            }
+            if (c->bom > 0) { /* not a mark: the bytes taken for one are data */
+                c->any = true;
+                c->state = S_UNQUOTED;
+                for (int k = 0; k < c->bom; k++)
+                    put(c, mark[k]);
+            }
+            c->bom = 3;
+        }
         switch (c->state) {
         case S_CR:
             c->state = S_FIELD_START;
@@ -136,7 +151,8 @@ ps_csv_error ps_csv_feed(ps_csv *c, const uint8_t *p, size_t len, ps_csv_fn fn, 
                 c->any = true;
                 end_field(c);
             } else if (b == '\n' || b == '\r') {
-                end_record(c, fn, ud);
+                if (c->any)
+                    end_record(c, fn, ud); /* a line without a record (blank) is skipped */
                 if (b == '\r')
                     c->state = S_CR;
             } else {

@@ -717,11 +717,15 @@ static bool glob(const char *p, size_t pl, const char *s, size_t sl)
             continue;
         }
         if (pi < pl) {
-            size_t adv = 0;
+            size_t adv = 0, sadv = 1;
             bool ok = false;
-            if (p[pi] == '?') {
+            if (p[pi] == '?') { /* one character: a whole UTF-8 sequence */
                 ok = true;
                 adv = 1;
+                if ((unsigned char)s[si] >= 0xC0)
+                    while (si + sadv < sl && sadv < 4 &&
+                           ((unsigned char)s[si + sadv] & 0xC0) == 0x80)
+                        sadv++;
             } else if (p[pi] == '[') {
                 size_t k = pi + 1;
                 bool neg = k < pl && (p[k] == '!' || p[k] == '^');
@@ -758,7 +762,7 @@ static bool glob(const char *p, size_t pl, const char *s, size_t sl)
             }
             if (ok) {
                 pi += adv;
-                si++;
+                si += sadv;
                 continue;
             }
         }

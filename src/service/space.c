@@ -27,6 +27,7 @@ struct ps_space {
     ps_rules **retired;  /* replaced rules, still borrowed by other threads until close */
     size_t retired_count;
     ps_filter_set *filters;      /* compiled from filters_source */
+    uint64_t filters_snapshot;   /* the snapshot `filters` was read in */
     ps_buf filters_source;       /* meta "filters" as `filters` was built from */
     ps_filter_set **old_filters; /* replaced sets, still borrowed until close */
     size_t old_filters_count;
@@ -196,9 +197,13 @@ ps_status ps_space_filters(ps_space *sp, ps_txn *t, const ps_filter_set **out)
         s = (ps_slice){(const uint8_t *)"", 0};
     else if (st != PS_OK)
         return st;
+    uint64_t snapshot = ps_txn_snapshot(t);
     pthread_mutex_lock(&sp->lock);
-    if (sp->filters && s.len == sp->filters_source.len &&
-        (s.len == 0 || memcmp(s.ptr, sp->filters_source.ptr, s.len) == 0)) {
+    /* the same version, or an older one than the cached set (a reader that began before the
+     * change): the cached set, so that two versions never take turns */
+    if (sp->filters && ((s.len == sp->filters_source.len &&
+                         (s.len == 0 || memcmp(s.ptr, sp->filters_source.ptr, s.len) == 0)) ||
+                        snapshot < sp->filters_snapshot)) {
         *out = sp->filters;
         pthread_mutex_unlock(&sp->lock);
         return PS_OK;
@@ -218,6 +223,7 @@ ps_status ps_space_filters(ps_space *sp, ps_txn *t, const ps_filter_set **out)
         sp->old_filters[sp->old_filters_count++] = sp->filters;
     }
     sp->filters = f;
+    sp->filters_snapshot = snapshot;
     memset(sp->filter_hits, 0, sizeof sp->filter_hits);
     *out = f;
     pthread_mutex_unlock(&sp->lock);

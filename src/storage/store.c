@@ -382,6 +382,11 @@ void ps_txn_abort(ps_txn *t)
     txn_free(t);
 }
 
+uint64_t ps_txn_snapshot(ps_txn *t)
+{
+    return (uint64_t)mdb_txn_id(t->txn);
+}
+
 ps_store *ps_txn_store(ps_txn *t)
 {
     return t->store;

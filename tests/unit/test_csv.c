@@ -52,6 +52,14 @@ static void chunking(void)
         {"\"line\nbreak\",z\n", "line\nbreak|z\n"},
         {"a,,c\n,\n", "a||c\n|\n"},
         {"\"\"\n", "\n"},
+        {"a,b\n\n1,2\r\n\r\n\n", "a|b\n1|2\n"}, /* blank lines are no records */
+        {"\xef\xbb\xbf"
+         "a,b\n1,2\n",
+         "a|b\n1|2\n"}, /* a byte order mark is skipped */
+        {"\xef\xbb"
+         "x,b\n",
+         "\xef\xbb"
+         "x|b\n"}, /* half a mark is data */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         for (size_t step = 1; step <= 8; step++) {

@@ -148,6 +148,8 @@ static const struct {
     {"match('', '*')", 1},
     {"match('abc', '*a*b*c*')", 1},
     {"match('abcabd', '*abd')", 1},
+    {"match(properties.unicode, '?t?')", 1}, /* ? is one character, not one byte */
+    {"match(properties.unicode, '?" "?t?" "?')", 0},
     /* conversions */
     {"bool(properties.a\\.b)", 1},
     {"bool('true')", 1},
