@@ -12,6 +12,9 @@
  * When `count` is not NULL it receives the number of code points. */
 bool ps_utf8_valid(const uint8_t *s, size_t len, size_t *count);
 
+/* A name an operator gives (a space, a token, a filter): 1 to `max` bytes of A-Z a-z 0-9 _ -. */
+bool ps_name_valid(const char *name, size_t max);
+
 /* Writes `ndigits` base62 characters (0-9A-Za-z) of the big-endian number in `bytes` into
  * `out` (most significant first) and a NUL. The number is reduced modulo 62^ndigits. */
 void ps_base62(const uint8_t *bytes, size_t len, char *out, size_t ndigits);

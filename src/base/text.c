@@ -60,6 +60,20 @@ bool ps_utf8_valid(const uint8_t *s, size_t len, size_t *count)
     return true;
 }
 
+bool ps_name_valid(const char *name, size_t max)
+{
+    size_t len = strlen(name);
+    if (len == 0 || len > max)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
 void ps_base62(const uint8_t *bytes, size_t len, char *out, size_t ndigits)
 {
     static const char alphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";

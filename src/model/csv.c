@@ -110,6 +110,14 @@ static bool end_record(ps_csv *c, ps_csv_fn fn, void *ud)
     return true;
 }
 
+/* CR or LF: the record ends, if one began; after a CR, an LF is the same line end. */
+static void line_end(ps_csv *c, uint8_t b, ps_csv_fn fn, void *ud)
+{
+    if (c->any)
+        end_record(c, fn, ud);
+    c->state = b == '\r' ? S_CR : S_FIELD_START;
+}
+
 static bool put(ps_csv *c, uint8_t b)
 {
     if (c->rec.len >= PS_CSV_MAX_RECORD)
@@ -151,10 +159,7 @@ ps_csv_error ps_csv_feed(ps_csv *c, const uint8_t *p, size_t len, ps_csv_fn fn, 
                 c->any = true;
                 end_field(c);
             } else if (b == '\n' || b == '\r') {
-                if (c->any)
-                    end_record(c, fn, ud); /* a line without a record (blank) is skipped */
-                if (b == '\r')
-                    c->state = S_CR;
+                line_end(c, b, fn, ud); /* a line without a record (blank) gives none */
             } else {
                 c->any = true;
                 c->state = S_UNQUOTED;
@@ -167,9 +172,7 @@ ps_csv_error ps_csv_feed(ps_csv *c, const uint8_t *p, size_t len, ps_csv_fn fn, 
                 end_field(c);
                 c->state = S_FIELD_START;
             } else if (b == '\n' || b == '\r') {
-                end_record(c, fn, ud);
-                if (b == '\r')
-                    c->state = S_CR;
+                line_end(c, b, fn, ud);
             } else if (b == '"') {
                 return PS_CSV_PARSE; /* a quote inside an unquoted field */
             } else if (!put(c, b)) {
@@ -191,9 +194,7 @@ ps_csv_error ps_csv_feed(ps_csv *c, const uint8_t *p, size_t len, ps_csv_fn fn, 
                 end_field(c);
                 c->state = S_FIELD_START;
             } else if (b == '\n' || b == '\r') {
-                end_record(c, fn, ud);
-                if (b == '\r')
-                    c->state = S_CR;
+                line_end(c, b, fn, ud);
             } else {
                 return PS_CSV_PARSE; /* something after the closing quote */
             }

@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 
 #include "ps/clock.h"
+#include "ps/text.h"
 
 typedef struct filter {
     char name[PS_FILTER_NAME_MAX + 1];
@@ -25,16 +26,7 @@ struct ps_filter_set {
 
 bool ps_filter_name_valid(const char *name)
 {
-    size_t len = strlen(name);
-    if (len == 0 || len > PS_FILTER_NAME_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-'))
-            return false;
-    }
-    return true;
+    return ps_name_valid(name, PS_FILTER_NAME_MAX);
 }
 
 void ps_filters_free(ps_filter_set *s)

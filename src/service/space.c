@@ -16,6 +16,7 @@
 #include "ps/graphdb.h"
 #include "ps/journal.h"
 #include "ps/ratelimit.h"
+#include "ps/text.h"
 
 struct ps_space {
     ps_store *store;
@@ -38,16 +39,7 @@ struct ps_space {
 
 bool ps_space_name_valid(const char *name)
 {
-    size_t len = strlen(name);
-    if (len == 0 || len > PS_SPACE_NAME_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-'))
-            return false;
-    }
-    return true;
+    return ps_name_valid(name, PS_SPACE_NAME_MAX);
 }
 
 static void space_dir(const char *data_dir, const char *name, char *out, size_t cap)
