@@ -177,6 +177,11 @@ static const char *reason(int status)
     }
 }
 
+bool conn_peer_gone(const http_req *rq)
+{
+    return rq->conn->dead || rq->conn->peer_eof;
+}
+
 void conn_reply(http_req *rq, int status, const char *headers, size_t headers_len,
                 const uint8_t *body, size_t body_len)
 {
@@ -439,7 +444,9 @@ static void process(conn *c)
             if (c->state == C_HANDLING) { /* the handler answers later */
                 c->state = C_WAIT;
                 release_body(c); /* the handler kept its own copy */
-                bufferevent_disable(c->bev, EV_READ);
+                /* reading goes on, at most a head's worth (what a pipelining client sends
+                 * waits for the answer), so that a client that leaves is seen (peer_eof) */
+                bufferevent_setwatermark(c->bev, EV_READ, 0, c->w->srv->cfg.max_header_bytes);
             }
             return;
         default: return;

@@ -248,6 +248,9 @@ void conn_listen_stop(worker *w);
  * only. */
 void conn_reply(http_req *rq, int status, const char *headers, size_t headers_len,
                 const uint8_t *body, size_t body_len);
+/* Whether the client of a request answered later has closed its side (or failed): a long
+ * poll then answers at once. */
+bool conn_peer_gone(const http_req *rq);
 /* Closes every connection of the worker (shutdown, after the loop stopped). */
 void conn_close_all(worker *w);
 

@@ -203,7 +203,9 @@ static void park_fire(evutil_socket_t fd, short what, void *arg)
     parked *p = arg;
     http_req *rq = p->rq;
     unpark(rq->w, p);
-    dispatch_request(rq); /* answers, or parks again */
+    if (conn_peer_gone(rq))
+        rq->wait_until_ms = 1; /* its time is up: the answer goes now (and frees a dead one) */
+    dispatch_request(rq);      /* answers, or parks again */
 }
 
 /* Keeps `rq` for a later answer; false when it must be answered now (its time is up, or the

@@ -310,6 +310,23 @@ def test_http_route_and_long_poll():
             time.sleep(0.6)  # past a recheck: a parked request would now touch a freed one
             assert srv.get(path, reader)[0] == 200
 
+            # a client that leaves a long poll ends it: the server stops re-checking for it
+            def answered():
+                text = srv.get("/metrics", raw=True)[2].decode()
+                line = [x for x in text.splitlines()
+                        if x.startswith('profiled_requests_total{route="changes",status="200"}')]
+                return int(line[0].split()[-1]) if line else 0
+            before = answered()
+            sk = socket.create_connection((srv.host, srv.port), timeout=10)
+            sk.sendall(("GET %s?wait=25&after=99999999999 HTTP/1.1\r\nHost: x\r\n"
+                        "Authorization: Basic %s\r\n\r\n" % (path, auth)).encode())
+            time.sleep(0.4)
+            sk.close()
+            deadline = time.monotonic() + 5
+            while answered() == before and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert answered() == before + 1, "the abandoned poll was not ended"
+
             # a stopping server answers a waiting poll at once
             result = {}
 
