@@ -30,6 +30,8 @@ typedef enum ps_api_route {
     PS_API_FILTER_CREATE, /* POST /v1/spaces/{space}/filters */
     PS_API_FILTER_UPDATE, /* PATCH /v1/spaces/{space}/filters/{name} (the name in `ident`) */
     PS_API_FILTER_DELETE, /* DELETE /v1/spaces/{space}/filters/{name} */
+    PS_API_IMPORT_CREATE, /* POST /v1/spaces/{space}/imports (a CSV body, docs/import.md) */
+    PS_API_IMPORT_GET,    /* GET /v1/spaces/{space}/imports/{id} (the id in `ident`) */
     PS_API__ROUTES
 } ps_api_route;
 
@@ -67,6 +69,7 @@ typedef struct ps_api_reply {
     int status;              /* HTTP status */
     int64_t retry_after_s;   /* with 429 */
     uint64_t regulation_seq; /* a regulation created (PS_API_REG_CREATE): its sequence */
+    bool import_queued;      /* PS_API_IMPORT_CREATE kept a file: the space's writer runs it */
     int64_t wait_ms;         /* PS_API_CHANGES found nothing new and the client will wait this
                               * long: the transport may ask again (recheck) until then, and
                               * send this reply when time is up */

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ps/clock.h"
+#include "ps/import.h"
 #include "ps/log.h"
 
 typedef struct entry {
@@ -77,6 +78,7 @@ ps_status registry_get(registry *r, const char *name, ps_space **out)
         return PS_OK;
     }
     ps_status st = PS_OK;
+    bool opened = false;
     pthread_rwlock_wrlock(&r->lock);
     if ((e = find(r, name)) != NULL) {
         sp = e->space;
@@ -85,6 +87,7 @@ ps_status registry_get(registry *r, const char *name, ps_space **out)
         if (st == PS_OK) {
             r->entries = ps_xrealloc(r->entries, (r->count + 1) * sizeof *r->entries);
             r->entries[r->count++] = (entry){sp, NULL};
+            opened = true;
             ps_log(PS_LOG_INFO, "msg=\"space opened\" space=%s", name);
         } else if (st != PS_ENOTFOUND) {
             /* one line a second at most: a storm of requests must not become a storm of logs */
@@ -108,6 +111,8 @@ ps_status registry_get(registry *r, const char *name, ps_space **out)
     pthread_rwlock_unlock(&r->lock);
     if (st == PS_OK)
         *out = sp;
+    if (st == PS_OK && opened && ps_import_any_pending(sp))
+        (void)registry_writer(r, sp); /* imports a stopped server accepted: its writer runs them */
     return st;
 }
 

@@ -138,6 +138,14 @@ static int route_of(char **seg, int n, int method, bool *method_ok)
         strcmp(seg[3], "changes") == 0)
         return PS_API_CHANGES;
     if ((n == 4 || n == 5) && strcmp(seg[0], "v1") == 0 && strcmp(seg[1], "spaces") == 0 &&
+        strcmp(seg[3], "imports") == 0) {
+        if (n == 4) {
+            *method_ok = method == HTTP_POST;
+            return PS_API_IMPORT_CREATE;
+        }
+        return PS_API_IMPORT_GET; /* GET or HEAD */
+    }
+    if ((n == 4 || n == 5) && strcmp(seg[0], "v1") == 0 && strcmp(seg[1], "spaces") == 0 &&
         strcmp(seg[3], "filters") == 0) {
         if (n == 4) {
             *method_ok = *method_ok || method == HTTP_POST;
@@ -208,14 +216,15 @@ int route_profile(char *path, const char *query, int method, const char *auth, s
     if (!method_ok) {
         bool one_filter = route == PS_API_FILTER_UPDATE || route == PS_API_FILTER_DELETE;
         bool list = route == PS_API_REG_LIST || route == PS_API_FILTER_LIST;
-        *allow = route == PS_API_DELETE_IDS ? "POST"
-                 : list                     ? "GET, POST"
-                 : one_filter               ? "PATCH, DELETE"
-                                            : "GET";
-        *why = route == PS_API_DELETE_IDS ? "Use POST on this route."
-               : list                     ? "Use GET or POST on this route."
-               : one_filter               ? "Use PATCH or DELETE on this route."
-                                          : "Use GET on this route.";
+        *allow = route == PS_API_DELETE_IDS || route == PS_API_IMPORT_CREATE ? "POST"
+                 : list                                                      ? "GET, POST"
+                 : one_filter                                                ? "PATCH, DELETE"
+                                                                             : "GET";
+        *why = route == PS_API_DELETE_IDS || route == PS_API_IMPORT_CREATE
+                   ? "Use POST on this route."
+               : list       ? "Use GET or POST on this route."
+               : one_filter ? "Use PATCH or DELETE on this route."
+                            : "Use GET on this route.";
         return 405;
     }
     bool reg = route >= PS_API_REG_CREATE; /* and every later route: no collection */
@@ -224,7 +233,8 @@ int route_profile(char *path, const char *query, int method, const char *auth, s
     out->params = params;
     if (!parse_query(query, query_store, params, &out->param_count, why))
         return 400;
-    if (route == PS_API_REG_GET || route == PS_API_FILTER_UPDATE || route == PS_API_FILTER_DELETE) {
+    if (route == PS_API_REG_GET || route == PS_API_FILTER_UPDATE || route == PS_API_FILTER_DELETE ||
+        route == PS_API_IMPORT_GET) {
         size_t len = strlen(seg[4]);
         if (len > 64) /* ids are "reg_" and 16 hex digits: a longer one is simply unknown */
             len = 0;

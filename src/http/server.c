@@ -23,6 +23,7 @@
 #include <event2/thread.h>
 
 #include "ps/clock.h"
+#include "ps/csv.h"
 #include "ps/log.h"
 #include "ps/regulation.h"
 #include "ps/text.h"
@@ -132,6 +133,11 @@ head_decision dispatch_head(http_req *rq)
     if (rq->head.method == HTTP_POST && serves_profiles(rq) && pl > rl &&
         strcmp(rq->path + pl - rl, reg_suffix) == 0)
         return (head_decision){.max_body = MAX_REGULATION_BODY, .anonymous = true};
+    static const char imports[] = "/imports";
+    size_t il = sizeof imports - 1;
+    if (rq->head.method == HTTP_POST && serves_profiles(rq) && pl > il &&
+        strcmp(rq->path + pl - il, imports) == 0) /* a CSV file: the shared body budget */
+        return (head_decision){.max_body = (size_t)PS_CSV_MAX_BYTES, .anonymous = false};
     static const char filters[] = "/filters";
     const char *f = strstr(rq->path, filters);
     if ((rq->head.method == HTTP_POST || rq->head.method == HTTP_PATCH) && serves_profiles(rq) &&
@@ -299,7 +305,7 @@ void dispatch_request(http_req *rq)
     }
     route = (int)rq2.route;
     if (route == PS_API_DELETE_IDS || route == PS_API_REG_CREATE || route == PS_API_FILTER_CREATE ||
-        route == PS_API_FILTER_UPDATE) {
+        route == PS_API_FILTER_UPDATE || route == PS_API_IMPORT_CREATE) {
         rq2.body = (const char *)rq->body;
         rq2.body_len = rq->body_len;
     }
@@ -323,7 +329,12 @@ void dispatch_request(http_req *rq)
     rq2.recheck = rq->wait_until_ms != 0;
     ps_api_serve(sp, &rq2, rep);
     if (rep->wait_ms > 0 && park(rq, rep->wait_ms))
-        return; /* asked again later (park_fire) */
+        return;                     /* asked again later (park_fire) */
+    if (sp && rep->import_queued) { /* the space's writer runs it in its stream */
+        ps_writer *wr = registry_writer(s->reg, sp);
+        if (wr)
+            ps_writer_regulations(wr, 0);
+    }
     if (sp && rq2.route == PS_API_REG_CREATE && rep->status == 200) {
         /* the space's writer runs it after the events acknowledged before it */
         ps_writer *wr = registry_writer(s->reg, sp);

@@ -17,6 +17,7 @@
 #include "ps/eventfilter.h"
 #include "ps/graph.h"
 #include "ps/graphdb.h"
+#include "ps/import.h"
 #include "ps/log.h"
 #include "ps/profile.h"
 #include "ps/records.h"
@@ -41,6 +42,8 @@ static const char *const route_names[PS_API__ROUTES] = {
     "filters_create",
     "filter_update",
     "filter_delete",
+    "imports_create",
+    "import",
 };
 
 const char *ps_api_route_name(ps_api_route r)
@@ -51,7 +54,7 @@ const char *ps_api_route_name(ps_api_route r)
 bool ps_api_route_changes(ps_api_route r)
 {
     return r == PS_API_DELETE_IDS || r == PS_API_REG_CREATE ||
-           (r >= PS_API_FILTER_LIST && r <= PS_API_FILTER_DELETE);
+           (r >= PS_API_FILTER_LIST && r <= PS_API_FILTER_DELETE) || r == PS_API_IMPORT_CREATE;
 }
 
 void ps_api_error(ps_api_reply *out, int status, const char *code, const char *fmt, ...)
@@ -923,6 +926,35 @@ static void serve_filters(ctx *c)
     ps_buf_puts(&out->body, "}}");
 }
 
+/* ---- CSV imports ---- */
+
+static void serve_import(ctx *c)
+{
+    const ps_api_request *rq = c->rq;
+    ps_api_reply *out = c->out;
+    ps_status st;
+    if (rq->route == PS_API_IMPORT_GET) {
+        ps_buf_puts(&out->body, "{\"data\":{\"import\":");
+        st = ps_import_status(c->sp, rq->ident, &out->body);
+        if (st == PS_ENOTFOUND)
+            ps_api_error(out, 404, "not_found", "No such import.");
+        else if (st != PS_OK)
+            storage_error(c, st);
+        else
+            ps_buf_puts(&out->body, "}}");
+        return;
+    }
+    char id[PS_IMPORT_ID_BUF];
+    st = ps_import_submit(c->sp, (const uint8_t *)(rq->body ? rq->body : ""), rq->body_len,
+                          rq->now_ms, id);
+    if (st != PS_OK) {
+        storage_error(c, st);
+        return;
+    }
+    out->import_queued = true;
+    ps_buf_printf(&out->body, "{\"data\":{\"importId\":\"%s\",\"status\":\"QUEUED\"}}", id);
+}
+
 /* ---- entry ---- */
 
 static bool authorize(ctx *c)
@@ -994,9 +1026,16 @@ void ps_api_serve(ps_space *sp, const ps_api_request *rq, ps_api_reply *out)
     out->retry_after_s = 0;
     out->regulation_seq = 0;
     out->wait_ms = 0;
+    out->import_queued = false;
     ps_buf_reset(&out->body);
     if (!authorize(&c))
         goto done;
+    if (rq->route == PS_API_IMPORT_CREATE || rq->route == PS_API_IMPORT_GET) {
+        ps_txn_abort(c.t); /* imports run their own transactions */
+        c.t = NULL;
+        serve_import(&c);
+        goto done;
+    }
     if (rq->route >= PS_API_FILTER_LIST && rq->route <= PS_API_FILTER_DELETE) {
         ps_txn_abort(c.t); /* changes run their own transactions */
         c.t = NULL;

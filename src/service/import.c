@@ -2,13 +2,18 @@
 /* import: CSV rows through the accept/resolve path (see ps/import.h). */
 #include "ps/import.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "ps/clock.h"
 #include "ps/rules.h"
+#include "ps/store.h"
 
 #define READ_CHUNK (64 * 1024)
 #define DEFAULT_BATCH 50000
@@ -133,8 +138,14 @@ static bool on_record(void *ud, const ps_slice *f, size_t n)
         ps_prepared_free(prep);
     }
     size_t batch = p->o->batch ? p->o->batch : DEFAULT_BATCH;
-    if (st == PS_OK && ps_ingest_pending(p->in) >= batch)
+    if (st == PS_OK && ps_ingest_pending(p->in) >= batch) {
         st = ps_ingest_commit(p->in);
+        if (st == PS_OK && p->o->cancel && atomic_load(p->o->cancel)) {
+            p->res->canceled = true; /* what is committed stays; the rest waits */
+            p->st = st;
+            return false;
+        }
+    }
     p->st = st;
     return st == PS_OK;
 }
@@ -209,7 +220,7 @@ ps_status ps_import_csv(ps_space *sp, const char *path, const ps_import_opts *o,
             st = read_file(f, &p);
             if (st == PS_OK)
                 st = p.st;
-            if (st == PS_OK)
+            if (st == PS_OK && !res->canceled)
                 st = ps_ingest_commit(p.in);
             if (st == PS_OK)
                 res->stats = *ps_ingest_stats_get(p.in);
@@ -244,4 +255,213 @@ ps_status ps_import_template(ps_space *sp, ps_buf *out)
         ps_buf_puts(out, tr->type);
     }
     return PS_OK;
+}
+
+/* ---- server imports ---- */
+
+#define IMPORTS_DIR "imports"
+#define STATUS_PREFIX "import/"
+
+static void import_path(ps_space *sp, const char *id, const char *suffix, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/" IMPORTS_DIR "/%s.csv%s", ps_space_dir(sp), id, suffix);
+}
+
+/* meta "import/<id>": the status document a GET answers with. */
+static ps_status put_status(ps_space *sp, const char *id, const char *status, int64_t created_ms,
+                            int64_t finished_ms, const ps_import_result *r)
+{
+    ps_buf doc;
+    ps_buf_init(&doc);
+    char tb[PS_TIME_BUF];
+    ps_buf_printf(&doc, "{\"id\":\"%s\",\"status\":\"%s\",\"createdAt\":\"%s\"", id, status,
+                  ps_time_format(created_ms, tb));
+    if (finished_ms)
+        ps_buf_printf(&doc, ",\"finishedAt\":\"%s\"", ps_time_format(finished_ms, tb));
+    if (r && r->error != PS_CSV_OK) {
+        ps_buf_printf(&doc,
+                      ",\"error\":{\"code\":\"%s\",\"message\":", ps_csv_error_code(r->error));
+        const char *m = ps_csv_error_message(r->error);
+        ps_buf_json_str(&doc, m, strlen(m));
+        ps_buf_putc(&doc, '}');
+    } else if (r) {
+        const ps_ingest_stats *s = &r->stats;
+        ps_buf_printf(&doc,
+                      ",\"rows\":%llu,\"rowsFailed\":%llu,\"accepted\":%llu,\"duplicates\":%llu,"
+                      "\"profilesCreated\":%llu,\"merges\":%llu,\"errors\":[",
+                      (unsigned long long)r->rows, (unsigned long long)r->rows_failed,
+                      (unsigned long long)s->accepted, (unsigned long long)s->duplicates,
+                      (unsigned long long)s->profiles_created, (unsigned long long)s->merges);
+        for (size_t i = 0; i < r->errors_listed; i++)
+            ps_buf_printf(&doc, "%s{\"row\":%llu,\"message\":\"%s\"}", i ? "," : "",
+                          (unsigned long long)r->errors[i].row, r->errors[i].message);
+        ps_buf_putc(&doc, ']');
+    }
+    ps_buf_putc(&doc, '}');
+    char key[64];
+    snprintf(key, sizeof key, STATUS_PREFIX "%s", id);
+    ps_txn *t;
+    ps_status st = ps_txn_begin(ps_space_store(sp), true, &t);
+    if (st == PS_OK)
+        st = ps_store_meta_put(t, key, (ps_slice){doc.ptr, doc.len});
+    if (st == PS_OK)
+        st = ps_txn_commit(t);
+    else if (t)
+        ps_txn_abort(t);
+    ps_buf_clear(&doc);
+    return st;
+}
+
+static ps_status sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return PS_EIO;
+    int rc = fsync(fd);
+    close(fd);
+    return rc == 0 ? PS_OK : PS_EIO;
+}
+
+ps_status ps_import_submit(ps_space *sp, const uint8_t *csv, size_t len, int64_t now_ms,
+                           char id[PS_IMPORT_ID_BUF])
+{
+    uint64_t h = 0xcbf29ce484222325ull; /* the id the CLI gives the same file */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ csv[i]) * 0x100000001b3ull;
+    snprintf(id, PS_IMPORT_ID_BUF, "imp_%016llx", (unsigned long long)h);
+    char dir[4096], tmp[4200], path[4200];
+    snprintf(dir, sizeof dir, "%s/" IMPORTS_DIR, ps_space_dir(sp));
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return errno == ENOSPC ? PS_EFULL : PS_EIO;
+    import_path(sp, id, ".tmp", tmp, sizeof tmp);
+    import_path(sp, id, "", path, sizeof path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return errno == ENOSPC ? PS_EFULL : PS_EIO;
+    ps_status st = PS_OK;
+    for (size_t off = 0; off < len && st == PS_OK;) {
+        ssize_t w = write(fd, csv + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            st = errno == ENOSPC || errno == EFBIG ? PS_EFULL : PS_EIO;
+        else
+            off += (size_t)w;
+    }
+    if (st == PS_OK && fdatasync(fd) != 0)
+        st = PS_EIO;
+    close(fd);
+    if (st == PS_OK && rename(tmp, path) != 0)
+        st = PS_EIO;
+    if (st == PS_OK)
+        st = sync_dir(dir); /* acknowledged: the file survives a crash */
+    if (st != PS_OK) {
+        unlink(tmp);
+        return st;
+    }
+    return put_status(sp, id, "QUEUED", now_ms, 0, NULL);
+}
+
+/* The waiting import files' ids, sorted (a small directory: one file per waiting import). */
+static size_t pending_ids(ps_space *sp, char ***out)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/" IMPORTS_DIR, ps_space_dir(sp));
+    *out = NULL;
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return 0;
+    size_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t l = strlen(e->d_name);
+        if (l != PS_IMPORT_ID_BUF - 4 + 4 || strncmp(e->d_name, "imp_", 4) != 0 ||
+            strcmp(e->d_name + l - 4, ".csv") != 0)
+            continue; /* "imp_" + 16 hex + ".csv"; temporary files are not ready */
+        *out = ps_xrealloc(*out, (n + 1) * sizeof **out);
+        (*out)[n++] = ps_xstrndup(e->d_name, l - 4);
+    }
+    closedir(d);
+    for (size_t i = 1; i < n; i++) /* insertion sort: a handful of names */
+        for (size_t k = i; k > 0 && strcmp((*out)[k - 1], (*out)[k]) > 0; k--) {
+            char *x = (*out)[k];
+            (*out)[k] = (*out)[k - 1];
+            (*out)[k - 1] = x;
+        }
+    return n;
+}
+
+static void free_ids(char **ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids);
+}
+
+bool ps_import_any_pending(ps_space *sp)
+{
+    char **ids;
+    size_t n = pending_ids(sp, &ids);
+    free_ids(ids, n);
+    return n > 0;
+}
+
+/* The createdAt of a recorded import, or `fallback`. */
+static int64_t created_of(ps_space *sp, const char *id, int64_t fallback)
+{
+    ps_buf doc;
+    ps_buf_init(&doc);
+    int64_t ms = fallback;
+    if (ps_import_status(sp, id, &doc) == PS_OK) {
+        const char *at = strstr((const char *)doc.ptr, "\"createdAt\":\"");
+        if (at)
+            ps_time_parse(at + 13, 24, &ms);
+    }
+    ps_buf_clear(&doc);
+    return ms;
+}
+
+ps_status ps_import_run_pending(ps_space *sp, int64_t now_ms, const atomic_bool *cancel)
+{
+    char **ids;
+    size_t n = pending_ids(sp, &ids);
+    ps_status st = PS_OK;
+    for (size_t i = 0; i < n && st == PS_OK && !(cancel && atomic_load(cancel)); i++) {
+        int64_t created = created_of(sp, ids[i], now_ms);
+        if ((st = put_status(sp, ids[i], "RUNNING", created, 0, NULL)) != PS_OK)
+            break;
+        char path[4200];
+        import_path(sp, ids[i], "", path, sizeof path);
+        ps_import_opts o = {.batch = 5000, .now_ms = now_ms, .cancel = cancel};
+        ps_import_result *r = ps_xcalloc(1, sizeof *r);
+        st = ps_import_csv(sp, path, &o, r);
+        if (st == PS_OK && r->canceled) {
+            st = put_status(sp, ids[i], "QUEUED", created, 0, NULL); /* the next run goes on */
+        } else if (st == PS_OK) {
+            st = put_status(sp, ids[i], r->error == PS_CSV_OK ? "FINISHED" : "FAILED", created,
+                            ps_clock_now_ms(), r);
+            if (st == PS_OK)
+                unlink(path);
+        }
+        free(r);
+    }
+    free_ids(ids, n);
+    return st;
+}
+
+ps_status ps_import_status(ps_space *sp, const char *id, ps_buf *out)
+{
+    if (strlen(id) != PS_IMPORT_ID_BUF - 4 || strncmp(id, "imp_", 4) != 0)
+        return PS_ENOTFOUND;
+    char key[64];
+    snprintf(key, sizeof key, STATUS_PREFIX "%s", id);
+    ps_txn *t;
+    ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
+    if (st != PS_OK)
+        return st;
+    ps_slice v;
+    if ((st = ps_store_meta_get(t, key, &v)) == PS_OK)
+        ps_buf_append(out, v.ptr, v.len);
+    ps_txn_abort(t);
+    return st;
 }

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "ps/clock.h"
+#include "ps/import.h"
 #include "ps/journal.h"
 #include "ps/log.h"
 #include "ps/regulation.h"
@@ -69,6 +70,7 @@ struct ps_writer {
     queue applying;  /* journaled and acknowledged, waiting for the store */
     size_t backlog;  /* bytes of payloads journaled and not yet resolved */
     bool stopping, journal_done, joined;
+    atomic_bool cancel_imports;   /* stopping: an import running stops after its batch */
     uint64_t acked, applied;      /* journal positions */
     uint64_t reg_asked, reg_done; /* regulation markers submitted, and run */
     unsigned waiting_readers;
@@ -339,6 +341,11 @@ static void *apply_run(void *arg)
             if (rs != PS_OK) /* they stay waiting: the next marker or start runs them */
                 ps_log(PS_LOG_ERROR, "msg=\"regulations could not run\" space=%s error=%s",
                        ps_space_name(w->space), ps_status_str(rs));
+            /* and CSV imports submitted over HTTP, at the same point of the stream */
+            rs = ps_import_run_pending(w->space, ps_clock_now_ms(), &w->cancel_imports);
+            if (rs != PS_OK) /* they stay waiting: the next marker or start runs them */
+                ps_log(PS_LOG_ERROR, "msg=\"imports could not run\" space=%s error=%s",
+                       ps_space_name(w->space), ps_status_str(rs));
         }
         pthread_mutex_lock(&w->lock);
         if (st == PS_OK)
@@ -529,6 +536,8 @@ ps_status ps_writer_start(ps_space *sp, const ps_writer_opts *opts, ps_writer **
         return PS_EIO;
     }
     *out = w;
+    if (ps_import_any_pending(sp)) /* imports a stopped server accepted: run them in turn */
+        ps_writer_regulations(w, 0);
     return PS_OK;
 }
 
@@ -597,6 +606,7 @@ void ps_writer_stop(ps_writer *w)
         return;
     pthread_mutex_lock(&w->lock);
     w->stopping = true;
+    atomic_store(&w->cancel_imports, true); /* a running import resumes at the next start */
     pthread_cond_signal(&w->jwake);
     pthread_mutex_unlock(&w->lock);
     pthread_join(w->jthread, NULL); /* it journals the queue before it returns */
