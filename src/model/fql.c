@@ -214,10 +214,20 @@ static int parse_number(parser *p)
 }
 
 /* `(` args `)` or `[` items `]`: children of node `id`. */
+/* One level deeper (a parenthesis, a list, a call, a '!'); false past PS_FQL_MAX_DEPTH. */
+static bool deeper(parser *p)
+{
+    if (++p->depth <= PS_FQL_MAX_DEPTH)
+        return true;
+    return fail(p, "the query nests too deeply (at most %d)", PS_FQL_MAX_DEPTH);
+}
+
 static bool parse_items(parser *p, int id, char close, const char *what)
 {
     uint32_t items[PS_FQL_MAX_NODES];
     size_t n = 0;
+    if (!deeper(p))
+        return false;
     if (!eat(p, close)) {
         do {
             if (n == PS_FQL_MAX_NODES)
@@ -230,6 +240,7 @@ static bool parse_items(parser *p, int id, char close, const char *what)
         if (!eat(p, close))
             return fail(p, "expected ',' or '%c' in %s", close, what);
     }
+    p->depth--;
     return add_kids(p, id, items, n);
 }
 
@@ -292,13 +303,8 @@ static int parse_word(parser *p)
                     if (id < 0)
                         return -1;
                     p->q->nodes[id].op = (uint8_t)f;
-                    if (++p->depth > PS_FQL_MAX_DEPTH) {
-                        fail(p, "the query nests too deeply (at most %d)", PS_FQL_MAX_DEPTH);
-                        return -1;
-                    }
                     if (!parse_items(p, id, ')', "the arguments"))
                         return -1;
-                    p->depth--;
                     if (p->q->nodes[id].count != fns[f].arity) {
                         p->pos = start;
                         fail(p, "%s() takes %d argument%s, not %u", fns[f].name, fns[f].arity,
@@ -332,10 +338,8 @@ static int parse_primary(parser *p)
     char c = p->s[p->pos];
     if (c == '(') {
         p->pos++;
-        if (++p->depth > PS_FQL_MAX_DEPTH) {
-            fail(p, "the query nests too deeply (at most %d)", PS_FQL_MAX_DEPTH);
+        if (!deeper(p))
             return -1;
-        }
         int id = parse_or(p);
         p->depth--;
         if (id >= 0 && !eat(p, ')')) {
@@ -347,15 +351,8 @@ static int parse_primary(parser *p)
     if (c == '[') {
         p->pos++;
         int id = new_node(p, N_LIST);
-        if (id < 0)
+        if (id < 0 || !parse_items(p, id, ']', "the list"))
             return -1;
-        if (++p->depth > PS_FQL_MAX_DEPTH) {
-            fail(p, "the query nests too deeply (at most %d)", PS_FQL_MAX_DEPTH);
-            return -1;
-        }
-        if (!parse_items(p, id, ']', "the list"))
-            return -1;
-        p->depth--;
         return id;
     }
     if (c == '"' || c == '\'')
@@ -418,10 +415,8 @@ static int parse_unary(parser *p)
 {
     if (at(p, '!') && !(p->pos + 1 < p->len && p->s[p->pos + 1] == '=')) {
         p->pos++;
-        if (++p->depth > PS_FQL_MAX_DEPTH) {
-            fail(p, "the query nests too deeply (at most %d)", PS_FQL_MAX_DEPTH);
+        if (!deeper(p))
             return -1;
-        }
         int inner = parse_unary(p);
         p->depth--;
         if (inner < 0)

@@ -55,7 +55,6 @@ typedef struct scan_ctx {
     ps_change_fn fn;
     void *ud;
     uint64_t next;
-    bool stopped;
     ps_status st;
     ps_arena arena; /* a trait row's parsed message */
     char seg[2][PS_SEGMENT_ID_LEN + 1];
@@ -86,15 +85,7 @@ static bool emit(scan_ctx *c, ps_change_row *r, uint64_t audit_seq, uint32_t sub
     if (r->seq <= c->after)
         return true;
     c->next = r->seq;
-    if (!c->fn(c->ud, r)) {
-        c->stopped = true;
-        return false;
-    }
-    if (++c->count >= c->limit) {
-        c->stopped = true;
-        return false;
-    }
-    return true;
+    return c->fn(c->ud, r) && ++c->count < c->limit;
 }
 
 typedef struct trait_ctx {
