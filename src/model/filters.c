@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 
 #include "ps/clock.h"
+#include "ps/json.h"
 #include "ps/text.h"
 
 typedef struct filter {
@@ -40,30 +41,50 @@ void ps_filters_free(ps_filter_set *s)
     free(s);
 }
 
-/* Adds one filter to `s`, checking it; false with `err` otherwise. */
-static bool add(ps_filter_set *s, const char *name, const char *fql, bool enabled,
-                int64_t created_ms, char *err, size_t err_cap)
+/* A name a new filter (or a renamed one) may take in `s`: PS_EINVAL when it is malformed,
+ * PS_ECONFLICT when it is taken; `err` says which. */
+static ps_status check_name(const ps_filter_set *s, const char *name, char *err, size_t err_cap)
 {
     if (!ps_filter_name_valid(name)) {
         snprintf(err, err_cap, "filter name '%.80s' must be 1-%d characters of A-Z a-z 0-9 _ -",
                  name, PS_FILTER_NAME_MAX);
-        return false;
+        return PS_EINVAL;
     }
-    for (size_t i = 0; i < s->count; i++)
+    for (size_t i = 0; s && i < s->count; i++)
         if (strcmp(s->items[i].name, name) == 0) {
             snprintf(err, err_cap, "there is already a filter named '%s'", name);
-            return false;
+            return PS_ECONFLICT;
         }
-    if (s->count == PS_FILTERS_MAX) {
+    return PS_OK;
+}
+
+/* Checks one more filter for `s` (its name, the count, its query): PS_OK with the compiled
+ * query in *q, else a status and `err` (see ps_filters_add). */
+static ps_status check_new(const ps_filter_set *s, const char *name, const char *fql, ps_fql **q,
+                           char *err, size_t err_cap)
+{
+    ps_status st = check_name(s, name, err, err_cap);
+    if (st != PS_OK)
+        return st;
+    if (ps_filters_count(s) == PS_FILTERS_MAX) {
         snprintf(err, err_cap, "a space has at most %d filters", PS_FILTERS_MAX);
-        return false;
+        return PS_EINVAL;
     }
     char why[200];
-    ps_fql *q;
-    if (ps_fql_compile(fql, strlen(fql), &q, why, sizeof why) != PS_OK) {
+    if (ps_fql_compile(fql, strlen(fql), q, why, sizeof why) != PS_OK) {
         snprintf(err, err_cap, "filter '%s': the query is not valid FQL: %s", name, why);
-        return false;
+        return PS_EINVAL;
     }
+    return PS_OK;
+}
+
+/* Adds one filter to `s`, checking it; false with `err` otherwise. */
+static bool add(ps_filter_set *s, const char *name, const char *fql, bool enabled,
+                int64_t created_ms, char *err, size_t err_cap)
+{
+    ps_fql *q;
+    if (check_new(s, name, fql, &q, err, err_cap) != PS_OK)
+        return false;
     filter *f = &s->items[s->count++];
     snprintf(f->name, sizeof f->name, "%s", name);
     f->fql = ps_xstrdup(fql);
@@ -152,10 +173,14 @@ ps_status ps_filters_parse_request(const char *body, size_t len, ps_filter_reque
 {
     memset(out, 0, sizeof *out);
     out->enabled = -1;
-    cJSON *root = cJSON_ParseWithLength(body, len);
+    ps_json_diag d;
+    cJSON *root = ps_json_parse((const uint8_t *)body, len, &d); /* outside JSON: strict */
     ps_status st = PS_OK;
     *why = "";
-    if (!cJSON_IsObject(root)) {
+    if (root == NULL) {
+        *why = ps_json_error_message(d.error);
+        st = PS_EINVAL;
+    } else if (!cJSON_IsObject(root)) {
         *why = "The body must be a JSON object: {\"name\", \"if\", \"enabled\"}.";
         st = PS_EINVAL;
     }
@@ -206,39 +231,19 @@ void ps_filters_json(const ps_filter_set *s, ps_buf *out)
 ps_status ps_filters_add(const ps_filter_set *s, const char *name, const char *fql, bool enabled,
                          int64_t now_ms, ps_buf *out, char *err, size_t err_cap)
 {
-    ps_filter_set *n = ps_xcalloc(1, sizeof *n);
-    for (size_t i = 0; s && i < s->count; i++) { /* the checked ones as they are */
-        n->items[i] = s->items[i];
-        n->items[i].q = NULL;
-        n->items[i].fql = NULL;
-    }
-    n->count = ps_filters_count(s);
-    ps_status st = PS_OK;
-    bool taken = false;
-    for (size_t i = 0; i < n->count; i++)
-        taken = taken || strcmp(n->items[i].name, name) == 0;
-    if (taken) {
-        snprintf(err, err_cap, "there is already a filter named '%s'", name);
-        st = PS_ECONFLICT;
-    } else if (!add(n, name, fql, enabled, now_ms, err, err_cap)) {
-        st = PS_EINVAL;
-    }
-    if (st == PS_OK) {
-        /* the earlier filters' text from `s`, the new one's from `n` */
-        filter all[PS_FILTERS_MAX];
-        for (size_t i = 0; i < n->count; i++) {
-            all[i] = n->items[i];
-            if (i + 1 < n->count)
-                all[i].fql = s->items[i].fql;
-        }
-        write_doc(all, n->count, out);
-    }
-    if (n->count && st == PS_OK) { /* only the new one owns anything */
-        free(n->items[n->count - 1].fql);
-        ps_fql_free(n->items[n->count - 1].q);
-    }
-    free(n);
-    return st;
+    ps_fql *q;
+    ps_status st = check_new(s, name, fql, &q, err, err_cap);
+    if (st != PS_OK)
+        return st;
+    ps_fql_free(q); /* checked: the stored document is compiled when it is read */
+    filter all[PS_FILTERS_MAX];
+    size_t n = ps_filters_count(s);
+    for (size_t i = 0; i < n; i++)
+        all[i] = s->items[i];
+    all[n] = (filter){.fql = (char *)fql, .enabled = enabled, .created_ms = now_ms};
+    snprintf(all[n].name, sizeof all[n].name, "%s", name);
+    write_doc(all, n + 1, out);
+    return PS_OK;
 }
 
 ps_status ps_filters_update(const ps_filter_set *s, const char *name, const char *new_name,
@@ -260,16 +265,9 @@ ps_status ps_filters_update(const ps_filter_set *s, const char *name, const char
         return PS_ENOTFOUND;
     }
     if (new_name && strcmp(new_name, name) != 0) {
-        if (!ps_filter_name_valid(new_name)) {
-            snprintf(err, err_cap, "filter name '%.80s' must be 1-%d characters of A-Z a-z 0-9 _ -",
-                     new_name, PS_FILTER_NAME_MAX);
-            return PS_EINVAL;
-        }
-        for (size_t i = 0; i < n; i++)
-            if (strcmp(s->items[i].name, new_name) == 0) {
-                snprintf(err, err_cap, "there is already a filter named '%s'", new_name);
-                return PS_ECONFLICT;
-            }
+        ps_status st = check_name(s, new_name, err, err_cap);
+        if (st != PS_OK)
+            return st;
         snprintf(all[at].name, sizeof all[at].name, "%s", new_name);
     }
     if (enabled >= 0)
