@@ -20,8 +20,10 @@ typedef enum ps_api_route {
     PS_API_EVENTS,
     PS_API_METADATA,
     PS_API_LINKS,
-    PS_API_PROFILES,      /* list */
-    PS_API_DELETE_IDS,    /* POST …/external_ids/delete */
+    PS_API_PROFILES,   /* list */
+    PS_API_DELETE_IDS, /* POST …/external_ids/delete */
+    /* from here on, routes of the space itself (no collection): each runs its own
+     * transactions */
     PS_API_REG_CREATE,    /* POST /v1/spaces/{space}/regulations */
     PS_API_REG_LIST,      /* GET /v1/spaces/{space}/regulations */
     PS_API_REG_GET,       /* GET /v1/spaces/{space}/regulations/{id} (the id in `ident`) */

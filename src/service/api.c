@@ -858,8 +858,6 @@ static void serve_changes(ctx *c)
                      ECHO(tp));
         return;
     }
-    ps_txn_abort(c->t); /* the scan reads from its own snapshot, the newest */
-    c->t = NULL;
     changes_page pg = {&out->body, 0};
     uint64_t next;
     ps_buf_puts(&out->body, "{\"data\":[");
@@ -1030,27 +1028,22 @@ void ps_api_serve(ps_space *sp, const ps_api_request *rq, ps_api_reply *out)
     ps_buf_reset(&out->body);
     if (!authorize(&c))
         goto done;
-    if (rq->route == PS_API_IMPORT_CREATE || rq->route == PS_API_IMPORT_GET) {
-        ps_txn_abort(c.t); /* imports run their own transactions */
-        c.t = NULL;
-        serve_import(&c);
-        goto done;
-    }
-    if (rq->route >= PS_API_FILTER_LIST && rq->route <= PS_API_FILTER_DELETE) {
-        ps_txn_abort(c.t); /* changes run their own transactions */
-        c.t = NULL;
-        serve_filters(&c);
-        goto done;
-    }
-    if (rq->route == PS_API_CHANGES) {
-        if (params_once(&c))
-            serve_changes(&c);
-        goto done;
-    }
     if (rq->route >= PS_API_REG_CREATE && rq->route < PS_API__ROUTES) {
-        ps_txn_abort(c.t); /* regulations run their own transactions */
+        ps_txn_abort(c.t); /* the space's own routes run their own transactions */
         c.t = NULL;
-        serve_regulations(&c);
+        switch (rq->route) {
+        case PS_API_CHANGES:
+            if (params_once(&c))
+                serve_changes(&c); /* from its own snapshot, the newest */
+            break;
+        case PS_API_FILTER_LIST:
+        case PS_API_FILTER_CREATE:
+        case PS_API_FILTER_UPDATE:
+        case PS_API_FILTER_DELETE: serve_filters(&c); break;
+        case PS_API_IMPORT_CREATE:
+        case PS_API_IMPORT_GET: serve_import(&c); break;
+        default: serve_regulations(&c); break;
+        }
         goto done;
     }
     if (strcmp(rq->collection, "users") == 0) {
