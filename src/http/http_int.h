@@ -270,6 +270,11 @@ int route_profile(char *path, const char *query, int method, const char *auth, s
                   char *query_store, char *ident_store, ps_api_param *params, char *token,
                   ps_api_request *out, const char **allow, const char **why);
 
+/* The Profile API route that `method` on `path` names, or -1 when none takes that method. The
+ * path is split in a copy in `scratch` (strlen(path) + 1 bytes). For the decisions made
+ * before a body is read. */
+int route_of_request(const char *path, int method, char *scratch);
+
 /* ---- inflate: compressed request bodies (inflate.c; the only user of zlib) ---- */
 enum { CODING_IDENTITY = 0, CODING_GZIP, CODING_DEFLATE };
 /* The coding named by a Content-Encoding value (NULL: identity), or -1 when unsupported. */

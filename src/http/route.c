@@ -171,6 +171,15 @@ static int route_of(char **seg, int n, int method, bool *method_ok)
     return -1;
 }
 
+int route_of_request(const char *path, int method, char *scratch)
+{
+    char *seg[MAX_SEGMENTS];
+    bool method_ok;
+    int n = split_path(strcpy(scratch, path), seg);
+    int route = n < 0 ? -1 : route_of(seg, n, method, &method_ok);
+    return route >= 0 && method_ok ? route : -1;
+}
+
 bool url_host_chars_ok(const char *s, size_t len)
 {
     for (size_t i = 0; i < len; i++)

@@ -123,26 +123,23 @@ head_decision dispatch_head(http_req *rq)
         return (head_decision){.reply_now = true};
     }
     rq->route = ROUTE_OTHER;
-    /* only the identifier deletion takes a body; its token is checked after the body, so
-     * the body counts as anonymous. Everything else is answered without reading one. */
-    static const char suffix[] = "/external_ids/delete", reg_suffix[] = "/regulations";
-    size_t pl = strlen(rq->path), sl = sizeof suffix - 1, rl = sizeof reg_suffix - 1;
-    if (rq->head.method == HTTP_POST && serves_profiles(rq) && pl > sl &&
-        strcmp(rq->path + pl - sl, suffix) == 0)
-        return (head_decision){.max_body = MAX_DELETE_BODY, .anonymous = true};
-    if (rq->head.method == HTTP_POST && serves_profiles(rq) && pl > rl &&
-        strcmp(rq->path + pl - rl, reg_suffix) == 0)
+    /* the Profile API routes that take a body, and how much of one. Their token is checked
+     * after the body, so it counts as anonymous; a CSV import's comes from the shared
+     * budget (docs/import.md). Everything else is answered without reading one. */
+    int route = serves_profiles(rq) && strlen(rq->path) < rq->w->srv->cfg.max_header_bytes
+                    ? route_of_request(rq->path, rq->head.method, rq->w->path)
+                    : -1;
+    switch (route) {
+    case PS_API_DELETE_IDS: return (head_decision){.max_body = MAX_DELETE_BODY, .anonymous = true};
+    case PS_API_REG_CREATE:
         return (head_decision){.max_body = MAX_REGULATION_BODY, .anonymous = true};
-    static const char imports[] = "/imports";
-    size_t il = sizeof imports - 1;
-    if (rq->head.method == HTTP_POST && serves_profiles(rq) && pl > il &&
-        strcmp(rq->path + pl - il, imports) == 0) /* a CSV file: the shared body budget */
-        return (head_decision){.max_body = (size_t)PS_CSV_MAX_BYTES, .anonymous = false};
-    static const char filters[] = "/filters";
-    const char *f = strstr(rq->path, filters);
-    if ((rq->head.method == HTTP_POST || rq->head.method == HTTP_PATCH) && serves_profiles(rq) &&
-        f && (f[sizeof filters - 1] == 0 || f[sizeof filters - 1] == '/'))
+    case PS_API_FILTER_CREATE:
+    case PS_API_FILTER_UPDATE:
         return (head_decision){.max_body = MAX_FILTER_BODY, .anonymous = true};
+    case PS_API_IMPORT_CREATE:
+        return (head_decision){.max_body = (size_t)PS_CSV_MAX_BYTES, .anonymous = false};
+    default: break;
+    }
     if (rq->head.chunked || rq->head.content_length > 0) {
         /* a body where none is read: answer as if it were empty, then close (conn.c) */
         rq->body = (const uint8_t *)"";
