@@ -22,6 +22,7 @@ typedef struct pass {
     ps_space *sp;
     const ps_rules *rules;
     const ps_import_opts *o;
+    const char *source; /* stamped on the rows' messages */
     ps_import_result *res;
     bool second; /* the import pass, after the check */
     bool header_seen;
@@ -36,6 +37,33 @@ typedef struct pass {
     ps_csv_error err;
     ps_status st;
 } pass;
+
+/* The import id: "imp_" and the FNV-1a hash of the file's bytes, fed in pieces. */
+#define FNV_START 0xcbf29ce484222325ull
+
+static uint64_t fnv(uint64_t h, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static void import_id(uint64_t h, char id[PS_IMPORT_ID_BUF])
+{
+    snprintf(id, PS_IMPORT_ID_BUF, "imp_%016llx", (unsigned long long)h);
+}
+
+/* The space's rules as of now (borrowed until the space closes). */
+static ps_status current_rules(ps_space *sp, const ps_rules **out)
+{
+    ps_txn *t;
+    ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
+    if (st != PS_OK)
+        return st;
+    st = ps_space_rules(sp, t, out);
+    ps_txn_abort(t);
+    return st;
+}
 
 static bool identifier_column(const ps_rules *r, const char *name)
 {
@@ -119,7 +147,7 @@ static bool on_record(void *ud, const ps_slice *f, size_t n)
         return true;
     /* the one accept path: the row as a message at the door, then resolved in order */
     ps_prepare_opts po = {
-        .source_id = p->o->source_id ? p->o->source_id : "csv-import",
+        .source_id = p->source,
         .now_ms = p->o->now_ms,
         .sequence = p->row,
         .unlimited = true,
@@ -161,8 +189,7 @@ static ps_status read_file(FILE *f, pass *p)
     p->row = 0;
     while (p->err == PS_CSV_OK && p->st == PS_OK && (n = fread(buf, 1, READ_CHUNK, f)) > 0) {
         if (!p->second)
-            for (size_t i = 0; i < n; i++) /* FNV-1a: the import id */
-                p->hash = (p->hash ^ buf[i]) * 0x100000001b3ull;
+            p->hash = fnv(p->hash, buf, n);
         ps_csv_error e = ps_csv_feed(c, buf, n, on_record, p);
         if (p->err == PS_CSV_OK)
             p->err = e;
@@ -200,21 +227,20 @@ ps_status ps_import_csv(ps_space *sp, const char *path, const ps_import_opts *o,
         res->error = PS_CSV_TOO_BIG;
         return PS_OK;
     }
-    pass p = {.sp = sp, .o = o, .res = res, .hash = 0xcbf29ce484222325ull};
-    ps_txn *t;
-    ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
-    if (st == PS_OK) {
-        st = ps_space_rules(sp, t, &p.rules); /* borrowed until the space closes */
-        ps_txn_abort(t);
-    }
+    pass p = {.sp = sp,
+              .o = o,
+              .source = o->source_id ? o->source_id : "csv-import",
+              .res = res,
+              .hash = FNV_START};
+    ps_status st = current_rules(sp, &p.rules);
     if (st == PS_OK)
         st = read_file(f, &p);
     if (st == PS_OK && p.err == PS_CSV_OK && (!p.header_seen || res->rows == 0))
         p.err = PS_CSV_EMPTY;
     res->error = p.err;
-    snprintf(res->id, sizeof res->id, "imp_%016llx", (unsigned long long)p.hash);
+    import_id(p.hash, res->id);
     if (st == PS_OK && res->error == PS_CSV_OK && !o->dry_run) {
-        ps_ingest_opts io = {.source_id = o->source_id ? o->source_id : "csv-import"};
+        ps_ingest_opts io = {.source_id = p.source};
         if ((st = ps_ingest_begin(sp, &io, &p.in)) == PS_OK) {
             p.second = true;
             st = read_file(f, &p);
@@ -235,13 +261,8 @@ ps_status ps_import_csv(ps_space *sp, const char *path, const ps_import_opts *o,
 
 ps_status ps_import_template(ps_space *sp, ps_buf *out)
 {
-    ps_txn *t;
     const ps_rules *r;
-    ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
-    if (st != PS_OK)
-        return st;
-    st = ps_space_rules(sp, t, &r);
-    ps_txn_abort(t);
+    ps_status st = current_rules(sp, &r);
     if (st != PS_OK)
         return st;
     size_t count, shown = 0;
@@ -325,10 +346,7 @@ static ps_status sync_dir(const char *dir)
 ps_status ps_import_submit(ps_space *sp, const uint8_t *csv, size_t len, int64_t now_ms,
                            char id[PS_IMPORT_ID_BUF])
 {
-    uint64_t h = 0xcbf29ce484222325ull; /* the id the CLI gives the same file */
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ csv[i]) * 0x100000001b3ull;
-    snprintf(id, PS_IMPORT_ID_BUF, "imp_%016llx", (unsigned long long)h);
+    import_id(fnv(FNV_START, csv, len), id); /* the id the CLI gives the same file */
     char dir[4096], tmp[4200], path[4200];
     snprintf(dir, sizeof dir, "%s/" IMPORTS_DIR, ps_space_dir(sp));
     if (mkdir(dir, 0700) != 0 && errno != EEXIST)
