@@ -15,6 +15,7 @@
 #include "ps/graphdb.h"
 #include "ps/log.h"
 #include "ps/msglog.h"
+#include "ps/profile.h"
 #include "ps/records.h"
 #include "ps/text.h"
 
@@ -157,13 +158,6 @@ typedef struct erase_ctx {
     size_t audit_rows;
 } erase_ctx;
 
-static bool add_member(void *ud, uint64_t canonical, uint64_t member)
-{
-    (void)canonical;
-    u64_add(&((erase_ctx *)ud)->profiles, member);
-    return true;
-}
-
 static bool add_ident(void *ud, uint64_t profile, const char *type, const char *value,
                       size_t value_len, int64_t first_seen_ms)
 {
@@ -240,7 +234,8 @@ static ps_status erase_subject(ps_txn *t, const char *user_id, int64_t now_ms, s
     if (st != PS_OK)
         return st;
     erase_ctx c = {.t = t};
-    st = ps_store_member_scan(t, canonical, add_member, &c);
+    st = ps_profile_members(t, canonical, &c.profiles.v, &c.profiles.n);
+    c.profiles.cap = c.profiles.n;
     if (st == PS_OK && !u64_has(&c.profiles, canonical))
         u64_add(&c.profiles, canonical);
     for (size_t i = 0; i < c.profiles.n && st == PS_OK; i++) {
