@@ -18,22 +18,66 @@
 #include "ps/ratelimit.h"
 #include "ps/text.h"
 
+/* A document kept in meta (the settings, the filters), compiled once per version. Other
+ * threads borrow the compiled object until the space closes, so one that is replaced is kept
+ * (retired), not freed. */
+typedef struct compiled {
+    void *obj;         /* NULL until first compiled */
+    ps_buf source;     /* the bytes `obj` was compiled from */
+    uint64_t snapshot; /* the snapshot they were read in */
+    void **retired;
+    size_t retired_count;
+} compiled;
+
+/* The object compiled from `doc`, or NULL when it has to be compiled. */
+static void *compiled_find(const compiled *c, ps_slice doc)
+{
+    bool same = c->obj && doc.len == c->source.len &&
+                (doc.len == 0 || memcmp(doc.ptr, c->source.ptr, doc.len) == 0);
+    return same ? c->obj : NULL;
+}
+
+/* Makes `obj`, compiled from `doc` as read in `snapshot`, the current one. */
+static void compiled_set(compiled *c, ps_slice doc, uint64_t snapshot, void *obj)
+{
+    if (c->obj) {
+        c->retired = ps_xrealloc(c->retired, (c->retired_count + 1) * sizeof *c->retired);
+        c->retired[c->retired_count++] = c->obj;
+    }
+    ps_buf_reset(&c->source);
+    ps_buf_append(&c->source, doc.ptr, doc.len);
+    c->obj = obj;
+    c->snapshot = snapshot;
+}
+
+static void compiled_clear(compiled *c, void (*free_obj)(void *))
+{
+    free_obj(c->obj);
+    for (size_t i = 0; i < c->retired_count; i++)
+        free_obj(c->retired[i]);
+    free(c->retired);
+    ps_buf_clear(&c->source);
+}
+
+static void free_rules(void *r)
+{
+    ps_rules_free(r);
+}
+
+static void free_filters(void *f)
+{
+    ps_filters_free(f);
+}
+
 struct ps_space {
     ps_store *store;
     char *name;
     char *dir;            /* the store's directory */
     pthread_mutex_t lock; /* guards the fields below: servers share a space across threads */
-    ps_rules *rules;
-    ps_buf rules_source; /* the settings bytes `rules` was built from */
-    ps_rules **retired;  /* replaced rules, still borrowed by other threads until close */
-    size_t retired_count;
-    ps_filter_set *filters;      /* compiled from filters_source */
-    uint64_t filters_snapshot;   /* the snapshot `filters` was read in */
-    ps_buf filters_source;       /* meta "filters" as `filters` was built from */
-    ps_filter_set **old_filters; /* replaced sets, still borrowed until close */
-    size_t old_filters_count;
-    uint64_t filter_hits[PS_FILTERS_MAX]; /* messages dropped by each filter of `filters` since
-                                           * the space opened (a changed set starts at 0) */
+    compiled rules;       /* ps_rules, from meta "settings" */
+    compiled filters;     /* ps_filter_set, from meta PS_FILTERS_KEY */
+    uint64_t filter_hits[PS_FILTERS_MAX]; /* messages dropped by each current filter since the
+                                           * space opened (a changed set starts at 0) */
     ps_bucket buckets[2];                 /* rate limits, by ps_rate_kind */
 };
 
@@ -104,8 +148,6 @@ ps_status ps_space_open(const char *data_dir, const char *name, bool read_only, 
     sp->store = store;
     sp->name = ps_xstrdup(name);
     sp->dir = ps_xstrdup(dir);
-    ps_buf_init(&sp->rules_source);
-    ps_buf_init(&sp->filters_source);
     pthread_mutex_init(&sp->lock, NULL);
     *out = sp;
     return PS_OK;
@@ -116,17 +158,9 @@ void ps_space_close(ps_space *sp)
     if (sp == NULL)
         return;
     ps_store_close(sp->store);
-    ps_rules_free(sp->rules);
-    for (size_t i = 0; i < sp->retired_count; i++)
-        ps_rules_free(sp->retired[i]);
-    free(sp->retired);
+    compiled_clear(&sp->rules, free_rules);
+    compiled_clear(&sp->filters, free_filters);
     pthread_mutex_destroy(&sp->lock);
-    ps_buf_clear(&sp->rules_source);
-    ps_filters_free(sp->filters);
-    for (size_t i = 0; i < sp->old_filters_count; i++)
-        ps_filters_free(sp->old_filters[i]);
-    free(sp->old_filters);
-    ps_buf_clear(&sp->filters_source);
     free(sp->name);
     free(sp->dir);
     free(sp);
@@ -156,26 +190,15 @@ ps_status ps_space_rules(ps_space *sp, ps_txn *t, const ps_rules **out)
     else if (st != PS_OK)
         return st;
     pthread_mutex_lock(&sp->lock);
-    if (sp->rules && s.len == sp->rules_source.len &&
-        memcmp(s.ptr, sp->rules_source.ptr, s.len) == 0) {
-        *out = sp->rules;
-        pthread_mutex_unlock(&sp->lock);
-        return PS_OK;
+    ps_rules *r = compiled_find(&sp->rules, s);
+    if (r == NULL) {
+        ps_diags d;
+        if (ps_rules_parse((const char *)s.ptr, s.len, &r, &d) != PS_OK) {
+            pthread_mutex_unlock(&sp->lock);
+            return PS_ECORRUPT; /* settings are validated before they are stored */
+        }
+        compiled_set(&sp->rules, s, ps_txn_snapshot(t), r);
     }
-    ps_rules *r;
-    ps_diags d;
-    st = ps_rules_parse((const char *)s.ptr, s.len, &r, &d);
-    if (st != PS_OK) {
-        pthread_mutex_unlock(&sp->lock);
-        return PS_ECORRUPT; /* settings are validated before they are stored */
-    }
-    ps_buf_reset(&sp->rules_source);
-    ps_buf_append(&sp->rules_source, s.ptr, s.len);
-    if (sp->rules) {
-        sp->retired = ps_xrealloc(sp->retired, (sp->retired_count + 1) * sizeof *sp->retired);
-        sp->retired[sp->retired_count++] = sp->rules;
-    }
-    sp->rules = r;
     *out = r;
     pthread_mutex_unlock(&sp->lock);
     return PS_OK;
@@ -191,32 +214,20 @@ ps_status ps_space_filters(ps_space *sp, ps_txn *t, const ps_filter_set **out)
         return st;
     uint64_t snapshot = ps_txn_snapshot(t);
     pthread_mutex_lock(&sp->lock);
-    /* the same version, or an older one than the cached set (a reader that began before the
-     * change): the cached set, so that two versions never take turns */
-    if (sp->filters && ((s.len == sp->filters_source.len &&
-                         (s.len == 0 || memcmp(s.ptr, sp->filters_source.ptr, s.len) == 0)) ||
-                        snapshot < sp->filters_snapshot)) {
-        *out = sp->filters;
-        pthread_mutex_unlock(&sp->lock);
-        return PS_OK;
+    ps_filter_set *f = compiled_find(&sp->filters, s);
+    /* a reader that began before the current set was read gets it too, so that two versions
+     * never take turns */
+    if (f == NULL && sp->filters.obj && snapshot < sp->filters.snapshot)
+        f = sp->filters.obj;
+    if (f == NULL) {
+        char err[300];
+        if (ps_filters_parse((const char *)s.ptr, s.len, &f, err, sizeof err) != PS_OK) {
+            pthread_mutex_unlock(&sp->lock);
+            return PS_ECORRUPT; /* filters are checked before they are stored */
+        }
+        compiled_set(&sp->filters, s, snapshot, f);
+        memset(sp->filter_hits, 0, sizeof sp->filter_hits);
     }
-    ps_filter_set *f;
-    char err[300];
-    st = ps_filters_parse((const char *)s.ptr, s.len, &f, err, sizeof err);
-    if (st != PS_OK) {
-        pthread_mutex_unlock(&sp->lock);
-        return PS_ECORRUPT; /* filters are checked before they are stored */
-    }
-    ps_buf_reset(&sp->filters_source);
-    ps_buf_append(&sp->filters_source, s.ptr, s.len);
-    if (sp->filters) {
-        sp->old_filters =
-            ps_xrealloc(sp->old_filters, (sp->old_filters_count + 1) * sizeof *sp->old_filters);
-        sp->old_filters[sp->old_filters_count++] = sp->filters;
-    }
-    sp->filters = f;
-    sp->filters_snapshot = snapshot;
-    memset(sp->filter_hits, 0, sizeof sp->filter_hits);
     *out = f;
     pthread_mutex_unlock(&sp->lock);
     return PS_OK;
@@ -225,7 +236,7 @@ ps_status ps_space_filters(ps_space *sp, ps_txn *t, const ps_filter_set **out)
 void ps_space_filter_hits_add(ps_space *sp, const ps_filter_set *set, const uint32_t *hits)
 {
     pthread_mutex_lock(&sp->lock);
-    if (set == sp->filters) /* counts of a replaced set are dropped */
+    if (set == sp->filters.obj) /* counts of a replaced set are dropped */
         for (size_t i = 0; i < ps_filters_count(set); i++)
             sp->filter_hits[i] += hits[i];
     pthread_mutex_unlock(&sp->lock);
@@ -234,9 +245,10 @@ void ps_space_filter_hits_add(ps_space *sp, const ps_filter_set *set, const uint
 size_t ps_space_filter_hits(ps_space *sp, char names[][PS_FILTER_NAME_MAX + 1], uint64_t *hits)
 {
     pthread_mutex_lock(&sp->lock);
-    size_t n = ps_filters_count(sp->filters);
+    const ps_filter_set *set = sp->filters.obj;
+    size_t n = ps_filters_count(set);
     for (size_t i = 0; i < n; i++) {
-        snprintf(names[i], PS_FILTER_NAME_MAX + 1, "%s", ps_filters_get(sp->filters, i).name);
+        snprintf(names[i], PS_FILTER_NAME_MAX + 1, "%s", ps_filters_get(set, i).name);
         hits[i] = sp->filter_hits[i];
     }
     pthread_mutex_unlock(&sp->lock);
