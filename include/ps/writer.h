@@ -37,7 +37,8 @@ ps_status ps_writer_start(ps_space *sp, const ps_writer_opts *opts, ps_writer **
 ps_status ps_writer_submit(ps_writer *w, ps_prepared *p, ps_writer_done done, void *ud);
 
 /* Asks the apply thread to run the space's waiting regulations up to sequence `up_to`
- * (ps_regulation_create) once every payload submitted before this call is in the store. */
+ * (ps_regulation_create), and then its waiting CSV imports (ps_import_submit), once every
+ * payload submitted before this call is in the store. */
 void ps_writer_regulations(ps_writer *w, uint64_t up_to);
 
 /* Waits until the store holds everything acknowledged when it was called, and every

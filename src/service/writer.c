@@ -476,6 +476,19 @@ ps_status ps_writer_recover(ps_space *sp)
 
 /* ---- the writer ---- */
 
+/* Frees a writer whose threads have ended (or never started). */
+static void writer_release(ps_writer *w)
+{
+    ps_ingest_end(w->in);
+    ps_journal_close(w->journal);
+    pthread_cond_destroy(&w->progress);
+    pthread_cond_destroy(&w->room);
+    pthread_cond_destroy(&w->awake);
+    pthread_cond_destroy(&w->jwake);
+    pthread_mutex_destroy(&w->lock);
+    free(w);
+}
+
 ps_status ps_writer_start(ps_space *sp, const ps_writer_opts *opts, ps_writer **out)
 {
     ps_writer *w = ps_xcalloc(1, sizeof *w);
@@ -525,14 +538,7 @@ ps_status ps_writer_start(ps_space *sp, const ps_writer_opts *opts, ps_writer **
             pthread_mutex_unlock(&w->lock);
             pthread_join(w->athread, NULL);
         }
-        ps_ingest_end(w->in);
-        ps_journal_close(w->journal);
-        pthread_cond_destroy(&w->progress);
-        pthread_cond_destroy(&w->room);
-        pthread_cond_destroy(&w->awake);
-        pthread_cond_destroy(&w->jwake);
-        pthread_mutex_destroy(&w->lock);
-        free(w);
+        writer_release(w);
         return PS_EIO;
     }
     *out = w;
@@ -621,12 +627,5 @@ void ps_writer_free(ps_writer *w)
     if (w == NULL)
         return;
     ps_writer_stop(w);
-    ps_ingest_end(w->in);
-    ps_journal_close(w->journal);
-    pthread_cond_destroy(&w->progress);
-    pthread_cond_destroy(&w->room);
-    pthread_cond_destroy(&w->awake);
-    pthread_cond_destroy(&w->jwake);
-    pthread_mutex_destroy(&w->lock);
-    free(w);
+    writer_release(w);
 }
