@@ -51,13 +51,13 @@ ps_status ps_ingest_begin(ps_space *sp, const ps_ingest_opts *opts, ps_ingest **
     return PS_OK;
 }
 
-/* The event's userId, when it has one. */
-static const ps_ident *user_id_of(const ps_event *ev)
+/* Whether the event's userId (when it has one) is suppressed, as of `t`. */
+static bool suppressed_user(ps_txn *t, const ps_event *ev)
 {
     for (size_t i = 0; i < ev->id_count; i++)
         if (ev->ids[i].collection == PS_USERS && strcmp(ev->ids[i].type, "user_id") == 0)
-            return &ev->ids[i];
-    return NULL;
+            return ps_regulation_suppressed(t, ev->ids[i].value, ev->ids[i].value_len);
+    return false;
 }
 
 static void stats_add(ps_ingest_stats *into, const ps_ingest_stats *from)
@@ -278,10 +278,8 @@ static ps_status on_message(void *ud, const ps_event *ev, ps_drop why, size_t in
     in->pending.messages++;
     /* a new message (not one the log or the journal holds already) from a suppressed userId
      * is refused here too: payloads read without ps_ingest_prepare, or read again */
-    const ps_ident *uid =
-        ev && in->replay_seq == 0 && in->replay_value.ptr == NULL ? user_id_of(ev) : NULL;
-    if (uid && ps_regulation_any_suppressed(in->txn) &&
-        ps_regulation_suppressed(in->txn, uid->value, uid->value_len)) {
+    if (ev && in->replay_seq == 0 && in->replay_value.ptr == NULL &&
+        ps_regulation_any_suppressed(in->txn) && suppressed_user(in->txn, ev)) {
         ev = NULL;
         why = PS_DROP_SUPPRESSED;
     }
@@ -365,8 +363,7 @@ struct ps_prepared {
 static ps_status collect_message(void *ud, const ps_event *ev, ps_drop why, size_t index)
 {
     ps_prepared *p = ud;
-    const ps_ident *uid = ev && p->suppress_txn ? user_id_of(ev) : NULL;
-    if (uid && ps_regulation_suppressed(p->suppress_txn, uid->value, uid->value_len)) {
+    if (ev && p->suppress_txn && suppressed_user(p->suppress_txn, ev)) {
         ev = NULL; /* refused at the door: never logged (docs/privacy.md) */
         why = PS_DROP_SUPPRESSED;
     }
