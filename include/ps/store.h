@@ -74,6 +74,10 @@ uint64_t ps_txn_peek(ps_txn *t, ps_counter c);
 /* ---- meta: named values (settings JSON, versions) ---- */
 ps_status ps_store_meta_get(ps_txn *t, const char *key, ps_slice *out);
 ps_status ps_store_meta_put(ps_txn *t, const char *key, ps_slice value);
+/* A number kept in meta as 8 big-endian bytes (a mark, a counter): PS_ENOTFOUND when absent
+ * (*out untouched), PS_ECORRUPT when the value is not 8 bytes. */
+ps_status ps_store_meta_get_u64(ps_txn *t, const char *key, uint64_t *out);
+ps_status ps_store_meta_put_u64(ps_txn *t, const char *key, uint64_t value);
 ps_status ps_store_meta_del(ps_txn *t, const char *key); /* PS_ENOTFOUND when absent */
 typedef bool (*ps_meta_fn)(void *ud, ps_slice key, ps_slice value);
 /* Visits the meta entries whose key starts with `prefix`, by key. */

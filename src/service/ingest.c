@@ -653,12 +653,7 @@ ps_status ps_ingest_journal_applied(ps_space *sp, uint64_t *pos)
     ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
     if (st != PS_OK)
         return st;
-    ps_slice v;
-    st = ps_store_meta_get(t, JOURNAL_APPLIED_KEY, &v);
-    if (st == PS_OK && v.len == 8)
-        *pos = ps_get_be64(v.ptr);
-    else if (st == PS_OK)
-        st = PS_ECORRUPT;
+    st = ps_store_meta_get_u64(t, JOURNAL_APPLIED_KEY, pos);
     ps_txn_abort(t);
     return st == PS_ENOTFOUND ? PS_OK : st;
 }
@@ -666,10 +661,7 @@ ps_status ps_ingest_journal_applied(ps_space *sp, uint64_t *pos)
 ps_status ps_ingest_journal_mark(ps_ingest *in, uint64_t pos)
 {
     ps_status st = open_batch(in);
-    uint8_t v[8];
-    ps_put_be64(v, pos);
-    if (st == PS_OK &&
-        (st = ps_store_meta_put(in->txn, JOURNAL_APPLIED_KEY, (ps_slice){v, 8})) != PS_OK)
+    if (st == PS_OK && (st = ps_store_meta_put_u64(in->txn, JOURNAL_APPLIED_KEY, pos)) != PS_OK)
         return batch_failed(in, st);
     return st;
 }

@@ -382,12 +382,7 @@ ps_status ps_regulation_create(ps_space *sp, const ps_reg_request *rq, int64_t n
     if (st != PS_OK)
         return st;
     uint64_t seq = 1;
-    ps_slice v;
-    if ((st = ps_store_meta_get(t, REG_NEXT_KEY, &v)) == PS_OK && v.len == 8)
-        seq = ps_get_be64(v.ptr);
-    else if (st == PS_OK)
-        st = PS_ECORRUPT;
-    else if (st == PS_ENOTFOUND)
+    if ((st = ps_store_meta_get_u64(t, REG_NEXT_KEY, &seq)) == PS_ENOTFOUND)
         st = PS_OK;
     snprintf(id, PS_REG_ID_BUF, "reg_%016llx", (unsigned long long)seq);
     *seq_out = seq;
@@ -401,10 +396,8 @@ ps_status ps_regulation_create(ps_space *sp, const ps_reg_request *rq, int64_t n
     if (st == PS_OK)
         st = ps_store_meta_put(t, key, (ps_slice){pending.ptr, pending.len});
     ps_buf_clear(&pending);
-    uint8_t nx[8];
-    ps_put_be64(nx, seq + 1);
     if (st == PS_OK)
-        st = ps_store_meta_put(t, REG_NEXT_KEY, (ps_slice){nx, 8});
+        st = ps_store_meta_put_u64(t, REG_NEXT_KEY, seq + 1);
     if (st == PS_OK)
         return ps_txn_commit(t);
     ps_txn_abort(t);

@@ -277,18 +277,17 @@ ps_status st_log_dict_prepare(ps_txn *t, uint8_t **dict, size_t *dict_len)
     int rc = mdb_stat(t->txn, t->store->dbi[DB_LOG], &ms);
     if (rc)
         return map_rc(rc, "log stat");
-    uint64_t retry_at = PS_LOG_DICT_AFTER;
-    if (ps_store_meta_get(t, "log/dict-failed", &v) == PS_OK && v.len == 8)
-        retry_at = 2 * ps_get_be64(v.ptr);
-    if (ms.ms_entries < retry_at)
+    uint64_t failed_at = PS_LOG_DICT_AFTER / 2;
+    st = ps_store_meta_get_u64(t, "log/dict-failed", &failed_at);
+    if (st != PS_OK && st != PS_ENOTFOUND)
+        return st;
+    if (ms.ms_entries < 2 * failed_at)
         return PS_OK;
     uint8_t *out;
     size_t n;
     st = train(t, &out, &n);
     if (st == PS_OK && n == 0) { /* too few or too uniform samples: later */
-        uint8_t at[8];
-        ps_put_be64(at, ms.ms_entries);
-        st = ps_store_meta_put(t, "log/dict-failed", (ps_slice){at, 8});
+        st = ps_store_meta_put_u64(t, "log/dict-failed", ms.ms_entries);
         n = 0;
     } else if (st == PS_OK) {
         st = ps_store_meta_put(t, key, (ps_slice){out, n});
@@ -417,13 +416,11 @@ ps_status ps_store_log_trim(ps_txn *t, int64_t cutoff_ms, size_t max, size_t *tr
 {
     *trimmed = 0;
     static const char mark_key[] = "log/trimmed";
-    ps_slice v;
-    uint64_t from = 1;
-    ps_status st = ps_store_meta_get(t, mark_key, &v);
-    if (st == PS_OK && v.len == 8)
-        from = ps_get_be64(v.ptr) + 1;
-    else if (st != PS_OK && st != PS_ENOTFOUND)
+    uint64_t last = 0; /* the last message trimmed */
+    ps_status st = ps_store_meta_get_u64(t, mark_key, &last);
+    if (st != PS_OK && st != PS_ENOTFOUND)
         return st;
+    uint64_t from = last + 1;
     trim_ctx c = {cutoff_ms, max, ps_xmalloc((max ? max : 1) * sizeof(uint64_t)), 0};
     st = ps_store_log_scan(t, from, false, trim_pick, &c); /* picked first: no delete under
                                                             * the walk's cursor */
@@ -441,9 +438,7 @@ ps_status ps_store_log_trim(ps_txn *t, int64_t cutoff_ms, size_t max, size_t *tr
             st = ps_store_log_del(t, c.seqs[i]);
     }
     if (st == PS_OK && c.count) {
-        uint8_t at[8];
-        ps_put_be64(at, c.seqs[c.count - 1]);
-        st = ps_store_meta_put(t, mark_key, (ps_slice){at, 8});
+        st = ps_store_meta_put_u64(t, mark_key, c.seqs[c.count - 1]);
         if (st == PS_OK)
             st = ps_store_meta_put(t, log_incomplete_key,
                                    PS_SLICE_STR("messages older than log_retention_days were "
@@ -587,22 +582,16 @@ ps_status ps_store_dedup_expire(ps_txn *t, int64_t cutoff_ms, size_t max, size_t
         max -= *expired;
     }
     size_t before = *expired;
-    ps_slice v;
     uint64_t from = 0;
-    ps_status st = ps_store_meta_get(t, ST_DEDUP_EXPIRED_KEY, &v);
-    if (st == PS_OK && v.len == 8)
-        from = ps_get_be64(v.ptr);
-    else if (st != PS_OK && st != PS_ENOTFOUND)
+    ps_status st = ps_store_meta_get_u64(t, ST_DEDUP_EXPIRED_KEY, &from);
+    if (st != PS_OK && st != PS_ENOTFOUND)
         return st;
     expire_ctx c = {t, cutoff_ms, max, 0, from, PS_OK};
     st = ps_store_log_scan(t, from + 1, false, expire_one, &c);
     if (st == PS_OK)
         st = c.st;
-    if (st == PS_OK && c.last != from) {
-        uint8_t at[8];
-        ps_put_be64(at, c.last);
-        st = ps_store_meta_put(t, ST_DEDUP_EXPIRED_KEY, (ps_slice){at, 8});
-    }
+    if (st == PS_OK && c.last != from)
+        st = ps_store_meta_put_u64(t, ST_DEDUP_EXPIRED_KEY, c.last);
     *expired = before + c.done;
     return st;
 }

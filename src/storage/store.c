@@ -426,6 +426,24 @@ ps_status ps_store_meta_put(ps_txn *t, const char *key, ps_slice value)
     return put_raw(t, DB_META, value.ptr, value.len);
 }
 
+ps_status ps_store_meta_get_u64(ps_txn *t, const char *key, uint64_t *out)
+{
+    ps_slice v;
+    ps_status st = ps_store_meta_get(t, key, &v);
+    if (st == PS_OK && v.len != 8)
+        return PS_ECORRUPT;
+    if (st == PS_OK)
+        *out = ps_get_be64(v.ptr);
+    return st;
+}
+
+ps_status ps_store_meta_put_u64(ps_txn *t, const char *key, uint64_t value)
+{
+    uint8_t b[8];
+    ps_put_be64(b, value);
+    return ps_store_meta_put(t, key, (ps_slice){b, 8});
+}
+
 ps_status ps_store_meta_del(ps_txn *t, const char *key)
 {
     key_reset(t);
