@@ -12,6 +12,9 @@
  * When `count` is not NULL it receives the number of code points. */
 bool ps_utf8_valid(const uint8_t *s, size_t len, size_t *count);
 
+/* `len` bytes as lowercase hex into `out` (2 * len + 1 bytes, NUL-terminated). */
+void ps_hex(const uint8_t *in, size_t len, char *out);
+
 /* A name an operator gives (a space, a token, a filter): 1 to `max` bytes of A-Z a-z 0-9 _ -. */
 bool ps_name_valid(const char *name, size_t max);
 

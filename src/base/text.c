@@ -60,6 +60,16 @@ bool ps_utf8_valid(const uint8_t *s, size_t len, size_t *count)
     return true;
 }
 
+void ps_hex(const uint8_t *in, size_t len, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * len] = 0;
+}
+
 bool ps_name_valid(const char *name, size_t max)
 {
     size_t len = strlen(name);

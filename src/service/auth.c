@@ -33,7 +33,6 @@ void ps_auth_digest(const void *in, size_t len, uint8_t out[PS_DIGEST_BYTES])
 
 void ps_auth_sha1_hex(ps_slice a, ps_slice b, char out[41])
 {
-    static const char hex[] = "0123456789abcdef";
     uint8_t md[EVP_MAX_MD_SIZE];
     unsigned n = 0;
     EVP_MD_CTX *c = EVP_MD_CTX_new();
@@ -42,11 +41,7 @@ void ps_auth_sha1_hex(ps_slice a, ps_slice b, char out[41])
              EVP_DigestFinal_ex(c, md, &n) == 1 && n == 20;
     EVP_MD_CTX_free(c);
     PS_ASSERT(ok); /* only memory exhaustion fails here */
-    for (int i = 0; i < 20; i++) {
-        out[2 * i] = hex[md[i] >> 4];
-        out[2 * i + 1] = hex[md[i] & 15];
-    }
-    out[40] = 0;
+    ps_hex(md, 20, out);
 }
 
 const char *ps_token_role_name(ps_token_role r)
@@ -91,7 +86,7 @@ static bool count_token(void *ud, ps_slice key, ps_slice value)
 ps_status ps_auth_token_create(ps_space *sp, const char *name, ps_token_role role, int64_t now_ms,
                                char token[PS_TOKEN_BUF], char *name_out)
 {
-    if (name && !ps_space_name_valid(name)) /* same rule: 1-64 of [A-Za-z0-9_-] */
+    if (name && !ps_name_valid(name, PS_TOKEN_NAME_MAX))
         return PS_EINVAL;
     ps_txn *t;
     ps_status st = ps_txn_begin(ps_space_store(sp), true, &t);

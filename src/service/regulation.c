@@ -29,8 +29,7 @@ static void subject_digest(const char *user_id, size_t len, char out[2 * PS_DIGE
 {
     uint8_t d[PS_DIGEST_BYTES];
     ps_auth_digest(user_id, len, d);
-    for (size_t i = 0; i < sizeof d; i++)
-        snprintf(out + 2 * i, 3, "%02x", d[i]);
+    ps_hex(d, sizeof d, out);
 }
 
 static void suppress_key(const char *user_id, size_t len, char out[80])

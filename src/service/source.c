@@ -58,14 +58,8 @@ void ps_sources_close(ps_sources *s)
 
 static void wkey_name(const uint8_t hash[PS_DIGEST_BYTES], char out[WKEY_CAP])
 {
-    static const char hex[] = "0123456789abcdef";
     memcpy(out, WKEY_PREFIX, sizeof WKEY_PREFIX - 1);
-    char *p = out + sizeof WKEY_PREFIX - 1;
-    for (size_t i = 0; i < PS_DIGEST_BYTES; i++) {
-        *p++ = hex[hash[i] >> 4];
-        *p++ = hex[hash[i] & 15];
-    }
-    *p = 0;
+    ps_hex(hash, PS_DIGEST_BYTES, out + sizeof WKEY_PREFIX - 1);
 }
 
 /* Decodes a "source/<space>/<id>" record into `out`; false when it is not well formed. */

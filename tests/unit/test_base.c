@@ -100,6 +100,9 @@ static void base62(void)
     uint8_t v[2] = {0, 62};
     ps_base62(v, 2, out, 3);
     CHECK_EQ_STR(out, "010");
+    char hx[7];
+    ps_hex((const uint8_t *)"\x00\x9f\xff", 3, hx);
+    CHECK_EQ_STR(hx, "009fff");
     uint8_t key[16] = {0};
     CHECK(ps_siphash(key, "a", 1) != ps_siphash(key, "b", 1));
     CHECK(ps_siphash(key, "abc", 3) == ps_siphash(key, "abc", 3));
