@@ -66,14 +66,28 @@ void ps_ingest_end(ps_ingest *in);
 /* ---- prepared payloads: parsed and validated on the caller's thread (an HTTP worker),
  * resolved later by the space's one writer ---- */
 
+/* What payloads are checked against: the space's rules, filters and suppressed userIds, as
+ * one read transaction sees them. A caller that prepares many payloads in a row (the CLI,
+ * line by line) opens one for a run of them; otherwise each payload opens its own. */
+typedef struct ps_prepare_view {
+    ps_txn *txn;
+    const ps_rules *rules;        /* borrowed until the space closes */
+    const ps_filter_set *filters; /* likewise; NULL when the space has none */
+    bool suppressing;             /* the space suppresses some userIds */
+} ps_prepare_view;
+
+ps_status ps_prepare_view_open(ps_space *sp, ps_prepare_view *v);
+void ps_prepare_view_close(ps_prepare_view *v); /* a closed or zeroed view: a no-op */
+
 typedef struct ps_prepare_opts {
-    const char *source_id;   /* stamped on every message (copied) */
-    ps_msg_type forced_type; /* /v1/<type>; PS_MSG_NONE reads each message's "type" */
-    bool require_batch;      /* /v1/batch */
-    int64_t now_ms;          /* the receivedAt stamp (stamped once, here) */
-    uint64_t sequence;       /* unique per payload in this process: generated messageIds */
-    bool keep_received_at;   /* replays keep a logged receivedAt and source (the CLI) */
-    bool unlimited;          /* not subject to the space's ingest rate limit (the CLI) */
+    const ps_prepare_view *view; /* NULL: the payload opens its own */
+    const char *source_id;       /* stamped on every message (copied) */
+    ps_msg_type forced_type;     /* /v1/<type>; PS_MSG_NONE reads each message's "type" */
+    bool require_batch;          /* /v1/batch */
+    int64_t now_ms;              /* the receivedAt stamp (stamped once, here) */
+    uint64_t sequence;           /* unique per payload in this process: generated messageIds */
+    bool keep_received_at;       /* replays keep a logged receivedAt and source (the CLI) */
+    bool unlimited;              /* not subject to the space's ingest rate limit (the CLI) */
 } ps_prepare_opts;
 
 typedef struct ps_prepared_drop {

@@ -71,8 +71,12 @@ typedef struct run {
     const char *file;
     FILE *f;
     queue q;
-    chunk *filling; /* the reader's */
+    chunk *filling;       /* the reader's */
+    ps_prepare_view view; /* the reader's: settings and lists, read again every VIEW_LINES */
+    unsigned view_lines;
 } run;
+
+#define VIEW_LINES 256
 
 static void chunk_free(chunk *ch)
 {
@@ -187,7 +191,17 @@ static bool read_line(run *r, const char *line, size_t len, uint64_t number)
     };
     ps_prepared *prep;
     ps_prepare_refusal refusal;
-    ps_status st = ps_ingest_prepare(r->sp, &po, json, len - skip, &prep, &refusal);
+    ps_status st = PS_OK;
+    if (r->view.txn == NULL || ++r->view_lines == VIEW_LINES) {
+        ps_prepare_view_close(&r->view);
+        st = ps_prepare_view_open(r->sp, &r->view);
+        r->view_lines = 0;
+    }
+    po.view = &r->view;
+    if (st != PS_OK)
+        free(json);
+    else
+        st = ps_ingest_prepare(r->sp, &po, json, len - skip, &prep, &refusal);
     if (st == PS_EINVAL || st == PS_ETOOBIG)
         return add(r, (entry){IT_SKIP, number, NULL, refusal.why}, 0);
     if (st != PS_OK) {
@@ -238,6 +252,7 @@ static void *reader(void *arg)
     if (going && have > 0 && !discarding)
         going = read_line(r, buf, have, ++number);
     free(buf);
+    ps_prepare_view_close(&r->view);
     /* the last chunk says how reading ended; after a stop nobody reads it */
     chunk *last = r->filling;
     r->filling = NULL;

@@ -766,6 +766,21 @@ ps_status ps_event_parse(const uint8_t *json, size_t len, const ps_accept_opts *
         return PS_EINVAL;
     }
     const char *s = (const char *)json, *end = s + len, *top = ps_json_skip_ws(s, end);
+    if (!opts->require_batch && *top == '{' && len <= PS_MESSAGE_MAX_BYTES) {
+        /* most likely one message: parsed once, and read as a batch only when it has one */
+        cJSON *root = ps_json_parse_scratch(json, len, true, &d); /* checked above */
+        if (root == NULL) {
+            *why = json_drop(d.error);
+            return PS_EINVAL;
+        }
+        if (opts->forced_type != PS_MSG_NONE ||
+            cJSON_GetObjectItemCaseSensitive(root, "batch") == NULL) {
+            ps_status st = one_message(opts, arena, root, (ps_slice){json, len}, 0, fn, ud);
+            ps_json_scratch_free(root);
+            return st;
+        }
+        ps_json_scratch_free(root);
+    }
     ps_slice batch = {NULL, 0}, context = {NULL, 0}, integrations = {NULL, 0}, sent = {NULL, 0};
     ps_json_iter it;
     ps_json_member m;

@@ -346,7 +346,8 @@ struct ps_prepared {
     char source_id[PS_SOURCE_ID_MAX + 1];
     ps_accept_opts opts; /* as parsed; opts.rules tells under which rules */
     ps_arena arena;      /* the events' strings */
-    ps_event *events;
+    ps_event *events;    /* `one`, or an array from the heap */
+    ps_event one;
     size_t count, cap;
     ps_prepared_drop *drops;
     size_t ndrops, dcap;
@@ -359,6 +360,29 @@ struct ps_prepared {
     uint32_t filter_hits[PS_FILTERS_MAX];
     int last_filter;
 };
+
+/* Room for `n` more events: most payloads hold one, which needs no allocation. */
+static void events_reserve(ps_prepared *p, size_t n)
+{
+    if (p->count + n <= p->cap)
+        return;
+    if (p->cap == 0) {
+        p->events = &p->one;
+        p->cap = 1;
+        if (p->count + n <= p->cap)
+            return;
+    }
+    size_t cap = 2 * p->cap;
+    while (cap < p->count + n)
+        cap *= 2;
+    if (p->events == &p->one) {
+        p->events = ps_xmalloc(cap * sizeof *p->events);
+        p->events[0] = p->one;
+    } else {
+        p->events = ps_xrealloc(p->events, cap * sizeof *p->events);
+    }
+    p->cap = cap;
+}
 
 static ps_status collect_message(void *ud, const ps_event *ev, ps_drop why, size_t index)
 {
@@ -382,12 +406,33 @@ static ps_status collect_message(void *ud, const ps_event *ev, ps_drop why, size
                                    : NULL};
         return PS_OK;
     }
-    if (p->count == p->cap) {
-        p->cap = p->cap ? 2 * p->cap : 8;
-        p->events = ps_xrealloc(p->events, p->cap * sizeof *p->events);
-    }
+    events_reserve(p, 1);
     p->events[p->count++] = *ev; /* its pointers are into p->arena or p->json */
     return PS_OK;
+}
+
+ps_status ps_prepare_view_open(ps_space *sp, ps_prepare_view *v)
+{
+    *v = (ps_prepare_view){0};
+    ps_status st = ps_txn_begin(ps_space_store(sp), false, &v->txn);
+    if (st == PS_OK)
+        st = ps_space_rules(sp, v->txn, &v->rules);
+    if (st == PS_OK)
+        st = ps_space_filters(sp, v->txn, &v->filters);
+    if (st != PS_OK) {
+        ps_prepare_view_close(v);
+        return st;
+    }
+    if (ps_filters_count(v->filters) == 0)
+        v->filters = NULL;
+    v->suppressing = ps_regulation_any_suppressed(v->txn);
+    return PS_OK;
+}
+
+void ps_prepare_view_close(ps_prepare_view *v)
+{
+    ps_txn_abort(v->txn);
+    *v = (ps_prepare_view){0};
 }
 
 ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *json, size_t len,
@@ -395,60 +440,54 @@ ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *jso
 {
     *out = NULL;
     *refusal = (ps_prepare_refusal){PS_DROP_NONE, 0};
-    ps_txn *t = NULL;
-    const ps_rules *rules;
-    ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
-    const ps_filter_set *filters = NULL;
-    if (st == PS_OK)
-        st = ps_space_rules(sp, t, &rules); /* borrowed until the space closes */
-    if (st == PS_OK)
-        st = ps_space_filters(sp, t, &filters); /* likewise */
+    ps_prepare_view own = {0};
+    ps_status st = o->view ? PS_OK : ps_prepare_view_open(sp, &own);
+    const ps_prepare_view v = o->view ? *o->view : own; /* rules and filters outlive `own` */
     if (st == PS_OK && !o->unlimited &&
-        !ps_space_rate_take(sp, rules, PS_RATE_INGEST, o->now_ms, &refusal->retry_ms))
+        !ps_space_rate_take(sp, v.rules, PS_RATE_INGEST, o->now_ms, &refusal->retry_ms))
         st = PS_ELIMIT;
+    /* the read transaction stays open through the parse only when there is a list to check */
+    if (st != PS_OK || !v.suppressing)
+        ps_prepare_view_close(&own);
     if (st != PS_OK) {
-        ps_txn_abort(t);
         free(json);
         return st;
     }
     ps_prepared *p = ps_xcalloc(1, sizeof *p);
     p->json = json;
     p->len = len;
-    snprintf(p->source_id, sizeof p->source_id, "%s", o->source_id ? o->source_id : "");
+    size_t sl = o->source_id ? strnlen(o->source_id, PS_SOURCE_ID_MAX) : 0;
+    memcpy(p->source_id, o->source_id ? o->source_id : "", sl);
+    p->source_id[sl] = 0;
     p->opts = (ps_accept_opts){
-        .rules = rules,
+        .rules = v.rules,
         .now_ms = o->now_ms,
         .source_id = p->source_id,
         .forced_type = o->forced_type,
         .sequence = o->sequence,
         .require_batch = o->require_batch,
         .keep_received_at = o->keep_received_at,
-        .filters = ps_filters_count(filters) ? filters : NULL,
+        .filters = v.filters,
         .filter_hits = p->filter_hits,
         .last_filter = &p->last_filter,
     };
-    p->filters = filters;
+    p->filters = v.filters;
     p->last_filter = -1;
     ps_arena_init(&p->arena);
-    /* the read transaction stays open through the parse only when there is a list to check */
-    if (ps_regulation_any_suppressed(t))
-        p->suppress_txn = t;
-    else
-        ps_txn_abort(t);
+    p->suppress_txn = v.suppressing ? v.txn : NULL;
     st = ps_event_parse(json, len, &p->opts, &p->arena, collect_message, p, &refusal->why);
-    if (p->suppress_txn) {
-        ps_txn_abort(p->suppress_txn);
-        p->suppress_txn = NULL;
-    }
+    p->suppress_txn = NULL;
+    ps_prepare_view_close(&own);
     if (p->dropped_by[PS_DROP_FILTERED])
-        ps_space_filter_hits_add(sp, filters, p->filter_hits);
+        ps_space_filter_hits_add(sp, p->filters, p->filter_hits);
     if (st != PS_OK) {
         ps_prepared_free(p);
         return st;
     }
     /* the costly part of storing a message, done here rather than on the writer */
     if (p->count) {
-        p->log_end = ps_xmalloc(p->count * sizeof *p->log_end);
+        p->log_end = ps_arena_alloc(&p->arena, p->count * sizeof *p->log_end);
+        ps_buf_reserve(&p->logs, len / 4 + 64); /* most messages shrink to a third or less */
         for (size_t i = 0; i < p->count; i++) {
             log_encode(sp, &p->events[i], &p->logs);
             p->log_end[i] = p->logs.len;
@@ -481,20 +520,20 @@ size_t ps_prepared_dropped(const ps_prepared *p, const ps_prepared_drop **list)
 
 size_t ps_prepared_bytes(const ps_prepared *p)
 {
-    return sizeof *p + p->len + ps_arena_bytes(&p->arena) + p->cap * sizeof *p->events +
-           p->dcap * sizeof *p->drops + p->logs.cap + p->count * sizeof *p->log_end;
+    return sizeof *p + p->len + ps_arena_bytes(&p->arena) + p->dcap * sizeof *p->drops +
+           p->logs.cap + (p->events != &p->one ? p->cap * sizeof *p->events : 0);
 }
 
 void ps_prepared_free(ps_prepared *p)
 {
     if (p == NULL)
         return;
-    ps_arena_clear(&p->arena);
-    free(p->events);
+    ps_arena_clear(&p->arena); /* log_end too */
+    if (p->events != &p->one)
+        free(p->events);
     free(p->drops);
     free(p->json);
     ps_buf_clear(&p->logs);
-    free(p->log_end);
     free(p);
 }
 

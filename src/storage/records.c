@@ -147,13 +147,91 @@ ps_status ps_store_event_get(ps_txn *t, uint64_t seq, ps_event_rec *out)
     return st == PS_OK ? st_event_decode(t, seq, &v, out) : st;
 }
 
+/* ---- rows written behind ----
+ * A pevent or pmsg row is a key with an empty value that ingest writes and nothing in the same
+ * transaction reads back in the common case. Put one by one they land on random leaf pages;
+ * collected and put in key order (at the commit, or before the table is next read or
+ * changed), neighbouring rows share their pages' search and copy. */
+typedef struct behind {
+    uint64_t *keys; /* the rows' keys as 2 or 3 numbers each */
+    size_t n, cap;  /* in rows */
+} behind;
+
+static size_t behind_words(int db)
+{
+    return db == DB_PEVENT ? 3 : 2;
+}
+
+static void behind_add(ps_txn *t, int db, const uint64_t *words)
+{
+    PS_ASSERT(t->write);
+    behind **bp = &t->behind[db == DB_PMSG];
+    if (*bp == NULL)
+        *bp = ps_xcalloc(1, sizeof **bp);
+    behind *b = *bp;
+    size_t w = behind_words(db);
+    if (b->n == b->cap) {
+        b->cap = b->cap ? 2 * b->cap : 1024;
+        b->keys = ps_xrealloc(b->keys, b->cap * w * sizeof *b->keys);
+    }
+    memcpy(b->keys + b->n * w, words, w * sizeof *words);
+    b->n++;
+}
+
+static int cmp_words3(const void *a, const void *b)
+{
+    const uint64_t *x = a, *y = b;
+    for (int i = 0; i < 3; i++)
+        if (x[i] != y[i])
+            return x[i] < y[i] ? -1 : 1;
+    return 0;
+}
+
+static int cmp_words2(const void *a, const void *b)
+{
+    const uint64_t *x = a, *y = b;
+    for (int i = 0; i < 2; i++)
+        if (x[i] != y[i])
+            return x[i] < y[i] ? -1 : 1;
+    return 0;
+}
+
+ps_status st_behind_put(ps_txn *t, int db)
+{
+    behind *b = t->behind[db == DB_PMSG];
+    if (b == NULL || b->n == 0)
+        return PS_OK;
+    size_t w = behind_words(db);
+    qsort(b->keys, b->n, w * sizeof *b->keys, w == 3 ? cmp_words3 : cmp_words2);
+    MDB_cursor *cur = NULL;
+    int rc = mdb_cursor_open(t->txn, t->store->dbi[db], &cur);
+    for (size_t i = 0; i < b->n && rc == 0; i++) {
+        uint8_t key[24];
+        for (size_t j = 0; j < w; j++)
+            ps_put_be64(key + 8 * j, b->keys[i * w + j]);
+        MDB_val k = {8 * w, key}, v = {0, ""};
+        rc = mdb_cursor_put(cur, &k, &v, 0);
+    }
+    if (cur)
+        mdb_cursor_close(cur);
+    b->n = 0;
+    return map_rc(rc, db_names[db]);
+}
+
+void st_behind_drop(ps_txn *t)
+{
+    for (int i = 0; i < 2; i++) {
+        if (t->behind[i])
+            free(t->behind[i]->keys);
+        free(t->behind[i]);
+        t->behind[i] = NULL;
+    }
+}
+
 ps_status ps_store_pevent_put(ps_txn *t, uint64_t profile, int64_t ts_ms, uint64_t seq)
 {
-    key_reset(t);
-    key_u64(t, profile);
-    key_u64(t, (uint64_t)ts_ms);
-    key_u64(t, seq);
-    return put_raw(t, DB_PEVENT, "", 0);
+    behind_add(t, DB_PEVENT, (const uint64_t[3]){profile, (uint64_t)ts_ms, seq});
+    return PS_OK;
 }
 
 /* Walks one profile's pevent rows from key (profile, ts, seq): descending visits the rows
@@ -161,6 +239,9 @@ ps_status ps_store_pevent_put(ps_txn *t, uint64_t profile, int64_t ts_ms, uint64
 static ps_status pevent_walk(ps_txn *t, uint64_t profile, int64_t ts, uint64_t seq, bool descending,
                              ps_pevent_fn fn, void *ud)
 {
+    ps_status bst = behind_sync(t, DB_PEVENT);
+    if (bst != PS_OK)
+        return bst;
     MDB_cursor *cur;
     int rc = mdb_cursor_open(t->txn, t->store->dbi[DB_PEVENT], &cur);
     if (rc)
@@ -472,10 +553,8 @@ ps_status ps_store_link_del_all(ps_txn *t, uint64_t from)
 
 ps_status ps_store_pmsg_put(ps_txn *t, uint64_t profile, uint64_t seq)
 {
-    key_reset(t);
-    key_u64(t, profile);
-    key_u64(t, seq);
-    return put_raw(t, DB_PMSG, "", 0);
+    behind_add(t, DB_PMSG, (const uint64_t[2]){profile, seq});
+    return PS_OK;
 }
 
 typedef struct pmsg_iter {

@@ -238,6 +238,7 @@ static const char counters_key[] = "counters";
 static void txn_free(ps_txn *t)
 {
     st_profiles_drop(t);
+    st_behind_drop(t);
     ps_buf_clear(&t->key);
     ps_buf_clear(&t->val);
     ps_buf_clear(&t->plain);
@@ -335,6 +336,10 @@ ps_status ps_txn_commit(ps_txn *t)
     size_t dict_len = 0;
     if (t->write)
         st = st_profiles_flush(t, true);
+    if (st == PS_OK && t->write)
+        st = st_behind_put(t, DB_PEVENT);
+    if (st == PS_OK && t->write)
+        st = st_behind_put(t, DB_PMSG);
     if (st == PS_OK && t->write && t->logged && atomic_load(&t->store->cdict) == NULL)
         st = st_log_dict_prepare(t, &dict, &dict_len);
     if (st == PS_OK && t->write && t->counters_dirty) {
@@ -477,6 +482,10 @@ ps_status ps_store_meta_scan(ps_txn *t, const char *prefix, ps_meta_fn fn, void 
 ps_status ps_store_counts_get(ps_txn *t, ps_store_counts *out)
 {
     ps_status fst = t->write ? st_profiles_flush(t, false) : PS_OK;
+    if (fst == PS_OK && t->write)
+        fst = st_behind_put(t, DB_PEVENT);
+    if (fst == PS_OK && t->write)
+        fst = st_behind_put(t, DB_PMSG);
     if (fst != PS_OK)
         return fst;
     static const int dbs[] = {DB_PROFILE, DB_SEGID,  DB_IDENT, DB_PMAP,  DB_MEMBER, DB_TRAIT,
@@ -500,6 +509,7 @@ ps_status ps_store_clear_derived(ps_txn *t)
 {
     PS_ASSERT(t->write);
     st_profiles_drop(t); /* the records are about to go */
+    st_behind_drop(t);
     st_icache_clear(t->store);
     for (int db = 0; db < DB__COUNT; db++) {
         if (db == DB_META || db == DB_LOG)

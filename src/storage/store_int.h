@@ -84,6 +84,7 @@ struct ps_txn {
     char seen_types[8][65]; /* identifier types known to be in `types` (a few per space) */
     unsigned seen_count;
     struct pcache *pc; /* write transactions: profile records read or written */
+    struct behind *behind[2]; /* write transactions: pevent and pmsg rows not put yet */
     uint64_t counters[PS_CTR__COUNT];
     ps_buf key;
     ps_buf val;
@@ -263,9 +264,23 @@ static inline ps_status put_val(ps_txn *t, int db)
     return put_raw(t, db, t->val.ptr, t->val.len);
 }
 
+/* records.c: pevent and pmsg rows are written behind (collected, then put in key order at
+ * the commit or before the table is next read or changed); st_behind_put puts them now. */
+ps_status st_behind_put(ps_txn *t, int db);
+void st_behind_drop(ps_txn *t);
+
+static inline ps_status behind_sync(ps_txn *t, int db)
+{
+    return (db == DB_PEVENT || db == DB_PMSG) && t->behind[db == DB_PMSG] ? st_behind_put(t, db)
+                                                                          : PS_OK;
+}
+
 static inline ps_status del_key(ps_txn *t, int db)
 {
     PS_ASSERT(t->write);
+    ps_status bst = behind_sync(t, db);
+    if (bst != PS_OK)
+        return bst;
     MDB_val k = kv(&t->key);
     return map_rc(mdb_del(t->txn, t->store->dbi[db], &k, NULL), db_names[db]);
 }
@@ -298,6 +313,9 @@ static inline ps_status iterate(ps_txn *t, int db, const void *start, size_t sta
                                 void *ud)
 {
     prefix_cursor pc;
+    ps_status bst = behind_sync(t, db);
+    if (bst != PS_OK)
+        return bst;
     int rc = prefix_open(t, db, &pc);
     if (rc)
         return map_rc(rc, db_names[db]);
@@ -324,6 +342,9 @@ static inline ps_status del_prefix(ps_txn *t, int db)
 {
     PS_ASSERT(t->write && t->key.len > 0);
     prefix_cursor pc;
+    ps_status bst = behind_sync(t, db);
+    if (bst != PS_OK)
+        return bst;
     int rc = prefix_open(t, db, &pc);
     if (rc)
         return map_rc(rc, db_names[db]);
