@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* mem: fatal-on-exhaustion allocation, ps_buf and ps_arena. */
+#define _DEFAULT_SOURCE /* madvise */
 #include "ps/mem.h"
 
 #include <malloc.h>
@@ -7,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 static _Noreturn void oom(size_t size)
 {
@@ -304,4 +306,28 @@ void ps_mem_keep_freed(void)
      * trimmed only past 512 MiB free: what a request or a batch frees serves the next one */
     mallopt(M_MMAP_THRESHOLD, 32 << 20);
     mallopt(M_TRIM_THRESHOLD, 512 << 20);
+}
+
+void ps_mem_reserve_huge(size_t bytes)
+{
+    /* blocks below the mmap threshold come from the heap; freed, they stay in it (the trim
+     * threshold is above `bytes`) and serve later allocations. Measured on `profilectl
+     * ingest` of 200k events: a third of the page faults, 9% less time (docs/benchmarks.md). */
+#if defined(__SANITIZE_ADDRESS__)
+    (void)bytes; /* the sanitizer's allocator has its own heap */
+#else
+    enum { BLOCK = 30 << 20 };
+    void *blocks[64];
+    size_t n = 0;
+    for (; n < 64 && n * BLOCK < bytes; n++) {
+        blocks[n] = malloc(BLOCK);
+        if (blocks[n] == NULL)
+            break;
+        uintptr_t a = ((uintptr_t)blocks[n] + 4095) & ~(uintptr_t)4095;
+        uintptr_t e = ((uintptr_t)blocks[n] + BLOCK) & ~(uintptr_t)4095;
+        (void)madvise((void *)a, e - a, MADV_HUGEPAGE);
+    }
+    while (n)
+        free(blocks[--n]);
+#endif
 }

@@ -11,6 +11,10 @@
 #include "ps/space.h"
 #include "ps/status.h"
 
+/* Heap reserved with huge pages before commands that build large write transactions
+ * (ingest, import, rebuild): ps_mem_reserve_huge(). */
+#define PS_CLI_HEAP_RESERVE ((size_t)256 << 20)
+
 /* Exit codes (docs/profilectl.md), plus 4 for storage failures and a failed `check`. */
 enum { EXIT_OK = 0, EXIT_USAGE = 1, EXIT_NOTFOUND = 2, EXIT_INVALID = 3, EXIT_STORE = 4 };
 

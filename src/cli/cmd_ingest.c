@@ -6,7 +6,6 @@
  * (ps_ingest_prepared), so parsing overlaps resolution. A malformed line is reported with its
  * number and the rest goes on. Each batch commits durably; --verbose reports every commit,
  * which is what "committed" means. */
-#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -434,6 +433,7 @@ int cmd_ingest(cli *c)
     ps_space *sp;
     if ((rc = cli_open_space(c, c->argv[0], false, &sp)))
         return rc;
+    ps_mem_reserve_huge(PS_CLI_HEAP_RESERVE);
     ps_ingest_opts opts = {.source_id = source, .keep_received_at = true};
     ps_ingest *in;
     ps_ingest_begin(sp, &opts, &in);
@@ -445,10 +445,6 @@ int cmd_ingest(cli *c)
              .verbose = verbose,
              .progress = isatty(2) && !verbose,
              .started_ms = ps_clock_now_ms()};
-    /* payloads are allocated by the reader and freed by the writer: keep the freed memory
-     * for reuse instead of returning it to the kernel and faulting it in again */
-    mallopt(M_TRIM_THRESHOLD, 256 << 20);
-    mallopt(M_MMAP_THRESHOLD, 4 << 20);
     pthread_mutex_init(&r.q.lock, NULL);
     pthread_cond_init(&r.q.more, NULL);
     pthread_cond_init(&r.q.room, NULL);
