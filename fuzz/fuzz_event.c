@@ -9,6 +9,7 @@
 
 #include "fuzz.h"
 #include "ps/event.h"
+#include "ps/filters.h"
 #include "ps/text.h"
 
 #define NOW_MS 1700000000000LL
@@ -119,7 +120,14 @@ static void check_trait(const ps_trait *t)
 static void check_event(run *r, const ps_event *ev)
 {
     const ps_accept_opts *o = &r->opts;
-    FUZZ_CHECK(ev->type > PS_MSG_NONE && ev->type <= PS_MSG_ALIAS);
+    /* a filter's note only as a replay reads it back (no filters here) */
+    FUZZ_CHECK(ev->type > PS_MSG_NONE &&
+               (ev->type <= PS_MSG_ALIAS || (ev->type == PS_MSG_FILTERED && o->keep_received_at)));
+    if (ev->type == PS_MSG_FILTERED) {
+        FUZZ_CHECK(ev->filter != NULL && ps_filter_name_valid(ev->filter));
+        FUZZ_CHECK(ev->filtered_type > PS_MSG_NONE && ev->filtered_type <= PS_MSG_ALIAS);
+        FUZZ_CHECK(ev->id_count == 0 && ev->trait_count == 0);
+    }
     FUZZ_CHECK(o->forced_type == PS_MSG_NONE || ev->type == o->forced_type);
 
     FUZZ_CHECK(ev->message_id != NULL);

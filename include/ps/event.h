@@ -34,6 +34,9 @@ typedef enum ps_msg_type {
     PS_MSG_SCREEN,
     PS_MSG_GROUP,
     PS_MSG_ALIAS,
+    /* not a Segment call: the log's note of a message an event filter dropped at the door
+     * (its stamps, the filter's name and the message's type; never the message) */
+    PS_MSG_FILTERED,
 } ps_msg_type;
 
 /* Why a message was dropped before resolution; each has a stable snake_case name. */
@@ -114,6 +117,8 @@ typedef struct ps_event {
     size_t traits_skipped; /* keys over PS_TRAIT_KEY_MAX bytes */
     ps_slice body;         /* the message as JSON, kept for track/page/screen */
     ps_slice message;      /* the message as JSON, every type (what the log keeps) */
+    const char *filter;    /* PS_MSG_FILTERED: the name of the filter that dropped it */
+    ps_msg_type filtered_type; /* PS_MSG_FILTERED: the dropped message's own type */
 } ps_event;
 
 typedef struct ps_accept_opts {
@@ -131,8 +136,9 @@ typedef struct ps_accept_opts {
                             * message the callback is called for */
 } ps_accept_opts;
 
-/* Called once per message: `ev` is NULL when it was dropped for `why`. `index` is the item
- * number inside a batch (0 for a single message). The callback may stop the parse by
+/* Called once per message: `ev` is NULL when it was dropped for `why`, except that a message
+ * an event filter dropped (PS_DROP_FILTERED) comes with its note for the log: an event of type
+ * PS_MSG_FILTERED. `index` is the item number inside a batch (0 for a single message). The callback may stop the parse by
  * returning non-PS_OK; that status is returned by ps_event_parse(). */
 typedef ps_status (*ps_event_fn)(void *ud, const ps_event *ev, ps_drop why, size_t index);
 

@@ -29,6 +29,7 @@ typedef enum ps_violation {
     PS_VIOL_VALUE_TOO_LONG, /* identifier value over PS_VALUE_MAX bytes */
     PS_VIOL_BAD_ENCODING,   /* context.externalIds encoding other than "none" */
     PS_VIOL_KEPT_APART,     /* an operator unmerged the two profiles with --keep-apart */
+    PS_VIOL_FILTERED,       /* an event filter dropped the message at the door */
     PS_VIOL__COUNT
 } ps_violation;
 

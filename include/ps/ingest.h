@@ -115,6 +115,9 @@ typedef struct ps_prepare_refusal {
 ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *json, size_t len,
                             ps_prepared **out, ps_prepare_refusal *refusal);
 size_t ps_prepared_accepted(const ps_prepared *p);
+/* What the log and the journal take of the payload: its accepted messages, and a note of each
+ * message an event filter dropped (ps_prepared_log_value() for i below it). */
+size_t ps_prepared_logged(const ps_prepared *p);
 /* The dropped messages, in batch order: the first PS_PREPARED_DROPS_LISTED of them.
  * Borrowed. */
 #define PS_PREPARED_DROPS_LISTED 100
@@ -127,8 +130,8 @@ uint64_t ps_prepared_dropped_by(const ps_prepared *p, ps_drop why);
 size_t ps_prepared_bytes(const ps_prepared *p);
 void ps_prepared_free(ps_prepared *p); /* NULL is a no-op */
 
-/* The log value of accepted message `i` (< ps_prepared_accepted()): what the journal keeps
- * of it. Borrowed. */
+/* The log value of message or note `i` (< ps_prepared_logged()): what the journal keeps of
+ * it. Borrowed. */
 ps_slice ps_prepared_log_value(const ps_prepared *p, size_t i);
 
 /* Resolves a prepared payload's accepted messages into the open batch, in order. When the

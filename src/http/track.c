@@ -334,7 +334,7 @@ void track_handle(http_req *rq)
         track_error(rep, 400, drop_code(drops[0].why), ps_drop_message(drops[0].why));
         goto reply;
     }
-    if (ps_prepared_accepted(prep) == 0) { /* nothing to store: answer now */
+    if (ps_prepared_logged(prep) == 0) { /* nothing to store: answer now */
         reply_reset(w);
         success_body(&rep->body, prep);
         goto reply;

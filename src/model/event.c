@@ -49,12 +49,12 @@ const char *ps_drop_name(ps_drop d)
     return (unsigned)d < PS_DROP__COUNT ? drop_names[d] : "unknown";
 }
 
-static const char *const type_names[] = {"none",   "identify", "track", "page",
-                                         "screen", "group",    "alias"};
+static const char *const type_names[] = {"none",  "identify", "track",   "page",
+                                         "screen", "group",   "alias", "filtered"};
 
 const char *ps_msg_type_name(ps_msg_type t)
 {
-    return (unsigned)t <= PS_MSG_ALIAS ? type_names[t] : "none";
+    return (unsigned)t <= PS_MSG_FILTERED ? type_names[t] : "none";
 }
 
 static ps_msg_type type_from_name(const char *s)
@@ -337,6 +337,80 @@ static ps_drop event_time(const cJSON *msg, int64_t received, int64_t *out)
     return PS_DROP_NONE;
 }
 
+/* receivedAt (a replay keeps the logged one), the event's time and source_id. */
+static ps_drop stamp(parse_ctx *c, const cJSON *msg)
+{
+    const ps_accept_opts *o = c->opts;
+    ps_event *ev = c->ev;
+    ev->received_ms = o->now_ms;
+    ps_drop d;
+    const cJSON *rcv = get(msg, "receivedAt");
+    if (o->keep_received_at && rcv && !cJSON_IsNull(rcv))
+        if ((d = parse_time(rcv, &ev->received_ms)) != PS_DROP_NONE)
+            return d;
+    if ((d = event_time(msg, ev->received_ms, &ev->timestamp_ms)) != PS_DROP_NONE)
+        return d;
+    if (ev->timestamp_ms < 0 || ev->received_ms < 0)
+        return PS_DROP_BEFORE_1970;
+    ev->source_id = o->source_id ? o->source_id : "";
+    const cJSON *sid = get(msg, "source_id");
+    if (o->keep_received_at && cJSON_IsString(sid) && sid->valuestring[0] &&
+        strlen(sid->valuestring) <= PS_SOURCE_ID_MAX)
+        ev->source_id = ps_arena_strndup(c->arena, sid->valuestring, strlen(sid->valuestring));
+    return PS_DROP_NONE;
+}
+
+/* A filter's note read back from the log: its messageId, stamps, the filter's name and the
+ * dropped message's type. */
+static ps_drop check_note(parse_ctx *c, const cJSON *msg, ps_slice body)
+{
+    ps_event *ev = c->ev;
+    const cJSON *mid = get(msg, "messageId"), *f = get(msg, "filter"), *t = get(msg, "event_type");
+    size_t cps = 0;
+    if (!cJSON_IsString(mid) || mid->valuestring[0] == 0)
+        return PS_DROP_INVALID_MESSAGE_ID;
+    ps_utf8_valid((const uint8_t *)mid->valuestring, strlen(mid->valuestring), &cps);
+    if (cps > PS_MESSAGE_ID_MAX)
+        return PS_DROP_MESSAGE_ID_TOO_LONG;
+    if (!cJSON_IsString(f) || !ps_filter_name_valid(f->valuestring) || !cJSON_IsString(t) ||
+        (ev->filtered_type = type_from_name(t->valuestring)) == PS_MSG_NONE)
+        return PS_DROP_INVALID_FIELD;
+    ps_drop d = stamp(c, msg);
+    if (d != PS_DROP_NONE)
+        return d;
+    ev->message_id = ps_arena_strndup(c->arena, mid->valuestring, strlen(mid->valuestring));
+    ev->filter = ps_arena_strndup(c->arena, f->valuestring, strlen(f->valuestring));
+    ev->message = body;
+    return PS_DROP_NONE;
+}
+
+/* The note the log keeps of `ev`, which filter `name` dropped: `note` is filled in. */
+static void make_note(ps_arena *arena, const ps_event *ev, const char *name, ps_event *note)
+{
+    char tb[PS_TIME_BUF];
+    const char *type = ps_msg_type_name(ev->type), *ts = ps_time_format(ev->timestamp_ms, tb);
+    /* the name is [A-Za-z0-9_-] and the type and time need no escaping */
+    size_t len = strlen("{\"type\":\"filtered\",\"filter\":\"\",\"event_type\":\"\","
+                        "\"timestamp\":\"\"}") +
+                 strlen(name) + strlen(type) + strlen(ts);
+    char *json = ps_arena_alloc(arena, len + 1);
+    int n = snprintf(json, len + 1,
+                     "{\"type\":\"filtered\",\"filter\":\"%s\",\"event_type\":\"%s\","
+                     "\"timestamp\":\"%s\"}",
+                     name, type, ts);
+    PS_ASSERT(n >= 0 && (size_t)n == len);
+    *note = (ps_event){
+        .type = PS_MSG_FILTERED,
+        .message_id = ev->message_id,
+        .source_id = ev->source_id,
+        .timestamp_ms = ev->timestamp_ms,
+        .received_ms = ev->received_ms,
+        .message = {(const uint8_t *)json, len},
+        .filter = name,
+        .filtered_type = ev->type,
+    };
+}
+
 static ps_drop check_message(parse_ctx *c, const cJSON *msg, size_t index, ps_slice body)
 {
     const ps_accept_opts *o = c->opts;
@@ -349,9 +423,14 @@ static ps_drop check_message(parse_ctx *c, const cJSON *msg, size_t index, ps_sl
     ev->type = o->forced_type;
     if (ev->type == PS_MSG_NONE) {
         const cJSON *t = get(msg, "type");
-        if (!cJSON_IsString(t) || (ev->type = type_from_name(t->valuestring)) == PS_MSG_NONE)
+        if (cJSON_IsString(t) && o->keep_received_at && strcmp(t->valuestring, "filtered") == 0)
+            ev->type = PS_MSG_FILTERED; /* a replayed log's note; never from a client */
+        else if (!cJSON_IsString(t) ||
+                 (ev->type = type_from_name(t->valuestring)) == PS_MSG_NONE)
             return PS_DROP_INVALID_TYPE;
     }
+    if (ev->type == PS_MSG_FILTERED)
+        return check_note(c, msg, body);
     char nb[40], nb2[40];
     const cJSON *uid = get(msg, "userId"), *aid = get(msg, "anonymousId");
     const char *us = scalar_text(uid, nb), *as = scalar_text(aid, nb2);
@@ -420,22 +499,9 @@ static ps_drop check_message(parse_ctx *c, const cJSON *msg, size_t index, ps_sl
         object_size(props) > PS_PROPERTIES_MAX)
         return PS_DROP_TOO_MANY_PROPERTIES;
 
-    ev->received_ms = o->now_ms;
-    ps_drop d;
-    const cJSON *rcv = get(msg, "receivedAt");
-    if (o->keep_received_at && rcv && !cJSON_IsNull(rcv))
-        if ((d = parse_time(rcv, &ev->received_ms)) != PS_DROP_NONE)
-            return d;
-    if ((d = event_time(msg, ev->received_ms, &ev->timestamp_ms)) != PS_DROP_NONE)
+    ps_drop d = stamp(c, msg);
+    if (d != PS_DROP_NONE)
         return d;
-    if (ev->timestamp_ms < 0 || ev->received_ms < 0)
-        return PS_DROP_BEFORE_1970;
-
-    ev->source_id = o->source_id ? o->source_id : "";
-    const cJSON *sid = get(msg, "source_id");
-    if (o->keep_received_at && cJSON_IsString(sid) && sid->valuestring[0] &&
-        strlen(sid->valuestring) <= PS_SOURCE_ID_MAX)
-        ev->source_id = ps_arena_strndup(c->arena, sid->valuestring, strlen(sid->valuestring));
 
     if (ev->message_id == NULL) {
         /* stamped once at acceptance; a replayed log carries it from then on, so replays are
@@ -466,14 +532,17 @@ static ps_status one_message(const ps_accept_opts *opts, ps_arena *arena, const 
     memset(&ev, 0, sizeof ev);
     parse_ctx c = {opts, arena, &ev, 0};
     ps_drop d = check_message(&c, msg, index, body);
-    if (d == PS_DROP_NONE && opts->filters) { /* valid: the space's filters see it whole */
+    if (d == PS_DROP_NONE && opts->filters && ev.type != PS_MSG_FILTERED) {
+        /* valid: the space's filters see it whole */
         int hit = ps_filters_match(opts->filters, msg);
         if (hit >= 0) {
-            d = PS_DROP_FILTERED;
             if (opts->filter_hits)
                 opts->filter_hits[hit]++;
             if (opts->last_filter)
                 *opts->last_filter = hit;
+            ps_event note;
+            make_note(arena, &ev, ps_filters_get(opts->filters, (size_t)hit).name, &note);
+            return fn(ud, &note, PS_DROP_FILTERED, index);
         }
     }
     return fn(ud, d == PS_DROP_NONE ? &ev : NULL, d, index);

@@ -25,6 +25,7 @@ static const char *const viol_names[PS_VIOL__COUNT] = {
     "identifier_value_too_long",
     "identifier_encoding_unsupported",
     "profiles_kept_apart",
+    "event_filtered",
 };
 
 const char *ps_violation_name(ps_violation v)

@@ -21,7 +21,7 @@ typedef struct scan_ctx {
 ps_status ps_history_line(const ps_log_rec *r, ps_buf *out)
 {
     if (r->message_id.len > PS_ID_BYTES || r->source_id.len > PS_ID_BYTES ||
-        r->type < PS_MSG_IDENTIFY || r->type > PS_MSG_ALIAS)
+        r->type < PS_MSG_IDENTIFY || r->type > PS_MSG_FILTERED)
         return PS_ECORRUPT;
     ps_buf_reset(out);
     ps_event_log_json((ps_msg_type)r->type, r->message_id, r->received_ms, r->source_id, r->json,

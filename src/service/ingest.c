@@ -192,8 +192,56 @@ static ps_status write_traits(ps_ingest *in, const ps_event *ev, uint64_t profil
 
 /* Accepts one validated message: dedup, the log, then what is derived from it. `logged` is
  * its log value when it was encoded already (prepared payloads), else NULL. */
+/* The message's place in the log: appended now under a new sequence number, or (a
+ * rebuild) the one it has. */
+static ps_status log_message(ps_ingest *in, const ps_event *ev, const ps_slice *logged,
+                             uint64_t *seq)
+{
+    uint64_t msg_seq = in->replay_seq;
+    if (msg_seq == 0) { /* the log first: everything below is derived from it */
+        msg_seq = ps_txn_next(in->txn, PS_CTR_MESSAGE);
+        if (logged == NULL && in->replay_value.ptr)
+            logged = &in->replay_value; /* from the journal: stored as it was journaled */
+        ps_slice value = logged ? *logged : (ps_slice){NULL, 0};
+        if (logged == NULL) {
+            ps_buf_reset(&in->line);
+            log_encode(in->space, ev, &in->line);
+            value = (ps_slice){in->line.ptr, in->line.len};
+        }
+        ps_status st = ps_store_log_put(in->txn, msg_seq, value);
+        if (st != PS_OK)
+            return st;
+    }
+    *seq = in->message_seq = msg_seq;
+    return PS_OK;
+}
+
+/* A filter's note: logged (so that a rebuild derives it again) and a violation row for the
+ * change feed; no dedup claim, since the message itself was not taken. */
+static ps_status accept_note(ps_ingest *in, const ps_event *ev, const ps_slice *logged)
+{
+    uint64_t msg_seq;
+    ps_status st = log_message(in, ev, logged, &msg_seq);
+    if (st != PS_OK)
+        return st;
+    ps_resolve_in ri = {
+        .collection = PS_USERS,
+        .event_type = (uint8_t)ev->filtered_type,
+        .message_id = ev->message_id,
+        .source_id = ev->source_id,
+        .timestamp_ms = ev->timestamp_ms,
+        .received_ms = ev->received_ms,
+        .message_seq = msg_seq,
+    };
+    ps_ident id = {"filter", ev->filter, (uint32_t)strlen(ev->filter), PS_USERS, 0};
+    in->pending.violations++;
+    return ps_graph_violation(in->txn, &ri, PS_VIOL_FILTERED, &id, 0);
+}
+
 static ps_status accept_event(ps_ingest *in, const ps_event *ev, const ps_slice *logged)
 {
+    if (ev->type == PS_MSG_FILTERED)
+        return accept_note(in, ev, logged);
     const ps_rules_options *opt = ps_rules_options_get(in->rules);
     ps_status st;
     if (opt->dedup_window_ms > 0) {
@@ -211,22 +259,9 @@ static ps_status accept_event(ps_ingest *in, const ps_event *ev, const ps_slice 
     in->pending_messages++;
     if (ev->received_ms > in->newest_received_ms)
         in->newest_received_ms = ev->received_ms;
-    uint64_t msg_seq = in->replay_seq;
-    if (msg_seq == 0) { /* the log first: everything below is derived from it */
-        msg_seq = ps_txn_next(in->txn, PS_CTR_MESSAGE);
-        if (logged == NULL && in->replay_value.ptr)
-            logged = &in->replay_value; /* from the journal: stored as it was journaled */
-        ps_slice value = logged ? *logged : (ps_slice){NULL, 0};
-        if (logged == NULL) {
-            ps_buf_reset(&in->line);
-            log_encode(in->space, ev, &in->line);
-            value = (ps_slice){in->line.ptr, in->line.len};
-        }
-        if ((st = ps_store_log_put(in->txn, msg_seq, value)) != PS_OK)
-            return st;
-    }
-
-    in->message_seq = msg_seq;
+    uint64_t msg_seq;
+    if ((st = log_message(in, ev, logged, &msg_seq)) != PS_OK)
+        return st;
     bool *promoted = ps_arena_alloc(&in->arena, (ev->id_count + 1) * sizeof(bool));
     uint64_t user = 0, account = 0;
     size_t first;
@@ -278,15 +313,17 @@ static ps_status on_message(void *ud, const ps_event *ev, ps_drop why, size_t in
     in->pending.messages++;
     /* a new message (not one the log or the journal holds already) from a suppressed userId
      * is refused here too: payloads read without ps_ingest_prepare, or read again */
-    if (ev && in->replay_seq == 0 && in->replay_value.ptr == NULL &&
+    if (ev && why == PS_DROP_NONE && in->replay_seq == 0 && in->replay_value.ptr == NULL &&
         ps_regulation_any_suppressed(in->txn) && suppressed_user(in->txn, ev)) {
         ev = NULL;
         why = PS_DROP_SUPPRESSED;
     }
-    if (ev == NULL) {
+    if (ev && ev->type == PS_MSG_FILTERED)
+        why = PS_DROP_FILTERED; /* a filter's note, new or replayed: its message was dropped */
+    if (why != PS_DROP_NONE)
         in->pending.dropped[why]++;
+    if (ev == NULL)
         return PS_OK;
-    }
     ps_status st = accept_event(in, ev, NULL);
     if (st != PS_OK)
         in->failure = st;
@@ -349,6 +386,7 @@ struct ps_prepared {
     ps_event *events;    /* `one`, or an array from the heap */
     ps_event one;
     size_t count, cap;
+    size_t notes; /* of the events, filters' notes of dropped messages (PS_MSG_FILTERED) */
     ps_prepared_drop *drops;
     size_t ndrops, dcap;
     size_t dropped_total;
@@ -387,24 +425,25 @@ static void events_reserve(ps_prepared *p, size_t n)
 static ps_status collect_message(void *ud, const ps_event *ev, ps_drop why, size_t index)
 {
     ps_prepared *p = ud;
-    if (ev && p->suppress_txn && suppressed_user(p->suppress_txn, ev)) {
+    if (ev && why == PS_DROP_NONE && p->suppress_txn && suppressed_user(p->suppress_txn, ev)) {
         ev = NULL; /* refused at the door: never logged (docs/privacy.md) */
         why = PS_DROP_SUPPRESSED;
     }
-    if (ev == NULL) {
+    if (ev && ev->type == PS_MSG_FILTERED)
+        why = PS_DROP_FILTERED; /* a filter's note, new or replayed: its message was dropped */
+    if (why != PS_DROP_NONE) {
         p->dropped_by[why]++;
-        if (p->dropped_total++ >= PS_PREPARED_DROPS_LISTED)
-            return PS_OK; /* counted, not listed: a reply lists a bounded number */
-        if (p->ndrops == p->dcap) {
-            p->dcap = p->dcap ? 2 * p->dcap : 8;
-            p->drops = ps_xrealloc(p->drops, p->dcap * sizeof *p->drops);
-        }
-        p->drops[p->ndrops++] =
-            (ps_prepared_drop){(uint32_t)index, why,
-                               why == PS_DROP_FILTERED && p->last_filter >= 0
-                                   ? ps_filters_get(p->filters, (size_t)p->last_filter).name
-                                   : NULL};
-        return PS_OK;
+        if (p->dropped_total++ < PS_PREPARED_DROPS_LISTED) {
+            if (p->ndrops == p->dcap) {
+                p->dcap = p->dcap ? 2 * p->dcap : 8;
+                p->drops = ps_xrealloc(p->drops, p->dcap * sizeof *p->drops);
+            }
+            p->drops[p->ndrops++] = (ps_prepared_drop){
+                (uint32_t)index, why, why == PS_DROP_FILTERED && ev ? ev->filter : NULL};
+        } /* else counted, not listed: a reply lists a bounded number */
+        if (ev == NULL)
+            return PS_OK;
+        p->notes++; /* a filter's note: logged, journaled and applied like a message */
     }
     events_reserve(p, 1);
     p->events[p->count++] = *ev; /* its pointers are into p->arena or p->json */
@@ -499,6 +538,11 @@ ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *jso
 
 size_t ps_prepared_accepted(const ps_prepared *p)
 {
+    return p->count - p->notes;
+}
+
+size_t ps_prepared_logged(const ps_prepared *p)
+{
     return p->count;
 }
 
@@ -555,7 +599,8 @@ ps_status ps_ingest_prepared(ps_ingest *in, const ps_prepared *p)
     for (size_t i = 0; i < PS_DROP__COUNT; i++)
         in->pending.dropped[i] += p->dropped_by[i];
     for (size_t i = 0; i < p->count; i++) {
-        in->pending.messages++;
+        if (p->events[i].type != PS_MSG_FILTERED) /* a note's message is counted as dropped */
+            in->pending.messages++;
         size_t from = i ? p->log_end[i - 1] : 0;
         ps_slice logged = {p->logs.ptr + from, p->log_end[i] - from};
         st = accept_event(in, &p->events[i], &logged);

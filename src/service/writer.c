@@ -127,7 +127,7 @@ static void journal_group(ps_writer *w, item *group)
     ps_status st = PS_OK;
     uint64_t end = w->acked;
     for (item *it = group; it && st == PS_OK; it = it->next) {
-        size_t n = it->p ? ps_prepared_accepted(it->p) : 0;
+        size_t n = it->p ? ps_prepared_logged(it->p) : 0;
         for (size_t i = 0; i < n && st == PS_OK; i++)
             st = ps_journal_append(w->journal, ps_prepared_log_value(it->p, i), &end);
         it->end = end;
@@ -192,7 +192,7 @@ static void *journal_run(void *arg)
         size_t events = 0;
         item *it;
         while (events < w->o.batch_events && (it = pop(&w->submitted)) != NULL) {
-            events += it->p ? ps_prepared_accepted(it->p) : 0;
+            events += it->p ? ps_prepared_logged(it->p) : 0;
             if (last)
                 last->next = it;
             else
@@ -273,7 +273,7 @@ static item *apply_some(ps_writer *w, ps_status *st)
             pthread_mutex_lock(&w->lock);
             break;
         }
-        events += ps_prepared_accepted(it->p);
+        events += ps_prepared_logged(it->p);
         *st = ps_ingest_prepared(w->in, it->p);
         pthread_mutex_lock(&w->lock);
         w->backlog -= it->bytes;

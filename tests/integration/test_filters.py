@@ -67,10 +67,38 @@ def test_cli_and_both_doors():
              "context": {"page": {"path": "/internal/x"}}, "messageId": "m4"}])).stdout)
         assert out["filtered"] == {"internal": 1} and out["accepted"] == 0, out
         assert user_ids(st) == {"early-bot", "staff-1", "person-1"}, user_ids(st)
-        # the log holds what was accepted, so a rebuild gives the same state
+        # the log holds what was accepted, and a note of each filtered message (its stamps and
+        # the filter's name, not the message), so a rebuild gives the same state and feed
+        log = [json.loads(x) for x in st.ctl("log", SPACE).stdout.splitlines()]
+        notes = [x for x in log if x["type"] == "filtered"]
+        assert [(x["messageId"], x["filter"], x["event_type"]) for x in notes] == [
+            ("m1", "bots", "track"), ("m4", "internal", "track")], notes
+        assert not any("userId" in x or "context" in x for x in notes), notes
+        assert "bot-1" not in st.ctl("log", SPACE).stdout
+
+        def violations(store):
+            rows = [json.loads(x) for x in store.ctl(
+                "changes", SPACE, "--table", "violations").stdout.splitlines()]
+            return [(r["reason"], r["external_id_type"], r["external_id_value"],
+                     r["triggering_event_id"], r["triggering_event_type"], r["segment_id"])
+                    for r in rows if r["reason"] == "event_filtered"]
+        expect = [("event_filtered", "filter", "bots", "m1", "track", None),
+                  ("event_filtered", "filter", "internal", "m4", "track", None)]
+        assert violations(st) == expect, violations(st)
         before = export(st)
         st.ctl("rebuild", SPACE)
         assert export(st) == before
+        assert violations(st) == expect
+        # replayed into an empty space, the log gives the same profiles and the same feed
+        other = Store()
+        try:
+            other.ctl("space", "create", SPACE)
+            out = json.loads(other.ctl("--json", "ingest", SPACE, "-",
+                                       input=st.ctl("log", SPACE).stdout).stdout)
+            assert out["dropped"] == {"filtered": 2}, out
+            assert export(other) == before and violations(other) == expect
+        finally:
+            other.close()
 
         # the Tracking API: a batch lists the filtered item with the filter's name; a single
         # call answers 200 and stores nothing
@@ -98,6 +126,20 @@ def test_cli_and_both_doors():
             text = text.decode()
             assert 'profiled_filtered_messages_total{space="s",filter="bots"} 2' in text, text
             assert 'profiled_dropped_messages_total{reason="filtered"} 2' in text
+            # the notes went through the journal like messages: in the feed once applied
+            changes = "/v1/spaces/%s/changes?table=violations&limit=100" % SPACE
+            status, _, body = srv.get(changes, token)
+            assert status == 200, body
+            rows = [(r["triggering_event_id"], r["external_id_value"])
+                    for r in body["data"] if r["reason"] == "event_filtered"]
+            assert ("h1", "bots") in rows and ("h3", "bots") in rows, body
+            assert 'profiled_violations_total{space="s",reason="event_filtered"}' in \
+                srv.get("/metrics", raw=True, port=srv.metrics_port)[2].decode()
+            # a client cannot send a note
+            status, _, body = srv.track("batch", {"batch": [
+                {"type": "filtered", "filter": "bots", "event_type": "track",
+                 "messageId": "forged"}]}, key)
+            assert status == 200 and body["dropped"][0]["code"] == "invalid_type", body
         finally:
             srv.stop()
     finally:
