@@ -38,6 +38,24 @@ for f in src/*/*.c src/*/*.h; do
     case "$f" in src/http/*) ;; *)
         grep -qE '^#include <event2/' "$f" && { echo "$f: libevent outside http"; fail=1; } ;;
     esac
+    # the programs reach storage through the service layer only (the read model, the space's
+    # figures): one way in for the Profile API, profilectl and /metrics
+    case "$f" in src/http/* | src/cli/*)
+        if grep -qE '\bps_store_[a-z0-9_]+' "$f"; then
+            grep -nE '\bps_store_[a-z0-9_]+' "$f" | sed "s|^|$f:|; s|$| (storage outside service)|"
+            fail=1
+        fi ;;
+    esac
 done
+# comments and docs cite the project's own documents (docs/), not notes kept outside the
+# repository: their names, and the numbered rules and questions in them
+cited=$(grep -rnE '\b(SPEC|DESIGN|STYLE)(\.md)?\b[ :,.)]|\bSPEC [0-9]|\b[DQ][0-9]{1,2}\b' \
+    src include tools tests fuzz docs README.md --include='*.c' --include='*.h' \
+    --include='*.py' --include='*.sh' --include='*.md' --include='*.js' 2>/dev/null |
+    grep -v '^tools/check-layers.sh:' || true)
+if [ -n "$cited" ]; then
+    echo "$cited" | sed 's/$/ (cites a document outside the repository)/'
+    fail=1
+fi
 [ "$fail" -eq 0 ] && echo "layers ok"
 exit "$fail"

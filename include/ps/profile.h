@@ -13,6 +13,7 @@
 
 #include "ps/graphdb.h"
 #include "ps/mem.h"
+#include "ps/records.h"
 #include "ps/rules.h"
 #include "ps/status.h"
 #include "ps/store.h"
@@ -25,6 +26,13 @@
  * nothing matches. */
 ps_status ps_profile_find(ps_txn *t, const ps_rules *r, int collection, const char *ident,
                           size_t len, ps_profile *out);
+
+/* A profile record by sequence number, canonical or merged away. */
+ps_status ps_profile_get(ps_txn *t, uint64_t seq, ps_profile *out);
+/* Visits every profile record (merged-away ones too) from sequence `from` up, or (desc) below
+ * `before` down; the callback returns false to stop. */
+ps_status ps_profile_scan(ps_txn *t, uint64_t from, ps_profile_fn fn, void *ud);
+ps_status ps_profile_scan_desc(ps_txn *t, uint64_t before, ps_profile_fn fn, void *ud);
 
 /* The profiles `canonical` stands for, itself included, ascending. Owned; free(). */
 ps_status ps_profile_members(ps_txn *t, uint64_t canonical, uint64_t **out, size_t *count);
@@ -40,6 +48,10 @@ typedef struct ps_extid {
 typedef bool (*ps_extid_fn)(void *ud, const ps_extid *x);
 /* Visits the profile's identifiers ordered by (type, value). */
 ps_status ps_profile_external_ids(ps_txn *t, const ps_profile *canonical, ps_extid_fn fn, void *ud);
+/* The same from identifier `from` on (inclusive), given as type, a 0 byte, then value (a
+ * page's start). */
+ps_status ps_profile_external_ids_from(ps_txn *t, const ps_profile *canonical, const char *from,
+                                       size_t from_len, ps_extid_fn fn, void *ud);
 
 typedef struct ps_trait_item {
     char *key;
@@ -55,6 +67,20 @@ typedef struct ps_trait_list {
     ps_trait_item *items; /* live traits, byte-wise ascending by key */
     size_t count;
 } ps_trait_list;
+
+/* One live trait. Borrowed for the callback's duration. */
+typedef struct ps_trait_view {
+    const char *key;
+    size_t key_len;
+    ps_slice json, source_id;
+    int64_t updated_ms;
+} ps_trait_view;
+typedef bool (*ps_trait_view_fn)(void *ud, const ps_trait_view *tr);
+/* Visits a profile's live traits (the newest write per key across its members, removals left
+ * out) in byte order of key, from key `from` (inclusive; NULL: the first). One member's are
+ * read straight from the store; several members' are merged first. */
+ps_status ps_profile_traits_each(ps_txn *t, const uint64_t *members, size_t n, const char *from,
+                                 size_t from_len, ps_trait_view_fn fn, void *ud);
 
 /* Collects the live traits of a profile given its members. Owned; ps_trait_list_clear(). */
 ps_status ps_profile_traits(ps_txn *t, const uint64_t *members, size_t n, ps_trait_list *out);
@@ -84,6 +110,9 @@ typedef struct ps_event_query {
  * *count receives how many. */
 ps_status ps_profile_events(ps_txn *t, const uint64_t *members, size_t n, const ps_event_query *q,
                             ps_event_ref *out, size_t *count);
+
+/* Stored event `seq`: its type, time, name and messageId. */
+ps_status ps_profile_event_get(ps_txn *t, uint64_t seq, ps_event_rec *out);
 
 /* Appends stored event `seq` as the Profile API shows it: external_ids, context,
  * type, message_id, source_id, timestamp, received_at, properties, event, and related

@@ -49,6 +49,18 @@ void ps_space_filter_hits_add(ps_space *sp, const ps_filter_set *set, const uint
 /* The current filters' names and their drops since the space opened; returns how many. */
 size_t ps_space_filter_hits(ps_space *sp, char names[][PS_FILTER_NAME_MAX + 1], uint64_t *hits);
 
+/* A space's figures for /metrics, as one read transaction sees them. */
+#define PS_SPACE_VIOLATION_REASONS 16 /* at least the resolution's reasons (ps_violation) */
+typedef struct ps_space_figures {
+    uint64_t profiles;    /* canonical ones */
+    uint64_t identifiers; /* mapped to profiles */
+    uint64_t merges;      /* profiles merged into others, ever */
+    uint64_t events;      /* track, page and screen events kept for the Profile API */
+    uint64_t map_bytes, used_bytes;
+    uint64_t violations[PS_SPACE_VIOLATION_REASONS]; /* ever, by ps_violation */
+} ps_space_figures;
+ps_status ps_space_figures_get(ps_space *sp, ps_space_figures *out);
+
 /* The space's two request rate limits (docs/http-api.md): each has its own token bucket. */
 typedef enum ps_rate_kind {
     PS_RATE_API,    /* Profile API: api_rate_limit_* */

@@ -6,9 +6,7 @@
 
 #include "cli_int.h"
 #include "ps/clock.h"
-#include "ps/graphdb.h"
 #include "ps/profile.h"
-#include "ps/records.h"
 
 static bool print_extid(void *ud, const ps_extid *x)
 {
@@ -34,10 +32,10 @@ static ps_status print_text(ps_txn *t, const ps_profile *p, size_t event_limit)
     printf("merged ids  ");
     for (size_t i = 0, k = 0; i < n; i++) {
         ps_profile m;
-        if (members[i] == p->seq || ps_store_profile_get(t, members[i], &m) != PS_OK)
+        if (members[i] == p->seq || ps_profile_get(t, members[i], &m) != PS_OK)
             continue;
-        printf("%s%s -> %s at %s", k++ ? "\n            " : "", m.segment_id,
-               p->segment_id, ps_time_format(m.merged_ms, tb));
+        printf("%s%s -> %s at %s", k++ ? "\n            " : "", m.segment_id, p->segment_id,
+               ps_time_format(m.merged_ms, tb));
     }
     printf(n > 1 ? "\nidentities\n" : "(none)\nidentities\n");
     if ((st = ps_profile_external_ids(t, p, print_extid, NULL)) != PS_OK)
@@ -56,10 +54,9 @@ static ps_status print_text(ps_txn *t, const ps_profile *p, size_t event_limit)
     printf("events%s\n", count ? " (newest first)" : "      (none)");
     for (size_t i = 0; i < count && st == PS_OK; i++) {
         ps_event_rec e;
-        if ((st = ps_store_event_get(t, refs[i].seq, &e)) == PS_OK)
-            printf("  %s  %.*s  %.*s\n", ps_time_format(e.timestamp_ms, tb),
-                   (int)e.message_id.len, (const char *)e.message_id.ptr, (int)e.name.len,
-                   (const char *)e.name.ptr);
+        if ((st = ps_profile_event_get(t, refs[i].seq, &e)) == PS_OK)
+            printf("  %s  %.*s  %.*s\n", ps_time_format(e.timestamp_ms, tb), (int)e.message_id.len,
+                   (const char *)e.message_id.ptr, (int)e.name.len, (const char *)e.name.ptr);
     }
     free(refs);
     uint64_t *links;
@@ -68,7 +65,7 @@ static ps_status print_text(ps_txn *t, const ps_profile *p, size_t event_limit)
         printf("links%s\n", nl ? "" : "       (none)");
         for (size_t i = 0; i < nl; i++) {
             ps_profile lp;
-            if (ps_store_profile_get(t, links[i], &lp) == PS_OK)
+            if (ps_profile_get(t, links[i], &lp) == PS_OK)
                 printf("  %s\n", lp.segment_id);
         }
         free(links);
@@ -108,8 +105,8 @@ int cmd_inspect(cli *c)
     } else if (c->json) {
         ps_buf out;
         ps_buf_init(&out);
-        ps_render_opts o = {.event_limit = event_limit, .metadata = true, .links = true,
-                            .merges = true};
+        ps_render_opts o = {
+            .event_limit = event_limit, .metadata = true, .links = true, .merges = true};
         st = ps_profile_render(t, &p, &o, &out);
         if (st == PS_OK)
             printf("%s\n", (const char *)out.ptr);
@@ -171,7 +168,7 @@ int cmd_export(cli *c)
     ps_buf_init(&x.line);
     ps_status st = ps_txn_begin(ps_space_store(sp), false, &x.t);
     if (st == PS_OK) {
-        st = ps_store_profile_scan(x.t, 1, export_one, &x);
+        st = ps_profile_scan(x.t, 1, export_one, &x);
         if (st == PS_OK)
             st = x.st;
         ps_txn_abort(x.t);

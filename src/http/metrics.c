@@ -72,25 +72,18 @@ static const char *const gauges[6][2] = {
 static void space_gauges(void *ud, ps_space *sp)
 {
     stats_list *l = ud;
-    ps_store *s = ps_space_store(sp);
-    ps_txn *t;
-    ps_store_counts c;
-    if (ps_txn_begin(s, false, &t) != PS_OK)
+    ps_space_figures f;
+    if (ps_space_figures_get(sp, &f) != PS_OK)
         return;
-    if (ps_store_counts_get(t, &c) == PS_OK) {
-        uint64_t merges = ps_txn_peek(t, PS_CTR_MERGE) - 1, map = 0, used = 0;
-        ps_store_usage(s, &map, &used);
-        l->items = ps_xrealloc(l->items, (l->count + 1) * sizeof *l->items);
-        space_stats *ss = &l->items[l->count++];
-        memset(ss, 0, sizeof *ss);
-        ss->name = ps_space_name(sp);
-        uint64_t values[6] = {c.profiles - merges, c.idents, merges, c.events, map, used};
-        memcpy(ss->values, values, sizeof values);
-        for (int v = 1; v < PS_VIOL__COUNT; v++)
-            ss->violations[v] = ps_txn_peek(t, (ps_counter)(PS_CTR_VIOLATION + v)) - 1;
-        ss->nfilters = ps_space_filter_hits(sp, ss->filters, ss->filtered);
-    }
-    ps_txn_abort(t);
+    l->items = ps_xrealloc(l->items, (l->count + 1) * sizeof *l->items);
+    space_stats *ss = &l->items[l->count++];
+    memset(ss, 0, sizeof *ss);
+    ss->name = ps_space_name(sp);
+    uint64_t values[6] = {f.profiles, f.identifiers, f.merges, f.events, f.map_bytes, f.used_bytes};
+    memcpy(ss->values, values, sizeof values);
+    for (int v = 1; v < PS_VIOL__COUNT; v++)
+        ss->violations[v] = f.violations[v];
+    ss->nfilters = ps_space_filter_hits(sp, ss->filters, ss->filtered);
 }
 
 void metrics_render(metrics *m, registry *reg, ps_buf *out)

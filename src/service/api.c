@@ -252,12 +252,6 @@ static void put_cursor(ctx *c, bool has_more, uint64_t owner, const uint8_t *pos
                   next, limit);
 }
 
-static int cmp_bytes(const void *a, size_t al, const void *b, size_t bl)
-{
-    int r = memcmp(a, b, al < bl ? al : bl);
-    return r ? r : al < bl ? -1 : al > bl;
-}
-
 /* ---- /traits ---- */
 
 typedef struct trait_page {
@@ -265,17 +259,18 @@ typedef struct trait_page {
     const ps_slice *incl;
     size_t nincl, limit, shown;
     bool verbose, has_more;
-    const uint8_t *from; /* first key of this page, inclusive */
-    size_t from_len;
     ps_buf next; /* first key of the next page */
 } trait_page;
 
-/* Adds one live trait (keys arrive in byte order); false once the page is full. */
-static bool page_trait(trait_page *pg, const char *key, size_t key_len, ps_slice json,
-                       ps_slice source_id, int64_t updated_ms)
+/* Adds one live trait (keys arrive in byte order, from the page start); false once the page
+ * is full. */
+static bool page_trait(void *ud, const ps_trait_view *tr)
 {
-    if (pg->from && cmp_bytes(key, key_len, pg->from, pg->from_len) < 0)
-        return true;
+    trait_page *pg = ud;
+    const char *key = tr->key;
+    size_t key_len = tr->key_len;
+    ps_slice json = tr->json, source_id = tr->source_id;
+    int64_t updated_ms = tr->updated_ms;
     bool wanted = pg->nincl == 0;
     for (size_t k = 0; k < pg->nincl && !wanted; k++)
         wanted = pg->incl[k].len == key_len && memcmp(pg->incl[k].ptr, key, key_len) == 0;
@@ -304,11 +299,6 @@ static bool page_trait(trait_page *pg, const char *key, size_t key_len, ps_slice
     return true;
 }
 
-static bool page_trait_rec(void *ud, const char *key, size_t key_len, const ps_trait_rec *r)
-{
-    return r->deleted || page_trait(ud, key, key_len, r->json, r->source_id, r->updated_ms);
-}
-
 static bool serve_traits(ctx *c)
 {
     size_t limit, nincl;
@@ -326,27 +316,15 @@ static bool serve_traits(ctx *c)
                      ECHO(cls));
         return false;
     }
-    trait_page pg = {c,       incl,        nincl, limit, 0, verbose, false, has_pos ? pos : NULL,
-                     pos_len, {NULL, 0, 0}};
+    trait_page pg = {c, incl, nincl, limit, 0, verbose, false, {NULL, 0, 0}};
     ps_buf_init(&pg.next);
     ps_buf_puts(&c->out->body, "{\"traits\":{");
     ps_status st = PS_OK;
     if (cls) {
         /* audiences and computed traits are Engage's; this store has none */
-    } else if (c->n == 1) { /* one profile: stream its sorted rows from the page start */
-        st = ps_store_trait_scan(c->t, c->members[0], has_pos ? (const char *)pos : NULL, pos_len,
-                                 page_trait_rec, &pg);
-    } else { /* merged: newest write per key across the members (the later write wins) */
-        ps_trait_list traits = {NULL, 0};
-        st = ps_profile_traits(c->t, c->members, c->n, &traits);
-        for (size_t i = 0; st == PS_OK && i < traits.count; i++) {
-            const ps_trait_item *it = &traits.items[i];
-            if (!page_trait(&pg, it->key, it->key_len,
-                            (ps_slice){(const uint8_t *)it->json, it->json_len},
-                            PS_SLICE_STR(it->source_id), it->updated_ms))
-                break;
-        }
-        ps_trait_list_clear(&traits);
+    } else {
+        st = ps_profile_traits_each(c->t, c->members, c->n, has_pos ? (const char *)pos : NULL,
+                                    pos_len, page_trait, &pg);
     }
     if (st != PS_OK) {
         ps_buf_clear(&pg.next);
@@ -365,8 +343,6 @@ typedef struct extid_page {
     ctx *c;
     const ps_slice *types;
     size_t ntypes, limit, shown;
-    const uint8_t *from; /* "type\0value": first identifier of this page */
-    size_t from_len;
     uint8_t next[PS_TYPE_MAX + 1 + PS_VALUE_MAX];
     size_t next_len;
     bool has_more;
@@ -380,8 +356,6 @@ static bool page_extid(void *ud, const ps_extid *x)
     memcpy(key, x->type, tl + 1);
     memcpy(key + tl + 1, x->value, x->value_len);
     size_t kl = tl + 1 + x->value_len;
-    if (pg->from && cmp_bytes(key, kl, pg->from, pg->from_len) < 0)
-        return true;
     bool wanted = pg->ntypes == 0;
     for (size_t k = 0; k < pg->ntypes && !wanted; k++)
         wanted = pg->types[k].len == tl && memcmp(pg->types[k].ptr, x->type, tl) == 0;
@@ -409,9 +383,10 @@ static bool serve_external_ids(ctx *c)
         !get_list(c, "include", types, &ntypes) ||
         !get_cursor(c, c->p.seq, pos, &pos_len, &has_pos))
         return false;
-    extid_page pg = {c, types, ntypes, limit, 0, has_pos ? pos : NULL, pos_len, {0}, 0, false};
+    extid_page pg = {c, types, ntypes, limit, 0, {0}, 0, false};
     ps_buf_puts(&c->out->body, "{\"data\":[");
-    ps_status st = ps_profile_external_ids(c->t, &c->p, page_extid, &pg);
+    ps_status st = ps_profile_external_ids_from(c->t, &c->p, has_pos ? (const char *)pos : NULL,
+                                                pos_len, page_extid, &pg);
     if (st != PS_OK)
         return storage_error(c, st);
     ps_buf_putc(&c->out->body, ']');
@@ -540,7 +515,7 @@ static bool serve_links(ctx *c)
         if (links[i] <= after)
             continue;
         ps_profile lp;
-        if ((st = ps_store_profile_get(c->t, links[i], &lp)) != PS_OK)
+        if ((st = ps_profile_get(c->t, links[i], &lp)) != PS_OK)
             break;
         ps_buf_printf(b, "%s{\"to_collection\":\"%s\",\"external_ids\":[", shown++ ? "," : "",
                       ps_profile_collection_name(lp.collection));
@@ -604,8 +579,8 @@ static bool serve_profiles(ctx *c)
     }
     list_page pg = {c, limit, 0, 0, false};
     ps_buf_puts(&c->out->body, "{\"data\":[");
-    ps_status st = ps_store_profile_scan_desc(c->t, has_pos ? ps_get_be64(pos) : UINT64_MAX,
-                                              list_profile, &pg);
+    ps_status st =
+        ps_profile_scan_desc(c->t, has_pos ? ps_get_be64(pos) : UINT64_MAX, list_profile, &pg);
     if (st != PS_OK)
         return storage_error(c, st);
     ps_buf_putc(&c->out->body, ']');

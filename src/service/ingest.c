@@ -88,6 +88,20 @@ static ps_status open_batch(ps_ingest *in)
     return st;
 }
 
+/* What the resolution is told of the message (its identifiers are added by the caller). */
+static ps_resolve_in resolve_in_of(const ps_event *ev, ps_collection coll, uint64_t message_seq)
+{
+    return (ps_resolve_in){
+        .collection = coll,
+        .event_type = (uint8_t)ev->type,
+        .message_id = ev->message_id,
+        .source_id = ev->source_id,
+        .timestamp_ms = ev->timestamp_ms,
+        .received_ms = ev->received_ms,
+        .message_seq = message_seq,
+    };
+}
+
 /* Resolves the event's ids of one collection. */
 static ps_status resolve_collection(ps_ingest *in, const ps_event *ev, ps_collection coll,
                                     uint64_t *profile, bool *promoted_out, size_t *first)
@@ -109,17 +123,9 @@ static ps_status resolve_collection(ps_ingest *in, const ps_event *ev, ps_collec
     for (size_t i = 0; i < ev->id_count; i++)
         if (ev->ids[i].collection == coll)
             ids[n++] = ev->ids[i];
-    ps_resolve_in rin = {
-        .collection = coll,
-        .ids = ids,
-        .count = n,
-        .event_type = (uint8_t)ev->type,
-        .message_id = ev->message_id,
-        .source_id = ev->source_id,
-        .timestamp_ms = ev->timestamp_ms,
-        .received_ms = ev->received_ms,
-        .message_seq = in->message_seq,
-    };
+    ps_resolve_in rin = resolve_in_of(ev, coll, in->message_seq);
+    rin.ids = ids;
+    rin.count = n;
     ps_resolve_out rout = {.promoted = promoted_out};
     ps_status st = ps_graph_resolve(in->txn, in->rules, &rin, &rout);
     if (st != PS_OK)
@@ -224,15 +230,8 @@ static ps_status accept_note(ps_ingest *in, const ps_event *ev, const ps_slice *
     ps_status st = log_message(in, ev, logged, &msg_seq);
     if (st != PS_OK)
         return st;
-    ps_resolve_in ri = {
-        .collection = PS_USERS,
-        .event_type = (uint8_t)ev->filtered_type,
-        .message_id = ev->message_id,
-        .source_id = ev->source_id,
-        .timestamp_ms = ev->timestamp_ms,
-        .received_ms = ev->received_ms,
-        .message_seq = msg_seq,
-    };
+    ps_resolve_in ri = resolve_in_of(ev, PS_USERS, msg_seq);
+    ri.event_type = (uint8_t)ev->filtered_type; /* the row names the dropped message's type */
     ps_ident id = {"filter", ev->filter, (uint32_t)strlen(ev->filter), PS_USERS, 0};
     in->pending.violations++;
     return ps_graph_violation(in->txn, &ri, PS_VIOL_FILTERED, &id, 0);

@@ -125,10 +125,31 @@ ps_status ps_profile_members(ps_txn *t, uint64_t canonical, uint64_t **out, size
 typedef struct extid_ctx {
     ps_txn *t;
     uint8_t collection;
+    const char *from; /* "type\0value": the first identifier to visit; NULL: all */
+    size_t from_len;
     ps_extid_fn fn;
     void *ud;
     ps_status st;
 } extid_ctx;
+
+static int key_cmp(const char *a, size_t al, const char *b, size_t bl)
+{
+    int c = memcmp(a, b, al < bl ? al : bl);
+    return c ? c : (al > bl) - (al < bl);
+}
+
+/* Whether identifier (type, value) sorts before `from` ("type\0value"), as the store orders
+ * them. */
+static bool before_from(const extid_ctx *c, const char *type, const char *value, size_t value_len)
+{
+    char key[PS_TYPE_MAX + 1 + PS_VALUE_MAX];
+    size_t tl = strlen(type);
+    if (tl > PS_TYPE_MAX || value_len > PS_VALUE_MAX)
+        return false; /* longer than anything stored: never skipped */
+    memcpy(key, type, tl + 1);
+    memcpy(key + tl + 1, value, value_len);
+    return key_cmp(key, tl + 1 + value_len, c->from, c->from_len) < 0;
+}
 
 static bool visit_pmap(void *ud, uint64_t profile, const char *type, const char *value,
                        size_t value_len, int64_t first_seen_ms)
@@ -136,6 +157,8 @@ static bool visit_pmap(void *ud, uint64_t profile, const char *type, const char 
     (void)profile;
     (void)first_seen_ms;
     extid_ctx *c = ud;
+    if (c->from && before_from(c, type, value, value_len))
+        return true;
     char tcopy[PS_TYPE_MAX + 1], vcopy[PS_VALUE_MAX + 1];
     snprintf(tcopy, sizeof tcopy, "%s", type);
     memcpy(vcopy, value, value_len);
@@ -150,11 +173,32 @@ static bool visit_pmap(void *ud, uint64_t profile, const char *type, const char 
     return c->fn(c->ud, &x);
 }
 
-ps_status ps_profile_external_ids(ps_txn *t, const ps_profile *canonical, ps_extid_fn fn, void *ud)
+ps_status ps_profile_external_ids_from(ps_txn *t, const ps_profile *canonical, const char *from,
+                                       size_t from_len, ps_extid_fn fn, void *ud)
 {
-    extid_ctx c = {t, canonical->collection, fn, ud, PS_OK};
+    extid_ctx c = {t, canonical->collection, from, from_len, fn, ud, PS_OK};
     ps_status st = ps_store_pmap_scan(t, canonical->seq, NULL, visit_pmap, &c);
     return st != PS_OK ? st : c.st;
+}
+
+ps_status ps_profile_external_ids(ps_txn *t, const ps_profile *canonical, ps_extid_fn fn, void *ud)
+{
+    return ps_profile_external_ids_from(t, canonical, NULL, 0, fn, ud);
+}
+
+ps_status ps_profile_get(ps_txn *t, uint64_t seq, ps_profile *out)
+{
+    return ps_store_profile_get(t, seq, out);
+}
+
+ps_status ps_profile_scan(ps_txn *t, uint64_t from, ps_profile_fn fn, void *ud)
+{
+    return ps_store_profile_scan(t, from, fn, ud);
+}
+
+ps_status ps_profile_scan_desc(ps_txn *t, uint64_t before, ps_profile_fn fn, void *ud)
+{
+    return ps_store_profile_scan_desc(t, before, fn, ud);
 }
 
 /* ---- traits ---- */
@@ -235,6 +279,43 @@ ps_status ps_profile_traits(ps_txn *t, const uint64_t *members, size_t n, ps_tra
     free(a.rows);
     if (st != PS_OK)
         ps_trait_list_clear(out);
+    return st;
+}
+
+typedef struct trait_each {
+    ps_trait_view_fn fn;
+    void *ud;
+} trait_each;
+
+static bool each_stored(void *ud, const char *key, size_t key_len, const ps_trait_rec *r)
+{
+    trait_each *e = ud;
+    if (r->deleted) /* a removal hides the key */
+        return true;
+    ps_trait_view v = {key, key_len, r->json, r->source_id, r->updated_ms};
+    return e->fn(e->ud, &v);
+}
+
+ps_status ps_profile_traits_each(ps_txn *t, const uint64_t *members, size_t n, const char *from,
+                                 size_t from_len, ps_trait_view_fn fn, void *ud)
+{
+    if (n == 1) {
+        trait_each e = {fn, ud};
+        return ps_store_trait_scan(t, members[0], from, from_len, each_stored, &e);
+    }
+    ps_trait_list traits;
+    ps_status st = ps_profile_traits(t, members, n, &traits);
+    for (size_t i = 0; st == PS_OK && i < traits.count; i++) {
+        const ps_trait_item *it = &traits.items[i];
+        if (from && key_cmp(it->key, it->key_len, from, from_len) < 0)
+            continue;
+        ps_trait_view v = {it->key, it->key_len,
+                           (ps_slice){(const uint8_t *)it->json, it->json_len},
+                           PS_SLICE_STR(it->source_id), it->updated_ms};
+        if (!fn(ud, &v))
+            break;
+    }
+    ps_trait_list_clear(&traits);
     return st;
 }
 
@@ -451,6 +532,11 @@ void ps_profile_metadata_json(ps_buf *b, const ps_profile *p)
     ps_buf_putc(b, '}');
 }
 
+ps_status ps_profile_event_get(ps_txn *t, uint64_t seq, ps_event_rec *out)
+{
+    return ps_store_event_get(t, seq, out);
+}
+
 ps_status ps_profile_event_json(ps_txn *t, const ps_profile *p, uint64_t seq, ps_buf *b)
 {
     ps_event_rec e;
@@ -581,7 +667,7 @@ ps_status ps_profile_render(ps_txn *t, const ps_profile *p, const ps_render_opts
         ps_buf_puts(b, ",\"links\":[");
         for (size_t i = 0; i < nlinks && st == PS_OK; i++) {
             ps_profile lp;
-            if ((st = ps_store_profile_get(t, links[i], &lp)) != PS_OK)
+            if ((st = ps_profile_get(t, links[i], &lp)) != PS_OK)
                 break;
             ps_buf_printf(b, "%s{\"to_collection\":\"%s\",\"segment_id\":", i ? "," : "",
                           ps_profile_collection_name(lp.collection));

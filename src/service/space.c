@@ -367,3 +367,26 @@ ps_status ps_space_compact(ps_space *sp, uint64_t *bytes_before, uint64_t *bytes
     ps_journal_close(j);
     return st;
 }
+
+_Static_assert(PS_VIOL__COUNT <= PS_SPACE_VIOLATION_REASONS, "a figure per violation reason");
+
+ps_status ps_space_figures_get(ps_space *sp, ps_space_figures *out)
+{
+    memset(out, 0, sizeof *out);
+    ps_txn *t;
+    ps_status st = ps_txn_begin(sp->store, false, &t);
+    if (st != PS_OK)
+        return st;
+    ps_store_counts c;
+    if ((st = ps_store_counts_get(t, &c)) == PS_OK) {
+        out->merges = ps_txn_peek(t, PS_CTR_MERGE) - 1;
+        out->profiles = c.profiles - out->merges;
+        out->identifiers = c.idents;
+        out->events = c.events;
+        ps_store_usage(sp->store, &out->map_bytes, &out->used_bytes);
+        for (int v = 1; v < PS_VIOL__COUNT; v++)
+            out->violations[v] = ps_txn_peek(t, (ps_counter)(PS_CTR_VIOLATION + v)) - 1;
+    }
+    ps_txn_abort(t);
+    return st;
+}

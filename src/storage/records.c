@@ -153,7 +153,7 @@ ps_status ps_store_event_get(ps_txn *t, uint64_t seq, ps_event_rec *out)
  * collected and put in key order (at the commit, or before the table is next read or
  * changed), neighbouring rows share their pages' search and copy. */
 typedef struct behind {
-    uint64_t *keys; /* the rows' keys as 2 or 3 numbers each */
+    uint64_t *keys; /* the rows' keys, 3 numbers each (pmsg: 2, then 0) */
     size_t n, cap;  /* in rows */
 } behind;
 
@@ -169,28 +169,21 @@ static void behind_add(ps_txn *t, int db, const uint64_t *words)
     if (*bp == NULL)
         *bp = ps_xcalloc(1, sizeof **bp);
     behind *b = *bp;
-    size_t w = behind_words(db);
     if (b->n == b->cap) {
         b->cap = b->cap ? 2 * b->cap : 1024;
-        b->keys = ps_xrealloc(b->keys, b->cap * w * sizeof *b->keys);
+        b->keys = ps_xrealloc(b->keys, b->cap * 3 * sizeof *b->keys);
     }
-    memcpy(b->keys + b->n * w, words, w * sizeof *words);
+    uint64_t *k = b->keys + b->n * 3;
+    k[2] = 0;
+    memcpy(k, words, behind_words(db) * sizeof *words);
     b->n++;
 }
 
-static int cmp_words3(const void *a, const void *b)
+/* Keys are kept as three numbers (a pmsg key's third is 0), compared in order. */
+static int cmp_words(const void *a, const void *b)
 {
     const uint64_t *x = a, *y = b;
     for (int i = 0; i < 3; i++)
-        if (x[i] != y[i])
-            return x[i] < y[i] ? -1 : 1;
-    return 0;
-}
-
-static int cmp_words2(const void *a, const void *b)
-{
-    const uint64_t *x = a, *y = b;
-    for (int i = 0; i < 2; i++)
         if (x[i] != y[i])
             return x[i] < y[i] ? -1 : 1;
     return 0;
@@ -202,13 +195,13 @@ ps_status st_behind_put(ps_txn *t, int db)
     if (b == NULL || b->n == 0)
         return PS_OK;
     size_t w = behind_words(db);
-    qsort(b->keys, b->n, w * sizeof *b->keys, w == 3 ? cmp_words3 : cmp_words2);
+    qsort(b->keys, b->n, 3 * sizeof *b->keys, cmp_words);
     MDB_cursor *cur = NULL;
     int rc = mdb_cursor_open(t->txn, t->store->dbi[db], &cur);
     for (size_t i = 0; i < b->n && rc == 0; i++) {
         uint8_t key[24];
         for (size_t j = 0; j < w; j++)
-            ps_put_be64(key + 8 * j, b->keys[i * w + j]);
+            ps_put_be64(key + 8 * j, b->keys[i * 3 + j]);
         MDB_val k = {8 * w, key}, v = {0, ""};
         rc = mdb_cursor_put(cur, &k, &v, 0);
     }
