@@ -130,9 +130,6 @@ void ps_profile_extid_json(ps_buf *b, const ps_extid *x, unsigned fields);
 /* Appends the profile metadata object that GET {ident}/metadata returns. */
 void ps_profile_metadata_json(ps_buf *b, const ps_profile *p);
 
-/* "users" or "accounts". */
-const char *ps_profile_collection_name(uint8_t collection);
-
 /* Canonical profiles linked to the members (user <-> account), ascending, unique. Owned. */
 ps_status ps_profile_links(ps_txn *t, const uint64_t *members, size_t n, uint64_t **out,
                            size_t *count);

@@ -36,6 +36,11 @@
 #define PS_REGEX_HEAP_KIB 1024
 
 typedef enum ps_collection { PS_USERS = 0, PS_ACCOUNTS = 1 } ps_collection;
+/* The one spelling of the collections: "users" and "accounts" (settings, messages' externalIds,
+ * URLs, output). */
+const char *ps_collection_name(ps_collection c);
+/* The collection `name` spells, or -1. */
+int ps_collection_parse(const char *name);
 
 typedef enum ps_frequency {
     PS_FREQ_EVER = 0,

@@ -25,8 +25,7 @@ static ps_status print_text(ps_txn *t, const ps_profile *p, size_t event_limit)
     ps_status st = ps_profile_members(t, p->seq, &members, &n);
     if (st != PS_OK)
         return st;
-    printf("segment_id  %s (%s)\n", p->segment_id,
-           p->collection == PS_ACCOUNTS ? "accounts" : "users");
+    printf("segment_id  %s (%s)\n", p->segment_id, ps_collection_name(p->collection));
     printf("created     %s, updated %s\n", ps_time_format(p->created_ms, tb),
            ps_time_format(p->updated_ms, tb2));
     printf("merged ids  ");
@@ -152,12 +151,8 @@ int cmd_export(cli *c)
         return rc;
     if (c->argc != 1)
         return cli_fail(EXIT_USAGE, "usage: profilectl export SPACE [--collection users|accounts]");
-    int collection = -1;
-    if (coll && strcmp(coll, "users") == 0)
-        collection = PS_USERS;
-    else if (coll && strcmp(coll, "accounts") == 0)
-        collection = PS_ACCOUNTS;
-    else if (coll)
+    int collection = coll ? ps_collection_parse(coll) : -1;
+    if (coll && collection < 0)
         return cli_fail(EXIT_USAGE, "--collection must be users or accounts");
     ps_space *sp;
     if ((rc = cli_open_space(c, c->argv[0], true, &sp)))

@@ -186,12 +186,8 @@ static void add_external_ids(parse_ctx *c, const cJSON *arr, bool accounts_too)
         ps_ascii_lower(tbuf, tl);
         if (!ps_rules_type_name_valid(tbuf, tl))
             continue;
-        ps_collection cl;
-        if (strcmp(coll->valuestring, "users") == 0)
-            cl = PS_USERS;
-        else if (strcmp(coll->valuestring, "accounts") == 0 && accounts_too)
-            cl = PS_ACCOUNTS;
-        else
+        int cl = ps_collection_parse(coll->valuestring);
+        if (cl < 0 || (cl == PS_ACCOUNTS && !accounts_too))
             continue; /* accounts ids on non-group calls are ignored */
         add_id(c, cl, tbuf, id,
                strcmp(enc->valuestring, "none") == 0 ? PS_IDENT_OK : PS_IDENT_BAD_ENCODING);
@@ -838,17 +834,15 @@ ps_status ps_event_parse(const uint8_t *json, size_t len, const ps_accept_opts *
     if (!opts->require_batch && *top == '{' && len <= PS_MESSAGE_MAX_BYTES) {
         /* most likely one message: parsed once, and read as a batch only when it has one */
         cJSON *root = ps_json_parse_scratch(json, len, true, &d); /* checked above */
-        if (root == NULL) {
-            *why = json_drop(d.error);
-            return PS_EINVAL;
-        }
-        if (opts->forced_type != PS_MSG_NONE ||
-            cJSON_GetObjectItemCaseSensitive(root, "batch") == NULL) {
+        if (root && (opts->forced_type != PS_MSG_NONE ||
+                     cJSON_GetObjectItemCaseSensitive(root, "batch") == NULL)) {
             ps_status st = one_message(opts, arena, root, (ps_slice){json, len}, 0, fn, ud);
             ps_json_scratch_free(root);
             return st;
         }
-        ps_json_scratch_free(root);
+        /* a batch, or refused whole (a \u0000 refuses only its own item in a batch): below */
+        if (root)
+            ps_json_scratch_free(root);
     }
     ps_slice batch = {NULL, 0}, context = {NULL, 0}, integrations = {NULL, 0}, sent = {NULL, 0};
     ps_json_iter it;

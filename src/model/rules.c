@@ -454,6 +454,18 @@ static void join_path(char *out, size_t cap, const char *a, const char *sep, con
     out[n] = 0;
 }
 
+const char *ps_collection_name(ps_collection c)
+{
+    return c == PS_ACCOUNTS ? "accounts" : "users";
+}
+
+int ps_collection_parse(const char *name)
+{
+    return strcmp(name, "users") == 0      ? PS_USERS
+           : strcmp(name, "accounts") == 0 ? PS_ACCOUNTS
+                                            : -1;
+}
+
 bool ps_rules_type_name_valid(const char *s, size_t len)
 {
     if (len == 0 || len > PS_TYPE_MAX)
@@ -606,10 +618,9 @@ static void parse_identifier(parse_ctx *c, const cJSON *obj, const char *type_pa
         } else if (strcmp(f->string, "lowercase") == 0) {
             get_bool(c, f, p, &t->rule.lowercase);
         } else if (strcmp(f->string, "collection") == 0) {
-            if (cJSON_IsString(f) && strcmp(f->valuestring, "users") == 0)
-                t->rule.collection = PS_USERS;
-            else if (cJSON_IsString(f) && strcmp(f->valuestring, "accounts") == 0)
-                t->rule.collection = PS_ACCOUNTS;
+            int cl = cJSON_IsString(f) ? ps_collection_parse(f->valuestring) : -1;
+            if (cl >= 0)
+                t->rule.collection = (ps_collection)cl;
             else
                 err(c, p, "must be \"users\" or \"accounts\"");
         } else if (strcmp(f->string, "keys") == 0) {
@@ -922,7 +933,7 @@ void ps_rules_to_json_seen(const ps_rules *r, const ps_seen_type *seen, size_t s
         ps_buf_printf(out,
                       "\"collection\": \"%s\", \"limit\": %u, \"frequency\": \"%s\", "
                       "\"enabled\": %s, \"lowercase\": %s",
-                      coll == PS_ACCOUNTS ? "accounts" : "users", t->limit,
+                      ps_collection_name(coll), t->limit,
                       freq_names[t->frequency], t->enabled ? "true" : "false",
                       t->lowercase ? "true" : "false");
         if (e && e->key_count) {

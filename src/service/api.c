@@ -229,7 +229,7 @@ static void put_url(ctx *c)
     ps_buf *b = &c->out->body;
     ps_buf_printf(b, "\"%s/v1/spaces/%s/collections/%s/profiles",
                   c->rq->base_url ? c->rq->base_url : "", c->rq->space_name,
-                  ps_profile_collection_name(c->coll));
+                  ps_collection_name(c->coll));
     if (c->rq->route != PS_API_PROFILES)
         ps_buf_printf(b, "/%s/%s", c->p.segment_id, route_names[c->rq->route]);
     ps_buf_putc(b, '"');
@@ -518,7 +518,7 @@ static bool serve_links(ctx *c)
         if ((st = ps_profile_get(c->t, links[i], &lp)) != PS_OK)
             break;
         ps_buf_printf(b, "%s{\"to_collection\":\"%s\",\"external_ids\":[", shown++ ? "," : "",
-                      ps_profile_collection_name(lp.collection));
+                      ps_collection_name(lp.collection));
         link_ids li = {b, 0};
         st = ps_profile_external_ids(c->t, &lp, link_extid, &li);
         ps_buf_puts(b, "]}");
@@ -1021,10 +1021,9 @@ void ps_api_serve(ps_space *sp, const ps_api_request *rq, ps_api_reply *out)
         }
         goto done;
     }
-    if (strcmp(rq->collection, "users") == 0) {
-        c.coll = PS_USERS;
-    } else if (strcmp(rq->collection, "accounts") == 0) {
-        c.coll = PS_ACCOUNTS;
+    int coll = ps_collection_parse(rq->collection);
+    if (coll >= 0) {
+        c.coll = (ps_collection)coll;
     } else {
         ps_api_error(out, 400, "validation_error",
                      "The parameter `collection` must be users or accounts.");

@@ -486,11 +486,6 @@ static void json_cstr(ps_buf *b, const char *s)
     ps_buf_json_str(b, s, strlen(s));
 }
 
-const char *ps_profile_collection_name(uint8_t c)
-{
-    return c == PS_ACCOUNTS ? "accounts" : "users";
-}
-
 void ps_profile_extid_json(ps_buf *b, const ps_extid *x, unsigned fields)
 {
     ps_buf_puts(b, "{\"type\":");
@@ -498,7 +493,7 @@ void ps_profile_extid_json(ps_buf *b, const ps_extid *x, unsigned fields)
     ps_buf_puts(b, ",\"id\":");
     ps_buf_json_str(b, x->value, x->value_len);
     ps_buf_puts(b, ",\"collection\":\"");
-    ps_buf_puts(b, ps_profile_collection_name(x->collection));
+    ps_buf_puts(b, ps_collection_name(x->collection));
     ps_buf_puts(b, "\",\"encoding\":\"none\"");
     if (fields & PS_EXTID_SOURCE) {
         ps_buf_puts(b, ",\"source_id\":");
@@ -559,7 +554,7 @@ ps_status ps_profile_event_json(ps_txn *t, const ps_profile *p, uint64_t seq, ps
         ps_buf_puts(b, ",\"id\":");
         ps_buf_json_str(b, value, vl);
         ps_buf_puts(b, ",\"collection\":\"");
-        ps_buf_puts(b, ps_profile_collection_name(p->collection));
+        ps_buf_puts(b, ps_collection_name(p->collection));
         ps_buf_puts(b, "\",\"encoding\":\"none\"}");
         ids = value + vl + 1;
     }
@@ -578,7 +573,7 @@ ps_status ps_profile_event_json(ps_txn *t, const ps_profile *p, uint64_t seq, ps
     static const char *const fields[] = {"context", "properties"};
     ps_event_body_members(m.json, fields, 2, b);
     ps_buf_puts(b, ",\"related\":{\"");
-    ps_buf_puts(b, ps_profile_collection_name(p->collection));
+    ps_buf_puts(b, ps_collection_name(p->collection));
     ps_buf_puts(b, "\":");
     json_cstr(b, p->segment_id);
     ps_buf_puts(b, "}}");
@@ -628,8 +623,7 @@ ps_status ps_profile_render(ps_txn *t, const ps_profile *p, const ps_render_opts
         return st;
     ps_buf_puts(b, "{\"segment_id\":");
     json_cstr(b, p->segment_id);
-    ps_buf_printf(b, ",\"collection\":\"%s\",\"merged_ids\":[",
-                  ps_profile_collection_name(p->collection));
+    ps_buf_printf(b, ",\"collection\":\"%s\",\"merged_ids\":[", ps_collection_name(p->collection));
     size_t shown = 0;
     for (size_t i = 0; i < n && st == PS_OK; i++) {
         if (members[i] == p->seq)
@@ -670,7 +664,7 @@ ps_status ps_profile_render(ps_txn *t, const ps_profile *p, const ps_render_opts
             if ((st = ps_profile_get(t, links[i], &lp)) != PS_OK)
                 break;
             ps_buf_printf(b, "%s{\"to_collection\":\"%s\",\"segment_id\":", i ? "," : "",
-                          ps_profile_collection_name(lp.collection));
+                          ps_collection_name(lp.collection));
             json_cstr(b, lp.segment_id);
             ps_buf_puts(b, ",\"external_ids\":[");
             render_ids li = {b, 0, 0};
