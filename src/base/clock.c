@@ -4,8 +4,8 @@
 #include "ps/clock.h"
 
 #include <stdio.h>
-#include <string.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 int64_t ps_clock_now_ms(void)
@@ -122,6 +122,12 @@ ps_status ps_time_parse(const char *s, size_t len, int64_t *out)
     return PS_OK;
 }
 
+static void two(char *p, int v)
+{
+    p[0] = (char)('0' + v / 10);
+    p[1] = (char)('0' + v % 10);
+}
+
 char *ps_time_format(int64_t ms, char *out)
 {
     int64_t secs = ms / 1000; /* floor division without overflow near INT64_MIN */
@@ -131,26 +137,38 @@ char *ps_time_format(int64_t ms, char *out)
         secs--;
     }
     int64_t days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400;
-    int64_t rem = secs - days * 86400;
-    int64_t y;
-    int m, d;
-    civil_from_days(days, &y, &m, &d);
-    if (y < 0 || y > 9999) { /* rare: let printf handle signs and wide years */
-        snprintf(out, PS_TIME_BUF, "%04lld-%02d-%02dT%02d:%02d:%02d.%03dZ", (long long)y, m, d,
-                 (int)(rem / 3600), (int)(rem % 3600 / 60), (int)(rem % 60), msr);
-        return out;
+    int rem = (int)(secs - days * 86400);
+    /* the date of the last call on this thread: API answers carry many times of few days */
+    static _Thread_local int64_t last_days = INT64_MIN;
+    static _Thread_local char last_date[11];
+    if (days != last_days) {
+        int64_t y;
+        int m, d;
+        civil_from_days(days, &y, &m, &d);
+        if (y < 0 || y > 9999) { /* rare: let printf handle signs and wide years */
+            snprintf(out, PS_TIME_BUF, "%04lld-%02d-%02dT%02d:%02d:%02d.%03dZ", (long long)y, m, d,
+                     rem / 3600, rem % 3600 / 60, rem % 60, msr);
+            return out;
+        }
+        two(last_date, (int)(y / 100));
+        two(last_date + 2, (int)(y % 100));
+        last_date[4] = '-';
+        two(last_date + 5, m);
+        last_date[7] = '-';
+        two(last_date + 8, d);
+        last_date[10] = 'T';
+        last_days = days;
     }
     /* the hot path of every API timestamp: fixed-width digits, no printf */
-    int parts[7] = {(int)y, m, d, (int)(rem / 3600), (int)(rem % 3600 / 60), (int)(rem % 60), msr};
-    static const char layout[] = "dddd-dd-ddTdd:dd:dd.dddZ";
-    static const int width[7] = {4, 2, 2, 2, 2, 2, 3};
-    for (int i = 0, pos = 0; i < 7; i++) {
-        while (layout[pos] != 'd')
-            out[pos] = layout[pos], pos++;
-        for (int k = width[i] - 1, v = parts[i]; k >= 0; k--, v /= 10)
-            out[pos + k] = (char)('0' + v % 10);
-        pos += width[i];
-    }
+    memcpy(out, last_date, 11);
+    two(out + 11, rem / 3600);
+    out[13] = ':';
+    two(out + 14, rem % 3600 / 60);
+    out[16] = ':';
+    two(out + 17, rem % 60);
+    out[19] = '.';
+    out[20] = (char)('0' + msr / 100);
+    two(out + 21, msr % 100);
     memcpy(out + 23, "Z", 2);
     return out;
 }

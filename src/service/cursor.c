@@ -2,12 +2,16 @@
 /* cursor: sign and verify page positions (see cursor.h). */
 #include "ps/cursor.h"
 
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/params.h>
 
+#include "ps/mem.h"
 #include "ps/text.h"
 
 #define CURSOR_VERSION 1
@@ -15,11 +19,63 @@
 #define MAC_BYTES 16
 #define RAW_MAX (HEAD_BYTES + PS_CURSOR_POS_MAX + MAC_BYTES)
 
+/* HMAC-SHA256 contexts are kept per thread, keyed with the last secret used: a one-shot HMAC
+ * fetches the algorithm and sets the key up on every call, which cost more than the rest of a
+ * cursor (docs/benchmarks.md). */
+typedef struct mac_cache {
+    EVP_MAC *mac;
+    EVP_MAC_CTX *ctx;
+    uint8_t key[32];
+    bool keyed;
+} mac_cache;
+
+static pthread_key_t mac_key;
+static pthread_once_t mac_once = PTHREAD_ONCE_INIT;
+
+static void mac_cache_free(void *p)
+{
+    mac_cache *c = p;
+    EVP_MAC_CTX_free(c->ctx);
+    EVP_MAC_free(c->mac);
+    free(c);
+}
+
+static void mac_key_make(void)
+{
+    PS_ASSERT(pthread_key_create(&mac_key, mac_cache_free) == 0);
+}
+
+static mac_cache *thread_mac(void)
+{
+    pthread_once(&mac_once, mac_key_make);
+    mac_cache *c = pthread_getspecific(mac_key);
+    if (c == NULL) {
+        c = ps_xcalloc(1, sizeof *c);
+        c->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+        c->ctx = c->mac ? EVP_MAC_CTX_new(c->mac) : NULL;
+        PS_ASSERT(c->ctx != NULL);
+        pthread_setspecific(mac_key, c);
+    }
+    return c;
+}
+
 static void mac(const uint8_t secret[32], const uint8_t *data, size_t len, uint8_t out[32])
 {
-    unsigned int out_len = 0;
-    unsigned char *r = HMAC(EVP_sha256(), secret, 32, data, len, out, &out_len);
-    PS_ASSERT(r != NULL && out_len == 32);
+    mac_cache *c = thread_mac();
+    int ok;
+    if (c->keyed && CRYPTO_memcmp(c->key, secret, 32) == 0) {
+        ok = EVP_MAC_init(c->ctx, NULL, 0, NULL); /* the key it has */
+    } else {
+        OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
+                               OSSL_PARAM_construct_end()};
+        ok = EVP_MAC_init(c->ctx, secret, 32, params);
+        memcpy(c->key, secret, 32);
+        c->keyed = ok == 1;
+    }
+    size_t out_len = 0;
+    ok = ok == 1 && EVP_MAC_update(c->ctx, data, len) == 1 &&
+         EVP_MAC_final(c->ctx, out, &out_len, 32) == 1;
+    PS_ASSERT(ok && out_len == 32);
 }
 
 ps_status ps_cursor_encode(const uint8_t secret[32], uint8_t kind, uint64_t profile,

@@ -160,7 +160,9 @@ static bool visit_pmap(void *ud, uint64_t profile, const char *type, const char 
     if (c->from && before_from(c, type, value, value_len))
         return true;
     char tcopy[PS_TYPE_MAX + 1], vcopy[PS_VALUE_MAX + 1];
-    snprintf(tcopy, sizeof tcopy, "%s", type);
+    size_t tl = strnlen(type, PS_TYPE_MAX);
+    memcpy(tcopy, type, tl);
+    tcopy[tl] = 0;
     memcpy(vcopy, value, value_len);
     vcopy[value_len] = 0;
     ps_mapping m;

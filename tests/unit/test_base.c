@@ -34,6 +34,21 @@ static void time_roundtrip(void)
     ps_time_format(INT64_MIN, tb);
     ps_time_format(INT64_MAX, tb);
     CHECK_EQ_STR(ps_time_format(-1, tb), "1969-12-31T23:59:59.999Z");
+    /* the formatter keeps the last date per thread: times in any order, across days and
+     * years, read back to themselves */
+    uint64_t x = 88172645463325252ULL;
+    for (int i = 0; i < 20000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        int64_t want = (int64_t)(x % 253402300800000ULL); /* 0000-01-01 .. 9999-12-31 */
+        if (i % 3 == 0)
+            want = 1700000000000LL + (int64_t)(x % 86400000ULL) * (i % 2 ? 1 : -1);
+        want -= 62167219200000LL;                          /* from year 0 */
+        int64_t got;
+        ps_time_format(want, tb);
+        CHECK(strlen(tb) == 24);
+        CHECK(ps_time_parse(tb, strlen(tb), &got) == PS_OK);
+        CHECK_EQ_INT(got, want);
+    }
 end:;
 }
 
