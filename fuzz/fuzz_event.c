@@ -146,6 +146,29 @@ static void check_event(run *r, const ps_event *ev)
     if (!o->keep_received_at)
         FUZZ_CHECK(ev->received_ms == NOW_MS);
 
+    if (ev->body.len) { /* the spans point where a read of the body through finds them */
+        const ps_body_spans *sp = &ev->spans;
+        FUZZ_CHECK((uint64_t)sp->context_at + sp->context_len <= ev->message.len);
+        FUZZ_CHECK((uint64_t)sp->properties_at + sp->properties_len <= ev->message.len);
+        static const char *const keys[] = {"context", "properties"};
+        ps_buf want, have;
+        ps_buf_init(&want);
+        ps_buf_init(&have);
+        ps_event_body_members(ev->message, keys, 2, &want);
+        ps_buf_puts(&have, ",\"context\":");
+        if (sp->context_len)
+            ps_buf_append(&have, ev->message.ptr + sp->context_at, sp->context_len);
+        else
+            ps_buf_puts(&have, "null");
+        ps_buf_puts(&have, ",\"properties\":");
+        if (sp->properties_len)
+            ps_buf_append(&have, ev->message.ptr + sp->properties_at, sp->properties_len);
+        else
+            ps_buf_puts(&have, "null");
+        FUZZ_CHECK(have.len == want.len && memcmp(have.ptr, want.ptr, want.len) == 0);
+        ps_buf_clear(&want);
+        ps_buf_clear(&have);
+    }
     if (ev->type == PS_MSG_TRACK)
         FUZZ_CHECK(ev->name != NULL && ev->name[0] != 0);
     if (ev->name)

@@ -100,6 +100,15 @@ typedef struct ps_trait {
     bool is_null;
 } ps_trait;
 
+/* Where a message's "context" and "properties" values lie in its text (offset and length;
+ * length 0: absent), so that the Profile API can list a stored event without reading its
+ * body through. */
+typedef struct ps_body_spans {
+    uint32_t context_at, context_len, properties_at, properties_len;
+} ps_body_spans;
+/* Finds them in `body` (validated JSON); false when it is not an object. */
+bool ps_event_body_spans(ps_slice body, ps_body_spans *out);
+
 /* A validated message. Every pointer is into the arena given to ps_event_parse() or into
  * the input bytes; valid until that arena is cleared. */
 typedef struct ps_event {
@@ -114,10 +123,11 @@ typedef struct ps_event {
     size_t id_count;
     ps_trait *traits; /* identify: user traits; group: account traits */
     size_t trait_count;
-    size_t traits_skipped; /* keys over PS_TRAIT_KEY_MAX bytes */
-    ps_slice body;         /* the message as JSON, kept for track/page/screen */
-    ps_slice message;      /* the message as JSON, every type (what the log keeps) */
-    const char *filter;    /* PS_MSG_FILTERED: the name of the filter that dropped it */
+    size_t traits_skipped;     /* keys over PS_TRAIT_KEY_MAX bytes */
+    ps_slice body;             /* the message as JSON, kept for track/page/screen */
+    ps_slice message;          /* the message as JSON, every type (what the log keeps) */
+    ps_body_spans spans;       /* track, page and screen: in `message` */
+    const char *filter;        /* PS_MSG_FILTERED: the name of the filter that dropped it */
     ps_msg_type filtered_type; /* PS_MSG_FILTERED: the dropped message's own type */
 } ps_event;
 
@@ -138,8 +148,8 @@ typedef struct ps_accept_opts {
 
 /* Called once per message: `ev` is NULL when it was dropped for `why`, except that a message
  * an event filter dropped (PS_DROP_FILTERED) comes with its note for the log: an event of type
- * PS_MSG_FILTERED. `index` is the item number inside a batch (0 for a single message). The callback may stop the parse by
- * returning non-PS_OK; that status is returned by ps_event_parse(). */
+ * PS_MSG_FILTERED. `index` is the item number inside a batch (0 for a single message). The callback
+ * may stop the parse by returning non-PS_OK; that status is returned by ps_event_parse(). */
 typedef ps_status (*ps_event_fn)(void *ud, const ps_event *ev, ps_drop why, size_t index);
 
 /* Parses one payload: a single message or {"batch":[...], "context", "integrations"}

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ps/event.h"
 #include "ps/mem.h"
 #include "ps/status.h"
 #include "ps/store.h"
@@ -36,7 +37,9 @@ typedef struct ps_event_rec {
     uint64_t profile; /* profile resolved to at the time */
     int64_t timestamp_ms;
     ps_slice name;
-    ps_slice ids; /* promoted identifiers: "type\0value\0" repeated */
+    ps_slice ids;        /* promoted identifiers: "type\0value\0" repeated */
+    bool has_spans;      /* records written before the spans existed have none */
+    ps_body_spans spans; /* of the logged message */
     /* format 1 only (ps_store_migrate()): the message itself was kept with the event */
     int64_t received_ms;
     ps_slice message_id, source_id, body;

@@ -49,8 +49,8 @@ const char *ps_drop_name(ps_drop d)
     return (unsigned)d < PS_DROP__COUNT ? drop_names[d] : "unknown";
 }
 
-static const char *const type_names[] = {"none",  "identify", "track",   "page",
-                                         "screen", "group",   "alias", "filtered"};
+static const char *const type_names[] = {"none",   "identify", "track", "page",
+                                         "screen", "group",    "alias", "filtered"};
 
 const char *ps_msg_type_name(ps_msg_type t)
 {
@@ -421,8 +421,7 @@ static ps_drop check_message(parse_ctx *c, const cJSON *msg, size_t index, ps_sl
         const cJSON *t = get(msg, "type");
         if (cJSON_IsString(t) && o->keep_received_at && strcmp(t->valuestring, "filtered") == 0)
             ev->type = PS_MSG_FILTERED; /* a replayed log's note; never from a client */
-        else if (!cJSON_IsString(t) ||
-                 (ev->type = type_from_name(t->valuestring)) == PS_MSG_NONE)
+        else if (!cJSON_IsString(t) || (ev->type = type_from_name(t->valuestring)) == PS_MSG_NONE)
             return PS_DROP_INVALID_TYPE;
     }
     if (ev->type == PS_MSG_FILTERED)
@@ -515,8 +514,10 @@ static ps_drop check_message(parse_ctx *c, const cJSON *msg, size_t index, ps_sl
     if (ev->type == PS_MSG_IDENTIFY || ev->type == PS_MSG_GROUP)
         if ((d = collect_traits(c, traits)) != PS_DROP_NONE)
             return d;
-    if (ev->type == PS_MSG_TRACK || ev->type == PS_MSG_PAGE || ev->type == PS_MSG_SCREEN)
+    if (ev->type == PS_MSG_TRACK || ev->type == PS_MSG_PAGE || ev->type == PS_MSG_SCREEN) {
         ev->body = body;
+        (void)ps_event_body_spans(body, &ev->spans); /* here, off the writer's thread */
+    }
     ev->message = body;
     return PS_DROP_NONE;
 }
@@ -972,6 +973,24 @@ void ps_event_log_json(ps_msg_type type, ps_slice message_id, int64_t received_m
         ps_buf_append(out, m.value.ptr, m.value.len);
     }
     ps_buf_putc(out, '}');
+}
+
+bool ps_event_body_spans(ps_slice body, ps_body_spans *out)
+{
+    static const char *const keys[] = {"context", "properties"};
+    const char *start = (const char *)body.ptr;
+    ps_slice vals[2];
+    *out = (ps_body_spans){0, 0, 0, 0};
+    if (body.len > UINT32_MAX || !find_members(start, start + body.len, keys, 2, vals))
+        return false;
+    if (vals[0].ptr)
+        *out = (ps_body_spans){(uint32_t)((const char *)vals[0].ptr - start), (uint32_t)vals[0].len,
+                               0, 0};
+    if (vals[1].ptr) {
+        out->properties_at = (uint32_t)((const char *)vals[1].ptr - start);
+        out->properties_len = (uint32_t)vals[1].len;
+    }
+    return true;
 }
 
 void ps_event_body_members(ps_slice body, const char *const *keys, size_t count, ps_buf *out)

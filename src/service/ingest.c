@@ -32,8 +32,10 @@ struct ps_ingest {
     uint64_t replay_seq;   /* rebuilding: the logged message being derived again, else 0 */
     uint64_t message_seq;  /* the message being accepted (new profiles are named after it) */
     ps_slice replay_value; /* recovering the journal: the log value of the message, else empty */
-    ps_buf replay_line;    /* recovering the journal: its line */
-    ps_status failure;     /* storage failure inside a callback */
+    bool replay_spans_set; /* replaying: where the logged message's context and properties lie */
+    ps_body_spans replay_spans;
+    ps_buf replay_line; /* recovering the journal: its line */
+    ps_status failure;  /* storage failure inside a callback */
 };
 
 ps_status ps_ingest_begin(ps_space *sp, const ps_ingest_opts *opts, ps_ingest **out)
@@ -292,6 +294,8 @@ static ps_status accept_event(ps_ingest *in, const ps_event *ev, const ps_slice 
             .timestamp_ms = ev->timestamp_ms,
             .name = ev->name ? PS_SLICE_STR(ev->name) : PS_SLICE_STR(""),
             .ids = {in->ids.ptr, in->ids.len},
+            .has_spans = true, /* a replay read a line made from the log: its own spans */
+            .spans = in->replay_spans_set ? in->replay_spans : ev->spans,
         };
         if ((st = ps_store_event_put(in->txn, &rec)) != PS_OK ||
             (st = ps_store_pevent_put(in->txn, user, ev->timestamp_ms, msg_seq)) != PS_OK)
@@ -709,7 +713,9 @@ static ps_status accept_logged(ps_ingest *in, const ps_log_rec *r, bool *unreada
         .now_ms = r->received_ms, .keep_received_at = true, .source_id = "", .sequence = r->seq};
     ps_drop why;
     in->pending.payloads++;
+    in->replay_spans_set = ps_event_body_spans(r->json, &in->replay_spans);
     (void)ingest_parse(in, in->replay_line.ptr, in->replay_line.len, &ao, &why);
+    in->replay_spans_set = false;
     ps_buf_reset(&in->replay_line);
     return in->failure;
 }

@@ -572,8 +572,23 @@ ps_status ps_profile_event_json(ps_txn *t, const ps_profile *p, uint64_t seq, ps
     json_time(b, e.timestamp_ms);
     ps_buf_puts(b, ",\"received_at\":");
     json_time(b, m.received_ms);
-    static const char *const fields[] = {"context", "properties"};
-    ps_event_body_members(m.json, fields, 2, b);
+    const ps_body_spans *sp = &e.spans;
+    if (e.has_spans && (uint64_t)sp->context_at + sp->context_len <= m.json.len &&
+        (uint64_t)sp->properties_at + sp->properties_len <= m.json.len) {
+        ps_buf_puts(b, ",\"context\":");
+        if (sp->context_len)
+            ps_buf_append(b, m.json.ptr + sp->context_at, sp->context_len);
+        else
+            ps_buf_puts(b, "null");
+        ps_buf_puts(b, ",\"properties\":");
+        if (sp->properties_len)
+            ps_buf_append(b, m.json.ptr + sp->properties_at, sp->properties_len);
+        else
+            ps_buf_puts(b, "null");
+    } else { /* a record from before the spans: read the body through */
+        static const char *const fields[] = {"context", "properties"};
+        ps_event_body_members(m.json, fields, 2, b);
+    }
     ps_buf_puts(b, ",\"related\":{\"");
     ps_buf_puts(b, ps_collection_name(p->collection));
     ps_buf_puts(b, "\":");

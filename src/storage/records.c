@@ -112,19 +112,34 @@ ps_status st_event_decode(ps_txn *t, uint64_t seq, const MDB_val *v, ps_event_re
     } else {
         e->name = r_str(&r, 3);
         e->ids = r_str(&r, 4);
+        ps_slice sp = r.count >= 6 ? r_str(&r, 5) : (ps_slice){NULL, 0};
+        if (sp.len == 16) {
+            e->has_spans = true;
+            e->spans = (ps_body_spans){ps_get_be32(sp.ptr), ps_get_be32(sp.ptr + 4),
+                                       ps_get_be32(sp.ptr + 8), ps_get_be32(sp.ptr + 12)};
+        }
     }
     return PS_OK;
 }
 
 void st_event_encode(ps_txn *t, const ps_event_rec *e)
 {
-    msgpack_packer pk = pk_begin(t, 5);
+    msgpack_packer pk = pk_begin(t, e->has_spans ? 6 : 5);
     msgpack_pack_uint8(&pk, e->type);
     msgpack_pack_uint64(&pk, e->profile);
     msgpack_pack_int64(&pk, e->timestamp_ms);
     pk_str(&pk, e->name.ptr, e->name.len);
     msgpack_pack_bin(&pk, e->ids.len);
     msgpack_pack_bin_body(&pk, e->ids.ptr, e->ids.len);
+    if (e->has_spans) {
+        uint8_t sp[16];
+        ps_put_be32(sp, e->spans.context_at);
+        ps_put_be32(sp + 4, e->spans.context_len);
+        ps_put_be32(sp + 8, e->spans.properties_at);
+        ps_put_be32(sp + 12, e->spans.properties_len);
+        msgpack_pack_bin(&pk, 16);
+        msgpack_pack_bin_body(&pk, sp, 16);
+    }
 }
 
 ps_status ps_store_event_put(ps_txn *t, const ps_event_rec *e)

@@ -595,8 +595,48 @@ static void long_identifier_cut(void)
 end:;
 }
 
+/* Spans give what a read of the body through gives: the first occurrence of each member,
+ * nothing for an absent one. */
+static void body_spans(void)
+{
+    static const char *const bodies[] = {
+        "{\"type\":\"track\",\"properties\":{\"a\":[1,{\"b\":\"}\"}]},\"context\":{\"ip\":\"1\"}}",
+        "{\"context\":null,\"x\":\"\\\"context\\\"\",\"context\":{\"later\":1}}",
+        "{ \"event\" : \"E\" }",
+        "[1,2]",
+    };
+    static const char *const keys[] = {"context", "properties"};
+    ps_buf want, have;
+    ps_buf_init(&want);
+    ps_buf_init(&have);
+    for (size_t i = 0; i < sizeof bodies / sizeof *bodies; i++) {
+        ps_slice body = PS_SLICE_STR(bodies[i]);
+        ps_body_spans sp;
+        bool object = ps_event_body_spans(body, &sp);
+        CHECK(object == (bodies[i][0] == '{'));
+        ps_buf_reset(&want);
+        ps_buf_reset(&have);
+        ps_event_body_members(body, keys, 2, &want);
+        ps_buf_puts(&have, ",\"context\":");
+        if (sp.context_len)
+            ps_buf_append(&have, body.ptr + sp.context_at, sp.context_len);
+        else
+            ps_buf_puts(&have, "null");
+        ps_buf_puts(&have, ",\"properties\":");
+        if (sp.properties_len)
+            ps_buf_append(&have, body.ptr + sp.properties_at, sp.properties_len);
+        else
+            ps_buf_puts(&have, "null");
+        CHECK_EQ_STR((const char *)have.ptr, (const char *)want.ptr);
+    }
+end:
+    ps_buf_clear(&want);
+    ps_buf_clear(&have);
+}
+
 static const test_case tests[] = {
     {"body_members", body_members},
+    {"body_spans", body_spans},
     {"write_key", write_key},
     {"default_locations", default_locations},
     {"never_identifiers_and_blocked", never_identifiers_and_blocked},
