@@ -35,9 +35,31 @@ void ps_buf_init(ps_buf *b);
 void ps_buf_clear(ps_buf *b); /* frees the memory; the buf may be reused after */
 void ps_buf_reset(ps_buf *b); /* len = 0, keeps the memory */
 void ps_buf_reserve(ps_buf *b, size_t extra);
-void ps_buf_append(ps_buf *b, const void *data, size_t len);
-void ps_buf_puts(ps_buf *b, const char *s);
-void ps_buf_putc(ps_buf *b, char c);
+
+/* Appending is inline: replies are built from many short pieces, and a piece that fits (the
+ * usual case) costs a copy; a string literal's length is known when compiling. */
+static inline void ps_buf_append(ps_buf *b, const void *data, size_t len)
+{
+    if (b->len + len >= b->cap)
+        ps_buf_reserve(b, len);
+    if (len)
+        memcpy(b->ptr + b->len, data, len);
+    b->len += len;
+    b->ptr[b->len] = 0;
+}
+
+static inline void ps_buf_puts(ps_buf *b, const char *s)
+{
+    ps_buf_append(b, s, strlen(s));
+}
+
+static inline void ps_buf_putc(ps_buf *b, char c)
+{
+    if (b->len + 1 >= b->cap)
+        ps_buf_reserve(b, 1);
+    b->ptr[b->len++] = (uint8_t)c;
+    b->ptr[b->len] = 0;
+}
 void ps_buf_printf(ps_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void ps_buf_be64(ps_buf *b, uint64_t v);
 /* Appends `s` as a JSON string literal, quotes included. Invalid UTF-8 is never passed here. */

@@ -85,25 +85,6 @@ void ps_buf_reserve(ps_buf *b, size_t extra)
     b->cap = cap;
 }
 
-void ps_buf_append(ps_buf *b, const void *data, size_t len)
-{
-    ps_buf_reserve(b, len);
-    if (len)
-        memcpy(b->ptr + b->len, data, len);
-    b->len += len;
-    b->ptr[b->len] = 0;
-}
-
-void ps_buf_puts(ps_buf *b, const char *s)
-{
-    ps_buf_append(b, s, strlen(s));
-}
-
-void ps_buf_putc(ps_buf *b, char c)
-{
-    ps_buf_append(b, &c, 1);
-}
-
 void ps_buf_printf(ps_buf *b, const char *fmt, ...)
 {
     va_list ap;
@@ -139,10 +120,15 @@ void ps_buf_json_str(ps_buf *b, const char *s, size_t len)
     static const char hex[] = "0123456789abcdef";
     ps_buf_reserve(b, len + 2);
     ps_buf_putc(b, '"');
+    /* bytes that need an escape: controls, the quote and the backslash */
+    static const unsigned char escaped[256] = {
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,         1,
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, ['"'] = 1, ['\\'] = 1,
+    };
     size_t run = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
+        if (!escaped[c])
             continue;
         ps_buf_append(b, s + run, i - run);
         run = i + 1;

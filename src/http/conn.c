@@ -182,9 +182,18 @@ bool conn_peer_gone(const http_req *rq)
     return rq->conn->dead || rq->conn->peer_eof;
 }
 
-void conn_reply(http_req *rq, int status, const char *headers, size_t headers_len,
-                const uint8_t *body, size_t body_len)
+#define REPLY_HANDOVER_BYTES 16384 /* below it, a copy costs less than an allocation */
+
+static void free_reply(const void *data, size_t len, void *arg)
 {
+    (void)data;
+    (void)len;
+    free(arg);
+}
+
+void conn_reply(http_req *rq, int status, const char *headers, size_t headers_len, ps_buf *body)
+{
+    size_t body_len = body->len;
     conn *c = rq->conn;
     if (c->dead) { /* the client went away while its request was handled */
         conn_free(c);
@@ -204,8 +213,19 @@ void conn_reply(http_req *rq, int status, const char *headers, size_t headers_le
         evbuffer_add(out, "Connection: keep-alive\r\n\r\n", 26);
     else
         evbuffer_add(out, "\r\n", 2);
-    if (rq->head.method != HTTP_HEAD)
-        evbuffer_add(out, body, body_len);
+    if (rq->head.method != HTTP_HEAD && body_len >= REPLY_HANDOVER_BYTES) {
+        /* a large body is handed to the output buffer instead of copied; the caller's buffer
+         * starts again with the same room */
+        size_t cap = body->cap;
+        if (evbuffer_add_reference(out, body->ptr, body_len, free_reply, body->ptr) == 0) {
+            ps_buf_init(body);
+            ps_buf_reserve(body, cap - 1);
+        } else {
+            evbuffer_add(out, body->ptr, body_len);
+        }
+    } else if (rq->head.method != HTTP_HEAD) {
+        evbuffer_add(out, body->ptr, body_len);
+    }
     release_body(c);
     c->state = C_WRITING;
     bufferevent_disable(c->bev, EV_READ); /* the next request waits until this one is out */

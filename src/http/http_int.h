@@ -244,10 +244,10 @@ void conn_listen(worker *w, int fd, int kind);
 /* Stops accepting and frees the worker's listeners (worker thread, or after its loop ended). */
 void conn_listen_stop(worker *w);
 /* Sends `body` with status `status` and the header lines in `headers` (each "Name: value\r\n")
- * as the reply to `rq`; then the connection reads the next request or closes. Worker thread
+ * as the reply to `rq`; then the connection reads the next request or closes. A large body's
+ * memory is handed to the connection (`body` is left empty, with the same room). Worker thread
  * only. */
-void conn_reply(http_req *rq, int status, const char *headers, size_t headers_len,
-                const uint8_t *body, size_t body_len);
+void conn_reply(http_req *rq, int status, const char *headers, size_t headers_len, ps_buf *body);
 /* Whether the client of a request answered later has closed its side (or failed): a long
  * poll then answers at once. */
 bool conn_peer_gone(const http_req *rq);

@@ -63,7 +63,7 @@ void send_reply(http_req *rq, const char *content_type, const char *allow)
                       "Content-Encoding\r\nAccess-Control-Max-Age: 86400\r\n",
                       rq->route == ROUTE_SETTINGS ? "GET, OPTIONS" : "POST, OPTIONS");
     PS_ASSERT(n > 0 && (size_t)n < sizeof headers);
-    conn_reply(rq, rep->status, headers, (size_t)n, rep->body.ptr, rep->body.len);
+    conn_reply(rq, rep->status, headers, (size_t)n, &rep->body);
 }
 
 /* ---- request parsing ---- */
