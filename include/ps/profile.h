@@ -126,6 +126,9 @@ enum {
 };
 /* Appends one identifier as a JSON object. */
 void ps_profile_extid_json(ps_buf *b, const ps_extid *x, unsigned fields);
+/* Appends the profile's identifiers as JSON objects separated by commas (no brackets). */
+ps_status ps_profile_external_ids_json(ps_txn *t, const ps_profile *canonical, unsigned fields,
+                                       ps_buf *b);
 
 /* Appends the profile metadata object that GET {ident}/metadata returns. */
 void ps_profile_metadata_json(ps_buf *b, const ps_profile *p);

@@ -480,20 +480,6 @@ static bool serve_metadata(ctx *c)
 
 /* ---- /links ---- */
 
-typedef struct link_ids {
-    ps_buf *b;
-    size_t n;
-} link_ids;
-
-static bool link_extid(void *ud, const ps_extid *x)
-{
-    link_ids *l = ud;
-    if (l->n++)
-        ps_buf_putc(l->b, ',');
-    ps_profile_extid_json(l->b, x, PS_EXTID_SOURCE);
-    return true;
-}
-
 static bool serve_links(ctx *c)
 {
     size_t limit, pos_len = 0, nlinks = 0;
@@ -519,8 +505,7 @@ static bool serve_links(ctx *c)
             break;
         ps_buf_printf(b, "%s{\"to_collection\":\"%s\",\"external_ids\":[", shown++ ? "," : "",
                       ps_collection_name(lp.collection));
-        link_ids li = {b, 0};
-        st = ps_profile_external_ids(c->t, &lp, link_extid, &li);
+        st = ps_profile_external_ids_json(c->t, &lp, PS_EXTID_SOURCE, b);
         ps_buf_puts(b, "]}");
     }
     if (st != PS_OK) {

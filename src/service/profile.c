@@ -612,6 +612,13 @@ static bool render_extid(void *ud, const ps_extid *x)
     return true;
 }
 
+ps_status ps_profile_external_ids_json(ps_txn *t, const ps_profile *canonical, unsigned fields,
+                                       ps_buf *b)
+{
+    render_ids r = {b, 0, fields};
+    return ps_profile_external_ids(t, canonical, render_extid, &r);
+}
+
 static ps_status render_events(ps_txn *t, const ps_profile *p, const uint64_t *members, size_t n,
                                size_t limit, ps_buf *b)
 {
@@ -653,9 +660,9 @@ ps_status ps_profile_render(ps_txn *t, const ps_profile *p, const ps_render_opts
         json_cstr(b, m.segment_id);
     }
     ps_buf_puts(b, "],\"external_ids\":[");
-    render_ids ri = {b, 0, PS_EXTID_SOURCE | PS_EXTID_FIRST};
+
     if (st == PS_OK)
-        st = ps_profile_external_ids(t, p, render_extid, &ri);
+        st = ps_profile_external_ids_json(t, p, PS_EXTID_SOURCE | PS_EXTID_FIRST, b);
     ps_buf_puts(b, "],\"traits\":{");
     if (st == PS_OK)
         st = ps_profile_traits(t, members, n, &traits);
@@ -684,8 +691,7 @@ ps_status ps_profile_render(ps_txn *t, const ps_profile *p, const ps_render_opts
                           ps_collection_name(lp.collection));
             json_cstr(b, lp.segment_id);
             ps_buf_puts(b, ",\"external_ids\":[");
-            render_ids li = {b, 0, 0};
-            st = ps_profile_external_ids(t, &lp, render_extid, &li);
+            st = ps_profile_external_ids_json(t, &lp, 0, b);
             ps_buf_puts(b, "]}");
         }
         ps_buf_putc(b, ']');
