@@ -119,8 +119,6 @@ static bool access_token(const char *h, size_t hl, char *token, size_t cap, size
     return true;
 }
 
-static const char *const resources[] = {"traits", "external_ids", "events", "metadata", "links"};
-
 /* Routes `/v1/spaces/{space}/collections/{c}/profiles[/{ident}/{resource}[/delete]]` (and the
  * legacy `/v1/namespaces/…`). Returns the route or -1 for no route; *method_ok tells whether
  * the method fits it. */
@@ -160,10 +158,10 @@ static int route_of(char **seg, int n, int method, bool *method_ok)
         return -1;
     if (n == 6)
         return PS_API_PROFILES;
-    if (n == 8)
-        for (int i = 0; i < (int)(sizeof resources / sizeof *resources); i++)
-            if (strcmp(seg[7], resources[i]) == 0)
-                return i;
+    if (n == 8) /* a profile's resource: the route's own name (ps_api_route_name) */
+        for (int r = PS_API_TRAITS; r <= PS_API_LINKS; r++)
+            if (strcmp(seg[7], ps_api_route_name((ps_api_route)r)) == 0)
+                return r;
     if (n == 9 && strcmp(seg[7], "external_ids") == 0 && strcmp(seg[8], "delete") == 0) {
         *method_ok = method == HTTP_POST;
         return PS_API_DELETE_IDS;

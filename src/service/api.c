@@ -26,7 +26,7 @@
 
 #define LIST_MAX 200 /* names in include/exclude */
 
-static const char *const route_names[PS_API__ROUTES] = {
+static const char *const route_names[] = {
     "traits",
     "external_ids",
     "events",
@@ -45,6 +45,10 @@ static const char *const route_names[PS_API__ROUTES] = {
     "imports_create",
     "import",
 };
+
+/* Every route has its name: a route added to the enum without one fails here, not at run
+ * time. */
+_Static_assert(sizeof route_names / sizeof *route_names == PS_API__ROUTES, "a name per route");
 
 const char *ps_api_route_name(ps_api_route r)
 {
