@@ -2,8 +2,8 @@
 /* fuzz_http: a raw request through everything profiled does before a handler reads a store:
  * head framing (http_head_end, http_bare_lf, http_parse_head), chunked bodies
  * (http_chunked_feed, fed whole and in pieces: both must agree), and request decoding
- * (route_profile, track_route, basic_user). The connection state machine around these
- * (conn.c) needs a socket and is exercised by tests/integration/test_hardening.py. */
+ * (http_route_profile, http_track_route, http_basic_user). The connection state machine around
+ * these (conn.c) needs a socket and is exercised by tests/integration/test_hardening.py. */
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,7 +82,7 @@ static void decode_request(const http_head *h)
     if (q)
         *q++ = 0;
     int type;
-    int tr = track_route(target, &type);
+    int tr = http_track_route(target, &type);
     FUZZ_CHECK(tr == -1 || tr == ROUTE_TRACK || tr == ROUTE_BATCH);
     size_t cap = h->target_len + 2 * MAX_PARAMS + 16;
     char *qs = malloc(cap), *ident = malloc(cap), token[MAX_AUTH_BYTES];
@@ -92,8 +92,8 @@ static void decode_request(const http_head *h)
     const char *allow = NULL, *why = NULL;
     size_t alen = 0;
     const char *auth = http_head_find(h, "Authorization", &alen);
-    int status = target[0] == '/' ? route_profile(target, q, h->method, auth, alen, qs, ident,
-                                                  params, token, &rq, &allow, &why)
+    int status = target[0] == '/' ? http_route_profile(target, q, h->method, auth, alen, qs, ident,
+                                                       params, token, &rq, &allow, &why)
                                   : 404;
     if (status == 0) {
         FUZZ_CHECK(rq.route >= 0 && rq.route < PS_API__ROUTES);
@@ -110,7 +110,7 @@ static void decode_request(const http_head *h)
     }
     char user[64];
     size_t ul;
-    if (basic_user(auth, alen, false, user, sizeof user, &ul) && ul)
+    if (http_basic_user(auth, alen, false, user, sizeof user, &ul) && ul)
         FUZZ_CHECK(strlen(user) == ul && ul < sizeof user);
     free(qs);
     free(ident);

@@ -135,7 +135,7 @@ static void conn_free(conn *c)
         listeners_enable(w, true);
 }
 
-void conn_close_all(worker *w)
+void http_conn_close_all(worker *w)
 {
     while (w->conns)
         conn_free(w->conns);
@@ -177,7 +177,7 @@ static const char *reason(int status)
     }
 }
 
-bool conn_peer_gone(const http_req *rq)
+bool http_conn_peer_gone(const http_req *rq)
 {
     return rq->conn->dead || rq->conn->peer_eof;
 }
@@ -191,7 +191,8 @@ static void free_reply(const void *data, size_t len, void *arg)
     free(arg);
 }
 
-void conn_reply(http_req *rq, int status, const char *headers, size_t headers_len, ps_buf *body)
+void http_conn_reply(http_req *rq, int status, const char *headers, size_t headers_len,
+                     ps_buf *body)
 {
     size_t body_len = body->len;
     conn *c = rq->conn;
@@ -238,11 +239,11 @@ static void fail(conn *c, int status, const char *why)
 {
     http_req *rq = &c->req;
     if (rq->rid[0] == 0) {
-        request_id(c->w, rq->rid);
+        http_request_id(c->w, rq->rid);
         clock_gettime(CLOCK_MONOTONIC, &rq->t0);
     }
     c->close_after = true;
-    dispatch_error(rq, status, NULL, why);
+    http_dispatch_error(rq, status, NULL, why);
 }
 
 /* ---- requests ---- */
@@ -312,7 +313,7 @@ static void start_request(conn *c, size_t end)
     evbuffer_remove(in, c->head, end);
     c->head[end] = 0;
     clock_gettime(CLOCK_MONOTONIC, &rq->t0);
-    request_id(c->w, rq->rid);
+    http_request_id(c->w, rq->rid);
     int status;
     const char *why;
     if (http_parse_head(c->head, end, &rq->head, &status, &why) <= 0) {
@@ -324,7 +325,7 @@ static void start_request(conn *c, size_t end)
         fail(c, 400, "The request target must be a path starting with '/'.");
         return;
     }
-    head_decision d = dispatch_head(rq);
+    head_decision d = http_dispatch_head(rq);
     if (d.reply_now)
         return; /* replied; a body that was announced is never read */
     bool has_body = rq->head.chunked || rq->head.content_length > 0;
@@ -460,7 +461,7 @@ static void process(conn *c)
             c->req.body_len = c->body.len;
             c->state = C_HANDLING;
             evtimer_del(c->timer);
-            dispatch_request(&c->req);
+            http_dispatch_request(&c->req);
             if (c->state == C_HANDLING) { /* the handler answers later */
                 c->state = C_WAIT;
                 release_body(c); /* the handler kept its own copy */
@@ -626,7 +627,7 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     arm(c, cfg->timeout_ms);
 }
 
-void conn_listen(worker *w, int fd, int kind)
+void http_conn_listen(worker *w, int fd, int kind)
 {
     int lfd = dup(fd);
     PS_ASSERT(lfd >= 0);
@@ -643,7 +644,7 @@ void conn_listen(worker *w, int fd, int kind)
     w->listeners[kind] = lc;
 }
 
-void conn_listen_stop(worker *w)
+void http_conn_listen_stop(worker *w)
 {
     for (int i = 0; i < LISTEN__COUNT; i++)
         if (w->listeners[i]) {

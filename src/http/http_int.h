@@ -107,25 +107,25 @@ long http_chunked_feed(http_chunked *c, const uint8_t *in, size_t len, ps_buf *o
 /* ---- registry: spaces opened on first use, kept open until shutdown ---- */
 typedef struct registry registry;
 /* `sources` (the write-key catalog) is borrowed; writers start with `wopts`. */
-registry *registry_new(const char *data_dir, ps_sources *sources, const ps_writer_opts *wopts);
-void registry_free(registry *r);
-ps_sources *registry_sources(registry *r);
+registry *http_registry_new(const char *data_dir, ps_sources *sources, const ps_writer_opts *wopts);
+void http_registry_free(registry *r);
+ps_sources *http_registry_sources(registry *r);
 /* The writer of an open space, started on first use. NULL once writers are stopping. */
-ps_writer *registry_writer(registry *r, ps_space *sp);
+ps_writer *http_registry_writer(registry *r, ps_space *sp);
 /* The space's writer when it runs, else NULL (starts none). */
-ps_writer *registry_writer_running(registry *r, ps_space *sp);
+ps_writer *http_registry_writer_running(registry *r, ps_space *sp);
 /* How long a Profile API read waits for the store to take acknowledged writes. */
 #define READ_AWAIT_MS 2000
 /* Drains and stops every writer: everything queued is committed and answered. */
-void registry_stop_writers(registry *r);
+void http_registry_stop_writers(registry *r);
 /* The open space `name`, opening it when it exists on disk. PS_ENOTFOUND when there is none;
  * another status when opening failed for a reason that may pass (descriptors or memory
  * exhausted, an I/O error): callers answer those with 503, never as "no such space". *out
- * stays valid until registry_free(). Thread-safe. */
-ps_status registry_get(registry *r, const char *name, ps_space **out);
+ * stays valid until http_registry_free(). Thread-safe. */
+ps_status http_registry_get(registry *r, const char *name, ps_space **out);
 /* Opens every space on disk (for /metrics) and visits the open ones. */
 typedef void (*registry_fn)(void *ud, ps_space *sp);
-void registry_each(registry *r, registry_fn fn, void *ud);
+void http_registry_each(registry *r, registry_fn fn, void *ud);
 
 /* ---- metrics: lock-free counters, rendered in Prometheus text format ---- */
 enum {
@@ -147,12 +147,12 @@ typedef struct metrics {
     atomic_uint_fast64_t dropped[PS_DROP__COUNT]; /* Tracking API messages refused, by reason */
 } metrics;
 
-void metrics_record(metrics *m, int route, int status, uint64_t elapsed_us);
+void http_metrics_record(metrics *m, int route, int status, uint64_t elapsed_us);
 /* Counts `n` Tracking API messages dropped for `why`. */
-void metrics_dropped(metrics *m, ps_drop why, uint64_t n);
+void http_metrics_dropped(metrics *m, ps_drop why, uint64_t n);
 /* Appends the exposition text: request counters, latency histograms and, when `reg` is not
  * NULL, per space: profiles, identifiers, merges and LMDB map usage. */
-void metrics_render(metrics *m, registry *reg, ps_buf *out);
+void http_metrics_render(metrics *m, registry *reg, ps_buf *out);
 
 /* ---- server ---- */
 /* The listeners: the main one (both APIs, or only the Profile API when the Tracking API has
@@ -240,19 +240,20 @@ struct server {
 
 /* ---- conn: connections and HTTP/1.1 exchanges on a worker's loop (conn.c) ---- */
 /* Accepts on `fd` (the listener keeps a dup) into worker `w` as listener `kind`. */
-void conn_listen(worker *w, int fd, int kind);
+void http_conn_listen(worker *w, int fd, int kind);
 /* Stops accepting and frees the worker's listeners (worker thread, or after its loop ended). */
-void conn_listen_stop(worker *w);
+void http_conn_listen_stop(worker *w);
 /* Sends `body` with status `status` and the header lines in `headers` (each "Name: value\r\n")
  * as the reply to `rq`; then the connection reads the next request or closes. A large body's
  * memory is handed to the connection (`body` is left empty, with the same room). Worker thread
  * only. */
-void conn_reply(http_req *rq, int status, const char *headers, size_t headers_len, ps_buf *body);
+void http_conn_reply(http_req *rq, int status, const char *headers, size_t headers_len,
+                     ps_buf *body);
 /* Whether the client of a request answered later has closed its side (or failed): a long
  * poll then answers at once. */
-bool conn_peer_gone(const http_req *rq);
+bool http_conn_peer_gone(const http_req *rq);
 /* Closes every connection of the worker (shutdown, after the loop stopped). */
-void conn_close_all(worker *w);
+void http_conn_close_all(worker *w);
 
 /* ---- route: request decoding without I/O (route.c; fuzzed by fuzz/fuzz_http.c) ---- */
 #define MAX_PARAMS 32
@@ -266,73 +267,73 @@ void conn_close_all(worker *w);
  * (into `ident_store`; both stores hold at least strlen(path or query) + 2 * MAX_PARAMS + 16
  * bytes) and the Basic token (into `token`, MAX_AUTH_BYTES). Returns 0 with `out` filled, or
  * the status to answer (400, 401, 404, 405) with *why, and *allow for 405. */
-int route_profile(char *path, const char *query, int method, const char *auth, size_t auth_len,
-                  char *query_store, char *ident_store, ps_api_param *params, char *token,
-                  ps_api_request *out, const char **allow, const char **why);
+int http_route_profile(char *path, const char *query, int method, const char *auth, size_t auth_len,
+                       char *query_store, char *ident_store, ps_api_param *params, char *token,
+                       ps_api_request *out, const char **allow, const char **why);
 
 /* The Profile API route that `method` on `path` names, or -1 when none takes that method. The
  * path is split in a copy in `scratch` (strlen(path) + 1 bytes). For the decisions made
  * before a body is read. */
-int route_of_request(const char *path, int method, char *scratch);
+int http_route_of_request(const char *path, int method, char *scratch);
 
 /* ---- inflate: compressed request bodies (inflate.c; the only user of zlib) ---- */
 enum { CODING_IDENTITY = 0, CODING_GZIP, CODING_DEFLATE };
 /* The coding named by a Content-Encoding value (NULL: identity), or -1 when unsupported. */
-int body_coding(const char *value, size_t len);
+int http_body_coding(const char *value, size_t len);
 /* Decompresses `in` into an owned buffer (*out, free with free()) of at most `limit` bytes.
  * Returns 0, 413 when the output would exceed `limit` (after at most limit + 1 bytes of
  * output), 400 for a corrupt stream, or 503; *why says which. */
-int body_inflate(int coding, const uint8_t *in, size_t len, size_t limit, uint8_t **out,
-                 size_t *out_len, const char **why);
+int http_body_inflate(int coding, const uint8_t *in, size_t len, size_t limit, uint8_t **out,
+                      size_t *out_len, const char **why);
 
 /* ---- dispatch (server.c) ---- */
 /* Phase 1, the head is read: route the request, check what can be checked before the body,
  * and decide how much body to take. */
-head_decision dispatch_head(http_req *rq);
-/* Phase 2, the body is read: answer now (conn_reply) or later (the Tracking API). */
-void dispatch_request(http_req *rq);
+head_decision http_dispatch_head(http_req *rq);
+/* Phase 2, the body is read: answer now (http_conn_reply) or later (the Tracking API). */
+void http_dispatch_request(http_req *rq);
 /* Answers an exchange that failed below the routes (framing, limits, time) with the JSON
  * error envelope of the listener's API and `Connection: close`. */
-void dispatch_error(http_req *rq, int status, const char *code, const char *message);
+void http_dispatch_error(http_req *rq, int status, const char *code, const char *message);
 
-void request_id(worker *w, char out[40]);
+void http_request_id(worker *w, char out[40]);
 /* Empties w->reply (status 200, no Retry-After, no body) for the next answer. */
-void reply_reset(worker *w);
+void http_reply_reset(worker *w);
 /* Sends w->reply for `rq` with the standard headers. */
-void send_reply(http_req *rq, const char *content_type, const char *allow);
+void http_send_reply(http_req *rq, const char *content_type, const char *allow);
 /* Records a finished request in the metrics. */
-void request_done(worker *w, int route, int status, const struct timespec *t0);
+void http_request_done(worker *w, int route, int status, const struct timespec *t0);
 /* Reads the value of an "Authorization: Basic base64(user:password)" header (route.c) into
  * `user`:
  * false when it is malformed; *len = 0 when there is none or (only_basic false) it is not
  * Basic. A missing ':' is tolerated (older Segment clients). */
-bool basic_user(const char *header, size_t header_len, bool only_basic, char *user, size_t cap,
-                size_t *len);
+bool http_basic_user(const char *header, size_t header_len, bool only_basic, char *user, size_t cap,
+                     size_t *len);
 
 /* ---- Tracking API (track.c) ---- */
 /* The Tracking API route of `path` (ROUTE_TRACK or ROUTE_BATCH) with *type set, or -1. */
-int track_route(const char *path, int *type);
+int http_track_route(const char *path, int *type);
 /* True when `path` is /v1/projects/{writeKey}/settings; the key (percent-decoded, at most
  * `cap` - 1 bytes) goes to `key`. */
-bool track_settings_route(const char *path, char *key, size_t cap);
+bool http_track_settings_route(const char *path, char *key, size_t cap);
 /* True when s[0..len) is made of the characters of host[:port][/path] (letters, digits and
  * ".-:[]/_~"): what a Host header or --public-url may put into a settings document. */
-bool url_host_chars_ok(const char *s, size_t len);
-/* Answers GET /v1/projects/{writeKey}/settings for `key` (from track_settings_route()): the
+bool http_url_host_chars_ok(const char *s, size_t len);
+/* Answers GET /v1/projects/{writeKey}/settings for `key` (from http_track_settings_route()): the
  * settings document analytics.js loads. */
-void track_settings(http_req *rq, const char *key);
+void http_track_settings(http_req *rq, const char *key);
 /* Phase 1 for the Tracking API: method, size and (when sent as Basic) the write key. */
-head_decision track_head(http_req *rq);
+head_decision http_track_head(http_req *rq);
 /* Handles a Tracking API request; replies now or once its events are durable. */
-void track_handle(http_req *rq);
+void http_track_handle(http_req *rq);
 /* Worker event: sends the replies of committed requests (runs on the worker thread). */
-void track_flush(int fd, short what, void *arg);
+void http_track_flush(int fd, short what, void *arg);
 /* Formats the Tracking API's error envelope into `rep`. */
-void track_error(ps_api_reply *rep, int status, const char *code, const char *message);
+void http_track_error(ps_api_reply *rep, int status, const char *code, const char *message);
 
 /* Binds the listener and starts the worker threads. Logs the bound address. */
-int server_start(const http_config *cfg, registry *reg, server **out);
+int http_server_start(const http_config *cfg, registry *reg, server **out);
 /* Stops accepting, lets written replies drain, joins the workers and frees the server. */
-void server_stop(server *s);
+void http_server_stop(server *s);
 
 #endif

@@ -10,7 +10,7 @@
 
 #include <zlib.h>
 
-int body_coding(const char *value, size_t len)
+int http_body_coding(const char *value, size_t len)
 {
     if (value == NULL || (len == 8 && strncasecmp(value, "identity", 8) == 0))
         return CODING_IDENTITY;
@@ -22,8 +22,8 @@ int body_coding(const char *value, size_t len)
     return -1;
 }
 
-int body_inflate(int coding, const uint8_t *in, size_t len, size_t limit, uint8_t **out,
-                 size_t *out_len, const char **why)
+int http_body_inflate(int coding, const uint8_t *in, size_t len, size_t limit, uint8_t **out,
+                      size_t *out_len, const char **why)
 {
     z_stream z;
     memset(&z, 0, sizeof z);

@@ -72,7 +72,7 @@ static bool public_url_ok(const char *v, char out[201])
     while (len > skip && v[len - 1] == '/')
         len--;
     if (skip == 0 || len == skip || len > 200 || v[skip] == '/' ||
-        !url_host_chars_ok(v + skip, len - skip))
+        !http_url_host_chars_ok(v + skip, len - skip))
         return false;
     memcpy(out, v, len);
     out[len] = 0;
@@ -199,18 +199,18 @@ int main(int argc, char **argv)
                 ps_status_str(st));
         return 4;
     }
-    registry *reg = registry_new(cfg.data_dir, sources, &cfg.writer);
+    registry *reg = http_registry_new(cfg.data_dir, sources, &cfg.writer);
     server *srv;
-    if (server_start(&cfg, reg, &srv) != 0) {
-        registry_free(reg);
+    if (http_server_start(&cfg, reg, &srv) != 0) {
+        http_registry_free(reg);
         ps_sources_close(sources);
         return 4;
     }
     int sig = 0;
     sigwait(&stop, &sig);
     ps_log(PS_LOG_INFO, "msg=\"stopping\" signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    server_stop(srv);
-    registry_free(reg);
+    http_server_stop(srv);
+    http_registry_free(reg);
     ps_sources_close(sources);
     ps_log(PS_LOG_INFO, "msg=stopped");
     return 0;

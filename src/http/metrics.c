@@ -27,7 +27,7 @@ static const char *route_label(int route)
     }
 }
 
-void metrics_record(metrics *m, int route, int status, uint64_t elapsed_us)
+void http_metrics_record(metrics *m, int route, int status, uint64_t elapsed_us)
 {
     int si = 0;
     while (statuses[si] != 0 && statuses[si] != status)
@@ -40,7 +40,7 @@ void metrics_record(metrics *m, int route, int status, uint64_t elapsed_us)
     atomic_fetch_add_explicit(&m->latency_us_sum[route], elapsed_us, memory_order_relaxed);
 }
 
-void metrics_dropped(metrics *m, ps_drop why, uint64_t n)
+void http_metrics_dropped(metrics *m, ps_drop why, uint64_t n)
 {
     if (n && (unsigned)why < PS_DROP__COUNT)
         atomic_fetch_add_explicit(&m->dropped[why], n, memory_order_relaxed);
@@ -86,7 +86,7 @@ static void space_gauges(void *ud, ps_space *sp)
     ss->nfilters = ps_space_filter_hits(sp, ss->filters, ss->filtered);
 }
 
-void metrics_render(metrics *m, registry *reg, ps_buf *out)
+void http_metrics_render(metrics *m, registry *reg, ps_buf *out)
 {
     ps_buf_puts(out, "# HELP profiled_requests_total Requests answered, by route and status.\n"
                      "# TYPE profiled_requests_total counter\n");
@@ -139,7 +139,7 @@ void metrics_render(metrics *m, registry *reg, ps_buf *out)
     if (reg == NULL)
         return; /* per-space series only where space names may be shown */
     stats_list l = {NULL, 0};
-    registry_each(reg, space_gauges, &l);
+    http_registry_each(reg, space_gauges, &l);
     for (int g = 0; g < 6; g++) {
         ps_buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", gauges[g][0], gauges[g][1],
                       gauges[g][0]);

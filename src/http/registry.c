@@ -30,7 +30,7 @@ struct registry {
     uint64_t open_failures; /* since the last log line */
 };
 
-registry *registry_new(const char *data_dir, ps_sources *sources, const ps_writer_opts *wopts)
+registry *http_registry_new(const char *data_dir, ps_sources *sources, const ps_writer_opts *wopts)
 {
     registry *r = ps_xcalloc(1, sizeof *r);
     r->data_dir = ps_xstrdup(data_dir);
@@ -40,7 +40,7 @@ registry *registry_new(const char *data_dir, ps_sources *sources, const ps_write
     return r;
 }
 
-void registry_free(registry *r)
+void http_registry_free(registry *r)
 {
     if (r == NULL)
         return;
@@ -54,7 +54,7 @@ void registry_free(registry *r)
     free(r);
 }
 
-ps_sources *registry_sources(registry *r)
+ps_sources *http_registry_sources(registry *r)
 {
     return r->sources;
 }
@@ -67,7 +67,7 @@ static entry *find(registry *r, const char *name)
     return NULL;
 }
 
-ps_status registry_get(registry *r, const char *name, ps_space **out)
+ps_status http_registry_get(registry *r, const char *name, ps_space **out)
 {
     pthread_rwlock_rdlock(&r->lock);
     entry *e = find(r, name);
@@ -112,7 +112,8 @@ ps_status registry_get(registry *r, const char *name, ps_space **out)
     if (st == PS_OK)
         *out = sp;
     if (st == PS_OK && opened && ps_import_any_pending(sp))
-        (void)registry_writer(r, sp); /* imports a stopped server accepted: its writer runs them */
+        (void)http_registry_writer(
+            r, sp); /* imports a stopped server accepted: its writer runs them */
     return st;
 }
 
@@ -124,7 +125,7 @@ static entry *entry_of(registry *r, const ps_space *sp)
     return NULL;
 }
 
-ps_writer *registry_writer_running(registry *r, ps_space *sp)
+ps_writer *http_registry_writer_running(registry *r, ps_space *sp)
 {
     pthread_rwlock_rdlock(&r->lock);
     entry *e = entry_of(r, sp);
@@ -133,7 +134,7 @@ ps_writer *registry_writer_running(registry *r, ps_space *sp)
     return w;
 }
 
-ps_writer *registry_writer(registry *r, ps_space *sp)
+ps_writer *http_registry_writer(registry *r, ps_space *sp)
 {
     pthread_rwlock_rdlock(&r->lock);
     bool stopping = r->stopping;
@@ -156,7 +157,7 @@ ps_writer *registry_writer(registry *r, ps_space *sp)
     return w;
 }
 
-void registry_stop_writers(registry *r)
+void http_registry_stop_writers(registry *r)
 {
     pthread_rwlock_wrlock(&r->lock);
     r->stopping = true;
@@ -169,13 +170,13 @@ void registry_stop_writers(registry *r)
     pthread_rwlock_unlock(&r->lock);
 }
 
-void registry_each(registry *r, registry_fn fn, void *ud)
+void http_registry_each(registry *r, registry_fn fn, void *ud)
 {
     char **names = NULL;
     size_t count = 0;
     if (ps_space_list(r->data_dir, &names, &count) == PS_OK)
         for (size_t i = 0; i < count; i++)
-            (void)registry_get(r, names[i], &(ps_space *){NULL});
+            (void)http_registry_get(r, names[i], &(ps_space *){NULL});
     ps_space_list_free(names, count);
     pthread_rwlock_rdlock(&r->lock);
     for (size_t i = 0; i < r->count; i++)

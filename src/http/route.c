@@ -78,7 +78,7 @@ nul:
     return false;
 }
 
-bool basic_user(const char *h, size_t hl, bool only_basic, char *user, size_t cap, size_t *len)
+bool http_basic_user(const char *h, size_t hl, bool only_basic, char *user, size_t cap, size_t *len)
 {
     *len = 0;
     if (h == NULL)
@@ -106,7 +106,7 @@ bool basic_user(const char *h, size_t hl, bool only_basic, char *user, size_t ca
 static bool access_token(const char *h, size_t hl, char *token, size_t cap, size_t *len)
 {
     if (h == NULL || hl < 7 || strncasecmp(h, "Bearer ", 7) != 0)
-        return basic_user(h, hl, true, token, cap, len);
+        return http_basic_user(h, hl, true, token, cap, len);
     const char *v = h + 7;
     size_t vl = hl - 7;
     ps_trim(&v, &vl);
@@ -169,7 +169,7 @@ static int route_of(char **seg, int n, int method, bool *method_ok)
     return -1;
 }
 
-int route_of_request(const char *path, int method, char *scratch)
+int http_route_of_request(const char *path, int method, char *scratch)
 {
     char *seg[MAX_SEGMENTS];
     bool method_ok;
@@ -178,7 +178,7 @@ int route_of_request(const char *path, int method, char *scratch)
     return route >= 0 && method_ok ? route : -1;
 }
 
-bool url_host_chars_ok(const char *s, size_t len)
+bool http_url_host_chars_ok(const char *s, size_t len)
 {
     for (size_t i = 0; i < len; i++)
         if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
@@ -187,7 +187,7 @@ bool url_host_chars_ok(const char *s, size_t len)
     return true;
 }
 
-bool track_settings_route(const char *path, char *key, size_t cap)
+bool http_track_settings_route(const char *path, char *key, size_t cap)
 {
     static const char prefix[] = "/v1/projects/", suffix[] = "/settings";
     size_t pl = sizeof prefix - 1, sl = sizeof suffix - 1, len = strlen(path), kl;
@@ -202,9 +202,9 @@ bool track_settings_route(const char *path, char *key, size_t cap)
     return true;
 }
 
-int route_profile(char *path, const char *query, int method, const char *auth, size_t auth_len,
-                  char *query_store, char *ident_store, ps_api_param *params, char *token,
-                  ps_api_request *out, const char **allow, const char **why)
+int http_route_profile(char *path, const char *query, int method, const char *auth, size_t auth_len,
+                       char *query_store, char *ident_store, ps_api_param *params, char *token,
+                       ps_api_request *out, const char **allow, const char **why)
 {
     char *seg[MAX_SEGMENTS];
     int n;
@@ -276,7 +276,7 @@ static const struct {
     {"batch", PS_MSG_NONE},        {"b", PS_MSG_NONE},      {"import", PS_MSG_NONE},
 };
 
-int track_route(const char *path, int *type)
+int http_track_route(const char *path, int *type)
 {
     if (strncmp(path, "/v1/", 4) != 0)
         return -1;

@@ -33,7 +33,7 @@
 
 /* ---- replies ---- */
 
-void send_reply(http_req *rq, const char *content_type, const char *allow)
+void http_send_reply(http_req *rq, const char *content_type, const char *allow)
 {
     worker *w = rq->w;
     ps_api_reply *rep = &w->reply;
@@ -63,12 +63,12 @@ void send_reply(http_req *rq, const char *content_type, const char *allow)
                       "Content-Encoding\r\nAccess-Control-Max-Age: 86400\r\n",
                       rq->route == ROUTE_SETTINGS ? "GET, OPTIONS" : "POST, OPTIONS");
     PS_ASSERT(n > 0 && (size_t)n < sizeof headers);
-    conn_reply(rq, rep->status, headers, (size_t)n, &rep->body);
+    http_conn_reply(rq, rep->status, headers, (size_t)n, &rep->body);
 }
 
 /* ---- request parsing ---- */
 
-void request_id(worker *w, char out[40])
+void http_request_id(worker *w, char out[40])
 {
     uint64_t n = ++w->requests;
     snprintf(out, 40, "%04x-%04x-%04x-%04x", (unsigned)(w->srv->boot >> 16),
@@ -76,12 +76,12 @@ void request_id(worker *w, char out[40])
              (unsigned)(n & 0xffff));
 }
 
-void request_done(worker *w, int route, int status, const struct timespec *t0)
+void http_request_done(worker *w, int route, int status, const struct timespec *t0)
 {
     struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     int64_t us = (int64_t)(t1.tv_sec - t0->tv_sec) * 1000000 + (t1.tv_nsec - t0->tv_nsec) / 1000;
-    metrics_record(&w->srv->stats, route, status, us > 0 ? (uint64_t)us : 0);
+    http_metrics_record(&w->srv->stats, route, status, us > 0 ? (uint64_t)us : 0);
 }
 
 /* True when this listener serves the Tracking API. */
@@ -97,29 +97,29 @@ static bool serves_profiles(const http_req *rq)
     return rq->kind == LISTEN_MAIN;
 }
 
-void reply_reset(worker *w)
+void http_reply_reset(worker *w)
 {
     w->reply.status = 200;
     w->reply.retry_after_s = 0;
     ps_buf_reset(&w->reply.body);
 }
 
-head_decision dispatch_head(http_req *rq)
+head_decision http_dispatch_head(http_req *rq)
 {
-    reply_reset(rq->w);
+    http_reply_reset(rq->w);
     int type;
-    if (serves_tracking(rq) && (rq->route = track_route(rq->path, &type)) >= 0) {
+    if (serves_tracking(rq) && (rq->route = http_track_route(rq->path, &type)) >= 0) {
         rq->track_type = type;
-        return track_head(rq);
+        return http_track_head(rq);
     }
     char key[PS_WRITE_KEY_MAX + 1];
-    if (serves_tracking(rq) && track_settings_route(rq->path, key, sizeof key)) {
+    if (serves_tracking(rq) && http_track_settings_route(rq->path, key, sizeof key)) {
         rq->route = ROUTE_SETTINGS;
         rq->cors = true; /* analytics.js loads it from the web page's origin */
         rq->preflight = rq->head.method == HTTP_OPTIONS;
         rq->body = (const uint8_t *)"";
         rq->body_len = 0;
-        track_settings(rq, key);
+        http_track_settings(rq, key);
         return (head_decision){.reply_now = true};
     }
     rq->route = ROUTE_OTHER;
@@ -127,7 +127,7 @@ head_decision dispatch_head(http_req *rq)
      * after the body, so it counts as anonymous; a CSV import's comes from the shared
      * budget (docs/import.md). Everything else is answered without reading one. */
     int route = serves_profiles(rq) && strlen(rq->path) < rq->w->srv->cfg.max_header_bytes
-                    ? route_of_request(rq->path, rq->head.method, rq->w->path)
+                    ? http_route_of_request(rq->path, rq->head.method, rq->w->path)
                     : -1;
     switch (route) {
     case PS_API_DELETE_IDS: return (head_decision){.max_body = MAX_DELETE_BODY, .anonymous = true};
@@ -145,25 +145,25 @@ head_decision dispatch_head(http_req *rq)
         rq->body = (const uint8_t *)"";
         rq->body_len = 0;
         rq->answer_now = true;
-        dispatch_request(rq);
+        http_dispatch_request(rq);
         return (head_decision){.reply_now = true};
     }
     return (head_decision){.max_body = 0};
 }
 
-void dispatch_error(http_req *rq, int status, const char *code, const char *message)
+void http_dispatch_error(http_req *rq, int status, const char *code, const char *message)
 {
     worker *w = rq->w;
-    reply_reset(w);
+    http_reply_reset(w);
     if (serves_tracking(rq) &&
         (rq->kind == LISTEN_INGEST || rq->route == ROUTE_TRACK || rq->route == ROUTE_BATCH))
-        track_error(&w->reply, status,
-                    code            ? code
-                    : status == 503 ? "unavailable"
-                    : status == 408 ? "request_timeout"
-                    : status == 413 ? "payload_too_large"
-                                    : "invalid_request",
-                    message);
+        http_track_error(&w->reply, status,
+                         code            ? code
+                         : status == 503 ? "unavailable"
+                         : status == 408 ? "request_timeout"
+                         : status == 413 ? "payload_too_large"
+                                         : "invalid_request",
+                         message);
     else
         ps_api_error(&w->reply, status,
                      code            ? code
@@ -172,8 +172,8 @@ void dispatch_error(http_req *rq, int status, const char *code, const char *mess
                      "%s", message);
     if (status == 503)
         w->reply.retry_after_s = 1;
-    send_reply(rq, "application/json", NULL);
-    request_done(w, rq->route, status, &rq->t0);
+    http_send_reply(rq, "application/json", NULL);
+    http_request_done(w, rq->route, status, &rq->t0);
 }
 
 /* ---- change-feed long polls: the request waits on its worker's loop, without holding it,
@@ -206,9 +206,9 @@ static void park_fire(evutil_socket_t fd, short what, void *arg)
     parked *p = arg;
     http_req *rq = p->rq;
     unpark(rq->w, p);
-    if (conn_peer_gone(rq))
+    if (http_conn_peer_gone(rq))
         rq->wait_until_ms = 1; /* its time is up: the answer goes now (and frees a dead one) */
-    dispatch_request(rq);      /* answers, or parks again */
+    http_dispatch_request(rq); /* answers, or parks again */
 }
 
 /* Keeps `rq` for a later answer; false when it must be answered now (its time is up, or the
@@ -247,16 +247,16 @@ static void park_flush(worker *w)
         event_active(p->ev, EV_TIMEOUT, 0);
 }
 
-void dispatch_request(http_req *rq)
+void http_dispatch_request(http_req *rq)
 {
     worker *w = rq->w;
     server *s = w->srv;
     if (rq->route == ROUTE_TRACK || rq->route == ROUTE_BATCH) {
-        track_handle(rq);
+        http_track_handle(rq);
         return; /* it replies and records, now or after the commit */
     }
     ps_api_reply *rep = &w->reply;
-    reply_reset(w);
+    http_reply_reset(w);
     int route = ROUTE_OTHER, method = rq->head.method;
     const char *ctype = "application/json", *allow = NULL, *why = "";
     size_t path_len = strlen(rq->path);
@@ -279,7 +279,7 @@ void dispatch_request(http_req *rq)
              * (--metrics-listen), never where anyone can ask (docs/security.md) */
             bool spaces = rq->kind == LISTEN_METRICS;
             ctype = "text/plain; version=0.0.4; charset=utf-8";
-            metrics_render(&s->stats, spaces ? s->reg : NULL, &rep->body);
+            http_metrics_render(&s->stats, spaces ? s->reg : NULL, &rep->body);
         }
         goto reply;
     }
@@ -288,9 +288,10 @@ void dispatch_request(http_req *rq)
     char token[MAX_AUTH_BYTES];
     size_t alen = 0;
     const char *auth = http_head_find(&rq->head, "Authorization", &alen);
-    int status = serves_profiles(rq) ? route_profile(path, rq->query, method, auth, alen, w->query,
-                                                     w->ident, params, token, &rq2, &allow, &why)
-                                     : 404;
+    int status = serves_profiles(rq)
+                     ? http_route_profile(path, rq->query, method, auth, alen, w->query, w->ident,
+                                          params, token, &rq2, &allow, &why)
+                     : 404;
     if (status != 0) {
         route = status == 404 ? ROUTE_OTHER : (int)rq2.route;
         ps_api_error(rep, status,
@@ -309,8 +310,9 @@ void dispatch_request(http_req *rq)
     rq2.now_ms = ps_clock_now_ms();
     rq2.base_url = s->cfg.public_url; /* checked at start: no character JSON escapes */
     ps_space *sp = NULL;
-    ps_status st = ps_space_name_valid(rq2.space_name) ? registry_get(s->reg, rq2.space_name, &sp)
-                                                       : PS_ENOTFOUND;
+    ps_status st = ps_space_name_valid(rq2.space_name)
+                       ? http_registry_get(s->reg, rq2.space_name, &sp)
+                       : PS_ENOTFOUND;
     if (st != PS_OK && st != PS_ENOTFOUND) { /* may pass: never a "no such space" answer */
         ps_api_error(rep, 503, "service_unavailable",
                      "The space cannot be opened right now (%s); retry later.", ps_status_str(st));
@@ -320,7 +322,7 @@ void dispatch_request(http_req *rq)
     /* a read sees every write acknowledged before it: the store may still be taking the
      * journal's latest groups (docs/architecture.md, Tracking API write path) */
     if (sp && rq->wait_until_ms == 0 &&
-        !ps_writer_await(registry_writer_running(s->reg, sp), READ_AWAIT_MS))
+        !ps_writer_await(http_registry_writer_running(s->reg, sp), READ_AWAIT_MS))
         ps_log(PS_LOG_WARN, "msg=\"read served before the store caught up\" space=%s",
                rq2.space_name);
     rq2.recheck = rq->wait_until_ms != 0;
@@ -328,13 +330,13 @@ void dispatch_request(http_req *rq)
     if (rep->wait_ms > 0 && park(rq, rep->wait_ms))
         return;                     /* asked again later (park_fire) */
     if (sp && rep->import_queued) { /* the space's writer runs it in its stream */
-        ps_writer *wr = registry_writer(s->reg, sp);
+        ps_writer *wr = http_registry_writer(s->reg, sp);
         if (wr)
             ps_writer_regulations(wr, 0);
     }
     if (sp && rq2.route == PS_API_REG_CREATE && rep->status == 200) {
         /* the space's writer runs it after the events acknowledged before it */
-        ps_writer *wr = registry_writer(s->reg, sp);
+        ps_writer *wr = http_registry_writer(s->reg, sp);
         size_t ran;
         if (wr)
             ps_writer_regulations(wr, rep->regulation_seq);
@@ -345,11 +347,11 @@ void dispatch_request(http_req *rq)
 reply:
     rq->route = route;
     if (rep->status >= 500)
-        ps_log(PS_LOG_ERROR, "msg=\"request failed\" request_id=%s status=%d route=%s", rq->rid,
-               rep->status,
+        ps_log(PS_LOG_ERROR, "msg=\"request failed\" http_request_id=%s status=%d route=%s",
+               rq->rid, rep->status,
                route < PS_API__ROUTES ? ps_api_route_name((ps_api_route)route) : "other");
-    send_reply(rq, ctype, allow);
-    request_done(w, route, rep->status, &rq->t0);
+    http_send_reply(rq, ctype, allow);
+    http_request_done(w, route, rep->status, &rq->t0);
 }
 
 /* ---- lifecycle ---- */
@@ -408,7 +410,7 @@ static int listen_socket(const char *addr, char *bound, size_t bound_cap)
     return fd;
 }
 
-int server_start(const http_config *cfg, registry *reg, server **out)
+int http_server_start(const http_config *cfg, registry *reg, server **out)
 {
     const char *addrs[LISTEN__COUNT] = {cfg->listen, cfg->ingest_listen, cfg->metrics_listen};
     char bound[LISTEN__COUNT][HOST_MAX + SERV_MAX + 4] = {"", "", ""};
@@ -447,11 +449,11 @@ int server_start(const http_config *cfg, registry *reg, server **out)
         w->base = event_base_new();
         PS_ASSERT(w->base != NULL);
         pthread_mutex_init(&w->done_lock, NULL);
-        w->done_ev = event_new(w->base, -1, 0, track_flush, w);
+        w->done_ev = event_new(w->base, -1, 0, http_track_flush, w);
         PS_ASSERT(w->done_ev != NULL);
         for (int k = 0; k < LISTEN__COUNT; k++)
             if (fds[k] >= 0)
-                conn_listen(w, fds[k], k);
+                http_conn_listen(w, fds[k], k);
     }
     for (int k = 0; k < LISTEN__COUNT; k++)
         if (fds[k] >= 0)
@@ -470,7 +472,7 @@ static void stop_accepting(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    conn_listen_stop(arg);
+    http_conn_listen_stop(arg);
     park_flush(arg);
 }
 
@@ -483,24 +485,24 @@ static void stop_loop(evutil_socket_t fd, short what, void *arg)
     event_base_loopexit(w->base, &grace);
 }
 
-void server_stop(server *s)
+void http_server_stop(server *s)
 {
     struct timeval now = {0, 0};
     atomic_store(&s->stopping, true); /* replies from now on close their connections */
     for (int i = 0; i < s->nworkers; i++)
         event_base_once(s->workers[i].base, -1, EV_TIMEOUT, stop_accepting, &s->workers[i], &now);
     /* what was accepted is committed and answered before the loops end */
-    registry_stop_writers(s->reg);
+    http_registry_stop_writers(s->reg);
     for (int i = 0; i < s->nworkers; i++)
         event_base_once(s->workers[i].base, -1, EV_TIMEOUT, stop_loop, &s->workers[i], &now);
     for (int i = 0; i < s->nworkers; i++) {
         worker *w = &s->workers[i];
         pthread_join(w->thread, NULL);
-        track_flush(-1, 0, w); /* a commit that finished after the loop ended */
-        while (w->parked)      /* polls the loop ended before answering: closed below */
+        http_track_flush(-1, 0, w); /* a commit that finished after the loop ended */
+        while (w->parked)           /* polls the loop ended before answering: closed below */
             unpark(w, w->parked);
-        conn_listen_stop(w);
-        conn_close_all(w);
+        http_conn_listen_stop(w);
+        http_conn_close_all(w);
         event_free(w->done_ev);
         event_base_free(w->base);
         pthread_mutex_destroy(&w->done_lock);

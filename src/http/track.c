@@ -29,7 +29,7 @@ struct pending {
 };
 
 /* The error envelope: {"success":false,"error":{"code":..., "message":...}}. */
-void track_error(ps_api_reply *rep, int status, const char *code, const char *message)
+void http_track_error(ps_api_reply *rep, int status, const char *code, const char *message)
 {
     rep->status = status;
     rep->retry_after_s = status == 503 ? RETRY_AFTER_S : 0;
@@ -98,7 +98,7 @@ static void committed(void *ud, ps_status st)
     event_active(w->done_ev, EV_READ, 0); /* thread-safe: evthread_use_pthreads() */
 }
 
-void track_flush(evutil_socket_t fd, short what, void *arg)
+void http_track_flush(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
@@ -112,7 +112,7 @@ void track_flush(evutil_socket_t fd, short what, void *arg)
         list = p->next;
         ps_api_reply *rep = &w->reply;
         if (p->status == PS_OK) {
-            reply_reset(w);
+            http_reply_reset(w);
             ps_buf_append(&rep->body, p->body.ptr, p->body.len);
         } else {
             char msg[160];
@@ -120,11 +120,11 @@ void track_flush(evutil_socket_t fd, short what, void *arg)
                      "The events could not be stored (%s); nothing of this "
                      "request was kept. Retry later.",
                      ps_status_str(p->status));
-            track_error(rep, 503, "unavailable", msg);
+            http_track_error(rep, 503, "unavailable", msg);
         }
         http_req *rq = p->rq;
-        request_done(w, rq->route, rep->status, &rq->t0);
-        send_reply(rq, "application/json", NULL); /* or frees a connection that failed */
+        http_request_done(w, rq->route, rep->status, &rq->t0);
+        http_send_reply(rq, "application/json", NULL); /* or frees a connection that failed */
         ps_buf_clear(&p->body);
         free(p);
     }
@@ -140,10 +140,10 @@ static head_decision reply_now(http_req *rq, const char *allow)
 {
     worker *w = rq->w;
     if (w->reply.status >= 500)
-        ps_log(PS_LOG_WARN, "msg=\"tracking request refused\" request_id=%s status=%d", rq->rid,
-               w->reply.status);
-    send_reply(rq, "application/json", allow);
-    request_done(w, rq->route, w->reply.status, &rq->t0);
+        ps_log(PS_LOG_WARN, "msg=\"tracking request refused\" http_request_id=%s status=%d",
+               rq->rid, w->reply.status);
+    http_send_reply(rq, "application/json", allow);
+    http_request_done(w, rq->route, w->reply.status, &rq->t0);
     return (head_decision){.reply_now = true};
 }
 
@@ -151,16 +151,16 @@ static head_decision reply_now(http_req *rq, const char *allow)
 static bool open_space(http_req *rq, ps_space **sp)
 {
     ps_api_reply *rep = &rq->w->reply;
-    ps_status st = registry_get(rq->w->srv->reg, rq->source.space, sp);
+    ps_status st = http_registry_get(rq->w->srv->reg, rq->source.space, sp);
     if (st == PS_ENOTFOUND) {
-        track_error(rep, 400, "invalid_write_key", "The write key's space no longer exists.");
+        http_track_error(rep, 400, "invalid_write_key", "The write key's space no longer exists.");
         return false;
     }
     if (st != PS_OK) { /* descriptors, memory, I/O: it may pass, so the SDK should retry */
         char msg[160];
         snprintf(msg, sizeof msg, "The space cannot be opened right now (%s); retry later.",
                  ps_status_str(st));
-        track_error(rep, 503, "unavailable", msg);
+        http_track_error(rep, 503, "unavailable", msg);
         return false;
     }
     return true;
@@ -179,9 +179,9 @@ static bool origin_allowed(http_req *rq)
         }
         return true;
     }
-    track_error(&rq->w->reply, 403, "origin_not_allowed",
-                "This source does not take events from web pages at this Origin; its allow "
-                "list is set with profilectl source origins.");
+    http_track_error(&rq->w->reply, 403, "origin_not_allowed",
+                     "This source does not take events from web pages at this Origin; its allow "
+                     "list is set with profilectl source origins.");
     return false;
 }
 
@@ -191,20 +191,20 @@ static bool find_source(http_req *rq, const char *key, size_t klen, bool malform
     ps_api_reply *rep = &rq->w->reply;
     ps_status st = PS_EAUTH;
     if (!malformed && klen > 0)
-        st = ps_source_find(registry_sources(rq->w->srv->reg), key, klen,
+        st = ps_source_find(http_registry_sources(rq->w->srv->reg), key, klen,
                             http_head_find(&rq->head, "Origin", &(size_t){0}) != NULL, &rq->source);
     if (st == PS_EAUTH || st == PS_ENOTFOUND) {
-        track_error(rep, 400, "invalid_write_key",
-                    malformed   ? "The Authorization header must be Basic base64(<writeKey>:)."
-                    : klen == 0 ? "A write key is required: the Basic username, or writeKey "
-                                  "in the body."
-                                : "The write key is not known.");
+        http_track_error(rep, 400, "invalid_write_key",
+                         malformed   ? "The Authorization header must be Basic base64(<writeKey>:)."
+                         : klen == 0 ? "A write key is required: the Basic username, or writeKey "
+                                       "in the body."
+                                     : "The write key is not known.");
         return false;
     }
     if (st != PS_OK) {
-        track_error(rep, 503, "unavailable",
-                    "The write-key catalog cannot be read now; retry "
-                    "later.");
+        http_track_error(rep, 503, "unavailable",
+                         "The write-key catalog cannot be read now; retry "
+                         "later.");
         return false;
     }
     if (!origin_allowed(rq))
@@ -212,7 +212,7 @@ static bool find_source(http_req *rq, const char *key, size_t klen, bool malform
     return open_space(rq, sp);
 }
 
-head_decision track_head(http_req *rq)
+head_decision http_track_head(http_req *rq)
 {
     ps_api_reply *rep = &rq->w->reply;
     size_t limit = route_limit(rq), len;
@@ -224,13 +224,13 @@ head_decision track_head(http_req *rq)
         return reply_now(rq, "POST, OPTIONS");
     }
     if (rq->head.method != HTTP_POST) {
-        track_error(rep, 405, "method_not_allowed", "Use POST on the Tracking API.");
+        http_track_error(rep, 405, "method_not_allowed", "Use POST on the Tracking API.");
         return reply_now(rq, "POST");
     }
     const char *enc = http_head_find(&rq->head, "Content-Encoding", &len);
-    if ((rq->coding = body_coding(enc, len)) < 0) {
-        track_error(rep, 400, "unsupported_encoding",
-                    "Content-Encoding must be gzip, deflate or identity.");
+    if ((rq->coding = http_body_coding(enc, len)) < 0) {
+        http_track_error(rep, 400, "unsupported_encoding",
+                         "Content-Encoding must be gzip, deflate or identity.");
         return reply_now(rq, NULL);
     }
     if (!rq->head.chunked && rq->head.content_length > limit) {
@@ -239,14 +239,14 @@ head_decision track_head(http_req *rq)
                  (unsigned long long)rq->head.content_length, limit);
         /* Segment answers an oversized body 400; a compressed one that is already over the
          * limit before inflating gets the 413 an inflated one over it gets */
-        track_error(rep, rq->coding == CODING_IDENTITY ? 400 : 413, "payload_too_large", msg);
+        http_track_error(rep, rq->coding == CODING_IDENTITY ? 400 : 413, "payload_too_large", msg);
         return reply_now(rq, NULL);
     }
     /* a write key in the Authorization header is checked before any body byte is read */
     const char *auth = http_head_find(&rq->head, "Authorization", &len);
     char key[PS_WRITE_KEY_MAX + 1];
     size_t klen;
-    bool malformed = !basic_user(auth, len, false, key, sizeof key, &klen);
+    bool malformed = !http_basic_user(auth, len, false, key, sizeof key, &klen);
     if (malformed || klen > 0) {
         ps_space *sp;
         if (!find_source(rq, key, klen, malformed, &sp))
@@ -256,7 +256,7 @@ head_decision track_head(http_req *rq)
     return (head_decision){.max_body = limit, .anonymous = !rq->has_source};
 }
 
-void track_handle(http_req *rq)
+void http_track_handle(http_req *rq)
 {
     worker *w = rq->w;
     server *s = w->srv;
@@ -265,20 +265,21 @@ void track_handle(http_req *rq)
     size_t len = rq->body_len;
     uint8_t *body = NULL;
     ps_prepared *prep = NULL;
-    reply_reset(w);
+    http_reply_reset(w);
     if (len == 0) {
-        track_error(rep, 400, "invalid_json", "The body is empty; send a JSON object.");
+        http_track_error(rep, 400, "invalid_json", "The body is empty; send a JSON object.");
         goto reply;
     }
     if (rq->coding != CODING_IDENTITY) { /* the size limits apply to the inflated bytes */
         const char *why;
-        int status = body_inflate(rq->coding, rq->body, len, route_limit(rq), &body, &len, &why);
+        int status =
+            http_body_inflate(rq->coding, rq->body, len, route_limit(rq), &body, &len, &why);
         if (status != 0) {
-            track_error(rep, status,
-                        status == 413   ? "payload_too_large"
-                        : status == 400 ? "invalid_encoding"
-                                        : "unavailable",
-                        why);
+            http_track_error(rep, status,
+                             status == 413   ? "payload_too_large"
+                             : status == 400 ? "invalid_encoding"
+                                             : "unavailable",
+                             why);
             goto reply;
         }
     } else {
@@ -294,9 +295,10 @@ void track_handle(http_req *rq)
     } else if (!open_space(rq, &sp)) {
         goto reply;
     }
-    ps_writer *wr = registry_writer(s->reg, sp);
+    ps_writer *wr = http_registry_writer(s->reg, sp);
     if (wr == NULL) {
-        track_error(rep, 503, "unavailable", "The server cannot take events now; retry later.");
+        http_track_error(rep, 503, "unavailable",
+                         "The server cannot take events now; retry later.");
         goto reply;
     }
     ps_prepare_opts po = {
@@ -310,32 +312,32 @@ void track_handle(http_req *rq)
     ps_status st = ps_ingest_prepare(sp, &po, body, len, &prep, &refusal);
     body = NULL; /* taken */
     if (st == PS_ELIMIT) {
-        track_error(rep, 429, "rate_limit_error",
-                    "Too many requests for this space; retry after the Retry-After seconds.");
+        http_track_error(rep, 429, "rate_limit_error",
+                         "Too many requests for this space; retry after the Retry-After seconds.");
         rep->retry_after_s = (refusal.retry_ms + 999) / 1000;
         goto reply;
     }
     if (st == PS_EINVAL || st == PS_ETOOBIG) {
-        metrics_dropped(&s->stats, refusal.why, 1);
-        track_error(rep, 400, drop_code(refusal.why), ps_drop_message(refusal.why));
+        http_metrics_dropped(&s->stats, refusal.why, 1);
+        http_track_error(rep, 400, drop_code(refusal.why), ps_drop_message(refusal.why));
         goto reply;
     }
     if (st != PS_OK) {
-        track_error(rep, 503, "unavailable", "The space cannot be read now; retry later.");
+        http_track_error(rep, 503, "unavailable", "The space cannot be read now; retry later.");
         goto reply;
     }
     for (int d = 1; d < PS_DROP__COUNT && ps_prepared_dropped_total(prep); d++)
-        metrics_dropped(&s->stats, (ps_drop)d, ps_prepared_dropped_by(prep, (ps_drop)d));
+        http_metrics_dropped(&s->stats, (ps_drop)d, ps_prepared_dropped_by(prep, (ps_drop)d));
     const ps_prepared_drop *drops;
     if (!batch && ps_prepared_dropped(prep, &drops) > 0 && drops[0].why != PS_DROP_SUPPRESSED &&
         drops[0].why != PS_DROP_FILTERED) { /* a single call says why; a suppressed userId or
                                              * a filtered message is dropped quietly (200), as
                                              * Segment does */
-        track_error(rep, 400, drop_code(drops[0].why), ps_drop_message(drops[0].why));
+        http_track_error(rep, 400, drop_code(drops[0].why), ps_drop_message(drops[0].why));
         goto reply;
     }
     if (ps_prepared_logged(prep) == 0) { /* nothing to store: answer now */
-        reply_reset(w);
+        http_reply_reset(w);
         success_body(&rep->body, prep);
         goto reply;
     }
@@ -346,12 +348,12 @@ void track_handle(http_req *rq)
     st = ps_writer_submit(wr, prep, committed, p);
     prep = NULL; /* taken */
     if (st == PS_OK)
-        return; /* track_flush() replies */
+        return; /* http_track_flush() replies */
     ps_buf_clear(&p->body);
     free(p);
-    track_error(rep, 503, st == PS_EBUSY ? "queue_full" : "unavailable",
-                st == PS_EBUSY ? "Too many events are waiting to be stored; retry later."
-                               : "The server is shutting down; retry later.");
+    http_track_error(rep, 503, st == PS_EBUSY ? "queue_full" : "unavailable",
+                     st == PS_EBUSY ? "Too many events are waiting to be stored; retry later."
+                                    : "The server is shutting down; retry later.");
 reply:
     free(body);
     ps_prepared_free(prep);
@@ -372,7 +374,7 @@ static bool public_host(const http_req *rq, char *host, size_t cap, const char *
         h = strstr(url, "://") + 3;
         len = strlen(h);
     } else if ((h = http_head_find(&rq->head, "Host", &len)) == NULL ||
-               !url_host_chars_ok(h, len)) {
+               !http_url_host_chars_ok(h, len)) {
         return false;
     }
     if (len == 0 || len + 4 > cap)
@@ -382,35 +384,36 @@ static bool public_host(const http_req *rq, char *host, size_t cap, const char *
     return true;
 }
 
-void track_settings(http_req *rq, const char *key)
+void http_track_settings(http_req *rq, const char *key)
 {
     worker *w = rq->w;
     ps_api_reply *rep = &w->reply;
     char host[300];
     const char *protocol;
-    reply_reset(w);
+    http_reply_reset(w);
     if (rq->preflight) {
         rep->status = 204;
         reply_now(rq, "GET, OPTIONS");
         return;
     }
     if (rq->head.method != HTTP_GET && rq->head.method != HTTP_HEAD) {
-        track_error(rep, 405, "method_not_allowed", "Use GET on this route.");
+        http_track_error(rep, 405, "method_not_allowed", "Use GET on this route.");
         reply_now(rq, "GET, OPTIONS");
         return;
     }
     ps_status st =
-        ps_source_find(registry_sources(w->srv->reg), key, strlen(key),
+        ps_source_find(http_registry_sources(w->srv->reg), key, strlen(key),
                        http_head_find(&rq->head, "Origin", &(size_t){0}) != NULL, &rq->source);
     if (st == PS_EAUTH || st == PS_ENOTFOUND) {
-        track_error(rep, 404, "not_found", "No source has this write key.");
+        http_track_error(rep, 404, "not_found", "No source has this write key.");
     } else if (st != PS_OK) {
-        track_error(rep, 503, "unavailable", "The write-key catalog cannot be read now.");
+        http_track_error(rep, 503, "unavailable", "The write-key catalog cannot be read now.");
     } else if (!origin_allowed(rq)) {
         /* the 403 is set */
     } else if (!public_host(rq, host, sizeof host, &protocol)) {
-        track_error(rep, 400, "invalid_request",
-                    "The Host header is missing or malformed; start profiled with --public-url.");
+        http_track_error(
+            rep, 400, "invalid_request",
+            "The Host header is missing or malformed; start profiled with --public-url.");
     } else {
         /* what analytics.js reads: its Segment.io destination pointed here, every call
          * enabled, nothing loaded from elsewhere, no metrics sent anywhere */
