@@ -347,7 +347,7 @@ void http_dispatch_request(http_req *rq)
 reply:
     rq->route = route;
     if (rep->status >= 500)
-        ps_log(PS_LOG_ERROR, "msg=\"request failed\" http_request_id=%s status=%d route=%s",
+        ps_log(PS_LOG_ERROR, "msg=\"request failed\" request_id=%s status=%d route=%s",
                rq->rid, rep->status,
                route < PS_API__ROUTES ? ps_api_route_name((ps_api_route)route) : "other");
     http_send_reply(rq, ctype, allow);
