@@ -295,6 +295,14 @@ void http_dispatch_request(http_req *rq);
 /* Answers an exchange that failed below the routes (framing, limits, time) with the JSON
  * error envelope of the listener's API and `Connection: close`. */
 void http_dispatch_error(http_req *rq, int status, const char *code, const char *message);
+/* profile_api.c: answers a request that is not the Tracking API's (`serves_profiles`: its
+ * listener serves the Profile API; else only /healthz and /metrics are there). */
+void http_profile_handle(http_req *rq, bool serves_profiles);
+/* Stopping: every parked long poll is answered now. Worker thread. */
+void http_profile_park_flush(worker *w);
+/* After the worker's loop ended: forgets the polls it did not answer (their connections are
+ * closed with the rest). */
+void http_profile_park_drop(worker *w);
 
 void http_request_id(worker *w, char out[40]);
 /* Empties w->reply (status 200, no Retry-After, no body) for the next answer. */

@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: MIT */
+/* profile_api: the Profile API's side of a worker (beside track.c, the Tracking API's): route
+ * and authenticate a request, open its space, let the api service answer from one read
+ * transaction, and park a change-feed long poll on the worker's loop until rows come. Also
+ * /healthz and /metrics. */
+#include "http_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+
+#include "ps/clock.h"
+#include "ps/log.h"
+#include "ps/regulation.h"
+#include "ps/text.h"
+
+/* ---- change-feed long polls: the request waits on its worker's loop, without holding it,
+ * and is asked again every PARK_POLL_MS until rows come or its time is up ---- */
+
+#define PARK_POLL_MS 250
+
+typedef struct parked {
+    struct parked *next, *prev;
+    struct event *ev;
+    http_req *rq;
+} parked;
+
+static void unpark(worker *w, parked *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        w->parked = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    event_free(p->ev);
+    free(p);
+}
+
+static void park_fire(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    parked *p = arg;
+    http_req *rq = p->rq;
+    unpark(rq->w, p);
+    if (http_conn_peer_gone(rq))
+        rq->wait_until_ms = 1; /* its time is up: the answer goes now (and frees a dead one) */
+    http_dispatch_request(rq); /* answers, or parks again */
+}
+
+/* Keeps `rq` for a later answer; false when it must be answered now (its time is up, or the
+ * server is stopping). */
+static bool park(http_req *rq, int64_t wait_ms)
+{
+    worker *w = rq->w;
+    int64_t now = ps_clock_now_ms();
+    if (rq->wait_until_ms == 0)
+        rq->wait_until_ms = now + wait_ms;
+    if (now >= rq->wait_until_ms || atomic_load(&w->srv->stopping) || rq->answer_now)
+        return false;
+    parked *p = ps_xcalloc(1, sizeof *p);
+    p->rq = rq;
+    p->ev = evtimer_new(w->base, park_fire, p);
+    int64_t left = rq->wait_until_ms - now, step = left < PARK_POLL_MS ? left : PARK_POLL_MS;
+    struct timeval tv = {(time_t)(step / 1000), (suseconds_t)(step % 1000) * 1000};
+    if (p->ev == NULL || evtimer_add(p->ev, &tv) != 0) {
+        if (p->ev)
+            event_free(p->ev);
+        free(p);
+        return false;
+    }
+    p->next = w->parked;
+    if (w->parked)
+        w->parked->prev = p;
+    w->parked = p;
+    return true;
+}
+
+/* Stopping: every waiting poll is answered now (park_fire sees the server stopping), with
+ * what it has. Worker thread. */
+void http_profile_park_flush(worker *w)
+{
+    for (parked *p = w->parked; p; p = p->next)
+        event_active(p->ev, EV_TIMEOUT, 0);
+}
+
+void http_profile_park_drop(worker *w)
+{
+    while (w->parked)
+        unpark(w, w->parked);
+}
+
+void http_profile_handle(http_req *rq, bool serves_profiles)
+{
+    worker *w = rq->w;
+    server *s = w->srv;
+    ps_api_reply *rep = &w->reply;
+    http_reply_reset(w);
+    int route = ROUTE_OTHER, method = rq->head.method;
+    const char *ctype = "application/json", *allow = NULL, *why = "";
+    size_t path_len = strlen(rq->path);
+    if (path_len >= s->cfg.max_header_bytes ||
+        (rq->query && strlen(rq->query) >= s->cfg.max_header_bytes)) {
+        ps_api_error(rep, 400, "invalid_request_error", "The request URI is malformed.");
+        goto reply;
+    }
+    /* routing splits the path in place: a copy, so that a waiting request is routed again */
+    char *path = memcpy(w->path, rq->path, path_len + 1);
+    if (strcmp(path, "/healthz") == 0 || strcmp(path, "/metrics") == 0) {
+        route = path[1] == 'h' ? ROUTE_HEALTHZ : ROUTE_METRICS;
+        if (method != HTTP_GET && method != HTTP_HEAD) {
+            allow = "GET";
+            ps_api_error(rep, 405, "invalid_request_error", "Use GET on this route.");
+        } else if (route == ROUTE_HEALTHZ) {
+            ps_buf_puts(&rep->body, "{\"status\":\"ok\"}");
+        } else {
+            /* per-space series name every space: only on the operators' listener
+             * (--metrics-listen), never where anyone can ask (docs/security.md) */
+            bool spaces = rq->kind == LISTEN_METRICS;
+            ctype = "text/plain; version=0.0.4; charset=utf-8";
+            http_metrics_render(&s->stats, spaces ? s->reg : NULL, &rep->body);
+        }
+        goto reply;
+    }
+    ps_api_param params[MAX_PARAMS];
+    ps_api_request rq2;
+    char token[MAX_AUTH_BYTES];
+    size_t alen = 0;
+    const char *auth = http_head_find(&rq->head, "Authorization", &alen);
+    int status = serves_profiles ? http_route_profile(path, rq->query, method, auth, alen, w->query,
+                                                      w->ident, params, token, &rq2, &allow, &why)
+                                 : 404;
+    if (status != 0) {
+        route = status == 404 ? ROUTE_OTHER : (int)rq2.route;
+        ps_api_error(rep, status,
+                     status == 404   ? "not_found"
+                     : status == 401 ? "authentication_error"
+                                     : "invalid_request_error",
+                     "%s", status == 404 && why[0] == 0 ? "No such route." : why);
+        goto reply;
+    }
+    route = (int)rq2.route;
+    if (route == PS_API_DELETE_IDS || route == PS_API_REG_CREATE || route == PS_API_FILTER_CREATE ||
+        route == PS_API_FILTER_UPDATE || route == PS_API_IMPORT_CREATE) {
+        rq2.body = (const char *)rq->body;
+        rq2.body_len = rq->body_len;
+    }
+    rq2.now_ms = ps_clock_now_ms();
+    rq2.base_url = s->cfg.public_url; /* checked at start: no character JSON escapes */
+    ps_space *sp = NULL;
+    ps_status st = ps_space_name_valid(rq2.space_name)
+                       ? http_registry_get(s->reg, rq2.space_name, &sp)
+                       : PS_ENOTFOUND;
+    if (st != PS_OK && st != PS_ENOTFOUND) { /* may pass: never a "no such space" answer */
+        ps_api_error(rep, 503, "service_unavailable",
+                     "The space cannot be opened right now (%s); retry later.", ps_status_str(st));
+        rep->retry_after_s = 1;
+        goto reply;
+    }
+    /* a read sees every write acknowledged before it: the store may still be taking the
+     * journal's latest groups (docs/architecture.md, Tracking API write path) */
+    if (sp && rq->wait_until_ms == 0 &&
+        !ps_writer_await(http_registry_writer_running(s->reg, sp), READ_AWAIT_MS))
+        ps_log(PS_LOG_WARN, "msg=\"read served before the store caught up\" space=%s",
+               rq2.space_name);
+    rq2.recheck = rq->wait_until_ms != 0;
+    ps_api_serve(sp, &rq2, rep);
+    if (rep->wait_ms > 0 && park(rq, rep->wait_ms))
+        return;                     /* asked again later (park_fire) */
+    if (sp && rep->import_queued) { /* the space's writer runs it in its stream */
+        ps_writer *wr = http_registry_writer(s->reg, sp);
+        if (wr)
+            ps_writer_regulations(wr, 0);
+    }
+    if (sp && rq2.route == PS_API_REG_CREATE && rep->status == 200) {
+        /* the space's writer runs it after the events acknowledged before it */
+        ps_writer *wr = http_registry_writer(s->reg, sp);
+        size_t ran;
+        if (wr)
+            ps_writer_regulations(wr, rep->regulation_seq);
+        else if (ps_regulation_run_pending(sp, ps_clock_now_ms(), rep->regulation_seq, &ran) !=
+                 PS_OK)
+            ps_log(PS_LOG_ERROR, "msg=\"regulation could not run\" space=%s", rq2.space_name);
+    }
+reply:
+    rq->route = route;
+    if (rep->status >= 500)
+        ps_log(PS_LOG_ERROR, "msg=\"request failed\" request_id=%s status=%d route=%s", rq->rid,
+               rep->status,
+               route < PS_API__ROUTES ? ps_api_route_name((ps_api_route)route) : "other");
+    http_send_reply(rq, ctype, allow);
+    http_request_done(w, route, rep->status, &rq->t0);
+}

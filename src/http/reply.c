@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: MIT */
+/* reply: what both APIs share around an exchange: request ids, the reply's status line and
+ * headers (CORS, Retry-After), and the per-route timing that /metrics reports. */
+#include "http_int.h"
+
+#include <stdio.h>
+#include <time.h>
+
+#include "ps/clock.h"
+
+void http_send_reply(http_req *rq, const char *content_type, const char *allow)
+{
+    worker *w = rq->w;
+    ps_api_reply *rep = &w->reply;
+    char headers[1024];
+    int n = snprintf(headers, sizeof headers, "Content-Type: %s\r\nRequest-Id: %s\r\n",
+                     content_type, rq->rid);
+    if (allow)
+        n += snprintf(headers + n, sizeof headers - (size_t)n, "Allow: %s\r\n", allow);
+    if (rep->status == 429 || rep->status == 503) {
+        long long wait_s = rep->retry_after_s ? rep->retry_after_s : 1;
+        n += snprintf(headers + n, sizeof headers - (size_t)n, "Retry-After: %lld\r\n", wait_s);
+        if (rep->status == 429) /* the Unix time, in seconds, when a retry can pass */
+            n += snprintf(headers + n, sizeof headers - (size_t)n, "X-RateLimit-Reset: %lld\r\n",
+                          (long long)(ps_clock_now_ms() / 1000) + wait_s);
+    }
+    if (rq->allowed_origin) /* checked against the source's allow list (track.c) */
+        n += snprintf(headers + n, sizeof headers - (size_t)n,
+                      "Access-Control-Allow-Origin: %.*s\r\nVary: Origin\r\n",
+                      (int)rq->allowed_origin_len, rq->allowed_origin);
+    else if (rq->cors) /* any origin: write keys are public, and no cookie is ever read */
+        n +=
+            snprintf(headers + n, sizeof headers - (size_t)n, "Access-Control-Allow-Origin: *\r\n");
+    if (rq->preflight)
+        n += snprintf(headers + n, sizeof headers - (size_t)n,
+                      "Access-Control-Allow-Methods: %s\r\n"
+                      "Access-Control-Allow-Headers: Content-Type, Authorization, "
+                      "Content-Encoding\r\nAccess-Control-Max-Age: 86400\r\n",
+                      rq->route == ROUTE_SETTINGS ? "GET, OPTIONS" : "POST, OPTIONS");
+    PS_ASSERT(n > 0 && (size_t)n < sizeof headers);
+    http_conn_reply(rq, rep->status, headers, (size_t)n, &rep->body);
+}
+
+void http_request_id(worker *w, char out[40])
+{
+    uint64_t n = ++w->requests;
+    snprintf(out, 40, "%04x-%04x-%04x-%04x", (unsigned)(w->srv->boot >> 16),
+             (unsigned)((w->srv->boot & 0xffff) ^ (w->id << 12)), (unsigned)(n >> 16 & 0xffff),
+             (unsigned)(n & 0xffff));
+}
+
+void http_request_done(worker *w, int route, int status, const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    int64_t us = (int64_t)(t1.tv_sec - t0->tv_sec) * 1000000 + (t1.tv_nsec - t0->tv_nsec) / 1000;
+    http_metrics_record(&w->srv->stats, route, status, us > 0 ? (uint64_t)us : 0);
+}
+
+void http_reply_reset(worker *w)
+{
+    w->reply.status = 200;
+    w->reply.retry_after_s = 0;
+    ps_buf_reset(&w->reply.body);
+}
