@@ -60,9 +60,13 @@ typedef bool (*ps_ident_fn)(void *ud, uint8_t coll, const char *type, const char
                             size_t value_len, const ps_mapping *m);
 ps_status ps_store_ident_scan(ps_txn *t, ps_ident_fn fn, void *ud);
 
-/* ---- pmap: (canonical profile, type, value) -> first_seen; a profile's identifiers ---- */
+/* ---- pmap: (canonical profile, type, value) -> first_seen and the mapping's details (what
+ * the Profile API shows of it: rows written before the details have first_seen only) ---- */
 ps_status ps_store_pmap_put(ps_txn *t, uint64_t profile, const char *type, const char *value,
-                            size_t value_len, int64_t first_seen_ms);
+                            size_t value_len, const ps_mapping *m);
+/* Moves the row of (type, value) from profile `from` to profile `to`, as it is. */
+ps_status ps_store_pmap_move(ps_txn *t, uint64_t from, uint64_t to, const char *type,
+                             const char *value, size_t value_len);
 ps_status ps_store_pmap_get(ps_txn *t, uint64_t profile, const char *type, const char *value,
                             size_t value_len, int64_t *first_seen_ms);
 ps_status ps_store_pmap_del(ps_txn *t, uint64_t profile, const char *type, const char *value,
@@ -73,6 +77,11 @@ typedef bool (*ps_pmap_fn)(void *ud, uint64_t profile, const char *type, const c
  * every profile when `profile` is 0. */
 ps_status ps_store_pmap_scan(ps_txn *t, uint64_t profile, const char *type, ps_pmap_fn fn,
                              void *ud);
+/* The same for one profile with each row's details: `m` (its profile and map_seq unset) or
+ * NULL for a row written before them. */
+typedef bool (*ps_pmap_detail_fn)(void *ud, const char *type, const char *value, size_t value_len,
+                                  const ps_mapping *m);
+ps_status ps_store_pmap_scan_details(ps_txn *t, uint64_t profile, ps_pmap_detail_fn fn, void *ud);
 
 /* ---- member: (canonical, member) for every merged-away profile and itself ---- */
 ps_status ps_store_member_put(ps_txn *t, uint64_t canonical, uint64_t member);

@@ -463,8 +463,7 @@ static ps_status merge_into(work *w, ps_profile *s, uint64_t q)
     }
     for (size_t i = 0; st == PS_OK && i < maps.count; i++) {
         pmap_row *r = &maps.rows[i];
-        if ((st = ps_store_pmap_del(w->t, q, r->type, r->value, r->value_len)) == PS_OK)
-            st = ps_store_pmap_put(w->t, s->seq, r->type, r->value, r->value_len, r->first_seen_ms);
+        st = ps_store_pmap_move(w->t, q, s->seq, r->type, r->value, r->value_len);
     }
     if (st == PS_OK) {
         s->member_count += qp.member_count;
@@ -499,7 +498,7 @@ static ps_status add_mapping(work *w, ps_profile *s, size_t i)
     ps_status st =
         ps_store_ident_put(w->t, (uint8_t)in->collection, id->type, id->value, id->value_len, &m);
     if (st == PS_OK)
-        st = ps_store_pmap_put(w->t, s->seq, id->type, id->value, id->value_len, in->timestamp_ms);
+        st = ps_store_pmap_put(w->t, s->seq, id->type, id->value, id->value_len, &m);
     if (st == PS_OK)
         st = ps_store_type_seen(w->t, id->type, (uint8_t)in->collection);
     if (st != PS_OK)
@@ -821,9 +820,7 @@ ps_status ps_graph_unmerge(ps_txn *t, uint64_t seq, bool apply, bool keep_apart,
         st = ps_store_profile_get(t, plan->canonical, &c);
         for (size_t i = 0; st == PS_OK && i < mc.rows.count; i++) {
             pmap_row *r = &mc.rows.rows[i];
-            if ((st = ps_store_pmap_del(t, plan->canonical, r->type, r->value, r->value_len)) ==
-                PS_OK)
-                st = ps_store_pmap_put(t, seq, r->type, r->value, r->value_len, r->first_seen_ms);
+            st = ps_store_pmap_move(t, plan->canonical, seq, r->type, r->value, r->value_len);
         }
         ps_resolve_in in = {.collection = c.collection, .message_id = "", .source_id = ""};
         for (size_t i = 0; st == PS_OK && i < plan->group_count; i++) {

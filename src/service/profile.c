@@ -151,11 +151,9 @@ static bool before_from(const extid_ctx *c, const char *type, const char *value,
     return key_cmp(key, tl + 1 + value_len, c->from, c->from_len) < 0;
 }
 
-static bool visit_pmap(void *ud, uint64_t profile, const char *type, const char *value,
-                       size_t value_len, int64_t first_seen_ms)
+static bool visit_pmap(void *ud, const char *type, const char *value, size_t value_len,
+                       const ps_mapping *details)
 {
-    (void)profile;
-    (void)first_seen_ms;
     extid_ctx *c = ud;
     if (c->from && before_from(c, type, value, value_len))
         return true;
@@ -166,11 +164,15 @@ static bool visit_pmap(void *ud, uint64_t profile, const char *type, const char 
     memcpy(vcopy, value, value_len);
     vcopy[value_len] = 0;
     ps_mapping m;
-    c->st = ps_store_ident_get(c->t, c->collection, tcopy, vcopy, value_len, &m);
-    if (c->st == PS_ENOTFOUND)
-        c->st = PS_ECORRUPT; /* every pmap row has an ident row */
-    if (c->st != PS_OK)
-        return false;
+    if (details) { /* the row carries what is shown */
+        m = *details;
+    } else { /* a row from before: the identifier's own row has it */
+        c->st = ps_store_ident_get(c->t, c->collection, tcopy, vcopy, value_len, &m);
+        if (c->st == PS_ENOTFOUND)
+            c->st = PS_ECORRUPT; /* every pmap row has an ident row */
+        if (c->st != PS_OK)
+            return false;
+    }
     ps_extid x = {tcopy, vcopy, value_len, c->collection, &m};
     return c->fn(c->ud, &x);
 }
@@ -179,7 +181,7 @@ ps_status ps_profile_external_ids_from(ps_txn *t, const ps_profile *canonical, c
                                        size_t from_len, ps_extid_fn fn, void *ud)
 {
     extid_ctx c = {t, canonical->collection, from, from_len, fn, ud, PS_OK};
-    ps_status st = ps_store_pmap_scan(t, canonical->seq, NULL, visit_pmap, &c);
+    ps_status st = ps_store_pmap_scan_details(t, canonical->seq, visit_pmap, &c);
     return st != PS_OK ? st : c.st;
 }
 

@@ -559,11 +559,30 @@ static void pmap_key(ps_txn *t, uint64_t profile, const char *type, const char *
 }
 
 ps_status ps_store_pmap_put(ps_txn *t, uint64_t profile, const char *type, const char *value,
-                            size_t value_len, int64_t first_seen_ms)
+                            size_t value_len, const ps_mapping *m)
 {
-    msgpack_packer pk = pk_begin(t, 1);
-    msgpack_pack_int64(&pk, first_seen_ms);
+    msgpack_packer pk = pk_begin(t, 4);
+    msgpack_pack_int64(&pk, m->first_seen_ms);
+    msgpack_pack_int64(&pk, m->created_ms);
+    pk_str(&pk, m->source_id, strnlen(m->source_id, sizeof m->source_id));
+    pk_str(&pk, m->first_message_id, strnlen(m->first_message_id, sizeof m->first_message_id));
     pmap_key(t, profile, type, value, value_len);
+    return put_val(t, DB_PMAP);
+}
+
+ps_status ps_store_pmap_move(ps_txn *t, uint64_t from, uint64_t to, const char *type,
+                             const char *value, size_t value_len)
+{
+    pmap_key(t, from, type, value, value_len);
+    MDB_val v;
+    ps_status st = get_raw(t, DB_PMAP, &v);
+    if (st != PS_OK)
+        return st;
+    ps_buf_reset(&t->val); /* the bytes, before the delete frees their page */
+    ps_buf_append(&t->val, v.mv_data, v.mv_size);
+    if ((st = del_key(t, DB_PMAP)) != PS_OK)
+        return st;
+    pmap_key(t, to, type, value, value_len);
     return put_val(t, DB_PMAP);
 }
 
@@ -607,6 +626,40 @@ static bool pmap_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, 
     if ((*st = decode(t, v, 1, &r)) != PS_OK)
         return false;
     return it->fn(it->ud, ps_get_be64(p), type, value, vl, r_i64(&r, 0));
+}
+
+typedef struct pmap_detail_iter {
+    ps_pmap_detail_fn fn;
+    void *ud;
+} pmap_detail_iter;
+
+static bool pmap_detail_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v,
+                              ps_status *st)
+{
+    pmap_detail_iter *it = ud;
+    char type[PS_ID_BYTES], value[PS_ID_BYTES];
+    size_t vl;
+    if (!split_type_value(k, 8, type, value, &vl)) {
+        *st = PS_ECORRUPT;
+        return false;
+    }
+    rec r;
+    if ((*st = decode(t, v, 1, &r)) != PS_OK)
+        return false;
+    if (r.count < 4)
+        return it->fn(it->ud, type, value, vl, NULL);
+    ps_mapping m = {.first_seen_ms = r_i64(&r, 0), .created_ms = r_i64(&r, 1)};
+    r_cstr(&r, 2, m.source_id, sizeof m.source_id);
+    r_cstr(&r, 3, m.first_message_id, sizeof m.first_message_id);
+    return it->fn(it->ud, type, value, vl, &m);
+}
+
+ps_status ps_store_pmap_scan_details(ps_txn *t, uint64_t profile, ps_pmap_detail_fn fn, void *ud)
+{
+    pmap_detail_iter it = {fn, ud};
+    key_reset(t);
+    key_u64(t, profile);
+    return iterate(t, DB_PMAP, NULL, 0, pmap_detail_visit, &it);
 }
 
 ps_status ps_store_pmap_scan(ps_txn *t, uint64_t profile, const char *type, ps_pmap_fn fn, void *ud)
