@@ -18,6 +18,7 @@ typedef struct ctx {
     ps_check_report *r;
     ps_status st;
     uint64_t counter;
+    uint8_t collection; /* of the profile being checked */
     uint64_t max_seq;
     uint64_t noncanonical;
     uint64_t audit_create, audit_merge, audit_mapping, audit_unmap, audit_erased;
@@ -43,15 +44,19 @@ static bool count_one(void *ud, uint64_t a, uint64_t b)
     return true;
 }
 
-static bool count_pmap(void *ud, uint64_t p, const char *type, const char *value, size_t len,
-                       int64_t fs)
+/* Counts a profile's identifier rows; the details a row carries must be its ident row's. */
+static bool count_pmap(void *ud, const char *type, const char *value, size_t len,
+                       const ps_mapping *d)
 {
-    (void)p;
-    (void)type;
-    (void)value;
-    (void)len;
-    (void)fs;
-    ((ctx *)ud)->counter++;
+    ctx *c = ud;
+    c->counter++;
+    ps_mapping m;
+    if (d && ps_store_ident_get(c->t, c->collection, type, value, len, &m) == PS_OK &&
+        (m.first_seen_ms != d->first_seen_ms || m.created_ms != d->created_ms ||
+         strcmp(m.source_id, d->source_id) != 0 ||
+         strcmp(m.first_message_id, d->first_message_id) != 0))
+        problem(c, "identifier %s:%.*s: its profile's row and its own disagree on its details",
+                type, (int)(len < 64 ? len : 64), value);
     return true;
 }
 
@@ -83,7 +88,8 @@ static bool check_profile(void *ud, const ps_profile *p)
             problem(c, "profile %s: member_count %u but %llu member rows", p->segment_id,
                     p->member_count, (unsigned long long)c->counter);
         c->counter = 0;
-        if ((c->st = ps_store_pmap_scan(c->t, p->seq, NULL, count_pmap, c)) != PS_OK)
+        c->collection = p->collection;
+        if ((c->st = ps_store_pmap_scan_details(c->t, p->seq, count_pmap, c)) != PS_OK)
             return false;
         if (c->counter != p->mapping_count)
             problem(c, "profile %s: mapping_count %u but %llu identifier rows", p->segment_id,
