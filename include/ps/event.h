@@ -148,8 +148,9 @@ typedef struct ps_accept_opts {
 
 /* Called once per message: `ev` is NULL when it was dropped for `why`, except that a message
  * an event filter dropped (PS_DROP_FILTERED) comes with its note for the log: an event of type
- * PS_MSG_FILTERED. `index` is the item number inside a batch (0 for a single message). The callback
- * may stop the parse by returning non-PS_OK; that status is returned by ps_event_parse(). */
+ * PS_MSG_FILTERED (whose ids are the message's, for the caller's suppression check only). `index`
+ * is the item number inside a batch (0 for a single message). The callback may stop the parse by
+ * returning non-PS_OK; that status is returned by ps_event_parse(). */
 typedef ps_status (*ps_event_fn)(void *ud, const ps_event *ev, ps_drop why, size_t index);
 
 /* Parses one payload: a single message or {"batch":[...], "context", "integrations"}

@@ -70,11 +70,12 @@ void ps_buf_json_str(ps_buf *b, const char *s, size_t len);
  * kept for reuse instead of being handed back to the kernel and faulted in again (a page
  * fault is the dearest part of a fresh buffer on virtual machines). Call first in main(). */
 void ps_mem_keep_freed(void);
-/* Grows the heap by about `bytes` (up to 1.9 GiB), asks for transparent huge pages on it
+/* Grows the heap by about `bytes` (up to 480 MiB), asks for transparent huge pages on it
  * (madvise; a no-op where the kernel does not offer them) and frees it again, so that the
  * calling thread's later allocations fault in 2 MiB at a time instead of 4 KiB. Call after
  * ps_mem_keep_freed(), from a program about to build a large write transaction. Address
- * space only: memory is used as it is touched. */
+ * space only: memory is used as it is touched. Only the calling thread's malloc arena (the
+ * main one) gains. */
 void ps_mem_reserve_huge(size_t bytes);
 
 typedef struct ps_arena_chunk ps_arena_chunk;

@@ -302,10 +302,14 @@ void ps_mem_reserve_huge(size_t bytes)
 #if defined(__SANITIZE_ADDRESS__)
     (void)bytes; /* the sanitizer's allocator has its own heap */
 #else
-    enum { BLOCK = 30 << 20 };
-    void *blocks[64];
+    enum {
+        BLOCK = 30 << 20,
+        MAX_BLOCKS = 16
+    }; /* 480 MiB: below the trim threshold, or the
+        * last free would hand it all back */
+    void *blocks[MAX_BLOCKS];
     size_t n = 0;
-    for (; n < 64 && n * BLOCK < bytes; n++) {
+    for (; n < MAX_BLOCKS && n * BLOCK < bytes; n++) {
         blocks[n] = malloc(BLOCK);
         if (blocks[n] == NULL)
             break;

@@ -162,6 +162,9 @@ static bool add(run *r, entry e, size_t bytes)
     ch->bytes += bytes;
     if (ch->count < CHUNK_LINES && ch->bytes < CHUNK_BYTES)
         return true;
+    /* the push may wait for room while the writer commits: no read snapshot meanwhile, or
+     * the pages those commits free could not be reused (the next line opens a new view) */
+    ps_prepare_view_close(&r->view);
     r->filling = ps_xcalloc(1, sizeof *r->filling);
     return push(&r->q, ch);
 }

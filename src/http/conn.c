@@ -183,6 +183,7 @@ bool http_conn_peer_gone(const http_req *rq)
 }
 
 #define REPLY_HANDOVER_BYTES 16384 /* below it, a copy costs less than an allocation */
+#define REPLY_ROOM_MAX (1u << 20)  /* what the next reply starts with, at most */
 
 static void free_reply(const void *data, size_t len, void *arg)
 {
@@ -220,7 +221,7 @@ void http_conn_reply(http_req *rq, int status, const char *headers, size_t heade
         size_t cap = body->cap;
         if (evbuffer_add_reference(out, body->ptr, body_len, free_reply, body->ptr) == 0) {
             ps_buf_init(body);
-            ps_buf_reserve(body, cap - 1);
+            ps_buf_reserve(body, (cap < REPLY_ROOM_MAX ? cap : REPLY_ROOM_MAX) - 1);
         } else {
             evbuffer_add(out, body->ptr, body_len);
         }

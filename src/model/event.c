@@ -404,6 +404,8 @@ static void make_note(ps_arena *arena, const ps_event *ev, const char *name, ps_
         .message = {(const uint8_t *)json, len},
         .filter = name,
         .filtered_type = ev->type,
+        .ids = ev->ids, /* for the door's suppression check; a note never logs them */
+        .id_count = ev->id_count,
     };
 }
 

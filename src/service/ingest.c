@@ -316,10 +316,12 @@ static ps_status on_message(void *ud, const ps_event *ev, ps_drop why, size_t in
     in->pending.messages++;
     /* a new message (not one the log or the journal holds already) from a suppressed userId
      * is refused here too: payloads read without ps_ingest_prepare, or read again */
-    if (ev && why == PS_DROP_NONE && in->replay_seq == 0 && in->replay_value.ptr == NULL &&
-        ps_regulation_any_suppressed(in->txn) && suppressed_user(in->txn, ev)) {
-        ev = NULL;
-        why = PS_DROP_SUPPRESSED;
+    if (ev && (why == PS_DROP_NONE || why == PS_DROP_FILTERED) && in->replay_seq == 0 &&
+        in->replay_value.ptr == NULL && ps_regulation_any_suppressed(in->txn) &&
+        suppressed_user(in->txn, ev)) {
+        ev = NULL; /* not even a filter's note */
+        if (why == PS_DROP_NONE)
+            why = PS_DROP_SUPPRESSED;
     }
     if (ev && ev->type == PS_MSG_FILTERED)
         why = PS_DROP_FILTERED; /* a filter's note, new or replayed: its message was dropped */
@@ -428,9 +430,11 @@ static void events_reserve(ps_prepared *p, size_t n)
 static ps_status collect_message(void *ud, const ps_event *ev, ps_drop why, size_t index)
 {
     ps_prepared *p = ud;
-    if (ev && why == PS_DROP_NONE && p->suppress_txn && suppressed_user(p->suppress_txn, ev)) {
-        ev = NULL; /* refused at the door: never logged (docs/privacy.md) */
-        why = PS_DROP_SUPPRESSED;
+    if (ev && (why == PS_DROP_NONE || why == PS_DROP_FILTERED) && p->suppress_txn &&
+        suppressed_user(p->suppress_txn, ev)) {
+        ev = NULL; /* refused at the door: never logged, not even as a filter's note */
+        if (why == PS_DROP_NONE)
+            why = PS_DROP_SUPPRESSED;
     }
     if (ev && ev->type == PS_MSG_FILTERED)
         why = PS_DROP_FILTERED; /* a filter's note, new or replayed: its message was dropped */

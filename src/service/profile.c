@@ -155,6 +155,10 @@ static bool visit_pmap(void *ud, const char *type, const char *value, size_t val
                        const ps_mapping *details)
 {
     extid_ctx *c = ud;
+    if (value_len > PS_VALUE_MAX) {
+        c->st = PS_ECORRUPT; /* longer than any value ingest keeps */
+        return false;
+    }
     if (c->from && before_from(c, type, value, value_len))
         return true;
     char tcopy[PS_TYPE_MAX + 1], vcopy[PS_VALUE_MAX + 1];

@@ -177,7 +177,11 @@ static size_t behind_words(int db)
     return db == DB_PEVENT ? 3 : 2;
 }
 
-static void behind_add(ps_txn *t, int db, const uint64_t *words)
+/* Past this many rows a table's are put at once (still in key order): the memory a huge
+ * transaction (a rebuild, an import) holds for them stays bounded. */
+#define BEHIND_MAX_ROWS (1u << 20)
+
+static ps_status behind_add(ps_txn *t, int db, const uint64_t *words)
 {
     PS_ASSERT(t->write);
     behind **bp = &t->behind[db == DB_PMSG];
@@ -192,6 +196,7 @@ static void behind_add(ps_txn *t, int db, const uint64_t *words)
     k[2] = 0;
     memcpy(k, words, behind_words(db) * sizeof *words);
     b->n++;
+    return b->n >= BEHIND_MAX_ROWS ? st_behind_put(t, db) : PS_OK;
 }
 
 /* Keys are kept as three numbers (a pmsg key's third is 0), compared in order. */
@@ -238,8 +243,7 @@ void st_behind_drop(ps_txn *t)
 
 ps_status ps_store_pevent_put(ps_txn *t, uint64_t profile, int64_t ts_ms, uint64_t seq)
 {
-    behind_add(t, DB_PEVENT, (const uint64_t[3]){profile, (uint64_t)ts_ms, seq});
-    return PS_OK;
+    return behind_add(t, DB_PEVENT, (const uint64_t[3]){profile, (uint64_t)ts_ms, seq});
 }
 
 /* Walks one profile's pevent rows from key (profile, ts, seq): descending visits the rows
@@ -561,8 +565,7 @@ ps_status ps_store_link_del_all(ps_txn *t, uint64_t from)
 
 ps_status ps_store_pmsg_put(ps_txn *t, uint64_t profile, uint64_t seq)
 {
-    behind_add(t, DB_PMSG, (const uint64_t[2]){profile, seq});
-    return PS_OK;
+    return behind_add(t, DB_PMSG, (const uint64_t[2]){profile, seq});
 }
 
 typedef struct pmsg_iter {

@@ -85,6 +85,13 @@ def test_cli_and_both_doors():
         expect = [("event_filtered", "filter", "bots", "m1", "track", None),
                   ("event_filtered", "filter", "internal", "m4", "track", None)]
         assert violations(st) == expect, violations(st)
+        # a suppressed userId leaves nothing, not even a note, when a filter also matches
+        st.ctl("regulation", "create", SPACE, "SUPPRESS_ONLY", "bot-hidden")
+        out = json.loads(st.ctl("--json", "ingest", SPACE, "-", input=ndjson([
+            {"type": "track", "event": "E", "userId": "bot-hidden",
+             "context": {"userAgent": "somebot"}, "messageId": "hidden-1"}])).stdout)
+        assert out["accepted"] == 0 and out["dropped"] == {"filtered": 1}, out
+        assert "hidden-1" not in st.ctl("log", SPACE).stdout
         before = export(st)
         st.ctl("rebuild", SPACE)
         assert export(st) == before
