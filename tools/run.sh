@@ -7,7 +7,7 @@ DATA=${1:-./var}
 LISTEN=${LISTEN:-127.0.0.1:8080}
 CTL=./build/bin/profilectl
 SAMPLE=tests/fixtures/events/sample.ndjson
-if ! "$CTL" --data "$DATA" space list | grep -qx default; then
+if ! "$CTL" --data "$DATA" space list 2>/dev/null | grep -qx default; then
     "$CTL" --data "$DATA" space create default
     "$CTL" --data "$DATA" ingest default "$SAMPLE"
 fi

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli_int.h"
 
@@ -262,6 +263,11 @@ int main(int argc, char **argv)
             free(rest);
             return EXIT_OK;
         }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("profilectl %s\n", PS_VERSION);
+            free(rest);
+            return EXIT_OK;
+        }
         if (strcmp(argv[i], "--json") == 0) {
             c.json = true;
         } else if (strcmp(argv[i], "--data") == 0) {
@@ -280,6 +286,17 @@ int main(int argc, char **argv)
         fputs(usage, stderr);
         free(rest);
         return EXIT_USAGE;
+    }
+    /* only `space create` makes the data directory; every other command needs it there */
+    struct stat dst;
+    bool creates = n >= 2 && strcmp(rest[0], "space") == 0 && strcmp(rest[1], "create") == 0;
+    if (!creates && (stat(c.data_dir, &dst) != 0 || !S_ISDIR(dst.st_mode))) {
+        int rc = cli_fail(EXIT_NOTFOUND,
+                          "data directory %s does not exist (give --data, or create a space "
+                          "there first with 'profilectl space create SPACE')",
+                          c.data_dir);
+        free(rest);
+        return rc;
     }
     int rc = -1;
     for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)

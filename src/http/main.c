@@ -51,6 +51,7 @@ static const char usage[] =
     "  --queue-mb MB        events waiting for a space's writer may hold this much memory;\n"
     "                       beyond it the Tracking API answers 503 (default 64)\n"
     "  --help               show this text\n"
+    "  --version            print the version\n"
     "\n"
     "GET /healthz answers {\"status\":\"ok\"} once ready; GET /metrics is Prometheus text.\n"
     "docs/security.md lists every limit and what a client gets when it is reached.\n"
@@ -111,6 +112,10 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             fputs(usage, stdout);
+            return 0;
+        }
+        if (strcmp(a, "--version") == 0) {
+            printf("profiled %s\n", PS_VERSION);
             return 0;
         }
         bool takes = strcmp(a, "--data") == 0 || strcmp(a, "--listen") == 0 ||

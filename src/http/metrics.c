@@ -88,6 +88,10 @@ static void space_gauges(void *ud, ps_space *sp)
 
 void http_metrics_render(metrics *m, registry *reg, ps_buf *out)
 {
+    ps_buf_printf(out,
+                  "# HELP profiled_build_info The version of this server; the value is always "
+                  "1.\n# TYPE profiled_build_info gauge\nprofiled_build_info{version=\"%s\"} 1\n",
+                  PS_VERSION);
     ps_buf_puts(out, "# HELP profiled_requests_total Requests answered, by route and status.\n"
                      "# TYPE profiled_requests_total counter\n");
     for (int r = 0; r < ROUTE__COUNT; r++)

@@ -2,14 +2,27 @@
 """profilectl's contract: commands, outputs and exit codes (docs/profilectl.md)."""
 import json
 import os
+import re
+import subprocess
 
-from common import Store, run_tests
+from common import Store, run_tests, tool
 
 
 def test_usage_and_exit_codes():
     s = Store()
     try:
         assert s.ctl("--help").stdout.startswith("usage: profilectl")
+        assert re.fullmatch(r"profilectl \d+\.\d+\.\d+\n", s.ctl("--version").stdout)
+        # a data directory that is not there is an error, except for the command that makes it
+        gone = os.path.join(s.dir, "nowhere")
+        for args in (("space", "list"), ("export", "s1"), ("check", "s1")):
+            p = subprocess.run([tool("profilectl"), "--data", gone, *args], capture_output=True,
+                               text=True, timeout=60)
+            assert p.returncode == 2 and "data directory %s does not exist" % gone in p.stderr, \
+                (args, p.returncode, p.stderr)
+        p = subprocess.run([tool("profilectl"), "--data", gone, "space", "create", "x"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0 and os.path.isdir(gone), p.stderr
         p = s.ctl("frobnicate", check=False)
         assert p.returncode == 1 and "unknown command 'frobnicate'" in p.stderr
         p = s.ctl("inspect", "nope", "user_id:x", check=False)

@@ -144,6 +144,9 @@ def health_and_metrics():
     assert st == 200 and h["Content-Type"].startswith("text/plain"), h
     assert 'profiled_requests_total{route="traits",status="200"}' in text, text
     assert 'profiled_request_duration_seconds_bucket{route="traits",le="+Inf"}' in text
+    version = subprocess.run([tool("profiled"), "--version"], capture_output=True, text=True,
+                             check=True).stdout.split()[1]
+    assert 'profiled_build_info{version="%s"} 1' % version in text, text
     for g in ("profiled_profiles", "profiled_identifiers", "profiled_merges",
               "profiled_lmdb_used_bytes"):
         assert '%s{space="s1"}' % g in text, g
