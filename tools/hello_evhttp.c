@@ -2,7 +2,8 @@
 /* hello_evhttp: the C_hello ceiling (docs/benchmarks.md). A bare libevent evhttp server answering
  * every request with a small JSON body, with the same thread model as profiled (N event
  * loops on one listening socket, TCP_NODELAY), so that benchmark ratios compare like with
- * like. Usage: hello_evhttp PORT [THREADS]. Runs until killed. */
+ * like. Usage: hello_evhttp PORT [THREADS], with HELLO_BYTES=N in the environment to answer
+ * N bytes instead. Runs until killed. */
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -17,12 +18,17 @@
 #include <event2/http.h>
 #include <event2/thread.h>
 
+/* the answer: a small JSON body, or HELLO_BYTES bytes of one (the bench's ceiling for a route
+ * whose answers are that large) */
+static const char *body = "{\"hello\":\"world\"}";
+static size_t body_len = 17;
+
 static void hello(struct evhttp_request *req, void *arg)
 {
     (void)arg;
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "application/json");
-    evbuffer_add(evhttp_request_get_output_buffer(req), "{\"hello\":\"world\"}", 17);
+    evbuffer_add(evhttp_request_get_output_buffer(req), body, body_len);
     evhttp_send_reply(req, 200, "OK", NULL);
 }
 
@@ -39,6 +45,15 @@ int main(int argc, char **argv)
         return 1;
     }
     int port = atoi(argv[1]), threads = argc > 2 ? atoi(argv[2]) : 1, one = 1;
+    const char *size = getenv("HELLO_BYTES");
+    if (size && atol(size) > 0 && atol(size) <= (64L << 20)) {
+        body_len = (size_t)atol(size);
+        char *b = malloc(body_len);
+        if (b == NULL)
+            return 1;
+        memset(b, 'x', body_len);
+        body = b;
+    }
     if (port <= 0 || port > 65535 || threads < 1 || threads > 256) {
         fprintf(stderr, "hello_evhttp: bad port or thread count\n");
         return 1;
