@@ -61,6 +61,7 @@ static inline void ps_buf_putc(ps_buf *b, char c)
     b->ptr[b->len] = 0;
 }
 void ps_buf_printf(ps_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void ps_buf_u64(ps_buf *b, uint64_t v); /* decimal digits */
 void ps_buf_be64(ps_buf *b, uint64_t v);
 /* Appends `s` as a JSON string literal, quotes included. Invalid UTF-8 is never passed here. */
 void ps_buf_json_str(ps_buf *b, const char *s, size_t len);

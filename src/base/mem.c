@@ -105,6 +105,16 @@ void ps_buf_printf(ps_buf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
+void ps_buf_u64(ps_buf *b, uint64_t v)
+{
+    char digits[20];
+    size_t d = sizeof digits;
+    do
+        digits[--d] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    ps_buf_append(b, digits + d, sizeof digits - d);
+}
+
 void ps_buf_be64(ps_buf *b, uint64_t v)
 {
     uint8_t tmp[8];

@@ -206,9 +206,31 @@ void http_conn_reply(http_req *rq, int status, const char *headers, size_t heade
     if (body_unread || !rq->head.keep_alive || atomic_load(&c->w->srv->stopping))
         c->close_after = true;
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\n", rq->head.minor_version, status, reason(status));
+    /* the status line and the length without printf: every reply has them */
+    char line[64 + 48];
+    const char *why = reason(status);
+    size_t wl = strlen(why), n = 0;
+    PS_ASSERT(status >= 100 && status <= 999 && wl < 48);
+    memcpy(line, "HTTP/1.", 7), n = 7;
+    line[n++] = rq->head.minor_version == 0 ? '0' : '1';
+    line[n++] = ' ';
+    line[n++] = (char)('0' + status / 100);
+    line[n++] = (char)('0' + status / 10 % 10);
+    line[n++] = (char)('0' + status % 10);
+    line[n++] = ' ';
+    memcpy(line + n, why, wl), n += wl;
+    memcpy(line + n, "\r\n", 2), n += 2;
+    evbuffer_add(out, line, n);
     evbuffer_add(out, headers, headers_len);
-    evbuffer_add_printf(out, "Content-Length: %zu\r\n", body_len);
+    char digits[24];
+    size_t d = sizeof digits;
+    size_t v = body_len;
+    do
+        digits[--d] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    evbuffer_add(out, "Content-Length: ", 16);
+    evbuffer_add(out, digits + d, sizeof digits - d);
+    evbuffer_add(out, "\r\n", 2);
     if (c->close_after)
         evbuffer_add(out, "Connection: close\r\n\r\n", 21);
     else if (rq->head.minor_version == 0)

@@ -4,6 +4,7 @@
 #include "http_int.h"
 
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #include "ps/clock.h"
@@ -13,8 +14,16 @@ void http_send_reply(http_req *rq, const char *content_type, const char *allow)
     worker *w = rq->w;
     ps_api_reply *rep = &w->reply;
     char headers[1024];
-    int n = snprintf(headers, sizeof headers, "Content-Type: %s\r\nRequest-Id: %s\r\n",
-                     content_type, rq->rid);
+    /* the two lines of every reply without printf (a tenth of a small request's cost) */
+    size_t ct = strlen(content_type), id = strlen(rq->rid);
+    int n = (int)(14 + ct + 2 + 12 + id + 2);
+    PS_ASSERT((size_t)n < sizeof headers);
+    char *o = headers;
+    memcpy(o, "Content-Type: ", 14), o += 14;
+    memcpy(o, content_type, ct), o += ct;
+    memcpy(o, "\r\nRequest-Id: ", 14), o += 14;
+    memcpy(o, rq->rid, id), o += id;
+    memcpy(o, "\r\n", 3);
     if (allow)
         n += snprintf(headers + n, sizeof headers - (size_t)n, "Allow: %s\r\n", allow);
     if (rep->status == 429 || rep->status == 503) {
@@ -44,9 +53,19 @@ void http_send_reply(http_req *rq, const char *content_type, const char *allow)
 void http_request_id(worker *w, char out[40])
 {
     uint64_t n = ++w->requests;
-    snprintf(out, 40, "%04x-%04x-%04x-%04x", (unsigned)(w->srv->boot >> 16),
-             (unsigned)((w->srv->boot & 0xffff) ^ (w->id << 12)), (unsigned)(n >> 16 & 0xffff),
-             (unsigned)(n & 0xffff));
+    unsigned part[4] = {(unsigned)(w->srv->boot >> 16),
+                        (unsigned)((w->srv->boot & 0xffff) ^ (w->id << 12)),
+                        (unsigned)(n >> 16 & 0xffff), (unsigned)(n & 0xffff)};
+    if (part[0] > 0xffff || part[1] > 0xffff) { /* wider than four digits: rare */
+        snprintf(out, 40, "%04x-%04x-%04x-%04x", part[0], part[1], part[2], part[3]);
+        return;
+    }
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 4; i++) {
+        for (int k = 0; k < 4; k++)
+            out[5 * i + k] = hex[part[i] >> (12 - 4 * k) & 15];
+        out[5 * i + 4] = i < 3 ? '-' : 0;
+    }
 }
 
 void http_request_done(worker *w, int route, int status, const struct timespec *t0)

@@ -231,11 +231,20 @@ static bool storage_error(ctx *c, ps_status st)
 static void put_url(ctx *c)
 {
     ps_buf *b = &c->out->body;
-    ps_buf_printf(b, "\"%s/v1/spaces/%s/collections/%s/profiles",
-                  c->rq->base_url ? c->rq->base_url : "", c->rq->space_name,
-                  ps_collection_name(c->coll));
-    if (c->rq->route != PS_API_PROFILES)
-        ps_buf_printf(b, "/%s/%s", c->p.segment_id, route_names[c->rq->route]);
+    ps_buf_putc(b, '"');
+    if (c->rq->base_url)
+        ps_buf_puts(b, c->rq->base_url);
+    ps_buf_puts(b, "/v1/spaces/");
+    ps_buf_puts(b, c->rq->space_name);
+    ps_buf_puts(b, "/collections/");
+    ps_buf_puts(b, ps_collection_name(c->coll));
+    ps_buf_puts(b, "/profiles");
+    if (c->rq->route != PS_API_PROFILES) {
+        ps_buf_putc(b, '/');
+        ps_buf_puts(b, c->p.segment_id);
+        ps_buf_putc(b, '/');
+        ps_buf_puts(b, route_names[c->rq->route]);
+    }
     ps_buf_putc(b, '"');
 }
 
@@ -252,8 +261,11 @@ static void put_cursor(ctx *c, bool has_more, uint64_t owner, const uint8_t *pos
     }
     ps_buf_puts(b, ",\"cursor\":{\"url\":");
     put_url(c);
-    ps_buf_printf(b, ",\"has_more\":%s,\"next\":\"%s\",\"limit\":%zu}", has_more ? "true" : "false",
-                  next, limit);
+    ps_buf_puts(b, has_more ? ",\"has_more\":true,\"next\":\"" : ",\"has_more\":false,\"next\":\"");
+    ps_buf_puts(b, next);
+    ps_buf_puts(b, "\",\"limit\":");
+    ps_buf_u64(b, limit);
+    ps_buf_putc(b, '}');
 }
 
 /* ---- /traits ---- */

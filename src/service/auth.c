@@ -5,6 +5,7 @@
  * (made before roles) is an admin token. */
 #include "ps/auth.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -26,9 +27,27 @@ void ps_auth_random(uint8_t *out, size_t len)
     PS_ASSERT(ok == 1); /* no entropy: nothing safe to hand out */
 }
 
+/* SHA-256 fetched once for the process: the one-shot SHA256() looks the algorithm up on
+ * every call, which cost more than hashing a token (docs/benchmarks.md). */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+static void sha256(const void *in, size_t len, uint8_t out[PS_DIGEST_BYTES])
+{
+    pthread_once(&sha256_once, sha256_fetch);
+    unsigned n = 0;
+    int ok = sha256_md && EVP_Digest(in, len, out, &n, sha256_md, NULL) == 1;
+    PS_ASSERT(ok && n == PS_DIGEST_BYTES);
+}
+
 void ps_auth_digest(const void *in, size_t len, uint8_t out[PS_DIGEST_BYTES])
 {
-    SHA256(in, len, out);
+    sha256(in, len, out);
 }
 
 void ps_auth_sha1_hex(ps_slice a, ps_slice b, char out[41])
@@ -118,7 +137,7 @@ ps_status ps_auth_token_create(ps_space *sp, const char *name, ps_token_role rol
     ps_auth_random(secret, sizeof secret);
     memcpy(token, "pat_", 4);
     ps_b64url_encode(secret, sizeof secret, token + 4);
-    SHA256((const unsigned char *)token, strlen(token), rec);
+    sha256(token, strlen(token), rec);
     ps_put_be64(rec + SHA256_DIGEST_LENGTH, (uint64_t)now_ms);
     rec[TOKEN_REC_OLD] = (uint8_t)role;
     st = ps_store_meta_put(t, key, (ps_slice){rec, sizeof rec});
@@ -195,7 +214,7 @@ static bool check_token(void *ud, ps_slice key, ps_slice value)
 ps_status ps_auth_token_check(ps_txn *t, const char *token, size_t len, ps_token_role *role)
 {
     check_ctx c = {{0}, 0, 0};
-    SHA256((const unsigned char *)token, len, c.hash);
+    sha256(token, len, c.hash);
     ps_status st = ps_store_meta_scan(t, TOKEN_PREFIX, check_token, &c);
     if (st != PS_OK)
         return st;
