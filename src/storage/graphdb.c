@@ -607,15 +607,16 @@ ps_status ps_store_pmap_del(ps_txn *t, uint64_t profile, const char *type, const
     return del_key(t, DB_PMAP);
 }
 
+/* One walk for both kinds of pmap visit: with first_seen (fn), or with the details (detail). */
 typedef struct pmap_iter {
     ps_pmap_fn fn;
+    ps_pmap_detail_fn detail;
     void *ud;
 } pmap_iter;
 
 static bool pmap_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
 {
     pmap_iter *it = ud;
-    const uint8_t *p = k->mv_data;
     char type[PS_ID_BYTES], value[PS_ID_BYTES];
     size_t vl;
     if (!split_type_value(k, 8, type, value, &vl)) {
@@ -625,46 +626,27 @@ static bool pmap_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, 
     rec r;
     if ((*st = decode(t, v, 1, &r)) != PS_OK)
         return false;
-    return it->fn(it->ud, ps_get_be64(p), type, value, vl, r_i64(&r, 0));
-}
-
-typedef struct pmap_detail_iter {
-    ps_pmap_detail_fn fn;
-    void *ud;
-} pmap_detail_iter;
-
-static bool pmap_detail_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v,
-                              ps_status *st)
-{
-    pmap_detail_iter *it = ud;
-    char type[PS_ID_BYTES], value[PS_ID_BYTES];
-    size_t vl;
-    if (!split_type_value(k, 8, type, value, &vl)) {
-        *st = PS_ECORRUPT;
-        return false;
-    }
-    rec r;
-    if ((*st = decode(t, v, 1, &r)) != PS_OK)
-        return false;
+    if (it->fn)
+        return it->fn(it->ud, ps_get_be64(k->mv_data), type, value, vl, r_i64(&r, 0));
     if (r.count < 4)
-        return it->fn(it->ud, type, value, vl, NULL);
+        return it->detail(it->ud, type, value, vl, NULL);
     ps_mapping m = {.first_seen_ms = r_i64(&r, 0), .created_ms = r_i64(&r, 1)};
     r_cstr(&r, 2, m.source_id, sizeof m.source_id);
     r_cstr(&r, 3, m.first_message_id, sizeof m.first_message_id);
-    return it->fn(it->ud, type, value, vl, &m);
+    return it->detail(it->ud, type, value, vl, &m);
 }
 
 ps_status ps_store_pmap_scan_details(ps_txn *t, uint64_t profile, ps_pmap_detail_fn fn, void *ud)
 {
-    pmap_detail_iter it = {fn, ud};
+    pmap_iter it = {NULL, fn, ud};
     key_reset(t);
     key_u64(t, profile);
-    return iterate(t, DB_PMAP, NULL, 0, pmap_detail_visit, &it);
+    return iterate(t, DB_PMAP, NULL, 0, pmap_visit, &it);
 }
 
 ps_status ps_store_pmap_scan(ps_txn *t, uint64_t profile, const char *type, ps_pmap_fn fn, void *ud)
 {
-    pmap_iter it = {fn, ud};
+    pmap_iter it = {fn, NULL, ud};
     key_reset(t);
     if (profile) {
         key_u64(t, profile);
