@@ -42,22 +42,23 @@ static void iso(int64_t ms, char *out, size_t cap)
     int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
     int64_t d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9;
     int64_t y = yoe + era * 400 + (m <= 2);
-    snprintf(out, cap, "%04" PRId64 "-%02" PRId64 "-%02" PRId64 "T%02" PRId64 ":%02" PRId64
-                       ":%02" PRId64 ".%03" PRId64 "Z",
+    snprintf(out, cap,
+             "%04" PRId64 "-%02" PRId64 "-%02" PRId64 "T%02" PRId64 ":%02" PRId64 ":%02" PRId64
+             ".%03" PRId64 "Z",
              y, m, d, rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000);
 }
 
 static const char *const pages[] = {"/", "/pricing", "/docs", "/blog/launch", "/checkout"};
-static const char *const events[] = {"Product Viewed", "Product Added", "Order Completed",
-                                     "Signed In", "Experiment Viewed", "Video Played"};
+static const char *const events[] = {"Product Viewed", "Product Added",     "Order Completed",
+                                     "Signed In",      "Experiment Viewed", "Video Played"};
 static const char *const junk[] = {"null", "0", "undefined", "-1", "anonymous", "00000"};
 
 /* The --realistic variants: a mobile app (screen calls, its own anonymous ids, the same
  * userId when logged in: cross-app), alias calls, a QA account shared by many testers, and
  * padded bodies. Returns false to let the classic generator write this event. */
 static bool emit_realistic(uint64_t seed, uint64_t i, uint64_t person, uint64_t session,
-                           const char *anon, const char *device, const char *user,
-                           const char *ts, const char *rcv, uint64_t kind)
+                           const char *anon, const char *device, const char *user, const char *ts,
+                           const char *rcv, uint64_t kind)
 {
     char pad[1600];
     size_t plen = 300 + below(1300); /* bodies of about 0.5-2 KB */
@@ -85,13 +86,13 @@ static bool emit_realistic(uint64_t seed, uint64_t i, uint64_t person, uint64_t 
     }
     if (kind >= 15) { /* page and track with realistic bodies */
         printf("{\"type\":\"%s\",\"messageId\":\"m-%" PRIu64 "-%" PRIu64 "\",%s"
-               "\"anonymousId\":\"%s\",\"%s\":\"%s\",\"properties\":{\"sku\":\"SKU-%"
-               PRIu64 "\",\"price\":%" PRIu64 ",\"pad\":\"%s\"},\"context\":{\"library\":{"
-               "\"name\":\"analytics.js\",\"version\":\"5.2.0\"},\"ip\":\"198.51.100.%"
-               PRIu64 "\"%s},\"timestamp\":\"%s\",\"receivedAt\":\"%s\"}\n",
-               kind < 40 ? "page" : "track", seed, i, user, anon,
-               kind < 40 ? "name" : "event", kind < 40 ? pages[below(5)] : events[below(6)],
-               below(5000), below(500), pad, person % 250, device, ts, rcv);
+               "\"anonymousId\":\"%s\",\"%s\":\"%s\",\"properties\":{\"sku\":\"SKU-%" PRIu64
+               "\",\"price\":%" PRIu64 ",\"pad\":\"%s\"},\"context\":{\"library\":{"
+               "\"name\":\"analytics.js\",\"version\":\"5.2.0\"},\"ip\":\"198.51.100.%" PRIu64
+               "\"%s},\"timestamp\":\"%s\",\"receivedAt\":\"%s\"}\n",
+               kind < 40 ? "page" : "track", seed, i, user, anon, kind < 40 ? "name" : "event",
+               kind < 40 ? pages[below(5)] : events[below(6)], below(5000), below(500), pad,
+               person % 250, device, ts, rcv);
         return true;
     }
     (void)session;
@@ -105,6 +106,16 @@ int main(int argc, char **argv)
     FILE *truth = NULL;
     bool realistic = false;
     for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs("usage: gen_events [--events N] [--seed S] [--people P] [--start-ms MS]\n"
+                  "                  [--truth FILE] [--realistic]   > log.ndjson\n"
+                  "A deterministic synthetic Segment event log (NDJSON) for tests and\n"
+                  "benchmarks: N events (10000) of P people (N/20), from MS (2026-01-01) on.\n"
+                  "--truth FILE writes messageId<TAB>person per event; --realistic adds\n"
+                  "screen and alias calls, a mobile app, a shared QA userId and larger bodies.\n",
+                  stdout);
+            return 0;
+        }
         if (strcmp(argv[i], "--realistic") == 0) {
             realistic = true;
             continue;
@@ -149,8 +160,7 @@ int main(int argc, char **argv)
         bool junk_user = below(500) == 0;
         char anon[64], device[96], user[64];
         snprintf(anon, sizeof anon, "anon-%" PRIu64 "-%" PRIu64, person, session);
-        snprintf(device, sizeof device,
-                 ",\"device\":{\"id\":\"dev-%" PRIu64 "\",\"type\":\"%s\"}",
+        snprintf(device, sizeof device, ",\"device\":{\"id\":\"dev-%" PRIu64 "\",\"type\":\"%s\"}",
                  shared_device ? (uint64_t)7 : person * 4 + session,
                  (person + session) % 2 ? "ios" : "android");
         if (junk_user)
@@ -162,13 +172,13 @@ int main(int argc, char **argv)
         uint64_t kind = below(100);
         if (truth)
             fprintf(truth, "m-%" PRIu64 "-%" PRIu64 "\t%" PRIu64 "\n", seed, i, person);
-        if (realistic && emit_realistic(seed, i, person, session, anon, device, user, ts, rcv,
-                                        kind))
+        if (realistic &&
+            emit_realistic(seed, i, person, session, anon, device, user, ts, rcv, kind))
             continue;
         char props[512];
         snprintf(props, sizeof props,
-                 "\"properties\":{\"sku\":\"SKU-%" PRIu64 "\",\"price\":%" PRIu64
-                 ".%02" PRIu64 ",\"currency\":\"USD\",\"category\":\"cat-%" PRIu64
+                 "\"properties\":{\"sku\":\"SKU-%" PRIu64 "\",\"price\":%" PRIu64 ".%02" PRIu64
+                 ",\"currency\":\"USD\",\"category\":\"cat-%" PRIu64
                  "\",\"note\":\"synthetic event %" PRIu64 " for load and determinism tests\"}",
                  below(5000), below(500), below(100), below(40), i);
         const char *ctx_common = "\"library\":{\"name\":\"analytics.js\",\"version\":\"5.2.0\"},"
@@ -178,12 +188,12 @@ int main(int argc, char **argv)
             /* identify: email may change over time */
             uint64_t version = below(10) == 0 ? 1 : 0;
             printf("{\"type\":\"identify\",\"messageId\":\"m-%" PRIu64 "-%" PRIu64 "\",%s"
-                   "\"anonymousId\":\"%s\",\"traits\":{\"email\":\"Person%" PRIu64
-                   ".v%" PRIu64 "@Example.com\",\"plan\":\"%s\",\"logins\":%" PRIu64
+                   "\"anonymousId\":\"%s\",\"traits\":{\"email\":\"Person%" PRIu64 ".v%" PRIu64
+                   "@Example.com\",\"plan\":\"%s\",\"logins\":%" PRIu64
                    ",\"name\":\"Person %" PRIu64 "\"},\"context\":{%s%s},\"timestamp\":\"%s\","
                    "\"receivedAt\":\"%s\"}\n",
-                   seed, i, user[0] ? user : "", anon, person, version,
-                   below(2) ? "pro" : "free", below(1000), person, ctx_common, device, ts, rcv);
+                   seed, i, user[0] ? user : "", anon, person, version, below(2) ? "pro" : "free",
+                   below(1000), person, ctx_common, device, ts, rcv);
         } else if (kind < 15) {
             printf("{\"type\":\"group\",\"messageId\":\"m-%" PRIu64 "-%" PRIu64 "\",%s"
                    "\"anonymousId\":\"%s\",\"groupId\":\"org-%" PRIu64 "\",\"traits\":{"
@@ -201,8 +211,8 @@ int main(int argc, char **argv)
             printf("{\"type\":\"track\",\"messageId\":\"m-%" PRIu64 "-%" PRIu64 "\",%s"
                    "\"anonymousId\":\"%s\",\"event\":\"%s\",%s,\"context\":{%s%s},"
                    "\"timestamp\":\"%s\",\"receivedAt\":\"%s\"}\n",
-                   seed, i, user[0] ? user : "", anon, events[below(6)], props, ctx_common,
-                   device, ts, rcv);
+                   seed, i, user[0] ? user : "", anon, events[below(6)], props, ctx_common, device,
+                   ts, rcv);
         }
     }
     return 0;

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ps/clock.h"
+
 static ps_log_level threshold = PS_LOG_WARN;
 
 void ps_log_init(ps_log_level default_level)
@@ -30,8 +32,10 @@ void ps_log(ps_log_level level, const char *fmt, ...)
     static const char *names[] = {"debug", "info", "warn", "error"};
     if (level < threshold)
         return;
-    char line[1024];
-    int n = snprintf(line, sizeof line, "level=%s ", names[level]);
+    char line[1024], tb[PS_TIME_BUF];
+    /* every line says when: RFC 3339 in UTC, to the millisecond */
+    int n = snprintf(line, sizeof line, "ts=%s level=%s ", ps_time_format(ps_clock_now_ms(), tb),
+                     names[level]);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
