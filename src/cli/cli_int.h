@@ -35,6 +35,8 @@ int cli_open_space(const cli *c, const char *name, bool read_only, ps_space **ou
 int cli_read_file(const char *path, size_t max, ps_buf *out);
 /* Prints settings diagnostics, one per line: "<path>: <message>". */
 void cli_print_diags(const ps_diags *d);
+/* The same as one JSON object on stdout: {"valid":false,"problems":[{"path","message"}],"more"}. */
+void cli_json_diags(const ps_diags *d);
 /* Takes "--name VALUE" style options out of c->argv; returns the value or NULL. */
 const char *cli_take_option(cli *c, const char *name);
 bool cli_take_flag(cli *c, const char *name);

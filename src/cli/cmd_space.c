@@ -56,8 +56,7 @@ int cmd_space(cli *c)
     if (st == PS_ECONFLICT)
         return cli_fail(EXIT_INVALID, "space '%s' already exists", name);
     if (st != PS_OK)
-        return cli_fail(cli_exit_code(st), "cannot create space '%s': %s", name,
-                        ps_status_str(st));
+        return cli_fail(cli_exit_code(st), "cannot create space '%s': %s", name, ps_status_str(st));
     if (c->json)
         printf("{\"space\":\"%s\",\"created\":true}\n", name);
     else
@@ -80,11 +79,16 @@ int cmd_settings(cli *c)
             ps_status st = ps_rules_parse((const char *)buf.ptr, buf.len, &r, &d);
             if (st == PS_OK) {
                 ps_rules_free(r);
-                printf("%s: valid\n", c->argv[1]);
+                if (c->json)
+                    printf("{\"valid\":true}\n");
+                else
+                    printf("%s: valid\n", c->argv[1]);
             } else {
-                cli_print_diags(&d);
-                rc = cli_fail(EXIT_INVALID, "%s: %zu problem(s)", c->argv[1],
-                              d.count + d.dropped);
+                if (c->json)
+                    cli_json_diags(&d);
+                else
+                    cli_print_diags(&d);
+                rc = cli_fail(EXIT_INVALID, "%s: %zu problem(s)", c->argv[1], d.count + d.dropped);
             }
         }
         ps_buf_clear(&buf);
@@ -115,10 +119,15 @@ int cmd_settings(cli *c)
         }
         ps_status st = ps_space_settings_set(sp, (const char *)buf.ptr, buf.len, &d);
         if (st == PS_EINVAL) {
-            cli_print_diags(&d);
+            if (c->json)
+                cli_json_diags(&d);
+            else
+                cli_print_diags(&d);
             rc = cli_fail(EXIT_INVALID, "settings not applied");
         } else if (st != PS_OK) {
             rc = cli_fail(cli_exit_code(st), "cannot apply settings: %s", ps_status_str(st));
+        } else if (c->json) {
+            printf("{\"valid\":true,\"updated\":true}\n");
         } else {
             printf("settings of %s updated; they apply to events processed from now on\n",
                    c->argv[1]);

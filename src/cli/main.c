@@ -182,6 +182,25 @@ int cli_read_file(const char *path, size_t max, ps_buf *out)
     return rc;
 }
 
+void cli_json_diags(const ps_diags *d)
+{
+    ps_buf b;
+    ps_buf_init(&b);
+    ps_buf_puts(&b, "{\"valid\":false,\"problems\":[");
+    for (size_t i = 0; i < d->count; i++) {
+        ps_buf_puts(&b, i ? ",{\"path\":" : "{\"path\":");
+        ps_buf_json_str(&b, d->items[i].path, strlen(d->items[i].path));
+        ps_buf_puts(&b, ",\"message\":");
+        ps_buf_json_str(&b, d->items[i].message, strlen(d->items[i].message));
+        ps_buf_putc(&b, '}');
+    }
+    ps_buf_puts(&b, "],\"more\":");
+    ps_buf_u64(&b, d->dropped);
+    ps_buf_puts(&b, "}\n");
+    fwrite(b.ptr, 1, b.len, stdout);
+    ps_buf_clear(&b);
+}
+
 void cli_print_diags(const ps_diags *d)
 {
     for (size_t i = 0; i < d->count; i++)

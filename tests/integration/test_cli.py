@@ -77,7 +77,16 @@ def test_settings_get_set_check():
         assert "valid" in s.ctl("settings", "check", good).stdout
         p = s.ctl("settings", "set", "s", bad, check=False)
         assert p.returncode == 3 and "settings not applied" in p.stderr
-        s.ctl("settings", "set", "s", good)
+        # --json: the same verdicts as one object on stdout, the exit codes unchanged
+        p = s.ctl("--json", "settings", "check", bad, check=False)
+        out = json.loads(p.stdout)
+        assert p.returncode == 3 and out["valid"] is False and out["more"] == 0, p.stdout
+        assert {x["path"] for x in out["problems"]} >= {"$.identifiers.email.limit", "$.x"}
+        assert json.loads(s.ctl("--json", "settings", "check", good).stdout) == {"valid": True}
+        p = s.ctl("--json", "settings", "set", "s", bad, check=False)
+        assert p.returncode == 3 and json.loads(p.stdout)["valid"] is False
+        assert json.loads(s.ctl("--json", "settings", "set", "s", good).stdout) == {
+            "valid": True, "updated": True}
         got = json.loads(s.ctl("settings", "get", "s").stdout)
         assert got["identifiers"]["phone"]["limit"] == 1
         # an unseen type is added with defaults once it appears, and ranked by name
