@@ -182,6 +182,32 @@ int cli_read_file(const char *path, size_t max, ps_buf *out)
     return rc;
 }
 
+/* Prints the usage entries of command `name` (an entry: its line and the indented lines after
+ * it); false when the usage has none. */
+static bool command_usage(const char *name)
+{
+    size_t cl = strlen(name);
+    bool any = false, in_entry = false;
+    for (const char *p = usage; *p;) {
+        const char *eol = strchr(p, '\n');
+        size_t len = eol ? (size_t)(eol - p) : strlen(p);
+        bool continuation = len > 10 && strncmp(p, "          ", 10) == 0;
+        if (!continuation)
+            in_entry = len > 2 + cl && strncmp(p, "  ", 2) == 0 && p[2] != '-' &&
+                       strncmp(p + 2, name, cl) == 0 && p[2 + cl] == ' ';
+        if (in_entry) {
+            if (!any)
+                printf("usage: profilectl [--data DIR] [--json] ...\n\n");
+            printf("%.*s\n", (int)len, p);
+            any = true;
+        }
+        p += len + (eol != NULL);
+    }
+    if (any)
+        printf("\ndocs/profilectl.md describes every option and its output.\n");
+    return any;
+}
+
 void cli_json_diags(const ps_diags *d)
 {
     ps_buf b;
@@ -275,12 +301,12 @@ int main(int argc, char **argv)
     /* global options may come before or after the command */
     char **rest = calloc((size_t)argc + 1, sizeof *rest);
     int n = 0;
+    bool help = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0 ||
-            strcmp(argv[i], "help") == 0) {
-            fputs(usage, stdout);
-            free(rest);
-            return EXIT_OK;
+            (n == 0 && strcmp(argv[i], "help") == 0)) {
+            help = true;
+            continue;
         }
         if (strcmp(argv[i], "--version") == 0) {
             printf("profilectl %s\n", PS_VERSION);
@@ -300,6 +326,12 @@ int main(int argc, char **argv)
         } else {
             rest[n++] = argv[i];
         }
+    }
+    if (help) { /* `profilectl COMMAND --help`: that command's lines; else all of them */
+        if (n == 0 || !command_usage(rest[0]))
+            fputs(usage, stdout);
+        free(rest);
+        return EXIT_OK;
     }
     if (n == 0) {
         fputs(usage, stderr);

@@ -13,6 +13,11 @@ def test_usage_and_exit_codes():
     try:
         assert s.ctl("--help").stdout.startswith("usage: profilectl")
         assert re.fullmatch(r"profilectl \d+\.\d+\.\d+\n", s.ctl("--version").stdout)
+        # COMMAND --help: that command's lines only
+        out = s.ctl("token", "--help").stdout
+        assert "token create SPACE" in out and "token revoke" in out and "space create" not in out
+        out = s.ctl("import", "--help").stdout
+        assert "import SPACE FILE.csv" in out and "import-template" not in out, out
         # a data directory that is not there is an error, except for the command that makes it
         gone = os.path.join(s.dir, "nowhere")
         for args in (("space", "list"), ("export", "s1"), ("check", "s1")):
