@@ -32,6 +32,8 @@ static bool print_source(void *ud, const ps_source_info *src)
         snprintf(origins, sizeof origins, "%s", src->origins[0] ? src->origins : "any origin");
         for (char *p = origins; (p = strchr(p, '\n'));)
             *p = ' ';
+        if (l->n == 0) /* a header over the first row only: no sources prints nothing */
+            printf("%-22s %-24s %-24s  %s\n", "SOURCE_ID", "NAME", "CREATED", "ORIGINS");
         printf("%-22s %-24s %s  %s\n", src->source_id, src->name, tb, origins);
     }
     l->n++;

@@ -22,6 +22,9 @@ static bool print_token(void *ud, const char *name, ps_token_role role, int64_t 
     if (l->json) /* names are [A-Za-z0-9_-] */
         printf("%s{\"name\":\"%s\",\"role\":\"%s\",\"created_at\":\"%s\"}", l->n ? "," : "", name,
                ps_token_role_name(role), tb);
+    else if (l->n == 0) /* a header over the first row only: no tokens prints nothing */
+        printf("%-24s %-6s %s\n%-24s %-6s %s\n", "NAME", "ROLE", "CREATED", name,
+               ps_token_role_name(role), tb);
     else
         printf("%-24s %-6s %s\n", name, ps_token_role_name(role), tb);
     l->n++;

@@ -52,6 +52,11 @@ def test_usage_and_exit_codes():
         assert p.returncode == 1
         p = s.ctl("inspect", "s1", "user_id:x", "--wat", check=False)
         assert p.returncode == 1 and "unknown option --wat" in p.stderr
+        # list tables have a header over their first row, and print nothing without rows
+        assert s.ctl("token", "list", "s1").stdout == ""
+        s.ctl("token", "create", "s1", "--name", "t1")
+        rows = s.ctl("token", "list", "s1").stdout.splitlines()
+        assert rows[0].split() == ["NAME", "ROLE", "CREATED"] and rows[1].startswith("t1 "), rows
     finally:
         s.close()
 
