@@ -4,6 +4,7 @@
 #ifndef PS_MEM_H
 #define PS_MEM_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -70,6 +71,22 @@ void ps_buf_json_str(ps_buf *b, const char *s, size_t len);
 /* Process setting for the long-running programs: freed memory, large buffers included, is
  * kept for reuse instead of being handed back to the kernel and faulted in again (a page
  * fault is the dearest part of a fresh buffer on virtual machines). Call first in main(). */
+/* An object each thread makes on its first use and that is freed when the thread ends (a
+ * compression context, a match buffer, a cache). Define one per kind, statically:
+ *   static ps_thread_slot slot = PS_THREAD_SLOT(make, free);
+ * `make` returns the new object (NULL: none, asked again next time). */
+typedef struct ps_thread_slot {
+    void *(*make)(void);
+    void (*free)(void *);
+    _Atomic(int) ready; /* the key exists */
+    pthread_key_t key;
+} ps_thread_slot;
+#define PS_THREAD_SLOT(make_fn, free_fn)                                                           \
+    {                                                                                              \
+        (make_fn), (free_fn), 0, 0                                                                 \
+    }
+void *ps_thread_slot_get(ps_thread_slot *s);
+
 void ps_mem_keep_freed(void);
 /* Grows the heap by about `bytes` (up to 480 MiB), asks for transparent huge pages on it
  * (madvise; a no-op where the kernel does not offer them) and frees it again, so that the

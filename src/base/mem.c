@@ -5,6 +5,7 @@
 
 #include <malloc.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,9 +198,6 @@ typedef struct arena_cache {
     size_t count;
 } arena_cache;
 
-static pthread_key_t cache_key;
-static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
-
 static void cache_free(void *p)
 {
     arena_cache *ac = p;
@@ -211,21 +209,16 @@ static void cache_free(void *p)
     free(ac);
 }
 
-static void cache_key_make(void)
+static void *cache_make(void)
 {
-    if (pthread_key_create(&cache_key, cache_free) != 0)
-        abort();
+    return ps_xcalloc(1, sizeof(arena_cache));
 }
+
+static ps_thread_slot cache_slot = PS_THREAD_SLOT(cache_make, cache_free);
 
 static arena_cache *thread_cache(void)
 {
-    pthread_once(&cache_once, cache_key_make);
-    arena_cache *ac = pthread_getspecific(cache_key);
-    if (ac == NULL) {
-        ac = ps_xcalloc(1, sizeof *ac);
-        pthread_setspecific(cache_key, ac);
-    }
-    return ac;
+    return ps_thread_slot_get(&cache_slot);
 }
 
 void ps_arena_init(ps_arena *a)
@@ -293,6 +286,24 @@ char *ps_arena_strndup(ps_arena *a, const char *s, size_t len)
     char *p = ps_arena_alloc(a, len + 1);
     memcpy(p, s, len);
     p[len] = 0;
+    return p;
+}
+
+void *ps_thread_slot_get(ps_thread_slot *s)
+{
+    static pthread_mutex_t keys = PTHREAD_MUTEX_INITIALIZER;
+    if (!atomic_load_explicit(&s->ready, memory_order_acquire)) {
+        pthread_mutex_lock(&keys);
+        if (!atomic_load_explicit(&s->ready, memory_order_relaxed)) {
+            if (pthread_key_create(&s->key, s->free) != 0)
+                abort(); /* out of keys: a fixed handful are made */
+            atomic_store_explicit(&s->ready, 1, memory_order_release);
+        }
+        pthread_mutex_unlock(&keys);
+    }
+    void *p = pthread_getspecific(s->key);
+    if (p == NULL && (p = s->make()) != NULL)
+        pthread_setspecific(s->key, p);
     return p;
 }
 

@@ -3,7 +3,6 @@
  * stopping at the first, so an operator fixes a file in one pass. */
 #include "ps/rules.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -790,29 +789,23 @@ int ps_rules_rank_cmp(const ps_rules *r, const char *a, const char *b)
 /* Match data is per thread, because a pcre2_match_data cannot be shared by threads while the
  * rules are; it keeps the frames pcre2_match allocated, so a match allocates nothing once the
  * thread has matched. */
-static pthread_key_t md_key;
-static pthread_once_t md_once = PTHREAD_ONCE_INIT;
-
 static void md_free(void *md)
 {
     pcre2_match_data_free(md);
 }
 
-static void md_key_make(void)
+static void *md_make(void)
 {
-    PS_ASSERT(pthread_key_create(&md_key, md_free) == 0);
+    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+    PS_ASSERT(md != NULL);
+    return md;
 }
+
+static ps_thread_slot md_slot = PS_THREAD_SLOT(md_make, md_free);
 
 static pcre2_match_data *thread_match_data(void)
 {
-    pthread_once(&md_once, md_key_make);
-    pcre2_match_data *md = pthread_getspecific(md_key);
-    if (md == NULL) {
-        md = pcre2_match_data_create(1, NULL);
-        PS_ASSERT(md != NULL);
-        pthread_setspecific(md_key, md);
-    }
-    return md;
+    return ps_thread_slot_get(&md_slot);
 }
 
 /* One value against one blocked list. Only a match blocks: no match, a match or depth or heap

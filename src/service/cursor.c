@@ -2,7 +2,6 @@
 /* cursor: sign and verify page positions (see cursor.h). */
 #include "ps/cursor.h"
 
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,9 +28,6 @@ typedef struct mac_cache {
     bool keyed;
 } mac_cache;
 
-static pthread_key_t mac_key;
-static pthread_once_t mac_once = PTHREAD_ONCE_INIT;
-
 static void mac_cache_free(void *p)
 {
     mac_cache *c = p;
@@ -40,28 +36,20 @@ static void mac_cache_free(void *p)
     free(c);
 }
 
-static void mac_key_make(void)
+static void *mac_cache_make(void)
 {
-    PS_ASSERT(pthread_key_create(&mac_key, mac_cache_free) == 0);
-}
-
-static mac_cache *thread_mac(void)
-{
-    pthread_once(&mac_once, mac_key_make);
-    mac_cache *c = pthread_getspecific(mac_key);
-    if (c == NULL) {
-        c = ps_xcalloc(1, sizeof *c);
-        c->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-        c->ctx = c->mac ? EVP_MAC_CTX_new(c->mac) : NULL;
-        PS_ASSERT(c->ctx != NULL);
-        pthread_setspecific(mac_key, c);
-    }
+    mac_cache *c = ps_xcalloc(1, sizeof *c);
+    c->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    c->ctx = c->mac ? EVP_MAC_CTX_new(c->mac) : NULL;
+    PS_ASSERT(c->ctx != NULL);
     return c;
 }
 
+static ps_thread_slot mac_slot = PS_THREAD_SLOT(mac_cache_make, mac_cache_free);
+
 static void mac(const uint8_t secret[32], const uint8_t *data, size_t len, uint8_t out[32])
 {
-    mac_cache *c = thread_mac();
+    mac_cache *c = ps_thread_slot_get(&mac_slot);
     int ok;
     if (c->keyed && CRYPTO_memcmp(c->key, secret, 32) == 0) {
         ok = EVP_MAC_init(c->ctx, NULL, 0, NULL); /* the key it has */

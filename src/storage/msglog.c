@@ -26,26 +26,21 @@ static void dict_key(unsigned id, char out[32])
 
 /* One compression context per thread that encodes (HTTP workers, the CLI's reader, the
  * writer), freed when the thread ends. */
-static pthread_key_t cctx_key;
-static pthread_once_t cctx_once = PTHREAD_ONCE_INIT;
-
 static void cctx_free(void *p)
 {
     ZSTD_freeCCtx(p);
 }
 
-static void cctx_key_make(void)
+static void *cctx_make(void)
 {
-    PS_ASSERT(pthread_key_create(&cctx_key, cctx_free) == 0);
+    return ZSTD_createCCtx();
 }
+
+static ps_thread_slot cctx_slot = PS_THREAD_SLOT(cctx_make, cctx_free);
 
 static ZSTD_CCtx *thread_cctx(void)
 {
-    pthread_once(&cctx_once, cctx_key_make);
-    ZSTD_CCtx *c = pthread_getspecific(cctx_key);
-    if (c == NULL && (c = ZSTD_createCCtx()) != NULL)
-        pthread_setspecific(cctx_key, c);
-    return c;
+    return ps_thread_slot_get(&cctx_slot);
 }
 
 void ps_store_log_encode(ps_store *s, const ps_log_rec *r, ps_buf *b)
