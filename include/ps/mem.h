@@ -63,6 +63,9 @@ static inline void ps_buf_putc(ps_buf *b, char c)
 }
 void ps_buf_printf(ps_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void ps_buf_u64(ps_buf *b, uint64_t v); /* decimal digits */
+/* `v` in decimal digits into `out` (no terminator); returns how many. */
+#define PS_U64_DEC_MAX 20
+size_t ps_u64_dec(uint64_t v, char out[PS_U64_DEC_MAX]);
 void ps_buf_be64(ps_buf *b, uint64_t v);
 /* Appends `s` as a JSON string literal, quotes included. Invalid UTF-8 is never passed here. */
 void ps_buf_json_str(ps_buf *b, const char *s, size_t len);

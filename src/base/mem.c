@@ -106,14 +106,21 @@ void ps_buf_printf(ps_buf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-void ps_buf_u64(ps_buf *b, uint64_t v)
+size_t ps_u64_dec(uint64_t v, char out[PS_U64_DEC_MAX])
 {
-    char digits[20];
+    char digits[PS_U64_DEC_MAX];
     size_t d = sizeof digits;
     do
         digits[--d] = (char)('0' + v % 10);
     while ((v /= 10) != 0);
-    ps_buf_append(b, digits + d, sizeof digits - d);
+    memcpy(out, digits + d, sizeof digits - d);
+    return sizeof digits - d;
+}
+
+void ps_buf_u64(ps_buf *b, uint64_t v)
+{
+    char digits[PS_U64_DEC_MAX];
+    ps_buf_append(b, digits, ps_u64_dec(v, digits));
 }
 
 void ps_buf_be64(ps_buf *b, uint64_t v)

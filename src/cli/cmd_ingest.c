@@ -71,11 +71,8 @@ typedef struct run {
     FILE *f;
     queue q;
     chunk *filling;       /* the reader's */
-    ps_prepare_view view; /* the reader's: settings and lists, read again every VIEW_LINES */
-    unsigned view_lines;
+    ps_prepare_view view; /* the reader's: settings and lists, read again for each chunk */
 } run;
-
-#define VIEW_LINES 256
 
 static void chunk_free(chunk *ch)
 {
@@ -194,11 +191,8 @@ static bool read_line(run *r, const char *line, size_t len, uint64_t number)
     ps_prepared *prep;
     ps_prepare_refusal refusal;
     ps_status st = PS_OK;
-    if (r->view.txn == NULL || ++r->view_lines == VIEW_LINES) {
-        ps_prepare_view_close(&r->view);
+    if (r->view.txn == NULL) /* closed at each chunk's hand-over (add) */
         st = ps_prepare_view_open(r->sp, &r->view);
-        r->view_lines = 0;
-    }
     po.view = &r->view;
     if (st != PS_OK)
         free(json);

@@ -222,14 +222,9 @@ void http_conn_reply(http_req *rq, int status, const char *headers, size_t heade
     memcpy(line + n, "\r\n", 2), n += 2;
     evbuffer_add(out, line, n);
     evbuffer_add(out, headers, headers_len);
-    char digits[24];
-    size_t d = sizeof digits;
-    size_t v = body_len;
-    do
-        digits[--d] = (char)('0' + v % 10);
-    while ((v /= 10) != 0);
+    char digits[PS_U64_DEC_MAX];
     evbuffer_add(out, "Content-Length: ", 16);
-    evbuffer_add(out, digits + d, sizeof digits - d);
+    evbuffer_add(out, digits, ps_u64_dec(body_len, digits));
     evbuffer_add(out, "\r\n", 2);
     if (c->close_after)
         evbuffer_add(out, "Connection: close\r\n\r\n", 21);
