@@ -142,8 +142,6 @@ typedef struct ps_accept_opts {
     const struct ps_filter_set *filters; /* the space's event filters (NULL: none): a message
                                           * matching one is dropped as PS_DROP_FILTERED */
     uint32_t *filter_hits; /* with filters: the drops counted per filter, by its index */
-    int *last_filter;      /* with filters: set to the index of the filter that dropped the
-                            * message the callback is called for */
 } ps_accept_opts;
 
 /* Called once per message: `ev` is NULL when it was dropped for `why`, except that a message

@@ -537,8 +537,6 @@ static ps_status one_message(const ps_accept_opts *opts, ps_arena *arena, const 
         if (hit >= 0) {
             if (opts->filter_hits)
                 opts->filter_hits[hit]++;
-            if (opts->last_filter)
-                *opts->last_filter = hit;
             ps_event note;
             make_note(arena, &ev, ps_filters_get(opts->filters, (size_t)hit).name, &note);
             return fn(ud, &note, PS_DROP_FILTERED, index);

@@ -401,7 +401,6 @@ struct ps_prepared {
     ps_txn *suppress_txn;                /* while parsing, when the space suppresses some userIds */
     const ps_filter_set *filters;        /* the space's filters the payload was checked with */
     uint32_t filter_hits[PS_FILTERS_MAX];
-    int last_filter;
 };
 
 /* Room for `n` more events: most payloads hold one, which needs no allocation. */
@@ -515,10 +514,8 @@ ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *jso
         .keep_received_at = o->keep_received_at,
         .filters = v.filters,
         .filter_hits = p->filter_hits,
-        .last_filter = &p->last_filter,
     };
     p->filters = v.filters;
-    p->last_filter = -1;
     ps_arena_init(&p->arena);
     p->suppress_txn = v.suppressing ? v.txn : NULL;
     st = ps_event_parse(json, len, &p->opts, &p->arena, collect_message, p, &refusal->why);
