@@ -30,6 +30,7 @@ typedef enum ps_violation {
     PS_VIOL_BAD_ENCODING,   /* context.externalIds encoding other than "none" */
     PS_VIOL_KEPT_APART,     /* an operator unmerged the two profiles with --keep-apart */
     PS_VIOL_FILTERED,       /* an event filter dropped the message at the door */
+    PS_VIOL_SHARED,         /* the value was seen with two people (block_shared_values) */
     PS_VIOL__COUNT
 } ps_violation;
 

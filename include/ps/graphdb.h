@@ -48,6 +48,7 @@ typedef struct ps_mapping {
     int64_t created_ms;    /* receivedAt of that event */
     char source_id[68];
     char first_message_id[PS_ID_BYTES];
+    bool shared; /* seen with two people (block_shared_values): it no longer matches */
 } ps_mapping;
 
 ps_status ps_store_ident_get(ps_txn *t, uint8_t coll, const char *type, const char *value,

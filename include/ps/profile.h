@@ -142,10 +142,16 @@ typedef struct ps_render_opts {
     bool metadata;
     bool links;
     bool merges;
+    bool messages; /* "message_ids": every logged message resolved into it, in log order */
 } ps_render_opts;
 
+/* The log sequence numbers of the messages resolved into the members (events and identify,
+ * group and alias calls), ascending. Owned; free(). */
+ps_status ps_profile_message_seqs(ps_txn *t, const uint64_t *members, size_t n, uint64_t **out,
+                                  size_t *count);
+
 /* Appends the profile document as one JSON object: segment_id, collection, merged_ids,
- * external_ids, traits, and as asked metadata, events, links, merges. */
+ * external_ids, traits, and as asked metadata, events, links, message_ids, merges. */
 ps_status ps_profile_render(ps_txn *t, const ps_profile *canonical, const ps_render_opts *o,
                             ps_buf *out);
 

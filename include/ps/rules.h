@@ -85,6 +85,9 @@ typedef struct ps_rules_options {
     uint32_t api_rate_burst;         /* bucket size; 0: same as the rate */
     uint32_t ingest_rate_per_second; /* Tracking API requests per second; 0: no limit */
     uint32_t ingest_rate_burst;      /* bucket size; 0: same as the rate */
+    /* An identifier value seen with two values of a type limited to one per profile (two
+     * userIds) stops matching: a shared device, browser, email or token (docs/identity-settings.md) */
+    bool block_shared_values;
 } ps_rules_options;
 
 #define PS_DIAGS_MAX 32
@@ -93,6 +96,11 @@ typedef struct ps_diags {
     size_t count;
     size_t dropped; /* errors beyond PS_DIAGS_MAX */
 } ps_diags;
+
+/* The settings document of preset `name` ("recommended"), or NULL for an unknown name. */
+const char *ps_rules_preset(const char *name);
+/* The preset names, comma separated, for messages. */
+const char *ps_rules_preset_names(void);
 
 /* Returns owned rules with every default; free with ps_rules_free(). */
 ps_rules *ps_rules_default(void);

@@ -123,6 +123,7 @@ int cmd_inspect(cli *c)
 typedef struct export_ctx {
     ps_txn *t;
     int collection;
+    bool messages;
     ps_buf line;
     ps_status st;
     uint64_t count;
@@ -134,7 +135,7 @@ static bool export_one(void *ud, const ps_profile *p)
     if (p->parent != 0 || (x->collection >= 0 && p->collection != x->collection))
         return true;
     ps_buf_reset(&x->line);
-    ps_render_opts o = {0};
+    ps_render_opts o = {.messages = x->messages};
     if ((x->st = ps_profile_render(x->t, p, &o, &x->line)) != PS_OK)
         return false;
     ps_buf_putc(&x->line, '\n');
@@ -146,11 +147,13 @@ static bool export_one(void *ud, const ps_profile *p)
 int cmd_export(cli *c)
 {
     const char *coll = cli_take_option(c, "--collection");
+    bool messages = cli_take_flag(c, "--messages");
     int rc = cli_no_more_options(c);
     if (rc)
         return rc;
     if (c->argc != 1)
-        return cli_fail(EXIT_USAGE, "usage: profilectl export SPACE [--collection users|accounts]");
+        return cli_fail(EXIT_USAGE, "usage: profilectl export SPACE [--collection users|accounts] "
+                                    "[--messages]");
     int collection = coll ? ps_collection_parse(coll) : -1;
     if (coll && collection < 0)
         return cli_fail(EXIT_USAGE, "--collection must be users or accounts");
@@ -159,7 +162,7 @@ int cmd_export(cli *c)
         return rc;
     /* one read transaction: a consistent snapshot, profiles in creation (seq) order, one
      * profile in memory at a time */
-    export_ctx x = {.collection = collection};
+    export_ctx x = {.collection = collection, .messages = messages};
     ps_buf_init(&x.line);
     ps_status st = ps_txn_begin(ps_space_store(sp), false, &x.t);
     if (st == PS_OK) {

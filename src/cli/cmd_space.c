@@ -10,6 +10,7 @@
 int cmd_space(cli *c)
 {
     const char *settings_path = cli_take_option(c, "--settings");
+    const char *preset = cli_take_option(c, "--preset");
     int rc = cli_no_more_options(c);
     if (rc)
         return rc;
@@ -32,8 +33,15 @@ int cmd_space(cli *c)
         return EXIT_OK;
     }
     if (c->argc != 2 || strcmp(c->argv[0], "create") != 0)
-        return cli_fail(EXIT_USAGE, "usage: profilectl space create SPACE [--settings FILE] | "
-                                    "space list");
+        return cli_fail(EXIT_USAGE, "usage: profilectl space create SPACE [--settings FILE | "
+                                    "--preset NAME] | space list");
+    if (settings_path && preset)
+        return cli_fail(EXIT_USAGE, "--settings and --preset exclude each other: a preset is a "
+                                    "settings file (profilectl settings get prints it)");
+    const char *preset_json = preset ? ps_rules_preset(preset) : NULL;
+    if (preset && preset_json == NULL)
+        return cli_fail(EXIT_USAGE, "unknown preset '%s' (known: %s)", preset,
+                        ps_rules_preset_names());
     const char *name = c->argv[1];
     if (!ps_space_name_valid(name))
         return cli_fail(EXIT_INVALID,
@@ -45,22 +53,25 @@ int cmd_space(cli *c)
         return rc;
     }
     ps_diags d;
-    ps_status st = ps_space_create(c->data_dir, name, settings_path ? (char *)settings.ptr : NULL,
-                                   settings.len, &d);
+    if (preset_json)
+        ps_buf_puts(&settings, preset_json);
+    ps_status st = ps_space_create(
+        c->data_dir, name, settings_path || preset ? (char *)settings.ptr : NULL, settings.len, &d);
     ps_buf_clear(&settings);
     if (st == PS_EINVAL) {
         cli_print_diags(&d);
         return cli_fail(EXIT_INVALID, "settings in %s are invalid; space not created",
-                        settings_path);
+                        settings_path ? settings_path : "the preset");
     }
     if (st == PS_ECONFLICT)
         return cli_fail(EXIT_INVALID, "space '%s' already exists", name);
     if (st != PS_OK)
         return cli_fail(cli_exit_code(st), "cannot create space '%s': %s", name, ps_status_str(st));
     if (c->json)
-        printf("{\"space\":\"%s\",\"created\":true}\n", name);
+        printf("{\"space\":\"%s\",\"created\":true%s%s%s}\n", name, preset ? ",\"preset\":\"" : "",
+               preset ? preset : "", preset ? "\"" : "");
     else
-        printf("created space %s\n", name);
+        printf("created space %s%s%s\n", name, preset ? " with preset " : "", preset ? preset : "");
     return EXIT_OK;
 }
 

@@ -13,10 +13,13 @@
 #include "ps/log.h"
 #include "ps/writer.h"
 
-static const char usage[] =
+/* Two parts: one string literal may hold at most 4095 characters in ISO C. */
+static const char usage_graph[] =
     "usage: profilectl [--data DIR] [--json] COMMAND ...\n"
     "\n"
-    "  space create SPACE [--settings FILE]   create a space (default identity settings)\n"
+    "  space create SPACE [--settings FILE | --preset recommended]\n"
+    "                                         create a space (default identity settings, or\n"
+    "                                         the recommended preset: docs/identity-settings.md)\n"
     "  space list                             list spaces\n"
     "  settings get SPACE                     print the effective identity settings\n"
     "  settings set SPACE FILE                validate and apply settings to new events\n"
@@ -25,8 +28,9 @@ static const char usage[] =
     "                                         load NDJSON Segment messages\n"
     "  inspect SPACE IDENT [--json] [--events N]\n"
     "                                         show a profile (IDENT: type:value or segment_id)\n"
-    "  export SPACE [--collection users|accounts]\n"
-    "                                         every canonical profile as one NDJSON line\n"
+    "  export SPACE [--collection users|accounts] [--messages]\n"
+    "                                         every canonical profile as one NDJSON line;\n"
+    "                                         --messages lists the messageIds resolved into it\n"
     "  check SPACE                            verify every invariant of the identity graph\n"
     "  log SPACE [--since TIME] [--until TIME]\n"
     "                                         the accepted messages as NDJSON (replayable)\n"
@@ -34,7 +38,8 @@ static const char usage[] =
     "                                         derive every table again from the log, under FILE\n"
     "                                         or the current settings, in one transaction;\n"
     "                                         --dry-run prints what would change (JSON)\n"
-    "  migrate SPACE                          upgrade a space to the current storage format\n"
+    "  migrate SPACE                          upgrade a space to the current storage format\n";
+static const char usage_admin[] =
     "  token create SPACE [--name NAME] [--role read|admin]\n"
     "                                         new Profile API access token (printed once); a\n"
     "                                         read token may only read (default: admin)\n"
@@ -72,6 +77,13 @@ static const char usage[] =
     "  --data DIR   data directory (default $PROFILED_DATA, else ./var)\n"
     "  --json       machine-readable output\n"
     "exit codes: 0 ok, 1 usage, 2 not found, 3 invalid input, 4 storage error or failed check\n";
+static const char *const usage[] = {usage_graph, usage_admin};
+
+static void print_usage(FILE *f)
+{
+    for (size_t i = 0; i < sizeof usage / sizeof *usage; i++)
+        fputs(usage[i], f);
+}
 
 typedef struct command {
     const char *name;
@@ -188,21 +200,22 @@ static bool command_usage(const char *name)
 {
     size_t cl = strlen(name);
     bool any = false, in_entry = false;
-    for (const char *p = usage; *p;) {
-        const char *eol = strchr(p, '\n');
-        size_t len = eol ? (size_t)(eol - p) : strlen(p);
-        bool continuation = len > 10 && strncmp(p, "          ", 10) == 0;
-        if (!continuation)
-            in_entry = len > 2 + cl && strncmp(p, "  ", 2) == 0 && p[2] != '-' &&
-                       strncmp(p + 2, name, cl) == 0 && p[2 + cl] == ' ';
-        if (in_entry) {
-            if (!any)
-                printf("usage: profilectl [--data DIR] [--json] ...\n\n");
-            printf("%.*s\n", (int)len, p);
-            any = true;
+    for (size_t part = 0; part < sizeof usage / sizeof *usage; part++)
+        for (const char *p = usage[part]; *p;) {
+            const char *eol = strchr(p, '\n');
+            size_t len = eol ? (size_t)(eol - p) : strlen(p);
+            bool continuation = len > 10 && strncmp(p, "          ", 10) == 0;
+            if (!continuation)
+                in_entry = len > 2 + cl && strncmp(p, "  ", 2) == 0 && p[2] != '-' &&
+                           strncmp(p + 2, name, cl) == 0 && p[2 + cl] == ' ';
+            if (in_entry) {
+                if (!any)
+                    printf("usage: profilectl [--data DIR] [--json] ...\n\n");
+                printf("%.*s\n", (int)len, p);
+                any = true;
+            }
+            p += len + (eol != NULL);
         }
-        p += len + (eol != NULL);
-    }
     if (any)
         printf("\ndocs/profilectl.md describes every option and its output.\n");
     return any;
@@ -329,12 +342,12 @@ int main(int argc, char **argv)
     }
     if (help) { /* `profilectl COMMAND --help`: that command's lines; else all of them */
         if (n == 0 || !command_usage(rest[0]))
-            fputs(usage, stdout);
+            print_usage(stdout);
         free(rest);
         return EXIT_OK;
     }
     if (n == 0) {
-        fputs(usage, stderr);
+        print_usage(stderr);
         free(rest);
         return EXIT_USAGE;
     }

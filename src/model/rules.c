@@ -84,6 +84,44 @@ static const struct {
     {"user_id", PS_USERS, 1, 1, true, false},
 };
 
+/* The settings presets (docs/identity-settings.md explains every rule of "recommended"). A
+ * preset is a settings document: a space created with it stores it as its settings. */
+static const struct {
+    const char *name, *json;
+} presets[] = {
+    {"recommended",
+     "{\n"
+     "  \"version\": 1,\n"
+     "  \"blocked_presets\": [\"junk_ids\"],\n"
+     "  \"block_shared_values\": true,\n"
+     "  \"identifiers\": {\n"
+     "    \"user_id\": {\"priority\": 1, \"limit\": 1, \"frequency\": \"ever\"},\n"
+     "    \"email\": {\"priority\": 2, \"limit\": 5, \"frequency\": \"ever\"},\n"
+     "    \"anonymous_id\": {\"priority\": 3, \"limit\": 1, \"frequency\": \"weekly\"},\n"
+     "    \"ga_client_id\": {\"priority\": 3, \"limit\": 1, \"frequency\": \"weekly\"},\n"
+     "    \"ios.id\": {\"priority\": 4, \"limit\": 2, \"frequency\": \"monthly\"},\n"
+     "    \"android.id\": {\"priority\": 4, \"limit\": 2, \"frequency\": \"monthly\"},\n"
+     "    \"ios.push_token\": {\"priority\": 5, \"limit\": 1, \"frequency\": \"monthly\"},\n"
+     "    \"android.push_token\": {\"priority\": 5, \"limit\": 1, \"frequency\": \"monthly\"},\n"
+     "    \"ios.idfa\": {\"priority\": 6, \"limit\": 1, \"frequency\": \"monthly\"},\n"
+     "    \"android.idfa\": {\"priority\": 6, \"limit\": 1, \"frequency\": \"monthly\"}\n"
+     "  }\n"
+     "}\n"},
+};
+
+const char *ps_rules_preset(const char *name)
+{
+    for (size_t i = 0; i < sizeof presets / sizeof *presets; i++)
+        if (strcmp(presets[i].name, name) == 0)
+            return presets[i].json;
+    return NULL;
+}
+
+const char *ps_rules_preset_names(void)
+{
+    return "recommended";
+}
+
 const char *ps_frequency_name(ps_frequency f)
 {
     return freq_names[f];
@@ -711,6 +749,8 @@ ps_status ps_rules_parse(const char *json, size_t len, ps_rules **out, ps_diags 
             }
         } else if (strcmp(f->string, "email_from_properties") == 0) {
             get_bool(&c, f, p, &c.r->opt.email_from_properties);
+        } else if (strcmp(f->string, "block_shared_values") == 0) {
+            get_bool(&c, f, p, &c.r->opt.block_shared_values);
         } else if (strcmp(f->string, "dedup_window_hours") == 0) {
             get_uint(&c, f, p, 0, 24 * 365, &c.r->dedup_hours);
         } else if (strcmp(f->string, "event_retention_days") == 0) {
@@ -892,7 +932,8 @@ void ps_rules_to_json_seen(const ps_rules *r, const ps_seen_type *seen, size_t s
         }
     ps_buf_printf(out,
                   "{\n  \"version\": 1,\n  \"suggested_blocked\": %s,\n  \"blocked_presets\": [%s],\n"
-                  "  \"email_from_properties\": %s,\n  \"dedup_window_hours\": %u,\n"
+                  "  \"email_from_properties\": %s,\n  \"block_shared_values\": %s,\n"
+                  "  \"dedup_window_hours\": %u,\n"
                   "  \"event_retention_days\": %u,\n  \"events_lookback_days\": %u,\n"
                   "  \"log_retention_days\": %u,\n"
                   "  \"merge_limit\": %u,\n  \"mapping_limit\": %u,\n"
@@ -900,7 +941,8 @@ void ps_rules_to_json_seen(const ps_rules *r, const ps_seen_type *seen, size_t s
                   "  \"ingest_rate_limit_per_second\": %u,\n  \"ingest_rate_limit_burst\": %u,\n"
                   "  \"blocked\": ",
                   r->suggested_blocked ? "true" : "false", r->junk_preset ? "\"junk_ids\"" : "",
-                  r->opt.email_from_properties ? "true" : "false", r->dedup_hours,
+                  r->opt.email_from_properties ? "true" : "false",
+                  r->opt.block_shared_values ? "true" : "false", r->dedup_hours,
                   r->retention_days, r->lookback_days, r->log_days, r->opt.merge_limit,
                   r->opt.mapping_limit,
                   r->opt.api_rate_per_second, r->opt.api_rate_burst,

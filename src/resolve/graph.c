@@ -26,6 +26,7 @@ static const char *const viol_names[PS_VIOL__COUNT] = {
     "identifier_encoding_unsupported",
     "profiles_kept_apart",
     "event_filtered",
+    "identifier_value_shared",
 };
 
 const char *ps_violation_name(ps_violation v)
@@ -426,10 +427,21 @@ static bool collect_pmap(void *ud, uint64_t profile, const char *type, const cha
     return true;
 }
 
-/* Merges canonical `q` into canonical `s`. */
+/* The event's first active identifier that canonical `q` holds (NULL: none). */
+static const ps_ident *tie_of(const work *w, uint64_t q)
+{
+    for (size_t i = 0; i < w->in->count; i++)
+        if (w->active[i] && w->owner[i] == q)
+            return &w->in->ids[i];
+    return NULL;
+}
+
+/* Merges canonical `q` into canonical `s`. Its merge rows name the identifier that tied `q`
+ * to the event. */
 static ps_status merge_into(work *w, ps_profile *s, uint64_t q)
 {
     const ps_resolve_in *in = w->in;
+    const ps_ident *tie = tie_of(w, q);
     ps_profile qp;
     ps_status st = ps_store_profile_get(w->t, q, &qp);
     if (st != PS_OK)
@@ -459,7 +471,7 @@ static ps_status merge_into(work *w, ps_profile *s, uint64_t q)
         mp.parent = s->seq; /* keep the forest flat */
         if ((st = ps_store_profile_put(w->t, &mp)) != PS_OK)
             break;
-        st = audit_row(w->t, in, PS_AUDIT_MERGE, PS_VIOL_NONE, m, s->seq, NULL);
+        st = audit_row(w->t, in, PS_AUDIT_MERGE, PS_VIOL_NONE, m, s->seq, tie);
     }
     for (size_t i = 0; st == PS_OK && i < maps.count; i++) {
         pmap_row *r = &maps.rows[i];
@@ -513,6 +525,53 @@ static ps_status violation(work *w, ps_violation v, size_t i, uint64_t profile)
 {
     w->out->violations++;
     return ps_graph_violation(w->t, w->in, v, i == SIZE_MAX ? NULL : &w->in->ids[i], profile);
+}
+
+/* A merge the rules refused: the row names the profile left apart (`q`), the one the event
+ * went on with (`s`) and the identifier that tied `q` to the event. */
+static ps_status refused_merge(work *w, ps_violation v, uint64_t q, uint64_t s)
+{
+    w->out->violations++;
+    ps_txn_next(w->t, (ps_counter)(PS_CTR_VIOLATION + v));
+    return audit_row(w->t, w->in, PS_AUDIT_VIOLATION, v, q, s, tie_of(w, q));
+}
+
+/* Whether dropped identifier `d` has now been seen with two people: the profile holding it
+ * holds a value of a type limited to one per profile (a userId) and the event carries another
+ * value of that type. */
+static ps_status seen_with_another(work *w, size_t d, bool *shared)
+{
+    *shared = false;
+    for (size_t i = 0; i < w->in->count && !*shared; i++) {
+        const ps_ident *id = &w->in->ids[i];
+        if (!w->active[i] || ps_rules_type(w->rules, id->type)->limit != 1)
+            continue;
+        type_count *tc;
+        ps_status st = held_values(w, w->owner[d], id->type, &tc);
+        if (st != PS_OK)
+            return st;
+        bool has = false;
+        for (size_t k = 0; k < tc->count && !has; k++)
+            has = strlen(tc->values[k].value) == id->value_len &&
+                   memcmp(tc->values[k].value, id->value, id->value_len) == 0;
+        *shared = tc->count > 0 && !has;
+    }
+    return PS_OK;
+}
+
+/* Marks identifier `d` shared: with block_shared_values it matches nothing from now on. */
+static ps_status mark_shared(work *w, size_t d)
+{
+    const ps_ident *id = &w->in->ids[d];
+    ps_mapping m;
+    ps_status st = ps_store_ident_get(w->t, (uint8_t)w->in->collection, id->type, id->value,
+                                      id->value_len, &m);
+    if (st != PS_OK)
+        return st;
+    m.shared = true;
+    st = ps_store_ident_put(w->t, (uint8_t)w->in->collection, id->type, id->value, id->value_len,
+                            &m);
+    return st == PS_OK ? violation(w, PS_VIOL_SHARED, d, w->owner[d]) : st;
 }
 
 /* A brand-new profile takes the event's values up to each type's limit, in order. */
@@ -601,14 +660,26 @@ static ps_status resolve(work *w, ps_profile *s)
             st = violation(w, v, i, 0);
             continue;
         }
-        w->active[i] = true;
-        active_count++;
-        st = ps_graph_lookup(w->t, (uint8_t)in->collection, id->type, id->value, id->value_len,
-                             &w->owner[i]);
+        ps_mapping m;
+        st = ps_store_ident_get(w->t, (uint8_t)in->collection, id->type, id->value, id->value_len,
+                                &m);
         if (st == PS_ENOTFOUND) {
             w->owner[i] = 0;
+            w->active[i] = true;
+            active_count++;
             st = PS_OK;
+            continue;
         }
+        if (st == PS_OK)
+            st = ps_graph_find(w->t, m.profile, &w->owner[i]);
+        if (st != PS_OK)
+            break;
+        if (m.shared && opt->block_shared_values) {
+            st = violation(w, PS_VIOL_SHARED, i, w->owner[i]);
+            continue;
+        }
+        w->active[i] = true;
+        active_count++;
     }
     if (st != PS_OK)
         return st;
@@ -634,14 +705,14 @@ static ps_status resolve(work *w, ps_profile *s)
                 if ((st = ps_store_profile_get(w->t, set[p], &q)) != PS_OK)
                     break;
                 if (s->member_count - 1 + q.member_count > opt->merge_limit) {
-                    st = violation(w, PS_VIOL_MERGE_LIMIT, SIZE_MAX, s->seq);
+                    st = refused_merge(w, PS_VIOL_MERGE_LIMIT, set[p], s->seq);
                     continue;
                 }
                 bool apart = false;
                 if ((st = kept_apart(w->t, s->seq, set[p], &apart)) != PS_OK)
                     break;
                 if (apart) {
-                    st = violation(w, PS_VIOL_KEPT_APART, SIZE_MAX, s->seq);
+                    st = refused_merge(w, PS_VIOL_KEPT_APART, set[p], s->seq);
                     continue;
                 }
                 st = merge_into(w, s, set[p]);
@@ -659,9 +730,16 @@ static ps_status resolve(work *w, ps_profile *s)
             }
             break;
         }
+        /* the row names the profile that holds the dropped identifier (0: a new value) */
         size_t dropped = demote(w);
-        if ((st = violation(w, found, dropped, 0)) != PS_OK)
+        if ((st = violation(w, found, dropped, w->owner[dropped])) != PS_OK)
             break;
+        if (opt->block_shared_values && w->owner[dropped] != 0) {
+            bool shared;
+            if ((st = seen_with_another(w, dropped, &shared)) != PS_OK ||
+                (shared && (st = mark_shared(w, dropped)) != PS_OK))
+                break;
+        }
         /* a single identifier either matches the one profile that holds it or
          * creates a new one, so demotion never empties the event */
         size_t left = 0;

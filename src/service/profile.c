@@ -643,6 +643,67 @@ static ps_status render_events(ps_txn *t, const ps_profile *p, const uint64_t *m
     return st;
 }
 
+static bool collect_pevent_seq(void *ud, uint64_t profile, int64_t ts_ms, uint64_t seq)
+{
+    (void)profile;
+    (void)ts_ms;
+    vec_push(ud, seq);
+    return true;
+}
+
+static bool collect_seq(void *ud, uint64_t seq)
+{
+    vec_push(ud, seq);
+    return true;
+}
+
+ps_status ps_profile_message_seqs(ps_txn *t, const uint64_t *members, size_t n, uint64_t **out,
+                                  size_t *count)
+{
+    u64_vec v = {NULL, 0};
+    ps_status st = PS_OK;
+    for (size_t i = 0; i < n && st == PS_OK; i++) {
+        st = ps_store_pevent_scan_asc(t, members[i], 0, 0, collect_pevent_seq, &v);
+        if (st == PS_OK)
+            st = ps_store_pmsg_scan(t, members[i], collect_seq, &v);
+    }
+    if (st != PS_OK) {
+        free(v.items);
+        return st;
+    }
+    if (v.count > 1)
+        qsort(v.items, v.count, sizeof(uint64_t), cmp_u64);
+    *out = v.items;
+    *count = v.count;
+    return PS_OK;
+}
+
+/* ,"message_ids":[...] in log order */
+static ps_status render_messages(ps_txn *t, const uint64_t *members, size_t n, ps_buf *b)
+{
+    uint64_t *seqs;
+    size_t count;
+    ps_status st = ps_profile_message_seqs(t, members, n, &seqs, &count);
+    if (st != PS_OK)
+        return st;
+    ps_buf_puts(b, ",\"message_ids\":[");
+    for (size_t i = 0; i < count && st == PS_OK; i++) {
+        ps_log_rec r;
+        if ((st = ps_store_log_head(t, seqs[i], &r)) == PS_ENOTFOUND) {
+            st = PS_OK; /* trimmed from the log */
+            continue;
+        }
+        if (st != PS_OK)
+            break;
+        if (b->ptr[b->len - 1] != '[')
+            ps_buf_putc(b, ',');
+        ps_buf_json_str(b, (const char *)r.message_id.ptr, r.message_id.len);
+    }
+    ps_buf_putc(b, ']');
+    free(seqs);
+    return st;
+}
+
 ps_status ps_profile_render(ps_txn *t, const ps_profile *p, const ps_render_opts *o, ps_buf *b)
 {
     uint64_t *members = NULL, *links = NULL;
@@ -702,6 +763,8 @@ ps_status ps_profile_render(ps_txn *t, const ps_profile *p, const ps_render_opts
         }
         ps_buf_putc(b, ']');
     }
+    if (st == PS_OK && o->messages)
+        st = render_messages(t, members, n, b);
     if (st == PS_OK && o->merges) {
         ps_buf_puts(b, ",\"merges\":[");
         size_t k = 0;

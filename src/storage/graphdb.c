@@ -458,6 +458,7 @@ static ps_status decode_mapping(ps_txn *t, const MDB_val *v, ps_mapping *m)
     m->created_ms = r_i64(&r, 3);
     r_cstr(&r, 4, m->source_id, sizeof m->source_id);
     r_cstr(&r, 5, m->first_message_id, sizeof m->first_message_id);
+    m->shared = r.count > 6 && r_bool(&r, 6); /* written only when true */
     return PS_OK;
 }
 
@@ -476,13 +477,15 @@ ps_status ps_store_ident_get(ps_txn *t, uint8_t coll, const char *type, const ch
 ps_status ps_store_ident_put(ps_txn *t, uint8_t coll, const char *type, const char *value,
                              size_t value_len, const ps_mapping *m)
 {
-    msgpack_packer pk = pk_begin(t, 6);
+    msgpack_packer pk = pk_begin(t, m->shared ? 7 : 6);
     msgpack_pack_uint64(&pk, m->profile);
     msgpack_pack_uint64(&pk, m->map_seq);
     msgpack_pack_int64(&pk, m->first_seen_ms);
     msgpack_pack_int64(&pk, m->created_ms);
     pk_cstr(&pk, m->source_id);
     pk_cstr(&pk, m->first_message_id);
+    if (m->shared)
+        msgpack_pack_true(&pk);
     ident_key(t, coll, type, value, value_len);
     ps_status st = put_val(t, DB_IDENT);
     if (st == PS_OK)
