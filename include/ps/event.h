@@ -90,6 +90,7 @@ typedef struct ps_ident {
     uint32_t value_len;
     uint8_t collection; /* ps_collection */
     uint8_t flag;       /* ps_ident_flag */
+    const char *from;   /* where the message carried it ("userId", "context.traits.email") */
 } ps_ident;
 
 /* One trait write: key and the value as compact JSON text; is_null means "remove". */

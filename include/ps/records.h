@@ -91,6 +91,8 @@ typedef struct ps_audit_rec {
     uint32_t count;       /* traits: keys changed */
     uint64_t message_seq; /* the triggering message in the log (0: none, or rows made before
                            * this field: the change feed reads traits from it) */
+    ps_slice limit_type;  /* limit violations: the type whose limit the event would exceed
+                           * (empty on every other row, and on rows made before it) */
 } ps_audit_rec;
 ps_status ps_store_audit_append(ps_txn *t, ps_audit_rec *rec); /* assigns rec->seq */
 typedef bool (*ps_audit_fn)(void *ud, const ps_audit_rec *r);

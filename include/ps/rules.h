@@ -135,6 +135,9 @@ int ps_rules_rank_cmp(const ps_rules *r, const char *a, const char *b);
  * newline). A regex that reaches a PS_REGEX_* match limit, or a value that is not valid UTF-8,
  * does not block. */
 bool ps_rules_blocked(const ps_rules *r, const char *type, const char *value);
+/* The same, and which list and entry block it, as a phrase for people, into `why`. */
+bool ps_rules_blocked_by(const ps_rules *r, const char *type, const char *value, char *why,
+                         size_t cap);
 
 const ps_rules_options *ps_rules_options_get(const ps_rules *r);
 

@@ -17,7 +17,8 @@ static bool print_extid(void *ud, const ps_extid *x)
     return true;
 }
 
-static ps_status print_text(ps_txn *t, const ps_profile *p, size_t event_limit)
+static ps_status print_text(ps_txn *t, const char *space, const ps_profile *p,
+                            size_t event_limit)
 {
     char tb[PS_TIME_BUF], tb2[PS_TIME_BUF];
     uint64_t *members;
@@ -33,9 +34,11 @@ static ps_status print_text(ps_txn *t, const ps_profile *p, size_t event_limit)
         ps_profile m;
         if (members[i] == p->seq || ps_profile_get(t, members[i], &m) != PS_OK)
             continue;
-        printf("%s%s -> %s at %s", k++ ? "\n            " : "", m.segment_id, p->segment_id,
-               ps_time_format(m.merged_ms, tb));
+        printf("%s%s -> %s at %s by message %s", k++ ? "\n            " : "", m.segment_id,
+               p->segment_id, ps_time_format(m.merged_ms, tb), m.merged_by_message_id);
     }
+    if (n > 1)
+        printf("\n            (why: profilectl explain %s MESSAGE_ID)", space);
     printf(n > 1 ? "\nidentities\n" : "(none)\nidentities\n");
     if ((st = ps_profile_external_ids(t, p, print_extid, NULL)) != PS_OK)
         goto done;
@@ -112,7 +115,7 @@ int cmd_inspect(cli *c)
         else
             rc = cli_fail(cli_exit_code(st), "cannot read profile: %s", ps_status_str(st));
         ps_buf_clear(&out);
-    } else if ((st = print_text(t, &p, event_limit)) != PS_OK) {
+    } else if ((st = print_text(t, c->argv[0], &p, event_limit)) != PS_OK) {
         rc = cli_fail(cli_exit_code(st), "cannot read profile: %s", ps_status_str(st));
     }
     ps_txn_abort(t);

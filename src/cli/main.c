@@ -31,6 +31,8 @@ static const char usage_graph[] =
     "  export SPACE [--collection users|accounts] [--messages]\n"
     "                                         every canonical profile as one NDJSON line;\n"
     "                                         --messages lists the messageIds resolved into it\n"
+    "  explain SPACE MESSAGE_ID [--json]      why a message went where it went: its identifiers,\n"
+    "                                         what matched, limits, merges and the outcome\n"
     "  check SPACE                            verify every invariant of the identity graph\n"
     "  log SPACE [--since TIME] [--until TIME]\n"
     "                                         the accepted messages as NDJSON (replayable)\n"
@@ -97,6 +99,7 @@ static const command commands[] = {
     {"migrate", cmd_migrate}, {"rebuild", cmd_rebuild},   {"regulation", cmd_regulation},
     {"compact", cmd_compact}, {"unmerge", cmd_unmerge},   {"changes", cmd_changes},
     {"filter", cmd_filter},   {"import", cmd_import},     {"import-template", cmd_import_template},
+    {"explain", cmd_explain},
 };
 
 int cli_fail(int code, const char *fmt, ...)

@@ -98,8 +98,10 @@ static const char *scalar_text(const cJSON *v, char numbuf[40])
     return NULL;
 }
 
+/* Adds candidate `raw` of `type`; `from` names where it was found (with `key`, when not
+ * NULL, appended: a custom key). */
 static void add_id(parse_ctx *c, ps_collection coll, const char *type, const cJSON *raw,
-                   ps_ident_flag flag)
+                   ps_ident_flag flag, const char *from, const char *key)
 {
     const ps_type_rule *rule = ps_rules_type(c->opts->rules, type);
     if (!rule->enabled)
@@ -144,11 +146,21 @@ static void add_id(parse_ctx *c, ps_collection coll, const char *type, const cJS
     id->value = value;
     id->value_len = (uint32_t)len;
     id->collection = (uint8_t)coll;
+    if (key) {
+        size_t fl = strlen(from), kl = strlen(key);
+        char *path = ps_arena_alloc(c->arena, fl + kl + 2);
+        memcpy(path, from, fl);
+        path[fl] = '.';
+        memcpy(path + fl + 1, key, kl + 1);
+        from = path;
+    }
+    id->from = from;
     id->flag = (uint8_t)flag;
 }
 
 /* Custom key identifiers: top-level keys equal to the snake or lowerCamel form. */
-static void add_custom(parse_ctx *c, ps_collection coll, const cJSON *const *objs, size_t n)
+static void add_custom(parse_ctx *c, ps_collection coll, const cJSON *const *objs,
+                       const char *const *names, size_t n)
 {
     size_t count;
     const ps_custom_key *keys = ps_rules_custom_keys(c->opts->rules, &count);
@@ -156,9 +168,11 @@ static void add_custom(parse_ctx *c, ps_collection coll, const cJSON *const *obj
         if (keys[k].collection != coll)
             continue;
         for (size_t o = 0; o < n; o++) {
-            add_id(c, coll, keys[k].type, get(objs[o], keys[k].snake), PS_IDENT_OK);
+            add_id(c, coll, keys[k].type, get(objs[o], keys[k].snake), PS_IDENT_OK, names[o],
+                   keys[k].snake);
             if (strcmp(keys[k].snake, keys[k].camel) != 0)
-                add_id(c, coll, keys[k].type, get(objs[o], keys[k].camel), PS_IDENT_OK);
+                add_id(c, coll, keys[k].type, get(objs[o], keys[k].camel), PS_IDENT_OK, names[o],
+                       keys[k].camel);
         }
     }
 }
@@ -190,7 +204,8 @@ static void add_external_ids(parse_ctx *c, const cJSON *arr, bool accounts_too)
         if (cl < 0 || (cl == PS_ACCOUNTS && !accounts_too))
             continue; /* accounts ids on non-group calls are ignored */
         add_id(c, cl, tbuf, id,
-               strcmp(enc->valuestring, "none") == 0 ? PS_IDENT_OK : PS_IDENT_BAD_ENCODING);
+               strcmp(enc->valuestring, "none") == 0 ? PS_IDENT_OK : PS_IDENT_BAD_ENCODING,
+               "context.externalIds", NULL);
     }
 }
 
@@ -202,13 +217,13 @@ static void extract_ids(parse_ctx *c, const cJSON *msg)
                 *device = get(context, "device");
     bool identify = ev->type == PS_MSG_IDENTIFY, group = ev->type == PS_MSG_GROUP;
 
-    add_id(c, PS_USERS, "user_id", get(msg, "userId"), PS_IDENT_OK);
+    add_id(c, PS_USERS, "user_id", get(msg, "userId"), PS_IDENT_OK, "userId", NULL);
     if (identify)
-        add_id(c, PS_USERS, "email", get(traits, "email"), PS_IDENT_OK);
-    add_id(c, PS_USERS, "email", get(ctraits, "email"), PS_IDENT_OK);
+        add_id(c, PS_USERS, "email", get(traits, "email"), PS_IDENT_OK, "traits.email", NULL);
+    add_id(c, PS_USERS, "email", get(ctraits, "email"), PS_IDENT_OK, "context.traits.email", NULL);
     if (ps_rules_options_get(c->opts->rules)->email_from_properties)
-        add_id(c, PS_USERS, "email", get(props, "email"), PS_IDENT_OK);
-    add_id(c, PS_USERS, "anonymous_id", get(msg, "anonymousId"), PS_IDENT_OK);
+        add_id(c, PS_USERS, "email", get(props, "email"), PS_IDENT_OK, "properties.email", NULL);
+    add_id(c, PS_USERS, "anonymous_id", get(msg, "anonymousId"), PS_IDENT_OK, "anonymousId", NULL);
 
     const cJSON *dtype = get(device, "type");
     const char *family = NULL;
@@ -221,38 +236,50 @@ static void extract_ids(parse_ctx *c, const cJSON *msg)
     if (family) {
         char t[32];
         snprintf(t, sizeof t, "%s.id", family);
-        add_id(c, PS_USERS, t, get(device, "id"), PS_IDENT_OK);
+        add_id(c, PS_USERS, t, get(device, "id"), PS_IDENT_OK, "context.device.id", NULL);
         if (cJSON_IsTrue(get(device, "adTrackingEnabled"))) {
             snprintf(t, sizeof t, "%s.idfa", family);
-            add_id(c, PS_USERS, t, get(device, "advertisingId"), PS_IDENT_OK);
+            add_id(c, PS_USERS, t, get(device, "advertisingId"), PS_IDENT_OK,
+                   "context.device.advertisingId", NULL);
         }
         snprintf(t, sizeof t, "%s.push_token", family);
-        add_id(c, PS_USERS, t, get(device, "token"), PS_IDENT_OK);
+        add_id(c, PS_USERS, t, get(device, "token"), PS_IDENT_OK, "context.device.token", NULL);
     }
     /* ga_client_id: context.integrations first, then the top-level integrations */
     const cJSON *ga = get(get(get(context, "integrations"), "Google Analytics"), "clientId");
-    if (scalar_text(ga, (char[40]){0}) == NULL)
+    const char *ga_from = "context.integrations.Google Analytics.clientId";
+    if (scalar_text(ga, (char[40]){0}) == NULL) {
         ga = get(get(get(msg, "integrations"), "Google Analytics"), "clientId");
-    add_id(c, PS_USERS, "ga_client_id", ga, PS_IDENT_OK);
+        ga_from = "integrations.Google Analytics.clientId";
+    }
+    add_id(c, PS_USERS, "ga_client_id", ga, PS_IDENT_OK, ga_from, NULL);
 
     /* optional built-ins, disabled unless the settings enable them */
     const cJSON *xid = get(ctraits, "crossDomainId");
-    add_id(c, PS_USERS, "cross_domain_id", xid ? xid : get(msg, "cross_domain_id"), PS_IDENT_OK);
-    add_id(c, PS_USERS, "braze_id", get(get(context, "Braze"), "braze_id"), PS_IDENT_OK);
+    add_id(c, PS_USERS, "cross_domain_id", xid ? xid : get(msg, "cross_domain_id"), PS_IDENT_OK,
+           xid ? "context.traits.crossDomainId" : "cross_domain_id", NULL);
+    add_id(c, PS_USERS, "braze_id", get(get(context, "Braze"), "braze_id"), PS_IDENT_OK,
+           "context.Braze.braze_id", NULL);
 
     const cJSON *user_objs[3];
+    const char *user_names[3];
     size_t n = 0;
-    if (identify)
+    if (identify) {
+        user_names[n] = "traits";
         user_objs[n++] = traits;
+    }
+    user_names[n] = "context.traits";
     user_objs[n++] = ctraits;
+    user_names[n] = "properties";
     user_objs[n++] = props;
-    add_custom(c, PS_USERS, user_objs, n);
+    add_custom(c, PS_USERS, user_objs, user_names, n);
     add_external_ids(c, get(context, "externalIds"), group);
 
     if (group) {
-        add_id(c, PS_ACCOUNTS, "group_id", get(msg, "groupId"), PS_IDENT_OK);
+        add_id(c, PS_ACCOUNTS, "group_id", get(msg, "groupId"), PS_IDENT_OK, "groupId", NULL);
         const cJSON *acc_objs[1] = {traits};
-        add_custom(c, PS_ACCOUNTS, acc_objs, 1);
+        const char *acc_names[1] = {"traits"};
+        add_custom(c, PS_ACCOUNTS, acc_objs, acc_names, 1);
     }
 }
 

@@ -851,30 +851,56 @@ static pcre2_match_data *thread_match_data(void)
 /* One value against one blocked list. Only a match blocks: no match, a match or depth or heap
  * limit reached, or a value that is not valid UTF-8 all leave the value unblocked by that
  * regex (see PS_REGEX_MATCH_LIMIT in rules.h for why). */
-static bool match_list(const ps_rules *r, const blocked *list, size_t count, const char *value,
-                       size_t len)
+/* The index of the first entry of `list` that blocks `value`, or SIZE_MAX. */
+static size_t match_list(const ps_rules *r, const blocked *list, size_t count, const char *value,
+                         size_t len)
 {
     for (size_t i = 0; i < count; i++) {
         if (list[i].is_regex) {
             /* 0 is a match too: it says one pair of offsets was too few to hold the groups */
             if (pcre2_match(list[i].re, (PCRE2_SPTR)value, len, 0, 0, thread_match_data(),
                             r->match) >= 0)
-                return true;
+                return i;
         } else if (strcmp(list[i].value, value) == 0) {
-            return true;
+            return i;
         }
     }
-    return false;
+    return SIZE_MAX;
 }
 
 bool ps_rules_blocked(const ps_rules *r, const char *type, const char *value)
 {
+    return ps_rules_blocked_by(r, type, value, NULL, 0);
+}
+
+bool ps_rules_blocked_by(const ps_rules *r, const char *type, const char *value, char *why,
+                         size_t cap)
+{
     size_t len = strlen(value);
-    bool hit = match_list(r, r->global, r->global_count, value, len);
-    type_entry *t = hit ? NULL : find_type(r, type);
-    if (t)
-        hit = match_list(r, t->blocked, t->blocked_count, value, len);
-    return hit;
+    size_t hit = match_list(r, r->global, r->global_count, value, len);
+    const blocked *entry = NULL;
+    const char *list = NULL;
+    if (hit != SIZE_MAX) {
+        /* the global list holds the space's own entries, then the suggested ones, then the
+         * junk_ids preset's (finish()) */
+        size_t suggested = r->suggested_blocked ? 4 : 0,
+               junk = r->junk_preset ? sizeof junk_exact / sizeof *junk_exact : 0,
+               own = r->global_count - suggested - junk;
+        entry = &r->global[hit];
+        list = hit < own                ? "the space's blocked list"
+               : hit < own + suggested ? "Segment's suggested blocked values"
+                                        : "the junk_ids preset";
+    } else {
+        type_entry *t = find_type(r, type);
+        if (t && (hit = match_list(r, t->blocked, t->blocked_count, value, len)) != SIZE_MAX) {
+            entry = &t->blocked[hit];
+            list = "the type's blocked list";
+        }
+    }
+    if (entry && why)
+        snprintf(why, cap, "%s: %s %s", list, entry->is_regex ? "regex" : "value",
+                 entry->value);
+    return entry != NULL;
 }
 
 const ps_rules_options *ps_rules_options_get(const ps_rules *r)

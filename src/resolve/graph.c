@@ -101,9 +101,9 @@ ps_status ps_graph_lookup(ps_txn *t, uint8_t coll, const char *type, const char 
 }
 
 /* Appends an audit row of `kind` for the event being resolved. */
-static ps_status audit_row(ps_txn *t, const ps_resolve_in *in, ps_audit_kind kind,
-                           ps_violation reason, uint64_t profile, uint64_t canonical,
-                           const ps_ident *id)
+static ps_status audit_row_limit(ps_txn *t, const ps_resolve_in *in, ps_audit_kind kind,
+                                 ps_violation reason, uint64_t profile, uint64_t canonical,
+                                 const ps_ident *id, const char *limit_type)
 {
     ps_audit_rec a = {
         .kind = (uint8_t)kind,
@@ -119,8 +119,16 @@ static ps_status audit_row(ps_txn *t, const ps_resolve_in *in, ps_audit_kind kin
         .type = id ? PS_SLICE_STR(id->type) : PS_SLICE_STR(""),
         .value = id ? (ps_slice){(const uint8_t *)id->value, id->value_len} : PS_SLICE_STR(""),
         .message_seq = in->message_seq,
+        .limit_type = PS_SLICE_STR(limit_type ? limit_type : ""),
     };
     return ps_store_audit_append(t, &a);
+}
+
+static ps_status audit_row(ps_txn *t, const ps_resolve_in *in, ps_audit_kind kind,
+                           ps_violation reason, uint64_t profile, uint64_t canonical,
+                           const ps_ident *id)
+{
+    return audit_row_limit(t, in, kind, reason, profile, canonical, id, NULL);
 }
 
 ps_status ps_graph_unmap(ps_txn *t, uint64_t canonical, const char *type, const char *value,
@@ -146,7 +154,7 @@ ps_status ps_graph_unmap(ps_txn *t, uint64_t canonical, const char *type, const 
     p.mapping_count--;
     if ((st = ps_store_profile_put(t, &p)) != PS_OK)
         return st;
-    ps_ident id = {type, value, (uint32_t)value_len, p.collection, 0};
+    ps_ident id = {type, value, (uint32_t)value_len, p.collection, 0, NULL};
     return audit_row(t, in, PS_AUDIT_UNMAP, PS_VIOL_NONE, canonical, canonical, &id);
 }
 
@@ -317,8 +325,10 @@ static ps_status type_violates(work *w, const uint64_t *set, size_t n, const cha
     return PS_OK;
 }
 
-/* The violation of the first type over its limit, or PS_VIOL_NONE. */
-static ps_status find_violation(work *w, const uint64_t *set, size_t n, ps_violation *found)
+/* The violation of the first type over its limit, or PS_VIOL_NONE; `over` receives that
+ * type's name. */
+static ps_status find_violation(work *w, const uint64_t *set, size_t n, ps_violation *found,
+                                char over[PS_TYPE_MAX + 1])
 {
     *found = PS_VIOL_NONE;
     type_list types = {NULL, 0};
@@ -335,6 +345,7 @@ static ps_status find_violation(work *w, const uint64_t *set, size_t n, ps_viola
         if (v) {
             const ps_type_rule *rule = ps_rules_type(w->rules, types.names[k]);
             *found = rule->frequency == PS_FREQ_EVER ? PS_VIOL_VALUE_LIMIT : PS_VIOL_TIME_LIMIT;
+            snprintf(over, PS_TYPE_MAX + 1, "%s", types.names[k]);
             break;
         }
     }
@@ -521,19 +532,26 @@ static ps_status add_mapping(work *w, ps_profile *s, size_t i)
     return audit_row(w->t, in, PS_AUDIT_MAPPING, PS_VIOL_NONE, s->seq, s->seq, id);
 }
 
-static ps_status violation(work *w, ps_violation v, size_t i, uint64_t profile)
+/* Records violation `v` of the event: `id` (NULL: none), the profile concerned and the one
+ * the event went on with, and for a limit the type over it. */
+static ps_status record_violation(work *w, ps_violation v, const ps_ident *id, uint64_t profile,
+                                  uint64_t canonical, const char *limit_type)
 {
     w->out->violations++;
-    return ps_graph_violation(w->t, w->in, v, i == SIZE_MAX ? NULL : &w->in->ids[i], profile);
+    ps_txn_next(w->t, (ps_counter)(PS_CTR_VIOLATION + v)); /* /metrics counts them by reason */
+    return audit_row_limit(w->t, w->in, PS_AUDIT_VIOLATION, v, profile, canonical, id, limit_type);
+}
+
+static ps_status violation(work *w, ps_violation v, size_t i, uint64_t profile)
+{
+    return record_violation(w, v, i == SIZE_MAX ? NULL : &w->in->ids[i], profile, profile, NULL);
 }
 
 /* A merge the rules refused: the row names the profile left apart (`q`), the one the event
  * went on with (`s`) and the identifier that tied `q` to the event. */
 static ps_status refused_merge(work *w, ps_violation v, uint64_t q, uint64_t s)
 {
-    w->out->violations++;
-    ps_txn_next(w->t, (ps_counter)(PS_CTR_VIOLATION + v));
-    return audit_row(w->t, w->in, PS_AUDIT_VIOLATION, v, q, s, tie_of(w, q));
+    return record_violation(w, v, tie_of(w, q), q, s, NULL);
 }
 
 /* Whether dropped identifier `d` has now been seen with two people: the profile holding it
@@ -553,7 +571,7 @@ static ps_status seen_with_another(work *w, size_t d, bool *shared)
         bool has = false;
         for (size_t k = 0; k < tc->count && !has; k++)
             has = strlen(tc->values[k].value) == id->value_len &&
-                   memcmp(tc->values[k].value, id->value, id->value_len) == 0;
+                  memcmp(tc->values[k].value, id->value, id->value_len) == 0;
         *shared = tc->count > 0 && !has;
     }
     return PS_OK;
@@ -589,9 +607,9 @@ static ps_status map_new_profile(work *w, ps_profile *s)
                 same++;
         if (same >= rule->limit) {
             w->active[i] = false;
-            st = violation(
-                w, rule->frequency == PS_FREQ_EVER ? PS_VIOL_VALUE_LIMIT : PS_VIOL_TIME_LIMIT, i,
-                s->seq);
+            st = record_violation(
+                w, rule->frequency == PS_FREQ_EVER ? PS_VIOL_VALUE_LIMIT : PS_VIOL_TIME_LIMIT,
+                &w->in->ids[i], s->seq, s->seq, w->in->ids[i].type);
         } else if (s->mapping_count >= ps_rules_options_get(w->rules)->mapping_limit) {
             w->active[i] = false;
             st = violation(w, PS_VIOL_MAPPING_LIMIT, i, s->seq);
@@ -695,7 +713,8 @@ static ps_status resolve(work *w, ps_profile *s)
             break;
         }
         ps_violation found;
-        if ((st = find_violation(w, set, n, &found)) != PS_OK)
+        char over[PS_TYPE_MAX + 1];
+        if ((st = find_violation(w, set, n, &found, over)) != PS_OK)
             break;
         if (found == PS_VIOL_NONE) {
             if ((st = ps_store_profile_get(w->t, set[0], s)) != PS_OK)
@@ -732,7 +751,8 @@ static ps_status resolve(work *w, ps_profile *s)
         }
         /* the row names the profile that holds the dropped identifier (0: a new value) */
         size_t dropped = demote(w);
-        if ((st = violation(w, found, dropped, w->owner[dropped])) != PS_OK)
+        if ((st = record_violation(w, found, &in->ids[dropped], w->owner[dropped],
+                                   w->owner[dropped], over)) != PS_OK)
             break;
         if (opt->block_shared_values && w->owner[dropped] != 0) {
             bool shared;

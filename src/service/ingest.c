@@ -234,7 +234,7 @@ static ps_status accept_note(ps_ingest *in, const ps_event *ev, const ps_slice *
         return st;
     ps_resolve_in ri = resolve_in_of(ev, PS_USERS, msg_seq);
     ri.event_type = (uint8_t)ev->filtered_type; /* the row names the dropped message's type */
-    ps_ident id = {"filter", ev->filter, (uint32_t)strlen(ev->filter), PS_USERS, 0};
+    ps_ident id = {"filter", ev->filter, (uint32_t)strlen(ev->filter), PS_USERS, 0, NULL};
     in->pending.violations++;
     return ps_graph_violation(in->txn, &ri, PS_VIOL_FILTERED, &id, 0);
 }

@@ -403,7 +403,7 @@ ps_status ps_store_link_scan(ps_txn *t, uint64_t from, ps_link_fn fn, void *ud)
 
 static void audit_pack(ps_txn *t, const ps_audit_rec *a)
 {
-    msgpack_packer pk = pk_begin(t, 14);
+    msgpack_packer pk = pk_begin(t, a->limit_type.len ? 15 : 14);
     msgpack_pack_uint8(&pk, a->kind);
     msgpack_pack_uint8(&pk, a->reason);
     msgpack_pack_uint8(&pk, a->event_type);
@@ -418,6 +418,8 @@ static void audit_pack(ps_txn *t, const ps_audit_rec *a)
     pk_str(&pk, a->value.ptr, a->value.len);
     msgpack_pack_uint32(&pk, a->count);
     msgpack_pack_uint64(&pk, a->message_seq);
+    if (a->limit_type.len) /* limit violations only */
+        pk_str(&pk, a->limit_type.ptr, a->limit_type.len);
     key_reset(t);
     key_u64(t, a->seq);
 }
@@ -460,6 +462,7 @@ static bool audit_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v,
         .value = r_str(&r, 11),
         .count = (uint32_t)r_u64(&r, 12),
         .message_seq = r.count > 13 ? r_u64(&r, 13) : 0, /* rows before it have 13 fields */
+        .limit_type = r.count > 14 ? r_str(&r, 14) : (ps_slice){(const uint8_t *)"", 0},
     };
     return it->fn(it->ud, &a);
 }
