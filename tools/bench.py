@@ -6,7 +6,9 @@ Knobs (environment): BENCH_SIZE events in the main corpus (default 200000), BENC
 largest point of the scale curve in people (default 1000000), BENCH_SECONDS per read load
 (default 8), BENCH_KEEP=1 keeps the work directory, BENCH_BIN the directory of the binaries
 to measure (default build/bin; a build of an older commit gives the "before" column of
-docs/benchmarks.md). Prints a Markdown table on stdout and progress on stderr."""
+docs/benchmarks.md), BENCH_QUALITY_EVENTS events in each resolution-quality population
+(default 100000), BENCH_PARTS=quality for the resolution-quality tables alone. Prints
+Markdown tables on stdout and progress on stderr."""
 import collections
 import json
 import os
@@ -149,98 +151,86 @@ def disk_bytes(path):
 
 # ---- resolution quality ----
 
-def event_ids(msg):
-    """The identifiers of a message, as a naive reader sees them (the default keys)."""
-    ids = []
-    for key, typ in (("userId", "user_id"), ("anonymousId", "anonymous_id")):
-        v = msg.get(key)
-        if isinstance(v, (str, int)) and str(v) != "":
-            ids.append((typ, str(v)))
-    ctx = msg.get("context") or {}
-    dev = ctx.get("device") or {}
-    if dev.get("id") and dev.get("type") in ("ios", "android"):
-        ids.append((dev["type"] + ".id", str(dev["id"])))
-    for src in (msg.get("traits") or {}, ctx.get("traits") or {}):
-        if isinstance(src.get("email"), str):
-            ids.append(("email", src["email"].strip().lower()))
-    return ids
+QUALITY_EVENTS = int(os.environ.get("BENCH_QUALITY_EVENTS", "100000"))
+QUALITY_SEEDS = (42, 7)
+quality_rows, quality_large = [], []
 
 
-PRIORITY = ["user_id", "email", "ios.id", "android.id", "anonymous_id"]
+def quality_bench(work):
+    """Precision and recall of the default settings, the recommended preset and the naive
+    baseline on two differently seeded realistic populations (tools/quality.py)."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import quality
+    profilectl = os.path.join(BIN, "profilectl")
+    for seed in QUALITY_SEEDS:
+        corpus = os.path.join(work, "quality-%d.ndjson" % seed)
+        truth = os.path.join(work, "quality-%d.tsv" % seed)
+        with open(corpus, "w") as f:
+            subprocess.run([os.path.join(BIN, "gen_events"), "--events", str(QUALITY_EVENTS),
+                            "--seed", str(seed), "--realistic", "--days", "180", "--truth",
+                            truth], stdout=f, check=True)
+        msgs, labels = quality.load(corpus, truth)
+        population = "seed %d, %d events over 180 days" % (seed, QUALITY_EVENTS)
+        for name, create in (("defaults", []), ("recommended", ["--preset", "recommended"])):
+            data = os.path.join(work, "quality-%d-%s" % (seed, name))
+            ctl(data, "space", "create", "q", *create)
+            # keep every event row: the assignment of messages is read from them
+            settings = json.loads(ctl(data, "settings", "get", "q"))
+            settings["event_retention_days"] = 36500
+            path = os.path.join(work, "settings.json")
+            with open(path, "w") as f:
+                json.dump(settings, f)
+            ctl(data, "settings", "set", "q", path)
+            ctl(data, "ingest", "q", corpus)
+            r = quality.store_quality(profilectl, data, "q", msgs, labels)
+            quality_result(population, name, r)
+            shutil.rmtree(data, ignore_errors=True)
+        quality_result(population, "naive (merge on any shared id)",
+                       quality.naive_quality(msgs, labels))
+        os.unlink(corpus)
 
 
-def pair_count(counter):
-    return sum(n * (n - 1) // 2 for n in counter.values())
+def quality_result(population, name, r):
+    mixed = sum(1 for n, _, people, _ in r["large"] if people > 1)
+    quality_rows.append((population, name, "%.4f" % r["precision"], "%.4f" % r["recall"],
+                         r["profiles"], "%d (%d of them mix people)" % (len(r["large"]), mixed)))
+    log("quality %s, %s: precision %.4f recall %.4f" % (population, name, r["precision"],
+                                                        r["recall"]))
+    if not name.startswith("naive"):
+        for n, seg, people, ids in r["large"]:
+            quality_large.append((population, name, n, people, seg, ids))
 
 
-def quality(pred, truth):
-    """Pairwise precision and recall of event clusters `pred` against `truth` (lists of
-    labels per event; None = unresolved, left out of both)."""
-    both = collections.Counter()
-    pc, tc = collections.Counter(), collections.Counter()
-    for p, t in zip(pred, truth):
-        if p is None:
-            continue
-        both[(p, t)] += 1
-        pc[p] += 1
-        tc[t] += 1
-    tp, pp, tpairs = pair_count(both), pair_count(pc), pair_count(tc)
-    mega = sum(1 for n in pc.values() if n > 100)
-    return (tp / pp if pp else 1.0), (tp / tpairs if tpairs else 1.0), mega, len(pc)
-
-
-def resolution(data, space, corpus, truth_file):
-    owner = {}
-    for line in ctl(data, "export", space).splitlines():
-        p = json.loads(line)
-        for x in p["external_ids"]:
-            owner[(x["type"], x["id"])] = p["segment_id"]
-    truth = {}
-    with open(truth_file) as f:
-        for line in f:
-            mid, person = line.rstrip("\n").split("\t")
-            truth[mid] = person
-    parent = {}
-
-    def find(x):
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    msgs = []
-    with open(corpus) as f:
-        for line in f:
-            m = json.loads(line)
-            if m.get("type") == "group":  # account-side; users only here
-                continue
-            ids = event_ids(m)
-            msgs.append((m["messageId"], ids))
-            for a in ids[1:]:
-                parent[find(a)] = find(ids[0])  # naive: any shared id merges
-    store_pred, naive_pred, labels = [], [], []
-    for mid, ids in msgs:
-        ranked = sorted(ids, key=lambda x: PRIORITY.index(x[0]) if x[0] in PRIORITY else 99)
-        store_pred.append(next((owner[i] for i in ranked if i in owner), None))
-        naive_pred.append(find(ids[0]) if ids else None)
-        labels.append(truth[mid])
-    return quality(store_pred, labels), quality(naive_pred, labels)
+def print_quality():
+    print("\n| Population | Settings | Precision | Recall | Profiles | Over 100 events |")
+    print("|---|---|---|---|---|---|")
+    for r in quality_rows:
+        print("| " + " | ".join(str(c) for c in r) + " |")
+    print("\nProfiles of over 100 events and the identifiers behind them:\n")
+    for population, name, n, people, seg, ids in quality_large:
+        print("- %s, %s: %s, %d events of %d %s: %s%s" % (
+            population, name, seg, n, people, "person" if people == 1 else "people",
+            ", ".join(ids[:8]), " and %d more" % (len(ids) - 8) if len(ids) > 8 else ""))
 
 
 def main():
     work = tempfile.mkdtemp(prefix="ps-bench-")
     log("work directory %s, BENCH_SIZE=%d BENCH_SCALE=%d" % (work, SIZE, SCALE))
     try:
-        bench(work)
+        if os.environ.get("BENCH_PARTS", "all") != "quality":
+            bench(work)
+        quality_bench(work)
     finally:
         for p in servers:
             p.kill()
         if os.environ.get("BENCH_KEEP") != "1":
             shutil.rmtree(work, ignore_errors=True)
-    print("| Figure | Value | Ceiling (same run) | Ratio | Target | Notes |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print("| " + " | ".join(str(c) for c in r) + " |")
+    if rows:
+        print("| Figure | Value | Ceiling (same run) | Ratio | Target | Notes |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            print("| " + " | ".join(str(c) for c in r) + " |")
+    print_quality()
 
 
 def bench(work):
@@ -423,12 +413,6 @@ def bench(work):
             % (p99, ", %d non-2xx (ids never logged in)" % errs if errs else "", cold * 1000))
         shutil.rmtree(sdata, ignore_errors=True)
 
-    # resolution quality against the ground truth
-    (sp, sr, smega, sn), (np_, nr, nmega, nn) = resolution(data, "b", corpus, truth)
-    row("resolution, default settings", "precision %.3f, recall %.3f" % (sp, sr), "", "", "",
-        "%d profiles, %d with over 100 events" % (sn, smega))
-    row("resolution, naive (merge on any shared id)", "precision %.3f, recall %.3f"
-        % (np_, nr), "", "", "", "%d clusters, %d with over 100 events" % (nn, nmega))
 
 
 if __name__ == "__main__":
