@@ -111,9 +111,11 @@ static uint64_t mix(uint64_t x)
     return x ^ (x >> 27);
 }
 
+static uint64_t population; /* people */
+
 static bool is_tester(uint64_t p)
 {
-    return (behaviours & B_QA) && mix(p + 77) % 1000 == 0;
+    return (behaviours & B_QA) && (mix(p + 77) % 1000 == 0 || p == population / 3);
 }
 
 static bool in_household(uint64_t p)
@@ -381,6 +383,7 @@ int main(int argc, char **argv)
     char ts[96], rcv[96];
     if (realistic)
         folk = calloc(people, sizeof *folk);
+    population = people;
     for (uint64_t i = 0; i < n; i++) {
         /* 20 events/s of simulated time, or n events over the days asked for */
         int64_t t = start_ms + (days ? (int64_t)((double)i * (double)days * 86400000.0 / (double)n)

@@ -398,8 +398,49 @@ end:
     ps_buf_clear(&again);
 }
 
+/* The recommended preset parses, says what docs/identity-settings.md says, and its printed
+ * form parses to the same rules. */
+static void recommended_preset(void)
+{
+    ps_diags d = {0};
+    const char *json = ps_rules_preset("recommended");
+    ps_rules *r = json ? parse(json, &d) : NULL, *back = NULL;
+    ps_buf out, again;
+    ps_buf_init(&out);
+    ps_buf_init(&again);
+    CHECK(r != NULL);
+    CHECK(ps_rules_preset("nope") == NULL);
+    if (r == NULL)
+        goto end;
+    CHECK(ps_rules_options_get(r)->block_shared_values);
+    CHECK(ps_rules_blocked(r, "anonymous_id", "undefined")); /* junk_ids */
+    const ps_type_rule *anon = ps_rules_type(r, "anonymous_id");
+    CHECK_EQ_INT(anon->limit, 1);
+    CHECK_EQ_INT(anon->frequency, PS_FREQ_WEEKLY);
+    CHECK(ps_rules_rank_cmp(r, "anonymous_id", "ios.id") < 0);
+    CHECK(ps_rules_rank_cmp(r, "ios.id", "ios.push_token") < 0);
+    CHECK(ps_rules_rank_cmp(r, "ios.push_token", "ios.idfa") < 0);
+    char why[200];
+    CHECK(ps_rules_blocked_by(r, "anonymous_id", "undefined", why, sizeof why));
+    CHECK(strstr(why, "junk_ids") != NULL);
+    CHECK(ps_rules_blocked_by(r, "user_id", "null", why, sizeof why));
+    CHECK(strstr(why, "suggested") != NULL);
+    ps_rules_to_json(r, NULL, 0, &out);
+    back = parse((const char *)out.ptr, NULL);
+    CHECK(back != NULL);
+    if (back)
+        ps_rules_to_json(back, NULL, 0, &again);
+    CHECK(out.len == again.len && memcmp(out.ptr, again.ptr, out.len) == 0);
+end:
+    ps_rules_free(r);
+    ps_rules_free(back);
+    ps_buf_clear(&out);
+    ps_buf_clear(&again);
+}
+
 static const test_case tests[] = {
     {"defaults", defaults},
+    {"recommended_preset", recommended_preset},
     {"ranking", ranking},
     {"blocked", blocked},
     {"validation_names_every_path", validation_names_every_path},
