@@ -174,13 +174,6 @@ def quality_bench(work):
         for name, create in (("defaults", []), ("recommended", ["--preset", "recommended"])):
             data = os.path.join(work, "quality-%d-%s" % (seed, name))
             ctl(data, "space", "create", "q", *create)
-            # keep every event row: the assignment of messages is read from them
-            settings = json.loads(ctl(data, "settings", "get", "q"))
-            settings["event_retention_days"] = 36500
-            path = os.path.join(work, "settings.json")
-            with open(path, "w") as f:
-                json.dump(settings, f)
-            ctl(data, "settings", "set", "q", path)
             ctl(data, "ingest", "q", corpus)
             r = quality.store_quality(profilectl, data, "q", msgs, labels)
             quality_result(population, name, r)

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* graph: flat matching with priority demotion (docs/architecture.md, Resolution).
+/* graph: flat matching with priority demotion (docs/identity-settings.md, How one message is
+ * resolved).
  *
  * Bounds: a merge moves the absorbed profile's member rows (at most merge_limit + 1) and its
  * identifier rows (pmap); traits, events and links stay where they were written and reads fan
@@ -293,9 +294,9 @@ static size_t matched_profiles(const work *w, uint64_t *set)
     return n;
 }
 
-/* The violation test of resolution step 3 (docs/architecture.md, Resolution): does joining
- * `set` with the event's new values put `type` over its limit? Only a type whose value set
- * grows beyond what one profile already held can violate, so profiles already over a lowered
+/* The limit check of resolution step 4 (docs/identity-settings.md, How one message is resolved):
+ * does joining `set` with the event's new values put `type` over its limit? Only a type whose value
+ * set grows beyond what one profile already held can violate, so profiles already over a lowered
  * limit are grandfathered. */
 static ps_status type_violates(work *w, const uint64_t *set, size_t n, const char *type,
                                bool *violates)

@@ -256,7 +256,6 @@ def test_quality_on_a_realistic_population():
         results = {}
         for name, args in (("defaults", []), ("recommended", ["--preset", "recommended"])):
             st.ctl("space", "create", name, *args)
-            settings_with(st, name, event_retention_days=36500)
             st.ctl("ingest", name, corpus)
             results[name] = quality.store_quality(tool("profilectl"), st.dir, name, msgs, labels)
             # a logged message is in one user profile at most
