@@ -556,24 +556,35 @@ static ps_status refused_merge(work *w, ps_violation v, uint64_t q, uint64_t s)
 }
 
 /* Whether dropped identifier `d` has now been seen with two people: the profile holding it
- * holds a value of a type limited to one per profile (a userId) and the event carries another
- * value of that type. */
+ * holds a value of a type the settings allow one of per profile (a userId; with a window, one
+ * first seen inside it) and the event carries another value of that type. By the settings'
+ * own account no one person has both. */
 static ps_status seen_with_another(work *w, size_t d, bool *shared)
 {
     *shared = false;
     for (size_t i = 0; i < w->in->count && !*shared; i++) {
         const ps_ident *id = &w->in->ids[i];
-        if (!w->active[i] || ps_rules_type(w->rules, id->type)->limit != 1)
+        const ps_type_rule *rule = ps_rules_type(w->rules, id->type);
+        if (!w->active[i] || rule->limit != 1)
             continue;
         type_count *tc;
         ps_status st = held_values(w, w->owner[d], id->type, &tc);
         if (st != PS_OK)
             return st;
-        bool has = false;
-        for (size_t k = 0; k < tc->count && !has; k++)
-            has = strlen(tc->values[k].value) == id->value_len &&
-                  memcmp(tc->values[k].value, id->value, id->value_len) == 0;
-        *shared = tc->count > 0 && !has;
+        int64_t t = w->in->timestamp_ms;
+        size_t others = 0;
+        for (size_t k = 0; k < tc->count; k++) {
+            const held *h = &tc->values[k];
+            bool in_window = rule->window_ms == 0 ||
+                             (h->first_seen_ms > t - rule->window_ms && h->first_seen_ms <= t);
+            if (strlen(h->value) == id->value_len &&
+                memcmp(h->value, id->value, id->value_len) == 0) {
+                others = 0; /* the profile holds the event's value: no one else's */
+                break;
+            }
+            others += in_window;
+        }
+        *shared = others > 0;
     }
     return PS_OK;
 }

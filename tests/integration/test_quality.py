@@ -224,9 +224,32 @@ def test_explain_caps_and_shared_values():
         assert t3 not in (amy, bob) and e["outcome"]["users"]["result"] == "create"
         x = ident(explain(st, "p", "p4"), "anonymous_id")
         assert x["status"] == "blocked" and "junk_ids preset" in x["detail"], x
+        # a store tablet: a second new anonymous id inside anonymous_id's week shows the
+        # device is shared; a person's reinstall a month later does not
+        kiosk = {"device": {"id": "store-tab", "type": "android"}}
+        phone = {"device": {"id": "my-phone", "type": "android"}}
+        ingest(st, "p", [
+            msg("k1", 0, day=1, anonymousId="visit-1", context=kiosk),
+            msg("k2", 30, day=1, anonymousId="visit-2", context=kiosk),
+            msg("k3", 50, day=1, anonymousId="visit-3", context=kiosk),
+            msg("r1", 0, day=2, anonymousId="install-1", context=phone),
+            msg("r2", 0, day=27, anonymousId="install-2", context=phone),
+        ])
+        x = ident(explain(st, "p", "k2"), "android.id")
+        first = segment(st, "p", "anonymous_id:visit-1")
+        assert (x["status"], x["profile"]) == ("dropped", first) and "marked shared" in \
+            x["detail"], x
+        x = ident(explain(st, "p", "k3"), "android.id")
+        assert x["status"] == "shared", x
+        assert len({segment(st, "p", "anonymous_id:visit-%d" % i) for i in (1, 2, 3)}) == 3
+        e = explain(st, "p", "r2")
+        assert ident(e, "android.id")["status"] == "matched", e
+        assert segment(st, "p", "anonymous_id:install-2") == \
+            segment(st, "p", "anonymous_id:install-1")
         reasons = [json.loads(line)["reason"] for line in
                    st.ctl("changes", "p", "--table", "violations").stdout.splitlines()]
-        assert reasons.count("identifier_value_shared") == 2, reasons  # marked, then refused
+        # the tablet: marked, then refused; the store tablet: the same
+        assert reasons.count("identifier_value_shared") == 4, reasons
         # the same events under the defaults: the tablet glues the anonymous visit to amy
         st.ctl("space", "create", "d")
         ingest(st, "d", [json.loads(line) for line in st.ctl("log", "p").stdout.splitlines()])
