@@ -20,8 +20,9 @@ import subprocess
 JUNK = {"null", "0", "undefined", "-1", "anonymous", "00000", "none", "nil", "nan"}
 
 
-def message_ids(m):
-    """The identifiers of a message as the default extraction sees them (users only)."""
+def message_ids(m, keep_junk=False):
+    """The identifiers of a message as the default extraction sees them (users only), junk
+    values left out unless `keep_junk`."""
     ids = []
     for key, typ in (("userId", "user_id"), ("anonymousId", "anonymous_id")):
         v = m.get(key)
@@ -37,7 +38,7 @@ def message_ids(m):
                 (m.get("context") or {}).get("traits") or {}):
         if isinstance(src.get("email"), str):
             ids.append(("email", src["email"].strip().lower()))
-    return [i for i in ids if i[1].lower() not in JUNK]
+    return ids if keep_junk else [i for i in ids if i[1].lower() not in JUNK]
 
 
 def load(corpus, truth_file):
@@ -58,6 +59,23 @@ def load(corpus, truth_file):
     return msgs, labels
 
 
+class _Sets:
+    """Union-find over hashable items."""
+
+    def __init__(self):
+        self.parent = {}
+
+    def find(self, x):
+        parent = self.parent
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def join(self, a, b):
+        self.parent[self.find(a)] = self.find(b)
+
+
 def linkable(msgs, labels):
     """Per message: (person, component) where components join one person's messages through
     values only that person ever sent."""
@@ -65,18 +83,12 @@ def linkable(msgs, labels):
     for m, who in zip(msgs, labels):
         for i in message_ids(m):
             users[i].add(who)
-    parent = {}
-
-    def find(x):
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
+    sets = _Sets()
     for k, m in enumerate(msgs):
         for i in message_ids(m):
             if len(users[i]) == 1:
-                parent[find(i)] = find(("msg", k))
-    return [(who, find(("msg", k))) for k, who in enumerate(labels)]
+                sets.join(i, ("msg", k))
+    return [(who, sets.find(("msg", k))) for k, who in enumerate(labels)]
 
 
 def _pairs(counter):
@@ -104,28 +116,12 @@ def store_assignment(profilectl, data, space):
 
 
 def naive_assignment(msgs):
-    """Merge on any shared identifier, as warehouse tools do."""
-    parent = {}
-
-    def find(x):
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
+    """Merge on any shared identifier, as warehouse tools do: junk values included."""
+    sets = _Sets()
     for k, m in enumerate(msgs):
-        for i in message_ids(m) + [i for i in _raw_ids(m)]:
-            parent[find(i)] = find(("msg", k))
-    return [find(("msg", k)) for k in range(len(msgs))]
-
-
-def _raw_ids(m):
-    """Every identifier value, junk included: the naive reader blocks nothing."""
-    out = []
-    for key, typ in (("userId", "user_id"), ("anonymousId", "anonymous_id")):
-        v = m.get(key)
-        if isinstance(v, (str, int)) and str(v) != "":
-            out.append((typ, str(v)))
-    return out
+        for i in message_ids(m, keep_junk=True):
+            sets.join(i, ("msg", k))
+    return [sets.find(("msg", k)) for k in range(len(msgs))]
 
 
 def evaluate(pred, msgs, labels, ids=None, big=100):

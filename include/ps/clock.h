@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ps/mem.h"
 #include "ps/status.h"
 
 /* Milliseconds since the epoch. PS_FAKE_NOW_MS in the environment fixes it (tests). */
@@ -21,6 +22,8 @@ ps_status ps_time_parse(const char *s, size_t len, int64_t *out);
 /* Formats `ms` as "YYYY-MM-DDThh:mm:ss.mmmZ" into `out` (at least PS_TIME_BUF bytes). Returns
  * `out`. */
 char *ps_time_format(int64_t ms, char *out);
+/* Appends `ms` formatted so, as a JSON string (quotes included). */
+void ps_time_json(ps_buf *out, int64_t ms);
 
 #define PS_TIME_BUF 64
 

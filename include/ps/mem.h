@@ -69,6 +69,10 @@ size_t ps_u64_dec(uint64_t v, char out[PS_U64_DEC_MAX]);
 void ps_buf_be64(ps_buf *b, uint64_t v);
 /* Appends `s` as a JSON string literal, quotes included. Invalid UTF-8 is never passed here. */
 void ps_buf_json_str(ps_buf *b, const char *s, size_t len);
+static inline void ps_buf_json_cstr(ps_buf *b, const char *s)
+{
+    ps_buf_json_str(b, s, strlen(s));
+}
 
 /* Bump allocator: many small allocations freed at once with ps_arena_clear(). */
 /* Process setting for the long-running programs: freed memory, large buffers included, is

@@ -172,3 +172,11 @@ char *ps_time_format(int64_t ms, char *out)
     memcpy(out + 23, "Z", 2);
     return out;
 }
+
+void ps_time_json(ps_buf *out, int64_t ms)
+{
+    char tb[PS_TIME_BUF];
+    ps_buf_putc(out, '"');
+    ps_buf_puts(out, ps_time_format(ms, tb));
+    ps_buf_putc(out, '"');
+}

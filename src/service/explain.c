@@ -488,62 +488,51 @@ void ps_explanation_clear(ps_explanation *e)
 
 /* ---- JSON ---- */
 
-static void json_cstr(ps_buf *b, const char *s)
-{
-    ps_buf_json_str(b, s, strlen(s));
-}
 
 static void json_segment(ps_buf *b, const char *segment_id)
 {
     if (segment_id[0])
-        json_cstr(b, segment_id);
+        ps_buf_json_cstr(b, segment_id);
     else
         ps_buf_puts(b, "null");
 }
 
-static void json_time(ps_buf *b, int64_t ms)
-{
-    char tb[PS_TIME_BUF];
-    ps_buf_putc(b, '"');
-    ps_buf_puts(b, ps_time_format(ms, tb));
-    ps_buf_putc(b, '"');
-}
 
 void ps_explain_json(const ps_explanation *e, ps_buf *b)
 {
     ps_buf_puts(b, "{\"message_id\":");
-    json_cstr(b, e->message_id);
+    ps_buf_json_cstr(b, e->message_id);
     ps_buf_puts(b, ",\"messages\":[");
     for (size_t i = 0; i < e->count; i++) {
         const ps_explain_msg *m = &e->msgs[i];
         ps_buf_puts(b, i ? ",{\"seq\":" : "{\"seq\":");
         ps_buf_u64(b, m->seq);
         ps_buf_printf(b, ",\"type\":\"%s\",\"message_id\":", m->type);
-        json_cstr(b, m->message_id);
+        ps_buf_json_cstr(b, m->message_id);
         ps_buf_puts(b, ",\"source_id\":");
-        json_cstr(b, m->source_id);
+        ps_buf_json_cstr(b, m->source_id);
         ps_buf_puts(b, ",\"timestamp\":");
-        json_time(b, m->timestamp_ms);
+        ps_time_json(b, m->timestamp_ms);
         ps_buf_puts(b, ",\"received_at\":");
-        json_time(b, m->received_ms);
+        ps_time_json(b, m->received_ms);
         if (m->filtered_by) {
             ps_buf_puts(b, ",\"filtered_by\":");
-            json_cstr(b, m->filtered_by);
+            ps_buf_json_cstr(b, m->filtered_by);
         }
         ps_buf_puts(b, ",\"identifiers\":[");
         for (size_t k = 0; k < m->id_count; k++) {
             const ps_explain_id *x = &m->ids[k];
             ps_buf_printf(b, "%s{\"collection\":\"%s\",\"type\":", k ? "," : "",
                           ps_collection_name(x->collection));
-            json_cstr(b, x->type);
+            ps_buf_json_cstr(b, x->type);
             ps_buf_puts(b, ",\"value\":");
             ps_buf_json_str(b, x->value, x->value_len);
             ps_buf_puts(b, ",\"from\":");
-            json_cstr(b, x->from);
+            ps_buf_json_cstr(b, x->from);
             ps_buf_printf(b, ",\"status\":\"%s\",\"profile\":", x->status);
             json_segment(b, x->segment_id);
             ps_buf_puts(b, ",\"detail\":");
-            json_cstr(b, x->detail);
+            ps_buf_json_cstr(b, x->detail);
             ps_buf_putc(b, '}');
         }
         ps_buf_puts(b, "],\"decisions\":[");
@@ -561,13 +550,13 @@ void ps_explain_json(const ps_explanation *e, ps_buf *b)
             json_segment(b, r->canonical);
             if (r->type) {
                 ps_buf_puts(b, ",\"type\":");
-                json_cstr(b, r->type);
+                ps_buf_json_cstr(b, r->type);
                 ps_buf_puts(b, ",\"value\":");
                 ps_buf_json_str(b, r->value, r->value_len);
             }
             if (r->limit_type) {
                 ps_buf_puts(b, ",\"limit_type\":");
-                json_cstr(b, r->limit_type);
+                ps_buf_json_cstr(b, r->limit_type);
                 ps_buf_printf(b, ",\"limit\":\"%s\"", r->limit);
             }
             ps_buf_putc(b, '}');
@@ -584,7 +573,7 @@ void ps_explain_json(const ps_explanation *e, ps_buf *b)
             for (size_t k = 0; k < o->merged_count; k++) {
                 if (k)
                     ps_buf_putc(b, ',');
-                json_cstr(b, o->merged[k]);
+                ps_buf_json_cstr(b, o->merged[k]);
             }
             ps_buf_puts(b, "],\"canonical_now\":");
             json_segment(b, o->canonical_now);

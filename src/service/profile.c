@@ -481,23 +481,12 @@ ps_status ps_profile_links(ps_txn *t, const uint64_t *members, size_t n, uint64_
 
 /* ---- rendering ---- */
 
-static void json_time(ps_buf *b, int64_t ms)
-{
-    char tb[PS_TIME_BUF];
-    ps_buf_putc(b, '"');
-    ps_buf_puts(b, ps_time_format(ms, tb));
-    ps_buf_putc(b, '"');
-}
 
-static void json_cstr(ps_buf *b, const char *s)
-{
-    ps_buf_json_str(b, s, strlen(s));
-}
 
 void ps_profile_extid_json(ps_buf *b, const ps_extid *x, unsigned fields)
 {
     ps_buf_puts(b, "{\"type\":");
-    json_cstr(b, x->type);
+    ps_buf_json_cstr(b, x->type);
     ps_buf_puts(b, ",\"id\":");
     ps_buf_json_str(b, x->value, x->value_len);
     ps_buf_puts(b, ",\"collection\":\"");
@@ -505,15 +494,15 @@ void ps_profile_extid_json(ps_buf *b, const ps_extid *x, unsigned fields)
     ps_buf_puts(b, "\",\"encoding\":\"none\"");
     if (fields & PS_EXTID_SOURCE) {
         ps_buf_puts(b, ",\"source_id\":");
-        json_cstr(b, x->mapping->source_id);
+        ps_buf_json_cstr(b, x->mapping->source_id);
         ps_buf_puts(b, ",\"created_at\":");
-        json_time(b, x->mapping->created_ms);
+        ps_time_json(b, x->mapping->created_ms);
     }
     if (fields & PS_EXTID_FIRST) {
         ps_buf_puts(b, ",\"first_message_id\":");
-        json_cstr(b, x->mapping->first_message_id);
+        ps_buf_json_cstr(b, x->mapping->first_message_id);
         ps_buf_puts(b, ",\"first_seen\":");
-        json_time(b, x->mapping->first_seen_ms);
+        ps_time_json(b, x->mapping->first_seen_ms);
     }
     ps_buf_putc(b, '}');
 }
@@ -521,17 +510,17 @@ void ps_profile_extid_json(ps_buf *b, const ps_extid *x, unsigned fields)
 void ps_profile_metadata_json(ps_buf *b, const ps_profile *p)
 {
     ps_buf_puts(b, "{\"created_at\":");
-    json_time(b, p->created_ms);
+    ps_time_json(b, p->created_ms);
     ps_buf_puts(b, ",\"updated_at\":");
-    json_time(b, p->updated_ms);
+    ps_time_json(b, p->updated_ms);
     ps_buf_puts(b, ",\"expires_at\":null,\"first_message_id\":");
-    json_cstr(b, p->first_message_id);
+    ps_buf_json_cstr(b, p->first_message_id);
     ps_buf_puts(b, ",\"first_source_id\":");
-    json_cstr(b, p->first_source_id);
+    ps_buf_json_cstr(b, p->first_source_id);
     ps_buf_puts(b, ",\"last_message_id\":");
-    json_cstr(b, p->last_message_id);
+    ps_buf_json_cstr(b, p->last_message_id);
     ps_buf_puts(b, ",\"last_source_id\":");
-    json_cstr(b, p->last_source_id);
+    ps_buf_json_cstr(b, p->last_source_id);
     ps_buf_putc(b, '}');
 }
 
@@ -558,7 +547,7 @@ ps_status ps_profile_event_json(ps_txn *t, const ps_profile *p, uint64_t seq, ps
             break;
         size_t vl = strnlen(value, (size_t)(end - value));
         ps_buf_puts(b, k ? ",{\"type\":" : "{\"type\":");
-        json_cstr(b, type);
+        ps_buf_json_cstr(b, type);
         ps_buf_puts(b, ",\"id\":");
         ps_buf_json_str(b, value, vl);
         ps_buf_puts(b, ",\"collection\":\"");
@@ -567,7 +556,7 @@ ps_status ps_profile_event_json(ps_txn *t, const ps_profile *p, uint64_t seq, ps
         ids = value + vl + 1;
     }
     ps_buf_puts(b, "],\"type\":");
-    json_cstr(b, ps_msg_type_name((ps_msg_type)e.type));
+    ps_buf_json_cstr(b, ps_msg_type_name((ps_msg_type)e.type));
     ps_buf_puts(b, ",\"event\":");
     ps_buf_json_str(b, (const char *)e.name.ptr, e.name.len);
     ps_buf_puts(b, ",\"message_id\":");
@@ -575,9 +564,9 @@ ps_status ps_profile_event_json(ps_txn *t, const ps_profile *p, uint64_t seq, ps
     ps_buf_puts(b, ",\"source_id\":");
     ps_buf_json_str(b, (const char *)m.source_id.ptr, m.source_id.len);
     ps_buf_puts(b, ",\"timestamp\":");
-    json_time(b, e.timestamp_ms);
+    ps_time_json(b, e.timestamp_ms);
     ps_buf_puts(b, ",\"received_at\":");
-    json_time(b, m.received_ms);
+    ps_time_json(b, m.received_ms);
     const ps_body_spans *sp = &e.spans;
     if (e.has_spans && (uint64_t)sp->context_at + sp->context_len <= m.json.len &&
         (uint64_t)sp->properties_at + sp->properties_len <= m.json.len) {
@@ -598,7 +587,7 @@ ps_status ps_profile_event_json(ps_txn *t, const ps_profile *p, uint64_t seq, ps
     ps_buf_puts(b, ",\"related\":{\"");
     ps_buf_puts(b, ps_collection_name(p->collection));
     ps_buf_puts(b, "\":");
-    json_cstr(b, p->segment_id);
+    ps_buf_json_cstr(b, p->segment_id);
     ps_buf_puts(b, "}}");
     return PS_OK;
 }
@@ -713,7 +702,7 @@ ps_status ps_profile_render(ps_txn *t, const ps_profile *p, const ps_render_opts
     if (st != PS_OK)
         return st;
     ps_buf_puts(b, "{\"segment_id\":");
-    json_cstr(b, p->segment_id);
+    ps_buf_json_cstr(b, p->segment_id);
     ps_buf_printf(b, ",\"collection\":\"%s\",\"merged_ids\":[", ps_collection_name(p->collection));
     size_t shown = 0;
     for (size_t i = 0; i < n && st == PS_OK; i++) {
@@ -724,7 +713,7 @@ ps_status ps_profile_render(ps_txn *t, const ps_profile *p, const ps_render_opts
             break;
         if (shown++)
             ps_buf_putc(b, ',');
-        json_cstr(b, m.segment_id);
+        ps_buf_json_cstr(b, m.segment_id);
     }
     ps_buf_puts(b, "],\"external_ids\":[");
 
@@ -756,7 +745,7 @@ ps_status ps_profile_render(ps_txn *t, const ps_profile *p, const ps_render_opts
                 break;
             ps_buf_printf(b, "%s{\"to_collection\":\"%s\",\"segment_id\":", i ? "," : "",
                           ps_collection_name(lp.collection));
-            json_cstr(b, lp.segment_id);
+            ps_buf_json_cstr(b, lp.segment_id);
             ps_buf_puts(b, ",\"external_ids\":[");
             st = ps_profile_external_ids_json(t, &lp, 0, b);
             ps_buf_puts(b, "]}");
@@ -776,13 +765,13 @@ ps_status ps_profile_render(ps_txn *t, const ps_profile *p, const ps_render_opts
                 (st = ps_store_profile_get(t, m.merged_into, &into)) != PS_OK)
                 break;
             ps_buf_puts(b, k++ ? ",{\"segment_id\":" : "{\"segment_id\":");
-            json_cstr(b, m.segment_id);
+            ps_buf_json_cstr(b, m.segment_id);
             ps_buf_puts(b, ",\"merged_into\":");
-            json_cstr(b, into.segment_id);
+            ps_buf_json_cstr(b, into.segment_id);
             ps_buf_puts(b, ",\"merged_at\":");
-            json_time(b, m.merged_ms);
+            ps_time_json(b, m.merged_ms);
             ps_buf_puts(b, ",\"message_id\":");
-            json_cstr(b, m.merged_by_message_id);
+            ps_buf_json_cstr(b, m.merged_by_message_id);
             ps_buf_putc(b, '}');
         }
         ps_buf_putc(b, ']');
