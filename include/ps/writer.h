@@ -57,6 +57,20 @@ ps_status ps_writer_recover(ps_space *sp);
  * ps_writer_recover has something to do). */
 bool ps_writer_journal_present(ps_space *sp);
 
+/* What the writer holds and how large its groups are, for /metrics. The histograms count
+ * journal syncs and store commits by the accepted messages in each, in buckets of at most
+ * ps_writer_group_bounds[i] messages (the last bucket: more). */
+#define PS_WRITER_GROUP_BUCKETS 9
+extern const uint32_t ps_writer_group_bounds[PS_WRITER_GROUP_BUCKETS - 1];
+typedef struct ps_writer_stats {
+    uint64_t queued_payloads; /* waiting for the journal */
+    uint64_t queued_bytes;
+    uint64_t backlog_bytes; /* journaled (acknowledged), waiting for the store */
+    uint64_t journal_groups[PS_WRITER_GROUP_BUCKETS], journal_messages;
+    uint64_t commits[PS_WRITER_GROUP_BUCKETS], commit_messages;
+} ps_writer_stats;
+void ps_writer_stats_get(ps_writer *w, ps_writer_stats *out);
+
 /* Stops taking work (submit says PS_ECLOSED from now on), journals everything queued
  * (callbacks run), applies it, removes the journal's files and joins the threads. Idempotent; NULL
  * is a no-op. */

@@ -30,6 +30,7 @@ typedef struct http_config {
     const char *listen;          /* HOST:PORT; port 0 picks a free one */
     const char *ingest_listen;   /* NULL: the Tracking API is served on `listen` */
     const char *metrics_listen;  /* NULL: /metrics on `listen`, without per-space series */
+    bool access_log;             /* a line per answered request (ps_log_access) */
     const char *public_url;      /* how browsers reach the Tracking API; NULL: from Host */
     int threads;                 /* event loops sharing the listener */
     int timeout_ms;              /* a whole request (head and body) from its first byte, a reply
@@ -153,6 +154,8 @@ void http_metrics_dropped(metrics *m, ps_drop why, uint64_t n);
 /* Appends the exposition text: request counters, latency histograms and, when `reg` is not
  * NULL, per space: profiles, identifiers, merges and LMDB map usage. */
 void http_metrics_render(metrics *m, registry *reg, ps_buf *out);
+/* The route's name in /metrics and the access log ("traits", "tracking_batch", ...). */
+const char *http_route_label(int route);
 
 /* ---- server ---- */
 /* The listeners: the main one (both APIs, or only the Profile API when the Tracking API has

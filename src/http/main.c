@@ -20,6 +20,7 @@ static const char usage[] =
     "                [--timeout-ms MS]\n"
     "                [--max-connections N] [--body-memory-mb MB] [--anonymous-body-mb MB]\n"
     "                [--batch-events N] [--batch-ms MS] [--queue-mb MB]\n"
+    "                [--log-format logfmt|json] [--access-log]\n"
     "\n"
     "Serves the Segment-compatible Profile API and Tracking API for every space under DIR.\n"
     "\n"
@@ -50,6 +51,12 @@ static const char usage[] =
     "                       (default 200)\n"
     "  --queue-mb MB        events waiting for a space's writer may hold this much memory;\n"
     "                       beyond it the Tracking API answers 503 (default 64)\n"
+    "  --log-format logfmt|json\n"
+    "                       how log lines are written on stderr (default logfmt; also the\n"
+    "                       PS_LOG_FORMAT environment variable); PS_LOG_LEVEL=debug|info|\n"
+    "                       warn|error sets the least severe level shown (default info)\n"
+    "  --access-log         a line per answered request: method, route, status, bytes,\n"
+    "                       duration and request id (never the path, which may name people)\n"
     "  --help               show this text\n"
     "  --version            print the version\n"
     "\n"
@@ -108,6 +115,7 @@ int main(int argc, char **argv)
     };
     int batch_events = 0, batch_ms = 0, queue_mb = 64, body_mb = 256, anon_mb = 32;
     static char public_url[201];
+    ps_log_format log_format = PS_LOG_LOGFMT;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -118,13 +126,17 @@ int main(int argc, char **argv)
             printf("profiled %s\n", PS_VERSION);
             return 0;
         }
+        if (strcmp(a, "--access-log") == 0) {
+            cfg.access_log = true;
+            continue;
+        }
         bool takes = strcmp(a, "--data") == 0 || strcmp(a, "--listen") == 0 ||
                      strcmp(a, "--threads") == 0 || strcmp(a, "--timeout-ms") == 0 ||
                      strcmp(a, "--ingest-listen") == 0 || strcmp(a, "--batch-events") == 0 ||
                      strcmp(a, "--batch-ms") == 0 || strcmp(a, "--queue-mb") == 0 ||
                      strcmp(a, "--metrics-listen") == 0 || strcmp(a, "--public-url") == 0 ||
                      strcmp(a, "--max-connections") == 0 || strcmp(a, "--body-memory-mb") == 0 ||
-                     strcmp(a, "--anonymous-body-mb") == 0;
+                     strcmp(a, "--anonymous-body-mb") == 0 || strcmp(a, "--log-format") == 0;
         if (!takes)
             return bad_usage("unknown option", a);
         if (v == NULL)
@@ -155,6 +167,10 @@ int main(int argc, char **argv)
             return bad_usage("--batch-ms must be a number from 1 to 60000, got", v);
         else if (strcmp(a, "--queue-mb") == 0 && !parse_int(v, 1, 65536, &queue_mb))
             return bad_usage("--queue-mb must be a number from 1 to 65536, got", v);
+        else if (strcmp(a, "--log-format") == 0 && !ps_log_format_parse(v, &log_format))
+            return bad_usage("--log-format must be logfmt or json, got", v);
+        else if (strcmp(a, "--log-format") == 0)
+            ps_log_set_format(log_format);
         else if (strcmp(a, "--threads") == 0 && !parse_int(v, 1, 256, &cfg.threads))
             return bad_usage("--threads must be a number from 1 to 256, got", v);
         else if (strcmp(a, "--timeout-ms") == 0 && !parse_int(v, 10, 3600000, &cfg.timeout_ms))

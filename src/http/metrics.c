@@ -7,13 +7,15 @@
 #include <string.h>
 
 #include "ps/graph.h"
+#include "ps/process.h"
 #include "ps/store.h"
+#include "ps/writer.h"
 
 static const int statuses[METRIC_STATUSES] = {200, 400, 401, 404, 405, 413, 429, 500, 503, 0};
 static const double bucket_ms[METRIC_BUCKETS] = {0.1, 0.25, 0.5, 1,   2.5,  5,   10,
                                                  25,  50,   100, 250, 1000, 5000};
 
-static const char *route_label(int route)
+const char *http_route_label(int route)
 {
     if (route < PS_API__ROUTES)
         return ps_api_route_name((ps_api_route)route);
@@ -53,9 +55,12 @@ typedef struct space_stats {
     char filters[PS_FILTERS_MAX][PS_FILTER_NAME_MAX + 1];
     uint64_t filtered[PS_FILTERS_MAX];
     size_t nfilters;
+    bool writing; /* the server's writer runs for it: `writer` holds its figures */
+    ps_writer_stats writer;
 } space_stats;
 
 typedef struct stats_list {
+    registry *reg;
     space_stats *items;
     size_t count;
 } stats_list;
@@ -84,6 +89,67 @@ static void space_gauges(void *ud, ps_space *sp)
     for (int v = 1; v < PS_VIOL__COUNT; v++)
         ss->violations[v] = f.violations[v];
     ss->nfilters = ps_space_filter_hits(sp, ss->filters, ss->filtered);
+    ps_writer *w = http_registry_writer_running(l->reg, sp);
+    if ((ss->writing = w != NULL))
+        ps_writer_stats_get(w, &ss->writer);
+}
+
+/* The standard process_* series (Prometheus client conventions). */
+static void process_series(ps_buf *out)
+{
+    ps_process_figures p;
+    if (!ps_process_get(&p))
+        return;
+    ps_buf_printf(out,
+                  "# HELP process_cpu_seconds_total User and system CPU time spent, in seconds.\n"
+                  "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total %.2f\n"
+                  "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+                  "# TYPE process_resident_memory_bytes gauge\n"
+                  "process_resident_memory_bytes %llu\n"
+                  "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
+                  "# TYPE process_virtual_memory_bytes gauge\n"
+                  "process_virtual_memory_bytes %llu\n"
+                  "# HELP process_open_fds Open file descriptors.\n"
+                  "# TYPE process_open_fds gauge\nprocess_open_fds %llu\n"
+                  "# HELP process_start_time_seconds Start time of the process since the epoch, "
+                  "in seconds.\n# TYPE process_start_time_seconds gauge\n"
+                  "process_start_time_seconds %.2f\n",
+                  p.cpu_seconds, (unsigned long long)p.resident_bytes,
+                  (unsigned long long)p.virtual_bytes, (unsigned long long)p.open_fds,
+                  p.start_time_seconds);
+    if (p.max_fds)
+        ps_buf_printf(out,
+                      "# HELP process_max_fds The most file descriptors the process may open.\n"
+                      "# TYPE process_max_fds gauge\nprocess_max_fds %llu\n",
+                      (unsigned long long)p.max_fds);
+}
+
+/* One per-space histogram of group sizes from a writer's bucket counts. */
+static void group_histogram(ps_buf *out, const stats_list *l, const char *name, const char *help,
+                            bool commits)
+{
+    ps_buf_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (size_t i = 0; i < l->count; i++) {
+        const space_stats *ss = &l->items[i];
+        if (!ss->writing)
+            continue;
+        const uint64_t *b = commits ? ss->writer.commits : ss->writer.journal_groups;
+        uint64_t cum = 0;
+        for (int k = 0; k < PS_WRITER_GROUP_BUCKETS; k++) {
+            cum += b[k];
+            if (k < PS_WRITER_GROUP_BUCKETS - 1)
+                ps_buf_printf(out, "%s_bucket{space=\"%s\",le=\"%u\"} %llu\n", name, ss->name,
+                              ps_writer_group_bounds[k], (unsigned long long)cum);
+            else
+                ps_buf_printf(out, "%s_bucket{space=\"%s\",le=\"+Inf\"} %llu\n", name, ss->name,
+                              (unsigned long long)cum);
+        }
+        ps_buf_printf(out, "%s_sum{space=\"%s\"} %llu\n%s_count{space=\"%s\"} %llu\n", name,
+                      ss->name,
+                      (unsigned long long)(commits ? ss->writer.commit_messages
+                                                   : ss->writer.journal_messages),
+                      name, ss->name, (unsigned long long)cum);
+    }
 }
 
 void http_metrics_render(metrics *m, registry *reg, ps_buf *out)
@@ -92,6 +158,7 @@ void http_metrics_render(metrics *m, registry *reg, ps_buf *out)
                   "# HELP profiled_build_info The version of this server; the value is always "
                   "1.\n# TYPE profiled_build_info gauge\nprofiled_build_info{version=\"%s\"} 1\n",
                   PS_VERSION);
+    process_series(out);
     ps_buf_puts(out, "# HELP profiled_requests_total Requests answered, by route and status.\n"
                      "# TYPE profiled_requests_total counter\n");
     for (int r = 0; r < ROUTE__COUNT; r++)
@@ -101,10 +168,10 @@ void http_metrics_render(metrics *m, registry *reg, ps_buf *out)
                 continue;
             if (statuses[si])
                 ps_buf_printf(out, "profiled_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
-                              route_label(r), statuses[si], (unsigned long long)v);
+                              http_route_label(r), statuses[si], (unsigned long long)v);
             else
                 ps_buf_printf(out, "profiled_requests_total{route=\"%s\",status=\"other\"} %llu\n",
-                              route_label(r), (unsigned long long)v);
+                              http_route_label(r), (unsigned long long)v);
             if (statuses[si] == 0)
                 break;
         }
@@ -118,18 +185,18 @@ void http_metrics_render(metrics *m, registry *reg, ps_buf *out)
                 ps_buf_printf(out,
                               "profiled_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} "
                               "%llu\n",
-                              route_label(r), bucket_ms[b] / 1000.0, (unsigned long long)cum);
+                              http_route_label(r), bucket_ms[b] / 1000.0, (unsigned long long)cum);
             else
                 ps_buf_printf(out,
                               "profiled_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} "
                               "%llu\n",
-                              route_label(r), (unsigned long long)cum);
+                              http_route_label(r), (unsigned long long)cum);
         }
         uint64_t sum = atomic_load_explicit(&m->latency_us_sum[r], memory_order_relaxed);
         ps_buf_printf(out, "profiled_request_duration_seconds_sum{route=\"%s\"} %.6f\n",
-                      route_label(r), (double)sum / 1e6);
+                      http_route_label(r), (double)sum / 1e6);
         ps_buf_printf(out, "profiled_request_duration_seconds_count{route=\"%s\"} %llu\n",
-                      route_label(r), (unsigned long long)cum);
+                      http_route_label(r), (unsigned long long)cum);
     }
     ps_buf_puts(out, "# HELP profiled_dropped_messages_total Tracking API messages refused "
                      "before resolution, by reason.\n"
@@ -142,7 +209,7 @@ void http_metrics_render(metrics *m, registry *reg, ps_buf *out)
     }
     if (reg == NULL)
         return; /* per-space series only where space names may be shown */
-    stats_list l = {NULL, 0};
+    stats_list l = {reg, NULL, 0};
     http_registry_each(reg, space_gauges, &l);
     for (int g = 0; g < 6; g++) {
         ps_buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", gauges[g][0], gauges[g][1],
@@ -151,6 +218,38 @@ void http_metrics_render(metrics *m, registry *reg, ps_buf *out)
             ps_buf_printf(out, "%s{space=\"%s\"} %llu\n", gauges[g][0], l.items[i].name,
                           (unsigned long long)l.items[i].values[g]);
     }
+    ps_buf_puts(out, "# HELP profiled_merges_total Profiles merged into others, ever (the same "
+                     "figure as the profiled_merges gauge, which stays for existing "
+                     "dashboards).\n# TYPE profiled_merges_total counter\n");
+    for (size_t i = 0; i < l.count; i++)
+        ps_buf_printf(out, "profiled_merges_total{space=\"%s\"} %llu\n", l.items[i].name,
+                      (unsigned long long)l.items[i].values[2]);
+    static const char *const queue_series[3][2] = {
+        {"profiled_writer_queued_payloads",
+         "Tracking API payloads waiting for the journal (the writer's queue depth)."},
+        {"profiled_writer_queued_bytes", "Bytes of the payloads waiting for the journal."},
+        {"profiled_writer_backlog_bytes",
+         "Bytes of acknowledged payloads waiting to be resolved into the store."},
+    };
+    for (int q = 0; q < 3; q++) {
+        ps_buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", queue_series[q][0],
+                      queue_series[q][1], queue_series[q][0]);
+        for (size_t i = 0; i < l.count; i++) {
+            const space_stats *ss = &l.items[i];
+            uint64_t v = q == 0   ? ss->writer.queued_payloads
+                         : q == 1 ? ss->writer.queued_bytes
+                                  : ss->writer.backlog_bytes;
+            if (ss->writing)
+                ps_buf_printf(out, "%s{space=\"%s\"} %llu\n", queue_series[q][0], ss->name,
+                              (unsigned long long)v);
+        }
+    }
+    group_histogram(out, &l, "profiled_journal_group_messages",
+                    "Accepted messages per journal sync (the group commit that acknowledges "
+                    "Tracking API requests).",
+                    false);
+    group_histogram(out, &l, "profiled_store_commit_messages",
+                    "Accepted messages per store transaction of the apply thread.", true);
     ps_buf_puts(out, "# HELP profiled_violations_total Identifiers events could not use, and "
                      "events with none, by reason (stored with the space; a rebuild restarts "
                      "them).\n# TYPE profiled_violations_total counter\n");

@@ -55,7 +55,7 @@ typedef struct item {
 
 typedef struct queue {
     item *head, *tail;
-    size_t bytes;
+    size_t bytes, count;
 } queue;
 
 struct ps_writer {
@@ -74,8 +74,31 @@ struct ps_writer {
     uint64_t acked, applied;      /* journal positions */
     uint64_t reg_asked, reg_done; /* regulation markers submitted, and run */
     unsigned waiting_readers;
-    bool apply_failed; /* stopped with payloads the store could not take (still journaled) */
+    bool apply_failed;     /* stopped with payloads the store could not take (still journaled) */
+    ps_writer_stats stats; /* the histograms and sums (the queue figures are read live) */
 };
+
+const uint32_t ps_writer_group_bounds[PS_WRITER_GROUP_BUCKETS - 1] = {1,    10,   100,   500,
+                                                                      1000, 5000, 10000, 50000};
+
+static void count_group(uint64_t *buckets, uint64_t *sum, size_t messages)
+{
+    size_t b = 0;
+    while (b < PS_WRITER_GROUP_BUCKETS - 1 && messages > ps_writer_group_bounds[b])
+        b++;
+    buckets[b]++;
+    *sum += messages;
+}
+
+void ps_writer_stats_get(ps_writer *w, ps_writer_stats *out)
+{
+    pthread_mutex_lock(&w->lock);
+    *out = w->stats;
+    out->queued_payloads = w->submitted.count;
+    out->queued_bytes = w->submitted.bytes;
+    out->backlog_bytes = w->backlog;
+    pthread_mutex_unlock(&w->lock);
+}
 
 static int64_t mono_ms(void)
 {
@@ -104,6 +127,7 @@ static void push(queue *q, item *it)
         q->head = it;
     q->tail = it;
     q->bytes += it->bytes;
+    q->count++;
 }
 
 static item *pop(queue *q)
@@ -114,6 +138,7 @@ static item *pop(queue *q)
         if (q->head == NULL)
             q->tail = NULL;
         q->bytes -= it->bytes;
+        q->count--;
         it->next = NULL;
     }
     return it;
@@ -200,6 +225,8 @@ static void *journal_run(void *arg)
             last = it;
         }
         bool done = group == NULL && w->stopping;
+        if (group)
+            count_group(w->stats.journal_groups, &w->stats.journal_messages, events);
         pthread_mutex_unlock(&w->lock);
         if (done)
             break;
@@ -302,7 +329,7 @@ static void *apply_run(void *arg)
         if (!drained && w->apply_failed) { /* gave up while stopping: nothing past the failure
                                             * is committed; the journal keeps it all */
             rest = w->applying.head;
-            w->applying = (queue){NULL, NULL, 0};
+            w->applying = (queue){NULL, NULL, 0, 0};
         }
         pthread_mutex_unlock(&w->lock);
         if (drained)
@@ -347,9 +374,14 @@ static void *apply_run(void *arg)
                 ps_log(PS_LOG_ERROR, "msg=\"imports could not run\" space=%s error=%s",
                        ps_space_name(w->space), ps_status_str(rs));
         }
+        size_t messages = 0;
+        for (item *it = list; it; it = it->next)
+            messages += it->p ? ps_prepared_logged(it->p) : 0;
         pthread_mutex_lock(&w->lock);
-        if (st == PS_OK)
+        if (st == PS_OK) {
             w->applied = last->end;
+            count_group(w->stats.commits, &w->stats.commit_messages, messages);
+        }
         if (st == PS_OK && last->p == NULL)
             w->reg_done = last->ticket;
         w->apply_failed = w->apply_failed || gave_up;

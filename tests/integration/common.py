@@ -118,6 +118,9 @@ class Server:
             if not line:
                 raise AssertionError("profiled exited: %s" % "".join(self.log))
             self.log.append(line)
+            if line.startswith("{"):  # --log-format json: the same keys as logfmt
+                fields = json.loads(line)
+                line = " ".join("%s=%s" % kv for kv in fields.items()) + "\n"
             if "msg=listening" in line:
                 addr = line.split(" listen=")[1].split()[0]
                 self.host, port = addr.rsplit(":", 1)
