@@ -10,7 +10,8 @@ TEST_PACKAGES := chromium prometheus
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 DATA ?= ./var
 
-.PHONY: all deps build test run bench clean asan fuzz
+PREFIX ?= /usr/local
+.PHONY: all deps build test run bench clean asan fuzz install
 
 all: build
 
@@ -29,6 +30,11 @@ test: asan
 	@./tools/deps.sh $(TEST_PACKAGES)
 	@command -v node >/dev/null && command -v npm >/dev/null || ./tools/deps.sh nodejs npm
 	cd build/asan && ctest --output-on-failure -j $(JOBS)
+
+# DESTDIR stages the files under another root (packaging, tests).
+install: build
+	cmake -S . -B build -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
+	DESTDIR=$(DESTDIR) cmake --install build
 
 run: build
 	./tools/run.sh $(DATA)
