@@ -278,6 +278,22 @@ int http_route_profile(char *path, const char *query, int method, const char *au
  * path is split in a copy in `scratch` (strlen(path) + 1 bytes). For the decisions made
  * before a body is read. */
 int http_route_of_request(const char *path, int method, char *scratch);
+/* ROUTE_HEALTHZ or ROUTE_METRICS for their paths, else -1. */
+int http_operational_route(const char *path);
+
+/* Every route the server serves, with its main method and path template ({space},
+ * {collection}, {ident}, {id}, {name}, {writeKey}): what `profiled --routes` prints and the
+ * OpenAPI file must match (tests/integration/test_openapi.py). GET routes answer HEAD too,
+ * and the Tracking API's OPTIONS (CORS preflights). */
+typedef struct http_route_entry {
+    const char *method, *path;
+    int route; /* a ps_api_route, ROUTE_TRACK, ROUTE_BATCH, ROUTE_SETTINGS, ROUTE_HEALTHZ... */
+} http_route_entry;
+extern const http_route_entry http_routes[];
+extern const size_t http_route_count;
+/* Whether the routers send a request for `e` (its template filled in) to e->route; false
+ * with `why` set otherwise. */
+bool http_route_entry_check(const http_route_entry *e, char *why, size_t cap);
 
 /* ---- inflate: compressed request bodies (inflate.c; the only user of zlib) ---- */
 enum { CODING_IDENTITY = 0, CODING_GZIP, CODING_DEFLATE };

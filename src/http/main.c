@@ -57,6 +57,7 @@ static const char usage[] =
     "                       warn|error sets the least severe level shown (default info)\n"
     "  --access-log         a line per answered request: method, route, status, bytes,\n"
     "                       duration and request id (never the path, which may name people)\n"
+    "  --routes             list every route served (method and path), then exit\n"
     "  --help               show this text\n"
     "  --version            print the version\n"
     "\n"
@@ -98,6 +99,22 @@ static bool parse_int(const char *s, long lo, long hi, int *out)
     return true;
 }
 
+/* `--routes`: every route served, one "METHOD PATH" line each; exit 1 when the table
+ * and the routers disagree about one. */
+static int print_routes(void)
+{
+    int rc = 0;
+    for (size_t i = 0; i < http_route_count; i++) {
+        char why[400];
+        if (!http_route_entry_check(&http_routes[i], why, sizeof why)) {
+            fprintf(stderr, "profiled: route table entry wrong: %s\n", why);
+            rc = 1;
+        }
+        printf("%s %s\n", http_routes[i].method, http_routes[i].path);
+    }
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     ps_mem_keep_freed();
@@ -126,6 +143,8 @@ int main(int argc, char **argv)
             printf("profiled %s\n", PS_VERSION);
             return 0;
         }
+        if (strcmp(a, "--routes") == 0) /* the route table, each entry checked */
+            return print_routes();
         if (strcmp(a, "--access-log") == 0) {
             cfg.access_log = true;
             continue;

@@ -109,8 +109,9 @@ void http_profile_handle(http_req *rq, bool serves_profiles)
     }
     /* routing splits the path in place: a copy, so that a waiting request is routed again */
     char *path = memcpy(w->path, rq->path, path_len + 1);
-    if (strcmp(path, "/healthz") == 0 || strcmp(path, "/metrics") == 0) {
-        route = path[1] == 'h' ? ROUTE_HEALTHZ : ROUTE_METRICS;
+    int operational = http_operational_route(path);
+    if (operational >= 0) {
+        route = operational;
         if (method != HTTP_GET && method != HTTP_HEAD) {
             allow = "GET";
             ps_api_error(rep, 405, "invalid_request_error", "Use GET on this route.");

@@ -291,3 +291,106 @@ int http_track_route(const char *path, int *type)
         }
     return -1;
 }
+
+int http_operational_route(const char *path)
+{
+    return strcmp(path, "/healthz") == 0   ? ROUTE_HEALTHZ
+           : strcmp(path, "/metrics") == 0 ? ROUTE_METRICS
+                                           : -1;
+}
+
+#define PROFILE "/v1/spaces/{space}/collections/{collection}/profiles"
+#define LEGACY "/v1/namespaces/{space}/collections/{collection}/profiles"
+const http_route_entry http_routes[] = {
+    {"GET", "/healthz", ROUTE_HEALTHZ},
+    {"GET", "/metrics", ROUTE_METRICS},
+    {"GET", PROFILE "/{ident}/traits", PS_API_TRAITS},
+    {"GET", PROFILE "/{ident}/external_ids", PS_API_EXTERNAL_IDS},
+    {"GET", PROFILE "/{ident}/events", PS_API_EVENTS},
+    {"GET", PROFILE "/{ident}/metadata", PS_API_METADATA},
+    {"GET", PROFILE "/{ident}/links", PS_API_LINKS},
+    {"GET", PROFILE, PS_API_PROFILES},
+    {"POST", PROFILE "/{ident}/external_ids/delete", PS_API_DELETE_IDS},
+    {"GET", LEGACY "/{ident}/traits", PS_API_TRAITS},
+    {"GET", LEGACY "/{ident}/external_ids", PS_API_EXTERNAL_IDS},
+    {"GET", LEGACY "/{ident}/events", PS_API_EVENTS},
+    {"GET", LEGACY "/{ident}/metadata", PS_API_METADATA},
+    {"GET", LEGACY "/{ident}/links", PS_API_LINKS},
+    {"GET", LEGACY, PS_API_PROFILES},
+    {"POST", LEGACY "/{ident}/external_ids/delete", PS_API_DELETE_IDS},
+    {"POST", "/v1/spaces/{space}/regulations", PS_API_REG_CREATE},
+    {"GET", "/v1/spaces/{space}/regulations", PS_API_REG_LIST},
+    {"GET", "/v1/spaces/{space}/regulations/{id}", PS_API_REG_GET},
+    {"GET", "/v1/spaces/{space}/changes", PS_API_CHANGES},
+    {"GET", "/v1/spaces/{space}/filters", PS_API_FILTER_LIST},
+    {"POST", "/v1/spaces/{space}/filters", PS_API_FILTER_CREATE},
+    {"PATCH", "/v1/spaces/{space}/filters/{name}", PS_API_FILTER_UPDATE},
+    {"DELETE", "/v1/spaces/{space}/filters/{name}", PS_API_FILTER_DELETE},
+    {"POST", "/v1/spaces/{space}/imports", PS_API_IMPORT_CREATE},
+    {"GET", "/v1/spaces/{space}/imports/{id}", PS_API_IMPORT_GET},
+    {"POST", "/v1/identify", ROUTE_TRACK},
+    {"POST", "/v1/i", ROUTE_TRACK},
+    {"POST", "/v1/track", ROUTE_TRACK},
+    {"POST", "/v1/t", ROUTE_TRACK},
+    {"POST", "/v1/page", ROUTE_TRACK},
+    {"POST", "/v1/p", ROUTE_TRACK},
+    {"POST", "/v1/screen", ROUTE_TRACK},
+    {"POST", "/v1/s", ROUTE_TRACK},
+    {"POST", "/v1/group", ROUTE_TRACK},
+    {"POST", "/v1/g", ROUTE_TRACK},
+    {"POST", "/v1/alias", ROUTE_TRACK},
+    {"POST", "/v1/a", ROUTE_TRACK},
+    {"POST", "/v1/batch", ROUTE_BATCH},
+    {"POST", "/v1/b", ROUTE_BATCH},
+    {"POST", "/v1/import", ROUTE_BATCH},
+    {"GET", "/v1/projects/{writeKey}/settings", ROUTE_SETTINGS},
+};
+const size_t http_route_count = sizeof http_routes / sizeof *http_routes;
+
+/* The tracking routes and the message-type table above serve the same paths. */
+_Static_assert(sizeof routes / sizeof *routes == 15, "a route entry per tracking path");
+
+bool http_route_entry_check(const http_route_entry *e, char *why, size_t cap)
+{
+    static const struct {
+        const char *name, *value;
+    } fill[] = {{"{space}", "s"},  {"{collection}", "users"}, {"{ident}", "user_id:u1"},
+                {"{id}", "reg_0"}, {"{name}", "f"},           {"{writeKey}", "k"}};
+    char path[256] = "", scratch[256];
+    for (const char *p = e->path; *p;) {
+        size_t k = 0, n = sizeof fill / sizeof *fill;
+        while (k < n && strncmp(p, fill[k].name, strlen(fill[k].name)) != 0)
+            k++;
+        size_t len = strlen(path);
+        if (k < n) {
+            snprintf(path + len, sizeof path - len, "%s", fill[k].value);
+            p += strlen(fill[k].name);
+        } else if (len + 1 < sizeof path) {
+            path[len] = *p++;
+            path[len + 1] = 0;
+        } else {
+            p++;
+        }
+    }
+    static const char *const methods[] = {"",    "GET",    "HEAD",    "POST",
+                                          "PUT", "DELETE", "OPTIONS", "PATCH"};
+    int method = 0;
+    for (int m = 1; m < (int)(sizeof methods / sizeof *methods); m++)
+        if (strcmp(methods[m], e->method) == 0)
+            method = m;
+    int got, type;
+    char key[64];
+    if (e->route == ROUTE_HEALTHZ || e->route == ROUTE_METRICS)
+        got = http_operational_route(path);
+    else if (e->route == ROUTE_TRACK || e->route == ROUTE_BATCH)
+        got = method == HTTP_POST ? http_track_route(path, &type) : -1;
+    else if (e->route == ROUTE_SETTINGS)
+        got = method == HTTP_GET && http_track_settings_route(path, key, sizeof key)
+                  ? ROUTE_SETTINGS
+                  : -1;
+    else
+        got = http_route_of_request(path, method, scratch);
+    if (got != e->route)
+        snprintf(why, cap, "%s %s is routed to %d, not %d", e->method, path, got, e->route);
+    return got == e->route;
+}

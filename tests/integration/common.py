@@ -58,6 +58,16 @@ def sdk_install(module):
     if shutil.which("node") is None or shutil.which("npm") is None:
         skip("node and npm are not installed, so the real-SDK test cannot run")
     os.makedirs(SDK_DIR, exist_ok=True)
+    import fcntl
+    lock = open(os.path.join(SDK_DIR, ".install-lock"), "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # tests run in parallel: one npm install at a time
+    try:
+        return _sdk_install_locked(module)
+    finally:
+        lock.close()
+
+
+def _sdk_install_locked(module):
     pinned = os.path.join(SOURCE, "tests", "sdk", "package.json")
     target = os.path.join(SDK_DIR, "package.json")
     with open(pinned) as f:
