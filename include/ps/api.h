@@ -20,6 +20,7 @@ typedef enum ps_api_route {
     PS_API_EVENTS,
     PS_API_METADATA,
     PS_API_LINKS,
+    PS_API_MERGES,     /* the profiles merged into it: ours, not Segment's (docs/http-api.md) */
     PS_API_PROFILES,   /* list */
     PS_API_DELETE_IDS, /* POST …/external_ids/delete */
     /* from here on, routes of the space itself (no collection): each runs its own

@@ -150,6 +150,12 @@ typedef struct ps_render_opts {
 ps_status ps_profile_message_seqs(ps_txn *t, const uint64_t *members, size_t n, uint64_t **out,
                                   size_t *count);
 
+/* Appends the profiles merged into canonical `p` (its `members` but itself) as JSON objects
+ * separated by commas: segment_id, merged_into (the profile it merged into, which may have
+ * merged on since), merged_at and message_id (the message that merged it). */
+ps_status ps_profile_merges_json(ps_txn *t, const ps_profile *p, const uint64_t *members, size_t n,
+                                 ps_buf *b);
+
 /* Appends the profile document as one JSON object: segment_id, collection, merged_ids,
  * external_ids, traits, and as asked metadata, events, links, message_ids, merges. */
 ps_status ps_profile_render(ps_txn *t, const ps_profile *canonical, const ps_render_opts *o,

@@ -135,6 +135,7 @@ enum {
     ROUTE_TRACK,
     ROUTE_BATCH,
     ROUTE_SETTINGS, /* GET /v1/projects/{writeKey}/settings (analytics.js) */
+    ROUTE_UI,       /* GET /ui/...: the profile explorer's files */
     ROUTE_OTHER,
     ROUTE__COUNT
 };
@@ -280,6 +281,18 @@ int http_route_profile(char *path, const char *query, int method, const char *au
 int http_route_of_request(const char *path, int method, char *scratch);
 /* ROUTE_HEALTHZ or ROUTE_METRICS for their paths, else -1. */
 int http_operational_route(const char *path);
+
+/* The profile explorer's files (src/http/ui, built into the server). */
+typedef struct http_ui_asset {
+    const char *name, *content_type;
+    const unsigned char *data;
+    size_t len;
+} http_ui_asset;
+extern const http_ui_asset http_ui_assets[];
+extern const size_t http_ui_asset_count;
+/* The asset `path` names ("/ui/" is index.html), NULL for none; *redirect is set for "/ui",
+ * which must become "/ui/" so that the page's relative links resolve. */
+const http_ui_asset *http_ui_route(const char *path, bool *redirect);
 
 /* Every route the server serves, with its main method and path template ({space},
  * {collection}, {ident}, {id}, {name}, {writeKey}): what `profiled --routes` prints and the

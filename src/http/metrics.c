@@ -25,6 +25,7 @@ const char *http_route_label(int route)
     case ROUTE_TRACK: return "tracking_message";
     case ROUTE_BATCH: return "tracking_batch";
     case ROUTE_SETTINGS: return "tracking_settings";
+    case ROUTE_UI: return "ui";
     default: return "other";
     }
 }

@@ -109,6 +109,22 @@ void http_profile_handle(http_req *rq, bool serves_profiles)
     }
     /* routing splits the path in place: a copy, so that a waiting request is routed again */
     char *path = memcpy(w->path, rq->path, path_len + 1);
+    bool redirect;
+    const http_ui_asset *ui = serves_profiles ? http_ui_route(path, &redirect) : NULL;
+    if (ui) { /* the profile explorer: static files; the page asks the API with a token */
+        route = ROUTE_UI;
+        if (method != HTTP_GET && method != HTTP_HEAD) {
+            allow = "GET";
+            ps_api_error(rep, 405, "invalid_request_error", "Use GET on this route.");
+        } else if (redirect) {
+            rep->status = 308; /* to "/ui/", where the page's relative links resolve */
+            ctype = "text/plain; charset=utf-8";
+        } else {
+            ps_buf_append(&rep->body, ui->data, ui->len);
+            ctype = ui->content_type;
+        }
+        goto reply;
+    }
     int operational = http_operational_route(path);
     if (operational >= 0) {
         route = operational;

@@ -44,6 +44,15 @@ void http_send_reply(http_req *rq, const char *content_type, const char *allow)
     memcpy(o, "\r\n", 3);
     if (allow)
         n += snprintf(headers + n, sizeof headers - (size_t)n, "Allow: %s\r\n", allow);
+    if (rq->route == ROUTE_UI) /* the explorer runs only its own script and styles, and shows
+                                * every value as text (src/http/ui/app.js) */
+        n += snprintf(headers + n, sizeof headers - (size_t)n,
+                      "Content-Security-Policy: default-src 'none'; script-src 'self'; "
+                      "style-src 'self'; connect-src 'self'; img-src 'self'; "
+                      "base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\n"
+                      "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n"
+                      "Cache-Control: no-cache\r\n%s",
+                      rep->status == 308 ? "Location: ui/\r\n" : "");
     if (rep->status == 429 || rep->status == 503) {
         long long wait_s = rep->retry_after_s ? rep->retry_after_s : 1;
         n += snprintf(headers + n, sizeof headers - (size_t)n, "Retry-After: %lld\r\n", wait_s);

@@ -159,7 +159,7 @@ static int route_of(char **seg, int n, int method, bool *method_ok)
     if (n == 6)
         return PS_API_PROFILES;
     if (n == 8) /* a profile's resource: the route's own name (ps_api_route_name) */
-        for (int r = PS_API_TRAITS; r <= PS_API_LINKS; r++)
+        for (int r = PS_API_TRAITS; r <= PS_API_MERGES; r++)
             if (strcmp(seg[7], ps_api_route_name((ps_api_route)r)) == 0)
                 return r;
     if (n == 9 && strcmp(seg[7], "external_ids") == 0 && strcmp(seg[8], "delete") == 0) {
@@ -299,16 +299,35 @@ int http_operational_route(const char *path)
                                            : -1;
 }
 
+const http_ui_asset *http_ui_route(const char *path, bool *redirect)
+{
+    *redirect = strcmp(path, "/ui") == 0;
+    if (*redirect)
+        return &http_ui_assets[0];
+    if (strncmp(path, "/ui/", 4) != 0)
+        return NULL;
+    const char *name = path[4] ? path + 4 : "index.html";
+    for (size_t i = 0; i < http_ui_asset_count; i++)
+        if (strcmp(http_ui_assets[i].name, name) == 0)
+            return &http_ui_assets[i];
+    return NULL;
+}
+
 #define PROFILE "/v1/spaces/{space}/collections/{collection}/profiles"
 #define LEGACY "/v1/namespaces/{space}/collections/{collection}/profiles"
 const http_route_entry http_routes[] = {
     {"GET", "/healthz", ROUTE_HEALTHZ},
     {"GET", "/metrics", ROUTE_METRICS},
+    {"GET", "/ui/", ROUTE_UI},
+    {"GET", "/ui/index.html", ROUTE_UI},
+    {"GET", "/ui/app.js", ROUTE_UI},
+    {"GET", "/ui/app.css", ROUTE_UI},
     {"GET", PROFILE "/{ident}/traits", PS_API_TRAITS},
     {"GET", PROFILE "/{ident}/external_ids", PS_API_EXTERNAL_IDS},
     {"GET", PROFILE "/{ident}/events", PS_API_EVENTS},
     {"GET", PROFILE "/{ident}/metadata", PS_API_METADATA},
     {"GET", PROFILE "/{ident}/links", PS_API_LINKS},
+    {"GET", PROFILE "/{ident}/merges", PS_API_MERGES},
     {"GET", PROFILE, PS_API_PROFILES},
     {"POST", PROFILE "/{ident}/external_ids/delete", PS_API_DELETE_IDS},
     {"GET", LEGACY "/{ident}/traits", PS_API_TRAITS},
@@ -316,6 +335,7 @@ const http_route_entry http_routes[] = {
     {"GET", LEGACY "/{ident}/events", PS_API_EVENTS},
     {"GET", LEGACY "/{ident}/metadata", PS_API_METADATA},
     {"GET", LEGACY "/{ident}/links", PS_API_LINKS},
+    {"GET", LEGACY "/{ident}/merges", PS_API_MERGES},
     {"GET", LEGACY, PS_API_PROFILES},
     {"POST", LEGACY "/{ident}/external_ids/delete", PS_API_DELETE_IDS},
     {"POST", "/v1/spaces/{space}/regulations", PS_API_REG_CREATE},
@@ -380,8 +400,11 @@ bool http_route_entry_check(const http_route_entry *e, char *why, size_t cap)
             method = m;
     int got, type;
     char key[64];
+    bool redirect;
     if (e->route == ROUTE_HEALTHZ || e->route == ROUTE_METRICS)
         got = http_operational_route(path);
+    else if (e->route == ROUTE_UI)
+        got = http_ui_route(path, &redirect) && !redirect ? ROUTE_UI : -1;
     else if (e->route == ROUTE_TRACK || e->route == ROUTE_BATCH)
         got = method == HTTP_POST ? http_track_route(path, &type) : -1;
     else if (e->route == ROUTE_SETTINGS)

@@ -32,6 +32,7 @@ static const char *const route_names[] = {
     "events",
     "metadata",
     "links",
+    "merges",
     "profiles",
     "external_ids_delete",
     "regulations_create",
@@ -491,6 +492,23 @@ static bool serve_metadata(ctx *c)
     ps_buf_puts(&c->out->body, "{\"metadata\":");
     ps_profile_metadata_json(&c->out->body, &c->p);
     ps_buf_putc(&c->out->body, '}');
+    return true;
+}
+
+/* ---- /merges ---- */
+
+/* Every profile merged into this one, directly or not, with what it merged into, when and by
+ * which message; no paging: the merge limit bounds the list. */
+static bool serve_merges(ctx *c)
+{
+    ps_buf *b = &c->out->body;
+    ps_buf_puts(b, "{\"segment_id\":");
+    ps_buf_json_cstr(b, c->p.segment_id);
+    ps_buf_puts(b, ",\"data\":[");
+    ps_status st = ps_profile_merges_json(c->t, &c->p, c->members, c->n, b);
+    if (st != PS_OK)
+        return storage_error(c, st);
+    ps_buf_puts(b, "]}");
     return true;
 }
 
@@ -1040,6 +1058,7 @@ void ps_api_serve(ps_space *sp, const ps_api_request *rq, ps_api_reply *out)
     case PS_API_EVENTS:
     case PS_API_METADATA:
     case PS_API_LINKS:
+    case PS_API_MERGES:
         if (!find_profile(&c))
             break;
         if (rq->route == PS_API_TRAITS)
@@ -1050,6 +1069,8 @@ void ps_api_serve(ps_space *sp, const ps_api_request *rq, ps_api_reply *out)
             serve_events(&c);
         else if (rq->route == PS_API_METADATA)
             serve_metadata(&c);
+        else if (rq->route == PS_API_MERGES)
+            serve_merges(&c);
         else
             serve_links(&c);
         break;

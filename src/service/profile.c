@@ -481,8 +481,6 @@ ps_status ps_profile_links(ps_txn *t, const uint64_t *members, size_t n, uint64_
 
 /* ---- rendering ---- */
 
-
-
 void ps_profile_extid_json(ps_buf *b, const ps_extid *x, unsigned fields)
 {
     ps_buf_puts(b, "{\"type\":");
@@ -693,6 +691,31 @@ static ps_status render_messages(ps_txn *t, const uint64_t *members, size_t n, p
     return st;
 }
 
+ps_status ps_profile_merges_json(ps_txn *t, const ps_profile *p, const uint64_t *members, size_t n,
+                                 ps_buf *b)
+{
+    ps_status st = PS_OK;
+    size_t k = 0;
+    for (size_t i = 0; i < n && st == PS_OK; i++) {
+        if (members[i] == p->seq)
+            continue;
+        ps_profile m, into;
+        if ((st = ps_store_profile_get(t, members[i], &m)) != PS_OK ||
+            (st = ps_store_profile_get(t, m.merged_into, &into)) != PS_OK)
+            break;
+        ps_buf_puts(b, k++ ? ",{\"segment_id\":" : "{\"segment_id\":");
+        ps_buf_json_cstr(b, m.segment_id);
+        ps_buf_puts(b, ",\"merged_into\":");
+        ps_buf_json_cstr(b, into.segment_id);
+        ps_buf_puts(b, ",\"merged_at\":");
+        ps_time_json(b, m.merged_ms);
+        ps_buf_puts(b, ",\"message_id\":");
+        ps_buf_json_cstr(b, m.merged_by_message_id);
+        ps_buf_putc(b, '}');
+    }
+    return st;
+}
+
 ps_status ps_profile_render(ps_txn *t, const ps_profile *p, const ps_render_opts *o, ps_buf *b)
 {
     uint64_t *members = NULL, *links = NULL;
@@ -756,24 +779,7 @@ ps_status ps_profile_render(ps_txn *t, const ps_profile *p, const ps_render_opts
         st = render_messages(t, members, n, b);
     if (st == PS_OK && o->merges) {
         ps_buf_puts(b, ",\"merges\":[");
-        size_t k = 0;
-        for (size_t i = 0; i < n && st == PS_OK; i++) {
-            if (members[i] == p->seq)
-                continue;
-            ps_profile m, into;
-            if ((st = ps_store_profile_get(t, members[i], &m)) != PS_OK ||
-                (st = ps_store_profile_get(t, m.merged_into, &into)) != PS_OK)
-                break;
-            ps_buf_puts(b, k++ ? ",{\"segment_id\":" : "{\"segment_id\":");
-            ps_buf_json_cstr(b, m.segment_id);
-            ps_buf_puts(b, ",\"merged_into\":");
-            ps_buf_json_cstr(b, into.segment_id);
-            ps_buf_puts(b, ",\"merged_at\":");
-            ps_time_json(b, m.merged_ms);
-            ps_buf_puts(b, ",\"message_id\":");
-            ps_buf_json_cstr(b, m.merged_by_message_id);
-            ps_buf_putc(b, '}');
-        }
+        st = ps_profile_merges_json(t, p, members, n, b);
         ps_buf_putc(b, ']');
     }
     ps_buf_putc(b, '}');
