@@ -34,6 +34,7 @@ if [ -z "$("$CTL" --data "$DATA" token list default)" ]; then
     echo "Read a profile:"
     echo "  curl -u $TOKEN: http://$LISTEN/v1/spaces/default/collections/users/profiles/user_id:user-42/traits"
     echo "  curl -u $TOKEN: http://$LISTEN/v1/spaces/default/collections/users/profiles/user_id:user-42/events"
+    echo "Or look it up in the profile explorer: http://$LISTEN/ui/ (space default, user_id:user-42)"
 fi
 echo
 echo "Another access token, whenever you need one (only its hash is stored):"
