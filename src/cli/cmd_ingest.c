@@ -7,9 +7,11 @@
  * number and the rest goes on. Each batch commits durably; --verbose reports every commit,
  * which is what "committed" means. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -66,9 +68,13 @@ typedef struct run {
     bool verbose, progress;
     bool dict_tried; /* committed early so that the log's dictionary is trained */
     uint64_t lines, malformed;
-    int64_t started_ms, last_progress_ms;
+    int64_t started_ms, last_progress_ms, file_started_ms;
+    uint64_t file_lines; /* of the current file */
     const char *file;
     FILE *f;
+    _Atomic uint64_t bytes; /* of the current file read so far (the reader's count) */
+    uint64_t total;         /* its size, 0 when unknown (a pipe) */
+    bool shown;             /* a progress line is on the terminal */
     queue q;
     chunk *filling;       /* the reader's */
     ps_prepare_view view; /* the reader's: settings and lists, read again for each chunk */
@@ -218,6 +224,7 @@ static void *reader(void *arg)
     bool going = true;
     for (;;) {
         size_t n = fread(buf + have, 1, READ_CHUNK, r->f);
+        atomic_fetch_add_explicit(&r->bytes, n, memory_order_relaxed);
         have += n;
         size_t start = 0;
         for (; going;) {
@@ -278,24 +285,48 @@ static int commit(run *r, uint64_t line)
     return EXIT_OK;
 }
 
+/* A pv-like line on the terminal, redrawn twice a second: bytes read (with the percentage
+ * and the time left when the size is known), lines and the rates. Erased when done. */
 static void progress(run *r)
 {
     int64_t now = ps_clock_now_ms();
     if (!r->progress || now - r->last_progress_ms < 500)
         return;
     r->last_progress_ms = now;
-    double secs = (double)(now - r->started_ms) / 1000.0;
-    fprintf(stderr, "\r%s: %llu lines, %.0f lines/s   ", r->file, (unsigned long long)r->lines,
-            secs > 0 ? (double)r->lines / secs : 0.0);
+    double secs = (double)(now - r->file_started_ms) / 1000.0;
+    double bytes = (double)atomic_load_explicit(&r->bytes, memory_order_relaxed);
+    double rate = secs > 0 ? bytes / secs : 0, lines = secs > 0 ? (double)r->file_lines / secs : 0;
+    char size[48] = "", eta[32] = "";
+    if (r->total) {
+        double left = rate > 0 ? ((double)r->total - bytes) / rate : 0;
+        if (left < 0)
+            left = 0;
+        snprintf(size, sizeof size, " of %.1f MB (%.0f%%)", (double)r->total / 1e6,
+                 100.0 * bytes / (double)r->total);
+        snprintf(eta, sizeof eta, ", ETA %d:%02d", (int)left / 60, (int)left % 60);
+    }
+    fprintf(stderr, "\r\033[K%s: %.1f MB%s, %llu lines, %.1f MB/s, %.0f lines/s%s", r->file,
+            bytes / 1e6, size, (unsigned long long)r->file_lines, rate / 1e6, lines, eta);
+    r->shown = true;
+}
+
+/* Erases the progress line. */
+static void progress_done(run *r)
+{
+    if (r->shown)
+        fputs("\r\033[K", stderr);
+    r->shown = false;
 }
 
 static int take(run *r, const entry *it)
 {
     r->lines++;
+    r->file_lines++;
     if (it->kind == IT_SKIP) {
         if (it->why != PS_DROP_NONE)
             ps_ingest_unreadable(r->in, it->why);
         if (r->malformed++ < MALFORMED_SHOWN) {
+            progress_done(r); /* the warning on a line of its own */
             if (it->why == PS_DROP_NONE)
                 fprintf(stderr, "%s:%llu: skipped: line longer than %d bytes\n", r->file,
                         (unsigned long long)it->line, PS_BATCH_MAX_BYTES);
@@ -371,8 +402,6 @@ static void summary(const run *r, const ps_ingest_stats *s)
     char names[PS_FILTERS_MAX][PS_FILTER_NAME_MAX + 1];
     uint64_t hits[PS_FILTERS_MAX];
     size_t nf = ps_space_filter_hits(r->sp, names, hits);
-    if (r->progress)
-        fputc('\n', stderr);
     if (r->c->json) {
         printf("{\"lines\":%llu,\"malformed_lines\":%llu,\"messages\":%llu,\"accepted\":%llu,"
                "\"duplicates\":%llu,\"unresolved\":%llu,\"profiles_created\":%llu,"
@@ -456,7 +485,13 @@ int cmd_ingest(cli *c)
             break;
         }
         r.file = strcmp(path, "-") == 0 ? "stdin" : path;
+        struct stat sb;
+        r.total = fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode) ? (uint64_t)sb.st_size : 0;
+        atomic_store(&r.bytes, 0);
+        r.file_lines = 0;
+        r.file_started_ms = ps_clock_now_ms();
         rc = ingest_stream(&r, f);
+        progress_done(&r);
         if (f != stdin)
             fclose(f);
     }

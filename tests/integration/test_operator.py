@@ -111,6 +111,36 @@ def test_json_logs_and_access_log():
         st.close()
 
 
+def test_ingest_progress_on_a_terminal():
+    """On a terminal, ingest draws a pv-like line (bytes, percent, rates, ETA) and erases it;
+    elsewhere it prints none."""
+    if shutil.which("script") is None:
+        raise AssertionError("script (util-linux) is missing")
+    st = Store()
+    try:
+        st.ctl("space", "create", "s")
+        log = os.path.join(st.dir, "log.ndjson")
+        with open(log, "w") as f:
+            subprocess.run([tool("gen_events"), "--events", "40000", "--realistic"], stdout=f,
+                           check=True, timeout=TIMEOUT)
+        cmd = "%s --data %s ingest s %s" % (tool("profilectl"), st.dir, log)
+        p = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True,
+                           timeout=TIMEOUT)  # bytes: text mode would turn \r into \n
+        out = p.stdout.decode()
+        assert p.returncode == 0, out + p.stderr.decode()
+        frames = [x for x in out.split("\r") if "MB/s" in x]
+        assert frames, out[-2000:]
+        assert re.search(r"log\.ndjson: [0-9.]+ MB of [0-9.]+ MB \(\d+%\), \d+ lines, "
+                         r"[0-9.]+ MB/s, \d+ lines/s, ETA \d+:\d\d", frames[-1]), frames[-1]
+        # erased before the summary, which starts a line of its own
+        assert "\r\x1b[Klines 40000" in out, out[-500:]
+        # not a terminal: no progress at all
+        p = st.ctl("ingest", "s", log)
+        assert "MB/s" not in p.stderr and "\r" not in p.stderr, p.stderr
+    finally:
+        st.close()
+
+
 def test_versions_agree():
     out = {}
     for prog in ("profiled", "profilectl"):
@@ -122,4 +152,5 @@ def test_versions_agree():
 
 
 if __name__ == "__main__":
-    run_tests([test_metrics_pass_promtool, test_json_logs_and_access_log, test_versions_agree])
+    run_tests([test_metrics_pass_promtool, test_json_logs_and_access_log,
+               test_ingest_progress_on_a_terminal, test_versions_agree])
