@@ -92,8 +92,25 @@ int cmd_import_template(cli *c)
     ps_buf_init(&out);
     ps_status st = ps_import_template(sp, &out);
     ps_space_close(sp);
-    if (st == PS_OK)
+    if (st == PS_OK && c->json) { /* {"columns":[...]}: the names hold no comma or quote */
+        ps_buf js;
+        ps_buf_init(&js);
+        ps_buf_puts(&js, "{\"columns\":[");
+        const char *p = (const char *)out.ptr, *end = p + out.len;
+        while (p < end) {
+            const char *comma = memchr(p, ',', (size_t)(end - p));
+            const char *stop = comma ? comma : end;
+            if (js.ptr[js.len - 1] != '[')
+                ps_buf_putc(&js, ',');
+            ps_buf_json_str(&js, p, (size_t)(stop - p));
+            p = stop + 1;
+        }
+        ps_buf_puts(&js, "]}");
+        printf("%s\n", (const char *)js.ptr);
+        ps_buf_clear(&js);
+    } else if (st == PS_OK) {
         printf("%.*s\r\n", (int)out.len, (const char *)out.ptr);
+    }
     ps_buf_clear(&out);
     return st == PS_OK ? EXIT_OK : cli_fail(cli_exit_code(st), "%s", ps_status_str(st));
 }
