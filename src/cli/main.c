@@ -197,8 +197,42 @@ int cli_read_file(const char *path, size_t max, ps_buf *out)
     return rc;
 }
 
+/* Examples shown by `profilectl COMMAND --help`. */
+static const struct {
+    const char *command, *lines;
+} examples[] = {
+    {"space", "  profilectl space create shop --preset recommended\n  profilectl space list\n"},
+    {"settings", "  profilectl settings get shop > rules.json\n"
+                 "  profilectl settings check rules.json\n"
+                 "  profilectl settings set shop rules.json && profilectl rebuild shop\n"},
+    {"ingest", "  profilectl ingest shop events.ndjson --source web\n"
+               "  zcat events.ndjson.gz | profilectl ingest shop -\n"},
+    {"inspect", "  profilectl inspect shop email:ada@example.com --events 20\n"
+                "  profilectl inspect shop use_7ZdzbvcX7MKAfm2jUYW5l3su176 --json\n"},
+    {"export", "  profilectl export shop --collection users --messages > profiles.ndjson\n"},
+    {"explain", "  profilectl explain shop m-4711\n  profilectl explain shop m-4711 --json\n"},
+    {"check", "  profilectl check shop\n"},
+    {"log", "  profilectl log shop --since 2026-11-01 > november.ndjson\n"},
+    {"rebuild", "  profilectl rebuild shop --settings rules.json --dry-run\n"},
+    {"migrate", "  profilectl migrate shop\n"},
+    {"token", "  profilectl token create shop --name dashboards --role read\n"
+              "  profilectl token revoke shop dashboards\n"},
+    {"source", "  profilectl source create shop --name web\n"
+               "  profilectl source origins shop web https://shop.example.com\n"},
+    {"regulation", "  profilectl regulation create shop DELETE_INTERNAL user-42\n"
+                   "  profilectl regulation list shop\n"},
+    {"unmerge", "  profilectl unmerge shop use_4xRUlJvfqpQ4T30LcDLSIIIV93C --dry-run\n"},
+    {"compact", "  profilectl compact shop\n"},
+    {"filter", "  profilectl filter create shop bots 'context.userAgent = \"HeadlessChrome\"'\n"
+               "  profilectl filter disable shop bots\n"},
+    {"import", "  profilectl import shop people.csv --dry-run\n"},
+    {"import-template", "  profilectl import-template shop > people.csv\n"},
+    {"changes", "  profilectl changes shop --after 131072 --limit 1000\n"
+                "  profilectl changes shop --table id_graph_updates --format csv --follow\n"},
+};
+
 /* Prints the usage entries of command `name` (an entry: its line and the indented lines after
- * it); false when the usage has none. */
+ * it) and its examples; false when the usage has none. */
 static bool command_usage(const char *name)
 {
     size_t cl = strlen(name);
@@ -219,6 +253,9 @@ static bool command_usage(const char *name)
             }
             p += len + (eol != NULL);
         }
+    for (size_t i = 0; any && i < sizeof examples / sizeof *examples; i++)
+        if (strcmp(examples[i].command, name) == 0)
+            printf("\nexamples:\n%s", examples[i].lines);
     if (any)
         printf("\ndocs/profilectl.md describes every option and its output.\n");
     return any;
