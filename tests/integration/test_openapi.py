@@ -11,12 +11,12 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 from common import SOURCE, TIMEOUT, run_tests, sdk_install, tool  # noqa: E402
 
-SPEC = os.path.join(SOURCE, "schema", "profile-api.openapi.json")
+OPENAPI = os.path.join(SOURCE, "schema", "profile-api.openapi.json")
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
 def operations():
-    with open(SPEC) as f:
+    with open(OPENAPI) as f:
         spec = json.load(f)
     return spec, {(m.upper(), path): op for path, item in spec["paths"].items()
                   for m, op in item.items() if m in METHODS}
@@ -44,7 +44,7 @@ def test_routes_match_the_server():
 def test_redocly_lint():
     sdk = sdk_install("@redocly/cli")
     redocly = os.path.join(sdk, "node_modules", ".bin", "redocly")
-    p = subprocess.run([redocly, "lint", SPEC, "--config",
+    p = subprocess.run([redocly, "lint", OPENAPI, "--config",
                         os.path.join(SOURCE, "schema", "redocly.yaml"), "--format=stylish"],
                        capture_output=True, text=True, timeout=TIMEOUT)
     out = p.stdout + p.stderr
