@@ -87,6 +87,16 @@ def _sdk_install_locked(module):
     return SDK_DIR
 
 
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def generate(path, events, seed=1):
     with open(path, "w") as f:
         subprocess.run([tool("gen_events"), "--events", str(events), "--seed", str(seed)],

@@ -6,7 +6,6 @@ the installed programs and a scratch data directory."""
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,7 +13,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import BIN, SOURCE, TIMEOUT, run_tests  # noqa: E402
+from common import BIN, SOURCE, TIMEOUT, free_port, run_tests  # noqa: E402
 
 PREFIX = "/usr/local"
 
@@ -88,14 +87,6 @@ def readme_commands():
     block = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
     lines = [re.sub(r"\s+#.*$", "", line).strip() for line in block.splitlines()]
     return [line for line in lines if line]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_readme_runs_after_install():

@@ -6,11 +6,10 @@ its events over a server that was not up yet. Skipped, with
 the reason, when node/npm are missing or the npm registry cannot be reached."""
 import json
 import os
-import socket
 import subprocess
 import time
 
-from common import SDK_DIR, Server, Store, sdk_install, tool
+from common import SDK_DIR, Server, Store, free_port, sdk_install, tool
 
 SPACE = "sdk"
 MULT = float(os.environ.get("PS_TEST_TIMEOUT_MULT", "1"))
@@ -97,14 +96,6 @@ def check_profile(st, tag):
     acc = st.json("inspect", SPACE, "group_id:acct-" + tag)
     assert acc["traits"]["name"] == "Acme", acc
     assert st.ctl("inspect", SPACE, "anonymous_id:anon-only-" + tag).returncode == 0
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def main():
