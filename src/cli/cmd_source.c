@@ -58,8 +58,23 @@ static int set_origins(cli *c, ps_sources *cat, bool any)
                         c->argv[1], c->argv[2]);
     if (st != PS_OK)
         return cli_fail(cli_exit_code(st), "cannot set the origins: %s", ps_status_str(st));
-    if (!c->json)
+    if (!c->json) {
         printf(any ? "source %s: any origin\n" : "source %s: %zu origin(s)\n", c->argv[2], n);
+        return EXIT_OK;
+    }
+    ps_buf b; /* {"source":..., "origins":[...]} ([] for any origin) */
+    ps_buf_init(&b);
+    ps_buf_puts(&b, "{\"source\":");
+    ps_buf_json_cstr(&b, c->argv[2]);
+    ps_buf_puts(&b, ",\"origins\":[");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            ps_buf_putc(&b, ',');
+        ps_buf_json_cstr(&b, c->argv[3 + i]);
+    }
+    ps_buf_puts(&b, "]}");
+    printf("%s\n", (const char *)b.ptr);
+    ps_buf_clear(&b);
     return EXIT_OK;
 }
 
