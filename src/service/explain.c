@@ -10,6 +10,7 @@
 #include "ps/event.h"
 #include "ps/graph.h"
 #include "ps/graphdb.h"
+#include "ps/history.h"
 #include "ps/msglog.h"
 #include "ps/profile.h"
 #include "ps/records.h"
@@ -407,24 +408,44 @@ static ps_status explain_outcome(explainer *x, const rows *rs, uint8_t coll, con
     return st;
 }
 
+static ps_status explain_parsed(explainer *x, uint64_t seq, const ps_log_rec *lr,
+                                const ps_event *ev, ps_explain_msg *m);
+
 static ps_status explain_one(explainer *x, uint64_t seq, ps_explain_msg *m)
 {
     ps_log_rec lr;
     ps_status st = ps_store_log_get(x->t, seq, &lr);
     if (st != PS_OK)
         return st;
+    /* read back as a rebuild reads it: the logged line with its stamps */
     ps_accept_opts o = {
         .rules = x->rules,
         .now_ms = lr.received_ms,
         .keep_received_at = true,
-        .forced_type = (ps_msg_type)lr.type,
+        .source_id = "",
+        .sequence = seq,
     };
+    ps_buf line;
+    ps_buf_init(&line);
     parsed p = {.ok = false};
     ps_drop why;
-    st = ps_event_parse(lr.json.ptr, lr.json.len, &o, &x->parse, keep_event, &p, &why);
-    if (st != PS_OK || !p.ok)
+    if ((st = ps_history_line(&lr, &line)) == PS_OK)
+        st = ps_event_parse(line.ptr, line.len, &o, &x->parse, keep_event, &p, &why);
+    if (st != PS_OK || !p.ok) {
+        ps_buf_clear(&line);
         return PS_ECORRUPT; /* it was accepted once: its log entry must read back */
-    const ps_event *ev = &p.ev;
+    }
+    st = explain_parsed(x, seq, &lr, &p.ev, m); /* the event may point into the line */
+    ps_buf_clear(&line);
+    ps_arena_clear(&x->parse);
+    return st;
+}
+
+static ps_status explain_parsed(explainer *x, uint64_t seq, const ps_log_rec *lr_,
+                                const ps_event *ev, ps_explain_msg *m)
+{
+    const ps_log_rec lr = *lr_;
+    ps_status st = PS_OK;
     memset(m, 0, sizeof *m);
     m->seq = seq;
     m->type = ps_msg_type_name(ev->type == PS_MSG_FILTERED ? ev->filtered_type : ev->type);
@@ -434,7 +455,6 @@ static ps_status explain_one(explainer *x, uint64_t seq, ps_explain_msg *m)
     m->received_ms = lr.received_ms;
     if (ev->type == PS_MSG_FILTERED) {
         m->filtered_by = keep_cstr(x, ev->filter);
-        ps_arena_clear(&x->parse);
         return PS_OK;
     }
     rows rs = {0};
@@ -456,7 +476,6 @@ static ps_status explain_one(explainer *x, uint64_t seq, ps_explain_msg *m)
             st = explain_outcome(x, &rs, PS_ACCOUNTS, &oc[PS_ACCOUNTS], &m->outcome[PS_ACCOUNTS]);
     }
     rows_clear(&rs);
-    ps_arena_clear(&x->parse);
     return st;
 }
 
@@ -488,7 +507,6 @@ void ps_explanation_clear(ps_explanation *e)
 
 /* ---- JSON ---- */
 
-
 static void json_segment(ps_buf *b, const char *segment_id)
 {
     if (segment_id[0])
@@ -496,7 +514,6 @@ static void json_segment(ps_buf *b, const char *segment_id)
     else
         ps_buf_puts(b, "null");
 }
-
 
 void ps_explain_json(const ps_explanation *e, ps_buf *b)
 {

@@ -162,6 +162,13 @@ def test_explain_outcomes_match_the_engine():
         e = explain(st, "s", "m-none")
         assert e["outcome"]["users"] == {"result": "unresolved", "segment_id": None,
                                          "merged": [], "canonical_now": None}, e["outcome"]
+        # a message an event filter dropped: its note in the log says which filter
+        st.ctl("filter", "create", "s", "bots", 'event = "Bot"')
+        ingest(st, "s", [msg("m-bot", 7, userId="u1", event="Bot")])
+        e = explain(st, "s", "m-bot")
+        assert e["filtered_by"] == "bots" and e["identifiers"] == [] and e["outcome"] == {}, e
+        assert "dropped at the door by event filter bots" in st.ctl("explain", "s",
+                                                                    "m-bot").stdout
         # the text form tells the same story
         text = st.ctl("explain", "s", "m-demote").stdout
         assert "dropped (held by %s)" % u1 in text and "-> %s" % u2 in text, text
