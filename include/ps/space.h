@@ -83,6 +83,13 @@ ps_status ps_space_settings_get(ps_space *sp, ps_buf *out);
 ps_status ps_space_list(const char *data_dir, char ***names, size_t *count);
 void ps_space_list_free(char **names, size_t count);
 
+/* Copies the space, consistent as of one moment, into `data_dir`/spaces/<name> (the
+ * directories are made; the space must not exist there): the copy is a space a server or
+ * profilectl can open with --data `data_dir`. *log_seq receives the last message of the log
+ * it holds (where a copy taken for a replica resumes), *records the records copied. */
+ps_status ps_space_snapshot(ps_space *sp, const char *data_dir, uint64_t *records,
+                            uint64_t *log_seq);
+
 /* Rewrites the space's store into fresh pages and swaps it in (ps_store_compact): after a
  * deletion, no byte of what was erased stays in its file. PS_EBUSY while another process
  * (a server) has the space open. Sizes: allocated bytes of the data file. */

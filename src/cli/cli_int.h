@@ -57,6 +57,7 @@ int cmd_source(cli *c);
 int cmd_log(cli *c);
 int cmd_changes(cli *c);
 int cmd_explain(cli *c);
+int cmd_snapshot(cli *c);
 int cmd_filter(cli *c);
 int cmd_import(cli *c);
 int cmd_import_template(cli *c);

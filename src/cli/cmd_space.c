@@ -150,3 +150,41 @@ int cmd_settings(cli *c)
     return cli_fail(EXIT_USAGE,
                     "usage: profilectl settings get SPACE | set SPACE FILE | check FILE");
 }
+
+/* profilectl snapshot SPACE DIR: a consistent copy of the space that DIR can serve as a data
+ * directory (ps_space_snapshot). */
+int cmd_snapshot(cli *c)
+{
+    int rc = cli_no_more_options(c);
+    if (rc)
+        return rc;
+    if (c->argc != 2)
+        return cli_fail(EXIT_USAGE, "usage: profilectl snapshot SPACE DIR");
+    ps_space *sp;
+    if ((rc = cli_open_space(c, c->argv[0], true, &sp)))
+        return rc;
+    uint64_t records = 0, log_seq = 0;
+    ps_status st = ps_space_snapshot(sp, c->argv[1], &records, &log_seq);
+    ps_space_close(sp);
+    if (st == PS_ECONFLICT)
+        return cli_fail(EXIT_INVALID,
+                        "%s already holds a space '%s'; snapshot into another directory",
+                        c->argv[1], c->argv[0]);
+    if (st != PS_OK)
+        return cli_fail(cli_exit_code(st), "cannot snapshot space '%s': %s", c->argv[0],
+                        ps_status_str(st));
+    if (c->json)
+        printf("{\"space\":\"%s\",\"data\":", c->argv[0]);
+    if (c->json) {
+        ps_buf b;
+        ps_buf_init(&b);
+        ps_buf_json_cstr(&b, c->argv[1]);
+        printf("%s,\"log_seq\":%llu,\"records\":%llu}\n", (const char *)b.ptr,
+               (unsigned long long)log_seq, (unsigned long long)records);
+        ps_buf_clear(&b);
+    } else {
+        printf("snapshot of %s at log message %llu (%llu records) in %s/spaces/%s\n", c->argv[0],
+               (unsigned long long)log_seq, (unsigned long long)records, c->argv[1], c->argv[0]);
+    }
+    return EXIT_OK;
+}

@@ -59,6 +59,8 @@ static const char usage_admin[] =
     "  unmerge SPACE SEGMENT_ID [--dry-run] [--keep-apart]\n"
     "                                         make a merged-away profile canonical again with\n"
     "                                         what belonged to it (JSON of what moves)\n"
+    "  snapshot SPACE DIR                     a consistent copy of the space, servable with\n"
+    "                                         --data DIR (writers go on meanwhile)\n"
     "  compact SPACE                          rewrite the space's file: after a deletion, no\n"
     "                                         byte of what was erased remains (server stopped)\n"
     "  regulation show SPACE ID               one regulation (JSON)\n"
@@ -99,7 +101,7 @@ static const command commands[] = {
     {"migrate", cmd_migrate}, {"rebuild", cmd_rebuild},   {"regulation", cmd_regulation},
     {"compact", cmd_compact}, {"unmerge", cmd_unmerge},   {"changes", cmd_changes},
     {"filter", cmd_filter},   {"import", cmd_import},     {"import-template", cmd_import_template},
-    {"explain", cmd_explain},
+    {"explain", cmd_explain}, {"snapshot", cmd_snapshot},
 };
 
 int cli_fail(int code, const char *fmt, ...)
@@ -223,6 +225,8 @@ static const struct {
                    "  profilectl regulation list shop\n"},
     {"unmerge", "  profilectl unmerge shop use_4xRUlJvfqpQ4T30LcDLSIIIV93C --dry-run\n"},
     {"compact", "  profilectl compact shop\n"},
+    {"snapshot", "  profilectl snapshot shop /backup/2026-12-01 && "
+                 "profilectl --data /backup/2026-12-01 check shop\n"},
     {"filter", "  profilectl filter create shop bots 'context.userAgent = \"HeadlessChrome\"'\n"
                "  profilectl filter disable shop bots\n"},
     {"import", "  profilectl import shop people.csv --dry-run\n"},

@@ -390,3 +390,30 @@ ps_status ps_space_figures_get(ps_space *sp, ps_space_figures *out)
     ps_txn_abort(t);
     return st;
 }
+
+ps_status ps_space_snapshot(ps_space *sp, const char *data_dir, uint64_t *records,
+                            uint64_t *log_seq)
+{
+    char dir[4096];
+    if (strlen(data_dir) > 3000)
+        return PS_EINVAL;
+    snprintf(dir, sizeof dir, "%s/spaces", data_dir);
+    if ((mkdir(data_dir, 0755) != 0 && errno != EEXIST) ||
+        (mkdir(dir, 0755) != 0 && errno != EEXIST))
+        return PS_EIO;
+    space_dir(data_dir, sp->name, dir, sizeof dir);
+    ps_status st = ps_store_snapshot(sp->store, dir, records);
+    if (st != PS_OK)
+        return st;
+    ps_store *copy;
+    ps_store_opts o = {.read_only = true};
+    if ((st = ps_store_open(dir, &o, &copy)) != PS_OK)
+        return st;
+    ps_txn *t;
+    if ((st = ps_txn_begin(copy, false, &t)) == PS_OK) {
+        *log_seq = ps_txn_peek(t, PS_CTR_MESSAGE) - 1;
+        ps_txn_abort(t);
+    }
+    ps_store_close(copy);
+    return st;
+}

@@ -545,10 +545,11 @@ int ps_store_other_processes(ps_store *s)
     return others;
 }
 
-/* Copies every record of every table of `s` into a new environment in `tmp_dir` (created),
- * building its pages afresh: a page copy (mdb_env_copy2) would carry the bytes of deleted
- * records that LMDB leaves in a page's free gap. */
-static ps_status copy_fresh(ps_store *s, const char *tmp_dir, uint64_t *records)
+/* Copies every record of every table of `s`, as one read transaction sees them, into a new
+ * environment in `tmp_dir` (created), building its pages afresh: a page copy (mdb_env_copy2)
+ * would carry the bytes of deleted records that LMDB leaves in a page's free gap. With
+ * `recode`, the log's dictionary is trained again and every message compressed with it. */
+static ps_status copy_fresh(ps_store *s, const char *tmp_dir, uint64_t *records, bool recode_log)
 {
     *records = 0;
     if (mkdir(tmp_dir, 0755) != 0 && errno != EEXIST)
@@ -578,7 +579,7 @@ static ps_status copy_fresh(ps_store *s, const char *tmp_dir, uint64_t *records)
     char dict_name[32];
     st_log_dict_key(dict_name);
     ps_slice old_dict;
-    bool recode = st == PS_OK && ps_store_meta_get(t, dict_name, &old_dict) == PS_OK;
+    bool recode = recode_log && st == PS_OK && ps_store_meta_get(t, dict_name, &old_dict) == PS_OK;
     uint8_t *dict = NULL;
     size_t dict_len = 0;
     if (recode)
@@ -644,7 +645,7 @@ ps_status ps_store_compact(ps_store **sp, const char *dir, uint64_t *bytes_befor
     struct stat sb;
     *bytes_before = stat(data, &sb) == 0 ? (uint64_t)sb.st_blocks * 512 : 0;
     uint64_t records;
-    ps_status st = copy_fresh(s, tmp, &records);
+    ps_status st = copy_fresh(s, tmp, &records, true);
     if (st != PS_OK)
         return st;
     ps_store_close(s); /* nothing may use the old file past this point */
@@ -666,4 +667,32 @@ ps_status ps_store_compact(ps_store **sp, const char *dir, uint64_t *bytes_befor
     *bytes_after = stat(data, &sb) == 0 ? (uint64_t)sb.st_blocks * 512 : 0;
     ps_store_opts o = {0};
     return ps_store_open(dir, &o, sp);
+}
+
+ps_status ps_store_snapshot(ps_store *s, const char *dir, uint64_t *records)
+{
+    struct stat sb;
+    if (strlen(dir) > 3000)
+        return PS_EINVAL;
+    if (stat(dir, &sb) == 0)
+        return PS_ECONFLICT;
+    ps_status st = copy_fresh(s, dir, records, false);
+    if (st != PS_OK) { /* no half-made snapshot stays behind */
+        char path[4200];
+        snprintf(path, sizeof path, "%s/data.mdb", dir);
+        unlink(path);
+        snprintf(path, sizeof path, "%s/lock.mdb", dir);
+        unlink(path);
+        rmdir(dir);
+        return st;
+    }
+    char lock[4200];
+    snprintf(lock, sizeof lock, "%s/lock.mdb", dir);
+    unlink(lock); /* made by the copy's environment; the next opener makes its own */
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+    return PS_OK;
 }
