@@ -89,6 +89,9 @@ bool http_bare_lf(const char *buf, size_t len, size_t from);
  * complete head yet, or -1 with the status to answer (400, 417, 431, 501, 505) and a
  * sentence for people. */
 long http_parse_head(const char *buf, size_t len, http_head *h, int *status, const char **why);
+/* The name of HTTP_GET, ... ("OTHER" for HTTP_OTHER), and the method a name is. */
+const char *http_method_name(int method);
+int http_method_parse(const char *name);
 /* The first header named `name` (case-insensitive), or NULL. */
 const char *http_head_find(const http_head *h, const char *name, size_t *len);
 

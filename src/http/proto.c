@@ -16,6 +16,22 @@ static const struct {
     {"DELETE", HTTP_DELETE}, {"OPTIONS", HTTP_OPTIONS}, {"PATCH", HTTP_PATCH},
 };
 
+const char *http_method_name(int method)
+{
+    for (size_t i = 0; i < sizeof methods / sizeof *methods; i++)
+        if (methods[i].method == method)
+            return methods[i].name;
+    return "OTHER";
+}
+
+int http_method_parse(const char *name)
+{
+    for (size_t i = 0; i < sizeof methods / sizeof *methods; i++)
+        if (strcmp(methods[i].name, name) == 0)
+            return methods[i].method;
+    return HTTP_OTHER;
+}
+
 /* token characters of RFC 9110 section 5.6.2 */
 static bool is_tchar(unsigned char c)
 {

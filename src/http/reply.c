@@ -13,18 +13,14 @@
 /* One access-log line: never the path or query, which may name people. */
 static void access_line(const http_req *rq, int status, size_t bytes)
 {
-    static const char *const methods[] = {"OTHER", "GET",    "HEAD",    "POST",
-                                          "PUT",   "DELETE", "OPTIONS", "PATCH"};
     struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double ms =
         (double)(t1.tv_sec - rq->t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - rq->t0.tv_nsec) / 1e6;
-    int m = rq->head.method;
     ps_log_access("msg=request request_id=%s method=%s route=%s status=%d bytes=%zu "
                   "duration_ms=%.3f",
-                  rq->rid,
-                  m >= 0 && m < (int)(sizeof methods / sizeof *methods) ? methods[m] : "OTHER",
-                  http_route_label(rq->route), status, bytes, ms);
+                  rq->rid, http_method_name(rq->head.method), http_route_label(rq->route), status,
+                  bytes, ms);
 }
 
 void http_send_reply(http_req *rq, const char *content_type, const char *allow)

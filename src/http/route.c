@@ -313,8 +313,18 @@ const http_ui_asset *http_ui_route(const char *path, bool *redirect)
     return NULL;
 }
 
-#define PROFILE "/v1/spaces/{space}/collections/{collection}/profiles"
-#define LEGACY "/v1/namespaces/{space}/collections/{collection}/profiles"
+/* The profile routes, under the prefix P: /v1/spaces and its legacy twin /v1/namespaces. */
+/* clang-format off */
+#define PROFILE_ROUTES(P)                                                         \
+    {"GET", P "/{ident}/traits", PS_API_TRAITS},                                  \
+    {"GET", P "/{ident}/external_ids", PS_API_EXTERNAL_IDS},                      \
+    {"GET", P "/{ident}/events", PS_API_EVENTS},                                  \
+    {"GET", P "/{ident}/metadata", PS_API_METADATA},                              \
+    {"GET", P "/{ident}/links", PS_API_LINKS},                                    \
+    {"GET", P "/{ident}/merges", PS_API_MERGES},                                  \
+    {"GET", P, PS_API_PROFILES},                                                  \
+    {"POST", P "/{ident}/external_ids/delete", PS_API_DELETE_IDS}
+/* clang-format on */
 const http_route_entry http_routes[] = {
     {"GET", "/healthz", ROUTE_HEALTHZ},
     {"GET", "/metrics", ROUTE_METRICS},
@@ -322,22 +332,8 @@ const http_route_entry http_routes[] = {
     {"GET", "/ui/index.html", ROUTE_UI},
     {"GET", "/ui/app.js", ROUTE_UI},
     {"GET", "/ui/app.css", ROUTE_UI},
-    {"GET", PROFILE "/{ident}/traits", PS_API_TRAITS},
-    {"GET", PROFILE "/{ident}/external_ids", PS_API_EXTERNAL_IDS},
-    {"GET", PROFILE "/{ident}/events", PS_API_EVENTS},
-    {"GET", PROFILE "/{ident}/metadata", PS_API_METADATA},
-    {"GET", PROFILE "/{ident}/links", PS_API_LINKS},
-    {"GET", PROFILE "/{ident}/merges", PS_API_MERGES},
-    {"GET", PROFILE, PS_API_PROFILES},
-    {"POST", PROFILE "/{ident}/external_ids/delete", PS_API_DELETE_IDS},
-    {"GET", LEGACY "/{ident}/traits", PS_API_TRAITS},
-    {"GET", LEGACY "/{ident}/external_ids", PS_API_EXTERNAL_IDS},
-    {"GET", LEGACY "/{ident}/events", PS_API_EVENTS},
-    {"GET", LEGACY "/{ident}/metadata", PS_API_METADATA},
-    {"GET", LEGACY "/{ident}/links", PS_API_LINKS},
-    {"GET", LEGACY "/{ident}/merges", PS_API_MERGES},
-    {"GET", LEGACY, PS_API_PROFILES},
-    {"POST", LEGACY "/{ident}/external_ids/delete", PS_API_DELETE_IDS},
+    PROFILE_ROUTES("/v1/spaces/{space}/collections/{collection}/profiles"),
+    PROFILE_ROUTES("/v1/namespaces/{space}/collections/{collection}/profiles"),
     {"POST", "/v1/spaces/{space}/regulations", PS_API_REG_CREATE},
     {"GET", "/v1/spaces/{space}/regulations", PS_API_REG_LIST},
     {"GET", "/v1/spaces/{space}/regulations/{id}", PS_API_REG_GET},
@@ -392,12 +388,7 @@ bool http_route_entry_check(const http_route_entry *e, char *why, size_t cap)
             p++;
         }
     }
-    static const char *const methods[] = {"",    "GET",    "HEAD",    "POST",
-                                          "PUT", "DELETE", "OPTIONS", "PATCH"};
-    int method = 0;
-    for (int m = 1; m < (int)(sizeof methods / sizeof *methods); m++)
-        if (strcmp(methods[m], e->method) == 0)
-            method = m;
+    int method = http_method_parse(e->method);
     int got, type;
     char key[64];
     bool redirect;
