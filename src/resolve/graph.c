@@ -161,11 +161,20 @@ ps_status ps_graph_unmap(ps_txn *t, uint64_t canonical, const char *type, const 
 
 _Static_assert(PS_VIOL__COUNT <= PS_CTR_VIOLATION_SLOTS, "a counter per violation reason");
 
+/* A violation row, counted by reason for /metrics: `id` (NULL: none), the profile concerned,
+ * the one the event went on with, and for a limit the type over it. */
+static ps_status violation_row(ps_txn *t, const ps_resolve_in *in, ps_violation v,
+                               const ps_ident *id, uint64_t profile, uint64_t canonical,
+                               const char *limit_type)
+{
+    ps_txn_next(t, (ps_counter)(PS_CTR_VIOLATION + v));
+    return audit_row_limit(t, in, PS_AUDIT_VIOLATION, v, profile, canonical, id, limit_type);
+}
+
 ps_status ps_graph_violation(ps_txn *t, const ps_resolve_in *in, ps_violation v, const ps_ident *id,
                              uint64_t profile)
 {
-    ps_txn_next(t, (ps_counter)(PS_CTR_VIOLATION + v)); /* /metrics counts them by reason */
-    return audit_row(t, in, PS_AUDIT_VIOLATION, v, profile, profile, id);
+    return violation_row(t, in, v, id, profile, profile, NULL);
 }
 
 /* ---- per-event working state ---- */
@@ -533,14 +542,12 @@ static ps_status add_mapping(work *w, ps_profile *s, size_t i)
     return audit_row(w->t, in, PS_AUDIT_MAPPING, PS_VIOL_NONE, s->seq, s->seq, id);
 }
 
-/* Records violation `v` of the event: `id` (NULL: none), the profile concerned and the one
- * the event went on with, and for a limit the type over it. */
+/* Records violation `v` of the event being resolved (violation_row) and counts it. */
 static ps_status record_violation(work *w, ps_violation v, const ps_ident *id, uint64_t profile,
                                   uint64_t canonical, const char *limit_type)
 {
     w->out->violations++;
-    ps_txn_next(w->t, (ps_counter)(PS_CTR_VIOLATION + v)); /* /metrics counts them by reason */
-    return audit_row_limit(w->t, w->in, PS_AUDIT_VIOLATION, v, profile, canonical, id, limit_type);
+    return violation_row(w->t, w->in, v, id, profile, canonical, limit_type);
 }
 
 static ps_status violation(work *w, ps_violation v, size_t i, uint64_t profile)
