@@ -33,7 +33,6 @@ typedef struct rows {
     row *v;
     size_t n;
     uint64_t message_seq;
-    bool past; /* a row of a later message was seen: the scan may stop */
 } rows;
 
 static void rows_clear(rows *r)
@@ -57,10 +56,8 @@ static bool collect_row(void *ud, const ps_audit_rec *a)
     rows *r = ud;
     if (a->message_seq == 0)
         return true; /* an operator's row (unmerge, erasure), or one from before the field */
-    if (a->message_seq > r->message_seq) {
-        r->past = true;
-        return false;
-    }
+    if (a->message_seq > r->message_seq)
+        return false; /* a later message's: the rows of this one are all read */
     if (a->message_seq < r->message_seq)
         return true;
     r->v = ps_xrealloc(r->v, (r->n + 1) * sizeof *r->v);
@@ -388,16 +385,11 @@ static ps_status explain_outcome(explainer *x, const rows *rs, uint8_t coll, con
     out->present = true;
     out->result = o->result;
     segment_of(x, o->profile, out->segment_id);
+    out->merged = ps_arena_alloc(x->keep, (rs->n + 1) * sizeof *out->merged); /* at most */
     for (size_t i = 0; i < rs->n; i++)
         if (rs->v[i].collection == coll && rs->v[i].kind == PS_AUDIT_MERGE &&
             absorbed_here(x, &rs->v[i]))
-            out->merged_count++;
-    out->merged = ps_arena_alloc(x->keep, (out->merged_count + 1) * sizeof *out->merged);
-    size_t k = 0;
-    for (size_t i = 0; i < rs->n; i++)
-        if (rs->v[i].collection == coll && rs->v[i].kind == PS_AUDIT_MERGE &&
-            absorbed_here(x, &rs->v[i]))
-            segment_of(x, rs->v[i].profile, out->merged[k++]);
+            segment_of(x, rs->v[i].profile, out->merged[out->merged_count++]);
     uint64_t now = 0;
     ps_status st = o->profile ? ps_graph_find(x->t, o->profile, &now) : PS_OK;
     if (st == PS_ENOTFOUND || st == PS_ECORRUPT) {
@@ -408,8 +400,44 @@ static ps_status explain_outcome(explainer *x, const rows *rs, uint8_t coll, con
     return st;
 }
 
+/* Explains logged message `seq` (`lr`), parsed as `ev`. */
 static ps_status explain_parsed(explainer *x, uint64_t seq, const ps_log_rec *lr,
-                                const ps_event *ev, ps_explain_msg *m);
+                                const ps_event *ev, ps_explain_msg *m)
+{
+    ps_status st = PS_OK;
+    memset(m, 0, sizeof *m);
+    m->seq = seq;
+    m->type = ps_msg_type_name(ev->type == PS_MSG_FILTERED ? ev->filtered_type : ev->type);
+    m->message_id = keep_str(x, (const char *)lr->message_id.ptr, lr->message_id.len);
+    m->source_id = keep_str(x, (const char *)lr->source_id.ptr, lr->source_id.len);
+    m->timestamp_ms = lr->timestamp_ms;
+    m->received_ms = lr->received_ms;
+    if (ev->type == PS_MSG_FILTERED) {
+        m->filtered_by = keep_cstr(x, ev->filter);
+        return PS_OK;
+    }
+    rows rs = {0};
+    outcome oc[2] = {{"append", 0}, {"append", 0}};
+    bool group = ev->type == PS_MSG_GROUP; /* the only calls with account identifiers */
+    st = rows_of(x->t, seq, &rs);
+    for (uint8_t c = 0; c <= group && st == PS_OK; c++)
+        st = outcome_of(x, seq, ev, &rs, c, &oc[c]);
+    if (st == PS_OK) {
+        m->ids = ps_arena_alloc(x->keep, (ev->id_count + 1) * sizeof *m->ids);
+        for (size_t i = 0; i < ev->id_count; i++)
+            explain_id(x, &ev->ids[i], &rs, &oc[ev->ids[i].collection], &m->ids[i]);
+        m->id_count = ev->id_count;
+        m->rows = ps_arena_alloc(x->keep, (rs.n + 1) * sizeof *m->rows);
+        for (size_t i = 0; i < rs.n; i++)
+            explain_row(x, &rs.v[i], &m->rows[i]);
+        m->row_count = rs.n;
+        st = explain_outcome(x, &rs, PS_USERS, &oc[PS_USERS], &m->outcome[PS_USERS]);
+        if (st == PS_OK && group)
+            st = explain_outcome(x, &rs, PS_ACCOUNTS, &oc[PS_ACCOUNTS], &m->outcome[PS_ACCOUNTS]);
+    }
+    rows_clear(&rs);
+    return st;
+}
 
 static ps_status explain_one(explainer *x, uint64_t seq, ps_explain_msg *m)
 {
@@ -438,44 +466,6 @@ static ps_status explain_one(explainer *x, uint64_t seq, ps_explain_msg *m)
     st = explain_parsed(x, seq, &lr, &p.ev, m); /* the event may point into the line */
     ps_buf_clear(&line);
     ps_arena_clear(&x->parse);
-    return st;
-}
-
-static ps_status explain_parsed(explainer *x, uint64_t seq, const ps_log_rec *lr_,
-                                const ps_event *ev, ps_explain_msg *m)
-{
-    const ps_log_rec lr = *lr_;
-    ps_status st = PS_OK;
-    memset(m, 0, sizeof *m);
-    m->seq = seq;
-    m->type = ps_msg_type_name(ev->type == PS_MSG_FILTERED ? ev->filtered_type : ev->type);
-    m->message_id = keep_str(x, (const char *)lr.message_id.ptr, lr.message_id.len);
-    m->source_id = keep_str(x, (const char *)lr.source_id.ptr, lr.source_id.len);
-    m->timestamp_ms = lr.timestamp_ms;
-    m->received_ms = lr.received_ms;
-    if (ev->type == PS_MSG_FILTERED) {
-        m->filtered_by = keep_cstr(x, ev->filter);
-        return PS_OK;
-    }
-    rows rs = {0};
-    outcome oc[2];
-    st = rows_of(x->t, seq, &rs);
-    for (uint8_t c = 0; c < 2 && st == PS_OK; c++)
-        st = outcome_of(x, seq, ev, &rs, c, &oc[c]);
-    if (st == PS_OK) {
-        m->ids = ps_arena_alloc(x->keep, (ev->id_count + 1) * sizeof *m->ids);
-        for (size_t i = 0; i < ev->id_count; i++)
-            explain_id(x, &ev->ids[i], &rs, &oc[ev->ids[i].collection], &m->ids[i]);
-        m->id_count = ev->id_count;
-        m->rows = ps_arena_alloc(x->keep, (rs.n + 1) * sizeof *m->rows);
-        for (size_t i = 0; i < rs.n; i++)
-            explain_row(x, &rs.v[i], &m->rows[i]);
-        m->row_count = rs.n;
-        st = explain_outcome(x, &rs, PS_USERS, &oc[PS_USERS], &m->outcome[PS_USERS]);
-        if (st == PS_OK && ev->type == PS_MSG_GROUP)
-            st = explain_outcome(x, &rs, PS_ACCOUNTS, &oc[PS_ACCOUNTS], &m->outcome[PS_ACCOUNTS]);
-    }
-    rows_clear(&rs);
     return st;
 }
 
