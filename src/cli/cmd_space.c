@@ -173,14 +173,12 @@ int cmd_snapshot(cli *c)
     if (st != PS_OK)
         return cli_fail(cli_exit_code(st), "cannot snapshot space '%s': %s", c->argv[0],
                         ps_status_str(st));
-    if (c->json)
-        printf("{\"space\":\"%s\",\"data\":", c->argv[0]);
     if (c->json) {
         ps_buf b;
         ps_buf_init(&b);
         ps_buf_json_cstr(&b, c->argv[1]);
-        printf("%s,\"log_seq\":%llu,\"records\":%llu}\n", (const char *)b.ptr,
-               (unsigned long long)log_seq, (unsigned long long)records);
+        printf("{\"space\":\"%s\",\"data\":%s,\"log_seq\":%llu,\"records\":%llu}\n", c->argv[0],
+               (const char *)b.ptr, (unsigned long long)log_seq, (unsigned long long)records);
         ps_buf_clear(&b);
     } else {
         printf("snapshot of %s at log message %llu (%llu records) in %s/spaces/%s\n", c->argv[0],

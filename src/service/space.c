@@ -397,10 +397,6 @@ ps_status ps_space_snapshot(ps_space *sp, const char *data_dir, uint64_t *record
     char dir[4096];
     if (strlen(data_dir) > 3000)
         return PS_EINVAL;
-    snprintf(dir, sizeof dir, "%s/spaces", data_dir);
-    if ((mkdir(data_dir, 0755) != 0 && errno != EEXIST) ||
-        (mkdir(dir, 0755) != 0 && errno != EEXIST))
-        return PS_EIO;
     space_dir(data_dir, sp->name, dir, sizeof dir);
     ps_status st = ps_store_snapshot(sp->store, dir, records);
     if (st != PS_OK)

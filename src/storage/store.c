@@ -632,6 +632,16 @@ static ps_status copy_fresh(ps_store *s, const char *tmp_dir, uint64_t *records,
     return st;
 }
 
+/* Makes the names of what `dir` holds durable. */
+static void sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+}
+
 ps_status ps_store_compact(ps_store **sp, const char *dir, uint64_t *bytes_before,
                            uint64_t *bytes_after)
 {
@@ -654,15 +664,11 @@ ps_status ps_store_compact(ps_store **sp, const char *dir, uint64_t *bytes_befor
     char lock[4096], tmplock[4200];
     snprintf(lock, sizeof lock, "%s/lock.mdb", dir);
     snprintf(tmplock, sizeof tmplock, "%s/lock.mdb", tmp);
-    int fd;
     if (rename(path, data) != 0)
         return PS_EIO;
     unlink(tmplock);
     rmdir(tmp);
-    if ((fd = open(dir, O_RDONLY | O_DIRECTORY)) >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
+    sync_dir(dir);
     unlink(lock); /* recreated by the next opener, for the new file */
     *bytes_after = stat(data, &sb) == 0 ? (uint64_t)sb.st_blocks * 512 : 0;
     ps_store_opts o = {0};
@@ -676,7 +682,9 @@ ps_status ps_store_snapshot(ps_store *s, const char *dir, uint64_t *records)
         return PS_EINVAL;
     if (stat(dir, &sb) == 0)
         return PS_ECONFLICT;
-    ps_status st = copy_fresh(s, dir, records, false);
+    ps_status st = mkdirs(dir); /* and the directories above it */
+    if (st == PS_OK)
+        st = copy_fresh(s, dir, records, false);
     if (st != PS_OK) { /* no half-made snapshot stays behind */
         char path[4200];
         snprintf(path, sizeof path, "%s/data.mdb", dir);
@@ -689,10 +697,6 @@ ps_status ps_store_snapshot(ps_store *s, const char *dir, uint64_t *records)
     char lock[4200];
     snprintf(lock, sizeof lock, "%s/lock.mdb", dir);
     unlink(lock); /* made by the copy's environment; the next opener makes its own */
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
+    sync_dir(dir);
     return PS_OK;
 }
