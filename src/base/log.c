@@ -18,8 +18,8 @@ void ps_log_init(ps_log_level default_level)
 {
     threshold = default_level;
     const char *fmt = getenv("PS_LOG_FORMAT");
-    if (fmt && strcmp(fmt, "json") == 0)
-        format = PS_LOG_JSON;
+    if (fmt)
+        (void)ps_log_format_parse(fmt, &format); /* anything else: the default stays */
     const char *env = getenv("PS_LOG_LEVEL");
     if (env == NULL)
         return;
