@@ -91,14 +91,24 @@ ps_status ps_graph_find(ps_txn *t, uint64_t seq, uint64_t *canonical)
     return PS_OK;
 }
 
-ps_status ps_graph_lookup(ps_txn *t, uint8_t coll, const char *type, const char *value,
-                          size_t value_len, uint64_t *canonical)
+/* The canonical profile holding the identifier, and (when `shared` is not NULL) whether the
+ * value is marked shared. */
+static ps_status lookup(ps_txn *t, uint8_t coll, const char *type, const char *value,
+                        size_t value_len, uint64_t *canonical, bool *shared)
 {
     ps_mapping m;
     ps_status st = ps_store_ident_get(t, coll, type, value, value_len, &m);
     if (st != PS_OK)
         return st;
+    if (shared)
+        *shared = m.shared;
     return ps_graph_find(t, m.profile, canonical);
+}
+
+ps_status ps_graph_lookup(ps_txn *t, uint8_t coll, const char *type, const char *value,
+                          size_t value_len, uint64_t *canonical)
+{
+    return lookup(t, coll, type, value, value_len, canonical, NULL);
 }
 
 /* Appends an audit row of `kind` for the event being resolved. */
@@ -697,21 +707,15 @@ static ps_status resolve(work *w, ps_profile *s)
             st = violation(w, v, i, 0);
             continue;
         }
-        ps_mapping m;
-        st = ps_store_ident_get(w->t, (uint8_t)in->collection, id->type, id->value, id->value_len,
-                                &m);
+        bool shared = false;
+        st = lookup(w->t, (uint8_t)in->collection, id->type, id->value, id->value_len, &w->owner[i],
+                    &shared);
         if (st == PS_ENOTFOUND) {
             w->owner[i] = 0;
-            w->active[i] = true;
-            active_count++;
             st = PS_OK;
-            continue;
-        }
-        if (st == PS_OK)
-            st = ps_graph_find(w->t, m.profile, &w->owner[i]);
-        if (st != PS_OK)
+        } else if (st != PS_OK) {
             break;
-        if (m.shared && opt->block_shared_values) {
+        } else if (shared && opt->block_shared_values) {
             st = violation(w, PS_VIOL_SHARED, i, w->owner[i]);
             continue;
         }
