@@ -2,11 +2,12 @@
 # Both install missing Debian packages first, then build with CMake.
 
 DEB_PACKAGES := build-essential cmake pkg-config liblmdb-dev libmsgpack-dev libcjson-dev \
-                libevent-dev libssl-dev libpcre2-dev zlib1g-dev libzstd-dev lmdb-utils python3 curl
+                libevent-dev libssl-dev libpcre2-dev zlib1g-dev libzstd-dev libnats-dev \
+                lmdb-utils python3 curl
 # What only the tests need: Debian's Chromium for analytics.js, promtool (prometheus) for
 # /metrics, and Node.js with npm for the
 # pinned SDKs in tests/sdk/package.json (only when no node is installed already).
-TEST_PACKAGES := chromium prometheus
+TEST_PACKAGES := chromium prometheus nats-server
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 DATA ?= ./var
 

@@ -38,6 +38,9 @@ for f in src/*/*.c src/*/*.h; do
     case "$f" in src/http/*) ;; *)
         grep -qE '^#include <event2/' "$f" && { echo "$f: libevent outside http"; fail=1; } ;;
     esac
+    case "$f" in src/service/repl.c) ;; *)
+        grep -qE '^#include <nats/' "$f" && { echo "$f: NATS outside repl"; fail=1; } ;;
+    esac
     # the programs reach storage through the service layer only (the read model, the space's
     # figures): one way in for the Profile API, profilectl and /metrics
     case "$f" in src/http/* | src/cli/*)

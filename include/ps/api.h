@@ -71,6 +71,8 @@ typedef struct ps_api_request {
 typedef struct ps_api_reply {
     int status;              /* HTTP status */
     int64_t retry_after_s;   /* with 429 */
+    uint64_t position;       /* replicated: the stream sequence a write reached (sent as
+                              * X-Stream-Sequence); 0: none */
     uint64_t regulation_seq; /* a regulation created (PS_API_REG_CREATE): its sequence */
     bool import_queued;      /* PS_API_IMPORT_CREATE kept a file: the space's writer runs it */
     int64_t wait_ms;         /* PS_API_CHANGES found nothing new and the client will wait this

@@ -88,6 +88,8 @@ typedef struct ps_prepare_opts {
     uint64_t sequence;           /* unique per payload in this process: generated messageIds */
     bool keep_received_at;       /* replays keep a logged receivedAt and source (the CLI) */
     bool unlimited;              /* not subject to the space's ingest rate limit (the CLI) */
+    bool portable_log;           /* log values without the space's dictionary: for the replicated
+                                  * stream, whose readers have dictionaries of their own */
 } ps_prepare_opts;
 
 typedef struct ps_prepared_drop {
@@ -168,6 +170,13 @@ ps_status ps_ingest_journal_applied(ps_space *sp, uint64_t *pos);
 /* Records in the open batch that the journal is applied up to `pos`: it commits with the
  * batch. */
 ps_status ps_ingest_journal_mark(ps_ingest *in, uint64_t pos);
+/* The stream sequence the store has applied (ps/repl.h, docs/replication.md). PS_ENOTFOUND
+ * when the space was never replicated. */
+ps_status ps_ingest_stream_applied(ps_space *sp, uint64_t *seq);
+/* Records in the open batch that the stream is applied up to `seq`: it commits with the
+ * batch, so that a record's effect happens exactly once across restarts. */
+ps_status ps_ingest_stream_mark(ps_ingest *in, uint64_t seq);
+
 /* Accepts one journal record (a log value, as ps_prepared_log_value() gave it) into the open
  * batch as a new message, through the same path as a rebuild reads the log. A record that
  * does not decode is counted as dropped. Errors as ps_ingest_payload(). */

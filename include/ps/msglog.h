@@ -25,8 +25,9 @@ typedef struct ps_log_rec {
 ps_status ps_store_log_append(ps_txn *t, const ps_log_rec *r);
 /* The same in two steps, so that the costly one runs off the writer thread: appends the log
  * value of `r` (its seq is not part of it) to `out` (thread-safe, no transaction), then
- * ps_store_log_put() stores such a value as message `seq`. */
-void ps_store_log_encode(ps_store *s, const ps_log_rec *r, ps_buf *out);
+ * ps_store_log_put() stores such a value as message `seq`. A `portable` value is compressed
+ * without the log's dictionary, so that any store decodes it (replication). */
+void ps_store_log_encode(ps_store *s, const ps_log_rec *r, bool portable, ps_buf *out);
 ps_status ps_store_log_put(ps_txn *t, uint64_t seq, ps_slice encoded);
 /* Messages the log holds before its compression dictionary is trained (at a commit). */
 #define PS_LOG_DICT_AFTER 2000u
@@ -35,6 +36,8 @@ ps_status ps_store_log_put(ps_txn *t, uint64_t seq, ps_slice encoded);
 bool ps_store_log_dict_ready(ps_store *s);
 /* Removes message `seq` from the log (erasure; absent is fine). */
 ps_status ps_store_log_del(ps_txn *t, uint64_t seq);
+/* The messageId a log value carries (empty when the value is too short to hold one). */
+ps_slice ps_store_log_value_id(ps_slice value);
 /* Decodes a value ps_store_log_encode() made (seq 0). out->json is valid until the next
  * log read in `t`. */
 ps_status ps_store_log_decode(ps_txn *t, ps_slice value, ps_log_rec *out);

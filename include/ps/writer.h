@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "ps/ingest.h"
+#include "ps/repl.h"
 #include "ps/space.h"
 #include "ps/status.h"
 
@@ -21,11 +22,16 @@ typedef struct ps_writer_opts {
     size_t batch_events; /* accepted messages per journal group at most (0: 5000) */
     int batch_ms;        /* an apply transaction stays open this long at most (0: 200) */
     size_t queue_bytes;  /* memory queued payloads may hold (0: 64 MiB) */
+    ps_repl *repl;       /* replicated (docs/replication.md): payloads go to the space's
+                          * JetStream stream instead of the journal, and the store applies the
+                          * stream; NULL: the local journal */
 } ps_writer_opts;
 
-/* Outcome of one submission: PS_OK once journaled durably; else what failed (then none of
- * the submission's events are stored). */
-typedef void (*ps_writer_done)(void *ud, ps_status st);
+/* Outcome of one submission: PS_OK once journaled durably (replicated: stored by the stream's
+ * quorum, and `position` is a stream sequence at or past its last message; else 0); otherwise
+ * what failed (then none of the submission's events are stored; replicated: none were
+ * acknowledged, though some may reach the stream, and a retry is deduplicated). */
+typedef void (*ps_writer_done)(void *ud, ps_status st, uint64_t position);
 
 typedef struct ps_writer ps_writer;
 
@@ -46,6 +52,12 @@ void ps_writer_regulations(ps_writer *w, uint64_t up_to);
  * came before it. The apply thread
  * commits at once while a reader waits. False on timeout. NULL (no writer) is true. */
 bool ps_writer_await(ps_writer *w, int timeout_ms);
+
+/* Whether the writer applies a replicated stream. */
+bool ps_writer_replicated(const ps_writer *w);
+/* Replicated: waits until the store has applied the stream up to `seq` (at most
+ * `timeout_ms`); false on timeout. */
+bool ps_writer_await_position(ps_writer *w, uint64_t seq, int timeout_ms);
 
 /* For a process that opens the space without its writer (profilectl): when the journal of a
  * stopped server holds messages the store lacks, applies them and removes the journal, then
@@ -68,6 +80,10 @@ typedef struct ps_writer_stats {
     uint64_t backlog_bytes; /* journaled (acknowledged), waiting for the store */
     uint64_t journal_groups[PS_WRITER_GROUP_BUCKETS], journal_messages;
     uint64_t commits[PS_WRITER_GROUP_BUCKETS], commit_messages;
+    bool replicated;
+    uint64_t stream_applied; /* replicated: the last stream sequence the store has */
+    uint64_t stream_last;    /* the stream's last sequence, as last seen */
+    bool stream_connected;   /* the node reads the stream now */
 } ps_writer_stats;
 void ps_writer_stats_get(ps_writer *w, ps_writer_stats *out);
 

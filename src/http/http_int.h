@@ -94,6 +94,8 @@ const char *http_method_name(int method);
 int http_method_parse(const char *name);
 /* The first header named `name` (case-insensitive), or NULL. */
 const char *http_head_find(const http_head *h, const char *name, size_t *len);
+/* A header's decimal number: digits only, at most 18 of them. */
+bool http_parse_u64(const char *s, size_t len, uint64_t *out);
 
 /* A chunked body decoder; zero it to start. */
 typedef struct http_chunked {

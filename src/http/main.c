@@ -21,6 +21,7 @@ static const char usage[] =
     "                [--max-connections N] [--body-memory-mb MB] [--anonymous-body-mb MB]\n"
     "                [--batch-events N] [--batch-ms MS] [--queue-mb MB]\n"
     "                [--log-format logfmt|json] [--access-log]\n"
+    "                [--replicate nats://HOST:PORT[,...]] [--replicas N]\n"
     "\n"
     "Serves the Segment-compatible Profile API and Tracking API for every space under DIR.\n"
     "\n"
@@ -57,6 +58,12 @@ static const char usage[] =
     "                       warn|error sets the least severe level shown (default info)\n"
     "  --access-log         a line per answered request: method, route, status, bytes,\n"
     "                       duration and request id (never the path, which may name people)\n"
+    "  --replicate nats://HOST:PORT[,nats://HOST:PORT...]\n"
+    "                       replicated mode for every space (docs/replication.md): accepted\n"
+    "                       events go to the space's NATS JetStream stream and are answered\n"
+    "                       once the stream has stored them; the store applies the stream\n"
+    "  --replicas N         copies JetStream keeps of a new stream (default: the number of\n"
+    "                       servers given, at most 3)\n"
     "  --routes             list every route served (method and path), then exit\n"
     "  --help               show this text\n"
     "  --version            print the version\n"
@@ -66,6 +73,12 @@ static const char usage[] =
     "A Tracking API request is answered 200 only once its events are durable on disk.\n"
     "Create spaces, access tokens and sources (write keys) with profilectl; they take effect\n"
     "without a restart.\n";
+
+static void open_space(void *ud, ps_space *sp)
+{
+    (void)ud;
+    (void)sp;
+}
 
 static int bad_usage(const char *what, const char *arg)
 {
@@ -131,6 +144,7 @@ int main(int argc, char **argv)
         .max_connections = 4096,
     };
     int batch_events = 0, batch_ms = 0, queue_mb = 64, body_mb = 256, anon_mb = 32;
+    ps_repl_opts repl_opts = {0};
     static char public_url[201];
     ps_log_format log_format = PS_LOG_LOGFMT;
     for (int i = 1; i < argc; i++) {
@@ -155,7 +169,8 @@ int main(int argc, char **argv)
                      strcmp(a, "--batch-ms") == 0 || strcmp(a, "--queue-mb") == 0 ||
                      strcmp(a, "--metrics-listen") == 0 || strcmp(a, "--public-url") == 0 ||
                      strcmp(a, "--max-connections") == 0 || strcmp(a, "--body-memory-mb") == 0 ||
-                     strcmp(a, "--anonymous-body-mb") == 0 || strcmp(a, "--log-format") == 0;
+                     strcmp(a, "--anonymous-body-mb") == 0 || strcmp(a, "--log-format") == 0 ||
+                     strcmp(a, "--replicate") == 0 || strcmp(a, "--replicas") == 0;
         if (!takes)
             return bad_usage("unknown option", a);
         if (v == NULL)
@@ -190,6 +205,11 @@ int main(int argc, char **argv)
             return bad_usage("--log-format must be logfmt or json, got", v);
         else if (strcmp(a, "--log-format") == 0)
             ps_log_set_format(log_format);
+        else if (strcmp(a, "--replicate") == 0)
+            repl_opts.urls = v;
+        else if (strcmp(a, "--replicas") == 0 &&
+                 !parse_int(v, 1, PS_REPL_MAX_REPLICAS, &repl_opts.replicas))
+            return bad_usage("--replicas must be a number from 1 to 5, got", v);
         else if (strcmp(a, "--threads") == 0 && !parse_int(v, 1, 256, &cfg.threads))
             return bad_usage("--threads must be a number from 1 to 256, got", v);
         else if (strcmp(a, "--timeout-ms") == 0 && !parse_int(v, 10, 3600000, &cfg.timeout_ms))
@@ -231,7 +251,20 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN); /* a peer that hung up is an error on write, not a kill */
     signal(SIGXFSZ, SIG_IGN); /* a file size limit is a failed write, not a kill */
-    cfg.writer = (ps_writer_opts){(size_t)batch_events, batch_ms, (size_t)queue_mb << 20};
+    if (repl_opts.replicas && repl_opts.urls == NULL)
+        return bad_usage("--replicas needs --replicate, got", "--replicas");
+    ps_repl *repl = NULL;
+    if (repl_opts.urls) {
+        char why[200];
+        ps_status rs = ps_repl_connect(&repl_opts, &repl, why, sizeof why);
+        if (rs == PS_EINVAL)
+            return bad_usage(why, repl_opts.urls);
+        if (rs != PS_OK) {
+            fprintf(stderr, "profiled: %s\n", why);
+            return 4;
+        }
+    }
+    cfg.writer = (ps_writer_opts){(size_t)batch_events, batch_ms, (size_t)queue_mb << 20, repl};
     ps_sources *sources;
     ps_status st = ps_sources_open(cfg.data_dir, true, &sources);
     if (st != PS_OK) {
@@ -244,14 +277,21 @@ int main(int argc, char **argv)
     if (http_server_start(&cfg, reg, &srv) != 0) {
         http_registry_free(reg);
         ps_sources_close(sources);
+        ps_repl_close(repl);
         return 4;
     }
+    if (repl) /* every space applies its stream from now on, not from its first request */
+        http_registry_each(reg, open_space, NULL);
     int sig = 0;
     sigwait(&stop, &sig);
     ps_log(PS_LOG_INFO, "msg=\"stopping\" signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
     http_server_stop(srv);
     http_registry_free(reg);
     ps_sources_close(sources);
+    if (repl) {
+        ps_repl_close(repl);
+        ps_repl_shutdown();
+    }
     ps_log(PS_LOG_INFO, "msg=stopped");
     return 0;
 }

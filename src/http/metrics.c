@@ -245,6 +245,30 @@ void http_metrics_render(metrics *m, registry *reg, ps_buf *out)
                               (unsigned long long)v);
         }
     }
+    static const char *const stream_series[3][2] = {
+        {"profiled_stream_applied_sequence",
+         "Replicated: the last sequence of the space's stream the store has applied."},
+        {"profiled_stream_last_sequence", "Replicated: the stream's last sequence, as last seen."},
+        {"profiled_stream_lag_messages",
+         "Replicated: stream records not applied yet (last minus applied)."},
+    };
+    for (int q = 0; q < 3; q++) {
+        bool any = false;
+        for (size_t i = 0; i < l.count; i++) {
+            const ps_writer_stats *ws = &l.items[i].writer;
+            if (!l.items[i].writing || !ws->replicated)
+                continue;
+            if (!any)
+                ps_buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", stream_series[q][0],
+                              stream_series[q][1], stream_series[q][0]);
+            any = true;
+            uint64_t v = q == 0   ? ws->stream_applied
+                         : q == 1 ? ws->stream_last
+                                  : ws->stream_last - ws->stream_applied;
+            ps_buf_printf(out, "%s{space=\"%s\"} %llu\n", stream_series[q][0], l.items[i].name,
+                          (unsigned long long)v);
+        }
+    }
     group_histogram(out, &l, "profiled_journal_group_messages",
                     "Accepted messages per journal sync (the group commit that acknowledges "
                     "Tracking API requests).",

@@ -179,10 +179,30 @@ void http_profile_handle(http_req *rq, bool serves_profiles)
     }
     /* a read sees every write acknowledged before it: the store may still be taking the
      * journal's latest groups (docs/architecture.md, Tracking API write path) */
-    if (sp && rq->wait_until_ms == 0 &&
-        !ps_writer_await(http_registry_writer_running(s->reg, sp), READ_AWAIT_MS))
+    ps_writer *running = sp ? http_registry_writer_running(s->reg, sp) : NULL;
+    if (sp && rq->wait_until_ms == 0 && !ps_writer_await(running, READ_AWAIT_MS))
         ps_log(PS_LOG_WARN, "msg=\"read served before the store caught up\" space=%s",
                rq2.space_name);
+    /* replicated, a client may ask to read its own writes made through any node: it names
+     * the stream sequence they reached (docs/replication.md) */
+    size_t seq_len = 0;
+    const char *seq_s = http_head_find(&rq->head, "X-Stream-Sequence", &seq_len);
+    if (sp && seq_s && ps_writer_replicated(running) && rq->wait_until_ms == 0) {
+        uint64_t want = 0;
+        if (!http_parse_u64(seq_s, seq_len, &want)) {
+            ps_api_error(rep, 400, "invalid_request_error",
+                         "X-Stream-Sequence must be a stream sequence (a whole number).");
+            goto reply;
+        }
+        if (!ps_writer_await_position(running, want, READ_AWAIT_MS)) {
+            ps_api_error(rep, 503, "not_caught_up",
+                         "This node has not applied the stream up to sequence %llu yet; retry "
+                         "after the Retry-After seconds, or ask another node.",
+                         (unsigned long long)want);
+            rep->retry_after_s = 1;
+            goto reply;
+        }
+    }
     rq2.recheck = rq->wait_until_ms != 0;
     ps_api_serve(sp, &rq2, rep);
     if (rep->wait_ms > 0 && park(rq, rep->wait_ms))

@@ -91,6 +91,20 @@ bool http_bare_lf(const char *buf, size_t len, size_t from)
     return false;
 }
 
+bool http_parse_u64(const char *s, size_t len, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (len == 0 || len > 18)
+        return false;
+    for (size_t k = 0; k < len; k++) {
+        if (s[k] < '0' || s[k] > '9')
+            return false;
+        v = v * 10 + (uint64_t)(s[k] - '0');
+    }
+    *out = v;
+    return true;
+}
+
 /* Framing from the headers: Content-Length, Transfer-Encoding, Connection, Expect. */
 static long framing(http_head *h, int *status, const char **why)
 {
@@ -100,13 +114,8 @@ static long framing(http_head *h, int *status, const char **why)
         const http_header *x = &h->headers[i];
         if (name_is(x, "Content-Length")) {
             uint64_t v = 0;
-            if (x->value_len == 0 || x->value_len > 18)
+            if (!http_parse_u64(x->value, x->value_len, &v))
                 return fail(status, why, 400, "The Content-Length header is not a number.");
-            for (size_t k = 0; k < x->value_len; k++) {
-                if (x->value[k] < '0' || x->value[k] > '9')
-                    return fail(status, why, 400, "The Content-Length header is not a number.");
-                v = v * 10 + (uint64_t)(x->value[k] - '0');
-            }
             if (has_length && v != h->content_length)
                 return fail(status, why, 400,
                             "The request has two different Content-Length "

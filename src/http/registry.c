@@ -111,9 +111,10 @@ ps_status http_registry_get(registry *r, const char *name, ps_space **out)
     pthread_rwlock_unlock(&r->lock);
     if (st == PS_OK)
         *out = sp;
-    if (st == PS_OK && opened && ps_import_any_pending(sp))
-        (void)http_registry_writer(
-            r, sp); /* imports a stopped server accepted: its writer runs them */
+    /* replicated, every space applies its stream from the start; otherwise imports a stopped
+     * server accepted need the writer that runs them */
+    if (st == PS_OK && opened && (r->wopts.repl || ps_import_any_pending(sp)))
+        (void)http_registry_writer(r, sp);
     return st;
 }
 

@@ -56,6 +56,9 @@ void http_send_reply(http_req *rq, const char *content_type, const char *allow)
             n += snprintf(headers + n, sizeof headers - (size_t)n, "X-RateLimit-Reset: %lld\r\n",
                           (long long)(ps_clock_now_ms() / 1000) + wait_s);
     }
+    if (rep->position) /* what a read-your-writes request asks for (docs/replication.md) */
+        n += snprintf(headers + n, sizeof headers - (size_t)n, "X-Stream-Sequence: %llu\r\n",
+                      (unsigned long long)rep->position);
     if (rq->allowed_origin) /* checked against the source's allow list (track.c) */
         n += snprintf(headers + n, sizeof headers - (size_t)n,
                       "Access-Control-Allow-Origin: %.*s\r\nVary: Origin\r\n",
@@ -105,5 +108,6 @@ void http_reply_reset(worker *w)
 {
     w->reply.status = 200;
     w->reply.retry_after_s = 0;
+    w->reply.position = 0;
     ps_buf_reset(&w->reply.body);
 }

@@ -25,7 +25,8 @@ struct pending {
     pending *next;
     http_req *rq; /* its connection stays open until the reply (conn.c) */
     ps_status status;
-    ps_buf body; /* the 200 reply, rendered before the wait */
+    uint64_t position; /* replicated: the stream sequence its messages reached */
+    ps_buf body;       /* the 200 reply, rendered before the wait */
 };
 
 /* The error envelope: {"success":false,"error":{"code":..., "message":...}}. */
@@ -86,11 +87,12 @@ static void success_body(ps_buf *out, const ps_prepared *p)
 }
 
 /* Writer thread: queue the finished request on its worker and wake the worker's loop. */
-static void committed(void *ud, ps_status st)
+static void committed(void *ud, ps_status st, uint64_t position)
 {
     pending *p = ud;
     worker *w = p->rq->w;
     p->status = st;
+    p->position = position;
     pthread_mutex_lock(&w->done_lock);
     p->next = w->done;
     w->done = p;
@@ -113,6 +115,7 @@ void http_track_flush(evutil_socket_t fd, short what, void *arg)
         ps_api_reply *rep = &w->reply;
         if (p->status == PS_OK) {
             http_reply_reset(w);
+            rep->position = p->position;
             ps_buf_append(&rep->body, p->body.ptr, p->body.len);
         } else {
             char msg[160];
@@ -307,6 +310,7 @@ void http_track_handle(http_req *rq)
         .require_batch = batch,
         .now_ms = ps_clock_now_ms(),
         .sequence = atomic_fetch_add(&s->payloads, 1),
+        .portable_log = ps_writer_replicated(wr), /* other nodes decode what it publishes */
     };
     ps_prepare_refusal refusal;
     ps_status st = ps_ingest_prepare(sp, &po, body, len, &prep, &refusal);

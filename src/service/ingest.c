@@ -150,7 +150,7 @@ static ps_status resolve_collection(ps_ingest *in, const ps_event *ev, ps_collec
 }
 
 /* Appends the log value of `ev` to `out`: its stamps and the message as it arrived. */
-static void log_encode(ps_space *sp, const ps_event *ev, ps_buf *out)
+static void log_encode(ps_space *sp, const ps_event *ev, bool portable, ps_buf *out)
 {
     ps_log_rec lr = {0,
                      (uint8_t)ev->type,
@@ -159,7 +159,7 @@ static void log_encode(ps_space *sp, const ps_event *ev, ps_buf *out)
                      PS_SLICE_STR(ev->message_id),
                      PS_SLICE_STR(ev->source_id),
                      ev->message};
-    ps_store_log_encode(ps_space_store(sp), &lr, out);
+    ps_store_log_encode(ps_space_store(sp), &lr, portable, out);
 }
 
 static ps_status write_traits(ps_ingest *in, const ps_event *ev, uint64_t profile, uint64_t msg_seq,
@@ -213,7 +213,7 @@ static ps_status log_message(ps_ingest *in, const ps_event *ev, const ps_slice *
         ps_slice value = logged ? *logged : (ps_slice){NULL, 0};
         if (logged == NULL) {
             ps_buf_reset(&in->line);
-            log_encode(in->space, ev, &in->line);
+            log_encode(in->space, ev, false, &in->line);
             value = (ps_slice){in->line.ptr, in->line.len};
         }
         ps_status st = ps_store_log_put(in->txn, msg_seq, value);
@@ -532,7 +532,7 @@ ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *jso
         p->log_end = ps_arena_alloc(&p->arena, p->count * sizeof *p->log_end);
         ps_buf_reserve(&p->logs, len / 4 + 64); /* most messages shrink to a third or less */
         for (size_t i = 0; i < p->count; i++) {
-            log_encode(sp, &p->events[i], &p->logs);
+            log_encode(sp, &p->events[i], o->portable_log, &p->logs);
             p->log_end[i] = p->logs.len;
         }
     }
@@ -735,25 +735,47 @@ static bool replay_one(void *ud, const ps_log_rec *r)
 /* ---- the journal ---- */
 
 #define JOURNAL_APPLIED_KEY "journal/applied"
+#define STREAM_APPLIED_KEY "stream/applied"
 
-ps_status ps_ingest_journal_applied(ps_space *sp, uint64_t *pos)
+static ps_status mark_get(ps_space *sp, const char *key, uint64_t *pos)
 {
     *pos = 0;
     ps_txn *t;
     ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
     if (st != PS_OK)
         return st;
-    st = ps_store_meta_get_u64(t, JOURNAL_APPLIED_KEY, pos);
+    st = ps_store_meta_get_u64(t, key, pos);
     ps_txn_abort(t);
+    return st;
+}
+
+static ps_status mark_put(ps_ingest *in, const char *key, uint64_t pos)
+{
+    ps_status st = open_batch(in);
+    if (st == PS_OK && (st = ps_store_meta_put_u64(in->txn, key, pos)) != PS_OK)
+        return batch_failed(in, st);
+    return st;
+}
+
+ps_status ps_ingest_journal_applied(ps_space *sp, uint64_t *pos)
+{
+    ps_status st = mark_get(sp, JOURNAL_APPLIED_KEY, pos);
     return st == PS_ENOTFOUND ? PS_OK : st;
 }
 
 ps_status ps_ingest_journal_mark(ps_ingest *in, uint64_t pos)
 {
-    ps_status st = open_batch(in);
-    if (st == PS_OK && (st = ps_store_meta_put_u64(in->txn, JOURNAL_APPLIED_KEY, pos)) != PS_OK)
-        return batch_failed(in, st);
-    return st;
+    return mark_put(in, JOURNAL_APPLIED_KEY, pos);
+}
+
+ps_status ps_ingest_stream_applied(ps_space *sp, uint64_t *seq)
+{
+    return mark_get(sp, STREAM_APPLIED_KEY, seq);
+}
+
+ps_status ps_ingest_stream_mark(ps_ingest *in, uint64_t seq)
+{
+    return mark_put(in, STREAM_APPLIED_KEY, seq);
 }
 
 ps_status ps_ingest_logged(ps_ingest *in, ps_slice value)

@@ -29,6 +29,7 @@
 #include "ps/import.h"
 #include "ps/journal.h"
 #include "ps/log.h"
+#include "ps/msglog.h"
 #include "ps/regulation.h"
 
 #define DEFAULT_BATCH_EVENTS 5000
@@ -76,6 +77,10 @@ struct ps_writer {
     unsigned waiting_readers;
     bool apply_failed;     /* stopped with payloads the store could not take (still journaled) */
     ps_writer_stats stats; /* the histograms and sums (the queue figures are read live) */
+    /* replicated (o.repl): the journal thread publishes, the apply thread reads the stream */
+    ps_repl_pub *pub;     /* the journal thread's, opened on first use */
+    uint64_t stream_last; /* the stream's last sequence as last seen */
+    bool stream_reading;  /* the apply thread holds a subscription */
 };
 
 const uint32_t ps_writer_group_bounds[PS_WRITER_GROUP_BUCKETS - 1] = {1,    10,   100,   500,
@@ -97,6 +102,12 @@ void ps_writer_stats_get(ps_writer *w, ps_writer_stats *out)
     out->queued_payloads = w->submitted.count;
     out->queued_bytes = w->submitted.bytes;
     out->backlog_bytes = w->backlog;
+    out->replicated = w->o.repl != NULL;
+    if (out->replicated) {
+        out->stream_applied = w->applied;
+        out->stream_last = w->stream_last > w->applied ? w->stream_last : w->applied;
+        out->stream_connected = w->stream_reading && ps_repl_connected(w->o.repl);
+    }
     pthread_mutex_unlock(&w->lock);
 }
 
@@ -175,7 +186,7 @@ static void journal_group(ps_writer *w, item *group)
     while (group) {
         item *next = group->next;
         if (group->done)
-            group->done(group->ud, st);
+            group->done(group->ud, st, 0);
         if (st == PS_OK || group->p == NULL) { /* a marker goes on whatever happened */
             pthread_mutex_lock(&w->lock);
             push(&w->applying, group);
@@ -186,6 +197,48 @@ static void journal_group(ps_writer *w, item *group)
             ps_prepared_free(group->p);
             free(group);
         }
+        group = next;
+    }
+}
+
+/* Replicated: sends one group to the stream and waits for its acknowledgements; every
+ * callback runs with the outcome. The stream, not this node, orders the messages: the apply
+ * thread takes them back from it. */
+static void publish_group(ps_writer *w, item *group)
+{
+    ps_status st = PS_OK;
+    if (w->pub == NULL)
+        st = ps_repl_pub_open(w->o.repl, ps_space_name(w->space), &w->pub);
+    size_t sent = 0;
+    for (item *it = group; it && st == PS_OK; it = it->next) {
+        size_t n = it->p ? ps_prepared_logged(it->p) : 0;
+        for (size_t i = 0; i < n && st == PS_OK; i++, sent++) {
+            ps_slice v = ps_prepared_log_value(it->p, i);
+            ps_slice id = ps_store_log_value_id(v);
+            st = ps_repl_pub_add(w->pub, PS_REPL_MESSAGE, (const char *)id.ptr, id.len, v);
+        }
+    }
+    uint64_t seq = 0;
+    if (sent > 0) { /* collects what was sent even after a failed send */
+        ps_status wst = ps_repl_pub_wait(w->pub, &seq);
+        if (st == PS_OK)
+            st = wst;
+    }
+    if (st != PS_OK)
+        ps_log(PS_LOG_ERROR, "msg=\"stream publish failed\" space=%s error=\"%s\"",
+               ps_space_name(w->space), ps_status_str(st));
+    pthread_mutex_lock(&w->lock);
+    if (st == PS_OK && seq > w->acked)
+        w->acked = seq;
+    if (st == PS_OK && seq > w->stream_last)
+        w->stream_last = seq;
+    pthread_mutex_unlock(&w->lock);
+    while (group) {
+        item *next = group->next;
+        if (group->done)
+            group->done(group->ud, st, st == PS_OK ? seq : 0);
+        ps_prepared_free(group->p);
+        free(group);
         group = next;
     }
 }
@@ -230,7 +283,9 @@ static void *journal_run(void *arg)
         pthread_mutex_unlock(&w->lock);
         if (done)
             break;
-        if (group)
+        if (group && w->o.repl)
+            publish_group(w, group);
+        else if (group)
             journal_group(w, group);
     }
     pthread_mutex_lock(&w->lock);
@@ -396,6 +451,144 @@ static void *apply_run(void *arg)
     return NULL;
 }
 
+/* ---- the apply thread, replicated: the stream in order ---- */
+
+/* Waits up to `ms` unless the writer stops meanwhile. */
+static void pause_unless_stopping(ps_writer *w, int ms)
+{
+    struct timespec ts;
+    deadline_in(&ts, ms);
+    pthread_mutex_lock(&w->lock);
+    while (!w->journal_done && pthread_cond_timedwait(&w->awake, &w->lock, &ts) == 0)
+        ;
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* Commits what the open transaction holds, up to stream sequence `at`. */
+static ps_status stream_commit(ps_writer *w, uint64_t at, size_t messages)
+{
+    ps_status st = ps_ingest_stream_mark(w->in, at);
+    if (st == PS_OK)
+        st = ps_ingest_commit(w->in);
+    pthread_mutex_lock(&w->lock);
+    if (st == PS_OK) {
+        w->applied = at;
+        count_group(w->stats.commits, &w->stats.commit_messages, messages);
+    }
+    pthread_cond_broadcast(&w->progress);
+    pthread_mutex_unlock(&w->lock);
+    if (st != PS_OK)
+        ps_log(PS_LOG_ERROR,
+               "msg=\"applying the stream failed; reading it again\" space=%s "
+               "error=\"%s\"",
+               ps_space_name(w->space), ps_status_str(st));
+    return st;
+}
+
+static void *stream_run(void *arg)
+{
+    ps_writer *w = arg;
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), APPLY_NICE) != 0)
+        ps_log(PS_LOG_DEBUG, "msg=\"cannot lower the apply thread's priority\"");
+    const char *name = ps_space_name(w->space);
+    ps_repl_sub *sub = NULL;
+    uint64_t done = w->applied; /* committed */
+    uint64_t at = done;         /* taken into the open transaction */
+    size_t messages = 0;
+    int64_t opened = 0, last_info = 0;
+    for (;;) {
+        pthread_mutex_lock(&w->lock);
+        bool stop = w->journal_done, readers = w->waiting_readers > 0;
+        w->stream_reading = sub != NULL;
+        pthread_mutex_unlock(&w->lock);
+        if (stop)
+            break;
+        if (sub == NULL) {
+            ps_status st = ps_repl_sub_open(w->o.repl, name, at + 1, &sub);
+            if (st != PS_OK) {
+                ps_log(PS_LOG_DEBUG, "msg=\"cannot read the stream yet\" space=%s error=%s", name,
+                       ps_status_str(st));
+                pause_unless_stopping(w, APPLY_MIN_MS * 10);
+                continue;
+            }
+        }
+        int64_t now = mono_ms();
+        int wait = 100;
+        if (at > done)
+            wait = readers ? 0 : (int)(w->o.batch_ms - (now - opened));
+        if (wait < 0)
+            wait = 0;
+        ps_repl_msg m;
+        ps_status st = ps_repl_sub_next(sub, wait, &m);
+        if (st == PS_OK && m.seq <= at) { /* delivered again */
+            ps_repl_msg_free(&m);
+            continue;
+        }
+        if (st == PS_OK && m.seq != at + 1) { /* a gap: read again from where the store is */
+            ps_log(PS_LOG_WARN, "msg=\"stream gap; reading again\" space=%s want=%llu got=%llu",
+                   name, (unsigned long long)(at + 1), (unsigned long long)m.seq);
+            ps_repl_msg_free(&m);
+            st = PS_EIO;
+        }
+        if (st == PS_OK) {
+            ps_status ast = PS_OK;
+            if (m.kind == PS_REPL_MESSAGE)
+                ast = ps_ingest_logged(w->in, m.data);
+            else /* a kind this version does not know: refuse to go past it */
+                ast = PS_ECORRUPT;
+            pthread_mutex_lock(&w->lock);
+            if (m.seq + m.pending > w->stream_last)
+                w->stream_last = m.seq + m.pending;
+            pthread_mutex_unlock(&w->lock);
+            ps_repl_msg_free(&m);
+            if (ast != PS_OK) { /* the open batch is gone: read it again after a pause */
+                ps_log(PS_LOG_ERROR,
+                       "msg=\"cannot apply a stream record\" space=%s seq=%llu "
+                       "error=%s",
+                       name, (unsigned long long)(at + 1), ps_status_str(ast));
+                at = done;
+                messages = 0;
+                ps_repl_sub_close(sub);
+                sub = NULL;
+                pause_unless_stopping(w, APPLY_RETRY_MS);
+                continue;
+            }
+            if (at == done)
+                opened = mono_ms();
+            at++;
+            messages++;
+            if (messages < APPLY_MAX_EVENTS && mono_ms() - opened < w->o.batch_ms && !readers)
+                continue;
+        } else if (st != PS_ENOTFOUND) { /* the subscription broke: a new one, from `at` */
+            ps_repl_sub_close(sub);
+            sub = NULL;
+        } else if (at == done && mono_ms() - last_info >= 1000) { /* idle: how far is the end */
+            uint64_t last;
+            last_info = mono_ms();
+            if (ps_repl_last_seq(w->o.repl, name, &last) == PS_OK) {
+                pthread_mutex_lock(&w->lock);
+                w->stream_last = last;
+                pthread_mutex_unlock(&w->lock);
+            }
+        }
+        if (at > done) {
+            if (stream_commit(w, at, messages) == PS_OK) {
+                done = at;
+            } else {
+                at = done;
+                ps_repl_sub_close(sub);
+                sub = NULL;
+                pause_unless_stopping(w, APPLY_RETRY_MS);
+            }
+            messages = 0;
+        }
+    }
+    if (at > done && stream_commit(w, at, messages) == PS_OK)
+        done = at;
+    ps_repl_sub_close(sub);
+    return NULL;
+}
+
 /* ---- recovery ---- */
 
 typedef struct recover_ctx {
@@ -508,11 +701,46 @@ ps_status ps_writer_recover(ps_space *sp)
 
 /* ---- the writer ---- */
 
+/* Replicated: the stream position the store has applied. A space that was never replicated
+ * joins the stream only when its log is empty (else it holds messages no other node has):
+ * it is marked at position 0 now, and its local journal must be empty. */
+static ps_status replicated_start(ps_space *sp, uint64_t *applied)
+{
+    ps_status st = ps_ingest_stream_applied(sp, applied);
+    if (st != PS_ENOTFOUND)
+        return st;
+    uint64_t count = 0;
+    bool incomplete = false;
+    ps_txn *t;
+    if ((st = ps_txn_begin(ps_space_store(sp), false, &t)) != PS_OK)
+        return st;
+    st = ps_store_log_info(t, &count, &incomplete);
+    ps_txn_abort(t);
+    if (st != PS_OK)
+        return st;
+    if (count > 0 || ps_journal_present(ps_space_dir(sp))) {
+        ps_log(PS_LOG_ERROR,
+               "msg=\"space holds messages that are not in its stream: start replication from "
+               "an empty space or from a replica's snapshot\" space=%s messages=%llu",
+               ps_space_name(sp), (unsigned long long)count);
+        return PS_ECONFLICT;
+    }
+    ps_ingest *in;
+    if ((st = ps_ingest_begin(sp, &(ps_ingest_opts){.keep_received_at = true}, &in)) != PS_OK)
+        return st;
+    if ((st = ps_ingest_stream_mark(in, 0)) == PS_OK)
+        st = ps_ingest_commit(in);
+    ps_ingest_end(in);
+    *applied = 0;
+    return st;
+}
+
 /* Frees a writer whose threads have ended (or never started). */
 static void writer_release(ps_writer *w)
 {
     ps_ingest_end(w->in);
     ps_journal_close(w->journal);
+    ps_repl_pub_close(w->pub);
     pthread_cond_destroy(&w->progress);
     pthread_cond_destroy(&w->room);
     pthread_cond_destroy(&w->awake);
@@ -537,16 +765,19 @@ ps_status ps_writer_start(ps_space *sp, const ps_writer_opts *opts, ps_writer **
     if (st == PS_EBUSY)
         ps_log(PS_LOG_ERROR, "msg=\"another process writes this space's journal\" space=%s",
                ps_space_name(sp));
-    if (st == PS_OK)
+    if (st == PS_OK && w->o.repl) { /* the stream is the journal (which stays empty) */
+        st = replicated_start(sp, &applied);
+    } else if (st == PS_OK) {
         st = recover(sp, &applied);
-    if (st == PS_OK) {
-        ps_journal_release(w->journal, applied, true); /* all of it is in the store now */
-        st = ps_journal_start(w->journal, applied);
+        if (st == PS_OK) {
+            ps_journal_release(w->journal, applied, true); /* all of it is in the store now */
+            st = ps_journal_start(w->journal, applied);
+        }
     }
     size_t ran;
-    if (st == PS_OK) /* regulations a stopped server accepted but did not run */
+    if (st == PS_OK && !w->o.repl) /* regulations a stopped server accepted but did not run */
         st = ps_regulation_run_pending(sp, ps_clock_now_ms(), UINT64_MAX, &ran);
-    ps_ingest_opts io = {.keep_received_at = false};
+    ps_ingest_opts io = {.keep_received_at = w->o.repl != NULL};
     if (st == PS_OK)
         st = ps_ingest_begin(sp, &io, &w->in);
     if (st != PS_OK) {
@@ -560,7 +791,7 @@ ps_status ps_writer_start(ps_space *sp, const ps_writer_opts *opts, ps_writer **
     pthread_cond_init(&w->awake, NULL);
     pthread_cond_init(&w->room, NULL);
     pthread_cond_init(&w->progress, NULL);
-    bool japp = pthread_create(&w->athread, NULL, apply_run, w) == 0;
+    bool japp = pthread_create(&w->athread, NULL, w->o.repl ? stream_run : apply_run, w) == 0;
     bool jj = japp && pthread_create(&w->jthread, NULL, journal_run, w) == 0;
     if (!jj) {
         if (japp) { /* let the apply thread see an empty, finished journal */
@@ -617,6 +848,31 @@ ps_status ps_writer_submit(ps_writer *w, ps_prepared *p, ps_writer_done done, vo
     return PS_OK;
 }
 
+bool ps_writer_replicated(const ps_writer *w)
+{
+    return w && w->o.repl;
+}
+
+bool ps_writer_await_position(ps_writer *w, uint64_t seq, int timeout_ms)
+{
+    if (w == NULL)
+        return false;
+    pthread_mutex_lock(&w->lock);
+    if (w->applied < seq) {
+        struct timespec ts;
+        deadline_in(&ts, timeout_ms);
+        w->waiting_readers++;
+        pthread_cond_signal(&w->awake);
+        while (w->applied < seq)
+            if (pthread_cond_timedwait(&w->progress, &w->lock, &ts) != 0)
+                break;
+        w->waiting_readers--;
+    }
+    bool ok = w->applied >= seq;
+    pthread_mutex_unlock(&w->lock);
+    return ok;
+}
+
 bool ps_writer_await(ps_writer *w, int timeout_ms)
 {
     if (w == NULL)
@@ -649,7 +905,7 @@ void ps_writer_stop(ps_writer *w)
     pthread_mutex_unlock(&w->lock);
     pthread_join(w->jthread, NULL); /* it journals the queue before it returns */
     pthread_join(w->athread, NULL); /* and this one applies it */
-    if (!w->apply_failed)
+    if (!w->apply_failed && !w->o.repl)
         ps_journal_release(w->journal, w->applied, true);
     w->joined = true;
 }

@@ -43,11 +43,11 @@ static ZSTD_CCtx *thread_cctx(void)
     return ps_thread_slot_get(&cctx_slot);
 }
 
-void ps_store_log_encode(ps_store *s, const ps_log_rec *r, ps_buf *b)
+void ps_store_log_encode(ps_store *s, const ps_log_rec *r, bool portable, ps_buf *b)
 {
     PS_ASSERT(r->message_id.len <= 0xffff && r->source_id.len <= 0xffff);
     ZSTD_CCtx *cctx = thread_cctx();
-    ZSTD_CDict *cdict = atomic_load(&s->cdict);
+    ZSTD_CDict *cdict = portable ? NULL : atomic_load(&s->cdict);
     uint8_t dict_id = cdict ? atomic_load(&s->cdict_id) : 0;
     size_t bound = ZSTD_compressBound(r->json.len), start = b->len;
     ps_buf_reserve(b, LOG_HEAD + r->message_id.len + r->source_id.len + bound);
@@ -103,7 +103,7 @@ ps_status ps_store_log_put(ps_txn *t, uint64_t seq, ps_slice encoded)
 ps_status ps_store_log_append(ps_txn *t, const ps_log_rec *r)
 {
     ps_buf_reset(&t->val);
-    ps_store_log_encode(t->store, r, &t->val);
+    ps_store_log_encode(t->store, r, false, &t->val);
     return ps_store_log_put(t, r->seq, (ps_slice){t->val.ptr, t->val.len});
 }
 
@@ -244,7 +244,7 @@ ps_status st_log_recode(ps_txn *t, const MDB_val *k, const MDB_val *v, ps_buf *o
     ps_status st = log_decode(t, ps_get_be64(k->mv_data), v, true, &r);
     if (st == PS_OK) {
         ps_buf_reset(out);
-        ps_store_log_encode(t->store, &r, out);
+        ps_store_log_encode(t->store, &r, false, out);
     }
     return st;
 }
@@ -330,6 +330,16 @@ ps_status ps_store_log_del(ps_txn *t, uint64_t seq)
     key_u64(t, seq);
     ps_status st = del_key(t, DB_LOG);
     return st == PS_ENOTFOUND ? PS_OK : st;
+}
+
+ps_slice ps_store_log_value_id(ps_slice value)
+{
+    if (value.len < LOG_HEAD)
+        return (ps_slice){NULL, 0};
+    size_t n = ((size_t)value.ptr[4] << 8) | value.ptr[5];
+    if (LOG_HEAD + n > value.len)
+        return (ps_slice){NULL, 0};
+    return (ps_slice){value.ptr + LOG_HEAD, n};
 }
 
 ps_status ps_store_log_decode(ps_txn *t, ps_slice value, ps_log_rec *out)

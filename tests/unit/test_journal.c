@@ -119,8 +119,9 @@ end:
     tmpdir_remove(dir);
 }
 
-static void done_cb(void *ud, ps_status st)
+static void done_cb(void *ud, ps_status st, uint64_t position)
 {
+    (void)position;
     *(ps_status *)ud = st;
 }
 

@@ -1,0 +1,451 @@
+/* SPDX-License-Identifier: MIT */
+/* repl: NATS JetStream behind a small interface (ps/repl.h, docs/replication.md). The only
+ * file that includes nats.h.
+ *
+ * Publishing is asynchronous: a group of records goes out without waiting, and one wait
+ * collects the acknowledgements (the ack handler counts them and keeps the highest sequence).
+ * Reading uses an ordered consumer: an ephemeral push consumer without acknowledgements that
+ * the library recreates when it misses a heartbeat; its caller checks the sequence of every
+ * record as well, and opens a new one from where it stands on any gap. */
+#include "ps/repl.h"
+
+#include <ctype.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nats/nats.h>
+
+#include "ps/log.h"
+
+#define MAX_SERVERS 16
+#define DEFAULT_TIMEOUT_MS 5000
+#define RECONNECT_WAIT_MS 250
+#define KIND_HEADER "Ps-Kind"
+#define NAME_MAX_LEN 96
+
+struct ps_repl {
+    natsConnection *nc;
+    natsOptions *opts;
+    int replicas;
+    int timeout_ms;
+};
+
+struct ps_repl_pub {
+    ps_repl *r;
+    jsCtx *js;
+    char subject[NAME_MAX_LEN];
+    pthread_mutex_t lock; /* the ack handler runs on the library's thread */
+    uint64_t sent, acked, failed, last_seq;
+    char first_error[120];
+};
+
+struct ps_repl_sub {
+    jsCtx *js;
+    natsSubscription *sub;
+};
+
+static void names(const char *space, char *stream, char *subject)
+{
+    snprintf(stream, NAME_MAX_LEN, "PS_%s", space);
+    snprintf(subject, NAME_MAX_LEN, "ps.%s", space);
+}
+
+static ps_status from_nats(natsStatus s)
+{
+    switch (s) {
+    case NATS_OK: return PS_OK;
+    case NATS_TIMEOUT: return PS_ENOTFOUND;
+    case NATS_NOT_FOUND: return PS_ENOTFOUND;
+    case NATS_NO_MEMORY: return PS_EFULL;
+    case NATS_CONNECTION_CLOSED: return PS_ECLOSED;
+    default: return PS_EIO;
+    }
+}
+
+/* One server of the list: "[nats://]host:port", copied as "nats://host:port". */
+static bool server_ok(const char *s, size_t len, char *out, size_t cap, char *why, size_t wl)
+{
+    const char *scheme = "nats://";
+    if (len >= strlen(scheme) && strncmp(s, scheme, strlen(scheme)) == 0) {
+        s += strlen(scheme);
+        len -= strlen(scheme);
+    } else if (memchr(s, '/', len) != NULL) {
+        snprintf(why, wl, "'%.*s' is not a nats://HOST:PORT address", (int)len, s);
+        return false;
+    }
+    const char *colon = NULL;
+    for (size_t i = 0; i < len; i++)
+        if (s[i] == ':')
+            colon = s + i;
+    if (colon == NULL || colon == s) {
+        snprintf(why, wl, "'%.*s' lacks a host or a :PORT", (int)len, s);
+        return false;
+    }
+    for (const char *c = s; c < colon; c++)
+        if (!isalnum((unsigned char)*c) && *c != '.' && *c != '-' && *c != '[' && *c != ']' &&
+            *c != ':') {
+            snprintf(why, wl, "the host of '%.*s' has a character hosts do not have", (int)len, s);
+            return false;
+        }
+    long port = 0;
+    size_t digits = 0;
+    for (const char *c = colon + 1; c < s + len; c++, digits++) {
+        if (!isdigit((unsigned char)*c) || digits >= 5) {
+            port = -1;
+            break;
+        }
+        port = port * 10 + (*c - '0');
+    }
+    if (digits == 0 || port < 1 || port > 65535) {
+        snprintf(why, wl, "the port of '%.*s' is not a number from 1 to 65535", (int)len, s);
+        return false;
+    }
+    if ((size_t)snprintf(out, cap, "nats://%.*s", (int)len, s) >= cap) {
+        snprintf(why, wl, "'%.*s' is too long", (int)len, s);
+        return false;
+    }
+    return true;
+}
+
+ps_status ps_repl_connect(const ps_repl_opts *o, ps_repl **out, char *why, size_t why_len)
+{
+    *out = NULL;
+    char servers[MAX_SERVERS][160];
+    const char *list[MAX_SERVERS];
+    int n = 0;
+    const char *p = o->urls ? o->urls : "";
+    if (*p == 0) {
+        snprintf(why, why_len, "no NATS server given");
+        return PS_EINVAL;
+    }
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (n == MAX_SERVERS) {
+            snprintf(why, why_len, "more than %d NATS servers given", MAX_SERVERS);
+            return PS_EINVAL;
+        }
+        if (!server_ok(p, len, servers[n], sizeof servers[n], why, why_len))
+            return PS_EINVAL;
+        list[n] = servers[n];
+        n++;
+        p += len + (end ? 1 : 0);
+        if (end && *p == 0) {
+            snprintf(why, why_len, "the server list ends with a comma");
+            return PS_EINVAL;
+        }
+    }
+    int replicas = o->replicas ? o->replicas : (n < 3 ? n : 3);
+    if (replicas < 1 || replicas > PS_REPL_MAX_REPLICAS) {
+        snprintf(why, why_len, "replicas must be from 1 to %d", PS_REPL_MAX_REPLICAS);
+        return PS_EINVAL;
+    }
+    ps_repl *r = ps_xcalloc(1, sizeof *r);
+    r->replicas = replicas;
+    r->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
+    natsStatus s = natsOptions_Create(&r->opts);
+    if (s == NATS_OK)
+        s = natsOptions_SetServers(r->opts, list, n);
+    if (s == NATS_OK)
+        s = natsOptions_SetName(r->opts, "profiled");
+    if (s == NATS_OK)
+        s = natsOptions_SetMaxReconnect(r->opts, -1); /* for as long as the servers are away */
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectWait(r->opts, RECONNECT_WAIT_MS);
+    if (s == NATS_OK)
+        s = natsOptions_SetTimeout(r->opts, 2000);
+    if (s == NATS_OK)
+        s = natsOptions_SetRetryOnFailedConnect(r->opts, true, NULL, NULL);
+    if (s == NATS_OK) {
+        s = natsConnection_Connect(&r->nc, r->opts);
+        if (s == NATS_NOT_YET_CONNECTED) /* it goes on trying in the background */
+            s = NATS_OK;
+    }
+    if (s != NATS_OK) {
+        snprintf(why, why_len, "cannot connect to NATS: %s", natsStatus_GetText(s));
+        ps_repl_close(r);
+        return PS_EIO;
+    }
+    *out = r;
+    return PS_OK;
+}
+
+void ps_repl_close(ps_repl *r)
+{
+    if (r == NULL)
+        return;
+    if (r->nc) {
+        natsConnection_Close(r->nc);
+        natsConnection_Destroy(r->nc);
+    }
+    natsOptions_Destroy(r->opts);
+    free(r);
+}
+
+bool ps_repl_connected(ps_repl *r)
+{
+    return r && r->nc && natsConnection_Status(r->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+void ps_repl_shutdown(void)
+{
+    nats_CloseAndWait(2000);
+}
+
+static natsStatus js_open(ps_repl *r, jsOptions *jo, jsCtx **js)
+{
+    jo->Wait = r->timeout_ms;
+    return natsConnection_JetStream(js, r->nc, jo);
+}
+
+/* Creates the space's stream unless it exists. */
+static ps_status ensure_stream(ps_repl *r, jsCtx *js, const char *space)
+{
+    char stream[NAME_MAX_LEN], subject[NAME_MAX_LEN];
+    names(space, stream, subject);
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetStreamInfo(&si, js, stream, NULL, &jerr);
+    if (s == NATS_OK) {
+        jsStreamInfo_Destroy(si);
+        return PS_OK;
+    }
+    if (s != NATS_NOT_FOUND && jerr != JSStreamNotFoundErr)
+        return from_nats(s) == PS_ENOTFOUND ? PS_EIO : from_nats(s);
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    const char *subjects[1] = {subject};
+    cfg.Name = stream;
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.Storage = js_FileStorage;
+    cfg.Replicas = r->replicas;
+    cfg.Duplicates = (int64_t)PS_REPL_DUP_WINDOW_S * 1000000000;
+    s = js_AddStream(&si, js, &cfg, NULL, &jerr);
+    if (s == NATS_OK || jerr == JSStreamNameExistErr) { /* another node made it first */
+        jsStreamInfo_Destroy(si);
+        if (s == NATS_OK)
+            ps_log(PS_LOG_INFO, "msg=\"stream created\" stream=%s replicas=%d", stream,
+                   r->replicas);
+        return PS_OK;
+    }
+    ps_log(PS_LOG_WARN, "msg=\"cannot create stream\" stream=%s error=\"%s\" code=%d", stream,
+           natsStatus_GetText(s), (int)jerr);
+    return PS_EIO;
+}
+
+static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    (void)js;
+    ps_repl_pub *p = closure;
+    pthread_mutex_lock(&p->lock);
+    if (pa && pae == NULL) {
+        p->acked++;
+        if (pa->Sequence > p->last_seq)
+            p->last_seq = pa->Sequence;
+    } else {
+        p->failed++;
+        if (p->first_error[0] == 0 && pae)
+            snprintf(p->first_error, sizeof p->first_error, "%s (code %d)",
+                     pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err), (int)pae->ErrCode);
+    }
+    pthread_mutex_unlock(&p->lock);
+    natsMsg_Destroy(msg);
+}
+
+ps_status ps_repl_pub_open(ps_repl *r, const char *space, ps_repl_pub **out)
+{
+    *out = NULL;
+    ps_repl_pub *p = ps_xcalloc(1, sizeof *p);
+    p->r = r;
+    char stream[NAME_MAX_LEN];
+    names(space, stream, p->subject);
+    pthread_mutex_init(&p->lock, NULL);
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.PublishAsync.AckHandler = on_ack;
+    jo.PublishAsync.AckHandlerClosure = p;
+    jo.PublishAsync.MaxPending = 65536;
+    ps_status st = from_nats(js_open(r, &jo, &p->js));
+    if (st == PS_OK)
+        st = ensure_stream(r, p->js, space);
+    if (st != PS_OK) {
+        ps_repl_pub_close(p);
+        return st == PS_ENOTFOUND ? PS_EIO : st;
+    }
+    *out = p;
+    return PS_OK;
+}
+
+ps_status ps_repl_pub_add(ps_repl_pub *p, ps_repl_kind kind, const char *msg_id, size_t id_len,
+                          ps_slice data)
+{
+    natsMsg *m = NULL;
+    natsStatus s = natsMsg_Create(&m, p->subject, NULL, (const char *)data.ptr, (int)data.len);
+    char kind_s[4];
+    snprintf(kind_s, sizeof kind_s, "%d", (int)kind);
+    if (s == NATS_OK && kind != PS_REPL_MESSAGE)
+        s = natsMsgHeader_Set(m, KIND_HEADER, kind_s);
+    char id[PS_REPL_ID_MAX + 1];
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    if (msg_id && id_len > 0) {
+        size_t n = id_len < PS_REPL_ID_MAX ? id_len : PS_REPL_ID_MAX;
+        memcpy(id, msg_id, n);
+        id[n] = 0;
+        po.MsgId = id;
+    }
+    if (s == NATS_OK) {
+        pthread_mutex_lock(&p->lock);
+        p->sent++;
+        pthread_mutex_unlock(&p->lock);
+        s = js_PublishMsgAsync(p->js, &m, &po);
+        if (s != NATS_OK) {
+            pthread_mutex_lock(&p->lock);
+            p->sent--;
+            pthread_mutex_unlock(&p->lock);
+        }
+    }
+    natsMsg_Destroy(m); /* NULL once the library took it */
+    return from_nats(s) == PS_ENOTFOUND ? PS_EIO : from_nats(s);
+}
+
+ps_status ps_repl_pub_wait(ps_repl_pub *p, uint64_t *last_seq)
+{
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = p->r->timeout_ms;
+    natsStatus s = js_PublishAsyncComplete(p->js, &po);
+    if (s != NATS_OK) { /* take back what is unanswered: those acks will not be counted */
+        natsMsgList pending;
+        if (js_PublishAsyncGetPendingList(&pending, p->js) == NATS_OK)
+            natsMsgList_Destroy(&pending);
+    }
+    pthread_mutex_lock(&p->lock);
+    bool ok = s == NATS_OK && p->failed == 0 && p->acked == p->sent;
+    if (!ok)
+        ps_log(PS_LOG_WARN,
+               "msg=\"stream did not acknowledge\" subject=%s sent=%llu acked=%llu "
+               "failed=%llu error=\"%s\"",
+               p->subject, (unsigned long long)p->sent, (unsigned long long)p->acked,
+               (unsigned long long)p->failed,
+               p->first_error[0] ? p->first_error : natsStatus_GetText(s));
+    *last_seq = p->last_seq;
+    p->sent = p->acked = p->failed = p->last_seq = 0;
+    p->first_error[0] = 0;
+    pthread_mutex_unlock(&p->lock);
+    return ok ? PS_OK : PS_EIO;
+}
+
+void ps_repl_pub_close(ps_repl_pub *p)
+{
+    if (p == NULL)
+        return;
+    if (p->js) {
+        natsMsgList pending;
+        if (js_PublishAsyncGetPendingList(&pending, p->js) == NATS_OK)
+            natsMsgList_Destroy(&pending);
+        jsCtx_Destroy(p->js);
+    }
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
+ps_status ps_repl_sub_open(ps_repl *r, const char *space, uint64_t from, ps_repl_sub **out)
+{
+    *out = NULL;
+    char stream[NAME_MAX_LEN], subject[NAME_MAX_LEN];
+    names(space, stream, subject);
+    ps_repl_sub *s = ps_xcalloc(1, sizeof *s);
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    natsStatus ns = js_open(r, &jo, &s->js);
+    jsErrCode jerr = 0;
+    if (ns == NATS_OK) {
+        jsSubOptions so;
+        jsSubOptions_Init(&so);
+        so.Stream = stream;
+        so.Ordered = true;
+        so.Config.DeliverPolicy = js_DeliverByStartSequence;
+        so.Config.OptStartSeq = from ? from : 1;
+        ns = js_SubscribeSync(&s->sub, s->js, subject, NULL, &so, &jerr);
+    }
+    if (ns == NATS_OK)
+        ns = natsSubscription_SetPendingLimits(s->sub, -1, 256 << 20);
+    if (ns != NATS_OK) {
+        ps_status st =
+            (ns == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) ? PS_ENOTFOUND : PS_EIO;
+        ps_repl_sub_close(s);
+        return st;
+    }
+    *out = s;
+    return PS_OK;
+}
+
+ps_status ps_repl_sub_next(ps_repl_sub *s, int timeout_ms, ps_repl_msg *m)
+{
+    memset(m, 0, sizeof *m);
+    natsMsg *msg = NULL;
+    natsStatus ns = natsSubscription_NextMsg(&msg, s->sub, timeout_ms);
+    if (ns == NATS_TIMEOUT)
+        return PS_ENOTFOUND;
+    if (ns != NATS_OK)
+        return PS_EIO;
+    jsMsgMetaData *meta = NULL;
+    if (natsMsg_GetMetaData(&meta, msg) != NATS_OK) { /* not a stream record */
+        natsMsg_Destroy(msg);
+        return PS_EIO;
+    }
+    m->seq = meta->Sequence.Stream;
+    m->pending = meta->NumPending;
+    jsMsgMetaData_Destroy(meta);
+    const char *kind = NULL;
+    m->kind = PS_REPL_MESSAGE;
+    if (natsMsgHeader_Get(msg, KIND_HEADER, &kind) == NATS_OK && kind)
+        m->kind = (ps_repl_kind)atoi(kind);
+    m->data = (ps_slice){(const uint8_t *)natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg)};
+    m->handle = msg;
+    return PS_OK;
+}
+
+void ps_repl_msg_free(ps_repl_msg *m)
+{
+    natsMsg_Destroy(m->handle);
+    m->handle = NULL;
+}
+
+void ps_repl_sub_close(ps_repl_sub *s)
+{
+    if (s == NULL)
+        return;
+    if (s->sub) {
+        natsSubscription_Unsubscribe(s->sub); /* the ephemeral consumer goes too */
+        natsSubscription_Destroy(s->sub);
+    }
+    jsCtx_Destroy(s->js);
+    free(s);
+}
+
+ps_status ps_repl_last_seq(ps_repl *r, const char *space, uint64_t *seq)
+{
+    *seq = 0;
+    char stream[NAME_MAX_LEN], subject[NAME_MAX_LEN];
+    names(space, stream, subject);
+    jsCtx *js = NULL;
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    natsStatus ns = js_open(r, &jo, &js);
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    if (ns == NATS_OK)
+        ns = js_GetStreamInfo(&si, js, stream, NULL, &jerr);
+    if (ns == NATS_OK)
+        *seq = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+    jsCtx_Destroy(js);
+    if (ns == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr)
+        return PS_ENOTFOUND;
+    return ns == NATS_OK ? PS_OK : PS_EIO;
+}
