@@ -66,6 +66,7 @@ typedef struct ps_api_request {
     int64_t now_ms;       /* the /events window is measured against this */
     const char *base_url; /* "scheme://host[/path]" for absolute cursor URLs; NULL: relative */
     bool recheck;         /* the transport asks again for a waiting request: not rate-limited */
+    bool replicated;      /* the space applies a replicated stream (docs/replication.md) */
 } ps_api_request;
 
 typedef struct ps_api_reply {
@@ -75,6 +76,9 @@ typedef struct ps_api_reply {
                               * X-Stream-Sequence); 0: none */
     uint64_t regulation_seq; /* a regulation created (PS_API_REG_CREATE): its sequence */
     bool import_queued;      /* PS_API_IMPORT_CREATE kept a file: the space's writer runs it */
+    bool publish_regulation; /* replicated PS_API_REG_CREATE: `body` holds the regulation's
+                              * stream record (ps_regulation_encode), for the transport to
+                              * publish and answer */
     int64_t wait_ms;         /* PS_API_CHANGES found nothing new and the client will wait this
                               * long: the transport may ask again (recheck) until then, and
                               * send this reply when time is up */

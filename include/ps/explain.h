@@ -76,8 +76,7 @@ typedef struct ps_explanation {
 /* Explains every logged message that carries `message_id` (usually one; a messageId sent again
  * after the dedup window is logged again). PS_ENOTFOUND when the log holds none. Clear `out`
  * with ps_explanation_clear() whatever the result. */
-ps_status ps_explain(ps_txn *t, const ps_rules *rules, const char *message_id,
-                     ps_explanation *out);
+ps_status ps_explain(ps_txn *t, const ps_rules *rules, const char *message_id, ps_explanation *out);
 void ps_explanation_clear(ps_explanation *e);
 
 /* Appends the explanation as one JSON object (docs/profilectl.md, explain). */

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* graph: the identity graph. Resolves an event's identifiers to a profile by flat matching
  * (docs/identity-settings.md, How one message is resolved): create, append or merge,
- * demoting the lowest-priority identifier while a limit would be exceeded. Profiles form a persistent union-find kept flat:
- * a merged-away profile's parent is always the canonical profile, so find() is one read.
- * Writes audit rows for every create, merge, mapping and violation. Runs inside the caller's
- * write transaction. */
+ * demoting the lowest-priority identifier while a limit would be exceeded. Profiles form a
+ * persistent union-find kept flat: a merged-away profile's parent is always the canonical profile,
+ * so find() is one read. Writes audit rows for every create, merge, mapping and violation. Runs
+ * inside the caller's write transaction. */
 #ifndef PS_GRAPH_H
 #define PS_GRAPH_H
 

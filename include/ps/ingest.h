@@ -135,6 +135,8 @@ void ps_prepared_free(ps_prepared *p); /* NULL is a no-op */
 /* The log value of message or note `i` (< ps_prepared_logged()): what the journal keeps of
  * it. Borrowed. */
 ps_slice ps_prepared_log_value(const ps_prepared *p, size_t i);
+/* The messageId that log value carries (the stream's duplicate key). Borrowed. */
+ps_slice ps_prepared_log_id(const ps_prepared *p, size_t i);
 
 /* Resolves a prepared payload's accepted messages into the open batch, in order. When the
  * space's rules changed since it was prepared, its messages are read again under the batch's
@@ -176,6 +178,15 @@ ps_status ps_ingest_stream_applied(ps_space *sp, uint64_t *seq);
 /* Records in the open batch that the stream is applied up to `seq`: it commits with the
  * batch, so that a record's effect happens exactly once across restarts. */
 ps_status ps_ingest_stream_mark(ps_ingest *in, uint64_t seq);
+
+/* Replicated spaces: settings and regulations travel in the stream, between messages. Each
+ * goes into the open batch, which must hold no message (commit first), so that the messages
+ * before it resolve under the old settings and the ones after under the new; the caller marks
+ * the stream position and commits. PS_EINVAL (with `diags`) when the settings are not valid:
+ * nothing changed. */
+ps_status ps_ingest_settings(ps_ingest *in, const char *json, size_t len, ps_diags *diags);
+/* Runs the regulation of a stream record (ps_regulation_encode) as number `seq`. */
+ps_status ps_ingest_regulation(ps_ingest *in, uint64_t seq, ps_slice record);
 
 /* Accepts one journal record (a log value, as ps_prepared_log_value() gave it) into the open
  * batch as a new message, through the same path as a rebuild reads the log. A record that

@@ -86,8 +86,8 @@ typedef struct ps_rules_options {
     uint32_t ingest_rate_per_second; /* Tracking API requests per second; 0: no limit */
     uint32_t ingest_rate_burst;      /* bucket size; 0: same as the rate */
     /* An identifier value seen with two values of a type limited to one per profile (two
-     * userIds; two anonymous ids inside an anonymous_id window of one) stops matching: a shared device, browser, email or token
-     * (docs/identity-settings.md) */
+     * userIds; two anonymous ids inside an anonymous_id window of one) stops matching: a shared
+     * device, browser, email or token (docs/identity-settings.md) */
     bool block_shared_values;
 } ps_rules_options;
 

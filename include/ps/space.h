@@ -74,6 +74,8 @@ bool ps_space_rate_take(ps_space *sp, const ps_rules *r, ps_rate_kind kind, int6
 
 /* Replaces the settings after validating them whole. */
 ps_status ps_space_settings_set(ps_space *sp, const char *json, size_t len, ps_diags *diags);
+/* The same inside the write transaction `t` (which commits it). */
+ps_status ps_space_settings_put(ps_txn *t, const char *json, size_t len, ps_diags *diags);
 
 /* Appends the effective settings (configured plus auto-added types, ranked) as JSON. */
 ps_status ps_space_settings_get(ps_space *sp, ps_buf *out);

@@ -101,8 +101,9 @@ ps_status ps_store_counts_get(ps_txn *t, ps_store_counts *out);
 ps_status ps_store_compact(ps_store **s, const char *dir, uint64_t *bytes_before,
                            uint64_t *bytes_after);
 /* Writes a consistent copy of the store (one read transaction's view) into the new directory
- * `dir` (made, with the directories above it), record by record, so that no byte of an erased record comes along; writers go on
- * meanwhile. PS_ECONFLICT when `dir` exists; on failure nothing stays behind. */
+ * `dir` (made, with the directories above it), record by record, so that no byte of an erased
+ * record comes along; writers go on meanwhile. PS_ECONFLICT when `dir` exists; on failure nothing
+ * stays behind. */
 ps_status ps_store_snapshot(ps_store *s, const char *dir, uint64_t *records);
 /* How many other processes have reader slots in the store (stale slots are cleared first). */
 int ps_store_other_processes(ps_store *s);

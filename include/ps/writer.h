@@ -55,6 +55,10 @@ bool ps_writer_await(ps_writer *w, int timeout_ms);
 
 /* Whether the writer applies a replicated stream. */
 bool ps_writer_replicated(const ps_writer *w);
+/* Replicated: publishes a settings or regulation record (ps/repl.h) and waits for the
+ * stream to store it; *seq gets its sequence (every node applies it there). Blocks for one
+ * round trip, up to the stream's timeout. PS_ECONFLICT when the writer is not replicated. */
+ps_status ps_writer_publish(ps_writer *w, ps_repl_kind kind, ps_slice data, uint64_t *seq);
 /* Replicated: waits until the store has applied the stream up to `seq` (at most
  * `timeout_ms`); false on timeout. */
 bool ps_writer_await_position(ps_writer *w, uint64_t seq, int timeout_ms);

@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "ps/mem.h"
+#include "ps/repl.h"
 #include "ps/rules.h"
 #include "ps/space.h"
 #include "ps/status.h"
@@ -45,6 +46,18 @@ bool cli_take_flag(cli *c, const char *name);
 int cli_take_number(cli *c, const char *name, long lo, long hi, size_t *out);
 /* Fails with a usage error when an unknown --option remains. */
 int cli_no_more_options(const cli *c);
+
+/* Replicated spaces (cli_repl.c, docs/replication.md). */
+bool cli_space_replicated(ps_space *sp);
+/* EXIT_OK when `sp` is not replicated; else prints that `what` would change this node alone,
+ * and what to do `instead`, and returns the exit code. */
+int cli_refuse_replicated(ps_space *sp, const char *what, const char *instead);
+/* Connects to the NATS servers of --replicate (EXIT_OK, or prints why not). */
+int cli_repl_connect(const char *urls, ps_repl **out);
+/* Publishes one settings or regulation record to the space's stream and waits for it to be
+ * stored; *seq gets its sequence. */
+int cli_repl_publish(const char *urls, ps_space *sp, ps_repl_kind kind, ps_slice data,
+                     uint64_t *seq);
 
 int cmd_space(cli *c);
 int cmd_settings(cli *c);

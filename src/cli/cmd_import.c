@@ -59,6 +59,12 @@ int cmd_import(cli *c)
     ps_space *sp;
     if ((rc = cli_open_space(c, c->argv[0], dry_run, &sp)))
         return rc;
+    if (!dry_run && (rc = cli_refuse_replicated(sp, "a CSV import",
+                                                "imports do not travel in the stream yet: "
+                                                "send the rows as identify calls")) != EXIT_OK) {
+        ps_space_close(sp);
+        return rc;
+    }
     ps_import_opts o = {
         .dry_run = dry_run, .batch = batch, .now_ms = ps_clock_now_ms(), .source_id = source};
     ps_import_result *r = ps_xcalloc(1, sizeof *r);

@@ -23,6 +23,7 @@
 #define READ_CHUNK (1 << 20)
 #define LINE_MAX_BYTES (PS_BATCH_MAX_BYTES + 2)
 #define MALFORMED_SHOWN 20
+#define PUBLISH_WINDOW 10000 /* messages in flight to the stream before waiting for them */
 
 /* What the reader hands the writer, in line order: lines in chunks, so that the threads
  * meet once per chunk rather than once per line. */
@@ -78,6 +79,12 @@ typedef struct run {
     queue q;
     chunk *filling;       /* the reader's */
     ps_prepare_view view; /* the reader's: settings and lists, read again for each chunk */
+    /* --replicate: messages go to the space's stream, not into this store */
+    ps_repl *repl;
+    ps_repl_pub *pub;
+    size_t unacked;                   /* published since the last wait */
+    uint64_t published, last_seq;     /* messages, and the stream's sequence after them */
+    uint64_t dropped[PS_DROP__COUNT]; /* by the door (the store's counts stay empty) */
 } run;
 
 static void chunk_free(chunk *ch)
@@ -193,6 +200,7 @@ static bool read_line(run *r, const char *line, size_t len, uint64_t number)
         .sequence = number,
         .keep_received_at = true,
         .unlimited = true,
+        .portable_log = r->pub != NULL, /* other nodes decode what goes to the stream */
     };
     ps_prepared *prep;
     ps_prepare_refusal refusal;
@@ -271,8 +279,49 @@ static void *reader(void *arg)
 
 /* ---- the writer (main thread) ---- */
 
+/* --replicate: waits until the stream has stored everything published. */
+static int publish_wait(run *r, uint64_t line)
+{
+    if (r->unacked == 0)
+        return EXIT_OK;
+    uint64_t seq = 0;
+    ps_status st = ps_repl_pub_wait(r->pub, &seq);
+    r->unacked = 0;
+    if (st != PS_OK)
+        return cli_fail(cli_exit_code(st),
+                        "%s: the stream did not store the messages before line %llu (%s); "
+                        "publish the file again: the stream and the store drop the duplicates",
+                        r->file, (unsigned long long)line, ps_status_str(st));
+    if (seq > r->last_seq)
+        r->last_seq = seq;
+    if (r->verbose)
+        fprintf(stderr, "published file=%s line=%llu messages=%llu sequence=%llu\n", r->file,
+                (unsigned long long)line, (unsigned long long)r->published,
+                (unsigned long long)r->last_seq);
+    return EXIT_OK;
+}
+
+static int publish(run *r, const entry *it)
+{
+    for (int d = 1; d < PS_DROP__COUNT; d++)
+        r->dropped[d] += ps_prepared_dropped_by(it->prep, (ps_drop)d);
+    size_t n = ps_prepared_logged(it->prep);
+    for (size_t i = 0; i < n; i++) {
+        ps_slice v = ps_prepared_log_value(it->prep, i), id = ps_prepared_log_id(it->prep, i);
+        ps_status st = ps_repl_pub_add(r->pub, PS_REPL_MESSAGE, (const char *)id.ptr, id.len, v);
+        if (st != PS_OK)
+            return cli_fail(cli_exit_code(st), "%s:%llu: cannot publish to the stream: %s", r->file,
+                            (unsigned long long)it->line, ps_status_str(st));
+        r->published++;
+        r->unacked++;
+    }
+    return r->unacked >= PUBLISH_WINDOW ? publish_wait(r, it->line) : EXIT_OK;
+}
+
 static int commit(run *r, uint64_t line)
 {
+    if (r->pub)
+        return publish_wait(r, line);
     ps_status st = ps_ingest_commit(r->in);
     if (st != PS_OK)
         return cli_fail(cli_exit_code(st),
@@ -323,7 +372,9 @@ static int take(run *r, const entry *it)
     r->lines++;
     r->file_lines++;
     if (it->kind == IT_SKIP) {
-        if (it->why != PS_DROP_NONE)
+        if (it->why != PS_DROP_NONE && r->pub)
+            r->dropped[it->why]++;
+        else if (it->why != PS_DROP_NONE)
             ps_ingest_unreadable(r->in, it->why);
         if (r->malformed++ < MALFORMED_SHOWN) {
             progress_done(r); /* the warning on a line of its own */
@@ -336,6 +387,8 @@ static int take(run *r, const entry *it)
         }
         return EXIT_OK;
     }
+    if (r->pub)
+        return publish(r, it);
     ps_status st = ps_ingest_prepared(r->in, it->prep);
     if (st != PS_OK)
         return cli_fail(cli_exit_code(st), "%s:%llu: %s%s; the open batch was not stored", r->file,
@@ -395,6 +448,33 @@ static int ingest_stream(run *r, FILE *f)
     return rc;
 }
 
+static void publish_summary(const run *r)
+{
+    double secs = (double)(ps_clock_now_ms() - r->started_ms) / 1000.0;
+    if (r->c->json) {
+        printf("{\"lines\":%llu,\"malformed_lines\":%llu,\"published\":%llu,\"sequence\":%llu,"
+               "\"seconds\":%.3f,\"dropped\":{",
+               (unsigned long long)r->lines, (unsigned long long)r->malformed,
+               (unsigned long long)r->published, (unsigned long long)r->last_seq, secs);
+        for (int i = 1, k = 0; i < PS_DROP__COUNT; i++)
+            if (r->dropped[i])
+                printf("%s\"%s\":%llu", k++ ? "," : "", ps_drop_name((ps_drop)i),
+                       (unsigned long long)r->dropped[i]);
+        printf("}}\n");
+        return;
+    }
+    printf("lines %llu (malformed %llu)\n", (unsigned long long)r->lines,
+           (unsigned long long)r->malformed);
+    printf("published %llu messages to the stream of %s, up to sequence %llu; every node "
+           "applies them\n",
+           (unsigned long long)r->published, ps_space_name(r->sp), (unsigned long long)r->last_seq);
+    for (int i = 1; i < PS_DROP__COUNT; i++)
+        if (r->dropped[i])
+            printf("dropped %s: %llu\n", ps_drop_name((ps_drop)i),
+                   (unsigned long long)r->dropped[i]);
+    printf("%.2f s, %.0f messages/s\n", secs, secs > 0 ? (double)r->published / secs : 0.0);
+}
+
 static void summary(const run *r, const ps_ingest_stats *s)
 {
     double secs = (double)(ps_clock_now_ms() - r->started_ms) / 1000.0;
@@ -446,6 +526,7 @@ static void summary(const run *r, const ps_ingest_stats *s)
 int cmd_ingest(cli *c)
 {
     const char *source = cli_take_option(c, "--source");
+    const char *replicate = cli_take_option(c, "--replicate");
     size_t batch_size = 50000; /* large commits: each rewrites the pages it touches once */
     bool verbose = cli_take_flag(c, "--verbose");
     int rc = cli_take_number(c, "--batch", 1, 1000000, &batch_size);
@@ -453,12 +534,30 @@ int cmd_ingest(cli *c)
         return rc;
     if (c->argc < 1)
         return cli_fail(EXIT_USAGE, "usage: profilectl ingest SPACE [FILE...|-] [--source ID] "
-                                    "[--batch N] [--verbose]");
+                                    "[--batch N] [--verbose] [--replicate URL]");
     if (source && (source[0] == 0 || strlen(source) > PS_SOURCE_ID_MAX))
         return cli_fail(EXIT_USAGE, "--source must be 1-%d characters", PS_SOURCE_ID_MAX);
     ps_space *sp;
     if ((rc = cli_open_space(c, c->argv[0], false, &sp)))
         return rc;
+    ps_repl *repl = NULL;
+    ps_repl_pub *pub = NULL;
+    if (replicate == NULL)
+        rc = cli_refuse_replicated(sp, "ingest",
+                                   "add --replicate nats://HOST:PORT to publish the messages "
+                                   "to the space's stream");
+    else if ((rc = cli_repl_connect(replicate, &repl)) == EXIT_OK) {
+        ps_status st = ps_repl_pub_open(repl, ps_space_name(sp), &pub);
+        if (st != PS_OK)
+            rc = cli_fail(cli_exit_code(st), "cannot reach the stream of space '%s': %s",
+                          ps_space_name(sp), ps_status_str(st));
+    }
+    if (rc) {
+        ps_repl_pub_close(pub);
+        ps_repl_close(repl);
+        ps_space_close(sp);
+        return rc;
+    }
     ps_mem_reserve_huge(PS_CLI_HEAP_RESERVE);
     ps_ingest_opts opts = {.source_id = source, .keep_received_at = true};
     ps_ingest *in;
@@ -470,7 +569,9 @@ int cmd_ingest(cli *c)
              .batch = batch_size,
              .verbose = verbose,
              .progress = isatty(2) && !verbose,
-             .started_ms = ps_clock_now_ms()};
+             .started_ms = ps_clock_now_ms(),
+             .repl = repl,
+             .pub = pub};
     pthread_mutex_init(&r.q.lock, NULL);
     pthread_cond_init(&r.q.more, NULL);
     pthread_cond_init(&r.q.room, NULL);
@@ -497,8 +598,16 @@ int cmd_ingest(cli *c)
     }
     if (r.malformed > MALFORMED_SHOWN)
         fprintf(stderr, "... %llu malformed lines in all\n", (unsigned long long)r.malformed);
-    summary(&r, ps_ingest_stats_get(in));
+    if (pub)
+        publish_summary(&r);
+    else
+        summary(&r, ps_ingest_stats_get(in));
     ps_ingest_end(in);
+    if (repl) {
+        ps_repl_pub_close(pub);
+        ps_repl_close(repl);
+        ps_repl_shutdown();
+    }
     ps_space_close(sp);
     pthread_mutex_destroy(&r.q.lock);
     pthread_cond_destroy(&r.q.more);

@@ -128,6 +128,14 @@ int cmd_rebuild(cli *c)
         ps_buf_clear(&settings);
         return rc;
     }
+    if (settings_path && !dry_run &&
+        (rc = cli_refuse_replicated(sp, "a rebuild under new settings",
+                                    "publish them with settings set --replicate URL, then "
+                                    "rebuild without --settings on each node")) != EXIT_OK) {
+        ps_buf_clear(&settings);
+        ps_space_close(sp);
+        return rc;
+    }
     int64_t t0 = ps_clock_now_ms();
     ps_ingest_stats s;
     ps_diags d;

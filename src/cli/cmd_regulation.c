@@ -11,7 +11,7 @@
 #include "ps/regulation.h"
 #include "ps/unmerge.h"
 
-static int create(cli *c)
+static int create(cli *c, const char *replicate)
 {
     ps_reg_request rq = {0};
     if (!ps_reg_type_parse(c->argv[2], &rq.type))
@@ -38,8 +38,26 @@ static int create(cli *c)
     if (rc)
         return rc;
     char id[PS_REG_ID_BUF];
-    ps_status st = ps_regulation_apply(sp, &rq, ps_clock_now_ms(), id);
+    ps_status st = PS_OK;
+    if (replicate) { /* every node runs it at its place in the stream, under the same id */
+        ps_buf rec;
+        ps_buf_init(&rec);
+        ps_regulation_encode(&rq, ps_clock_now_ms(), &rec);
+        uint64_t seq = 0;
+        rc =
+            cli_repl_publish(replicate, sp, PS_REPL_REGULATION, (ps_slice){rec.ptr, rec.len}, &seq);
+        ps_buf_clear(&rec);
+        snprintf(id, sizeof id, "reg_%016llx", (unsigned long long)seq);
+    } else {
+        rc = cli_refuse_replicated(sp, "a regulation",
+                                   "add --replicate nats://HOST:PORT to run it on every node "
+                                   "through the stream");
+        if (rc == EXIT_OK)
+            st = ps_regulation_apply(sp, &rq, ps_clock_now_ms(), id);
+    }
     ps_space_close(sp);
+    if (rc)
+        return rc;
     if (st != PS_OK)
         return cli_fail(cli_exit_code(st), "the regulation was not applied: %s", ps_status_str(st));
     if (c->json)
@@ -80,18 +98,20 @@ static int show_or_list(cli *c, bool show)
 
 int cmd_regulation(cli *c)
 {
+    const char *replicate = cli_take_option(c, "--replicate");
     int rc = cli_no_more_options(c);
     if (rc)
         return rc;
     const char *verb = c->argc > 0 ? c->argv[0] : "";
     if (strcmp(verb, "create") == 0 && c->argc >= 4)
-        return create(c);
+        return create(c, replicate);
     if (strcmp(verb, "list") == 0 && c->argc == 2)
         return show_or_list(c, false);
     if (strcmp(verb, "show") == 0 && c->argc == 3)
         return show_or_list(c, true);
-    return cli_fail(EXIT_USAGE, "usage: profilectl regulation create SPACE TYPE USER_ID... | "
-                                "regulation list SPACE | regulation show SPACE ID");
+    return cli_fail(EXIT_USAGE, "usage: profilectl regulation create SPACE TYPE USER_ID... "
+                                "[--replicate URL] | regulation list SPACE | regulation show "
+                                "SPACE ID");
 }
 
 int cmd_compact(cli *c)
@@ -138,6 +158,12 @@ int cmd_unmerge(cli *c)
         return rc;
     ps_buf out;
     ps_buf_init(&out);
+    if (!dry_run &&
+        (rc = cli_refuse_replicated(sp, "an unmerge",
+                                    "unmerges do not travel in the stream yet")) != EXIT_OK) {
+        ps_space_close(sp);
+        return rc;
+    }
     const char *why;
     ps_status st = ps_space_unmerge(sp, c->argv[1], dry_run, keep_apart, &out, &why);
     ps_space_close(sp);

@@ -77,6 +77,7 @@ int cmd_space(cli *c)
 
 int cmd_settings(cli *c)
 {
+    const char *replicate = cli_take_option(c, "--replicate");
     int rc = cli_no_more_options(c);
     if (rc)
         return rc;
@@ -128,8 +129,40 @@ int cmd_settings(cli *c)
             ps_buf_clear(&buf);
             return rc;
         }
-        ps_status st = ps_space_settings_set(sp, (const char *)buf.ptr, buf.len, &d);
-        if (st == PS_EINVAL) {
+        ps_status st;
+        uint64_t seq = 0;
+        if (replicate == NULL &&
+            (rc = cli_refuse_replicated(sp, "settings set",
+                                        "add --replicate nats://HOST:PORT to change them on "
+                                        "every node through the stream")) != EXIT_OK) {
+            ps_buf_clear(&buf);
+            ps_space_close(sp);
+            return rc;
+        }
+        if (replicate) { /* checked here, stored by every node at its place in the stream */
+            ps_rules *r = NULL;
+            st = ps_rules_parse((const char *)buf.ptr, buf.len, &r, &d);
+            if (st == PS_OK)
+                ps_rules_free(r);
+            if (st == PS_OK &&
+                (rc = cli_repl_publish(replicate, sp, PS_REPL_SETTINGS,
+                                       (ps_slice){buf.ptr, buf.len}, &seq)) != EXIT_OK) {
+                ps_buf_clear(&buf);
+                ps_space_close(sp);
+                return rc;
+            }
+        } else {
+            st = ps_space_settings_set(sp, (const char *)buf.ptr, buf.len, &d);
+        }
+        if (st == PS_OK && replicate) {
+            if (c->json)
+                printf("{\"valid\":true,\"published\":true,\"sequence\":%llu}\n",
+                       (unsigned long long)seq);
+            else
+                printf("settings of %s published to its stream at sequence %llu; every node "
+                       "applies them there\n",
+                       c->argv[1], (unsigned long long)seq);
+        } else if (st == PS_EINVAL) {
             if (c->json)
                 cli_json_diags(&d);
             else
@@ -148,7 +181,8 @@ int cmd_settings(cli *c)
         return rc;
     }
     return cli_fail(EXIT_USAGE,
-                    "usage: profilectl settings get SPACE | set SPACE FILE | check FILE");
+                    "usage: profilectl settings get SPACE | set SPACE FILE [--replicate URL] | "
+                    "check FILE");
 }
 
 /* profilectl snapshot SPACE DIR: a consistent copy of the space that DIR can serve as a data

@@ -93,6 +93,27 @@ void http_profile_park_drop(worker *w)
         unpark(w, w->parked);
 }
 
+/* Replicated: publishes the regulation record ps_api_serve() left in the body, and answers
+ * with the id every node gives it (its stream sequence). Blocks for the stream's round trip:
+ * regulations are rare. */
+static void publish_regulation(ps_writer *wr, ps_api_reply *rep)
+{
+    uint64_t seq = 0;
+    ps_status st =
+        ps_writer_publish(wr, PS_REPL_REGULATION, (ps_slice){rep->body.ptr, rep->body.len}, &seq);
+    ps_buf_reset(&rep->body);
+    if (st != PS_OK) {
+        ps_api_error(rep, 503, "unavailable",
+                     "The regulation could not be stored in the space's stream (%s); nothing "
+                     "was kept. Retry later.",
+                     ps_status_str(st));
+        return;
+    }
+    rep->position = seq;
+    ps_buf_printf(&rep->body, "{\"data\":{\"regulateId\":\"reg_%016llx\"}}",
+                  (unsigned long long)seq);
+}
+
 void http_profile_handle(http_req *rq, bool serves_profiles)
 {
     worker *w = rq->w;
@@ -204,7 +225,10 @@ void http_profile_handle(http_req *rq, bool serves_profiles)
         }
     }
     rq2.recheck = rq->wait_until_ms != 0;
+    rq2.replicated = ps_writer_replicated(running);
     ps_api_serve(sp, &rq2, rep);
+    if (rep->publish_regulation) /* replicated: every node runs it at its place in the stream */
+        publish_regulation(running, rep);
     if (rep->wait_ms > 0 && park(rq, rep->wait_ms))
         return;                     /* asked again later (park_fire) */
     if (sp && rep->import_queued) { /* the space's writer runs it in its stream */
@@ -212,7 +236,7 @@ void http_profile_handle(http_req *rq, bool serves_profiles)
         if (wr)
             ps_writer_regulations(wr, 0);
     }
-    if (sp && rq2.route == PS_API_REG_CREATE && rep->status == 200) {
+    if (sp && rq2.route == PS_API_REG_CREATE && rep->status == 200 && !rq2.replicated) {
         /* the space's writer runs it after the events acknowledged before it */
         ps_writer *wr = http_registry_writer(s->reg, sp);
         size_t ran;

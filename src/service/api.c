@@ -708,6 +708,12 @@ static void serve_regulations(ctx *c)
             ps_api_error(out, 400, "bad_request", "%s", why);
             return;
         }
+        if (rq->replicated) { /* the stream takes it; the transport publishes the record */
+            ps_regulation_encode(&reg, rq->now_ms, &out->body);
+            ps_reg_request_clear(&reg);
+            out->publish_regulation = true;
+            return;
+        }
         char id[PS_REG_ID_BUF];
         st = ps_regulation_create(c->sp, &reg, rq->now_ms, id, &out->regulation_seq);
         ps_reg_request_clear(&reg);
@@ -1019,9 +1025,20 @@ void ps_api_serve(ps_space *sp, const ps_api_request *rq, ps_api_reply *out)
     out->regulation_seq = 0;
     out->wait_ms = 0;
     out->import_queued = false;
+    out->publish_regulation = false;
     ps_buf_reset(&out->body);
     if (!authorize(&c))
         goto done;
+    if (rq->replicated && (rq->route == PS_API_DELETE_IDS || rq->route == PS_API_IMPORT_CREATE)) {
+        ps_api_error(out, 409, "not_replicated", "%s",
+                     rq->route == PS_API_DELETE_IDS
+                         ? "This space is replicated, and deleting one identifier does "
+                           "not travel in its stream: create a DELETE regulation for the "
+                           "userId instead."
+                         : "This space is replicated, and CSV imports do not travel in "
+                           "its stream: send the rows as identify calls instead.");
+        goto done;
+    }
     if (rq->route >= PS_API_REG_CREATE && rq->route < PS_API__ROUTES) {
         ps_txn_abort(c.t); /* the space's own routes run their own transactions */
         c.t = NULL;

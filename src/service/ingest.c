@@ -615,6 +615,11 @@ ps_status ps_ingest_prepared(ps_ingest *in, const ps_prepared *p)
     return PS_OK;
 }
 
+ps_slice ps_prepared_log_id(const ps_prepared *p, size_t i)
+{
+    return ps_store_log_value_id(ps_prepared_log_value(p, i));
+}
+
 ps_slice ps_prepared_log_value(const ps_prepared *p, size_t i)
 {
     size_t from = i ? p->log_end[i - 1] : 0;
@@ -776,6 +781,28 @@ ps_status ps_ingest_stream_applied(ps_space *sp, uint64_t *seq)
 ps_status ps_ingest_stream_mark(ps_ingest *in, uint64_t seq)
 {
     return mark_put(in, STREAM_APPLIED_KEY, seq);
+}
+
+ps_status ps_ingest_settings(ps_ingest *in, const char *json, size_t len, ps_diags *diags)
+{
+    PS_ASSERT(in->pending_messages == 0);
+    ps_status st = open_batch(in);
+    if (st == PS_OK && (st = ps_space_settings_put(in->txn, json, len, diags)) != PS_OK &&
+        st != PS_EINVAL)
+        return batch_failed(in, st);
+    return st;
+}
+
+ps_status ps_ingest_regulation(ps_ingest *in, uint64_t seq, ps_slice record)
+{
+    PS_ASSERT(in->pending_messages == 0);
+    ps_status st = open_batch(in);
+    char id[PS_REG_ID_BUF];
+    if (st == PS_OK &&
+        (st = ps_regulation_run_at(in->txn, ps_space_name(in->space), seq, record, id)) != PS_OK &&
+        st != PS_EINVAL)
+        return batch_failed(in, st);
+    return st;
 }
 
 ps_status ps_ingest_logged(ps_ingest *in, ps_slice value)

@@ -487,6 +487,38 @@ ps_status ps_regulation_run_pending(ps_space *sp, int64_t now_ms, uint64_t up_to
     }
 }
 
+void ps_regulation_encode(const ps_reg_request *rq, int64_t created_ms, ps_buf *out)
+{
+    pending_encode(rq, created_ms, out);
+}
+
+ps_status ps_regulation_run_at(ps_txn *t, const char *space, uint64_t seq, ps_slice record,
+                               char id[PS_REG_ID_BUF])
+{
+    ps_reg_request rq;
+    int64_t created_ms = 0;
+    size_t erased = 0;
+    snprintf(id, PS_REG_ID_BUF, "reg_%016llx", (unsigned long long)seq);
+    ps_status st = pending_decode(record, &rq, &created_ms);
+    if (st != PS_OK)
+        return PS_EINVAL;
+    st = execute(t, &rq, created_ms, &erased);
+    if (st == PS_OK)
+        st = put_record(t, seq, &rq, "FINISHED", created_ms, created_ms);
+    uint64_t next = 1;
+    if (st == PS_OK && (st = ps_store_meta_get_u64(t, REG_NEXT_KEY, &next)) == PS_ENOTFOUND)
+        st = PS_OK;
+    if (st == PS_OK && next <= seq) /* a local id never reuses a replicated one */
+        st = ps_store_meta_put_u64(t, REG_NEXT_KEY, seq + 1);
+    if (st == PS_OK)
+        ps_log(PS_LOG_INFO,
+               "msg=\"regulation applied\" space=%s id=%s type=%s subjects=%zu "
+               "profiles_erased=%zu",
+               space, id, ps_reg_type_name(rq.type), rq.count, erased);
+    ps_reg_request_clear(&rq);
+    return st;
+}
+
 bool ps_regulation_any_pending(ps_space *sp)
 {
     ps_txn *t;

@@ -269,17 +269,23 @@ bool ps_space_rate_take(ps_space *sp, const ps_rules *r, ps_rate_kind kind, int6
     return ok;
 }
 
-ps_status ps_space_settings_set(ps_space *sp, const char *json, size_t len, ps_diags *diags)
+ps_status ps_space_settings_put(ps_txn *t, const char *json, size_t len, ps_diags *diags)
 {
     ps_rules *r;
     ps_status st = ps_rules_parse(json, len, &r, diags);
     if (st != PS_OK)
         return st;
     ps_rules_free(r);
+    return ps_store_meta_put(t, "settings", (ps_slice){(const uint8_t *)json, len});
+}
+
+ps_status ps_space_settings_set(ps_space *sp, const char *json, size_t len, ps_diags *diags)
+{
     ps_txn *t;
-    if ((st = ps_txn_begin(sp->store, true, &t)) != PS_OK)
+    ps_status st = ps_txn_begin(sp->store, true, &t);
+    if (st != PS_OK)
         return st;
-    st = ps_store_meta_put(t, "settings", (ps_slice){(const uint8_t *)json, len});
+    st = ps_space_settings_put(t, json, len, diags);
     if (st != PS_OK) {
         ps_txn_abort(t);
         return st;

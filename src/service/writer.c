@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -78,9 +79,11 @@ struct ps_writer {
     bool apply_failed;     /* stopped with payloads the store could not take (still journaled) */
     ps_writer_stats stats; /* the histograms and sums (the queue figures are read live) */
     /* replicated (o.repl): the journal thread publishes, the apply thread reads the stream */
-    ps_repl_pub *pub;     /* the journal thread's, opened on first use */
-    uint64_t stream_last; /* the stream's last sequence as last seen */
-    bool stream_reading;  /* the apply thread holds a subscription */
+    ps_repl_pub *pub;           /* the journal thread's, opened on first use */
+    pthread_mutex_t admin_lock; /* guards admin_pub */
+    ps_repl_pub *admin_pub;     /* settings and regulations (ps_writer_publish) */
+    uint64_t stream_last;       /* the stream's last sequence as last seen */
+    bool stream_reading;        /* the apply thread holds a subscription */
 };
 
 const uint32_t ps_writer_group_bounds[PS_WRITER_GROUP_BUCKETS - 1] = {1,    10,   100,   500,
@@ -213,8 +216,7 @@ static void publish_group(ps_writer *w, item *group)
     for (item *it = group; it && st == PS_OK; it = it->next) {
         size_t n = it->p ? ps_prepared_logged(it->p) : 0;
         for (size_t i = 0; i < n && st == PS_OK; i++, sent++) {
-            ps_slice v = ps_prepared_log_value(it->p, i);
-            ps_slice id = ps_store_log_value_id(v);
+            ps_slice v = ps_prepared_log_value(it->p, i), id = ps_prepared_log_id(it->p, i);
             st = ps_repl_pub_add(w->pub, PS_REPL_MESSAGE, (const char *)id.ptr, id.len, v);
         }
     }
@@ -485,6 +487,29 @@ static ps_status stream_commit(ps_writer *w, uint64_t at, size_t messages)
     return st;
 }
 
+/* Applies a settings or regulation record into an empty batch. One that cannot apply
+ * (settings this version finds invalid, a kind it does not know) is logged and passed over:
+ * every node of the same version passes over it alike. */
+static ps_status stream_record(ps_writer *w, const ps_repl_msg *m)
+{
+    ps_status st = PS_EINVAL;
+    ps_diags d;
+    memset(&d, 0, sizeof d);
+    if (m->kind == PS_REPL_SETTINGS)
+        st = ps_ingest_settings(w->in, (const char *)m->data.ptr, m->data.len, &d);
+    else if (m->kind == PS_REPL_REGULATION)
+        st = ps_ingest_regulation(w->in, m->seq, m->data);
+    if (st == PS_OK && m->kind == PS_REPL_SETTINGS)
+        ps_log(PS_LOG_INFO, "msg=\"settings applied from the stream\" space=%s seq=%llu",
+               ps_space_name(w->space), (unsigned long long)m->seq);
+    if (st == PS_EINVAL) {
+        ps_log(PS_LOG_ERROR, "msg=\"stream record passed over\" space=%s seq=%llu kind=%d",
+               ps_space_name(w->space), (unsigned long long)m->seq, (int)m->kind);
+        st = PS_OK;
+    }
+    return st;
+}
+
 static void *stream_run(void *arg)
 {
     ps_writer *w = arg;
@@ -532,10 +557,17 @@ static void *stream_run(void *arg)
         }
         if (st == PS_OK) {
             ps_status ast = PS_OK;
-            if (m.kind == PS_REPL_MESSAGE)
+            if (m.kind == PS_REPL_MESSAGE) {
                 ast = ps_ingest_logged(w->in, m.data);
-            else /* a kind this version does not know: refuse to go past it */
-                ast = PS_ECORRUPT;
+            } else if (at > done && (ast = stream_commit(w, at, messages)) == PS_OK) {
+                done = at; /* what came before resolves under the old settings */
+                messages = 0;
+            }
+            if (ast == PS_OK && m.kind != PS_REPL_MESSAGE) {
+                ast = stream_record(w, &m);
+                if (ast == PS_OK && (ast = stream_commit(w, m.seq, 0)) == PS_OK)
+                    done = at = m.seq;
+            }
             pthread_mutex_lock(&w->lock);
             if (m.seq + m.pending > w->stream_last)
                 w->stream_last = m.seq + m.pending;
@@ -553,6 +585,8 @@ static void *stream_run(void *arg)
                 pause_unless_stopping(w, APPLY_RETRY_MS);
                 continue;
             }
+            if (m.kind != PS_REPL_MESSAGE) /* committed with its mark already */
+                continue;
             if (at == done)
                 opened = mono_ms();
             at++;
@@ -741,6 +775,8 @@ static void writer_release(ps_writer *w)
     ps_ingest_end(w->in);
     ps_journal_close(w->journal);
     ps_repl_pub_close(w->pub);
+    ps_repl_pub_close(w->admin_pub);
+    pthread_mutex_destroy(&w->admin_lock);
     pthread_cond_destroy(&w->progress);
     pthread_cond_destroy(&w->room);
     pthread_cond_destroy(&w->awake);
@@ -787,6 +823,7 @@ ps_status ps_writer_start(ps_space *sp, const ps_writer_opts *opts, ps_writer **
     }
     w->acked = w->applied = applied;
     pthread_mutex_init(&w->lock, NULL);
+    pthread_mutex_init(&w->admin_lock, NULL);
     pthread_cond_init(&w->jwake, NULL);
     pthread_cond_init(&w->awake, NULL);
     pthread_cond_init(&w->room, NULL);
@@ -851,6 +888,29 @@ ps_status ps_writer_submit(ps_writer *w, ps_prepared *p, ps_writer_done done, vo
 bool ps_writer_replicated(const ps_writer *w)
 {
     return w && w->o.repl;
+}
+
+ps_status ps_writer_publish(ps_writer *w, ps_repl_kind kind, ps_slice data, uint64_t *seq)
+{
+    *seq = 0;
+    if (w == NULL || w->o.repl == NULL)
+        return PS_ECONFLICT;
+    pthread_mutex_lock(&w->admin_lock);
+    ps_status st = PS_OK;
+    if (w->admin_pub == NULL)
+        st = ps_repl_pub_open(w->o.repl, ps_space_name(w->space), &w->admin_pub);
+    if (st == PS_OK)
+        st = ps_repl_pub_add(w->admin_pub, kind, NULL, 0, data);
+    if (st == PS_OK)
+        st = ps_repl_pub_wait(w->admin_pub, seq);
+    pthread_mutex_unlock(&w->admin_lock);
+    if (st == PS_OK) {
+        pthread_mutex_lock(&w->lock);
+        if (*seq > w->acked) /* reads on this node wait for it, like for acknowledged events */
+            w->acked = *seq;
+        pthread_mutex_unlock(&w->lock);
+    }
+    return st;
 }
 
 bool ps_writer_await_position(ps_writer *w, uint64_t seq, int timeout_ms)
