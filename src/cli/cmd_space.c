@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli_int.h"
+#include "ps/ingest.h"
 
 #define SETTINGS_MAX_BYTES (1024 * 1024)
 
@@ -207,16 +208,32 @@ int cmd_snapshot(cli *c)
     if (st != PS_OK)
         return cli_fail(cli_exit_code(st), "cannot snapshot space '%s': %s", c->argv[0],
                         ps_status_str(st));
+    /* a replicated space's copy records where it stands in the stream: a node started on
+     * it reads the stream from there on (docs/replication.md) */
+    uint64_t stream_seq = 0;
+    bool replicated = false;
+    if (ps_space_open(c->argv[1], c->argv[0], true, &sp) == PS_OK) {
+        replicated = ps_ingest_stream_applied(sp, &stream_seq) == PS_OK;
+        ps_space_close(sp);
+    }
+    char stream[48] = "";
     if (c->json) {
         ps_buf b;
         ps_buf_init(&b);
         ps_buf_json_cstr(&b, c->argv[1]);
-        printf("{\"space\":\"%s\",\"data\":%s,\"log_seq\":%llu,\"records\":%llu}\n", c->argv[0],
-               (const char *)b.ptr, (unsigned long long)log_seq, (unsigned long long)records);
+        if (replicated)
+            snprintf(stream, sizeof stream, ",\"stream_seq\":%llu", (unsigned long long)stream_seq);
+        printf("{\"space\":\"%s\",\"data\":%s,\"log_seq\":%llu,\"records\":%llu%s}\n", c->argv[0],
+               (const char *)b.ptr, (unsigned long long)log_seq, (unsigned long long)records,
+               stream);
         ps_buf_clear(&b);
     } else {
-        printf("snapshot of %s at log message %llu (%llu records) in %s/spaces/%s\n", c->argv[0],
-               (unsigned long long)log_seq, (unsigned long long)records, c->argv[1], c->argv[0]);
+        if (replicated)
+            snprintf(stream, sizeof stream, ", stream sequence %llu",
+                     (unsigned long long)stream_seq);
+        printf("snapshot of %s at log message %llu%s (%llu records) in %s/spaces/%s\n", c->argv[0],
+               (unsigned long long)log_seq, stream, (unsigned long long)records, c->argv[1],
+               c->argv[0]);
     }
     return EXIT_OK;
 }

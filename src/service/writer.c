@@ -42,7 +42,12 @@
 #define APPLY_MIN_MS 20      /* an idle apply thread commits this soon after its first payload */
 #define APPLY_RETRY_MS 1000  /* after a failed commit */
 #define RECOVER_EVENTS 50000 /* journal records per commit when recovering */
-#define DRAIN_WAIT_MS 10000  /* another process's server: how long to wait for it to apply */
+#define DRAIN_WAIT_MS 10000
+#define STALL_MS                                                                                   \
+    3000 /* replicated: no record this long while some wait: read again */ /* another process's    \
+                                                                              server: how long to  \
+                                                                              wait for it to apply \
+                                                                            */
 
 typedef struct item {
     struct item *next;
@@ -520,7 +525,7 @@ static void *stream_run(void *arg)
     uint64_t done = w->applied; /* committed */
     uint64_t at = done;         /* taken into the open transaction */
     size_t messages = 0;
-    int64_t opened = 0, last_info = 0;
+    int64_t opened = 0, last_info = 0, last_msg = mono_ms();
     for (;;) {
         pthread_mutex_lock(&w->lock);
         bool stop = w->journal_done, readers = w->waiting_readers > 0;
@@ -545,6 +550,8 @@ static void *stream_run(void *arg)
             wait = 0;
         ps_repl_msg m;
         ps_status st = ps_repl_sub_next(sub, wait, &m);
+        if (st == PS_OK)
+            last_msg = mono_ms();
         if (st == PS_OK && m.seq <= at) { /* delivered again */
             ps_repl_msg_free(&m);
             continue;
@@ -603,6 +610,17 @@ static void *stream_run(void *arg)
                 pthread_mutex_lock(&w->lock);
                 w->stream_last = last;
                 pthread_mutex_unlock(&w->lock);
+                /* records wait, yet none came for a while: the consumer is stuck (its server
+                 * went away); a new one starts where the store stands */
+                if (last > at && mono_ms() - last_msg >= STALL_MS) {
+                    ps_log(PS_LOG_WARN,
+                           "msg=\"stream reader stalled; reading again\" space=%s "
+                           "applied=%llu last=%llu",
+                           name, (unsigned long long)at, (unsigned long long)last);
+                    ps_repl_sub_close(sub);
+                    sub = NULL;
+                    last_msg = mono_ms();
+                }
             }
         }
         if (at > done) {
