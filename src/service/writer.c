@@ -42,12 +42,8 @@
 #define APPLY_MIN_MS 20      /* an idle apply thread commits this soon after its first payload */
 #define APPLY_RETRY_MS 1000  /* after a failed commit */
 #define RECOVER_EVENTS 50000 /* journal records per commit when recovering */
-#define DRAIN_WAIT_MS 10000
-#define STALL_MS                                                                                   \
-    3000 /* replicated: no record this long while some wait: read again */ /* another process's    \
-                                                                              server: how long to  \
-                                                                              wait for it to apply \
-                                                                            */
+#define DRAIN_WAIT_MS 10000  /* another process's server: how long to wait for it to apply */
+#define STALL_MS 3000        /* replicated: no record this long while some wait: read again */
 
 typedef struct item {
     struct item *next;
