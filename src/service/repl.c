@@ -38,6 +38,8 @@ struct ps_repl_pub {
     char subject[NAME_MAX_LEN];
     pthread_mutex_t lock; /* the ack handler runs on the library's thread */
     uint64_t sent, acked, failed, last_seq;
+    bool ever_sent; /* the library keeps no pending list before the first send (asking for
+                     * it then crashes) */
     char first_error[120];
 };
 
@@ -109,6 +111,15 @@ static bool server_ok(const char *s, size_t len, char *out, size_t cap, char *wh
     return true;
 }
 
+/* With a callback, a first connection that fails goes on in the background instead of
+ * blocking the caller until it succeeds. */
+static void on_connected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    (void)closure;
+    ps_log(PS_LOG_INFO, "msg=\"connected to NATS\"");
+}
+
 ps_status ps_repl_connect(const ps_repl_opts *o, ps_repl **out, char *why, size_t why_len)
 {
     *out = NULL;
@@ -157,7 +168,7 @@ ps_status ps_repl_connect(const ps_repl_opts *o, ps_repl **out, char *why, size_
     if (s == NATS_OK)
         s = natsOptions_SetTimeout(r->opts, 2000);
     if (s == NATS_OK)
-        s = natsOptions_SetRetryOnFailedConnect(r->opts, true, NULL, NULL);
+        s = natsOptions_SetRetryOnFailedConnect(r->opts, true, on_connected, NULL);
     if (s == NATS_OK) {
         s = natsConnection_Connect(&r->nc, r->opts);
         if (s == NATS_NOT_YET_CONNECTED) /* it goes on trying in the background */
@@ -301,6 +312,7 @@ ps_status ps_repl_pub_add(ps_repl_pub *p, ps_repl_kind kind, const char *msg_id,
         pthread_mutex_lock(&p->lock);
         p->sent++;
         pthread_mutex_unlock(&p->lock);
+        p->ever_sent = true;
         s = js_PublishMsgAsync(p->js, &m, &po);
         if (s != NATS_OK) {
             pthread_mutex_lock(&p->lock);
@@ -317,7 +329,7 @@ ps_status ps_repl_pub_wait(ps_repl_pub *p, uint64_t *last_seq)
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MaxWait = p->r->timeout_ms;
-    natsStatus s = js_PublishAsyncComplete(p->js, &po);
+    natsStatus s = p->ever_sent ? js_PublishAsyncComplete(p->js, &po) : NATS_OK;
     if (s != NATS_OK) { /* take back what is unanswered: those acks will not be counted */
         natsMsgList pending;
         if (js_PublishAsyncGetPendingList(&pending, p->js) == NATS_OK)
@@ -345,7 +357,7 @@ void ps_repl_pub_close(ps_repl_pub *p)
         return;
     if (p->js) {
         natsMsgList pending;
-        if (js_PublishAsyncGetPendingList(&pending, p->js) == NATS_OK)
+        if (p->ever_sent && js_PublishAsyncGetPendingList(&pending, p->js) == NATS_OK)
             natsMsgList_Destroy(&pending);
         jsCtx_Destroy(p->js);
     }
