@@ -60,8 +60,8 @@ void ps_repl_pub_close(ps_repl_pub *p); /* NULL is a no-op */
 
 /* ---- applying: the stream in order ---- */
 typedef struct ps_repl_sub ps_repl_sub;
-/* Reads the space's stream from sequence `from` (at least 1) on, in order. PS_ENOTFOUND when
- * the stream does not exist yet. */
+/* Reads the space's stream from sequence `from` (at least 1) on, in order, creating the
+ * stream when it is missing. PS_EIO while the cluster cannot be reached. */
 ps_status ps_repl_sub_open(ps_repl *r, const char *space, uint64_t from, ps_repl_sub **out);
 
 typedef struct ps_repl_msg {

@@ -160,6 +160,9 @@ void http_metrics_dropped(metrics *m, ps_drop why, uint64_t n);
 /* Appends the exposition text: request counters, latency histograms and, when `reg` is not
  * NULL, per space: profiles, identifiers, merges and LMDB map usage. */
 void http_metrics_render(metrics *m, registry *reg, ps_buf *out);
+/* The /healthz body: {"status":"ok"}, and when `replicated` how far the stream is applied
+ * (the largest lag of any space; each space's figures when `spaces`). */
+void http_health_render(registry *reg, bool replicated, bool spaces, ps_buf *out);
 /* The route's name in /metrics and the access log ("traits", "tracking_batch", ...). */
 const char *http_route_label(int route);
 

@@ -293,3 +293,56 @@ void http_metrics_render(metrics *m, registry *reg, ps_buf *out)
                 l.items[i].name, l.items[i].filters[f], (unsigned long long)l.items[i].filtered[f]);
     free(l.items);
 }
+
+typedef struct health {
+    registry *reg;
+    bool spaces, connected;
+    uint64_t lag;
+    size_t count;
+    ps_buf detail;
+} health;
+
+static void space_health(void *ud, ps_space *sp)
+{
+    health *h = ud;
+    ps_writer *w = http_registry_writer_running(h->reg, sp);
+    ps_writer_stats ws;
+    if (w == NULL)
+        return;
+    ps_writer_stats_get(w, &ws);
+    if (!ws.replicated)
+        return;
+    uint64_t lag = ws.stream_last - ws.stream_applied;
+    h->connected = h->connected && ws.stream_connected;
+    if (lag > h->lag)
+        h->lag = lag;
+    if (h->spaces)
+        ps_buf_printf(&h->detail,
+                      "%s\"%s\":{\"applied\":%llu,\"last\":%llu,\"lag\":%llu,\"connected\":%s}",
+                      h->count ? "," : "", ps_space_name(sp), (unsigned long long)ws.stream_applied,
+                      (unsigned long long)ws.stream_last, (unsigned long long)lag,
+                      ws.stream_connected ? "true" : "false");
+    h->count++;
+}
+
+void http_health_render(registry *reg, bool replicated, bool spaces, ps_buf *out)
+{
+    if (!replicated) {
+        ps_buf_puts(out, "{\"status\":\"ok\"}");
+        return;
+    }
+    health h = {.reg = reg, .spaces = spaces, .connected = true};
+    ps_buf_init(&h.detail);
+    http_registry_each(reg, space_health, &h);
+    /* reads are served either way; a node that cannot read its stream falls behind */
+    ps_buf_printf(out, "{\"status\":\"%s\",\"replication\":{\"connected\":%s,\"lag\":%llu",
+                  h.connected ? "ok" : "degraded", h.connected ? "true" : "false",
+                  (unsigned long long)h.lag);
+    if (spaces) {
+        ps_buf_puts(out, ",\"spaces\":{");
+        ps_buf_append(out, h.detail.ptr, h.detail.len);
+        ps_buf_puts(out, "}");
+    }
+    ps_buf_puts(out, "}}");
+    ps_buf_clear(&h.detail);
+}

@@ -152,8 +152,9 @@ void http_profile_handle(http_req *rq, bool serves_profiles)
         if (method != HTTP_GET && method != HTTP_HEAD) {
             allow = "GET";
             ps_api_error(rep, 405, "invalid_request_error", "Use GET on this route.");
-        } else if (route == ROUTE_HEALTHZ) {
-            ps_buf_puts(&rep->body, "{\"status\":\"ok\"}");
+        } else if (route == ROUTE_HEALTHZ) { /* per space only on the operators' listener */
+            http_health_render(s->reg, s->cfg.writer.repl != NULL, rq->kind == LISTEN_METRICS,
+                               &rep->body);
         } else {
             /* per-space series name every space: only on the operators' listener
              * (--metrics-listen), never where anyone can ask (docs/security.md) */

@@ -375,6 +375,8 @@ ps_status ps_repl_sub_open(ps_repl *r, const char *space, uint64_t from, ps_repl
     jsOptions_Init(&jo);
     natsStatus ns = js_open(r, &jo, &s->js);
     jsErrCode jerr = 0;
+    if (ns == NATS_OK && ensure_stream(r, s->js, space) != PS_OK)
+        ns = NATS_ERR; /* the cluster is not there yet: the caller tries again */
     if (ns == NATS_OK) {
         jsSubOptions so;
         jsSubOptions_Init(&so);

@@ -255,6 +255,19 @@ def test_three_nodes_converge_through_failures():
             n.start()
             nodes.append(n)
         final = converge(nodes, max_seq[0], 240 * MULT)
+        for n in nodes:  # health and metrics say the same: connected, nothing left to apply
+            status, _, body = n.srv.request("GET", "/healthz", port=n.srv.metrics_port)
+            assert status == 200 and body["status"] == "ok", body
+            assert body["replication"]["connected"] and body["replication"]["lag"] == 0, body
+            assert body["replication"]["spaces"]["s"]["applied"] == final, (body, final)
+            status, _, body = n.srv.request("GET", "/healthz")
+            assert "spaces" not in body["replication"], body  # the public listener names none
+        if shutil.which("promtool"):
+            status, _, text = nodes[0].srv.request("GET", "/metrics", raw=True,
+                                                   port=nodes[0].srv.metrics_port)
+            p = subprocess.run(["promtool", "check", "metrics"], input=text,
+                               capture_output=True, timeout=60)
+            assert p.returncode == 0, p.stdout + p.stderr
         # read-your-writes: a sequence every node has is served at once; one past the end
         # waits, then says 503 with Retry-After
         status, _, _ = nodes[2].srv.request("GET", "/v1/spaces/s/collections/users/profiles/"
