@@ -7,8 +7,9 @@ largest point of the scale curve in people (default 1000000), BENCH_SECONDS per 
 (default 8), BENCH_KEEP=1 keeps the work directory, BENCH_BIN the directory of the binaries
 to measure (default build/bin; a build of an older commit gives the "before" column of
 docs/benchmarks.md), BENCH_QUALITY_EVENTS events in each resolution-quality population
-(default 100000), BENCH_PARTS=quality for the resolution-quality tables alone. Prints
-Markdown tables on stdout and progress on stderr."""
+(default 100000), BENCH_PARTS=quality for the resolution-quality tables alone,
+BENCH_PARTS=replication for replicated ingest alone (it needs nats-server). Prints Markdown
+tables on stdout and progress on stderr."""
 import collections
 import json
 import os
@@ -60,11 +61,12 @@ def free_port():
 
 
 class Profiled:
-    def __init__(self, data):
+    def __init__(self, data, *args):
         self.port = free_port()
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen([os.path.join(BIN, "profiled"), "--data", data, "--listen",
-                                      "127.0.0.1:%d" % self.port, "--threads", str(THREADS)],
+                                      "127.0.0.1:%d" % self.port, "--threads", str(THREADS),
+                                      *args],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         servers.append(self.proc)
 
@@ -195,6 +197,8 @@ def quality_result(population, name, r):
 
 
 def print_quality():
+    if not quality_rows:
+        return
     print("\n| Population | Settings | Precision | Recall | Profiles | Over 100 events |")
     print("|---|---|---|---|---|---|")
     for r in quality_rows:
@@ -209,10 +213,14 @@ def print_quality():
 def main():
     work = tempfile.mkdtemp(prefix="ps-bench-")
     log("work directory %s, BENCH_SIZE=%d BENCH_SCALE=%d" % (work, SIZE, SCALE))
+    parts = os.environ.get("BENCH_PARTS", "all")
     try:
-        if os.environ.get("BENCH_PARTS", "all") != "quality":
+        if parts == "all":
             bench(work)
-        quality_bench(work)
+        if parts in ("all", "replication"):
+            replication_bench(work)
+        if parts in ("all", "quality"):
+            quality_bench(work)
     finally:
         for p in servers:
             p.kill()
@@ -406,6 +414,123 @@ def bench(work):
             % (p99, ", %d non-2xx (ids never logged in)" % errs if errs else "", cold * 1000))
         shutil.rmtree(sdata, ignore_errors=True)
 
+
+
+def nats_cluster(work, n):
+    """n JetStream servers on 127.0.0.1 in one cluster; returns their client URLs."""
+    client = [free_port() for _ in range(n)]
+    route = [free_port() for _ in range(n)]
+    for i in range(n):
+        args = ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(client[i]), "-n", "b%d" % i,
+                "-sd", os.path.join(work, "nats-%d-%d" % (n, i))]
+        if n > 1:
+            args += ["--cluster_name", "bench", "--cluster", "nats://127.0.0.1:%d" % route[i],
+                     "--routes", ",".join("nats://127.0.0.1:%d" % p
+                                          for j, p in enumerate(route) if j != i)]
+        servers.append(subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL))
+    return ",".join("nats://127.0.0.1:%d" % p for p in client)
+
+
+def stream_lag(metrics_url, stop, samples):
+    """Samples (time, applied, last) of the space's stream every 10 ms until `stop` is set."""
+    while not stop.is_set():
+        try:
+            with urllib.request.urlopen(metrics_url, timeout=5) as r:
+                text = r.read().decode()
+            a = re.search(r'^profiled_stream_applied_sequence\{space="r"\} (\d+)$', text, re.M)
+            last = re.search(r'^profiled_stream_last_sequence\{space="r"\} (\d+)$', text, re.M)
+            if a and last:
+                samples.append((time.monotonic(), int(a.group(1)), int(last.group(1))))
+        except OSError:
+            pass
+        stop.wait(0.01)
+
+
+def lag_figures(samples):
+    """p99 of the lag in records, and in ms: for each sample, how long until the store had
+    applied what the stream held then."""
+    if not samples:
+        return 0, 0.0
+    records = sorted(last - applied for _, applied, last in samples)
+    times, j = [], 0
+    for t, _, last in samples:
+        while j < len(samples) and samples[j][1] < last:
+            j += 1
+        if j == len(samples):
+            break
+        times.append(max(0.0, samples[j][0] - t) * 1000)
+        j = min(j, len(samples) - 1)
+    times.sort()
+    pick = lambda xs: xs[min(len(xs) - 1, int(len(xs) * 0.99))] if xs else 0  # noqa: E731
+    return pick(records), pick(times)
+
+
+def replication_bench(work):
+    """Replicated ingest beside local durable ingest, on this machine: the same corpus through
+    ingest_bench into one node, first with its local journal, then through a JetStream stream
+    with one replica and with three (three servers in one cluster)."""
+    import threading
+    if shutil.which("nats-server") is None:
+        log("replication: nats-server is not installed; skipped")
+        return
+    size = min(SIZE, 100000)
+    corpus = os.path.join(work, "repl-corpus.ndjson")
+    with open(corpus, "w") as f:
+        subprocess.run([os.path.join(BIN, "gen_events"), "--events", str(size), "--seed", "7",
+                        "--realistic"], stdout=f, check=True)
+    results = {}
+    for label, n in (("local journal", 0), ("stream, 1 replica", 1), ("stream, 3 replicas", 3)):
+        data = os.path.join(work, "repl-%d" % n)
+        ctl(data, "space", "create", "r")
+        key = ctl(data, "source", "create", "r").strip()
+        args, mport = [], free_port()
+        if n:
+            args = ["--replicate", nats_cluster(work, n), "--metrics-listen",
+                    "127.0.0.1:%d" % mport]
+        srv = Profiled(data, *args)
+        wait_ready(srv.url("/healthz"))
+        if n:  # the stream exists and takes writes before the clock starts
+            deadline = time.monotonic() + 60
+            while '"connected":true' not in urllib.request.urlopen(
+                    srv.url("/healthz"), timeout=10).read().decode():
+                if time.monotonic() > deadline:
+                    raise SystemExit("replication: the node never reached its stream")
+                time.sleep(0.2)
+        samples, stop = [], threading.Event()
+        sampler = threading.Thread(target=stream_lag, args=(
+            "http://127.0.0.1:%d/metrics" % mport, stop, samples)) if n else None
+        if sampler:
+            sampler.start()
+        out = run(os.path.join(BIN, "ingest_bench"), "--port", srv.port, "--key", key, "--file",
+                  corpus, "--batch", "100", "--conns", "8")
+        if sampler:  # until the store has applied the whole stream
+            deadline = time.monotonic() + 300
+            while (not samples or samples[-1][1] < samples[-1][2]) and \
+                    time.monotonic() < deadline:
+                time.sleep(0.05)
+            stop.set()
+            sampler.join()
+            if not samples:
+                raise SystemExit("replication: no stream figures in /metrics")
+        srv.stop()
+        v = dict(re.findall(r"^(\S+) (\S+)", out, re.M))
+        lat = re.search(r"p50 ([\d.]+) p99 ([\d.]+) p99.9 ([\d.]+)", out)
+        results[label] = (float(v["durable_ingest_events_per_s"]), lat.groups(),
+                          lag_figures(samples) if n else None)
+        for p in servers[:]:  # this configuration's NATS servers
+            if p.args and p.args[0] == "nats-server":
+                p.terminate()
+                p.wait()
+                servers.remove(p)
+    local = results["local journal"][0]
+    for label, (rate, lat, lag) in results.items():
+        note = "ack p50 %s ms, p99 %s ms" % lat[:2]
+        if lag:
+            note += "; apply lag p99 %d stream records (a request each), %.0f ms" % lag
+        row("replicated ingest: %s (`/v1/batch`, 100 events/request, 8 connections, %d events)"
+            % (label, size), "%.0f events/s" % rate, "%.0f (local journal)" % local,
+            "%.2f" % (rate / local), "", note)
 
 
 if __name__ == "__main__":

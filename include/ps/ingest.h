@@ -135,8 +135,19 @@ void ps_prepared_free(ps_prepared *p); /* NULL is a no-op */
 /* The log value of message or note `i` (< ps_prepared_logged()): what the journal keeps of
  * it. Borrowed. */
 ps_slice ps_prepared_log_value(const ps_prepared *p, size_t i);
-/* The messageId that log value carries (the stream's duplicate key). Borrowed. */
-ps_slice ps_prepared_log_id(const ps_prepared *p, size_t i);
+/* ---- replicated spaces (docs/replication.md): a payload's messages as one stream record,
+ * [u32 big-endian length][log value] for each ---- */
+#define PS_STREAM_RECORD_MAX (768u << 10) /* under NATS's 1 MiB message limit */
+#define PS_STREAM_ID_BUF 420              /* a messageId (400 bytes at most) and a NUL */
+/* Appends the stream record of the payload's log values from *i on (as many as fit in
+ * PS_STREAM_RECORD_MAX, at least one) to `out`, and advances *i past them; `id` gets the
+ * record's duplicate key: the messageId of a lone message, else a digest of the messageIds. */
+void ps_prepared_stream_record(const ps_prepared *p, size_t *i, ps_buf *out,
+                               char id[PS_STREAM_ID_BUF]);
+/* Accepts the messages of such a record into the open batch, in order; *count gets how many
+ * it held. A record that does not split into log values is logged and counted unreadable.
+ * Errors as ps_ingest_payload(). */
+ps_status ps_ingest_stream_messages(ps_ingest *in, ps_slice record, size_t *count);
 
 /* Resolves a prepared payload's accepted messages into the open batch, in order. When the
  * space's rules changed since it was prepared, its messages are read again under the batch's

@@ -16,7 +16,8 @@
 
 /* What a stream record carries. */
 typedef enum ps_repl_kind {
-    PS_REPL_MESSAGE = 0,    /* a message's log value (ps/msglog.h), without dictionary */
+    PS_REPL_MESSAGES = 0,   /* a payload's messages: their log values (ps/msglog.h),
+                             * without dictionary, framed (ps_prepared_stream_record) */
     PS_REPL_SETTINGS = 1,   /* the space's identity settings, a JSON document */
     PS_REPL_REGULATION = 2, /* a regulation request (ps/regulation.h), stamped */
 } ps_repl_kind;
@@ -49,7 +50,8 @@ void ps_repl_shutdown(void);
 typedef struct ps_repl_pub ps_repl_pub;
 /* Makes sure the space's stream exists (creating it when missing) and opens a publisher. */
 ps_status ps_repl_pub_open(ps_repl *r, const char *space, ps_repl_pub **out);
-/* Sends one record without waiting; `msg_id` (may be NULL) keys JetStream's duplicate window. */
+/* Sends one record without waiting; `msg_id` (may be NULL) keys JetStream's duplicate window
+ * (a retried request sends the same key, and the stream keeps one copy). */
 ps_status ps_repl_pub_add(ps_repl_pub *p, ps_repl_kind kind, const char *msg_id, size_t id_len,
                           ps_slice data);
 /* Waits for the acknowledgements of every record added since the last wait. PS_OK when each

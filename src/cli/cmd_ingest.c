@@ -85,6 +85,7 @@ typedef struct run {
     size_t unacked;                   /* published since the last wait */
     uint64_t published, last_seq;     /* messages, and the stream's sequence after them */
     uint64_t dropped[PS_DROP__COUNT]; /* by the door (the store's counts stay empty) */
+    ps_buf record;                    /* the stream record being built */
 } run;
 
 static void chunk_free(chunk *ch)
@@ -306,14 +307,18 @@ static int publish(run *r, const entry *it)
     for (int d = 1; d < PS_DROP__COUNT; d++)
         r->dropped[d] += ps_prepared_dropped_by(it->prep, (ps_drop)d);
     size_t n = ps_prepared_logged(it->prep);
-    for (size_t i = 0; i < n; i++) {
-        ps_slice v = ps_prepared_log_value(it->prep, i), id = ps_prepared_log_id(it->prep, i);
-        ps_status st = ps_repl_pub_add(r->pub, PS_REPL_MESSAGE, (const char *)id.ptr, id.len, v);
+    for (size_t i = 0; i < n;) {
+        size_t from = i;
+        char id[PS_STREAM_ID_BUF];
+        ps_buf_reset(&r->record);
+        ps_prepared_stream_record(it->prep, &i, &r->record, id);
+        ps_status st = ps_repl_pub_add(r->pub, PS_REPL_MESSAGES, id, strlen(id),
+                                       (ps_slice){r->record.ptr, r->record.len});
         if (st != PS_OK)
             return cli_fail(cli_exit_code(st), "%s:%llu: cannot publish to the stream: %s", r->file,
                             (unsigned long long)it->line, ps_status_str(st));
-        r->published++;
-        r->unacked++;
+        r->published += i - from;
+        r->unacked += i - from;
     }
     return r->unacked >= PUBLISH_WINDOW ? publish_wait(r, it->line) : EXIT_OK;
 }
@@ -603,6 +608,7 @@ int cmd_ingest(cli *c)
     else
         summary(&r, ps_ingest_stats_get(in));
     ps_ingest_end(in);
+    ps_buf_clear(&r.record);
     if (repl) {
         ps_repl_pub_close(pub);
         ps_repl_close(repl);

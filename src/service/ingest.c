@@ -15,6 +15,7 @@
 #include "ps/msglog.h"
 #include "ps/records.h"
 #include "ps/regulation.h"
+#include "ps/text.h"
 
 #define PURGE_PER_COMMIT 10000 /* bound on dedup expiry work added to one commit */
 
@@ -615,9 +616,48 @@ ps_status ps_ingest_prepared(ps_ingest *in, const ps_prepared *p)
     return PS_OK;
 }
 
-ps_slice ps_prepared_log_id(const ps_prepared *p, size_t i)
+void ps_prepared_stream_record(const ps_prepared *p, size_t *i, ps_buf *out,
+                               char id[PS_STREAM_ID_BUF])
 {
-    return ps_store_log_value_id(ps_prepared_log_value(p, i));
+    static const uint8_t key[16] = {0}; /* a duplicate key, not a secret */
+    size_t n = ps_prepared_logged(p), first = *i, start = out->len;
+    uint64_t digest = 0;
+    for (; *i < n; (*i)++) {
+        ps_slice v = ps_prepared_log_value(p, *i);
+        if (*i > first && out->len - start + 4 + v.len > PS_STREAM_RECORD_MAX)
+            break;
+        uint8_t len[4];
+        ps_put_be32(len, (uint32_t)v.len);
+        ps_buf_append(out, len, 4);
+        ps_buf_append(out, v.ptr, v.len);
+        ps_slice mid = ps_store_log_value_id(v);
+        digest = digest * 31 + ps_siphash(key, mid.ptr, mid.len);
+    }
+    ps_slice mid = ps_store_log_value_id(ps_prepared_log_value(p, first));
+    if (*i - first == 1 && mid.len < PS_STREAM_ID_BUF)
+        snprintf(id, PS_STREAM_ID_BUF, "%.*s", (int)mid.len, (const char *)mid.ptr);
+    else
+        snprintf(id, PS_STREAM_ID_BUF, "batch-%zu-%016llx", *i - first, (unsigned long long)digest);
+}
+
+ps_status ps_ingest_stream_messages(ps_ingest *in, ps_slice record, size_t *count)
+{
+    *count = 0;
+    for (size_t off = 0; off < record.len;) {
+        size_t len = off + 4 <= record.len ? ps_get_be32(record.ptr + off) : SIZE_MAX;
+        if (len == SIZE_MAX || len > record.len - off - 4) {
+            ps_log(PS_LOG_ERROR, "msg=\"stream record does not split into messages\" bytes=%zu",
+                   record.len);
+            ps_ingest_unreadable(in, PS_DROP_INVALID_JSON);
+            return PS_OK;
+        }
+        ps_status st = ps_ingest_logged(in, (ps_slice){record.ptr + off + 4, len});
+        if (st != PS_OK)
+            return st;
+        (*count)++;
+        off += 4 + len;
+    }
+    return PS_OK;
 }
 
 ps_slice ps_prepared_log_value(const ps_prepared *p, size_t i)

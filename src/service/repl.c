@@ -297,7 +297,7 @@ ps_status ps_repl_pub_add(ps_repl_pub *p, ps_repl_kind kind, const char *msg_id,
     natsStatus s = natsMsg_Create(&m, p->subject, NULL, (const char *)data.ptr, (int)data.len);
     char kind_s[4];
     snprintf(kind_s, sizeof kind_s, "%d", (int)kind);
-    if (s == NATS_OK && kind != PS_REPL_MESSAGE)
+    if (s == NATS_OK && kind != PS_REPL_MESSAGES)
         s = natsMsgHeader_Set(m, KIND_HEADER, kind_s);
     char id[PS_REPL_ID_MAX + 1];
     jsPubOptions po;
@@ -416,7 +416,7 @@ ps_status ps_repl_sub_next(ps_repl_sub *s, int timeout_ms, ps_repl_msg *m)
     m->pending = meta->NumPending;
     jsMsgMetaData_Destroy(meta);
     const char *kind = NULL;
-    m->kind = PS_REPL_MESSAGE;
+    m->kind = PS_REPL_MESSAGES;
     if (natsMsgHeader_Get(msg, KIND_HEADER, &kind) == NATS_OK && kind)
         m->kind = (ps_repl_kind)atoi(kind);
     m->data = (ps_slice){(const uint8_t *)natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg)};

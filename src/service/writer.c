@@ -214,13 +214,19 @@ static void publish_group(ps_writer *w, item *group)
     if (w->pub == NULL)
         st = ps_repl_pub_open(w->o.repl, ps_space_name(w->space), &w->pub);
     size_t sent = 0;
+    ps_buf rec;
+    ps_buf_init(&rec);
     for (item *it = group; it && st == PS_OK; it = it->next) {
         size_t n = it->p ? ps_prepared_logged(it->p) : 0;
-        for (size_t i = 0; i < n && st == PS_OK; i++, sent++) {
-            ps_slice v = ps_prepared_log_value(it->p, i), id = ps_prepared_log_id(it->p, i);
-            st = ps_repl_pub_add(w->pub, PS_REPL_MESSAGE, (const char *)id.ptr, id.len, v);
+        for (size_t i = 0; i < n && st == PS_OK; sent++) { /* a record per payload, mostly */
+            char id[PS_STREAM_ID_BUF];
+            ps_buf_reset(&rec);
+            ps_prepared_stream_record(it->p, &i, &rec, id);
+            st = ps_repl_pub_add(w->pub, PS_REPL_MESSAGES, id, strlen(id),
+                                 (ps_slice){rec.ptr, rec.len});
         }
     }
+    ps_buf_clear(&rec);
     uint64_t seq = 0;
     if (sent > 0) { /* collects what was sent even after a failed send */
         ps_status wst = ps_repl_pub_wait(w->pub, &seq);
@@ -560,13 +566,14 @@ static void *stream_run(void *arg)
         }
         if (st == PS_OK) {
             ps_status ast = PS_OK;
-            if (m.kind == PS_REPL_MESSAGE) {
-                ast = ps_ingest_logged(w->in, m.data);
+            size_t count = 0;
+            if (m.kind == PS_REPL_MESSAGES) {
+                ast = ps_ingest_stream_messages(w->in, m.data, &count);
             } else if (at > done && (ast = stream_commit(w, at, messages)) == PS_OK) {
                 done = at; /* what came before resolves under the old settings */
                 messages = 0;
             }
-            if (ast == PS_OK && m.kind != PS_REPL_MESSAGE) {
+            if (ast == PS_OK && m.kind != PS_REPL_MESSAGES) {
                 ast = stream_record(w, &m);
                 if (ast == PS_OK && (ast = stream_commit(w, m.seq, 0)) == PS_OK)
                     done = at = m.seq;
@@ -588,12 +595,12 @@ static void *stream_run(void *arg)
                 pause_unless_stopping(w, APPLY_RETRY_MS);
                 continue;
             }
-            if (m.kind != PS_REPL_MESSAGE) /* committed with its mark already */
+            if (m.kind != PS_REPL_MESSAGES) /* committed with its mark already */
                 continue;
             if (at == done)
                 opened = mono_ms();
             at++;
-            messages++;
+            messages += count;
             if (messages < APPLY_MAX_EVENTS && mono_ms() - opened < w->o.batch_ms && !readers)
                 continue;
         } else if (st != PS_ENOTFOUND) { /* the subscription broke: a new one, from `at` */
