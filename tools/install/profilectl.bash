@@ -15,7 +15,8 @@ _profilectl()
         COMPREPLY=($(compgen -d -- "$cur"))
         return
         ;;
-    --settings | --source | --batch | --events | --since | --until | --name | --limit | --after)
+    --settings | --source | --batch | --events | --since | --until | --name | --limit | --after | \
+        --replicate)
         return
         ;;
     --preset)
@@ -64,7 +65,8 @@ _profilectl()
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "--json --help --data --preset --settings --source --batch
             --verbose --events --collection --messages --since --until --dry-run --force
-            --keep-apart --role --name --after --limit --table --format --follow" -- "$cur"))
+            --keep-apart --role --name --after --limit --table --format --follow
+            --replicate" -- "$cur"))
         return
     fi
     # a space name where one is expected: the spaces of the data directory
