@@ -226,7 +226,8 @@ void http_profile_handle(http_req *rq, bool serves_profiles)
         }
     }
     rq2.recheck = rq->wait_until_ms != 0;
-    rq2.replicated = ps_writer_replicated(running);
+    rq2.replicated = s->cfg.writer.repl != NULL; /* never a local write in a replicated
+                                                  * space, even while its writer stops */
     ps_api_serve(sp, &rq2, rep);
     if (rep->publish_regulation) /* replicated: every node runs it at its place in the stream */
         publish_regulation(running, rep);

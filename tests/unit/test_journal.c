@@ -186,9 +186,80 @@ end:
     tspace_close(&ts);
 }
 
+/* Replicated spaces: a payload's messages travel as one framed stream record, keyed by the
+ * lone messageId or a digest; applying it resolves every message, a record cut short applies
+ * what it holds whole and counts the rest unreadable, and the stream mark commits with it. */
+static void stream_records_apply_and_mark(void)
+{
+    tspace ts;
+    tspace_open(&ts, NULL);
+    ps_prepared *p = NULL, *one = NULL;
+    ps_ingest *in = NULL;
+    ps_buf rec;
+    ps_buf_init(&rec);
+    const char *body = "{\"batch\":[{\"type\":\"identify\",\"userId\":\"s1\",\"messageId\":\"m1\"},"
+                       "{\"type\":\"identify\",\"userId\":\"s2\",\"messageId\":\"m2\"}]}";
+    size_t len = strlen(body);
+    uint8_t *json = ps_xmalloc(len);
+    memcpy(json, body, len);
+    ps_prepare_opts po = {.source_id = "src",
+                          .now_ms = 1700000000000LL,
+                          .require_batch = true,
+                          .portable_log = true};
+    ps_prepare_refusal refusal;
+    CHECK_EQ_INT(ps_ingest_prepare(ts.sp, &po, json, len, &p, &refusal), PS_OK);
+    size_t i = 0;
+    char id[PS_STREAM_ID_BUF];
+    ps_prepared_stream_record(p, &i, &rec, id);
+    CHECK_EQ_INT(i, 2);
+    CHECK(strncmp(id, "batch-2-", 8) == 0);
+    CHECK(ps_prepared_log_value(p, 0).ptr[2] != 2); /* no dictionary: any node decodes it */
+    uint64_t seq = 99;
+    CHECK_EQ_INT(ps_ingest_stream_applied(ts.sp, &seq), PS_ENOTFOUND); /* not replicated */
+    ps_ingest_opts io = {.keep_received_at = true};
+    CHECK_EQ_INT(ps_ingest_begin(ts.sp, &io, &in), PS_OK);
+    size_t count = 0;
+    /* cut inside the second message: the first applies, the rest is unreadable */
+    CHECK_EQ_INT(ps_ingest_stream_messages(in, (ps_slice){rec.ptr, rec.len - 3}, &count), PS_OK);
+    CHECK_EQ_INT(count, 1);
+    CHECK_EQ_INT(ps_ingest_stream_mark(in, 1), PS_OK);
+    CHECK_EQ_INT(ps_ingest_commit(in), PS_OK);
+    CHECK(tspace_find(&ts, "user_id:s1") != 0);
+    CHECK_EQ_INT(tspace_find(&ts, "user_id:s2"), 0);
+    CHECK_EQ_INT(ps_ingest_stats_get(in)->dropped[PS_DROP_INVALID_JSON], 1);
+    /* the whole record: m1 again is a duplicate, m2 is new */
+    CHECK_EQ_INT(ps_ingest_stream_messages(in, (ps_slice){rec.ptr, rec.len}, &count), PS_OK);
+    CHECK_EQ_INT(count, 2);
+    CHECK_EQ_INT(ps_ingest_stream_mark(in, 2), PS_OK);
+    CHECK_EQ_INT(ps_ingest_commit(in), PS_OK);
+    CHECK(tspace_find(&ts, "user_id:s2") != 0);
+    CHECK_EQ_INT(ps_ingest_stats_get(in)->duplicates, 1);
+    CHECK_EQ_INT(ps_ingest_stream_applied(ts.sp, &seq), PS_OK);
+    CHECK_EQ_INT(seq, 2);
+    /* a lone message's record is keyed by its messageId */
+    body = "{\"type\":\"identify\",\"userId\":\"s3\",\"messageId\":\"lone-1\"}";
+    len = strlen(body);
+    json = ps_xmalloc(len);
+    memcpy(json, body, len);
+    po.require_batch = false;
+    CHECK_EQ_INT(ps_ingest_prepare(ts.sp, &po, json, len, &one, &refusal), PS_OK);
+    i = 0;
+    ps_buf_reset(&rec);
+    ps_prepared_stream_record(one, &i, &rec, id);
+    CHECK_EQ_INT(i, 1);
+    CHECK(strcmp(id, "lone-1") == 0);
+end:
+    ps_ingest_end(in);
+    ps_buf_clear(&rec);
+    ps_prepared_free(p);
+    ps_prepared_free(one);
+    tspace_close(&ts);
+}
+
 static const test_case tests[] = {
     {"append_scan_torn_tail_and_restart", append_scan_torn_tail_and_restart},
     {"recovery_applies_what_was_acknowledged", recovery_applies_what_was_acknowledged},
+    {"stream_records_apply_and_mark", stream_records_apply_and_mark},
 };
 
 TEST_MAIN(tests)
