@@ -283,7 +283,15 @@ int main(int argc, char **argv)
     if (repl) /* every space applies its stream from now on, not from its first request */
         http_registry_each(reg, open_space, NULL);
     int sig = 0;
-    sigwait(&stop, &sig);
+    for (;;) { /* replicated, a space created while the server runs applies its stream at
+                * once, not from its first request: look for new ones every second */
+        struct timespec tick = {1, 0};
+        sig = sigtimedwait(&stop, NULL, &tick);
+        if (sig > 0)
+            break;
+        if (repl)
+            http_registry_each(reg, open_space, NULL);
+    }
     ps_log(PS_LOG_INFO, "msg=\"stopping\" signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
     http_server_stop(srv);
     http_registry_free(reg);
