@@ -36,9 +36,11 @@ class NatsServer:
         self.dir = os.path.join(base, name)
         self.log = open(os.path.join(base, name + ".log"), "a")
         self.args = [NATS, "-js", "-a", "127.0.0.1", "-p", str(port), "-n", name,
-                     "-sd", self.dir, "--cluster_name", "ps-test",
-                     "--cluster", "nats://127.0.0.1:%d" % cluster_port,
-                     "--routes", ",".join("nats://127.0.0.1:%d" % p for p in peers)]
+                     "-sd", self.dir]
+        if peers:  # else a server of its own
+            self.args += ["--cluster_name", "ps-test",
+                          "--cluster", "nats://127.0.0.1:%d" % cluster_port,
+                          "--routes", ",".join("nats://127.0.0.1:%d" % p for p in peers)]
         self.proc = None
 
     def start(self):
@@ -374,8 +376,60 @@ def test_space_with_local_history_does_not_join():
         st.close()
 
 
+def test_published_log_equals_local_ingest():
+    """`profilectl ingest --replicate` publishes a log to the stream; the node that applies it
+    ends byte-identical to a space that ingested the same log locally, and a second publish
+    of the same file changes nothing (the stream and the store drop the duplicates)."""
+    if NATS is None:
+        skip("nats-server is not installed (make test installs it)")
+    base = tempfile.mkdtemp(prefix="ps-repl-")
+    port = free_port()
+    nats = NatsServer(base, "solo", port, None, [])
+    replica, local = Store(), Store()
+    node = None
+    try:
+        nats.start()
+        url = "nats://127.0.0.1:%d" % port
+        events = os.path.join(base, "events.ndjson")
+        with open(events, "w") as f:
+            subprocess.run([tool("gen_events"), "--events", "3000", "--realistic", "--seed", "5"],
+                           stdout=f, check=True, timeout=TIMEOUT)
+        for st in (replica, local):
+            st.ctl("space", "create", "s", "--preset", "recommended")
+        local.ctl("ingest", "s", events)
+        node = Node(replica, url)
+        node.start()
+        deadline = time.time() + 60 * MULT
+        while True:  # the first publish waits for JetStream to be ready
+            p = replica.ctl("--json", "ingest", "s", events, "--replicate", url, check=False)
+            if p.returncode == 0:
+                break
+            assert time.time() < deadline, p.stderr
+            time.sleep(0.5)
+        out = json.loads(p.stdout)
+        assert out["published"] == 3000 and out["sequence"] > 0, out
+        last = converge([node], out["sequence"], 120 * MULT)
+        again = json.loads(replica.ctl("--json", "ingest", "s", events, "--replicate",
+                                       url).stdout)
+        converge([node], again["sequence"], 120 * MULT)
+        node.srv.stop()
+        node.srv = None
+        assert replica.ctl("export", "s").stdout == local.ctl("export", "s").stdout
+        assert replica.ctl("log", "s").stdout == local.ctl("log", "s").stdout
+        assert last > 0
+    finally:
+        if node and node.srv:
+            node.srv.proc.kill()
+            node.srv.proc.wait()
+        nats.stop()
+        replica.close()
+        local.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
 if __name__ == "__main__":
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     run_tests([test_replicated_space_refuses_local_writes,
                test_space_with_local_history_does_not_join,
+               test_published_log_equals_local_ingest,
                test_three_nodes_converge_through_failures])
