@@ -189,6 +189,10 @@ ps_status ps_ingest_stream_applied(ps_space *sp, uint64_t *seq);
 /* Records in the open batch that the stream is applied up to `seq`: it commits with the
  * batch, so that a record's effect happens exactly once across restarts. */
 ps_status ps_ingest_stream_mark(ps_ingest *in, uint64_t seq);
+/* Which stream the mark counts in (ps_repl_info.id), recorded in the open batch when the store
+ * first reads one; PS_ENOTFOUND before. A stream made again under the same name is another. */
+ps_status ps_ingest_stream_id(ps_space *sp, uint64_t *id);
+ps_status ps_ingest_stream_bind(ps_ingest *in, uint64_t id);
 
 /* Replicated spaces: settings and regulations travel in the stream, between messages. Each
  * goes into the open batch, which must hold no message (commit first), so that the messages

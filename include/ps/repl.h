@@ -46,10 +46,19 @@ bool ps_repl_connected(ps_repl *r);
 /* Releases the client library's threads at process exit. */
 void ps_repl_shutdown(void);
 
+/* What a stream is: `id` tells one stream from another of the same name made later (its
+ * creation time), `last_seq` where it ends. */
+typedef struct ps_repl_info {
+    uint64_t id;
+    uint64_t last_seq;
+} ps_repl_info;
+
 /* ---- publishing: one publisher per space, used by one thread at a time ---- */
 typedef struct ps_repl_pub ps_repl_pub;
-/* Makes sure the space's stream exists (creating it when missing) and opens a publisher. */
-ps_status ps_repl_pub_open(ps_repl *r, const char *space, ps_repl_pub **out);
+/* Opens a publisher to the space's stream, creating the stream when it is missing and
+ * `create` allows (else PS_ENOTFOUND: a node whose store has applied records never makes a
+ * new, empty stream in place of a lost one). */
+ps_status ps_repl_pub_open(ps_repl *r, const char *space, bool create, ps_repl_pub **out);
 /* Sends one record without waiting; `msg_id` (may be NULL) keys JetStream's duplicate window
  * (a retried request sends the same key, and the stream keeps one copy). */
 ps_status ps_repl_pub_add(ps_repl_pub *p, ps_repl_kind kind, const char *msg_id, size_t id_len,
@@ -62,9 +71,11 @@ void ps_repl_pub_close(ps_repl_pub *p); /* NULL is a no-op */
 
 /* ---- applying: the stream in order ---- */
 typedef struct ps_repl_sub ps_repl_sub;
-/* Reads the space's stream from sequence `from` (at least 1) on, in order, creating the
- * stream when it is missing. PS_EIO while the cluster cannot be reached. */
-ps_status ps_repl_sub_open(ps_repl *r, const char *space, uint64_t from, ps_repl_sub **out);
+/* Reads the space's stream from sequence `from` (at least 1) on, in order; *info says which
+ * stream it is. The stream is created when missing and `create` allows, else PS_ENOTFOUND.
+ * PS_EIO while the cluster cannot be reached. */
+ps_status ps_repl_sub_open(ps_repl *r, const char *space, uint64_t from, bool create,
+                           ps_repl_info *info, ps_repl_sub **out, char *why, size_t why_len);
 
 typedef struct ps_repl_msg {
     uint64_t seq;     /* the stream sequence */
@@ -80,7 +91,7 @@ ps_status ps_repl_sub_next(ps_repl_sub *s, int timeout_ms, ps_repl_msg *m);
 void ps_repl_msg_free(ps_repl_msg *m);
 void ps_repl_sub_close(ps_repl_sub *s); /* NULL is a no-op */
 
-/* The stream's last sequence (0 when empty; PS_ENOTFOUND when there is no stream). */
-ps_status ps_repl_last_seq(ps_repl *r, const char *space, uint64_t *seq);
+/* Which stream the space has now, and where it ends; PS_ENOTFOUND when it has none. */
+ps_status ps_repl_stream(ps_repl *r, const char *space, ps_repl_info *info);
 
 #endif

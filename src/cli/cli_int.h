@@ -52,6 +52,8 @@ bool cli_space_replicated(ps_space *sp);
 /* EXIT_OK when `sp` is not replicated; else prints that `what` would change this node alone,
  * and what to do `instead`, and returns the exit code. */
 int cli_refuse_replicated(ps_space *sp, const char *what, const char *instead);
+/* Whether a missing stream may be made for `sp`: not when its store has applied one. */
+bool cli_repl_may_create(ps_space *sp);
 /* Connects to the NATS servers of --replicate (EXIT_OK, or prints why not). */
 int cli_repl_connect(const char *urls, ps_repl **out);
 /* Publishes one settings or regulation record to the space's stream and waits for it to be

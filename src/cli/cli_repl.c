@@ -23,6 +23,12 @@ int cli_refuse_replicated(ps_space *sp, const char *what, const char *instead)
                     ps_space_name(sp), what, instead);
 }
 
+bool cli_repl_may_create(ps_space *sp)
+{
+    uint64_t seq;
+    return ps_ingest_stream_applied(sp, &seq) != PS_OK || seq == 0;
+}
+
 int cli_repl_connect(const char *urls, ps_repl **out)
 {
     char why[200];
@@ -43,7 +49,7 @@ int cli_repl_publish(const char *urls, ps_space *sp, ps_repl_kind kind, ps_slice
     if (rc)
         return rc;
     ps_repl_pub *p = NULL;
-    ps_status st = ps_repl_pub_open(r, ps_space_name(sp), &p);
+    ps_status st = ps_repl_pub_open(r, ps_space_name(sp), cli_repl_may_create(sp), &p);
     if (st == PS_OK)
         st = ps_repl_pub_add(p, kind, NULL, 0, data);
     if (st == PS_OK)
@@ -51,6 +57,11 @@ int cli_repl_publish(const char *urls, ps_space *sp, ps_repl_kind kind, ps_slice
     ps_repl_pub_close(p);
     ps_repl_close(r);
     ps_repl_shutdown();
+    if (st == PS_ENOTFOUND)
+        return cli_fail(EXIT_NOTFOUND,
+                        "space '%s' has no stream, yet this node has applied one: nothing was "
+                        "changed (docs/replication.md)",
+                        ps_space_name(sp));
     if (st != PS_OK)
         return cli_fail(cli_exit_code(st),
                         "the stream of space '%s' did not store the change (%s); nothing was "

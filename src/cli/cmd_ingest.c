@@ -552,8 +552,13 @@ int cmd_ingest(cli *c)
                                    "add --replicate nats://HOST:PORT to publish the messages "
                                    "to the space's stream");
     else if ((rc = cli_repl_connect(replicate, &repl)) == EXIT_OK) {
-        ps_status st = ps_repl_pub_open(repl, ps_space_name(sp), &pub);
-        if (st != PS_OK)
+        ps_status st = ps_repl_pub_open(repl, ps_space_name(sp), cli_repl_may_create(sp), &pub);
+        if (st == PS_ENOTFOUND)
+            rc = cli_fail(EXIT_NOTFOUND,
+                          "space '%s' has no stream, yet this node has applied one: nothing was "
+                          "published (docs/replication.md)",
+                          ps_space_name(sp));
+        else if (st != PS_OK)
             rc = cli_fail(cli_exit_code(st), "cannot reach the stream of space '%s': %s",
                           ps_space_name(sp), ps_status_str(st));
     }

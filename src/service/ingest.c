@@ -33,6 +33,7 @@ struct ps_ingest {
     uint64_t replay_seq;   /* rebuilding: the logged message being derived again, else 0 */
     uint64_t message_seq;  /* the message being accepted (new profiles are named after it) */
     ps_slice replay_value; /* recovering the journal: the log value of the message, else empty */
+    bool from_stream;      /* applying a replicated stream record: suppressions apply too */
     bool replay_spans_set; /* replaying: where the logged message's context and properties lie */
     ps_body_spans replay_spans;
     ps_buf replay_line; /* recovering the journal: its line */
@@ -318,8 +319,8 @@ static ps_status on_message(void *ud, const ps_event *ev, ps_drop why, size_t in
     /* a new message (not one the log or the journal holds already) from a suppressed userId
      * is refused here too: payloads read without ps_ingest_prepare, or read again */
     if (ev && (why == PS_DROP_NONE || why == PS_DROP_FILTERED) && in->replay_seq == 0 &&
-        in->replay_value.ptr == NULL && ps_regulation_any_suppressed(in->txn) &&
-        suppressed_user(in->txn, ev)) {
+        (in->replay_value.ptr == NULL || in->from_stream) &&
+        ps_regulation_any_suppressed(in->txn) && suppressed_user(in->txn, ev)) {
         ev = NULL; /* not even a filter's note */
         if (why == PS_DROP_NONE)
             why = PS_DROP_SUPPRESSED;
@@ -643,21 +644,25 @@ void ps_prepared_stream_record(const ps_prepared *p, size_t *i, ps_buf *out,
 ps_status ps_ingest_stream_messages(ps_ingest *in, ps_slice record, size_t *count)
 {
     *count = 0;
-    for (size_t off = 0; off < record.len;) {
+    /* a stream record may come from a node that had not applied a suppression yet: the
+     * suppression holds from its place in the stream on, on every node alike */
+    in->from_stream = true;
+    ps_status st = PS_OK;
+    for (size_t off = 0; off < record.len && st == PS_OK;) {
         size_t len = off + 4 <= record.len ? ps_get_be32(record.ptr + off) : SIZE_MAX;
         if (len == SIZE_MAX || len > record.len - off - 4) {
             ps_log(PS_LOG_ERROR, "msg=\"stream record does not split into messages\" bytes=%zu",
                    record.len);
             ps_ingest_unreadable(in, PS_DROP_INVALID_JSON);
-            return PS_OK;
+            break;
         }
-        ps_status st = ps_ingest_logged(in, (ps_slice){record.ptr + off + 4, len});
-        if (st != PS_OK)
-            return st;
-        (*count)++;
+        st = ps_ingest_logged(in, (ps_slice){record.ptr + off + 4, len});
+        if (st == PS_OK)
+            (*count)++;
         off += 4 + len;
     }
-    return PS_OK;
+    in->from_stream = false;
+    return st;
 }
 
 ps_slice ps_prepared_log_value(const ps_prepared *p, size_t i)
@@ -781,6 +786,7 @@ static bool replay_one(void *ud, const ps_log_rec *r)
 
 #define JOURNAL_APPLIED_KEY "journal/applied"
 #define STREAM_APPLIED_KEY "stream/applied"
+#define STREAM_ID_KEY "stream/id"
 
 static ps_status mark_get(ps_space *sp, const char *key, uint64_t *pos)
 {
@@ -821,6 +827,16 @@ ps_status ps_ingest_stream_applied(ps_space *sp, uint64_t *seq)
 ps_status ps_ingest_stream_mark(ps_ingest *in, uint64_t seq)
 {
     return mark_put(in, STREAM_APPLIED_KEY, seq);
+}
+
+ps_status ps_ingest_stream_id(ps_space *sp, uint64_t *id)
+{
+    return mark_get(sp, STREAM_ID_KEY, id);
+}
+
+ps_status ps_ingest_stream_bind(ps_ingest *in, uint64_t id)
+{
+    return mark_put(in, STREAM_ID_KEY, id);
 }
 
 ps_status ps_ingest_settings(ps_ingest *in, const char *json, size_t len, ps_diags *diags)

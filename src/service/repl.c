@@ -25,14 +25,20 @@
 #define KIND_HEADER "Ps-Kind"
 #define NAME_MAX_LEN 96
 
+typedef struct ps_repl_pub ps_repl_pub;
+
 struct ps_repl {
     natsConnection *nc;
     natsOptions *opts;
     int replicas;
     int timeout_ms;
+    pthread_mutex_t lock; /* guards retired */
+    ps_repl_pub *retired; /* closed publishers: an acknowledgement already on its way may
+                           * still reach one, so they are freed with the connection */
 };
 
 struct ps_repl_pub {
+    ps_repl_pub *next; /* on the retired list */
     ps_repl *r;
     jsCtx *js;
     char subject[NAME_MAX_LEN];
@@ -154,6 +160,7 @@ ps_status ps_repl_connect(const ps_repl_opts *o, ps_repl **out, char *why, size_
         return PS_EINVAL;
     }
     ps_repl *r = ps_xcalloc(1, sizeof *r);
+    pthread_mutex_init(&r->lock, NULL);
     r->replicas = replicas;
     r->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
     natsStatus s = natsOptions_Create(&r->opts);
@@ -192,6 +199,15 @@ void ps_repl_close(ps_repl *r)
         natsConnection_Destroy(r->nc);
     }
     natsOptions_Destroy(r->opts);
+    while (r->retired) { /* no acknowledgement reaches them now */
+        ps_repl_pub *p = r->retired;
+        r->retired = p->next;
+        if (p->js)
+            jsCtx_Destroy(p->js);
+        pthread_mutex_destroy(&p->lock);
+        free(p);
+    }
+    pthread_mutex_destroy(&r->lock);
     free(r);
 }
 
@@ -211,40 +227,55 @@ static natsStatus js_open(ps_repl *r, jsOptions *jo, jsCtx **js)
     return natsConnection_JetStream(js, r->nc, jo);
 }
 
-/* Creates the space's stream unless it exists. */
-static ps_status ensure_stream(ps_repl *r, jsCtx *js, const char *space)
+/* What the stream of `space` is now, creating it when it is missing and `create` allows.
+ * PS_ENOTFOUND when it is missing and may not be created. */
+static ps_status stream_info(ps_repl *r, jsCtx *js, const char *space, bool create,
+                             ps_repl_info *out)
 {
     char stream[NAME_MAX_LEN], subject[NAME_MAX_LEN];
     names(space, stream, subject);
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
     natsStatus s = js_GetStreamInfo(&si, js, stream, NULL, &jerr);
-    if (s == NATS_OK) {
-        jsStreamInfo_Destroy(si);
-        return PS_OK;
-    }
-    if (s != NATS_NOT_FOUND && jerr != JSStreamNotFoundErr)
-        return from_nats(s) == PS_ENOTFOUND ? PS_EIO : from_nats(s);
-    jsStreamConfig cfg;
-    jsStreamConfig_Init(&cfg);
-    const char *subjects[1] = {subject};
-    cfg.Name = stream;
-    cfg.Subjects = subjects;
-    cfg.SubjectsLen = 1;
-    cfg.Storage = js_FileStorage;
-    cfg.Replicas = r->replicas;
-    cfg.Duplicates = (int64_t)PS_REPL_DUP_WINDOW_S * 1000000000;
-    s = js_AddStream(&si, js, &cfg, NULL, &jerr);
-    if (s == NATS_OK || jerr == JSStreamNameExistErr) { /* another node made it first */
-        jsStreamInfo_Destroy(si);
+    bool missing = s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr;
+    if (s != NATS_OK && !missing)
+        return PS_EIO;
+    if (missing && !create)
+        return PS_ENOTFOUND;
+    if (missing) {
+        jsStreamConfig cfg;
+        jsStreamConfig_Init(&cfg);
+        const char *subjects[1] = {subject};
+        cfg.Name = stream;
+        cfg.Subjects = subjects;
+        cfg.SubjectsLen = 1;
+        cfg.Storage = js_FileStorage;
+        cfg.Replicas = r->replicas;
+        cfg.Duplicates = (int64_t)PS_REPL_DUP_WINDOW_S * 1000000000;
+        jerr = 0;
+        s = js_AddStream(&si, js, &cfg, NULL, &jerr);
         if (s == NATS_OK)
             ps_log(PS_LOG_INFO, "msg=\"stream created\" stream=%s replicas=%d", stream,
                    r->replicas);
-        return PS_OK;
+        else if (jerr != JSStreamNameExistErr) { /* else another node made it first */
+            ps_log(PS_LOG_WARN, "msg=\"cannot create stream\" stream=%s error=\"%s\" code=%d",
+                   stream, natsStatus_GetText(s), (int)jerr);
+            return PS_EIO;
+        }
+        jsStreamInfo_Destroy(si);
+        si = NULL;
+        if (js_GetStreamInfo(&si, js, stream, NULL, &jerr) != NATS_OK)
+            return PS_EIO;
     }
-    ps_log(PS_LOG_WARN, "msg=\"cannot create stream\" stream=%s error=\"%s\" code=%d", stream,
-           natsStatus_GetText(s), (int)jerr);
-    return PS_EIO;
+    out->id = si->Created > 0 ? (uint64_t)si->Created : 1;
+    out->last_seq = si->State.LastSeq;
+    if (si->Config && si->Config->Replicas != r->replicas)
+        ps_log(PS_LOG_WARN,
+               "msg=\"the stream keeps another number of copies than this node asks for\" "
+               "stream=%s replicas=%lld wanted=%d",
+               stream, (long long)si->Config->Replicas, r->replicas);
+    jsStreamInfo_Destroy(si);
+    return PS_OK;
 }
 
 static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
@@ -266,7 +297,7 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
     natsMsg_Destroy(msg);
 }
 
-ps_status ps_repl_pub_open(ps_repl *r, const char *space, ps_repl_pub **out)
+ps_status ps_repl_pub_open(ps_repl *r, const char *space, bool create, ps_repl_pub **out)
 {
     *out = NULL;
     ps_repl_pub *p = ps_xcalloc(1, sizeof *p);
@@ -280,11 +311,12 @@ ps_status ps_repl_pub_open(ps_repl *r, const char *space, ps_repl_pub **out)
     jo.PublishAsync.AckHandlerClosure = p;
     jo.PublishAsync.MaxPending = 65536;
     ps_status st = from_nats(js_open(r, &jo, &p->js));
+    ps_repl_info info;
     if (st == PS_OK)
-        st = ensure_stream(r, p->js, space);
+        st = stream_info(r, p->js, space, create, &info);
     if (st != PS_OK) {
         ps_repl_pub_close(p);
-        return st == PS_ENOTFOUND ? PS_EIO : st;
+        return st;
     }
     *out = p;
     return PS_OK;
@@ -312,9 +344,10 @@ ps_status ps_repl_pub_add(ps_repl_pub *p, ps_repl_kind kind, const char *msg_id,
         pthread_mutex_lock(&p->lock);
         p->sent++;
         pthread_mutex_unlock(&p->lock);
-        p->ever_sent = true;
         s = js_PublishMsgAsync(p->js, &m, &po);
-        if (s != NATS_OK) {
+        if (s == NATS_OK) {
+            p->ever_sent = true;
+        } else {
             pthread_mutex_lock(&p->lock);
             p->sent--;
             pthread_mutex_unlock(&p->lock);
@@ -355,19 +388,20 @@ void ps_repl_pub_close(ps_repl_pub *p)
 {
     if (p == NULL)
         return;
-    if (p->js) {
-        natsMsgList pending;
-        if (p->ever_sent && js_PublishAsyncGetPendingList(&pending, p->js) == NATS_OK)
-            natsMsgList_Destroy(&pending);
-        jsCtx_Destroy(p->js);
-    }
-    pthread_mutex_destroy(&p->lock);
-    free(p);
+    natsMsgList pending;
+    if (p->js && p->ever_sent && js_PublishAsyncGetPendingList(&pending, p->js) == NATS_OK)
+        natsMsgList_Destroy(&pending);
+    pthread_mutex_lock(&p->r->lock);
+    p->next = p->r->retired;
+    p->r->retired = p;
+    pthread_mutex_unlock(&p->r->lock);
 }
 
-ps_status ps_repl_sub_open(ps_repl *r, const char *space, uint64_t from, ps_repl_sub **out)
+ps_status ps_repl_sub_open(ps_repl *r, const char *space, uint64_t from, bool create,
+                           ps_repl_info *info, ps_repl_sub **out, char *why, size_t why_len)
 {
     *out = NULL;
+    snprintf(why, why_len, "the stream's state could not be read");
     char stream[NAME_MAX_LEN], subject[NAME_MAX_LEN];
     names(space, stream, subject);
     ps_repl_sub *s = ps_xcalloc(1, sizeof *s);
@@ -375,8 +409,15 @@ ps_status ps_repl_sub_open(ps_repl *r, const char *space, uint64_t from, ps_repl
     jsOptions_Init(&jo);
     natsStatus ns = js_open(r, &jo, &s->js);
     jsErrCode jerr = 0;
-    if (ns == NATS_OK && ensure_stream(r, s->js, space) != PS_OK)
-        ns = NATS_ERR; /* the cluster is not there yet: the caller tries again */
+    ps_status st = ns == NATS_OK ? stream_info(r, s->js, space, create, info) : PS_EIO;
+    if (st != PS_OK) { /* the cluster is not there yet, or the stream is missing */
+        natsStatus last = NATS_OK;
+        const char *text = nats_GetLastError(&last);
+        if (st == PS_EIO && text)
+            snprintf(why, why_len, "the stream's state could not be read: %s", text);
+        ps_repl_sub_close(s);
+        return st;
+    }
     if (ns == NATS_OK) {
         jsSubOptions so;
         jsSubOptions_Init(&so);
@@ -389,10 +430,11 @@ ps_status ps_repl_sub_open(ps_repl *r, const char *space, uint64_t from, ps_repl
     if (ns == NATS_OK)
         ns = natsSubscription_SetPendingLimits(s->sub, -1, 256 << 20);
     if (ns != NATS_OK) {
-        ps_status st =
-            (ns == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) ? PS_ENOTFOUND : PS_EIO;
+        const char *text = nats_GetLastError(&ns);
+        snprintf(why, why_len, "subscribing failed: %s (code %d)",
+                 text ? text : natsStatus_GetText(ns), (int)jerr);
         ps_repl_sub_close(s);
-        return st;
+        return (ns == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) ? PS_ENOTFOUND : PS_EIO;
     }
     *out = s;
     return PS_OK;
@@ -442,24 +484,13 @@ void ps_repl_sub_close(ps_repl_sub *s)
     free(s);
 }
 
-ps_status ps_repl_last_seq(ps_repl *r, const char *space, uint64_t *seq)
+ps_status ps_repl_stream(ps_repl *r, const char *space, ps_repl_info *info)
 {
-    *seq = 0;
-    char stream[NAME_MAX_LEN], subject[NAME_MAX_LEN];
-    names(space, stream, subject);
     jsCtx *js = NULL;
     jsOptions jo;
     jsOptions_Init(&jo);
-    natsStatus ns = js_open(r, &jo, &js);
-    jsStreamInfo *si = NULL;
-    jsErrCode jerr = 0;
-    if (ns == NATS_OK)
-        ns = js_GetStreamInfo(&si, js, stream, NULL, &jerr);
-    if (ns == NATS_OK)
-        *seq = si->State.LastSeq;
-    jsStreamInfo_Destroy(si);
+    ps_status st =
+        js_open(r, &jo, &js) == NATS_OK ? stream_info(r, js, space, false, info) : PS_EIO;
     jsCtx_Destroy(js);
-    if (ns == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr)
-        return PS_ENOTFOUND;
-    return ns == NATS_OK ? PS_OK : PS_EIO;
+    return st;
 }

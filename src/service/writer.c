@@ -211,8 +211,13 @@ static void journal_group(ps_writer *w, item *group)
 static void publish_group(ps_writer *w, item *group)
 {
     ps_status st = PS_OK;
-    if (w->pub == NULL)
-        st = ps_repl_pub_open(w->o.repl, ps_space_name(w->space), &w->pub);
+    pthread_mutex_lock(&w->lock);
+    bool stopping = w->stopping;
+    pthread_mutex_unlock(&w->lock);
+    if (stopping && !ps_repl_connected(w->o.repl))
+        st = PS_ECLOSED;     /* no waiting out a timeout per group on the way down */
+    else if (w->pub == NULL) /* a store that has applied records never makes a new stream */
+        st = ps_repl_pub_open(w->o.repl, ps_space_name(w->space), w->applied == 0, &w->pub);
     size_t sent = 0;
     ps_buf rec;
     ps_buf_init(&rec);
@@ -517,6 +522,38 @@ static ps_status stream_record(ps_writer *w, const ps_repl_msg *m)
     return st;
 }
 
+/* Whether `info` is the stream the store's mark counts in. The first stream a store reads
+ * becomes its own (recorded with the mark); another of the same name, or one that ends
+ * before the mark, is refused: applying it would skip or repeat records. */
+static bool stream_is_ours(ps_writer *w, const ps_repl_info *info, uint64_t at, uint64_t done,
+                           uint64_t *bound)
+{
+    const char *name = ps_space_name(w->space);
+    if (*bound != 0 && info->id != *bound) {
+        ps_log(PS_LOG_ERROR,
+               "msg=\"the space's stream was made again: this store counts in another one; "
+               "start the nodes again from one snapshot\" space=%s applied=%llu",
+               name, (unsigned long long)done);
+        return false;
+    }
+    if (info->last_seq < done) {
+        ps_log(PS_LOG_ERROR,
+               "msg=\"the space's stream ends before what this store has applied\" space=%s "
+               "applied=%llu last=%llu",
+               name, (unsigned long long)done, (unsigned long long)info->last_seq);
+        return false;
+    }
+    if (*bound == 0 && at == done) { /* the first stream this store reads: its own from now */
+        ps_status st = ps_ingest_stream_bind(w->in, info->id);
+        if (st == PS_OK)
+            st = stream_commit(w, done, 0);
+        if (st != PS_OK)
+            return false;
+        *bound = info->id;
+    }
+    return *bound != 0;
+}
+
 static void *stream_run(void *arg)
 {
     ps_writer *w = arg;
@@ -527,7 +564,10 @@ static void *stream_run(void *arg)
     uint64_t done = w->applied; /* committed */
     uint64_t at = done;         /* taken into the open transaction */
     size_t messages = 0;
-    int64_t opened = 0, last_info = 0, last_msg = mono_ms();
+    int64_t opened = 0, last_info = 0, last_msg = mono_ms(), last_complaint = -60000;
+    uint64_t bound = 0; /* the stream the store's mark counts in (0: none yet) */
+    if (ps_ingest_stream_id(w->space, &bound) != PS_OK)
+        bound = 0;
     for (;;) {
         pthread_mutex_lock(&w->lock);
         bool stop = w->journal_done, readers = w->waiting_readers > 0;
@@ -536,11 +576,28 @@ static void *stream_run(void *arg)
         if (stop)
             break;
         if (sub == NULL) {
-            ps_status st = ps_repl_sub_open(w->o.repl, name, at + 1, &sub);
+            ps_repl_info info = {0, 0};
+            char why[200];
+            ps_status st =
+                ps_repl_sub_open(w->o.repl, name, at + 1, done == 0, &info, &sub, why, sizeof why);
+            if (st == PS_OK && !stream_is_ours(w, &info, at, done, &bound)) {
+                ps_repl_sub_close(sub);
+                sub = NULL;
+                st = PS_ECONFLICT;
+            }
             if (st != PS_OK) {
-                ps_log(PS_LOG_DEBUG, "msg=\"cannot read the stream yet\" space=%s error=%s", name,
-                       ps_status_str(st));
-                pause_unless_stopping(w, APPLY_MIN_MS * 10);
+                if (mono_ms() - last_complaint >= (st == PS_EIO ? 10000 : 60000)) {
+                    ps_log(st == PS_EIO ? PS_LOG_WARN : PS_LOG_ERROR,
+                           "msg=\"cannot read the space's stream%s\" space=%s applied=%llu "
+                           "error=%s why=\"%s\"",
+                           st == PS_ENOTFOUND ? ": it is gone, and this store has applied "
+                                                "records of it; restore the stream, or start "
+                                                "the nodes again from one snapshot"
+                                              : "",
+                           name, (unsigned long long)done, ps_status_str(st), why);
+                    last_complaint = mono_ms();
+                }
+                pause_unless_stopping(w, st == PS_EIO ? APPLY_MIN_MS * 10 : APPLY_RETRY_MS);
                 continue;
             }
         }
@@ -563,6 +620,8 @@ static void *stream_run(void *arg)
                    name, (unsigned long long)(at + 1), (unsigned long long)m.seq);
             ps_repl_msg_free(&m);
             st = PS_EIO;
+            pause_unless_stopping(w, APPLY_RETRY_MS); /* records the stream no longer holds
+                                                       * would make this loop */
         }
         if (st == PS_OK) {
             ps_status ast = PS_OK;
@@ -607,9 +666,14 @@ static void *stream_run(void *arg)
             ps_repl_sub_close(sub);
             sub = NULL;
         } else if (at == done && mono_ms() - last_info >= 1000) { /* idle: how far is the end */
-            uint64_t last;
+            ps_repl_info info;
             last_info = mono_ms();
-            if (ps_repl_last_seq(w->o.repl, name, &last) == PS_OK) {
+            ps_status ist = ps_repl_stream(w->o.repl, name, &info);
+            if (ist == PS_ENOTFOUND || (ist == PS_OK && (info.id != bound || info.last_seq < at))) {
+                ps_repl_sub_close(sub); /* gone, or made again: opening it again says so */
+                sub = NULL;
+            } else if (ist == PS_OK) {
+                uint64_t last = info.last_seq;
                 pthread_mutex_lock(&w->lock);
                 w->stream_last = last;
                 pthread_mutex_unlock(&w->lock);
@@ -824,6 +888,12 @@ ps_status ps_writer_start(ps_space *sp, const ps_writer_opts *opts, ps_writer **
                ps_space_name(sp));
     if (st == PS_OK && w->o.repl) { /* the stream is the journal (which stays empty) */
         st = replicated_start(sp, &applied);
+    } else if (st == PS_OK && ps_ingest_stream_applied(sp, &applied) == PS_OK) {
+        ps_log(PS_LOG_ERROR, /* its writes would reach no other node, and never the stream */
+               "msg=\"space is replicated: start profiled with --replicate to write to it\" "
+               "space=%s",
+               ps_space_name(sp));
+        st = PS_ECONFLICT;
     } else if (st == PS_OK) {
         st = recover(sp, &applied);
         if (st == PS_OK) {
@@ -919,7 +989,7 @@ ps_status ps_writer_publish(ps_writer *w, ps_repl_kind kind, ps_slice data, uint
     pthread_mutex_lock(&w->admin_lock);
     ps_status st = PS_OK;
     if (w->admin_pub == NULL)
-        st = ps_repl_pub_open(w->o.repl, ps_space_name(w->space), &w->admin_pub);
+        st = ps_repl_pub_open(w->o.repl, ps_space_name(w->space), false, &w->admin_pub);
     if (st == PS_OK)
         st = ps_repl_pub_add(w->admin_pub, kind, NULL, 0, data);
     if (st == PS_OK)

@@ -306,7 +306,8 @@ def test_three_nodes_converge_through_failures():
     except Exception:
         for i, n in enumerate(nodes):  # what each node said, for the failure report
             if n.srv is not None:
-                sys.stderr.write("# node %d:\n# %s" % (i, "# ".join(n.srv.log[-15:])))
+                said = [line for line in n.srv.log if "level=info" not in line]
+                sys.stderr.write("# node %d:\n# %s" % (i, "# ".join(said[:10] + said[-10:])))
         raise
     finally:
         for n in nodes:
@@ -412,6 +413,19 @@ def test_published_log_equals_local_ingest():
         again = json.loads(replica.ctl("--json", "ingest", "s", events, "--replicate",
                                        url).stdout)
         converge([node], again["sequence"], 120 * MULT)
+        # the stream is lost and the cluster comes back empty: a store that has applied
+        # records neither makes a new stream nor reads one made again, and says so
+        nats.kill()
+        shutil.rmtree(nats.dir)
+        nats.start()
+        deadline = time.time() + 60 * MULT
+        while not any("it is gone" in line for line in node.srv.log):
+            assert time.time() < deadline, node.srv.log[-5:]
+            time.sleep(0.3)
+        status, _, body = node.srv.request("GET", "/healthz")
+        assert status == 200 and body["status"] == "degraded", body
+        p = replica.ctl("ingest", "s", events, "--replicate", url, check=False)
+        assert p.returncode == 2 and "no stream" in p.stderr, (p.returncode, p.stderr)
         node.srv.stop()
         node.srv = None
         assert replica.ctl("export", "s").stdout == local.ctl("export", "s").stdout
