@@ -60,7 +60,8 @@ bool ps_writer_replicated(const ps_writer *w);
  * round trip, up to the stream's timeout. PS_ECONFLICT when the writer is not replicated. */
 ps_status ps_writer_publish(ps_writer *w, ps_repl_kind kind, ps_slice data, uint64_t *seq);
 /* Replicated: waits until the store has applied the stream up to `seq` (at most
- * `timeout_ms`); false on timeout. */
+ * `timeout_ms`); false on timeout, and at once when `seq` lies past the end of the stream as
+ * this node knows it. */
 bool ps_writer_await_position(ps_writer *w, uint64_t seq, int timeout_ms);
 
 /* For a process that opens the space without its writer (profilectl): when the journal of a

@@ -1009,7 +1009,10 @@ bool ps_writer_await_position(ps_writer *w, uint64_t seq, int timeout_ms)
     if (w == NULL)
         return false;
     pthread_mutex_lock(&w->lock);
-    if (w->applied < seq) {
+    /* a sequence past the end of the stream as this node knows it is not waited for: it
+     * cannot come soon, and the wait would hold an HTTP worker */
+    bool known = seq <= w->stream_last || seq <= w->acked;
+    if (w->applied < seq && known) {
         struct timespec ts;
         deadline_in(&ts, timeout_ms);
         w->waiting_readers++;

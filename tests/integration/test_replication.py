@@ -237,6 +237,12 @@ def test_three_nodes_converge_through_failures():
         servers[1].start()
         nodes[1].start()
         wait_sent(EVENTS * 3 // 5)
+        # the snapshot's node has applied part of the stream (a node whose NATS server is still
+        # joining the cluster may take a few seconds to read it at first)
+        deadline = time.time() + 120 * MULT
+        while (nodes[0].stream() or (0, 0))[0] == 0:
+            assert time.time() < deadline, "node 0 never applied its stream"
+            time.sleep(0.2)
         snap = os.path.join(base, "snap")
         out = stores[0].json("snapshot", "s", snap)
         assert out["stream_seq"] > 0, out
