@@ -41,7 +41,7 @@ run: build
 	./tools/run.sh $(DATA)
 
 bench: build
-	@./tools/deps.sh wrk
+	@./tools/deps.sh wrk nats-server
 	python3 tools/bench.py
 
 # libFuzzer with clang in build/fuzz: FUZZ_SECONDS per target (60), FUZZ_TARGETS (all).
