@@ -297,7 +297,7 @@ void http_metrics_render(metrics *m, registry *reg, ps_buf *out)
 typedef struct health {
     registry *reg;
     bool spaces, connected;
-    uint64_t lag;
+    uint64_t lag, applied; /* the largest lag; the lowest applied sequence */
     size_t count;
     ps_buf detail;
 } health;
@@ -316,6 +316,8 @@ static void space_health(void *ud, ps_space *sp)
     h->connected = h->connected && ws.stream_connected;
     if (lag > h->lag)
         h->lag = lag;
+    if (h->count == 0 || ws.stream_applied < h->applied)
+        h->applied = ws.stream_applied;
     if (h->spaces)
         ps_buf_printf(&h->detail,
                       "%s\"%s\":{\"applied\":%llu,\"last\":%llu,\"lag\":%llu,\"connected\":%s}",
@@ -335,9 +337,11 @@ void http_health_render(registry *reg, bool replicated, bool spaces, ps_buf *out
     ps_buf_init(&h.detail);
     http_registry_each(reg, space_health, &h);
     /* reads are served either way; a node that cannot read its stream falls behind */
-    ps_buf_printf(out, "{\"status\":\"%s\",\"replication\":{\"connected\":%s,\"lag\":%llu",
+    ps_buf_printf(out,
+                  "{\"status\":\"%s\",\"replication\":{\"connected\":%s,\"lag\":%llu,"
+                  "\"applied\":%llu",
                   h.connected ? "ok" : "degraded", h.connected ? "true" : "false",
-                  (unsigned long long)h.lag);
+                  (unsigned long long)h.lag, (unsigned long long)h.applied);
     if (spaces) {
         ps_buf_puts(out, ",\"spaces\":{");
         ps_buf_append(out, h.detail.ptr, h.detail.len);

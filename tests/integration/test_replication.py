@@ -270,6 +270,7 @@ def test_three_nodes_converge_through_failures():
             assert body["replication"]["spaces"]["s"]["applied"] == final, (body, final)
             status, _, body = n.srv.request("GET", "/healthz")
             assert "spaces" not in body["replication"], body  # the public listener names none
+            assert body["replication"]["applied"] == final, (body, final)
         if shutil.which("promtool"):
             status, _, text = nodes[0].srv.request("GET", "/metrics", raw=True,
                                                    port=nodes[0].srv.metrics_port)
