@@ -202,7 +202,10 @@ void http_profile_handle(http_req *rq, bool serves_profiles)
     /* a read sees every write acknowledged before it: the store may still be taking the
      * journal's latest groups (docs/architecture.md, Tracking API write path) */
     ps_writer *running = sp ? http_registry_writer_running(s->reg, sp) : NULL;
-    if (sp && rq->wait_until_ms == 0 && !ps_writer_await(running, READ_AWAIT_MS))
+    /* replicated, a client may have written through any node: it says what it needs with
+     * X-Stream-Sequence (below), and other reads do not queue behind the stream's backlog */
+    if (sp && rq->wait_until_ms == 0 && !ps_writer_replicated(running) &&
+        !ps_writer_await(running, READ_AWAIT_MS))
         ps_log(PS_LOG_WARN, "msg=\"read served before the store caught up\" space=%s",
                rq2.space_name);
     /* replicated, a client may ask to read its own writes made through any node: it names
