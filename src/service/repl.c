@@ -11,6 +11,7 @@
 
 #include <ctype.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,12 +38,74 @@ struct ps_repl {
                            * still reach one, so they are freed with the connection */
 };
 
+/* The messages of the group in flight, by address: an acknowledgement counts only for a
+ * message of the group waited for now. One that comes after its group's wait gave up (the
+ * library may be delivering it already when the wait takes the pending list back) is not
+ * counted for the next group. The message lives until its handler has run, so its address
+ * is not reused meanwhile. Open addressing; TOMB marks a removed slot. */
+typedef struct inflight {
+    const void **slots;
+    size_t cap, used; /* used counts removed slots too, until the next clear */
+} inflight;
+
+static const char tomb_mark;
+#define TOMB ((const void *)&tomb_mark)
+
+static size_t slot_of(const void *m, size_t cap)
+{
+    uint64_t x = (uint64_t)(uintptr_t)m;
+    x ^= x >> 29;
+    x *= 0x9E3779B97F4A7C15ull;
+    return (size_t)(x >> 20) & (cap - 1);
+}
+
+static void inflight_add(inflight *f, const void *m)
+{
+    if ((f->used + 1) * 2 > f->cap) { /* grow, leaving the removed slots behind */
+        inflight old = *f;
+        f->cap = old.cap ? old.cap * 2 : 64;
+        f->slots = ps_xcalloc(f->cap, sizeof *f->slots);
+        f->used = 0;
+        for (size_t i = 0; i < old.cap; i++)
+            if (old.slots[i] && old.slots[i] != TOMB)
+                inflight_add(f, old.slots[i]);
+        free(old.slots);
+    }
+    size_t i = slot_of(m, f->cap);
+    while (f->slots[i] && f->slots[i] != TOMB)
+        i = (i + 1) & (f->cap - 1);
+    if (f->slots[i] == NULL)
+        f->used++;
+    f->slots[i] = m;
+}
+
+/* Removes `m`; false when it was not in flight (a late acknowledgement). */
+static bool inflight_take(inflight *f, const void *m)
+{
+    if (f->cap == 0)
+        return false;
+    for (size_t i = slot_of(m, f->cap); f->slots[i]; i = (i + 1) & (f->cap - 1))
+        if (f->slots[i] == m) {
+            f->slots[i] = TOMB;
+            return true;
+        }
+    return false;
+}
+
+static void inflight_clear(inflight *f)
+{
+    if (f->cap)
+        memset(f->slots, 0, f->cap * sizeof *f->slots);
+    f->used = 0;
+}
+
 struct ps_repl_pub {
     ps_repl_pub *next; /* on the retired list */
     ps_repl *r;
     jsCtx *js;
     char subject[NAME_MAX_LEN];
     pthread_mutex_t lock; /* the ack handler runs on the library's thread */
+    inflight group;       /* sent, not yet answered */
     uint64_t sent, acked, failed, last_seq;
     bool ever_sent; /* the library keeps no pending list before the first send (asking for
                      * it then crashes) */
@@ -205,6 +268,7 @@ void ps_repl_close(ps_repl *r)
         if (p->js)
             jsCtx_Destroy(p->js);
         pthread_mutex_destroy(&p->lock);
+        free(p->group.slots);
         free(p);
     }
     pthread_mutex_destroy(&r->lock);
@@ -283,11 +347,12 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
     (void)js;
     ps_repl_pub *p = closure;
     pthread_mutex_lock(&p->lock);
-    if (pa && pae == NULL) {
+    bool ours = inflight_take(&p->group, msg); /* else its group's wait gave up already */
+    if (ours && pa && pae == NULL) {
         p->acked++;
         if (pa->Sequence > p->last_seq)
             p->last_seq = pa->Sequence;
-    } else {
+    } else if (ours) {
         p->failed++;
         if (p->first_error[0] == 0 && pae)
             snprintf(p->first_error, sizeof p->first_error, "%s (code %d)",
@@ -341,14 +406,17 @@ ps_status ps_repl_pub_add(ps_repl_pub *p, ps_repl_kind kind, const char *msg_id,
         po.MsgId = id;
     }
     if (s == NATS_OK) {
+        natsMsg *sending = m; /* in flight before its ack can come */
         pthread_mutex_lock(&p->lock);
+        inflight_add(&p->group, sending);
         p->sent++;
         pthread_mutex_unlock(&p->lock);
         s = js_PublishMsgAsync(p->js, &m, &po);
         if (s == NATS_OK) {
             p->ever_sent = true;
-        } else {
+        } else { /* still ours */
             pthread_mutex_lock(&p->lock);
+            inflight_take(&p->group, sending);
             p->sent--;
             pthread_mutex_unlock(&p->lock);
         }
@@ -380,6 +448,7 @@ ps_status ps_repl_pub_wait(ps_repl_pub *p, uint64_t *last_seq)
     *last_seq = p->last_seq;
     p->sent = p->acked = p->failed = p->last_seq = 0;
     p->first_error[0] = 0;
+    inflight_clear(&p->group); /* what is still unanswered counts for nobody now */
     pthread_mutex_unlock(&p->lock);
     return ok ? PS_OK : PS_EIO;
 }
