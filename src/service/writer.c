@@ -27,10 +27,10 @@
 #include <unistd.h>
 
 #include "ps/clock.h"
+#include "ps/history.h"
 #include "ps/import.h"
 #include "ps/journal.h"
 #include "ps/log.h"
-#include "ps/msglog.h"
 #include "ps/regulation.h"
 
 #define DEFAULT_BATCH_EVENTS 5000
@@ -821,37 +821,27 @@ ps_status ps_writer_recover(ps_space *sp)
 /* ---- the writer ---- */
 
 /* Replicated: the stream position the store has applied. A space that was never replicated
- * joins the stream only when its log is empty (else it holds messages no other node has):
- * it is marked at position 0 now, and its local journal must be empty. */
-static ps_status replicated_start(ps_space *sp, uint64_t *applied)
+ * joins the stream only when its log and its local journal are empty (else it holds messages
+ * no other node has): *fresh says it is to be marked at position 0. */
+static ps_status replicated_start(ps_space *sp, uint64_t *applied, bool *fresh)
 {
+    *fresh = false;
     ps_status st = ps_ingest_stream_applied(sp, applied);
     if (st != PS_ENOTFOUND)
         return st;
-    uint64_t count = 0;
-    bool incomplete = false;
-    ps_txn *t;
-    if ((st = ps_txn_begin(ps_space_store(sp), false, &t)) != PS_OK)
+    ps_history_info h;
+    if ((st = ps_history_info_get(sp, &h)) != PS_OK)
         return st;
-    st = ps_store_log_info(t, &count, &incomplete);
-    ps_txn_abort(t);
-    if (st != PS_OK)
-        return st;
-    if (count > 0 || ps_journal_present(ps_space_dir(sp))) {
+    if (h.messages > 0 || ps_journal_present(ps_space_dir(sp))) {
         ps_log(PS_LOG_ERROR,
                "msg=\"space holds messages that are not in its stream: start replication from "
                "an empty space or from a replica's snapshot\" space=%s messages=%llu",
-               ps_space_name(sp), (unsigned long long)count);
+               ps_space_name(sp), (unsigned long long)h.messages);
         return PS_ECONFLICT;
     }
-    ps_ingest *in;
-    if ((st = ps_ingest_begin(sp, &(ps_ingest_opts){.keep_received_at = true}, &in)) != PS_OK)
-        return st;
-    if ((st = ps_ingest_stream_mark(in, 0)) == PS_OK)
-        st = ps_ingest_commit(in);
-    ps_ingest_end(in);
     *applied = 0;
-    return st;
+    *fresh = true;
+    return PS_OK;
 }
 
 /* Frees a writer whose threads have ended (or never started). */
@@ -886,8 +876,9 @@ ps_status ps_writer_start(ps_space *sp, const ps_writer_opts *opts, ps_writer **
     if (st == PS_EBUSY)
         ps_log(PS_LOG_ERROR, "msg=\"another process writes this space's journal\" space=%s",
                ps_space_name(sp));
+    bool fresh = false;             /* replicated: the space joins its stream now */
     if (st == PS_OK && w->o.repl) { /* the stream is the journal (which stays empty) */
-        st = replicated_start(sp, &applied);
+        st = replicated_start(sp, &applied, &fresh);
     } else if (st == PS_OK && ps_ingest_stream_applied(sp, &applied) == PS_OK) {
         ps_log(PS_LOG_ERROR, /* its writes would reach no other node, and never the stream */
                "msg=\"space is replicated: start profiled with --replicate to write to it\" "
@@ -907,7 +898,10 @@ ps_status ps_writer_start(ps_space *sp, const ps_writer_opts *opts, ps_writer **
     ps_ingest_opts io = {.keep_received_at = w->o.repl != NULL};
     if (st == PS_OK)
         st = ps_ingest_begin(sp, &io, &w->in);
+    if (st == PS_OK && fresh && (st = ps_ingest_stream_mark(w->in, 0)) == PS_OK)
+        st = ps_ingest_commit(w->in); /* marked replicated from now on */
     if (st != PS_OK) {
+        ps_ingest_end(w->in);
         ps_journal_close(w->journal);
         free(w);
         return st;
@@ -1004,35 +998,11 @@ ps_status ps_writer_publish(ps_writer *w, ps_repl_kind kind, ps_slice data, uint
     return st;
 }
 
-bool ps_writer_await_position(ps_writer *w, uint64_t seq, int timeout_ms)
+/* Waits (holding w->lock) until the store has applied up to `target` and run the
+ * regulations asked for up to `regs`, at most `timeout_ms`; the apply thread commits at once
+ * while a reader waits. Whether they are there now. */
+static bool await_locked(ps_writer *w, uint64_t target, uint64_t regs, int timeout_ms)
 {
-    if (w == NULL)
-        return false;
-    pthread_mutex_lock(&w->lock);
-    /* a sequence past the end of the stream as this node knows it is not waited for: it
-     * cannot come soon, and the wait would hold an HTTP worker */
-    bool known = seq <= w->stream_last || seq <= w->acked;
-    if (w->applied < seq && known) {
-        struct timespec ts;
-        deadline_in(&ts, timeout_ms);
-        w->waiting_readers++;
-        pthread_cond_signal(&w->awake);
-        while (w->applied < seq)
-            if (pthread_cond_timedwait(&w->progress, &w->lock, &ts) != 0)
-                break;
-        w->waiting_readers--;
-    }
-    bool ok = w->applied >= seq;
-    pthread_mutex_unlock(&w->lock);
-    return ok;
-}
-
-bool ps_writer_await(ps_writer *w, int timeout_ms)
-{
-    if (w == NULL)
-        return true;
-    pthread_mutex_lock(&w->lock);
-    uint64_t target = w->acked, regs = w->reg_asked;
     if (w->applied < target || w->reg_done < regs) {
         struct timespec ts;
         deadline_in(&ts, timeout_ms);
@@ -1043,7 +1013,28 @@ bool ps_writer_await(ps_writer *w, int timeout_ms)
                 break;
         w->waiting_readers--;
     }
-    bool ok = w->applied >= target && w->reg_done >= regs;
+    return w->applied >= target && w->reg_done >= regs;
+}
+
+bool ps_writer_await_position(ps_writer *w, uint64_t seq, int timeout_ms)
+{
+    if (w == NULL)
+        return false;
+    pthread_mutex_lock(&w->lock);
+    /* a sequence past the end of the stream as this node knows it is not waited for: it
+     * cannot come soon, and the wait would hold an HTTP worker */
+    bool known = seq <= w->stream_last || seq <= w->acked;
+    bool ok = known ? await_locked(w, seq, 0, timeout_ms) : w->applied >= seq;
+    pthread_mutex_unlock(&w->lock);
+    return ok;
+}
+
+bool ps_writer_await(ps_writer *w, int timeout_ms)
+{
+    if (w == NULL)
+        return true;
+    pthread_mutex_lock(&w->lock);
+    bool ok = await_locked(w, w->acked, w->reg_asked, timeout_ms);
     pthread_mutex_unlock(&w->lock);
     return ok;
 }
