@@ -123,12 +123,12 @@ static void names(const char *space, char *stream, char *subject)
     snprintf(subject, NAME_MAX_LEN, "ps.%s", space);
 }
 
+/* A failed call of the library as our status (a missing stream is told apart where it
+ * matters, by its JetStream error code). */
 static ps_status from_nats(natsStatus s)
 {
     switch (s) {
     case NATS_OK: return PS_OK;
-    case NATS_TIMEOUT: return PS_ENOTFOUND;
-    case NATS_NOT_FOUND: return PS_ENOTFOUND;
     case NATS_NO_MEMORY: return PS_EFULL;
     case NATS_CONNECTION_CLOSED: return PS_ECLOSED;
     default: return PS_EIO;
@@ -422,7 +422,7 @@ ps_status ps_repl_pub_add(ps_repl_pub *p, ps_repl_kind kind, const char *msg_id,
         }
     }
     natsMsg_Destroy(m); /* NULL once the library took it */
-    return from_nats(s) == PS_ENOTFOUND ? PS_EIO : from_nats(s);
+    return from_nats(s);
 }
 
 ps_status ps_repl_pub_wait(ps_repl_pub *p, uint64_t *last_seq)
