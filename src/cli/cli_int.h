@@ -52,10 +52,11 @@ bool cli_space_replicated(ps_space *sp);
 /* EXIT_OK when `sp` is not replicated; else prints that `what` would change this node alone,
  * and what to do `instead`, and returns the exit code. */
 int cli_refuse_replicated(ps_space *sp, const char *what, const char *instead);
-/* Whether a missing stream may be made for `sp`: not when its store has applied one. */
-bool cli_repl_may_create(ps_space *sp);
-/* Connects to the NATS servers of --replicate (EXIT_OK, or prints why not). */
-int cli_repl_connect(const char *urls, ps_repl **out);
+/* Connects to the NATS servers of --replicate and opens a publisher to the space's stream
+ * (made when missing, unless the store has applied one): EXIT_OK, or prints why not. */
+int cli_repl_open(const char *urls, ps_space *sp, ps_repl **r, ps_repl_pub **p);
+/* Closes what cli_repl_open() opened (NULL: nothing). */
+void cli_repl_end(ps_repl *r, ps_repl_pub *p);
 /* Publishes one settings or regulation record to the space's stream and waits for it to be
  * stored; *seq gets its sequence. */
 int cli_repl_publish(const char *urls, ps_space *sp, ps_repl_kind kind, ps_slice data,

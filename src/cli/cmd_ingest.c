@@ -551,20 +551,9 @@ int cmd_ingest(cli *c)
         rc = cli_refuse_replicated(sp, "ingest",
                                    "add --replicate nats://HOST:PORT to publish the messages "
                                    "to the space's stream");
-    else if ((rc = cli_repl_connect(replicate, &repl)) == EXIT_OK) {
-        ps_status st = ps_repl_pub_open(repl, ps_space_name(sp), cli_repl_may_create(sp), &pub);
-        if (st == PS_ENOTFOUND)
-            rc = cli_fail(EXIT_NOTFOUND,
-                          "space '%s' has no stream, yet this node has applied one: nothing was "
-                          "published (docs/replication.md)",
-                          ps_space_name(sp));
-        else if (st != PS_OK)
-            rc = cli_fail(cli_exit_code(st), "cannot reach the stream of space '%s': %s",
-                          ps_space_name(sp), ps_status_str(st));
-    }
+    else
+        rc = cli_repl_open(replicate, sp, &repl, &pub);
     if (rc) {
-        ps_repl_pub_close(pub);
-        ps_repl_close(repl);
         ps_space_close(sp);
         return rc;
     }
@@ -614,11 +603,7 @@ int cmd_ingest(cli *c)
         summary(&r, ps_ingest_stats_get(in));
     ps_ingest_end(in);
     ps_buf_clear(&r.record);
-    if (repl) {
-        ps_repl_pub_close(pub);
-        ps_repl_close(repl);
-        ps_repl_shutdown();
-    }
+    cli_repl_end(repl, pub);
     ps_space_close(sp);
     pthread_mutex_destroy(&r.q.lock);
     pthread_cond_destroy(&r.q.more);
