@@ -40,10 +40,9 @@ ps_status ps_regulation_apply(ps_space *sp, const ps_reg_request *rq, int64_t no
 /* The stream record of a regulation created at `created_ms`. */
 void ps_regulation_encode(const ps_reg_request *rq, int64_t created_ms, ps_buf *out);
 /* Runs the regulation of stream `record` in `t`, at the time it was created, and records it
- * FINISHED as number `seq` (the stream sequence: every node gives it the same id, *id).
- * PS_EINVAL when the record does not decode. */
-ps_status ps_regulation_run_at(ps_txn *t, const char *space, uint64_t seq, ps_slice record,
-                               char id[PS_REG_ID_BUF]);
+ * FINISHED as number `seq` (the stream sequence: every node gives it the same id,
+ * reg_<seq in hex>). PS_EINVAL when the record does not decode. */
+ps_status ps_regulation_run_at(ps_txn *t, const char *space, uint64_t seq, ps_slice record);
 
 /* Appends the JSON object of regulation `id` to `out`. PS_ENOTFOUND when there is none. */
 ps_status ps_regulation_get(ps_space *sp, const char *id, ps_buf *out);

@@ -853,9 +853,8 @@ ps_status ps_ingest_regulation(ps_ingest *in, uint64_t seq, ps_slice record)
 {
     PS_ASSERT(in->pending_messages == 0);
     ps_status st = open_batch(in);
-    char id[PS_REG_ID_BUF];
     if (st == PS_OK &&
-        (st = ps_regulation_run_at(in->txn, ps_space_name(in->space), seq, record, id)) != PS_OK &&
+        (st = ps_regulation_run_at(in->txn, ps_space_name(in->space), seq, record)) != PS_OK &&
         st != PS_EINVAL)
         return batch_failed(in, st);
     return st;

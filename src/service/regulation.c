@@ -334,6 +334,22 @@ static ps_status put_record(ps_txn *t, uint64_t seq, const ps_reg_request *rq, c
     return st;
 }
 
+/* Carries out regulation number `seq` in `t` at `now_ms` and records it FINISHED. */
+static ps_status run_one(ps_txn *t, uint64_t seq, const ps_reg_request *rq, int64_t created_ms,
+                         int64_t now_ms, size_t *erased)
+{
+    ps_status st = execute(t, rq, now_ms, erased);
+    return st == PS_OK ? put_record(t, seq, rq, "FINISHED", created_ms, now_ms) : st;
+}
+
+static void log_applied(const char *space, uint64_t seq, const ps_reg_request *rq, size_t erased)
+{
+    ps_log(PS_LOG_INFO,
+           "msg=\"regulation applied\" space=%s id=reg_%016llx type=%s subjects=%zu "
+           "profiles_erased=%zu",
+           space, (unsigned long long)seq, ps_reg_type_name(rq->type), rq->count, erased);
+}
+
 /* A regulation waiting for the space's writer: meta "regpending/<16 hex seq>" ->
  * [type u8][created_ms u64][per subject: length u16, bytes]. It holds the userIds until the
  * regulation has run. */
@@ -447,17 +463,11 @@ ps_status ps_regulation_run_pending(ps_space *sp, int64_t now_ms, uint64_t up_to
         }
         if ((st = ps_store_meta_get(t, f.key, &v)) == PS_OK &&
             (st = pending_decode(v, &rq, &created_ms)) == PS_OK) {
-            st = execute(t, &rq, now_ms, &erased);
-            if (st == PS_OK)
-                st = put_record(t, seq, &rq, "FINISHED", created_ms, now_ms);
+            st = run_one(t, seq, &rq, created_ms, now_ms, &erased);
             if (st == PS_OK)
                 st = ps_store_meta_del(t, f.key);
             if (st == PS_OK)
-                ps_log(PS_LOG_INFO,
-                       "msg=\"regulation applied\" space=%s id=reg_%016llx type=%s "
-                       "subjects=%zu profiles_erased=%zu",
-                       ps_space_name(sp), (unsigned long long)seq, ps_reg_type_name(rq.type),
-                       rq.count, erased);
+                log_applied(ps_space_name(sp), seq, &rq, erased);
             ps_reg_request_clear(&rq);
         }
         if (st == PS_OK) {
@@ -492,29 +502,22 @@ void ps_regulation_encode(const ps_reg_request *rq, int64_t created_ms, ps_buf *
     pending_encode(rq, created_ms, out);
 }
 
-ps_status ps_regulation_run_at(ps_txn *t, const char *space, uint64_t seq, ps_slice record,
-                               char id[PS_REG_ID_BUF])
+ps_status ps_regulation_run_at(ps_txn *t, const char *space, uint64_t seq, ps_slice record)
 {
     ps_reg_request rq;
     int64_t created_ms = 0;
     size_t erased = 0;
-    snprintf(id, PS_REG_ID_BUF, "reg_%016llx", (unsigned long long)seq);
     ps_status st = pending_decode(record, &rq, &created_ms);
     if (st != PS_OK)
         return PS_EINVAL;
-    st = execute(t, &rq, created_ms, &erased);
-    if (st == PS_OK)
-        st = put_record(t, seq, &rq, "FINISHED", created_ms, created_ms);
+    st = run_one(t, seq, &rq, created_ms, created_ms, &erased);
     uint64_t next = 1;
     if (st == PS_OK && (st = ps_store_meta_get_u64(t, REG_NEXT_KEY, &next)) == PS_ENOTFOUND)
         st = PS_OK;
     if (st == PS_OK && next <= seq) /* a local id never reuses a replicated one */
         st = ps_store_meta_put_u64(t, REG_NEXT_KEY, seq + 1);
     if (st == PS_OK)
-        ps_log(PS_LOG_INFO,
-               "msg=\"regulation applied\" space=%s id=%s type=%s subjects=%zu "
-               "profiles_erased=%zu",
-               space, id, ps_reg_type_name(rq.type), rq.count, erased);
+        log_applied(space, seq, &rq, erased);
     ps_reg_request_clear(&rq);
     return st;
 }
