@@ -87,6 +87,24 @@ def responses(data):
     return out
 
 
+def read_replies(s, count):
+    """Reads `count` Content-Length framed replies from a connection that stays open."""
+    buf, out = bytearray(), []
+    while len(out) < count:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            got = responses(bytes(buf[:end + 4]))[0]
+            n = int(got[1].get("content-length", "0"))
+            if len(buf) >= end + 4 + n:
+                out.append((got[0], got[1], bytes(buf[end + 4:end + 4 + n])))
+                del buf[:end + 4 + n]
+                continue
+        chunk = s.recv(1 << 20)
+        assert chunk, "the server closed the connection after %d replies" % len(out)
+        buf += chunk
+    return out
+
+
 def post(path, body, key=None, extra=""):
     if isinstance(body, (dict, list)):
         body = json.dumps(body)
@@ -286,6 +304,57 @@ def pipelining_and_half_close():
         assert [x[0] for x in r] == [200, 200, 200, 200], r
         for i in range(3):
             assert stored(st, "user_id:pipe%d" % i) is not None, i
+    finally:
+        srv.stop()
+        st.close()
+
+
+def replies_the_socket_cannot_take_at_once():
+    """A reply is written straight to the socket when it fits; one that does not (a client
+    that reads slowly) waits for the socket, and pipelined requests are answered in order
+    either way, on a connection that stays open."""
+    st, srv, wk, token = setup()
+    try:
+        path = os.path.join(st.dir, "big.ndjson")
+        with open(path, "w") as f:
+            for i in range(8):
+                f.write(json.dumps({"type": "track", "userId": "big", "event": "E%d" % i,
+                                    "messageId": "big-%d" % i,
+                                    "properties": {"i": i, "blob": ("x%d" % i) * 14000}}) + "\n")
+        st.ctl("ingest", SPACE, path)
+        events = "/v1/spaces/%s/collections/users/profiles/user_id:big/events?limit=10" % SPACE
+        get = lambda p: ("GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n\r\n"
+                         % (p, basic(token))).encode()
+        s = socket.socket()
+        # a small receive window, and more replies than the server's send buffer holds (Linux
+        # grows it up to 4 MiB on loopback): its writes stall until the client reads
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", srv.port))
+        s.settimeout(20 * MULT)
+        s.sendall(get(events) * 30 + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" +
+                  get("/v1/spaces/%s/collections/users/profiles/user_id:big/traits" % SPACE))
+        time.sleep(0.5)  # nothing read yet
+        got = read_replies(s, 32)
+        assert [r[0] for r in got] == [200] * 32, [r[0] for r in got]
+        for r in got[:30]:
+            body = json.loads(r[2])
+            assert [e["event"] for e in body["data"]] == ["E%d" % i for i in range(7, -1, -1)], \
+                body["data"][0]["event"]
+            assert len(r[2]) > 8 * 28000, len(r[2])
+        assert json.loads(got[30][2])["status"] in ("ok", "degraded"), got[30][2]
+        assert json.loads(got[31][2])["traits"] == {}, got[31][2]
+        # the connection is still open, and answers the next request at once
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_replies(s, 1)[0][0] == 200
+        s.close()
+        # many small pipelined requests in one packet: every one answered, in order
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.settimeout(20 * MULT)
+        s.sendall(b"".join(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-N: %d\r\n\r\n" % i
+                           for i in range(20)))
+        ids = [r[1]["request-id"] for r in read_replies(s, 20)]
+        assert len(set(ids)) == 20, ids
+        s.close()
     finally:
         srv.stop()
         st.close()
@@ -530,6 +599,7 @@ def browsers_cors_and_settings():
 
 if __name__ == "__main__":
     run_tests([envelope_amplification, reply_amplification, strict_json, timestamps,
-               framing_and_smuggling, pipelining_and_half_close, slow_and_silent_clients,
+               framing_and_smuggling, pipelining_and_half_close,
+               replies_the_socket_cannot_take_at_once, slow_and_silent_clients,
                descriptor_exhaustion, unopenable_space_is_503, compressed_bodies,
                browsers_cors_and_settings])
