@@ -51,6 +51,8 @@ typedef struct ps_api_param {
     size_t value_len;
 } ps_api_param;
 
+struct ps_api_reply;
+
 typedef struct ps_api_request {
     ps_api_route route;
     const char *space_name; /* from the path */
@@ -67,6 +69,11 @@ typedef struct ps_api_request {
     const char *base_url; /* "scheme://host[/path]" for absolute cursor URLs; NULL: relative */
     bool recheck;         /* the transport asks again for a waiting request: not rate-limited */
     bool replicated;      /* the space applies a replicated stream (docs/replication.md) */
+    /* Called once the token is accepted and before anything is read, with a snapshot taken
+     * after it returns: the transport waits there for the writes the reader must see, so
+     * that a request without a valid token never waits. False: it wrote the reply (a 503). */
+    bool (*before_read)(void *ud, struct ps_api_reply *out);
+    void *before_read_ud;
 } ps_api_request;
 
 typedef struct ps_api_reply {

@@ -52,6 +52,9 @@ void ps_writer_regulations(ps_writer *w, uint64_t up_to);
  * came before it. The apply thread
  * commits at once while a reader waits. False on timeout. NULL (no writer) is true. */
 bool ps_writer_await(ps_writer *w, int timeout_ms);
+/* Whether the store already holds everything acknowledged and every regulation asked for:
+ * ps_writer_await would not wait. Asks the apply thread for nothing. NULL is true. */
+bool ps_writer_caught_up(ps_writer *w);
 
 /* Whether the writer applies a replicated stream. */
 bool ps_writer_replicated(const ps_writer *w);

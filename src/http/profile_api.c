@@ -114,6 +114,33 @@ static void publish_regulation(ps_writer *wr, ps_api_reply *rep)
                   (unsigned long long)seq);
 }
 
+/* What a read waits for before its snapshot (ps_api_request.before_read). */
+typedef struct read_wait {
+    ps_writer *w;
+    const char *space;
+    uint64_t position; /* by_position: the stream sequence the client's writes reached */
+    bool by_position;
+} read_wait;
+
+static bool wait_for_writes(void *ud, ps_api_reply *rep)
+{
+    read_wait *rw = ud;
+    if (!rw->by_position) {
+        if (!ps_writer_await(rw->w, READ_AWAIT_MS))
+            ps_log(PS_LOG_WARN, "msg=\"read served before the store caught up\" space=%s",
+                   rw->space);
+        return true;
+    }
+    if (ps_writer_await_position(rw->w, rw->position, READ_AWAIT_MS))
+        return true;
+    ps_api_error(rep, 503, "not_caught_up",
+                 "This node has not applied the stream up to sequence %llu yet; retry after the "
+                 "Retry-After seconds, or ask another node.",
+                 (unsigned long long)rw->position);
+    rep->retry_after_s = 1;
+    return false;
+}
+
 void http_profile_handle(http_req *rq, bool serves_profiles)
 {
     worker *w = rq->w;
@@ -200,33 +227,26 @@ void http_profile_handle(http_req *rq, bool serves_profiles)
         goto reply;
     }
     /* a read sees every write acknowledged before it: the store may still be taking the
-     * journal's latest groups (docs/architecture.md, Tracking API write path) */
+     * journal's latest groups (docs/architecture.md, Tracking API write path). Replicated, a
+     * client may have written through any node: it names the stream sequence its writes
+     * reached with X-Stream-Sequence (docs/replication.md), and other reads do not queue
+     * behind the stream's backlog. Either wait runs once the token is accepted. */
     ps_writer *running = sp ? http_registry_writer_running(s->reg, sp) : NULL;
-    /* replicated, a client may have written through any node: it says what it needs with
-     * X-Stream-Sequence (below), and other reads do not queue behind the stream's backlog */
-    if (sp && rq->wait_until_ms == 0 && !ps_writer_replicated(running) &&
-        !ps_writer_await(running, READ_AWAIT_MS))
-        ps_log(PS_LOG_WARN, "msg=\"read served before the store caught up\" space=%s",
-               rq2.space_name);
-    /* replicated, a client may ask to read its own writes made through any node: it names
-     * the stream sequence they reached (docs/replication.md) */
+    read_wait rw = {running, rq2.space_name, 0, false};
     size_t seq_len = 0;
     const char *seq_s = http_head_find(&rq->head, "X-Stream-Sequence", &seq_len);
-    if (sp && seq_s && ps_writer_replicated(running) && rq->wait_until_ms == 0) {
-        uint64_t want = 0;
-        if (!http_parse_u64(seq_s, seq_len, &want)) {
+    if (sp && rq->wait_until_ms == 0 && ps_writer_replicated(running) && seq_s) {
+        if (!http_parse_u64(seq_s, seq_len, &rw.position)) {
             ps_api_error(rep, 400, "invalid_request_error",
                          "X-Stream-Sequence must be a stream sequence (a whole number).");
             goto reply;
         }
-        if (!ps_writer_await_position(running, want, READ_AWAIT_MS)) {
-            ps_api_error(rep, 503, "not_caught_up",
-                         "This node has not applied the stream up to sequence %llu yet; retry "
-                         "after the Retry-After seconds, or ask another node.",
-                         (unsigned long long)want);
-            rep->retry_after_s = 1;
-            goto reply;
-        }
+        rw.by_position = true;
+    }
+    if (sp && rq->wait_until_ms == 0 &&
+        (rw.by_position || (!ps_writer_replicated(running) && !ps_writer_caught_up(running)))) {
+        rq2.before_read = wait_for_writes;
+        rq2.before_read_ud = &rw;
     }
     rq2.recheck = rq->wait_until_ms != 0;
     rq2.replicated = s->cfg.writer.repl != NULL; /* never a local write in a replicated

@@ -995,6 +995,14 @@ static bool authorize(ctx *c)
         ps_api_error(c->out, 429, "rate_limit_error", "Too many requests hit the API too quickly.");
         return false;
     }
+    if (rq->before_read) { /* what it waits for lands after this snapshot: take a new one */
+        ps_txn_abort(c->t);
+        c->t = NULL;
+        if (!rq->before_read(rq->before_read_ud, c->out))
+            return false;
+        if ((st = ps_txn_begin(ps_space_store(c->sp), false, &c->t)) != PS_OK)
+            return storage_error(c, st);
+    }
     return true;
 }
 

@@ -1029,6 +1029,16 @@ bool ps_writer_await_position(ps_writer *w, uint64_t seq, int timeout_ms)
     return ok;
 }
 
+bool ps_writer_caught_up(ps_writer *w)
+{
+    if (w == NULL)
+        return true;
+    pthread_mutex_lock(&w->lock);
+    bool done = w->applied >= w->acked && w->reg_done >= w->reg_asked;
+    pthread_mutex_unlock(&w->lock);
+    return done;
+}
+
 bool ps_writer_await(ps_writer *w, int timeout_ms)
 {
     if (w == NULL)
