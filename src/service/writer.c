@@ -7,10 +7,12 @@
  *
  * The apply thread takes acknowledged payloads in the same order and resolves them into the
  * store through the ingest path, in larger transactions, each of which also records how far
- * the journal is applied. A transaction commits when nothing more waits, after at most
- * batch_ms (DEFAULT_APPLY_MS) or APPLY_MAX_EVENTS, and at once when a reader waits for it
- * (ps_writer_await). A commit that fails is tried again: what was acknowledged stays in the
- * journal until the store has it.
+ * the journal is applied. A transaction commits batch_ms (DEFAULT_APPLY_MS) after its first
+ * payload, or at APPLY_MAX_EVENTS, and at once when a reader waits for it (ps_writer_await) or
+ * the writer stops. It does not commit merely because the queue ran empty: each commit
+ * rewrites every page it dirtied, and the tables keyed at random share few pages between
+ * small commits (docs/benchmarks.md measured 3-4x the bytes written at 20 ms). A commit that fails
+ * is tried again: what was acknowledged stays in the journal until the store has it.
  *
  * At start the store first takes what the journal holds past its mark (a crash left it
  * there); at a clean stop everything is applied and the journal's files are removed. */
@@ -39,11 +41,11 @@
 #define DEFAULT_APPLY_MS 200
 #define PACE_MAX_MS 20 /* the longest pause of a journal group short of the bound */
 #define APPLY_NICE 10
-#define APPLY_MIN_MS 20      /* an idle apply thread commits this soon after its first payload */
-#define APPLY_RETRY_MS 1000  /* after a failed commit */
-#define RECOVER_EVENTS 50000 /* journal records per commit when recovering */
-#define DRAIN_WAIT_MS 10000  /* another process's server: how long to wait for it to apply */
-#define STALL_MS 3000        /* replicated: no record this long while some wait: read again */
+#define STREAM_EIO_PAUSE_MS 200 /* replicated: before reading again after an I/O error */
+#define APPLY_RETRY_MS 1000     /* after a failed commit */
+#define RECOVER_EVENTS 50000    /* journal records per commit when recovering */
+#define DRAIN_WAIT_MS 10000     /* another process's server: how long to wait for it to apply */
+#define STALL_MS 3000           /* replicated: no record this long while some wait: read again */
 
 typedef struct item {
     struct item *next;
@@ -339,7 +341,8 @@ static ps_status apply_list(ps_writer *w, item *list)
 }
 
 /* Takes payloads one at a time and resolves each at once, so that room for the journal thread
- * comes back steadily, until nothing waits (past the minimum age) or a bound is reached.
+ * comes back steadily, until the transaction is batch_ms old, a bound is reached, a reader
+ * waits or the writer stops.
  * Returns them in order, with the outcome of resolving them. */
 static item *apply_some(ps_writer *w, ps_status *st)
 {
@@ -352,10 +355,10 @@ static item *apply_some(ps_writer *w, ps_status *st)
         item *it = pop(&w->applying);
         if (it == NULL) {
             int64_t age = mono_ms() - started;
-            if (w->waiting_readers || w->journal_done || age >= APPLY_MIN_MS)
+            if (w->waiting_readers || w->journal_done || age >= w->o.batch_ms)
                 break;
             struct timespec ts;
-            deadline_in(&ts, APPLY_MIN_MS - age);
+            deadline_in(&ts, w->o.batch_ms - age);
             pthread_cond_timedwait(&w->awake, &w->lock, &ts);
             continue;
         }
@@ -597,7 +600,7 @@ static void *stream_run(void *arg)
                            name, (unsigned long long)done, ps_status_str(st), why);
                     last_complaint = mono_ms();
                 }
-                pause_unless_stopping(w, st == PS_EIO ? APPLY_MIN_MS * 10 : APPLY_RETRY_MS);
+                pause_unless_stopping(w, st == PS_EIO ? STREAM_EIO_PAUSE_MS : APPLY_RETRY_MS);
                 continue;
             }
         }
