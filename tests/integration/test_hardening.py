@@ -360,6 +360,44 @@ def replies_the_socket_cannot_take_at_once():
         st.close()
 
 
+def reads_wait_only_with_a_valid_token():
+    """A Profile API read waits (up to 2 s) for acknowledged events to reach the store, but
+    only once its token is accepted: a request without a valid token must not hold a worker.
+    `mdb_load` holding the store's write lock keeps the apply thread from committing."""
+    st, srv, wk, token = setup()
+    loader = None
+    try:
+        base = "/v1/spaces/%s/collections/users/profiles/user_id:waiter/" % SPACE
+        assert srv.get(base + "traits", token)[0] == 404  # the space is open
+        loader = subprocess.Popen(["mdb_load", os.path.join(st.dir, "spaces", SPACE)],
+                                  stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        # a header and no records: mdb_load begins its write transaction and reads on
+        loader.stdin.write(b"VERSION=3\nformat=bytevalue\ntype=btree\nHEADER=END\n")
+        loader.stdin.flush()
+        assert srv.track("track", {"userId": "waiter", "event": "E"}, wk)[0] == 200
+        for bad in ("nope", None):
+            assert srv.get(base + "events", bad)[0] == 401
+        warning = "read served before the store caught up"
+        assert not any(warning in line for line in srv.log), "".join(srv.log)
+        # a valid token waits, finds the store behind (the lock), and is served as it stands
+        status = srv.get(base + "events", token)[0]
+        assert status == 404, status
+        deadline = time.time() + 10 * MULT
+        while not any(warning in line for line in srv.log) and time.time() < deadline:
+            time.sleep(0.05)  # the log is read by another thread
+        assert any(warning in line for line in srv.log), "".join(srv.log)
+        loader.stdin.close()  # mdb_load commits nothing and leaves: the store catches up
+        assert loader.wait(timeout=30 * MULT) == 0, loader.stderr.read()
+        status, _, body = srv.get(base + "events", token)
+        assert status == 200 and [e["event"] for e in body["data"]] == ["E"], body
+    finally:
+        if loader and loader.poll() is None:
+            loader.kill()
+            loader.wait()
+        srv.stop()
+        st.close()
+
+
 def slow_and_silent_clients():
     st, srv, wk, _ = setup("--timeout-ms", "2000", "--anonymous-body-mb", "1")
     try:
@@ -600,6 +638,7 @@ def browsers_cors_and_settings():
 if __name__ == "__main__":
     run_tests([envelope_amplification, reply_amplification, strict_json, timestamps,
                framing_and_smuggling, pipelining_and_half_close,
-               replies_the_socket_cannot_take_at_once, slow_and_silent_clients,
+               replies_the_socket_cannot_take_at_once, reads_wait_only_with_a_valid_token,
+               slow_and_silent_clients,
                descriptor_exhaustion, unopenable_space_is_503, compressed_bodies,
                browsers_cors_and_settings])
