@@ -220,11 +220,11 @@ static void idle_again(conn *c, bool in_reply)
     c->head = c->target = NULL;
     bufferevent_disable(c->bev, EV_WRITE); /* no write event until a reply waits again */
     bufferevent_setwatermark(c->bev, EV_READ, 0, c->w->srv->cfg.max_header_bytes);
-    arm(c, c->w->srv->cfg.timeout_ms); /* idle keep-alive */
-    if (!in_reply) {
-        bufferevent_enable(c->bev, EV_READ);
+    arm(c, c->w->srv->cfg.timeout_ms);   /* idle keep-alive */
+    bufferevent_enable(c->bev, EV_READ); /* no epoll_ctl when reading is on already */
+    if (!in_reply)
         process(c); /* a pipelined request may be waiting */
-    } else if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 || c->peer_eof) {
+    else if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 || c->peer_eof) {
         bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
     }
 }
@@ -547,6 +547,14 @@ static void on_read(struct bufferevent *bev, void *arg)
     conn *c = arg;
     if (c->state == C_LINGER) {
         evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+        return;
+    }
+    if ((c->state == C_WAIT || c->state == C_HANDLING) &&
+        evbuffer_get_length(bufferevent_get_input(bev)) >= c->w->srv->cfg.max_header_bytes) {
+        /* a head's worth pipelined behind a request still being answered: stop reading until
+         * the reply is out (idle_again). Left on, libevent would call back on every loop pass
+         * while the input sits at its high watermark. */
+        bufferevent_disable(c->bev, EV_READ);
         return;
     }
     process(c);

@@ -258,7 +258,9 @@ void http_conn_listen_stop(worker *w);
 /* Sends `body` with status `status` and the header lines in `headers` (each "Name: value\r\n")
  * as the reply to `rq`; then the connection reads the next request or closes. A large body's
  * memory is handed to the connection (`body` is left empty, with the same room). Worker thread
- * only. */
+ * only. After it returns nothing of `rq` may be read: the head it points into is freed once
+ * the reply is written, and the whole connection when its client had gone (record the
+ * request first, as http_send_reply's callers do). */
 void http_conn_reply(http_req *rq, int status, const char *headers, size_t headers_len,
                      ps_buf *body);
 /* Whether the client of a request answered later has closed its side (or failed): a long
@@ -347,7 +349,8 @@ void http_profile_park_drop(worker *w);
 void http_request_id(worker *w, char out[40]);
 /* Empties w->reply (status 200, no Retry-After, no body) for the next answer. */
 void http_reply_reset(worker *w);
-/* Sends w->reply for `rq` with the standard headers. */
+/* Sends w->reply for `rq` with the standard headers; `rq` is not to be read after it
+ * (http_conn_reply). */
 void http_send_reply(http_req *rq, const char *content_type, const char *allow);
 /* Records a finished request in the metrics. */
 void http_request_done(worker *w, int route, int status, const struct timespec *t0);
