@@ -277,6 +277,7 @@ reply:
         ps_log(PS_LOG_ERROR, "msg=\"request failed\" request_id=%s status=%d route=%s", rq->rid,
                rep->status,
                route < PS_API__ROUTES ? ps_api_route_name((ps_api_route)route) : "other");
-    http_send_reply(rq, ctype, allow);
+    /* recorded first: a reply to a client that went away frees its connection, and rq in it */
     http_request_done(w, route, rep->status, &rq->t0);
+    http_send_reply(rq, ctype, allow);
 }

@@ -112,8 +112,8 @@ void http_dispatch_error(http_req *rq, int status, const char *code, const char 
                      "%s", message);
     if (status == 503)
         w->reply.retry_after_s = 1;
+    http_request_done(w, rq->route, status, &rq->t0); /* before: the reply may free rq */
     http_send_reply(rq, "application/json", NULL);
-    http_request_done(w, rq->route, status, &rq->t0);
 }
 
 void http_dispatch_request(http_req *rq)

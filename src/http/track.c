@@ -145,8 +145,8 @@ static head_decision reply_now(http_req *rq, const char *allow)
     if (w->reply.status >= 500)
         ps_log(PS_LOG_WARN, "msg=\"tracking request refused\" request_id=%s status=%d", rq->rid,
                w->reply.status);
+    http_request_done(w, rq->route, w->reply.status, &rq->t0); /* before: the reply may free rq */
     http_send_reply(rq, "application/json", allow);
-    http_request_done(w, rq->route, w->reply.status, &rq->t0);
     return (head_decision){.reply_now = true};
 }
 
