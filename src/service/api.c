@@ -955,6 +955,26 @@ static void serve_import(ctx *c)
 
 /* ---- entry ---- */
 
+/* Checks the request's token in c->t and sets c->role; false once it wrote the 401 or 403.
+ * *st: a storage error (then true is returned, for the caller to report). */
+static bool token_allows(ctx *c, ps_status *st)
+{
+    const ps_api_request *rq = c->rq;
+    *st = ps_auth_token_check(c->t, rq->token, rq->token_len, &c->role);
+    if (*st == PS_EAUTH) {
+        ps_api_error(c->out, 401, "authentication_error",
+                     "The access token is not valid for this space.");
+        return false;
+    }
+    if (*st == PS_OK && c->role != PS_ROLE_ADMIN && ps_api_route_changes(rq->route)) {
+        ps_api_error(c->out, 403, "forbidden",
+                     "This access token may only read; changing the space needs an admin token "
+                     "(profilectl token create SPACE --role admin).");
+        return false;
+    }
+    return true;
+}
+
 static bool authorize(ctx *c)
 {
     const ps_api_request *rq = c->rq;
@@ -970,19 +990,8 @@ static bool authorize(ctx *c)
         return false;
     }
     ps_status st = ps_txn_begin(ps_space_store(c->sp), false, &c->t);
-    if (st == PS_OK)
-        st = ps_auth_token_check(c->t, rq->token, rq->token_len, &c->role);
-    if (st == PS_EAUTH) {
-        ps_api_error(c->out, 401, "authentication_error",
-                     "The access token is not valid for this space.");
+    if (st == PS_OK && !token_allows(c, &st))
         return false;
-    }
-    if (st == PS_OK && c->role != PS_ROLE_ADMIN && ps_api_route_changes(rq->route)) {
-        ps_api_error(c->out, 403, "forbidden",
-                     "This access token may only read; changing the space needs an admin token "
-                     "(profilectl token create SPACE --role admin).");
-        return false;
-    }
     if (st == PS_OK)
         st = ps_space_rules(c->sp, c->t, &c->rules);
     if (st == PS_OK)
@@ -995,12 +1004,16 @@ static bool authorize(ctx *c)
         ps_api_error(c->out, 429, "rate_limit_error", "Too many requests hit the API too quickly.");
         return false;
     }
-    if (rq->before_read) { /* what it waits for lands after this snapshot: take a new one */
+    if (rq->before_read) { /* what it waits for lands after this snapshot: take a new one, and
+                            * ask again whether the token stands (it may be gone since) */
         ps_txn_abort(c->t);
         c->t = NULL;
         if (!rq->before_read(rq->before_read_ud, c->out))
             return false;
-        if ((st = ps_txn_begin(ps_space_store(c->sp), false, &c->t)) != PS_OK)
+        if ((st = ps_txn_begin(ps_space_store(c->sp), false, &c->t)) == PS_OK &&
+            !token_allows(c, &st))
+            return false;
+        if (st != PS_OK)
             return storage_error(c, st);
     }
     return true;
