@@ -398,6 +398,31 @@ def reads_wait_only_with_a_valid_token():
         st.close()
 
 
+def pipelining_behind_a_long_poll():
+    """A client that pipelines a head's worth of bytes behind a change-feed long poll: the
+    server stops reading until the poll is answered, instead of being called back on every
+    loop pass (a spinning worker), then answers what was pipelined."""
+    st, srv, wk, token = setup()
+    try:
+        pid = srv.proc.pid
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.settimeout(20 * MULT)
+        poll = ("GET /v1/spaces/%s/changes?wait=3&after=99999999999 HTTP/1.1\r\nHost: x\r\n"
+                "Authorization: %s\r\n\r\n" % (SPACE, basic(token))).encode()
+        cpu0 = proc_stat(pid)
+        s.sendall(poll + b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 20000 +
+                  b"\r\n\r\n")
+        got = read_replies(s, 2)
+        cpu = proc_stat(pid) - cpu0
+        assert got[0][0] == 200 and json.loads(got[0][2])["data"] == [], got[0][:2]
+        assert got[1][0] == 431, got[1][:2]  # the pipelined head is over the limit
+        assert cpu < 1.0, "the server spent %.2f s of CPU during a 3 s long poll" % cpu
+        s.close()
+    finally:
+        srv.stop()
+        st.close()
+
+
 def slow_and_silent_clients():
     st, srv, wk, _ = setup("--timeout-ms", "2000", "--anonymous-body-mb", "1")
     try:
@@ -639,6 +664,7 @@ if __name__ == "__main__":
     run_tests([envelope_amplification, reply_amplification, strict_json, timestamps,
                framing_and_smuggling, pipelining_and_half_close,
                replies_the_socket_cannot_take_at_once, reads_wait_only_with_a_valid_token,
+               pipelining_behind_a_long_poll,
                slow_and_silent_clients,
                descriptor_exhaustion, unopenable_space_is_503, compressed_bodies,
                browsers_cors_and_settings])
