@@ -48,7 +48,12 @@ struct listener_ctx {
 struct conn {
     conn *prev, *next;
     worker *w;
-    struct bufferevent *bev;
+    struct bufferevent *bev; /* the output; reading is `rev` into `in` */
+    struct event *rev;
+    struct evbuffer *in;
+    size_t read_max;  /* read no more while `in` holds this much (0: no limit) */
+    bool read_paused; /* a reply is being written: the next request waits */
+    bool reading;     /* rev is added */
     struct event *timer;
     int kind;
     cstate state;
@@ -99,6 +104,44 @@ static void arm(conn *c, int ms)
     evtimer_add(c->timer, &tv);
 }
 
+/* ---- reading ----
+ * A connection reads with its own event, one recv() per readable socket: libevent's
+ * bufferevent asks FIONREAD before each read, one more system call per request. The input
+ * is bounded like a read watermark: no more is read while `in` holds read_max bytes, and
+ * reading resumes as they are consumed (read_update from the buffer's callback). */
+
+static void read_update(conn *c)
+{
+    bool want = !c->peer_eof && !c->read_paused && !c->dead &&
+                (c->read_max == 0 || evbuffer_get_length(c->in) < c->read_max);
+    if (want == c->reading)
+        return;
+    c->reading = want;
+    if (want)
+        event_add(c->rev, NULL);
+    else
+        event_del(c->rev);
+}
+
+static void read_limit(conn *c, size_t max)
+{
+    c->read_max = max;
+    read_update(c);
+}
+
+static void on_input_change(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)in;
+    if (info->n_added || info->n_deleted) /* at the limit reading stops; below it, resumes */
+        read_update(arg);
+}
+
+/* Runs on_readable from the event loop (a pipelined request, or a half-close to act on). */
+static void read_later(conn *c)
+{
+    event_active(c->rev, EV_READ, 0);
+}
+
 /* ---- lifecycle ---- */
 
 static void listeners_enable(worker *w, bool on)
@@ -119,6 +162,8 @@ static void conn_free(conn *c)
     worker *w = c->w;
     release_body(c);
     ps_buf_clear(&c->body);
+    event_free(c->rev);
+    evbuffer_free(c->in);
     bufferevent_free(c->bev);
     event_free(c->timer);
     if (c->prev)
@@ -147,8 +192,8 @@ static void linger(conn *c)
 {
     c->state = C_LINGER;
     shutdown(bufferevent_getfd(c->bev), SHUT_WR);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
-    bufferevent_enable(c->bev, EV_READ);
+    c->read_paused = false;
+    read_limit(c, 0);
     arm(c, LINGER_MS);
 }
 
@@ -219,14 +264,13 @@ static void idle_again(conn *c, bool in_reply)
     free(c->target);
     c->head = c->target = NULL;
     bufferevent_disable(c->bev, EV_WRITE); /* no write event until a reply waits again */
-    bufferevent_setwatermark(c->bev, EV_READ, 0, c->w->srv->cfg.max_header_bytes);
-    arm(c, c->w->srv->cfg.timeout_ms);   /* idle keep-alive */
-    bufferevent_enable(c->bev, EV_READ); /* no epoll_ctl when reading is on already */
+    arm(c, c->w->srv->cfg.timeout_ms);     /* idle keep-alive */
+    c->read_paused = false;
+    read_limit(c, c->w->srv->cfg.max_header_bytes); /* no epoll_ctl when reading is on */
     if (!in_reply)
         process(c); /* a pipelined request may be waiting */
-    else if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 || c->peer_eof) {
-        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
-    }
+    else if (evbuffer_get_length(c->in) > 0 || c->peer_eof)
+        read_later(c);
 }
 
 void http_conn_reply(http_req *rq, int status, const char *headers, size_t headers_len,
@@ -291,7 +335,8 @@ void http_conn_reply(http_req *rq, int status, const char *headers, size_t heade
         idle_again(c, true);
         return;
     }
-    bufferevent_disable(c->bev, EV_READ); /* the next request waits until this one is out */
+    c->read_paused = true; /* the next request waits until this one is out */
+    read_update(c);
     bufferevent_enable(c->bev, EV_WRITE);
     arm(c, c->w->srv->cfg.timeout_ms);
 }
@@ -368,7 +413,7 @@ static void start_request(conn *c, size_t end)
 {
     server *s = c->w->srv;
     http_req *rq = &c->req;
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->in;
     /* copies sized to this request: an idle connection holds no head buffers */
     c->head = ps_xmalloc(end + 1);
     c->target = ps_xmalloc(end + 1);
@@ -434,7 +479,7 @@ static void start_request(conn *c, size_t end)
 static bool read_body(conn *c)
 {
     http_req *rq = &c->req;
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->in;
     size_t avail = evbuffer_get_length(in);
     if (!rq->head.chunked) {
         size_t want = (size_t)rq->head.content_length - c->body.len;
@@ -468,7 +513,7 @@ static bool read_body(conn *c)
 static void process(conn *c)
 {
     const http_config *cfg = &c->w->srv->cfg;
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->in;
     for (;;) {
         size_t avail = evbuffer_get_length(in);
         switch (c->state) {
@@ -516,10 +561,9 @@ static void process(conn *c)
                 if (c->state == C_BODY && c->peer_eof)
                     conn_free(c);
                 else if (c->state == C_BODY) /* room for the rest of the body, no more */
-                    bufferevent_setwatermark(
-                        c->bev, EV_READ, 0,
-                        (c->req.head.chunked ? c->body_max : (size_t)c->req.head.content_length) -
-                            c->body.len + cfg->max_header_bytes);
+                    read_limit(c, (c->req.head.chunked ? c->body_max
+                                                       : (size_t)c->req.head.content_length) -
+                                      c->body.len + cfg->max_header_bytes);
                 return;
             }
             c->req.body = c->body.ptr ? c->body.ptr : (const uint8_t *)"";
@@ -532,7 +576,7 @@ static void process(conn *c)
                 release_body(c); /* the handler kept its own copy */
                 /* reading goes on, at most a head's worth (what a pipelining client sends
                  * waits for the answer), so that a client that leaves is seen (peer_eof) */
-                bufferevent_setwatermark(c->bev, EV_READ, 0, c->w->srv->cfg.max_header_bytes);
+                read_limit(c, c->w->srv->cfg.max_header_bytes);
             }
             return;
         default: return;
@@ -542,19 +586,50 @@ static void process(conn *c)
 
 /* ---- libevent callbacks ---- */
 
-static void on_read(struct bufferevent *bev, void *arg)
+#define READ_CHUNK 65536 /* bytes asked of one recv() */
+
+static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
+    (void)what;
     conn *c = arg;
-    if (c->state == C_LINGER) {
-        evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
-        return;
+    size_t have = evbuffer_get_length(c->in), room = READ_CHUNK;
+    if (c->read_max && c->state != C_LINGER)
+        room = have >= c->read_max ? 0 : c->read_max - have < room ? c->read_max - have : room;
+    if (c->peer_eof || c->dead)
+        room = 0; /* called for what is buffered (read_later) */
+    if (room > 0) {
+        struct evbuffer_iovec v;
+        ssize_t n = -1;
+        if (evbuffer_reserve_space(c->in, (ev_ssize_t)room, &v, 1) == 1) {
+            n = recv(fd, v.iov_base, room, 0);
+            int err = errno;
+            v.iov_len = n > 0 ? (size_t)n : 0;
+            evbuffer_commit_space(c->in, &v, 1);
+            errno = err;
+        } else {
+            errno = ENOMEM;
+        }
+        if (n == 0) { /* the client will send nothing more */
+            c->peer_eof = true;
+            read_update(c);
+            if (c->state == C_LINGER)
+                conn_free(c);
+            else if (c->state == C_IDLE || c->state == C_HEAD || c->state == C_BODY)
+                process(c); /* answer what was sent before the half-close */
+            return;
+        }
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            if (c->state == C_HANDLING || c->state == C_WAIT) {
+                c->dead = true; /* freed when the handler replies */
+                read_update(c);
+            } else {
+                conn_free(c);
+            }
+            return;
+        }
     }
-    if ((c->state == C_WAIT || c->state == C_HANDLING) &&
-        evbuffer_get_length(bufferevent_get_input(bev)) >= c->w->srv->cfg.max_header_bytes) {
-        /* a head's worth pipelined behind a request still being answered: stop reading until
-         * the reply is out (idle_again). Left on, libevent would call back on every loop pass
-         * while the input sits at its high watermark. */
-        bufferevent_disable(c->bev, EV_READ);
+    if (c->state == C_LINGER) {
+        evbuffer_drain(c->in, evbuffer_get_length(c->in));
         return;
     }
     process(c);
@@ -569,7 +644,7 @@ static void on_write(struct bufferevent *bev, void *arg)
         return;
     }
     if (c->close_after) {
-        if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 || !c->peer_eof)
+        if (evbuffer_get_length(c->in) > 0 || !c->peer_eof)
             linger(c);
         else
             conn_free(c);
@@ -582,14 +657,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
     conn *c = arg;
-    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && (what & BEV_EVENT_READING)) {
-        c->peer_eof = true;
-        if (c->state == C_LINGER)
-            conn_free(c);
-        else if (c->state == C_IDLE || c->state == C_HEAD || c->state == C_BODY)
-            process(c); /* answer what was sent before the half-close */
-        return;
-    }
+    (void)what; /* writing failed (reading is on_readable's) */
     if (c->state == C_HANDLING || c->state == C_WAIT) {
         c->dead = true; /* freed when the handler replies */
         return;
@@ -671,16 +739,23 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     c->kind = lc->kind;
     c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->timer = evtimer_new(w->base, on_timer, c);
-    if (c->bev == NULL || c->timer == NULL) {
+    c->rev = event_new(w->base, fd, EV_READ | EV_PERSIST, on_readable, c);
+    c->in = evbuffer_new();
+    if (c->bev == NULL || c->timer == NULL || c->rev == NULL || c->in == NULL) {
         if (c->bev)
             bufferevent_free(c->bev);
         else
             evutil_closesocket(fd);
         if (c->timer)
             event_free(c->timer);
+        if (c->rev)
+            event_free(c->rev);
+        if (c->in)
+            evbuffer_free(c->in);
         free(c);
         return;
     }
+    evbuffer_add_cb(c->in, on_input_change, c);
     ps_buf_init(&c->body);
     c->next = w->conns;
     if (w->conns)
@@ -688,13 +763,12 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     w->conns = c;
     if (++w->connections >= w->max_connections)
         listeners_enable(w, false);
-    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, cfg->max_header_bytes);
+    bufferevent_setcb(c->bev, NULL, on_write, on_event, c);
     /* a new bufferevent would write as soon as its output holds bytes (EV_WRITE is on): here
      * a reply is written by write_now, and the write event serves only what it leaves */
     bufferevent_disable(c->bev, EV_WRITE);
-    bufferevent_enable(c->bev, EV_READ);
     c->state = C_IDLE;
+    read_limit(c, cfg->max_header_bytes);
     arm(c, cfg->timeout_ms);
 }
 
