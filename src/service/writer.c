@@ -1001,22 +1001,29 @@ ps_status ps_writer_publish(ps_writer *w, ps_repl_kind kind, ps_slice data, uint
     return st;
 }
 
+/* Whether the store holds the journal up to `target` and has run regulations up to `regs`
+ * (w->lock held). */
+static bool reached_locked(const ps_writer *w, uint64_t target, uint64_t regs)
+{
+    return w->applied >= target && w->reg_done >= regs;
+}
+
 /* Waits (holding w->lock) until the store has applied up to `target` and run the
  * regulations asked for up to `regs`, at most `timeout_ms`; the apply thread commits at once
  * while a reader waits. Whether they are there now. */
 static bool await_locked(ps_writer *w, uint64_t target, uint64_t regs, int timeout_ms)
 {
-    if (w->applied < target || w->reg_done < regs) {
+    if (!reached_locked(w, target, regs)) {
         struct timespec ts;
         deadline_in(&ts, timeout_ms);
         w->waiting_readers++;
         pthread_cond_signal(&w->awake);
-        while (w->applied < target || w->reg_done < regs)
+        while (!reached_locked(w, target, regs))
             if (pthread_cond_timedwait(&w->progress, &w->lock, &ts) != 0)
                 break;
         w->waiting_readers--;
     }
-    return w->applied >= target && w->reg_done >= regs;
+    return reached_locked(w, target, regs);
 }
 
 bool ps_writer_await_position(ps_writer *w, uint64_t seq, int timeout_ms)
@@ -1037,7 +1044,7 @@ bool ps_writer_caught_up(ps_writer *w)
     if (w == NULL)
         return true;
     pthread_mutex_lock(&w->lock);
-    bool done = w->applied >= w->acked && w->reg_done >= w->reg_asked;
+    bool done = reached_locked(w, w->acked, w->reg_asked);
     pthread_mutex_unlock(&w->lock);
     return done;
 }
