@@ -593,8 +593,10 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     (void)what;
     conn *c = arg;
     size_t have = evbuffer_get_length(c->in), room = READ_CHUNK;
-    if (c->read_max && c->state != C_LINGER)
-        room = have >= c->read_max ? 0 : c->read_max - have < room ? c->read_max - have : room;
+    if (c->read_max && c->state != C_LINGER) { /* up to the limit */
+        size_t left = have < c->read_max ? c->read_max - have : 0;
+        room = left < room ? left : room;
+    }
     if (c->peer_eof || c->dead)
         room = 0; /* called for what is buffered (read_later) */
     if (room > 0) {
