@@ -6,6 +6,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,6 +134,19 @@ void ps_buf_be64(ps_buf *b, uint64_t v)
     ps_buf_append(b, tmp, 8);
 }
 
+/* Whether any of the 8 bytes in `w` needs an escape in a JSON string: a control byte (below
+ * 0x20), the quote or the backslash. Each test is exact for "any byte" (the usual
+ * zero-byte and less-than tricks). */
+static inline bool word_needs_escape(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    uint64_t q = w ^ (ones * '"'), bs = w ^ (ones * '\\');
+    uint64_t below = (w - ones * 0x20) & ~w;
+    uint64_t quote = (q - ones) & ~q;
+    uint64_t slash = (bs - ones) & ~bs;
+    return ((below | quote | slash) & highs) != 0;
+}
+
 void ps_buf_json_str(ps_buf *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
@@ -143,42 +157,52 @@ void ps_buf_json_str(ps_buf *b, const char *s, size_t len)
         1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,         1,
         1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, ['"'] = 1, ['\\'] = 1,
     };
-    size_t run = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!escaped[c])
-            continue;
-        ps_buf_append(b, s + run, i - run);
-        run = i + 1;
-        char esc[7] = {'\\', 0, 0, 0, 0, 0, 0};
-        switch (c) {
-        case '"':
-            esc[1] = '"';
-            ps_buf_append(b, esc, 2);
-            break;
-        case '\\':
-            esc[1] = '\\';
-            ps_buf_append(b, esc, 2);
-            break;
-        case '\n':
-            esc[1] = 'n';
-            ps_buf_append(b, esc, 2);
-            break;
-        case '\r':
-            esc[1] = 'r';
-            ps_buf_append(b, esc, 2);
-            break;
-        case '\t':
-            esc[1] = 't';
-            ps_buf_append(b, esc, 2);
-            break;
-        default:
-            esc[1] = 'u';
-            esc[2] = '0';
-            esc[3] = '0';
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
-            ps_buf_append(b, esc, 6);
+    size_t run = 0, i = 0;
+    while (i < len) {
+        if (len - i >= 8) { /* most text needs no escape: skip it a word at a time */
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (!word_needs_escape(w)) {
+                i += 8;
+                continue;
+            }
+        }
+        for (size_t end = len - i >= 8 ? i + 8 : len; i < end; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (!escaped[c])
+                continue;
+            ps_buf_append(b, s + run, i - run);
+            run = i + 1;
+            char esc[7] = {'\\', 0, 0, 0, 0, 0, 0};
+            switch (c) {
+            case '"':
+                esc[1] = '"';
+                ps_buf_append(b, esc, 2);
+                break;
+            case '\\':
+                esc[1] = '\\';
+                ps_buf_append(b, esc, 2);
+                break;
+            case '\n':
+                esc[1] = 'n';
+                ps_buf_append(b, esc, 2);
+                break;
+            case '\r':
+                esc[1] = 'r';
+                ps_buf_append(b, esc, 2);
+                break;
+            case '\t':
+                esc[1] = 't';
+                ps_buf_append(b, esc, 2);
+                break;
+            default:
+                esc[1] = 'u';
+                esc[2] = '0';
+                esc[3] = '0';
+                esc[4] = hex[c >> 4];
+                esc[5] = hex[c & 15];
+                ps_buf_append(b, esc, 6);
+            }
         }
     }
     ps_buf_append(b, s + run, len - run);

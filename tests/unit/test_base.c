@@ -3,6 +3,7 @@
 
 #include "check.h"
 #include "ps/clock.h"
+#include "ps/mem.h"
 #include "ps/ratelimit.h"
 #include "ps/text.h"
 
@@ -202,7 +203,64 @@ static void bucket(void)
 end:;
 }
 
+/* The escape a JSON string needs for byte c, one byte at a time (what ps_buf_json_str must give
+ * however its words fall). */
+static void json_ref(ps_buf *b, const unsigned char *s, size_t n)
+{
+    ps_buf_putc(b, '"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned c = s[i];
+        if (c == '"' || c == '\\')
+            ps_buf_printf(b, "\\%c", (int)c);
+        else if (c == '\n')
+            ps_buf_puts(b, "\\n");
+        else if (c == '\r')
+            ps_buf_puts(b, "\\r");
+        else if (c == '\t')
+            ps_buf_puts(b, "\\t");
+        else if (c < 0x20)
+            ps_buf_printf(b, "\\u%04x", c);
+        else
+            ps_buf_putc(b, (char)c);
+    }
+    ps_buf_putc(b, '"');
+}
+
+static void json_escape(void)
+{
+    ps_buf got, want;
+    ps_buf_init(&got);
+    ps_buf_init(&want);
+    unsigned char s[40];
+    /* every byte value at every place of strings up to 39 bytes, among plain and UTF-8 bytes */
+    for (size_t n = 0; n < sizeof s; n++)
+        for (size_t at = 0; at < (n ? n : 1); at++)
+            for (unsigned v = 0; v < 256; v++) {
+                for (size_t i = 0; i < n; i++)
+                    s[i] = (unsigned char)(i % 3 == 2 ? 0xc3 : 'a' + i % 26);
+                if (n)
+                    s[at] = (unsigned char)v;
+                ps_buf_reset(&got);
+                ps_buf_reset(&want);
+                ps_buf_json_str(&got, (const char *)s, n);
+                json_ref(&want, s, n);
+                CHECK(got.len == want.len && memcmp(got.ptr, want.ptr, got.len) == 0);
+            }
+    /* bytes just around the limits, many to a word */
+    static const unsigned char edge[] = {0x1f, 0x20, 0x21, 0x22, 0x23, 0x5b, 0x5c, 0x5d,
+                                         0x7f, 0x80, 0xa2, 0xdc, 0xff, 0x00, 0x01, 0x9f};
+    ps_buf_reset(&got);
+    ps_buf_reset(&want);
+    ps_buf_json_str(&got, (const char *)edge, sizeof edge);
+    json_ref(&want, edge, sizeof edge);
+    CHECK(got.len == want.len && memcmp(got.ptr, want.ptr, got.len) == 0);
+end:
+    ps_buf_clear(&got);
+    ps_buf_clear(&want);
+}
+
 static const test_case tests[] = {
+    {"json_escape", json_escape},
     {"bucket", bucket},
     {"pct_decode", pct_decode},
     {"base64", base64},
