@@ -89,6 +89,8 @@ void ps_trait_list_clear(ps_trait_list *l);
 typedef struct ps_event_ref {
     uint64_t seq;
     int64_t timestamp_ms;
+    bool has_rec;     /* `rec` holds the event, from its index row (valid in the transaction) */
+    ps_event_rec rec; /* else ps_profile_event_json() reads the event row */
 } ps_event_ref;
 
 /* Which stored events to list. Events sort by (timestamp, seq). */
@@ -111,13 +113,15 @@ typedef struct ps_event_query {
 ps_status ps_profile_events(ps_txn *t, const uint64_t *members, size_t n, const ps_event_query *q,
                             ps_event_ref *out, size_t *count);
 
-/* Stored event `seq`: its type, time, name and messageId. */
-ps_status ps_profile_event_get(ps_txn *t, uint64_t seq, ps_event_rec *out);
+/* A listed event: its type, time and name in `out`, and its messageId (from the log). */
+ps_status ps_profile_event_get(ps_txn *t, const ps_event_ref *ref, ps_event_rec *out,
+                               ps_slice *message_id);
 
-/* Appends stored event `seq` as the Profile API shows it: external_ids, context,
- * type, message_id, source_id, timestamp, received_at, properties, event, and related
+/* Appends a listed event as the Profile API shows it: external_ids, context, type,
+ * message_id, source_id, timestamp, received_at, properties, event, and related
  * {collection: segment_id of the canonical profile `p`}. */
-ps_status ps_profile_event_json(ps_txn *t, const ps_profile *p, uint64_t seq, ps_buf *out);
+ps_status ps_profile_event_json(ps_txn *t, const ps_profile *p, const ps_event_ref *ref,
+                                ps_buf *out);
 
 /* Which mapping details ps_profile_extid_json() adds to type, id, collection, encoding. */
 enum {

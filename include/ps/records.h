@@ -40,15 +40,21 @@ typedef struct ps_event_rec {
     ps_slice ids;        /* promoted identifiers: "type\0value\0" repeated */
     bool has_spans;      /* records written before the spans existed have none */
     ps_body_spans spans; /* of the logged message */
+    bool brief;          /* an event row that holds only type, profile and timestamp: the rest is in
+                          * its pevent row's copy (ps_store_pevent_scan_*) */
     /* format 1 only (ps_store_migrate()): the message itself was kept with the event */
     int64_t received_ms;
     ps_slice message_id, source_id, body;
 } ps_event_rec;
+/* Writes the event row, brief, and its pevent row (profile, timestamp, seq), which holds the
+ * whole event so that a walk of one profile's events reads no event row. */
 ps_status ps_store_event_put(ps_txn *t, const ps_event_rec *e);
 ps_status ps_store_event_get(ps_txn *t, uint64_t seq, ps_event_rec *out);
-/* pevent: (profile, timestamp, seq) index, newest first on reads. */
-ps_status ps_store_pevent_put(ps_txn *t, uint64_t profile, int64_t ts_ms, uint64_t seq);
-typedef bool (*ps_pevent_fn)(void *ud, uint64_t profile, int64_t ts_ms, uint64_t seq);
+/* pevent: (profile, timestamp, seq) index, newest first on reads. `e` is the row's copy of the
+ * event (its slices valid while the transaction reads), NULL for a row written before the
+ * copies (read the event row). */
+typedef bool (*ps_pevent_fn)(void *ud, uint64_t profile, int64_t ts_ms, uint64_t seq,
+                             const ps_event_rec *e);
 /* Visits the profile's events with (ts, seq) < (before_ts, before_seq), newest first. */
 ps_status ps_store_pevent_scan_desc(ps_txn *t, uint64_t profile, int64_t before_ts,
                                     uint64_t before_seq, ps_pevent_fn fn, void *ud);

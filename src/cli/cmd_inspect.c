@@ -56,9 +56,10 @@ static ps_status print_text(ps_txn *t, const char *space, const ps_profile *p,
     printf("events%s\n", count ? " (newest first)" : "      (none)");
     for (size_t i = 0; i < count && st == PS_OK; i++) {
         ps_event_rec e;
-        if ((st = ps_profile_event_get(t, refs[i].seq, &e)) == PS_OK)
-            printf("  %s  %.*s  %.*s\n", ps_time_format(e.timestamp_ms, tb), (int)e.message_id.len,
-                   (const char *)e.message_id.ptr, (int)e.name.len, (const char *)e.name.ptr);
+        ps_slice mid;
+        if ((st = ps_profile_event_get(t, &refs[i], &e, &mid)) == PS_OK)
+            printf("  %s  %.*s  %.*s\n", ps_time_format(e.timestamp_ms, tb), (int)mid.len,
+                   (const char *)mid.ptr, (int)e.name.len, (const char *)e.name.ptr);
     }
     free(refs);
     uint64_t *links;

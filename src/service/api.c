@@ -462,7 +462,7 @@ static bool serve_events(ctx *c)
     for (size_t i = 0; i < count && i < limit && st == PS_OK; i++) {
         if (i)
             ps_buf_putc(b, ',');
-        st = ps_profile_event_json(c->t, &c->p, refs[i].seq, b);
+        st = ps_profile_event_json(c->t, &c->p, &refs[i], b);
     }
     if (st != PS_OK) {
         free(refs);

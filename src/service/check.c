@@ -180,7 +180,25 @@ static bool check_pmap(void *ud, uint64_t profile, const char *type, const char 
     return true;
 }
 
-static bool check_pevent(void *ud, uint64_t profile, int64_t ts_ms, uint64_t seq)
+static bool same_slice(ps_slice a, ps_slice b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
+}
+
+/* An index row's copy of its event says what the event row says (a brief row: its type,
+ * profile and time). */
+static bool same_event(const ps_event_rec *copy, const ps_event_rec *row)
+{
+    const ps_event_rec *a = copy, *b = row;
+    if (a->type != b->type || a->profile != b->profile || a->timestamp_ms != b->timestamp_ms)
+        return false;
+    return b->brief || (same_slice(a->name, b->name) && same_slice(a->ids, b->ids) &&
+                        a->has_spans == b->has_spans &&
+                        (!a->has_spans || memcmp(&a->spans, &b->spans, sizeof a->spans) == 0));
+}
+
+static bool check_pevent(void *ud, uint64_t profile, int64_t ts_ms, uint64_t seq,
+                         const ps_event_rec *copy)
 {
     ctx *c = ud;
     c->counter++;
@@ -188,6 +206,12 @@ static bool check_pevent(void *ud, uint64_t profile, int64_t ts_ms, uint64_t seq
     if (ps_store_event_get(c->t, seq, &e) != PS_OK || e.profile != profile ||
         e.timestamp_ms != ts_ms)
         problem(c, "event index (%llu, %lld, %llu) has no matching event",
+                (unsigned long long)profile, (long long)ts_ms, (unsigned long long)seq);
+    else if (copy && !same_event(copy, &e))
+        problem(c, "event index (%llu, %lld, %llu) holds a copy that differs from the event",
+                (unsigned long long)profile, (long long)ts_ms, (unsigned long long)seq);
+    else if (!copy && e.brief)
+        problem(c, "event index (%llu, %lld, %llu) lacks the event its brief row leaves to it",
                 (unsigned long long)profile, (long long)ts_ms, (unsigned long long)seq);
     return true;
 }

@@ -299,8 +299,7 @@ static ps_status accept_event(ps_ingest *in, const ps_event *ev, const ps_slice 
             .has_spans = true, /* a replay read a line made from the log: its own spans */
             .spans = in->replay_spans_set ? in->replay_spans : ev->spans,
         };
-        if ((st = ps_store_event_put(in->txn, &rec)) != PS_OK ||
-            (st = ps_store_pevent_put(in->txn, user, ev->timestamp_ms, msg_seq)) != PS_OK)
+        if ((st = ps_store_event_put(in->txn, &rec)) != PS_OK)
             return st;
         in->pending.events_stored++;
     } else { /* no event row points at the message: this index does, for erasure */

@@ -356,7 +356,15 @@ static bool name_in(ps_slice name, const ps_slice *list, size_t n)
     return false;
 }
 
-static bool collect_event(void *ud, uint64_t profile, int64_t ts_ms, uint64_t seq)
+/* A whole event from its event row: one written before the pevent rows held them. */
+static ps_status event_row(ps_txn *t, uint64_t seq, ps_event_rec *out)
+{
+    ps_status st = ps_store_event_get(t, seq, out);
+    return st == PS_OK && out->brief ? PS_ECORRUPT : st; /* its pevent row lost its copy */
+}
+
+static bool collect_event(void *ud, uint64_t profile, int64_t ts_ms, uint64_t seq,
+                          const ps_event_rec *e)
 {
     (void)profile;
     event_acc *a = ud;
@@ -365,19 +373,25 @@ static bool collect_event(void *ud, uint64_t profile, int64_t ts_ms, uint64_t se
         return false; /* past the window: the scan is ordered, so stop */
     if (q->ascending ? ts_ms < q->min_ts : ts_ms >= q->max_ts)
         return true;
-    if (q->include_count || q->exclude_count) {
-        ps_event_rec e;
-        if ((a->st = ps_store_event_get(a->t, seq, &e)) != PS_OK)
+    ps_event_rec row;
+    if ((q->include_count || q->exclude_count) && e == NULL) { /* an index row without a copy */
+        if ((a->st = event_row(a->t, seq, &row)) != PS_OK)
             return false;
-        if ((q->include_count && !name_in(e.name, q->include, q->include_count)) ||
-            name_in(e.name, q->exclude, q->exclude_count))
-            return true;
+        e = &row;
     }
+    if ((q->include_count && !name_in(e->name, q->include, q->include_count)) ||
+        (q->exclude_count && name_in(e->name, q->exclude, q->exclude_count)))
+        return true;
     if (a->count == a->cap) {
         a->cap = a->cap ? a->cap * 2 : 16;
         a->refs = ps_xrealloc(a->refs, a->cap * sizeof *a->refs);
     }
-    a->refs[a->count++] = (ps_event_ref){seq, ts_ms};
+    ps_event_ref *r = &a->refs[a->count++];
+    r->seq = seq;
+    r->timestamp_ms = ts_ms;
+    r->has_rec = e != NULL;
+    if (e)
+        r->rec = *e;
     return ++a->taken < q->limit;
 }
 
@@ -522,18 +536,36 @@ void ps_profile_metadata_json(ps_buf *b, const ps_profile *p)
     ps_buf_putc(b, '}');
 }
 
-ps_status ps_profile_event_get(ps_txn *t, uint64_t seq, ps_event_rec *out)
+/* The event a listing found: its index row's copy, else its event row. */
+static ps_status event_of(ps_txn *t, const ps_event_ref *ref, ps_event_rec *out)
 {
-    return ps_store_event_get(t, seq, out);
+    if (ref->has_rec) {
+        *out = ref->rec;
+        return PS_OK;
+    }
+    return event_row(t, ref->seq, out);
 }
 
-ps_status ps_profile_event_json(ps_txn *t, const ps_profile *p, uint64_t seq, ps_buf *b)
+ps_status ps_profile_event_get(ps_txn *t, const ps_event_ref *ref, ps_event_rec *out,
+                               ps_slice *message_id)
+{
+    ps_log_rec m;
+    ps_status st = event_of(t, ref, out);
+    if (st == PS_OK)
+        st = ps_store_log_head(t, ref->seq, &m);
+    if (st != PS_OK)
+        return st == PS_ENOTFOUND ? PS_ECORRUPT : st;
+    *message_id = m.message_id;
+    return PS_OK;
+}
+
+ps_status ps_profile_event_json(ps_txn *t, const ps_profile *p, const ps_event_ref *ref, ps_buf *b)
 {
     ps_event_rec e;
     ps_log_rec m;
-    ps_status st = ps_store_event_get(t, seq, &e);
+    ps_status st = event_of(t, ref, &e);
     if (st == PS_OK) /* the stamps and the body come from the log */
-        st = ps_store_log_get(t, seq, &m);
+        st = ps_store_log_get(t, ref->seq, &m);
     if (st != PS_OK)
         return st == PS_ENOTFOUND ? PS_ECORRUPT : st;
     ps_buf_puts(b, "{\"external_ids\":[");
@@ -623,17 +655,19 @@ static ps_status render_events(ps_txn *t, const ps_profile *p, const uint64_t *m
     for (size_t i = 0; i < count && st == PS_OK; i++) {
         if (i)
             ps_buf_putc(b, ',');
-        st = ps_profile_event_json(t, p, refs[i].seq, b);
+        st = ps_profile_event_json(t, p, &refs[i], b);
     }
     ps_buf_putc(b, ']');
     free(refs);
     return st;
 }
 
-static bool collect_pevent_seq(void *ud, uint64_t profile, int64_t ts_ms, uint64_t seq)
+static bool collect_pevent_seq(void *ud, uint64_t profile, int64_t ts_ms, uint64_t seq,
+                               const ps_event_rec *e)
 {
     (void)profile;
     (void)ts_ms;
+    (void)e;
     vec_push(ud, seq);
     return true;
 }

@@ -171,10 +171,12 @@ static bool add_ident(void *ud, uint64_t profile, const char *type, const char *
     return true;
 }
 
-static bool add_event_seq(void *ud, uint64_t profile, int64_t ts_ms, uint64_t seq)
+static bool add_event_seq(void *ud, uint64_t profile, int64_t ts_ms, uint64_t seq,
+                          const ps_event_rec *e)
 {
     (void)profile;
     (void)ts_ms;
+    (void)e;
     u64_add(&((erase_ctx *)ud)->seqs, seq);
     return true;
 }

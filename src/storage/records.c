@@ -90,11 +90,25 @@ ps_status ps_store_trait_scan(ps_txn *t, uint64_t profile, const char *from, siz
 
 /* ---- event ---- */
 
-/* Format 2 rows have 5 fields; format 1 rows (ps_store_migrate()) 9. */
+/* Reads name, ids and spans from field `at` on. */
+static void event_tail_decode(const rec *r, uint32_t at, ps_event_rec *e)
+{
+    e->name = r_str(r, at);
+    e->ids = r_str(r, at + 1);
+    ps_slice sp = r->count > at + 2 ? r_str(r, at + 2) : (ps_slice){NULL, 0};
+    if (sp.len == 16) {
+        e->has_spans = true;
+        e->spans = (ps_body_spans){ps_get_be32(sp.ptr), ps_get_be32(sp.ptr + 4),
+                                   ps_get_be32(sp.ptr + 8), ps_get_be32(sp.ptr + 12)};
+    }
+}
+
+/* Brief rows have 3 fields (the rest is in the pevent row); whole ones 5 or 6; format 1 rows
+ * (ps_store_migrate()) 9. */
 ps_status st_event_decode(ps_txn *t, uint64_t seq, const MDB_val *v, ps_event_rec *e)
 {
     rec r;
-    ps_status st = decode(t, v, 5, &r);
+    ps_status st = decode(t, v, 3, &r);
     if (st != PS_OK)
         return st;
     memset(e, 0, sizeof *e);
@@ -102,7 +116,9 @@ ps_status st_event_decode(ps_txn *t, uint64_t seq, const MDB_val *v, ps_event_re
     e->type = (uint8_t)r_u64(&r, 0);
     e->profile = r_u64(&r, 1);
     e->timestamp_ms = r_i64(&r, 2);
-    if (r.count >= 9) {
+    if (r.count < 5) {
+        e->brief = true;
+    } else if (r.count >= 9) {
         e->received_ms = r_i64(&r, 3);
         e->message_id = r_str(&r, 4);
         e->source_id = r_str(&r, 5);
@@ -110,16 +126,26 @@ ps_status st_event_decode(ps_txn *t, uint64_t seq, const MDB_val *v, ps_event_re
         e->ids = r_str(&r, 7);
         e->body = r_str(&r, 8);
     } else {
-        e->name = r_str(&r, 3);
-        e->ids = r_str(&r, 4);
-        ps_slice sp = r.count >= 6 ? r_str(&r, 5) : (ps_slice){NULL, 0};
-        if (sp.len == 16) {
-            e->has_spans = true;
-            e->spans = (ps_body_spans){ps_get_be32(sp.ptr), ps_get_be32(sp.ptr + 4),
-                                       ps_get_be32(sp.ptr + 8), ps_get_be32(sp.ptr + 12)};
-        }
+        event_tail_decode(&r, 3, e);
     }
     return PS_OK;
+}
+
+/* Packs what every whole event holds after its type, profile and timestamp: name, ids, spans. */
+static void event_tail_encode(msgpack_packer *pk, const ps_event_rec *e)
+{
+    pk_str(pk, e->name.ptr, e->name.len);
+    msgpack_pack_bin(pk, e->ids.len);
+    msgpack_pack_bin_body(pk, e->ids.ptr, e->ids.len);
+    if (e->has_spans) {
+        uint8_t sp[16];
+        ps_put_be32(sp, e->spans.context_at);
+        ps_put_be32(sp + 4, e->spans.context_len);
+        ps_put_be32(sp + 8, e->spans.properties_at);
+        ps_put_be32(sp + 12, e->spans.properties_len);
+        msgpack_pack_bin(pk, 16);
+        msgpack_pack_bin_body(pk, sp, 16);
+    }
 }
 
 void st_event_encode(ps_txn *t, const ps_event_rec *e)
@@ -128,29 +154,34 @@ void st_event_encode(ps_txn *t, const ps_event_rec *e)
     msgpack_pack_uint8(&pk, e->type);
     msgpack_pack_uint64(&pk, e->profile);
     msgpack_pack_int64(&pk, e->timestamp_ms);
-    pk_str(&pk, e->name.ptr, e->name.len);
-    msgpack_pack_bin(&pk, e->ids.len);
-    msgpack_pack_bin_body(&pk, e->ids.ptr, e->ids.len);
-    if (e->has_spans) {
-        uint8_t sp[16];
-        ps_put_be32(sp, e->spans.context_at);
-        ps_put_be32(sp + 4, e->spans.context_len);
-        ps_put_be32(sp + 8, e->spans.properties_at);
-        ps_put_be32(sp + 12, e->spans.properties_len);
-        msgpack_pack_bin(&pk, 16);
-        msgpack_pack_bin_body(&pk, sp, 16);
-    }
+    event_tail_encode(&pk, e);
 }
 
+static ps_status behind_add(ps_txn *t, int db, const uint64_t *words, const void *val,
+                            size_t val_len);
+
+/* The whole event goes to its pevent row, where a listing walks it, without the profile and
+ * timestamp its key holds: [1, type, name, ids, spans]. The event row, which only lookups by
+ * message (trim, explain, check) read, keeps what finds that row: [1, type, profile, ts]. */
 ps_status ps_store_event_put(ps_txn *t, const ps_event_rec *e)
 {
-    st_event_encode(t, e);
+    msgpack_packer pk = pk_begin(t, e->has_spans ? 4 : 3);
+    msgpack_pack_uint8(&pk, e->type);
+    event_tail_encode(&pk, e);
+    ps_status st =
+        behind_add(t, DB_PEVENT, (const uint64_t[3]){e->profile, (uint64_t)e->timestamp_ms, e->seq},
+                   t->val.ptr, t->val.len);
+    if (st != PS_OK)
+        return st;
+    pk = pk_begin(t, 3);
+    msgpack_pack_uint8(&pk, e->type);
+    msgpack_pack_uint64(&pk, e->profile);
+    msgpack_pack_int64(&pk, e->timestamp_ms);
     key_reset(t);
     key_u64(t, e->seq);
     MDB_val k = kv(&t->key), v = {t->val.len, t->val.ptr};
     /* sequence numbers only grow: append without a page search */
-    int rc = mdb_put(t->txn, t->store->dbi[DB_EVENT], &k, &v, MDB_APPEND);
-    return map_rc(rc, "event");
+    return map_rc(mdb_put(t->txn, t->store->dbi[DB_EVENT], &k, &v, MDB_APPEND), "event");
 }
 
 ps_status ps_store_event_get(ps_txn *t, uint64_t seq, ps_event_rec *out)
@@ -163,13 +194,16 @@ ps_status ps_store_event_get(ps_txn *t, uint64_t seq, ps_event_rec *out)
 }
 
 /* ---- rows written behind ----
- * A pevent or pmsg row is a key with an empty value that ingest writes and nothing in the same
- * transaction reads back in the common case. Put one by one they land on random leaf pages;
- * collected and put in key order (at the commit, or before the table is next read or
- * changed), neighbouring rows share their pages' search and copy. */
+ * A pevent or pmsg row is one that ingest writes and nothing in the same transaction reads
+ * back in the common case. Put one by one they land on random leaf pages; collected and put in
+ * key order (at the commit, or before the table is next read or changed), neighbouring rows
+ * share their pages' search and copy. A pmsg row's value is empty; a pevent row's is a copy
+ * of its event row. */
+#define ROW_WORDS 5 /* a row: its key's 3 numbers (pmsg: 2, then 0), its value's offset, length */
 typedef struct behind {
-    uint64_t *keys; /* the rows' keys, 3 numbers each (pmsg: 2, then 0) */
+    uint64_t *rows; /* ROW_WORDS numbers each */
     size_t n, cap;  /* in rows */
+    ps_buf vals;    /* the values, one after another */
 } behind;
 
 static size_t behind_words(int db)
@@ -177,11 +211,13 @@ static size_t behind_words(int db)
     return db == DB_PEVENT ? 3 : 2;
 }
 
-/* Past this many rows a table's are put at once (still in key order): the memory a huge
- * transaction (a rebuild, an import) holds for them stays bounded. */
+/* Past this many rows, or bytes of values, a table's are put at once (still in key order): the
+ * memory a huge transaction (a rebuild, an import) holds for them stays bounded. */
 #define BEHIND_MAX_ROWS (1u << 20)
+#define BEHIND_MAX_BYTES (64u << 20)
 
-static ps_status behind_add(ps_txn *t, int db, const uint64_t *words)
+static ps_status behind_add(ps_txn *t, int db, const uint64_t *words, const void *val,
+                            size_t val_len)
 {
     PS_ASSERT(t->write);
     behind **bp = &t->behind[db == DB_PMSG];
@@ -190,13 +226,17 @@ static ps_status behind_add(ps_txn *t, int db, const uint64_t *words)
     behind *b = *bp;
     if (b->n == b->cap) {
         b->cap = b->cap ? 2 * b->cap : 1024;
-        b->keys = ps_xrealloc(b->keys, b->cap * 3 * sizeof *b->keys);
+        b->rows = ps_xrealloc(b->rows, b->cap * ROW_WORDS * sizeof *b->rows);
     }
-    uint64_t *k = b->keys + b->n * 3;
-    k[2] = 0;
-    memcpy(k, words, behind_words(db) * sizeof *words);
+    uint64_t *r = b->rows + b->n * ROW_WORDS;
+    r[2] = 0;
+    memcpy(r, words, behind_words(db) * sizeof *words);
+    r[3] = b->vals.len;
+    r[4] = val_len;
+    ps_buf_append(&b->vals, val, val_len);
     b->n++;
-    return b->n >= BEHIND_MAX_ROWS ? st_behind_put(t, db) : PS_OK;
+    return b->n >= BEHIND_MAX_ROWS || b->vals.len >= BEHIND_MAX_BYTES ? st_behind_put(t, db)
+                                                                      : PS_OK;
 }
 
 /* Keys are kept as three numbers (a pmsg key's third is 0), compared in order. */
@@ -215,35 +255,54 @@ ps_status st_behind_put(ps_txn *t, int db)
     if (b == NULL || b->n == 0)
         return PS_OK;
     size_t w = behind_words(db);
-    qsort(b->keys, b->n, 3 * sizeof *b->keys, cmp_words);
+    qsort(b->rows, b->n, ROW_WORDS * sizeof *b->rows, cmp_words);
     MDB_cursor *cur = NULL;
     int rc = mdb_cursor_open(t->txn, t->store->dbi[db], &cur);
     for (size_t i = 0; i < b->n && rc == 0; i++) {
+        const uint64_t *r = b->rows + i * ROW_WORDS;
         uint8_t key[24];
         for (size_t j = 0; j < w; j++)
-            ps_put_be64(key + 8 * j, b->keys[i * 3 + j]);
-        MDB_val k = {8 * w, key}, v = {0, ""};
+            ps_put_be64(key + 8 * j, r[j]);
+        MDB_val k = {8 * w, key}, v = {r[4], r[4] ? b->vals.ptr + r[3] : (uint8_t *)""};
         rc = mdb_cursor_put(cur, &k, &v, 0);
     }
     if (cur)
         mdb_cursor_close(cur);
     b->n = 0;
+    ps_buf_reset(&b->vals);
     return map_rc(rc, db_names[db]);
 }
 
 void st_behind_drop(ps_txn *t)
 {
     for (int i = 0; i < 2; i++) {
-        if (t->behind[i])
-            free(t->behind[i]->keys);
+        if (t->behind[i]) {
+            free(t->behind[i]->rows);
+            ps_buf_clear(&t->behind[i]->vals);
+        }
         free(t->behind[i]);
         t->behind[i] = NULL;
     }
 }
 
-ps_status ps_store_pevent_put(ps_txn *t, uint64_t profile, int64_t ts_ms, uint64_t seq)
+/* A pevent row's copy of its event, if it has one (`check` compares it with the event row);
+ * its key gives the profile, timestamp and seq. */
+static ps_status pevent_copy(ps_txn *t, const MDB_val *k, const MDB_val *v, ps_event_rec *e)
 {
-    return behind_add(t, DB_PEVENT, (const uint64_t[3]){profile, (uint64_t)ts_ms, seq});
+    if (v->mv_size == 0)
+        return PS_OK;
+    rec r;
+    ps_status st = decode(t, v, 3, &r);
+    if (st != PS_OK)
+        return st;
+    const uint8_t *p = k->mv_data;
+    memset(e, 0, sizeof *e);
+    e->profile = ps_get_be64(p);
+    e->timestamp_ms = (int64_t)ps_get_be64(p + 8);
+    e->seq = ps_get_be64(p + 16);
+    e->type = (uint8_t)r_u64(&r, 0);
+    event_tail_decode(&r, 1, e);
+    return PS_OK;
 }
 
 /* Walks one profile's pevent rows from key (profile, ts, seq): descending visits the rows
@@ -278,7 +337,11 @@ static ps_status pevent_walk(ps_txn *t, uint64_t profile, int64_t ts, uint64_t s
         const uint8_t *p = k.mv_data;
         if (ps_get_be64(p) != profile)
             break;
-        if (!fn(ud, profile, (int64_t)ps_get_be64(p + 8), ps_get_be64(p + 16)))
+        ps_event_rec e;
+        if ((st = pevent_copy(t, &k, &v, &e)) != PS_OK)
+            break;
+        if (!fn(ud, profile, (int64_t)ps_get_be64(p + 8), ps_get_be64(p + 16),
+                v.mv_size ? &e : NULL))
             break;
         rc = mdb_cursor_get(cur, &k, &v, step);
     }
@@ -315,15 +378,17 @@ typedef struct pevent_iter {
 
 static bool pevent_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v, ps_status *st)
 {
-    (void)t;
-    (void)v;
     pevent_iter *it = ud;
+    ps_event_rec e;
     if (k->mv_size != 24) {
         *st = PS_ECORRUPT;
         return false;
     }
+    if ((*st = pevent_copy(t, k, v, &e)) != PS_OK)
+        return false;
     const uint8_t *p = k->mv_data;
-    return it->fn(it->ud, ps_get_be64(p), (int64_t)ps_get_be64(p + 8), ps_get_be64(p + 16));
+    return it->fn(it->ud, ps_get_be64(p), (int64_t)ps_get_be64(p + 8), ps_get_be64(p + 16),
+                  v->mv_size ? &e : NULL);
 }
 
 ps_status ps_store_pevent_scan_all(ps_txn *t, ps_pevent_fn fn, void *ud)
@@ -568,7 +633,7 @@ ps_status ps_store_link_del_all(ps_txn *t, uint64_t from)
 
 ps_status ps_store_pmsg_put(ps_txn *t, uint64_t profile, uint64_t seq)
 {
-    return behind_add(t, DB_PMSG, (const uint64_t[2]){profile, seq});
+    return behind_add(t, DB_PMSG, (const uint64_t[2]){profile, seq}, NULL, 0);
 }
 
 typedef struct pmsg_iter {

@@ -228,6 +228,14 @@ def migrate_format1():
         with open(os.path.join(FIXTURE, "settings.out.json")) as f:
             assert st.ctl("settings", "get", "legacy").stdout == f.read()
         assert st.ctl("check", "legacy").returncode == 0
+
+        def events_of(user):  # the events section of `inspect`
+            out = st.ctl("inspect", "legacy", user).stdout
+            return out[out.index("\nevents"):out.index("\nlinks")].splitlines()
+        # migrated events keep their whole rows (their index rows hold no copies); the listing
+        # names each event's messageId, which the log keeps
+        migrated = events_of("user_id:user-13")
+        assert any(x.endswith("  m-11-0  Experiment Viewed") for x in migrated), migrated
         log = st.ctl("log", "legacy")
         assert len(log.stdout.splitlines()) == 256 and "format 1" in log.stderr, log.stderr
         assert json.loads(st.ctl("--json", "migrate", "legacy").stdout)["from_format"] == 2
@@ -242,11 +250,56 @@ def migrate_format1():
         finally:
             srv.stop()
         assert len(st.ctl("log", "legacy").stdout.splitlines()) == 257
+        # the new event's row is brief, with the whole event in its index row; the migrated
+        # ones are listed from their whole rows as before
+        mixed = events_of("user_id:user-13")
+        assert [x for x in mixed if not x.endswith("  After")] == migrated, (mixed, migrated)
+        assert len(mixed) == len(migrated) + 1
         # the migrated log lacks what format 1 did not keep: rebuild refuses unless forced
         p = st.ctl("rebuild", "legacy", check=False)
         assert p.returncode == 3 and "incomplete" in p.stderr and "--force" in p.stderr, p.stderr
         st.ctl("rebuild", "legacy", "--force")
         assert st.ctl("check", "legacy").returncode == 0
+        rebuilt = events_of("user_id:user-13")  # without identifies, m-11-1 goes elsewhere
+        assert set(rebuilt) - set(mixed) == set() and len(rebuilt) > 10, (rebuilt, mixed)
+    finally:
+        st.close()
+
+
+def check_compares_event_copies():
+    """A profile's index row holds a copy of its event (the listing reads no other row);
+    `check` says when the copy and the event row disagree or the copy is missing."""
+    st = Store()
+    try:
+        st.ctl("space", "create", "t")
+        msgs = [{"type": "track", "event": name, "userId": "u1", "messageId": mid}
+                for name, mid in (("Olden", "a1"), ("Newer", "a2"))]
+        st.ctl("ingest", "t", "-", input="".join(json.dumps(m) + "\n" for m in msgs))
+        assert st.ctl("check", "t").stdout.endswith("ok\n")
+        env = os.path.join(st.dir, "spaces", "t")
+        dump = subprocess.run(["mdb_dump", "-s", "pevent", env], capture_output=True,
+                              text=True, check=True).stdout
+        name = "Olden".encode().hex()
+        assert dump.count(name) == 1, dump
+
+        def load(text):  # mdb_load does not know the page size line mdb_dump writes
+            text = "".join(x for x in text.splitlines(True) if not x.startswith("db_pagesize="))
+            subprocess.run(["mdb_load", "-s", "pevent", env], input=text, text=True,
+                           check=True)
+        lines = dump.splitlines()
+        at = next(i for i, x in enumerate(lines) if name in x)
+        # the copy says page (3) where the event row says track (2): [1, type, name, ...]
+        assert lines[at][1] == "9" and lines[at][3:7] == "0102", lines[at]
+        changed = list(lines)
+        changed[at] = lines[at][:5] + "03" + lines[at][7:]
+        load("\n".join(changed) + "\n")
+        p = st.ctl("check", "t", check=False)
+        assert p.returncode != 0 and "holds a copy that differs" in p.stdout + p.stderr, p
+        # the index row without its copy: the brief event row says too little
+        changed[at] = " "
+        load("\n".join(changed) + "\n")
+        p = st.ctl("check", "t", check=False)
+        assert p.returncode != 0 and "lacks the event" in p.stdout + p.stderr, p
     finally:
         st.close()
 
@@ -323,4 +376,4 @@ if __name__ == "__main__":
     tempfile.tempdir = None
     run_tests([log_round_trip, http_messages_replay, log_window_and_errors, rebuild_is_identical,
                rebuild_under_new_settings, rebuild_survives_kill, migrate_format1,
-               migrate_survives_kill, log_retention_trims])
+               migrate_survives_kill, log_retention_trims, check_compares_event_copies])
