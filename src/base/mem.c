@@ -157,6 +157,10 @@ void ps_buf_json_str(ps_buf *b, const char *s, size_t len)
         1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,         1,
         1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, ['"'] = 1, ['\\'] = 1,
     };
+    /* the escaped bytes with a two-character escape; the others are written \u00XX */
+    static const char short_escape[256] = {
+        ['"'] = '"', ['\\'] = '\\', ['\n'] = 'n', ['\r'] = 'r', ['\t'] = 't',
+    };
     size_t run = 0, i = 0;
     while (i < len) {
         if (len - i >= 8) { /* most text needs no escape: skip it a word at a time */
@@ -173,34 +177,11 @@ void ps_buf_json_str(ps_buf *b, const char *s, size_t len)
                 continue;
             ps_buf_append(b, s + run, i - run);
             run = i + 1;
-            char esc[7] = {'\\', 0, 0, 0, 0, 0, 0};
-            switch (c) {
-            case '"':
-                esc[1] = '"';
+            char esc[6] = {'\\', short_escape[c], '0', '0', hex[c >> 4], hex[c & 15]};
+            if (esc[1]) {
                 ps_buf_append(b, esc, 2);
-                break;
-            case '\\':
-                esc[1] = '\\';
-                ps_buf_append(b, esc, 2);
-                break;
-            case '\n':
-                esc[1] = 'n';
-                ps_buf_append(b, esc, 2);
-                break;
-            case '\r':
-                esc[1] = 'r';
-                ps_buf_append(b, esc, 2);
-                break;
-            case '\t':
-                esc[1] = 't';
-                ps_buf_append(b, esc, 2);
-                break;
-            default:
+            } else {
                 esc[1] = 'u';
-                esc[2] = '0';
-                esc[3] = '0';
-                esc[4] = hex[c >> 4];
-                esc[5] = hex[c & 15];
                 ps_buf_append(b, esc, 6);
             }
         }
