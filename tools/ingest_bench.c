@@ -5,7 +5,11 @@
  * durable. Prints events/s, acknowledgement latency percentiles and, as the ceiling measured
  * in the same run, the cJSON parse+free rate (C_parse) of the same events.
  *
- *   ingest_bench --port P --key WRITE_KEY --file F [--batch 100] [--conns 8] */
+ *   ingest_bench --port P --key WRITE_KEY --file F [--batch 100] [--conns 8]
+ *                [--rate EVENTS_PER_S] [--latencies FILE]
+ *
+ * --rate sends on a fixed schedule (open loop); --latencies writes every request's
+ * acknowledgement latency in ms, one per line, so that runs can be pooled. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -165,7 +169,7 @@ static int cmp_double(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    const char *key = NULL, *file = NULL;
+    const char *key = NULL, *file = NULL, *latencies = NULL;
     size_t batch = 100;
     int conns = 8;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -181,11 +185,13 @@ int main(int argc, char **argv)
             conns = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--rate") == 0)
             rate_limit = strtod(argv[i + 1], NULL);
+        else if (strcmp(argv[i], "--latencies") == 0)
+            latencies = argv[i + 1];
     }
     if (!key || !file || port <= 0 || batch == 0 || batch > 2500 || conns < 1 || conns > 256) {
         fprintf(stderr, "usage: ingest_bench --port P --key WRITE_KEY --file F [--batch N] [--rate "
                         "EVENTS_PER_S] "
-                        "[--conns C]\n");
+                        "[--conns C] [--latencies FILE]\n");
         return 1;
     }
     basic(key);
@@ -256,5 +262,16 @@ int main(int argc, char **argv)
            latency_ms[nbodies * 99 / 100], latency_ms[nbodies * 999 / 1000],
            latency_ms[nbodies - 1]);
     printf("failed_requests %zu\n", atomic_load(&failures));
+    FILE *lf = latencies ? fopen(latencies, "w") : NULL;
+    if (latencies && lf == NULL) {
+        perror(latencies);
+        return 1;
+    }
+    for (size_t i = 0; lf && i < nbodies; i++) /* each request's, ascending, for pooling runs */
+        fprintf(lf, "%.3f\n", latency_ms[i]);
+    if (lf && fclose(lf) != 0) {
+        perror(latencies);
+        return 1;
+    }
     return atomic_load(&failures) ? 2 : 0;
 }
