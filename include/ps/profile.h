@@ -89,7 +89,8 @@ void ps_trait_list_clear(ps_trait_list *l);
 typedef struct ps_event_ref {
     uint64_t seq;
     int64_t timestamp_ms;
-    bool has_rec;     /* `rec` holds the event, from its index row (valid in the transaction) */
+    bool has_rec;     /* `rec` holds the event (from its index row, or its whole event row when
+                       * names were filtered); valid in the transaction */
     ps_event_rec rec; /* else ps_profile_event_json() reads the event row */
 } ps_event_ref;
 

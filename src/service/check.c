@@ -211,7 +211,9 @@ static bool check_pevent(void *ud, uint64_t profile, int64_t ts_ms, uint64_t seq
         problem(c, "event index (%llu, %lld, %llu) holds a copy that differs from the event",
                 (unsigned long long)profile, (long long)ts_ms, (unsigned long long)seq);
     else if (!copy && e.brief)
-        problem(c, "event index (%llu, %lld, %llu) lacks the event its brief row leaves to it",
+        problem(c,
+                "event index (%llu, %lld, %llu) lacks a readable copy of the event its brief "
+                "row leaves to it",
                 (unsigned long long)profile, (long long)ts_ms, (unsigned long long)seq);
     return true;
 }

@@ -285,16 +285,16 @@ void st_behind_drop(ps_txn *t)
     }
 }
 
-/* A pevent row's copy of its event, if it has one (`check` compares it with the event row);
- * its key gives the profile, timestamp and seq. */
-static ps_status pevent_copy(ps_txn *t, const MDB_val *k, const MDB_val *v, ps_event_rec *e)
+/* A pevent row's copy of its event, or NULL when the row has none (written before the copies)
+ * or the copy cannot be read (decode() logs it). Then a listing reads the event row, which
+ * says whether it is whole; scans that need only keys go on; `check` reports the row. The key
+ * gives the profile, timestamp and seq. */
+static const ps_event_rec *pevent_copy(ps_txn *t, const MDB_val *k, const MDB_val *v,
+                                       ps_event_rec *e)
 {
-    if (v->mv_size == 0)
-        return PS_OK;
     rec r;
-    ps_status st = decode(t, v, 3, &r);
-    if (st != PS_OK)
-        return st;
+    if (v->mv_size == 0 || decode(t, v, 3, &r) != PS_OK)
+        return NULL;
     const uint8_t *p = k->mv_data;
     memset(e, 0, sizeof *e);
     e->profile = ps_get_be64(p);
@@ -302,7 +302,7 @@ static ps_status pevent_copy(ps_txn *t, const MDB_val *k, const MDB_val *v, ps_e
     e->seq = ps_get_be64(p + 16);
     e->type = (uint8_t)r_u64(&r, 0);
     event_tail_decode(&r, 1, e);
-    return PS_OK;
+    return e;
 }
 
 /* Walks one profile's pevent rows from key (profile, ts, seq): descending visits the rows
@@ -338,10 +338,8 @@ static ps_status pevent_walk(ps_txn *t, uint64_t profile, int64_t ts, uint64_t s
         if (ps_get_be64(p) != profile)
             break;
         ps_event_rec e;
-        if ((st = pevent_copy(t, &k, &v, &e)) != PS_OK)
-            break;
         if (!fn(ud, profile, (int64_t)ps_get_be64(p + 8), ps_get_be64(p + 16),
-                v.mv_size ? &e : NULL))
+                pevent_copy(t, &k, &v, &e)))
             break;
         rc = mdb_cursor_get(cur, &k, &v, step);
     }
@@ -384,11 +382,9 @@ static bool pevent_visit(ps_txn *t, void *ud, const MDB_val *k, const MDB_val *v
         *st = PS_ECORRUPT;
         return false;
     }
-    if ((*st = pevent_copy(t, k, v, &e)) != PS_OK)
-        return false;
     const uint8_t *p = k->mv_data;
     return it->fn(it->ud, ps_get_be64(p), (int64_t)ps_get_be64(p + 8), ps_get_be64(p + 16),
-                  v->mv_size ? &e : NULL);
+                  pevent_copy(t, k, v, &e));
 }
 
 ps_status ps_store_pevent_scan_all(ps_txn *t, ps_pevent_fn fn, void *ud)

@@ -18,10 +18,11 @@
  *   member      canonical:u64 member:u64              (empty)
  *   trait       profile:u64 key                       [1,write_seq,updated,deleted,source,json]
  *   log         seq:u64                               binary head + zstd frame (log_encode)
- *   event       seq:u64                               [1,type,profile,ts,name,ids]
- *                                                      (format 1: [1,type,profile,ts,received,
- *                                                      msg_id,source,name,ids,body])
- *   pevent      profile:u64 ts:u64 seq:u64            (empty)
+ *   event       seq:u64                               [1,type,profile,ts] (brief; older rows
+ *                                                      whole: [1,type,profile,ts,name,ids,
+ *                                                      spans]; format 1: [1,type,profile,ts,
+ *                                                      received,msg_id,source,name,ids,body])
+ *   pevent      profile:u64 ts:u64 seq:u64            [1,type,name,ids,spans] (older: empty)
  *   link        from:u64 to:u64                       [1,created]
  *   dedup       message_id bytes                      [1,received]
  *   dedup_time  received:u64 message_id               (empty)
