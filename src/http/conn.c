@@ -586,6 +586,18 @@ static void process(conn *c)
 
 /* ---- libevent callbacks ---- */
 
+/* The socket failed, reading or writing. A connection whose request is being handled is freed
+ * when the handler replies; until then it reads nothing (its socket may stay readable). */
+static void conn_lost(conn *c)
+{
+    if (c->state == C_HANDLING || c->state == C_WAIT) {
+        c->dead = true;
+        read_update(c);
+        return;
+    }
+    conn_free(c);
+}
+
 #define READ_CHUNK 65536 /* bytes asked of one recv() */
 
 static void on_readable(evutil_socket_t fd, short what, void *arg)
@@ -621,12 +633,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
             return;
         }
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-            if (c->state == C_HANDLING || c->state == C_WAIT) {
-                c->dead = true; /* freed when the handler replies */
-                read_update(c);
-            } else {
-                conn_free(c);
-            }
+            conn_lost(c);
             return;
         }
     }
@@ -658,13 +665,8 @@ static void on_write(struct bufferevent *bev, void *arg)
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
-    conn *c = arg;
     (void)what; /* writing failed (reading is on_readable's) */
-    if (c->state == C_HANDLING || c->state == C_WAIT) {
-        c->dead = true; /* freed when the handler replies */
-        return;
-    }
-    conn_free(c);
+    conn_lost(arg);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
