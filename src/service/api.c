@@ -994,8 +994,6 @@ static bool authorize(ctx *c)
         return false;
     if (st == PS_OK)
         st = ps_space_rules(c->sp, c->t, &c->rules);
-    if (st == PS_OK)
-        st = ps_auth_secret(c->t, c->secret);
     if (st != PS_OK)
         return storage_error(c, st);
     int64_t wait_ms = 0;
@@ -1004,8 +1002,9 @@ static bool authorize(ctx *c)
         ps_api_error(c->out, 429, "rate_limit_error", "Too many requests hit the API too quickly.");
         return false;
     }
-    if (rq->before_read) { /* what it waits for lands after this snapshot: take a new one, and
-                            * ask again whether the token stands (it may be gone since) */
+    if (rq->before_read) { /* what it waits for lands after this snapshot: take a new one, ask
+                            * again whether the token stands (it may be gone since), and read
+                            * the settings the new snapshot holds */
         ps_txn_abort(c->t);
         c->t = NULL;
         if (!rq->before_read(rq->before_read_ud, c->out))
@@ -1013,9 +1012,13 @@ static bool authorize(ctx *c)
         if ((st = ps_txn_begin(ps_space_store(c->sp), false, &c->t)) == PS_OK &&
             !token_allows(c, &st))
             return false;
-        if (st != PS_OK)
-            return storage_error(c, st);
+        if (st == PS_OK)
+            st = ps_space_rules(c->sp, c->t, &c->rules);
     }
+    if (st == PS_OK)
+        st = ps_auth_secret(c->t, c->secret);
+    if (st != PS_OK)
+        return storage_error(c, st);
     return true;
 }
 
