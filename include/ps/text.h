@@ -49,4 +49,43 @@ size_t ps_b64url_encode(const uint8_t *in, size_t len, char *out);
  * trailing bits, or output beyond `cap`. *out_len receives the decoded length. */
 bool ps_b64_decode(const char *in, size_t len, bool url, uint8_t *out, size_t cap, size_t *out_len);
 
+/* The bytes a JSON string scanner must stop at: the quote and the backslash always, control
+ * bytes (below 0x20) and bytes from 0x80 on when asked. */
+enum { PS_JSON_STOP_CONTROL = 1, PS_JSON_STOP_HIGH = 2 };
+
+/* The first byte of [p, end) that is a stop byte under `stop` (PS_JSON_STOP_* flags), or
+ * `end`. Text without one is skipped 8 bytes at a time: the zero-byte test ((x - 0x01..) &
+ * ~x & 0x80..) and its less-than form flag a byte exactly at the lowest match, since a borrow
+ * only moves upward, so the lowest flag of a word is its first stop byte. */
+static inline const char *ps_json_string_run(const char *p, const char *end, unsigned stop)
+{
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    while (end - p >= 8) {
+        uint64_t w;
+        __builtin_memcpy(&w, p, 8);
+        uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+        uint64_t hit = ((q - ones) & ~q) | ((b - ones) & ~b);
+        if (stop & PS_JSON_STOP_CONTROL)
+            hit |= (w - ones * 0x20) & ~w;
+        if (stop & PS_JSON_STOP_HIGH)
+            hit |= w;
+        hit &= highs;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if (hit) /* the lowest byte is the first in memory */
+            return p + (__builtin_ctzll(hit) >> 3);
+#else
+        if (hit) /* a borrow moves toward earlier bytes here: find it byte by byte */
+            break;
+#endif
+        p += 8;
+    }
+    for (; p < end; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"' || c == '\\' || (c < 0x20 && (stop & PS_JSON_STOP_CONTROL)) ||
+            (c >= 0x80 && (stop & PS_JSON_STOP_HIGH)))
+            break;
+    }
+    return p;
+}
+
 #endif

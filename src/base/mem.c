@@ -2,6 +2,7 @@
 /* mem: fatal-on-exhaustion allocation, ps_buf and ps_arena. */
 #define _DEFAULT_SOURCE /* madvise */
 #include "ps/mem.h"
+#include "ps/text.h"
 
 #include <malloc.h>
 #include <pthread.h>
@@ -134,59 +135,32 @@ void ps_buf_be64(ps_buf *b, uint64_t v)
     ps_buf_append(b, tmp, 8);
 }
 
-/* Whether any of the 8 bytes in `w` needs an escape in a JSON string: a control byte (below
- * 0x20), the quote or the backslash. Each test is exact for "any byte" (the usual
- * zero-byte and less-than tricks). */
-static inline bool word_needs_escape(uint64_t w)
-{
-    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
-    uint64_t q = w ^ (ones * '"'), bs = w ^ (ones * '\\');
-    uint64_t below = (w - ones * 0x20) & ~w;
-    uint64_t quote = (q - ones) & ~q;
-    uint64_t slash = (bs - ones) & ~bs;
-    return ((below | quote | slash) & highs) != 0;
-}
-
 void ps_buf_json_str(ps_buf *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
-    ps_buf_reserve(b, len + 2);
-    ps_buf_putc(b, '"');
-    /* bytes that need an escape: controls, the quote and the backslash */
-    static const unsigned char escaped[256] = {
-        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,         1,
-        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, ['"'] = 1, ['\\'] = 1,
-    };
-    /* the escaped bytes with a two-character escape; the others are written \u00XX */
+    /* the bytes with a two-character escape; other control bytes are written \u00XX */
     static const char short_escape[256] = {
         ['"'] = '"', ['\\'] = '\\', ['\n'] = 'n', ['\r'] = 'r', ['\t'] = 't',
     };
-    size_t run = 0, i = 0;
-    while (i < len) {
-        if (len - i >= 8) { /* most text needs no escape: skip it a word at a time */
-            uint64_t w;
-            memcpy(&w, s + i, 8);
-            if (!word_needs_escape(w)) {
-                i += 8;
-                continue;
-            }
-        }
-        for (size_t end = len - i >= 8 ? i + 8 : len; i < end; i++) {
-            unsigned char c = (unsigned char)s[i];
-            if (!escaped[c])
-                continue;
-            ps_buf_append(b, s + run, i - run);
-            run = i + 1;
-            char esc[6] = {'\\', short_escape[c], '0', '0', hex[c >> 4], hex[c & 15]};
-            if (esc[1]) {
-                ps_buf_append(b, esc, 2);
-            } else {
-                esc[1] = 'u';
-                ps_buf_append(b, esc, 6);
-            }
+    ps_buf_reserve(b, len + 2);
+    ps_buf_putc(b, '"');
+    const char *end = s + len, *run = s;
+    for (const char *p = s;; p++) { /* from one byte that needs an escape to the next */
+        p = ps_json_string_run(p, end, PS_JSON_STOP_CONTROL);
+        if (p == end)
+            break;
+        unsigned char c = (unsigned char)*p;
+        ps_buf_append(b, run, (size_t)(p - run));
+        run = p + 1;
+        char esc[6] = {'\\', short_escape[c], '0', '0', hex[c >> 4], hex[c & 15]};
+        if (esc[1]) {
+            ps_buf_append(b, esc, 2);
+        } else {
+            esc[1] = 'u';
+            ps_buf_append(b, esc, 6);
         }
     }
-    ps_buf_append(b, s + run, len - run);
+    ps_buf_append(b, run, (size_t)(end - run));
     ps_buf_putc(b, '"');
 }
 

@@ -11,6 +11,7 @@
 
 #include "ps/mem.h"
 #include "ps/status.h"
+#include "ps/text.h"
 
 typedef struct vstate {
     const uint8_t *s, *p, *end;
@@ -78,9 +79,8 @@ static bool string(vstate *v) /* v->p at the opening quote */
 {
     v->p++;
     for (;;) {
-        const uint8_t *p = v->p;
-        while (p < v->end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
-            p++;
+        const uint8_t *p = (const uint8_t *)ps_json_string_run(
+            (const char *)v->p, (const char *)v->end, PS_JSON_STOP_CONTROL | PS_JSON_STOP_HIGH);
         v->p = p;
         if (p >= v->end)
             return fail(v, PS_JSON_SYNTAX);
@@ -377,15 +377,13 @@ const char *ps_json_skip_ws(const char *p, const char *end)
 
 /* Bytes the raw scanner must stop at: inside a string, '"' and '\\'; inside an object or
  * array, '"' and the brackets. Every other byte is skipped in a tight loop. */
-static const uint8_t in_string[256] = {['"'] = 1, ['\\'] = 1};
 static const uint8_t in_container[256] = {['"'] = 1, ['{'] = 1, ['}'] = 1, ['['] = 1, [']'] = 1};
 
 static const char *skip_string(const char *p, const char *end) /* p at the opening quote */
 {
     p++;
     while (p < end) {
-        while (p < end && !in_string[(uint8_t)*p])
-            p++;
+        p = ps_json_string_run(p, end, 0);
         if (p >= end)
             break;
         if (*p == '"')

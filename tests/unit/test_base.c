@@ -259,8 +259,51 @@ end:
     ps_buf_clear(&want);
 }
 
+static const char *string_run_ref(const char *p, const char *end, unsigned stop)
+{
+    for (; p < end; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"' || c == '\\' || (c < 0x20 && (stop & PS_JSON_STOP_CONTROL)) ||
+            (c >= 0x80 && (stop & PS_JSON_STOP_HIGH)))
+            return p;
+    }
+    return end;
+}
+
+static void json_string_run(void)
+{
+    char s[40];
+    /* two bytes of every value around the limits at every pair of places, so that a borrow
+     * from a stop byte reaches the bytes above it, under every set of stop flags */
+    static const unsigned char edge[] = {0x00, 0x01, 0x1f, 0x20, 0x21, 0x22, 0x23, 0x5b,
+                                         0x5c, 0x5d, 0x7f, 0x80, 0x81, 0xa2, 0xdc, 0xff};
+    for (unsigned stop = 0; stop < 4; stop++)
+        for (size_t n = 0; n < sizeof s; n += 3)
+            for (size_t a = 0; a < n; a++)
+                for (size_t b = a; b < n; b++)
+                    for (size_t x = 0; x < sizeof edge; x++)
+                        for (size_t y = 0; y < sizeof edge; y++) {
+                            memset(s, 'q', n);
+                            s[a] = (char)edge[x];
+                            s[b] = (char)edge[y];
+                            CHECK(ps_json_string_run(s, s + n, stop) ==
+                                  string_run_ref(s, s + n, stop));
+                        }
+    /* every byte value alone at every place */
+    for (unsigned stop = 0; stop < 4; stop++)
+        for (size_t at = 0; at < sizeof s; at++)
+            for (unsigned v = 0; v < 256; v++) {
+                memset(s, 'q', sizeof s);
+                s[at] = (char)v;
+                CHECK(ps_json_string_run(s, s + sizeof s, stop) ==
+                      string_run_ref(s, s + sizeof s, stop));
+            }
+end:;
+}
+
 static const test_case tests[] = {
     {"json_escape", json_escape},
+    {"json_string_run", json_string_run},
     {"bucket", bucket},
     {"pct_decode", pct_decode},
     {"base64", base64},
