@@ -145,6 +145,16 @@ const ps_rules_options *ps_rules_options_get(const ps_rules *r);
 /* Custom key identifiers, sorted by type. Borrowed: valid while `r` lives. */
 const ps_custom_key *ps_rules_custom_keys(const ps_rules *r, size_t *count);
 
+/* The member names custom keys are read from: each key's snake form, and its camel form when
+ * that differs, sorted by name, then by key (its index in ps_rules_custom_keys), snake first.
+ * An event's objects are scanned once against it instead of once per name. */
+typedef struct ps_custom_name {
+    const char *name;
+    uint32_t key;
+    bool camel;
+} ps_custom_name;
+const ps_custom_name *ps_rules_custom_names(const ps_rules *r, size_t *count);
+
 /* A type recorded in a space's `types` table, with the collection it was first seen in. */
 typedef struct ps_seen_type {
     const char *type;

@@ -103,13 +103,13 @@ static const char *scalar_text(const cJSON *v, char numbuf[40])
 static void add_id(parse_ctx *c, ps_collection coll, const char *type, const cJSON *raw,
                    ps_ident_flag flag, const char *from, const char *key)
 {
-    const ps_type_rule *rule = ps_rules_type(c->opts->rules, type);
-    if (!rule->enabled)
-        return;
     char numbuf[40];
     const char *text = scalar_text(raw, numbuf);
     if (text == NULL)
-        return; /* null, bool, object, array: never identifiers */
+        return; /* absent, null, bool, object, array: never identifiers */
+    const ps_type_rule *rule = ps_rules_type(c->opts->rules, type);
+    if (!rule->enabled)
+        return;
     size_t len = strlen(text);
     ps_trim(&text, &len);
     if (len == 0)
@@ -158,22 +158,78 @@ static void add_id(parse_ctx *c, ps_collection coll, const char *type, const cJS
     id->flag = (uint8_t)flag;
 }
 
-/* Custom key identifiers: top-level keys equal to the snake or lowerCamel form. */
+/* A custom key's member found in one of the objects add_custom reads. */
+typedef struct custom_hit {
+    uint32_t key, obj;
+    bool camel;
+    const cJSON *value;
+} custom_hit;
+
+static int custom_hit_cmp(const void *a, const void *b)
+{
+    const custom_hit *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key < y->key ? -1 : 1;
+    if (x->obj != y->obj)
+        return x->obj < y->obj ? -1 : 1;
+    return (int)x->camel - (int)y->camel;
+}
+
+/* Custom key identifiers: top-level keys equal to the snake or lowerCamel form. They are added
+ * by key (in ps_rules_custom_keys order), then by object, the snake form before the camel
+ * one; of members with the same name, the first counts. Each object's members are looked up
+ * in the rules' sorted name index once, instead of each name being searched for in each
+ * object. */
 static void add_custom(parse_ctx *c, ps_collection coll, const cJSON *const *objs,
                        const char *const *names, size_t n)
 {
-    size_t count;
-    const ps_custom_key *keys = ps_rules_custom_keys(c->opts->rules, &count);
-    for (size_t k = 0; k < count; k++) {
-        if (keys[k].collection != coll)
+    size_t key_count, name_count;
+    const ps_custom_key *keys = ps_rules_custom_keys(c->opts->rules, &key_count);
+    const ps_custom_name *index = ps_rules_custom_names(c->opts->rules, &name_count);
+    custom_hit *hits = NULL;
+    size_t count = 0, cap = 0;
+    for (size_t o = 0; o < n && name_count; o++) {
+        if (!cJSON_IsObject(objs[o]))
             continue;
-        for (size_t o = 0; o < n; o++) {
-            add_id(c, coll, keys[k].type, get(objs[o], keys[k].snake), PS_IDENT_OK, names[o],
-                   keys[k].snake);
-            if (strcmp(keys[k].snake, keys[k].camel) != 0)
-                add_id(c, coll, keys[k].type, get(objs[o], keys[k].camel), PS_IDENT_OK, names[o],
-                       keys[k].camel);
+        size_t first = count; /* this object's hits start here */
+        for (const cJSON *m = objs[o]->child; m; m = m->next) {
+            if (m->string == NULL)
+                continue;
+            size_t lo = 0, hi = name_count; /* the first index entry >= the member's name */
+            while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (strcmp(index[mid].name, m->string) < 0)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            for (; lo < name_count && strcmp(index[lo].name, m->string) == 0; lo++) {
+                const ps_custom_name *e = &index[lo];
+                if (keys[e->key].collection != coll)
+                    continue;
+                bool seen = false; /* a later member of the same name does not count */
+                for (size_t h = first; h < count && !seen; h++)
+                    seen = hits[h].key == e->key && hits[h].camel == e->camel;
+                if (seen)
+                    continue;
+                if (count == cap) {
+                    size_t ncap = cap ? 2 * cap : 8;
+                    custom_hit *grown = ps_arena_alloc(c->arena, ncap * sizeof *grown);
+                    if (count)
+                        memcpy(grown, hits, count * sizeof *hits);
+                    hits = grown;
+                    cap = ncap;
+                }
+                hits[count++] = (custom_hit){e->key, (uint32_t)o, e->camel, m};
+            }
         }
+    }
+    if (count > 1)
+        qsort(hits, count, sizeof *hits, custom_hit_cmp);
+    for (size_t h = 0; h < count; h++) {
+        const ps_custom_key *k = &keys[hits[h].key];
+        add_id(c, coll, k->type, hits[h].value, PS_IDENT_OK, names[hits[h].obj],
+               hits[h].camel ? k->camel : k->snake);
     }
 }
 

@@ -36,6 +36,8 @@ struct ps_rules {
     size_t global_count;
     ps_custom_key *custom;
     size_t custom_count;
+    ps_custom_name *custom_names; /* custom_name_count: the index of ps_rules_custom_names */
+    size_t custom_name_count;
     ps_rules_options opt;
     ps_type_rule fallback;
     bool suggested_blocked;
@@ -154,6 +156,7 @@ void ps_rules_free(ps_rules *r)
     for (size_t k = 0; k < r->custom_count; k++)
         free((char *)r->custom[k].camel);
     free(r->custom);
+    free(r->custom_names);
     pcre2_compile_context_free(r->compile);
     pcre2_match_context_free(r->match);
     pcre2_general_context_free(r->gen);
@@ -409,6 +412,28 @@ static int custom_cmp(const void *a, const void *b)
     return c ? c : strcmp(x->snake, y->snake);
 }
 
+static int custom_name_cmp(const void *a, const void *b)
+{
+    const ps_custom_name *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    if (c == 0 && x->key != y->key)
+        c = x->key < y->key ? -1 : 1;
+    return c ? c : (int)x->camel - (int)y->camel;
+}
+
+/* The sorted name index over the (sorted) custom keys. */
+static void index_custom_names(ps_rules *r)
+{
+    r->custom_names = ps_xcalloc(2 * r->custom_count + 1, sizeof *r->custom_names);
+    for (size_t k = 0; k < r->custom_count; k++) {
+        const ps_custom_key *c = &r->custom[k];
+        r->custom_names[r->custom_name_count++] = (ps_custom_name){c->snake, (uint32_t)k, false};
+        if (strcmp(c->snake, c->camel) != 0)
+            r->custom_names[r->custom_name_count++] = (ps_custom_name){c->camel, (uint32_t)k, true};
+    }
+    qsort(r->custom_names, r->custom_name_count, sizeof *r->custom_names, custom_name_cmp);
+}
+
 static void finish(ps_rules *r)
 {
     if (r->suggested_blocked) {
@@ -439,6 +464,7 @@ static void finish(ps_rules *r)
     }
     if (r->custom_count > 1)
         qsort(r->custom, r->custom_count, sizeof *r->custom, custom_cmp);
+    index_custom_names(r);
     r->fallback.type = "";
     r->fallback.collection = PS_USERS;
     r->fallback.limit = 5;
@@ -912,6 +938,12 @@ const ps_custom_key *ps_rules_custom_keys(const ps_rules *r, size_t *count)
 {
     *count = r->custom_count;
     return r->custom;
+}
+
+const ps_custom_name *ps_rules_custom_names(const ps_rules *r, size_t *count)
+{
+    *count = r->custom_name_count;
+    return r->custom_names;
 }
 
 static void blocked_json(ps_buf *out, const blocked *list, size_t count)

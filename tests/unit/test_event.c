@@ -149,6 +149,13 @@ static void custom_and_external_ids(void)
             "[{\"id\":\"acc9\",\"type\":\"crm_id\",\"collection\":\"accounts\",\"encoding\":"
             "\"none\"}]}}");
     CHECK_EQ_STR(g.ids, "user_id:u acc/crm_id:acc9 acc/group_id:g ");
+    /* by key, then by object (traits, context.traits, properties), the snake form before the
+     * camel one; of two members with one name the first counts */
+    g = run("{\"type\":\"identify\",\"userId\":\"u\",\"traits\":{\"phone\":\"P1\","
+            "\"appId\":\"X\",\"phone\":\"P0\",\"app_id\":\"W\"},\"context\":{\"traits\":{"
+            "\"phone\":\"P2\",\"app_id\":\"Y\",\"appId\":7}},\"properties\":{\"phone\":"
+            "\"P3\",\"appId\":null,\"phone\":\"P4\"}}");
+    CHECK_EQ_STR(g.ids, "user_id:u app_id:W app_id:X app_id:Y app_id:7 phone:P1 phone:P2 phone:P3 ");
 end:
     ps_rules_free(rules);
 }
