@@ -72,9 +72,16 @@ typedef struct parse_ctx {
     size_t id_cap;
 } parse_ctx;
 
+/* The first member of `obj` named `key` (case-sensitive), as cJSON_GetObjectItemCaseSensitive
+ * finds it; members whose first byte differs are passed over without a call to strcmp. */
 static const cJSON *get(const cJSON *obj, const char *key)
 {
-    return cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
+    if (!cJSON_IsObject(obj))
+        return NULL;
+    for (const cJSON *m = obj->child; m; m = m->next)
+        if (m->string && m->string[0] == key[0] && strcmp(m->string, key) == 0)
+            return m;
+    return NULL;
 }
 
 /* Canonical decimal text of a JSON number: a number used as an identifier becomes this text. */
