@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* text: UTF-8 validation, base62, base64, percent-decoding and a keyed 64-bit hash (SipHash-2-4).
- * Pure functions over bytes; no allocation. */
+/* text: UTF-8 validation, base62, base64, percent-decoding, a keyed 64-bit hash (SipHash-2-4)
+ * and the word-at-a-time scan JSON strings share. Pure functions over bytes; no allocation. */
 #ifndef PS_TEXT_H
 #define PS_TEXT_H
 
@@ -70,7 +70,7 @@ static inline const char *ps_json_string_run(const char *p, const char *end, uns
         if (stop & PS_JSON_STOP_HIGH)
             hit |= w;
         hit &= highs;
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
         if (hit) /* the lowest byte is the first in memory */
             return p + (__builtin_ctzll(hit) >> 3);
 #else

@@ -72,8 +72,9 @@ typedef struct parse_ctx {
     size_t id_cap;
 } parse_ctx;
 
-/* The first member of `obj` named `key` (case-sensitive), as cJSON_GetObjectItemCaseSensitive
- * finds it; members whose first byte differs are passed over without a call to strcmp. */
+/* The first member of `obj` named `key` (case-sensitive); members without a name (never in
+ * parsed input) are passed over, and so are those whose first byte differs, without a call to
+ * strcmp. */
 static const cJSON *get(const cJSON *obj, const char *key)
 {
     if (!cJSON_IsObject(obj))

@@ -375,8 +375,9 @@ const char *ps_json_skip_ws(const char *p, const char *end)
     return p;
 }
 
-/* Bytes the raw scanner must stop at: inside a string, '"' and '\\'; inside an object or
- * array, '"' and the brackets. Every other byte is skipped in a tight loop. */
+/* Bytes the raw scanner must stop at inside an object or array: '"' and the brackets; every
+ * other byte is skipped in a tight loop. Inside a string, ps_json_string_run finds '"' and
+ * '\\' a word at a time. */
 static const uint8_t in_container[256] = {['"'] = 1, ['{'] = 1, ['}'] = 1, ['['] = 1, [']'] = 1};
 
 static const char *skip_string(const char *p, const char *end) /* p at the opening quote */
@@ -388,6 +389,8 @@ static const char *skip_string(const char *p, const char *end) /* p at the openi
             break;
         if (*p == '"')
             return p + 1;
+        if (end - p < 2) /* a backslash that ends the text */
+            break;
         p += 2; /* a backslash and the byte it escapes */
     }
     return NULL;

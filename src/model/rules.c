@@ -36,7 +36,7 @@ struct ps_rules {
     size_t global_count;
     ps_custom_key *custom;
     size_t custom_count;
-    ps_custom_name *custom_names; /* custom_name_count: the index of ps_rules_custom_names */
+    ps_custom_name *custom_names; /* the sorted name index (ps_rules_custom_names) */
     size_t custom_name_count;
     ps_rules_options opt;
     ps_type_rule fallback;

@@ -156,6 +156,19 @@ static void custom_and_external_ids(void)
             "\"phone\":\"P2\",\"app_id\":\"Y\",\"appId\":7}},\"properties\":{\"phone\":"
             "\"P3\",\"appId\":null,\"phone\":\"P4\"}}");
     CHECK_EQ_STR(g.ids, "user_id:u app_id:W app_id:X app_id:Y app_id:7 phone:P1 phone:P2 phone:P3 ");
+    ps_rules_free(rules);
+    /* one key's camel form is another's snake form: one member gives both; an accounts key is
+     * not read on a users call; a group call reads the accounts key from traits, which are
+     * the account's there (the ab_1 member is not a user's identifier) */
+    s = "{\"identifiers\":{\"ab\":{\"keys\":[\"ab_1\"]},\"abx\":{\"keys\":[\"ab1\"]},"
+        "\"crm\":{\"collection\":\"accounts\",\"keys\":[\"crm_id\"]}}}";
+    CHECK(ps_rules_parse(s, strlen(s), &rules, &d) == PS_OK);
+    g = run("{\"type\":\"identify\",\"userId\":\"u\",\"traits\":{\"ab1\":\"V\","
+            "\"crm_id\":\"C\"}}");
+    CHECK_EQ_STR(g.ids, "user_id:u ab:V abx:V ");
+    g = run("{\"type\":\"group\",\"userId\":\"u\",\"groupId\":\"g\",\"traits\":{"
+            "\"crmId\":\"C\",\"ab_1\":\"Z\"}}");
+    CHECK_EQ_STR(g.ids, "user_id:u acc/group_id:g acc/crm:C ");
 end:
     ps_rules_free(rules);
 }
