@@ -82,12 +82,20 @@ bool ps_writer_journal_present(ps_space *sp);
  * ps_writer_group_bounds[i] messages (the last bucket: more). */
 #define PS_WRITER_GROUP_BUCKETS 9
 extern const uint32_t ps_writer_group_bounds[PS_WRITER_GROUP_BUCKETS - 1];
+/* Two more count how long each journal sync (append and fdatasync of a group; local journal
+ * only) and each store commit of the apply thread took, in buckets of at most
+ * ps_writer_time_bounds[i] seconds. A slow commit slows the syncs beside it on the same disk
+ * (docs/benchmarks.md, "The write path on a grown store"). */
+#define PS_WRITER_TIME_BUCKETS 12
+extern const double ps_writer_time_bounds[PS_WRITER_TIME_BUCKETS - 1];
 typedef struct ps_writer_stats {
     uint64_t queued_payloads; /* waiting for the journal */
     uint64_t queued_bytes;
     uint64_t backlog_bytes; /* journaled (acknowledged), waiting for the store */
     uint64_t journal_groups[PS_WRITER_GROUP_BUCKETS], journal_messages;
     uint64_t commits[PS_WRITER_GROUP_BUCKETS], commit_messages;
+    uint64_t sync_times[PS_WRITER_TIME_BUCKETS], sync_us; /* journal syncs: count, total time */
+    uint64_t commit_times[PS_WRITER_TIME_BUCKETS], commit_us;
     bool replicated;
     uint64_t stream_applied; /* replicated: the last stream sequence the store has */
     uint64_t stream_last;    /* the stream's last sequence, as last seen */

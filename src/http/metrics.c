@@ -125,31 +125,48 @@ static void process_series(ps_buf *out)
                       (unsigned long long)p.max_fds);
 }
 
-/* One per-space histogram of group sizes from a writer's bucket counts. */
-static void group_histogram(ps_buf *out, const stats_list *l, const char *name, const char *help,
-                            bool commits)
+/* The writer's histograms: messages per journal sync and per store commit, seconds per
+ * journal sync and per store commit. */
+typedef enum { H_SYNC_MESSAGES, H_COMMIT_MESSAGES, H_SYNC_SECONDS, H_COMMIT_SECONDS } writer_hist;
+
+/* One per-space histogram from a writer's bucket counts. */
+static void writer_histogram(ps_buf *out, const stats_list *l, const char *name, const char *help,
+                             writer_hist h)
 {
+    bool seconds = h == H_SYNC_SECONDS || h == H_COMMIT_SECONDS;
+    int n = seconds ? PS_WRITER_TIME_BUCKETS : PS_WRITER_GROUP_BUCKETS;
     ps_buf_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     for (size_t i = 0; i < l->count; i++) {
         const space_stats *ss = &l->items[i];
         if (!ss->writing)
             continue;
-        const uint64_t *b = commits ? ss->writer.commits : ss->writer.journal_groups;
+        const ps_writer_stats *ws = &ss->writer;
+        const uint64_t *b = h == H_SYNC_MESSAGES     ? ws->journal_groups
+                            : h == H_COMMIT_MESSAGES ? ws->commits
+                            : h == H_SYNC_SECONDS    ? ws->sync_times
+                                                     : ws->commit_times;
         uint64_t cum = 0;
-        for (int k = 0; k < PS_WRITER_GROUP_BUCKETS; k++) {
+        for (int k = 0; k < n; k++) {
             cum += b[k];
-            if (k < PS_WRITER_GROUP_BUCKETS - 1)
-                ps_buf_printf(out, "%s_bucket{space=\"%s\",le=\"%u\"} %llu\n", name, ss->name,
-                              ps_writer_group_bounds[k], (unsigned long long)cum);
-            else
+            if (k == n - 1)
                 ps_buf_printf(out, "%s_bucket{space=\"%s\",le=\"+Inf\"} %llu\n", name, ss->name,
                               (unsigned long long)cum);
+            else if (seconds)
+                ps_buf_printf(out, "%s_bucket{space=\"%s\",le=\"%g\"} %llu\n", name, ss->name,
+                              ps_writer_time_bounds[k], (unsigned long long)cum);
+            else
+                ps_buf_printf(out, "%s_bucket{space=\"%s\",le=\"%u\"} %llu\n", name, ss->name,
+                              ps_writer_group_bounds[k], (unsigned long long)cum);
         }
-        ps_buf_printf(out, "%s_sum{space=\"%s\"} %llu\n%s_count{space=\"%s\"} %llu\n", name,
-                      ss->name,
-                      (unsigned long long)(commits ? ss->writer.commit_messages
-                                                   : ss->writer.journal_messages),
-                      name, ss->name, (unsigned long long)cum);
+        if (seconds)
+            ps_buf_printf(out, "%s_sum{space=\"%s\"} %.6f\n", name, ss->name,
+                          (double)(h == H_SYNC_SECONDS ? ws->sync_us : ws->commit_us) / 1e6);
+        else
+            ps_buf_printf(out, "%s_sum{space=\"%s\"} %llu\n", name, ss->name,
+                          (unsigned long long)(h == H_COMMIT_MESSAGES ? ws->commit_messages
+                                                                      : ws->journal_messages));
+        ps_buf_printf(out, "%s_count{space=\"%s\"} %llu\n", name, ss->name,
+                      (unsigned long long)cum);
     }
 }
 
@@ -269,12 +286,21 @@ void http_metrics_render(metrics *m, registry *reg, ps_buf *out)
                           (unsigned long long)v);
         }
     }
-    group_histogram(out, &l, "profiled_journal_group_messages",
-                    "Accepted messages per journal sync (the group commit that acknowledges "
-                    "Tracking API requests).",
-                    false);
-    group_histogram(out, &l, "profiled_store_commit_messages",
-                    "Accepted messages per store transaction of the apply thread.", true);
+    writer_histogram(out, &l, "profiled_journal_group_messages",
+                     "Accepted messages per journal sync (the group commit that acknowledges "
+                     "Tracking API requests).",
+                     H_SYNC_MESSAGES);
+    writer_histogram(out, &l, "profiled_store_commit_messages",
+                     "Accepted messages per store transaction of the apply thread.",
+                     H_COMMIT_MESSAGES);
+    writer_histogram(out, &l, "profiled_journal_sync_seconds",
+                     "Time to append and sync one journal group (local journal only); "
+                     "acknowledgements wait for it.",
+                     H_SYNC_SECONDS);
+    writer_histogram(out, &l, "profiled_store_commit_seconds",
+                     "Time of each store commit of the apply thread that succeeded at once; "
+                     "long ones slow the journal syncs beside them.",
+                     H_COMMIT_SECONDS);
     ps_buf_puts(out, "# HELP profiled_violations_total Identifiers events could not use, and "
                      "events with none, by reason (stored with the space; a rebuild restarts "
                      "them).\n# TYPE profiled_violations_total counter\n");

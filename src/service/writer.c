@@ -92,6 +92,25 @@ struct ps_writer {
 const uint32_t ps_writer_group_bounds[PS_WRITER_GROUP_BUCKETS - 1] = {1,    10,   100,   500,
                                                                       1000, 5000, 10000, 50000};
 
+const double ps_writer_time_bounds[PS_WRITER_TIME_BUCKETS - 1] = {
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
+
+static void count_time(uint64_t *buckets, uint64_t *sum_us, int64_t us)
+{
+    size_t b = 0;
+    while (b < PS_WRITER_TIME_BUCKETS - 1 && (double)us > ps_writer_time_bounds[b] * 1e6)
+        b++;
+    buckets[b]++;
+    *sum_us += (uint64_t)(us > 0 ? us : 0);
+}
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static void count_group(uint64_t *buckets, uint64_t *sum, size_t messages)
 {
     size_t b = 0;
@@ -119,9 +138,7 @@ void ps_writer_stats_get(ps_writer *w, ps_writer_stats *out)
 
 static int64_t mono_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return mono_us() / 1000;
 }
 
 static void deadline_in(struct timespec *ts, int64_t ms)
@@ -168,6 +185,7 @@ static void journal_group(ps_writer *w, item *group)
 {
     ps_status st = PS_OK;
     uint64_t end = w->acked;
+    int64_t began = mono_us();
     for (item *it = group; it && st == PS_OK; it = it->next) {
         size_t n = it->p ? ps_prepared_logged(it->p) : 0;
         for (size_t i = 0; i < n && st == PS_OK; i++)
@@ -181,10 +199,12 @@ static void journal_group(ps_writer *w, item *group)
     if (st != PS_OK)
         ps_log(PS_LOG_ERROR, "msg=\"journal append failed\" space=%s error=\"%s\"",
                ps_space_name(w->space), ps_status_str(st));
+    int64_t took = mono_us() - began;
     uint64_t before = w->acked; /* only this thread changes it */
     pthread_mutex_lock(&w->lock);
     if (st == PS_OK)
         w->acked = end;
+    count_time(w->stats.sync_times, &w->stats.sync_us, took);
     pthread_mutex_unlock(&w->lock);
     if (st != PS_OK) /* a failed group made nothing durable: its markers stand where it began */
         for (item *it = group; it; it = it->next)
@@ -416,8 +436,11 @@ static void *apply_run(void *arg)
             last = last->next;
         if (last->end < w->applied) /* the mark never goes back */
             last->end = w->applied;
+        int64_t commit_began = mono_us(), commit_took = -1;
         if (st == PS_OK && (st = ps_ingest_journal_mark(w->in, last->end)) == PS_OK)
             st = ps_ingest_commit(w->in);
+        if (st == PS_OK)
+            commit_took = mono_us() - commit_began;
         bool gave_up = false;
         while (st != PS_OK && !gave_up) { /* the whole transaction again, after a pause */
             pthread_mutex_lock(&w->lock);
@@ -453,6 +476,8 @@ static void *apply_run(void *arg)
         if (st == PS_OK) {
             w->applied = last->end;
             count_group(w->stats.commits, &w->stats.commit_messages, messages);
+            if (commit_took >= 0) /* a retried transaction's time would count its pauses */
+                count_time(w->stats.commit_times, &w->stats.commit_us, commit_took);
         }
         if (st == PS_OK && last->p == NULL)
             w->reg_done = last->ticket;

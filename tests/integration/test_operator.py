@@ -65,6 +65,19 @@ def test_metrics_pass_promtool():
         assert value(private, 'profiled_journal_group_messages_sum{space="s"}') == 10
         assert value(private, 'profiled_journal_group_messages_count{space="s"}') >= 1
         assert value(private, 'profiled_store_commit_messages_sum{space="s"}') == 10
+        # how long the journal syncs and the store commits took: every sync that acknowledged
+        # a request, and the commit that took the messages, in cumulative buckets
+        syncs = value(private, 'profiled_journal_sync_seconds_count{space="s"}')
+        assert syncs == value(private, 'profiled_journal_group_messages_count{space="s"}')
+        assert syncs >= 1 and value(private, 'profiled_journal_sync_seconds_sum{space="s"}') > 0
+        assert value(private, 'profiled_store_commit_seconds_count{space="s"}') >= 1
+        assert value(private, 'profiled_store_commit_seconds_sum{space="s"}') > 0
+        les = re.findall(r'^profiled_store_commit_seconds_bucket\{space="s",le="([^"]+)"\} (\d+)$',
+                         private, re.M)
+        assert [le for le, _ in les][:2] == ["0.001", "0.0025"] and les[-1][0] == "+Inf"
+        counts = [int(c) for _, c in les]
+        assert counts == sorted(counts) and counts[-1] == \
+            value(private, 'profiled_store_commit_seconds_count{space="s"}')
         assert value(private, 'profiled_writer_queued_payloads{space="s"}') == 0
         assert value(private, 'profiled_writer_backlog_bytes{space="s"}') == 0
         assert "# TYPE profiled_merges_total counter" in private
