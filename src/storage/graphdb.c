@@ -118,22 +118,22 @@ static pcache_slot *pc_slot(ps_txn *t, uint64_t seq, bool insert)
 
 static ps_status profile_write(ps_txn *t, const ps_profile *p)
 {
-    msgpack_packer pk = pk_begin(t, 15);
-    msgpack_pack_uint64(&pk, p->parent);
-    msgpack_pack_uint64(&pk, p->merged_into);
-    msgpack_pack_uint8(&pk, p->collection);
-    msgpack_pack_uint32(&pk, p->member_count);
-    msgpack_pack_uint32(&pk, p->mapping_count);
-    msgpack_pack_int64(&pk, p->created_ms);
-    msgpack_pack_int64(&pk, p->updated_ms);
-    msgpack_pack_int64(&pk, p->merged_ms);
+    mpack pk = pk_begin(t, 15);
+    mp_uint(&pk, p->parent);
+    mp_uint(&pk, p->merged_into);
+    mp_uint(&pk, p->collection);
+    mp_uint(&pk, p->member_count);
+    mp_uint(&pk, p->mapping_count);
+    mp_int(&pk, p->created_ms);
+    mp_int(&pk, p->updated_ms);
+    mp_int(&pk, p->merged_ms);
     pk_cstr(&pk, p->segment_id);
     pk_cstr(&pk, p->first_message_id);
     pk_cstr(&pk, p->last_message_id);
     pk_cstr(&pk, p->first_source_id);
     pk_cstr(&pk, p->last_source_id);
     pk_cstr(&pk, p->merged_by_message_id);
-    msgpack_pack_uint64(&pk, p->created_by);
+    mp_uint(&pk, p->created_by);
     key_reset(t);
     key_u64(t, p->seq);
     return put_val(t, DB_PROFILE);
@@ -218,8 +218,8 @@ ps_status ps_store_segid_get(ps_txn *t, const char *segment_id, uint64_t *seq)
 
 ps_status ps_store_segid_put(ps_txn *t, const char *segment_id, uint64_t seq)
 {
-    msgpack_packer pk = pk_begin(t, 1);
-    msgpack_pack_uint64(&pk, seq);
+    mpack pk = pk_begin(t, 1);
+    mp_uint(&pk, seq);
     key_reset(t);
     key_bytes(t, segment_id, strlen(segment_id));
     MDB_val k = kv(&t->key), v = {t->val.len, t->val.ptr};
@@ -477,15 +477,15 @@ ps_status ps_store_ident_get(ps_txn *t, uint8_t coll, const char *type, const ch
 ps_status ps_store_ident_put(ps_txn *t, uint8_t coll, const char *type, const char *value,
                              size_t value_len, const ps_mapping *m)
 {
-    msgpack_packer pk = pk_begin(t, m->shared ? 7 : 6);
-    msgpack_pack_uint64(&pk, m->profile);
-    msgpack_pack_uint64(&pk, m->map_seq);
-    msgpack_pack_int64(&pk, m->first_seen_ms);
-    msgpack_pack_int64(&pk, m->created_ms);
+    mpack pk = pk_begin(t, m->shared ? 7 : 6);
+    mp_uint(&pk, m->profile);
+    mp_uint(&pk, m->map_seq);
+    mp_int(&pk, m->first_seen_ms);
+    mp_int(&pk, m->created_ms);
     pk_cstr(&pk, m->source_id);
     pk_cstr(&pk, m->first_message_id);
     if (m->shared)
-        msgpack_pack_true(&pk);
+        mp_bool(&pk, true);
     ident_key(t, coll, type, value, value_len);
     ps_status st = put_val(t, DB_IDENT);
     if (st == PS_OK)
@@ -564,9 +564,9 @@ static void pmap_key(ps_txn *t, uint64_t profile, const char *type, const char *
 ps_status ps_store_pmap_put(ps_txn *t, uint64_t profile, const char *type, const char *value,
                             size_t value_len, const ps_mapping *m)
 {
-    msgpack_packer pk = pk_begin(t, 4);
-    msgpack_pack_int64(&pk, m->first_seen_ms);
-    msgpack_pack_int64(&pk, m->created_ms);
+    mpack pk = pk_begin(t, 4);
+    mp_int(&pk, m->first_seen_ms);
+    mp_int(&pk, m->created_ms);
     pk_str(&pk, m->source_id, strnlen(m->source_id, sizeof m->source_id));
     pk_str(&pk, m->first_message_id, strnlen(m->first_message_id, sizeof m->first_message_id));
     pmap_key(t, profile, type, value, value_len);
@@ -715,8 +715,8 @@ ps_status ps_store_type_seen(ps_txn *t, const char *type, uint8_t collection)
     MDB_val v;
     ps_status st = get_raw(t, DB_TYPES, &v);
     if (st == PS_ENOTFOUND) {
-        msgpack_packer pk = pk_begin(t, 1);
-        msgpack_pack_uint8(&pk, collection);
+        mpack pk = pk_begin(t, 1);
+        mp_uint(&pk, collection);
         st = put_val(t, DB_TYPES);
     }
     if (st == PS_OK && t->seen_count < 8 && strlen(type) < sizeof t->seen_types[0])

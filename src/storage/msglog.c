@@ -474,8 +474,8 @@ ps_status ps_store_dedup_claim(ps_txn *t, const char *message_id, int64_t receiv
                                int64_t window_ms, bool *duplicate)
 {
     *duplicate = false;
-    msgpack_packer pk = pk_begin(t, 1);
-    msgpack_pack_int64(&pk, received_ms);
+    mpack pk = pk_begin(t, 1);
+    mp_int(&pk, received_ms);
     key_reset(t);
     key_bytes(t, message_id, strlen(message_id));
     /* one search: the put finds the row when there is one (and then writes nothing) */

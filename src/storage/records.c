@@ -33,13 +33,13 @@ ps_status ps_store_trait_get(ps_txn *t, uint64_t profile, const char *key, size_
 ps_status ps_store_trait_put(ps_txn *t, uint64_t profile, const char *key, size_t key_len,
                              const ps_trait_rec *rec_in)
 {
-    msgpack_packer pk = pk_begin(t, 5);
-    msgpack_pack_uint64(&pk, rec_in->write_seq);
-    msgpack_pack_int64(&pk, rec_in->updated_ms);
+    mpack pk = pk_begin(t, 5);
+    mp_uint(&pk, rec_in->write_seq);
+    mp_int(&pk, rec_in->updated_ms);
     if (rec_in->deleted)
-        msgpack_pack_true(&pk);
+        mp_bool(&pk, true);
     else
-        msgpack_pack_false(&pk);
+        mp_bool(&pk, false);
     pk_str(&pk, rec_in->source_id.ptr, rec_in->source_id.len);
     pk_str(&pk, rec_in->json.ptr, rec_in->json.len);
     key_reset(t);
@@ -132,28 +132,26 @@ ps_status st_event_decode(ps_txn *t, uint64_t seq, const MDB_val *v, ps_event_re
 }
 
 /* Packs what every whole event holds after its type, profile and timestamp: name, ids, spans. */
-static void event_tail_encode(msgpack_packer *pk, const ps_event_rec *e)
+static void event_tail_encode(mpack *pk, const ps_event_rec *e)
 {
     pk_str(pk, e->name.ptr, e->name.len);
-    msgpack_pack_bin(pk, e->ids.len);
-    msgpack_pack_bin_body(pk, e->ids.ptr, e->ids.len);
+    mp_bin(pk, e->ids.ptr, e->ids.len);
     if (e->has_spans) {
         uint8_t sp[16];
         ps_put_be32(sp, e->spans.context_at);
         ps_put_be32(sp + 4, e->spans.context_len);
         ps_put_be32(sp + 8, e->spans.properties_at);
         ps_put_be32(sp + 12, e->spans.properties_len);
-        msgpack_pack_bin(pk, 16);
-        msgpack_pack_bin_body(pk, sp, 16);
+        mp_bin(pk, sp, 16);
     }
 }
 
 void st_event_encode(ps_txn *t, const ps_event_rec *e)
 {
-    msgpack_packer pk = pk_begin(t, e->has_spans ? 6 : 5);
-    msgpack_pack_uint8(&pk, e->type);
-    msgpack_pack_uint64(&pk, e->profile);
-    msgpack_pack_int64(&pk, e->timestamp_ms);
+    mpack pk = pk_begin(t, e->has_spans ? 6 : 5);
+    mp_uint(&pk, e->type);
+    mp_uint(&pk, e->profile);
+    mp_int(&pk, e->timestamp_ms);
     event_tail_encode(&pk, e);
 }
 
@@ -165,8 +163,8 @@ static ps_status behind_add(ps_txn *t, int db, const uint64_t *words, const void
  * message (trim, explain, check) read, keeps what finds that row: [1, type, profile, ts]. */
 ps_status ps_store_event_put(ps_txn *t, const ps_event_rec *e)
 {
-    msgpack_packer pk = pk_begin(t, e->has_spans ? 4 : 3);
-    msgpack_pack_uint8(&pk, e->type);
+    mpack pk = pk_begin(t, e->has_spans ? 4 : 3);
+    mp_uint(&pk, e->type);
     event_tail_encode(&pk, e);
     ps_status st =
         behind_add(t, DB_PEVENT, (const uint64_t[3]){e->profile, (uint64_t)e->timestamp_ms, e->seq},
@@ -174,9 +172,9 @@ ps_status ps_store_event_put(ps_txn *t, const ps_event_rec *e)
     if (st != PS_OK)
         return st;
     pk = pk_begin(t, 3);
-    msgpack_pack_uint8(&pk, e->type);
-    msgpack_pack_uint64(&pk, e->profile);
-    msgpack_pack_int64(&pk, e->timestamp_ms);
+    mp_uint(&pk, e->type);
+    mp_uint(&pk, e->profile);
+    mp_int(&pk, e->timestamp_ms);
     key_reset(t);
     key_u64(t, e->seq);
     MDB_val k = kv(&t->key), v = {t->val.len, t->val.ptr};
@@ -423,8 +421,8 @@ ps_status ps_store_event_scan(ps_txn *t, ps_event_fn_rec fn, void *ud)
 
 ps_status ps_store_link_put(ps_txn *t, uint64_t from, uint64_t to, int64_t created_ms)
 {
-    msgpack_packer pk = pk_begin(t, 1);
-    msgpack_pack_int64(&pk, created_ms);
+    mpack pk = pk_begin(t, 1);
+    mp_int(&pk, created_ms);
     key_reset(t);
     key_u64(t, from);
     key_u64(t, to);
@@ -464,21 +462,21 @@ ps_status ps_store_link_scan(ps_txn *t, uint64_t from, ps_link_fn fn, void *ud)
 
 static void audit_pack(ps_txn *t, const ps_audit_rec *a)
 {
-    msgpack_packer pk = pk_begin(t, a->limit_type.len ? 15 : 14);
-    msgpack_pack_uint8(&pk, a->kind);
-    msgpack_pack_uint8(&pk, a->reason);
-    msgpack_pack_uint8(&pk, a->event_type);
-    msgpack_pack_uint8(&pk, a->collection);
-    msgpack_pack_uint64(&pk, a->profile);
-    msgpack_pack_uint64(&pk, a->canonical);
-    msgpack_pack_int64(&pk, a->timestamp_ms);
-    msgpack_pack_int64(&pk, a->received_ms);
+    mpack pk = pk_begin(t, a->limit_type.len ? 15 : 14);
+    mp_uint(&pk, a->kind);
+    mp_uint(&pk, a->reason);
+    mp_uint(&pk, a->event_type);
+    mp_uint(&pk, a->collection);
+    mp_uint(&pk, a->profile);
+    mp_uint(&pk, a->canonical);
+    mp_int(&pk, a->timestamp_ms);
+    mp_int(&pk, a->received_ms);
     pk_str(&pk, a->message_id.ptr, a->message_id.len);
     pk_str(&pk, a->source_id.ptr, a->source_id.len);
     pk_str(&pk, a->type.ptr, a->type.len);
     pk_str(&pk, a->value.ptr, a->value.len);
-    msgpack_pack_uint32(&pk, a->count);
-    msgpack_pack_uint64(&pk, a->message_seq);
+    mp_uint(&pk, a->count);
+    mp_uint(&pk, a->message_seq);
     if (a->limit_type.len) /* limit violations only */
         pk_str(&pk, a->limit_type.ptr, a->limit_type.len);
     key_reset(t);

@@ -344,9 +344,9 @@ ps_status ps_txn_commit(ps_txn *t)
     if (st == PS_OK && t->write && t->logged && atomic_load(&t->store->cdict) == NULL)
         st = st_log_dict_prepare(t, &dict, &dict_len);
     if (st == PS_OK && t->write && t->counters_dirty) {
-        msgpack_packer pk = pk_begin(t, PS_CTR__COUNT);
+        mpack pk = pk_begin(t, PS_CTR__COUNT);
         for (int i = 0; i < PS_CTR__COUNT; i++)
-            msgpack_pack_uint64(&pk, t->counters[i]);
+            mp_uint(&pk, t->counters[i]);
         key_reset(t);
         key_bytes(t, counters_key, sizeof counters_key - 1);
         st = put_val(t, DB_META);

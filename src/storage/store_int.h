@@ -24,6 +24,7 @@
 #include <zdict.h>
 #include <zstd.h>
 
+#include "mpack.h"
 #include "ps/log.h"
 
 enum {
@@ -83,7 +84,7 @@ struct ps_txn {
     bool logged;            /* a write transaction that appended to the log */
     char seen_types[8][65]; /* identifier types known to be in `types` (a few per space) */
     unsigned seen_count;
-    struct pcache *pc; /* write transactions: profile records read or written */
+    struct pcache *pc;        /* write transactions: profile records read or written */
     struct behind *behind[2]; /* write transactions: pevent and pmsg rows not put yet */
     uint64_t counters[PS_CTR__COUNT];
     ps_buf key;
@@ -142,39 +143,24 @@ static inline void key_bytes(ps_txn *t, const void *p, size_t len)
 
 /* msgpack calls this once per token, most of them a few bytes: those are copied here
  * without a call when the buffer has room (ps_buf keeps a NUL after its bytes). */
-static inline int buf_write(void *data, const char *p, size_t len)
-{
-    ps_buf *b = data;
-    if (len <= 16 && b->len + len < b->cap) {
-        for (size_t i = 0; i < len; i++)
-            b->ptr[b->len + i] = (uint8_t)p[i];
-        b->len += len;
-        b->ptr[b->len] = 0;
-        return 0;
-    }
-    ps_buf_append(b, p, len);
-    return 0;
-}
-
-static inline msgpack_packer pk_begin(ps_txn *t, uint32_t fields)
+/* Starts a record in t->val: an array of `fields` + 1 items, the first the layout version 1. */
+static inline mpack pk_begin(ps_txn *t, uint32_t fields)
 {
     ps_buf_reset(&t->val);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &t->val, buf_write);
-    msgpack_pack_array(&pk, fields + 1);
-    msgpack_pack_uint8(&pk, 1);
+    mpack pk = {&t->val};
+    mp_array(&pk, fields + 1);
+    mp_uint(&pk, 1);
     return pk;
 }
 
-static inline void pk_str(msgpack_packer *pk, const void *s, size_t len)
+static inline void pk_str(mpack *pk, const void *s, size_t len)
 {
-    msgpack_pack_str(pk, len);
-    msgpack_pack_str_body(pk, s, len);
+    mp_str(pk, s, len);
 }
 
-static inline void pk_cstr(msgpack_packer *pk, const char *s)
+static inline void pk_cstr(mpack *pk, const char *s)
 {
-    pk_str(pk, s, strlen(s));
+    mp_str(pk, s, strlen(s));
 }
 
 /* ---- msgpack decode ---- */
