@@ -80,30 +80,34 @@ static inline void mp_array(mpack *m, size_t n)
         mp_tagged(m, 0xdd, n, 4);
 }
 
+/* A length in the smallest of the 8, 16 and 32-bit forms whose tags are t8, t8 + 1, t8 + 2
+ * (str and bin both number them so), then the bytes. */
+static inline void mp_sized(mpack *m, uint8_t t8, const void *p, size_t len)
+{
+    if (len < 0x100)
+        mp_tagged(m, t8, len, 1);
+    else if (len < 0x10000)
+        mp_tagged(m, (uint8_t)(t8 + 1), len, 2);
+    else
+        mp_tagged(m, (uint8_t)(t8 + 2), len, 4);
+    ps_buf_append(m->b, p, len);
+}
+
 /* A string: fixstr below 32 bytes, else str 8/16/32, then the bytes. */
 static inline void mp_str(mpack *m, const void *s, size_t len)
 {
-    if (len < 32)
+    if (len < 32) {
         mp_byte(m, (uint8_t)(0xa0 | len));
-    else if (len < 0x100)
-        mp_tagged(m, 0xd9, len, 1);
-    else if (len < 0x10000)
-        mp_tagged(m, 0xda, len, 2);
-    else
-        mp_tagged(m, 0xdb, len, 4);
-    ps_buf_append(m->b, s, len);
+        ps_buf_append(m->b, s, len);
+    } else {
+        mp_sized(m, 0xd9, s, len);
+    }
 }
 
 /* Binary: bin 8/16/32, then the bytes. */
 static inline void mp_bin(mpack *m, const void *p, size_t len)
 {
-    if (len < 0x100)
-        mp_tagged(m, 0xc4, len, 1);
-    else if (len < 0x10000)
-        mp_tagged(m, 0xc5, len, 2);
-    else
-        mp_tagged(m, 0xc6, len, 4);
-    ps_buf_append(m->b, p, len);
+    mp_sized(m, 0xc4, p, len);
 }
 
 #endif

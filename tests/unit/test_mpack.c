@@ -19,6 +19,20 @@ typedef struct pair {
     msgpack_packer pk;
 } pair;
 
+static void pair_init(pair *p)
+{
+    ps_buf_init(&p->ours);
+    ps_buf_init(&p->theirs);
+    p->m = (mpack){&p->ours};
+    msgpack_packer_init(&p->pk, &p->theirs, into_buf);
+}
+
+static void pair_clear(pair *p)
+{
+    ps_buf_clear(&p->ours);
+    ps_buf_clear(&p->theirs);
+}
+
 static void pair_reset(pair *p)
 {
     ps_buf_reset(&p->ours);
@@ -55,10 +69,7 @@ static size_t edges(int64_t *out)
 static void integers(void)
 {
     pair p;
-    ps_buf_init(&p.ours);
-    ps_buf_init(&p.theirs);
-    p.m = (mpack){&p.ours};
-    msgpack_packer_init(&p.pk, &p.theirs, into_buf);
+    pair_init(&p);
     static int64_t v[4200];
     size_t n = edges(v);
     for (size_t i = 0; i < n; i++) {
@@ -87,17 +98,13 @@ static void integers(void)
     msgpack_pack_false(&p.pk);
     CHECK(same(&p));
 end:
-    ps_buf_clear(&p.ours);
-    ps_buf_clear(&p.theirs);
+    pair_clear(&p);
 }
 
 static void headers(void)
 {
     pair p;
-    ps_buf_init(&p.ours);
-    ps_buf_init(&p.theirs);
-    p.m = (mpack){&p.ours};
-    msgpack_packer_init(&p.pk, &p.theirs, into_buf);
+    pair_init(&p);
     static char bytes[70000];
     memset(bytes, 'x', sizeof bytes);
     static const size_t lens[] = {0,   1,   15,  16,    17,    31,    32,   33,
@@ -120,8 +127,7 @@ static void headers(void)
         CHECK(same(&p));
     }
 end:
-    ps_buf_clear(&p.ours);
-    ps_buf_clear(&p.theirs);
+    pair_clear(&p);
 }
 
 static const test_case tests[] = {
