@@ -127,12 +127,12 @@ static ps_status profile_write(ps_txn *t, const ps_profile *p)
     mp_int(&pk, p->created_ms);
     mp_int(&pk, p->updated_ms);
     mp_int(&pk, p->merged_ms);
-    pk_cstr(&pk, p->segment_id);
-    pk_cstr(&pk, p->first_message_id);
-    pk_cstr(&pk, p->last_message_id);
-    pk_cstr(&pk, p->first_source_id);
-    pk_cstr(&pk, p->last_source_id);
-    pk_cstr(&pk, p->merged_by_message_id);
+    mp_cstr(&pk, p->segment_id);
+    mp_cstr(&pk, p->first_message_id);
+    mp_cstr(&pk, p->last_message_id);
+    mp_cstr(&pk, p->first_source_id);
+    mp_cstr(&pk, p->last_source_id);
+    mp_cstr(&pk, p->merged_by_message_id);
     mp_uint(&pk, p->created_by);
     key_reset(t);
     key_u64(t, p->seq);
@@ -482,8 +482,8 @@ ps_status ps_store_ident_put(ps_txn *t, uint8_t coll, const char *type, const ch
     mp_uint(&pk, m->map_seq);
     mp_int(&pk, m->first_seen_ms);
     mp_int(&pk, m->created_ms);
-    pk_cstr(&pk, m->source_id);
-    pk_cstr(&pk, m->first_message_id);
+    mp_cstr(&pk, m->source_id);
+    mp_cstr(&pk, m->first_message_id);
     if (m->shared)
         mp_bool(&pk, true);
     ident_key(t, coll, type, value, value_len);
@@ -567,8 +567,8 @@ ps_status ps_store_pmap_put(ps_txn *t, uint64_t profile, const char *type, const
     mpack pk = pk_begin(t, 4);
     mp_int(&pk, m->first_seen_ms);
     mp_int(&pk, m->created_ms);
-    pk_str(&pk, m->source_id, strnlen(m->source_id, sizeof m->source_id));
-    pk_str(&pk, m->first_message_id, strnlen(m->first_message_id, sizeof m->first_message_id));
+    mp_str(&pk, m->source_id, strnlen(m->source_id, sizeof m->source_id));
+    mp_str(&pk, m->first_message_id, strnlen(m->first_message_id, sizeof m->first_message_id));
     pmap_key(t, profile, type, value, value_len);
     return put_val(t, DB_PMAP);
 }

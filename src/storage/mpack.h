@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "ps/mem.h"
 
@@ -102,6 +103,11 @@ static inline void mp_str(mpack *m, const void *s, size_t len)
     } else {
         mp_sized(m, 0xd9, s, len);
     }
+}
+
+static inline void mp_cstr(mpack *m, const char *s)
+{
+    mp_str(m, s, strlen(s));
 }
 
 /* Binary: bin 8/16/32, then the bytes. */

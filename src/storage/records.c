@@ -36,12 +36,9 @@ ps_status ps_store_trait_put(ps_txn *t, uint64_t profile, const char *key, size_
     mpack pk = pk_begin(t, 5);
     mp_uint(&pk, rec_in->write_seq);
     mp_int(&pk, rec_in->updated_ms);
-    if (rec_in->deleted)
-        mp_bool(&pk, true);
-    else
-        mp_bool(&pk, false);
-    pk_str(&pk, rec_in->source_id.ptr, rec_in->source_id.len);
-    pk_str(&pk, rec_in->json.ptr, rec_in->json.len);
+    mp_bool(&pk, rec_in->deleted);
+    mp_str(&pk, rec_in->source_id.ptr, rec_in->source_id.len);
+    mp_str(&pk, rec_in->json.ptr, rec_in->json.len);
     key_reset(t);
     key_u64(t, profile);
     key_bytes(t, key, key_len);
@@ -134,7 +131,7 @@ ps_status st_event_decode(ps_txn *t, uint64_t seq, const MDB_val *v, ps_event_re
 /* Packs what every whole event holds after its type, profile and timestamp: name, ids, spans. */
 static void event_tail_encode(mpack *pk, const ps_event_rec *e)
 {
-    pk_str(pk, e->name.ptr, e->name.len);
+    mp_str(pk, e->name.ptr, e->name.len);
     mp_bin(pk, e->ids.ptr, e->ids.len);
     if (e->has_spans) {
         uint8_t sp[16];
@@ -471,14 +468,14 @@ static void audit_pack(ps_txn *t, const ps_audit_rec *a)
     mp_uint(&pk, a->canonical);
     mp_int(&pk, a->timestamp_ms);
     mp_int(&pk, a->received_ms);
-    pk_str(&pk, a->message_id.ptr, a->message_id.len);
-    pk_str(&pk, a->source_id.ptr, a->source_id.len);
-    pk_str(&pk, a->type.ptr, a->type.len);
-    pk_str(&pk, a->value.ptr, a->value.len);
+    mp_str(&pk, a->message_id.ptr, a->message_id.len);
+    mp_str(&pk, a->source_id.ptr, a->source_id.len);
+    mp_str(&pk, a->type.ptr, a->type.len);
+    mp_str(&pk, a->value.ptr, a->value.len);
     mp_uint(&pk, a->count);
     mp_uint(&pk, a->message_seq);
     if (a->limit_type.len) /* limit violations only */
-        pk_str(&pk, a->limit_type.ptr, a->limit_type.len);
+        mp_str(&pk, a->limit_type.ptr, a->limit_type.len);
     key_reset(t);
     key_u64(t, a->seq);
 }

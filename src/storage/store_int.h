@@ -141,8 +141,6 @@ static inline void key_bytes(ps_txn *t, const void *p, size_t len)
 
 /* ---- msgpack encode ---- */
 
-/* msgpack calls this once per token, most of them a few bytes: those are copied here
- * without a call when the buffer has room (ps_buf keeps a NUL after its bytes). */
 /* Starts a record in t->val: an array of `fields` + 1 items, the first the layout version 1. */
 static inline mpack pk_begin(ps_txn *t, uint32_t fields)
 {
@@ -151,16 +149,6 @@ static inline mpack pk_begin(ps_txn *t, uint32_t fields)
     mp_array(&pk, fields + 1);
     mp_uint(&pk, 1);
     return pk;
-}
-
-static inline void pk_str(mpack *pk, const void *s, size_t len)
-{
-    mp_str(pk, s, len);
-}
-
-static inline void pk_cstr(mpack *pk, const char *s)
-{
-    mp_str(pk, s, strlen(s));
 }
 
 /* ---- msgpack decode ---- */
