@@ -96,8 +96,7 @@ ps_status ps_store_log_put(ps_txn *t, uint64_t seq, ps_slice encoded)
     key_reset(t);
     key_u64(t, seq);
     MDB_val k = kv(&t->key), v = {encoded.len, (void *)encoded.ptr};
-    /* sequence numbers only grow: append without a page search */
-    return map_rc(mdb_put(t->txn, t->store->dbi[DB_LOG], &k, &v, MDB_APPEND), "log");
+    return append_put(t, DB_LOG, &k, &v); /* sequence numbers only grow */
 }
 
 ps_status ps_store_log_append(ps_txn *t, const ps_log_rec *r)

@@ -175,8 +175,7 @@ ps_status ps_store_event_put(ps_txn *t, const ps_event_rec *e)
     key_reset(t);
     key_u64(t, e->seq);
     MDB_val k = kv(&t->key), v = {t->val.len, t->val.ptr};
-    /* sequence numbers only grow: append without a page search */
-    return map_rc(mdb_put(t->txn, t->store->dbi[DB_EVENT], &k, &v, MDB_APPEND), "event");
+    return append_put(t, DB_EVENT, &k, &v); /* sequence numbers only grow */
 }
 
 ps_status ps_store_event_get(ps_txn *t, uint64_t seq, ps_event_rec *out)
@@ -485,7 +484,7 @@ ps_status ps_store_audit_append(ps_txn *t, ps_audit_rec *a)
     a->seq = ps_txn_next(t, PS_CTR_AUDIT);
     audit_pack(t, a);
     MDB_val k = kv(&t->key), v = {t->val.len, t->val.ptr};
-    return map_rc(mdb_put(t->txn, t->store->dbi[DB_AUDIT], &k, &v, MDB_APPEND), "audit");
+    return append_put(t, DB_AUDIT, &k, &v);
 }
 
 typedef struct audit_iter {

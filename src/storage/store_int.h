@@ -86,6 +86,8 @@ struct ps_txn {
     unsigned seen_count;
     struct pcache *pc;        /* write transactions: profile records read or written */
     struct behind *behind[2]; /* write transactions: pevent and pmsg rows not put yet */
+    MDB_cursor *tail[3];      /* write transactions: at the end of log, event and audit; LMDB
+                               * closes them with the transaction */
     uint64_t counters[PS_CTR__COUNT];
     ps_buf key;
     ps_buf val;
@@ -236,6 +238,23 @@ static inline ps_status put_raw(ps_txn *t, int db, const void *data, size_t len)
 static inline ps_status put_val(ps_txn *t, int db)
 {
     return put_raw(t, db, t->val.ptr, t->val.len);
+}
+
+/* Puts a row after the last one of a table whose keys only grow (log, event, audit). The
+ * transaction keeps a cursor at the end of each: appending through it searches no page from
+ * the root, as mdb_put with MDB_APPEND does on every call. */
+static inline ps_status append_put(ps_txn *t, int db, const MDB_val *key, const MDB_val *val)
+{
+    PS_ASSERT(t->write);
+    int slot = db == DB_LOG ? 0 : db == DB_EVENT ? 1 : 2;
+    PS_ASSERT(slot < 2 || db == DB_AUDIT);
+    int rc = 0;
+    if (t->tail[slot] == NULL)
+        rc = mdb_cursor_open(t->txn, t->store->dbi[db], &t->tail[slot]);
+    MDB_val k = *key, v = *val;
+    if (rc == 0)
+        rc = mdb_cursor_put(t->tail[slot], &k, &v, MDB_APPEND);
+    return map_rc(rc, db_names[db]);
 }
 
 /* records.c: pevent and pmsg rows are written behind (collected, then put in key order at
