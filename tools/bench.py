@@ -3,7 +3,8 @@
 """make bench: every figure of docs/benchmarks.md beside a ceiling measured in the same run.
 
 Knobs (environment): BENCH_SIZE events in the main corpus (default 200000), BENCH_SCALE the
-largest point of the scale curve in people (default 1000000), BENCH_SECONDS per read load
+largest point of the scale curve in people (default 1000000), BENCH_GROWTH the events of the
+log whose first and last tenth are timed (default 1000000), BENCH_SECONDS per read load
 (default 8), BENCH_KEEP=1 keeps the work directory, BENCH_BIN the directory of the binaries
 to measure (default build/bin; a build of an older commit gives the "before" column of
 docs/benchmarks.md), BENCH_QUALITY_EVENTS events in each resolution-quality population
@@ -28,6 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("BENCH_BIN") or os.path.join(ROOT, "build", "bin")
 SIZE = int(os.environ.get("BENCH_SIZE", "200000"))
 SCALE = int(os.environ.get("BENCH_SCALE", "1000000"))
+GROWTH_EVENTS = int(os.environ.get("BENCH_GROWTH", "1000000"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
 PACED_RUNS = 3   # paced durable HTTP runs whose latencies are pooled
 READ_ROUNDS = 3  # rounds of C_hello and the three routes, taken in turn; medians reported
@@ -300,9 +302,10 @@ def bench(work):
     first, last = span_rate(0, SIZE * 0.5), span_rate(SIZE * 0.5, SIZE)
     if first > 0 and last > 0:
         row("ingest rate, second half / first half of the corpus", "%.2f" % (last / first), "",
-            "", ">= 0.9", "%.0f then %.0f events/s (from the commits --verbose reports)"
-            % (first, last))
+            "", "", "%.0f then %.0f events/s (from the commits --verbose reports; the target is "
+            "on the 1M-event row)" % (first, last))
     used = disk_bytes(os.path.join(data, "spaces", "b", "data.mdb"))
+    growth_row(work)
     row("disk per raw event byte (every message kept in the log)", "%.2f" % (used / raw), "", "",
         "<= 1.0", "%.1f MB store for %.1f MB of NDJSON" % (used / 1e6, raw / 1e6))
 
@@ -472,6 +475,45 @@ def bench(work):
             grown_store_ingest(work, sdata, corpus, c_parse)
         shutil.rmtree(sdata, ignore_errors=True)
 
+
+
+def commit_times(argv):
+    """Runs `profilectl ... ingest ... --verbose`; returns [(lines, monotonic time)] from the
+    start and each commit it reports."""
+    commits = [(0, time.monotonic())]
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in p.stderr:
+        m = re.search(r"committed file=\S+ line=(\d+)", line)
+        if m:
+            commits.append((int(m.group(1)), time.monotonic()))
+    if p.wait() != 0:
+        raise SystemExit("profilectl ingest failed")
+    return commits
+
+
+def growth_row(work):
+    """Whether ingest cost stays flat as the store grows: a 1M-event realistic log (its own
+    seed) into a new space with the defaults, the rate over its first 100k events against the
+    rate over its last 100k. The rates run between the commits that bracket each span."""
+    n, span = GROWTH_EVENTS, GROWTH_EVENTS // 10
+    log_file, data = os.path.join(work, "growth.ndjson"), os.path.join(work, "growth")
+    with open(log_file, "w") as f:
+        start = int(time.time() * 1000) - n * 50 - 3600 * 1000
+        subprocess.run([os.path.join(BIN, "gen_events"), "--events", str(n), "--seed", "11",
+                        "--realistic", "--start-ms", str(start)], stdout=f, check=True)
+    ctl(data, "space", "create", "g")
+    c = commit_times([os.path.join(BIN, "profilectl"), "--data", data, "ingest", "g", log_file,
+                      "--verbose"])
+    os.unlink(log_file)
+    shutil.rmtree(data, ignore_errors=True)
+    head = next(p for p in c if p[0] >= span)
+    tail = max((p for p in c if p[0] <= n - span), key=lambda p: p[0])
+    first = head[0] / (head[1] - c[0][1])
+    last = (c[-1][0] - tail[0]) / (c[-1][1] - tail[1])
+    row("ingest rate over the last %dk events / the first %dk, %dk realistic events"
+        % (span // 1000, span // 1000, n // 1000), "%.2f" % (last / first), "", "", ">= 0.9",
+        "%.0f events/s over lines 0-%d, %.0f over lines %d-%d; %.1f s in all"
+        % (first, head[0], last, tail[0], c[-1][0], c[-1][1] - c[0][1]))
 
 
 def grown_store_ingest(work, data, corpus, c_parse):
