@@ -399,7 +399,7 @@ static int take(run *r, const entry *it)
         return cli_fail(cli_exit_code(st), "%s:%llu: %s%s; the open batch was not stored", r->file,
                         (unsigned long long)it->line, ps_status_str(st),
                         st == PS_EFULL ? " (raise PS_MAP_SIZE)" : "");
-    if (ps_ingest_pending(r->in) >= r->batch)
+    if (ps_ingest_batch_full(r->in, r->batch))
         return commit(r, it->line);
     if (!r->dict_tried && ps_ingest_dict_due(r->in)) {
         r->dict_tried = true; /* once: a space whose messages are too uniform trains none */
@@ -532,7 +532,7 @@ int cmd_ingest(cli *c)
 {
     const char *source = cli_take_option(c, "--source");
     const char *replicate = cli_take_option(c, "--replicate");
-    size_t batch_size = 50000; /* large commits: each rewrites the pages it touches once */
+    size_t batch_size = 0; /* by the log's length (ps_ingest_batch_full) */
     bool verbose = cli_take_flag(c, "--verbose");
     int rc = cli_take_number(c, "--batch", 1, 1000000, &batch_size);
     if (rc || (rc = cli_no_more_options(c)))

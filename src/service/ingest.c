@@ -682,6 +682,19 @@ size_t ps_ingest_pending(const ps_ingest *in)
     return in->pending_messages;
 }
 
+size_t ps_ingest_batch_size(const ps_ingest *in)
+{
+    uint64_t quarter = in->message_seq / 4;
+    return quarter < PS_INGEST_BATCH_MIN   ? PS_INGEST_BATCH_MIN
+           : quarter > PS_INGEST_BATCH_MAX ? PS_INGEST_BATCH_MAX
+                                           : (size_t)quarter;
+}
+
+bool ps_ingest_batch_full(const ps_ingest *in, size_t batch)
+{
+    return in->pending_messages >= (batch ? batch : ps_ingest_batch_size(in));
+}
+
 bool ps_ingest_dict_due(const ps_ingest *in)
 {
     return in->pending_messages >= PS_LOG_DICT_AFTER &&

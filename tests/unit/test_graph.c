@@ -469,6 +469,46 @@ end:
     tspace_close(&ts);
 }
 
+/* Moves the space's message counter on to `last` (the number of the last message). */
+static void set_last_message(tspace *ts, uint64_t last)
+{
+    ps_txn *t = NULL;
+    CHECK_EQ_INT(ps_txn_begin(ps_space_store(ts->sp), true, &t), PS_OK);
+    while (ps_txn_peek(t, PS_CTR_MESSAGE) <= last)
+        ps_txn_next(t, PS_CTR_MESSAGE);
+    CHECK_EQ_INT(ps_txn_commit(t), PS_OK);
+end:;
+}
+
+/* A bulk loader's default batch is a quarter of the log, between its bounds, and an explicit
+ * size is kept as given. */
+static void bulk_batch_grows_with_the_log(void)
+{
+    tspace ts;
+    tspace_open(&ts, NULL);
+    ps_drop why;
+    char line[160];
+    const uint64_t lasts[] = {1, 4 * PS_INGEST_BATCH_MIN + 40000, 4 * PS_INGEST_BATCH_MAX + 7};
+    const size_t sizes[] = {PS_INGEST_BATCH_MIN, PS_INGEST_BATCH_MIN + 10000,
+                            PS_INGEST_BATCH_MAX};
+    for (int i = 0; i < 3; i++) {
+        set_last_message(&ts, lasts[i] - 1); /* the message below is number lasts[i] */
+        int n = snprintf(line, sizeof line,
+                         "{\"type\":\"track\",\"event\":\"e\",\"userId\":\"u%d\","
+                         "\"messageId\":\"batch-%d\"}",
+                         i, i);
+        CHECK_EQ_INT(ps_ingest_payload(ts.in, (const uint8_t *)line, (size_t)n, 1, &why), PS_OK);
+        CHECK_EQ_INT(ps_ingest_pending(ts.in), 1);
+        CHECK_EQ_INT(ps_ingest_batch_size(ts.in), sizes[i]);
+        CHECK(!ps_ingest_batch_full(ts.in, 0));
+        CHECK(ps_ingest_batch_full(ts.in, 1));
+        CHECK(!ps_ingest_batch_full(ts.in, 2));
+        CHECK_EQ_INT(ps_ingest_commit(ts.in), PS_OK);
+    }
+end:
+    tspace_close(&ts);
+}
+
 static const test_case tests[] = {
     {"identifier_cache_follows_commits_and_aborts", identifier_cache_follows_commits_and_aborts},
     {"priority_example_7_2", priority_example_7_2},
@@ -486,5 +526,6 @@ static const test_case tests[] = {
     {"dedup_rows_expire_through_the_log", dedup_rows_expire_through_the_log},
     {"log_keeps_old_events", log_keeps_old_events},
     {"segment_ids_are_deterministic", segment_ids_are_deterministic},
+    {"bulk_batch_grows_with_the_log", bulk_batch_grows_with_the_log},
 };
 TEST_MAIN(tests)
