@@ -52,18 +52,19 @@ ps_status ps_ingest_payload(ps_ingest *in, const uint8_t *json, size_t len, uint
 /* Messages accepted into the open batch. */
 size_t ps_ingest_pending(const ps_ingest *in);
 
-/* The batch size of bulk loaders by default: at least PS_INGEST_BATCH_MIN messages, and at
- * least a quarter of the log, up to PS_INGEST_BATCH_MAX. */
+/* The default batch of `profilectl ingest`: at least PS_INGEST_BATCH_MIN messages, and at
+ * least a quarter of the space's message count (the number of the last message accepted, the
+ * open batch's included), up to PS_INGEST_BATCH_MAX; PS_INGEST_BATCH_MIN while another process
+ * (a running server) has the store open, so that its writer never waits longer than before
+ * for LMDB's write lock. */
 #define PS_INGEST_BATCH_MIN 50000
 #define PS_INGEST_BATCH_MAX 500000
-/* The default batch size for the log as this ingest has seen it (the number of the last
- * message accepted). A commit writes every page its batch changed; once the tables outgrow
- * what a batch touches, that is most of their pages whatever the batch's size, so a batch
- * that grows with the log keeps the pages written per message from growing with it. */
-size_t ps_ingest_batch_size(const ps_ingest *in);
-/* Whether a bulk loader's open batch is full: it holds `batch` messages, or with 0 the
- * default size. */
-bool ps_ingest_batch_full(const ps_ingest *in, size_t batch);
+/* That size for the open batch. A commit writes every page its batch changed; once the tables
+ * outgrow what a batch touches, that is most of their pages whatever the batch's size, so a
+ * batch that grows with the log keeps the pages written per message from growing with it. */
+size_t ps_ingest_batch_size(ps_ingest *in);
+/* Whether the open batch is full: it holds `batch` messages, or with 0 the default size. */
+bool ps_ingest_batch_full(ps_ingest *in, size_t batch);
 
 /* True when the space has no log dictionary yet and the open batch holds enough messages to
  * train one: a bulk loader that commits now (once) has the rest of its messages compressed

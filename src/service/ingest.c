@@ -17,7 +17,7 @@
 #include "ps/regulation.h"
 #include "ps/text.h"
 
-#define PURGE_PER_COMMIT 10000 /* bound on dedup expiry work added to one commit */
+#define PURGE_PER_COMMIT 10000 /* bound on expiry work added to a commit of fewer messages */
 
 struct ps_ingest {
     ps_space *space;
@@ -35,6 +35,7 @@ struct ps_ingest {
     ps_slice replay_value; /* recovering the journal: the log value of the message, else empty */
     bool from_stream;      /* applying a replicated stream record: suppressions apply too */
     bool replay_spans_set; /* replaying: where the logged message's context and properties lie */
+    int8_t shared;         /* the open batch's store is open in another process: -1 unknown */
     ps_body_spans replay_spans;
     ps_buf replay_line; /* recovering the journal: its line */
     ps_status failure;  /* storage failure inside a callback */
@@ -87,6 +88,7 @@ static ps_status open_batch(ps_ingest *in)
     ps_status st = ps_txn_begin(ps_space_store(in->space), true, &in->txn);
     if (st != PS_OK)
         return st;
+    in->shared = -1;
     if ((st = ps_space_rules(in->space, in->txn, &in->rules)) != PS_OK)
         batch_abort(in);
     return st;
@@ -682,15 +684,19 @@ size_t ps_ingest_pending(const ps_ingest *in)
     return in->pending_messages;
 }
 
-size_t ps_ingest_batch_size(const ps_ingest *in)
+size_t ps_ingest_batch_size(ps_ingest *in)
 {
+    if (in->txn && in->shared < 0) /* asked once a batch: it reads LMDB's reader table */
+        in->shared = ps_store_other_processes(ps_space_store(in->space)) > 0;
+    if (in->shared > 0)
+        return PS_INGEST_BATCH_MIN;
     uint64_t quarter = in->message_seq / 4;
     return quarter < PS_INGEST_BATCH_MIN   ? PS_INGEST_BATCH_MIN
            : quarter > PS_INGEST_BATCH_MAX ? PS_INGEST_BATCH_MAX
                                            : (size_t)quarter;
 }
 
-bool ps_ingest_batch_full(const ps_ingest *in, size_t batch)
+bool ps_ingest_batch_full(ps_ingest *in, size_t batch)
 {
     return in->pending_messages >= (batch ? batch : ps_ingest_batch_size(in));
 }
@@ -707,14 +713,15 @@ bool ps_ingest_dict_due(const ps_ingest *in)
 static ps_status housekeeping(ps_ingest *in)
 {
     const ps_rules_options *opt = ps_rules_options_get(in->rules);
-    size_t n;
+    /* as many as the batch brought, at least: a large batch removes as fast as it adds */
+    size_t n,
+        most = in->pending_messages > PURGE_PER_COMMIT ? in->pending_messages : PURGE_PER_COMMIT;
     ps_status st = PS_OK;
     if (opt->dedup_window_ms > 0)
-        st = ps_store_dedup_expire(in->txn, in->newest_received_ms - opt->dedup_window_ms,
-                                   PURGE_PER_COMMIT, &n);
+        st =
+            ps_store_dedup_expire(in->txn, in->newest_received_ms - opt->dedup_window_ms, most, &n);
     if (st == PS_OK && opt->log_retention_ms > 0 && in->replay_seq == 0)
-        st = ps_store_log_trim(in->txn, in->newest_received_ms - opt->log_retention_ms,
-                               PURGE_PER_COMMIT, &n);
+        st = ps_store_log_trim(in->txn, in->newest_received_ms - opt->log_retention_ms, most, &n);
     return st;
 }
 

@@ -241,8 +241,9 @@ static inline ps_status put_val(ps_txn *t, int db)
 }
 
 /* Puts a row after the last one of a table whose keys only grow (log, event, audit). The
- * transaction keeps a cursor at the end of each: appending through it searches no page from
- * the root, as mdb_put with MDB_APPEND does on every call. */
+ * transaction keeps a cursor at the end of each: appending through it follows the cursor's
+ * path down to the last leaf instead of searching every level, as mdb_put with MDB_APPEND
+ * does with a new cursor on every call. */
 static inline ps_status append_put(ps_txn *t, int db, const MDB_val *key, const MDB_val *val)
 {
     PS_ASSERT(t->write);
