@@ -322,8 +322,9 @@ def bench(work):
     lat = re.search(r"p50 ([\d.]+) p99 ([\d.]+) p99.9 ([\d.]+)", out)
     rate = float(v["durable_ingest_events_per_s"])
     row("durable HTTP ingest (`/v1/batch`, 100 events/request, 8 keep-alive connections)",
-        "%.0f events/s" % rate, "%.0f" % c_parse, "%.3f" % (rate / c_parse), ">= 0.12, p99 <= 25 ms",
-        "ack p50 %s ms, p99 %s ms, p99.9 %s ms" % lat.groups())
+        "%.0f events/s" % rate, "%.0f" % c_parse, "%.3f" % (rate / c_parse), ">= 0.12",
+        "ack p50 %s ms, p99 %s ms, p99.9 %s ms (at saturation; the p99 target is the paced "
+        "row's)" % lat.groups())
 
     # the same, offered at the target rate on a fixed schedule (open loop): the latency a
     # client sees while the server sustains 0.12 x C_parse, not at saturation. One run is 2,000
