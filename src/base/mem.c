@@ -142,10 +142,22 @@ void ps_buf_json_str(ps_buf *b, const char *s, size_t len)
     static const char short_escape[256] = {
         ['"'] = '"', ['\\'] = '\\', ['\n'] = 'n', ['\r'] = 'r', ['\t'] = 't',
     };
-    ps_buf_reserve(b, len + 2);
-    ps_buf_putc(b, '"');
+    if (b->len + len + 2 >= b->cap)
+        ps_buf_reserve(b, len + 2);
     const char *end = s + len, *run = s;
-    for (const char *p = s;; p++) { /* from one byte that needs an escape to the next */
+    const char *p = ps_json_string_run(s, end, PS_JSON_STOP_CONTROL);
+    if (p == end) { /* most strings: nothing to escape, one copy between the quotes */
+        uint8_t *o = b->ptr + b->len;
+        o[0] = '"';
+        if (len)
+            memcpy(o + 1, s, len);
+        o[len + 1] = '"';
+        o[len + 2] = 0;
+        b->len += len + 2;
+        return;
+    }
+    ps_buf_putc(b, '"');
+    for (;; p++) { /* from one byte that needs an escape to the next */
         p = ps_json_string_run(p, end, PS_JSON_STOP_CONTROL);
         if (p == end)
             break;

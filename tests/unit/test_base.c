@@ -254,6 +254,15 @@ static void json_escape(void)
     ps_buf_json_str(&got, (const char *)edge, sizeof edge);
     json_ref(&want, edge, sizeof edge);
     CHECK(got.len == want.len && memcmp(got.ptr, want.ptr, got.len) == 0);
+    /* after what a buffer holds, filling it to the byte, and always terminated */
+    for (size_t n = 0; n < 70; n++) {
+        ps_buf_reset(&got);
+        for (size_t i = 0; i < n; i++)
+            ps_buf_putc(&got, 'x');
+        ps_buf_json_str(&got, "plain", 5);
+        CHECK_EQ_INT(got.len, n + 7);
+        CHECK(memcmp(got.ptr + n, "\"plain\"", 8) == 0); /* the terminating 0 included */
+    }
 end:
     ps_buf_clear(&got);
     ps_buf_clear(&want);
