@@ -91,7 +91,7 @@ typedef struct ps_event_ref {
     int64_t timestamp_ms;
     bool has_rec;     /* `rec` holds the event (from its index row, or its whole event row when
                        * names were filtered); valid in the transaction */
-    ps_event_rec rec; /* else ps_profile_event_json() reads the event row */
+    ps_event_rec rec; /* else ps_profile_events_json() reads the event row */
 } ps_event_ref;
 
 /* Which stored events to list. Events sort by (timestamp, seq). */
@@ -118,11 +118,11 @@ ps_status ps_profile_events(ps_txn *t, const uint64_t *members, size_t n, const 
 ps_status ps_profile_event_get(ps_txn *t, const ps_event_ref *ref, ps_event_rec *out,
                                ps_slice *message_id);
 
-/* Appends a listed event as the Profile API shows it: external_ids, context, type,
- * message_id, source_id, timestamp, received_at, properties, event, and related
- * {collection: segment_id of the canonical profile `p`}. */
-ps_status ps_profile_event_json(ps_txn *t, const ps_profile *p, const ps_event_ref *ref,
-                                ps_buf *out);
+/* Appends listed events of the canonical profile `p`, separated by commas, as the Profile API
+ * shows each: external_ids, type, event, message_id, source_id, timestamp, received_at,
+ * context, properties, and related {collection: segment_id of `p`}. */
+ps_status ps_profile_events_json(ps_txn *t, const ps_profile *p, const ps_event_ref *refs,
+                                 size_t count, ps_buf *out);
 
 /* Which mapping details ps_profile_extid_json() adds to type, id, collection, encoding. */
 enum {

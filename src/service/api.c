@@ -459,11 +459,8 @@ static bool serve_events(ctx *c)
     ps_status st = ps_profile_events(c->t, c->members, c->n, &q, refs, &count);
     ps_buf *b = &c->out->body;
     ps_buf_puts(b, "{\"data\":[");
-    for (size_t i = 0; i < count && i < limit && st == PS_OK; i++) {
-        if (i)
-            ps_buf_putc(b, ',');
-        st = ps_profile_event_json(c->t, &c->p, &refs[i], b);
-    }
+    if (st == PS_OK)
+        st = ps_profile_events_json(c->t, &c->p, refs, count < limit ? count : limit, b);
     if (st != PS_OK) {
         free(refs);
         return storage_error(c, st);

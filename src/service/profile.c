@@ -559,7 +559,33 @@ ps_status ps_profile_event_get(ps_txn *t, const ps_event_ref *ref, ps_event_rec 
     return PS_OK;
 }
 
-ps_status ps_profile_event_json(ps_txn *t, const ps_profile *p, const ps_event_ref *ref, ps_buf *b)
+/* What every event of one profile's list repeats: the end of each identifier object (its
+ * collection and encoding) and the `related` member with the closing brace. Made once a list. */
+typedef struct event_frame {
+    ps_buf id_tail, related;
+} event_frame;
+
+static void frame_init(event_frame *f, const ps_profile *p)
+{
+    ps_buf_init(&f->id_tail);
+    ps_buf_init(&f->related);
+    ps_buf_puts(&f->id_tail, ",\"collection\":\"");
+    ps_buf_puts(&f->id_tail, ps_collection_name(p->collection));
+    ps_buf_puts(&f->id_tail, "\",\"encoding\":\"none\"}");
+    ps_buf_puts(&f->related, ",\"related\":{\"");
+    ps_buf_puts(&f->related, ps_collection_name(p->collection));
+    ps_buf_puts(&f->related, "\":");
+    ps_buf_json_cstr(&f->related, p->segment_id);
+    ps_buf_puts(&f->related, "}}");
+}
+
+static void frame_clear(event_frame *f)
+{
+    ps_buf_clear(&f->id_tail);
+    ps_buf_clear(&f->related);
+}
+
+static ps_status event_json(ps_txn *t, const event_frame *f, const ps_event_ref *ref, ps_buf *b)
 {
     ps_event_rec e;
     ps_log_rec m;
@@ -572,17 +598,16 @@ ps_status ps_profile_event_json(ps_txn *t, const ps_profile *p, const ps_event_r
     const char *ids = (const char *)e.ids.ptr, *end = ids + e.ids.len;
     for (size_t k = 0; ids < end; k++) { /* "type\0value\0" pairs */
         const char *type = ids;
-        const char *value = type + strnlen(type, (size_t)(end - type)) + 1;
+        size_t tl = strnlen(type, (size_t)(end - type));
+        const char *value = type + tl + 1;
         if (value >= end)
             break;
         size_t vl = strnlen(value, (size_t)(end - value));
         ps_buf_puts(b, k ? ",{\"type\":" : "{\"type\":");
-        ps_buf_json_cstr(b, type);
+        ps_buf_json_str(b, type, tl);
         ps_buf_puts(b, ",\"id\":");
         ps_buf_json_str(b, value, vl);
-        ps_buf_puts(b, ",\"collection\":\"");
-        ps_buf_puts(b, ps_collection_name(p->collection));
-        ps_buf_puts(b, "\",\"encoding\":\"none\"}");
+        ps_buf_append(b, f->id_tail.ptr, f->id_tail.len);
         ids = value + vl + 1;
     }
     ps_buf_puts(b, "],\"type\":");
@@ -614,12 +639,23 @@ ps_status ps_profile_event_json(ps_txn *t, const ps_profile *p, const ps_event_r
         static const char *const fields[] = {"context", "properties"};
         ps_event_body_members(m.json, fields, 2, b);
     }
-    ps_buf_puts(b, ",\"related\":{\"");
-    ps_buf_puts(b, ps_collection_name(p->collection));
-    ps_buf_puts(b, "\":");
-    ps_buf_json_cstr(b, p->segment_id);
-    ps_buf_puts(b, "}}");
+    ps_buf_append(b, f->related.ptr, f->related.len);
     return PS_OK;
+}
+
+ps_status ps_profile_events_json(ps_txn *t, const ps_profile *p, const ps_event_ref *refs,
+                                 size_t count, ps_buf *b)
+{
+    event_frame f;
+    frame_init(&f, p);
+    ps_status st = PS_OK;
+    for (size_t i = 0; i < count && st == PS_OK; i++) {
+        if (i)
+            ps_buf_putc(b, ',');
+        st = event_json(t, &f, &refs[i], b);
+    }
+    frame_clear(&f);
+    return st;
 }
 
 typedef struct render_ids {
@@ -652,11 +688,8 @@ static ps_status render_events(ps_txn *t, const ps_profile *p, const uint64_t *m
     ps_event_query q = {.min_ts = INT64_MIN, .max_ts = INT64_MAX, .limit = limit};
     ps_status st = ps_profile_events(t, members, n, &q, refs, &count);
     ps_buf_puts(b, ",\"events\":[");
-    for (size_t i = 0; i < count && st == PS_OK; i++) {
-        if (i)
-            ps_buf_putc(b, ',');
-        st = ps_profile_event_json(t, p, &refs[i], b);
-    }
+    if (st == PS_OK)
+        st = ps_profile_events_json(t, p, refs, count, b);
     ps_buf_putc(b, ']');
     free(refs);
     return st;
