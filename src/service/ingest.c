@@ -714,8 +714,8 @@ static ps_status housekeeping(ps_ingest *in)
 {
     const ps_rules_options *opt = ps_rules_options_get(in->rules);
     /* as many as the batch brought, at least: a large batch removes as fast as it adds */
-    size_t n,
-        most = in->pending_messages > PURGE_PER_COMMIT ? in->pending_messages : PURGE_PER_COMMIT;
+    size_t most = in->pending_messages > PURGE_PER_COMMIT ? in->pending_messages : PURGE_PER_COMMIT;
+    size_t n;
     ps_status st = PS_OK;
     if (opt->dedup_window_ms > 0)
         st =
