@@ -73,6 +73,8 @@ typedef struct run {
     uint64_t file_lines; /* of the current file */
     const char *file;
     FILE *f;
+    const char *said_file; /* --verbose: the last `committed` line, not printed twice */
+    uint64_t said_line;
     _Atomic uint64_t bytes; /* of the current file read so far (the reader's count) */
     uint64_t total;         /* its size, 0 when unknown (a pipe) */
     bool shown;             /* a progress line is on the terminal */
@@ -333,9 +335,12 @@ static int commit(run *r, uint64_t line)
                         "%s: commit failed near line %llu: %s%s; this batch was not stored",
                         r->file, (unsigned long long)line, ps_status_str(st),
                         st == PS_EFULL ? " (raise PS_MAP_SIZE)" : "");
-    if (r->verbose)
+    if (r->verbose && (r->said_file != r->file || r->said_line != line)) {
         fprintf(stderr, "committed file=%s line=%llu accepted=%llu\n", r->file,
                 (unsigned long long)line, (unsigned long long)ps_ingest_stats_get(r->in)->accepted);
+        r->said_file = r->file;
+        r->said_line = line;
+    }
     return EXIT_OK;
 }
 

@@ -142,6 +142,27 @@ def test_ingest_reports_malformed_lines_and_goes_on():
         s.close()
 
 
+def test_verbose_reports_each_commit_once():
+    # six messages in batches of three: the second batch ends with the input, and the final
+    # commit at the end of the file finds nothing new to report
+    s = Store()
+    try:
+        s.ctl("space", "create", "s")
+        lines = ['{"type":"track","event":"E","userId":"u%d","messageId":"m%d"}' % (i, i)
+                 for i in range(6)]
+        p = s.ctl("ingest", "s", "-", "--batch", "3", "--verbose", input="\n".join(lines) + "\n")
+        said = re.findall(r"^committed file=stdin line=(\d+) accepted=(\d+)$", p.stderr, re.M)
+        assert said == [("3", "3"), ("6", "6")], p.stderr
+        # a malformed last line moves the position: that commit is reported
+        more = [line.replace('"m', '"n') for line in lines[:3]]
+        p = s.ctl("ingest", "s", "-", "--batch", "3", "--verbose",
+                  input="\n".join(more + ["{oops"]) + "\n")
+        said = re.findall(r"^committed file=stdin line=(\d+)", p.stderr, re.M)
+        assert said == ["3", "4"], p.stderr
+    finally:
+        s.close()
+
+
 def test_oversized_line_is_skipped_not_loaded():
     s = Store()
     try:
@@ -241,5 +262,6 @@ def test_blocked_regex_limits():
 
 run_tests([test_usage_and_exit_codes, test_settings_get_set_check,
            test_ingest_reports_malformed_lines_and_goes_on,
+           test_verbose_reports_each_commit_once,
            test_oversized_line_is_skipped_not_loaded, test_export_is_stable_and_complete,
            test_unconfigured_type_seen_in_accounts, test_blocked_regex_limits])
