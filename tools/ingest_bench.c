@@ -9,7 +9,8 @@
  *                [--rate EVENTS_PER_S] [--latencies FILE]
  *
  * --rate sends on a fixed schedule (open loop); --latencies writes every request's
- * acknowledgement latency in ms, one per line, so that runs can be pooled. */
+ * acknowledgement latency in ms, one per line in the order the requests were due, so that
+ * runs can be pooled and slow stretches found in time. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -252,6 +253,17 @@ int main(int argc, char **argv)
     for (int i = 0; i < conns; i++)
         pthread_join(th[i], NULL);
     double secs = now_s() - t0, rate = (double)atomic_load(&events_ok) / secs;
+    FILE *lf = latencies ? fopen(latencies, "w") : NULL;
+    if (latencies && lf == NULL) {
+        perror(latencies);
+        return 1;
+    }
+    for (size_t i = 0; lf && i < nbodies; i++) /* in the order they were due */
+        fprintf(lf, "%.3f\n", latency_ms[i]);
+    if (lf && fclose(lf) != 0) {
+        perror(latencies);
+        return 1;
+    }
     qsort(latency_ms, nbodies, sizeof *latency_ms, cmp_double);
     printf("events %zu in %zu requests of %zu, %d connections, %.2f s\n", nlines, nbodies, batch,
            conns, secs);
@@ -262,16 +274,5 @@ int main(int argc, char **argv)
            latency_ms[nbodies * 99 / 100], latency_ms[nbodies * 999 / 1000],
            latency_ms[nbodies - 1]);
     printf("failed_requests %zu\n", atomic_load(&failures));
-    FILE *lf = latencies ? fopen(latencies, "w") : NULL;
-    if (latencies && lf == NULL) {
-        perror(latencies);
-        return 1;
-    }
-    for (size_t i = 0; lf && i < nbodies; i++) /* each request's, ascending, for pooling runs */
-        fprintf(lf, "%.3f\n", latency_ms[i]);
-    if (lf && fclose(lf) != 0) {
-        perror(latencies);
-        return 1;
-    }
     return atomic_load(&failures) ? 2 : 0;
 }
