@@ -175,6 +175,7 @@ static void conn_free(conn *c)
     free(c->head);
     free(c->target);
     free(c);
+    atomic_fetch_sub(w->held, 1);
     bool was_full = w->connections-- == w->max_connections;
     if (was_full && may_accept(w))
         listeners_enable(w, true);
@@ -722,25 +723,13 @@ static void on_accept_error(struct evconnlistener *lev, void *arg)
     evtimer_add(w->resume_ev, &tv);
 }
 
-static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
-                      int socklen, void *arg)
+/* Serves `fd` on worker `w` (its thread), already counted in w->held. */
+static void adopt(worker *w, evutil_socket_t fd, int kind)
 {
-    (void)lev;
-    (void)sa;
-    (void)socklen;
-    listener_ctx *lc = arg;
-    worker *w = lc->w;
     const http_config *cfg = &w->srv->cfg;
-    if (w->connections >= w->max_connections || atomic_load(&w->srv->stopping)) {
-        evutil_closesocket(fd);
-        listeners_enable(w, false);
-        return;
-    }
-    w->accept_backoff = 0; /* accept() works again */
-    evutil_make_socket_closeonexec(fd);
     conn *c = ps_xcalloc(1, sizeof *c);
     c->w = w;
-    c->kind = lc->kind;
+    c->kind = kind;
     c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->timer = evtimer_new(w->base, on_timer, c);
     c->rev = event_new(w->base, fd, EV_READ | EV_PERSIST, on_readable, c);
@@ -757,6 +746,7 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
         if (c->in)
             evbuffer_free(c->in);
         free(c);
+        atomic_fetch_sub(w->held, 1);
         return;
     }
     evbuffer_add_cb(c->in, on_input_change, c);
@@ -774,6 +764,97 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     c->state = C_IDLE;
     read_limit(c, cfg->max_header_bytes);
     arm(c, cfg->timeout_ms);
+}
+
+/* The worker a new connection should go to: the one holding the fewest, counting those on
+ * their way to it, with room left; `w` (which accepted it) on a tie. The kernel wakes
+ * whichever loop it likes for an accept, and keep-alive connections stay where they land:
+ * without this, one loop was seen holding 6 or 7 of 8 connections while the other idled. */
+static worker *least_held(worker *w)
+{
+    worker *best = w;
+    int fewest = atomic_load(w->held);
+    for (int i = 0; i < w->srv->nworkers; i++) {
+        worker *o = &w->srv->workers[i];
+        int n = atomic_load(o->held);
+        if (n < fewest && n < o->max_connections) {
+            best = o;
+            fewest = n;
+        }
+    }
+    return best;
+}
+
+static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+                      int socklen, void *arg)
+{
+    (void)lev;
+    (void)sa;
+    (void)socklen;
+    listener_ctx *lc = arg;
+    worker *w = lc->w;
+    if (w->connections >= w->max_connections || atomic_load(&w->srv->stopping)) {
+        evutil_closesocket(fd);
+        listeners_enable(w, false);
+        return;
+    }
+    w->accept_backoff = 0; /* accept() works again */
+    evutil_make_socket_closeonexec(fd);
+    worker *to = least_held(w);
+    atomic_fetch_add(to->held, 1);
+    if (to == w) {
+        adopt(w, fd, lc->kind);
+        return;
+    }
+    pthread_mutex_lock(&to->handoff_lock);
+    if (to->nhandoffs == to->handoff_cap) {
+        to->handoff_cap = to->handoff_cap ? 2 * to->handoff_cap : 8;
+        to->handoffs = ps_xrealloc(to->handoffs, to->handoff_cap * sizeof *to->handoffs);
+    }
+    to->handoffs[to->nhandoffs++] = (handoff){(int)fd, lc->kind};
+    pthread_mutex_unlock(&to->handoff_lock);
+    event_active(to->handoff_ev, EV_READ, 0); /* thread-safe: evthread_use_pthreads() */
+}
+
+/* Takes the connections handed to `w` so far; returns how many are in *out. */
+static size_t take_handoffs(worker *w, handoff **out)
+{
+    pthread_mutex_lock(&w->handoff_lock);
+    size_t n = w->nhandoffs;
+    *out = w->handoffs;
+    w->handoffs = NULL;
+    w->nhandoffs = w->handoff_cap = 0;
+    pthread_mutex_unlock(&w->handoff_lock);
+    return n;
+}
+
+void http_conn_adopt_handoffs(int fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    worker *w = arg;
+    handoff *h;
+    size_t n = take_handoffs(w, &h);
+    for (size_t i = 0; i < n; i++) {
+        if (w->connections >= w->max_connections || atomic_load(&w->srv->stopping)) {
+            evutil_closesocket(h[i].fd); /* filled meanwhile, or stopping */
+            atomic_fetch_sub(w->held, 1);
+        } else {
+            adopt(w, h[i].fd, h[i].kind);
+        }
+    }
+    free(h);
+}
+
+void http_conn_drop_handoffs(worker *w)
+{
+    handoff *h;
+    size_t n = take_handoffs(w, &h);
+    for (size_t i = 0; i < n; i++) {
+        evutil_closesocket(h[i].fd);
+        atomic_fetch_sub(w->held, 1);
+    }
+    free(h);
 }
 
 void http_conn_listen(worker *w, int fd, int kind)

@@ -152,6 +152,8 @@ typedef struct metrics {
     atomic_uint_fast64_t latency[ROUTE__COUNT][METRIC_BUCKETS + 1];
     atomic_uint_fast64_t latency_us_sum[ROUTE__COUNT];
     atomic_uint_fast64_t dropped[PS_DROP__COUNT]; /* Tracking API messages refused, by reason */
+    atomic_int *connections; /* per worker: its open connections and those handed to it */
+    int workers;
 } metrics;
 
 void http_metrics_record(metrics *m, int route, int status, uint64_t elapsed_us);
@@ -178,6 +180,12 @@ typedef struct conn conn;
 
 /* A Tracking API request waiting for its group commit; owned by the worker. */
 typedef struct pending pending;
+
+/* A connection accepted by one worker for another, which holds fewer. */
+typedef struct handoff {
+    int fd;
+    int kind;
+} handoff;
 
 /* The request a connection is serving (one at a time: pipelined requests wait their turn).
  * Everything here is valid until its reply has been sent. */
@@ -226,6 +234,7 @@ struct worker {
     char *query, *ident, *path; /* per-request decoding buffers; each buffer_cap bytes */
     size_t buffer_cap;
     int connections, max_connections; /* open here; this worker's share of the cap */
+    atomic_int *held;                 /* connections, and those being handed over to this worker */
     bool accept_paused;
     conn *conns; /* every open connection, for shutdown */
     int64_t last_accept_log_ms;
@@ -236,6 +245,11 @@ struct worker {
     pending *done;
     struct parked *parked; /* change-feed long polls waiting for new rows */
     struct event *done_ev;
+    /* connections other workers accepted for this one (http_conn_adopt_handoffs) */
+    pthread_mutex_t handoff_lock;
+    handoff *handoffs;
+    size_t nhandoffs, handoff_cap;
+    struct event *handoff_ev;
 };
 
 struct server {
@@ -255,6 +269,10 @@ struct server {
 void http_conn_listen(worker *w, int fd, int kind);
 /* Stops accepting and frees the worker's listeners (worker thread, or after its loop ended). */
 void http_conn_listen_stop(worker *w);
+/* The handoff event's callback: opens the connections other workers handed to `arg`. */
+void http_conn_adopt_handoffs(int fd, short what, void *arg);
+/* Closes the handed-over connections a stopped worker did not open. */
+void http_conn_drop_handoffs(worker *w);
 /* Sends `body` with status `status` and the header lines in `headers` (each "Name: value\r\n")
  * as the reply to `rq`; then the connection reads the next request or closes. A large body's
  * memory is handed to the connection (`body` is left empty, with the same room). Worker thread

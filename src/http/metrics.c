@@ -177,6 +177,11 @@ void http_metrics_render(metrics *m, registry *reg, ps_buf *out)
                   "1.\n# TYPE profiled_build_info gauge\nprofiled_build_info{version=\"%s\"} 1\n",
                   PS_VERSION);
     process_series(out);
+    ps_buf_puts(out, "# HELP profiled_http_connections Open client connections, by event loop "
+                     "(worker).\n# TYPE profiled_http_connections gauge\n");
+    for (int i = 0; i < m->workers; i++)
+        ps_buf_printf(out, "profiled_http_connections{worker=\"%d\"} %d\n", i,
+                      atomic_load(&m->connections[i]));
     ps_buf_puts(out, "# HELP profiled_requests_total Requests answered, by route and status.\n"
                      "# TYPE profiled_requests_total counter\n");
     for (int r = 0; r < ROUTE__COUNT; r++)

@@ -199,6 +199,8 @@ int http_server_start(const http_config *cfg, registry *reg, server **out)
     s->reg = reg;
     s->nworkers = cfg->threads;
     s->workers = ps_xcalloc((size_t)s->nworkers, sizeof *s->workers);
+    s->stats.workers = s->nworkers;
+    s->stats.connections = ps_xcalloc((size_t)s->nworkers, sizeof *s->stats.connections);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     s->boot = (uint32_t)(ts.tv_nsec ^ (ts.tv_sec << 20) ^ getpid());
@@ -206,6 +208,8 @@ int http_server_start(const http_config *cfg, registry *reg, server **out)
         worker *w = &s->workers[i];
         w->srv = s;
         w->id = (uint32_t)i;
+        w->held = &s->stats.connections[i];
+        atomic_init(w->held, 0);
         /* the cap is shared out; each worker takes at least one connection */
         w->max_connections =
             cfg->max_connections / s->nworkers + (i < cfg->max_connections % s->nworkers ? 1 : 0);
@@ -221,6 +225,9 @@ int http_server_start(const http_config *cfg, registry *reg, server **out)
         pthread_mutex_init(&w->done_lock, NULL);
         w->done_ev = event_new(w->base, -1, 0, http_track_flush, w);
         PS_ASSERT(w->done_ev != NULL);
+        pthread_mutex_init(&w->handoff_lock, NULL);
+        w->handoff_ev = event_new(w->base, -1, 0, http_conn_adopt_handoffs, w);
+        PS_ASSERT(w->handoff_ev != NULL);
         for (int k = 0; k < LISTEN__COUNT; k++)
             if (fds[k] >= 0)
                 http_conn_listen(w, fds[k], k);
@@ -265,14 +272,19 @@ void http_server_stop(server *s)
     http_registry_stop_writers(s->reg);
     for (int i = 0; i < s->nworkers; i++)
         event_base_once(s->workers[i].base, -1, EV_TIMEOUT, stop_loop, &s->workers[i], &now);
+    /* every loop ends before any is freed: a worker may hand a connection to another */
+    for (int i = 0; i < s->nworkers; i++)
+        pthread_join(s->workers[i].thread, NULL);
     for (int i = 0; i < s->nworkers; i++) {
         worker *w = &s->workers[i];
-        pthread_join(w->thread, NULL);
         http_track_flush(-1, 0, w); /* a commit that finished after the loop ended */
         http_profile_park_drop(w);  /* polls the loop ended before answering: closed below */
         http_conn_listen_stop(w);
+        http_conn_drop_handoffs(w); /* handed over as the loop ended */
         http_conn_close_all(w);
         event_free(w->done_ev);
+        event_free(w->handoff_ev);
+        pthread_mutex_destroy(&w->handoff_lock);
         event_base_free(w->base);
         pthread_mutex_destroy(&w->done_lock);
         ps_buf_clear(&w->reply.body);
@@ -281,5 +293,6 @@ void http_server_stop(server *s)
         free(w->ident);
     }
     free(s->workers);
+    free(s->stats.connections);
     free(s);
 }

@@ -514,6 +514,72 @@ def descriptor_exhaustion():
         st.close()
 
 
+def http_connections(port):
+    """profiled_http_connections by worker, from /metrics on a connection of its own."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    text = read_replies(s, 1)[0][2].decode()
+    s.close()
+    return [int(l.split()[-1]) for l in text.splitlines()
+            if l.startswith("profiled_http_connections{")]
+
+
+def keep_alive(port, count):
+    """`count` connections, each answered once and left open."""
+    conns = []
+    for _ in range(count):
+        c = socket.create_connection(("127.0.0.1", port), timeout=10)
+        c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_replies(c, 1)[0][0] == 200
+        conns.append(c)
+    return conns
+
+
+def connections_spread_over_the_loops():
+    # the kernel hands an accept to whichever loop it wakes; long-lived connections must not
+    # pile up on one of them
+    st, srv, _, _ = setup()
+    try:
+        conns = keep_alive(srv.port, 8)
+        held = http_connections(srv.port)  # the 8, and the one asking
+        assert len(held) == 2 and sum(held) == 9 and max(held) - min(held) <= 1, held
+        for c in conns[:6]:
+            c.close()
+        deadline = time.time() + 10
+        while sum(http_connections(srv.port)) != 3:  # the 2 left, and the one asking
+            assert time.time() < deadline, http_connections(srv.port)
+            time.sleep(0.1)
+        more = keep_alive(srv.port, 4)  # new ones go where there is room
+        held = http_connections(srv.port)
+        assert sum(held) == 7 and max(held) - min(held) <= 1, held
+        for c in conns[6:] + more:
+            c.close()
+    finally:
+        srv.stop()
+        st.close()
+
+
+def connection_cap_waits_then_serves():
+    st, srv, _, _ = setup("--max-connections", "4")
+    try:
+        conns = keep_alive(srv.port, 4)
+        extra = socket.create_connection(("127.0.0.1", srv.port), timeout=1)
+        extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:  # every loop is full: it waits in the backlog, unanswered
+            got = extra.recv(100)
+            raise AssertionError("answered past the cap: %r" % got)
+        except socket.timeout:
+            pass
+        conns[0].close()
+        extra.settimeout(10)
+        assert read_replies(extra, 1)[0][0] == 200
+        for c in conns[1:] + [extra]:
+            c.close()
+    finally:
+        srv.stop()
+        st.close()
+
+
 def unopenable_space_is_503():
     st, srv, wk, token = setup()
     try:
@@ -666,5 +732,6 @@ if __name__ == "__main__":
                replies_the_socket_cannot_take_at_once, reads_wait_only_with_a_valid_token,
                pipelining_behind_a_long_poll,
                slow_and_silent_clients,
-               descriptor_exhaustion, unopenable_space_is_503, compressed_bodies,
+               descriptor_exhaustion, connections_spread_over_the_loops,
+               connection_cap_waits_then_serves, unopenable_space_is_503, compressed_bodies,
                browsers_cors_and_settings])
