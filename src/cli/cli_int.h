@@ -30,6 +30,8 @@ typedef struct cli {
 int cli_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Maps a status to an exit code (the one table of them). */
 int cli_exit_code(ps_status st);
+/* What an operator can do about `st`, as " (...)" to append to its message, or "". */
+const char *cli_status_hint(ps_status st);
 /* Opens a space or prints why not. Returns EXIT_OK on success. */
 int cli_open_space(const cli *c, const char *name, bool read_only, ps_space **out);
 /* Reads a whole file ("-" = stdin) up to `max` bytes. Returns EXIT_OK or prints why not. */

@@ -333,8 +333,7 @@ static int commit(run *r, uint64_t line)
     if (st != PS_OK)
         return cli_fail(cli_exit_code(st),
                         "%s: commit failed near line %llu: %s%s; this batch was not stored",
-                        r->file, (unsigned long long)line, ps_status_str(st),
-                        st == PS_EFULL ? " (raise PS_MAP_SIZE)" : "");
+                        r->file, (unsigned long long)line, ps_status_str(st), cli_status_hint(st));
     if (r->verbose && (r->said_file != r->file || r->said_line != line)) {
         fprintf(stderr, "committed file=%s line=%llu accepted=%llu\n", r->file,
                 (unsigned long long)line, (unsigned long long)ps_ingest_stats_get(r->in)->accepted);
@@ -402,8 +401,7 @@ static int take(run *r, const entry *it)
     ps_status st = ps_ingest_prepared(r->in, it->prep);
     if (st != PS_OK)
         return cli_fail(cli_exit_code(st), "%s:%llu: %s%s; the open batch was not stored", r->file,
-                        (unsigned long long)it->line, ps_status_str(st),
-                        st == PS_EFULL ? " (raise PS_MAP_SIZE)" : "");
+                        (unsigned long long)it->line, ps_status_str(st), cli_status_hint(st));
     if (ps_ingest_batch_full(r->in, r->batch))
         return commit(r, it->line);
     if (!r->dict_tried && ps_ingest_dict_due(r->in)) {

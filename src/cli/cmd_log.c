@@ -162,7 +162,7 @@ int cmd_rebuild(cli *c)
                       c->argv[0], info.why);
     } else if (st != PS_OK) {
         rc = cli_fail(cli_exit_code(st), "rebuild failed, nothing changed: %s%s", ps_status_str(st),
-                      st == PS_EFULL ? " (raise PS_MAP_SIZE)" : "");
+                      cli_status_hint(st));
     }
     if (rc) {
         ps_buf_clear(&diff);

@@ -135,6 +135,12 @@ int cli_exit_code(ps_status st)
     return EXIT_STORE;
 }
 
+const char *cli_status_hint(ps_status st)
+{
+    /* the map's size and the disk both end as PS_EFULL (the log names which) */
+    return st == PS_EFULL ? " (free disk space, or raise PS_MAP_SIZE)" : "";
+}
+
 int cli_open_space(const cli *c, const char *name, bool read_only, ps_space **out)
 {
     if (!ps_space_name_valid(name))

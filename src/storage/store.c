@@ -34,6 +34,7 @@
 #include "store_int.h"
 
 #include <fcntl.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 static void txn_free(ps_txn *t);
@@ -330,6 +331,18 @@ ps_status ps_txn_begin(ps_store *s, bool write, ps_txn **out)
     return PS_OK;
 }
 
+/* LMDB reports a write the disk cut short as EIO, not ENOSPC: when the store's filesystem has
+ * no room left after such a failure, it was the disk that filled. */
+static int full_disk_rc(ps_store *s, int rc)
+{
+    int fd;
+    struct statvfs v;
+    if (rc != EIO || mdb_env_get_fd(s->env, &fd) != 0 || fstatvfs(fd, &v) != 0)
+        return rc;
+    uint64_t room = (uint64_t)(geteuid() == 0 ? v.f_bfree : v.f_bavail) * v.f_frsize;
+    return room < (1u << 20) ? ENOSPC : rc;
+}
+
 ps_status ps_txn_commit(ps_txn *t)
 {
     ps_status st = PS_OK;
@@ -366,7 +379,7 @@ ps_status ps_txn_commit(ps_txn *t)
     } else {
         st_icache_committed(s, mdb_txn_id(t->txn));
         int rc = mdb_txn_commit(t->txn);
-        st = map_rc(rc, "commit");
+        st = map_rc(full_disk_rc(s, rc), "commit");
     }
     txn_free(t);
     if (st == PS_OK && dict)

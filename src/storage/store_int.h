@@ -107,6 +107,10 @@ static inline ps_status map_rc(int rc, const char *what)
     case MDB_TXN_FULL:
         ps_log(PS_LOG_WARN, "msg=\"store full\" op=%s detail=\"%s\"", what, mdb_strerror(rc));
         return PS_EFULL;
+    case ENOSPC: /* LMDB passes the errno of a write or sync that failed */
+    case EDQUOT:
+        ps_log(PS_LOG_WARN, "msg=\"disk full\" op=%s detail=\"%s\"", what, mdb_strerror(rc));
+        return PS_EFULL;
     case MDB_CORRUPTED:
     case MDB_PAGE_NOTFOUND:
     case MDB_INVALID:

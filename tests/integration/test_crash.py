@@ -123,6 +123,51 @@ def test_disk_full_aborts_batch_cleanly():
         s.close()
 
 
+def test_a_full_filesystem_is_a_clean_error():
+    """A real full disk, not a stand-in: the store on a 24 MiB tmpfs (mounting needs root,
+    which the tests have). The ingest stops with the disk-full error and no signal, every
+    batch reported as committed is kept, check passes, and the ingest completes once the
+    filesystem has room."""
+    import shutil
+    import tempfile
+    work = tempfile.mkdtemp(prefix="ps-it-full-")
+    mnt = os.path.join(work, "mnt")
+    os.mkdir(mnt)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt], check=True,
+                   timeout=TIMEOUT)
+    try:
+        data = os.path.join(mnt, "data")
+        log = os.path.join(work, "log.ndjson")
+        generate(log, 150000, seed=8)
+        assert os.path.getsize(log) > 48 << 20  # twice the filesystem
+        ctl = [tool("profilectl"), "--data", data]
+        subprocess.run(ctl + ["space", "create", "s"], check=True, capture_output=True,
+                       timeout=TIMEOUT)
+        p = subprocess.run(ctl + ["ingest", "s", log, "--batch", "5000", "--verbose"],
+                           capture_output=True, text=True, timeout=TIMEOUT)
+        assert p.returncode > 0, (p.returncode, p.stderr[-2000:])  # an exit, not a signal
+        assert "store is full (free disk space" in p.stderr, p.stderr[-2000:]
+        assert "this batch was not stored" in p.stderr, p.stderr[-2000:]
+        last_line, accepted = committed_lines(p.stderr)
+        assert last_line > 0 and accepted > 0, p.stderr[-2000:]
+        c = subprocess.run(ctl + ["check", "s"], capture_output=True, text=True,
+                           timeout=TIMEOUT)
+        assert c.returncode == 0 and c.stdout.endswith("ok\n"), (c.stdout, c.stderr)
+        subprocess.run(["mount", "-o", "remount,size=512m", mnt], check=True, timeout=TIMEOUT)
+        p = subprocess.run(ctl + ["--json", "ingest", "s", log], capture_output=True,
+                           text=True, timeout=TIMEOUT)
+        assert p.returncode == 0, p.stderr[-2000:]
+        summary = json.loads(p.stdout)
+        # what was reported committed before the disk filled is there: found again as such
+        assert summary["duplicates"] == accepted, (summary, accepted)
+        c = subprocess.run(ctl + ["check", "s"], capture_output=True, text=True,
+                           timeout=TIMEOUT)
+        assert c.returncode == 0 and c.stdout.endswith("ok\n"), (c.stdout, c.stderr)
+    finally:
+        subprocess.run(["umount", "-l", mnt], timeout=TIMEOUT)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def test_disk_full_on_the_journal_is_a_503():
     """profiled cannot allocate a journal segment (files may not grow past 8 MiB): Tracking API
     requests get 503 and nothing is acknowledged, the server stays up, and after a restart
@@ -155,4 +200,5 @@ def test_disk_full_on_the_journal_is_a_503():
 
 
 run_tests([test_kill_during_ingest, test_store_full_aborts_batch_cleanly,
-           test_disk_full_aborts_batch_cleanly, test_disk_full_on_the_journal_is_a_503])
+           test_disk_full_aborts_batch_cleanly, test_a_full_filesystem_is_a_clean_error,
+           test_disk_full_on_the_journal_is_a_503])
