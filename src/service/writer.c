@@ -46,6 +46,7 @@
 #define RECOVER_EVENTS 50000    /* journal records per commit when recovering */
 #define DRAIN_WAIT_MS 10000     /* another process's server: how long to wait for it to apply */
 #define STALL_MS 3000           /* replicated: no record this long while some wait: read again */
+#define QUEUE_WAIT_MS 10000     /* a payload the journal has not taken by then is refused */
 
 typedef struct item {
     struct item *next;
@@ -56,6 +57,7 @@ typedef struct item {
     uint64_t reg_seq; /* a marker: run the regulations up to this sequence */
     ps_writer_done done;
     void *ud;
+    int64_t queued_ms; /* when it was submitted (monotonic) */
 } item;
 
 typedef struct queue {
@@ -279,6 +281,34 @@ static void publish_group(ps_writer *w, item *group)
     }
 }
 
+/* Under the lock: unlinks the payloads at the head of the queue that have waited
+ * QUEUE_WAIT_MS for the journal (the apply thread's backlog is full and does not shrink, as
+ * when the disk is full). They were never journaled, so refusing them loses nothing; their
+ * clients hear it instead of waiting without end. A marker stops the walk: order holds. */
+static item *take_stale(ps_writer *w)
+{
+    item *list = NULL, **tail = &list;
+    int64_t now = mono_ms();
+    while (w->submitted.head && w->submitted.head->p &&
+           now - w->submitted.head->queued_ms >= QUEUE_WAIT_MS) {
+        *tail = pop(&w->submitted);
+        tail = &(*tail)->next;
+    }
+    return list;
+}
+
+static void refuse(item *list)
+{
+    while (list) {
+        item *next = list->next;
+        if (list->done)
+            list->done(list->ud, PS_EBUSY, 0);
+        ps_prepared_free(list->p);
+        free(list);
+        list = next;
+    }
+}
+
 static void *journal_run(void *arg)
 {
     ps_writer *w = arg;
@@ -300,8 +330,17 @@ static void *journal_run(void *arg)
             while (!w->stopping && pthread_cond_timedwait(&w->room, &w->lock, &ts) == 0)
                 ;
         }
-        while (w->backlog > w->o.queue_bytes && !w->stopping)
-            pthread_cond_wait(&w->room, &w->lock);
+        while (w->backlog > w->o.queue_bytes && !w->stopping) {
+            struct timespec ts;
+            deadline_in(&ts, 1000);
+            pthread_cond_timedwait(&w->room, &w->lock, &ts);
+            item *stale = take_stale(w);
+            if (stale) {
+                pthread_mutex_unlock(&w->lock);
+                refuse(stale);
+                pthread_mutex_lock(&w->lock);
+            }
+        }
         item *group = NULL, *last = NULL;
         size_t events = 0;
         item *it;
@@ -991,7 +1030,7 @@ ps_status ps_writer_submit(ps_writer *w, ps_prepared *p, ps_writer_done done, vo
         return st;
     }
     item *it = ps_xmalloc(sizeof *it);
-    *it = (item){.p = p, .bytes = bytes, .done = done, .ud = ud};
+    *it = (item){.p = p, .bytes = bytes, .done = done, .ud = ud, .queued_ms = mono_ms()};
     push(&w->submitted, it);
     pthread_cond_signal(&w->jwake);
     pthread_mutex_unlock(&w->lock);
@@ -1092,6 +1131,9 @@ void ps_writer_stop(ps_writer *w)
     w->stopping = true;
     atomic_store(&w->cancel_imports, true); /* a running import resumes at the next start */
     pthread_cond_signal(&w->jwake);
+    /* the journal thread may be waiting for the apply thread's backlog to shrink, which a
+     * store that cannot commit (a full disk) never does */
+    pthread_cond_broadcast(&w->room);
     pthread_mutex_unlock(&w->lock);
     pthread_join(w->jthread, NULL); /* it journals the queue before it returns */
     pthread_join(w->athread, NULL); /* and this one applies it */

@@ -168,6 +168,62 @@ def test_a_full_filesystem_is_a_clean_error():
         shutil.rmtree(work, ignore_errors=True)
 
 
+def test_a_full_filesystem_under_the_server_loses_nothing_acknowledged():
+    """profiled with its store on an 80 MiB tmpfs: the journal's first 64 MiB segment fits and
+    the store fills the rest, so its commits fail and are retried while the journal goes on
+    acknowledging. Once the filesystem has room, every message answered 200 is in the store,
+    and check passes."""
+    import shutil
+    import tempfile
+    work = tempfile.mkdtemp(prefix="ps-it-full-")
+    mnt = os.path.join(work, "mnt")
+    os.mkdir(mnt)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=80m", "tmpfs", mnt], check=True,
+                   timeout=TIMEOUT)
+    s = Store()
+    shutil.rmtree(s.dir)
+    s.dir = os.path.join(mnt, "data")
+    srv = None
+    try:
+        os.mkdir(s.dir)
+        s.ctl("space", "create", "s")
+        key = s.ctl("source", "create", "s").stdout.strip()
+        log = os.path.join(work, "log.ndjson")
+        generate(log, 100000, seed=9)
+        with open(log) as f:
+            lines = f.readlines()
+        srv = Server(s, "--queue-mb", "8")  # the backlog fills soon after the store does
+        acked, statuses = set(), {}
+        for i in range(0, len(lines), 500):
+            batch = [json.loads(l) for l in lines[i:i + 500]]
+            status, _, reply = srv.track("batch", {"batch": batch}, key)
+            statuses[status] = statuses.get(status, 0) + 1
+            # a request the writer cannot take is refused after a while: never left waiting
+            assert status in (200, 503), (status, reply)
+            if status == 200:
+                acked.update(m["messageId"] for m in batch if "messageId" in m)
+            else:
+                break
+        deadline = time.time() + 60
+        while not any('msg="disk full"' in l for l in srv.log):
+            assert time.time() < deadline, "the store never filled: %s" % statuses
+            time.sleep(0.2)
+        assert srv.get("/healthz")[0] == 200 and acked and statuses.get(503), statuses
+        subprocess.run(["mount", "-o", "remount,size=1g", mnt], check=True, timeout=TIMEOUT)
+        srv.stop()  # drains: with room again, the journal is applied
+        srv = None
+        assert s.ctl("check", "s").stdout.endswith("ok\n")
+        # every message answered 200 is in the store's log
+        logged = {json.loads(l).get("messageId") for l in s.ctl("log", "s").stdout.splitlines()}
+        missing = acked - logged
+        assert not missing, (len(missing), sorted(missing)[:5])
+    finally:
+        if srv:
+            srv.stop()
+        subprocess.run(["umount", "-l", mnt], timeout=TIMEOUT)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def test_disk_full_on_the_journal_is_a_503():
     """profiled cannot allocate a journal segment (files may not grow past 8 MiB): Tracking API
     requests get 503 and nothing is acknowledged, the server stays up, and after a restart
@@ -201,4 +257,5 @@ def test_disk_full_on_the_journal_is_a_503():
 
 run_tests([test_kill_during_ingest, test_store_full_aborts_batch_cleanly,
            test_disk_full_aborts_batch_cleanly, test_a_full_filesystem_is_a_clean_error,
+           test_a_full_filesystem_under_the_server_loses_nothing_acknowledged,
            test_disk_full_on_the_journal_is_a_503])
