@@ -1,12 +1,15 @@
 # SPDX-License-Identifier: MIT
 """Crash safety (docs/architecture.md): kill -9 during a large ingest, reopen, `check` passes
 and every batch reported as committed is present. Repeated at several moments."""
+import contextlib
 import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 from common import TIMEOUT, Server, Store, generate, run_tests, tool
@@ -123,19 +126,32 @@ def test_disk_full_aborts_batch_cleanly():
         s.close()
 
 
-def test_a_full_filesystem_is_a_clean_error():
-    """A real full disk, not a stand-in: the store on a 24 MiB tmpfs (mounting needs root,
-    which the tests have). The ingest stops with the disk-full error and no signal, every
-    batch reported as committed is kept, check passes, and the ingest completes once the
-    filesystem has room."""
-    import shutil
-    import tempfile
+@contextlib.contextmanager
+def small_filesystem(size_mb):
+    """A tmpfs of `size_mb` MiB in a work folder (mounting needs root, which the tests have);
+    yields (work folder, mount point). Unmounted and removed on the way out."""
     work = tempfile.mkdtemp(prefix="ps-it-full-")
     mnt = os.path.join(work, "mnt")
     os.mkdir(mnt)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt], check=True,
-                   timeout=TIMEOUT)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dm" % size_mb, "tmpfs", mnt],
+                   check=True, timeout=TIMEOUT)
     try:
+        yield work, mnt
+    finally:
+        subprocess.run(["umount", "-l", mnt], timeout=TIMEOUT)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def grow(mnt, size_mb):
+    subprocess.run(["mount", "-o", "remount,size=%dm" % size_mb, mnt], check=True,
+                   timeout=TIMEOUT)
+
+
+def test_a_full_filesystem_is_a_clean_error():
+    """A real full disk, not a stand-in: the store on a 24 MiB tmpfs. The ingest stops with
+    the disk-full error and no signal, every batch reported as committed is kept, check
+    passes, and the ingest completes once the filesystem has room."""
+    with small_filesystem(24) as (work, mnt):
         data = os.path.join(mnt, "data")
         log = os.path.join(work, "log.ndjson")
         generate(log, 150000, seed=8)
@@ -153,7 +169,7 @@ def test_a_full_filesystem_is_a_clean_error():
         c = subprocess.run(ctl + ["check", "s"], capture_output=True, text=True,
                            timeout=TIMEOUT)
         assert c.returncode == 0 and c.stdout.endswith("ok\n"), (c.stdout, c.stderr)
-        subprocess.run(["mount", "-o", "remount,size=512m", mnt], check=True, timeout=TIMEOUT)
+        grow(mnt, 512)
         p = subprocess.run(ctl + ["--json", "ingest", "s", log], capture_output=True,
                            text=True, timeout=TIMEOUT)
         assert p.returncode == 0, p.stderr[-2000:]
@@ -163,9 +179,6 @@ def test_a_full_filesystem_is_a_clean_error():
         c = subprocess.run(ctl + ["check", "s"], capture_output=True, text=True,
                            timeout=TIMEOUT)
         assert c.returncode == 0 and c.stdout.endswith("ok\n"), (c.stdout, c.stderr)
-    finally:
-        subprocess.run(["umount", "-l", mnt], timeout=TIMEOUT)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_a_full_filesystem_under_the_server_loses_nothing_acknowledged():
@@ -173,18 +186,10 @@ def test_a_full_filesystem_under_the_server_loses_nothing_acknowledged():
     the store fills the rest, so its commits fail and are retried while the journal goes on
     acknowledging. Once the filesystem has room, every message answered 200 is in the store,
     and check passes."""
-    import shutil
-    import tempfile
-    work = tempfile.mkdtemp(prefix="ps-it-full-")
-    mnt = os.path.join(work, "mnt")
-    os.mkdir(mnt)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=80m", "tmpfs", mnt], check=True,
-                   timeout=TIMEOUT)
-    s = Store()
-    shutil.rmtree(s.dir)
-    s.dir = os.path.join(mnt, "data")
-    srv = None
-    try:
+    with small_filesystem(80) as (work, mnt):
+        s = Store()
+        shutil.rmtree(s.dir)
+        s.dir = os.path.join(mnt, "data")
         os.mkdir(s.dir)
         s.ctl("space", "create", "s")
         key = s.ctl("source", "create", "s").stdout.strip()
@@ -193,35 +198,30 @@ def test_a_full_filesystem_under_the_server_loses_nothing_acknowledged():
         with open(log) as f:
             lines = f.readlines()
         srv = Server(s, "--queue-mb", "8")  # the backlog fills soon after the store does
-        acked, statuses = set(), {}
-        for i in range(0, len(lines), 500):
-            batch = [json.loads(l) for l in lines[i:i + 500]]
-            status, _, reply = srv.track("batch", {"batch": batch}, key)
-            statuses[status] = statuses.get(status, 0) + 1
-            # a request the writer cannot take is refused after a while: never left waiting
-            assert status in (200, 503), (status, reply)
-            if status == 200:
+        try:
+            acked, statuses = set(), {}
+            for i in range(0, len(lines), 500):
+                batch = [json.loads(l) for l in lines[i:i + 500]]
+                status, _, reply = srv.track("batch", {"batch": batch}, key)
+                statuses[status] = statuses.get(status, 0) + 1
+                # a request the writer cannot take is refused after a while: never left waiting
+                assert status in (200, 503), (status, reply)
+                if status != 200:
+                    break
                 acked.update(m["messageId"] for m in batch if "messageId" in m)
-            else:
-                break
-        deadline = time.time() + 60
-        while not any('msg="disk full"' in l for l in srv.log):
-            assert time.time() < deadline, "the store never filled: %s" % statuses
-            time.sleep(0.2)
-        assert srv.get("/healthz")[0] == 200 and acked and statuses.get(503), statuses
-        subprocess.run(["mount", "-o", "remount,size=1g", mnt], check=True, timeout=TIMEOUT)
-        srv.stop()  # drains: with room again, the journal is applied
-        srv = None
+            deadline = time.time() + 60
+            while not any('msg="disk full"' in l for l in srv.log):
+                assert time.time() < deadline, "the store never filled: %s" % statuses
+                time.sleep(0.2)
+            assert srv.get("/healthz")[0] == 200 and acked and statuses.get(503), statuses
+            grow(mnt, 1024)
+        finally:
+            srv.stop()  # drains: with room again, the journal is applied
         assert s.ctl("check", "s").stdout.endswith("ok\n")
         # every message answered 200 is in the store's log
         logged = {json.loads(l).get("messageId") for l in s.ctl("log", "s").stdout.splitlines()}
         missing = acked - logged
         assert not missing, (len(missing), sorted(missing)[:5])
-    finally:
-        if srv:
-            srv.stop()
-        subprocess.run(["umount", "-l", mnt], timeout=TIMEOUT)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_disk_full_on_the_journal_is_a_503():
