@@ -58,9 +58,10 @@ def sandbox(root, home):
     env = dict(os.environ, HOME=home, PROFILED_DATA=os.path.join(home, "data"),
                PATH="%s/bin:%s/sbin:%s" % (root, root, os.environ["PATH"]))
     # no leak check at exit in the sanitizer build: LeakSanitizer stops the exiting process
-    # with ptrace, and `timeout` (in a documented command) resumes a stopped child, so the
-    # check waited forever (seen twice: the process spinning, its tracer in wait4). The
-    # programs' leaks are checked by every other test.
+    # with ptrace, and `timeout` (in a documented command) sends SIGCONT right after its
+    # SIGTERM, which can resume the process its tracer just stopped; the check then waited
+    # forever (seen twice: the process spinning, its tracer in wait4). The programs' leaks
+    # are checked by every other test.
     opts = [o for o in os.environ.get("ASAN_OPTIONS", "").split(":") if o]
     env["ASAN_OPTIONS"] = ":".join(opts + ["detect_leaks=0"])
     ctl = os.path.join(root, "bin", "profilectl")
