@@ -133,8 +133,8 @@ int cmd_compact(cli *c)
                         "and run compact again",
                         c->argv[0]);
     if (st != PS_OK)
-        return cli_fail(cli_exit_code(st), "compact failed: %s; the store is as it was",
-                        ps_status_str(st));
+        return cli_fail(cli_exit_code(st), "compact failed: %s%s; the store is as it was",
+                        ps_status_str(st), cli_status_hint(st));
     if (c->json)
         printf("{\"bytes_before\":%llu,\"bytes_after\":%llu}\n", (unsigned long long)before,
                (unsigned long long)after);

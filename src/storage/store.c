@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 static void txn_free(ps_txn *t);
+static int full_disk_rc(MDB_env *env, int rc);
 
 /* ---- environment ---- */
 
@@ -63,6 +64,33 @@ static ps_status mkdirs(const char *dir)
     return PS_OK;
 }
 
+/* LMDB maps its lock file and writes reader slots through that map, so a page of it that the
+ * filesystem has no block for is a SIGBUS on a full disk, not an error: the first reader of a
+ * new environment, or a reader taking a slot no process used before. So the file is allocated
+ * in full before LMDB opens it (LMDB keeps the size of a lock file larger than it would make:
+ * it then allows more readers). Without write access to it (another user's store, read-only)
+ * it is left to LMDB. */
+#define LOCK_FILE_BYTES 32768 /* LMDB's size for 510 readers */
+
+static ps_status lock_file_allocate(const char *dir)
+{
+    char path[4200];
+    if (snprintf(path, sizeof path, "%s/lock.mdb", dir) >= (int)sizeof path)
+        return PS_EINVAL;
+    /* opened and closed before LMDB takes its locks on it: closing drops a process's locks */
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return errno == ENOSPC || errno == EDQUOT ? map_rc(errno, "lock file") : PS_OK;
+    struct stat sb;
+    off_t bytes =
+        fstat(fd, &sb) == 0 && sb.st_size > LOCK_FILE_BYTES ? sb.st_size : LOCK_FILE_BYTES;
+    int rc = posix_fallocate(fd, 0, bytes);
+    close(fd);
+    if (rc == ENOSPC || rc == EDQUOT || rc == EFBIG)
+        return map_rc(rc == EFBIG ? ENOSPC : rc, "lock file");
+    return PS_OK; /* a filesystem without fallocate: as before */
+}
+
 ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **out)
 {
     struct stat sb;
@@ -81,6 +109,9 @@ ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **o
         map_size = strtoull(env_size, NULL, 10);
     if (map_size == 0)
         map_size = 16ULL << 30;
+    ps_status lst = lock_file_allocate(dir);
+    if (lst != PS_OK)
+        return lst;
 
     ps_store *s = ps_xcalloc(1, sizeof *s);
     pthread_mutex_init(&s->pool_lock, NULL);
@@ -184,7 +215,7 @@ ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **o
     else if (txn)
         mdb_txn_abort(txn);
     if (rc && st == PS_OK)
-        st = map_rc(rc, "open dbi");
+        st = map_rc(full_disk_rc(s->env, rc), "open dbi");
     if (st != PS_OK) {
         ps_store_close(s);
         return st;
@@ -331,13 +362,13 @@ ps_status ps_txn_begin(ps_store *s, bool write, ps_txn **out)
     return PS_OK;
 }
 
-/* LMDB reports a write the disk cut short as EIO, not ENOSPC: when the store's filesystem has
+/* LMDB reports a write the disk cut short as EIO, not ENOSPC: when the filesystem of `env` has
  * no room left after such a failure, it was the disk that filled. */
-static int full_disk_rc(ps_store *s, int rc)
+static int full_disk_rc(MDB_env *env, int rc)
 {
     int fd;
     struct statvfs v;
-    if (rc != EIO || mdb_env_get_fd(s->env, &fd) != 0 || fstatvfs(fd, &v) != 0)
+    if (rc != EIO || mdb_env_get_fd(env, &fd) != 0 || fstatvfs(fd, &v) != 0)
         return rc;
     uint64_t room = (uint64_t)(geteuid() == 0 ? v.f_bfree : v.f_bavail) * v.f_frsize;
     return room < (1u << 20) ? ENOSPC : rc;
@@ -379,7 +410,7 @@ ps_status ps_txn_commit(ps_txn *t)
     } else {
         st_icache_committed(s, mdb_txn_id(t->txn));
         int rc = mdb_txn_commit(t->txn);
-        st = map_rc(full_disk_rc(s, rc), "commit");
+        st = map_rc(full_disk_rc(s->env, rc), "commit");
     }
     txn_free(t);
     if (st == PS_OK && dict)
@@ -559,6 +590,17 @@ int ps_store_other_processes(ps_store *s)
     return others;
 }
 
+/* Removes what a copy into `dir` made (its files, then the directory when empty). */
+static void copy_remove(const char *dir)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/lock.mdb", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
 /* Copies every record of every table of `s`, as one read transaction sees them, into a new
  * environment in `tmp_dir` (created), building its pages afresh: a page copy (mdb_env_copy2)
  * would carry the bytes of deleted records that LMDB leaves in a page's free gap. With
@@ -566,13 +608,9 @@ int ps_store_other_processes(ps_store *s)
 static ps_status copy_fresh(ps_store *s, const char *tmp_dir, uint64_t *records, bool recode_log)
 {
     *records = 0;
+    copy_remove(tmp_dir); /* a copy an earlier compaction left (it crashed before its rename) */
     if (mkdir(tmp_dir, 0755) != 0 && errno != EEXIST)
-        return PS_EIO;
-    char left[4200]; /* a copy an earlier compaction left behind (it crashed before its rename) */
-    snprintf(left, sizeof left, "%s/data.mdb", tmp_dir);
-    unlink(left);
-    snprintf(left, sizeof left, "%s/lock.mdb", tmp_dir);
-    unlink(left);
+        return errno == ENOSPC || errno == EDQUOT ? map_rc(errno, "compact") : PS_EIO;
     MDB_env *env = NULL;
     MDB_envinfo info;
     mdb_env_info(s->env, &info);
@@ -581,11 +619,13 @@ static ps_status copy_fresh(ps_store *s, const char *tmp_dir, uint64_t *records,
         rc = mdb_env_set_maxdbs(env, DB__COUNT + 2);
     if (rc == 0)
         rc = mdb_env_set_mapsize(env, info.me_mapsize);
-    if (rc == 0)
+    ps_status st = rc ? map_rc(rc, "compact") : lock_file_allocate(tmp_dir);
+    if (rc == 0 && st == PS_OK)
         rc = mdb_env_open(env, tmp_dir, MDB_NOSYNC, 0644); /* synced once, at the end */
     ps_txn *t = NULL;
     MDB_txn *wt = NULL;
-    ps_status st = rc ? map_rc(rc, "compact") : ps_txn_begin(s, false, &t);
+    if (st == PS_OK)
+        st = rc ? map_rc(rc, "compact") : ps_txn_begin(s, false, &t);
     if (st == PS_OK && (rc = mdb_txn_begin(env, NULL, 0, &wt)) != 0)
         st = map_rc(rc, "compact");
     /* The log's dictionary was trained on the first messages, which an erasure may have
@@ -620,7 +660,7 @@ static ps_status copy_fresh(ps_store *s, const char *tmp_dir, uint64_t *records,
                 out = (MDB_val){val.len, val.ptr};
             if (st == PS_OK && !(is_dict && dict == NULL)) { /* in key order: pages fill up */
                 if ((rc = mdb_put(wt, to, &k, &out, MDB_APPEND)) != 0)
-                    st = map_rc(rc, "compact");
+                    st = map_rc(full_disk_rc(env, rc), "compact");
                 (*records)++;
             }
             grc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
@@ -636,11 +676,11 @@ static ps_status copy_fresh(ps_store *s, const char *tmp_dir, uint64_t *records,
     if (t)
         ps_txn_abort(t);
     if (st == PS_OK && (rc = mdb_txn_commit(wt)) != 0)
-        st = map_rc(rc, "compact");
+        st = map_rc(full_disk_rc(env, rc), "compact");
     else if (st != PS_OK && wt)
         mdb_txn_abort(wt);
     if (st == PS_OK && (rc = mdb_env_sync(env, 1)) != 0)
-        st = map_rc(rc, "compact");
+        st = map_rc(full_disk_rc(env, rc), "compact");
     if (env)
         mdb_env_close(env);
     return st;
@@ -670,8 +710,10 @@ ps_status ps_store_compact(ps_store **sp, const char *dir, uint64_t *bytes_befor
     *bytes_before = stat(data, &sb) == 0 ? (uint64_t)sb.st_blocks * 512 : 0;
     uint64_t records;
     ps_status st = copy_fresh(s, tmp, &records, true);
-    if (st != PS_OK)
+    if (st != PS_OK) { /* a part-made copy must not keep the disk full */
+        copy_remove(tmp);
         return st;
+    }
     ps_store_close(s); /* nothing may use the old file past this point */
     *sp = NULL;
     /* the swap is one rename: a crash leaves the old file or the new one, whole */
@@ -700,12 +742,7 @@ ps_status ps_store_snapshot(ps_store *s, const char *dir, uint64_t *records)
     if (st == PS_OK)
         st = copy_fresh(s, dir, records, false);
     if (st != PS_OK) { /* no half-made snapshot stays behind */
-        char path[4200];
-        snprintf(path, sizeof path, "%s/data.mdb", dir);
-        unlink(path);
-        snprintf(path, sizeof path, "%s/lock.mdb", dir);
-        unlink(path);
-        rmdir(dir);
+        copy_remove(dir);
         return st;
     }
     char lock[4200];

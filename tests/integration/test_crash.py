@@ -181,6 +181,67 @@ def test_a_full_filesystem_is_a_clean_error():
         assert c.returncode == 0 and c.stdout.endswith("ok\n"), (c.stdout, c.stderr)
 
 
+def fill(path):
+    """Writes zeros to `path` until the filesystem under it is full."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for size in (1 << 20, 4096):  # then the last pages
+            try:
+                while os.write(fd, bytes(size)) == size:
+                    pass
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+
+
+def test_compact_and_rebuild_on_a_full_filesystem_are_clean_errors():
+    """compact writes a whole new copy of the store, and rebuild writes every derived table
+    again: on a full filesystem both stop with the disk-full error (not an I/O error and not a
+    signal), compact's part-made copy is removed, and the store is as it was; with room again
+    both succeed."""
+    with small_filesystem(48) as (work, mnt):
+        data = os.path.join(mnt, "data")
+        log = os.path.join(work, "log.ndjson")
+        generate(log, 12000, seed=9)
+        ctl = [tool("profilectl"), "--data", data]
+
+        def run(*args):
+            return subprocess.run(ctl + list(args), capture_output=True, text=True,
+                                  timeout=TIMEOUT)
+
+        assert run("space", "create", "s").returncode == 0
+        assert run("ingest", "s", log).returncode == 0
+        before = run("export", "s").stdout
+        assert before.count("\n") > 100
+        space = os.path.join(data, "spaces", "s")
+        filler = os.path.join(work, "mnt", "filler")
+        fill(filler)
+        # with no room at all, then with 2 MiB: the copy's lock file fits, its data does not
+        for room in (0, 2 << 20):
+            os.truncate(filler, os.path.getsize(filler) - room)
+            free = os.statvfs(mnt).f_bfree
+            for args in (["compact", "s"], ["rebuild", "s"]):
+                p = run(*args)
+                where = (room, args, p.returncode, p.stderr)
+                assert p.returncode > 0, where  # an exit, not a signal
+                assert "store is full (free disk space" in p.stderr, where
+                assert "i/o error" not in p.stderr, where
+                # the copy compact was writing is gone: the disk is as full as before (a failed
+                # rebuild may leave its store's file longer: LMDB uses those pages again)
+                assert "compact.tmp" not in os.listdir(space), (where, os.listdir(space))
+                if args[0] == "compact":
+                    assert os.statvfs(mnt).f_bfree >= free, (where, os.statvfs(mnt).f_bfree)
+                c = run("check", "s")
+                assert c.returncode == 0 and c.stdout.endswith("ok\n"), (where, c.stdout)
+                assert run("export", "s").stdout == before, where
+        os.unlink(filler)
+        for args in (["compact", "s"], ["rebuild", "s"]):
+            p = run(*args)
+            assert p.returncode == 0, (args, p.stderr)
+            assert run("export", "s").stdout == before, args
+
+
 def test_a_full_filesystem_under_the_server_loses_nothing_acknowledged():
     """profiled with its store on an 80 MiB tmpfs: the journal's first 64 MiB segment fits and
     the store fills the rest, so its commits fail and are retried while the journal goes on
@@ -257,5 +318,6 @@ def test_disk_full_on_the_journal_is_a_503():
 
 run_tests([test_kill_during_ingest, test_store_full_aborts_batch_cleanly,
            test_disk_full_aborts_batch_cleanly, test_a_full_filesystem_is_a_clean_error,
+           test_compact_and_rebuild_on_a_full_filesystem_are_clean_errors,
            test_a_full_filesystem_under_the_server_loses_nothing_acknowledged,
            test_disk_full_on_the_journal_is_a_503])
