@@ -828,6 +828,13 @@ static size_t take_handoffs(worker *w, handoff **out)
     return n;
 }
 
+/* Closes a connection handed to `w` that it will not serve, and stops counting it. */
+static void refuse_handoff(worker *w, const handoff *h)
+{
+    evutil_closesocket(h->fd);
+    atomic_fetch_sub(w->held, 1);
+}
+
 void http_conn_adopt_handoffs(int fd, short what, void *arg)
 {
     (void)fd;
@@ -836,12 +843,10 @@ void http_conn_adopt_handoffs(int fd, short what, void *arg)
     handoff *h;
     size_t n = take_handoffs(w, &h);
     for (size_t i = 0; i < n; i++) {
-        if (w->connections >= w->max_connections || atomic_load(&w->srv->stopping)) {
-            evutil_closesocket(h[i].fd); /* filled meanwhile, or stopping */
-            atomic_fetch_sub(w->held, 1);
-        } else {
+        if (w->connections >= w->max_connections || atomic_load(&w->srv->stopping))
+            refuse_handoff(w, &h[i]); /* filled meanwhile, or stopping */
+        else
             adopt(w, h[i].fd, h[i].kind);
-        }
     }
     free(h);
 }
@@ -850,10 +855,8 @@ void http_conn_drop_handoffs(worker *w)
 {
     handoff *h;
     size_t n = take_handoffs(w, &h);
-    for (size_t i = 0; i < n; i++) {
-        evutil_closesocket(h[i].fd);
-        atomic_fetch_sub(w->held, 1);
-    }
+    for (size_t i = 0; i < n; i++)
+        refuse_handoff(w, &h[i]);
     free(h);
 }
 
