@@ -131,6 +131,7 @@ typedef struct export_ctx {
     ps_buf line;
     ps_status st;
     uint64_t count;
+    bool write_failed; /* standard output took less than a line: the export stops */
 } export_ctx;
 
 static bool export_one(void *ud, const ps_profile *p)
@@ -143,7 +144,10 @@ static bool export_one(void *ud, const ps_profile *p)
     if ((x->st = ps_profile_render(x->t, p, &o, &x->line)) != PS_OK)
         return false;
     ps_buf_putc(&x->line, '\n');
-    fwrite(x->line.ptr, 1, x->line.len, stdout);
+    if (fwrite(x->line.ptr, 1, x->line.len, stdout) != x->line.len) {
+        x->write_failed = true;
+        return false;
+    }
     x->count++;
     return true;
 }
@@ -177,6 +181,8 @@ int cmd_export(cli *c)
     }
     ps_buf_clear(&x.line);
     ps_space_close(sp);
+    if (x.write_failed || fflush(stdout) != 0)
+        return cli_fail(EXIT_STORE, "cannot write the export to standard output");
     if (st != PS_OK)
         return cli_fail(cli_exit_code(st), "export failed: %s", ps_status_str(st));
     return EXIT_OK;

@@ -354,7 +354,7 @@ int cli_no_more_options(const cli *c)
     return EXIT_OK;
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
     ps_mem_keep_freed();
     signal(SIGXFSZ, SIG_IGN); /* a file size limit is a failed write, not a kill */
@@ -423,5 +423,15 @@ int main(int argc, char **argv)
     if (rc < 0)
         rc = cli_fail(EXIT_USAGE, "unknown command '%s' (see profilectl --help)", rest[0]);
     free(rest);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    int rc = run(argc, argv);
+    /* what could not be written (a full disk under a redirection) is a failure, never a
+     * success with a short file */
+    if ((fflush(stdout) != 0 || ferror(stdout)) && rc == EXIT_OK)
+        rc = cli_fail(EXIT_STORE, "cannot write to standard output");
     return rc;
 }

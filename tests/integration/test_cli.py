@@ -5,7 +5,7 @@ import os
 import re
 import subprocess
 
-from common import Store, run_tests, tool
+from common import TIMEOUT, Store, run_tests, tool
 
 
 def test_usage_and_exit_codes():
@@ -163,6 +163,27 @@ def test_verbose_reports_each_commit_once():
         s.close()
 
 
+def test_output_that_cannot_be_written_is_an_error():
+    """Standard output on a full disk (/dev/full): every command that prints fails with a
+    message instead of succeeding with a short file."""
+    s = Store()
+    try:
+        s.ctl("space", "create", "s")
+        lines = ['{"type":"identify","userId":"u%d","traits":{"n":%d}}' % (i, i)
+                 for i in range(300)]
+        s.ctl("ingest", "s", "-", input="\n".join(lines) + "\n")
+        for args in (["export", "s"], ["log", "s"], ["space", "list"], ["check", "s"],
+                     ["settings", "get", "s"], ["inspect", "s", "user_id:u1"], ["--version"]):
+            with open("/dev/full", "w") as full:
+                p = subprocess.run([tool("profilectl"), "--data", s.dir] + args, stdout=full,
+                                   stderr=subprocess.PIPE, text=True, timeout=TIMEOUT)
+            assert p.returncode == 4, (args, p.returncode, p.stderr)
+            assert "cannot write" in p.stderr and "standard output" in p.stderr, (args, p.stderr)
+            assert p.stderr.count("\n") == 1, (args, p.stderr)  # said once
+    finally:
+        s.close()
+
+
 def test_oversized_line_is_skipped_not_loaded():
     s = Store()
     try:
@@ -262,6 +283,6 @@ def test_blocked_regex_limits():
 
 run_tests([test_usage_and_exit_codes, test_settings_get_set_check,
            test_ingest_reports_malformed_lines_and_goes_on,
-           test_verbose_reports_each_commit_once,
+           test_verbose_reports_each_commit_once, test_output_that_cannot_be_written_is_an_error,
            test_oversized_line_is_skipped_not_loaded, test_export_is_stable_and_complete,
            test_unconfigured_type_seen_in_accounts, test_blocked_regex_limits])
