@@ -91,6 +91,37 @@ static ps_status lock_file_allocate(const char *dir)
     return PS_OK; /* a filesystem without fallocate: as before */
 }
 
+/* A data file shorter than the pages its meta counts (a truncated copy, a damaged disk) would
+ * make the first read of a missing page a SIGBUS through the map. LMDB itself can leave the
+ * last few pages unwritten (pages a transaction allocated and freed again), so a short file is
+ * extended with a hole: missing pages read as zeros, which LMDB reports as a corrupt page. */
+static ps_status data_file_whole(MDB_env *env, const char *dir)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    int fd;
+    struct stat sb;
+    if (mdb_env_info(env, &info) != 0 || mdb_env_stat(env, &st) != 0 ||
+        mdb_env_get_fd(env, &fd) != 0 || fstat(fd, &sb) != 0)
+        return PS_EIO;
+    off_t used = (off_t)(info.me_last_pgno + 1) * st.ms_psize;
+    if (sb.st_size >= used)
+        return PS_OK;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    int wfd = open(path, O_WRONLY | O_CLOEXEC);
+    bool grown = wfd >= 0 && ftruncate(wfd, used) == 0;
+    if (wfd >= 0)
+        close(wfd);
+    ps_log(grown ? PS_LOG_WARN : PS_LOG_ERROR,
+           "msg=\"data file shorter than the store\" path=%s bytes=%lld expected=%lld "
+           "detail=\"%s\"",
+           path, (long long)sb.st_size, (long long)used,
+           grown ? "missing pages read as zeros; run profilectl check"
+                 : "cannot extend it: refusing to map it");
+    return grown ? PS_OK : PS_ECORRUPT;
+}
+
 ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **out)
 {
     struct stat sb;
@@ -127,6 +158,15 @@ ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **o
         rc = mdb_env_set_maxreaders(s->env, 510);
     if (rc == 0)
         rc = mdb_env_open(s->env, dir, MDB_NOTLS | (opts->read_only ? MDB_RDONLY : 0), 0644);
+    ps_status whole = rc == 0 ? data_file_whole(s->env, dir) : PS_OK;
+    if (rc == 0 && whole != PS_OK) {
+        mdb_env_close(s->env);
+        pthread_mutex_destroy(&s->pool_lock);
+        pthread_mutex_destroy(&s->dict_lock);
+        free(s->name);
+        free(s);
+        return whole;
+    }
     if (rc) {
         ps_status st = map_rc(rc, "open");
         if (rc == ENOENT)

@@ -242,6 +242,37 @@ def test_compact_and_rebuild_on_a_full_filesystem_are_clean_errors():
             assert run("export", "s").stdout == before, args
 
 
+def test_a_truncated_data_file_is_corrupt_data_not_a_crash():
+    """A data file cut short (a partial copy, a damaged disk) used to end in SIGBUS at the
+    first read of a missing page through LMDB's map. Every command now says the data is
+    corrupt, and the server goes on answering."""
+    s = Store()
+    srv = None
+    try:
+        s.ctl("space", "create", "s")
+        token = s.ctl("token", "create", "s").stdout.strip().splitlines()[-1]
+        log = os.path.join(s.dir, "log.ndjson")
+        generate(log, 20000, seed=5)
+        s.ctl("ingest", "s", log)
+        data = os.path.join(s.dir, "spaces", "s", "data.mdb")
+        os.truncate(data, os.path.getsize(data) * 3 // 5)
+        for args in (["check", "s"], ["export", "s"], ["log", "s"], ["inspect", "s", "user_id:x"]):
+            p = s.ctl(*args, check=False)
+            assert p.returncode == 4, (args, p.returncode, p.stderr)  # not -7 (SIGBUS)
+            assert "corrupt data" in p.stderr, (args, p.stderr)
+        srv = Server(s)
+        status, _, _ = srv.get("/v1/spaces/s/collections/users/profiles/user_id:x/traits",
+                               token)
+        assert status < 500 or status == 503, status
+        assert srv.get("/healthz")[0] == 200
+        srv.stop()
+        srv = None
+    finally:
+        if srv:
+            srv.stop()
+        s.close()
+
+
 def test_a_full_filesystem_under_the_server_loses_nothing_acknowledged():
     """profiled with its store on an 80 MiB tmpfs: the journal's first 64 MiB segment fits and
     the store fills the rest, so its commits fail and are retried while the journal goes on
@@ -319,5 +350,6 @@ def test_disk_full_on_the_journal_is_a_503():
 run_tests([test_kill_during_ingest, test_store_full_aborts_batch_cleanly,
            test_disk_full_aborts_batch_cleanly, test_a_full_filesystem_is_a_clean_error,
            test_compact_and_rebuild_on_a_full_filesystem_are_clean_errors,
+           test_a_truncated_data_file_is_corrupt_data_not_a_crash,
            test_a_full_filesystem_under_the_server_loses_nothing_acknowledged,
            test_disk_full_on_the_journal_is_a_503])
