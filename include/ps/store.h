@@ -105,6 +105,9 @@ ps_status ps_store_compact(ps_store **s, const char *dir, uint64_t *bytes_before
  * record comes along; writers go on meanwhile. PS_ECONFLICT when `dir` exists; on failure nothing
  * stays behind. */
 ps_status ps_store_snapshot(ps_store *s, const char *dir, uint64_t *records);
+/* Removes the files of a closed store in `dir`, then `dir` when that leaves it empty: what a
+ * creation that failed half-way made. */
+void ps_store_remove(const char *dir);
 /* How many other processes have reader slots in the store (stale slots are cleared first). */
 int ps_store_other_processes(ps_store *s);
 

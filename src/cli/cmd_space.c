@@ -67,7 +67,8 @@ int cmd_space(cli *c)
     if (st == PS_ECONFLICT)
         return cli_fail(EXIT_INVALID, "space '%s' already exists", name);
     if (st != PS_OK)
-        return cli_fail(cli_exit_code(st), "cannot create space '%s': %s", name, ps_status_str(st));
+        return cli_fail(cli_exit_code(st), "cannot create space '%s': %s%s", name,
+                        ps_status_str(st), cli_status_hint(st));
     if (c->json)
         printf("{\"space\":\"%s\",\"created\":true%s%s%s}\n", name, preset ? ",\"preset\":\"" : "",
                preset ? preset : "", preset ? "\"" : "");

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "ps/clock.h"
+#include "ps/fsutil.h"
 #include "ps/rules.h"
 #include "ps/store.h"
 
@@ -333,16 +334,6 @@ static ps_status put_status(ps_space *sp, const char *id, const char *status, in
     return st;
 }
 
-static ps_status sync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return PS_EIO;
-    int rc = fsync(fd);
-    close(fd);
-    return rc == 0 ? PS_OK : PS_EIO;
-}
-
 ps_status ps_import_submit(ps_space *sp, const uint8_t *csv, size_t len, int64_t now_ms,
                            char id[PS_IMPORT_ID_BUF])
 {
@@ -372,7 +363,7 @@ ps_status ps_import_submit(ps_space *sp, const uint8_t *csv, size_t len, int64_t
     if (st == PS_OK && rename(tmp, path) != 0)
         st = PS_EIO;
     if (st == PS_OK)
-        st = sync_dir(dir); /* acknowledged: the file survives a crash */
+        st = ps_dir_sync(dir); /* acknowledged: the file survives a crash */
     if (st != PS_OK) {
         unlink(tmp);
         return st;

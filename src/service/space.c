@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "ps/auth.h"
+#include "ps/fsutil.h"
 #include "ps/graph.h"
 #include "ps/graphdb.h"
 #include "ps/journal.h"
@@ -91,6 +92,16 @@ static void space_dir(const char *data_dir, const char *name, char *out, size_t 
     snprintf(out, cap, "%s/spaces/%s", data_dir, name);
 }
 
+/* The directory `path` is in (`out`, of `cap` bytes). */
+static const char *parent_of(const char *path, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s", path);
+    char *slash = strrchr(out, '/');
+    if (slash && slash != out)
+        *slash = 0;
+    return out;
+}
+
 ps_status ps_space_create(const char *data_dir, const char *name, const char *settings,
                           size_t settings_len, ps_diags *diags)
 {
@@ -103,16 +114,22 @@ ps_status ps_space_create(const char *data_dir, const char *name, const char *se
             return st;
         ps_rules_free(rules);
     }
-    char dir[4096];
+    char dir[4096], tmp[4200];
     space_dir(data_dir, name, dir, sizeof dir);
     struct stat sb;
     if (stat(dir, &sb) == 0)
         return PS_ECONFLICT;
+    /* made under a name no space can have, then renamed: a failure (a full disk) or a crash
+     * half-way never leaves a space without its settings */
+    snprintf(tmp, sizeof tmp, "%s/spaces/.new-%s", data_dir, name);
+    ps_store_remove(tmp); /* what an earlier attempt left */
     ps_store *store;
     ps_store_opts opts = {.create = true};
-    ps_status st = ps_store_open(dir, &opts, &store);
-    if (st != PS_OK)
+    ps_status st = ps_store_open(tmp, &opts, &store);
+    if (st != PS_OK) {
+        ps_store_remove(tmp);
         return st;
+    }
     ps_txn *t;
     if ((st = ps_txn_begin(store, true, &t)) == PS_OK) {
         const char *body = settings ? settings : "{}";
@@ -126,6 +143,12 @@ ps_status ps_space_create(const char *data_dir, const char *name, const char *se
             ps_txn_abort(t);
     }
     ps_store_close(store);
+    if (st == PS_OK && rename(tmp, dir) != 0)
+        st = errno == ENOTEMPTY || errno == EEXIST ? PS_ECONFLICT : PS_EIO;
+    if (st != PS_OK)
+        ps_store_remove(tmp);
+    else
+        (void)ps_dir_sync(parent_of(dir, tmp, sizeof tmp)); /* the new name */
     return st;
 }
 

@@ -21,6 +21,7 @@
 
 #include <zlib.h>
 
+#include "ps/fsutil.h"
 #include "ps/log.h"
 
 #define HEAD 8
@@ -221,11 +222,8 @@ static ps_status new_segment(ps_journal *j)
     if (fd < 0)
         return errno == ENOSPC ? PS_EFULL : PS_EIO;
     int rc = posix_fallocate(fd, 0, PS_JOURNAL_SEGMENT);
-    int dfd = rc == 0 ? open(j->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-    if (rc == 0 && (dfd < 0 || fsync(dfd) != 0))
+    if (rc == 0 && ps_dir_sync(j->dir) != PS_OK)
         rc = errno ? errno : EIO;
-    if (dfd >= 0)
-        close(dfd);
     if (rc != 0) {
         close(fd);
         unlink(path);

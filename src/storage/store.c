@@ -33,6 +33,8 @@
  */
 #include "store_int.h"
 
+#include "ps/fsutil.h"
+
 #include <fcntl.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -630,8 +632,7 @@ int ps_store_other_processes(ps_store *s)
     return others;
 }
 
-/* Removes what a copy into `dir` made (its files, then the directory when empty). */
-static void copy_remove(const char *dir)
+void ps_store_remove(const char *dir)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/data.mdb", dir);
@@ -648,7 +649,7 @@ static void copy_remove(const char *dir)
 static ps_status copy_fresh(ps_store *s, const char *tmp_dir, uint64_t *records, bool recode_log)
 {
     *records = 0;
-    copy_remove(tmp_dir); /* a copy an earlier compaction left (it crashed before its rename) */
+    ps_store_remove(tmp_dir); /* a copy an earlier compaction left (it crashed before its rename) */
     if (mkdir(tmp_dir, 0755) != 0 && errno != EEXIST)
         return errno == ENOSPC || errno == EDQUOT ? map_rc(errno, "compact") : PS_EIO;
     MDB_env *env = NULL;
@@ -726,16 +727,6 @@ static ps_status copy_fresh(ps_store *s, const char *tmp_dir, uint64_t *records,
     return st;
 }
 
-/* Makes the names of what `dir` holds durable. */
-static void sync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
-}
-
 ps_status ps_store_compact(ps_store **sp, const char *dir, uint64_t *bytes_before,
                            uint64_t *bytes_after)
 {
@@ -751,7 +742,7 @@ ps_status ps_store_compact(ps_store **sp, const char *dir, uint64_t *bytes_befor
     uint64_t records;
     ps_status st = copy_fresh(s, tmp, &records, true);
     if (st != PS_OK) { /* a part-made copy must not keep the disk full */
-        copy_remove(tmp);
+        ps_store_remove(tmp);
         return st;
     }
     ps_store_close(s); /* nothing may use the old file past this point */
@@ -764,7 +755,7 @@ ps_status ps_store_compact(ps_store **sp, const char *dir, uint64_t *bytes_befor
         return PS_EIO;
     unlink(tmplock);
     rmdir(tmp);
-    sync_dir(dir);
+    (void)ps_dir_sync(dir);
     unlink(lock); /* recreated by the next opener, for the new file */
     *bytes_after = stat(data, &sb) == 0 ? (uint64_t)sb.st_blocks * 512 : 0;
     ps_store_opts o = {0};
@@ -782,12 +773,12 @@ ps_status ps_store_snapshot(ps_store *s, const char *dir, uint64_t *records)
     if (st == PS_OK)
         st = copy_fresh(s, dir, records, false);
     if (st != PS_OK) { /* no half-made snapshot stays behind */
-        copy_remove(dir);
+        ps_store_remove(dir);
         return st;
     }
     char lock[4200];
     snprintf(lock, sizeof lock, "%s/lock.mdb", dir);
     unlink(lock); /* made by the copy's environment; the next opener makes its own */
-    sync_dir(dir);
+    (void)ps_dir_sync(dir);
     return PS_OK;
 }

@@ -242,6 +242,31 @@ def test_compact_and_rebuild_on_a_full_filesystem_are_clean_errors():
             assert run("export", "s").stdout == before, args
 
 
+def test_space_create_on_a_full_filesystem_leaves_no_space():
+    """A space is made under a temporary name and renamed when whole: on a full disk the
+    creation fails with the disk-full error and leaves nothing that `space list` shows."""
+    with small_filesystem(16) as (work, mnt):
+        data = os.path.join(mnt, "data")
+        ctl = [tool("profilectl"), "--data", data]
+
+        def run(*args):
+            return subprocess.run(ctl + list(args), capture_output=True, text=True,
+                                  timeout=TIMEOUT)
+
+        assert run("space", "create", "a").returncode == 0
+        filler = os.path.join(mnt, "filler")
+        fill(filler)
+        p = run("space", "create", "b")
+        assert p.returncode == 4, (p.returncode, p.stderr)
+        assert "store is full (free disk space" in p.stderr, p.stderr
+        assert os.listdir(os.path.join(data, "spaces")) == ["a"], os.listdir(data + "/spaces")
+        assert run("space", "list").stdout.split() == ["a"]
+        os.unlink(filler)
+        assert run("space", "create", "b").returncode == 0
+        assert run("space", "list").stdout.split() == ["a", "b"]
+        assert run("settings", "get", "b").returncode == 0
+
+
 def test_a_truncated_data_file_is_corrupt_data_not_a_crash():
     """A data file cut short (a partial copy, a damaged disk) used to end in SIGBUS at the
     first read of a missing page through LMDB's map. Every command now says the data is
@@ -350,6 +375,7 @@ def test_disk_full_on_the_journal_is_a_503():
 run_tests([test_kill_during_ingest, test_store_full_aborts_batch_cleanly,
            test_disk_full_aborts_batch_cleanly, test_a_full_filesystem_is_a_clean_error,
            test_compact_and_rebuild_on_a_full_filesystem_are_clean_errors,
+           test_space_create_on_a_full_filesystem_leaves_no_space,
            test_a_truncated_data_file_is_corrupt_data_not_a_crash,
            test_a_full_filesystem_under_the_server_loses_nothing_acknowledged,
            test_disk_full_on_the_journal_is_a_503])
