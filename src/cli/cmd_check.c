@@ -37,7 +37,7 @@ int cmd_check(cli *c)
     }
     for (unsigned long long i = 0; i < r.problems && i < PS_CHECK_SHOWN; i++)
         fprintf(stderr, "problem: %s\n", r.shown[i]);
-    if (r.problems)
+    if (r.problems || st != PS_OK)
         return cli_fail(EXIT_STORE, "check failed: %llu problem(s)",
                         (unsigned long long)r.problems);
     if (!c->json)

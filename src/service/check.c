@@ -22,6 +22,7 @@ typedef struct ctx {
     uint64_t max_seq;
     uint64_t noncanonical;
     uint64_t audit_create, audit_merge, audit_mapping, audit_unmap, audit_erased;
+    uint64_t member_rows, pmap_rows, pevent_rows; /* read by the table walks */
 } ctx;
 
 static void problem(ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -120,6 +121,7 @@ static bool check_profile(void *ud, const ps_profile *p)
 static bool check_member(void *ud, uint64_t canonical, uint64_t member)
 {
     ctx *c = ud;
+    c->member_rows++;
     ps_profile m;
     if (ps_store_profile_get(c->t, member, &m) != PS_OK) {
         problem(c, "member row (%llu, %llu): member profile missing", (unsigned long long)canonical,
@@ -285,6 +287,31 @@ static bool check_audit(void *ud, const ps_audit_rec *a)
     return true;
 }
 
+/* LMDB keeps each table's row count apart from its pages: a walk that read fewer rows than
+ * that went past damaged pages (a file changed outside LMDB) that happened to parse. */
+static ps_status rows_all_read(ctx *c)
+{
+    ps_store_counts n;
+    ps_status st = ps_store_counts_get(c->t, &n);
+    if (st != PS_OK)
+        return st;
+    const struct {
+        const char *table;
+        uint64_t recorded, read;
+    } tables[] = {
+        {"profile", n.profiles, c->r->profiles}, {"member", n.members, c->member_rows},
+        {"ident", n.idents, c->r->identifiers},  {"pmap", n.pmaps, c->pmap_rows},
+        {"event", n.events, c->r->events},       {"pevent", n.pevents, c->pevent_rows},
+        {"link", n.links, c->r->links},          {"audit", n.audits, c->r->audit_rows},
+    };
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
+        if (tables[i].recorded != tables[i].read)
+            problem(c, "table %s: %llu rows recorded but %llu read (damaged pages?)",
+                    tables[i].table, (unsigned long long)tables[i].recorded,
+                    (unsigned long long)tables[i].read);
+    return PS_OK;
+}
+
 ps_status ps_check_space(ps_space *sp, ps_check_report *report)
 {
     memset(report, 0, sizeof *report);
@@ -312,6 +339,7 @@ ps_status ps_check_space(ps_space *sp, ps_check_report *report)
     if (st == PS_OK && c.counter != report->identifiers)
         problem(&c, "%llu identifiers but %llu profile identifier rows",
                 (unsigned long long)report->identifiers, (unsigned long long)c.counter);
+    c.pmap_rows = c.counter;
     if (st == PS_OK)
         st = ps_store_event_scan(t, check_event, &c);
     c.counter = 0;
@@ -320,6 +348,7 @@ ps_status ps_check_space(ps_space *sp, ps_check_report *report)
     if (st == PS_OK && c.counter != report->events)
         problem(&c, "%llu events but %llu event index rows", (unsigned long long)report->events,
                 (unsigned long long)c.counter);
+    c.pevent_rows = c.counter;
     if (st == PS_OK)
         st = ps_store_link_scan(t, 0, check_link, &c);
     if (st == PS_OK)
@@ -336,6 +365,12 @@ ps_status ps_check_space(ps_space *sp, ps_check_report *report)
         if (c.audit_merge < c.noncanonical)
             problem(&c, "audit: %llu merge rows for %llu merged-away profiles",
                     (unsigned long long)c.audit_merge, (unsigned long long)c.noncanonical);
+    }
+    if (st == PS_OK)
+        st = rows_all_read(&c);
+    if (st == PS_ECORRUPT) { /* LMDB met a page it cannot read: a finding, not a failure */
+        problem(&c, "a table walk stopped at a page LMDB cannot read (damaged pages)");
+        st = PS_OK;
     }
     ps_txn_abort(t);
     if (st != PS_OK)

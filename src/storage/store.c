@@ -124,6 +124,17 @@ static ps_status data_file_whole(MDB_env *env, const char *dir)
     return grown ? PS_OK : PS_ECORRUPT;
 }
 
+/* LMDB stops the process (abort) when a page it reads breaks its own rules, which only a
+ * damaged file does: the log says which store, and what to do, before it happens. */
+static void on_lmdb_assert(MDB_env *env, const char *msg)
+{
+    ps_store *s = mdb_env_get_userctx(env);
+    ps_log(PS_LOG_ERROR,
+           "msg=\"store corrupt: LMDB stops the process\" store=%s detail=\"%s\" "
+           "hint=\"restore the space from a snapshot, or rebuild it from its log\"",
+           s ? s->name : "?", msg);
+}
+
 ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **out)
 {
     struct stat sb;
@@ -158,6 +169,10 @@ ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **o
         rc = mdb_env_set_mapsize(s->env, (size_t)map_size);
     if (rc == 0)
         rc = mdb_env_set_maxreaders(s->env, 510);
+    if (rc == 0)
+        rc = mdb_env_set_userctx(s->env, s);
+    if (rc == 0)
+        rc = mdb_env_set_assert(s->env, on_lmdb_assert);
     if (rc == 0)
         rc = mdb_env_open(s->env, dir, MDB_NOTLS | (opts->read_only ? MDB_RDONLY : 0), 0644);
     ps_status whole = rc == 0 ? data_file_whole(s->env, dir) : PS_OK;

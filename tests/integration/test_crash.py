@@ -298,6 +298,35 @@ def test_a_truncated_data_file_is_corrupt_data_not_a_crash():
         s.close()
 
 
+def test_check_never_passes_a_store_with_damaged_pages():
+    """Pages overwritten outside LMDB (40 pages of noise near the end of the file) made check
+    print "ok" and exit 0 while LMDB logged that it could not read them: its "corrupt" read
+    error was taken for check's own verdict with no problem listed. LMDB has no page
+    checksums, so some damage stops the process instead (it aborts); check must never pass."""
+    s = Store()
+    try:
+        s.ctl("space", "create", "s")
+        log = os.path.join(s.dir, "log.ndjson")
+        generate(log, 20000, seed=5)
+        s.ctl("ingest", "s", log)
+        space = os.path.join(s.dir, "spaces", "s")
+        pristine = os.path.join(s.dir, "pristine")
+        shutil.copytree(space, pristine)
+        for seed in range(3):
+            shutil.rmtree(space)
+            shutil.copytree(pristine, space)
+            data = os.path.join(space, "data.mdb")
+            pages = os.path.getsize(data) // 4096
+            with open(data, "r+b") as f:
+                f.seek(4096 * (pages * 85 // 100))
+                f.write(random.Random(seed).randbytes(4096 * 40))
+            p = s.ctl("check", "s", check=False)
+            assert p.returncode != 0, (seed, p.stdout, p.stderr[-500:])
+            assert not p.stdout.endswith("ok\n"), (seed, p.stdout)
+    finally:
+        s.close()
+
+
 def test_a_full_filesystem_under_the_server_loses_nothing_acknowledged():
     """profiled with its store on an 80 MiB tmpfs: the journal's first 64 MiB segment fits and
     the store fills the rest, so its commits fail and are retried while the journal goes on
@@ -377,5 +406,6 @@ run_tests([test_kill_during_ingest, test_store_full_aborts_batch_cleanly,
            test_compact_and_rebuild_on_a_full_filesystem_are_clean_errors,
            test_space_create_on_a_full_filesystem_leaves_no_space,
            test_a_truncated_data_file_is_corrupt_data_not_a_crash,
+           test_check_never_passes_a_store_with_damaged_pages,
            test_a_full_filesystem_under_the_server_loses_nothing_acknowledged,
            test_disk_full_on_the_journal_is_a_503])
