@@ -145,6 +145,28 @@ static uint32_t record_crc(const uint8_t *len_bytes, const uint8_t *payload, siz
     return (uint32_t)crc32(c, payload, (uInt)len);
 }
 
+/* Whether a whole record starts at `off` of the `size` bytes at `m`. */
+static bool record_at(const uint8_t *m, size_t size, uint64_t off)
+{
+    if (off + HEAD > size)
+        return false;
+    uint32_t len = get_le32(m + off), crc = get_le32(m + off + 4);
+    return len != 0 && len <= PS_JOURNAL_RECORD_MAX && off + HEAD + len <= size &&
+           record_crc(m + off, m + off + HEAD, len) == crc;
+}
+
+/* The first offset after `off` where a whole record starts, or `size`. A record that does
+ * not check out is the end of what was written (a crash cut the last write short, and the
+ * allocated rest is zeros), unless whole records follow it: then it was damaged where it lay,
+ * and what follows is still applied. */
+static uint64_t next_record(const uint8_t *m, size_t size, uint64_t off)
+{
+    for (uint64_t p = off + 1; p + HEAD <= size; p++)
+        if (m[p] != 0 && record_at(m, size, p)) /* a record's length is never 0 */
+            return p;
+    return size;
+}
+
 /* Visits the whole records of one segment from `off`; false when `fn` stopped. */
 static bool scan_segment(const char *dir, uint64_t start, uint64_t off, ps_journal_fn fn, void *ud,
                          uint64_t *last, ps_status *st)
@@ -168,10 +190,20 @@ static bool scan_segment(const char *dir, uint64_t start, uint64_t off, ps_journ
     }
     bool going = true;
     while (off + HEAD <= size) {
-        uint32_t len = get_le32(m + off), crc = get_le32(m + off + 4);
-        if (len == 0 || len > PS_JOURNAL_RECORD_MAX || off + HEAD + len > size ||
-            record_crc(m + off, m + off + HEAD, len) != crc)
-            break; /* the end of what was written, or a write a crash cut short */
+        if (!record_at(m, size, off)) {
+            if (get_le32(m + off) == 0 && get_le32(m + off + 4) == 0)
+                break; /* the end of what was written */
+            uint64_t next = next_record(m, size, off);
+            if (next == size)
+                break; /* a write a crash cut short */
+            ps_log(PS_LOG_ERROR,
+                   "msg=\"journal record damaged; skipped to the next whole one\" path=%s "
+                   "offset=%llu skipped_bytes=%llu",
+                   path, (unsigned long long)off, (unsigned long long)(next - off));
+            off = next;
+            continue;
+        }
+        uint32_t len = get_le32(m + off);
         off += HEAD + len;
         *last = start + off;
         if (!fn(ud, start + off, (ps_slice){m + off - len, len})) {
