@@ -176,16 +176,8 @@ ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **o
     if (rc == 0)
         rc = mdb_env_open(s->env, dir, MDB_NOTLS | (opts->read_only ? MDB_RDONLY : 0), 0644);
     ps_status whole = rc == 0 ? data_file_whole(s->env, dir) : PS_OK;
-    if (rc == 0 && whole != PS_OK) {
-        mdb_env_close(s->env);
-        pthread_mutex_destroy(&s->pool_lock);
-        pthread_mutex_destroy(&s->dict_lock);
-        free(s->name);
-        free(s);
-        return whole;
-    }
-    if (rc) {
-        ps_status st = map_rc(rc, "open");
+    if (rc || whole != PS_OK) {
+        ps_status st = rc ? map_rc(rc, "open") : whole;
         if (rc == ENOENT)
             st = PS_ENOTFOUND;
         mdb_env_close(s->env);

@@ -46,6 +46,18 @@ static int segments(const char *dir)
     return n;
 }
 
+/* Overwrites `n` bytes at offset `off` of the journal's first segment in `dir`. */
+static bool damage(const char *dir, uint64_t off, const char *bytes, size_t n)
+{
+    char seg[512];
+    snprintf(seg, sizeof seg, "%s/journal-%016x", dir, 0);
+    int fd = open(seg, O_RDWR);
+    bool done = fd >= 0 && pwrite(fd, bytes, n, (off_t)off) == (ssize_t)n;
+    if (fd >= 0)
+        close(fd);
+    return done;
+}
+
 static void append_scan_torn_tail_and_restart(void)
 {
     char dir[256];
@@ -82,12 +94,7 @@ static void append_scan_torn_tail_and_restart(void)
     ps_journal_close(j);
     j = NULL;
     /* a crash cut the last record short: flip a byte of its payload */
-    char seg[512];
-    snprintf(seg, sizeof seg, "%s/journal-%016x", dir, 0);
-    int fd = open(seg, O_RDWR);
-    CHECK(fd >= 0);
-    CHECK(pwrite(fd, "X", 1, (off_t)(last - 1)) == 1);
-    close(fd);
+    CHECK(damage(dir, last - 1, "X", 1));
     memset(&s, 0, sizeof s);
     CHECK_EQ_INT(ps_journal_scan(dir, 0, collect, &s, &last), PS_OK);
     CHECK_EQ_INT(s.count, 99);
@@ -148,13 +155,8 @@ static void a_damaged_record_is_skipped(void)
     CHECK_EQ_INT(ps_journal_sync(j), PS_OK);
     ps_journal_close(j);
     j = NULL;
-    char seg[512];
-    snprintf(seg, sizeof seg, "%s/journal-%016x", dir, 0);
-    int fd = open(seg, O_RDWR);
-    CHECK(fd >= 0);
-    CHECK(pwrite(fd, "X", 1, (off_t)(ends[3] - 1)) == 1); /* r3's payload */
-    CHECK(pwrite(fd, "\xff\xff\xff\xff", 4, (off_t)ends[5]) == 4); /* r6's length */
-    close(fd);
+    CHECK(damage(dir, ends[3] - 1, "X", 1));                /* r3's payload */
+    CHECK(damage(dir, ends[5], "\xff\xff\xff\xff", 4)); /* r6's length */
     char names[256] = "";
     uint64_t last;
     CHECK_EQ_INT(ps_journal_scan(dir, 0, collect_names, names, &last), PS_OK);
