@@ -24,6 +24,10 @@ bool ps_space_name_valid(const char *name);
 
 /* Creates space `name` with `settings` JSON (NULL for defaults). PS_ECONFLICT if it exists;
  * PS_EINVAL with `diags` filled when the settings are invalid (nothing is created). */
+/* Checks what the environment tells every space's store (PS_MAP_SIZE): PS_EINVAL, logged with
+ * the reason, when it is not usable. A server checks it before it starts. */
+ps_status ps_space_env_check(void);
+
 ps_status ps_space_create(const char *data_dir, const char *name, const char *settings,
                           size_t settings_len, ps_diags *diags);
 

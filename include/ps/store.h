@@ -36,6 +36,9 @@ typedef struct ps_store_opts {
  * or events (the catalog, a new space) is marked current on open. Writes the current format
  * into a new store. Returns an owned store; close it with ps_store_close(). */
 ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **out);
+/* The map size PS_MAP_SIZE asks for (*out 0 when it is unset), or PS_EINVAL (logged) when it
+ * is not a number of bytes from 64 KiB to 64 TiB. A server checks it once at start. */
+ps_status ps_store_env_map_size(uint64_t *out);
 void ps_store_close(ps_store *s);
 /* The store's format as found at open (PS_STORE_FORMAT unless opened with any_format). */
 int ps_store_format(const ps_store *s);

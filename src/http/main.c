@@ -251,6 +251,9 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN); /* a peer that hung up is an error on write, not a kill */
     signal(SIGXFSZ, SIG_IGN); /* a file size limit is a failed write, not a kill */
+    if (ps_space_env_check() != PS_OK)
+        return bad_usage("PS_MAP_SIZE must be a number of bytes from 64 KiB to 64 TiB, got",
+                         getenv("PS_MAP_SIZE"));
     if (repl_opts.replicas && repl_opts.urls == NULL)
         return bad_usage("--replicas needs --replicate, got", "--replicas");
     ps_repl *repl = NULL;

@@ -102,6 +102,12 @@ static const char *parent_of(const char *path, char *out, size_t cap)
     return out;
 }
 
+ps_status ps_space_env_check(void)
+{
+    uint64_t map_size;
+    return ps_store_env_map_size(&map_size);
+}
+
 ps_status ps_space_create(const char *data_dir, const char *name, const char *settings,
                           size_t settings_len, ps_diags *diags)
 {

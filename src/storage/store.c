@@ -135,6 +135,28 @@ static void on_lmdb_assert(MDB_env *env, const char *msg)
            s ? s->name : "?", msg);
 }
 
+#define MAP_SIZE_MIN (64ULL << 10) /* PS_MAP_SIZE's range: LMDB rounds a small map up to the */
+#define MAP_SIZE_MAX (1ULL << 46)  /* used size; 64 TiB is half the address space */
+
+ps_status ps_store_env_map_size(uint64_t *out)
+{
+    *out = 0;
+    const char *env_size = getenv("PS_MAP_SIZE");
+    if (env_size == NULL || *env_size == 0)
+        return PS_OK;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(env_size, &end, 10);
+    if (errno || *end || env_size[0] == '-' || v < MAP_SIZE_MIN || v > MAP_SIZE_MAX) {
+        ps_log(PS_LOG_ERROR,
+               "msg=\"PS_MAP_SIZE must be a number of bytes from %llu to %llu\" value=\"%.40s\"",
+               (unsigned long long)MAP_SIZE_MIN, (unsigned long long)MAP_SIZE_MAX, env_size);
+        return PS_EINVAL;
+    }
+    *out = v;
+    return PS_OK;
+}
+
 ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **out)
 {
     struct stat sb;
@@ -148,9 +170,8 @@ ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **o
         return PS_EINVAL;
     }
     uint64_t map_size = opts->map_size_bytes;
-    const char *env_size = getenv("PS_MAP_SIZE");
-    if (map_size == 0 && env_size && *env_size)
-        map_size = strtoull(env_size, NULL, 10);
+    if (map_size == 0 && ps_store_env_map_size(&map_size) != PS_OK)
+        return PS_EINVAL;
     if (map_size == 0)
         map_size = 16ULL << 30;
     ps_status lst = lock_file_allocate(dir);

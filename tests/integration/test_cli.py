@@ -184,6 +184,30 @@ def test_output_that_cannot_be_written_is_an_error():
         s.close()
 
 
+def test_a_bad_map_size_is_named():
+    """PS_MAP_SIZE that is not a number of bytes in range: every command and the server say
+    so, instead of using the default ("abc") or failing to map ("-1": out of memory)."""
+    s = Store()
+    try:
+        s.ctl("space", "create", "s")
+        for bad in ("abc", "-1", "1e9", "4096", "99999999999999999999"):
+            env = dict(os.environ, PS_MAP_SIZE=bad)
+            p = subprocess.run([tool("profilectl"), "--data", s.dir, "check", "s"], env=env,
+                               capture_output=True, text=True, timeout=TIMEOUT)
+            assert p.returncode == 3, (bad, p.returncode, p.stderr)
+            assert "PS_MAP_SIZE must be a number of bytes" in p.stderr, (bad, p.stderr)
+            p = subprocess.run([tool("profiled"), "--data", s.dir, "--listen", "127.0.0.1:0"],
+                               env=env, capture_output=True, text=True, timeout=TIMEOUT)
+            assert p.returncode == 1, (bad, p.returncode, p.stderr)
+            assert "PS_MAP_SIZE must be a number of bytes" in p.stderr, (bad, p.stderr)
+        env = dict(os.environ, PS_MAP_SIZE=str(1 << 30))
+        p = subprocess.run([tool("profilectl"), "--data", s.dir, "check", "s"], env=env,
+                           capture_output=True, text=True, timeout=TIMEOUT)
+        assert p.returncode == 0, p.stderr
+    finally:
+        s.close()
+
+
 def test_oversized_line_is_skipped_not_loaded():
     s = Store()
     try:
@@ -284,5 +308,6 @@ def test_blocked_regex_limits():
 run_tests([test_usage_and_exit_codes, test_settings_get_set_check,
            test_ingest_reports_malformed_lines_and_goes_on,
            test_verbose_reports_each_commit_once, test_output_that_cannot_be_written_is_an_error,
+           test_a_bad_map_size_is_named,
            test_oversized_line_is_skipped_not_loaded, test_export_is_stable_and_complete,
            test_unconfigured_type_seen_in_accounts, test_blocked_regex_limits])
