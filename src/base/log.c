@@ -13,24 +13,29 @@
 static ps_log_level threshold = PS_LOG_WARN;
 
 static ps_log_format format = PS_LOG_LOGFMT;
+static const char *const level_names[] = {"debug", "info", "warn", "error"}; /* by level */
 
 void ps_log_init(ps_log_level default_level)
 {
     threshold = default_level;
     const char *fmt = getenv("PS_LOG_FORMAT");
-    if (fmt)
-        (void)ps_log_format_parse(fmt, &format); /* anything else: the default stays */
+    bool fmt_bad = fmt && !ps_log_format_parse(fmt, &format); /* the default stays */
     const char *env = getenv("PS_LOG_LEVEL");
-    if (env == NULL)
-        return;
-    if (strcmp(env, "debug") == 0)
-        threshold = PS_LOG_DEBUG;
-    else if (strcmp(env, "info") == 0)
-        threshold = PS_LOG_INFO;
-    else if (strcmp(env, "warn") == 0)
-        threshold = PS_LOG_WARN;
-    else if (strcmp(env, "error") == 0)
-        threshold = PS_LOG_ERROR;
+    bool level_bad = env != NULL;
+    for (int i = PS_LOG_DEBUG; env && i <= PS_LOG_ERROR; i++)
+        if (strcmp(env, level_names[i]) == 0) {
+            threshold = (ps_log_level)i;
+            level_bad = false;
+        }
+    /* a mistyped setting is said once, not silently dropped */
+    if (fmt_bad)
+        ps_log(PS_LOG_WARN,
+               "msg=\"PS_LOG_FORMAT is not logfmt or json; logfmt is used\" value=\"%.40s\"", fmt);
+    if (level_bad)
+        ps_log(PS_LOG_WARN,
+               "msg=\"PS_LOG_LEVEL is not debug, info, warn or error; the default is used\" "
+               "value=\"%.40s\"",
+               env);
 }
 
 void ps_log_set_format(ps_log_format f)
@@ -116,12 +121,11 @@ static void write_line(const char *level, const char *fmt, va_list ap)
 
 void ps_log(ps_log_level level, const char *fmt, ...)
 {
-    static const char *names[] = {"debug", "info", "warn", "error"};
     if (level < threshold)
         return;
     va_list ap;
     va_start(ap, fmt);
-    write_line(names[level], fmt, ap);
+    write_line(level_names[level], fmt, ap);
     va_end(ap);
 }
 

@@ -208,6 +208,23 @@ def test_a_bad_map_size_is_named():
         s.close()
 
 
+def test_mistyped_log_settings_are_said():
+    s = Store()
+    try:
+        env = dict(os.environ, PS_LOG_LEVEL="verbose", PS_LOG_FORMAT="xml")
+        p = subprocess.run([tool("profilectl"), "--data", s.dir, "space", "create", "s"],
+                           env=env, capture_output=True, text=True, timeout=TIMEOUT)
+        assert p.returncode == 0, p.stderr
+        assert 'PS_LOG_LEVEL is not debug, info, warn or error' in p.stderr, p.stderr
+        assert 'value="verbose"' in p.stderr and 'value="xml"' in p.stderr, p.stderr
+        env = dict(os.environ, PS_LOG_LEVEL="error", PS_LOG_FORMAT="json")
+        p = subprocess.run([tool("profilectl"), "--data", s.dir, "space", "list"], env=env,
+                           capture_output=True, text=True, timeout=TIMEOUT)
+        assert p.returncode == 0 and p.stderr == "", p.stderr
+    finally:
+        s.close()
+
+
 def test_oversized_line_is_skipped_not_loaded():
     s = Store()
     try:
@@ -308,6 +325,6 @@ def test_blocked_regex_limits():
 run_tests([test_usage_and_exit_codes, test_settings_get_set_check,
            test_ingest_reports_malformed_lines_and_goes_on,
            test_verbose_reports_each_commit_once, test_output_that_cannot_be_written_is_an_error,
-           test_a_bad_map_size_is_named,
+           test_a_bad_map_size_is_named, test_mistyped_log_settings_are_said,
            test_oversized_line_is_skipped_not_loaded, test_export_is_stable_and_complete,
            test_unconfigured_type_seen_in_accounts, test_blocked_regex_limits])
