@@ -10,9 +10,6 @@
 
 int64_t ps_clock_now_ms(void)
 {
-    const char *fake = getenv("PS_FAKE_NOW_MS");
-    if (fake && *fake)
-        return strtoll(fake, NULL, 10);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
