@@ -56,8 +56,8 @@ static ps_status mkdirs(const char *dir)
             char c = tmp[i];
             tmp[i] = 0;
             if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
-                ps_log(PS_LOG_ERROR, "msg=\"cannot create directory\" path=\"%s\" errno=%d", tmp,
-                       errno);
+                ps_log(PS_LOG_ERROR, "msg=\"cannot create directory\" path=\"%s\" error=\"%s\"",
+                       tmp, strerror(errno));
                 return PS_EIO;
             }
             tmp[i] = c;
