@@ -6,6 +6,7 @@
  * (ps_ingest_prepared), so parsing overlaps resolution. A malformed line is reported with its
  * number and the rest goes on. Each batch commits durably; --verbose reports every commit,
  * which is what "committed" means. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -233,8 +234,11 @@ static void *reader(void *arg)
     uint64_t number = 0;
     bool discarding = false; /* inside an over-long line */
     bool going = true;
+    int read_errno = 0; /* why reading stopped early, when it did */
     for (;;) {
         size_t n = fread(buf + have, 1, READ_CHUNK, r->f);
+        if (n < READ_CHUNK && ferror(r->f))
+            read_errno = errno;
         atomic_fetch_add_explicit(&r->bytes, n, memory_order_relaxed);
         have += n;
         size_t start = 0;
@@ -273,7 +277,8 @@ static void *reader(void *arg)
     last->end = true;
     last->line = number;
     if (going && ferror(r->f))
-        last->rc = cli_fail(EXIT_STORE, "%s: read error", r->file);
+        last->rc = cli_fail(EXIT_STORE, "%s: cannot read it: %s", r->file,
+                            read_errno ? strerror(read_errno) : "read error");
     else if (!going && last->rc == EXIT_OK)
         last->rc = EXIT_STORE; /* stopped by the writer, which reports why */
     push(&r->q, last);

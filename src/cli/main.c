@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* profilectl: operator tool. Parses global flags, dispatches through the command table and
  * maps statuses to exit codes; the work is done by services. */
+#include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -189,7 +190,7 @@ int cli_read_file(const char *path, size_t max, ps_buf *out)
 {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
     if (f == NULL)
-        return cli_fail(EXIT_NOTFOUND, "cannot open %s", path);
+        return cli_fail(EXIT_NOTFOUND, "cannot open %s: %s", path, strerror(errno));
     char chunk[65536];
     size_t n;
     int rc = EXIT_OK;
@@ -200,6 +201,8 @@ int cli_read_file(const char *path, size_t max, ps_buf *out)
         }
         ps_buf_append(out, chunk, n);
     }
+    if (rc == EXIT_OK && ferror(f)) /* a directory, an I/O error: not an empty file */
+        rc = cli_fail(EXIT_NOTFOUND, "cannot read %s: %s", path, strerror(errno));
     if (f != stdin)
         fclose(f);
     return rc;

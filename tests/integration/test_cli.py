@@ -225,6 +225,28 @@ def test_mistyped_log_settings_are_said():
         s.close()
 
 
+def test_unreadable_input_files_are_named():
+    """A path that cannot be read (here a directory) is an error that says why, never an
+    empty input: settings from a directory used to create a space with the defaults, and
+    `settings set` to complain that the JSON was empty."""
+    s = Store()
+    try:
+        s.ctl("space", "create", "s")
+        folder = os.path.join(s.dir, "folder")
+        os.mkdir(folder)
+        for args in (["ingest", "s", folder], ["settings", "set", "s", folder],
+                     ["settings", "check", folder], ["space", "create", "x", "--settings", folder],
+                     ["rebuild", "s", "--settings", folder, "--dry-run"]):
+            p = s.ctl(*args, check=False)
+            assert p.returncode in (2, 4), (args, p.returncode, p.stderr)
+            assert "Is a directory" in p.stderr, (args, p.stderr)
+        assert s.ctl("space", "list").stdout.split() == ["s"]
+        p = s.ctl("settings", "set", "s", os.path.join(s.dir, "missing.json"), check=False)
+        assert p.returncode == 2 and "No such file or directory" in p.stderr, p.stderr
+    finally:
+        s.close()
+
+
 def test_oversized_line_is_skipped_not_loaded():
     s = Store()
     try:
@@ -326,5 +348,6 @@ run_tests([test_usage_and_exit_codes, test_settings_get_set_check,
            test_ingest_reports_malformed_lines_and_goes_on,
            test_verbose_reports_each_commit_once, test_output_that_cannot_be_written_is_an_error,
            test_a_bad_map_size_is_named, test_mistyped_log_settings_are_said,
+           test_unreadable_input_files_are_named,
            test_oversized_line_is_skipped_not_loaded, test_export_is_stable_and_complete,
            test_unconfigured_type_seen_in_accounts, test_blocked_regex_limits])
