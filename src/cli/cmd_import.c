@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli_int.h"
 #include "ps/clock.h"
@@ -56,6 +57,9 @@ int cmd_import(cli *c)
     if (c->argc != 2)
         return cli_fail(EXIT_USAGE, "usage: profilectl import SPACE FILE.csv [--dry-run] "
                                     "[--source ID] [--batch N]");
+    struct stat sb;
+    if (stat(c->argv[1], &sb) == 0 && !S_ISREG(sb.st_mode))
+        return cli_fail(EXIT_INVALID, "%s: not a regular file", c->argv[1]);
     ps_space *sp;
     if ((rc = cli_open_space(c, c->argv[0], dry_run, &sp)))
         return rc;

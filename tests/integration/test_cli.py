@@ -241,6 +241,9 @@ def test_unreadable_input_files_are_named():
             assert p.returncode in (2, 4), (args, p.returncode, p.stderr)
             assert "Is a directory" in p.stderr, (args, p.stderr)
         assert s.ctl("space", "list").stdout.split() == ["s"]
+        os.mkdir(os.path.join(s.dir, "folder.csv"))
+        p = s.ctl("import", "s", os.path.join(s.dir, "folder.csv"), check=False)
+        assert p.returncode == 3 and "not a regular file" in p.stderr, (p.returncode, p.stderr)
         p = s.ctl("settings", "set", "s", os.path.join(s.dir, "missing.json"), check=False)
         assert p.returncode == 2 and "No such file or directory" in p.stderr, p.stderr
     finally:
