@@ -92,16 +92,6 @@ static void space_dir(const char *data_dir, const char *name, char *out, size_t 
     snprintf(out, cap, "%s/spaces/%s", data_dir, name);
 }
 
-/* The directory `path` is in (`out`, of `cap` bytes). */
-static const char *parent_of(const char *path, char *out, size_t cap)
-{
-    snprintf(out, cap, "%s", path);
-    char *slash = strrchr(out, '/');
-    if (slash && slash != out)
-        *slash = 0;
-    return out;
-}
-
 ps_status ps_space_env_check(void)
 {
     uint64_t map_size;
@@ -120,14 +110,15 @@ ps_status ps_space_create(const char *data_dir, const char *name, const char *se
             return st;
         ps_rules_free(rules);
     }
-    char dir[4096], tmp[4200];
+    char dir[4096], tmp[4200], spaces[4096];
     space_dir(data_dir, name, dir, sizeof dir);
+    snprintf(spaces, sizeof spaces, "%s/spaces", data_dir);
     struct stat sb;
     if (stat(dir, &sb) == 0)
         return PS_ECONFLICT;
     /* made under a name no space can have, then renamed: a failure (a full disk) or a crash
      * half-way never leaves a space without its settings */
-    snprintf(tmp, sizeof tmp, "%s/spaces/.new-%s", data_dir, name);
+    snprintf(tmp, sizeof tmp, "%s/.new-%s", spaces, name);
     ps_store_remove(tmp); /* what an earlier attempt left */
     ps_store *store;
     ps_store_opts opts = {.create = true};
@@ -154,7 +145,7 @@ ps_status ps_space_create(const char *data_dir, const char *name, const char *se
     if (st != PS_OK)
         ps_store_remove(tmp);
     else
-        (void)ps_dir_sync(parent_of(dir, tmp, sizeof tmp)); /* the new name */
+        (void)ps_dir_sync(spaces); /* the new name */
     return st;
 }
 

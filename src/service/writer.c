@@ -297,16 +297,23 @@ static item *take_stale(ps_writer *w)
     return list;
 }
 
-static void refuse(item *list)
+static void free_items(item *list)
 {
     while (list) {
         item *next = list->next;
-        if (list->done)
-            list->done(list->ud, PS_EBUSY, 0);
         ps_prepared_free(list->p);
         free(list);
         list = next;
     }
+}
+
+/* Tells each payload of `list` it was not stored (PS_EBUSY), then frees them. */
+static void refuse(item *list)
+{
+    for (item *it = list; it; it = it->next)
+        if (it->done)
+            it->done(it->ud, PS_EBUSY, 0);
+    free_items(list);
 }
 
 static void *journal_run(void *arg)
@@ -371,16 +378,6 @@ static void *journal_run(void *arg)
 }
 
 /* ---- the apply thread ---- */
-
-static void free_items(item *list)
-{
-    while (list) {
-        item *next = list->next;
-        ps_prepared_free(list->p);
-        free(list);
-        list = next;
-    }
-}
 
 /* Resolves `list` into one transaction with the journal mark; PS_OK once committed. */
 static ps_status apply_list(ps_writer *w, item *list)
