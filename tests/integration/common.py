@@ -22,10 +22,12 @@ class Store:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="ps-it-")
 
-    def ctl(self, *args, input=None, check=True):
+    def ctl(self, *args, input=None, check=True, env=None):
+        """profilectl on this store; `env` adds variables to the environment."""
         cmd = [tool("profilectl"), "--data", self.dir, *args]
         p = subprocess.run(cmd, input=input, capture_output=True, timeout=TIMEOUT,
-                           text=isinstance(input, str) or input is None)
+                           text=isinstance(input, str) or input is None,
+                           env=dict(os.environ, **env) if env else None)
         if check and p.returncode != 0:
             raise AssertionError("%s -> %d\nstdout: %s\nstderr: %s"
                                  % (" ".join(cmd), p.returncode, p.stdout, p.stderr))

@@ -191,19 +191,15 @@ def test_a_bad_map_size_is_named():
     try:
         s.ctl("space", "create", "s")
         for bad in ("abc", "-1", "1e9", "4096", "99999999999999999999"):
-            env = dict(os.environ, PS_MAP_SIZE=bad)
-            p = subprocess.run([tool("profilectl"), "--data", s.dir, "check", "s"], env=env,
-                               capture_output=True, text=True, timeout=TIMEOUT)
+            p = s.ctl("check", "s", env={"PS_MAP_SIZE": bad}, check=False)
             assert p.returncode == 3, (bad, p.returncode, p.stderr)
             assert "PS_MAP_SIZE must be a number of bytes" in p.stderr, (bad, p.stderr)
             p = subprocess.run([tool("profiled"), "--data", s.dir, "--listen", "127.0.0.1:0"],
-                               env=env, capture_output=True, text=True, timeout=TIMEOUT)
+                               env=dict(os.environ, PS_MAP_SIZE=bad), capture_output=True,
+                               text=True, timeout=TIMEOUT)
             assert p.returncode == 1, (bad, p.returncode, p.stderr)
             assert "PS_MAP_SIZE must be a number of bytes" in p.stderr, (bad, p.stderr)
-        env = dict(os.environ, PS_MAP_SIZE=str(1 << 30))
-        p = subprocess.run([tool("profilectl"), "--data", s.dir, "check", "s"], env=env,
-                           capture_output=True, text=True, timeout=TIMEOUT)
-        assert p.returncode == 0, p.stderr
+        s.ctl("check", "s", env={"PS_MAP_SIZE": str(1 << 30)})
     finally:
         s.close()
 
@@ -211,16 +207,11 @@ def test_a_bad_map_size_is_named():
 def test_mistyped_log_settings_are_said():
     s = Store()
     try:
-        env = dict(os.environ, PS_LOG_LEVEL="verbose", PS_LOG_FORMAT="xml")
-        p = subprocess.run([tool("profilectl"), "--data", s.dir, "space", "create", "s"],
-                           env=env, capture_output=True, text=True, timeout=TIMEOUT)
-        assert p.returncode == 0, p.stderr
+        p = s.ctl("space", "create", "s", env={"PS_LOG_LEVEL": "verbose", "PS_LOG_FORMAT": "xml"})
         assert 'PS_LOG_LEVEL is not debug, info, warn or error' in p.stderr, p.stderr
         assert 'value="verbose"' in p.stderr and 'value="xml"' in p.stderr, p.stderr
-        env = dict(os.environ, PS_LOG_LEVEL="error", PS_LOG_FORMAT="json")
-        p = subprocess.run([tool("profilectl"), "--data", s.dir, "space", "list"], env=env,
-                           capture_output=True, text=True, timeout=TIMEOUT)
-        assert p.returncode == 0 and p.stderr == "", p.stderr
+        p = s.ctl("space", "list", env={"PS_LOG_LEVEL": "error", "PS_LOG_FORMAT": "json"})
+        assert p.stderr == "", p.stderr
     finally:
         s.close()
 

@@ -181,6 +181,12 @@ def test_a_full_filesystem_is_a_clean_error():
         assert c.returncode == 0 and c.stdout.endswith("ok\n"), (c.stdout, c.stderr)
 
 
+def profilectl(data, *args):
+    """profilectl on the data directory `data` (one on a small filesystem), output captured."""
+    return subprocess.run([tool("profilectl"), "--data", data, *args], capture_output=True,
+                          text=True, timeout=TIMEOUT)
+
+
 def fill(path):
     """Writes zeros to `path` until the filesystem under it is full."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
@@ -204,11 +210,9 @@ def test_compact_and_rebuild_on_a_full_filesystem_are_clean_errors():
         data = os.path.join(mnt, "data")
         log = os.path.join(work, "log.ndjson")
         generate(log, 12000, seed=9)
-        ctl = [tool("profilectl"), "--data", data]
 
         def run(*args):
-            return subprocess.run(ctl + list(args), capture_output=True, text=True,
-                                  timeout=TIMEOUT)
+            return profilectl(data, *args)
 
         assert run("space", "create", "s").returncode == 0
         assert run("ingest", "s", log).returncode == 0
@@ -247,11 +251,9 @@ def test_space_create_on_a_full_filesystem_leaves_no_space():
     creation fails with the disk-full error and leaves nothing that `space list` shows."""
     with small_filesystem(16) as (work, mnt):
         data = os.path.join(mnt, "data")
-        ctl = [tool("profilectl"), "--data", data]
 
         def run(*args):
-            return subprocess.run(ctl + list(args), capture_output=True, text=True,
-                                  timeout=TIMEOUT)
+            return profilectl(data, *args)
 
         assert run("space", "create", "a").returncode == 0
         filler = os.path.join(mnt, "filler")
