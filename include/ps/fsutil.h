@@ -9,4 +9,13 @@
  * created, renamed or removed. PS_EIO when it cannot be opened or synced. */
 ps_status ps_dir_sync(const char *dir);
 
+/* Creates directory `dir` and the missing ones above it (mode 0755). PS_EINVAL for a path
+ * of 4096 bytes or more, PS_EIO (logged with the system's reason) when one cannot be made. */
+ps_status ps_mkdirs(const char *dir);
+
+/* Opens (creating it) the file `path` and waits for an exclusive lock on it (flock), which
+ * the kernel releases when the returned descriptor is closed or the process ends, so a crash
+ * leaves no stale lock. Returns the descriptor, or -1 (errno set). Release with close(). */
+int ps_lock_exclusive(const char *path);
+
 #endif

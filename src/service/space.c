@@ -10,12 +10,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "ps/auth.h"
 #include "ps/fsutil.h"
 #include "ps/graph.h"
 #include "ps/graphdb.h"
 #include "ps/journal.h"
+#include "ps/log.h"
 #include "ps/ratelimit.h"
 #include "ps/text.h"
 
@@ -98,26 +100,16 @@ ps_status ps_space_env_check(void)
     return ps_store_env_map_size(&map_size);
 }
 
-ps_status ps_space_create(const char *data_dir, const char *name, const char *settings,
-                          size_t settings_len, ps_diags *diags)
+/* Makes space `name` at `dir` in the directory `spaces`, the creation lock held. */
+static ps_status create_locked(const char *spaces, const char *dir, const char *name,
+                               const char *settings, size_t settings_len)
 {
-    if (!ps_space_name_valid(name))
-        return PS_EINVAL;
-    ps_rules *rules = NULL;
-    if (settings) {
-        ps_status st = ps_rules_parse(settings, settings_len, &rules, diags);
-        if (st != PS_OK)
-            return st;
-        ps_rules_free(rules);
-    }
-    char dir[4096], tmp[4200], spaces[4096];
-    space_dir(data_dir, name, dir, sizeof dir);
-    snprintf(spaces, sizeof spaces, "%s/spaces", data_dir);
     struct stat sb;
     if (stat(dir, &sb) == 0)
-        return PS_ECONFLICT;
+        return PS_ECONFLICT; /* made while this one waited for the lock */
     /* made under a name no space can have, then renamed: a failure (a full disk) or a crash
      * half-way never leaves a space without its settings */
+    char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s/.new-%s", spaces, name);
     ps_store_remove(tmp); /* what an earlier attempt left */
     ps_store *store;
@@ -146,6 +138,42 @@ ps_status ps_space_create(const char *data_dir, const char *name, const char *se
         ps_store_remove(tmp);
     else
         (void)ps_dir_sync(spaces); /* the new name */
+    return st;
+}
+
+ps_status ps_space_create(const char *data_dir, const char *name, const char *settings,
+                          size_t settings_len, ps_diags *diags)
+{
+    if (!ps_space_name_valid(name))
+        return PS_EINVAL;
+    ps_rules *rules = NULL;
+    if (settings) {
+        ps_status st = ps_rules_parse(settings, settings_len, &rules, diags);
+        if (st != PS_OK)
+            return st;
+        ps_rules_free(rules);
+    }
+    char dir[4096], spaces[4096], lock[4200];
+    space_dir(data_dir, name, dir, sizeof dir);
+    snprintf(spaces, sizeof spaces, "%s/spaces", data_dir);
+    struct stat sb;
+    if (stat(dir, &sb) == 0)
+        return PS_ECONFLICT;
+    ps_status st = ps_mkdirs(spaces);
+    if (st != PS_OK)
+        return st;
+    /* one creation at a time in a data directory: two of one name would share the temporary
+     * name create_locked() builds in (the lock goes with the process: a crash leaves none) */
+    snprintf(lock, sizeof lock, "%s/.create.lock", spaces);
+    int lock_fd = ps_lock_exclusive(lock);
+    if (lock_fd < 0) {
+        int e = errno;
+        ps_log(PS_LOG_ERROR, "msg=\"cannot lock space creation\" path=\"%s\" error=\"%s\"", lock,
+               strerror(e));
+        return e == ENOSPC || e == EDQUOT ? PS_EFULL : PS_EIO;
+    }
+    st = create_locked(spaces, dir, name, settings, settings_len);
+    close(lock_fd);
     return st;
 }
 

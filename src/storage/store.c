@@ -44,28 +44,6 @@ static int full_disk_rc(MDB_env *env, int rc);
 
 /* ---- environment ---- */
 
-static ps_status mkdirs(const char *dir)
-{
-    char tmp[4096];
-    size_t len = strlen(dir);
-    if (len >= sizeof tmp)
-        return PS_EINVAL;
-    memcpy(tmp, dir, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (tmp[i] == '/' || tmp[i] == 0) {
-            char c = tmp[i];
-            tmp[i] = 0;
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
-                ps_log(PS_LOG_ERROR, "msg=\"cannot create directory\" path=\"%s\" error=\"%s\"",
-                       tmp, strerror(errno));
-                return PS_EIO;
-            }
-            tmp[i] = c;
-        }
-    }
-    return PS_OK;
-}
-
 /* LMDB maps its lock file and writes reader slots through that map, so a page of it that the
  * filesystem has no block for is a SIGBUS on a full disk, not an error: the first reader of a
  * new environment, or a reader taking a slot no process used before. So the file is allocated
@@ -163,7 +141,7 @@ ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **o
     if (stat(dir, &sb) != 0) {
         if (!opts->create)
             return PS_ENOTFOUND;
-        ps_status st = mkdirs(dir);
+        ps_status st = ps_mkdirs(dir);
         if (st != PS_OK)
             return st;
     } else if (!S_ISDIR(sb.st_mode)) {
@@ -797,7 +775,7 @@ ps_status ps_store_snapshot(ps_store *s, const char *dir, uint64_t *records)
         return PS_EINVAL;
     if (stat(dir, &sb) == 0)
         return PS_ECONFLICT;
-    ps_status st = mkdirs(dir); /* and the directories above it */
+    ps_status st = ps_mkdirs(dir); /* and the directories above it */
     if (st == PS_OK)
         st = copy_fresh(s, dir, records, false);
     if (st != PS_OK) { /* no half-made snapshot stays behind */

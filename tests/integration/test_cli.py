@@ -338,10 +338,43 @@ def test_blocked_regex_limits():
         s.close()
 
 
+
+def test_concurrent_creates_of_one_space():
+    """Several `space create` of one name at once: one wins with its own settings, the others
+    say the space exists, and no half-made store is left behind."""
+    s = Store()
+    try:
+        for rnd in range(6):
+            name = "r%d" % rnd
+            files = []
+            for i in range(6):
+                path = os.path.join(s.dir, "settings-%d.json" % i)
+                with open(path, "w") as f:
+                    json.dump({"dedup_window_hours": 10 + i}, f)
+                files.append(path)
+            procs = [subprocess.Popen([tool("profilectl"), "--data", s.dir, "space", "create",
+                                       name, "--settings", f], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True) for f in files]
+            outs = [p.communicate(timeout=TIMEOUT) for p in procs]
+            codes = [p.returncode for p in procs]
+            assert codes.count(0) == 1, (codes, [o[1] for o in outs])
+            for code, (_, err) in zip(codes, outs):
+                assert code in (0, 3), (code, err)
+                assert code == 0 or "already exists" in err, err
+            won = codes.index(0)
+            got = s.json("settings", "get", name)
+            assert got["dedup_window_hours"] == 10 + won, (won, got["dedup_window_hours"])
+            assert s.ctl("check", name).stdout.endswith("ok\n")
+            left = [n for n in os.listdir(os.path.join(s.dir, "spaces")) if n.startswith(".new")]
+            assert left == [], left
+    finally:
+        s.close()
+
 run_tests([test_usage_and_exit_codes, test_settings_get_set_check,
            test_ingest_reports_malformed_lines_and_goes_on,
            test_verbose_reports_each_commit_once, test_output_that_cannot_be_written_is_an_error,
            test_a_bad_map_size_is_named, test_mistyped_log_settings_are_said,
            test_unreadable_input_files_are_named,
            test_oversized_line_is_skipped_not_loaded, test_export_is_stable_and_complete,
-           test_unconfigured_type_seen_in_accounts, test_blocked_regex_limits])
+           test_unconfigured_type_seen_in_accounts, test_blocked_regex_limits,
+           test_concurrent_creates_of_one_space])
