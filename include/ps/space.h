@@ -62,6 +62,8 @@ typedef struct ps_space_figures {
     uint64_t events;      /* track, page and screen events kept for the Profile API */
     uint64_t map_bytes, used_bytes;
     uint64_t violations[PS_SPACE_VIOLATION_REASONS]; /* ever, by ps_violation */
+    bool damaged; /* a read or write of this process met a page LMDB found damaged (even when
+                   * the other figures cannot be read) */
 } ps_space_figures;
 ps_status ps_space_figures_get(ps_space *sp, ps_space_figures *out);
 

@@ -114,4 +114,15 @@ void ps_store_remove(const char *dir);
 /* How many other processes have reader slots in the store (stale slots are cleared first). */
 int ps_store_other_processes(ps_store *s);
 
+/* Runs fn(ud), which uses the store `s`, and returns what it returns, except that when LMDB
+ * meets a damaged page of `s` (an assertion it would abort on, or a read or write through the
+ * map that faults) fn is cut short where it is and PS_ECORRUPT comes back: the thread goes on,
+ * and the store is marked damaged. What fn began is left for the caller to end: the
+ * transactions it opened are still open (abort them; a write transaction must not be
+ * committed), its own allocations are lost. So every transaction fn uses must be kept in
+ * memory that outlives fn. Guards nest. */
+ps_status ps_store_guarded(ps_store *s, ps_status (*fn)(void *ud), void *ud);
+/* Whether a guarded call of this process met a damaged page in the store. */
+bool ps_store_damaged(ps_store *s);
+
 #endif

@@ -49,9 +49,11 @@ void http_metrics_dropped(metrics *m, ps_drop why, uint64_t n)
         atomic_fetch_add_explicit(&m->dropped[why], n, memory_order_relaxed);
 }
 
+#define GAUGES 7 /* per-space gauges: `gauges` below */
+
 typedef struct space_stats {
     const char *name;
-    uint64_t values[6];
+    uint64_t values[GAUGES];
     uint64_t violations[PS_VIOL__COUNT];
     char filters[PS_FILTERS_MAX][PS_FILTER_NAME_MAX + 1];
     uint64_t filtered[PS_FILTERS_MAX];
@@ -66,26 +68,29 @@ typedef struct stats_list {
     size_t count;
 } stats_list;
 
-static const char *const gauges[6][2] = {
+static const char *const gauges[GAUGES][2] = {
     {"profiled_profiles", "Canonical profiles."},
     {"profiled_identifiers", "Identifiers mapped to profiles."},
     {"profiled_merges", "Profiles merged into others, ever."},
     {"profiled_events_stored", "Track, page and screen events kept for the Profile API."},
     {"profiled_lmdb_map_bytes", "LMDB map size."},
     {"profiled_lmdb_used_bytes", "LMDB pages in use."},
+    {"profiled_store_damaged", "1 once a read or write of the space met a page of its data file "
+                               "that LMDB found damaged (the log says where); else 0."},
 };
 
 static void space_gauges(void *ud, ps_space *sp)
 {
     stats_list *l = ud;
     ps_space_figures f;
-    if (ps_space_figures_get(sp, &f) != PS_OK)
+    if (ps_space_figures_get(sp, &f) != PS_OK && !f.damaged)
         return;
     l->items = ps_xrealloc(l->items, (l->count + 1) * sizeof *l->items);
     space_stats *ss = &l->items[l->count++];
     memset(ss, 0, sizeof *ss);
     ss->name = ps_space_name(sp);
-    uint64_t values[6] = {f.profiles, f.identifiers, f.merges, f.events, f.map_bytes, f.used_bytes};
+    uint64_t values[GAUGES] = {f.profiles,  f.identifiers, f.merges, f.events,
+                               f.map_bytes, f.used_bytes,  f.damaged};
     memcpy(ss->values, values, sizeof values);
     for (int v = 1; v < PS_VIOL__COUNT; v++)
         ss->violations[v] = f.violations[v];
@@ -234,7 +239,7 @@ void http_metrics_render(metrics *m, registry *reg, ps_buf *out)
         return; /* per-space series only where space names may be shown */
     stats_list l = {reg, NULL, 0};
     http_registry_each(reg, space_gauges, &l);
-    for (int g = 0; g < 6; g++) {
+    for (int g = 0; g < GAUGES; g++) {
         ps_buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", gauges[g][0], gauges[g][1],
                       gauges[g][0]);
         for (size_t i = 0; i < l.count; i++)

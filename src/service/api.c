@@ -91,6 +91,7 @@ typedef struct ctx {
     uint64_t *members;
     size_t n;
     ps_token_role role;
+    bool authorized;
 } ctx;
 
 /* ---- parameters ---- */
@@ -1038,6 +1039,84 @@ static bool find_profile(ctx *c)
     return st == PS_OK || storage_error(c, st);
 }
 
+/* The routes of one collection's profiles, once authorized. Every transaction they use is
+ * c->t, so that a guarded call cut short leaves nothing open that ps_api_serve does not end. */
+static void serve_collection(ctx *c)
+{
+    const ps_api_request *rq = c->rq;
+    int coll = ps_collection_parse(rq->collection);
+    if (coll >= 0) {
+        c->coll = (ps_collection)coll;
+    } else {
+        ps_api_error(c->out, 400, "validation_error",
+                     "The parameter `collection` must be users or accounts.");
+        return;
+    }
+    if (!params_once(c))
+        return;
+    switch (rq->route) {
+    case PS_API_PROFILES: serve_profiles(c); break;
+    case PS_API_DELETE_IDS: serve_delete(c); break;
+    case PS_API_TRAITS:
+    case PS_API_EXTERNAL_IDS:
+    case PS_API_EVENTS:
+    case PS_API_METADATA:
+    case PS_API_LINKS:
+    case PS_API_MERGES:
+        if (!find_profile(c))
+            break;
+        if (rq->route == PS_API_TRAITS)
+            serve_traits(c);
+        else if (rq->route == PS_API_EXTERNAL_IDS)
+            serve_external_ids(c);
+        else if (rq->route == PS_API_EVENTS)
+            serve_events(c);
+        else if (rq->route == PS_API_METADATA)
+            serve_metadata(c);
+        else if (rq->route == PS_API_MERGES)
+            serve_merges(c);
+        else
+            serve_links(c);
+        break;
+    case PS_API__ROUTES:
+    default: ps_api_error(c->out, 404, "not_found", "No such route."); break;
+    }
+}
+
+static ps_status authorize_guarded(void *ud)
+{
+    ctx *c = ud;
+    c->authorized = authorize(c);
+    return PS_OK;
+}
+
+static ps_status serve_collection_guarded(void *ud)
+{
+    serve_collection(ud);
+    return PS_OK;
+}
+
+/* A damaged page stopped a guarded step: whatever it began to answer gives way to the error. */
+static bool damaged(ctx *c, ps_status guarded)
+{
+    if (guarded == PS_OK)
+        return false;
+    ps_buf_reset(&c->out->body);
+    c->out->retry_after_s = 0;
+    storage_error(c, guarded);
+    return true;
+}
+
+/* Reads run guarded: a page LMDB finds broken fails the request, not the server. Without a
+ * space there is nothing to read, and authorize() answers at once. */
+static bool authorize_reading(ctx *c)
+{
+    if (c->sp == NULL)
+        return authorize(c);
+    return !damaged(c, ps_store_guarded(ps_space_store(c->sp), authorize_guarded, c)) &&
+           c->authorized;
+}
+
 void ps_api_serve(ps_space *sp, const ps_api_request *rq, ps_api_reply *out)
 {
     ctx c = {.sp = sp, .rq = rq, .out = out};
@@ -1048,7 +1127,7 @@ void ps_api_serve(ps_space *sp, const ps_api_request *rq, ps_api_reply *out)
     out->import_queued = false;
     out->publish_regulation = false;
     ps_buf_reset(&out->body);
-    if (!authorize(&c))
+    if (!authorize_reading(&c))
         goto done;
     if (rq->replicated && (rq->route == PS_API_DELETE_IDS || rq->route == PS_API_IMPORT_CREATE)) {
         ps_api_error(out, 409, "not_replicated", "%s",
@@ -1061,7 +1140,8 @@ void ps_api_serve(ps_space *sp, const ps_api_request *rq, ps_api_reply *out)
         goto done;
     }
     if (rq->route >= PS_API_REG_CREATE && rq->route < PS_API__ROUTES) {
-        ps_txn_abort(c.t); /* the space's own routes run their own transactions */
+        ps_txn_abort(c.t); /* the space's own routes run their own transactions (unguarded:
+                            * a guard cut short would leave them open) */
         c.t = NULL;
         switch (rq->route) {
         case PS_API_CHANGES:
@@ -1078,43 +1158,7 @@ void ps_api_serve(ps_space *sp, const ps_api_request *rq, ps_api_reply *out)
         }
         goto done;
     }
-    int coll = ps_collection_parse(rq->collection);
-    if (coll >= 0) {
-        c.coll = (ps_collection)coll;
-    } else {
-        ps_api_error(out, 400, "validation_error",
-                     "The parameter `collection` must be users or accounts.");
-        goto done;
-    }
-    if (!params_once(&c))
-        goto done;
-    switch (rq->route) {
-    case PS_API_PROFILES: serve_profiles(&c); break;
-    case PS_API_DELETE_IDS: serve_delete(&c); break;
-    case PS_API_TRAITS:
-    case PS_API_EXTERNAL_IDS:
-    case PS_API_EVENTS:
-    case PS_API_METADATA:
-    case PS_API_LINKS:
-    case PS_API_MERGES:
-        if (!find_profile(&c))
-            break;
-        if (rq->route == PS_API_TRAITS)
-            serve_traits(&c);
-        else if (rq->route == PS_API_EXTERNAL_IDS)
-            serve_external_ids(&c);
-        else if (rq->route == PS_API_EVENTS)
-            serve_events(&c);
-        else if (rq->route == PS_API_METADATA)
-            serve_metadata(&c);
-        else if (rq->route == PS_API_MERGES)
-            serve_merges(&c);
-        else
-            serve_links(&c);
-        break;
-    case PS_API__ROUTES:
-    default: ps_api_error(out, 404, "not_found", "No such route."); break;
-    }
+    (void)damaged(&c, ps_store_guarded(ps_space_store(sp), serve_collection_guarded, &c));
 done:
     ps_txn_abort(c.t);
     free(c.members);

@@ -363,9 +363,44 @@ static ps_status batch_failed(ps_ingest *in, ps_status st)
     return st;
 }
 
-ps_status ps_ingest_payload(ps_ingest *in, const uint8_t *json, size_t len, uint64_t sequence,
-                            ps_drop *why)
+/* ---- guarded steps ----
+ * Each step that reads or writes the store runs under ps_store_guarded(): when LMDB meets a
+ * page it finds broken, the batch is aborted (nothing of it is committed) and PS_ECORRUPT
+ * returned, instead of LMDB stopping the process. The batch's transaction lives in `in`, so
+ * a step cut short leaves it for batch_failed() to end. */
+
+typedef struct step {
+    ps_ingest *in;
+    ps_status (*fn)(struct step *);
+    const uint8_t *json;
+    size_t len;
+    uint64_t sequence;
+    ps_drop *why;
+    const ps_prepared *prepared;
+    ps_slice value;
+} step;
+
+static ps_status step_run(void *ud)
 {
+    step *s = ud;
+    return s->fn(s);
+}
+
+static ps_status guarded(step s)
+{
+    ps_status st = ps_store_guarded(ps_space_store(s.in->space), step_run, &s);
+    if (st == PS_ECORRUPT && s.in->txn) /* cut short where it was */
+        batch_failed(s.in, st);
+    return st;
+}
+
+static ps_status payload_step(step *s)
+{
+    ps_ingest *in = s->in;
+    const uint8_t *json = s->json;
+    size_t len = s->len;
+    uint64_t sequence = s->sequence;
+    ps_drop *why = s->why;
     ps_status st = open_batch(in);
     if (st != PS_OK)
         return st;
@@ -381,6 +416,13 @@ ps_status ps_ingest_payload(ps_ingest *in, const uint8_t *json, size_t len, uint
     if (in->failure != PS_OK)
         return batch_failed(in, st);
     return st;
+}
+
+ps_status ps_ingest_payload(ps_ingest *in, const uint8_t *json, size_t len, uint64_t sequence,
+                            ps_drop *why)
+{
+    return guarded((step){
+        .in = in, .fn = payload_step, .json = json, .len = len, .sequence = sequence, .why = why});
 }
 
 /* ---- prepared payloads ---- */
@@ -588,8 +630,10 @@ void ps_prepared_free(ps_prepared *p)
     free(p);
 }
 
-ps_status ps_ingest_prepared(ps_ingest *in, const ps_prepared *p)
+static ps_status prepared_step(step *s)
 {
+    ps_ingest *in = s->in;
+    const ps_prepared *p = s->prepared;
     ps_status st = open_batch(in);
     if (st != PS_OK)
         return st;
@@ -616,6 +660,11 @@ ps_status ps_ingest_prepared(ps_ingest *in, const ps_prepared *p)
             return batch_failed(in, st);
     }
     return PS_OK;
+}
+
+ps_status ps_ingest_prepared(ps_ingest *in, const ps_prepared *p)
+{
+    return guarded((step){.in = in, .fn = prepared_step, .prepared = p});
 }
 
 void ps_prepared_stream_record(const ps_prepared *p, size_t *i, ps_buf *out,
@@ -725,10 +774,9 @@ static ps_status housekeeping(ps_ingest *in)
     return st;
 }
 
-ps_status ps_ingest_commit(ps_ingest *in)
+static ps_status commit_step(step *s)
 {
-    if (in->txn == NULL)
-        return PS_OK;
+    ps_ingest *in = s->in;
     ps_status st = housekeeping(in);
     if (st != PS_OK) {
         batch_abort(in);
@@ -741,6 +789,13 @@ ps_status ps_ingest_commit(ps_ingest *in)
     memset(&in->pending, 0, sizeof in->pending);
     in->pending_messages = 0;
     return st;
+}
+
+ps_status ps_ingest_commit(ps_ingest *in)
+{
+    if (in->txn == NULL)
+        return PS_OK;
+    return guarded((step){.in = in, .fn = commit_step});
 }
 
 void ps_ingest_end(ps_ingest *in)
@@ -879,8 +934,10 @@ ps_status ps_ingest_regulation(ps_ingest *in, uint64_t seq, ps_slice record)
     return st;
 }
 
-ps_status ps_ingest_logged(ps_ingest *in, ps_slice value)
+static ps_status logged_step(step *s)
 {
+    ps_ingest *in = s->in;
+    ps_slice value = s->value;
     ps_status st = open_batch(in);
     if (st != PS_OK)
         return st;
@@ -897,6 +954,11 @@ ps_status ps_ingest_logged(ps_ingest *in, ps_slice value)
         return PS_OK;
     }
     return st != PS_OK ? batch_failed(in, st) : PS_OK;
+}
+
+ps_status ps_ingest_logged(ps_ingest *in, ps_slice value)
+{
+    return guarded((step){.in = in, .fn = logged_step, .value = value});
 }
 
 ps_status ps_ingest_rebuild(ps_space *sp, const ps_rebuild_opts *o, ps_ingest_stats *stats,

@@ -424,24 +424,37 @@ ps_status ps_space_compact(ps_space *sp, uint64_t *bytes_before, uint64_t *bytes
 
 _Static_assert(PS_VIOL__COUNT <= PS_SPACE_VIOLATION_REASONS, "a figure per violation reason");
 
-ps_status ps_space_figures_get(ps_space *sp, ps_space_figures *out)
-{
-    memset(out, 0, sizeof *out);
+typedef struct figures_read {
+    ps_space *sp;
     ps_txn *t;
-    ps_status st = ps_txn_begin(sp->store, false, &t);
-    if (st != PS_OK)
-        return st;
+    ps_space_figures *out;
+} figures_read;
+
+static ps_status figures_in(void *ud)
+{
+    figures_read *r = ud;
+    ps_status st = ps_txn_begin(r->sp->store, false, &r->t);
     ps_store_counts c;
-    if ((st = ps_store_counts_get(t, &c)) == PS_OK) {
-        out->merges = ps_txn_peek(t, PS_CTR_MERGE) - 1;
+    if (st == PS_OK && (st = ps_store_counts_get(r->t, &c)) == PS_OK) {
+        ps_space_figures *out = r->out;
+        out->merges = ps_txn_peek(r->t, PS_CTR_MERGE) - 1;
         out->profiles = c.profiles - out->merges;
         out->identifiers = c.idents;
         out->events = c.events;
-        ps_store_usage(sp->store, &out->map_bytes, &out->used_bytes);
+        ps_store_usage(r->sp->store, &out->map_bytes, &out->used_bytes);
         for (int v = 1; v < PS_VIOL__COUNT; v++)
-            out->violations[v] = ps_txn_peek(t, (ps_counter)(PS_CTR_VIOLATION + v)) - 1;
+            out->violations[v] = ps_txn_peek(r->t, (ps_counter)(PS_CTR_VIOLATION + v)) - 1;
     }
-    ps_txn_abort(t);
+    return st;
+}
+
+ps_status ps_space_figures_get(ps_space *sp, ps_space_figures *out)
+{
+    memset(out, 0, sizeof *out);
+    figures_read r = {sp, NULL, out};
+    ps_status st = ps_store_guarded(sp->store, figures_in, &r);
+    ps_txn_abort(r.t);
+    out->damaged = ps_store_damaged(sp->store);
     return st;
 }
 

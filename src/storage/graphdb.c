@@ -261,7 +261,7 @@ ps_status ps_store_profile_scan(ps_txn *t, uint64_t from_seq, ps_profile_fn fn, 
 ps_status ps_store_profile_scan_desc(ps_txn *t, uint64_t before_seq, ps_profile_fn fn, void *ud)
 {
     MDB_cursor *cur;
-    int rc = mdb_cursor_open(t->txn, t->store->dbi[DB_PROFILE], &cur);
+    int rc = cur_open(t, t->store->dbi[DB_PROFILE], &cur);
     if (rc)
         return map_rc(rc, "profile");
     uint8_t start[8];
@@ -277,7 +277,7 @@ ps_status ps_store_profile_scan_desc(ps_txn *t, uint64_t before_seq, ps_profile_
         rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
     if (rc && rc != MDB_NOTFOUND && st == PS_OK)
         st = map_rc(rc, "profile");
-    mdb_cursor_close(cur);
+    cur_close(t, cur);
     return st;
 }
 

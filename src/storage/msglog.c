@@ -540,7 +540,7 @@ static bool expire_one(void *ud, const ps_log_rec *r)
 static ps_status expire_legacy(ps_txn *t, int64_t cutoff_ms, size_t max, size_t *expired)
 {
     MDB_cursor *cur;
-    int rc = mdb_cursor_open(t->txn, t->store->dbi[DB_DEDUP_TIME], &cur);
+    int rc = cur_open(t, t->store->dbi[DB_DEDUP_TIME], &cur);
     if (rc)
         return map_rc(rc, "dedup expire");
     MDB_val k, v;
@@ -568,7 +568,7 @@ static ps_status expire_legacy(ps_txn *t, int64_t cutoff_ms, size_t max, size_t 
     }
     if (rc && rc != MDB_NOTFOUND && st == PS_OK)
         st = map_rc(rc, "dedup expire");
-    mdb_cursor_close(cur);
+    cur_close(t, cur);
     return st;
 }
 
@@ -620,7 +620,7 @@ ps_status ps_store_migrate(ps_store *s, uint64_t *messages)
     if (rc == 0)
         rc = mdb_drop(t->txn, scratch, 0); /* left by nothing: a crash aborts the txn */
     if (rc == 0)
-        rc = mdb_cursor_open(t->txn, s->dbi[DB_EVENT], &cur);
+        rc = cur_open(t, s->dbi[DB_EVENT], &cur);
     MDB_val k, v;
     if (rc == 0)
         rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
@@ -646,7 +646,7 @@ ps_status ps_store_migrate(ps_store *s, uint64_t *messages)
         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
     }
     if (cur)
-        mdb_cursor_close(cur);
+        cur_close(t, cur);
     cur = NULL;
     if (rc == MDB_NOTFOUND)
         rc = 0;
@@ -654,7 +654,7 @@ ps_status ps_store_migrate(ps_store *s, uint64_t *messages)
     if (rc == 0 && st == PS_OK)
         rc = mdb_drop(t->txn, s->dbi[DB_EVENT], 0);
     if (rc == 0 && st == PS_OK)
-        rc = mdb_cursor_open(t->txn, scratch, &cur);
+        rc = cur_open(t, scratch, &cur);
     if (rc == 0 && st == PS_OK)
         rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
     while (rc == 0 && st == PS_OK) {
@@ -663,7 +663,7 @@ ps_status ps_store_migrate(ps_store *s, uint64_t *messages)
         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
     }
     if (cur)
-        mdb_cursor_close(cur);
+        cur_close(t, cur);
     if (rc == MDB_NOTFOUND)
         rc = 0;
     if (rc == 0 && st == PS_OK)

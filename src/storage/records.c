@@ -251,7 +251,7 @@ ps_status st_behind_put(ps_txn *t, int db)
     size_t w = behind_words(db);
     qsort(b->rows, b->n, ROW_WORDS * sizeof *b->rows, cmp_words);
     MDB_cursor *cur = NULL;
-    int rc = mdb_cursor_open(t->txn, t->store->dbi[db], &cur);
+    int rc = cur_open(t, t->store->dbi[db], &cur);
     for (size_t i = 0; i < b->n && rc == 0; i++) {
         const uint64_t *r = b->rows + i * ROW_WORDS;
         uint8_t key[24];
@@ -261,7 +261,7 @@ ps_status st_behind_put(ps_txn *t, int db)
         rc = mdb_cursor_put(cur, &k, &v, 0);
     }
     if (cur)
-        mdb_cursor_close(cur);
+        cur_close(t, cur);
     b->n = 0;
     ps_buf_reset(&b->vals);
     return map_rc(rc, db_names[db]);
@@ -308,7 +308,7 @@ static ps_status pevent_walk(ps_txn *t, uint64_t profile, int64_t ts, uint64_t s
     if (bst != PS_OK)
         return bst;
     MDB_cursor *cur;
-    int rc = mdb_cursor_open(t->txn, t->store->dbi[DB_PEVENT], &cur);
+    int rc = cur_open(t, t->store->dbi[DB_PEVENT], &cur);
     if (rc)
         return map_rc(rc, "pevent");
     uint8_t start[24];
@@ -339,7 +339,7 @@ static ps_status pevent_walk(ps_txn *t, uint64_t profile, int64_t ts, uint64_t s
     }
     if (rc && rc != MDB_NOTFOUND && st == PS_OK)
         st = map_rc(rc, "pevent");
-    mdb_cursor_close(cur);
+    cur_close(t, cur);
     return st;
 }
 

@@ -31,12 +31,19 @@
  *                                                      type,value,count]
  *   types       type bytes                            [1,coll]
  */
+#define _GNU_SOURCE /* SA_ONSTACK, REG_RIP, dl_iterate_phdr */
 #include "store_int.h"
 
 #include "ps/fsutil.h"
 
 #include <fcntl.h>
+#include <link.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdint.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 static void txn_free(ps_txn *t);
@@ -102,15 +109,162 @@ static ps_status data_file_whole(MDB_env *env, const char *dir)
     return grown ? PS_OK : PS_ECORRUPT;
 }
 
-/* LMDB stops the process (abort) when a page it reads breaks its own rules, which only a
- * damaged file does: the log says which store, and what to do, before it happens. */
+/* A damaged data file can make LMDB fail in three ways that end the process: an assertion
+ * (LMDB aborts), or a read through its map of a page past the end of the file (SIGBUS) or a
+ * write to a page a damaged header made it take for its own (SIGSEGV: the map is read-only).
+ * Inside ps_store_guarded() each of these jumps back to the guard instead, so that one damaged
+ * space fails its request or batch, not the whole server. A fault outside the guarded store's
+ * map, or on a thread with no guard, is left to the handler that was there before (a crash, as
+ * without the guard). */
+typedef struct guard {
+    jmp_buf at;
+    struct guard *outer;
+    ps_store *store;
+    const char *map;
+    size_t map_size;
+} guard;
+
+static _Thread_local guard *guard_top;
+static _Thread_local ps_txn *writing;    /* this thread's open write transaction */
+static struct sigaction fault_before[2]; /* SIGBUS, SIGSEGV */
+static pthread_once_t fault_once = PTHREAD_ONCE_INIT;
+
+static void damage_found(guard *g)
+{
+    atomic_store(&g->store->damaged, true);
+    /* LMDB's own state of a write transaction it was in the middle of cannot be trusted
+     * (ending it may free what a damaged page made it take for its own): the transaction is
+     * dropped without LMDB, keeping the writer's lock, and this process writes no more */
+    if (writing && writing->store == g->store) {
+        writing->broken = true;
+        atomic_store(&g->store->write_broken, true);
+    }
+    guard_top = g->outer;
+    longjmp(g->at, 1);
+}
+
 static void on_lmdb_assert(MDB_env *env, const char *msg)
 {
     ps_store *s = mdb_env_get_userctx(env);
+    guard *g = guard_top;
     ps_log(PS_LOG_ERROR,
-           "msg=\"store corrupt: LMDB stops the process\" store=%s detail=\"%s\" "
+           "msg=\"store corrupt: %s\" store=%s detail=\"%s\" "
            "hint=\"restore the space from a snapshot, or rebuild it from its log\"",
+           g ? "LMDB met a damaged page; the operation fails" : "LMDB stops the process",
            s ? s->name : "?", msg);
+    if (g)
+        damage_found(g);
+}
+
+/* The address range of LMDB's code, where a fault with no map address behind it (a null
+ * pointer LMDB took from a damaged page) is the damage too; found once, by the segment that
+ * holds mdb_env_create. */
+static uintptr_t lmdb_code_from, lmdb_code_to;
+
+static int lmdb_code_find(struct dl_phdr_info *info, size_t size, void *ud)
+{
+    (void)size;
+    uintptr_t fn = (uintptr_t)ud;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uintptr_t from = info->dlpi_addr + ph->p_vaddr;
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && fn >= from &&
+            fn < from + ph->p_memsz) {
+            lmdb_code_from = from;
+            lmdb_code_to = from + ph->p_memsz;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static bool fault_in_lmdb(void *uc)
+{
+#if defined(__x86_64__)
+    uintptr_t pc = (uintptr_t)((ucontext_t *)uc)->uc_mcontext.gregs[REG_RIP];
+#elif defined(__aarch64__)
+    uintptr_t pc = (uintptr_t)((ucontext_t *)uc)->uc_mcontext.pc;
+#else
+    uintptr_t pc = 0;
+    (void)uc;
+#endif
+    return pc >= lmdb_code_from && pc < lmdb_code_to;
+}
+
+static void on_fault(int sig, siginfo_t *info, void *uc)
+{
+    guard *g = guard_top;
+    const char *at = info->si_addr;
+    if (g && ((g->map && at >= g->map && at < g->map + g->map_size) || fault_in_lmdb(uc))) {
+        static const char say[] = "profiled: LMDB faulted on a damaged page of a store's data "
+                                  "file; the operation fails\n";
+        ssize_t w = write(2, say, sizeof say - 1); /* ps_log is not for signal handlers */
+        (void)w;
+        damage_found(g);
+    }
+    /* not ours: the handler from before takes the fault when the instruction runs again */
+    sigaction(sig, &fault_before[sig == SIGSEGV], NULL);
+}
+
+static void fault_install(void)
+{
+    dl_iterate_phdr(lmdb_code_find, (void *)(uintptr_t)mdb_env_create);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK; /* NODEFER: nothing stays blocked
+                                                         * after the jump back */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, &fault_before[0]);
+    sigaction(SIGSEGV, &sa, &fault_before[1]);
+}
+
+/* Where LMDB mapped the store's data file: LMDB does not say (mdb_env_info gives the
+ * address only for a fixed map), so it is found in /proc/self/maps by the file's device and
+ * inode. Left unknown (faults then are not caught) when it cannot be read. */
+static void map_find(ps_store *s)
+{
+    int fd;
+    struct stat st;
+    MDB_envinfo info;
+    if (mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &st) != 0 || mdb_env_info(s->env, &info) != 0)
+        return;
+    FILE *f = fopen("/proc/self/maps", "re");
+    if (f == NULL)
+        return;
+    char line[4608];
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long from, to, ino;
+        unsigned maj, min;
+        if (sscanf(line, "%llx-%llx %*s %*x %x:%x %llu", &from, &to, &maj, &min, &ino) == 5 &&
+            ino == (unsigned long long)st.st_ino && maj == major(st.st_dev) &&
+            min == minor(st.st_dev) && to - from == info.me_mapsize) {
+            s->map = (const char *)(uintptr_t)from;
+            s->map_size = (size_t)(to - from);
+            break;
+        }
+    }
+    fclose(f);
+}
+
+ps_status ps_store_guarded(ps_store *s, ps_status (*fn)(void *ud), void *ud)
+{
+    pthread_once(&fault_once, fault_install);
+    guard g = {.outer = guard_top, .store = s, .map = s->map, .map_size = s->map_size};
+    ps_status st;
+    guard_top = &g;
+    if (setjmp(g.at) == 0) {
+        st = fn(ud);
+        guard_top = g.outer;
+    } else {
+        st = PS_ECORRUPT; /* damage_found() restored guard_top */
+    }
+    return st;
+}
+
+bool ps_store_damaged(ps_store *s)
+{
+    return atomic_load(&s->damaged);
 }
 
 #define MAP_SIZE_MIN (64ULL << 10) /* PS_MAP_SIZE's range: LMDB rounds a small map up to the */
@@ -186,6 +340,7 @@ ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **o
         free(s);
         return st;
     }
+    map_find(s);
     /* Open every named database. A store that has them all is opened in a read transaction,
      * so that opening never waits for another process's writer; a new (or older) store gets
      * its databases and format in one write transaction. */
@@ -367,6 +522,8 @@ static ps_txn *pool_take(ps_store *s)
 static void read_end(ps_txn *t)
 {
     ps_store *s = t->store;
+    while (t->open_count) /* left open by a guarded call cut short */
+        mdb_cursor_close(t->open[--t->open_count]);
     mdb_txn_reset(t->txn);
     msgpack_zone_clear(&t->zone);
     t->counters_loaded = false;
@@ -388,6 +545,13 @@ ps_status ps_txn_begin(ps_store *s, bool write, ps_txn **out)
         *out = t;
         return PS_OK;
     }
+    if (write && atomic_load(&s->write_broken)) {
+        ps_log(PS_LOG_ERROR,
+               "msg=\"store corrupt: no more writes from this process\" store=%s "
+               "hint=\"restore the space from a snapshot, or rebuild it from its log\"",
+               s->name);
+        return PS_ECORRUPT;
+    }
     t = ps_xcalloc(1, sizeof *t);
     t->store = s;
     t->write = write;
@@ -396,6 +560,8 @@ ps_status ps_txn_begin(ps_store *s, bool write, ps_txn **out)
         free(t);
         return map_rc(rc, "txn begin");
     }
+    if (write)
+        writing = t;
     msgpack_zone_init(&t->zone, 2048);
     ps_buf_init(&t->key);
     ps_buf_init(&t->val);
@@ -448,6 +614,10 @@ ps_status ps_txn_commit(ps_txn *t)
         return PS_OK;
     }
     ps_store *s = t->store;
+    if (t->broken) {
+        ps_txn_abort(t);
+        return PS_ECORRUPT;
+    }
     /* the identifier cache is kept under LMDB's writer lock, so its bookkeeping happens
      * before the commit or abort releases it: trusted from the next transaction id when the
      * commit succeeds (a failed one leaves the next transaction this id, which the cache
@@ -460,6 +630,7 @@ ps_status ps_txn_commit(ps_txn *t)
         int rc = mdb_txn_commit(t->txn);
         st = map_rc(full_disk_rc(s->env, rc), "commit");
     }
+    writing = NULL;
     txn_free(t);
     if (st == PS_OK && dict)
         st_log_dict_install(s, dict, dict_len);
@@ -476,7 +647,9 @@ void ps_txn_abort(ps_txn *t)
         return;
     }
     st_icache_clear(t->store); /* still under the writer lock: the next writer reuses the id */
-    mdb_txn_abort(t->txn);
+    if (!t->broken)            /* else left to LMDB as it is (damage_found) */
+        mdb_txn_abort(t->txn);
+    writing = NULL;
     txn_free(t);
 }
 
@@ -691,7 +864,7 @@ static ps_status copy_fresh(ps_store *s, const char *tmp_dir, uint64_t *records,
         MDB_dbi to;
         MDB_cursor *cur;
         if ((rc = mdb_dbi_open(wt, db_names[db], MDB_CREATE, &to)) != 0 ||
-            (rc = mdb_cursor_open(t->txn, s->dbi[db], &cur)) != 0) {
+            (rc = cur_open(t, s->dbi[db], &cur)) != 0) {
             st = map_rc(rc, "compact");
             break;
         }
@@ -714,7 +887,7 @@ static ps_status copy_fresh(ps_store *s, const char *tmp_dir, uint64_t *records,
         }
         if (st == PS_OK && grc != MDB_NOTFOUND)
             st = map_rc(grc, "compact");
-        mdb_cursor_close(cur);
+        cur_close(t, cur);
     }
     ps_buf_clear(&val);
     free(dict);

@@ -73,6 +73,10 @@ struct ps_store {
     /* identifier rows as this process's write transactions last saw them (graphdb.c); used
      * only inside a write transaction, so LMDB's writer lock is its lock */
     struct icache *icache;
+    _Atomic(bool) damaged;      /* a guarded call met a page LMDB found broken (ps_store_guarded) */
+    _Atomic(bool) write_broken; /* a write transaction was cut short: no more writes */
+    const char *map;            /* where LMDB mapped the data file, when known (map_find) */
+    size_t map_size;
 };
 
 struct ps_txn {
@@ -82,12 +86,16 @@ struct ps_txn {
     bool counters_loaded; /* read lazily: most readers never ask */
     bool counters_dirty;
     bool logged;            /* a write transaction that appended to the log */
+    bool broken;            /* cut short in LMDB by a damaged page: never handed back to it */
     char seen_types[8][65]; /* identifier types known to be in `types` (a few per space) */
     unsigned seen_count;
     struct pcache *pc;        /* write transactions: profile records read or written */
     struct behind *behind[2]; /* write transactions: pevent and pmsg rows not put yet */
     MDB_cursor *tail[3];      /* write transactions: at the end of log, event and audit; LMDB
                                * closes them with the transaction */
+    MDB_cursor *open[4];      /* read transactions: cursors open (cur_open), which LMDB does
+                               * not close with them: ended with the transaction */
+    unsigned open_count;
     uint64_t counters[PS_CTR__COUNT];
     ps_buf key;
     ps_buf val;
@@ -244,6 +252,29 @@ static inline ps_status put_val(ps_txn *t, int db)
     return put_raw(t, db, t->val.ptr, t->val.len);
 }
 
+/* Cursors of the storage modules open and close through these. LMDB closes a write
+ * transaction's cursors with it, not a read transaction's: those are kept in the transaction
+ * (a few at a time), so that ending it closes any that a guarded call cut short left open
+ * (ps_store_guarded). */
+static inline int cur_open(ps_txn *t, MDB_dbi dbi, MDB_cursor **out)
+{
+    int rc = mdb_cursor_open(t->txn, dbi, out);
+    if (rc == 0 && !t->write && t->open_count < sizeof t->open / sizeof t->open[0])
+        t->open[t->open_count++] = *out;
+    return rc;
+}
+
+static inline void cur_close(ps_txn *t, MDB_cursor *cur)
+{
+    for (unsigned i = t->open_count; i-- > 0;) {
+        if (t->open[i] == cur) {
+            t->open[i] = t->open[--t->open_count];
+            break;
+        }
+    }
+    mdb_cursor_close(cur);
+}
+
 /* Puts a row after the last one of a table whose keys only grow (log, event, audit). The
  * transaction keeps a cursor at the end of each: appending through it follows the cursor's
  * path down to the last leaf instead of searching every level, as mdb_put with MDB_APPEND
@@ -299,7 +330,7 @@ static inline int prefix_open(ps_txn *t, int db, prefix_cursor *pc)
     pc->len = t->key.len;
     PS_ASSERT(pc->len <= sizeof pc->prefix);
     memcpy(pc->prefix, t->key.ptr ? t->key.ptr : (uint8_t *)"", pc->len);
-    return mdb_cursor_open(t->txn, t->store->dbi[db], &pc->cur);
+    return cur_open(t, t->store->dbi[db], &pc->cur);
 }
 
 static inline bool prefix_has(const prefix_cursor *pc, const MDB_val *k)
@@ -331,7 +362,7 @@ static inline ps_status iterate(ps_txn *t, int db, const void *start, size_t sta
     }
     if (rc && rc != MDB_NOTFOUND && st == PS_OK)
         st = map_rc(rc, db_names[db]);
-    mdb_cursor_close(cur);
+    cur_close(t, cur);
     return st;
 }
 
@@ -354,7 +385,7 @@ static inline ps_status del_prefix(ps_txn *t, int db)
             break;
         rc = mdb_cursor_get(cur, &k, &v, MDB_GET_CURRENT); /* the next one, after a delete */
     }
-    mdb_cursor_close(cur);
+    cur_close(t, cur);
     return rc == 0 || rc == MDB_NOTFOUND || rc == EINVAL ? PS_OK : map_rc(rc, db_names[db]);
 }
 
