@@ -312,6 +312,64 @@ static ps_status rows_all_read(ctx *c)
     return PS_OK;
 }
 
+/* Every walk and comparison, in the one read transaction c->t. */
+static ps_status walk_all(void *ud)
+{
+    ctx *c = ud;
+    ps_txn *t = c->t;
+    ps_check_report *report = c->r;
+    ps_status st;
+    ps_slice scheme;
+    c->by_message = ps_store_meta_get(t, PS_SEGMENT_IDS_KEY, &scheme) == PS_OK && scheme.len == 7 &&
+                    memcmp(scheme.ptr, "message", 7) == 0;
+    st = ps_store_profile_scan(t, 1, check_profile, c);
+    if (st == PS_OK)
+        st = c->st;
+    if (st == PS_OK && c->max_seq >= ps_txn_peek(t, PS_CTR_PROFILE))
+        problem(c, "profile counter %llu is not above the largest profile %llu",
+                (unsigned long long)ps_txn_peek(t, PS_CTR_PROFILE), (unsigned long long)c->max_seq);
+    if (st == PS_OK)
+        st = ps_store_member_scan(t, 0, check_member, c);
+    if (st == PS_OK)
+        st = ps_store_ident_scan(t, check_ident, c);
+    c->counter = 0;
+    if (st == PS_OK)
+        st = ps_store_pmap_scan(t, 0, NULL, check_pmap, c);
+    if (st == PS_OK && c->counter != report->identifiers)
+        problem(c, "%llu identifiers but %llu profile identifier rows",
+                (unsigned long long)report->identifiers, (unsigned long long)c->counter);
+    c->pmap_rows = c->counter;
+    if (st == PS_OK)
+        st = ps_store_event_scan(t, check_event, c);
+    c->counter = 0;
+    if (st == PS_OK)
+        st = ps_store_pevent_scan_all(t, check_pevent, c);
+    if (st == PS_OK && c->counter != report->events)
+        problem(c, "%llu events but %llu event index rows", (unsigned long long)report->events,
+                (unsigned long long)c->counter);
+    c->pevent_rows = c->counter;
+    if (st == PS_OK)
+        st = ps_store_link_scan(t, 0, check_link, c);
+    if (st == PS_OK)
+        st = ps_store_audit_scan(t, 1, check_audit, c);
+    if (st == PS_OK) {
+        if (c->audit_create - c->audit_erased != report->profiles)
+            problem(c, "audit: %llu create rows less %llu erasures for %llu profiles",
+                    (unsigned long long)c->audit_create, (unsigned long long)c->audit_erased,
+                    (unsigned long long)report->profiles);
+        if (c->audit_mapping - c->audit_unmap != report->identifiers)
+            problem(c, "audit: %llu mapping rows less %llu removals for %llu identifiers",
+                    (unsigned long long)c->audit_mapping, (unsigned long long)c->audit_unmap,
+                    (unsigned long long)report->identifiers);
+        if (c->audit_merge < c->noncanonical)
+            problem(c, "audit: %llu merge rows for %llu merged-away profiles",
+                    (unsigned long long)c->audit_merge, (unsigned long long)c->noncanonical);
+    }
+    if (st == PS_OK)
+        st = rows_all_read(c);
+    return st;
+}
+
 ps_status ps_check_space(ps_space *sp, ps_check_report *report)
 {
     memset(report, 0, sizeof *report);
@@ -320,54 +378,8 @@ ps_status ps_check_space(ps_space *sp, ps_check_report *report)
     if (st != PS_OK)
         return st;
     ctx c = {.t = t, .space = ps_space_name(sp), .r = report};
-    ps_slice scheme;
-    c.by_message = ps_store_meta_get(t, PS_SEGMENT_IDS_KEY, &scheme) == PS_OK && scheme.len == 7 &&
-                   memcmp(scheme.ptr, "message", 7) == 0;
-    st = ps_store_profile_scan(t, 1, check_profile, &c);
-    if (st == PS_OK)
-        st = c.st;
-    if (st == PS_OK && c.max_seq >= ps_txn_peek(t, PS_CTR_PROFILE))
-        problem(&c, "profile counter %llu is not above the largest profile %llu",
-                (unsigned long long)ps_txn_peek(t, PS_CTR_PROFILE), (unsigned long long)c.max_seq);
-    if (st == PS_OK)
-        st = ps_store_member_scan(t, 0, check_member, &c);
-    if (st == PS_OK)
-        st = ps_store_ident_scan(t, check_ident, &c);
-    c.counter = 0;
-    if (st == PS_OK)
-        st = ps_store_pmap_scan(t, 0, NULL, check_pmap, &c);
-    if (st == PS_OK && c.counter != report->identifiers)
-        problem(&c, "%llu identifiers but %llu profile identifier rows",
-                (unsigned long long)report->identifiers, (unsigned long long)c.counter);
-    c.pmap_rows = c.counter;
-    if (st == PS_OK)
-        st = ps_store_event_scan(t, check_event, &c);
-    c.counter = 0;
-    if (st == PS_OK)
-        st = ps_store_pevent_scan_all(t, check_pevent, &c);
-    if (st == PS_OK && c.counter != report->events)
-        problem(&c, "%llu events but %llu event index rows", (unsigned long long)report->events,
-                (unsigned long long)c.counter);
-    c.pevent_rows = c.counter;
-    if (st == PS_OK)
-        st = ps_store_link_scan(t, 0, check_link, &c);
-    if (st == PS_OK)
-        st = ps_store_audit_scan(t, 1, check_audit, &c);
-    if (st == PS_OK) {
-        if (c.audit_create - c.audit_erased != report->profiles)
-            problem(&c, "audit: %llu create rows less %llu erasures for %llu profiles",
-                    (unsigned long long)c.audit_create, (unsigned long long)c.audit_erased,
-                    (unsigned long long)report->profiles);
-        if (c.audit_mapping - c.audit_unmap != report->identifiers)
-            problem(&c, "audit: %llu mapping rows less %llu removals for %llu identifiers",
-                    (unsigned long long)c.audit_mapping, (unsigned long long)c.audit_unmap,
-                    (unsigned long long)report->identifiers);
-        if (c.audit_merge < c.noncanonical)
-            problem(&c, "audit: %llu merge rows for %llu merged-away profiles",
-                    (unsigned long long)c.audit_merge, (unsigned long long)c.noncanonical);
-    }
-    if (st == PS_OK)
-        st = rows_all_read(&c);
+    /* guarded: a page that would stop LMDB (an assertion, a fault) is a finding too */
+    st = ps_store_guarded(ps_space_store(sp), walk_all, &c);
     if (st == PS_ECORRUPT) { /* LMDB met a page it cannot read: a finding, not a failure */
         problem(&c, "a table walk stopped at a page LMDB cannot read (damaged pages)");
         st = PS_OK;
