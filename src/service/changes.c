@@ -47,6 +47,7 @@ bool ps_changes_table_parse(const char *name, unsigned *table)
 /* ---- scanning ---- */
 
 typedef struct scan_ctx {
+    ps_space *sp;
     ps_txn *t;
     const ps_rules *rules;
     uint64_t after;
@@ -199,6 +200,15 @@ static bool visit(void *ud, const ps_audit_rec *a)
     return go_on && c->st == PS_OK;
 }
 
+static ps_status scan_in(void *ud)
+{
+    scan_ctx *c = ud;
+    ps_status st = ps_space_rules(c->sp, c->t, &c->rules);
+    if (st == PS_OK)
+        st = ps_store_audit_scan(c->t, c->after / PS_CHANGES_SUB, visit, c);
+    return st;
+}
+
 ps_status ps_changes_scan(ps_space *sp, uint64_t after, size_t limit, unsigned tables,
                           ps_change_fn fn, void *ud, uint64_t *next)
 {
@@ -209,7 +219,8 @@ ps_status ps_changes_scan(ps_space *sp, uint64_t after, size_t limit, unsigned t
     ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
     if (st != PS_OK)
         return st;
-    scan_ctx c = {.t = t,
+    scan_ctx c = {.sp = sp,
+                  .t = t,
                   .after = after,
                   .limit = limit,
                   .tables = tables,
@@ -217,9 +228,8 @@ ps_status ps_changes_scan(ps_space *sp, uint64_t after, size_t limit, unsigned t
                   .ud = ud,
                   .next = after};
     ps_arena_init(&c.arena);
-    st = ps_space_rules(sp, t, &c.rules);
-    if (st == PS_OK)
-        st = ps_store_audit_scan(t, after / PS_CHANGES_SUB, visit, &c);
+    /* guarded: a page that would stop LMDB fails this read, not the process */
+    st = ps_store_guarded(ps_space_store(sp), scan_in, &c);
     ps_txn_abort(t);
     ps_arena_clear(&c.arena);
     if (st == PS_OK)
