@@ -380,8 +380,11 @@ ps_status ps_check_space(ps_space *sp, ps_check_report *report)
     ctx c = {.t = t, .space = ps_space_name(sp), .r = report};
     /* guarded: a page that would stop LMDB (an assertion, a fault) is a finding too */
     st = ps_store_guarded(ps_space_store(sp), walk_all, &c);
-    if (st == PS_ECORRUPT) { /* LMDB met a page it cannot read: a finding, not a failure */
-        problem(&c, "a table walk stopped at a page LMDB cannot read (damaged pages)");
+    /* LMDB met a page it cannot read (or, after one, refused the rest of the transaction):
+     * a finding, not a failure of check */
+    if (st == PS_ECORRUPT || st == PS_EIO) {
+        problem(&c, "a table walk stopped at a page LMDB cannot read (%s; damaged pages?)",
+                ps_status_str(st));
         st = PS_OK;
     }
     ps_txn_abort(t);

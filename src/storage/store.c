@@ -196,9 +196,12 @@ static void on_fault(int sig, siginfo_t *info, void *uc)
     guard *g = guard_top;
     const char *at = info->si_addr;
     if (g && ((g->map && at >= g->map && at < g->map + g->map_size) || fault_in_lmdb(uc))) {
-        static const char say[] = "profiled: LMDB faulted on a damaged page of a store's data "
-                                  "file; the operation fails\n";
-        ssize_t w = write(2, say, sizeof say - 1); /* ps_log is not for signal handlers */
+        /* ps_log is not for signal handlers: one line from parts, with write() */
+        static const char say[] = ": LMDB faulted on a damaged page of a store's data file; "
+                                  "the operation fails\n";
+        const char *who = program_invocation_short_name;
+        ssize_t w = write(2, who, strlen(who));
+        w = write(2, say, sizeof say - 1);
         (void)w;
         damage_found(g);
     }
