@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* profilectl log: the accepted-message log as NDJSON; rebuild: every derived table again from
  * the log; migrate: storage upgrades. */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -40,9 +41,31 @@ static int take_time(cli *c, const char *name, int64_t *out)
     return EXIT_OK;
 }
 
+typedef struct lost_ctx {
+    const char *space;
+    uint64_t ranges;
+} lost_ctx;
+
+static void say_lost(void *ud, uint64_t from, uint64_t to)
+{
+    lost_ctx *l = ud;
+    l->ranges++;
+    if (to == UINT64_MAX)
+        fprintf(stderr,
+                "profilectl: log of space %s: messages from sequence %llu on could not be "
+                "read (damaged pages)\n",
+                l->space, (unsigned long long)from);
+    else
+        fprintf(stderr,
+                "profilectl: log of space %s: messages %llu-%llu could not be read "
+                "(damaged pages; some of these numbers may never have been used)\n",
+                l->space, (unsigned long long)from, (unsigned long long)to);
+}
+
 int cmd_log(cli *c)
 {
     int64_t since = INT64_MIN, until = INT64_MAX;
+    bool salvage = cli_take_flag(c, "--salvage");
     int rc = take_time(c, "--since", &since);
     if (rc == EXIT_OK)
         rc = take_time(c, "--until", &until);
@@ -51,7 +74,8 @@ int cmd_log(cli *c)
     if (rc)
         return rc;
     if (c->argc != 1)
-        return cli_fail(EXIT_USAGE, "usage: profilectl log SPACE [--since TIME] [--until TIME]");
+        return cli_fail(EXIT_USAGE,
+                        "usage: profilectl log SPACE [--since TIME] [--until TIME] [--salvage]");
     ps_space *sp;
     if ((rc = cli_open_space(c, c->argv[0], true, &sp)))
         return rc;
@@ -61,9 +85,17 @@ int cmd_log(cli *c)
         fprintf(stderr, "profilectl: note: the log of space %s is incomplete: %s\n", c->argv[0],
                 info.why);
     out_ctx o = {stdout, 0, false};
-    if (st == PS_OK)
+    lost_ctx lost = {c->argv[0], 0};
+    if (salvage) /* a damaged store: what can be read, whatever the counts say */
+        st = ps_history_salvage(sp, since, until, put_line, &o, say_lost, &lost);
+    else if (st == PS_OK)
         st = ps_history_scan(sp, since, until, put_line, &o);
     ps_space_close(sp);
+    if (salvage && st == PS_OK && !o.failed)
+        fprintf(stderr,
+                "profilectl: salvaged %llu messages of space %s; %llu range(s) could not "
+                "be read\n",
+                (unsigned long long)o.lines, c->argv[0], (unsigned long long)lost.ranges);
     if (fflush(stdout) != 0 || o.failed)
         return cli_fail(EXIT_STORE, "cannot write the log to standard output");
     if (st != PS_OK)

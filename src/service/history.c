@@ -15,6 +15,8 @@ typedef struct scan_ctx {
     void *ud;
     ps_buf line;
     ps_status st;
+    ps_history_lost_fn lost; /* salvaging: a message that does not make a line is passed over */
+    void *lost_ud;
 } scan_ctx;
 
 /* The log keeps the stamps beside the message; a line carries them inside it. */
@@ -34,7 +36,12 @@ static bool visit(void *ud, const ps_log_rec *r)
     scan_ctx *c = ud;
     if (r->received_ms < c->since_ms || r->received_ms >= c->until_ms)
         return true;
-    if ((c->st = ps_history_line(r, &c->line)) != PS_OK)
+    if ((c->st = ps_history_line(r, &c->line)) != PS_OK && c->lost) {
+        c->lost(c->lost_ud, r->seq, r->seq);
+        c->st = PS_OK;
+        return true;
+    }
+    if (c->st != PS_OK)
         return false;
     return c->fn(c->ud, (ps_slice){c->line.ptr, c->line.len});
 }
@@ -46,9 +53,18 @@ ps_status ps_history_scan(ps_space *sp, int64_t since_ms, int64_t until_ms, ps_h
     ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
     if (st != PS_OK)
         return st;
-    scan_ctx c = {since_ms, until_ms, fn, ud, {0}, PS_OK};
+    scan_ctx c = {since_ms, until_ms, fn, ud, {0}, PS_OK, NULL, NULL};
     st = ps_store_log_scan(t, 1, true, visit, &c);
     ps_txn_abort(t);
+    ps_buf_clear(&c.line);
+    return st != PS_OK ? st : c.st;
+}
+
+ps_status ps_history_salvage(ps_space *sp, int64_t since_ms, int64_t until_ms, ps_history_fn fn,
+                             void *ud, ps_history_lost_fn lost, void *lost_ud)
+{
+    scan_ctx c = {since_ms, until_ms, fn, ud, {0}, PS_OK, lost, lost_ud};
+    ps_status st = ps_store_log_salvage(ps_space_store(sp), visit, &c, lost, lost_ud);
     ps_buf_clear(&c.line);
     return st != PS_OK ? st : c.st;
 }

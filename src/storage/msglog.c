@@ -385,6 +385,120 @@ ps_status ps_store_log_scan(ps_txn *t, uint64_t from_seq, bool with_json, ps_log
     return iterate(t, DB_LOG, start, sizeof start, log_visit, &it);
 }
 
+/* ---- salvage ---- */
+
+typedef struct salvage {
+    ps_store *s;
+    ps_txn *t;      /* the step's read transaction, ended after the step */
+    uint64_t pos;   /* the first sequence number not visited yet */
+    uint64_t found; /* a probe's: the first message at or after `pos`; 0 when none */
+    ps_log_fn fn;
+    void *ud;
+    bool stopped; /* fn said stop */
+} salvage;
+
+static bool salvage_visit(void *ud, const ps_log_rec *r)
+{
+    salvage *sv = ud;
+    sv->pos = r->seq + 1;
+    sv->stopped = !sv->fn(sv->ud, r);
+    return !sv->stopped;
+}
+
+static ps_status salvage_walk(void *ud)
+{
+    salvage *sv = ud;
+    ps_status st = ps_txn_begin(sv->s, false, &sv->t);
+    return st == PS_OK ? ps_store_log_scan(sv->t, sv->pos, true, salvage_visit, sv) : st;
+}
+
+/* Whether the first message at or after sv->pos reads whole (sv->found; 0: there is none). */
+static ps_status salvage_probe(void *ud)
+{
+    salvage *sv = ud;
+    ps_status st = ps_txn_begin(sv->s, false, &sv->t);
+    MDB_cursor *cur;
+    int rc = st == PS_OK ? cur_open(sv->t, sv->s->dbi[DB_LOG], &cur) : 0;
+    if (st != PS_OK || rc)
+        return st != PS_OK ? st : map_rc(rc, "log");
+    uint8_t key[8];
+    ps_put_be64(key, sv->pos);
+    MDB_val k = {sizeof key, key}, v;
+    ps_log_rec r;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    sv->found = 0;
+    if (rc == 0 && k.mv_size == 8) {
+        sv->found = ps_get_be64(k.mv_data);
+        st = log_decode(sv->t, sv->found, &v, true, &r);
+    } else if (rc == 0 || rc != MDB_NOTFOUND) {
+        st = rc ? map_rc(rc, "log") : PS_ECORRUPT;
+    }
+    cur_close(sv->t, cur);
+    return st;
+}
+
+/* One step, guarded, in a read transaction of its own (one that met damage is not reused). */
+static ps_status salvage_step(salvage *sv, ps_status (*step)(void *), uint64_t pos)
+{
+    sv->pos = pos;
+    sv->t = NULL;
+    ps_status st = ps_store_guarded(sv->s, step, sv);
+    ps_txn_abort(sv->t);
+    return st;
+}
+
+static bool damage(ps_status st)
+{
+    return st == PS_ECORRUPT || st == PS_EIO;
+}
+
+ps_status ps_store_log_salvage(ps_store *s, ps_log_fn fn, void *ud, ps_log_lost_fn lost,
+                               void *lost_ud)
+{
+    salvage sv = {.s = s, .fn = fn, .ud = ud};
+    uint64_t pos = 1, failed_at = 0;
+    for (;;) {
+        ps_status st = salvage_step(&sv, salvage_walk, pos);
+        if (!damage(st) || sv.stopped)
+            return sv.stopped ? PS_OK : st;
+        uint64_t from = sv.pos; /* where the walk stopped: nothing there could be read */
+        if (salvage_step(&sv, salvage_probe, from) == PS_OK) {
+            if (sv.found == 0) /* the walk stopped past the last message */
+                return PS_OK;
+            if (sv.found != from || failed_at != from) { /* a lookup reads on from there */
+                failed_at = from;
+                pos = sv.found;
+                continue;
+            }
+            lost(lost_ud, from, from); /* read alone, not in a walk: passed over */
+            pos = from + 1;
+            continue;
+        }
+        /* the first readable message after `from`: step out by doubling, then halve back */
+        uint64_t bad = from, good = 0;
+        for (uint64_t step = 1; step <= UINT64_MAX / 4 - from; step *= 2) {
+            if (salvage_step(&sv, salvage_probe, from + step) == PS_OK) {
+                good = from + step;
+                break;
+            }
+            bad = from + step;
+        }
+        if (good == 0) {
+            lost(lost_ud, from, UINT64_MAX);
+            return PS_OK;
+        }
+        while (good - bad > 1) {
+            uint64_t mid = bad + (good - bad) / 2;
+            if (salvage_step(&sv, salvage_probe, mid) == PS_OK)
+                good = mid;
+            else
+                bad = mid;
+        }
+        lost(lost_ud, from, good - 1);
+        pos = good;
+    }
+}
+
 static const char log_incomplete_key[] = PS_LOG_INCOMPLETE_KEY;
 
 ps_status ps_store_log_info(ps_txn *t, uint64_t *count, bool *incomplete)

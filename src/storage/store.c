@@ -149,7 +149,8 @@ static void on_lmdb_assert(MDB_env *env, const char *msg)
     guard *g = guard_top;
     ps_log(PS_LOG_ERROR,
            "msg=\"store corrupt: %s\" store=%s detail=\"%s\" "
-           "hint=\"restore the space from a snapshot, or rebuild it from its log\"",
+           "hint=\"restore the space from a snapshot, or salvage its log into a new space "
+           "(docs/profilectl.md, log --salvage)\"",
            g ? "LMDB met a damaged page; the operation fails" : "LMDB stops the process",
            s ? s->name : "?", msg);
     if (g)
@@ -551,7 +552,8 @@ ps_status ps_txn_begin(ps_store *s, bool write, ps_txn **out)
     if (write && atomic_load(&s->write_broken)) {
         ps_log(PS_LOG_ERROR,
                "msg=\"store corrupt: no more writes from this process\" store=%s "
-               "hint=\"restore the space from a snapshot, or rebuild it from its log\"",
+               "hint=\"restore the space from a snapshot, or salvage its log into a new space "
+               "(docs/profilectl.md, log --salvage)\"",
                s->name);
         return PS_ECORRUPT;
     }
