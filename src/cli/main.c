@@ -140,7 +140,12 @@ int cli_exit_code(ps_status st)
 const char *cli_status_hint(ps_status st)
 {
     /* the map's size and the disk both end as PS_EFULL (the log names which) */
-    return st == PS_EFULL ? " (free disk space, or raise PS_MAP_SIZE)" : "";
+    if (st == PS_EFULL)
+        return " (free disk space, or raise PS_MAP_SIZE)";
+    if (st == PS_ECORRUPT)
+        return " (damaged pages? `profilectl check` lists them; docs/profilectl.md, \"Repairing a "
+               "damaged space\")";
+    return "";
 }
 
 int cli_open_space(const cli *c, const char *name, bool read_only, ps_space **out)

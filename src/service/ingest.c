@@ -378,6 +378,7 @@ typedef struct step {
     ps_drop *why;
     const ps_prepared *prepared;
     ps_slice value;
+    void *arg; /* a step's own */
 } step;
 
 static ps_status step_run(void *ud)
@@ -961,6 +962,47 @@ ps_status ps_ingest_logged(ps_ingest *in, ps_slice value)
     return guarded((step){.in = in, .fn = logged_step, .value = value});
 }
 
+typedef struct rebuild_run {
+    const ps_rebuild_opts *o;
+    ps_snapshot *before, *after; /* with o->diff */
+} rebuild_run;
+
+/* Clears the derived tables and replays the log into them, in the batch's transaction. */
+static ps_status rebuild_step(step *s)
+{
+    ps_ingest *in = s->in;
+    rebuild_run *run = s->arg;
+    const ps_rebuild_opts *o = run->o;
+    ps_status st = open_batch(in);
+    uint64_t count = 0;
+    bool incomplete = false;
+    if (st == PS_OK)
+        st = ps_store_log_info(in->txn, &count, &incomplete);
+    if (st == PS_OK && incomplete && !o->force)
+        st = PS_ECONFLICT;
+    if (st == PS_OK && o->diff)
+        st = ps_snapshot_take(in->txn, &run->before);
+    if (st == PS_OK && o->settings &&
+        (st = ps_store_meta_put(in->txn, "settings",
+                                (ps_slice){(const uint8_t *)o->settings, o->settings_len})) ==
+            PS_OK)
+        st = ps_space_rules(in->space, in->txn, &in->rules); /* the replay runs under them */
+    if (st == PS_OK)
+        st = ps_store_clear_derived(in->txn);
+    replay_ctx c = {in, PS_OK};
+    if (st == PS_OK)
+        st = ps_store_log_scan(in->txn, 1, true, replay_one, &c);
+    if (st == PS_OK)
+        st = c.st;
+    if (st == PS_OK && o->diff)
+        st = ps_snapshot_take(in->txn, &run->after);
+    if (st == PS_OK && o->diff) {
+        ps_diff_counts dc;
+        ps_snapshot_diff(run->before, run->after, o->diff_first, o->diff, &dc);
+    }
+    return st;
+}
+
 ps_status ps_ingest_rebuild(ps_space *sp, const ps_rebuild_opts *o, ps_ingest_stats *stats,
                             ps_diags *diags)
 {
@@ -975,37 +1017,11 @@ ps_status ps_ingest_rebuild(ps_space *sp, const ps_rebuild_opts *o, ps_ingest_st
     ps_ingest *in;
     ps_ingest_opts opts = {.keep_received_at = true};
     ps_status st = ps_ingest_begin(sp, &opts, &in);
-    if (st == PS_OK)
-        st = open_batch(in);
-    uint64_t count = 0;
-    bool incomplete = false;
-    if (st == PS_OK)
-        st = ps_store_log_info(in->txn, &count, &incomplete);
-    if (st == PS_OK && incomplete && !o->force)
-        st = PS_ECONFLICT;
-    ps_snapshot *before = NULL, *after = NULL;
-    if (st == PS_OK && o->diff)
-        st = ps_snapshot_take(in->txn, &before);
-    if (st == PS_OK && o->settings &&
-        (st = ps_store_meta_put(in->txn, "settings",
-                                (ps_slice){(const uint8_t *)o->settings, o->settings_len})) ==
-            PS_OK)
-        st = ps_space_rules(sp, in->txn, &in->rules); /* the replay runs under them */
-    if (st == PS_OK)
-        st = ps_store_clear_derived(in->txn);
-    replay_ctx c = {in, PS_OK};
-    if (st == PS_OK)
-        st = ps_store_log_scan(in->txn, 1, true, replay_one, &c);
-    if (st == PS_OK)
-        st = c.st;
-    if (st == PS_OK && o->diff)
-        st = ps_snapshot_take(in->txn, &after);
-    if (st == PS_OK && o->diff) {
-        ps_diff_counts dc;
-        ps_snapshot_diff(before, after, o->diff_first, o->diff, &dc);
-    }
-    ps_snapshot_free(before);
-    ps_snapshot_free(after);
+    rebuild_run run = {o, NULL, NULL};
+    if (st == PS_OK) /* guarded: a page that would stop LMDB fails the rebuild, unchanged */
+        st = guarded((step){.in = in, .fn = rebuild_step, .arg = &run});
+    ps_snapshot_free(run.before);
+    ps_snapshot_free(run.after);
     if (st == PS_OK && o->dry_run) {
         stats_add(&in->committed, &in->pending); /* what the rebuild would have done */
         *stats = in->committed;
