@@ -164,7 +164,8 @@ int cli_open_space(const cli *c, const char *name, bool read_only, ps_space **ou
                         "space '%s' is in storage format 1; upgrade it with: profilectl migrate %s",
                         name, name);
     if (st != PS_OK)
-        return cli_fail(cli_exit_code(st), "cannot open space '%s': %s", name, ps_status_str(st));
+        return cli_fail(cli_exit_code(st), "cannot open space '%s': %s%s", name, ps_status_str(st),
+                        cli_status_hint(st));
     /* a server's journal: take what a stopped one left, or wait for a running one to apply
      * what it acknowledged (ps/writer.h), so that this command sees every acknowledged write */
     if (ps_writer_journal_present(*out)) {
