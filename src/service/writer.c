@@ -43,6 +43,7 @@
 #define APPLY_NICE 10
 #define STREAM_EIO_PAUSE_MS 200 /* replicated: before reading again after an I/O error */
 #define APPLY_RETRY_MS 1000     /* after a failed commit */
+#define APPLY_RETRIES_SAID 60   /* a failure that lasts is logged once a minute */
 #define RECOVER_EVENTS 50000    /* journal records per commit when recovering */
 #define DRAIN_WAIT_MS 10000     /* another process's server: how long to wait for it to apply */
 #define STALL_MS 3000           /* replicated: no record this long while some wait: read again */
@@ -478,14 +479,17 @@ static void *apply_run(void *arg)
         if (st == PS_OK)
             commit_took = mono_us() - commit_began;
         bool gave_up = false;
-        while (st != PS_OK && !gave_up) { /* the whole transaction again, after a pause */
+        for (unsigned failed = 1; st != PS_OK && !gave_up; failed++) { /* the whole transaction
+                                                                        * again, after a pause */
             pthread_mutex_lock(&w->lock);
             gave_up = w->journal_done; /* stopping: the next start takes them from the journal */
             pthread_mutex_unlock(&w->lock);
-            ps_log(PS_LOG_ERROR,
-                   "msg=\"applying journaled events failed; %s\" space=%s error=\"%s\"",
-                   gave_up ? "they stay in the journal" : "retrying", ps_space_name(w->space),
-                   ps_status_str(st));
+            if (failed == 1 || failed % APPLY_RETRIES_SAID == 0 || gave_up) /* not every second */
+                ps_log(PS_LOG_ERROR,
+                       "msg=\"applying journaled events failed; %s\" space=%s error=\"%s\" "
+                       "attempts=%u",
+                       gave_up ? "they stay in the journal" : "retrying", ps_space_name(w->space),
+                       ps_status_str(st), failed);
             if (gave_up)
                 break;
             struct timespec d = {APPLY_RETRY_MS / 1000, (APPLY_RETRY_MS % 1000) * 1000000L};

@@ -550,11 +550,12 @@ ps_status ps_txn_begin(ps_store *s, bool write, ps_txn **out)
         return PS_OK;
     }
     if (write && atomic_load(&s->write_broken)) {
-        ps_log(PS_LOG_ERROR,
-               "msg=\"store corrupt: no more writes from this process\" store=%s "
-               "hint=\"restore the space from a snapshot, or salvage its log into a new space "
-               "(docs/profilectl.md, log --salvage)\"",
-               s->name);
+        if (!atomic_exchange(&s->write_broken_said, true)) /* once: the writer retries */
+            ps_log(PS_LOG_ERROR,
+                   "msg=\"store corrupt: no more writes from this process\" store=%s "
+                   "hint=\"restore the space from a snapshot, or salvage its log into a new "
+                   "space (docs/profilectl.md, log --salvage)\"",
+                   s->name);
         return PS_ECORRUPT;
     }
     t = ps_xcalloc(1, sizeof *t);
