@@ -13,9 +13,10 @@ ps_status ps_dir_sync(const char *dir);
  * of 4096 bytes or more, PS_EIO (logged with the system's reason) when one cannot be made. */
 ps_status ps_mkdirs(const char *dir);
 
-/* Opens (creating it) the file `path` and waits for an exclusive lock on it (flock), which
- * the kernel releases when the returned descriptor is closed or the process ends, so a crash
- * leaves no stale lock. Returns the descriptor, or -1 (errno set). Release with close(). */
+/* Opens `path` (a directory, or a file that exists) and waits for an exclusive lock on it
+ * (flock), which the kernel releases when the returned descriptor is closed or the process
+ * ends, so a crash leaves no stale lock. Returns the descriptor, or -1 (errno set). Release
+ * with close(). */
 int ps_lock_exclusive(const char *path);
 
 #endif

@@ -44,7 +44,7 @@ ps_status ps_mkdirs(const char *dir)
 
 int ps_lock_exclusive(const char *path)
 {
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    int fd = open(path, O_RDONLY | O_CLOEXEC); /* a directory, or a file that exists */
     if (fd < 0)
         return -1;
     int rc;

@@ -153,7 +153,7 @@ ps_status ps_space_create(const char *data_dir, const char *name, const char *se
             return st;
         ps_rules_free(rules);
     }
-    char dir[4096], spaces[4096], lock[4200];
+    char dir[4096], spaces[4096];
     space_dir(data_dir, name, dir, sizeof dir);
     snprintf(spaces, sizeof spaces, "%s/spaces", data_dir);
     struct stat sb;
@@ -163,17 +163,19 @@ ps_status ps_space_create(const char *data_dir, const char *name, const char *se
     if (st != PS_OK)
         return st;
     /* one creation at a time in a data directory: two of one name would share the temporary
-     * name create_locked() builds in (the lock goes with the process: a crash leaves none) */
-    snprintf(lock, sizeof lock, "%s/.create.lock", spaces);
-    int lock_fd = ps_lock_exclusive(lock);
-    if (lock_fd < 0) {
+     * name create_locked() builds in. The lock is on the spaces directory itself (no file to
+     * own), and goes with the process: a crash leaves none. A filesystem without locks (some
+     * NFS) goes on unlocked, as before there was a lock. */
+    int lock_fd = ps_lock_exclusive(spaces);
+    if (lock_fd < 0 && errno != ENOLCK && errno != EOPNOTSUPP) {
         int e = errno;
-        ps_log(PS_LOG_ERROR, "msg=\"cannot lock space creation\" path=\"%s\" error=\"%s\"", lock,
+        ps_log(PS_LOG_ERROR, "msg=\"cannot lock space creation\" path=\"%s\" error=\"%s\"", spaces,
                strerror(e));
-        return e == ENOSPC || e == EDQUOT ? PS_EFULL : PS_EIO;
+        return PS_EIO;
     }
     st = create_locked(spaces, dir, name, settings, settings_len);
-    close(lock_fd);
+    if (lock_fd >= 0)
+        close(lock_fd);
     return st;
 }
 

@@ -151,9 +151,10 @@ static void on_lmdb_assert(MDB_env *env, const char *msg)
            "msg=\"store corrupt: %s\" store=%s detail=\"%s\" "
            "hint=\"restore the space from a snapshot, or salvage its log into a new space "
            "(docs/profilectl.md, log --salvage)\"",
-           g ? "LMDB met a damaged page; the operation fails" : "LMDB stops the process",
+           g && g->store == s ? "LMDB met a damaged page; the operation fails"
+                              : "LMDB stops the process",
            s ? s->name : "?", msg);
-    if (g)
+    if (g && g->store == s)
         damage_found(g);
 }
 
@@ -166,6 +167,8 @@ static int lmdb_code_find(struct dl_phdr_info *info, size_t size, void *ud)
 {
     (void)size;
     uintptr_t fn = (uintptr_t)ud;
+    if (info->dlpi_name == NULL || info->dlpi_name[0] == 0)
+        return 0; /* the program itself (its PLT stub for the function, or a static LMDB) */
     for (int i = 0; i < info->dlpi_phnum; i++) {
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
         uintptr_t from = info->dlpi_addr + ph->p_vaddr;
@@ -196,7 +199,11 @@ static void on_fault(int sig, siginfo_t *info, void *uc)
 {
     guard *g = guard_top;
     const char *at = info->si_addr;
-    if (g && ((g->map && at >= g->map && at < g->map + g->map_size) || fault_in_lmdb(uc))) {
+    /* the data file's map; or, inside LMDB's code, the first pages of the address space (a
+     * null pointer LMDB took from a damaged page). Not the lock file's map: LMDB holds its
+     * reader mutex while it writes there, and a jump would leave it held */
+    bool in_map = g && g->map && at >= g->map && at < g->map + g->map_size;
+    if (g && (in_map || ((uintptr_t)at < (64u << 10) && fault_in_lmdb(uc)))) {
         /* ps_log is not for signal handlers: one line from parts, with write() */
         static const char say[] = ": LMDB faulted on a damaged page of a store's data file; "
                                   "the operation fails\n";
@@ -596,6 +603,10 @@ static int full_disk_rc(MDB_env *env, int rc)
 
 ps_status ps_txn_commit(ps_txn *t)
 {
+    if (t->broken) { /* cut short in LMDB: nothing more of it goes to LMDB */
+        ps_txn_abort(t);
+        return PS_ECORRUPT;
+    }
     ps_status st = PS_OK;
     uint8_t *dict = NULL;
     size_t dict_len = 0;
@@ -620,10 +631,6 @@ ps_status ps_txn_commit(ps_txn *t)
         return PS_OK;
     }
     ps_store *s = t->store;
-    if (t->broken) {
-        ps_txn_abort(t);
-        return PS_ECORRUPT;
-    }
     /* the identifier cache is kept under LMDB's writer lock, so its bookkeeping happens
      * before the commit or abort releases it: trusted from the next transaction id when the
      * commit succeeds (a failed one leaves the next transaction this id, which the cache
@@ -636,7 +643,8 @@ ps_status ps_txn_commit(ps_txn *t)
         int rc = mdb_txn_commit(t->txn);
         st = map_rc(full_disk_rc(s->env, rc), "commit");
     }
-    writing = NULL;
+    if (writing == t)
+        writing = NULL;
     txn_free(t);
     if (st == PS_OK && dict)
         st_log_dict_install(s, dict, dict_len);
@@ -655,7 +663,8 @@ void ps_txn_abort(ps_txn *t)
     st_icache_clear(t->store); /* still under the writer lock: the next writer reuses the id */
     if (!t->broken)            /* else left to LMDB as it is (damage_found) */
         mdb_txn_abort(t->txn);
-    writing = NULL;
+    if (writing == t)
+        writing = NULL;
     txn_free(t);
 }
 
