@@ -74,6 +74,18 @@ static inline void ps_buf_json_cstr(ps_buf *b, const char *s)
     ps_buf_json_str(b, s, strlen(s));
 }
 
+/* Reads one byte of every page of [p, p+n): bytes a store maps from its file fault here, if
+ * they are going to (a damaged or short file), and not later under a lock that a guarded
+ * call (ps_store_guarded) would then leave held. */
+static inline void ps_touch(const void *p, size_t n)
+{
+    const volatile unsigned char *b = p;
+    for (size_t i = 0; i < n; i += 4096)
+        (void)b[i];
+    if (n)
+        (void)b[n - 1];
+}
+
 /* Bump allocator: many small allocations freed at once with ps_arena_clear(). */
 /* Process setting for the long-running programs: freed memory, large buffers included, is
  * kept for reuse instead of being handed back to the kernel and faulted in again (a page

@@ -239,6 +239,7 @@ ps_status ps_space_rules(ps_space *sp, ps_txn *t, const ps_rules **out)
         s = (ps_slice){(const uint8_t *)"{}", 2};
     else if (st != PS_OK)
         return st;
+    ps_touch(s.ptr, s.len); /* a fault in the map comes before the lock, not under it */
     pthread_mutex_lock(&sp->lock);
     ps_rules *r = compiled_find(&sp->rules, s);
     if (r == NULL) {
@@ -263,6 +264,7 @@ ps_status ps_space_filters(ps_space *sp, ps_txn *t, const ps_filter_set **out)
     else if (st != PS_OK)
         return st;
     uint64_t snapshot = ps_txn_snapshot(t);
+    ps_touch(s.ptr, s.len); /* a fault in the map comes before the lock, not under it */
     pthread_mutex_lock(&sp->lock);
     ps_filter_set *f = compiled_find(&sp->filters, s);
     /* a reader that began before the current set was read gets it too, so that two versions

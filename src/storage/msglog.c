@@ -118,6 +118,7 @@ static ZSTD_DDict *ddict_get(ps_txn *t, unsigned id)
     ps_slice v;
     if (ps_store_meta_get(t, key, &v) != PS_OK)
         return NULL;
+    ps_touch(v.ptr, v.len); /* a fault in the map comes before the lock, not under it */
     pthread_mutex_lock(&s->dict_lock);
     d = atomic_load(&s->ddict[id]);
     if (d == NULL && (d = ZSTD_createDDict(v.ptr, v.len)) != NULL)
