@@ -51,9 +51,11 @@ ps_status ps_store_log_scan(ps_txn *t, uint64_t from_seq, bool with_json, ps_log
 /* For a damaged store: visits every message of the log that can be read, in order, and passes
  * over what cannot. Each step runs guarded (ps_store_guarded) in a read transaction of its
  * own; a walk a damaged page stops goes on at the first sequence number after the page that a
- * lookup can read (found by doubling steps, then halving). `lost` is told each range passed
- * over, both ends included (to_seq UINT64_MAX: to the end); numbers in it may never have been
- * used (trimmed or erased messages, the end of the log). fn returning false stops, PS_OK. */
+ * lookup can read (probes 16 apart at most up to the message counter, doubling past it, then
+ * halving back). `lost` is told each range passed over, both ends included (to_seq UINT64_MAX:
+ * to the end); numbers in it may never have been used (trimmed or erased messages, the end of
+ * the log). fn returning false stops, PS_OK. A read transaction that cannot begin is an
+ * error, not damage. */
 typedef void (*ps_log_lost_fn)(void *ud, uint64_t from_seq, uint64_t to_seq);
 ps_status ps_store_log_salvage(ps_store *s, ps_log_fn fn, void *ud, ps_log_lost_fn lost,
                                void *lost_ud);

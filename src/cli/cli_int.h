@@ -34,6 +34,8 @@ int cli_exit_code(ps_status st);
 const char *cli_status_hint(ps_status st);
 /* Opens a space or prints why not. Returns EXIT_OK on success. */
 int cli_open_space(const cli *c, const char *name, bool read_only, ps_space **out);
+/* The same, without taking in a server's journal first (which writes to the store). */
+int cli_open_space_as_is(const cli *c, const char *name, bool read_only, ps_space **out);
 /* Reads a whole file ("-" = stdin) up to `max` bytes. Returns EXIT_OK or prints why not. */
 int cli_read_file(const char *path, size_t max, ps_buf *out);
 /* Prints settings diagnostics, one per line: "<path>: <message>". */

@@ -9,6 +9,7 @@
 #include "ps/clock.h"
 #include "ps/history.h"
 #include "ps/ingest.h"
+#include "ps/writer.h"
 
 typedef struct out_ctx {
     FILE *f;
@@ -77,10 +78,18 @@ int cmd_log(cli *c)
         return cli_fail(EXIT_USAGE,
                         "usage: profilectl log SPACE [--since TIME] [--until TIME] [--salvage]");
     ps_space *sp;
-    if ((rc = cli_open_space(c, c->argv[0], true, &sp)))
+    /* salvaging reads a damaged store as it is: taking in the server's journal first would
+     * write into it */
+    if ((rc = salvage ? cli_open_space_as_is(c, c->argv[0], true, &sp)
+                      : cli_open_space(c, c->argv[0], true, &sp)))
         return rc;
-    ps_history_info info;
-    ps_status st = ps_history_info_get(sp, &info);
+    if (salvage && ps_writer_journal_present(sp))
+        fprintf(stderr,
+                "profilectl: note: space %s has a server journal; messages it holds that "
+                "were never applied are not in this output\n",
+                c->argv[0]);
+    ps_history_info info = {0};
+    ps_status st = salvage ? PS_OK : ps_history_info_get(sp, &info);
     if (st == PS_OK && info.incomplete)
         fprintf(stderr, "profilectl: note: the log of space %s is incomplete: %s\n", c->argv[0],
                 info.why);

@@ -142,13 +142,13 @@ const char *cli_status_hint(ps_status st)
     /* the map's size and the disk both end as PS_EFULL (the log names which) */
     if (st == PS_EFULL)
         return " (free disk space, or raise PS_MAP_SIZE)";
-    if (st == PS_ECORRUPT)
-        return " (damaged pages? `profilectl check` lists them; docs/profilectl.md, \"Repairing a "
-               "damaged space\")";
+    if (st == PS_ECORRUPT) /* most often damaged pages; the log line before says which */
+        return " (the log says why; damaged pages: docs/profilectl.md, \"Repairing a damaged "
+               "space\")";
     return "";
 }
 
-int cli_open_space(const cli *c, const char *name, bool read_only, ps_space **out)
+int cli_open_space_as_is(const cli *c, const char *name, bool read_only, ps_space **out)
 {
     if (!ps_space_name_valid(name))
         return cli_fail(EXIT_INVALID,
@@ -166,6 +166,15 @@ int cli_open_space(const cli *c, const char *name, bool read_only, ps_space **ou
     if (st != PS_OK)
         return cli_fail(cli_exit_code(st), "cannot open space '%s': %s%s", name, ps_status_str(st),
                         cli_status_hint(st));
+    return EXIT_OK;
+}
+
+int cli_open_space(const cli *c, const char *name, bool read_only, ps_space **out)
+{
+    int rc = cli_open_space_as_is(c, name, read_only, out);
+    if (rc != EXIT_OK)
+        return rc;
+    ps_status st = PS_OK;
     /* a server's journal: take what a stopped one left, or wait for a running one to apply
      * what it acknowledged (ps/writer.h), so that this command sees every acknowledged write */
     if (ps_writer_journal_present(*out)) {

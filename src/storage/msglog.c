@@ -388,36 +388,57 @@ ps_status ps_store_log_scan(ps_txn *t, uint64_t from_seq, bool with_json, ps_log
 
 /* ---- salvage ---- */
 
+#define SALVAGE_STEP_MAX                                                                           \
+    16 /* probes past a damaged page this far apart at most: a leaf holds                          \
+        * some 20-30 messages, so no readable one is stepped over */
+
 typedef struct salvage {
     ps_store *s;
     ps_txn *t;      /* the step's read transaction, ended after the step */
     uint64_t pos;   /* the first sequence number not visited yet */
     uint64_t found; /* a probe's: the first message at or after `pos`; 0 when none */
+    uint64_t last;  /* the message counter's last number, 0 when it cannot be read */
     ps_log_fn fn;
     void *ud;
-    bool stopped; /* fn said stop */
+    bool stopped; /* fn said stop, or the log's last possible number was visited */
+    bool behind;  /* the walk met a key at or before one it had passed: damage */
+    bool no_txn;  /* a read transaction could not begin: not damage, and fatal */
 } salvage;
 
 static bool salvage_visit(void *ud, const ps_log_rec *r)
 {
     salvage *sv = ud;
+    if (r->seq < sv->pos) { /* a damaged page's key, out of order */
+        sv->behind = true;
+        return false;
+    }
+    sv->stopped = !sv->fn(sv->ud, r) || r->seq == UINT64_MAX;
     sv->pos = r->seq + 1;
-    sv->stopped = !sv->fn(sv->ud, r);
     return !sv->stopped;
+}
+
+static ps_status salvage_begin(salvage *sv)
+{
+    ps_status st = ps_txn_begin(sv->s, false, &sv->t);
+    sv->no_txn = st != PS_OK;
+    return st;
 }
 
 static ps_status salvage_walk(void *ud)
 {
     salvage *sv = ud;
-    ps_status st = ps_txn_begin(sv->s, false, &sv->t);
-    return st == PS_OK ? ps_store_log_scan(sv->t, sv->pos, true, salvage_visit, sv) : st;
+    sv->behind = false;
+    ps_status st = salvage_begin(sv);
+    if (st == PS_OK)
+        st = ps_store_log_scan(sv->t, sv->pos, true, salvage_visit, sv);
+    return st == PS_OK && sv->behind ? PS_ECORRUPT : st;
 }
 
 /* Whether the first message at or after sv->pos reads whole (sv->found; 0: there is none). */
 static ps_status salvage_probe(void *ud)
 {
     salvage *sv = ud;
-    ps_status st = ps_txn_begin(sv->s, false, &sv->t);
+    ps_status st = salvage_begin(sv);
     MDB_cursor *cur;
     int rc = st == PS_OK ? cur_open(sv->t, sv->s->dbi[DB_LOG], &cur) : 0;
     if (st != PS_OK || rc)
@@ -428,13 +449,22 @@ static ps_status salvage_probe(void *ud)
     ps_log_rec r;
     rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
     sv->found = 0;
-    if (rc == 0 && k.mv_size == 8) {
+    if (rc == 0 && k.mv_size == 8 && ps_get_be64(k.mv_data) >= sv->pos) {
         sv->found = ps_get_be64(k.mv_data);
         st = log_decode(sv->t, sv->found, &v, true, &r);
-    } else if (rc == 0 || rc != MDB_NOTFOUND) {
-        st = rc ? map_rc(rc, "log") : PS_ECORRUPT;
+    } else if (rc != MDB_NOTFOUND) {
+        st = rc ? map_rc(rc, "log") : PS_ECORRUPT; /* a key of the wrong size, or behind */
     }
     cur_close(sv->t, cur);
+    return st;
+}
+
+static ps_status salvage_last(void *ud)
+{
+    salvage *sv = ud;
+    ps_status st = salvage_begin(sv);
+    if (st == PS_OK)
+        sv->last = ps_txn_peek(sv->t, PS_CTR_MESSAGE) - 1;
     return st;
 }
 
@@ -453,17 +483,49 @@ static bool damage(ps_status st)
     return st == PS_ECORRUPT || st == PS_EIO;
 }
 
+/* The first number after `from` (which cannot be read) where a lookup reads a message or
+ * finds the end of the log, 0 when there is none: probes at most SALVAGE_STEP_MAX apart up
+ * to the message counter, then further out by doubling steps, then halving back. */
+static uint64_t salvage_next(salvage *sv, uint64_t from)
+{
+    uint64_t bad = from, good = 0, step = 1;
+    while (step <= UINT64_MAX - bad) {
+        uint64_t at = bad + step;
+        if (salvage_step(sv, salvage_probe, at) == PS_OK) {
+            good = at;
+            break;
+        }
+        if (sv->no_txn)
+            return 0;
+        bad = at;
+        if (step < SALVAGE_STEP_MAX || sv->last == 0 || bad >= sv->last)
+            step = step <= (UINT64_MAX >> 1) ? step * 2 : UINT64_MAX;
+    }
+    while (good && good - bad > 1) {
+        uint64_t mid = bad + (good - bad) / 2;
+        if (salvage_step(sv, salvage_probe, mid) == PS_OK)
+            good = mid;
+        else if (sv->no_txn)
+            return 0;
+        else
+            bad = mid;
+    }
+    return good;
+}
+
 ps_status ps_store_log_salvage(ps_store *s, ps_log_fn fn, void *ud, ps_log_lost_fn lost,
                                void *lost_ud)
 {
     salvage sv = {.s = s, .fn = fn, .ud = ud};
+    if (salvage_step(&sv, salvage_last, 0) != PS_OK) /* unknown: probes go out by doubling */
+        sv.last = 0;
     uint64_t pos = 1, failed_at = 0;
     for (;;) {
         ps_status st = salvage_step(&sv, salvage_walk, pos);
-        if (!damage(st) || sv.stopped)
+        if (sv.no_txn || !damage(st) || sv.stopped)
             return sv.stopped ? PS_OK : st;
         uint64_t from = sv.pos; /* where the walk stopped: nothing there could be read */
-        if (salvage_step(&sv, salvage_probe, from) == PS_OK) {
+        if ((st = salvage_step(&sv, salvage_probe, from)) == PS_OK) {
             if (sv.found == 0) /* the walk stopped past the last message */
                 return PS_OK;
             if (sv.found != from || failed_at != from) { /* a lookup reads on from there */
@@ -471,32 +533,22 @@ ps_status ps_store_log_salvage(ps_store *s, ps_log_fn fn, void *ud, ps_log_lost_
                 pos = sv.found;
                 continue;
             }
-            lost(lost_ud, from, from); /* read alone, not in a walk: passed over */
+            lost(lost_ud, from, from); /* read alone, never in a walk: passed over */
+            if (from == UINT64_MAX)
+                return PS_OK;
             pos = from + 1;
             continue;
         }
-        /* the first readable message after `from`: step out by doubling, then halve back */
-        uint64_t bad = from, good = 0;
-        for (uint64_t step = 1; step <= UINT64_MAX / 4 - from; step *= 2) {
-            if (salvage_step(&sv, salvage_probe, from + step) == PS_OK) {
-                good = from + step;
-                break;
-            }
-            bad = from + step;
-        }
-        if (good == 0) {
-            lost(lost_ud, from, UINT64_MAX);
+        if (sv.no_txn)
+            return st;
+        uint64_t next = salvage_next(&sv, from);
+        if (sv.no_txn)
+            return PS_EIO;
+        /* none after it: to the counter's last number, when that can be read */
+        lost(lost_ud, from, next ? next - 1 : sv.last >= from ? sv.last : UINT64_MAX);
+        if (next == 0)
             return PS_OK;
-        }
-        while (good - bad > 1) {
-            uint64_t mid = bad + (good - bad) / 2;
-            if (salvage_step(&sv, salvage_probe, mid) == PS_OK)
-                good = mid;
-            else
-                bad = mid;
-        }
-        lost(lost_ud, from, good - 1);
-        pos = good;
+        pos = next;
     }
 }
 
