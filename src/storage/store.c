@@ -231,9 +231,11 @@ static void fault_install(void)
 }
 
 /* Where LMDB mapped the store's data file: LMDB does not say (mdb_env_info gives the
- * address only for a fixed map), so it is found in /proc/self/maps by the file's device and
- * inode. Left unknown (faults then are not caught) when it cannot be read. */
-static void map_find(ps_store *s)
+ * address only for a fixed map), so it is found in /proc/self/maps: the mapping of the map's
+ * size that holds `inside` (a value read from the map), or without one the mapping of the
+ * file's device and inode (which overlay filesystems do not show as they are). Left unknown
+ * (faults then are not caught) when neither finds it. */
+static void map_find(ps_store *s, const void *inside)
 {
     int fd;
     struct stat st;
@@ -243,13 +245,17 @@ static void map_find(ps_store *s)
     FILE *f = fopen("/proc/self/maps", "re");
     if (f == NULL)
         return;
+    uintptr_t at = (uintptr_t)inside;
     char line[4608];
     while (fgets(line, sizeof line, f)) {
         unsigned long long from, to, ino;
         unsigned maj, min;
-        if (sscanf(line, "%llx-%llx %*s %*x %x:%x %llu", &from, &to, &maj, &min, &ino) == 5 &&
-            ino == (unsigned long long)st.st_ino && maj == major(st.st_dev) &&
-            min == minor(st.st_dev) && to - from == info.me_mapsize) {
+        if (sscanf(line, "%llx-%llx %*s %*x %x:%x %llu", &from, &to, &maj, &min, &ino) != 5 ||
+            to - from != info.me_mapsize)
+            continue;
+        if (inside ? at >= from && at < to
+                   : ino == (unsigned long long)st.st_ino && maj == major(st.st_dev) &&
+                         min == minor(st.st_dev)) {
             s->map = (const char *)(uintptr_t)from;
             s->map_size = (size_t)(to - from);
             break;
@@ -351,7 +357,7 @@ ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **o
         free(s);
         return st;
     }
-    map_find(s);
+    map_find(s, NULL);
     /* Open every named database. A store that has them all is opened in a read transaction,
      * so that opening never waits for another process's writer; a new (or older) store gets
      * its databases and format in one write transaction. */
@@ -376,6 +382,8 @@ ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **o
     if (rc == 0 && txn) {
         MDB_val k = {6, "format"}, v;
         int grc = mdb_get(txn, s->dbi[DB_META], &k, &v);
+        if (grc == 0 && !write && s->map == NULL) /* a read transaction's value is in the map */
+            map_find(s, v.mv_data);
         if (grc == MDB_NOTFOUND && write) {
             s->format = PS_STORE_FORMAT;
             rc = put_format(txn, s->dbi[DB_META], PS_STORE_FORMAT);
