@@ -391,6 +391,7 @@ def test_a_damaged_space_fails_its_reads_not_the_server():
                 assert status in (200, 500), (seed, status, body)
                 if status == 500:
                     assert b"corrupt data" in body, (seed, body)
+                    failed += 1
                     break
                 page = json.loads(body)
                 if not page["data"]:
