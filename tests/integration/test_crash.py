@@ -403,7 +403,7 @@ def test_a_damaged_space_fails_its_reads_not_the_server():
             caught_here = "LMDB met a damaged page" in text or "LMDB faulted" in text
             if caught_here:
                 caught += 1
-                assert failed > 0, seed
+                assert failed > 0, (seed, [x for x in text.splitlines() if "LMDB" in x][:4])
                 status, _, metrics = srv.get("/metrics", raw=True, port=srv.metrics_port)
                 assert status == 200
                 assert b'profiled_store_damaged{space="s"} 1' in metrics, seed
