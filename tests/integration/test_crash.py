@@ -23,6 +23,33 @@ def committed_lines(stderr_text):
     return (int(found[-1][0]), int(found[-1][1])) if found else (0, 0)
 
 
+def space_of_20k(s):
+    """Space `s` of the store `s` with 20,000 generated events and an access token, and a
+    pristine copy of its files for damage(): returns the log file, the space's directory, the
+    copy's and the token."""
+    s.ctl("space", "create", "s")
+    log = os.path.join(s.dir, "log.ndjson")
+    generate(log, 20000, seed=5)
+    s.ctl("ingest", "s", log)
+    token = s.ctl("token", "create", "s").stdout.strip().splitlines()[-1]
+    space = os.path.join(s.dir, "spaces", "s")
+    pristine = os.path.join(s.dir, "pristine")
+    shutil.copytree(space, pristine)
+    return log, space, pristine, token
+
+
+def damage(space, pristine, seed, percent):
+    """Puts the pristine copy of a space back, then writes 40 pages of noise (from `seed`) into
+    its data file from `percent`% of its length: pages damaged outside LMDB."""
+    shutil.rmtree(space)
+    shutil.copytree(pristine, space)
+    data = os.path.join(space, "data.mdb")
+    pages = os.path.getsize(data) // 4096
+    with open(data, "r+b") as f:
+        f.seek(4096 * (pages * percent // 100))
+        f.write(random.Random(seed).randbytes(4096 * 40))
+
+
 def test_kill_during_ingest():
     s = Store()
     try:
@@ -307,21 +334,9 @@ def test_check_never_passes_a_store_with_damaged_pages():
     checksums, so some damage stops the process instead (it aborts); check must never pass."""
     s = Store()
     try:
-        s.ctl("space", "create", "s")
-        log = os.path.join(s.dir, "log.ndjson")
-        generate(log, 20000, seed=5)
-        s.ctl("ingest", "s", log)
-        space = os.path.join(s.dir, "spaces", "s")
-        pristine = os.path.join(s.dir, "pristine")
-        shutil.copytree(space, pristine)
+        _, space, pristine, _ = space_of_20k(s)
         for seed in range(3):
-            shutil.rmtree(space)
-            shutil.copytree(pristine, space)
-            data = os.path.join(space, "data.mdb")
-            pages = os.path.getsize(data) // 4096
-            with open(data, "r+b") as f:
-                f.seek(4096 * (pages * 85 // 100))
-                f.write(random.Random(seed).randbytes(4096 * 40))
+            damage(space, pristine, seed, 85)
             p = s.ctl("check", "s", check=False)
             assert p.returncode != 0, (seed, p.stdout, p.stderr[-500:])
             assert not p.stdout.endswith("ok\n"), (seed, p.stdout)
@@ -339,31 +354,18 @@ def test_a_damaged_space_fails_its_reads_not_the_server():
     s = Store()
     srv = None
     try:
-        s.ctl("space", "create", "s")
         s.ctl("space", "create", "t")
-        log = os.path.join(s.dir, "log.ndjson")
-        generate(log, 20000, seed=5)
-        s.ctl("ingest", "s", log)
-        users = sorted(set(re.findall(r'"userId":"([^"]+)"', open(log).read())))[:150]
         small = os.path.join(s.dir, "small.ndjson")
         generate(small, 500, seed=6)
         s.ctl("ingest", "t", small)
         other = re.search(r'"userId":"([^"]+)"', open(small).read()).group(1)
-        tok_s = s.ctl("token", "create", "s").stdout.strip().splitlines()[-1]
         tok_t = s.ctl("token", "create", "t").stdout.strip().splitlines()[-1]
-        space = os.path.join(s.dir, "spaces", "s")
-        pristine = os.path.join(s.dir, "pristine")
-        shutil.copytree(space, pristine)
+        log, space, pristine, tok_s = space_of_20k(s)
+        users = sorted(set(re.findall(r'"userId":"([^"]+)"', open(log).read())))[:150]
         base = "/v1/spaces/%s/collections/users/profiles/user_id:%s/%s"
         caught = 0
         for seed in range(16):
-            shutil.rmtree(space)
-            shutil.copytree(pristine, space)
-            data = os.path.join(space, "data.mdb")
-            pages = os.path.getsize(data) // 4096
-            with open(data, "r+b") as f:  # 40 pages of noise, somewhere past the first 40%
-                f.seek(4096 * (pages * (40 + seed * 7 % 55) // 100))
-                f.write(random.Random(seed).randbytes(4096 * 40))
+            damage(space, pristine, seed, 40 + seed * 7 % 55)  # somewhere past the first 40%
             # a request cut short loses what its frames allocated (ps_store_guarded says so):
             # the sanitizer's leak report at exit is expected here, not a failure
             asan = os.environ.get("ASAN_OPTIONS")
@@ -430,27 +432,15 @@ def test_log_salvage_reads_past_damaged_pages():
     and faults) and points to the repair."""
     s = Store()
     try:
-        s.ctl("space", "create", "s")
-        src = os.path.join(s.dir, "log.ndjson")
-        generate(src, 20000, seed=5)
-        s.ctl("ingest", "s", src)
+        _, space, pristine, _ = space_of_20k(s)
         full = s.ctl("log", "s").stdout.splitlines()
         p = s.ctl("log", "s", "--salvage")  # an undamaged log: the same lines, nothing lost
         assert p.stdout.splitlines() == full
         assert "salvaged 20000 messages of space s; 0 range(s)" in p.stderr, p.stderr
-        space = os.path.join(s.dir, "spaces", "s")
-        pristine = os.path.join(s.dir, "pristine")
-        shutil.copytree(space, pristine)
         order = {line: i for i, line in enumerate(full)}
         gained = []
         for seed in range(6):
-            shutil.rmtree(space)
-            shutil.copytree(pristine, space)
-            data = os.path.join(space, "data.mdb")
-            pages = os.path.getsize(data) // 4096
-            with open(data, "r+b") as f:
-                f.seek(4096 * (pages * (40 + seed * 7 % 55) // 100))
-                f.write(random.Random(seed).randbytes(4096 * 40))
+            damage(space, pristine, seed, 40 + seed * 7 % 55)
             plain = s.ctl("log", "s", check=False).stdout.splitlines()
             p = s.ctl("log", "s", "--salvage", check=False)
             assert p.returncode == 0, (seed, p.returncode, p.stderr[-1000:])
