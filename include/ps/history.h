@@ -29,9 +29,8 @@ ps_status ps_history_scan(ps_space *sp, int64_t since_ms, int64_t until_ms, ps_h
 /* The same for a damaged store (ps_store_log_salvage): every message that can be read, each
  * step in a snapshot of its own; `lost` is told each range of sequence numbers passed over
  * (to UINT64_MAX: to the end), a message whose stamps do not decode included. */
-typedef void (*ps_history_lost_fn)(void *ud, uint64_t from_seq, uint64_t to_seq);
 ps_status ps_history_salvage(ps_space *sp, int64_t since_ms, int64_t until_ms, ps_history_fn fn,
-                             void *ud, ps_history_lost_fn lost, void *lost_ud);
+                             void *ud, ps_log_lost_fn lost, void *lost_ud);
 
 typedef struct ps_history_info {
     uint64_t messages;

@@ -122,6 +122,11 @@ int ps_store_other_processes(ps_store *s);
  * committed), its own allocations are lost. So every transaction fn uses must be kept in
  * memory that outlives fn. Guards nest. */
 ps_status ps_store_guarded(ps_store *s, ps_status (*fn)(void *ud), void *ud);
+/* ps_store_guarded() for the common case: fn(t, ud) in a read transaction of its own, which
+ * ends however fn ends. *ran (when not NULL) says whether fn ran: false when the transaction
+ * could not begin, whose status comes back. */
+ps_status ps_store_read_guarded(ps_store *s, ps_status (*fn)(ps_txn *t, void *ud), void *ud,
+                                bool *ran);
 /* Whether a guarded call of this process met a damaged page in the store. */
 bool ps_store_damaged(ps_store *s);
 

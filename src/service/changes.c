@@ -200,9 +200,10 @@ static bool visit(void *ud, const ps_audit_rec *a)
     return go_on && c->st == PS_OK;
 }
 
-static ps_status scan_in(void *ud)
+static ps_status scan_in(ps_txn *t, void *ud)
 {
     scan_ctx *c = ud;
+    c->t = t;
     ps_status st = ps_space_rules(c->sp, c->t, &c->rules);
     if (st == PS_OK)
         st = ps_store_audit_scan(c->t, c->after / PS_CHANGES_SUB, visit, c);
@@ -215,12 +216,7 @@ ps_status ps_changes_scan(ps_space *sp, uint64_t after, size_t limit, unsigned t
     *next = after;
     if (limit == 0)
         return PS_OK;
-    ps_txn *t;
-    ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
-    if (st != PS_OK)
-        return st;
     scan_ctx c = {.sp = sp,
-                  .t = t,
                   .after = after,
                   .limit = limit,
                   .tables = tables,
@@ -229,8 +225,7 @@ ps_status ps_changes_scan(ps_space *sp, uint64_t after, size_t limit, unsigned t
                   .next = after};
     ps_arena_init(&c.arena);
     /* guarded: a page that would stop LMDB fails this read, not the process */
-    st = ps_store_guarded(ps_space_store(sp), scan_in, &c);
-    ps_txn_abort(t);
+    ps_status st = ps_store_read_guarded(ps_space_store(sp), scan_in, &c, NULL);
     ps_arena_clear(&c.arena);
     if (st == PS_OK)
         st = c.st;

@@ -313,10 +313,10 @@ static ps_status rows_all_read(ctx *c)
 }
 
 /* Every walk and comparison, in the one read transaction c->t. */
-static ps_status walk_all(void *ud)
+static ps_status walk_all(ps_txn *t, void *ud)
 {
     ctx *c = ud;
-    ps_txn *t = c->t;
+    c->t = t;
     ps_check_report *report = c->r;
     ps_status st;
     ps_slice scheme;
@@ -373,13 +373,12 @@ static ps_status walk_all(void *ud)
 ps_status ps_check_space(ps_space *sp, ps_check_report *report)
 {
     memset(report, 0, sizeof *report);
-    ps_txn *t;
-    ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
-    if (st != PS_OK)
-        return st;
-    ctx c = {.t = t, .space = ps_space_name(sp), .r = report};
+    ctx c = {.space = ps_space_name(sp), .r = report};
     /* guarded: a page that would stop LMDB (an assertion, a fault) is a finding too */
-    st = ps_store_guarded(ps_space_store(sp), walk_all, &c);
+    bool ran;
+    ps_status st = ps_store_read_guarded(ps_space_store(sp), walk_all, &c, &ran);
+    if (!ran)
+        return st;
     /* LMDB met a page it cannot read (or, after one, refused the rest of the transaction):
      * a finding, not a failure of check */
     if (st == PS_ECORRUPT || st == PS_EIO) {
@@ -387,7 +386,6 @@ ps_status ps_check_space(ps_space *sp, ps_check_report *report)
                 ps_status_str(st));
         st = PS_OK;
     }
-    ps_txn_abort(t);
     if (st != PS_OK)
         return st;
     return report->problems ? PS_ECORRUPT : PS_OK;

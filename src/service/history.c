@@ -15,7 +15,7 @@ typedef struct scan_ctx {
     void *ud;
     ps_buf line;
     ps_status st;
-    ps_history_lost_fn lost; /* salvaging: a message that does not make a line is passed over */
+    ps_log_lost_fn lost; /* salvaging: a message that does not make a line is passed over */
     void *lost_ud;
 } scan_ctx;
 
@@ -61,7 +61,7 @@ ps_status ps_history_scan(ps_space *sp, int64_t since_ms, int64_t until_ms, ps_h
 }
 
 ps_status ps_history_salvage(ps_space *sp, int64_t since_ms, int64_t until_ms, ps_history_fn fn,
-                             void *ud, ps_history_lost_fn lost, void *lost_ud)
+                             void *ud, ps_log_lost_fn lost, void *lost_ud)
 {
     scan_ctx c = {since_ms, until_ms, fn, ud, {0}, PS_OK, lost, lost_ud};
     ps_status st = ps_store_log_salvage(ps_space_store(sp), visit, &c, lost, lost_ud);

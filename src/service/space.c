@@ -106,7 +106,7 @@ static ps_status create_locked(const char *spaces, const char *dir, const char *
 {
     struct stat sb;
     if (stat(dir, &sb) == 0)
-        return PS_ECONFLICT; /* made while this one waited for the lock */
+        return PS_ECONFLICT; /* looked at under the lock: another creation may have made it */
     /* made under a name no space can have, then renamed: a failure (a full disk) or a crash
      * half-way never leaves a space without its settings */
     char tmp[4200];
@@ -156,9 +156,6 @@ ps_status ps_space_create(const char *data_dir, const char *name, const char *se
     char dir[4096], spaces[4096];
     space_dir(data_dir, name, dir, sizeof dir);
     snprintf(spaces, sizeof spaces, "%s/spaces", data_dir);
-    struct stat sb;
-    if (stat(dir, &sb) == 0)
-        return PS_ECONFLICT;
     ps_status st = ps_mkdirs(spaces);
     if (st != PS_OK)
         return st;
@@ -428,26 +425,19 @@ ps_status ps_space_compact(ps_space *sp, uint64_t *bytes_before, uint64_t *bytes
 
 _Static_assert(PS_VIOL__COUNT <= PS_SPACE_VIOLATION_REASONS, "a figure per violation reason");
 
-typedef struct figures_read {
-    ps_space *sp;
-    ps_txn *t;
-    ps_space_figures *out;
-} figures_read;
-
-static ps_status figures_in(void *ud)
+static ps_status figures_in(ps_txn *t, void *ud)
 {
-    figures_read *r = ud;
-    ps_status st = ps_txn_begin(r->sp->store, false, &r->t);
+    ps_space_figures *out = ud;
     ps_store_counts c;
-    if (st == PS_OK && (st = ps_store_counts_get(r->t, &c)) == PS_OK) {
-        ps_space_figures *out = r->out;
-        out->merges = ps_txn_peek(r->t, PS_CTR_MERGE) - 1;
+    ps_status st = ps_store_counts_get(t, &c);
+    if (st == PS_OK) {
+        out->merges = ps_txn_peek(t, PS_CTR_MERGE) - 1;
         out->profiles = c.profiles - out->merges;
         out->identifiers = c.idents;
         out->events = c.events;
-        ps_store_usage(r->sp->store, &out->map_bytes, &out->used_bytes);
+        ps_store_usage(ps_txn_store(t), &out->map_bytes, &out->used_bytes);
         for (int v = 1; v < PS_VIOL__COUNT; v++)
-            out->violations[v] = ps_txn_peek(r->t, (ps_counter)(PS_CTR_VIOLATION + v)) - 1;
+            out->violations[v] = ps_txn_peek(t, (ps_counter)(PS_CTR_VIOLATION + v)) - 1;
     }
     return st;
 }
@@ -455,9 +445,7 @@ static ps_status figures_in(void *ud)
 ps_status ps_space_figures_get(ps_space *sp, ps_space_figures *out)
 {
     memset(out, 0, sizeof *out);
-    figures_read r = {sp, NULL, out};
-    ps_status st = ps_store_guarded(sp->store, figures_in, &r);
-    ps_txn_abort(r.t);
+    ps_status st = ps_store_read_guarded(sp->store, figures_in, out, NULL);
     out->damaged = ps_store_damaged(sp->store);
     return st;
 }

@@ -388,13 +388,12 @@ ps_status ps_store_log_scan(ps_txn *t, uint64_t from_seq, bool with_json, ps_log
 
 /* ---- salvage ---- */
 
-#define SALVAGE_STEP_MAX                                                                           \
-    16 /* probes past a damaged page this far apart at most: a leaf holds                          \
-        * some 20-30 messages, so no readable one is stepped over */
+/* Probes past a damaged page are this far apart at most: a leaf holds some 20-30 messages,
+ * so no readable one is stepped over. */
+#define SALVAGE_STEP_MAX 16
 
 typedef struct salvage {
     ps_store *s;
-    ps_txn *t;      /* the step's read transaction, ended after the step */
     uint64_t pos;   /* the first sequence number not visited yet */
     uint64_t found; /* a probe's: the first message at or after `pos`; 0 when none */
     uint64_t last;  /* the message counter's last number, 0 when it cannot be read */
@@ -417,64 +416,53 @@ static bool salvage_visit(void *ud, const ps_log_rec *r)
     return !sv->stopped;
 }
 
-static ps_status salvage_begin(salvage *sv)
-{
-    ps_status st = ps_txn_begin(sv->s, false, &sv->t);
-    sv->no_txn = st != PS_OK;
-    return st;
-}
-
-static ps_status salvage_walk(void *ud)
+static ps_status salvage_walk(ps_txn *t, void *ud)
 {
     salvage *sv = ud;
     sv->behind = false;
-    ps_status st = salvage_begin(sv);
-    if (st == PS_OK)
-        st = ps_store_log_scan(sv->t, sv->pos, true, salvage_visit, sv);
+    ps_status st = ps_store_log_scan(t, sv->pos, true, salvage_visit, sv);
     return st == PS_OK && sv->behind ? PS_ECORRUPT : st;
 }
 
 /* Whether the first message at or after sv->pos reads whole (sv->found; 0: there is none). */
-static ps_status salvage_probe(void *ud)
+static ps_status salvage_probe(ps_txn *t, void *ud)
 {
     salvage *sv = ud;
-    ps_status st = salvage_begin(sv);
     MDB_cursor *cur;
-    int rc = st == PS_OK ? cur_open(sv->t, sv->s->dbi[DB_LOG], &cur) : 0;
-    if (st != PS_OK || rc)
-        return st != PS_OK ? st : map_rc(rc, "log");
+    int rc = cur_open(t, sv->s->dbi[DB_LOG], &cur);
+    if (rc)
+        return map_rc(rc, "log");
     uint8_t key[8];
     ps_put_be64(key, sv->pos);
     MDB_val k = {sizeof key, key}, v;
     ps_log_rec r;
     rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
     sv->found = 0;
+    ps_status st = PS_OK;
     if (rc == 0 && k.mv_size == 8 && ps_get_be64(k.mv_data) >= sv->pos) {
         sv->found = ps_get_be64(k.mv_data);
-        st = log_decode(sv->t, sv->found, &v, true, &r);
+        st = log_decode(t, sv->found, &v, true, &r);
     } else if (rc != MDB_NOTFOUND) {
         st = rc ? map_rc(rc, "log") : PS_ECORRUPT; /* a key of the wrong size, or behind */
     }
-    cur_close(sv->t, cur);
+    cur_close(t, cur);
     return st;
 }
 
-static ps_status salvage_last(void *ud)
+static ps_status salvage_last(ps_txn *t, void *ud)
 {
     salvage *sv = ud;
-    ps_status st = salvage_begin(sv);
-    if (st == PS_OK)
-        sv->last = ps_txn_peek(sv->t, PS_CTR_MESSAGE) - 1;
-    return st;
+    sv->last = ps_txn_peek(t, PS_CTR_MESSAGE) - 1;
+    return PS_OK;
 }
 
 /* One step, guarded, in a read transaction of its own (one that met damage is not reused). */
-static ps_status salvage_step(salvage *sv, ps_status (*step)(void *), uint64_t pos)
+static ps_status salvage_step(salvage *sv, ps_status (*step)(ps_txn *, void *), uint64_t pos)
 {
     sv->pos = pos;
-    sv->t = NULL;
-    ps_status st = ps_store_guarded(sv->s, step, sv);
-    ps_txn_abort(sv->t);
+    bool ran;
+    ps_status st = ps_store_read_guarded(sv->s, step, sv, &ran);
+    sv->no_txn = !ran;
     return st;
 }
 
@@ -517,8 +505,7 @@ ps_status ps_store_log_salvage(ps_store *s, ps_log_fn fn, void *ud, ps_log_lost_
                                void *lost_ud)
 {
     salvage sv = {.s = s, .fn = fn, .ud = ud};
-    if (salvage_step(&sv, salvage_last, 0) != PS_OK) /* unknown: probes go out by doubling */
-        sv.last = 0;
+    (void)salvage_step(&sv, salvage_last, 0); /* unknown (0): probes go out by doubling */
     uint64_t pos = 1, failed_at = 0;
     for (;;) {
         ps_status st = salvage_step(&sv, salvage_walk, pos);

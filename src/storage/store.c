@@ -279,6 +279,32 @@ ps_status ps_store_guarded(ps_store *s, ps_status (*fn)(void *ud), void *ud)
     return st;
 }
 
+typedef struct read_call {
+    ps_txn *t;
+    ps_status (*fn)(ps_txn *t, void *ud);
+    void *ud;
+} read_call;
+
+static ps_status read_call_run(void *ud)
+{
+    read_call *r = ud;
+    return r->fn(r->t, r->ud);
+}
+
+ps_status ps_store_read_guarded(ps_store *s, ps_status (*fn)(ps_txn *t, void *ud), void *ud,
+                                bool *ran)
+{
+    read_call r = {NULL, fn, ud};
+    ps_status st = ps_txn_begin(s, false, &r.t);
+    if (ran)
+        *ran = st == PS_OK;
+    if (st != PS_OK)
+        return st;
+    st = ps_store_guarded(s, read_call_run, &r);
+    ps_txn_abort(r.t); /* a read transaction, cut short or not, ends here */
+    return st;
+}
+
 bool ps_store_damaged(ps_store *s)
 {
     return atomic_load(&s->damaged);
