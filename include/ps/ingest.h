@@ -145,6 +145,10 @@ uint64_t ps_prepared_dropped_by(const ps_prepared *p, ps_drop why);
 /* Heap bytes the payload holds (for queue bounds). */
 size_t ps_prepared_bytes(const ps_prepared *p);
 void ps_prepared_free(ps_prepared *p); /* NULL is a no-op */
+/* A hint for a consumer on another thread than the one that prepared `p`: stage 0 asks the
+ * processor for the struct, stage 1 (called later, once stage 0 has had time) for what it
+ * points to, so that ps_ingest_prepared() does not wait on memory another core wrote. */
+void ps_prepared_prefetch(const ps_prepared *p, int stage);
 
 /* The log value of message or note `i` (< ps_prepared_logged()): what the journal keeps of
  * it. Borrowed. */

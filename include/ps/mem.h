@@ -128,6 +128,9 @@ void *ps_arena_alloc(ps_arena *a, size_t size);
 char *ps_arena_strndup(ps_arena *a, const char *s, size_t len);
 /* Bytes the arena holds from the heap (for memory bounds). */
 size_t ps_arena_bytes(const ps_arena *a);
+/* Asks the processor for the first `bytes` of the newest chunk (a hint, for an arena another
+ * thread filled). */
+void ps_arena_prefetch(const ps_arena *a, size_t bytes);
 
 /* Big-endian u64 in 8 bytes: the byte order of every key and cursor position, so that byte
  * comparison is numeric order. */

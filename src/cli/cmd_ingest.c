@@ -433,6 +433,11 @@ static int ingest_stream(run *r, FILE *f)
     for (bool end = false; !end && rc == EXIT_OK;) {
         chunk *ch = pop(&r->q);
         for (size_t i = 0; i < ch->count && rc == EXIT_OK; i++) {
+            /* the reader wrote these on the other core: ask for them a turn or two early */
+            if (i + 2 < ch->count && ch->e[i + 2].kind == IT_PAYLOAD)
+                ps_prepared_prefetch(ch->e[i + 2].prep, 0);
+            if (i + 1 < ch->count && ch->e[i + 1].kind == IT_PAYLOAD)
+                ps_prepared_prefetch(ch->e[i + 1].prep, 1);
             last = ch->e[i].line;
             rc = take(r, &ch->e[i]);
         }

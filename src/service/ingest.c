@@ -631,6 +631,22 @@ void ps_prepared_free(ps_prepared *p)
     free(p);
 }
 
+void ps_prepared_prefetch(const ps_prepared *p, int stage)
+{
+    if (stage == 0) {
+        for (size_t o = 0; o < sizeof *p; o += 64)
+            __builtin_prefetch((const char *)p + o);
+        return;
+    }
+    size_t n = p->count < 2 ? p->count : 2;
+    for (size_t o = 0; o < n * sizeof *p->events; o += 64)
+        __builtin_prefetch((const char *)p->events + o);
+    __builtin_prefetch(p->log_end);
+    for (size_t o = 0; p->logs.ptr && o < 512; o += 64) /* most log values are shorter */
+        __builtin_prefetch(p->logs.ptr + o);
+    ps_arena_prefetch(&p->arena, 512);
+}
+
 static ps_status prepared_step(step *s)
 {
     ps_ingest *in = s->in;
