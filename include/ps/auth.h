@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* auth: Profile API access tokens and the space's secret for signing cursors. Tokens live in
- * the space's meta table as SHA-256 hashes under "token/<name>" (never the token itself) and
- * are compared in constant time; the secret lives under "secret/cursor". Every check reads
- * inside the caller's transaction, so a token created or revoked by another process counts
- * from the next request on. */
+ * the space's meta table as SHA-256 hashes under "token/<name>" (never the token itself), with
+ * an index row keyed by the hash, so that a check is one lookup however many tokens the space
+ * has; the secret lives under "secret/cursor". Every check reads inside the caller's
+ * transaction, so a token created or revoked by another process counts from the next request
+ * on. */
 #ifndef PS_AUTH_H
 #define PS_AUTH_H
 
@@ -51,8 +52,14 @@ ps_status ps_auth_token_list(ps_space *sp, ps_token_fn fn, void *ud);
 ps_status ps_auth_token_revoke(ps_space *sp, const char *name);
 
 /* PS_OK with the token's role when `token` is one of the space's tokens, else PS_EAUTH. The
- * work done does not depend on which token (if any) matches. */
+ * token's SHA-256 is looked up in the index: the time taken may tell something about how the
+ * hash of what was sent compares with stored hashes, never anything about a token itself
+ * (docs/security.md, "Access tokens"). A space whose index is not built yet is checked against
+ * every token in constant time. */
 ps_status ps_auth_token_check(ps_txn *t, const char *token, size_t len, ps_token_role *role);
+
+/* Builds the token index of a space made before it (a write transaction, only then). */
+ps_status ps_auth_tokens_index_ensure(ps_store *s);
 
 /* Creates the space's cursor secret when it has none (a write transaction, only then). */
 ps_status ps_auth_secret_ensure(ps_store *s);

@@ -1,12 +1,17 @@
 /* SPDX-License-Identifier: MIT */
-/* auth: access tokens (hashed at rest, constant-time checks) and the cursor secret.
+/* auth: access tokens (hashed at rest, found by their hash) and the cursor secret.
  * Record layout of "token/<name>": OFFSET 0 SIZE 32 SHA-256 of the token; OFFSET 32 SIZE 8
  * creation time in ms, big-endian; OFFSET 40 SIZE 1 role (ps_token_role). A 40-byte record
- * (made before roles) is an admin token. */
+ * (made before roles) is an admin token.
+ * Index row "tokenhash/<64 hex digits of the SHA-256>": OFFSET 0 SIZE 1 role; then the
+ * token's name. "tokenhash-index" (8 bytes, version 1) says every token has its row; a space
+ * without it (made before the index) is checked by comparing with every token until
+ * ps_auth_tokens_index_ensure() builds it. */
 #include "ps/auth.h"
 
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
@@ -14,12 +19,34 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include "ps/mem.h"
 #include "ps/text.h"
 
 #define TOKEN_PREFIX "token/"
 #define TOKEN_REC_OLD (SHA256_DIGEST_LENGTH + 8)
 #define TOKEN_REC_BYTES (TOKEN_REC_OLD + 1)
 #define SECRET_KEY "secret/cursor"
+#define INDEX_PREFIX "tokenhash/"
+#define INDEX_READY "tokenhash-index"
+#define INDEX_KEY_BYTES (sizeof INDEX_PREFIX + 2 * SHA256_DIGEST_LENGTH)
+
+static void index_key(const uint8_t hash[SHA256_DIGEST_LENGTH], char key[INDEX_KEY_BYTES])
+{
+    memcpy(key, INDEX_PREFIX, sizeof INDEX_PREFIX - 1);
+    ps_hex(hash, SHA256_DIGEST_LENGTH, key + sizeof INDEX_PREFIX - 1);
+}
+
+/* The index row of token `name` whose record is `rec`. */
+static ps_status index_put(ps_txn *t, const char *name, ps_slice rec)
+{
+    char key[INDEX_KEY_BYTES];
+    uint8_t v[1 + PS_TOKEN_NAME_MAX];
+    size_t n = strlen(name);
+    index_key(rec.ptr, key);
+    v[0] = (uint8_t)(rec.len == TOKEN_REC_BYTES ? rec.ptr[TOKEN_REC_OLD] : PS_ROLE_ADMIN);
+    memcpy(v + 1, name, n);
+    return ps_store_meta_put(t, key, (ps_slice){v, 1 + n});
+}
 
 void ps_auth_random(uint8_t *out, size_t len)
 {
@@ -142,6 +169,8 @@ ps_status ps_auth_token_create(ps_space *sp, const char *name, ps_token_role rol
     rec[TOKEN_REC_OLD] = (uint8_t)role;
     st = ps_store_meta_put(t, key, (ps_slice){rec, sizeof rec});
     if (st == PS_OK)
+        st = index_put(t, name_out, (ps_slice){rec, sizeof rec});
+    if (st == PS_OK)
         return ps_txn_commit(t);
     ps_txn_abort(t);
     return st;
@@ -187,7 +216,16 @@ ps_status ps_auth_token_revoke(ps_space *sp, const char *name)
     ps_status st = ps_txn_begin(ps_space_store(sp), true, &t);
     if (st != PS_OK)
         return st;
-    if ((st = ps_store_meta_del(t, key)) == PS_OK)
+    ps_slice rec;
+    char hkey[INDEX_KEY_BYTES];
+    if ((st = ps_store_meta_get(t, key, &rec)) == PS_OK && token_rec_ok(rec)) {
+        index_key(rec.ptr, hkey);
+        st = ps_store_meta_del(t, hkey);
+        st = st == PS_ENOTFOUND ? PS_OK : st; /* a space whose index is not built yet */
+    }
+    if (st == PS_OK)
+        st = ps_store_meta_del(t, key);
+    if (st == PS_OK)
         return ps_txn_commit(t);
     ps_txn_abort(t);
     return st;
@@ -215,11 +253,146 @@ ps_status ps_auth_token_check(ps_txn *t, const char *token, size_t len, ps_token
 {
     check_ctx c = {{0}, 0, 0};
     sha256(token, len, c.hash);
-    ps_status st = ps_store_meta_scan(t, TOKEN_PREFIX, check_token, &c);
+    char key[INDEX_KEY_BYTES];
+    ps_slice v;
+    uint64_t version;
+    index_key(c.hash, key);
+    ps_status st = ps_store_meta_get(t, key, &v); /* docs/security.md, "Access tokens" */
+    if (st == PS_OK && (v.len < 1 || v.ptr[0] > (uint8_t)PS_ROLE_READ))
+        return PS_ECORRUPT;
+    if (st == PS_OK)
+        *role = (ps_token_role)v.ptr[0];
+    if (st != PS_ENOTFOUND)
+        return st;
+    st = ps_store_meta_get_u64(t, INDEX_READY, &version);
+    if (st == PS_OK)
+        return PS_EAUTH;
+    if (st != PS_ENOTFOUND)
+        return st;
+    st = ps_store_meta_scan(t, TOKEN_PREFIX, check_token, &c); /* no index yet */
     if (st != PS_OK)
         return st;
     *role = c.role ? PS_ROLE_READ : PS_ROLE_ADMIN;
     return c.matched ? PS_OK : PS_EAUTH;
+}
+
+/* The name of token record `key`, false when the row is not a token's. */
+static bool token_name(ps_slice key, ps_slice value, char name[PS_TOKEN_NAME_MAX + 1])
+{
+    size_t len = key.len - (sizeof TOKEN_PREFIX - 1);
+    if (len > PS_TOKEN_NAME_MAX || !token_rec_ok(value))
+        return false; /* the scan of a check skips it too */
+    memcpy(name, key.ptr + sizeof TOKEN_PREFIX - 1, len);
+    name[len] = 0;
+    return true;
+}
+
+typedef struct index_ctx {
+    ps_txn *t;
+    ps_status st;
+    size_t tokens;
+    bool exact; /* every token so far has its row, with its role and name */
+} index_ctx;
+
+static bool index_has(void *ud, ps_slice key, ps_slice value)
+{
+    index_ctx *c = ud;
+    char name[PS_TOKEN_NAME_MAX + 1], hkey[INDEX_KEY_BYTES];
+    if (!token_name(key, value, name))
+        return true;
+    c->tokens++;
+    index_key(value.ptr, hkey);
+    ps_slice v;
+    size_t n = strlen(name);
+    c->st = ps_store_meta_get(c->t, hkey, &v);
+    c->exact = c->st == PS_OK && v.len == 1 + n && v.ptr[0] == (uint8_t)token_rec_role(value) &&
+               memcmp(v.ptr + 1, name, n) == 0;
+    c->st = c->st == PS_ENOTFOUND ? PS_OK : c->st;
+    return c->exact && c->st == PS_OK;
+}
+
+/* Whether the index is built and matches the tokens exactly (a build without it may have
+ * created or revoked tokens since). */
+static ps_status index_exact(ps_txn *t, bool *exact)
+{
+    uint64_t version;
+    count_ctx rows = {0};
+    index_ctx c = {t, PS_OK, 0, true};
+    ps_status st = ps_store_meta_get_u64(t, INDEX_READY, &version);
+    *exact = st == PS_OK && version == 1;
+    if (st == PS_ENOTFOUND)
+        return PS_OK;
+    if (st == PS_OK && *exact)
+        st = ps_store_meta_scan(t, TOKEN_PREFIX, index_has, &c);
+    if (st == PS_OK && c.exact)
+        st = ps_store_meta_scan(t, INDEX_PREFIX, count_token, &rows);
+    *exact = *exact && c.exact && rows.count == c.tokens;
+    return st == PS_OK ? c.st : st;
+}
+
+typedef struct key_list {
+    char (*keys)[INDEX_KEY_BYTES];
+    size_t count, cap;
+} key_list;
+
+static bool collect_key(void *ud, ps_slice key, ps_slice value)
+{
+    (void)value;
+    key_list *l = ud;
+    if (key.len >= INDEX_KEY_BYTES)
+        return true; /* not a row this code writes; it cannot match a lookup either */
+    if (l->count == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 16;
+        l->keys = ps_xrealloc(l->keys, l->cap * sizeof *l->keys);
+    }
+    memcpy(l->keys[l->count], key.ptr, key.len);
+    l->keys[l->count++][key.len] = 0;
+    return true;
+}
+
+static bool index_token(void *ud, ps_slice key, ps_slice value)
+{
+    index_ctx *c = ud;
+    char name[PS_TOKEN_NAME_MAX + 1];
+    if (!token_name(key, value, name))
+        return true;
+    c->st = index_put(c->t, name, value);
+    return c->st == PS_OK;
+}
+
+/* Writes the index again from the token records. */
+static ps_status index_rebuild(ps_txn *t)
+{
+    key_list old = {0};
+    index_ctx c = {t, PS_OK, 0, true};
+    ps_status st = ps_store_meta_scan(t, INDEX_PREFIX, collect_key, &old);
+    for (size_t i = 0; i < old.count && st == PS_OK; i++)
+        st = ps_store_meta_del(t, old.keys[i]);
+    free(old.keys);
+    if (st == PS_OK)
+        st = ps_store_meta_scan(t, TOKEN_PREFIX, index_token, &c);
+    st = st == PS_OK ? c.st : st;
+    return st == PS_OK ? ps_store_meta_put_u64(t, INDEX_READY, 1) : st;
+}
+
+ps_status ps_auth_tokens_index_ensure(ps_store *s)
+{
+    ps_txn *t;
+    bool exact;
+    ps_status st = ps_txn_begin(s, false, &t);
+    if (st != PS_OK)
+        return st;
+    st = index_exact(t, &exact);
+    ps_txn_abort(t);
+    if (st != PS_OK || exact)
+        return st;
+    if ((st = ps_txn_begin(s, true, &t)) != PS_OK)
+        return st;
+    st = index_exact(t, &exact); /* another process may have built it meanwhile */
+    if (st == PS_OK && !exact && (st = index_rebuild(t)) == PS_OK)
+        return ps_txn_commit(t);
+    ps_txn_abort(t);
+    return st;
 }
 
 ps_status ps_auth_secret(ps_txn *t, uint8_t out[PS_SECRET_BYTES])

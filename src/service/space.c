@@ -187,6 +187,8 @@ ps_status ps_space_open(const char *data_dir, const char *name, bool read_only, 
     ps_status st = ps_store_open(dir, &opts, &store);
     if (st == PS_OK && !read_only)
         st = ps_auth_secret_ensure(store); /* spaces from before cursors lack one */
+    if (st == PS_OK && !read_only) /* best effort: without it a check compares every token */
+        (void)ps_auth_tokens_index_ensure(store);
     if (st != PS_OK) {
         ps_store_close(store);
         return st;

@@ -3,6 +3,7 @@
 rate limits, slow clients and reads during an ingest (docs/http-api.md)."""
 import base64
 import datetime
+import hashlib
 import json
 import os
 import socket
@@ -536,6 +537,102 @@ def reads_during_ingest():
     e.store.ctl("check", "busy")
 
 
+def meta_rows(store, space, prefix):
+    """The meta table's rows whose key starts with `prefix`, as {key: value bytes}."""
+    env_dir = os.path.join(store.dir, "spaces", space)
+    lines = subprocess.run(["mdb_dump", "-s", "meta", env_dir], capture_output=True,
+                           text=True, check=True).stdout.split("\n")
+    start = lines.index("HEADER=END") + 1
+    rows = {bytes.fromhex(k): bytes.fromhex(v)
+            for k, v in zip(lines[start::2], lines[start + 1::2]) if k.startswith(" ")}
+    return {k.decode(): v for k, v in rows.items() if k.startswith(prefix.encode())}
+
+
+def rewrite_without(store, space, prefixes):
+    """Rewrites the space's store without the meta rows whose key starts with one of
+    `prefixes` (bytes), as a build that wrote no such rows would have left it."""
+    env_dir = os.path.join(store.dir, "spaces", space)
+    # hex, not -p: this mdb_dump prints a backslash unescaped, which mdb_load then misreads
+    dump = subprocess.run(["mdb_dump", "-a", env_dir], capture_output=True, text=True,
+                          check=True).stdout.split("\n")
+    out, i = [], 0
+    while i < len(dump):
+        if any(dump[i].startswith(" " + p.hex()) for p in prefixes):
+            i += 2  # the key and its value
+            continue
+        if not dump[i].startswith("db_pagesize="):  # mdb_load does not take it
+            out.append(dump[i])
+        i += 1
+    for f in ("data.mdb", "lock.mdb"):
+        os.remove(os.path.join(env_dir, f))
+    path = os.path.join(store.dir, "meta.dump")
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+    subprocess.run(["mdb_load", "-f", path, env_dir], check=True)
+
+
+def tokens_found_by_their_hash():
+    """A token is found by its SHA-256 in an index (one lookup however many tokens the space
+    has). A space made before the index gets it when next opened for writing; create and
+    revoke keep it exact; roles come from it; a revoked token's row goes."""
+    store = Store()
+    try:
+        store.ctl("space", "create", "t")
+        store.ctl("ingest", "t", "-", input=ndjson([{"type": "identify", "userId": "u1",
+                                                     "traits": {"plan": "pro"}}]))
+        made = {}
+        for i in range(24):
+            role = "read" if i % 3 == 0 else "admin"
+            made["tk-%d" % i] = (store.ctl("token", "create", "t", "--name", "tk-%d" % i,
+                                           "--role", role).stdout.strip(), role)
+        assert len(meta_rows(store, "t", "tokenhash/")) == 24
+        rewrite_without(store, "t", [b"tokenhash"])
+        assert meta_rows(store, "t", "tokenhash") == {}
+        srv = Server(store)
+        try:
+            path = "/v1/spaces/t/collections/users/profiles/user_id:u1/traits"
+            delete = "/v1/spaces/t/collections/users/profiles/user_id:u1/external_ids/delete"
+            body = {"delete_external_ids": [{"id": "nobody@example.com", "type": "email"}]}
+            for name, (token, role) in made.items():
+                st, _, got = srv.get(path, token)
+                assert st == 200 and got["traits"]["plan"] == "pro", (name, st, got)
+                st, _, got = srv.request("POST", delete, token, body=body)
+                assert st == (403 if role == "read" else 404), (name, role, st, got)
+            # the server opened the space at its first request, and built the index then
+            index = meta_rows(store, "t", "tokenhash")
+            assert len(index) == 25 and index["tokenhash-index"] == bytes(7) + b"\x01", index
+            assert sorted(v[1:].decode() for k, v in index.items() if "/" in k) == sorted(made)
+            for name in ("tk-0", "tk-5", "tk-23"):
+                store.ctl("token", "revoke", "t", name)
+                st, _, got = srv.get(path, made[name][0])
+                assert st == 401 and got["error"]["code"] == "authentication_error", got
+            assert len(meta_rows(store, "t", "tokenhash/")) == 21
+            late = store.ctl("token", "create", "t", "--name", "late", "--role", "read").stdout
+            assert srv.get(path, late.strip())[0] == 200
+            wrong = made["tk-1"][0][:-1] + ("A" if made["tk-1"][0][-1] != "A" else "B")
+            assert srv.get(path, wrong)[0] == 401
+            listed = {t["name"]: t["role"] for t in store.json("token", "list", "t")}
+            want = {n: r for n, (_, r) in made.items() if n not in ("tk-0", "tk-5", "tk-23")}
+            assert listed == dict(want, late="read"), listed
+        finally:
+            srv.stop()
+        # an older build revoked tk-7 (its index row stayed) and created tk-8 (no index row):
+        # the next open finds the index inexact and writes it again
+        tk8 = hashlib.sha256(made["tk-8"][0].encode()).hexdigest().encode()
+        rewrite_without(store, "t", [b"token/tk-7", b"tokenhash/" + tk8])
+        srv = Server(store)
+        try:
+            assert srv.get(path, made["tk-7"][0])[0] == 401
+            assert srv.get(path, made["tk-8"][0])[0] == 200
+            assert srv.get(path, late.strip())[0] == 200
+            index = meta_rows(store, "t", "tokenhash/")
+            assert len(index) == 21 and "tokenhash/" + tk8.decode() in index, sorted(index)
+        finally:
+            srv.stop()
+    finally:
+        store.close()
+
+
 def finish():
     global ENV
     if ENV is not None:
@@ -547,4 +644,4 @@ run_tests([health_and_metrics, routes_and_methods, authentication, traits,
            cursors_are_checked, external_ids, events, metadata_and_links,
            identifiers_and_merges, list_profiles, delete_identifier, token_roles, rate_limit,
            bad_clients,
-           reads_during_ingest, finish])
+           reads_during_ingest, tokens_found_by_their_hash, finish])
