@@ -51,6 +51,11 @@ typedef struct ps_mapping {
     bool shared; /* seen with two people (block_shared_values): it no longer matches */
 } ps_mapping;
 
+/* A hint that the identifier will be looked up soon in write transaction `t`: stage 0 asks the
+ * processor for the cache slot the lookup will probe first, stage 1 (later, once that slot is
+ * near) for the entry it holds. Nothing else changes; read transactions ignore it. */
+void ps_store_ident_prefetch(ps_txn *t, uint8_t coll, const char *type, const char *value,
+                             size_t value_len, int stage);
 ps_status ps_store_ident_get(ps_txn *t, uint8_t coll, const char *type, const char *value,
                              size_t value_len, ps_mapping *out);
 ps_status ps_store_ident_put(ps_txn *t, uint8_t coll, const char *type, const char *value,

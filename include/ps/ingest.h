@@ -149,6 +149,9 @@ void ps_prepared_free(ps_prepared *p); /* NULL is a no-op */
  * processor for the struct, stage 1 (called later, once stage 0 has had time) for what it
  * points to, so that ps_ingest_prepared() does not wait on memory another core wrote. */
 void ps_prepared_prefetch(const ps_prepared *p, int stage);
+/* The same for what resolving `p` will look up in the open batch: stage 0 the identifier
+ * cache's slots, stage 1 (later) their entries. Call it after ps_prepared_prefetch()'s stages. */
+void ps_ingest_prefetch(ps_ingest *in, const ps_prepared *p, int stage);
 
 /* The log value of message or note `i` (< ps_prepared_logged()): what the journal keeps of
  * it. Borrowed. */

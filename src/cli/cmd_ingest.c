@@ -433,11 +433,16 @@ static int ingest_stream(run *r, FILE *f)
     for (bool end = false; !end && rc == EXIT_OK;) {
         chunk *ch = pop(&r->q);
         for (size_t i = 0; i < ch->count && rc == EXIT_OK; i++) {
-            /* the reader wrote these on the other core: ask for them a turn or two early */
+            /* the reader wrote these on the other core: ask for them a few turns early, then
+             * for the identifier cache's slots and entries resolving will read */
+            if (i + 3 < ch->count && ch->e[i + 3].kind == IT_PAYLOAD)
+                ps_prepared_prefetch(ch->e[i + 3].prep, 0);
             if (i + 2 < ch->count && ch->e[i + 2].kind == IT_PAYLOAD)
-                ps_prepared_prefetch(ch->e[i + 2].prep, 0);
-            if (i + 1 < ch->count && ch->e[i + 1].kind == IT_PAYLOAD)
-                ps_prepared_prefetch(ch->e[i + 1].prep, 1);
+                ps_prepared_prefetch(ch->e[i + 2].prep, 1);
+            if (i + 1 < ch->count && ch->e[i + 1].kind == IT_PAYLOAD && !r->pub)
+                ps_ingest_prefetch(r->in, ch->e[i + 1].prep, 0);
+            if (ch->e[i].kind == IT_PAYLOAD && !r->pub)
+                ps_ingest_prefetch(r->in, ch->e[i].prep, 1);
             last = ch->e[i].line;
             rc = take(r, &ch->e[i]);
         }

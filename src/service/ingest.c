@@ -10,6 +10,7 @@
 #include "ps/clock.h"
 #include "ps/diff.h"
 #include "ps/graph.h"
+#include "ps/graphdb.h"
 #include "ps/history.h"
 #include "ps/log.h"
 #include "ps/msglog.h"
@@ -645,6 +646,21 @@ void ps_prepared_prefetch(const ps_prepared *p, int stage)
     for (size_t o = 0; p->logs.ptr && o < 512; o += 64) /* most log values are shorter */
         __builtin_prefetch(p->logs.ptr + o);
     ps_arena_prefetch(&p->arena, 512);
+}
+
+void ps_ingest_prefetch(ps_ingest *in, const ps_prepared *p, int stage)
+{
+    if (in->txn == NULL || p->opts.rules != in->rules)
+        return;
+    for (size_t i = 0; i < p->count && i < 2; i++) {
+        const ps_event *ev = &p->events[i];
+        for (size_t k = 0; k < ev->id_count && k < 8; k++) {
+            const ps_ident *id = &ev->ids[k];
+            if (id->flag == PS_IDENT_OK)
+                ps_store_ident_prefetch(in->txn, id->collection, id->type, id->value, id->value_len,
+                                        stage);
+        }
+    }
 }
 
 static ps_status prepared_step(step *s)

@@ -3,6 +3,11 @@
  * segment ids, identifiers, profile identifiers, members and identifier types. */
 #include "store_int.h"
 
+#include <pthread.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "ps/text.h"
 
 /* ---- profile ---- */
@@ -311,6 +316,21 @@ typedef struct icache {
     ps_arena arena;
 } icache;
 
+/* The cache's hash key, drawn once per process: identifiers come from anyone who holds a write
+ * key, and with a key they could read in the source they could choose values that all land in
+ * one run of slots. */
+static uint8_t ic_key[16];
+static pthread_once_t ic_key_once = PTHREAD_ONCE_INIT;
+
+static void ic_key_draw(void)
+{
+    if (getrandom(ic_key, sizeof ic_key, 0) != (ssize_t)sizeof ic_key) {
+        uint64_t a = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32), b = (uintptr_t)&a;
+        memcpy(ic_key, &a, 8); /* no entropy source: at least not the same for everyone */
+        memcpy(ic_key + 8, &b, 8);
+    }
+}
+
 void st_icache_clear(ps_store *s)
 {
     icache *c = s->icache;
@@ -323,6 +343,7 @@ void st_icache_clear(ps_store *s)
 
 void st_icache_begin(ps_txn *t)
 {
+    pthread_once(&ic_key_once, ic_key_draw);
     icache *c = t->store->icache;
     if (c == NULL)
         c = t->store->icache = ps_xcalloc(1, sizeof *c);
@@ -338,9 +359,7 @@ void st_icache_committed(ps_store *s, size_t id)
 
 static uint64_t ic_hash(const unsigned char *p, size_t n)
 {
-    static const uint8_t key[16] = {'p', 's', '-', 'i', 'd', 'e', 'n', 't',
-                                    '-', 'c', 'a', 'c', 'h', 'e', '-', '1'};
-    return ps_siphash(key, p, n);
+    return ps_siphash(ic_key, p, n);
 }
 
 /* The slot holding the key, else the slot where it would go (a tombstone or an empty one). */
@@ -460,6 +479,22 @@ static ps_status decode_mapping(ps_txn *t, const MDB_val *v, ps_mapping *m)
     r_cstr(&r, 5, m->first_message_id, sizeof m->first_message_id);
     m->shared = r.count > 6 && r_bool(&r, 6); /* written only when true */
     return PS_OK;
+}
+
+void ps_store_ident_prefetch(ps_txn *t, uint8_t coll, const char *type, const char *value,
+                             size_t value_len, int stage)
+{
+    const icache *c = t->store->icache;
+    if (!t->write || c == NULL || c->cap == 0)
+        return;
+    ident_key(t, coll, type, value, value_len);
+    const icache_slot *sl = &c->slots[ic_hash(t->key.ptr, t->key.len) & (c->cap - 1)];
+    if (stage == 0) {
+        __builtin_prefetch(sl);
+    } else if (ic_live(sl->e)) {
+        __builtin_prefetch(sl->e); /* its key and the start of its row */
+        __builtin_prefetch((const char *)sl->e + 64);
+    }
 }
 
 ps_status ps_store_ident_get(ps_txn *t, uint8_t coll, const char *type, const char *value,
