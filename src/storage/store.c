@@ -524,7 +524,6 @@ static void txn_free(ps_txn *t)
     ps_buf_clear(&t->val);
     ps_buf_clear(&t->plain);
     ZSTD_freeDCtx(t->dctx);
-    msgpack_zone_destroy(&t->zone);
     free(t);
 }
 
@@ -570,7 +569,6 @@ static void read_end(ps_txn *t)
     while (t->open_count) /* left open by a guarded call cut short */
         mdb_cursor_close(t->open[--t->open_count]);
     mdb_txn_reset(t->txn);
-    msgpack_zone_clear(&t->zone);
     t->counters_loaded = false;
     pthread_mutex_lock(&s->pool_lock);
     bool kept = s->pooled < READ_POOL_MAX;
@@ -609,7 +607,6 @@ ps_status ps_txn_begin(ps_store *s, bool write, ps_txn **out)
     }
     if (write)
         writing = t;
-    msgpack_zone_init(&t->zone, 2048);
     ps_buf_init(&t->key);
     ps_buf_init(&t->val);
     ps_status st = write ? load_counters(t) : PS_OK; /* a writer's counters move at once */

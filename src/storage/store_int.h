@@ -19,7 +19,6 @@
 #include <sys/stat.h>
 
 #include <lmdb.h>
-#include <msgpack.h>
 #define ZDICT_STATIC_LINKING_ONLY /* fastCover training with fixed parameters */
 #include <zdict.h>
 #include <zstd.h>
@@ -102,7 +101,6 @@ struct ps_txn {
     ps_buf val;
     ps_buf plain; /* a decompressed log message */
     ZSTD_DCtx *dctx;
-    msgpack_zone zone;
 };
 
 /* ---- errors ---- */
@@ -169,58 +167,53 @@ static inline mpack pk_begin(ps_txn *t, uint32_t fields)
 /* ---- msgpack decode ---- */
 
 typedef struct rec {
-    const msgpack_object *items;
-    uint32_t count;
+    mp_item items[MP_ITEMS_MAX]; /* [0] is the layout version; field i is items[i + 1] */
+    uint32_t count;              /* fields after the version (past MP_ITEMS_MAX - 1: empty) */
 } rec;
 
 static inline ps_status decode(ps_txn *t, const MDB_val *v, uint32_t min_fields, rec *out)
 {
-    msgpack_zone_clear(&t->zone);
-    size_t off = 0;
-    msgpack_object o;
-    if (msgpack_unpack(v->mv_data, v->mv_size, &off, &t->zone, &o) != MSGPACK_UNPACK_SUCCESS ||
-        o.type != MSGPACK_OBJECT_ARRAY || o.via.array.size < min_fields + 1 ||
-        o.via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-        o.via.array.ptr[0].via.u64 != 1) {
+    (void)t;
+    uint32_t n = 0;
+    if (!mp_read_row(v->mv_data, v->mv_size, out->items, &n) || n < min_fields + 1 ||
+        out->items[0].kind != MP_UINT || out->items[0].u != 1) {
         ps_log(PS_LOG_ERROR, "msg=\"undecodable record\" bytes=%zu", v->mv_size);
         return PS_ECORRUPT;
     }
-    /* array items live in t->zone until the next decode; strings point into LMDB memory */
-    out->items = o.via.array.ptr + 1;
-    out->count = o.via.array.size - 1;
+    /* strings point into LMDB memory, valid while the transaction is */
+    out->count = n - 1 < MP_ITEMS_MAX - 1 ? n - 1 : MP_ITEMS_MAX - 1;
     return PS_OK;
+}
+
+static inline const mp_item *r_item(const rec *r, uint32_t i)
+{
+    static const mp_item none = {MP_NIL, 0, 0, NULL};
+    return i < r->count ? &r->items[i + 1] : &none;
 }
 
 static inline uint64_t r_u64(const rec *r, uint32_t i)
 {
-    const msgpack_object *o = &r->items[i];
-    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-        return o->via.u64;
-    return 0;
+    const mp_item *o = r_item(r, i);
+    return o->kind == MP_UINT ? o->u : 0;
 }
 
 static inline int64_t r_i64(const rec *r, uint32_t i)
 {
-    const msgpack_object *o = &r->items[i];
-    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-        return (int64_t)o->via.u64;
-    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-        return o->via.i64;
-    return 0;
+    const mp_item *o = r_item(r, i);
+    return o->kind == MP_UINT || o->kind == MP_INT ? (int64_t)o->u : 0;
 }
 
 static inline bool r_bool(const rec *r, uint32_t i)
 {
-    return r->items[i].type == MSGPACK_OBJECT_BOOLEAN && r->items[i].via.boolean;
+    const mp_item *o = r_item(r, i);
+    return o->kind == MP_BOOL && o->u;
 }
 
 static inline ps_slice r_str(const rec *r, uint32_t i)
 {
-    const msgpack_object *o = &r->items[i];
-    if (o->type == MSGPACK_OBJECT_STR)
-        return (ps_slice){(const uint8_t *)o->via.str.ptr, o->via.str.size};
-    if (o->type == MSGPACK_OBJECT_BIN)
-        return (ps_slice){(const uint8_t *)o->via.bin.ptr, o->via.bin.size};
+    const mp_item *o = r_item(r, i);
+    if (o->kind == MP_STR || o->kind == MP_BIN)
+        return (ps_slice){o->len ? o->p : (const uint8_t *)"", o->len};
     return (ps_slice){(const uint8_t *)"", 0};
 }
 

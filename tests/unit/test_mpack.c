@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The storage codecs' msgpack writer (src/storage/mpack.h) against msgpack-c's packer: the same
- * bytes for every call the codecs make, at and around every boundary of every form. */
+ * bytes for every call the codecs make, at and around every boundary of every form. Its row
+ * reader against msgpack_unpack(): the same bytes accepted, the same items read. */
 #include <msgpack.h>
 #include <string.h>
 
@@ -130,8 +131,165 @@ end:
     pair_clear(&p);
 }
 
+
+/* ---- the reader against msgpack_unpack ---- */
+
+/* msgpack_unpack() allocates for an array's count before it reads the items: a changed byte
+ * can make it ask for gigabytes, which must be refused (a NULL it turns into an error) rather
+ * than stop the test. The reader allocates nothing. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "allocator_may_return_null=1";
+}
+
+static uint64_t rnd_state = 0x2545F4914F6CDD1Du;
+
+static uint64_t rnd(void)
+{
+    rnd_state ^= rnd_state << 13, rnd_state ^= rnd_state >> 7, rnd_state ^= rnd_state << 17;
+    return rnd_state;
+}
+
+/* One random value of any kind the reader must keep or read past. */
+static void pack_any(msgpack_packer *pk, int depth)
+{
+    static char bytes[300];
+    memset(bytes, 'b', sizeof bytes);
+    uint64_t x = rnd();
+    int64_t i = (int64_t)(x >> (rnd() % 64));
+    switch (rnd() % (depth < 2 ? 14 : 12)) {
+    case 0: msgpack_pack_uint64(pk, x >> (rnd() % 64)); break;
+    case 1: msgpack_pack_int64(pk, -i); break;
+    case 2: msgpack_pack_int8(pk, (int8_t)x); break;   /* signed forms of any sign */
+    case 3: msgpack_pack_int16(pk, (int16_t)x); break;
+    case 4: msgpack_pack_int32(pk, (int32_t)x); break;
+    case 5: msgpack_pack_nil(pk); break;
+    case 6: (x & 1) ? msgpack_pack_true(pk) : msgpack_pack_false(pk); break;
+    case 7: {
+        size_t n = rnd() % 300;
+        msgpack_pack_str(pk, n);
+        msgpack_pack_str_body(pk, bytes, n);
+        break;
+    }
+    case 8: {
+        size_t n = rnd() % 300;
+        msgpack_pack_bin(pk, n);
+        msgpack_pack_bin_body(pk, bytes, n);
+        break;
+    }
+    case 9: (x & 1) ? msgpack_pack_float(pk, 1.5f) : msgpack_pack_double(pk, -2.25); break;
+    case 10: {
+        static const size_t sizes[] = {1, 2, 4, 8, 16, 3, 0, 200};
+        size_t n = sizes[rnd() % 8];
+        msgpack_pack_ext(pk, n, 7);
+        msgpack_pack_ext_body(pk, bytes, n);
+        break;
+    }
+    case 11: msgpack_pack_uint8(pk, (uint8_t)x); break;
+    case 12: {
+        size_t n = rnd() % 4;
+        msgpack_pack_array(pk, n);
+        for (size_t k = 0; k < n; k++)
+            pack_any(pk, depth + 1);
+        break;
+    }
+    default: {
+        size_t n = rnd() % 3;
+        msgpack_pack_map(pk, n);
+        for (size_t k = 0; k < 2 * n; k++)
+            pack_any(pk, depth + 1);
+        break;
+    }
+    }
+}
+
+static bool same_item(const msgpack_object *o, const mp_item *it)
+{
+    switch (o->type) {
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: return it->kind == MP_UINT && it->u == o->via.u64;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        return it->kind == MP_INT && (int64_t)it->u == o->via.i64;
+    case MSGPACK_OBJECT_NIL: return it->kind == MP_NIL;
+    case MSGPACK_OBJECT_BOOLEAN: return it->kind == MP_BOOL && it->u == o->via.boolean;
+    case MSGPACK_OBJECT_STR:
+        return it->kind == MP_STR && it->len == o->via.str.size &&
+               (it->len == 0 || it->p == (const uint8_t *)o->via.str.ptr);
+    case MSGPACK_OBJECT_BIN:
+        return it->kind == MP_BIN && it->len == o->via.bin.size &&
+               (it->len == 0 || it->p == (const uint8_t *)o->via.bin.ptr);
+    default: return it->kind == MP_OTHER; /* floats, extensions, arrays, maps */
+    }
+}
+
+/* Both readers accept the same bytes, and see the same items where they do. */
+static bool agree(const uint8_t *p, size_t n, msgpack_zone *z)
+{
+    size_t off = 0;
+    msgpack_object o;
+    msgpack_zone_clear(z);
+    msgpack_unpack_return rc = msgpack_unpack((const char *)p, n, &off, z, &o);
+    bool theirs = rc == MSGPACK_UNPACK_SUCCESS && o.type == MSGPACK_OBJECT_ARRAY;
+    static mp_item items[MP_ITEMS_MAX];
+    uint32_t count = 0;
+    bool ours = mp_read_row(p, n, items, &count);
+    if (ours != theirs)
+        return false;
+    if (!ours)
+        return true;
+    if (count != o.via.array.size)
+        return false;
+    for (uint32_t i = 0; i < count && i < MP_ITEMS_MAX; i++)
+        if (!same_item(&o.via.array.ptr[i], &items[i]))
+            return false;
+    return true;
+}
+
+static void reader_agrees(void)
+{
+    ps_buf b;
+    ps_buf_init(&b);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &b, into_buf);
+    msgpack_zone z;
+    msgpack_zone_init(&z, 2048);
+    static uint8_t m[20000];
+    for (int round = 0; round < 3000; round++) {
+        ps_buf_reset(&b);
+        size_t items = round % 5 == 0 ? rnd() % 40 : rnd() % 16; /* some past MP_ITEMS_MAX */
+        msgpack_pack_array(&pk, items);
+        for (size_t i = 0; i < items; i++)
+            pack_any(&pk, 0);
+        CHECK(b.len < sizeof m);
+        CHECK(agree(b.ptr, b.len, &z));
+        /* every cut, a trailing byte, and bytes changed at random */
+        for (size_t cut = 0; cut < b.len; cut += 1 + b.len / 64)
+            CHECK(agree(b.ptr, cut, &z));
+        memcpy(m, b.ptr, b.len);
+        m[b.len] = 0xc0;
+        CHECK(agree(m, b.len + 1, &z));
+        for (int k = 0; k < 20 && b.len; k++) {
+            memcpy(m, b.ptr, b.len);
+            m[rnd() % b.len] = (uint8_t)rnd();
+            if (k % 4 == 0)
+                m[rnd() % b.len] = (uint8_t)(0xc0 + rnd() % 0x20); /* a tag byte */
+            CHECK(agree(m, b.len, &z));
+        }
+    }
+    /* not arrays, nothing, a byte msgpack never uses */
+    static const uint8_t odd[][3] = {{0x01}, {0xc0}, {0xa1, 'x'}, {0x91, 0xc1}, {0xc1}};
+    static const size_t odd_len[] = {1, 1, 2, 2, 1};
+    for (size_t i = 0; i < 5; i++)
+        CHECK(agree(odd[i], odd_len[i], &z));
+    CHECK(agree(odd[0], 0, &z));
+end:
+    msgpack_zone_destroy(&z);
+    ps_buf_clear(&b);
+}
+
 static const test_case tests[] = {
     {"integers", integers},
     {"headers", headers},
+    {"reader_agrees", reader_agrees},
 };
 TEST_MAIN(tests)
