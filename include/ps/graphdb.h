@@ -30,6 +30,8 @@ typedef struct ps_profile {
 } ps_profile;
 
 ps_status ps_store_profile_get(ps_txn *t, uint64_t seq, ps_profile *out);
+/* Only the profile's parent (0: it is canonical): what finding a canonical profile reads. */
+ps_status ps_store_profile_parent(ps_txn *t, uint64_t seq, uint64_t *parent);
 ps_status ps_store_profile_put(ps_txn *t, const ps_profile *p);
 /* segment_id -> seq (every profile ever created, merged-away ones included). */
 ps_status ps_store_segid_get(ps_txn *t, const char *segment_id, uint64_t *seq);

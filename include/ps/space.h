@@ -43,6 +43,9 @@ const char *ps_space_dir(const ps_space *sp); /* DATA/spaces/<name> */
 /* The space's current rules as seen by `t`, reloaded when the settings changed. Safe to call
  * from several threads. Borrowed: valid until ps_space_close() (replaced rules are kept). */
 ps_status ps_space_rules(ps_space *sp, ps_txn *t, const ps_rules **out);
+/* The space's cursor secret (PS_SECRET_BYTES, auth.h), read through `t` the first time and
+ * kept: it never changes once the space has one. */
+ps_status ps_space_secret(ps_space *sp, ps_txn *t, uint8_t out[32]);
 
 /* The space's event filters as of `t` (meta PS_FILTERS_KEY), compiled once per version and
  * borrowed until the space closes. */

@@ -72,20 +72,19 @@ void ps_graph_segment_id_of(const char *space, uint8_t coll, uint64_t seq, bool 
 
 ps_status ps_graph_find(ps_txn *t, uint64_t seq, uint64_t *canonical)
 {
-    ps_profile p;
-    ps_status st = ps_store_profile_get(t, seq, &p);
+    uint64_t parent, grandparent;
+    ps_status st = ps_store_profile_parent(t, seq, &parent);
     if (st == PS_ENOTFOUND)
         return PS_ECORRUPT; /* a mapping or member names a profile that doesn't exist */
     if (st != PS_OK)
         return st;
-    if (p.parent == 0) {
+    if (parent == 0) {
         *canonical = seq;
         return PS_OK;
     }
-    uint64_t parent = p.parent;
-    if ((st = ps_store_profile_get(t, parent, &p)) != PS_OK)
+    if ((st = ps_store_profile_parent(t, parent, &grandparent)) != PS_OK)
         return st == PS_ENOTFOUND ? PS_ECORRUPT : st;
-    if (p.parent != 0)
+    if (grandparent != 0)
         return PS_ECORRUPT; /* the forest is kept flat: a parent is always canonical */
     *canonical = parent;
     return PS_OK;

@@ -1014,7 +1014,7 @@ static bool authorize(ctx *c)
             st = ps_space_rules(c->sp, c->t, &c->rules);
     }
     if (st == PS_OK)
-        st = ps_auth_secret(c->t, c->secret);
+        st = ps_space_secret(c->sp, c->t, c->secret);
     if (st != PS_OK)
         return storage_error(c, st);
     return true;

@@ -82,7 +82,30 @@ struct ps_space {
     uint64_t filter_hits[PS_FILTERS_MAX]; /* messages dropped by each current filter since the
                                            * space opened (a changed set starts at 0) */
     ps_bucket buckets[2];                 /* rate limits, by ps_rate_kind */
+    uint8_t secret[PS_SECRET_BYTES];      /* the cursor secret, once read: it never changes */
+    bool secret_read;
 };
+
+_Static_assert(PS_SECRET_BYTES == 32, "space.h declares the secret's size");
+
+ps_status ps_space_secret(ps_space *sp, ps_txn *t, uint8_t out[32])
+{
+    pthread_mutex_lock(&sp->lock);
+    bool known = sp->secret_read;
+    if (known)
+        memcpy(out, sp->secret, PS_SECRET_BYTES);
+    pthread_mutex_unlock(&sp->lock);
+    if (known)
+        return PS_OK;
+    ps_status st = ps_auth_secret(t, out); /* outside the lock: it reads the map */
+    if (st == PS_OK) {
+        pthread_mutex_lock(&sp->lock);
+        memcpy(sp->secret, out, PS_SECRET_BYTES);
+        sp->secret_read = true;
+        pthread_mutex_unlock(&sp->lock);
+    }
+    return st;
+}
 
 bool ps_space_name_valid(const char *name)
 {

@@ -193,6 +193,30 @@ ps_status ps_store_profile_get(ps_txn *t, uint64_t seq, ps_profile *out)
     return st;
 }
 
+ps_status ps_store_profile_parent(ps_txn *t, uint64_t seq, uint64_t *parent)
+{
+    pcache_slot *slot = t->write && seq ? pc_slot(t, seq, false) : NULL;
+    if (slot) {
+        *parent = pc_rec(t->pc, slot->rec)->parent;
+        return PS_OK;
+    }
+    if (t->write) { /* read whole, into the cache, as the event goes on to use it */
+        ps_profile p;
+        ps_status st = ps_store_profile_get(t, seq, &p);
+        *parent = st == PS_OK ? p.parent : 0;
+        return st;
+    }
+    key_reset(t);
+    key_u64(t, seq);
+    MDB_val v;
+    rec r;
+    ps_status st = get_raw(t, DB_PROFILE, &v);
+    if (st == PS_OK)
+        st = decode(t, &v, 14, &r);
+    *parent = st == PS_OK ? r_u64(&r, 0) : 0;
+    return st;
+}
+
 ps_status ps_store_profile_put(ps_txn *t, const ps_profile *p)
 {
     PS_ASSERT(t->write && p->seq);

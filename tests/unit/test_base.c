@@ -181,6 +181,20 @@ static void base64(void)
     CHECK(!ps_b64_decode("-_8A", 4, false, dec, sizeof dec, &n));   /* url chars in std */
     CHECK(!ps_b64_decode("abcde", 5, true, dec, sizeof dec, &n));   /* impossible length */
     CHECK(!ps_b64_decode("AAAAAAAA", 8, true, dec, 5, &n));         /* beyond capacity */
+    /* every byte: a character of the alphabet decodes to its place in it, any other is refused */
+    static const char std[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (int url = 0; url <= 1; url++)
+        for (int c = 0; c < 256; c++) {
+            const char *at = c ? memchr(std, c, 64) : NULL;
+            if (url && (c == '+' || c == '/'))
+                at = NULL;
+            if (url && (c == '-' || c == '_'))
+                at = std + (c == '-' ? 62 : 63);
+            char two[2] = {(char)c, 'A'}; /* 12 bits: one byte, the rest zero */
+            bool ok = ps_b64_decode(two, 2, url, dec, sizeof dec, &n);
+            CHECK(ok == (at != NULL));
+            CHECK(!ok || (n == 1 && dec[0] == (uint8_t)((at - std) << 2)));
+        }
 end:;
 }
 
