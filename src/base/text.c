@@ -278,11 +278,21 @@ bool ps_b64_decode(const char *in, size_t len, bool url, uint8_t *out, size_t ca
     }
     if (len % 4 == 1)
         return false;
-    size_t o = 0;
+    size_t o = 0, i = 0;
     uint32_t acc = 0;
     int bits = 0;
     const uint8_t *values = url ? b64_url_values : b64_std_values;
-    for (size_t i = 0; i < len; i++) {
+    const uint8_t *u = (const uint8_t *)in;
+    for (; i + 4 <= len && o + 3 <= cap; i += 4, o += 3) { /* whole groups: 4 characters, 3 bytes */
+        uint32_t a = values[u[i]], b = values[u[i + 1]], c = values[u[i + 2]], d = values[u[i + 3]];
+        if (!a || !b || !c || !d)
+            return false;
+        uint32_t w = (a - 1) << 18 | (b - 1) << 12 | (c - 1) << 6 | (d - 1);
+        out[o] = (uint8_t)(w >> 16);
+        out[o + 1] = (uint8_t)(w >> 8);
+        out[o + 2] = (uint8_t)w;
+    }
+    for (; i < len; i++) {
         uint32_t v = values[(uint8_t)in[i]];
         if (v == 0)
             return false;
