@@ -391,33 +391,47 @@ static ps_status pending_decode(ps_slice v, ps_reg_request *rq, int64_t *created
     return PS_OK;
 }
 
+typedef struct create_call {
+    ps_txn *t;
+    const ps_reg_request *rq;
+    int64_t now_ms;
+    uint64_t seq;
+} create_call;
+
+static ps_status create_step(void *ud)
+{
+    create_call *c = ud;
+    ps_status st = ps_store_meta_get_u64(c->t, REG_NEXT_KEY, &c->seq);
+    if (st == PS_ENOTFOUND) {
+        c->seq = 1;
+        st = PS_OK;
+    }
+    if (st == PS_OK)
+        st = put_record(c->t, c->seq, c->rq, "INITIALIZED", c->now_ms, 0);
+    char key[48];
+    snprintf(key, sizeof key, PENDING_PREFIX "%016llx", (unsigned long long)c->seq);
+    ps_buf pending;
+    ps_buf_init(&pending);
+    pending_encode(c->rq, c->now_ms, &pending);
+    if (st == PS_OK)
+        st = ps_store_meta_put(c->t, key, (ps_slice){pending.ptr, pending.len});
+    ps_buf_clear(&pending);
+    return st == PS_OK ? ps_store_meta_put_u64(c->t, REG_NEXT_KEY, c->seq + 1) : st;
+}
+
 ps_status ps_regulation_create(ps_space *sp, const ps_reg_request *rq, int64_t now_ms,
                                char id[PS_REG_ID_BUF], uint64_t *seq_out)
 {
-    ps_txn *t;
-    ps_status st = ps_txn_begin(ps_space_store(sp), true, &t);
+    create_call c = {.rq = rq, .now_ms = now_ms};
+    ps_status st = ps_txn_begin(ps_space_store(sp), true, &c.t);
     if (st != PS_OK)
         return st;
-    uint64_t seq = 1;
-    if ((st = ps_store_meta_get_u64(t, REG_NEXT_KEY, &seq)) == PS_ENOTFOUND)
-        st = PS_OK;
-    snprintf(id, PS_REG_ID_BUF, "reg_%016llx", (unsigned long long)seq);
-    *seq_out = seq;
+    st = ps_store_guarded(ps_space_store(sp), create_step, &c); /* damaged pages: an error */
+    snprintf(id, PS_REG_ID_BUF, "reg_%016llx", (unsigned long long)c.seq);
+    *seq_out = c.seq;
     if (st == PS_OK)
-        st = put_record(t, seq, rq, "INITIALIZED", now_ms, 0);
-    char key[48];
-    snprintf(key, sizeof key, PENDING_PREFIX "%016llx", (unsigned long long)seq);
-    ps_buf pending;
-    ps_buf_init(&pending);
-    pending_encode(rq, now_ms, &pending);
-    if (st == PS_OK)
-        st = ps_store_meta_put(t, key, (ps_slice){pending.ptr, pending.len});
-    ps_buf_clear(&pending);
-    if (st == PS_OK)
-        st = ps_store_meta_put_u64(t, REG_NEXT_KEY, seq + 1);
-    if (st == PS_OK)
-        return ps_txn_commit(t);
-    ps_txn_abort(t);
+        return ps_txn_commit(c.t);
+    ps_txn_abort(c.t);
     return st;
 }
 
@@ -438,53 +452,77 @@ static bool take_first(void *ud, ps_slice key, ps_slice value)
     return false;
 }
 
+/* The first waiting regulation, run in `t`: guarded, so that a damaged page it meets fails
+ * it rather than the process (ps_store_guarded). What it reads into outlives the step. */
+typedef struct pending_run {
+    ps_txn *t;
+    uint64_t up_to;
+    int64_t now_ms;
+    first_key f;
+    uint64_t seq;
+    bool later;   /* the first one waits for its own turn in the stream */
+    bool decoded; /* rq holds a request (cleared by the caller) */
+    ps_reg_request rq;
+    size_t erased;
+} pending_run;
+
+static ps_status pending_step(void *ud)
+{
+    pending_run *r = ud;
+    ps_status st = ps_store_meta_scan(r->t, PENDING_PREFIX, take_first, &r->f);
+    if (st != PS_OK || !r->f.found)
+        return st;
+    r->seq = strtoull(r->f.key + sizeof PENDING_PREFIX - 1, NULL, 16);
+    if (r->seq > r->up_to) {
+        r->later = true;
+        return PS_OK;
+    }
+    ps_slice v;
+    int64_t created_ms = 0;
+    if ((st = ps_store_meta_get(r->t, r->f.key, &v)) != PS_OK ||
+        (st = pending_decode(v, &r->rq, &created_ms)) != PS_OK)
+        return st;
+    r->decoded = true;
+    st = run_one(r->t, r->seq, &r->rq, created_ms, r->now_ms, &r->erased);
+    return st == PS_OK ? ps_store_meta_del(r->t, r->f.key) : st;
+}
+
 ps_status ps_regulation_run_pending(ps_space *sp, int64_t now_ms, uint64_t up_to, size_t *ran)
 {
     *ran = 0;
     for (;;) { /* one transaction per regulation, oldest first */
         if (!ps_regulation_any_pending(sp))
             return PS_OK; /* a read: no waiting for another writer when there is nothing */
-        ps_txn *t;
-        ps_status st = ps_txn_begin(ps_space_store(sp), true, &t);
+        pending_run r = {.up_to = up_to, .now_ms = now_ms};
+        ps_status st = ps_txn_begin(ps_space_store(sp), true, &r.t);
         if (st != PS_OK)
             return st;
-        first_key f = {{0}, false};
-        st = ps_store_meta_scan(t, PENDING_PREFIX, take_first, &f);
-        if (st != PS_OK || !f.found) {
-            ps_txn_abort(t);
-            return st;
-        }
-        ps_slice v;
-        ps_reg_request rq;
-        int64_t created_ms = 0;
-        size_t erased = 0;
-        uint64_t seq = strtoull(f.key + sizeof PENDING_PREFIX - 1, NULL, 16);
-        if (seq > up_to) { /* a later one: its own turn in the stream comes */
-            ps_txn_abort(t);
+        st = ps_store_guarded(ps_space_store(sp), pending_step, &r);
+        if (st == PS_OK && r.decoded)
+            log_applied(ps_space_name(sp), r.seq, &r.rq, r.erased);
+        if (r.decoded)
+            ps_reg_request_clear(&r.rq);
+        if (st == PS_OK && (!r.f.found || r.later)) {
+            ps_txn_abort(r.t);
             return PS_OK;
         }
-        if ((st = ps_store_meta_get(t, f.key, &v)) == PS_OK &&
-            (st = pending_decode(v, &rq, &created_ms)) == PS_OK) {
-            st = run_one(t, seq, &rq, created_ms, now_ms, &erased);
-            if (st == PS_OK)
-                st = ps_store_meta_del(t, f.key);
-            if (st == PS_OK)
-                log_applied(ps_space_name(sp), seq, &rq, erased);
-            ps_reg_request_clear(&rq);
-        }
         if (st == PS_OK) {
-            st = ps_txn_commit(t);
+            st = ps_txn_commit(r.t);
+        } else if (!r.f.found) { /* the scan itself failed */
+            ps_txn_abort(r.t);
+            return st;
         } else { /* it cannot run: record that, so that it does not block the ones after it */
-            ps_txn_abort(t);
+            ps_txn_abort(r.t); /* one a damaged page broke is dropped, not handed back */
             ps_log(PS_LOG_ERROR, "msg=\"regulation failed\" space=%s id=reg_%016llx error=%s",
-                   ps_space_name(sp), (unsigned long long)seq, ps_status_str(st));
+                   ps_space_name(sp), (unsigned long long)r.seq, ps_status_str(st));
             if (st != PS_ECORRUPT)
                 return st; /* storage trouble: the next run tries again */
+            ps_txn *t;
             if ((st = ps_txn_begin(ps_space_store(sp), true, &t)) != PS_OK)
-                return st;
+                return st; /* a store whose writes broke refuses this too */
             ps_reg_request none = {.type = PS_REG_DELETE};
-            if ((st = ps_store_meta_del(t, f.key)) == PS_OK)
-                st = put_record(t, seq, &none, "FAILED", now_ms, now_ms);
+            if ((st = ps_store_meta_del(t, r.f.key)) == PS_OK)
+                st = put_record(t, r.seq, &none, "FAILED", now_ms, now_ms);
             if (st == PS_OK)
                 st = ps_txn_commit(t);
             else
@@ -524,14 +562,15 @@ ps_status ps_regulation_run_at(ps_txn *t, const char *space, uint64_t seq, ps_sl
     return st;
 }
 
+static ps_status first_pending(ps_txn *t, void *ud)
+{
+    return ps_store_meta_scan(t, PENDING_PREFIX, take_first, ud);
+}
+
 bool ps_regulation_any_pending(ps_space *sp)
 {
-    ps_txn *t;
-    if (ps_txn_begin(ps_space_store(sp), false, &t) != PS_OK)
-        return false;
     first_key f = {{0}, false};
-    (void)ps_store_meta_scan(t, PENDING_PREFIX, take_first, &f);
-    ps_txn_abort(t);
+    (void)ps_store_read_guarded(ps_space_store(sp), first_pending, &f, NULL);
     return f.found;
 }
 

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Crash safety (docs/architecture.md): kill -9 during a large ingest, reopen, `check` passes
 and every batch reported as committed is present. Repeated at several moments."""
+import collections
 import contextlib
 import json
 import os
@@ -424,6 +425,67 @@ def test_a_damaged_space_fails_its_reads_not_the_server():
         s.close()
 
 
+def test_a_regulation_on_damaged_pages_fails_itself_not_the_server():
+    """A deletion runs in the space's writer, reading the subjects' profiles, mappings and
+    events. On a damaged page it used to stop the whole server as a read did; now the
+    regulation fails (or stays waiting, when the store can no longer be written), the log says
+    so, and the server goes on serving both spaces."""
+    s = Store()
+    srv = None
+    try:
+        s.ctl("space", "create", "t")
+        small = os.path.join(s.dir, "small.ndjson")
+        generate(small, 500, seed=6)
+        s.ctl("ingest", "t", small)
+        other = re.search(r'"userId":"([^"]+)"', open(small).read()).group(1)
+        tok_t = s.ctl("token", "create", "t").stdout.strip().splitlines()[-1]
+        log, space, pristine, tok_s = space_of_20k(s)
+        users = sorted(set(re.findall(r'"userId":"([^"]+)"', open(log).read())))
+        reg = "/v1/spaces/s/regulations"
+        outcomes = collections.Counter()
+        for seed in range(16):
+            damage(space, pristine, seed, 40 + seed * 7 % 55)
+            asan = os.environ.get("ASAN_OPTIONS")  # cut-short steps leak: see the test above
+            os.environ["ASAN_OPTIONS"] = (asan + ":" if asan else "") + "detect_leaks=0"
+            try:
+                srv = Server(s)
+            finally:
+                if asan is None:
+                    del os.environ["ASAN_OPTIONS"]
+                else:
+                    os.environ["ASAN_OPTIONS"] = asan
+            subjects = users[seed * 40:(seed + 1) * 40]
+            status, _, body = srv.request("POST", reg, tok_s, raw=True, body={
+                "regulationType": "SUPPRESS_WITH_DELETE_INTERNAL", "subjectType": "USER_ID",
+                "subjectIds": subjects})
+            assert status in (200, 500), (seed, status, body)
+            if status == 500:
+                assert b"corrupt data" in body, (seed, body)
+                outcomes["refused"] += 1
+            else:
+                rid = json.loads(body)["data"]["regulateId"]
+                deadline = time.monotonic() + 20
+                while True:
+                    status, _, body = srv.request("GET", reg + "/" + rid, tok_s, raw=True)
+                    assert status in (200, 500), (seed, status, body)
+                    state = json.loads(body)["data"]["regulation"]["status"] \
+                        if status == 200 else "unreadable"
+                    if state != "INITIALIZED" or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.1)
+                outcomes[state] += 1
+            assert srv.proc.poll() is None, (seed, "".join(srv.log)[-2000:])
+            assert srv.get("/v1/spaces/t/collections/users/profiles/user_id:%s/traits" % other,
+                           tok_t)[0] == 200, seed
+            srv.stop()
+            srv = None
+        print("# regulation outcomes over 16 damaged layouts:", dict(outcomes))
+        assert outcomes["FINISHED"] < 16, outcomes  # the damage reached some of them
+    finally:
+        if srv:
+            srv.stop()
+        s.close()
+
 def test_log_salvage_reads_past_damaged_pages():
     """`profilectl log` stops at the first damaged page of the log; `--salvage` reads on past
     each one, says which sequence numbers it could not read, and writes every message it could,
@@ -557,4 +619,4 @@ run_tests([test_kill_during_ingest, test_store_full_aborts_batch_cleanly,
            test_a_damaged_space_fails_its_reads_not_the_server,
            test_log_salvage_reads_past_damaged_pages,
            test_a_full_filesystem_under_the_server_loses_nothing_acknowledged,
-           test_disk_full_on_the_journal_is_a_503])
+           test_disk_full_on_the_journal_is_a_503, test_a_regulation_on_damaged_pages_fails_itself_not_the_server])
