@@ -41,6 +41,9 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <ucontext.h>
@@ -264,6 +267,81 @@ static void map_find(ps_store *s, const void *inside)
     fclose(f);
 }
 
+/* ---- a note for other processes: this one holds the writer lock of a damaged store ----
+ * A broken write transaction keeps LMDB's writer lock until this process ends (above), and a
+ * write transaction of any other process would wait for it without end. The note beside the
+ * data file names this process (its pid and start time, so that a reused pid does not count),
+ * and every write transaction first looks for a note left by another process still running. */
+#define WRITER_NOTE "writer.broken"
+
+/* Process `pid`'s start time (field 22 of /proc/PID/stat), 0 when there is no such process. */
+static unsigned long long proc_started(long pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    for (int field = 2; p && field < 22; field++)
+        p = strchr(p + 1, ' ');
+    return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
+static void writer_note_path(ps_store *s, char *out, size_t cap)
+{
+    const char *dir = NULL;
+    if (mdb_env_get_path(s->env, &dir) != 0 || dir == NULL)
+        dir = ".";
+    snprintf(out, cap, "%s/" WRITER_NOTE, dir);
+}
+
+static void writer_note_leave(ps_store *s)
+{
+    char path[4096], tmp[4200], line[64];
+    writer_note_path(s, path, sizeof path);
+    snprintf(tmp, sizeof tmp, "%s.%ld", path, (long)getpid());
+    int n = snprintf(line, sizeof line, "%ld %llu\n", (long)getpid(), proc_started(getpid()));
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    bool ok = fd >= 0 && write(fd, line, (size_t)n) == n;
+    if (fd >= 0)
+        close(fd);
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        ps_log(PS_LOG_ERROR, "msg=\"cannot leave the writer note\" store=%s path=%s", s->name,
+               path);
+    }
+}
+
+/* The pid of another running process whose note says it holds the writer lock, else 0 (a
+ * note whose process has ended is removed). */
+static long writer_note_holder(ps_store *s)
+{
+    char path[4096], line[64];
+    writer_note_path(s, path, sizeof path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, line, sizeof line - 1);
+    close(fd);
+    long pid = 0;
+    unsigned long long started = 0;
+    line[n > 0 ? n : 0] = 0;
+    if (sscanf(line, "%ld %llu", &pid, &started) != 2 || pid <= 0)
+        pid = 0;
+    if (pid == (long)getpid())
+        return 0; /* this process's own: its write_broken flag already says so */
+    if (pid && started && proc_started(pid) == started)
+        return pid;
+    unlink(path); /* its process has ended, and the lock with it */
+    return 0;
+}
+
 ps_status ps_store_guarded(ps_store *s, ps_status (*fn)(void *ud), void *ud)
 {
     pthread_once(&fault_once, fault_install);
@@ -275,6 +353,8 @@ ps_status ps_store_guarded(ps_store *s, ps_status (*fn)(void *ud), void *ud)
         guard_top = g.outer;
     } else {
         st = PS_ECORRUPT; /* damage_found() restored guard_top */
+        if (atomic_load(&s->write_broken) && !atomic_exchange(&s->writer_noted, true))
+            writer_note_leave(s);
     }
     return st;
 }
@@ -595,6 +675,16 @@ ps_status ps_txn_begin(ps_store *s, bool write, ps_txn **out)
                    "hint=\"restore the space from a snapshot, or salvage its log into a new "
                    "space (docs/profilectl.md, log --salvage)\"",
                    s->name);
+        return PS_ECORRUPT;
+    }
+    long holder = write ? writer_note_holder(s) : 0;
+    if (holder) { /* waiting for its lock would never end */
+        ps_log(PS_LOG_ERROR,
+               "msg=\"store corrupt: another process holds the writer lock since it met a "
+               "damaged page\" store=%s pid=%ld hint=\"stop that process (a profiled), then "
+               "restore the space from a snapshot or salvage its log into a new space "
+               "(docs/profilectl.md, log --salvage)\"",
+               s->name, holder);
         return PS_ECORRUPT;
     }
     t = ps_xcalloc(1, sizeof *t);

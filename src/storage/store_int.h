@@ -75,7 +75,8 @@ struct ps_store {
     _Atomic(bool) damaged;      /* a guarded call met a page LMDB found broken (ps_store_guarded) */
     _Atomic(bool) write_broken; /* a write transaction was cut short: no more writes */
     _Atomic(bool) write_broken_said;
-    const char *map; /* where LMDB mapped the data file, when known (map_find) */
+    _Atomic(bool) writer_noted; /* the note for other processes is written (store.c) */
+    const char *map;            /* where LMDB mapped the data file, when known (map_find) */
     size_t map_size;
 };
 

@@ -429,7 +429,9 @@ def test_a_regulation_on_damaged_pages_fails_itself_not_the_server():
     """A deletion runs in the space's writer, reading the subjects' profiles, mappings and
     events. On a damaged page it used to stop the whole server as a read did; now the
     regulation fails (or stays waiting, when the store can no longer be written), the log says
-    so, and the server goes on serving both spaces."""
+    so, and the server goes on serving both spaces. A server whose write broke keeps LMDB's
+    writer lock: a `profilectl` write then fails at once naming it (it used to wait without
+    end), and once the server has stopped nothing is refused for it."""
     s = Store()
     srv = None
     try:
@@ -477,8 +479,17 @@ def test_a_regulation_on_damaged_pages_fails_itself_not_the_server():
             assert srv.proc.poll() is None, (seed, "".join(srv.log)[-2000:])
             assert srv.get("/v1/spaces/t/collections/users/profiles/user_id:%s/traits" % other,
                            tok_t)[0] == 200, seed
+            held = "holds the writer lock"
+            if state == "INITIALIZED":  # its writes broke: the server keeps LMDB's writer lock
+                # another process's write used to wait for that lock as long as the server ran
+                p = subprocess.run([tool("profilectl"), "--data", s.dir, "token", "create", "s"],
+                                   capture_output=True, text=True, timeout=60)
+                assert p.returncode == 4 and held in p.stderr, (seed, p.returncode, p.stderr)
+                assert "pid=%d" % srv.proc.pid in p.stderr, (seed, p.stderr)
             srv.stop()
             srv = None
+            p = s.ctl("token", "create", "s", check=False)  # the server is gone, and its lock
+            assert held not in p.stderr, (seed, p.stderr)
         print("# regulation outcomes over 16 damaged layouts:", dict(outcomes))
         assert outcomes["FINISHED"] < 16, outcomes  # the damage reached some of them
     finally:
