@@ -250,8 +250,9 @@ size_t ps_b64url_encode(const uint8_t *in, size_t len, char *out)
     return o;
 }
 
-/* Each base64 character's value plus one, by byte; 0 for a byte that is not one. */
-static const uint8_t b64_std_values[256] = {
+/* The value plus one of each letter and digit, by byte (the 62 characters both base64
+ * alphabets share); 0 for any other byte. */
+static const uint8_t b64_alnum[256] = {
     ['A'] = 1,  ['B'] = 2,  ['C'] = 3,  ['D'] = 4,  ['E'] = 5,  ['F'] = 6,  ['G'] = 7,  ['H'] = 8,
     ['I'] = 9,  ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14, ['O'] = 15, ['P'] = 16,
     ['Q'] = 17, ['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21, ['V'] = 22, ['W'] = 23, ['X'] = 24,
@@ -259,16 +260,16 @@ static const uint8_t b64_std_values[256] = {
     ['g'] = 33, ['h'] = 34, ['i'] = 35, ['j'] = 36, ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40,
     ['o'] = 41, ['p'] = 42, ['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48,
     ['w'] = 49, ['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56,
-    ['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['+'] = 63, ['/'] = 64};
-static const uint8_t b64_url_values[256] = {
-    ['A'] = 1,  ['B'] = 2,  ['C'] = 3,  ['D'] = 4,  ['E'] = 5,  ['F'] = 6,  ['G'] = 7,  ['H'] = 8,
-    ['I'] = 9,  ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14, ['O'] = 15, ['P'] = 16,
-    ['Q'] = 17, ['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21, ['V'] = 22, ['W'] = 23, ['X'] = 24,
-    ['Y'] = 25, ['Z'] = 26, ['a'] = 27, ['b'] = 28, ['c'] = 29, ['d'] = 30, ['e'] = 31, ['f'] = 32,
-    ['g'] = 33, ['h'] = 34, ['i'] = 35, ['j'] = 36, ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40,
-    ['o'] = 41, ['p'] = 42, ['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48,
-    ['w'] = 49, ['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56,
-    ['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['-'] = 63, ['_'] = 64};
+    ['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62};
+
+/* The value plus one of `c` in the standard or the URL alphabet; 0 when it is not in it. */
+static inline uint32_t b64_value(uint8_t c, bool url)
+{
+    uint32_t v = b64_alnum[c];
+    if (v == 0)
+        v = c == (url ? '-' : '+') ? 63 : c == (url ? '_' : '/') ? 64 : 0;
+    return v;
+}
 
 bool ps_b64_decode(const char *in, size_t len, bool url, uint8_t *out, size_t cap, size_t *out_len)
 {
@@ -281,10 +282,10 @@ bool ps_b64_decode(const char *in, size_t len, bool url, uint8_t *out, size_t ca
     size_t o = 0, i = 0;
     uint32_t acc = 0;
     int bits = 0;
-    const uint8_t *values = url ? b64_url_values : b64_std_values;
     const uint8_t *u = (const uint8_t *)in;
     for (; i + 4 <= len && o + 3 <= cap; i += 4, o += 3) { /* whole groups: 4 characters, 3 bytes */
-        uint32_t a = values[u[i]], b = values[u[i + 1]], c = values[u[i + 2]], d = values[u[i + 3]];
+        uint32_t a = b64_value(u[i], url), b = b64_value(u[i + 1], url);
+        uint32_t c = b64_value(u[i + 2], url), d = b64_value(u[i + 3], url);
         if (!a || !b || !c || !d)
             return false;
         uint32_t w = (a - 1) << 18 | (b - 1) << 12 | (c - 1) << 6 | (d - 1);
@@ -293,7 +294,7 @@ bool ps_b64_decode(const char *in, size_t len, bool url, uint8_t *out, size_t ca
         out[o + 2] = (uint8_t)w;
     }
     for (; i < len; i++) {
-        uint32_t v = values[(uint8_t)in[i]];
+        uint32_t v = b64_value(u[i], url);
         if (v == 0)
             return false;
         acc = (acc << 6 | (v - 1)) & 0xffffff;

@@ -39,6 +39,33 @@ def space_of_20k(s):
     return log, space, pristine, token
 
 
+def healthy_and_damageable(s):
+    """Space `t` (500 events, healthy) and space `s` (space_of_20k, to damage): returns a
+    userId of `t`, its token, then what space_of_20k returns."""
+    s.ctl("space", "create", "t")
+    small = os.path.join(s.dir, "small.ndjson")
+    generate(small, 500, seed=6)
+    s.ctl("ingest", "t", small)
+    other = re.search(r'"userId":"([^"]+)"', open(small).read()).group(1)
+    tok_t = s.ctl("token", "create", "t").stdout.strip().splitlines()[-1]
+    return (other, tok_t) + space_of_20k(s)
+
+
+def server_without_leak_checks(s, *args):
+    """A server on `s` whose sanitizer does not check leaks at exit: a guarded step cut short
+    by a damaged page loses what its frames allocated (ps_store_guarded says so), so the report
+    is expected there, not a failure."""
+    asan = os.environ.get("ASAN_OPTIONS")
+    os.environ["ASAN_OPTIONS"] = (asan + ":" if asan else "") + "detect_leaks=0"
+    try:
+        return Server(s, *args)
+    finally:
+        if asan is None:
+            del os.environ["ASAN_OPTIONS"]
+        else:
+            os.environ["ASAN_OPTIONS"] = asan
+
+
 def damage(space, pristine, seed, percent):
     """Puts the pristine copy of a space back, then writes 40 pages of noise (from `seed`) into
     its data file from `percent`% of its length: pages damaged outside LMDB."""
@@ -355,29 +382,13 @@ def test_a_damaged_space_fails_its_reads_not_the_server():
     s = Store()
     srv = None
     try:
-        s.ctl("space", "create", "t")
-        small = os.path.join(s.dir, "small.ndjson")
-        generate(small, 500, seed=6)
-        s.ctl("ingest", "t", small)
-        other = re.search(r'"userId":"([^"]+)"', open(small).read()).group(1)
-        tok_t = s.ctl("token", "create", "t").stdout.strip().splitlines()[-1]
-        log, space, pristine, tok_s = space_of_20k(s)
+        other, tok_t, log, space, pristine, tok_s = healthy_and_damageable(s)
         users = sorted(set(re.findall(r'"userId":"([^"]+)"', open(log).read())))[:150]
         base = "/v1/spaces/%s/collections/users/profiles/user_id:%s/%s"
         caught = 0
         for seed in range(16):
             damage(space, pristine, seed, 40 + seed * 7 % 55)  # somewhere past the first 40%
-            # a request cut short loses what its frames allocated (ps_store_guarded says so):
-            # the sanitizer's leak report at exit is expected here, not a failure
-            asan = os.environ.get("ASAN_OPTIONS")
-            os.environ["ASAN_OPTIONS"] = (asan + ":" if asan else "") + "detect_leaks=0"
-            try:
-                srv = Server(s, "--metrics-listen", "127.0.0.1:0")
-            finally:
-                if asan is None:
-                    del os.environ["ASAN_OPTIONS"]
-                else:
-                    os.environ["ASAN_OPTIONS"] = asan
+            srv = server_without_leak_checks(s, "--metrics-listen", "127.0.0.1:0")
             failed = 0
             for u in users:
                 for route in ("traits", "events", "external_ids"):
@@ -435,27 +446,13 @@ def test_a_regulation_on_damaged_pages_fails_itself_not_the_server():
     s = Store()
     srv = None
     try:
-        s.ctl("space", "create", "t")
-        small = os.path.join(s.dir, "small.ndjson")
-        generate(small, 500, seed=6)
-        s.ctl("ingest", "t", small)
-        other = re.search(r'"userId":"([^"]+)"', open(small).read()).group(1)
-        tok_t = s.ctl("token", "create", "t").stdout.strip().splitlines()[-1]
-        log, space, pristine, tok_s = space_of_20k(s)
+        other, tok_t, log, space, pristine, tok_s = healthy_and_damageable(s)
         users = sorted(set(re.findall(r'"userId":"([^"]+)"', open(log).read())))
         reg = "/v1/spaces/s/regulations"
         outcomes = collections.Counter()
         for seed in range(16):
             damage(space, pristine, seed, 40 + seed * 7 % 55)
-            asan = os.environ.get("ASAN_OPTIONS")  # cut-short steps leak: see the test above
-            os.environ["ASAN_OPTIONS"] = (asan + ":" if asan else "") + "detect_leaks=0"
-            try:
-                srv = Server(s)
-            finally:
-                if asan is None:
-                    del os.environ["ASAN_OPTIONS"]
-                else:
-                    os.environ["ASAN_OPTIONS"] = asan
+            srv = server_without_leak_checks(s)
             subjects = users[seed * 40:(seed + 1) * 40]
             status, _, body = srv.request("POST", reg, tok_s, raw=True, body={
                 "regulationType": "SUPPRESS_WITH_DELETE_INTERNAL", "subjectType": "USER_ID",
