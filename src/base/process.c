@@ -25,6 +25,41 @@ static double boot_time(void)
     return btime;
 }
 
+/* The fields of /proc/PID/stat after the command name (from field 3, "state"), read into
+ * `buf`; NULL when there is no such process. The name in parentheses may hold spaces and
+ * parentheses: the fields start after its last ')'. */
+static const char *stat_fields(long pid, char *buf, size_t cap)
+{
+    char path[64];
+    if (pid)
+        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    else
+        snprintf(path, sizeof path, "/proc/self/stat");
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return NULL;
+    size_t n = fread(buf, 1, cap - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' ? p + 2 : NULL;
+}
+
+unsigned long long ps_process_start_ticks(long pid)
+{
+    char buf[1024];
+    const char *p = stat_fields(pid, buf, sizeof buf);
+    unsigned long long start = 0;
+    /* fields 3..22: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime
+     * stime cutime cstime priority nice threads itrealvalue starttime */
+    if (p == NULL || sscanf(p,
+                            "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d "
+                            "%*d %*d %*d %llu",
+                            &start) != 1)
+        return 0;
+    return start;
+}
+
 bool ps_process_get(ps_process_figures *out)
 {
     memset(out, 0, sizeof *out);
@@ -38,22 +73,15 @@ bool ps_process_get(ps_process_figures *out)
         out->open_fds--; /* the directory stream's own */
         closedir(d);
     }
-    FILE *f = fopen("/proc/self/stat", "r");
-    if (f == NULL)
-        return false;
     char buf[1024];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    /* the command name in parentheses may hold spaces: the fields start after its last ')' */
-    char *p = strrchr(buf, ')');
+    const char *p = stat_fields(0, buf, sizeof buf);
     if (p == NULL)
         return false;
     unsigned long long utime = 0, stime = 0, start = 0, vsize = 0;
     long long rss = 0;
     /* fields 3.. : state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime
      * stime cutime cstime priority nice threads itrealvalue starttime vsize rss */
-    if (sscanf(p + 2,
+    if (sscanf(p,
                "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d %*d "
                "%llu %llu %lld",
                &utime, &stime, &start, &vsize, &rss) != 5)

@@ -35,6 +35,7 @@
 #include "store_int.h"
 
 #include "ps/fsutil.h"
+#include "ps/process.h"
 
 #include <fcntl.h>
 #include <link.h>
@@ -274,25 +275,6 @@ static void map_find(ps_store *s, const void *inside)
  * and every write transaction first looks for a note left by another process still running. */
 #define WRITER_NOTE "writer.broken"
 
-/* Process `pid`'s start time (field 22 of /proc/PID/stat), 0 when there is no such process. */
-static unsigned long long proc_started(long pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = 0;
-    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
-    for (int field = 2; p && field < 22; field++)
-        p = strchr(p + 1, ' ');
-    return p ? strtoull(p + 1, NULL, 10) : 0;
-}
-
 static void writer_note_path(ps_store *s, char *out, size_t cap)
 {
     const char *dir = NULL;
@@ -306,7 +288,8 @@ static void writer_note_leave(ps_store *s)
     char path[4096], tmp[4200], line[64];
     writer_note_path(s, path, sizeof path);
     snprintf(tmp, sizeof tmp, "%s.%ld", path, (long)getpid());
-    int n = snprintf(line, sizeof line, "%ld %llu\n", (long)getpid(), proc_started(getpid()));
+    int n =
+        snprintf(line, sizeof line, "%ld %llu\n", (long)getpid(), ps_process_start_ticks(getpid()));
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     bool ok = fd >= 0 && write(fd, line, (size_t)n) == n;
     if (fd >= 0)
@@ -336,7 +319,7 @@ static long writer_note_holder(ps_store *s)
         pid = 0;
     if (pid == (long)getpid())
         return 0; /* this process's own: its write_broken flag already says so */
-    if (pid && started && proc_started(pid) == started)
+    if (pid && started && ps_process_start_ticks(pid) == started)
         return pid;
     unlink(path); /* its process has ended, and the lock with it */
     return 0;

@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "ps/clock.h"
 #include "ps/mem.h"
+#include "ps/process.h"
 #include "ps/ratelimit.h"
 #include "ps/text.h"
 
@@ -324,7 +327,34 @@ static void json_string_run(void)
 end:;
 }
 
+/* A process's start time is there while it runs and names it: a child starts no earlier than
+ * its parent, and once reaped it has none. */
+static void process_start(void)
+{
+    unsigned long long self = ps_process_start_ticks(getpid());
+    CHECK(self > 0);
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    pid_t child = fork();
+    if (child == 0) { /* waits until the parent closes the pipe */
+        char c;
+        close(fds[1]);
+        _exit(read(fds[0], &c, 1) == 0 ? 0 : 1);
+    }
+    close(fds[0]);
+    CHECK(child > 0);
+    unsigned long long started = ps_process_start_ticks(child);
+    CHECK(started >= self);
+    CHECK(ps_process_start_ticks(child) == started);
+    close(fds[1]);
+    int status = 0;
+    CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status));
+    CHECK(ps_process_start_ticks(child) == 0);
+end:;
+}
+
 static const test_case tests[] = {
+    {"process_start", process_start},
     {"json_escape", json_escape},
     {"json_string_run", json_string_run},
     {"bucket", bucket},
