@@ -82,6 +82,8 @@ ps_status ps_store_meta_put(ps_txn *t, const char *key, ps_slice value);
 ps_status ps_store_meta_get_u64(ps_txn *t, const char *key, uint64_t *out);
 ps_status ps_store_meta_put_u64(ps_txn *t, const char *key, uint64_t value);
 ps_status ps_store_meta_del(ps_txn *t, const char *key); /* PS_ENOTFOUND when absent */
+/* Deletes every entry whose key starts with `prefix` (a non-empty string); none is PS_OK. */
+ps_status ps_store_meta_del_prefix(ps_txn *t, const char *prefix);
 typedef bool (*ps_meta_fn)(void *ud, ps_slice key, ps_slice value);
 /* Visits the meta entries whose key starts with `prefix`, by key. */
 ps_status ps_store_meta_scan(ps_txn *t, const char *prefix, ps_meta_fn fn, void *ud);

@@ -11,7 +11,6 @@
 
 #include <pthread.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
@@ -346,26 +345,6 @@ static ps_status index_exact(ps_txn *t, bool *exact)
     return st == PS_OK ? c.st : st;
 }
 
-typedef struct key_list {
-    char (*keys)[INDEX_KEY_BYTES];
-    size_t count, cap;
-} key_list;
-
-static bool collect_key(void *ud, ps_slice key, ps_slice value)
-{
-    (void)value;
-    key_list *l = ud;
-    if (key.len >= INDEX_KEY_BYTES)
-        return true; /* not a row this code writes; it cannot match a lookup either */
-    if (l->count == l->cap) {
-        l->cap = l->cap ? 2 * l->cap : 16;
-        l->keys = ps_xrealloc(l->keys, l->cap * sizeof *l->keys);
-    }
-    memcpy(l->keys[l->count], key.ptr, key.len);
-    l->keys[l->count++][key.len] = 0;
-    return true;
-}
-
 static bool index_token(void *ud, ps_slice key, ps_slice value)
 {
     index_ctx *c = ud;
@@ -379,12 +358,8 @@ static bool index_token(void *ud, ps_slice key, ps_slice value)
 /* Writes the index again from the token records. */
 static ps_status index_rebuild(ps_txn *t)
 {
-    key_list old = {0};
     index_ctx c = {t, PS_OK, 0, true};
-    ps_status st = ps_store_meta_scan(t, INDEX_PREFIX, collect_key, &old);
-    for (size_t i = 0; i < old.count && st == PS_OK; i++)
-        st = ps_store_meta_del(t, old.keys[i]);
-    free(old.keys);
+    ps_status st = ps_store_meta_del_prefix(t, INDEX_PREFIX);
     if (st == PS_OK)
         st = ps_store_meta_scan(t, TOKEN_PREFIX, index_token, &c);
     st = st == PS_OK ? c.st : st;

@@ -841,6 +841,13 @@ ps_status ps_store_meta_del(ps_txn *t, const char *key)
     return del_key(t, DB_META);
 }
 
+ps_status ps_store_meta_del_prefix(ps_txn *t, const char *prefix)
+{
+    key_reset(t);
+    key_bytes(t, prefix, strlen(prefix));
+    return del_prefix(t, DB_META);
+}
+
 typedef struct meta_iter {
     ps_meta_fn fn;
     void *ud;
