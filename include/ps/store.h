@@ -117,10 +117,11 @@ void ps_store_remove(const char *dir);
 int ps_store_other_processes(ps_store *s);
 
 /* Runs fn(ud), which uses the store `s`, and returns what it returns, except that when LMDB
- * meets a damaged page of `s` (an assertion it would abort on, or a read or write through the
- * map that faults) fn is cut short where it is and PS_ECORRUPT comes back: the thread goes on,
- * and the store is marked damaged. What fn began is left for the caller to end: the
- * transactions it opened are still open (abort them; a write transaction must not be
+ * meets a damaged page of `s` (an assertion it would abort on, a read or write through the map
+ * that faults, or a segmentation fault in LMDB's code: an offset from a damaged page that
+ * points past a page copied to the heap) fn is cut short where it is and PS_ECORRUPT comes back:
+ * the thread goes on, and the store is marked damaged. What fn began is left for the caller to end:
+ * the transactions it opened are still open (abort them; a write transaction must not be
  * committed), its own allocations are lost. So every transaction fn uses must be kept in
  * memory that outlives fn. Guards nest. */
 ps_status ps_store_guarded(ps_store *s, ps_status (*fn)(void *ud), void *ud);
@@ -129,6 +130,10 @@ ps_status ps_store_guarded(ps_store *s, ps_status (*fn)(void *ud), void *ud);
  * could not begin, whose status comes back. */
 ps_status ps_store_read_guarded(ps_store *s, ps_status (*fn)(ps_txn *t, void *ud), void *ud,
                                 bool *ran);
+/* ps_store_guarded() for a change: fn(t, ud) in a write transaction of its own, committed
+ * (the commit guarded too) when fn returns PS_OK and aborted otherwise. A damaged page met on
+ * the way gives PS_ECORRUPT, and nothing fn did is written. */
+ps_status ps_store_write_guarded(ps_store *s, ps_status (*fn)(ps_txn *t, void *ud), void *ud);
 /* Whether a guarded call of this process met a damaged page in the store. */
 bool ps_store_damaged(ps_store *s);
 

@@ -366,24 +366,27 @@ static ps_status index_rebuild(ps_txn *t)
     return st == PS_OK ? ps_store_meta_put_u64(t, INDEX_READY, 1) : st;
 }
 
+static ps_status exact_step(ps_txn *t, void *ud)
+{
+    return index_exact(t, ud);
+}
+
+static ps_status rebuild_step(ps_txn *t, void *ud)
+{
+    (void)ud;
+    bool exact;
+    ps_status st = index_exact(t, &exact); /* another process may have built it meanwhile */
+    return st == PS_OK && !exact ? index_rebuild(t) : st;
+}
+
+/* Both steps run guarded: a space opened on damaged pages fails to open, not the process. */
 ps_status ps_auth_tokens_index_ensure(ps_store *s)
 {
-    ps_txn *t;
     bool exact;
-    ps_status st = ps_txn_begin(s, false, &t);
-    if (st != PS_OK)
-        return st;
-    st = index_exact(t, &exact);
-    ps_txn_abort(t);
+    ps_status st = ps_store_read_guarded(s, exact_step, &exact, NULL);
     if (st != PS_OK || exact)
         return st;
-    if ((st = ps_txn_begin(s, true, &t)) != PS_OK)
-        return st;
-    st = index_exact(t, &exact); /* another process may have built it meanwhile */
-    if (st == PS_OK && !exact && (st = index_rebuild(t)) == PS_OK)
-        return ps_txn_commit(t);
-    ps_txn_abort(t);
-    return st;
+    return ps_store_write_guarded(s, rebuild_step, NULL);
 }
 
 ps_status ps_auth_secret(ps_txn *t, uint8_t out[PS_SECRET_BYTES])
@@ -398,25 +401,24 @@ ps_status ps_auth_secret(ps_txn *t, uint8_t out[PS_SECRET_BYTES])
     return PS_OK;
 }
 
-ps_status ps_auth_secret_ensure(ps_store *s)
+static ps_status secret_read_step(ps_txn *t, void *ud)
 {
-    ps_txn *t;
-    uint8_t secret[PS_SECRET_BYTES];
-    ps_status st = ps_txn_begin(s, false, &t);
-    if (st != PS_OK)
-        return st;
-    st = ps_auth_secret(t, secret);
-    ps_txn_abort(t);
+    return ps_auth_secret(t, ud);
+}
+
+static ps_status secret_make_step(ps_txn *t, void *ud)
+{
+    uint8_t *secret = ud;
+    ps_status st = ps_auth_secret(t, secret); /* another process may have won the race */
     if (st != PS_ENOTFOUND)
         return st;
-    if ((st = ps_txn_begin(s, true, &t)) != PS_OK)
-        return st;
-    st = ps_auth_secret(t, secret); /* another process may have won the race */
-    if (st == PS_ENOTFOUND) {
-        ps_auth_random(secret, sizeof secret);
-        if ((st = ps_store_meta_put(t, SECRET_KEY, (ps_slice){secret, sizeof secret})) == PS_OK)
-            return ps_txn_commit(t);
-    }
-    ps_txn_abort(t);
-    return st;
+    ps_auth_random(secret, PS_SECRET_BYTES);
+    return ps_store_meta_put(t, SECRET_KEY, (ps_slice){secret, PS_SECRET_BYTES});
+}
+
+ps_status ps_auth_secret_ensure(ps_store *s)
+{
+    uint8_t secret[PS_SECRET_BYTES];
+    ps_status st = ps_store_read_guarded(s, secret_read_step, secret, NULL);
+    return st == PS_ENOTFOUND ? ps_store_write_guarded(s, secret_make_step, secret) : st;
 }

@@ -55,15 +55,21 @@ static void import_id(uint64_t h, char id[PS_IMPORT_ID_BUF])
 }
 
 /* The space's rules as of now (borrowed until the space closes). */
+typedef struct rules_call {
+    ps_space *sp;
+    const ps_rules **out;
+} rules_call;
+
+static ps_status rules_step(ps_txn *t, void *ud)
+{
+    rules_call *r = ud;
+    return ps_space_rules(r->sp, t, r->out);
+}
+
 static ps_status current_rules(ps_space *sp, const ps_rules **out)
 {
-    ps_txn *t;
-    ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
-    if (st != PS_OK)
-        return st;
-    st = ps_space_rules(sp, t, out);
-    ps_txn_abort(t);
-    return st;
+    rules_call r = {sp, out};
+    return ps_store_read_guarded(ps_space_store(sp), rules_step, &r, NULL);
 }
 
 static bool identifier_column(const ps_rules *r, const char *name)
@@ -289,6 +295,29 @@ static void import_path(ps_space *sp, const char *id, const char *suffix, char *
     snprintf(out, cap, "%s/" IMPORTS_DIR "/%s.csv%s", ps_space_dir(sp), id, suffix);
 }
 
+/* One meta row of an import, read or written in a guarded transaction of its own: a damaged
+ * page fails the request, not the server. */
+typedef struct meta_row {
+    char key[64];
+    ps_buf value;
+} meta_row;
+
+static ps_status put_row(ps_txn *t, void *ud)
+{
+    meta_row *r = ud;
+    return ps_store_meta_put(t, r->key, (ps_slice){r->value.ptr, r->value.len});
+}
+
+static ps_status get_row(ps_txn *t, void *ud)
+{
+    meta_row *r = ud;
+    ps_slice v;
+    ps_status st = ps_store_meta_get(t, r->key, &v);
+    if (st == PS_OK)
+        ps_buf_append(&r->value, v.ptr, v.len);
+    return st;
+}
+
 /* meta "import/<id>": the status document a GET answers with. */
 static ps_status put_status(ps_space *sp, const char *id, const char *status, int64_t created_ms,
                             int64_t finished_ms, const ps_import_result *r)
@@ -320,16 +349,9 @@ static ps_status put_status(ps_space *sp, const char *id, const char *status, in
         ps_buf_putc(&doc, ']');
     }
     ps_buf_putc(&doc, '}');
-    char key[64];
-    snprintf(key, sizeof key, STATUS_PREFIX "%s", id);
-    ps_txn *t;
-    ps_status st = ps_txn_begin(ps_space_store(sp), true, &t);
-    if (st == PS_OK)
-        st = ps_store_meta_put(t, key, (ps_slice){doc.ptr, doc.len});
-    if (st == PS_OK)
-        st = ps_txn_commit(t);
-    else if (t)
-        ps_txn_abort(t);
+    meta_row row = {.value = doc};
+    snprintf(row.key, sizeof row.key, STATUS_PREFIX "%s", id);
+    ps_status st = ps_store_write_guarded(ps_space_store(sp), put_row, &row);
     ps_buf_clear(&doc);
     return st;
 }
@@ -462,15 +484,12 @@ ps_status ps_import_status(ps_space *sp, const char *id, ps_buf *out)
 {
     if (strlen(id) != PS_IMPORT_ID_BUF - 4 || strncmp(id, "imp_", 4) != 0)
         return PS_ENOTFOUND;
-    char key[64];
-    snprintf(key, sizeof key, STATUS_PREFIX "%s", id);
-    ps_txn *t;
-    ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
-    if (st != PS_OK)
-        return st;
-    ps_slice v;
-    if ((st = ps_store_meta_get(t, key, &v)) == PS_OK)
-        ps_buf_append(out, v.ptr, v.len);
-    ps_txn_abort(t);
+    meta_row row;
+    snprintf(row.key, sizeof row.key, STATUS_PREFIX "%s", id);
+    ps_buf_init(&row.value);
+    ps_status st = ps_store_read_guarded(ps_space_store(sp), get_row, &row, NULL);
+    if (st == PS_OK)
+        ps_buf_append(out, row.value.ptr, row.value.len);
+    ps_buf_clear(&row.value);
     return st;
 }

@@ -392,46 +392,40 @@ static ps_status pending_decode(ps_slice v, ps_reg_request *rq, int64_t *created
 }
 
 typedef struct create_call {
-    ps_txn *t;
     const ps_reg_request *rq;
     int64_t now_ms;
     uint64_t seq;
 } create_call;
 
-static ps_status create_step(void *ud)
+static ps_status create_step(ps_txn *t, void *ud)
 {
     create_call *c = ud;
-    ps_status st = ps_store_meta_get_u64(c->t, REG_NEXT_KEY, &c->seq);
+    ps_status st = ps_store_meta_get_u64(t, REG_NEXT_KEY, &c->seq);
     if (st == PS_ENOTFOUND) {
         c->seq = 1;
         st = PS_OK;
     }
     if (st == PS_OK)
-        st = put_record(c->t, c->seq, c->rq, "INITIALIZED", c->now_ms, 0);
+        st = put_record(t, c->seq, c->rq, "INITIALIZED", c->now_ms, 0);
     char key[48];
     snprintf(key, sizeof key, PENDING_PREFIX "%016llx", (unsigned long long)c->seq);
     ps_buf pending;
     ps_buf_init(&pending);
     pending_encode(c->rq, c->now_ms, &pending);
     if (st == PS_OK)
-        st = ps_store_meta_put(c->t, key, (ps_slice){pending.ptr, pending.len});
+        st = ps_store_meta_put(t, key, (ps_slice){pending.ptr, pending.len});
     ps_buf_clear(&pending);
-    return st == PS_OK ? ps_store_meta_put_u64(c->t, REG_NEXT_KEY, c->seq + 1) : st;
+    return st == PS_OK ? ps_store_meta_put_u64(t, REG_NEXT_KEY, c->seq + 1) : st;
 }
 
 ps_status ps_regulation_create(ps_space *sp, const ps_reg_request *rq, int64_t now_ms,
                                char id[PS_REG_ID_BUF], uint64_t *seq_out)
 {
     create_call c = {.rq = rq, .now_ms = now_ms};
-    ps_status st = ps_txn_begin(ps_space_store(sp), true, &c.t);
-    if (st != PS_OK)
-        return st;
-    st = ps_store_guarded(ps_space_store(sp), create_step, &c); /* damaged pages: an error */
+    /* damaged pages: an error, and nothing is written */
+    ps_status st = ps_store_write_guarded(ps_space_store(sp), create_step, &c);
     snprintf(id, PS_REG_ID_BUF, "reg_%016llx", (unsigned long long)c.seq);
     *seq_out = c.seq;
-    if (st == PS_OK)
-        return ps_txn_commit(c.t);
-    ps_txn_abort(c.t);
     return st;
 }
 
@@ -598,22 +592,29 @@ static uint64_t id_seq(const char *id)
     return seq;
 }
 
+typedef struct get_call {
+    uint64_t seq;
+    ps_buf *out;
+} get_call;
+
+static ps_status get_step(ps_txn *t, void *ud)
+{
+    get_call *g = ud;
+    char key[40];
+    reg_key(g->seq, key);
+    ps_slice v;
+    ps_status st = ps_store_meta_get(t, key, &v);
+    if (st == PS_OK)
+        ps_buf_append(g->out, v.ptr, v.len);
+    return st;
+}
+
 ps_status ps_regulation_get(ps_space *sp, const char *id, ps_buf *out)
 {
-    uint64_t seq = id_seq(id);
-    if (seq == 0)
+    get_call g = {id_seq(id), out};
+    if (g.seq == 0)
         return PS_ENOTFOUND;
-    ps_txn *t;
-    ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
-    if (st != PS_OK)
-        return st;
-    char key[40];
-    reg_key(seq, key);
-    ps_slice v;
-    if ((st = ps_store_meta_get(t, key, &v)) == PS_OK)
-        ps_buf_append(out, v.ptr, v.len);
-    ps_txn_abort(t);
-    return st;
+    return ps_store_read_guarded(ps_space_store(sp), get_step, &g, NULL);
 }
 
 typedef struct seq_list {
@@ -641,34 +642,47 @@ static bool collect_seq(void *ud, ps_slice key, ps_slice value)
     return true;
 }
 
+/* The newest `limit` regulations before `before` (0: from the newest), read guarded. What
+ * it collects outlives the step. */
+typedef struct list_call {
+    uint64_t before;
+    size_t limit;
+    ps_buf *out;
+    uint64_t *next;
+    size_t *count;
+    seq_list l;
+} list_call;
+
+static ps_status list_step(ps_txn *t, void *ud)
+{
+    list_call *c = ud;
+    ps_status st = ps_store_meta_scan(t, REG_PREFIX, collect_seq, &c->l); /* ascending */
+    for (size_t i = c->l.count; st == PS_OK && i-- > 0;) {
+        if (c->before && c->l.seqs[i] >= c->before)
+            continue;
+        if (*c->count == c->limit) {
+            *c->next = c->l.seqs[i] + 1; /* continue with this one */
+            break;
+        }
+        char key[40];
+        reg_key(c->l.seqs[i], key);
+        ps_slice v;
+        if ((st = ps_store_meta_get(t, key, &v)) != PS_OK)
+            break;
+        if ((*c->count)++)
+            ps_buf_putc(c->out, ',');
+        ps_buf_append(c->out, v.ptr, v.len);
+    }
+    return st;
+}
+
 ps_status ps_regulation_list(ps_space *sp, uint64_t before, size_t limit, ps_buf *out,
                              uint64_t *next, size_t *count)
 {
     *next = 0;
     *count = 0;
-    ps_txn *t;
-    ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
-    if (st != PS_OK)
-        return st;
-    seq_list l = {NULL, 0, 0};
-    st = ps_store_meta_scan(t, REG_PREFIX, collect_seq, &l); /* ascending */
-    for (size_t i = l.count; st == PS_OK && i-- > 0;) {
-        if (before && l.seqs[i] >= before)
-            continue;
-        if (*count == limit) {
-            *next = l.seqs[i] + 1; /* continue with this one */
-            break;
-        }
-        char key[40];
-        reg_key(l.seqs[i], key);
-        ps_slice v;
-        if ((st = ps_store_meta_get(t, key, &v)) != PS_OK)
-            break;
-        if ((*count)++)
-            ps_buf_putc(out, ',');
-        ps_buf_append(out, v.ptr, v.len);
-    }
-    free(l.seqs);
-    ps_txn_abort(t);
+    list_call c = {before, limit, out, next, count, {NULL, 0, 0}};
+    ps_status st = ps_store_read_guarded(ps_space_store(sp), list_step, &c, NULL);
+    free(c.l.seqs);
     return st;
 }

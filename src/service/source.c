@@ -195,18 +195,44 @@ fail:
     return st;
 }
 
+static ps_status list_step(ps_txn *t, void *ud)
+{
+    return scan_space(t, ud);
+}
+
 ps_status ps_source_list(ps_sources *s, const char *space, ps_source_fn fn, void *ud)
 {
     if (!ps_space_name_valid(space))
         return PS_EINVAL;
-    ps_txn *t;
-    ps_status st = ps_txn_begin(s->store, false, &t);
+    scan_ctx c = {.space = space, .fn = fn, .ud = ud};
+    return ps_store_read_guarded(s->store, list_step, &c, NULL);
+}
+
+/* A write key's row, read guarded: a damaged page fails the request that presented the key,
+ * not the server. */
+typedef struct find_call {
+    const char *wkey;
+    bool with_origins;
+    ps_source_info *out;
+} find_call;
+
+static ps_status find_step(ps_txn *t, void *ud)
+{
+    find_call *f = ud;
+    ps_source_info *out = f->out;
+    ps_slice v;
+    ps_status st = ps_store_meta_get(t, f->wkey, &v);
+    if (st == PS_ENOTFOUND)
+        return PS_EAUTH;
     if (st != PS_OK)
         return st;
-    scan_ctx c = {.space = space, .fn = fn, .ud = ud};
-    st = scan_space(t, &c);
-    ps_txn_abort(t);
-    return st;
+    const uint8_t *nul = memchr(v.ptr, 0, v.len);
+    size_t sl = nul ? (size_t)(nul - v.ptr) : 0, il = nul ? v.len - sl - 1 : 0;
+    if (nul == NULL || sl == 0 || sl > PS_SPACE_NAME_MAX || il == 0 || il >= PS_SOURCE_ID_BUF)
+        return PS_ECORRUPT;
+    memcpy(out->space, v.ptr, sl);
+    memcpy(out->source_id, nul + 1, il);
+    return f->with_origins ? origins_load(t, out->space, out->source_id, out) : PS_OK;
 }
 
 ps_status ps_source_find(ps_sources *s, const char *key, size_t len, bool with_origins,
@@ -218,27 +244,9 @@ ps_status ps_source_find(ps_sources *s, const char *key, size_t len, bool with_o
     char wkey[WKEY_CAP];
     ps_auth_digest(key, len, hash);
     wkey_name(hash, wkey);
-    ps_txn *t;
-    ps_status st = ps_txn_begin(s->store, false, &t);
-    if (st != PS_OK)
-        return st;
-    ps_slice v;
     memset(out, 0, offsetof(ps_source_info, origins) + 1); /* origins: an empty list */
-    if ((st = ps_store_meta_get(t, wkey, &v)) == PS_OK) {
-        const uint8_t *nul = memchr(v.ptr, 0, v.len);
-        size_t sl = nul ? (size_t)(nul - v.ptr) : 0, il = nul ? v.len - sl - 1 : 0;
-        if (nul == NULL || sl == 0 || sl > PS_SPACE_NAME_MAX || il == 0 || il >= PS_SOURCE_ID_BUF) {
-            st = PS_ECORRUPT;
-        } else {
-            memcpy(out->space, v.ptr, sl);
-            memcpy(out->source_id, nul + 1, il);
-            st = with_origins ? origins_load(t, out->space, out->source_id, out) : PS_OK;
-        }
-    } else if (st == PS_ENOTFOUND) {
-        st = PS_EAUTH;
-    }
-    ps_txn_abort(t);
-    return st;
+    find_call f = {wkey, with_origins, out};
+    return ps_store_read_guarded(s->store, find_step, &f, NULL);
 }
 
 /* ---- web origins ---- */

@@ -203,11 +203,14 @@ static void on_fault(int sig, siginfo_t *info, void *uc)
 {
     guard *g = guard_top;
     const char *at = info->si_addr;
-    /* the data file's map; or, inside LMDB's code, the first pages of the address space (a
-     * null pointer LMDB took from a damaged page). Not the lock file's map: LMDB holds its
-     * reader mutex while it writes there, and a jump would leave it held */
+    /* the data file's map; or, inside LMDB's code, a pointer or an offset LMDB took from a
+     * damaged page: near null (a SIGBUS there is a non-canonical address, which the kernel
+     * reports as 0), or any address that faults with SIGSEGV (past a page LMDB copied to the
+     * heap in a write transaction). Not a SIGBUS elsewhere, such as the lock file's map cut
+     * short: LMDB holds its reader mutex while it writes there, and a jump would leave it held */
     bool in_map = g && g->map && at >= g->map && at < g->map + g->map_size;
-    if (g && (in_map || ((uintptr_t)at < (64u << 10) && fault_in_lmdb(uc)))) {
+    bool wild = (sig == SIGSEGV || (uintptr_t)at < (64u << 10)) && fault_in_lmdb(uc);
+    if (g && (in_map || wild)) {
         /* ps_log is not for signal handlers: one line from parts, with write() */
         static const char say[] = ": LMDB faulted on a damaged page of a store's data file; "
                                   "the operation fails\n";
@@ -365,6 +368,36 @@ ps_status ps_store_read_guarded(ps_store *s, ps_status (*fn)(ps_txn *t, void *ud
         return st;
     st = ps_store_guarded(s, read_call_run, &r);
     ps_txn_abort(r.t); /* a read transaction, cut short or not, ends here */
+    return st;
+}
+
+typedef struct write_call {
+    ps_txn *t;
+    ps_status (*fn)(ps_txn *t, void *ud);
+    void *ud;
+    bool ended; /* committed or aborted by ps_txn_commit, which frees it */
+} write_call;
+
+static ps_status write_call_run(void *ud)
+{
+    write_call *w = ud;
+    ps_status st = w->fn(w->t, w->ud);
+    if (st == PS_OK) {
+        st = ps_txn_commit(w->t);
+        w->ended = true;
+    }
+    return st;
+}
+
+ps_status ps_store_write_guarded(ps_store *s, ps_status (*fn)(ps_txn *t, void *ud), void *ud)
+{
+    write_call w = {NULL, fn, ud, false};
+    ps_status st = ps_txn_begin(s, true, &w.t);
+    if (st != PS_OK)
+        return st;
+    st = ps_store_guarded(s, write_call_run, &w);
+    if (!w.ended) /* fn failed, or a damaged page cut it (or the commit) short */
+        ps_txn_abort(w.t);
     return st;
 }
 

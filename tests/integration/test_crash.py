@@ -78,6 +78,30 @@ def damage(space, pristine, seed, percent):
         f.write(random.Random(seed).randbytes(4096 * 40))
 
 
+def damage_free_list(space, pristine, seed):
+    """Puts the pristine copy of a space back, then writes noise (from `seed`) over the root page
+    of LMDB's free-page list, which the newest of the two meta pages names: every write that
+    takes a page then meets it, while reads do not. Returns False when that list is empty."""
+    shutil.rmtree(space)
+    shutil.copytree(pristine, space)
+    data = os.path.join(space, "data.mdb")
+    with open(data, "r+b") as f:
+        metas = []
+        for page in (0, 1):  # page header 16 bytes; the meta: magic, version, address, size
+            f.seek(page * 4096 + 16 + 24)  # then two database records of 48 bytes (free, main)
+            free = f.read(48)
+            f.seek(page * 4096 + 16 + 24 + 96 + 8)  # after them the last page, then the txnid
+            metas.append((int.from_bytes(f.read(8), "little"),
+                          int.from_bytes(free[40:48], "little")))
+        root = max(metas)[1]
+        if root == (1 << 64) - 1:
+            return False
+        rnd = random.Random(seed)
+        f.seek(root * 4096 + (0 if seed % 2 else 16))  # the header too, or only the nodes
+        f.write(rnd.randbytes(4096 - (0 if seed % 2 else 16 + rnd.randrange(2048))))
+    return True
+
+
 def test_kill_during_ingest():
     s = Store()
     try:
@@ -494,6 +518,51 @@ def test_a_regulation_on_damaged_pages_fails_itself_not_the_server():
             srv.stop()
         s.close()
 
+def test_the_space_routes_on_damaged_pages_fail_the_request_not_the_server():
+    """Event filters, CSV imports and the regulation list read and write the space's own rows
+    in transactions of their own. On a damaged page they stopped the whole server (LMDB's
+    assertion, or a fault in its map); now each such request answers 500 naming the damage, and
+    the server goes on serving the healthy space."""
+    s = Store()
+    srv = None
+    try:
+        other, tok_t, _, space, pristine, tok_s = healthy_and_damageable(s)
+        base = "/v1/spaces/s"
+        calls = [("GET", base + "/filters", None), ("GET", base + "/regulations", None),
+                 ("POST", base + "/filters", {"name": "f", "if": "match(userId, 'test-*')"}),
+                 ("POST", base + "/imports", "user_id,plan\nimp-1,gold\n"),
+                 ("PATCH", base + "/filters/f", {"enabled": False}),
+                 ("DELETE", base + "/filters/f", None)]
+        outcomes = collections.Counter()
+        for seed in range(16):
+            if seed < 8:
+                damage(space, pristine, seed, 40 + seed * 7 % 55)
+            else:  # where a write meets it first
+                assert damage_free_list(space, pristine, seed)
+            srv = server_without_leak_checks(s)
+            for method, path, body in calls:
+                status, _, got = srv.request(method, path, tok_s, raw=True, body=body)
+                assert status in (200, 404, 500), (seed, method, path, status, got)
+                if status == 500:
+                    assert b"corrupt data" in got, (seed, method, path, got)
+                outcomes["%s %s %d" % (method, path.split("/")[4], status)] += 1
+                if method == "POST" and path.endswith("imports") and status == 200:
+                    rid = json.loads(got)["data"]["importId"]
+                    status, _, got = srv.request("GET", base + "/imports/" + rid, tok_s, raw=True)
+                    assert status in (200, 500), (seed, status, got)
+                assert srv.proc.poll() is None, (seed, method, path, "".join(srv.log)[-2000:])
+            assert srv.get("/v1/spaces/t/collections/users/profiles/user_id:%s/traits" % other,
+                           tok_t)[0] == 200, seed
+            srv.stop()
+            srv = None
+        print("# the space's own routes over 16 damaged layouts:", dict(outcomes))
+        assert sum(n for k, n in outcomes.items() if k.endswith(" 500")) > 0, outcomes
+    finally:
+        if srv:
+            srv.stop()
+        s.close()
+
+
 def test_log_salvage_reads_past_damaged_pages():
     """`profilectl log` stops at the first damaged page of the log; `--salvage` reads on past
     each one, says which sequence numbers it could not read, and writes every message it could,
@@ -627,4 +696,6 @@ run_tests([test_kill_during_ingest, test_store_full_aborts_batch_cleanly,
            test_a_damaged_space_fails_its_reads_not_the_server,
            test_log_salvage_reads_past_damaged_pages,
            test_a_full_filesystem_under_the_server_loses_nothing_acknowledged,
-           test_disk_full_on_the_journal_is_a_503, test_a_regulation_on_damaged_pages_fails_itself_not_the_server])
+           test_disk_full_on_the_journal_is_a_503,
+           test_a_regulation_on_damaged_pages_fails_itself_not_the_server,
+           test_the_space_routes_on_damaged_pages_fail_the_request_not_the_server])
