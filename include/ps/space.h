@@ -37,6 +37,10 @@ ps_status ps_space_open(const char *data_dir, const char *name, bool read_only, 
 void ps_space_close(ps_space *sp);
 
 ps_store *ps_space_store(ps_space *sp);
+/* Runs fn(t, ud) in a read transaction of its own on the space's store, guarded
+ * (ps_store_read_guarded): a damaged page fn meets ends it with PS_ECORRUPT, not the
+ * process. For commands that read the space through the read model. */
+ps_status ps_space_read(ps_space *sp, ps_status (*fn)(ps_txn *t, void *ud), void *ud);
 const char *ps_space_name(const ps_space *sp);
 const char *ps_space_dir(const ps_space *sp); /* DATA/spaces/<name> */
 

@@ -78,6 +78,40 @@ done:
     return st;
 }
 
+/* The profile found and shown in one guarded read (ps_space_read): a damaged page fails the
+ * command with its error instead of stopping the process. */
+typedef struct inspect_call {
+    ps_space *sp;
+    const char *space, *ident;
+    bool json;
+    size_t event_limit;
+    bool found; /* past the lookup: a later error is the reading's */
+} inspect_call;
+
+static ps_status inspect_step(ps_txn *t, void *ud)
+{
+    inspect_call *x = ud;
+    const ps_rules *rules;
+    ps_profile p;
+    ps_status st = ps_space_rules(x->sp, t, &rules);
+    if (st == PS_OK)
+        st = ps_profile_find(t, rules, -1, x->ident, strlen(x->ident), &p);
+    if (st != PS_OK)
+        return st;
+    x->found = true;
+    if (!x->json)
+        return print_text(t, x->space, &p, x->event_limit);
+    ps_buf out;
+    ps_buf_init(&out);
+    ps_render_opts o = {
+        .event_limit = x->event_limit, .metadata = true, .links = true, .merges = true};
+    st = ps_profile_render(t, &p, &o, &out);
+    if (st == PS_OK)
+        printf("%s\n", (const char *)out.ptr);
+    ps_buf_clear(&out);
+    return st;
+}
+
 int cmd_inspect(cli *c)
 {
     size_t event_limit = 20;
@@ -90,38 +124,16 @@ int cmd_inspect(cli *c)
     ps_space *sp;
     if ((rc = cli_open_space(c, c->argv[0], true, &sp)))
         return rc;
-    ps_txn *t = NULL;
-    const ps_rules *rules;
-    ps_profile p;
-    const char *ident = c->argv[1];
-    ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
-    if (st == PS_OK)
-        st = ps_space_rules(sp, t, &rules);
-    if (st == PS_OK)
-        st = ps_profile_find(t, rules, -1, ident, strlen(ident), &p);
-    if (st == PS_EINVAL) {
-        rc = cli_fail(EXIT_INVALID, "'%s' is neither type:value nor a segment_id", ident);
-    } else if (st == PS_ENOTFOUND) {
-        rc = cli_fail(EXIT_NOTFOUND, "no profile for %s in space %s", ident, c->argv[0]);
-    } else if (st != PS_OK) {
-        rc = cli_fail(cli_exit_code(st), "cannot read profile: %s", ps_status_str(st));
-    } else if (c->json) {
-        ps_buf out;
-        ps_buf_init(&out);
-        ps_render_opts o = {
-            .event_limit = event_limit, .metadata = true, .links = true, .merges = true};
-        st = ps_profile_render(t, &p, &o, &out);
-        if (st == PS_OK)
-            printf("%s\n", (const char *)out.ptr);
-        else
-            rc = cli_fail(cli_exit_code(st), "cannot read profile: %s", ps_status_str(st));
-        ps_buf_clear(&out);
-    } else if ((st = print_text(t, c->argv[0], &p, event_limit)) != PS_OK) {
-        rc = cli_fail(cli_exit_code(st), "cannot read profile: %s", ps_status_str(st));
-    }
-    ps_txn_abort(t);
+    inspect_call x = {sp, c->argv[0], c->argv[1], c->json, event_limit, false};
+    ps_status st = ps_space_read(sp, inspect_step, &x);
     ps_space_close(sp);
-    return rc;
+    if (st == PS_EINVAL && !x.found)
+        return cli_fail(EXIT_INVALID, "'%s' is neither type:value nor a segment_id", x.ident);
+    if (st == PS_ENOTFOUND && !x.found)
+        return cli_fail(EXIT_NOTFOUND, "no profile for %s in space %s", x.ident, x.space);
+    if (st != PS_OK)
+        return cli_fail(cli_exit_code(st), "cannot read profile: %s", ps_status_str(st));
+    return EXIT_OK;
 }
 
 typedef struct export_ctx {
@@ -152,6 +164,13 @@ static bool export_one(void *ud, const ps_profile *p)
     return true;
 }
 
+static ps_status export_step(ps_txn *t, void *ud)
+{
+    export_ctx *x = ud;
+    x->t = t;
+    return ps_profile_scan(t, 1, export_one, x);
+}
+
 int cmd_export(cli *c)
 {
     const char *coll = cli_take_option(c, "--collection");
@@ -172,13 +191,9 @@ int cmd_export(cli *c)
      * profile in memory at a time */
     export_ctx x = {.collection = collection, .messages = messages};
     ps_buf_init(&x.line);
-    ps_status st = ps_txn_begin(ps_space_store(sp), false, &x.t);
-    if (st == PS_OK) {
-        st = ps_profile_scan(x.t, 1, export_one, &x);
-        if (st == PS_OK)
-            st = x.st;
-        ps_txn_abort(x.t);
-    }
+    ps_status st = ps_space_read(sp, export_step, &x); /* guarded: damage fails it */
+    if (st == PS_OK)
+        st = x.st;
     ps_buf_clear(&x.line);
     ps_space_close(sp);
     if (x.write_failed || fflush(stdout) != 0)

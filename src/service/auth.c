@@ -144,51 +144,57 @@ static bool count_token(void *ud, ps_slice key, ps_slice value)
     return true;
 }
 
-ps_status ps_auth_token_create(ps_space *sp, const char *name, ps_token_role role, int64_t now_ms,
-                               char token[PS_TOKEN_BUF], char *name_out)
+/* Token changes and listings run guarded (ps_store_write_guarded): a damaged page fails the
+ * command, and a change that met one writes nothing. */
+typedef struct create_call {
+    const char *name;
+    ps_token_role role;
+    int64_t now_ms;
+    char *token, *name_out;
+} create_call;
+
+static ps_status create_step(ps_txn *t, void *ud)
 {
-    if (name && !ps_name_valid(name, PS_TOKEN_NAME_MAX))
-        return PS_EINVAL;
-    ps_txn *t;
-    ps_status st = ps_txn_begin(ps_space_store(sp), true, &t);
-    if (st != PS_OK)
-        return st;
+    create_call *c = ud;
     char key[sizeof TOKEN_PREFIX + PS_TOKEN_NAME_MAX + 24];
     ps_slice existing;
-    if (name) {
-        snprintf(key, sizeof key, TOKEN_PREFIX "%s", name);
-        snprintf(name_out, PS_TOKEN_NAME_MAX + 1, "%s", name);
+    ps_status st;
+    if (c->name) {
+        snprintf(key, sizeof key, TOKEN_PREFIX "%s", c->name);
+        snprintf(c->name_out, PS_TOKEN_NAME_MAX + 1, "%s", c->name);
         st = ps_store_meta_get(t, key, &existing);
     } else {
-        count_ctx c = {0};
-        st = ps_store_meta_scan(t, TOKEN_PREFIX, count_token, &c);
-        for (size_t n = c.count + 1; st == PS_OK; n++) { /* first free "token-N" */
-            snprintf(name_out, PS_TOKEN_NAME_MAX + 1, "token-%zu", n);
-            snprintf(key, sizeof key, TOKEN_PREFIX "%s", name_out);
+        count_ctx n = {0};
+        st = ps_store_meta_scan(t, TOKEN_PREFIX, count_token, &n);
+        for (size_t k = n.count + 1; st == PS_OK; k++) { /* first free "token-N" */
+            snprintf(c->name_out, PS_TOKEN_NAME_MAX + 1, "token-%zu", k);
+            snprintf(key, sizeof key, TOKEN_PREFIX "%s", c->name_out);
             if ((st = ps_store_meta_get(t, key, &existing)) != PS_OK)
                 break;
         }
     }
     if (st == PS_OK)
-        st = PS_ECONFLICT;
-    if (st != PS_ENOTFOUND) {
-        ps_txn_abort(t);
+        return PS_ECONFLICT;
+    if (st != PS_ENOTFOUND)
         return st;
-    }
     uint8_t secret[32], rec[TOKEN_REC_BYTES];
     ps_auth_random(secret, sizeof secret);
-    memcpy(token, "pat_", 4);
-    ps_b64url_encode(secret, sizeof secret, token + 4);
-    sha256(token, strlen(token), rec);
-    ps_put_be64(rec + SHA256_DIGEST_LENGTH, (uint64_t)now_ms);
-    rec[TOKEN_REC_OLD] = (uint8_t)role;
+    memcpy(c->token, "pat_", 4);
+    ps_b64url_encode(secret, sizeof secret, c->token + 4);
+    sha256(c->token, strlen(c->token), rec);
+    ps_put_be64(rec + SHA256_DIGEST_LENGTH, (uint64_t)c->now_ms);
+    rec[TOKEN_REC_OLD] = (uint8_t)c->role;
     st = ps_store_meta_put(t, key, (ps_slice){rec, sizeof rec});
-    if (st == PS_OK)
-        st = index_put(t, name_out, (ps_slice){rec, sizeof rec});
-    if (st == PS_OK)
-        return ps_txn_commit(t);
-    ps_txn_abort(t);
-    return st;
+    return st == PS_OK ? index_put(t, c->name_out, (ps_slice){rec, sizeof rec}) : st;
+}
+
+ps_status ps_auth_token_create(ps_space *sp, const char *name, ps_token_role role, int64_t now_ms,
+                               char token[PS_TOKEN_BUF], char *name_out)
+{
+    if (name && !ps_name_valid(name, PS_TOKEN_NAME_MAX))
+        return PS_EINVAL;
+    create_call c = {name, role, now_ms, token, name_out};
+    return ps_store_write_guarded(ps_space_store(sp), create_step, &c);
 }
 
 typedef struct list_ctx {
@@ -209,16 +215,29 @@ static bool list_token(void *ud, ps_slice key, ps_slice value)
                  (int64_t)ps_get_be64(value.ptr + SHA256_DIGEST_LENGTH));
 }
 
+static ps_status list_step(ps_txn *t, void *ud)
+{
+    return ps_store_meta_scan(t, TOKEN_PREFIX, list_token, ud);
+}
+
 ps_status ps_auth_token_list(ps_space *sp, ps_token_fn fn, void *ud)
 {
-    ps_txn *t;
-    ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
-    if (st != PS_OK)
-        return st;
     list_ctx c = {fn, ud};
-    st = ps_store_meta_scan(t, TOKEN_PREFIX, list_token, &c);
-    ps_txn_abort(t);
-    return st;
+    return ps_store_read_guarded(ps_space_store(sp), list_step, &c, NULL);
+}
+
+static ps_status revoke_step(ps_txn *t, void *ud)
+{
+    const char *key = ud;
+    ps_slice rec;
+    char hkey[INDEX_KEY_BYTES];
+    ps_status st = ps_store_meta_get(t, key, &rec);
+    if (st == PS_OK && token_rec_ok(rec)) {
+        index_key(rec.ptr, hkey);
+        st = ps_store_meta_del(t, hkey);
+        st = st == PS_ENOTFOUND ? PS_OK : st; /* a space whose index is not built yet */
+    }
+    return st == PS_OK ? ps_store_meta_del(t, key) : st;
 }
 
 ps_status ps_auth_token_revoke(ps_space *sp, const char *name)
@@ -227,23 +246,7 @@ ps_status ps_auth_token_revoke(ps_space *sp, const char *name)
         return PS_ENOTFOUND;
     char key[sizeof TOKEN_PREFIX + PS_TOKEN_NAME_MAX];
     snprintf(key, sizeof key, TOKEN_PREFIX "%s", name);
-    ps_txn *t;
-    ps_status st = ps_txn_begin(ps_space_store(sp), true, &t);
-    if (st != PS_OK)
-        return st;
-    ps_slice rec;
-    char hkey[INDEX_KEY_BYTES];
-    if ((st = ps_store_meta_get(t, key, &rec)) == PS_OK && token_rec_ok(rec)) {
-        index_key(rec.ptr, hkey);
-        st = ps_store_meta_del(t, hkey);
-        st = st == PS_ENOTFOUND ? PS_OK : st; /* a space whose index is not built yet */
-    }
-    if (st == PS_OK)
-        st = ps_store_meta_del(t, key);
-    if (st == PS_OK)
-        return ps_txn_commit(t);
-    ps_txn_abort(t);
-    return st;
+    return ps_store_write_guarded(ps_space_store(sp), revoke_step, key);
 }
 
 typedef struct check_ctx {

@@ -367,6 +367,14 @@ static ps_status walk_all(ps_txn *t, void *ud)
     }
     if (st == PS_OK)
         st = rows_all_read(c);
+    if (st == PS_OK) { /* what every later write takes pages from */
+        uint64_t free_pages;
+        const char *why;
+        if ((st = ps_store_free_list_read(t, &free_pages, &why)) == PS_ECORRUPT && why) {
+            problem(c, "LMDB's free-page list: %s", why);
+            st = PS_OK;
+        }
+    }
     return st;
 }
 

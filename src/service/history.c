@@ -46,16 +46,18 @@ static bool visit(void *ud, const ps_log_rec *r)
     return c->fn(c->ud, (ps_slice){c->line.ptr, c->line.len});
 }
 
+/* Reads run guarded (ps_store_read_guarded): a damaged page stops the walk with PS_ECORRUPT,
+ * not the process; ps_history_salvage reads on past it. */
+static ps_status scan_step(ps_txn *t, void *ud)
+{
+    return ps_store_log_scan(t, 1, true, visit, ud);
+}
+
 ps_status ps_history_scan(ps_space *sp, int64_t since_ms, int64_t until_ms, ps_history_fn fn,
                           void *ud)
 {
-    ps_txn *t;
-    ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
-    if (st != PS_OK)
-        return st;
     scan_ctx c = {since_ms, until_ms, fn, ud, {0}, PS_OK, NULL, NULL};
-    st = ps_store_log_scan(t, 1, true, visit, &c);
-    ps_txn_abort(t);
+    ps_status st = ps_store_read_guarded(ps_space_store(sp), scan_step, &c, NULL);
     ps_buf_clear(&c.line);
     return st != PS_OK ? st : c.st;
 }
@@ -69,20 +71,21 @@ ps_status ps_history_salvage(ps_space *sp, int64_t since_ms, int64_t until_ms, p
     return st != PS_OK ? st : c.st;
 }
 
-ps_status ps_history_info_get(ps_space *sp, ps_history_info *out)
+static ps_status info_step(ps_txn *t, void *ud)
 {
-    ps_txn *t;
-    ps_status st = ps_txn_begin(ps_space_store(sp), false, &t);
-    if (st != PS_OK)
-        return st;
-    st = ps_store_log_info(t, &out->messages, &out->incomplete);
-    out->why[0] = 0;
+    ps_history_info *out = ud;
+    ps_status st = ps_store_log_info(t, &out->messages, &out->incomplete);
     ps_slice why;
     if (st == PS_OK && out->incomplete &&
         ps_store_meta_get(t, PS_LOG_INCOMPLETE_KEY, &why) == PS_OK)
         snprintf(out->why, sizeof out->why, "%.*s", (int)why.len, (const char *)why.ptr);
-    ps_txn_abort(t);
     return st;
+}
+
+ps_status ps_history_info_get(ps_space *sp, ps_history_info *out)
+{
+    out->why[0] = 0;
+    return ps_store_read_guarded(ps_space_store(sp), info_step, out, NULL);
 }
 
 ps_status ps_history_migrate(const char *data_dir, const char *name, int *from_format,

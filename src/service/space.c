@@ -243,6 +243,11 @@ ps_store *ps_space_store(ps_space *sp)
     return sp->store;
 }
 
+ps_status ps_space_read(ps_space *sp, ps_status (*fn)(ps_txn *t, void *ud), void *ud)
+{
+    return ps_store_read_guarded(sp->store, fn, ud, NULL);
+}
+
 const char *ps_space_dir(const ps_space *sp)
 {
     return sp->dir;

@@ -50,6 +50,17 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define PS_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PS_ASAN 1
+#endif
+#endif
+#ifdef PS_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
 static void txn_free(ps_txn *t);
 static int full_disk_rc(MDB_env *env, int rc);
 
@@ -133,8 +144,17 @@ static _Thread_local ps_txn *writing;    /* this thread's open write transaction
 static struct sigaction fault_before[2]; /* SIGBUS, SIGSEGV */
 static pthread_once_t fault_once = PTHREAD_ONCE_INIT;
 
-static void damage_found(guard *g)
+/* `sp`: the stack pointer of the code a fault stopped, when the jump starts from the signal
+ * stack. AddressSanitizer cannot tell which frames a jump from there abandons, and would keep
+ * their poisoned red zones: later frames on the same stack would then read as overflows. */
+static void damage_found(guard *g, uintptr_t sp)
 {
+#ifdef PS_ASAN
+    if (sp && sp < (uintptr_t)g)
+        __asan_unpoison_memory_region((void *)sp, (uintptr_t)g - sp);
+#else
+    (void)sp;
+#endif
     atomic_store(&g->store->damaged, true);
     /* LMDB's own state of a write transaction it was in the middle of cannot be trusted
      * (ending it may free what a damaged page made it take for its own): the transaction is
@@ -159,7 +179,7 @@ static void on_lmdb_assert(MDB_env *env, const char *msg)
                               : "LMDB stops the process",
            s ? s->name : "?", msg);
     if (g && g->store == s)
-        damage_found(g);
+        damage_found(g, 0); /* on the thread's own stack: the jump unwinds it as usual */
 }
 
 /* The address range of LMDB's code, where a fault with no map address behind it (a null
@@ -199,6 +219,19 @@ static bool fault_in_lmdb(void *uc)
     return pc >= lmdb_code_from && pc < lmdb_code_to;
 }
 
+/* The stack pointer of the interrupted code (0 where unknown). */
+static uintptr_t fault_sp(void *uc)
+{
+#if defined(__x86_64__)
+    return (uintptr_t)((ucontext_t *)uc)->uc_mcontext.gregs[REG_RSP];
+#elif defined(__aarch64__)
+    return (uintptr_t)((ucontext_t *)uc)->uc_mcontext.sp;
+#else
+    (void)uc;
+    return 0;
+#endif
+}
+
 static void on_fault(int sig, siginfo_t *info, void *uc)
 {
     guard *g = guard_top;
@@ -218,7 +251,7 @@ static void on_fault(int sig, siginfo_t *info, void *uc)
         ssize_t w = write(2, who, strlen(who));
         w = write(2, say, sizeof say - 1);
         (void)w;
-        damage_found(g);
+        damage_found(g, fault_sp(uc));
     }
     /* not ours: the handler from before takes the fault when the instruction runs again */
     sigaction(sig, &fault_before[sig == SIGSEGV], NULL);
@@ -926,6 +959,52 @@ ps_status ps_store_counts_get(ps_txn *t, ps_store_counts *out)
         *fields[i] = st.ms_entries;
     }
     return PS_OK;
+}
+
+ps_status ps_store_free_list_read(ps_txn *t, uint64_t *pages, const char **why)
+{
+    *pages = 0;
+    *why = NULL;
+    MDB_envinfo info;
+    MDB_stat fs;
+    MDB_cursor *cur;
+    int rc = mdb_env_info(t->store->env, &info);
+    if (rc == 0)
+        rc = mdb_stat(t->txn, 0, &fs); /* database 0: LMDB's own free list */
+    if (rc == 0)
+        rc = mdb_cursor_open(t->txn, 0, &cur);
+    if (rc)
+        return map_rc(rc, "free list");
+    MDB_val k, v;
+    uint64_t records = 0;
+    while (*why == NULL &&
+           (rc = mdb_cursor_get(cur, &k, &v, records ? MDB_NEXT : MDB_FIRST)) == 0) {
+        records++;
+        size_t n, pg;
+        if (k.mv_size != sizeof(size_t) || v.mv_size < sizeof n || v.mv_size % sizeof n) {
+            *why = "a free-list record of the wrong size";
+            break;
+        }
+        memcpy(&n, v.mv_data, sizeof n);
+        if (v.mv_size != (n + 1) * sizeof n) {
+            *why = "a free-list record whose count does not match its size";
+            break;
+        }
+        for (size_t i = 1; i <= n; i++) {
+            memcpy(&pg, (const char *)v.mv_data + i * sizeof pg, sizeof pg);
+            if (pg < 2 || pg > info.me_last_pgno) {
+                *why = "a free page number outside the file";
+                break;
+            }
+        }
+        *pages += n;
+    }
+    mdb_cursor_close(cur);
+    if (*why == NULL && rc != MDB_NOTFOUND)
+        return map_rc(rc, "free list");
+    if (*why == NULL && records != fs.ms_entries)
+        *why = "fewer free-list records read than LMDB counts";
+    return *why ? PS_ECORRUPT : PS_OK;
 }
 
 /* ---- rebuild ---- */
