@@ -99,9 +99,9 @@ typedef struct ps_store_counts {
 } ps_store_counts;
 ps_status ps_store_counts_get(ps_txn *t, ps_store_counts *out);
 /* Reads LMDB's list of free pages as `t` sees it, for `check`: every record, each a count and
- * that many page numbers, all past the two meta pages and before the end of the used file.
- * *pages: how many it lists. PS_ECORRUPT (and *why, a static text) when a record breaks that;
- * a damaged page under a guard also comes back as PS_ECORRUPT. */
+ * at least room for that many page numbers, all past the two meta pages and before the end of the
+ * used file. *pages: how many it lists. PS_ECORRUPT (and *why, a static text) when a record breaks
+ * that; a damaged page under a guard also comes back as PS_ECORRUPT. */
 ps_status ps_store_free_list_read(ps_txn *t, uint64_t *pages, const char **why);
 
 /* Rewrites the store into fresh pages (records copied in key order into a new file) and

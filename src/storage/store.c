@@ -986,8 +986,10 @@ ps_status ps_store_free_list_read(ps_txn *t, uint64_t *pages, const char **why)
             break;
         }
         memcpy(&n, v.mv_data, sizeof n);
-        if (v.mv_size != (n + 1) * sizeof n) {
-            *why = "a free-list record whose count does not match its size";
+        /* LMDB reserves a record's room before it knows how much it fills: the count may be
+         * less than the room (0 in a record it reserved and did not need), never more */
+        if (n > v.mv_size / sizeof n - 1) {
+            *why = "a free-list record that counts more pages than it holds";
             break;
         }
         for (size_t i = 1; i <= n; i++) {
