@@ -41,6 +41,9 @@ ps_store *ps_space_store(ps_space *sp);
  * (ps_store_read_guarded): a damaged page fn meets ends it with PS_ECORRUPT, not the
  * process. For commands that read the space through the read model. */
 ps_status ps_space_read(ps_space *sp, ps_status (*fn)(ps_txn *t, void *ud), void *ud);
+/* The pid of another running process (a profiled) that keeps the space's write lock since a
+ * write of its met a damaged page, else 0 (ps_store_broken_writer). */
+long ps_space_broken_writer(ps_space *sp);
 const char *ps_space_name(const ps_space *sp);
 const char *ps_space_dir(const ps_space *sp); /* DATA/spaces/<name> */
 

@@ -141,5 +141,9 @@ ps_status ps_store_read_guarded(ps_store *s, ps_status (*fn)(ps_txn *t, void *ud
 ps_status ps_store_write_guarded(ps_store *s, ps_status (*fn)(ps_txn *t, void *ud), void *ud);
 /* Whether a guarded call of this process met a damaged page in the store. */
 bool ps_store_damaged(ps_store *s);
+/* The pid of another running process that keeps the store's writer lock since a write of its
+ * met a damaged page (it leaves a note, `writer.broken`, beside the data file), else 0. No
+ * write transaction can begin while it runs. */
+long ps_store_broken_writer(ps_store *s);
 
 #endif

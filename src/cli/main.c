@@ -186,6 +186,7 @@ int cli_open_space(const cli *c, const char *name, bool read_only, ps_space **ou
         }
         if (st == PS_OK)
             st = ps_writer_recover(rw);
+        long holder = st == PS_ECORRUPT && rw ? ps_space_broken_writer(rw) : 0;
         if (read_only && rw) {
             ps_space_close(rw);
             ps_status ost = ps_space_open(c->data_dir, name, true, out);
@@ -195,6 +196,12 @@ int cli_open_space(const cli *c, const char *name, bool read_only, ps_space **ou
         if (st != PS_OK) {
             ps_space_close(*out);
             *out = NULL;
+            if (holder) /* the server's own write broke: its journal waits for the repair */
+                return cli_fail(cli_exit_code(st),
+                                "space '%s': the server (pid %ld) met a damaged page and keeps "
+                                "the space's write lock; stop it, then repair the space "
+                                "(docs/profilectl.md, \"Repairing a damaged space\")",
+                                name, holder);
             return cli_fail(cli_exit_code(st), "cannot apply the server journal of space '%s': %s",
                             name, ps_status_str(st));
         }

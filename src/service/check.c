@@ -396,5 +396,11 @@ ps_status ps_check_space(ps_space *sp, ps_check_report *report)
     }
     if (st != PS_OK)
         return st;
+    long holder = ps_store_broken_writer(ps_space_store(sp));
+    if (holder)
+        problem(&c,
+                "process %ld keeps the space's write lock since a write of its met a damaged "
+                "page: no write can run until it stops",
+                holder);
     return report->problems ? PS_ECORRUPT : PS_OK;
 }

@@ -248,6 +248,11 @@ ps_status ps_space_read(ps_space *sp, ps_status (*fn)(ps_txn *t, void *ud), void
     return ps_store_read_guarded(sp->store, fn, ud, NULL);
 }
 
+long ps_space_broken_writer(ps_space *sp)
+{
+    return ps_store_broken_writer(sp->store);
+}
+
 const char *ps_space_dir(const ps_space *sp)
 {
     return sp->dir;

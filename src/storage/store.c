@@ -439,6 +439,11 @@ bool ps_store_damaged(ps_store *s)
     return atomic_load(&s->damaged);
 }
 
+long ps_store_broken_writer(ps_store *s)
+{
+    return writer_note_holder(s);
+}
+
 #define MAP_SIZE_MIN (64ULL << 10) /* PS_MAP_SIZE's range: LMDB rounds a small map up to the */
 #define MAP_SIZE_MAX (1ULL << 46)  /* used size; 64 TiB is half the address space */
 

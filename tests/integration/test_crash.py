@@ -507,6 +507,14 @@ def test_a_regulation_on_damaged_pages_fails_itself_not_the_server():
                                    capture_output=True, text=True, timeout=60)
                 assert p.returncode == 4 and held in p.stderr, (seed, p.returncode, p.stderr)
                 assert "pid=%d" % srv.proc.pid in p.stderr, (seed, p.stderr)
+                if "journal" in p.stderr.splitlines()[-1] or "pid %d" % srv.proc.pid in \
+                        p.stderr.splitlines()[-1]:  # the last line names the cause too
+                    assert "(pid %d) met a damaged page" % srv.proc.pid in p.stderr, p.stderr
+                p = s.ctl("check", "s", check=False)  # the server's pid, not a bare error
+                said = p.stdout + p.stderr
+                assert p.returncode == 4 and ("(pid %d) met a damaged page" % srv.proc.pid in said
+                                              or "process %d keeps the space's write lock"
+                                              % srv.proc.pid in said), (seed, said)
             srv.stop()
             srv = None
             p = s.ctl("token", "create", "s", check=False)  # the server is gone, and its lock
@@ -573,6 +581,34 @@ def test_damaged_pages_fail_the_request_or_command_not_the_process():
     finally:
         if srv:
             srv.stop()
+        s.close()
+
+
+def test_a_writer_note_of_a_running_process_is_named():
+    """A process whose write met a damaged page keeps LMDB's writer lock and leaves a note,
+    `writer.broken` (pid and start time), beside the data file. While that process runs, a
+    write fails at once and `check` lists it as a problem naming the pid; a note whose process
+    has ended (another start time under the same pid) is stale: removed, and nothing refused."""
+    s = Store()
+    try:
+        s.ctl("space", "create", "s")
+        note = os.path.join(s.dir, "spaces", "s", "writer.broken")
+        with open("/proc/self/stat") as f:  # this test's own process stands in for the server
+            started = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open(note, "w") as f:
+            f.write("%d %d\n" % (os.getpid(), started))
+        p = s.ctl("check", "s", check=False)
+        assert p.returncode == 4, (p.returncode, p.stdout, p.stderr)
+        assert "process %d keeps the space's write lock" % os.getpid() in p.stdout + p.stderr, \
+            (p.stdout, p.stderr)
+        p = s.ctl("token", "create", "s", check=False)
+        assert p.returncode == 4 and "pid=%d" % os.getpid() in p.stderr, (p.returncode, p.stderr)
+        with open(note, "w") as f:
+            f.write("%d %d\n" % (os.getpid(), started + 1))
+        assert s.ctl("check", "s").returncode == 0
+        assert not os.path.exists(note)
+        s.ctl("token", "create", "s")
+    finally:
         s.close()
 
 
@@ -711,4 +747,5 @@ run_tests([test_kill_during_ingest, test_store_full_aborts_batch_cleanly,
            test_a_full_filesystem_under_the_server_loses_nothing_acknowledged,
            test_disk_full_on_the_journal_is_a_503,
            test_a_regulation_on_damaged_pages_fails_itself_not_the_server,
-           test_damaged_pages_fail_the_request_or_command_not_the_process])
+           test_damaged_pages_fail_the_request_or_command_not_the_process,
+           test_a_writer_note_of_a_running_process_is_named])
