@@ -56,6 +56,9 @@ void ps_txn_abort(ps_txn *t);       /* frees `t`; NULL is a no-op */
 ps_store *ps_txn_store(ps_txn *t);
 /* The snapshot a transaction reads: later commits give larger numbers. */
 uint64_t ps_txn_snapshot(ps_txn *t);
+/* Whether it is a write transaction (whose snapshot number is the one its commit will have,
+ * and names nothing committed before then). */
+bool ps_txn_writable(const ps_txn *t);
 
 /* Monotonic counters kept in meta, loaded once per write transaction. */
 #define PS_CTR_VIOLATION_SLOTS 16

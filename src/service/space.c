@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,25 +84,32 @@ struct ps_space {
                                            * space opened (a changed set starts at 0) */
     ps_bucket buckets[2];                 /* rate limits, by ps_rate_kind */
     uint8_t secret[PS_SECRET_BYTES];      /* the cursor secret, once read: it never changes */
-    bool secret_read;
+    _Atomic(bool) secret_read;            /* set (under the lock) once `secret` is written */
+    /* The rules some read snapshot was found to have: a read transaction of that same
+     * snapshot takes them without reading the settings row or taking the lock (one snapshot
+     * number names one committed state). Published with a sequence count that is odd while
+     * they change (a seqlock; the writers hold `lock`); the rules stay valid until the space
+     * closes, like every compiled version. */
+    _Atomic(uint64_t) fast_seq;
+    _Atomic(uint64_t) fast_snapshot; /* 0: none yet */
+    _Atomic(const ps_rules *) fast_rules;
 };
 
 _Static_assert(PS_SECRET_BYTES == 32, "space.h declares the secret's size");
 
 ps_status ps_space_secret(ps_space *sp, ps_txn *t, uint8_t out[32])
 {
-    pthread_mutex_lock(&sp->lock);
-    bool known = sp->secret_read;
-    if (known)
-        memcpy(out, sp->secret, PS_SECRET_BYTES);
-    pthread_mutex_unlock(&sp->lock);
-    if (known)
+    if (atomic_load_explicit(&sp->secret_read, memory_order_acquire)) {
+        memcpy(out, sp->secret, PS_SECRET_BYTES); /* written once, before the flag */
         return PS_OK;
+    }
     ps_status st = ps_auth_secret(t, out); /* outside the lock: it reads the map */
     if (st == PS_OK) {
         pthread_mutex_lock(&sp->lock);
-        memcpy(sp->secret, out, PS_SECRET_BYTES);
-        sp->secret_read = true;
+        if (!atomic_load_explicit(&sp->secret_read, memory_order_relaxed)) {
+            memcpy(sp->secret, out, PS_SECRET_BYTES);
+            atomic_store_explicit(&sp->secret_read, true, memory_order_release);
+        }
         pthread_mutex_unlock(&sp->lock);
     }
     return st;
@@ -263,8 +271,36 @@ const char *ps_space_name(const ps_space *sp)
     return sp->name;
 }
 
+/* The rules published for `snapshot`, or NULL (ps_space's fast_* fields). */
+static const ps_rules *fast_rules_get(ps_space *sp, uint64_t snapshot)
+{
+    uint64_t seq = atomic_load_explicit(&sp->fast_seq, memory_order_acquire);
+    uint64_t at = atomic_load_explicit(&sp->fast_snapshot, memory_order_relaxed);
+    const ps_rules *r = atomic_load_explicit(&sp->fast_rules, memory_order_relaxed);
+    atomic_thread_fence(memory_order_acquire);
+    bool same = !(seq & 1) && atomic_load_explicit(&sp->fast_seq, memory_order_relaxed) == seq;
+    return same && at == snapshot && at ? r : NULL;
+}
+
+/* Publishes `r` for `snapshot` (0 and NULL: nothing). Under sp->lock. */
+static void fast_rules_publish(ps_space *sp, uint64_t snapshot, const ps_rules *r)
+{
+    uint64_t seq = atomic_load_explicit(&sp->fast_seq, memory_order_relaxed);
+    atomic_store_explicit(&sp->fast_seq, seq + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&sp->fast_snapshot, snapshot, memory_order_relaxed);
+    atomic_store_explicit(&sp->fast_rules, r, memory_order_relaxed);
+    atomic_store_explicit(&sp->fast_seq, seq + 2, memory_order_release);
+}
+
 ps_status ps_space_rules(ps_space *sp, ps_txn *t, const ps_rules **out)
 {
+    /* a write transaction's snapshot number is not a committed state's (an aborted one gives
+     * its number to the next), so only reads use and publish the fast path */
+    bool reading = !ps_txn_writable(t);
+    uint64_t snapshot = ps_txn_snapshot(t);
+    if (reading && (*out = fast_rules_get(sp, snapshot)) != NULL)
+        return PS_OK;
     ps_slice s;
     ps_status st = ps_store_meta_get(t, "settings", &s);
     if (st == PS_ENOTFOUND)
@@ -280,8 +316,10 @@ ps_status ps_space_rules(ps_space *sp, ps_txn *t, const ps_rules **out)
             pthread_mutex_unlock(&sp->lock);
             return PS_ECORRUPT; /* settings are validated before they are stored */
         }
-        compiled_set(&sp->rules, s, ps_txn_snapshot(t), r);
+        compiled_set(&sp->rules, s, snapshot, r);
     }
+    if (reading && snapshot > atomic_load_explicit(&sp->fast_snapshot, memory_order_relaxed))
+        fast_rules_publish(sp, snapshot, r); /* an older reader's stays out: the newest wins */
     *out = r;
     pthread_mutex_unlock(&sp->lock);
     return PS_OK;
@@ -454,6 +492,9 @@ ps_status ps_space_compact(ps_space *sp, uint64_t *bytes_before, uint64_t *bytes
         st = PS_EBUSY;
     else
         st = ps_store_compact(&sp->store, sp->dir, bytes_before, bytes_after);
+    pthread_mutex_lock(&sp->lock);
+    fast_rules_publish(sp, 0, NULL); /* the new file numbers its snapshots anew */
+    pthread_mutex_unlock(&sp->lock);
     ps_journal_close(j);
     return st;
 }

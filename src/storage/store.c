@@ -848,6 +848,11 @@ uint64_t ps_txn_snapshot(ps_txn *t)
     return (uint64_t)mdb_txn_id(t->txn);
 }
 
+bool ps_txn_writable(const ps_txn *t)
+{
+    return t->write;
+}
+
 ps_store *ps_txn_store(ps_txn *t)
 {
     return t->store;

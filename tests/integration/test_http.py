@@ -460,6 +460,31 @@ def rate_limit():
         env2.close()
 
 
+def settings_changed_under_the_server_apply_to_the_next_read():
+    """The rules a read snapshot has are kept by snapshot: reads of the same snapshot do not
+    read the settings again. A settings change is a new snapshot, so the next read follows it,
+    and going back follows too (a cache keyed wrongly would keep either)."""
+    env2 = Env()
+    try:
+        path = U + "user_id:user-1/metadata"
+        assert [env2.get(path)[0] for _ in range(5)] == [200] * 5
+        limited = os.path.join(env2.store.dir, "limited.json")
+        settings = json.loads(env2.store.ctl("settings", "get", "s1").stdout)
+        settings.update(api_rate_limit_per_second=1, api_rate_limit_burst=1)
+        with open(limited, "w") as f:
+            json.dump(settings, f)
+        env2.store.ctl("settings", "set", "s1", limited)
+        codes = [env2.get(path)[0] for _ in range(3)]
+        assert codes[0] == 200 and 429 in codes, codes
+        settings.update(api_rate_limit_per_second=0, api_rate_limit_burst=0)
+        with open(limited, "w") as f:
+            json.dump(settings, f)
+        env2.store.ctl("settings", "set", "s1", limited)
+        assert [env2.get(path)[0] for _ in range(5)] == [200] * 5
+    finally:
+        env2.close()
+
+
 def bad_clients():
     e = env()
     # oversized headers: an error, and the server goes on
@@ -643,5 +668,6 @@ def finish():
 run_tests([health_and_metrics, routes_and_methods, authentication, traits,
            cursors_are_checked, external_ids, events, metadata_and_links,
            identifiers_and_merges, list_profiles, delete_identifier, token_roles, rate_limit,
+           settings_changed_under_the_server_apply_to_the_next_read,
            bad_clients,
            reads_during_ingest, tokens_found_by_their_hash, finish])
