@@ -101,11 +101,14 @@ typedef struct ps_store_counts {
         audits, logs;
 } ps_store_counts;
 ps_status ps_store_counts_get(ps_txn *t, ps_store_counts *out);
-/* Reads LMDB's list of free pages as `t` sees it, for `check`: every record, each a count and
- * at least room for that many page numbers, all past the two meta pages and before the end of the
- * used file. *pages: how many it lists. PS_ECORRUPT (and *why, a static text) when a record breaks
- * that; a damaged page under a guard also comes back as PS_ECORRUPT. */
-ps_status ps_store_free_list_read(ps_txn *t, uint64_t *pages, const char **why);
+/* Reads every page the newest snapshot of the store reaches, and LMDB's list of free pages,
+ * through a map of its own, and checks each page against LMDB's layout: what a write would
+ * trust (a write copies the pages it changes by the offsets in their headers). PS_ECORRUPT,
+ * with the first damage in `why` ("page N: what"), when one breaks it. *reached: pages the
+ * tables use; *free_pages: pages free for later writes. Every process audits a store so before
+ * its first write to it (a damaged page then refuses every write of the process). */
+ps_status ps_store_pages_audit(ps_store *s, uint64_t *reached, uint64_t *free_pages, char *why,
+                               size_t why_cap);
 
 /* Rewrites the store into fresh pages (records copied in key order into a new file) and
  * swaps the new file in with one rename; closes *s and reopens it. Erased records leave no

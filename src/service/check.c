@@ -367,14 +367,6 @@ static ps_status walk_all(ps_txn *t, void *ud)
     }
     if (st == PS_OK)
         st = rows_all_read(c);
-    if (st == PS_OK) { /* what every later write takes pages from */
-        uint64_t free_pages;
-        const char *why;
-        if ((st = ps_store_free_list_read(t, &free_pages, &why)) == PS_ECORRUPT && why) {
-            problem(c, "LMDB's free-page list: %s", why);
-            st = PS_OK;
-        }
-    }
     return st;
 }
 
@@ -392,6 +384,17 @@ ps_status ps_check_space(ps_space *sp, ps_check_report *report)
     if (st == PS_ECORRUPT || st == PS_EIO) {
         problem(&c, "a table walk stopped at a page LMDB cannot read (%s; damaged pages?)",
                 ps_status_str(st));
+        st = PS_OK;
+    }
+    if (st != PS_OK)
+        return st;
+    /* every page a table or the free-page list reaches, as a write would trust it: only writes
+     * read the free-page list, and a damaged page there fails every later write */
+    char why[160];
+    uint64_t reached, free_pages;
+    st = ps_store_pages_audit(ps_space_store(sp), &reached, &free_pages, why, sizeof why);
+    if (st == PS_ECORRUPT) {
+        problem(&c, "LMDB's pages: %s", why);
         st = PS_OK;
     }
     if (st != PS_OK)

@@ -490,6 +490,7 @@ ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **o
     ps_store *s = ps_xcalloc(1, sizeof *s);
     pthread_mutex_init(&s->pool_lock, NULL);
     pthread_mutex_init(&s->dict_lock, NULL);
+    pthread_mutex_init(&s->audit_lock, NULL);
     const char *slash = strrchr(dir, '/');
     s->name = ps_xstrdup(slash && slash[1] ? slash + 1 : dir);
     int rc = mdb_env_create(&s->env);
@@ -513,6 +514,7 @@ ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **o
         mdb_env_close(s->env);
         pthread_mutex_destroy(&s->pool_lock);
         pthread_mutex_destroy(&s->dict_lock);
+        pthread_mutex_destroy(&s->audit_lock);
         free(s->name);
         free(s);
         return st;
@@ -616,6 +618,7 @@ void ps_store_close(ps_store *s)
     }
     pthread_mutex_destroy(&s->pool_lock);
     pthread_mutex_destroy(&s->dict_lock);
+    pthread_mutex_destroy(&s->audit_lock);
     st_icache_clear(s);
     free(s->icache);
     ZSTD_freeCDict(s->cdict);
@@ -715,6 +718,38 @@ static void read_end(ps_txn *t)
     }
 }
 
+/* Before this process's first write to `s`: its pages, audited once (pages.c). A damaged
+ * page refuses every write from then on; reads go on, guarded. */
+static ps_status pages_audited(ps_store *s)
+{
+    int state = atomic_load(&s->audited);
+    if (state == 1)
+        return PS_OK;
+    if (state == 2)
+        return PS_ECORRUPT;
+    pthread_mutex_lock(&s->audit_lock);
+    ps_status st = PS_OK;
+    if ((state = atomic_load(&s->audited)) == 0) {
+        char why[160];
+        uint64_t reached, free_pages;
+        st = st_pages_audit(s->env, why, sizeof why, &reached, &free_pages);
+        if (st == PS_OK) {
+            atomic_store(&s->audited, 1);
+        } else if (st == PS_ECORRUPT) {
+            atomic_store(&s->audited, 2);
+            ps_log(PS_LOG_ERROR,
+                   "msg=\"store corrupt: a damaged page; no writes from this process\" "
+                   "store=%s page=\"%s\" hint=\"restore the space from a snapshot, or salvage "
+                   "its log into a new space (docs/profilectl.md, log --salvage)\"",
+                   s->name, why);
+        } /* else (no memory for a map, a busy reader table): the next write tries again */
+    } else {
+        st = state == 1 ? PS_OK : PS_ECORRUPT;
+    }
+    pthread_mutex_unlock(&s->audit_lock);
+    return st;
+}
+
 ps_status ps_txn_begin(ps_store *s, bool write, ps_txn **out)
 {
     ps_txn *t = write ? NULL : pool_take(s);
@@ -731,6 +766,9 @@ ps_status ps_txn_begin(ps_store *s, bool write, ps_txn **out)
                    s->name);
         return PS_ECORRUPT;
     }
+    ps_status ast = write ? pages_audited(s) : PS_OK;
+    if (ast != PS_OK)
+        return ast;
     long holder = write ? writer_note_holder(s) : 0;
     if (holder) { /* waiting for its lock would never end */
         ps_log(PS_LOG_ERROR,
@@ -971,52 +1009,13 @@ ps_status ps_store_counts_get(ps_txn *t, ps_store_counts *out)
     return PS_OK;
 }
 
-ps_status ps_store_free_list_read(ps_txn *t, uint64_t *pages, const char **why)
+ps_status ps_store_pages_audit(ps_store *s, uint64_t *reached, uint64_t *free_pages, char *why,
+                               size_t why_cap)
 {
-    *pages = 0;
-    *why = NULL;
-    MDB_envinfo info;
-    MDB_stat fs;
-    MDB_cursor *cur;
-    int rc = mdb_env_info(t->store->env, &info);
-    if (rc == 0)
-        rc = mdb_stat(t->txn, 0, &fs); /* database 0: LMDB's own free list */
-    if (rc == 0)
-        rc = mdb_cursor_open(t->txn, 0, &cur);
-    if (rc)
-        return map_rc(rc, "free list");
-    MDB_val k, v;
-    uint64_t records = 0;
-    while (*why == NULL &&
-           (rc = mdb_cursor_get(cur, &k, &v, records ? MDB_NEXT : MDB_FIRST)) == 0) {
-        records++;
-        size_t n, pg;
-        if (k.mv_size != sizeof(size_t) || v.mv_size < sizeof n || v.mv_size % sizeof n) {
-            *why = "a free-list record of the wrong size";
-            break;
-        }
-        memcpy(&n, v.mv_data, sizeof n);
-        /* LMDB reserves a record's room before it knows how much it fills: the count may be
-         * less than the room (0 in a record it reserved and did not need), never more */
-        if (n > v.mv_size / sizeof n - 1) {
-            *why = "a free-list record that counts more pages than it holds";
-            break;
-        }
-        for (size_t i = 1; i <= n; i++) {
-            memcpy(&pg, (const char *)v.mv_data + i * sizeof pg, sizeof pg);
-            if (pg < 2 || pg > info.me_last_pgno) {
-                *why = "a free page number outside the file";
-                break;
-            }
-        }
-        *pages += n;
-    }
-    mdb_cursor_close(cur);
-    if (*why == NULL && rc != MDB_NOTFOUND)
-        return map_rc(rc, "free list");
-    if (*why == NULL && records != fs.ms_entries)
-        *why = "fewer free-list records read than LMDB counts";
-    return *why ? PS_ECORRUPT : PS_OK;
+    ps_status st = st_pages_audit(s->env, why, why_cap, reached, free_pages);
+    if (st == PS_OK && atomic_load(&s->audited) == 0)
+        atomic_store(&s->audited, 1); /* a later write of this process need not audit again */
+    return st;
 }
 
 /* ---- rebuild ---- */

@@ -76,7 +76,11 @@ struct ps_store {
     _Atomic(bool) write_broken; /* a write transaction was cut short: no more writes */
     _Atomic(bool) write_broken_said;
     _Atomic(bool) writer_noted; /* the note for other processes is written (store.c) */
-    const char *map;            /* where LMDB mapped the data file, when known (map_find) */
+    /* the page audit before this process's first write (pages.c): 0 not yet, 1 the pages are
+     * whole, 2 damaged (no writes); the lock keeps two first writes from auditing twice */
+    _Atomic(int) audited;
+    pthread_mutex_t audit_lock;
+    const char *map; /* where LMDB mapped the data file, when known (map_find) */
     size_t map_size;
 };
 
@@ -401,6 +405,13 @@ static inline int put_format(MDB_txn *txn, MDB_dbi meta, int format)
 }
 
 /* ---- hooks between the storage modules ---- */
+
+/* pages.c: reads every page the newest snapshot of `env` reaches (and its free-page list)
+ * through a map of its own and checks each against LMDB's page layout. PS_ECORRUPT with the
+ * first damage found in why (which page, what), PS_OK when all are whole; *reached: pages
+ * the trees use, *free_pages: pages the free list holds. */
+ps_status st_pages_audit(MDB_env *env, char *why, size_t why_cap, uint64_t *reached,
+                         uint64_t *free_pages);
 
 /* graphdb.c: the write transaction's cache of profile records (written back by flush). */
 ps_status st_profiles_flush(ps_txn *t, bool drop);

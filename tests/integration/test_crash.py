@@ -463,8 +463,9 @@ def test_a_damaged_space_fails_its_reads_not_the_server():
 def test_a_regulation_on_damaged_pages_fails_itself_not_the_server():
     """A deletion runs in the space's writer, reading the subjects' profiles, mappings and
     events. On a damaged page it used to stop the whole server as a read did; now the
-    regulation fails (or stays waiting, when the store can no longer be written), the log says
-    so, and the server goes on serving both spaces. A server whose write broke keeps LMDB's
+    regulation is refused when it is recorded (a write: the page audit before the server's
+    first write found the damage), or fails, or stays waiting when the store can no longer be
+    written; the log says so, and the server goes on serving both spaces. A server whose write broke keeps LMDB's
     writer lock: a `profilectl` write then fails at once naming it (it used to wait without
     end), and once the server has stopped nothing is refused for it."""
     s = Store()
@@ -484,7 +485,8 @@ def test_a_regulation_on_damaged_pages_fails_itself_not_the_server():
             assert status in (200, 500), (seed, status, body)
             if status == 500:
                 assert b"corrupt data" in body, (seed, body)
-                outcomes["refused"] += 1
+                state = "refused"  # recording it is a write: the page audit refused it
+                outcomes[state] += 1
             else:
                 rid = json.loads(body)["data"]["regulateId"]
                 deadline = time.monotonic() + 20
@@ -545,6 +547,7 @@ def test_damaged_pages_fail_the_request_or_command_not_the_process():
                  ("PATCH", base + "/filters/f", {"enabled": False}),
                  ("DELETE", base + "/filters/f", None)]
         outcomes = collections.Counter()
+        writes = {}  # seed: the statuses of its write calls
         for seed in range(16):
             if seed < 8:
                 damage(space, pristine, seed, 40 + seed * 7 % 55)
@@ -557,6 +560,8 @@ def test_damaged_pages_fail_the_request_or_command_not_the_process():
                 if status == 500:
                     assert b"corrupt data" in got, (seed, method, path, got)
                 outcomes["%s %s %d" % (method, path.split("/")[4], status)] += 1
+                if method != "GET":
+                    writes.setdefault(seed, []).append(status)
                 if method == "POST" and path.endswith("imports") and status == 200:
                     rid = json.loads(got)["data"]["importId"]
                     status, _, got = srv.request("GET", base + "/imports/" + rid, tok_s, raw=True)
@@ -576,11 +581,82 @@ def test_damaged_pages_fail_the_request_or_command_not_the_process():
                 outcomes["%s %d" % (args[0], p.returncode)] += 1
                 if args[0] == "check" and seed >= 8:
                     assert p.returncode == 4, (seed, p.stdout, p.stderr)
+                if args[0] == "check" and "LMDB's pages: page " in p.stdout + p.stderr:
+                    # the page audit before a process's first write found the damage: no write
+                    # of the server (nor `token create` above) reached LMDB
+                    assert writes[seed] == [500] * 4, (seed, writes[seed])
+                    outcomes["audited"] += 1
         print("# over 16 damaged layouts:", dict(outcomes))
         assert sum(n for k, n in outcomes.items() if k.endswith(" 500")) > 0, outcomes
+        assert outcomes["audited"] >= 8, outcomes  # at least the free-list layouts
     finally:
         if srv:
             srv.stop()
+        s.close()
+
+
+def free_pages_of(data):
+    """The page numbers LMDB's free-page list holds in the data file `data`, as the newest meta
+    page's free tree has them when its root is a leaf (records inline or on overflow pages)."""
+    def num(b, at, n):
+        return int.from_bytes(b[at:at + n], "little")
+    with open(data, "rb") as f:
+        metas = []
+        for page in (0, 1):  # after the page header and magic, version, address, map size:
+            f.seek(page * 4096 + 16 + 24)  # the free tree's record, the main tree's, then
+            free = f.read(48)  # the last page and the transaction id
+            f.seek(page * 4096 + 16 + 24 + 96 + 8)
+            metas.append((num(f.read(8), 0, 8), free))
+        free = max(metas)[1]
+        root, depth = num(free, 40, 8), num(free, 6, 2)  # a tree record: root last, depth at 6
+        if root == (1 << 64) - 1 or depth != 1:
+            return []
+        f.seek(root * 4096)
+        page = f.read(4096)
+        pages = []
+        for i in range((num(page, 12, 2) - 16) // 2):  # node offsets follow the header
+            at = num(page, 16 + 2 * i, 2)  # node: size (2+2), flags (2), key size (2)
+            size, flags, ksize = num(page, at, 2) | num(page, at + 2, 2) << 16, \
+                num(page, at + 4, 2), num(page, at + 6, 2)
+            rec = page[at + 8 + ksize:at + 8 + ksize + size]
+            if flags & 1:  # on an overflow run: its page number inline, the bytes after a header
+                f.seek(num(page, at + 8 + ksize, 8) * 4096 + 16)
+                rec = f.read(size)
+            pages += [num(rec, 8 * k, 8) for k in range(1, num(rec, 0, 8) + 1)]
+    return pages
+
+
+def test_noise_on_free_pages_is_no_damage():
+    """A free page holds whatever it held: the page audit before a process's first write reads
+    only the pages the tables and the free-page list reach, so noise over free pages fails no
+    write and no `check`, while noise over a page in use fails both (the control)."""
+    s = Store()
+    try:
+        _, space, pristine, token = space_of_20k(s)
+        data = os.path.join(space, "data.mdb")
+        free = free_pages_of(data)
+        assert free, "the pristine store has no free pages"
+        rnd = random.Random(3)
+        with open(data, "r+b") as f:
+            for pg in free:
+                f.seek(pg * 4096)
+                f.write(rnd.randbytes(4096))
+        assert s.ctl("check", "s").stdout.endswith("ok\n")
+        s.ctl("token", "create", "s")  # a write that audits first
+        srv = Server(s)
+        try:
+            assert srv.request("POST", "/v1/spaces/s/filters", token, raw=True, body={
+                "name": "f", "if": "match(userId, 'test-*')"})[0] == 200
+        finally:
+            srv.stop()
+        assert s.ctl("check", "s").stdout.endswith("ok\n")
+        # the control: the same noise over the page after the last free one, in use
+        damage(space, pristine, 0, 50)
+        p = s.ctl("check", "s", check=False)
+        assert p.returncode == 4 and "LMDB's pages: page " in p.stderr, (p.stdout, p.stderr)
+        p = s.ctl("token", "create", "s", check=False)
+        assert p.returncode == 4 and "damaged page" in p.stderr, (p.returncode, p.stderr)
+    finally:
         s.close()
 
 
@@ -748,4 +824,5 @@ run_tests([test_kill_during_ingest, test_store_full_aborts_batch_cleanly,
            test_disk_full_on_the_journal_is_a_503,
            test_a_regulation_on_damaged_pages_fails_itself_not_the_server,
            test_damaged_pages_fail_the_request_or_command_not_the_process,
+           test_noise_on_free_pages_is_no_damage,
            test_a_writer_note_of_a_running_process_is_named])
