@@ -429,22 +429,32 @@ static bool collect_seen(void *ud, const char *type, uint8_t collection)
     return true;
 }
 
+typedef struct settings_read {
+    ps_space *sp;
+    ps_buf *out;
+    seen_list seen; /* outlives the step: freed by the caller however the step ends */
+} settings_read;
+
+static ps_status settings_read_step(ps_txn *t, void *ud)
+{
+    settings_read *c = ud;
+    const ps_rules *r;
+    ps_status st = ps_space_rules(c->sp, t, &r);
+    if (st == PS_OK)
+        st = ps_store_type_scan(t, collect_seen, &c->seen);
+    if (st == PS_OK)
+        ps_rules_to_json_seen(r, c->seen.items, c->seen.count, c->out);
+    return st;
+}
+
 ps_status ps_space_settings_get(ps_space *sp, ps_buf *out)
 {
-    ps_txn *t;
-    ps_status st = ps_txn_begin(sp->store, false, &t);
-    if (st != PS_OK)
-        return st;
-    const ps_rules *r;
-    seen_list seen = {NULL, 0};
-    if ((st = ps_space_rules(sp, t, &r)) == PS_OK)
-        st = ps_store_type_scan(t, collect_seen, &seen);
-    if (st == PS_OK)
-        ps_rules_to_json_seen(r, seen.items, seen.count, out);
-    ps_txn_abort(t);
-    for (size_t i = 0; i < seen.count; i++)
-        free((char *)seen.items[i].type);
-    free(seen.items);
+    /* guarded: a damaged page under the settings or the types fails the read, not the process */
+    settings_read c = {sp, out, {NULL, 0}};
+    ps_status st = ps_store_read_guarded(sp->store, settings_read_step, &c, NULL);
+    for (size_t i = 0; i < c.seen.count; i++)
+        free((char *)c.seen.items[i].type);
+    free(c.seen.items);
     return st;
 }
 

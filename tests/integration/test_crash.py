@@ -533,8 +533,9 @@ def test_damaged_pages_fail_the_request_or_command_not_the_process():
     in transactions of their own. On a damaged page they stopped the whole server (LMDB's
     assertion, or a fault in its map); now each such request answers 500 naming the damage, and
     the server goes on serving the healthy space. The commands that read or write a space the
-    same way (`log`, `export`, `inspect`, `token create`) fail with exit 4 where they aborted
-    or faulted, and `check` finds a damaged free-page list, which only writes read."""
+    same way (`log`, `export`, `inspect`, `settings get`, `token create`) fail with exit 4
+    where they aborted or faulted, and `check` finds a damaged free-page list, which only
+    writes read."""
     s = Store()
     srv = None
     try:
@@ -574,7 +575,7 @@ def test_damaged_pages_fail_the_request_or_command_not_the_process():
             env = dict(os.environ, ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") +
                        ":detect_leaks=0")  # a step cut short loses what it allocated
             for args in (["log", "s"], ["export", "s"], ["inspect", "s", "user_id:" + users[seed]],
-                         ["token", "create", "s"], ["check", "s"]):
+                         ["settings", "get", "s"], ["token", "create", "s"], ["check", "s"]):
                 p = subprocess.run([tool("profilectl"), "--data", s.dir] + args, env=env,
                                    capture_output=True, text=True, timeout=300)
                 assert p.returncode in (0, 2, 4), (seed, args, p.returncode, p.stderr[-1500:])
