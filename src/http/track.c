@@ -159,6 +159,11 @@ static bool open_space(http_req *rq, ps_space **sp)
         http_track_error(rep, 400, "invalid_write_key", "The write key's space no longer exists.");
         return false;
     }
+    if (st == PS_ECORRUPT) { /* damaged pages: a retry meets them again */
+        http_track_error(rep, 500, "internal_error",
+                         "Storage error: corrupt data (the space's store is damaged).");
+        return false;
+    }
     if (st != PS_OK) { /* descriptors, memory, I/O: it may pass, so the SDK should retry */
         char msg[160];
         snprintf(msg, sizeof msg, "The space cannot be opened right now (%s); retry later.",
@@ -324,6 +329,11 @@ void http_track_handle(http_req *rq)
     if (st == PS_EINVAL || st == PS_ETOOBIG) {
         http_metrics_dropped(&s->stats, refusal.why, 1);
         http_track_error(rep, 400, drop_code(refusal.why), ps_drop_message(refusal.why));
+        goto reply;
+    }
+    if (st == PS_ECORRUPT) { /* damaged pages under its settings, filters or suppressions */
+        http_track_error(rep, 500, "internal_error",
+                         "Storage error: corrupt data (the space's store is damaged).");
         goto reply;
     }
     if (st != PS_OK) {

@@ -503,28 +503,55 @@ static ps_status collect_message(void *ud, const ps_event *ev, ps_drop why, size
     return PS_OK;
 }
 
+typedef struct view_call {
+    ps_space *sp;
+    ps_prepare_view *v; /* outlives the step: its transaction is ended by the caller */
+} view_call;
+
+static ps_status view_open_step(void *ud)
+{
+    view_call *c = ud;
+    ps_prepare_view *v = c->v;
+    ps_status st = ps_txn_begin(ps_space_store(c->sp), false, &v->txn);
+    if (st == PS_OK)
+        st = ps_space_rules(c->sp, v->txn, &v->rules);
+    if (st == PS_OK)
+        st = ps_space_filters(c->sp, v->txn, &v->filters);
+    if (st == PS_OK && ps_filters_count(v->filters) == 0)
+        v->filters = NULL;
+    if (st == PS_OK)
+        v->suppressing = ps_regulation_any_suppressed(v->txn);
+    return st;
+}
+
 ps_status ps_prepare_view_open(ps_space *sp, ps_prepare_view *v)
 {
+    /* guarded: a damaged page under the settings, filters or suppressions fails the request
+     * (PS_ECORRUPT), not the server */
     *v = (ps_prepare_view){0};
-    ps_status st = ps_txn_begin(ps_space_store(sp), false, &v->txn);
-    if (st == PS_OK)
-        st = ps_space_rules(sp, v->txn, &v->rules);
-    if (st == PS_OK)
-        st = ps_space_filters(sp, v->txn, &v->filters);
-    if (st != PS_OK) {
+    view_call c = {sp, v};
+    ps_status st = ps_store_guarded(ps_space_store(sp), view_open_step, &c);
+    if (st != PS_OK)
         ps_prepare_view_close(v);
-        return st;
-    }
-    if (ps_filters_count(v->filters) == 0)
-        v->filters = NULL;
-    v->suppressing = ps_regulation_any_suppressed(v->txn);
-    return PS_OK;
+    return st;
 }
 
 void ps_prepare_view_close(ps_prepare_view *v)
 {
     ps_txn_abort(v->txn);
     *v = (ps_prepare_view){0};
+}
+
+typedef struct parse_call {
+    ps_prepared *p;
+    ps_prepare_refusal *refusal;
+} parse_call;
+
+static ps_status parse_step(void *ud)
+{
+    parse_call *c = ud;
+    return ps_event_parse(c->p->json, c->p->len, &c->p->opts, &c->p->arena, collect_message, c->p,
+                          &c->refusal->why);
 }
 
 ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *json, size_t len,
@@ -565,7 +592,12 @@ ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *jso
     p->filters = v.filters;
     ps_arena_init(&p->arena);
     p->suppress_txn = v.suppressing ? v.txn : NULL;
-    st = ps_event_parse(json, len, &p->opts, &p->arena, collect_message, p, &refusal->why);
+    if (p->suppress_txn) { /* the parse looks subjects up in the store: guarded */
+        parse_call pc = {p, refusal};
+        st = ps_store_guarded(ps_space_store(sp), parse_step, &pc);
+    } else {
+        st = ps_event_parse(json, len, &p->opts, &p->arena, collect_message, p, &refusal->why);
+    }
     p->suppress_txn = NULL;
     ps_prepare_view_close(&own);
     if (p->dropped_by[PS_DROP_FILTERED])

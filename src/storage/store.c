@@ -466,6 +466,117 @@ ps_status ps_store_env_map_size(uint64_t *out)
     return PS_OK;
 }
 
+/* ps_store_open's tables, format and dictionary: a guarded step (a damaged page of the
+ * main or meta table fails the open, not the process). What it began stays in `oc`. */
+typedef struct open_call {
+    ps_store *s;
+    const ps_store_opts *opts;
+    MDB_txn *txn;
+    bool write;
+    bool returned; /* not cut short */
+    int rc;
+} open_call;
+
+static ps_status pages_audited(ps_store *s);
+
+/* The write transaction of an open (a new store's tables, an empty store's format): only
+ * after the page audit, as every write of this process (pages_audited). */
+static int open_write_begin(ps_store *s, MDB_txn **txn)
+{
+    ps_status st = pages_audited(s);
+    if (st != PS_OK)
+        return st == PS_ECORRUPT ? MDB_CORRUPTED : EIO;
+    return mdb_txn_begin(s->env, NULL, 0, txn);
+}
+
+static ps_status open_tables(void *ud)
+{
+    open_call *oc = ud;
+    ps_store *s = oc->s;
+    const ps_store_opts *opts = oc->opts;
+    /* Open every named database. A store that has them all is opened in a read transaction,
+     * so that opening never waits for another process's writer; a new (or older) store gets
+     * its databases and format in one write transaction. */
+    oc->rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &oc->txn);
+    for (int i = 0; oc->rc == 0 && i < DB__COUNT; i++)
+        oc->rc = mdb_dbi_open(oc->txn, db_names[i], 0, &s->dbi[i]);
+    if (oc->rc == MDB_NOTFOUND && !opts->read_only) {
+        mdb_txn_abort(oc->txn);
+        oc->write = true;
+        oc->rc = open_write_begin(s, &oc->txn);
+        for (int i = 0; oc->rc == 0 && i < DB__COUNT; i++)
+            oc->rc = mdb_dbi_open(oc->txn, db_names[i], MDB_CREATE, &s->dbi[i]);
+    } else if (oc->rc == MDB_NOTFOUND) { /* read-only: an older store, without the log table */
+        oc->rc = 0;
+        mdb_txn_abort(oc->txn);
+        oc->txn = NULL;
+        s->format = 1;
+    }
+    ps_status st = oc->txn == NULL && oc->rc == 0 ? PS_EFORMAT : PS_OK;
+    if (oc->rc == 0 && oc->txn) {
+        MDB_val k = {6, "format"}, v;
+        int grc = mdb_get(oc->txn, s->dbi[DB_META], &k, &v);
+        if (grc == 0 && !oc->write && s->map == NULL) /* a read transaction's value is in the map */
+            map_find(s, v.mv_data);
+        if (grc == MDB_NOTFOUND && oc->write) {
+            s->format = PS_STORE_FORMAT;
+            oc->rc = put_format(oc->txn, s->dbi[DB_META], PS_STORE_FORMAT);
+        } else if (grc == 0) {
+            char ver[16] = {0};
+            memcpy(ver, v.mv_data, v.mv_size < 15 ? v.mv_size : 15);
+            long found = strtol(ver, NULL, 10);
+            s->format = (int)found;
+            if (found > PS_STORE_FORMAT) {
+                ps_log(PS_LOG_ERROR,
+                       "msg=\"store format is newer than this binary\" found=%ld supported=%d",
+                       found, PS_STORE_FORMAT);
+                st = PS_ECORRUPT;
+            } else if (found < 1) {
+                st = PS_ECORRUPT;
+            } else if (found < PS_STORE_FORMAT) {
+                /* a store without profiles and events has nothing to migrate */
+                MDB_stat ps, es;
+                bool empty = mdb_stat(oc->txn, s->dbi[DB_PROFILE], &ps) == 0 &&
+                             ps.ms_entries == 0 && mdb_stat(oc->txn, s->dbi[DB_EVENT], &es) == 0 &&
+                             es.ms_entries == 0;
+                if (empty && oc->write) {
+                    s->format = PS_STORE_FORMAT;
+                    oc->rc = put_format(oc->txn, s->dbi[DB_META], PS_STORE_FORMAT);
+                } else if (empty && !opts->read_only) { /* mark it in a oc->write transaction */
+                    mdb_txn_abort(oc->txn);
+                    oc->txn = NULL;
+                    oc->write = true;
+                    oc->rc = open_write_begin(s, &oc->txn);
+                    if (oc->rc == 0) {
+                        s->format = PS_STORE_FORMAT;
+                        oc->rc = put_format(oc->txn, s->dbi[DB_META], PS_STORE_FORMAT);
+                    }
+                } else if (!empty && !opts->any_format) {
+                    st = PS_EFORMAT;
+                }
+            }
+        } else if (grc != MDB_NOTFOUND) {
+            oc->rc = grc;
+        }
+    }
+    if (oc->txn && oc->rc == 0 && st == PS_OK && s->format == PS_STORE_FORMAT) {
+        /* the log's dictionary, when there is one, compresses new messages from the first */
+        char key[32];
+        st_log_dict_key(key);
+        MDB_val k = {strlen(key), key}, v;
+        if (mdb_get(oc->txn, s->dbi[DB_META], &k, &v) == 0)
+            st_log_dict_install(s, v.mv_data, v.mv_size);
+    }
+    if (oc->txn && oc->rc == 0 && st == PS_OK)
+        oc->rc = mdb_txn_commit(oc->txn);
+    else if (oc->txn)
+        mdb_txn_abort(oc->txn);
+    if (oc->rc && st == PS_OK)
+        st = map_rc(full_disk_rc(s->env, oc->rc), "open dbi");
+    oc->returned = true;
+    return st;
+}
+
 ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **out)
 {
     struct stat sb;
@@ -520,86 +631,15 @@ ps_status ps_store_open(const char *dir, const ps_store_opts *opts, ps_store **o
         return st;
     }
     map_find(s, NULL);
-    /* Open every named database. A store that has them all is opened in a read transaction,
-     * so that opening never waits for another process's writer; a new (or older) store gets
-     * its databases and format in one write transaction. */
-    MDB_txn *txn = NULL;
-    bool write = false;
-    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
-    for (int i = 0; rc == 0 && i < DB__COUNT; i++)
-        rc = mdb_dbi_open(txn, db_names[i], 0, &s->dbi[i]);
-    if (rc == MDB_NOTFOUND && !opts->read_only) {
-        mdb_txn_abort(txn);
-        write = true;
-        rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-        for (int i = 0; rc == 0 && i < DB__COUNT; i++)
-            rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &s->dbi[i]);
-    } else if (rc == MDB_NOTFOUND) { /* read-only: an older store, without the log table */
-        rc = 0;
-        mdb_txn_abort(txn);
-        txn = NULL;
-        s->format = 1;
+    open_call oc = {.s = s, .opts = opts};
+    ps_status st = ps_store_guarded(s, open_tables, &oc);
+    if (!oc.returned && oc.txn && oc.write) {
+        /* cut short in a write LMDB was in the middle of: like any such write, it is never
+         * handed back to LMDB, so neither is the store (its writer lock stays with us) */
+        return PS_ECORRUPT;
     }
-    ps_status st = txn == NULL && rc == 0 ? PS_EFORMAT : PS_OK;
-    if (rc == 0 && txn) {
-        MDB_val k = {6, "format"}, v;
-        int grc = mdb_get(txn, s->dbi[DB_META], &k, &v);
-        if (grc == 0 && !write && s->map == NULL) /* a read transaction's value is in the map */
-            map_find(s, v.mv_data);
-        if (grc == MDB_NOTFOUND && write) {
-            s->format = PS_STORE_FORMAT;
-            rc = put_format(txn, s->dbi[DB_META], PS_STORE_FORMAT);
-        } else if (grc == 0) {
-            char ver[16] = {0};
-            memcpy(ver, v.mv_data, v.mv_size < 15 ? v.mv_size : 15);
-            long found = strtol(ver, NULL, 10);
-            s->format = (int)found;
-            if (found > PS_STORE_FORMAT) {
-                ps_log(PS_LOG_ERROR,
-                       "msg=\"store format is newer than this binary\" found=%ld supported=%d",
-                       found, PS_STORE_FORMAT);
-                st = PS_ECORRUPT;
-            } else if (found < 1) {
-                st = PS_ECORRUPT;
-            } else if (found < PS_STORE_FORMAT) {
-                /* a store without profiles and events has nothing to migrate */
-                MDB_stat ps, es;
-                bool empty = mdb_stat(txn, s->dbi[DB_PROFILE], &ps) == 0 && ps.ms_entries == 0 &&
-                             mdb_stat(txn, s->dbi[DB_EVENT], &es) == 0 && es.ms_entries == 0;
-                if (empty && write) {
-                    s->format = PS_STORE_FORMAT;
-                    rc = put_format(txn, s->dbi[DB_META], PS_STORE_FORMAT);
-                } else if (empty && !opts->read_only) { /* mark it in a write transaction */
-                    mdb_txn_abort(txn);
-                    txn = NULL;
-                    write = true;
-                    rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-                    if (rc == 0) {
-                        s->format = PS_STORE_FORMAT;
-                        rc = put_format(txn, s->dbi[DB_META], PS_STORE_FORMAT);
-                    }
-                } else if (!empty && !opts->any_format) {
-                    st = PS_EFORMAT;
-                }
-            }
-        } else if (grc != MDB_NOTFOUND) {
-            rc = grc;
-        }
-    }
-    if (txn && rc == 0 && st == PS_OK && s->format == PS_STORE_FORMAT) {
-        /* the log's dictionary, when there is one, compresses new messages from the first */
-        char key[32];
-        st_log_dict_key(key);
-        MDB_val k = {strlen(key), key}, v;
-        if (mdb_get(txn, s->dbi[DB_META], &k, &v) == 0)
-            st_log_dict_install(s, v.mv_data, v.mv_size);
-    }
-    if (txn && rc == 0 && st == PS_OK)
-        rc = mdb_txn_commit(txn);
-    else if (txn)
-        mdb_txn_abort(txn);
-    if (rc && st == PS_OK)
-        st = map_rc(full_disk_rc(s->env, rc), "open dbi");
+    if (!oc.returned && oc.txn)
+        mdb_txn_abort(oc.txn);
     if (st != PS_OK) {
         ps_store_close(s);
         return st;

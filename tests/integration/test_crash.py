@@ -596,6 +596,61 @@ def test_damaged_pages_fail_the_request_or_command_not_the_process():
         s.close()
 
 
+def test_a_damaged_filter_page_fails_tracking_not_the_server():
+    """Each Tracking API request reads the space's settings, event filters and suppression list
+    (a read transaction of its own, open through the parse when subjects are suppressed). With
+    the page that holds those rows damaged, the request is refused with 500 `corrupt data` and
+    the server goes on serving another space; it used to stop where LMDB did."""
+    s = Store()
+    srv = None
+    try:
+        s.ctl("space", "create", "t")
+        small = os.path.join(s.dir, "small.ndjson")
+        generate(small, 200, seed=6)
+        s.ctl("ingest", "t", small)
+        other = re.search(r'"userId":"([^"]+)"', open(small).read()).group(1)
+        tok_t = s.ctl("token", "create", "t").stdout.strip().splitlines()[-1]
+        s.ctl("space", "create", "s")
+        key = s.ctl("source", "create", "s").stdout.strip().splitlines()[-1]
+        s.ctl("filter", "create", "s", "rowmarkfilter", "match(userId, 'bot-*')")
+        s.ctl("regulation", "create", "s", "SUPPRESS_ONLY", "u-suppressed")
+        space = os.path.join(s.dir, "spaces", "s")
+        pristine = os.path.join(s.dir, "pristine")
+        shutil.copytree(space, pristine)
+        raw = open(os.path.join(space, "data.mdb"), "rb").read()
+        pages = sorted({m.start() // 4096 for m in re.finditer(b"rowmarkfilter", raw)} - {0, 1})
+        assert pages, "the filter's row was not found in the data file"
+        outcomes = collections.Counter()
+        for seed in range(8):
+            shutil.rmtree(space)
+            shutil.copytree(pristine, space)
+            rnd = random.Random(seed)
+            with open(os.path.join(space, "data.mdb"), "r+b") as f:
+                for pg in pages:  # the header too, or only the nodes
+                    f.seek(pg * 4096 + (0 if seed % 2 else 16))
+                    f.write(rnd.randbytes(4096 - (0 if seed % 2 else 16)))
+            srv = server_without_leak_checks(s)
+            for i in range(3):
+                body = {"batch": [{"type": "track", "userId": "u-%d" % i, "event": "E",
+                                   "messageId": "m-%d-%d" % (seed, i)}]}
+                status, _, reply = srv.track("batch", body, key, raw=True)
+                assert status in (200, 500), (seed, status, reply)
+                if status == 500:
+                    assert b"corrupt data" in reply, (seed, reply)
+                outcomes[status] += 1
+                assert srv.proc.poll() is None, (seed, "".join(srv.log)[-2000:])
+            assert srv.get("/v1/spaces/t/collections/users/profiles/user_id:%s/traits" % other,
+                           tok_t)[0] == 200, seed
+            srv.stop()
+            srv = None
+        print("# tracking requests over 8 damaged layouts:", dict(outcomes))
+        assert outcomes[500] > 0, outcomes
+    finally:
+        if srv:
+            srv.stop()
+        s.close()
+
+
 def free_pages_of(data):
     """The page numbers LMDB's free-page list holds in the data file `data`, as the newest meta
     page's free tree has them when its root is a leaf (records inline or on overflow pages)."""
@@ -826,4 +881,5 @@ run_tests([test_kill_during_ingest, test_store_full_aborts_batch_cleanly,
            test_a_regulation_on_damaged_pages_fails_itself_not_the_server,
            test_damaged_pages_fail_the_request_or_command_not_the_process,
            test_noise_on_free_pages_is_no_damage,
+           test_a_damaged_filter_page_fails_tracking_not_the_server,
            test_a_writer_note_of_a_running_process_is_named])
