@@ -220,11 +220,6 @@ void http_profile_handle(http_req *rq, bool serves_profiles)
     ps_status st = ps_space_name_valid(rq2.space_name)
                        ? http_registry_get(s->reg, rq2.space_name, &sp)
                        : PS_ENOTFOUND;
-    if (st == PS_ECORRUPT) { /* damaged pages: a retry meets them again */
-        ps_api_error(rep, 500, "internal_error",
-                     "Storage error: corrupt data (the space's store is damaged).");
-        goto reply;
-    }
     if (st != PS_OK && st != PS_ENOTFOUND) { /* may pass: never a "no such space" answer */
         ps_api_error(rep, 503, "service_unavailable",
                      "The space cannot be opened right now (%s); retry later.", ps_status_str(st));

@@ -159,11 +159,6 @@ static bool open_space(http_req *rq, ps_space **sp)
         http_track_error(rep, 400, "invalid_write_key", "The write key's space no longer exists.");
         return false;
     }
-    if (st == PS_ECORRUPT) { /* damaged pages: a retry meets them again */
-        http_track_error(rep, 500, "internal_error",
-                         "Storage error: corrupt data (the space's store is damaged).");
-        return false;
-    }
     if (st != PS_OK) { /* descriptors, memory, I/O: it may pass, so the SDK should retry */
         char msg[160];
         snprintf(msg, sizeof msg, "The space cannot be opened right now (%s); retry later.",
@@ -331,13 +326,11 @@ void http_track_handle(http_req *rq)
         http_track_error(rep, 400, drop_code(refusal.why), ps_drop_message(refusal.why));
         goto reply;
     }
-    if (st == PS_ECORRUPT) { /* damaged pages under its settings, filters or suppressions */
-        http_track_error(rep, 500, "internal_error",
-                         "Storage error: corrupt data (the space's store is damaged).");
-        goto reply;
-    }
-    if (st != PS_OK) {
-        http_track_error(rep, 503, "unavailable", "The space cannot be read now; retry later.");
+    if (st != PS_OK) { /* the store's status, as opening a space names it */
+        char msg[160];
+        snprintf(msg, sizeof msg, "The space cannot be read now (%s); retry later.",
+                 ps_status_str(st));
+        http_track_error(rep, 503, "unavailable", msg);
         goto reply;
     }
     for (int d = 1; d < PS_DROP__COUNT && ps_prepared_dropped_total(prep); d++)
