@@ -47,6 +47,8 @@ typedef struct audit {
     uint8_t *seen;           /* a bit per page: reached by a tree */
     uint8_t *freed;          /* a bit per page: listed as free */
     uint64_t reached, free_pages;
+    const char *table; /* the tree being walked, for the message */
+    char named[32];    /* a named table's name, as its record in the main tree has it */
     char *why;
     size_t why_cap;
 } audit;
@@ -75,7 +77,7 @@ static uint64_t u64(const uint8_t *p)
 static bool bad(audit *a, uint64_t pg, const char *what)
 {
     if (!a->why[0])
-        snprintf(a->why, a->why_cap, "page %llu: %s", (unsigned long long)pg, what);
+        snprintf(a->why, a->why_cap, "page %llu (%s): %s", (unsigned long long)pg, a->table, what);
     return false;
 }
 
@@ -137,7 +139,15 @@ static bool leaf_data(audit *a, uint64_t pg, const uint8_t *node, const uint8_t 
     if (flags & F_SUBDATA) {
         if (dsize != DB_RECORD)
             return bad(a, pg, "a table record of the wrong size");
-        return tree(a, page + off, false, false, pg);
+        size_t n = 0; /* the key is the table's name: printable, or not quoted at all */
+        for (uint16_t i = 0; i < ksize && n < sizeof a->named - 1; i++)
+            a->named[n++] =
+                node[NODE + i] >= 0x20 && node[NODE + i] < 0x7f ? (char)node[NODE + i] : '?';
+        a->named[n] = '\0';
+        a->table = a->named;
+        bool ok = tree(a, page + off, false, false, pg);
+        a->table = "the list of tables";
+        return ok;
     }
     return true;
 }
@@ -267,8 +277,11 @@ static ps_status audit_once(MDB_env *env, char *why, size_t why_cap, uint64_t *r
     if (st == PS_OK) {
         a.seen = ps_xcalloc(1, a.last_pg / 8 + 1);
         a.freed = ps_xcalloc(1, a.last_pg / 8 + 1);
-        bool ok = tree(&a, meta + META_DBS + DB_RECORD, true, false, 0) &&
-                  tree(&a, meta + META_DBS, false, true, 0);
+        a.table = "the list of tables";
+        bool ok = tree(&a, meta + META_DBS + DB_RECORD, true, false, 0);
+        a.table = "the free-page list";
+        ok = ok && tree(&a, meta + META_DBS, false, true, 0);
+        a.table = "the free-page list";
         for (uint64_t pg = 2; ok && pg <= a.last_pg; pg++)
             if ((a.seen[pg >> 3] & a.freed[pg >> 3]) & (1u << (pg & 7)))
                 ok = bad(&a, pg, "listed as free while a table uses it");
