@@ -44,6 +44,9 @@ ps_status ps_space_read(ps_space *sp, ps_status (*fn)(ps_txn *t, void *ud), void
 /* The pid of another running process (a profiled) that keeps the space's write lock since a
  * write of its met a damaged page, else 0 (ps_store_broken_writer). */
 long ps_space_broken_writer(ps_space *sp);
+/* Audits the space's pages now, on a thread of its own, rather than at its first write
+ * (ps_store_audit_ahead): a server calls it when it opens a space. */
+void ps_space_audit_ahead(ps_space *sp);
 const char *ps_space_name(const ps_space *sp);
 const char *ps_space_dir(const ps_space *sp); /* DATA/spaces/<name> */
 

@@ -109,6 +109,10 @@ ps_status ps_store_counts_get(ps_txn *t, ps_store_counts *out);
  * its first write to it (a damaged page then refuses every write of the process). */
 ps_status ps_store_pages_audit(ps_store *s, uint64_t *reached, uint64_t *free_pages, char *why,
                                size_t why_cap);
+/* Starts that audit before the first write on a thread of its own, so that the first write
+ * finds it done (or waits only for the rest of it): for a server, when it opens a space. The
+ * thread ends with the audit; ps_store_close waits for it. */
+void ps_store_audit_ahead(ps_store *s);
 
 /* Rewrites the store into fresh pages (records copied in key order into a new file) and
  * swaps the new file in with one rename; closes *s and reopens it. Erased records leave no

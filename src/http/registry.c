@@ -89,6 +89,7 @@ ps_status http_registry_get(registry *r, const char *name, ps_space **out)
             r->entries[r->count++] = (entry){sp, NULL};
             opened = true;
             ps_log(PS_LOG_INFO, "msg=\"space opened\" space=%s", name);
+            ps_space_audit_ahead(sp); /* the first write then does not wait for it */
         } else if (st != PS_ENOTFOUND) {
             /* one line a second at most: a storm of requests must not become a storm of logs */
             int64_t now = ps_clock_now_ms();

@@ -256,6 +256,11 @@ ps_status ps_space_read(ps_space *sp, ps_status (*fn)(ps_txn *t, void *ud), void
     return ps_store_read_guarded(sp->store, fn, ud, NULL);
 }
 
+void ps_space_audit_ahead(ps_space *sp)
+{
+    ps_store_audit_ahead(sp->store);
+}
+
 long ps_space_broken_writer(ps_space *sp)
 {
     return ps_store_broken_writer(sp->store);

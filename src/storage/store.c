@@ -652,6 +652,8 @@ void ps_store_close(ps_store *s)
 {
     if (s == NULL)
         return;
+    if (s->auditor_started)
+        pthread_join(s->auditor, NULL);
     for (size_t i = 0; i < s->pooled; i++) {
         mdb_txn_abort(s->pool[i]->txn);
         txn_free(s->pool[i]);
@@ -788,6 +790,19 @@ static ps_status pages_audited(ps_store *s)
     }
     pthread_mutex_unlock(&s->audit_lock);
     return st;
+}
+
+static void *audit_ahead_run(void *arg)
+{
+    (void)pages_audited(arg); /* its verdict stays in the store, for the first write */
+    return NULL;
+}
+
+void ps_store_audit_ahead(ps_store *s)
+{
+    if (atomic_load(&s->audited) == 0 && !s->auditor_started &&
+        pthread_create(&s->auditor, NULL, audit_ahead_run, s) == 0)
+        s->auditor_started = true;
 }
 
 ps_status ps_txn_begin(ps_store *s, bool write, ps_txn **out)

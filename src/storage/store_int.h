@@ -80,6 +80,8 @@ struct ps_store {
      * whole, 2 damaged (no writes); the lock keeps two first writes from auditing twice */
     _Atomic(int) audited;
     pthread_mutex_t audit_lock;
+    pthread_t auditor; /* ps_store_audit_ahead's thread, joined at close */
+    bool auditor_started;
     const char *map; /* where LMDB mapped the data file, when known (map_find) */
     size_t map_size;
 };

@@ -187,6 +187,12 @@ static void test_each_rule_is_named(void)
     CHECK(ps_store_open(dir, &(ps_store_opts){.map_size_bytes = 64u << 20}, &s) == PS_OK);
     CHECK(write_refused(s));
     CHECK(write_refused(s)); /* and every later one */
+    ps_store_close(s); /* the same, audited ahead on a thread of its own (a server's open) */
+    s = NULL;
+    CHECK(ps_store_open(dir, &(ps_store_opts){.map_size_bytes = 64u << 20}, &s) == PS_OK);
+    ps_store_audit_ahead(s);
+    ps_store_audit_ahead(s); /* once */
+    CHECK(write_refused(s));
     CHECK(page_write(fd, leaf_pg, leaf) && strcmp(audit(s), "") == 0);
 
     /* the branch: a child outside the file, a child reached twice */
@@ -246,6 +252,7 @@ static void test_each_rule_is_named(void)
     ps_store_close(s);
     s = NULL;
     CHECK(ps_store_open(dir, &(ps_store_opts){.map_size_bytes = 64u << 20}, &s) == PS_OK);
+    ps_store_audit_ahead(s);
     CHECK(write_refused(s) == false);
 end:
     if (fd >= 0)
