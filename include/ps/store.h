@@ -111,7 +111,8 @@ ps_status ps_store_pages_audit(ps_store *s, uint64_t *reached, uint64_t *free_pa
                                size_t why_cap);
 /* Starts that audit before the first write on a thread of its own, so that the first write
  * finds it done (or waits only for the rest of it): for a server, when it opens a space. The
- * thread ends with the audit; ps_store_close waits for it. */
+ * thread ends with the audit; ps_store_close waits for it. Two at most run at once in a
+ * process; past that the store is audited at its first write, as without this call. */
 void ps_store_audit_ahead(ps_store *s);
 
 /* Rewrites the store into fresh pages (records copied in key order into a new file) and

@@ -792,17 +792,28 @@ static ps_status pages_audited(ps_store *s)
     return st;
 }
 
+/* At most this many audits ahead run at once in a process (a burst of spaces opened must not
+ * become a burst of threads); a store past the bound is audited at its first write. */
+#define AUDITS_AHEAD_MAX 2
+static _Atomic(int) audits_ahead;
+
 static void *audit_ahead_run(void *arg)
 {
     (void)pages_audited(arg); /* its verdict stays in the store, for the first write */
+    atomic_fetch_sub(&audits_ahead, 1);
     return NULL;
 }
 
 void ps_store_audit_ahead(ps_store *s)
 {
-    if (atomic_load(&s->audited) == 0 && !s->auditor_started &&
-        pthread_create(&s->auditor, NULL, audit_ahead_run, s) == 0)
-        s->auditor_started = true;
+    if (atomic_load(&s->audited) != 0 || s->auditor_started)
+        return;
+    if (atomic_fetch_add(&audits_ahead, 1) >= AUDITS_AHEAD_MAX ||
+        pthread_create(&s->auditor, NULL, audit_ahead_run, s) != 0) {
+        atomic_fetch_sub(&audits_ahead, 1);
+        return;
+    }
+    s->auditor_started = true;
 }
 
 ps_status ps_txn_begin(ps_store *s, bool write, ps_txn **out)
