@@ -20,6 +20,7 @@
  * no table here uses duplicate keys, so the sub-page kinds never occur and are damage. */
 #include "store_int.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -306,5 +307,70 @@ ps_status st_pages_audit(MDB_env *env, char *why, size_t why_cap, uint64_t *reac
         st = audit_once(env, why, why_cap, reached, free_pages, &raced);
     if (raced)
         snprintf(why, why_cap, "other writers committed faster than the audit could begin");
+    return st;
+}
+
+/* Before this process's first write to `s`: its pages, audited once (pages.c). A damaged
+ * page refuses every write from then on; reads go on, guarded. */
+ps_status st_pages_audited(ps_store *s)
+{
+    int state = atomic_load(&s->audited);
+    if (state == 1)
+        return PS_OK;
+    if (state == 2)
+        return PS_ECORRUPT;
+    pthread_mutex_lock(&s->audit_lock);
+    ps_status st = PS_OK;
+    if ((state = atomic_load(&s->audited)) == 0) {
+        char why[160];
+        uint64_t reached, free_pages;
+        st = st_pages_audit(s->env, why, sizeof why, &reached, &free_pages);
+        if (st == PS_OK) {
+            atomic_store(&s->audited, 1);
+        } else if (st == PS_ECORRUPT) {
+            atomic_store(&s->audited, 2);
+            ps_log(PS_LOG_ERROR,
+                   "msg=\"store corrupt: a damaged page; no writes from this process\" "
+                   "store=%s page=\"%s\" hint=\"restore the space from a snapshot, or salvage "
+                   "its log into a new space (docs/profilectl.md, log --salvage)\"",
+                   s->name, why);
+        } /* else (no memory for a map, a busy reader table): the next write tries again */
+    } else {
+        st = state == 1 ? PS_OK : PS_ECORRUPT;
+    }
+    pthread_mutex_unlock(&s->audit_lock);
+    return st;
+}
+
+/* At most this many audits ahead run at once in a process (a burst of spaces opened must not
+ * become a burst of threads); a store past the bound is audited at its first write. */
+#define AUDITS_AHEAD_MAX 2
+static _Atomic(int) audits_ahead;
+
+static void *audit_ahead_run(void *arg)
+{
+    (void)st_pages_audited(arg); /* its verdict stays in the store, for the first write */
+    atomic_fetch_sub(&audits_ahead, 1);
+    return NULL;
+}
+
+void ps_store_audit_ahead(ps_store *s)
+{
+    if (atomic_load(&s->audited) != 0 || s->auditor_started)
+        return;
+    if (atomic_fetch_add(&audits_ahead, 1) >= AUDITS_AHEAD_MAX ||
+        pthread_create(&s->auditor, NULL, audit_ahead_run, s) != 0) {
+        atomic_fetch_sub(&audits_ahead, 1);
+        return;
+    }
+    s->auditor_started = true;
+}
+
+ps_status ps_store_pages_audit(ps_store *s, uint64_t *reached, uint64_t *free_pages, char *why,
+                               size_t why_cap)
+{
+    ps_status st = st_pages_audit(s->env, why, why_cap, reached, free_pages);
+    if (st == PS_OK && atomic_load(&s->audited) == 0)
+        atomic_store(&s->audited, 1); /* a later write of this process need not audit again */
     return st;
 }

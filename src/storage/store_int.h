@@ -408,12 +408,23 @@ static inline int put_format(MDB_txn *txn, MDB_dbi meta, int format)
 
 /* ---- hooks between the storage modules ---- */
 
+/* guard.c: LMDB's assertion hook (a jump back to the guard, or the abort LMDB asked for);
+ * where LMDB mapped the data file (`inside`: a value read from the map, or NULL); the pid of
+ * another running process that keeps the writer lock of a damaged store (else 0); and this
+ * thread's open write transaction, which a guard marks broken when LMDB is cut short in it. */
+void st_on_lmdb_assert(MDB_env *env, const char *msg);
+void st_map_find(ps_store *s, const void *inside);
+long st_writer_note_holder(ps_store *s);
+void st_writing(ps_txn *t, bool begun);
+
 /* pages.c: reads every page the newest snapshot of `env` reaches (and its free-page list)
  * through a map of its own and checks each against LMDB's page layout. PS_ECORRUPT with the
  * first damage found in why (which page, what), PS_OK when all are whole; *reached: pages
  * the trees use, *free_pages: pages the free list holds. */
 ps_status st_pages_audit(MDB_env *env, char *why, size_t why_cap, uint64_t *reached,
                          uint64_t *free_pages);
+/* pages.c: the audit before this process's first write to `s`, run once (PS_OK: whole). */
+ps_status st_pages_audited(ps_store *s);
 
 /* graphdb.c: the write transaction's cache of profile records (written back by flush). */
 ps_status st_profiles_flush(ps_txn *t, bool drop);

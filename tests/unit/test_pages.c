@@ -130,6 +130,39 @@ static ps_store *store_made(const char *dir)
     return s;
 }
 
+/* A store from store_made, its directory, and its data file open for the test's changes. */
+typedef struct fixture {
+    const char *dir;
+    ps_store *s;
+    int fd;
+} fixture;
+
+static fixture fixture_make(void)
+{
+    fixture x = {tmpdir_make(), NULL, -1};
+    char path[4096];
+    snprintf(path, sizeof path, "%s/data.mdb", x.dir);
+    x.s = store_made(x.dir);
+    x.fd = open(path, O_RDWR);
+    return x;
+}
+
+/* Closes the store and opens it again: a new handle, which has not audited yet. */
+static bool reopen(fixture *x)
+{
+    ps_store_close(x->s);
+    x->s = NULL;
+    return ps_store_open(x->dir, &(ps_store_opts){.map_size_bytes = 64u << 20}, &x->s) == PS_OK;
+}
+
+static void fixture_end(fixture *x)
+{
+    if (x->fd >= 0)
+        close(x->fd);
+    ps_store_close(x->s);
+    tmpdir_remove(x->dir);
+}
+
 static bool write_refused(ps_store *s)
 {
     ps_txn *t;
@@ -141,17 +174,14 @@ static bool write_refused(ps_store *s)
 
 static void test_each_rule_is_named(void)
 {
-    const char *dir = tmpdir_make();
-    char path[4096];
-    snprintf(path, sizeof path, "%s/data.mdb", dir);
-    ps_store *s = store_made(dir);
-    int fd = open(path, O_RDWR);
+    fixture x = fixture_make();
+    int fd = x.fd;
     layout l;
     uint8_t root[PAGE], leaf[PAGE], p[PAGE], keep[PAGE];
-    CHECK(s != NULL && fd >= 0);
+    CHECK(x.s != NULL && fd >= 0);
     CHECK(layout_read(fd, &l));
     CHECK_EQ_INT(l.meta_depth, 2); /* a branch over leaves */
-    CHECK_EQ_STR(audit(s), "");
+    CHECK_EQ_STR(audit(x.s), "");
     CHECK(page_read(fd, l.meta_root, root) && g16(root + 10) == 0x01);
     /* the last leaf: rows past every key opening a store reads ("format", the dictionary's) */
     const uint8_t *last = root + g16(root + HDR + 2 * ((g16(root + 12) - HDR) / 2u - 1));
@@ -161,49 +191,45 @@ static void test_each_rule_is_named(void)
     /* a leaf: each rule in turn, the page put back after each */
     memcpy(p, leaf, PAGE);
     p64(p, leaf_pg + 1);
-    CHECK(page_write(fd, leaf_pg, p) && has(audit(s), "(meta): its header names another page"));
+    CHECK(page_write(fd, leaf_pg, p) && has(audit(x.s), "(meta): its header names another page"));
     memcpy(p, leaf, PAGE);
     p16(p + 10, 0x01);
-    CHECK(page_write(fd, leaf_pg, p) && has(audit(s), "not the kind of page"));
+    CHECK(page_write(fd, leaf_pg, p) && has(audit(x.s), "not the kind of page"));
     memcpy(p, leaf, PAGE);
     p16(p + 12, (uint16_t)(g16(leaf + 14) + 2)); /* lower past upper */
-    CHECK(page_write(fd, leaf_pg, p) && has(audit(s), "free-space bounds outside the page"));
+    CHECK(page_write(fd, leaf_pg, p) && has(audit(x.s), "free-space bounds outside the page"));
     memcpy(p, leaf, PAGE);
     p16(p + HDR, HDR); /* node 0 inside the offsets */
-    CHECK(page_write(fd, leaf_pg, p) && has(audit(s), "a node offset outside"));
+    CHECK(page_write(fd, leaf_pg, p) && has(audit(x.s), "a node offset outside"));
     memcpy(p, leaf, PAGE);
     p16(p + g16(leaf + HDR) + 6, 5000); /* node 0's key size */
-    CHECK(page_write(fd, leaf_pg, p) && has(audit(s), "a key past the page's end"));
+    CHECK(page_write(fd, leaf_pg, p) && has(audit(x.s), "a key past the page's end"));
     memcpy(p, leaf, PAGE);
     p16(p + g16(leaf + HDR), 9000); /* node 0's value size (low half) */
-    CHECK(page_write(fd, leaf_pg, p) && has(audit(s), "a node past the page's end"));
+    CHECK(page_write(fd, leaf_pg, p) && has(audit(x.s), "a node past the page's end"));
     memcpy(p, leaf, PAGE);
     p16(p + g16(leaf + HDR) + 4, 0x04); /* a node with duplicate keys, which no table has */
-    CHECK(page_write(fd, leaf_pg, p) && has(audit(s), "a node of a kind this store never"));
+    CHECK(page_write(fd, leaf_pg, p) && has(audit(x.s), "a node of a kind this store never"));
     /* the store handle that wrote it audited before its first write, and trusts it since; a
      * new one audits before its first write, and refuses it */
-    ps_store_close(s);
-    s = NULL;
-    CHECK(ps_store_open(dir, &(ps_store_opts){.map_size_bytes = 64u << 20}, &s) == PS_OK);
-    CHECK(write_refused(s));
-    CHECK(write_refused(s)); /* and every later one */
-    ps_store_close(s); /* the same, audited ahead on a thread of its own (a server's open) */
-    s = NULL;
-    CHECK(ps_store_open(dir, &(ps_store_opts){.map_size_bytes = 64u << 20}, &s) == PS_OK);
-    ps_store_audit_ahead(s);
-    ps_store_audit_ahead(s); /* once */
-    CHECK(write_refused(s));
-    CHECK(page_write(fd, leaf_pg, leaf) && strcmp(audit(s), "") == 0);
+    CHECK(reopen(&x));
+    CHECK(write_refused(x.s));
+    CHECK(write_refused(x.s)); /* and every later one */
+    CHECK(reopen(&x)); /* the same, audited ahead on a thread of its own (a server's open) */
+    ps_store_audit_ahead(x.s);
+    ps_store_audit_ahead(x.s); /* once */
+    CHECK(write_refused(x.s));
+    CHECK(page_write(fd, leaf_pg, leaf) && strcmp(audit(x.s), "") == 0);
 
     /* the branch: a child outside the file, a child reached twice */
     memcpy(p, root, PAGE);
     p16(p + g16(root + HDR), (uint16_t)(l.last_pg + 5));
     p16(p + g16(root + HDR) + 2, (uint16_t)((l.last_pg + 5) >> 16));
-    CHECK(page_write(fd, l.meta_root, p) && has(audit(s), "names a page outside the file"));
+    CHECK(page_write(fd, l.meta_root, p) && has(audit(x.s), "names a page outside the file"));
     memcpy(p, root, PAGE);
     memcpy(p + g16(root + HDR + 2), p + g16(root + HDR), 6); /* child 1 := child 0 */
-    CHECK(page_write(fd, l.meta_root, p) && has(audit(s), "reached twice"));
-    CHECK(page_write(fd, l.meta_root, root) && strcmp(audit(s), "") == 0);
+    CHECK(page_write(fd, l.meta_root, p) && has(audit(x.s), "reached twice"));
+    CHECK(page_write(fd, l.meta_root, root) && strcmp(audit(x.s), "") == 0);
 
     /* the value on overflow pages: its run said to be one page long */
     uint64_t ov = 0, big_leaf = 0;
@@ -224,11 +250,11 @@ static void test_each_rule_is_named(void)
     memcpy(p, keep, PAGE);
     p16(p + 12, 1);
     p16(p + 14, 0);
-    CHECK(page_write(fd, ov, p) && has(audit(s), "an overflow run shorter than its data"));
+    CHECK(page_write(fd, ov, p) && has(audit(x.s), "an overflow run shorter than its data"));
     memcpy(p, keep, PAGE);
     p16(p + 10, 0x02);
-    CHECK(page_write(fd, ov, p) && has(audit(s), "not the overflow page its node names"));
-    CHECK(page_write(fd, ov, keep) && strcmp(audit(s), "") == 0);
+    CHECK(page_write(fd, ov, p) && has(audit(x.s), "not the overflow page its node names"));
+    CHECK(page_write(fd, ov, keep) && strcmp(audit(x.s), "") == 0);
 
     /* the free-page list: a page the meta table uses, listed as free */
     CHECK(l.free_root != UINT64_MAX);
@@ -239,40 +265,33 @@ static void test_each_rule_is_named(void)
     CHECK(g64(keep + at) >= 1);
     memcpy(p, keep, PAGE);
     p64(p + at + 8, l.meta_root);
-    CHECK(page_write(fd, l.free_root, p) && has(audit(s), "listed as free while a table uses it"));
+    CHECK(page_write(fd, l.free_root, p) &&
+          has(audit(x.s), "listed as free while a table uses it"));
     memcpy(p, keep, PAGE);
     p64(p + at + 8, l.last_pg + 1);
-    CHECK(page_write(fd, l.free_root, p) && has(audit(s), "a free page number outside the file"));
+    CHECK(page_write(fd, l.free_root, p) && has(audit(x.s), "a free page number outside the file"));
     memcpy(p, keep, PAGE);
     p64(p + at, 100000); /* a count past the record's room */
-    CHECK(page_write(fd, l.free_root, p) && has(audit(s), "counts more pages than it holds"));
-    CHECK(page_write(fd, l.free_root, keep) && strcmp(audit(s), "") == 0);
+    CHECK(page_write(fd, l.free_root, p) && has(audit(x.s), "counts more pages than it holds"));
+    CHECK(page_write(fd, l.free_root, keep) && strcmp(audit(x.s), "") == 0);
 
     /* whole again: a new handle writes */
-    ps_store_close(s);
-    s = NULL;
-    CHECK(ps_store_open(dir, &(ps_store_opts){.map_size_bytes = 64u << 20}, &s) == PS_OK);
-    ps_store_audit_ahead(s);
-    CHECK(write_refused(s) == false);
+    CHECK(reopen(&x));
+    ps_store_audit_ahead(x.s);
+    CHECK(write_refused(x.s) == false);
 end:
-    if (fd >= 0)
-        close(fd);
-    ps_store_close(s);
-    tmpdir_remove(dir);
+    fixture_end(&x);
 }
 
 static void test_free_pages_are_not_read(void)
 {
     /* noise over every page the free-page list holds: they hold whatever they held */
-    const char *dir = tmpdir_make();
-    char path[4096];
-    snprintf(path, sizeof path, "%s/data.mdb", dir);
-    ps_store *s = store_made(dir);
-    int fd = open(path, O_RDWR);
+    fixture x = fixture_make();
+    int fd = x.fd;
     layout l;
     uint8_t f[PAGE], noise[PAGE];
     unsigned listed = 0;
-    CHECK(s != NULL && fd >= 0 && layout_read(fd, &l));
+    CHECK(x.s != NULL && fd >= 0 && layout_read(fd, &l));
     CHECK(page_read(fd, l.free_root, f) && g16(f + 10) == 0x02);
     srand(7);
     for (size_t i = 0; i < PAGE; i++)
@@ -285,16 +304,11 @@ static void test_free_pages_are_not_read(void)
             CHECK(page_write(fd, g64(ids + 8 * i), noise));
     }
     CHECK(listed > 0);
-    CHECK_EQ_STR(audit(s), "");
-    ps_store_close(s);
-    s = NULL;
-    CHECK(ps_store_open(dir, &(ps_store_opts){.map_size_bytes = 64u << 20}, &s) == PS_OK);
-    CHECK(write_refused(s) == false);
+    CHECK_EQ_STR(audit(x.s), "");
+    CHECK(reopen(&x));
+    CHECK(write_refused(x.s) == false);
 end:
-    if (fd >= 0)
-        close(fd);
-    ps_store_close(s);
-    tmpdir_remove(dir);
+    fixture_end(&x);
 }
 
 int main(int argc, char **argv)
