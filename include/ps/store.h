@@ -102,7 +102,7 @@ typedef struct ps_store_counts {
 } ps_store_counts;
 ps_status ps_store_counts_get(ps_txn *t, ps_store_counts *out);
 /* Reads every page the newest snapshot of the store reaches, and LMDB's list of free pages,
- * through a map of its own, and checks each page against LMDB's layout: what a write would
+ * with pread, and checks each page against LMDB's layout: what a write would
  * trust (a write copies the pages it changes by the offsets in their headers). PS_ECORRUPT,
  * with the first damage in `why` ("page N: what"), when one breaks it. *reached: pages the
  * tables use; *free_pages: pages free for later writes. Every process audits a store so before

@@ -314,8 +314,10 @@ void ps_store_close(ps_store *s)
 {
     if (s == NULL)
         return;
-    if (s->auditor_started)
+    if (s->auditor_started) {
+        atomic_store(&s->ahead_stop, true);
         pthread_join(s->auditor, NULL);
+    }
     for (size_t i = 0; i < s->pooled; i++) {
         mdb_txn_abort(s->pool[i]->txn);
         txn_free(s->pool[i]);

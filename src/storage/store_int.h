@@ -82,7 +82,8 @@ struct ps_store {
     pthread_mutex_t audit_lock;
     pthread_t auditor; /* ps_store_audit_ahead's thread, joined at close */
     bool auditor_started;
-    const char *map; /* where LMDB mapped the data file, when known (map_find) */
+    _Atomic(bool) ahead_stop; /* tells that thread to stop: the store closes, or a write audited */
+    const char *map;          /* where LMDB mapped the data file, when known (map_find) */
     size_t map_size;
 };
 
@@ -418,11 +419,12 @@ long st_writer_note_holder(ps_store *s);
 void st_writing(ps_txn *t, bool begun);
 
 /* pages.c: reads every page the newest snapshot of `env` reaches (and its free-page list)
- * through a map of its own and checks each against LMDB's page layout. PS_ECORRUPT with the
+ * with pread and checks each against LMDB's page layout (PS_ECLOSED when *stop
+ * turns true on the way). PS_ECORRUPT with the
  * first damage found in why (which page, what), PS_OK when all are whole; *reached: pages
  * the trees use, *free_pages: pages the free list holds. */
-ps_status st_pages_audit(MDB_env *env, char *why, size_t why_cap, uint64_t *reached,
-                         uint64_t *free_pages);
+ps_status st_pages_audit(MDB_env *env, const _Atomic(bool) *stop, char *why, size_t why_cap,
+                         uint64_t *reached, uint64_t *free_pages);
 /* pages.c: the audit before this process's first write to `s`, run once (PS_OK: whole). */
 ps_status st_pages_audited(ps_store *s);
 
