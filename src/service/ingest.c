@@ -592,12 +592,8 @@ ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *jso
     p->filters = v.filters;
     ps_arena_init(&p->arena);
     p->suppress_txn = v.suppressing ? v.txn : NULL;
-    if (p->suppress_txn) { /* the parse looks subjects up in the store: guarded */
-        parse_call pc = {p, refusal};
-        st = ps_store_guarded(ps_space_store(sp), parse_step, &pc);
-    } else {
-        st = ps_event_parse(json, len, &p->opts, &p->arena, collect_message, p, &refusal->why);
-    }
+    parse_call pc = {p, refusal}; /* guarded when it looks subjects up in the store */
+    st = p->suppress_txn ? ps_store_guarded(ps_space_store(sp), parse_step, &pc) : parse_step(&pc);
     p->suppress_txn = NULL;
     ps_prepare_view_close(&own);
     if (p->dropped_by[PS_DROP_FILTERED])

@@ -429,7 +429,8 @@ ps_status ps_store_pages_audit(ps_store *s, uint64_t *reached, uint64_t *free_pa
                                size_t why_cap)
 {
     ps_status st = st_pages_audit(s->env, NULL, why, why_cap, reached, free_pages);
-    if (st == PS_OK && atomic_load(&s->audited) == 0)
-        atomic_store(&s->audited, 1); /* a later write of this process need not audit again */
+    if (st == PS_OK) /* a later write of this process need not audit again (a damaged page is
+                      * left to the write's own audit, which says so in the log) */
+        verdict(s, st, why);
     return st;
 }

@@ -39,16 +39,22 @@ def space_of_20k(s):
     return log, space, pristine, token
 
 
-def healthy_and_damageable(s):
-    """Space `t` (500 events, healthy) and space `s` (space_of_20k, to damage): returns a
-    userId of `t`, its token, then what space_of_20k returns."""
+def healthy_space(s, events):
+    """Space `t` of `events` generated events, left healthy: returns a userId of it and its
+    token, to show that a server still serves it."""
     s.ctl("space", "create", "t")
     small = os.path.join(s.dir, "small.ndjson")
-    generate(small, 500, seed=6)
+    generate(small, events, seed=6)
     s.ctl("ingest", "t", small)
     other = re.search(r'"userId":"([^"]+)"', open(small).read()).group(1)
     tok_t = s.ctl("token", "create", "t").stdout.strip().splitlines()[-1]
-    return (other, tok_t) + space_of_20k(s)
+    return other, tok_t
+
+
+def healthy_and_damageable(s):
+    """Space `t` (500 events, healthy) and space `s` (space_of_20k, to damage): returns a
+    userId of `t`, its token, then what space_of_20k returns."""
+    return healthy_space(s, 500) + space_of_20k(s)
 
 
 def server_without_leak_checks(s, *args):
@@ -605,12 +611,7 @@ def test_a_damaged_filter_page_fails_tracking_not_the_server():
     s = Store()
     srv = None
     try:
-        s.ctl("space", "create", "t")
-        small = os.path.join(s.dir, "small.ndjson")
-        generate(small, 200, seed=6)
-        s.ctl("ingest", "t", small)
-        other = re.search(r'"userId":"([^"]+)"', open(small).read()).group(1)
-        tok_t = s.ctl("token", "create", "t").stdout.strip().splitlines()[-1]
+        other, tok_t = healthy_space(s, 200)
         s.ctl("space", "create", "s")
         key = s.ctl("source", "create", "s").stdout.strip().splitlines()[-1]
         s.ctl("filter", "create", "s", "rowmarkfilter", "match(userId, 'bot-*')")
