@@ -8,6 +8,7 @@ import base64
 import gzip
 import json
 import os
+import platform
 import resource
 import select
 import socket
@@ -360,6 +361,30 @@ def replies_the_socket_cannot_take_at_once():
         st.close()
 
 
+READ_SYSCALL = {"x86_64": "0", "aarch64": "63"}.get(platform.machine(), "0")
+
+
+def wait_holding_write_txn(pid, env):
+    """Waits until `mdb_load` (pid) holds env's write transaction: it opens the data file,
+    begins the transaction and only then blocks reading its input again. Sending it the
+    header does not say when that happened; on a loaded machine it may be much later."""
+    data = os.path.realpath(os.path.join(env, "data.mdb"))
+    deadline = time.time() + 20 * MULT
+    while time.time() < deadline:
+        try:
+            fds = os.listdir("/proc/%d/fd" % pid)
+            opened = any(os.path.realpath("/proc/%d/fd/%s" % (pid, fd)) == data for fd in fds)
+            with open("/proc/%d/syscall" % pid) as f:
+                call = f.read().split()
+        except OSError:
+            opened, call = False, []
+        # read(2) on stdin: the call's number, then its first argument, the descriptor
+        if opened and call[:2] == [READ_SYSCALL, "0x0"]:
+            return
+        time.sleep(0.02)
+    raise AssertionError("mdb_load did not begin its write transaction")
+
+
 def reads_wait_only_with_a_valid_token():
     """A Profile API read waits (up to 2 s) for acknowledged events to reach the store, but
     only once its token is accepted: a request without a valid token must not hold a worker.
@@ -374,6 +399,7 @@ def reads_wait_only_with_a_valid_token():
         # a header and no records: mdb_load begins its write transaction and reads on
         loader.stdin.write(b"VERSION=3\nformat=bytevalue\ntype=btree\nHEADER=END\n")
         loader.stdin.flush()
+        wait_holding_write_txn(loader.pid, os.path.join(st.dir, "spaces", SPACE))
         assert srv.track("track", {"userId": "waiter", "event": "E"}, wk)[0] == 200
         for bad in ("nope", None):
             assert srv.get(base + "events", bad)[0] == 401
