@@ -154,6 +154,9 @@ typedef struct metrics {
     atomic_uint_fast64_t dropped[PS_DROP__COUNT]; /* Tracking API messages refused, by reason */
     atomic_int *connections; /* per worker: its open connections and those handed to it */
     int workers;
+    atomic_int polls_waiting;                  /* change-feed long polls parked on the loops */
+    const atomic_size_t *body_bytes;           /* the server's: reserved by bodies being received */
+    const atomic_size_t *anonymous_body_bytes; /* of which: bodies sent without credentials */
 } metrics;
 
 void http_metrics_record(metrics *m, int route, int status, uint64_t elapsed_us);

@@ -187,6 +187,19 @@ void http_metrics_render(metrics *m, registry *reg, ps_buf *out)
     for (int i = 0; i < m->workers; i++)
         ps_buf_printf(out, "profiled_http_connections{worker=\"%d\"} %d\n", i,
                       atomic_load(&m->connections[i]));
+    ps_buf_printf(out,
+                  "# HELP profiled_http_body_bytes_reserved Memory reserved for request bodies "
+                  "being received, in all and for those sent without credentials.\n"
+                  "# TYPE profiled_http_body_bytes_reserved gauge\n"
+                  "profiled_http_body_bytes_reserved{sender=\"any\"} %zu\n"
+                  "profiled_http_body_bytes_reserved{sender=\"anonymous\"} %zu\n",
+                  m->body_bytes ? atomic_load(m->body_bytes) : 0,
+                  m->anonymous_body_bytes ? atomic_load(m->anonymous_body_bytes) : 0);
+    ps_buf_printf(out,
+                  "# HELP profiled_changes_polls_waiting Change-feed long polls waiting for "
+                  "rows.\n# TYPE profiled_changes_polls_waiting gauge\n"
+                  "profiled_changes_polls_waiting %d\n",
+                  atomic_load(&m->polls_waiting));
     ps_buf_puts(out, "# HELP profiled_requests_total Requests answered, by route and status.\n"
                      "# TYPE profiled_requests_total counter\n");
     for (int r = 0; r < ROUTE__COUNT; r++)

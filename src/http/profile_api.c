@@ -37,6 +37,7 @@ static void unpark(worker *w, parked *p)
         p->next->prev = p->prev;
     event_free(p->ev);
     free(p);
+    atomic_fetch_sub(&w->srv->stats.polls_waiting, 1);
 }
 
 static void park_fire(evutil_socket_t fd, short what, void *arg)
@@ -76,6 +77,7 @@ static bool park(http_req *rq, int64_t wait_ms)
     if (w->parked)
         w->parked->prev = p;
     w->parked = p;
+    atomic_fetch_add(&w->srv->stats.polls_waiting, 1);
     return true;
 }
 

@@ -217,6 +217,8 @@ int http_server_start(const http_config *cfg, registry *reg, server **out)
     s->nworkers = cfg->threads;
     s->workers = ps_xcalloc((size_t)s->nworkers, sizeof *s->workers);
     s->stats.workers = s->nworkers;
+    s->stats.body_bytes = &s->body_bytes;
+    s->stats.anonymous_body_bytes = &s->anonymous_body_bytes;
     s->stats.connections = ps_xcalloc((size_t)s->nworkers, sizeof *s->stats.connections);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
