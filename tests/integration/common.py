@@ -99,6 +99,24 @@ def free_port():
     return port
 
 
+def wait_for_write_lock(env, pid):
+    """Waits until process `pid` (one of its threads) holds the LMDB write lock of the store
+    in directory `env`: the only sign that it has begun a write transaction. The lock is a
+    robust pthread mutex in lock.mdb after the 64-byte reader header; glibc records its
+    owner's thread id 8 bytes into it (x86-64 and aarch64 alike)."""
+    import struct
+    import time
+    deadline = time.time() + 30 * float(os.environ.get("PS_TEST_TIMEOUT_MULT", "1"))
+    while time.time() < deadline:
+        with open(os.path.join(env, "lock.mdb"), "rb") as f:
+            f.seek(72)
+            owner = struct.unpack("<I", f.read(4))[0]
+        if owner and os.path.exists("/proc/%d/task/%d" % (pid, owner)):
+            return
+        time.sleep(0.02)
+    raise AssertionError("process %d did not take the write lock of %s" % (pid, env))
+
+
 def generate(path, events, seed=1):
     with open(path, "w") as f:
         subprocess.run([tool("gen_events"), "--events", str(events), "--seed", str(seed)],

@@ -14,6 +14,8 @@ import urllib.parse
 
 from common import SOURCE, Server, Store, run_tests, tool
 
+MULT = float(os.environ.get("PS_TEST_TIMEOUT_MULT", "1"))
+
 SPACE = "s"
 TABLES = ["id_graph_updates", "external_id_mapping_updates", "profile_traits_updates",
           "violations"]
@@ -316,11 +318,22 @@ def test_http_route_and_long_poll():
                 line = [x for x in text.splitlines()
                         if x.startswith('profiled_requests_total{route="changes",status="200"}')]
                 return int(line[0].split()[-1]) if line else 0
+            def polls_waiting():
+                text = srv.get("/metrics", raw=True)[2].decode()
+                return int(next(x.split()[-1] for x in text.splitlines()
+                                if x.startswith("profiled_changes_polls_waiting ")))
+
+            def until_waiting(n):  # the server has read the poll and parked it
+                deadline = time.monotonic() + 30 * MULT
+                while polls_waiting() != n:
+                    assert time.monotonic() < deadline, "polls waiting: %d, not %d" % (polls_waiting(), n)
+                    time.sleep(0.02)
+            until_waiting(0)  # the polls above are over
             before = answered()
             sk = socket.create_connection((srv.host, srv.port), timeout=10)
             sk.sendall(("GET %s?wait=25&after=99999999999 HTTP/1.1\r\nHost: x\r\n"
                         "Authorization: Basic %s\r\n\r\n" % (path, auth)).encode())
-            time.sleep(0.4)
+            until_waiting(1)
             sk.close()
             deadline = time.monotonic() + 5
             while answered() == before and time.monotonic() < deadline:
@@ -331,14 +344,15 @@ def test_http_route_and_long_poll():
             result = {}
 
             def poll():
-                result["r"] = srv.get(path + "?wait=30&after=%d" % body["next"], reader)
+                result["r"] = srv.get(path + "?wait=30&after=99999999999", reader)
             poller = threading.Thread(target=poll)
+            until_waiting(0)
             poller.start()
-            time.sleep(0.5)
+            until_waiting(1)
             t0 = time.monotonic()
             srv.stop()
-            poller.join(timeout=20)
-            assert time.monotonic() - t0 < 10 and result["r"][0] == 200, result
+            poller.join(timeout=20 * MULT)
+            assert time.monotonic() - t0 < 10 * MULT and result["r"][0] == 200, result
         finally:
             if srv.proc.poll() is None:
                 srv.stop()

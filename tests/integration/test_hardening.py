@@ -8,7 +8,6 @@ import base64
 import gzip
 import json
 import os
-import platform
 import resource
 import select
 import socket
@@ -17,7 +16,7 @@ import threading
 import zlib
 import time
 
-from common import Server, Store, run_tests
+from common import Server, Store, run_tests, wait_for_write_lock
 
 MULT = float(os.environ.get("PS_TEST_TIMEOUT_MULT", "1"))
 
@@ -361,30 +360,6 @@ def replies_the_socket_cannot_take_at_once():
         st.close()
 
 
-READ_SYSCALL = {"x86_64": "0", "aarch64": "63"}.get(platform.machine(), "0")
-
-
-def wait_holding_write_txn(pid, env):
-    """Waits until `mdb_load` (pid) holds env's write transaction: it opens the data file,
-    begins the transaction and only then blocks reading its input again. Sending it the
-    header does not say when that happened; on a loaded machine it may be much later."""
-    data = os.path.realpath(os.path.join(env, "data.mdb"))
-    deadline = time.time() + 20 * MULT
-    while time.time() < deadline:
-        try:
-            fds = os.listdir("/proc/%d/fd" % pid)
-            opened = any(os.path.realpath("/proc/%d/fd/%s" % (pid, fd)) == data for fd in fds)
-            with open("/proc/%d/syscall" % pid) as f:
-                call = f.read().split()
-        except OSError:
-            opened, call = False, []
-        # read(2) on stdin: the call's number, then its first argument, the descriptor
-        if opened and call[:2] == [READ_SYSCALL, "0x0"]:
-            return
-        time.sleep(0.02)
-    raise AssertionError("mdb_load did not begin its write transaction")
-
-
 def reads_wait_only_with_a_valid_token():
     """A Profile API read waits (up to 2 s) for acknowledged events to reach the store, but
     only once its token is accepted: a request without a valid token must not hold a worker.
@@ -399,7 +374,7 @@ def reads_wait_only_with_a_valid_token():
         # a header and no records: mdb_load begins its write transaction and reads on
         loader.stdin.write(b"VERSION=3\nformat=bytevalue\ntype=btree\nHEADER=END\n")
         loader.stdin.flush()
-        wait_holding_write_txn(loader.pid, os.path.join(st.dir, "spaces", SPACE))
+        wait_for_write_lock(os.path.join(st.dir, "spaces", SPACE), loader.pid)
         assert srv.track("track", {"userId": "waiter", "event": "E"}, wk)[0] == 200
         for bad in ("nope", None):
             assert srv.get(base + "events", bad)[0] == 401
@@ -476,7 +451,7 @@ def slow_and_silent_clients():
         assert r[0][0] == 400 and b"invalid_write_key" in r[0][2], r
         # Expect: 100-continue with a good key: told to go on
         s = socket.create_connection(("127.0.0.1", port))
-        s.settimeout(5)
+        s.settimeout(5 * MULT)
         body = b'{"userId":"cont","event":"E"}'
         s.sendall(("POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n"
                    "Expect: 100-continue\r\nContent-Length: %d\r\n\r\n"
@@ -492,7 +467,11 @@ def slow_and_silent_clients():
             c.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Length: 400000\r\n\r\n"
                       + b"{" * 10)
             held.append(c)
-        time.sleep(0.3)
+        # the server reserves a body's budget once it has parsed its head
+        deadline = time.time() + 10 * MULT
+        while metric(srv.port, 'profiled_http_body_bytes_reserved{sender="anonymous"}') < 800000:
+            assert time.time() < deadline, "the two held bodies were never reserved"
+            time.sleep(0.02)
         r = responses(raw(port, b"POST /v1/batch HTTP/1.1\r\nHost: x\r\n"
                                 b"Content-Length: 400000\r\n\r\n"))
         assert r[0][0] == 503 and "retry-after" in r[0][1], r
@@ -540,13 +519,23 @@ def descriptor_exhaustion():
         st.close()
 
 
-def http_connections(port):
-    """profiled_http_connections by worker, from /metrics on a connection of its own."""
+def metrics_lines(port):
+    """The lines of /metrics, read on a connection of its own."""
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
     text = read_replies(s, 1)[0][2].decode()
     s.close()
-    return [int(l.split()[-1]) for l in text.splitlines()
+    return text.splitlines()
+
+
+def metric(port, series):
+    """The value of one series of /metrics (its name and labels, as printed)."""
+    return int(next(l.split()[-1] for l in metrics_lines(port) if l.startswith(series + " ")))
+
+
+def http_connections(port):
+    """profiled_http_connections by worker."""
+    return [int(l.split()[-1]) for l in metrics_lines(port)
             if l.startswith("profiled_http_connections{")]
 
 

@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from common import Server, Store, run_tests, tool
+from common import Server, Store, run_tests, tool, wait_for_write_lock
 
 SPACE = "s1"
 
@@ -269,14 +269,21 @@ def test_ingest_rate_limit():
         shown = st.json("settings", "get", SPACE)
         assert shown["ingest_rate_limit_per_second"] == 1, shown
         assert shown["ingest_rate_limit_burst"] == 2, shown
-        got = [srv.track("batch", {"batch": [{"type": "track", "userId": "r", "event": "E",
-                                              "messageId": "lim-%d" % i}]}, wk)
-               for i in range(3)]
-        assert [g[0] for g in got[:2]] == [200, 200], got
-        expect_error(got[2], 429, "rate_limit_error")
-        h = got[2][1]
+        # a burst of 2, then one a second: sent back to back, a request is refused once the
+        # bucket is empty (the third, unless the machine is so slow that a second passed)
+        before, got = time.time(), []
+        while len(got) < 10 and (not got or got[-1][0] == 200):
+            got.append(srv.track("batch", {"batch": [{"type": "track", "userId": "r",
+                                                      "event": "E",
+                                                      "messageId": "lim-%d" % len(got)}]}, wk))
+        after = time.time()
+        accepted = len(got) - 1
+        assert 2 <= accepted <= 2 + int(after - before), (after - before, got)
+        expect_error(got[-1], 429, "rate_limit_error")
+        h = got[-1][1]
         assert 1 <= int(h["Retry-After"]) <= 2, dict(h)
-        assert 0 < int(h["X-RateLimit-Reset"]) - time.time() <= 3, dict(h)
+        # a whole second after the server's clock read, which fell between before and after
+        assert before < int(h["X-RateLimit-Reset"]) <= after + 3, (before, after, dict(h))
         # reads have their own bucket (api_rate_limit_*, off here)
         u = "/v1/spaces/%s/collections/users/profiles/user_id:r/metadata" % SPACE
         assert srv.get(u, token)[0] == 200
@@ -284,7 +291,8 @@ def test_ingest_rate_limit():
         assert srv.track("track", {"userId": "r", "event": "E", "messageId": "lim-after"},
                          wk)[0] == 200
         ids = message_ids(st, "user_id:r")
-        assert "lim-2" not in ids and {"lim-0", "lim-1", "lim-after"} <= set(ids), ids
+        assert "lim-%d" % accepted not in ids, ids
+        assert {"lim-%d" % i for i in range(accepted)} | {"lim-after"} <= set(ids), ids
         # bad values are refused by name, and nothing changes
         with open(path, "w") as f:
             json.dump({"ingest_rate_limit_per_second": -1}, f)
@@ -315,7 +323,7 @@ def test_backpressure_and_concurrent_cli_ingest():
         for i in range(n_cli):
             cli.stdin.write(line.replace('"E"', '"E%d"' % i).encode())
         cli.stdin.flush()
-        time.sleep(2.0 * float(os.environ.get("PS_TEST_TIMEOUT_MULT", "1")))
+        wait_for_write_lock(os.path.join(st.dir, "spaces", SPACE), cli.pid)
         results, answered_at = {}, {}
 
         def send(i):

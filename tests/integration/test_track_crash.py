@@ -82,6 +82,9 @@ def test_sigkill_never_loses_an_acknowledged_event():
                                                             acked, stop)) for c in range(2)]
             for w in workers:
                 w.start()
+            deadline = time.time() + 60 * MULT  # the first round trip opens the space
+            while not acked and time.time() < deadline:
+                time.sleep(0.01)
             time.sleep(rng.uniform(0.5, 2.0) * MULT)
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
