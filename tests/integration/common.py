@@ -99,20 +99,38 @@ def free_port():
     return port
 
 
-def wait_for_write_lock(env, pid):
-    """Waits until process `pid` (one of its threads) holds the LMDB write lock of the store
-    in directory `env`: the only sign that it has begun a write transaction. The lock is a
-    robust pthread mutex in lock.mdb after the 64-byte reader header; glibc records its
-    owner's thread id 8 bytes into it (x86-64 and aarch64 alike)."""
+def write_lock_owner(env):
+    """The thread id holding the LMDB write lock of the store in directory `env`, or 0. The
+    lock is a robust pthread mutex in lock.mdb after the 64-byte reader header; glibc records
+    its owner's thread id 8 bytes into it (x86-64 and aarch64 alike)."""
     import struct
+    with open(os.path.join(env, "lock.mdb"), "rb") as f:
+        f.seek(72)
+        return struct.unpack("<I", f.read(4))[0]
+
+
+def wait_for_write_lock(env, pid, stdin=None):
+    """Waits until process `pid` (one of its threads) holds the write lock of `env`: the only
+    sign that it has begun a write transaction. With `stdin` (the pipe the process reads), also
+    until it has read everything sent, and then holds the lock through ten looks 20 ms apart,
+    which tells a transaction kept open for more input from a short one made while opening."""
+    import array
+    import fcntl
+    import termios
     import time
     deadline = time.time() + 30 * float(os.environ.get("PS_TEST_TIMEOUT_MULT", "1"))
+    held = 0
     while time.time() < deadline:
-        with open(os.path.join(env, "lock.mdb"), "rb") as f:
-            f.seek(72)
-            owner = struct.unpack("<I", f.read(4))[0]
-        if owner and os.path.exists("/proc/%d/task/%d" % (pid, owner)):
-            return
+        owner = write_lock_owner(env)
+        unread = array.array("i", [0])
+        if stdin is not None:
+            fcntl.ioctl(stdin.fileno(), termios.FIONREAD, unread, True)
+        if owner and os.path.exists("/proc/%d/task/%d" % (pid, owner)) and unread[0] == 0:
+            held += 1
+            if stdin is None or held >= 10:
+                return
+        else:
+            held = 0
         time.sleep(0.02)
     raise AssertionError("process %d did not take the write lock of %s" % (pid, env))
 

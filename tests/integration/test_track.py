@@ -323,7 +323,7 @@ def test_backpressure_and_concurrent_cli_ingest():
         for i in range(n_cli):
             cli.stdin.write(line.replace('"E"', '"E%d"' % i).encode())
         cli.stdin.flush()
-        wait_for_write_lock(os.path.join(st.dir, "spaces", SPACE), cli.pid)
+        wait_for_write_lock(os.path.join(st.dir, "spaces", SPACE), cli.pid, cli.stdin)
         results, answered_at = {}, {}
 
         def send(i):
