@@ -222,6 +222,16 @@ class Server:
     def get(self, path, token=None, **kw):
         return self.request("GET", path, token, **kw)
 
+    def metric(self, series, default=None, port=None):
+        """The value of one series of /metrics, its name and labels as printed; `default`
+        when the server does not print it (None: that is an error)."""
+        text = self.get("/metrics", raw=True, port=port)[2].decode()
+        for line in text.splitlines():
+            if line.startswith(series + " "):
+                return int(line.split()[-1])
+        assert default is not None, "no %s in /metrics" % series
+        return default
+
     def track(self, route, body, write_key=None, **kw):
         """POST to the Tracking API (on the ingest listener when there is one)."""
         return self.request("POST", "/v1/" + route, write_key, body=body,

@@ -314,20 +314,14 @@ def test_http_route_and_long_poll():
 
             # a client that leaves a long poll ends it: the server stops re-checking for it
             def answered():
-                text = srv.get("/metrics", raw=True)[2].decode()
-                line = [x for x in text.splitlines()
-                        if x.startswith('profiled_requests_total{route="changes",status="200"}')]
-                return int(line[0].split()[-1]) if line else 0
-            def polls_waiting():
-                text = srv.get("/metrics", raw=True)[2].decode()
-                return int(next(x.split()[-1] for x in text.splitlines()
-                                if x.startswith("profiled_changes_polls_waiting ")))
+                return srv.metric('profiled_requests_total{route="changes",status="200"}', 0)
 
             def until_waiting(n):  # the server has read the poll and parked it
                 deadline = time.monotonic() + 30 * MULT
-                while polls_waiting() != n:
-                    assert time.monotonic() < deadline, "polls waiting: %d, not %d" % (polls_waiting(), n)
+                while (waiting := srv.metric("profiled_changes_polls_waiting")) != n:
+                    assert time.monotonic() < deadline, "polls waiting: %d, not %d" % (waiting, n)
                     time.sleep(0.02)
+
             until_waiting(0)  # the polls above are over
             before = answered()
             sk = socket.create_connection((srv.host, srv.port), timeout=10)

@@ -469,7 +469,7 @@ def slow_and_silent_clients():
             held.append(c)
         # the server reserves a body's budget once it has parsed its head
         deadline = time.time() + 10 * MULT
-        while metric(srv.port, 'profiled_http_body_bytes_reserved{sender="anonymous"}') < 800000:
+        while srv.metric('profiled_http_body_bytes_reserved{sender="anonymous"}') < 800000:
             assert time.time() < deadline, "the two held bodies were never reserved"
             time.sleep(0.02)
         r = responses(raw(port, b"POST /v1/batch HTTP/1.1\r\nHost: x\r\n"
@@ -519,23 +519,13 @@ def descriptor_exhaustion():
         st.close()
 
 
-def metrics_lines(port):
-    """The lines of /metrics, read on a connection of its own."""
+def http_connections(port):
+    """profiled_http_connections by worker, from /metrics on a connection of its own."""
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
     text = read_replies(s, 1)[0][2].decode()
     s.close()
-    return text.splitlines()
-
-
-def metric(port, series):
-    """The value of one series of /metrics (its name and labels, as printed)."""
-    return int(next(l.split()[-1] for l in metrics_lines(port) if l.startswith(series + " ")))
-
-
-def http_connections(port):
-    """profiled_http_connections by worker."""
-    return [int(l.split()[-1]) for l in metrics_lines(port)
+    return [int(l.split()[-1]) for l in text.splitlines()
             if l.startswith("profiled_http_connections{")]
 
 
