@@ -27,15 +27,17 @@
 #define NAME_MAX_LEN 96
 
 #if defined(__SANITIZE_ADDRESS__)
-/* The sanitizer build's leak check skips messages libnats allocates: once in many runs,
- * closing a connection while an acknowledgement is still queued inside the library left
- * that reply (177 bytes, allocated and owned by libnats) unfreed at exit. libnats is built
- * without frame pointers, so the report's stack ends in the library and a narrower rule could
- * not be written; it also hides a leak of a message this file creates (docs/fuzzing.md). */
+/* The sanitizer build's leak check skips messages libnats allocates. Now and then (2 of 49
+ * runs of test_replication's publishing test on a busy machine) a message the library read
+ * from the server (natsMsg_create from natsConn_processMsg, on the connection's reading
+ * thread; 177 bytes) is unfreed at exit. libnats has no frame pointers, so with the default
+ * unwinder the report's stack ends at natsMsg_create and no narrower rule matches; the rule
+ * also hides a leak of a message this file creates. PS_REPORT_NATS_LEAKS=1 turns it off
+ * (docs/fuzzing.md). */
 const char *__lsan_default_suppressions(void);
 const char *__lsan_default_suppressions(void)
 {
-    return "leak:natsMsg_create\n";
+    return getenv("PS_REPORT_NATS_LEAKS") ? "" : "leak:natsMsg_create\n";
 }
 #endif
 
