@@ -53,8 +53,12 @@ def healthy_space(s, events):
 
 def healthy_and_damageable(s):
     """Space `t` (500 events, healthy) and space `s` (space_of_20k, to damage): returns a
-    userId of `t`, its token, then what space_of_20k returns."""
-    return healthy_space(s, 500) + space_of_20k(s)
+    userId of `t`, its token, then what space_of_20k returns, then the userIds of `s`'s log,
+    sorted."""
+    healthy = healthy_space(s, 500)
+    made = space_of_20k(s)
+    users = sorted(set(re.findall(r'"userId":"([^"]+)"', open(made[0]).read())))
+    return healthy + made + (users,)
 
 
 def server_without_leak_checks(s, *args):
@@ -412,8 +416,8 @@ def test_a_damaged_space_fails_its_reads_not_the_server():
     s = Store()
     srv = None
     try:
-        other, tok_t, log, space, pristine, tok_s = healthy_and_damageable(s)
-        users = sorted(set(re.findall(r'"userId":"([^"]+)"', open(log).read())))[:150]
+        other, tok_t, log, space, pristine, tok_s, users = healthy_and_damageable(s)
+        users = users[:150]
         base = "/v1/spaces/%s/collections/users/profiles/user_id:%s/%s"
         caught = 0
         for seed in range(16):
@@ -477,8 +481,7 @@ def test_a_regulation_on_damaged_pages_fails_itself_not_the_server():
     s = Store()
     srv = None
     try:
-        other, tok_t, log, space, pristine, tok_s = healthy_and_damageable(s)
-        users = sorted(set(re.findall(r'"userId":"([^"]+)"', open(log).read())))
+        other, tok_t, log, space, pristine, tok_s, users = healthy_and_damageable(s)
         reg = "/v1/spaces/s/regulations"
         outcomes = collections.Counter()
         for seed in range(16):
@@ -545,8 +548,7 @@ def test_damaged_pages_fail_the_request_or_command_not_the_process():
     s = Store()
     srv = None
     try:
-        other, tok_t, log, space, pristine, tok_s = healthy_and_damageable(s)
-        users = sorted(set(re.findall(r'"userId":"([^"]+)"', open(log).read())))
+        other, tok_t, log, space, pristine, tok_s, users = healthy_and_damageable(s)
         base = "/v1/spaces/s"
         calls = [("GET", base + "/filters", None), ("GET", base + "/regulations", None),
                  ("POST", base + "/filters", {"name": "f", "if": "match(userId, 'test-*')"}),
