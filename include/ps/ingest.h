@@ -63,8 +63,12 @@ size_t ps_ingest_pending(const ps_ingest *in);
  * outgrow what a batch touches, that is most of their pages whatever the batch's size, so a
  * batch that grows with the log keeps the pages written per message from growing with it. */
 size_t ps_ingest_batch_size(ps_ingest *in);
-/* Whether the open batch is full: it holds `batch` messages, or with 0 the default size. */
-bool ps_ingest_batch_full(ps_ingest *in, size_t batch);
+/* Whether the open batch is full: it holds `batch` messages, or with 0 the default size.
+ * `left` is about how many messages the input still holds (0: unknown). With the default
+ * size, a full batch that would leave fewer than a batch's worth behind is not full yet: it
+ * goes on to take them (up to PS_INGEST_BATCH_MAX in all), since a last, smaller commit
+ * would write about as many pages as a whole one. */
+bool ps_ingest_batch_full(ps_ingest *in, size_t batch, uint64_t left);
 
 /* True when the space has no log dictionary yet and the open batch holds enough messages to
  * train one: a bulk loader that commits now (once) has the rest of its messages compressed

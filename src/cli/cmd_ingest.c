@@ -33,6 +33,7 @@ typedef enum { IT_PAYLOAD, IT_SKIP } entry_kind;
 typedef struct entry {
     entry_kind kind;
     uint64_t line;
+    uint64_t end;      /* the file offset after the line */
     ps_prepared *prep; /* IT_PAYLOAD */
     ps_drop why;       /* IT_SKIP: unreadable (PS_DROP_NONE: over-long) */
 } entry;
@@ -78,6 +79,7 @@ typedef struct run {
     uint64_t said_line;
     _Atomic uint64_t bytes; /* of the current file read so far (the reader's count) */
     uint64_t total;         /* its size, 0 when unknown (a pipe) */
+    uint64_t batch_from;    /* the file offset where the open batch began */
     bool shown;             /* a progress line is on the terminal */
     queue q;
     chunk *filling;       /* the reader's */
@@ -185,7 +187,7 @@ static bool add(run *r, entry e, size_t bytes)
 
 /* ---- the reader thread ---- */
 
-static bool read_line(run *r, const char *line, size_t len, uint64_t number)
+static bool read_line(run *r, const char *line, size_t len, uint64_t number, uint64_t end)
 {
     while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
         len--;
@@ -195,7 +197,7 @@ static bool read_line(run *r, const char *line, size_t len, uint64_t number)
     if (skip == len)
         return true; /* blank line */
     if (len - skip > PS_BATCH_MAX_BYTES)
-        return add(r, (entry){IT_SKIP, number, NULL, PS_DROP_NONE}, 0);
+        return add(r, (entry){IT_SKIP, number, end, NULL, PS_DROP_NONE}, 0);
     uint8_t *json = ps_xmalloc(len - skip);
     memcpy(json, line + skip, len - skip);
     ps_prepare_opts po = {
@@ -217,13 +219,13 @@ static bool read_line(run *r, const char *line, size_t len, uint64_t number)
     else
         st = ps_ingest_prepare(r->sp, &po, json, len - skip, &prep, &refusal);
     if (st == PS_EINVAL || st == PS_ETOOBIG)
-        return add(r, (entry){IT_SKIP, number, NULL, refusal.why}, 0);
+        return add(r, (entry){IT_SKIP, number, end, NULL, refusal.why}, 0);
     if (st != PS_OK) {
         r->filling->rc = cli_fail(cli_exit_code(st), "%s:%llu: %s", r->file,
                                   (unsigned long long)number, ps_status_str(st));
         return false;
     }
-    return add(r, (entry){IT_PAYLOAD, number, prep, PS_DROP_NONE}, ps_prepared_bytes(prep));
+    return add(r, (entry){IT_PAYLOAD, number, end, prep, PS_DROP_NONE}, ps_prepared_bytes(prep));
 }
 
 static void *reader(void *arg)
@@ -231,8 +233,8 @@ static void *reader(void *arg)
     run *r = arg;
     char *buf = ps_xmalloc(READ_CHUNK + LINE_MAX_BYTES);
     size_t have = 0;
-    uint64_t number = 0;
-    bool discarding = false; /* inside an over-long line */
+    uint64_t number = 0, at = 0; /* `at`: the file offset of buf[0] */
+    bool discarding = false;     /* inside an over-long line */
     bool going = true;
     int read_errno = 0; /* why reading stopped early, when it did */
     for (;;) {
@@ -251,24 +253,26 @@ static void *reader(void *arg)
             if (discarding)
                 discarding = false;
             else
-                going = read_line(r, buf + start, len, number);
+                going = read_line(r, buf + start, len, number, at + start + len + 1);
             start += len + 1;
         }
         if (!going)
             break;
         memmove(buf, buf + start, have - start);
         have -= start;
+        at += start;
         if (have > LINE_MAX_BYTES) { /* bound memory: report and drop the rest of the line */
-            if (!discarding && !add(r, (entry){IT_SKIP, number + 1, NULL, PS_DROP_NONE}, 0))
+            if (!discarding && !add(r, (entry){IT_SKIP, number + 1, at, NULL, PS_DROP_NONE}, 0))
                 break;
             discarding = true;
+            at += have;
             have = 0;
         }
         if (n == 0)
             break;
     }
     if (going && have > 0 && !discarding)
-        going = read_line(r, buf, have, ++number);
+        going = read_line(r, buf, have, ++number, at + have);
     free(buf);
     ps_prepare_view_close(&r->view);
     /* the last chunk says how reading ended; after a stop nobody reads it */
@@ -381,6 +385,25 @@ static void progress_done(run *r)
     r->shown = false;
 }
 
+/* About how many messages the rest of the file holds, at the open batch's messages per byte;
+ * 0 when unknown (a pipe) or when the batch has none yet. */
+static uint64_t messages_left(const run *r, const entry *it)
+{
+    uint64_t taken = ps_ingest_pending(r->in);
+    if (r->total <= it->end || it->end <= r->batch_from || taken == 0)
+        return 0;
+    double per_byte = (double)taken / (double)(it->end - r->batch_from);
+    return (uint64_t)((double)(r->total - it->end) * per_byte) + 1;
+}
+
+/* Commits after the entry `it`, where the next batch begins. */
+static int commit_at(run *r, const entry *it)
+{
+    int rc = commit(r, it->line);
+    r->batch_from = it->end;
+    return rc;
+}
+
 static int take(run *r, const entry *it)
 {
     r->lines++;
@@ -407,11 +430,11 @@ static int take(run *r, const entry *it)
     if (st != PS_OK)
         return cli_fail(cli_exit_code(st), "%s:%llu: %s%s; the open batch was not stored", r->file,
                         (unsigned long long)it->line, ps_status_str(st), cli_status_hint(st));
-    if (ps_ingest_batch_full(r->in, r->batch))
-        return commit(r, it->line);
+    if (ps_ingest_batch_full(r->in, r->batch, messages_left(r, it)))
+        return commit_at(r, it);
     if (!r->dict_tried && ps_ingest_dict_due(r->in)) {
         r->dict_tried = true; /* once: a space whose messages are too uniform trains none */
-        return commit(r, it->line);
+        return commit_at(r, it);
     }
     return EXIT_OK;
 }
@@ -607,6 +630,7 @@ int cmd_ingest(cli *c)
         r.total = fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode) ? (uint64_t)sb.st_size : 0;
         atomic_store(&r.bytes, 0);
         r.file_lines = 0;
+        r.batch_from = 0; /* each file ends with a commit */
         r.file_started_ms = ps_clock_now_ms();
         rc = ingest_stream(&r, f);
         progress_done(&r);

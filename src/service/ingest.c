@@ -806,9 +806,14 @@ size_t ps_ingest_batch_size(ps_ingest *in)
                                            : (size_t)quarter;
 }
 
-bool ps_ingest_batch_full(ps_ingest *in, size_t batch)
+bool ps_ingest_batch_full(ps_ingest *in, size_t batch, uint64_t left)
 {
-    return in->pending_messages >= (batch ? batch : ps_ingest_batch_size(in));
+    size_t size = batch ? batch : ps_ingest_batch_size(in);
+    if (in->pending_messages < size)
+        return false;
+    bool fold = batch == 0 && in->shared == 0 && left > 0 && left < size &&
+                in->pending_messages + left <= PS_INGEST_BATCH_MAX;
+    return !fold;
 }
 
 bool ps_ingest_dict_due(const ps_ingest *in)

@@ -595,11 +595,39 @@ static void bulk_batch_grows_with_the_log(void)
         CHECK_EQ_INT(ps_ingest_payload(ts.in, (const uint8_t *)line, (size_t)n, 1, &why), PS_OK);
         CHECK_EQ_INT(ps_ingest_pending(ts.in), 1);
         CHECK_EQ_INT(ps_ingest_batch_size(ts.in), sizes[i]);
-        CHECK(!ps_ingest_batch_full(ts.in, 0));
-        CHECK(ps_ingest_batch_full(ts.in, 1));
-        CHECK(!ps_ingest_batch_full(ts.in, 2));
+        CHECK(!ps_ingest_batch_full(ts.in, 0, 0));
+        CHECK(ps_ingest_batch_full(ts.in, 1, 0));
+        CHECK(!ps_ingest_batch_full(ts.in, 2, 0));
         CHECK_EQ_INT(ps_ingest_commit(ts.in), PS_OK);
     }
+end:
+    tspace_close(&ts);
+}
+
+/* A full default batch that would leave less than a batch behind takes the rest instead; an
+ * unknown rest, a whole batch's worth left, or an explicit size commit where they are. */
+static void bulk_batch_takes_a_short_rest(void)
+{
+    tspace ts;
+    tspace_open(&ts, NULL);
+    ps_drop why;
+    char line[160];
+    for (int i = 0; i < PS_INGEST_BATCH_MIN; i++) {
+        int n = snprintf(line, sizeof line,
+                         "{\"type\":\"track\",\"event\":\"e\",\"userId\":\"u%d\","
+                         "\"messageId\":\"rest-%d\"}",
+                         i % 100, i);
+        CHECK_EQ_INT(ps_ingest_payload(ts.in, (const uint8_t *)line, (size_t)n, 1, &why), PS_OK);
+        if (i + 1 < PS_INGEST_BATCH_MIN)
+            CHECK(!ps_ingest_batch_full(ts.in, 0, 1));
+    }
+    CHECK_EQ_INT(ps_ingest_batch_size(ts.in), PS_INGEST_BATCH_MIN);
+    CHECK(ps_ingest_batch_full(ts.in, 0, 0));
+    CHECK(!ps_ingest_batch_full(ts.in, 0, 1));
+    CHECK(!ps_ingest_batch_full(ts.in, 0, PS_INGEST_BATCH_MIN - 1));
+    CHECK(ps_ingest_batch_full(ts.in, 0, PS_INGEST_BATCH_MIN));
+    CHECK(ps_ingest_batch_full(ts.in, PS_INGEST_BATCH_MIN, 1));
+    CHECK_EQ_INT(ps_ingest_commit(ts.in), PS_OK);
 end:
     tspace_close(&ts);
 }
@@ -622,6 +650,7 @@ static const test_case tests[] = {
     {"log_keeps_old_events", log_keeps_old_events},
     {"segment_ids_are_deterministic", segment_ids_are_deterministic},
     {"bulk_batch_grows_with_the_log", bulk_batch_grows_with_the_log},
+    {"bulk_batch_takes_a_short_rest", bulk_batch_takes_a_short_rest},
     {"appends_survive_rewrites_and_drops", appends_survive_rewrites_and_drops},
 };
 TEST_MAIN(tests)
