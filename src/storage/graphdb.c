@@ -4,6 +4,7 @@
 #include "store_int.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,10 +39,25 @@ static ps_status decode_profile(ps_txn *t, uint64_t seq, const MDB_val *v, ps_pr
 }
 
 /* A write transaction keeps the profile records it reads and writes in memory (an event
- * reads its profiles several times and updates one), decoded, and writes each changed record
- * once, in sequence order, before it commits or scans profiles. */
-#define PCACHE_MAX 32768 /* records; past it the changed ones are written and all dropped */
-#define PCACHE_BLOCK 256 /* records are allocated this many at a time, never moved */
+ * reads its profiles several times and updates one), and writes each changed record once, in
+ * sequence order, before it commits or scans profiles. A cached record holds the numbers and
+ * the six strings packed one after another (328 bytes, against 1,456 for a ps_profile
+ * with its fixed arrays), so that the cache's records stay few cache lines each. */
+#define PCACHE_MAX 131072 /* records; past it the changed ones are written and all dropped */
+#define PCACHE_BLOCK 256  /* records are allocated this many at a time, never moved */
+#define PC_STRS 6
+#define PC_TEXT 240 /* the strings' bytes held in the record; longer ones go to the heap */
+
+typedef struct pcache_rec {
+    uint64_t parent, merged_into, created_by;
+    int64_t created_ms, updated_ms, merged_ms;
+    uint32_t member_count, mapping_count;
+    uint8_t collection;
+    uint16_t len[PC_STRS]; /* without the NUL */
+    uint32_t heap_cap;     /* bytes at `heap` (0: none) */
+    char *heap;            /* the strings when they do not fit `text` */
+    char text[PC_TEXT];
+} pcache_rec;
 
 typedef struct pcache_slot {
     uint64_t seq;
@@ -52,12 +68,78 @@ typedef struct pcache_slot {
 typedef struct pcache {
     pcache_slot *slots;
     size_t cap, count;
-    ps_profile *blocks[PCACHE_MAX / PCACHE_BLOCK];
+    pcache_rec *blocks[PCACHE_MAX / PCACHE_BLOCK];
 } pcache;
 
-static ps_profile *pc_rec(pcache *c, uint32_t i)
+static pcache_rec *pc_rec(pcache *c, uint32_t i)
 {
     return &c->blocks[i / PCACHE_BLOCK][i % PCACHE_BLOCK];
+}
+
+/* Where a profile's strings are, in the order a record packs them. */
+static const size_t pc_fields[PC_STRS] = {
+    offsetof(ps_profile, segment_id),      offsetof(ps_profile, first_message_id),
+    offsetof(ps_profile, last_message_id), offsetof(ps_profile, first_source_id),
+    offsetof(ps_profile, last_source_id),  offsetof(ps_profile, merged_by_message_id),
+};
+
+static const char *pc_text(const pcache_rec *r)
+{
+    return r->heap_cap ? r->heap : r->text;
+}
+
+static void pc_store(pcache_rec *r, const ps_profile *p)
+{
+    size_t total = 0;
+    for (int i = 0; i < PC_STRS; i++) {
+        r->len[i] = (uint16_t)strlen((const char *)p + pc_fields[i]);
+        total += r->len[i] + 1u;
+    }
+    char *to = r->text;
+    if (total > PC_TEXT) {
+        if (r->heap_cap < total) {
+            free(r->heap);
+            r->heap = ps_xmalloc(total);
+            r->heap_cap = (uint32_t)total;
+        }
+        to = r->heap;
+    } else if (r->heap_cap) { /* back to the record's own bytes */
+        free(r->heap);
+        r->heap = NULL;
+        r->heap_cap = 0;
+    }
+    for (int i = 0; i < PC_STRS; i++) {
+        memcpy(to, (const char *)p + pc_fields[i], r->len[i] + 1u);
+        to += r->len[i] + 1u;
+    }
+    r->parent = p->parent;
+    r->merged_into = p->merged_into;
+    r->created_by = p->created_by;
+    r->created_ms = p->created_ms;
+    r->updated_ms = p->updated_ms;
+    r->merged_ms = p->merged_ms;
+    r->member_count = p->member_count;
+    r->mapping_count = p->mapping_count;
+    r->collection = p->collection;
+}
+
+static void pc_load(const pcache_rec *r, uint64_t seq, ps_profile *p)
+{
+    const char *from = pc_text(r);
+    for (int i = 0; i < PC_STRS; i++) {
+        memcpy((char *)p + pc_fields[i], from, r->len[i] + 1u);
+        from += r->len[i] + 1u;
+    }
+    p->seq = seq;
+    p->parent = r->parent;
+    p->merged_into = r->merged_into;
+    p->created_by = r->created_by;
+    p->created_ms = r->created_ms;
+    p->updated_ms = r->updated_ms;
+    p->merged_ms = r->merged_ms;
+    p->member_count = r->member_count;
+    p->mapping_count = r->mapping_count;
+    p->collection = r->collection;
 }
 
 static size_t pc_hash(uint64_t seq, size_t cap)
@@ -70,6 +152,8 @@ void st_profiles_drop(ps_txn *t)
     pcache *c = t->pc;
     if (c == NULL)
         return;
+    for (size_t i = 0; i < c->count; i++)
+        free(pc_rec(c, (uint32_t)i)->heap);
     for (size_t i = 0; i < PCACHE_MAX / PCACHE_BLOCK && c->blocks[i]; i++)
         free(c->blocks[i]);
     free(c->slots);
@@ -77,8 +161,8 @@ void st_profiles_drop(ps_txn *t)
     t->pc = NULL;
 }
 
-/* The slot of `seq`, or (insert) a new one with a record for it; NULL when absent and not
- * inserting. Never called to insert with PCACHE_MAX records in. */
+/* The slot of `seq`, or (insert) a new one with an empty record for it; NULL when absent and
+ * not inserting. Never called to insert with PCACHE_MAX records in. */
 static pcache_slot *pc_slot(ps_txn *t, uint64_t seq, bool insert)
 {
     pcache *c = t->pc;
@@ -113,34 +197,35 @@ static pcache_slot *pc_slot(ps_txn *t, uint64_t seq, bool insert)
             PS_ASSERT(c->count < PCACHE_MAX);
             uint32_t r = (uint32_t)c->count++;
             if (c->blocks[r / PCACHE_BLOCK] == NULL)
-                c->blocks[r / PCACHE_BLOCK] = ps_xmalloc(PCACHE_BLOCK * sizeof(ps_profile));
+                c->blocks[r / PCACHE_BLOCK] = ps_xmalloc(PCACHE_BLOCK * sizeof(pcache_rec));
+            pcache_rec *fresh = pc_rec(c, r);
+            fresh->heap = NULL;
+            fresh->heap_cap = 0;
             c->slots[i] = (pcache_slot){seq, r, false};
-            pc_rec(c, r)->seq = seq;
             return &c->slots[i];
         }
     }
 }
 
-static ps_status profile_write(ps_txn *t, const ps_profile *p)
+static ps_status profile_write(ps_txn *t, uint64_t seq, const pcache_rec *r)
 {
     mpack pk = pk_begin(t, 15);
-    mp_uint(&pk, p->parent);
-    mp_uint(&pk, p->merged_into);
-    mp_uint(&pk, p->collection);
-    mp_uint(&pk, p->member_count);
-    mp_uint(&pk, p->mapping_count);
-    mp_int(&pk, p->created_ms);
-    mp_int(&pk, p->updated_ms);
-    mp_int(&pk, p->merged_ms);
-    mp_cstr(&pk, p->segment_id);
-    mp_cstr(&pk, p->first_message_id);
-    mp_cstr(&pk, p->last_message_id);
-    mp_cstr(&pk, p->first_source_id);
-    mp_cstr(&pk, p->last_source_id);
-    mp_cstr(&pk, p->merged_by_message_id);
-    mp_uint(&pk, p->created_by);
+    mp_uint(&pk, r->parent);
+    mp_uint(&pk, r->merged_into);
+    mp_uint(&pk, r->collection);
+    mp_uint(&pk, r->member_count);
+    mp_uint(&pk, r->mapping_count);
+    mp_int(&pk, r->created_ms);
+    mp_int(&pk, r->updated_ms);
+    mp_int(&pk, r->merged_ms);
+    const char *s = pc_text(r);
+    for (int i = 0; i < PC_STRS; i++) {
+        mp_str(&pk, s, r->len[i]);
+        s += r->len[i] + 1u;
+    }
+    mp_uint(&pk, r->created_by);
     key_reset(t);
-    key_u64(t, p->seq);
+    key_u64(t, seq);
     return put_val(t, DB_PROFILE);
 }
 
@@ -164,7 +249,7 @@ ps_status st_profiles_flush(ps_txn *t, bool drop)
     qsort(dirty, n, sizeof *dirty, cmp_slot_seq);
     ps_status st = PS_OK;
     for (size_t i = 0; i < n && st == PS_OK; i++) {
-        st = profile_write(t, pc_rec(c, dirty[i]->rec));
+        st = profile_write(t, dirty[i]->seq, pc_rec(c, dirty[i]->rec));
         dirty[i]->dirty = false;
     }
     free(dirty);
@@ -177,7 +262,7 @@ ps_status ps_store_profile_get(ps_txn *t, uint64_t seq, ps_profile *out)
 {
     pcache_slot *slot = t->write && seq ? pc_slot(t, seq, false) : NULL;
     if (slot) {
-        *out = *pc_rec(t->pc, slot->rec);
+        pc_load(pc_rec(t->pc, slot->rec), seq, out);
         return PS_OK;
     }
     key_reset(t);
@@ -188,7 +273,7 @@ ps_status ps_store_profile_get(ps_txn *t, uint64_t seq, ps_profile *out)
         st = decode_profile(t, seq, &v, out);
     if (st == PS_OK && t->write && seq && (t->pc == NULL || t->pc->count < PCACHE_MAX)) {
         pcache_slot *in = pc_slot(t, seq, true);
-        *pc_rec(t->pc, in->rec) = *out;
+        pc_store(pc_rec(t->pc, in->rec), out);
     }
     return st;
 }
@@ -226,7 +311,7 @@ ps_status ps_store_profile_put(ps_txn *t, const ps_profile *p)
             return st;
     }
     pcache_slot *slot = pc_slot(t, p->seq, true);
-    *pc_rec(t->pc, slot->rec) = *p;
+    pc_store(pc_rec(t->pc, slot->rec), p);
     slot->dirty = true;
     return PS_OK;
 }

@@ -632,6 +632,74 @@ end:
     tspace_close(&ts);
 }
 
+/* The write transaction's profile cache gives back what was put, field for field: strings
+ * that fit its record, ones too long for it (held on the heap), and short ones again; and the
+ * commit writes the last of them. */
+static void profile_cache_round_trip(void)
+{
+    tspace ts;
+    tspace_open(&ts, NULL);
+    static ps_profile want, got; /* 1.4 KB each */
+    char long_id[PS_ID_BYTES];
+    memset(long_id, 'x', sizeof long_id - 1);
+    long_id[sizeof long_id - 1] = '\0';
+    ps_txn *t = NULL;
+    CHECK_EQ_INT(ps_txn_begin(ps_space_store(ts.sp), true, &t), PS_OK);
+    memset(&want, 0, sizeof want);
+    want.seq = 7777;
+    want.parent = 3;
+    want.merged_into = 3;
+    want.collection = 1;
+    want.member_count = 2;
+    want.mapping_count = 9;
+    want.created_ms = 1000;
+    want.updated_ms = 2000;
+    want.merged_ms = 3000;
+    want.created_by = 42;
+    snprintf(want.segment_id, sizeof want.segment_id, "use_012345678901234567890123456");
+    const char *lasts[] = {"short", long_id, "m-2", long_id + 300};
+    for (int round = 0; round < 4; round++) {
+        snprintf(want.first_message_id, sizeof want.first_message_id, "%s",
+                 round == 1 ? long_id : "first");
+        snprintf(want.last_message_id, sizeof want.last_message_id, "%s", lasts[round]);
+        snprintf(want.first_source_id, sizeof want.first_source_id, "src_%d", round);
+        snprintf(want.last_source_id, sizeof want.last_source_id, "src_last");
+        snprintf(want.merged_by_message_id, sizeof want.merged_by_message_id, "%s",
+                 round == 3 ? long_id + 100 : "");
+        want.updated_ms = 2000 + round;
+        CHECK_EQ_INT(ps_store_profile_put(t, &want), PS_OK);
+        memset(&got, 0xa5, sizeof got);
+        CHECK_EQ_INT(ps_store_profile_get(t, want.seq, &got), PS_OK);
+        CHECK(got.seq == want.seq && got.parent == want.parent &&
+              got.merged_into == want.merged_into && got.collection == want.collection);
+        CHECK(got.member_count == want.member_count && got.mapping_count == want.mapping_count);
+        CHECK(got.created_ms == want.created_ms && got.updated_ms == want.updated_ms &&
+              got.merged_ms == want.merged_ms && got.created_by == want.created_by);
+        CHECK_EQ_STR(got.segment_id, want.segment_id);
+        CHECK_EQ_STR(got.first_message_id, want.first_message_id);
+        CHECK_EQ_STR(got.last_message_id, want.last_message_id);
+        CHECK_EQ_STR(got.first_source_id, want.first_source_id);
+        CHECK_EQ_STR(got.last_source_id, want.last_source_id);
+        CHECK_EQ_STR(got.merged_by_message_id, want.merged_by_message_id);
+        uint64_t parent = 0;
+        CHECK_EQ_INT(ps_store_profile_parent(t, want.seq, &parent), PS_OK);
+        CHECK(parent == want.parent);
+    }
+    CHECK_EQ_INT(ps_txn_commit(t), PS_OK);
+    t = NULL;
+    CHECK_EQ_INT(ps_txn_begin(ps_space_store(ts.sp), false, &t), PS_OK);
+    memset(&got, 0, sizeof got);
+    CHECK_EQ_INT(ps_store_profile_get(t, want.seq, &got), PS_OK);
+    CHECK(got.updated_ms == 2003 && got.created_by == 42);
+    CHECK_EQ_STR(got.last_message_id, long_id + 300);
+    CHECK_EQ_STR(got.merged_by_message_id, long_id + 100);
+    CHECK_EQ_STR(got.first_source_id, "src_3");
+end:
+    if (t)
+        ps_txn_abort(t);
+    tspace_close(&ts);
+}
+
 static const test_case tests[] = {
     {"identifier_cache_follows_commits_and_aborts", identifier_cache_follows_commits_and_aborts},
     {"priority_example_7_2", priority_example_7_2},
@@ -651,6 +719,7 @@ static const test_case tests[] = {
     {"segment_ids_are_deterministic", segment_ids_are_deterministic},
     {"bulk_batch_grows_with_the_log", bulk_batch_grows_with_the_log},
     {"bulk_batch_takes_a_short_rest", bulk_batch_takes_a_short_rest},
+    {"profile_cache_round_trip", profile_cache_round_trip},
     {"appends_survive_rewrites_and_drops", appends_survive_rewrites_and_drops},
 };
 TEST_MAIN(tests)
