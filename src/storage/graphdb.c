@@ -48,6 +48,14 @@ static ps_status decode_profile(ps_txn *t, uint64_t seq, const MDB_val *v, ps_pr
 #define PC_STRS 6
 #define PC_TEXT 240 /* the strings' bytes held in the record; longer ones go to the heap */
 
+/* The numbers a record keeps, each under its ps_profile name. */
+/* clang-format off */
+#define PC_NUMBERS(X)                                                                              \
+    X(parent) X(merged_into) X(created_by)                                                         \
+    X(created_ms) X(updated_ms) X(merged_ms)                                                       \
+    X(member_count) X(mapping_count) X(collection)
+/* clang-format on */
+
 typedef struct pcache_rec {
     uint64_t parent, merged_into, created_by;
     int64_t created_ms, updated_ms, merged_ms;
@@ -112,15 +120,9 @@ static void pc_store(pcache_rec *r, const ps_profile *p)
         memcpy(to, (const char *)p + pc_fields[i], r->len[i] + 1u);
         to += r->len[i] + 1u;
     }
-    r->parent = p->parent;
-    r->merged_into = p->merged_into;
-    r->created_by = p->created_by;
-    r->created_ms = p->created_ms;
-    r->updated_ms = p->updated_ms;
-    r->merged_ms = p->merged_ms;
-    r->member_count = p->member_count;
-    r->mapping_count = p->mapping_count;
-    r->collection = p->collection;
+#define PC_TO_REC(f) r->f = p->f;
+    PC_NUMBERS(PC_TO_REC)
+#undef PC_TO_REC
 }
 
 static void pc_load(const pcache_rec *r, uint64_t seq, ps_profile *p)
@@ -131,15 +133,9 @@ static void pc_load(const pcache_rec *r, uint64_t seq, ps_profile *p)
         from += r->len[i] + 1u;
     }
     p->seq = seq;
-    p->parent = r->parent;
-    p->merged_into = r->merged_into;
-    p->created_by = r->created_by;
-    p->created_ms = r->created_ms;
-    p->updated_ms = r->updated_ms;
-    p->merged_ms = r->merged_ms;
-    p->member_count = r->member_count;
-    p->mapping_count = r->mapping_count;
-    p->collection = r->collection;
+#define PC_TO_PROFILE(f) p->f = r->f;
+    PC_NUMBERS(PC_TO_PROFILE)
+#undef PC_TO_PROFILE
 }
 
 static size_t pc_hash(uint64_t seq, size_t cap)
