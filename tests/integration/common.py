@@ -232,6 +232,16 @@ class Server:
         assert default is not None, "no %s in /metrics" % series
         return default
 
+    def wait_metric(self, series, ok, seconds=30):
+        """Waits until `ok` holds for the value of one series of /metrics (see metric), at most
+        `seconds` (scaled like every test timeout); returns the value."""
+        import time
+        deadline = time.monotonic() + seconds * float(os.environ.get("PS_TEST_TIMEOUT_MULT", "1"))
+        while not ok(value := self.metric(series)):
+            assert time.monotonic() < deadline, "%s stayed at %d" % (series, value)
+            time.sleep(0.02)
+        return value
+
     def track(self, route, body, write_key=None, **kw):
         """POST to the Tracking API (on the ingest listener when there is one)."""
         return self.request("POST", "/v1/" + route, write_key, body=body,

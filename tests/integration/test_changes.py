@@ -317,10 +317,7 @@ def test_http_route_and_long_poll():
                 return srv.metric('profiled_requests_total{route="changes",status="200"}', 0)
 
             def until_waiting(n):  # the server has read the poll and parked it
-                deadline = time.monotonic() + 30 * MULT
-                while (waiting := srv.metric("profiled_changes_polls_waiting")) != n:
-                    assert time.monotonic() < deadline, "polls waiting: %d, not %d" % (waiting, n)
-                    time.sleep(0.02)
+                srv.wait_metric("profiled_changes_polls_waiting", lambda waiting: waiting == n)
 
             until_waiting(0)  # the polls above are over
             before = answered()

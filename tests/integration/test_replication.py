@@ -298,8 +298,9 @@ def test_three_nodes_converge_through_failures():
             assert len(ids) == len(set(ids)), "a message was applied twice"
             # every acknowledged message is there, but what the regulation erased
             missing = acked - set(ids)
-            assert missing == erased, "node store %s: acknowledged yet absent: %s; erased yet there: %s" % (
-                st.dir, sorted(missing - erased)[:5], sorted(erased - missing)[:5])
+            assert missing == erased, (
+                "store %s: acknowledged yet absent: %s; erased yet there: %s"
+                % (st.dir, sorted(missing - erased)[:5], sorted(erased - missing)[:5]))
             logs.append(log)
             exports.append(st.ctl("export", "s").stdout)
             p = st.ctl("check", "s", check=False)
