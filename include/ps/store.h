@@ -47,6 +47,15 @@ const char *ps_store_name(const ps_store *s);
 /* Map size in bytes and bytes in use, for metrics and errors. */
 void ps_store_usage(ps_store *s, uint64_t *map_bytes, uint64_t *used_bytes);
 
+/* Whether the store's commits write the data file back in steps of a few milliseconds each
+ * before they sync it, rather than in one burst (src/storage/writeback.c): another file's
+ * sync on the same disk, such as the server's journal, then waits for one step, not for the
+ * whole commit. A commit takes about a tenth longer. Off by default; the server turns it on
+ * for a space whose journal it writes. */
+void ps_store_pace_writeback(ps_store *s, bool on);
+/* Steps taken by paced commits in this process (for tests). */
+uint64_t ps_store_writeback_steps(void);
+
 /* One read or write transaction. Write transactions are serialized by LMDB (one writer per
  * environment, across processes). Commit makes the whole transaction durable at once. */
 ps_status ps_txn_begin(ps_store *s, bool write, ps_txn **out);

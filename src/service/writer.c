@@ -915,6 +915,8 @@ static ps_status replicated_start(ps_space *sp, uint64_t *applied, bool *fresh)
 /* Frees a writer whose threads have ended (or never started). */
 static void writer_release(ps_writer *w)
 {
+    if (!w->o.repl)
+        ps_store_pace_writeback(ps_space_store(w->space), false);
     ps_ingest_end(w->in);
     ps_journal_close(w->journal);
     ps_repl_pub_close(w->pub);
@@ -974,6 +976,10 @@ ps_status ps_writer_start(ps_space *sp, const ps_writer_opts *opts, ps_writer **
         free(w);
         return st;
     }
+    /* commits write back in steps, so that the journal's syncs, which acknowledge, wait for
+     * one step of the store's pages and not for a whole commit */
+    if (!w->o.repl)
+        ps_store_pace_writeback(ps_space_store(sp), true);
     w->acked = w->applied = applied;
     pthread_mutex_init(&w->lock, NULL);
     pthread_mutex_init(&w->admin_lock, NULL);

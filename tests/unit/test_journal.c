@@ -234,6 +234,45 @@ end:
     tspace_close(&ts);
 }
 
+/* While a server's writer runs, the store's commits write its pages back in steps before
+ * LMDB's sync (src/storage/writeback.c): the steps show that LMDB's fdatasync call reached
+ * the store's own. Once the writer stops, commits sync in one go again. */
+static void a_writer_paces_the_store_commits(void)
+{
+    tspace ts;
+    tspace_open(&ts, NULL);
+    const char *body = "{\"batch\":[{\"type\":\"identify\",\"userId\":\"w1\",\"messageId\":\"w-a\"}]}";
+    size_t len = strlen(body);
+    uint8_t *json = ps_xmalloc(len);
+    memcpy(json, body, len);
+    ps_prepare_opts po = {.source_id = "src", .now_ms = 1700000000000LL, .require_batch = true};
+    ps_prepare_refusal refusal;
+    ps_prepared *p = NULL;
+    CHECK_EQ_INT(ps_ingest_prepare(ts.sp, &po, json, len, &p, &refusal), PS_OK);
+    uint64_t before = ps_store_writeback_steps();
+    ps_writer *w = NULL;
+    ps_writer_opts wo = {0};
+    CHECK_EQ_INT(ps_writer_start(ts.sp, &wo, &w), PS_OK);
+    ps_status got = (ps_status)1; /* not a status: the callback has not run */
+    CHECK_EQ_INT(ps_writer_submit(w, p, done_cb, &got), PS_OK);
+    p = NULL;
+    for (int i = 0; i < 10000 && got == (ps_status)1; i++)
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    CHECK_EQ_INT(got, PS_OK);
+    CHECK(ps_writer_await(w, 10000));
+    ps_writer_free(w);
+    CHECK(tspace_find(&ts, "user_id:w1") != 0);
+    uint64_t during = ps_store_writeback_steps();
+    CHECK(during > before);
+    CHECK_EQ_INT(tspace_ingest(&ts, "{\"type\":\"identify\",\"userId\":\"w2\",\"messageId\":\"w-b\"}"),
+                 PS_OK);
+    CHECK(tspace_find(&ts, "user_id:w2") != 0);
+    CHECK_EQ_INT(ps_store_writeback_steps(), during);
+end:
+    ps_prepared_free(p);
+    tspace_close(&ts);
+}
+
 /* Replicated spaces: a payload's messages travel as one framed stream record, keyed by the
  * lone messageId or a digest; applying it resolves every message, a record cut short applies
  * what it holds whole and counts the rest unreadable, and the stream mark commits with it. */
@@ -309,6 +348,7 @@ static const test_case tests[] = {
     {"a_damaged_record_is_skipped", a_damaged_record_is_skipped},
     {"recovery_applies_what_was_acknowledged", recovery_applies_what_was_acknowledged},
     {"stream_records_apply_and_mark", stream_records_apply_and_mark},
+    {"a_writer_paces_the_store_commits", a_writer_paces_the_store_commits},
 };
 
 TEST_MAIN(tests)
