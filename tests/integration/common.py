@@ -90,13 +90,29 @@ def _sdk_install_locked(module):
 
 
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port on 127.0.0.1 that was free a moment ago, taken below the kernel's ephemeral
+    range. A port from that range (what binding port 0 gives) may become, before the server
+    meant for it binds it, the source port of any outgoing connection: a NATS server of a
+    test cluster dialing a peer that is not up yet took its own peer's port that way."""
+    import random
     import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    pick = random.SystemRandom()
+    for _ in range(1000 if ephemeral > 11024 else 0):
+        port = pick.randrange(10000, ephemeral)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    with socket.socket() as s:  # no room below the range: any free port
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def write_lock_owner(env):
