@@ -113,8 +113,11 @@ ps_status http_registry_get(registry *r, const char *name, ps_space **out)
     if (st == PS_OK)
         *out = sp;
     /* replicated, every space applies its stream from the start; otherwise imports a stopped
-     * server accepted need the writer that runs them */
-    if (st == PS_OK && opened && (r->wopts.repl || ps_import_any_pending(sp)))
+     * server accepted need the writer that runs them, and so does a journal a server that
+     * died left behind: its writer applies it as it starts, so that the request which opened
+     * the space, a read as much as a write, sees everything acknowledged before the crash */
+    if (st == PS_OK && opened &&
+        (r->wopts.repl || ps_import_any_pending(sp) || ps_writer_journal_present(sp)))
         (void)http_registry_writer(r, sp);
     return st;
 }
