@@ -56,13 +56,9 @@ def row(name, value, ceiling="", ratio="", target="", note=""):
     log("%s: %s %s" % (name, value, note))
 
 
-def free_port():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
+                                "integration"))
+from common import free_port  # noqa: E402  below the ephemeral ports, which a NATS route may take
 
 
 class Profiled:
