@@ -330,7 +330,8 @@ void ps_store_close(ps_store *s)
     ZSTD_freeCDict(s->cdict);
     for (int i = 0; i < 256; i++)
         ZSTD_freeDDict(s->ddict[i]);
-    st_writeback_forget(s); /* before LMDB closes the descriptor, which may be reused */
+    /* its descriptor's mark goes before LMDB closes it: the number may be reused */
+    ps_store_pace_writeback(s, false);
     mdb_env_close(s->env);
     free(s->name);
     free(s);

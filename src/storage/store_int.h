@@ -85,7 +85,6 @@ struct ps_store {
     _Atomic(bool) ahead_stop; /* tells that thread to stop: the store closes, or a write audited */
     const char *map;          /* where LMDB mapped the data file, when known (map_find) */
     size_t map_size;
-    bool paced; /* its commits write back in steps (writeback.c) */
 };
 
 struct ps_txn {
@@ -415,8 +414,6 @@ static inline int put_format(MDB_txn *txn, MDB_dbi meta, int format)
  * another running process that keeps the writer lock of a damaged store (else 0); and this
  * thread's open write transaction, which a guard marks broken when LMDB is cut short in it. */
 void st_on_lmdb_assert(MDB_env *env, const char *msg);
-/* writeback.c: before the store closes, its descriptor is no longer paced. */
-void st_writeback_forget(ps_store *s);
 void st_map_find(ps_store *s, const void *inside);
 long st_writer_note_holder(ps_store *s);
 void st_writing(ps_txn *t, bool begun);

@@ -57,16 +57,8 @@ static void mark(int fd, bool on)
 void ps_store_pace_writeback(ps_store *s, bool on)
 {
     int fd;
-    if (s && mdb_env_get_fd(s->env, &fd) == 0) {
+    if (s && mdb_env_get_fd(s->env, &fd) == 0)
         mark(fd, on);
-        s->paced = on;
-    }
-}
-
-void st_writeback_forget(ps_store *s)
-{
-    if (s->paced)
-        ps_store_pace_writeback(s, false);
 }
 
 uint64_t ps_store_writeback_steps(void)
