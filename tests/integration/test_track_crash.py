@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 
-from common import Store, run_tests, tool
+from common import Server, Store, run_tests, tool
 
 SPACE = "crash"
 USERS = 50
@@ -22,9 +22,9 @@ ROUNDS = 4
 MULT = float(os.environ.get("PS_TEST_TIMEOUT_MULT", "1"))
 
 
-def start(store, *args):
+def start(store):
     proc = subprocess.Popen([tool("profiled"), "--data", store.dir, "--listen", "127.0.0.1:0",
-                             "--threads", "2", *args], stderr=subprocess.PIPE, text=True)
+                             "--threads", "2"], stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
         if "msg=listening" in line:
             port = int(line.split(" listen=")[1].split()[0].rsplit(":", 1)[1])
@@ -112,42 +112,31 @@ def test_a_read_after_a_crash_sees_what_was_acknowledged():
     API read, before any write: opening the space applies the journal, so the read sees them,
     and the journal's files are gone."""
     st = Store()
-    proc = None
+    srv = None
     try:
         st.ctl("space", "create", SPACE)
         key = st.ctl("source", "create", SPACE).stdout.strip()
         token = st.ctl("token", "create", SPACE).stdout.strip()
-        proc, port = start(st, "--batch-ms", "60000")
-        body = json.dumps({"batch": [
+        srv = Server(st, "--batch-ms", "60000")
+        status, _, body = srv.track("batch", {"batch": [
             {"type": "identify", "userId": "after-crash", "messageId": "ac-%d" % k,
-             "traits": {"n": k}} for k in range(3)]})
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30 * MULT)
-        conn.request("POST", "/v1/batch", body=body, headers={
-            "Authorization": "Basic " + base64.b64encode((key + ":").encode()).decode(),
-            "Content-Type": "application/json"})
-        r = conn.getresponse()
-        assert r.status == 200, r.read()
-        r.read()
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+             "traits": {"n": k}} for k in range(3)]}, key)
+        assert status == 200, body
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait(timeout=30)
         space_dir = os.path.join(st.dir, "spaces", SPACE)
         assert any(n.startswith("journal-") for n in os.listdir(space_dir)), os.listdir(space_dir)
-        proc, port = start(st)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30 * MULT)
-        conn.request("GET", "/v1/spaces/%s/collections/users/profiles/user_id:after-crash/traits"
-                     % SPACE, headers={
-                         "Authorization": "Basic " + base64.b64encode(
-                             (token + ":").encode()).decode()})
-        r = conn.getresponse()
-        data = r.read()
-        assert r.status == 200, (r.status, data)
-        assert json.loads(data)["traits"] == {"n": 2}, data
+        srv = Server(st)
+        status, _, body = srv.get("/v1/spaces/%s/collections/users/profiles/user_id:after-crash/"
+                                  "traits" % SPACE, token)
+        assert status == 200, (status, body)
+        assert body["traits"] == {"n": 2}, body
         assert not any(n.startswith("journal-") for n in os.listdir(space_dir)), \
             os.listdir(space_dir)
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if srv is not None and srv.proc.poll() is None:
+            srv.proc.kill()
+            srv.proc.wait()
         st.close()
 
 
