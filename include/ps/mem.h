@@ -36,6 +36,9 @@ void ps_buf_init(ps_buf *b);
 void ps_buf_clear(ps_buf *b); /* frees the memory; the buf may be reused after */
 void ps_buf_reset(ps_buf *b); /* len = 0, keeps the memory */
 void ps_buf_reserve(ps_buf *b, size_t extra);
+/* Gives back the room past len (and its NUL), for a buffer that is done growing and will be
+ * kept a while. */
+void ps_buf_fit(ps_buf *b);
 
 /* Appending is inline: replies are built from many short pieces, and a piece that fits (the
  * usual case) costs a copy; a string literal's length is known when compiling. */
@@ -118,10 +121,15 @@ void ps_mem_reserve_huge(size_t bytes);
 typedef struct ps_arena_chunk ps_arena_chunk;
 typedef struct ps_arena {
     ps_arena_chunk *head;
+    size_t step; /* 0: each chunk doubles the last; else the size of chunks after a reserve */
 } ps_arena;
 
 void ps_arena_init(ps_arena *a);
 void ps_arena_clear(ps_arena *a); /* frees every allocation; the arena may be reused */
+/* For an empty arena whose caller knows about how much it will take: the first chunk holds
+ * `bytes` (when that is more than a first chunk usually holds), and any further chunk a quarter
+ * of it, instead of a series of doubling chunks whose newest is mostly empty. Until cleared. */
+void ps_arena_reserve(ps_arena *a, size_t bytes);
 /* Returns `size` bytes aligned for any type. Valid until ps_arena_clear(). */
 void *ps_arena_alloc(ps_arena *a, size_t size);
 /* Returns a NUL-terminated copy of `len` bytes of `s`. Valid until ps_arena_clear(). */

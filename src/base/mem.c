@@ -88,6 +88,14 @@ void ps_buf_reserve(ps_buf *b, size_t extra)
     b->cap = cap;
 }
 
+void ps_buf_fit(ps_buf *b)
+{
+    if (b->ptr && b->cap > b->len + 1) {
+        b->ptr = ps_xrealloc(b->ptr, b->len + 1);
+        b->cap = b->len + 1;
+    }
+}
+
 void ps_buf_printf(ps_buf *b, const char *fmt, ...)
 {
     va_list ap;
@@ -222,6 +230,7 @@ static arena_cache *thread_cache(void)
 void ps_arena_init(ps_arena *a)
 {
     a->head = NULL;
+    a->step = 0;
 }
 
 void ps_arena_clear(ps_arena *a)
@@ -240,6 +249,18 @@ void ps_arena_clear(ps_arena *a)
         c = next;
     }
     a->head = NULL;
+    a->step = 0;
+}
+
+void ps_arena_reserve(ps_arena *a, size_t bytes)
+{
+    if (a->head || bytes <= ARENA_FIRST)
+        return;
+    bytes = (bytes + 15) & ~(size_t)15;
+    ps_arena_chunk *c = ps_xmalloc(sizeof *c + bytes);
+    *c = (ps_arena_chunk){.next = NULL, .used = 0, .cap = bytes};
+    a->head = c;
+    a->step = bytes / 4 > ARENA_FIRST ? (bytes / 4 + 15) & ~(size_t)15 : ARENA_FIRST;
 }
 
 void *ps_arena_alloc(ps_arena *a, size_t size)
@@ -254,7 +275,8 @@ void *ps_arena_alloc(ps_arena *a, size_t size)
             ac->count--;
         } else {
             size_t prev = c ? c->cap : 0;
-            size_t cap = prev == 0                     ? ARENA_FIRST
+            size_t cap = a->step                       ? a->step
+                         : prev == 0                   ? ARENA_FIRST
                          : prev >= ARENA_CHUNK_MAX / 2 ? ARENA_CHUNK_MAX
                                                        : 2 * prev;
             if (cap < size)

@@ -353,6 +353,53 @@ static void process_start(void)
 end:;
 }
 
+/* A reserved arena takes its first chunk at the size asked for and quarters of it after;
+ * what was written stays put. A small reserve, or one on an arena in use, changes nothing.
+ * ps_buf_fit keeps the contents and the buffer grows again after. */
+static void arena_reserve_and_buf_fit(void)
+{
+    ps_arena a;
+    ps_arena_init(&a);
+    ps_arena_reserve(&a, 100);
+    CHECK_EQ_INT(ps_arena_bytes(&a), 0);
+    ps_arena_reserve(&a, 64000);
+    size_t first = ps_arena_bytes(&a);
+    CHECK(first >= 64000 && first < 64000 + 64);
+    unsigned char *p[5];
+    for (int i = 0; i < 5; i++) { /* 60,000 bytes fit in the first chunk */
+        p[i] = ps_arena_alloc(&a, 12000);
+        memset(p[i], 'a' + i, 12000);
+    }
+    CHECK_EQ_INT(ps_arena_bytes(&a), first);
+    unsigned char *more = ps_arena_alloc(&a, 8000); /* a quarter-sized chunk */
+    memset(more, 'z', 8000);
+    size_t second = ps_arena_bytes(&a) - first;
+    CHECK(second >= 16000 && second < 16000 + 64);
+    for (int i = 0; i < 5; i++)
+        CHECK(p[i][0] == 'a' + i && p[i][11999] == 'a' + i);
+    ps_arena_reserve(&a, 1 << 20); /* in use: no effect */
+    CHECK_EQ_INT(ps_arena_bytes(&a), first + second);
+    ps_arena_clear(&a);
+    CHECK_EQ_INT(ps_arena_bytes(&a), 0);
+    (void)ps_arena_alloc(&a, 10); /* cleared: back to the small first chunk */
+    CHECK(ps_arena_bytes(&a) < 8192);
+    ps_arena_clear(&a);
+
+    ps_buf b;
+    ps_buf_init(&b);
+    ps_buf_reserve(&b, 10000);
+    ps_buf_puts(&b, "abc");
+    ps_buf_fit(&b);
+    CHECK_EQ_INT(b.cap, 4);
+    CHECK(b.len == 3 && memcmp(b.ptr, "abc", 3) == 0);
+    ps_buf_puts(&b, "defgh");
+    CHECK(b.len == 8 && memcmp(b.ptr, "abcdefgh", 8) == 0);
+    ps_buf_clear(&b);
+    ps_buf_fit(&b); /* nothing held: nothing to do */
+    CHECK(b.ptr == NULL);
+end:;
+}
+
 static const test_case tests[] = {
     {"process_start", process_start},
     {"json_escape", json_escape},
@@ -364,5 +411,6 @@ static const test_case tests[] = {
     {"utf8", utf8},
     {"base62", base62},
     {"trim", trim},
+    {"arena_reserve_and_buf_fit", arena_reserve_and_buf_fit},
 };
 TEST_MAIN(tests)

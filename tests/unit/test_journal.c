@@ -234,6 +234,55 @@ end:
     tspace_close(&ts);
 }
 
+/* A prepared batch waits for the writer and counts against the space's queue at
+ * ps_prepared_bytes(): that is its body, an arena sized from the body, the compressed log
+ * values and the event array, the last two trimmed to fit. Before, the arena's doubling
+ * chunks and the untrimmed buffers made it 4.7 times this body; now it is 4.0. */
+static void a_prepared_batch_counts_what_it_holds(void)
+{
+    tspace ts;
+    tspace_open(&ts, NULL);
+    ps_prepared *p = NULL;
+    ps_buf b;
+    ps_buf_init(&b);
+    ps_buf_puts(&b, "{\"batch\":[");
+    for (int i = 0; i < 100; i++)
+        ps_buf_printf(&b,
+                      "%s{\"type\":\"%s\",\"userId\":\"u%d\",\"anonymousId\":\"a-%d-%08x\","
+                      "\"messageId\":\"m-%d\",\"event\":\"Order Completed\","
+                      "\"traits\":{\"email\":\"u%d@example.com\",\"plan\":\"pro\","
+                      "\"logins\":%d},\"properties\":{\"revenue\":%d.5,\"currency\":\"EUR\","
+                      "\"items\":[{\"sku\":\"s%d\",\"qty\":2}]},\"context\":{\"ip\":"
+                      "\"10.0.%d.%d\",\"userAgent\":\"Mozilla/5.0 (X11; Linux x86_64) "
+                      "AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36\","
+                      "\"page\":{\"path\":\"/checkout/%d\",\"url\":\"https://shop.example/"
+                      "checkout/%d\",\"title\":\"Checkout\"},\"library\":{\"name\":"
+                      "\"analytics.js\",\"version\":\"4.1.0\"}},\"timestamp\":"
+                      "\"2023-11-14T22:13:%02d.000Z\"}",
+                      i ? "," : "", i % 2 ? "track" : "identify", i % 37, i, (unsigned)i * 2654435761u,
+                      i, i % 37, i, i * 3, i, i % 200, i % 250, i, i, i % 60);
+    ps_buf_puts(&b, "]}");
+    size_t len = b.len;
+    uint8_t *json = ps_xmalloc(len);
+    memcpy(json, b.ptr, len);
+    ps_prepare_opts po = {.source_id = "src", .now_ms = 1700000000000LL, .require_batch = true};
+    ps_prepare_refusal refusal;
+    CHECK_EQ_INT(ps_ingest_prepare(ts.sp, &po, json, len, &p, &refusal), PS_OK);
+    CHECK_EQ_INT(ps_prepared_accepted(p), 100);
+    size_t logged = 0;
+    for (size_t i = 0; i < ps_prepared_logged(p); i++)
+        logged += ps_prepared_log_value(p, i).len;
+    /* the arena: a chunk of 1.5 times the body, then quarters of that; these events take 1.75 */
+    size_t most = 4096 /* the payload's own struct and chunk headers */ + len + 2 * len +
+                  (logged + 1) + 100 * sizeof(ps_event);
+    CHECK(ps_prepared_bytes(p) <= most);
+    CHECK(ps_prepared_bytes(p) > len + logged); /* and it does count them */
+end:
+    ps_prepared_free(p);
+    ps_buf_clear(&b);
+    tspace_close(&ts);
+}
+
 /* While a server's writer runs, the store's commits write its pages back in steps before
  * LMDB's sync (src/storage/writeback.c): the steps show that LMDB's fdatasync call reached
  * the store's own. Once the writer stops, commits sync in one go again. */
@@ -349,6 +398,7 @@ static const test_case tests[] = {
     {"recovery_applies_what_was_acknowledged", recovery_applies_what_was_acknowledged},
     {"stream_records_apply_and_mark", stream_records_apply_and_mark},
     {"a_writer_paces_the_store_commits", a_writer_paces_the_store_commits},
+    {"a_prepared_batch_counts_what_it_holds", a_prepared_batch_counts_what_it_holds},
 };
 
 TEST_MAIN(tests)
