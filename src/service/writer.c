@@ -324,12 +324,13 @@ static void *journal_run(void *arg)
         pthread_mutex_lock(&w->lock);
         while (w->submitted.head == NULL && !w->stopping)
             pthread_cond_wait(&w->jwake, &w->lock);
-        /* the apply thread's backlog is bounded too. Past a quarter of the bound each group
-         * waits a little, more as it grows, so that when clients send faster than the store
-         * takes, acknowledgements slow down evenly instead of stopping whenever the store
-         * commits; at the bound they wait for room (requests queue meanwhile, and are
-         * refused once their queue is full). */
-        size_t soft = w->o.queue_bytes / 4;
+        /* the apply thread's backlog is bounded too. Past three quarters of the bound each
+         * group waits a little, more as it grows, so that when clients send faster than the
+         * store takes, acknowledgements slow down evenly instead of stopping whenever the store
+         * commits; at the bound they wait for room (requests queue meanwhile, and are refused
+         * once their queue is full). Below that the backlog absorbs bursts at full speed: the
+         * requests held up by one slow sync, or those that arrive during a long commit. */
+        size_t soft = w->o.queue_bytes / 4 * 3;
         if (w->backlog > soft && !w->stopping) {
             int64_t pause =
                 (int64_t)((w->backlog - soft) * PACE_MAX_MS / (w->o.queue_bytes - soft + 1));
