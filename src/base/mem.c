@@ -252,15 +252,21 @@ void ps_arena_clear(ps_arena *a)
     a->step = 0;
 }
 
+/* An empty chunk of `cap` bytes from the heap. Sizes handed out are multiples of 16, so any
+ * cap works. */
+static ps_arena_chunk *chunk_new(size_t cap)
+{
+    ps_arena_chunk *c = ps_xmalloc(sizeof *c + cap);
+    *c = (ps_arena_chunk){.next = NULL, .used = 0, .cap = cap};
+    return c;
+}
+
 void ps_arena_reserve(ps_arena *a, size_t bytes)
 {
     if (a->head || bytes <= ARENA_FIRST)
         return;
-    bytes = (bytes + 15) & ~(size_t)15;
-    ps_arena_chunk *c = ps_xmalloc(sizeof *c + bytes);
-    *c = (ps_arena_chunk){.next = NULL, .used = 0, .cap = bytes};
-    a->head = c;
-    a->step = bytes / 4 > ARENA_FIRST ? (bytes / 4 + 15) & ~(size_t)15 : ARENA_FIRST;
+    a->head = chunk_new(bytes);
+    a->step = bytes / 4 > ARENA_FIRST ? bytes / 4 : ARENA_FIRST;
 }
 
 void *ps_arena_alloc(ps_arena *a, size_t size)
@@ -279,10 +285,7 @@ void *ps_arena_alloc(ps_arena *a, size_t size)
                          : prev == 0                   ? ARENA_FIRST
                          : prev >= ARENA_CHUNK_MAX / 2 ? ARENA_CHUNK_MAX
                                                        : 2 * prev;
-            if (cap < size)
-                cap = size;
-            c = ps_xmalloc(sizeof *c + cap);
-            c->cap = cap;
+            c = chunk_new(cap < size ? size : cap);
         }
         c->used = 0;
         c->next = a->head;
