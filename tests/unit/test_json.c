@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* json: the strict reader's verdict on valid and invalid text, and the raw scanners. */
+#include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -134,9 +136,56 @@ static void parse_and_scan(void)
 end:;
 }
 
+
+/* The scratch tree is the tree cJSON makes of the same text (fuzz_json compares any input):
+ * a few of the cases where a reader of its own could differ. */
+static void scratch_tree(void)
+{
+    static const char *const texts[] = {
+        "{\"a\":[1,2,3],\"a\":{},\"\":\"\"}",
+        "[-0, 0.1, 1e400, -1e400, 123456789012345, 1234567890123456, 9007199254740993]",
+        "[2147483647, 2147483648, -2147483648, -2147483649, 1.5e3, 1E+2, 0e0]",
+        "[1000000000000000000000000000000000000000000000000000000000000000000000000000000]",
+        "\"\\u00e9\\ud83d\\ude00\\n\\/\\\"\\\\\\b\\f\\r\\t\"",
+        " {\"k\\u0062\" : [ true , false , null , [ ] , { } ] } ",
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        const uint8_t *t = (const uint8_t *)texts[i];
+        size_t len = strlen(texts[i]);
+        cJSON *theirs = cJSON_ParseWithLength(texts[i], len);
+        ps_json_diag d;
+        cJSON *mine = ps_json_parse_scratch(t, len, false, &d);
+        CHECK(theirs != NULL && mine != NULL);
+        char *a = cJSON_PrintUnformatted(theirs), *b = cJSON_PrintUnformatted(mine);
+        CHECK(a != NULL && b != NULL && strcmp(a, b) == 0);
+        cJSON_free(a);
+        cJSON_free(b);
+        ps_json_scratch_free(mine);
+        cJSON_Delete(theirs);
+    }
+    /* the details a print does not show */
+    const char *text = "[-0, 3000000000, true, \"x\", {\"n\":-1.25}]";
+    ps_json_diag d;
+    cJSON *root = ps_json_parse_scratch((const uint8_t *)text, strlen(text), false, &d);
+    CHECK(root != NULL && cJSON_IsArray(root) && d.error == PS_JSON_OK);
+    cJSON *zero = root->child, *big = zero->next, *yes = big->next, *obj = yes->next->next;
+    CHECK(cJSON_IsNumber(zero) && zero->valuedouble == 0 && signbit(zero->valuedouble));
+    CHECK(big->valueint == INT_MAX && big->valuedouble == 3e9);
+    CHECK(cJSON_IsTrue(yes) && yes->valueint == 1);
+    CHECK(root->child->prev == obj && obj->next == NULL && big->prev == zero);
+    CHECK(strcmp(obj->child->string, "n") == 0 && obj->child->valuedouble == -1.25);
+    CHECK(obj->child->prev == obj->child);
+    ps_json_scratch_free(root);
+    /* a refused text gets no tree, whatever the caller checked */
+    CHECK(ps_json_parse_scratch((const uint8_t *)"{\"a\":\"\\u0000\"}", 14, true, &d) == NULL);
+    CHECK_EQ_INT(d.error, PS_JSON_NUL);
+end:;
+}
+
 static const test_case tests[] = {
     {"verdicts", verdicts},
     {"depth", depth},
     {"parse_and_scan", parse_and_scan},
+    {"scratch_tree", scratch_tree},
 };
 TEST_MAIN(tests)
