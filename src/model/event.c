@@ -355,6 +355,10 @@ static size_t object_size(const cJSON *obj)
     return n;
 }
 
+/* A trait's value printed up to this size needs no allocation of its own (cJSON's printer
+ * asks for a few bytes more room than it uses). */
+#define TRAIT_PRINT_BUF 4096
+
 static ps_drop collect_traits(parse_ctx *c, const cJSON *traits)
 {
     ps_event *ev = c->ev;
@@ -378,13 +382,17 @@ static ps_drop collect_traits(parse_ctx *c, const cJSON *traits)
             t->json_len = 4;
             continue;
         }
-        char *text = cJSON_PrintUnformatted(it);
+        /* most values fit the thread's buffer: printed there, without a malloc per trait */
+        static _Thread_local char small[TRAIT_PRINT_BUF];
+        bool fits = cJSON_PrintPreallocated((cJSON *)it, small, (int)sizeof small, false);
+        char *text = fits ? small : cJSON_PrintUnformatted(it);
         if (text == NULL)
             return PS_DROP_INVALID_FIELD;
         size_t tl = strlen(text);
         t->json = ps_arena_strndup(c->arena, text, tl);
         t->json_len = (uint32_t)tl;
-        cJSON_free(text);
+        if (!fits)
+            cJSON_free(text);
     }
     return PS_DROP_NONE;
 }
@@ -897,8 +905,10 @@ static ps_status batch_item(batch_ctx *b, const char *s, size_t len, size_t inde
     PS_ASSERT((size_t)(o - text) == total);
     *o = 0;
 
+    /* the item and what was inserted into it are spans of the payload, which passed the strict
+     * reader with \u0000 allowed, and no deeper than the payload: only a \u0000 can refuse it */
     ps_json_diag d;
-    cJSON *item = ps_json_parse_scratch((const uint8_t *)text, total, false, &d);
+    cJSON *item = ps_json_parse_scratch((const uint8_t *)text, total, true, &d);
     if (item == NULL)
         return b->fn(b->ud, NULL, json_drop(d.error), index);
     ps_status st = one_message(b->opts, b->arena, item, (ps_slice){(const uint8_t *)text, total},
