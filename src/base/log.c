@@ -106,7 +106,8 @@ static void write_json(const char *line)
     ps_buf_clear(&b);
 }
 
-static void write_line(const char *level, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void write_line(const char *level, const char *fmt,
+                                                             va_list ap)
 {
     char line[1024], tb[PS_TIME_BUF];
     /* every line says when: RFC 3339 in UTC, to the millisecond */

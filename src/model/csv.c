@@ -150,7 +150,7 @@ ps_csv_error ps_csv_feed(ps_csv *c, const uint8_t *p, size_t len, ps_csv_fn fn, 
             if (b == '\n')
                 continue; /* CRLF */
             /* a lone CR ended the record: this byte starts the next one */
-            /* fall through */
+            __attribute__((fallthrough));
         case S_FIELD_START:
             if (b == '"') {
                 c->state = S_QUOTED;

@@ -267,7 +267,7 @@ static void add_external_ids(parse_ctx *c, const cJSON *arr, bool accounts_too)
         int cl = ps_collection_parse(coll->valuestring);
         if (cl < 0 || (cl == PS_ACCOUNTS && !accounts_too))
             continue; /* accounts ids on non-group calls are ignored */
-        add_id(c, cl, tbuf, id,
+        add_id(c, (ps_collection)cl, tbuf, id,
                strcmp(enc->valuestring, "none") == 0 ? PS_IDENT_OK : PS_IDENT_BAD_ENCODING,
                "context.externalIds", NULL);
     }

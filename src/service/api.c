@@ -1046,7 +1046,7 @@ static void serve_collection(ctx *c)
     const ps_api_request *rq = c->rq;
     int coll = ps_collection_parse(rq->collection);
     if (coll >= 0) {
-        c->coll = (ps_collection)coll;
+        c->coll = (uint8_t)coll;
     } else {
         ps_api_error(c->out, 400, "validation_error",
                      "The parameter `collection` must be users or accounts.");
