@@ -10,6 +10,7 @@
 #include "fuzz.h"
 #include "ps/event.h"
 #include "ps/filters.h"
+#include "ps/json.h"
 #include "ps/text.h"
 
 #define NOW_MS 1700000000000LL
@@ -143,6 +144,9 @@ static void check_event(run *r, const ps_event *ev)
         FUZZ_CHECK(strlen(ev->source_id) <= PS_SOURCE_ID_MAX);
 
     FUZZ_CHECK(ev->timestamp_ms >= 0 && ev->received_ms >= 0);
+    /* a batch item's text is built (the envelope merged in) and never read strictly again:
+     * it must be what the strict reader passes */
+    FUZZ_CHECK(ps_json_check(ev->message.ptr, ev->message.len, PS_JSON_ALLOW_NUL, NULL));
     if (!o->keep_received_at)
         FUZZ_CHECK(ev->received_ms == NOW_MS);
 

@@ -67,7 +67,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         cJSON *theirs = cJSON_ParseWithLength((const char *)text, size);
         FUZZ_CHECK(mine != NULL && theirs != NULL && pd.error == PS_JSON_OK);
+        FUZZ_CHECK(mine->next == NULL && mine->prev == NULL && mine->string == NULL);
         FUZZ_CHECK(same_tree(mine, theirs));
+        /* the event model prints trait values into a buffer first: the same text */
+        static char small[4096];
+        char *whole = cJSON_PrintUnformatted(mine);
+        FUZZ_CHECK(whole != NULL);
+        if (cJSON_PrintPreallocated(mine, small, (int)sizeof small, false))
+            FUZZ_CHECK(strcmp(small, whole) == 0);
+        cJSON_free(whole);
         ps_json_scratch_free(mine);
         cJSON_Delete(theirs);
     }
