@@ -175,6 +175,23 @@ def sync_probe(directory, seconds):
     return times
 
 
+def cpu_steal_s():
+    """Seconds the hypervisor ran something else while this machine's CPUs wanted to run
+    (/proc/stat's steal column, summed over the CPUs)."""
+    with open("/proc/stat") as f:
+        return int(f.readline().split()[8]) / os.sysconf("SC_CLK_TCK")
+
+
+def slow_journal_syncs(metrics_url):
+    """(syncs over 25 ms, syncs over 100 ms) of the server's journal so far, from the
+    profiled_journal_sync_seconds histogram on /metrics."""
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    le = dict(re.findall(r'^profiled_journal_sync_seconds_bucket\{[^}]*le="([^"]+)"\} (\d+)$',
+                         text, re.M))
+    total = int(le.get("+Inf", 0))
+    return total - int(le.get("0.025", total)), total - int(le.get("0.1", total))
+
+
 def disk_bytes(path):
     st = os.stat(path)
     return st.st_blocks * 512
@@ -354,18 +371,23 @@ def bench(work):
     target = 0.12 * c_parse
     pooled, run_p99, rates, paced_written, slow_head, slow_all = [], [], [], 0, 0, 0
     probe_slow = []  # the sync probe's syncs over 25 ms, before each run
+    journal_slow, steal = [], []  # during each run: the journal's slow syncs, CPU steal
     for i in range(PACED_RUNS):
         probe_slow += [x for x in sync_probe(work, SIZE / target) if x > 25]
         hdata2 = os.path.join(work, "http-paced")
         ctl(hdata2, "space", "create", "h")
         key2 = ctl(hdata2, "source", "create", "h").strip()
         blocks0 = resource.getrusage(resource.RUSAGE_CHILDREN).ru_oublock
-        srv = Profiled(hdata2)
+        mport = free_port()
+        srv = Profiled(hdata2, "--metrics-listen", "127.0.0.1:%d" % mport)
         wait_ready(srv.url("/healthz"))
         lat_file = os.path.join(work, "latencies.txt")
+        steal0 = cpu_steal_s()
         out = run(os.path.join(BIN, "ingest_bench"), "--port", srv.port, "--key", key2, "--file",
                   corpus, "--batch", "100", "--conns", "8", "--rate", "%.0f" % target,
                   "--latencies", lat_file)
+        steal.append(cpu_steal_s() - steal0)
+        journal_slow.append(slow_journal_syncs("http://127.0.0.1:%d/metrics" % mport))
         srv.stop()  # what the server wrote counts once it has been waited for, the rest applied
         paced_written += (resource.getrusage(resource.RUSAGE_CHILDREN).ru_oublock - blocks0) * 512
         rates.append(float(dict(re.findall(r"^(\S+) (\S+)", out, re.M))
@@ -384,9 +406,12 @@ def bench(work):
         "scheduled send; %d runs)" % PACED_RUNS, "%.0f events/s" % rate, "%.0f" % c_parse,
         "%.3f" % (rate / c_parse), "p99 <= 25 ms",
         "ack p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms of the %d requests of all runs; p99 of "
-        "each run %s ms; %d requests over 25 ms, %d of them due in the first 0.1 s of a run"
+        "each run %s ms; %d requests over 25 ms, %d of them due in the first 0.1 s of a run; "
+        "the server's journal syncs over 25 ms (over 100 ms) in each run: %s; CPU steal in "
+        "each run %s s"
         % (percentile(pooled, 50), percentile(pooled, 99), percentile(pooled, 99.9),
-           len(pooled), ", ".join("%.2f" % x for x in run_p99), slow_all, slow_head))
+           len(pooled), ", ".join("%.2f" % x for x in run_p99), slow_all, slow_head,
+           ", ".join("%d (%d)" % x for x in journal_slow), ", ".join("%.2f" % x for x in steal)))
     # the disk's weather around the paced runs: a request due while a sync is held up waits
     # for it, so syncs over 25 ms that add up to 60 requests' worth of the paced schedule
     # (about 130 ms at 0.12 x C_parse) miss the p99 target on their own
