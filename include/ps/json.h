@@ -44,9 +44,10 @@ bool ps_json_check(const uint8_t *s, size_t len, unsigned flags, ps_json_diag *d
  * free with cJSON_Delete(). NULL when the text is refused; `diag` (may be NULL) says why. */
 struct cJSON *ps_json_parse(const uint8_t *s, size_t len, ps_json_diag *diag);
 
-/* Like ps_json_parse, but the tree is built in memory of the calling thread (one allocation
- * per 16 KB instead of one per node and string) and is released with ps_json_scratch_free(),
- * never cJSON_Delete(). One such tree per thread at a time. `checked_nul`: the caller ran
+/* Like ps_json_parse, but the tree is built here, from the validated text, in memory of the
+ * calling thread (one allocation per 16 KB instead of one per node and string): the tree cJSON
+ * would make, node for node (fuzz target json). Released with ps_json_scratch_free(), never
+ * cJSON_Delete(). One such tree per thread at a time. `checked_nul`: the caller ran
  * ps_json_check on the same bytes with PS_JSON_ALLOW_NUL and it passed, so validation only
  * has to look for \u0000. */
 struct cJSON *ps_json_parse_scratch(const uint8_t *s, size_t len, bool checked_nul,

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* json: a strict validator that runs before cJSON sees untrusted bytes, and scanners over the
- * validated text. The validator is a single forward pass with an explicit stack, so its cost
- * is linear in the input and its memory is fixed. */
+/* json: a strict validator that runs before any tree is built of untrusted bytes, scanners over
+ * the validated text, and the builder of scratch trees (cJSON nodes made from validated text).
+ * The validator is a single forward pass with an explicit stack, so its cost is linear in the
+ * input and its memory is fixed. */
 #include "ps/json.h"
 
 #include <limits.h>
