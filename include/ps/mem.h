@@ -110,13 +110,12 @@ typedef struct ps_thread_slot {
 void *ps_thread_slot_get(ps_thread_slot *s);
 
 void ps_mem_keep_freed(void);
-/* Grows the heap by about `bytes` (up to 480 MiB), asks for transparent huge pages on it
- * (madvise; a no-op where the kernel does not offer them) and frees it again, so that the
- * calling thread's later allocations fault in 2 MiB at a time instead of 4 KiB. Call after
+/* Grows the heap by about `bytes` (up to 480 MiB) and frees it again, so that the calling
+ * thread's later allocations find room without growing or trimming the heap. Call after
  * ps_mem_keep_freed(), from a program about to build a large write transaction. Address
  * space only: memory is used as it is touched. Only the calling thread's malloc arena (the
  * main one) gains. */
-void ps_mem_reserve_huge(size_t bytes);
+void ps_mem_reserve_heap(size_t bytes);
 
 typedef struct ps_arena_chunk ps_arena_chunk;
 typedef struct ps_arena {

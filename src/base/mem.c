@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: MIT */
 /* mem: fatal-on-exhaustion allocation, ps_buf and ps_arena. */
-#define _DEFAULT_SOURCE /* madvise */
 #include "ps/mem.h"
 #include "ps/text.h"
 
@@ -11,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 static _Noreturn void oom(size_t size)
 {
@@ -345,11 +343,13 @@ void ps_mem_keep_freed(void)
     mallopt(M_TRIM_THRESHOLD, 512 << 20);
 }
 
-void ps_mem_reserve_huge(size_t bytes)
+void ps_mem_reserve_heap(size_t bytes)
 {
     /* blocks below the mmap threshold come from the heap; freed, they stay in it (the trim
-     * threshold is above `bytes`) and serve later allocations. Measured on `profilectl
-     * ingest` of 200k events: a third of the page faults, 9% less time (docs/benchmarks.md). */
+     * threshold is above `bytes`) and serve later allocations without growing the heap again.
+     * No transparent huge pages: on this project's VMs the host takes freed guest memory
+     * back, and a cold 2 MiB fault cost more than the 4 KiB faults it saves
+     * (docs/benchmarks.md, "Heap reserve without huge pages"). */
 #if defined(__SANITIZE_ADDRESS__)
     (void)bytes; /* the sanitizer's allocator has its own heap */
 #else
@@ -360,14 +360,9 @@ void ps_mem_reserve_huge(size_t bytes)
         * last free would hand it all back */
     void *blocks[MAX_BLOCKS];
     size_t n = 0;
-    for (; n < MAX_BLOCKS && n * BLOCK < bytes; n++) {
-        blocks[n] = malloc(BLOCK);
-        if (blocks[n] == NULL)
+    for (; n < MAX_BLOCKS && n * BLOCK < bytes; n++)
+        if ((blocks[n] = malloc(BLOCK)) == NULL)
             break;
-        uintptr_t a = ((uintptr_t)blocks[n] + 4095) & ~(uintptr_t)4095;
-        uintptr_t e = ((uintptr_t)blocks[n] + BLOCK) & ~(uintptr_t)4095;
-        (void)madvise((void *)a, e - a, MADV_HUGEPAGE);
-    }
     while (n)
         free(blocks[--n]);
 #endif

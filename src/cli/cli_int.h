@@ -12,8 +12,8 @@
 #include "ps/space.h"
 #include "ps/status.h"
 
-/* Heap reserved with huge pages before commands that build large write transactions
- * (ingest, import, rebuild): ps_mem_reserve_huge(). */
+/* Heap reserved before commands that build large write transactions
+ * (ingest, import, rebuild): ps_mem_reserve_heap(). */
 #define PS_CLI_HEAP_RESERVE ((size_t)256 << 20)
 
 /* Exit codes (docs/profilectl.md), plus 4 for storage failures and a failed `check`. */

@@ -72,7 +72,7 @@ int cmd_import(cli *c)
     ps_import_opts o = {
         .dry_run = dry_run, .batch = batch, .now_ms = ps_clock_now_ms(), .source_id = source};
     ps_import_result *r = ps_xcalloc(1, sizeof *r);
-    ps_mem_reserve_huge(PS_CLI_HEAP_RESERVE);
+    ps_mem_reserve_heap(PS_CLI_HEAP_RESERVE);
     ps_status st = ps_import_csv(sp, c->argv[1], &o, r);
     ps_space_close(sp);
     if (st == PS_ENOTFOUND)

@@ -598,7 +598,7 @@ int cmd_ingest(cli *c)
         ps_space_close(sp);
         return rc;
     }
-    ps_mem_reserve_huge(PS_CLI_HEAP_RESERVE);
+    ps_mem_reserve_heap(PS_CLI_HEAP_RESERVE);
     ps_ingest_opts opts = {.source_id = source, .keep_received_at = true};
     ps_ingest *in;
     ps_ingest_begin(sp, &opts, &in);

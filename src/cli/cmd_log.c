@@ -186,7 +186,7 @@ int cmd_rebuild(cli *c)
                          .settings_len = settings.len,
                          .diff = dry_run ? &diff : NULL,
                          .diff_first = DIFF_FIRST};
-    ps_mem_reserve_huge(PS_CLI_HEAP_RESERVE);
+    ps_mem_reserve_heap(PS_CLI_HEAP_RESERVE);
     ps_status st = ps_ingest_rebuild(sp, &o, &s, &d);
     ps_history_info info = {0};
     if (st == PS_ECONFLICT)
