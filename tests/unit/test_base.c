@@ -125,6 +125,15 @@ static void base62(void)
     uint8_t key[16] = {0};
     CHECK(ps_siphash(key, "a", 1) != ps_siphash(key, "b", 1));
     CHECK(ps_siphash(key, "abc", 3) == ps_siphash(key, "abc", 3));
+    /* the design paper's test key 00..0f on the messages 00..(n-1) */
+    uint8_t k[16], m[15];
+    for (int i = 0; i < 16; i++)
+        k[i] = (uint8_t)i;
+    for (int i = 0; i < 15; i++)
+        m[i] = (uint8_t)i;
+    CHECK(ps_siphash(k, m, 0) == 0x726fdb47dd0e0e31ULL);
+    CHECK(ps_siphash(k, m, 8) == 0x93f5f5799a932462ULL);
+    CHECK(ps_siphash(k, m, 15) == 0xa129ca6149be45e5ULL);
 end:;
 }
 
