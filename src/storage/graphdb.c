@@ -413,12 +413,25 @@ typedef struct icache_slot {
     icache_ent *e; /* NULL: empty */
 } icache_slot;
 
+/* The hashes of the last few keys: an identifier's key is hashed for the two prefetch stages,
+ * the lookup and the write, and SipHash costs several times the comparison that finds it
+ * here. Direct-mapped; a key longer than MEMO_KEY_MAX is hashed each time. */
+#define MEMO_SLOTS 32
+#define MEMO_KEY_MAX 88
+
+typedef struct hash_memo {
+    uint32_t klen; /* 0: empty */
+    uint64_t hash;
+    unsigned char key[MEMO_KEY_MAX];
+} hash_memo;
+
 typedef struct icache {
     icache_slot *slots;
     size_t cap, used; /* used: live entries and tombstones */
     size_t bytes;     /* allocated to entries */
     size_t last_txn;  /* this process's last commit, 0 when not known */
     ps_arena arena;
+    hash_memo memo[MEMO_SLOTS];
 } icache;
 
 /* The cache's hash key, drawn once per process: identifiers come from anyone who holds a write
@@ -462,9 +475,20 @@ void st_icache_committed(ps_store *s, size_t id)
         s->icache->last_txn = id;
 }
 
-static uint64_t ic_hash(const unsigned char *p, size_t n)
+static uint64_t ic_hash(icache *c, const unsigned char *p, size_t n)
 {
-    return ps_siphash(ic_key, p, n);
+    if (n == 0 || n > MEMO_KEY_MAX)
+        return ps_siphash(ic_key, p, n);
+    /* the memo's slot from the key's last bytes and its length: not a defence against chosen
+     * keys, and it needs none (a clash costs a SipHash, never a wrong answer) */
+    uint64_t tail = 0;
+    memcpy(&tail, p + n - (n < 8 ? n : 8), n < 8 ? n : 8);
+    hash_memo *m = &c->memo[((tail ^ n) * 0x9e3779b97f4a7c15ULL) >> 59];
+    if (m->klen == n && memcmp(m->key, p, n) == 0)
+        return m->hash;
+    m->klen = (uint32_t)n;
+    memcpy(m->key, p, n);
+    return m->hash = ps_siphash(ic_key, p, n);
 }
 
 /* The slot holding the key, else the slot where it would go (a tombstone or an empty one). */
@@ -496,7 +520,7 @@ static icache_ent *ic_get(ps_txn *t)
     if (!t->write || c == NULL || c->cap == 0)
         return NULL;
     const unsigned char *key = t->key.ptr;
-    uint64_t h = ic_hash(key, t->key.len);
+    uint64_t h = ic_hash(c, key, t->key.len);
     icache_ent *e = c->slots[ic_probe(c, key, t->key.len, h)].e;
     return ic_live(e) ? e : NULL;
 }
@@ -538,7 +562,7 @@ static void ic_set(ps_txn *t, const void *value, size_t vlen)
     }
     const unsigned char *key = t->key.ptr;
     size_t klen = t->key.len;
-    uint64_t h = ic_hash(key, klen);
+    uint64_t h = ic_hash(c, key, klen);
     size_t i = ic_probe(c, key, klen, h);
     icache_ent *e = c->slots[i].e;
     if (value == NULL) {
@@ -589,11 +613,11 @@ static ps_status decode_mapping(ps_txn *t, const MDB_val *v, ps_mapping *m)
 void ps_store_ident_prefetch(ps_txn *t, uint8_t coll, const char *type, const char *value,
                              size_t value_len, int stage)
 {
-    const icache *c = t->store->icache;
+    icache *c = t->store->icache;
     if (!t->write || c == NULL || c->cap == 0)
         return;
     ident_key(t, coll, type, value, value_len);
-    const icache_slot *sl = &c->slots[ic_hash(t->key.ptr, t->key.len) & (c->cap - 1)];
+    const icache_slot *sl = &c->slots[ic_hash(c, t->key.ptr, t->key.len) & (c->cap - 1)];
     if (stage == 0) {
         __builtin_prefetch(sl);
     } else if (ic_live(sl->e)) {
