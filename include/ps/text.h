@@ -7,6 +7,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* Returns true when `s` is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF).
  * When `count` is not NULL it receives the number of code points. */
@@ -54,11 +57,28 @@ bool ps_b64_decode(const char *in, size_t len, bool url, uint8_t *out, size_t ca
 enum { PS_JSON_STOP_CONTROL = 1, PS_JSON_STOP_HIGH = 2 };
 
 /* The first byte of [p, end) that is a stop byte under `stop` (PS_JSON_STOP_* flags), or
- * `end`. Text without one is skipped 8 bytes at a time: the zero-byte test ((x - 0x01..) &
- * ~x & 0x80..) and its less-than form flag a byte exactly at the lowest match, since a borrow
- * only moves upward, so the lowest flag of a word is its first stop byte. */
+ * `end`. Text without one is skipped 16 bytes at a time with SSE2 (every x86-64 has it), then
+ * 8 at a time: the zero-byte test ((x - 0x01..) & ~x & 0x80..) and its less-than form flag a
+ * byte exactly at the lowest match, since a borrow only moves upward, so the lowest flag of a
+ * word is its first stop byte. */
 static inline const char *ps_json_string_run(const char *p, const char *end, unsigned stop)
 {
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"'), slash = _mm_set1_epi8('\\'),
+                  below = _mm_set1_epi8(0x1f);
+    while (end - p >= 16) {
+        __m128i w = _mm_loadu_si128((const __m128i *)(const void *)p);
+        __m128i m = _mm_or_si128(_mm_cmpeq_epi8(w, quote), _mm_cmpeq_epi8(w, slash));
+        if (stop & PS_JSON_STOP_CONTROL) /* unsigned w <= 0x1f: min(w, 0x1f) == w */
+            m = _mm_or_si128(m, _mm_cmpeq_epi8(_mm_min_epu8(w, below), w));
+        unsigned bits = (unsigned)_mm_movemask_epi8(m);
+        if (stop & PS_JSON_STOP_HIGH)
+            bits |= (unsigned)_mm_movemask_epi8(w); /* the top bit of each byte */
+        if (bits)
+            return p + __builtin_ctz(bits);
+        p += 16;
+    }
+#endif
     const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
     while (end - p >= 8) {
         uint64_t w;
