@@ -60,6 +60,9 @@ void ps_store_ident_prefetch(ps_txn *t, uint8_t coll, const char *type, const ch
                              size_t value_len, int stage);
 ps_status ps_store_ident_get(ps_txn *t, uint8_t coll, const char *type, const char *value,
                              size_t value_len, ps_mapping *out);
+/* The same lookup when only the profile and the shared mark are wanted: no strings copied. */
+ps_status ps_store_ident_profile(ps_txn *t, uint8_t coll, const char *type, const char *value,
+                                 size_t value_len, uint64_t *profile, bool *shared);
 ps_status ps_store_ident_put(ps_txn *t, uint8_t coll, const char *type, const char *value,
                              size_t value_len, const ps_mapping *m);
 ps_status ps_store_ident_del(ps_txn *t, uint8_t coll, const char *type, const char *value,

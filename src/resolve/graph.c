@@ -95,13 +95,14 @@ ps_status ps_graph_find(ps_txn *t, uint64_t seq, uint64_t *canonical)
 static ps_status lookup(ps_txn *t, uint8_t coll, const char *type, const char *value,
                         size_t value_len, uint64_t *canonical, bool *shared)
 {
-    ps_mapping m;
-    ps_status st = ps_store_ident_get(t, coll, type, value, value_len, &m);
+    uint64_t profile;
+    bool is_shared;
+    ps_status st = ps_store_ident_profile(t, coll, type, value, value_len, &profile, &is_shared);
     if (st != PS_OK)
         return st;
     if (shared)
-        *shared = m.shared;
-    return ps_graph_find(t, m.profile, canonical);
+        *shared = is_shared;
+    return ps_graph_find(t, profile, canonical);
 }
 
 ps_status ps_graph_lookup(ps_txn *t, uint8_t coll, const char *type, const char *value,
@@ -194,10 +195,11 @@ typedef struct held {
 } held;
 
 typedef struct type_count {
-    char *type; /* owned */
+    char *type; /* in the work's arena, as are the values' strings */
     uint64_t profile;
     held *values;
     size_t count;
+    ps_arena *arena;
 } type_count;
 
 typedef struct work {
@@ -209,6 +211,7 @@ typedef struct work {
     bool *active;    /* still on the event (not dropped or demoted) */
     type_count *cache;
     size_t cache_count, cache_cap;
+    ps_arena arena; /* the event's strings and flags, freed at once */
 } work;
 
 static bool collect_held(void *ud, uint64_t profile, const char *type, const char *value,
@@ -219,7 +222,7 @@ static bool collect_held(void *ud, uint64_t profile, const char *type, const cha
     type_count *tc = ud;
     if ((tc->count & (tc->count + 1)) == 0 || tc->count == 0) /* grow at 0,1,3,7,... */
         tc->values = ps_xrealloc(tc->values, (tc->count * 2 + 2) * sizeof *tc->values);
-    tc->values[tc->count].value = ps_xstrndup(value, value_len);
+    tc->values[tc->count].value = ps_arena_strndup(tc->arena, value, value_len);
     tc->values[tc->count].first_seen_ms = first_seen_ms;
     tc->count++;
     return true;
@@ -239,8 +242,9 @@ static ps_status held_values(work *w, uint64_t profile, const char *type, type_c
     }
     type_count *tc = &w->cache[w->cache_count];
     memset(tc, 0, sizeof *tc);
-    tc->type = ps_xstrdup(type);
+    tc->type = ps_arena_strndup(&w->arena, type, strlen(type));
     tc->profile = profile;
+    tc->arena = &w->arena;
     ps_status st = ps_store_pmap_scan(w->t, profile, type, collect_held, tc);
     w->cache_count++;
     *out = tc;
@@ -249,15 +253,10 @@ static ps_status held_values(work *w, uint64_t profile, const char *type, type_c
 
 static void work_clear(work *w)
 {
-    for (size_t i = 0; i < w->cache_count; i++) {
-        for (size_t k = 0; k < w->cache[i].count; k++)
-            free(w->cache[i].values[k].value);
+    for (size_t i = 0; i < w->cache_count; i++)
         free(w->cache[i].values);
-        free(w->cache[i].type);
-    }
     free(w->cache);
-    free(w->owner);
-    free(w->active);
+    ps_arena_clear(&w->arena);
 }
 
 /* Types held by any of several profiles: needed when a merge could join two value sets. */
@@ -803,15 +802,12 @@ ps_status ps_graph_resolve(ps_txn *t, const ps_rules *rules, const ps_resolve_in
         memset(promoted, 0, in->count * sizeof *promoted);
     if (in->count == 0)
         return PS_OK;
-    work w = {t,
-              rules,
-              in,
-              out,
-              ps_xcalloc(in->count, sizeof(uint64_t)),
-              ps_xcalloc(in->count, sizeof(bool)),
-              NULL,
-              0,
-              0};
+    work w = {.t = t, .rules = rules, .in = in, .out = out};
+    ps_arena_init(&w.arena);
+    w.owner = ps_arena_alloc(&w.arena, in->count * sizeof *w.owner);
+    memset(w.owner, 0, in->count * sizeof *w.owner);
+    w.active = ps_arena_alloc(&w.arena, in->count * sizeof *w.active);
+    memset(w.active, 0, in->count * sizeof *w.active);
     ps_profile s;
     memset(&s, 0, sizeof s);
     ps_status st = resolve(&w, &s);

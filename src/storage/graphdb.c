@@ -626,16 +626,41 @@ void ps_store_ident_prefetch(ps_txn *t, uint8_t coll, const char *type, const ch
     }
 }
 
-ps_status ps_store_ident_get(ps_txn *t, uint8_t coll, const char *type, const char *value,
-                             size_t value_len, ps_mapping *out)
+/* The identifier's row, from the cache or the table (then cached). */
+static ps_status ident_row(ps_txn *t, uint8_t coll, const char *type, const char *value,
+                           size_t value_len, MDB_val *v)
 {
     ident_key(t, coll, type, value, value_len);
     icache_ent *e = ic_get(t);
-    MDB_val v = e ? (MDB_val){e->vlen, e->bytes + e->klen} : (MDB_val){0, NULL};
-    ps_status st = e ? PS_OK : get_raw(t, DB_IDENT, &v);
-    if (st == PS_OK && e == NULL)
-        ic_set(t, v.mv_data, v.mv_size);
+    if (e) {
+        *v = (MDB_val){e->vlen, e->bytes + e->klen};
+        return PS_OK;
+    }
+    ps_status st = get_raw(t, DB_IDENT, v);
+    if (st == PS_OK)
+        ic_set(t, v->mv_data, v->mv_size);
+    return st;
+}
+
+ps_status ps_store_ident_get(ps_txn *t, uint8_t coll, const char *type, const char *value,
+                             size_t value_len, ps_mapping *out)
+{
+    MDB_val v;
+    ps_status st = ident_row(t, coll, type, value, value_len, &v);
     return st == PS_OK ? decode_mapping(t, &v, out) : st;
+}
+
+ps_status ps_store_ident_profile(ps_txn *t, uint8_t coll, const char *type, const char *value,
+                                 size_t value_len, uint64_t *profile, bool *shared)
+{
+    MDB_val v;
+    ps_status st = ident_row(t, coll, type, value, value_len, &v);
+    rec r;
+    if (st == PS_OK && (st = decode(t, &v, 6, &r)) == PS_OK) {
+        *profile = r_u64(&r, 0);
+        *shared = r.count > 6 && r_bool(&r, 6);
+    }
+    return st;
 }
 
 ps_status ps_store_ident_put(ps_txn *t, uint8_t coll, const char *type, const char *value,
