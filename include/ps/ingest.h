@@ -108,6 +108,9 @@ typedef struct ps_prepare_opts {
     bool unlimited;              /* not subject to the space's ingest rate limit (the CLI) */
     bool portable_log;           /* log values without the space's dictionary: for the replicated
                                   * stream, whose readers have dictionaries of their own */
+    bool borrowed_json;          /* `json` stays the caller's: the payload keeps a copy in its
+                                  * own memory and never frees `json` (one allocation fewer for
+                                  * a caller that reads lines into a buffer of its own) */
 } ps_prepare_opts;
 
 typedef struct ps_prepared_drop {
@@ -128,10 +131,10 @@ typedef struct ps_prepare_refusal {
 /* Takes one request from the space's ingest rate limit (unless o->unlimited), then parses and
  * validates `json` under the space's current rules, and encodes each accepted message for the
  * log (compression included), so that the writer only stores it. Takes ownership of `json` (a
- * ps_xmalloc'd buffer). PS_OK with *out even when every message was dropped. Otherwise `json` is
- * freed, *out is NULL, and the status says why: PS_ELIMIT (over the rate; nothing was parsed),
- * PS_EINVAL or PS_ETOOBIG (the payload cannot be read at all), or a storage error from reading the
- * rules; `refusal` gives the details. */
+ * ps_xmalloc'd buffer) unless o->borrowed_json. PS_OK with *out even when every message was
+ * dropped. Otherwise `json` is freed (when owned), *out is NULL, and the status says why: PS_ELIMIT
+ * (over the rate; nothing was parsed), PS_EINVAL or PS_ETOOBIG (the payload cannot be read at all),
+ * or a storage error from reading the rules; `refusal` gives the details. */
 ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *json, size_t len,
                             ps_prepared **out, ps_prepare_refusal *refusal);
 size_t ps_prepared_accepted(const ps_prepared *p);

@@ -198,8 +198,6 @@ static bool read_line(run *r, const char *line, size_t len, uint64_t number, uin
         return true; /* blank line */
     if (len - skip > PS_BATCH_MAX_BYTES)
         return add(r, (entry){IT_SKIP, number, end, NULL, PS_DROP_NONE}, 0);
-    uint8_t *json = ps_xmalloc(len - skip);
-    memcpy(json, line + skip, len - skip);
     ps_prepare_opts po = {
         .source_id = r->source ? r->source : "profilectl",
         .now_ms = ps_clock_now_ms(),
@@ -207,6 +205,7 @@ static bool read_line(run *r, const char *line, size_t len, uint64_t number, uin
         .keep_received_at = true,
         .unlimited = true,
         .portable_log = r->pub != NULL, /* other nodes decode what goes to the stream */
+        .borrowed_json = true,          /* the read buffer: the payload keeps its own copy */
     };
     ps_prepared *prep;
     ps_prepare_refusal refusal;
@@ -214,10 +213,8 @@ static bool read_line(run *r, const char *line, size_t len, uint64_t number, uin
     if (r->view.txn == NULL) /* closed at each chunk's hand-over (add) */
         st = ps_prepare_view_open(r->sp, &r->view);
     po.view = &r->view;
-    if (st != PS_OK)
-        free(json);
-    else
-        st = ps_ingest_prepare(r->sp, &po, json, len - skip, &prep, &refusal);
+    if (st == PS_OK)
+        st = ps_ingest_prepare(r->sp, &po, (uint8_t *)line + skip, len - skip, &prep, &refusal);
     if (st == PS_EINVAL || st == PS_ETOOBIG)
         return add(r, (entry){IT_SKIP, number, end, NULL, refusal.why}, 0);
     if (st != PS_OK) {

@@ -430,8 +430,9 @@ ps_status ps_ingest_payload(ps_ingest *in, const uint8_t *json, size_t len, uint
 /* ---- prepared payloads ---- */
 
 struct ps_prepared {
-    uint8_t *json;
+    uint8_t *json; /* from the heap, or (borrowed_json) a copy in `arena` */
     size_t len;
+    bool json_in_arena;
     char source_id[PS_SOURCE_ID_MAX + 1];
     ps_accept_opts opts; /* as parsed; opts.rules tells under which rules */
     ps_arena arena;      /* the events' strings */
@@ -443,7 +444,7 @@ struct ps_prepared {
     size_t ndrops, dcap;
     size_t dropped_total;
     uint64_t dropped_by[PS_DROP__COUNT]; /* every drop, listed or not, by reason */
-    ps_buf logs;                         /* the events' log values, back to back */
+    uint8_t *logs;                       /* the events' log values, back to back, in `arena` */
     size_t *log_end;                     /* where each event's value ends in `logs` */
     ps_txn *suppress_txn;                /* while parsing, when the space suppresses some userIds */
     const ps_filter_set *filters;        /* the space's filters the payload was checked with */
@@ -542,6 +543,22 @@ void ps_prepare_view_close(ps_prepare_view *v)
     *v = (ps_prepare_view){0};
 }
 
+/* Each encoding thread's buffer for log values, reused from payload to payload. */
+#define LOG_SCRATCH_KEEP ((size_t)1 << 20)
+
+static void *log_scratch_make(void)
+{
+    return ps_xcalloc(1, sizeof(ps_buf));
+}
+
+static void log_scratch_free(void *b)
+{
+    ps_buf_clear(b);
+    free(b);
+}
+
+static ps_thread_slot log_scratch_slot = PS_THREAD_SLOT(log_scratch_make, log_scratch_free);
+
 typedef struct parse_call {
     ps_prepared *p;
     ps_prepare_refusal *refusal;
@@ -569,11 +586,11 @@ ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *jso
     if (st != PS_OK || !v.suppressing)
         ps_prepare_view_close(&own);
     if (st != PS_OK) {
-        free(json);
+        if (!o->borrowed_json)
+            free(json);
         return st;
     }
     ps_prepared *p = ps_xcalloc(1, sizeof *p);
-    p->json = json;
     p->len = len;
     size_t sl = o->source_id ? strnlen(o->source_id, PS_SOURCE_ID_MAX) : 0;
     memcpy(p->source_id, o->source_id ? o->source_id : "", sl);
@@ -594,8 +611,16 @@ ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *jso
     /* a batch's events take 1.3-1.8 times its body in the arena (each message's text is
      * rebuilt with the batch's context, and each event has its own records); a payload waits a
      * while for the writer, and its memory counts against the space's queue, so a chunk sized
-     * from the body, then quarters of it, beat doubling chunks, whose newest is mostly empty */
-    ps_arena_reserve(&p->arena, len + len / 2);
+     * from the body, then quarters of it, beat doubling chunks, whose newest is mostly empty.
+     * A borrowed body is copied in too. */
+    ps_arena_reserve(&p->arena, len + len / 2 + (o->borrowed_json ? len : 0));
+    if (o->borrowed_json) {
+        p->json = ps_arena_alloc(&p->arena, len);
+        memcpy(p->json, json, len);
+        p->json_in_arena = true;
+    } else {
+        p->json = json;
+    }
     p->suppress_txn = v.suppressing ? v.txn : NULL;
     parse_call pc = {p, refusal}; /* guarded when it looks subjects up in the store */
     st = p->suppress_txn ? ps_store_guarded(ps_space_store(sp), parse_step, &pc) : parse_step(&pc);
@@ -609,13 +634,18 @@ ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *jso
     }
     /* the costly part of storing a message, done here rather than on the writer */
     if (p->count) {
+        /* encoded in the thread's scratch buffer, then kept in the arena at their size */
+        ps_buf *enc = ps_thread_slot_get(&log_scratch_slot);
+        ps_buf_reset(enc);
         p->log_end = ps_arena_alloc(&p->arena, p->count * sizeof *p->log_end);
-        ps_buf_reserve(&p->logs, len / 4 + 64); /* most messages shrink to a third or less */
         for (size_t i = 0; i < p->count; i++) {
-            log_encode(sp, &p->events[i], o->portable_log, &p->logs);
-            p->log_end[i] = p->logs.len;
+            log_encode(sp, &p->events[i], o->portable_log, enc);
+            p->log_end[i] = enc->len;
         }
-        ps_buf_fit(&p->logs);
+        p->logs = ps_arena_alloc(&p->arena, enc->len);
+        memcpy(p->logs, enc->ptr, enc->len);
+        if (enc->cap > LOG_SCRATCH_KEEP)
+            ps_buf_clear(enc); /* one huge batch does not pin its size in every thread */
         if (p->events != &p->one && p->cap > p->count) {
             p->events = ps_xrealloc(p->events, p->count * sizeof *p->events);
             p->cap = p->count;
@@ -653,20 +683,20 @@ size_t ps_prepared_dropped(const ps_prepared *p, const ps_prepared_drop **list)
 
 size_t ps_prepared_bytes(const ps_prepared *p)
 {
-    return sizeof *p + p->len + ps_arena_bytes(&p->arena) + p->dcap * sizeof *p->drops +
-           p->logs.cap + (p->events != &p->one ? p->cap * sizeof *p->events : 0);
+    return sizeof *p + (p->json_in_arena ? 0 : p->len) + ps_arena_bytes(&p->arena) +
+           p->dcap * sizeof *p->drops + (p->events != &p->one ? p->cap * sizeof *p->events : 0);
 }
 
 void ps_prepared_free(ps_prepared *p)
 {
     if (p == NULL)
         return;
-    ps_arena_clear(&p->arena); /* log_end too */
     if (p->events != &p->one)
         free(p->events);
     free(p->drops);
-    free(p->json);
-    ps_buf_clear(&p->logs);
+    if (!p->json_in_arena)
+        free(p->json);
+    ps_arena_clear(&p->arena); /* log_end, logs and a borrowed body's copy too */
     free(p);
 }
 
@@ -681,8 +711,8 @@ void ps_prepared_prefetch(const ps_prepared *p, int stage)
     for (size_t o = 0; o < n * sizeof *p->events; o += 64)
         __builtin_prefetch((const char *)p->events + o);
     __builtin_prefetch(p->log_end);
-    for (size_t o = 0; p->logs.ptr && o < 512; o += 64) /* most log values are shorter */
-        __builtin_prefetch(p->logs.ptr + o);
+    for (size_t o = 0; p->logs && o < 512; o += 64) /* most log values are shorter */
+        __builtin_prefetch(p->logs + o);
     ps_arena_prefetch(&p->arena, 512);
 }
 
@@ -724,7 +754,7 @@ static ps_status prepared_step(step *s)
         if (p->events[i].type != PS_MSG_FILTERED) /* a note's message is counted as dropped */
             in->pending.messages++;
         size_t from = i ? p->log_end[i - 1] : 0;
-        ps_slice logged = {p->logs.ptr + from, p->log_end[i] - from};
+        ps_slice logged = {p->logs + from, p->log_end[i] - from};
         st = accept_event(in, &p->events[i], &logged);
         ps_arena_clear(&in->arena);
         if (st != PS_OK)
@@ -789,7 +819,7 @@ ps_status ps_ingest_stream_messages(ps_ingest *in, ps_slice record, size_t *coun
 ps_slice ps_prepared_log_value(const ps_prepared *p, size_t i)
 {
     size_t from = i ? p->log_end[i - 1] : 0;
-    return (ps_slice){p->logs.ptr + from, p->log_end[i] - from};
+    return (ps_slice){p->logs + from, p->log_end[i] - from};
 }
 
 void ps_ingest_unreadable(ps_ingest *in, ps_drop why)
