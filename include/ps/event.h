@@ -91,6 +91,8 @@ typedef struct ps_ident {
     uint8_t collection; /* ps_collection */
     uint8_t flag;       /* ps_ident_flag */
     const char *from;   /* where the message carried it ("userId", "context.traits.email") */
+    uint64_t key_hash;  /* ps_store_ident_hash() of it, filled in off the writer's thread; 0:
+                         * not known (the store computes it) */
 } ps_ident;
 
 /* One trait write: key and the value as compact JSON text; is_null means "remove". */

@@ -57,12 +57,16 @@ typedef struct ps_mapping {
  * processor for the cache slot the lookup will probe first, stage 1 (later, once that slot is
  * near) for the entry it holds. Nothing else changes; read transactions ignore it. */
 void ps_store_ident_prefetch(ps_txn *t, uint8_t coll, const char *type, const char *value,
-                             size_t value_len, int stage);
+                             size_t value_len, uint64_t hash, int stage);
 ps_status ps_store_ident_get(ps_txn *t, uint8_t coll, const char *type, const char *value,
                              size_t value_len, ps_mapping *out);
 /* The same lookup when only the profile and the shared mark are wanted: no strings copied. */
 ps_status ps_store_ident_profile(ps_txn *t, uint8_t coll, const char *type, const char *value,
-                                 size_t value_len, uint64_t *profile, bool *shared);
+                                 size_t value_len, uint64_t hash, uint64_t *profile, bool *shared);
+/* The hash a write transaction's identifier cache files the identifier under, for any thread
+ * to compute ahead of the writer: `hash` arguments take it (0: the store computes it). Drawn
+ * per process, so it is never stored. */
+uint64_t ps_store_ident_hash(uint8_t coll, const char *type, const char *value, size_t value_len);
 ps_status ps_store_ident_put(ps_txn *t, uint8_t coll, const char *type, const char *value,
                              size_t value_len, const ps_mapping *m);
 ps_status ps_store_ident_del(ps_txn *t, uint8_t coll, const char *type, const char *value,

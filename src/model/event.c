@@ -154,6 +154,7 @@ static void add_id(parse_ctx *c, ps_collection coll, const char *type, const cJS
     id->value = value;
     id->value_len = (uint32_t)len;
     id->collection = (uint8_t)coll;
+    id->key_hash = 0; /* ingest fills it in for the writer */
     if (key) {
         size_t fl = strlen(from), kl = strlen(key);
         char *path = ps_arena_alloc(c->arena, fl + kl + 2);

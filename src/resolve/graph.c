@@ -93,11 +93,12 @@ ps_status ps_graph_find(ps_txn *t, uint64_t seq, uint64_t *canonical)
 /* The canonical profile holding the identifier, and (when `shared` is not NULL) whether the
  * value is marked shared. */
 static ps_status lookup(ps_txn *t, uint8_t coll, const char *type, const char *value,
-                        size_t value_len, uint64_t *canonical, bool *shared)
+                        size_t value_len, uint64_t hash, uint64_t *canonical, bool *shared)
 {
     uint64_t profile;
     bool is_shared;
-    ps_status st = ps_store_ident_profile(t, coll, type, value, value_len, &profile, &is_shared);
+    ps_status st =
+        ps_store_ident_profile(t, coll, type, value, value_len, hash, &profile, &is_shared);
     if (st != PS_OK)
         return st;
     if (shared)
@@ -108,7 +109,7 @@ static ps_status lookup(ps_txn *t, uint8_t coll, const char *type, const char *v
 ps_status ps_graph_lookup(ps_txn *t, uint8_t coll, const char *type, const char *value,
                           size_t value_len, uint64_t *canonical)
 {
-    return lookup(t, coll, type, value, value_len, canonical, NULL);
+    return lookup(t, coll, type, value, value_len, 0, canonical, NULL);
 }
 
 /* Appends an audit row of `kind` for the event being resolved. */
@@ -165,7 +166,7 @@ ps_status ps_graph_unmap(ps_txn *t, uint64_t canonical, const char *type, const 
     p.mapping_count--;
     if ((st = ps_store_profile_put(t, &p)) != PS_OK)
         return st;
-    ps_ident id = {type, value, (uint32_t)value_len, p.collection, 0, NULL};
+    ps_ident id = {type, value, (uint32_t)value_len, p.collection, 0, NULL, 0};
     return audit_row(t, in, PS_AUDIT_UNMAP, PS_VIOL_NONE, canonical, canonical, &id);
 }
 
@@ -706,8 +707,10 @@ static ps_status resolve(work *w, ps_profile *s)
             continue;
         }
         bool shared = false;
-        st = lookup(w->t, (uint8_t)in->collection, id->type, id->value, id->value_len, &w->owner[i],
-                    &shared);
+        /* the hash computed ahead is of the identifier's own collection */
+        uint64_t hash = id->collection == (uint8_t)in->collection ? id->key_hash : 0;
+        st = lookup(w->t, (uint8_t)in->collection, id->type, id->value, id->value_len, hash,
+                    &w->owner[i], &shared);
         if (st == PS_ENOTFOUND) {
             w->owner[i] = 0;
             st = PS_OK;

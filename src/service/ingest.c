@@ -239,7 +239,7 @@ static ps_status accept_note(ps_ingest *in, const ps_event *ev, const ps_slice *
         return st;
     ps_resolve_in ri = resolve_in_of(ev, PS_USERS, msg_seq);
     ri.event_type = (uint8_t)ev->filtered_type; /* the row names the dropped message's type */
-    ps_ident id = {"filter", ev->filter, (uint32_t)strlen(ev->filter), PS_USERS, 0, NULL};
+    ps_ident id = {"filter", ev->filter, (uint32_t)strlen(ev->filter), PS_USERS, 0, NULL, 0};
     in->pending.violations++;
     return ps_graph_violation(in->txn, &ri, PS_VIOL_FILTERED, &id, 0);
 }
@@ -632,7 +632,15 @@ ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *jso
         ps_prepared_free(p);
         return st;
     }
-    /* the costly part of storing a message, done here rather than on the writer */
+    /* the costly part of storing a message, done here rather than on the writer, and the
+     * hashes its identifiers are looked up by */
+    for (size_t i = 0; i < p->count; i++)
+        for (size_t k = 0; k < p->events[i].id_count; k++) {
+            ps_ident *id = &p->events[i].ids[k];
+            if (id->flag == PS_IDENT_OK)
+                id->key_hash =
+                    ps_store_ident_hash(id->collection, id->type, id->value, id->value_len);
+        }
     if (p->count) {
         /* encoded in the thread's scratch buffer, then kept in the arena at their size */
         ps_buf *enc = ps_thread_slot_get(&log_scratch_slot);
@@ -726,7 +734,7 @@ void ps_ingest_prefetch(ps_ingest *in, const ps_prepared *p, int stage)
             const ps_ident *id = &ev->ids[k];
             if (id->flag == PS_IDENT_OK)
                 ps_store_ident_prefetch(in->txn, id->collection, id->type, id->value, id->value_len,
-                                        stage);
+                                        id->key_hash, stage);
         }
     }
 }

@@ -513,14 +513,24 @@ static bool ic_live(const icache_ent *e)
     return e != NULL && e != &icache_tomb;
 }
 
-/* The cached row of the key in t->key, or NULL. */
-static icache_ent *ic_get(ps_txn *t)
+/* The hash of the key in t->key: `given` when the caller computed it ahead (checked against
+ * the key in debug builds, where a wrong one would file the row twice), else computed. */
+static uint64_t ic_key_hash(icache *c, const ps_txn *t, uint64_t given)
+{
+#ifndef NDEBUG
+    PS_ASSERT(given == 0 || given == ps_siphash(ic_key, t->key.ptr, t->key.len));
+#endif
+    return given ? given : ic_hash(c, t->key.ptr, t->key.len);
+}
+
+/* The cached row of the key in t->key, or NULL. `given`: its hash, or 0. */
+static icache_ent *ic_get(ps_txn *t, uint64_t given)
 {
     icache *c = t->store->icache;
     if (!t->write || c == NULL || c->cap == 0)
         return NULL;
     const unsigned char *key = t->key.ptr;
-    uint64_t h = ic_hash(c, key, t->key.len);
+    uint64_t h = ic_key_hash(c, t, given);
     icache_ent *e = c->slots[ic_probe(c, key, t->key.len, h)].e;
     return ic_live(e) ? e : NULL;
 }
@@ -544,8 +554,9 @@ static void ic_grow(icache *c)
     free(old);
 }
 
-/* Records the row of the key in t->key: its value, or (value NULL) that it is gone. */
-static void ic_set(ps_txn *t, const void *value, size_t vlen)
+/* Records the row of the key in t->key: its value, or (value NULL) that it is gone. `given`:
+ * the key's hash, or 0. */
+static void ic_set(ps_txn *t, const void *value, size_t vlen, uint64_t given)
 {
     icache *c = t->store->icache;
     if (!t->write || c == NULL)
@@ -562,7 +573,7 @@ static void ic_set(ps_txn *t, const void *value, size_t vlen)
     }
     const unsigned char *key = t->key.ptr;
     size_t klen = t->key.len;
-    uint64_t h = ic_hash(c, key, klen);
+    uint64_t h = ic_key_hash(c, t, given);
     size_t i = ic_probe(c, key, klen, h);
     icache_ent *e = c->slots[i].e;
     if (value == NULL) {
@@ -610,14 +621,31 @@ static ps_status decode_mapping(ps_txn *t, const MDB_val *v, ps_mapping *m)
     return PS_OK;
 }
 
+uint64_t ps_store_ident_hash(uint8_t coll, const char *type, const char *value, size_t value_len)
+{
+    pthread_once(&ic_key_once, ic_key_draw);
+    size_t tl = strlen(type) + 1, n = 1 + tl + value_len; /* ident_key()'s layout */
+    unsigned char small[512], *k = n <= sizeof small ? small : ps_xmalloc(n);
+    k[0] = coll;
+    memcpy(k + 1, type, tl);
+    memcpy(k + 1 + tl, value, value_len);
+    uint64_t h = ps_siphash(ic_key, k, n);
+    if (k != small)
+        free(k);
+    return h;
+}
+
 void ps_store_ident_prefetch(ps_txn *t, uint8_t coll, const char *type, const char *value,
-                             size_t value_len, int stage)
+                             size_t value_len, uint64_t hash, int stage)
 {
     icache *c = t->store->icache;
     if (!t->write || c == NULL || c->cap == 0)
         return;
-    ident_key(t, coll, type, value, value_len);
-    const icache_slot *sl = &c->slots[ic_hash(c, t->key.ptr, t->key.len) & (c->cap - 1)];
+    if (hash == 0) {
+        ident_key(t, coll, type, value, value_len);
+        hash = ic_hash(c, t->key.ptr, t->key.len);
+    }
+    const icache_slot *sl = &c->slots[hash & (c->cap - 1)];
     if (stage == 0) {
         __builtin_prefetch(sl);
     } else if (ic_live(sl->e)) {
@@ -626,19 +654,20 @@ void ps_store_ident_prefetch(ps_txn *t, uint8_t coll, const char *type, const ch
     }
 }
 
-/* The identifier's row, from the cache or the table (then cached). */
+/* The identifier's row, from the cache or the table (then cached). `hash`: its
+ * ps_store_ident_hash(), or 0. */
 static ps_status ident_row(ps_txn *t, uint8_t coll, const char *type, const char *value,
-                           size_t value_len, MDB_val *v)
+                           size_t value_len, uint64_t hash, MDB_val *v)
 {
     ident_key(t, coll, type, value, value_len);
-    icache_ent *e = ic_get(t);
+    icache_ent *e = ic_get(t, hash);
     if (e) {
         *v = (MDB_val){e->vlen, e->bytes + e->klen};
         return PS_OK;
     }
     ps_status st = get_raw(t, DB_IDENT, v);
     if (st == PS_OK)
-        ic_set(t, v->mv_data, v->mv_size);
+        ic_set(t, v->mv_data, v->mv_size, hash);
     return st;
 }
 
@@ -646,15 +675,15 @@ ps_status ps_store_ident_get(ps_txn *t, uint8_t coll, const char *type, const ch
                              size_t value_len, ps_mapping *out)
 {
     MDB_val v;
-    ps_status st = ident_row(t, coll, type, value, value_len, &v);
+    ps_status st = ident_row(t, coll, type, value, value_len, 0, &v);
     return st == PS_OK ? decode_mapping(t, &v, out) : st;
 }
 
 ps_status ps_store_ident_profile(ps_txn *t, uint8_t coll, const char *type, const char *value,
-                                 size_t value_len, uint64_t *profile, bool *shared)
+                                 size_t value_len, uint64_t hash, uint64_t *profile, bool *shared)
 {
     MDB_val v;
-    ps_status st = ident_row(t, coll, type, value, value_len, &v);
+    ps_status st = ident_row(t, coll, type, value, value_len, hash, &v);
     rec r;
     if (st == PS_OK && (st = decode(t, &v, 6, &r)) == PS_OK) {
         *profile = r_u64(&r, 0);
@@ -678,7 +707,7 @@ ps_status ps_store_ident_put(ps_txn *t, uint8_t coll, const char *type, const ch
     ident_key(t, coll, type, value, value_len);
     ps_status st = put_val(t, DB_IDENT);
     if (st == PS_OK)
-        ic_set(t, t->val.ptr, t->val.len);
+        ic_set(t, t->val.ptr, t->val.len, 0);
     return st;
 }
 
@@ -688,7 +717,7 @@ ps_status ps_store_ident_del(ps_txn *t, uint8_t coll, const char *type, const ch
     ident_key(t, coll, type, value, value_len);
     ps_status st = del_key(t, DB_IDENT);
     if (st == PS_OK || st == PS_ENOTFOUND)
-        ic_set(t, NULL, 0);
+        ic_set(t, NULL, 0, 0);
     return st;
 }
 
