@@ -12,8 +12,10 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "ps/graphdb.h"
 #include "ps/ingest.h"
 #include "ps/journal.h"
+#include "ps/space.h"
 #include "ps/writer.h"
 #include "tspace.h"
 
@@ -234,6 +236,59 @@ end:
     tspace_close(&ts);
 }
 
+/* A borrowed body (the CLI's read buffer) is copied into the payload: the caller may reuse
+ * its buffer at once. The writer reads the body again when the settings changed after the
+ * payload was prepared, so the copy is what it reads then. The identifiers carry the hash the
+ * store's cache files them under, computed ahead. */
+static void a_borrowed_body_is_the_payloads_own(void)
+{
+    tspace ts;
+    tspace_open(&ts, NULL);
+    ps_prepared *p[2] = {NULL, NULL};
+    ps_ingest *in = NULL;
+    char *buf = NULL;
+    for (int k = 0; k < 2; k++) {
+        char body[256];
+        int len = snprintf(body, sizeof body,
+                           "{\"type\":\"identify\",\"userId\":\"b%d\",\"anonymousId\":"
+                           "\"anon-b%d\",\"messageId\":\"mb%d\",\"traits\":{\"plan\":\"pro\"}}",
+                           k, k, k);
+        buf = ps_xmalloc((size_t)len);
+        memcpy(buf, body, (size_t)len);
+        ps_prepare_opts po = {.source_id = "src", .now_ms = 1700000000000LL, .borrowed_json = true};
+        ps_prepare_refusal refusal;
+        CHECK_EQ_INT(ps_ingest_prepare(ts.sp, &po, (uint8_t *)buf, (size_t)len, &p[k], &refusal),
+                     PS_OK);
+        memset(buf, 'x', (size_t)len); /* the caller's next line */
+        free(buf);
+        buf = NULL;
+        CHECK_EQ_INT(ps_prepared_accepted(p[k]), 1);
+    }
+    const char *settings = "{\"identifiers\":{\"anonymous_id\":{\"limit\":2}}}";
+    CHECK_EQ_INT(ps_space_settings_set(ts.sp, settings, strlen(settings), NULL), PS_OK);
+    ps_ingest_opts io = {0};
+    CHECK_EQ_INT(ps_ingest_begin(ts.sp, &io, &in), PS_OK);
+    for (int k = 0; k < 2; k++)
+        CHECK_EQ_INT(ps_ingest_prepared(in, p[k]), PS_OK);
+    CHECK_EQ_INT(ps_ingest_commit(in), PS_OK);
+    uint64_t a = tspace_find(&ts, "user_id:b1"), b = tspace_find(&ts, "anonymous_id:anon-b1");
+    CHECK(a != 0);
+    CHECK_EQ_INT(a, b);
+    CHECK(tspace_find(&ts, "user_id:b0") != 0);
+    /* the hash computed ahead: the same identifier, the same hash; another collection or
+     * value, another */
+    uint64_t h = ps_store_ident_hash(PS_USERS, "user_id", "b1", 2);
+    CHECK(h == ps_store_ident_hash(PS_USERS, "user_id", "b1", 2));
+    CHECK(h != ps_store_ident_hash(PS_ACCOUNTS, "user_id", "b1", 2));
+    CHECK(h != ps_store_ident_hash(PS_USERS, "user_id", "b2", 2));
+end:
+    ps_ingest_end(in);
+    ps_prepared_free(p[0]);
+    ps_prepared_free(p[1]);
+    free(buf);
+    tspace_close(&ts);
+}
+
 /* A prepared batch waits for the writer and counts against the space's queue at
  * ps_prepared_bytes(): that is its body, an arena sized from the body, the compressed log
  * values and the event array, the last two trimmed to fit. Before, the arena's doubling
@@ -399,6 +454,7 @@ static const test_case tests[] = {
     {"stream_records_apply_and_mark", stream_records_apply_and_mark},
     {"a_writer_paces_the_store_commits", a_writer_paces_the_store_commits},
     {"a_prepared_batch_counts_what_it_holds", a_prepared_batch_counts_what_it_holds},
+    {"a_borrowed_body_is_the_payloads_own", a_borrowed_body_is_the_payloads_own},
 };
 
 TEST_MAIN(tests)
