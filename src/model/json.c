@@ -317,12 +317,8 @@ static char *tree_string(tstate *t)
 {
     const char *q = t->p + 1, *r = ps_json_string_run(q, t->end, 0);
     if (*r == '"') { /* no escape: the bytes as they are */
-        size_t n = (size_t)(r - q);
-        char *out = ps_arena_alloc(&scratch, n + 1);
-        memcpy(out, q, n);
-        out[n] = 0;
         t->p = r + 1;
-        return out;
+        return ps_arena_strndup(&scratch, q, (size_t)(r - q));
     }
     const char *e = skip_string(t->p, t->end);
     size_t raw = (size_t)(e - t->p), n = 0; /* decoding never lengthens a string */
