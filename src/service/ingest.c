@@ -634,20 +634,20 @@ ps_status ps_ingest_prepare(ps_space *sp, const ps_prepare_opts *o, uint8_t *jso
     }
     /* the costly part of storing a message, done here rather than on the writer, and the
      * hashes its identifiers are looked up by */
-    for (size_t i = 0; i < p->count; i++)
-        for (size_t k = 0; k < p->events[i].id_count; k++) {
-            ps_ident *id = &p->events[i].ids[k];
-            if (id->flag == PS_IDENT_OK)
-                id->key_hash =
-                    ps_store_ident_hash(id->collection, id->type, id->value, id->value_len);
-        }
     if (p->count) {
         /* encoded in the thread's scratch buffer, then kept in the arena at their size */
         ps_buf *enc = ps_thread_slot_get(&log_scratch_slot);
         ps_buf_reset(enc);
         p->log_end = ps_arena_alloc(&p->arena, p->count * sizeof *p->log_end);
         for (size_t i = 0; i < p->count; i++) {
-            log_encode(sp, &p->events[i], o->portable_log, enc);
+            ps_event *ev = &p->events[i];
+            for (size_t k = 0; k < ev->id_count; k++) {
+                ps_ident *id = &ev->ids[k];
+                if (id->flag == PS_IDENT_OK)
+                    id->key_hash =
+                        ps_store_ident_hash(id->collection, id->type, id->value, id->value_len);
+            }
+            log_encode(sp, ev, o->portable_log, enc);
             p->log_end[i] = enc->len;
         }
         p->logs = ps_arena_alloc(&p->arena, enc->len);
